@@ -1,0 +1,626 @@
+// Package rpc is shoal's peer RPC: one persistent, multiplexed connection
+// per pair of nodes, carrying requests, responses and one-way messages as
+// wire frames.
+//
+// Connections are identified by node name, exchanged in a hello frame when a
+// connection opens. A node dials a peer the first time it needs it and
+// keeps the connection until it breaks; the next call dials again, so a peer
+// that restarts is reached at its new incarnation without any action by the
+// caller. When two nodes dial each other at the same moment, both keep the
+// connection dialed by the node whose name sorts first, and the loser is
+// closed by its dialer once its in-flight calls have completed: afterwards
+// the pair shares one connection.
+//
+// Requests are served each on its own goroutine; one-way messages are
+// handed to their handler on the connection's reader goroutine, in the
+// order they were sent, so a one-way handler must not block.
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/shoal-dev/shoal/cluster/wire"
+)
+
+// Handler serves a request. ctx ends when the caller's deadline passes or
+// the node closes. from is the calling node's name. The returned error is
+// sent to the caller as a *RemoteError. Handlers are called concurrently.
+type Handler func(ctx context.Context, from string, body []byte) ([]byte, error)
+
+// OnewayHandler receives a one-way message. It runs on the connection's
+// reader goroutine, in the order messages were sent on that connection, and
+// must not block: hand the work to another goroutine if it may take time.
+// It owns body.
+type OnewayHandler func(from string, body []byte)
+
+// Config configures a Node. Name, Network and Resolve are required.
+type Config struct {
+	// Name identifies this node to its peers.
+	Name string
+	// Network makes connections: &wire.TCP{} in production.
+	Network wire.Network
+	// ListenAddr is where peers connect, e.g. "127.0.0.1:0".
+	ListenAddr string
+	// Resolve maps a peer's name to its address. It is called for each dial
+	// and must be safe for concurrent use.
+	Resolve func(name string) (addr string, ok bool)
+	// DialTimeout bounds dialing and the hello exchange (default 2 s).
+	DialTimeout time.Duration
+	// RedialBackoff is how long after a failed dial further calls to that
+	// peer fail at once with the same error (default 100 ms), so that a
+	// dead peer costs one dial per backoff, not one per call.
+	RedialBackoff time.Duration
+	// MaxBacklog bounds the one-way messages queued for a peer while it is
+	// being dialed (default 4096); beyond it Notify fails.
+	MaxBacklog int
+	// Logger receives connection errors (default slog.Default()).
+	Logger *slog.Logger
+}
+
+func (c *Config) validate() error {
+	if c.Name == "" || len(c.Name) > 255 || !utf8.ValidString(c.Name) {
+		return fmt.Errorf("rpc: node name must be 1-255 bytes of UTF-8, got %q", c.Name)
+	}
+	if c.Network == nil {
+		return errors.New("rpc: Config.Network is required")
+	}
+	if c.Resolve == nil {
+		return errors.New("rpc: Config.Resolve is required")
+	}
+	if c.ListenAddr == "" {
+		c.ListenAddr = "127.0.0.1:0"
+	}
+	if c.DialTimeout <= 0 {
+		c.DialTimeout = 2 * time.Second
+	}
+	if c.RedialBackoff <= 0 {
+		c.RedialBackoff = 100 * time.Millisecond
+	}
+	if c.MaxBacklog <= 0 {
+		c.MaxBacklog = 4096
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Errors returned by a Node.
+var (
+	// ErrClosed: the node has been closed.
+	ErrClosed = errors.New("rpc: node closed")
+	// ErrUnknownPeer: Resolve does not know the peer's name.
+	ErrUnknownPeer = errors.New("rpc: unknown peer")
+	// ErrConnLost: the connection broke before the response arrived; the
+	// request may or may not have been served.
+	ErrConnLost = errors.New("rpc: connection lost")
+	// ErrBacklogFull: too many one-way messages wait for a peer being dialed.
+	ErrBacklogFull = errors.New("rpc: backlog full")
+)
+
+// RemoteError is an error returned by the peer's handler.
+type RemoteError struct {
+	Peer, Type, Msg string
+}
+
+func (e *RemoteError) Error() string {
+	return fmt.Sprintf("rpc: %s on %s: %s", e.Type, e.Peer, e.Msg)
+}
+
+// Stats counts a node's RPC activity.
+type Stats struct {
+	Calls, CallErrors, Served, NotifySent, NotifyReceived atomic.Uint64
+	Dials, DialErrors, ConnsAccepted, ProtocolErrors     atomic.Uint64
+}
+
+// Node serves and makes peer calls. Create it with New; its methods are safe
+// for concurrent use.
+type Node struct {
+	cfg  Config
+	ln   wire.Listener
+	log  *slog.Logger
+	ctx  context.Context
+	stop context.CancelFunc
+	wg   sync.WaitGroup
+
+	handlers atomic.Pointer[map[string]Handler]
+	oneways  atomic.Pointer[map[string]OnewayHandler]
+	regMu    sync.Mutex // serialises handler registration
+
+	nextID atomic.Uint64
+	stats  Stats
+
+	mu     sync.Mutex
+	peers  map[string]*peer
+	conns  map[*conn]struct{}
+	closed bool
+}
+
+type peer struct {
+	name    string
+	conn    *conn // preferred connection for outgoing traffic
+	dial    *dialing
+	lastErr error
+	errAt   time.Time
+	backlog []*wire.Frame
+}
+
+type dialing struct {
+	done chan struct{}
+	conn *conn
+	err  error
+}
+
+// New listens on cfg.ListenAddr and starts accepting peers.
+func New(cfg Config) (*Node, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	ln, err := cfg.Network.Listen(cfg.ListenAddr)
+	if err != nil {
+		return nil, fmt.Errorf("rpc: listen on %s: %w", cfg.ListenAddr, err)
+	}
+	n := &Node{cfg: cfg, ln: ln, log: cfg.Logger, peers: map[string]*peer{}, conns: map[*conn]struct{}{}}
+	n.ctx, n.stop = context.WithCancel(context.Background())
+	n.handlers.Store(&map[string]Handler{})
+	n.oneways.Store(&map[string]OnewayHandler{})
+	n.wg.Add(1)
+	go n.acceptLoop()
+	return n, nil
+}
+
+// Addr is the address peers dial.
+func (n *Node) Addr() string { return n.ln.Addr() }
+
+// Name is this node's name.
+func (n *Node) Name() string { return n.cfg.Name }
+
+// Stats returns the node's counters.
+func (n *Node) Stats() *Stats { return &n.stats }
+
+// Handle registers h for requests of type typ, replacing any earlier one.
+func (n *Node) Handle(typ string, h Handler) {
+	n.regMu.Lock()
+	defer n.regMu.Unlock()
+	m := cloneMap(*n.handlers.Load())
+	m[typ] = h
+	n.handlers.Store(&m)
+}
+
+// HandleOneway registers h for one-way messages of type typ.
+func (n *Node) HandleOneway(typ string, h OnewayHandler) {
+	n.regMu.Lock()
+	defer n.regMu.Unlock()
+	m := cloneMap(*n.oneways.Load())
+	m[typ] = h
+	n.oneways.Store(&m)
+}
+
+func cloneMap[V any](m map[string]V) map[string]V {
+	c := make(map[string]V, len(m)+1)
+	for k, v := range m {
+		c[k] = v
+	}
+	return c
+}
+
+// Call sends a request of type typ to the named peer and waits for its
+// response until ctx ends. The remaining deadline of ctx travels with the
+// request. Errors: ErrClosed, ErrUnknownPeer, ErrConnLost, a dial error,
+// ctx.Err(), or a *RemoteError from the handler.
+func (n *Node) Call(ctx context.Context, peerName, typ string, body []byte) ([]byte, error) {
+	n.stats.Calls.Add(1)
+	resp, err := n.call(ctx, peerName, typ, body)
+	if err != nil {
+		n.stats.CallErrors.Add(1)
+	}
+	return resp, err
+}
+
+func (n *Node) call(ctx context.Context, peerName, typ string, body []byte) ([]byte, error) {
+	c, err := n.connect(ctx, peerName)
+	if err != nil {
+		return nil, err
+	}
+	id := n.nextID.Add(1)
+	ch := make(chan result, 1)
+	if !c.addPending(id, ch) {
+		return nil, fmt.Errorf("%w to %s", ErrConnLost, peerName)
+	}
+	f := &wire.Frame{Kind: wire.KindRequest, ID: id, Type: typ, Body: body}
+	if dl, ok := ctx.Deadline(); ok {
+		if f.Timeout = time.Until(dl); f.Timeout <= 0 {
+			c.removePending(id)
+			return nil, context.DeadlineExceeded
+		}
+	}
+	if err := c.wc.Send(f); err != nil {
+		c.removePending(id)
+		return nil, fmt.Errorf("rpc: send to %s: %w", peerName, err)
+	}
+	select {
+	case r := <-ch:
+		return r.body, r.err
+	case <-ctx.Done():
+		c.removePending(id)
+		return nil, ctx.Err()
+	}
+}
+
+// Notify sends a one-way message to the named peer without waiting: if the
+// peer is connected the frame is queued on its connection; if not, it is
+// queued while the node dials in the background. Delivery is not
+// guaranteed (a connection can break with frames queued); callers that need
+// to know use Call or number their messages. It fails at once if the peer
+// cannot currently be reached (recent dial failure), the backlog is full,
+// or the node is closed.
+func (n *Node) Notify(peerName, typ string, body []byte) error {
+	f := &wire.Frame{Kind: wire.KindOneway, Type: typ, Body: body}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return ErrClosed
+	}
+	p := n.peerLocked(peerName)
+	if p.conn != nil {
+		if err := p.conn.wc.Send(f); err != nil {
+			return fmt.Errorf("rpc: notify %s: %w", peerName, err)
+		}
+		n.stats.NotifySent.Add(1)
+		return nil
+	}
+	if p.dial == nil {
+		if err := n.startDialLocked(p); err != nil {
+			return err
+		}
+	}
+	if len(p.backlog) >= n.cfg.MaxBacklog {
+		return fmt.Errorf("%w for %s", ErrBacklogFull, peerName)
+	}
+	p.backlog = append(p.backlog, f)
+	n.stats.NotifySent.Add(1)
+	return nil
+}
+
+// Disconnect closes the connections to a peer, failing its in-flight calls
+// with ErrConnLost, and forgets it. Use it when the peer leaves the cluster.
+func (n *Node) Disconnect(peerName string) {
+	n.mu.Lock()
+	var victims []*conn
+	for c := range n.conns {
+		if c.peer == peerName {
+			victims = append(victims, c)
+		}
+	}
+	if p := n.peers[peerName]; p != nil && p.dial == nil {
+		delete(n.peers, peerName)
+	}
+	n.mu.Unlock()
+	for _, c := range victims {
+		c.wc.Close()
+	}
+}
+
+// Close stops the listener, closes every connection (failing in-flight
+// calls with ErrConnLost), cancels running handlers' contexts and waits for
+// every goroutine the node started. It is safe to call twice.
+func (n *Node) Close() error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return nil
+	}
+	n.closed = true
+	conns := make([]*conn, 0, len(n.conns))
+	for c := range n.conns {
+		conns = append(conns, c)
+	}
+	n.mu.Unlock()
+	n.stop()
+	err := n.ln.Close()
+	for _, c := range conns {
+		c.wc.Close()
+	}
+	n.wg.Wait()
+	return err
+}
+
+func (n *Node) peerLocked(name string) *peer {
+	p := n.peers[name]
+	if p == nil {
+		p = &peer{name: name}
+		n.peers[name] = p
+	}
+	return p
+}
+
+// connect returns the preferred connection to a peer, dialing if needed.
+func (n *Node) connect(ctx context.Context, name string) (*conn, error) {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return nil, ErrClosed
+	}
+	p := n.peerLocked(name)
+	if c := p.conn; c != nil {
+		n.mu.Unlock()
+		return c, nil
+	}
+	if p.dial == nil {
+		if err := n.startDialLocked(p); err != nil {
+			n.mu.Unlock()
+			return nil, err
+		}
+	}
+	d := p.dial
+	n.mu.Unlock()
+	select {
+	case <-d.done:
+		return d.conn, d.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (n *Node) startDialLocked(p *peer) error {
+	if p.lastErr != nil && time.Since(p.errAt) < n.cfg.RedialBackoff {
+		return p.lastErr
+	}
+	d := &dialing{done: make(chan struct{})}
+	p.dial = d
+	n.wg.Add(1)
+	go n.dial(p, d)
+	return nil
+}
+
+func (n *Node) dial(p *peer, d *dialing) {
+	defer n.wg.Done()
+	n.stats.Dials.Add(1)
+	c, err := n.dialPeer(p.name)
+	n.mu.Lock()
+	p.dial = nil
+	if err == nil && n.closed {
+		err = ErrClosed
+	}
+	if err != nil {
+		n.stats.DialErrors.Add(1)
+		p.lastErr, p.errAt, p.backlog = err, time.Now(), nil
+		n.mu.Unlock()
+		if c != nil {
+			c.wc.Close()
+		}
+		d.err = err
+		close(d.done)
+		return
+	}
+	p.lastErr = nil
+	n.registerLocked(c)
+	d.conn = p.conn
+	n.wg.Add(1)
+	n.mu.Unlock()
+	close(d.done)
+	n.readLoop(c)
+}
+
+func (n *Node) dialPeer(name string) (*conn, error) {
+	addr, ok := n.cfg.Resolve(name)
+	if !ok {
+		return nil, fmt.Errorf("%w %q", ErrUnknownPeer, name)
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.DialTimeout)
+	defer cancel()
+	wc, err := n.cfg.Network.Dial(ctx, addr)
+	if err != nil {
+		return nil, fmt.Errorf("rpc: dial %s at %s: %w", name, addr, err)
+	}
+	c := newConn(n, wc, true)
+	if err := wc.Send(&wire.Frame{Kind: wire.KindHello, Body: []byte(n.cfg.Name)}); err != nil {
+		return c, fmt.Errorf("rpc: hello to %s: %w", name, err)
+	}
+	got, err := n.readHello(wc)
+	if err != nil {
+		return c, fmt.Errorf("rpc: hello from %s at %s: %w", name, addr, err)
+	}
+	if got != name {
+		return c, fmt.Errorf("rpc: %s answered as %q, expected %q", addr, got, name)
+	}
+	c.peer = name
+	return c, nil
+}
+
+// readHello reads the first frame of a connection, bounded by DialTimeout.
+func (n *Node) readHello(wc wire.Conn) (string, error) {
+	t := time.AfterFunc(n.cfg.DialTimeout, func() { wc.Close() })
+	defer t.Stop()
+	f, err := wc.Recv()
+	if err != nil {
+		return "", err
+	}
+	if f.Kind != wire.KindHello {
+		return "", fmt.Errorf("expected hello, got a %v frame", f.Kind)
+	}
+	name := string(f.Body)
+	if name == "" || len(name) > 255 || !utf8.ValidString(name) {
+		return "", fmt.Errorf("invalid node name %q in hello", name)
+	}
+	if name == n.cfg.Name {
+		return "", fmt.Errorf("peer claims this node's own name %q", name)
+	}
+	return name, nil
+}
+
+func (n *Node) acceptLoop() {
+	defer n.wg.Done()
+	for {
+		wc, err := n.ln.Accept()
+		if err != nil {
+			if !wire.IsClosedError(err) {
+				n.log.Error("rpc: accept failed; no longer accepting peers", "err", err)
+			}
+			return
+		}
+		n.wg.Add(1)
+		go n.serveConn(wc)
+	}
+}
+
+// serveConn runs the accepting side of a connection: hello, then reading.
+func (n *Node) serveConn(wc wire.Conn) {
+	defer n.wg.Done()
+	name, err := n.readHello(wc)
+	if err == nil {
+		err = wc.Send(&wire.Frame{Kind: wire.KindHello, Body: []byte(n.cfg.Name)})
+	}
+	if err != nil {
+		n.stats.ProtocolErrors.Add(1)
+		n.log.Warn("rpc: rejected connection", "remote", wc.RemoteAddr(), "err", err)
+		wc.Close()
+		return
+	}
+	c := newConn(n, wc, false)
+	c.peer = name
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		wc.Close()
+		return
+	}
+	n.stats.ConnsAccepted.Add(1)
+	n.registerLocked(c)
+	n.wg.Add(1)
+	n.mu.Unlock()
+	n.readLoop(c)
+}
+
+// registerLocked records a connection that finished its hello and decides
+// whether it becomes the peer's preferred connection. Of two live
+// connections between the same pair, the one dialed by the node whose name
+// sorts first wins on both sides; the dialer of the loser retires it.
+func (n *Node) registerLocked(c *conn) {
+	n.conns[c] = struct{}{}
+	p := n.peerLocked(c.peer)
+	old := p.conn
+	if old == nil || old.isDead() {
+		n.promoteLocked(p, c)
+		return
+	}
+	selfFirst := n.cfg.Name < c.peer
+	if c.dialedBySelf == selfFirst { // c is the winner
+		n.promoteLocked(p, c)
+		if old.dialedBySelf {
+			old.retire()
+		}
+	} else if c.dialedBySelf {
+		c.retire()
+	}
+}
+
+func (n *Node) promoteLocked(p *peer, c *conn) {
+	p.conn = c
+	for _, f := range p.backlog {
+		if err := c.wc.Send(f); err != nil {
+			break
+		}
+	}
+	p.backlog = nil
+}
+
+// readLoop reads a connection until it breaks. The caller has done wg.Add.
+func (n *Node) readLoop(c *conn) {
+	defer n.wg.Done()
+	var err error
+	for {
+		var f wire.Frame
+		if f, err = c.wc.Recv(); err != nil {
+			break
+		}
+		if err = n.dispatch(c, f); err != nil {
+			n.stats.ProtocolErrors.Add(1)
+			break
+		}
+	}
+	c.wc.Close()
+	n.connGone(c)
+	if err != nil && err != io.EOF && !wire.IsClosedError(err) {
+		n.log.Warn("rpc: closed connection after error", "peer", c.peer, "remote", c.wc.RemoteAddr(), "err", err)
+	}
+}
+
+func (n *Node) dispatch(c *conn, f wire.Frame) error {
+	switch f.Kind {
+	case wire.KindRequest:
+		n.wg.Add(1)
+		go n.serve(c, f)
+	case wire.KindOneway:
+		n.stats.NotifyReceived.Add(1)
+		if h := (*n.oneways.Load())[f.Type]; h != nil {
+			h(c.peer, f.Body)
+		} else {
+			n.log.Debug("rpc: no handler for one-way message", "type", f.Type, "peer", c.peer)
+		}
+	case wire.KindResponse, wire.KindError:
+		c.complete(f)
+	default:
+		return fmt.Errorf("unexpected %v frame after hello", f.Kind)
+	}
+	return nil
+}
+
+func (n *Node) serve(c *conn, f wire.Frame) {
+	defer n.wg.Done()
+	n.stats.Served.Add(1)
+	ctx, cancel := n.ctx, context.CancelFunc(func() {})
+	if f.Timeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, f.Timeout)
+	}
+	body, err := n.runHandler(ctx, c.peer, f)
+	cancel()
+	resp := &wire.Frame{Kind: wire.KindResponse, ID: f.ID, Body: body}
+	if err != nil {
+		resp.Kind, resp.Body = wire.KindError, []byte(err.Error())
+	}
+	if err := c.wc.Send(resp); err != nil && !wire.IsClosedError(err) {
+		n.log.Warn("rpc: could not send response", "peer", c.peer, "type", f.Type, "err", err)
+	}
+}
+
+func (n *Node) runHandler(ctx context.Context, from string, f wire.Frame) (body []byte, err error) {
+	h := (*n.handlers.Load())[f.Type]
+	if h == nil {
+		return nil, fmt.Errorf("no handler for %q", f.Type)
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			n.log.Error("rpc: handler panicked", "type", f.Type, "peer", from, "panic", r)
+			body, err = nil, fmt.Errorf("handler panicked: %v", r)
+		}
+	}()
+	return h(ctx, from, f.Body)
+}
+
+// connGone forgets a broken connection and fails its pending calls.
+func (n *Node) connGone(c *conn) {
+	n.mu.Lock()
+	delete(n.conns, c)
+	if p := n.peers[c.peer]; p != nil && p.conn == c {
+		p.conn = nil
+		// Another live connection to the same peer (kept for its incoming
+		// traffic) can take over at once.
+		for o := range n.conns {
+			if o.peer == c.peer && !o.isDead() && !o.isRetired() {
+				p.conn = o
+				break
+			}
+		}
+	}
+	n.mu.Unlock()
+	c.failAll()
+}
