@@ -248,6 +248,9 @@ func (n *Node) call(ctx context.Context, peerName, typ string, body []byte) ([]b
 	}
 	select {
 	case r := <-ch:
+		if re, ok := r.err.(*RemoteError); ok {
+			re.Type = typ
+		}
 		return r.body, r.err
 	case <-ctx.Done():
 		c.removePending(id)
@@ -324,11 +327,13 @@ func (n *Node) Close() error {
 		conns = append(conns, c)
 	}
 	n.mu.Unlock()
-	n.stop()
 	err := n.ln.Close()
 	for _, c := range conns {
 		c.wc.Close()
 	}
+	// Cancel handlers only after their connections are gone, so that their
+	// callers see ErrConnLost rather than this node's cancellation.
+	n.stop()
 	n.wg.Wait()
 	return err
 }

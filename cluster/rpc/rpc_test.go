@@ -1,0 +1,264 @@
+package rpc
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/shoal-dev/shoal/cluster/wire"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// registry resolves node names for a set of test nodes.
+type registry struct {
+	mu    sync.Mutex
+	addrs map[string]string
+}
+
+func (r *registry) resolve(name string) (string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	a, ok := r.addrs[name]
+	return a, ok
+}
+
+func (r *registry) start(t *testing.T, name string, netw wire.Network) *Node {
+	t.Helper()
+	n, err := New(Config{Name: name, Network: netw, ListenAddr: "127.0.0.1:0", Resolve: r.resolve})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.mu.Lock()
+	if r.addrs == nil {
+		r.addrs = map[string]string{}
+	}
+	r.addrs[name] = n.Addr()
+	r.mu.Unlock()
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+func echo(_ context.Context, from string, body []byte) ([]byte, error) {
+	return append([]byte(from+":"), body...), nil
+}
+
+func TestCallAndNotify(t *testing.T) {
+	var reg registry
+	a := reg.start(t, "a", &wire.TCP{})
+	b := reg.start(t, "b", &wire.TCP{})
+	b.Handle("echo", echo)
+	b.Handle("fail", func(context.Context, string, []byte) ([]byte, error) { return nil, errors.New("nope") })
+	b.Handle("panic", func(context.Context, string, []byte) ([]byte, error) { panic("boom") })
+	got := make(chan string, 10)
+	b.HandleOneway("note", func(from string, body []byte) { got <- from + "/" + string(body) })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := a.Call(ctx, "b", "echo", []byte("hi"))
+	if err != nil || string(resp) != "a:hi" {
+		t.Fatalf("echo: %q %v", resp, err)
+	}
+	var re *RemoteError
+	if _, err := a.Call(ctx, "b", "fail", nil); !errors.As(err, &re) || re.Msg != "nope" {
+		t.Fatalf("fail: %v", err)
+	}
+	if _, err := a.Call(ctx, "b", "panic", nil); !errors.As(err, &re) {
+		t.Fatalf("panic: %v", err)
+	}
+	if _, err := a.Call(ctx, "b", "missing", nil); !errors.As(err, &re) {
+		t.Fatalf("missing handler: %v", err)
+	}
+	if _, err := a.Call(ctx, "nobody", "echo", nil); !errors.Is(err, ErrUnknownPeer) {
+		t.Fatalf("unknown peer: %v", err)
+	}
+	for i := 0; i < 3; i++ {
+		if err := a.Notify("b", "note", []byte(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 3; i++ {
+		if s := <-got; s != fmt.Sprintf("a/%d", i) {
+			t.Fatalf("notify %d: got %q", i, s)
+		}
+	}
+}
+
+func TestCallDeadlineReachesHandler(t *testing.T) {
+	var reg registry
+	a := reg.start(t, "a", &wire.TCP{})
+	b := reg.start(t, "b", &wire.TCP{})
+	sawDeadline := make(chan bool, 1)
+	b.Handle("slow", func(ctx context.Context, _ string, _ []byte) ([]byte, error) {
+		_, ok := ctx.Deadline()
+		sawDeadline <- ok
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	// Either the caller's deadline fires first, or the handler's (the same
+	// deadline, carried over) and its error comes back.
+	_, err := a.Call(ctx, "b", "slow", nil)
+	var re *RemoteError
+	if !errors.Is(err, context.DeadlineExceeded) && !(errors.As(err, &re) && re.Msg == context.DeadlineExceeded.Error()) {
+		t.Fatalf("got %v, want deadline exceeded", err)
+	}
+	if !<-sawDeadline {
+		t.Fatal("handler's context had no deadline")
+	}
+}
+
+// Both nodes dial each other at once, many times: afterwards each side uses
+// one connection, and no call fails.
+func TestSimultaneousDialsConvergeOnOneConnection(t *testing.T) {
+	var reg registry
+	a := reg.start(t, "a", &wire.TCP{})
+	b := reg.start(t, "b", &wire.TCP{})
+	a.Handle("echo", echo)
+	b.Handle("echo", echo)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 40)
+	for i := 0; i < 20; i++ {
+		wg.Add(2)
+		go func() { defer wg.Done(); _, err := a.Call(ctx, "b", "echo", nil); errs <- err }()
+		go func() { defer wg.Done(); _, err := b.Call(ctx, "a", "echo", nil); errs <- err }()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, func() bool { return liveConns(a) == 1 && liveConns(b) == 1 }, "one connection per side")
+	if pa, pb := a.preferred("b"), b.preferred("a"); pa == nil || pb == nil || !pa.dialedBySelf || pb.dialedBySelf {
+		t.Fatalf("both sides must prefer the connection dialed by %q", "a")
+	}
+}
+
+func (n *Node) preferred(peer string) *conn {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if p := n.peers[peer]; p != nil {
+		return p.conn
+	}
+	return nil
+}
+
+func liveConns(n *Node) int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.conns)
+}
+
+func waitFor(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestReconnectAfterPeerRestart(t *testing.T) {
+	var reg registry
+	a := reg.start(t, "a", &wire.TCP{})
+	b := reg.start(t, "b", &wire.TCP{})
+	b.Handle("echo", echo)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := a.Call(ctx, "b", "echo", nil); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	b2 := reg.start(t, "b", &wire.TCP{})
+	b2.Handle("echo", func(context.Context, string, []byte) ([]byte, error) { return []byte("new"), nil })
+	waitFor(t, func() bool {
+		resp, err := a.Call(ctx, "b", "echo", nil)
+		return err == nil && string(resp) == "new"
+	}, "a call to reach the restarted peer")
+}
+
+func TestInFlightCallFailsWhenConnectionBreaks(t *testing.T) {
+	var reg registry
+	a := reg.start(t, "a", &wire.TCP{})
+	b := reg.start(t, "b", &wire.TCP{})
+	entered := make(chan struct{})
+	b.Handle("hang", func(ctx context.Context, _ string, _ []byte) ([]byte, error) {
+		close(entered)
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})
+	errc := make(chan error, 1)
+	go func() { _, err := a.Call(context.Background(), "b", "hang", nil); errc <- err }()
+	<-entered
+	b.Close()
+	if err := <-errc; !errors.Is(err, ErrConnLost) {
+		t.Fatalf("got %v, want ErrConnLost", err)
+	}
+}
+
+// Garbage and an oversized length on a raw socket close that connection;
+// the node keeps serving others.
+func TestMalformedFrameClosesOnlyThatConnection(t *testing.T) {
+	var reg registry
+	a := reg.start(t, "a", &wire.TCP{MaxFrameSize: 1 << 16})
+	b := reg.start(t, "b", &wire.TCP{})
+	a.Handle("echo", echo)
+	for _, garbage := range [][]byte{
+		[]byte("GET / HTTP/1.1\r\n\r\n"),
+		binary.BigEndian.AppendUint32(nil, 1<<30),
+		{0, 0, 0, 3, 0x95, 0xc1, 0xc1},
+	} {
+		c, err := net.Dial("tcp", a.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write(garbage)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		var buf [1]byte
+		if _, err := c.Read(buf[:]); err == nil {
+			t.Fatalf("connection sending %q was answered instead of closed", garbage)
+		} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Fatalf("connection sending %q was left open", garbage)
+		}
+		c.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := b.Call(ctx, "a", "echo", nil); err != nil {
+		t.Fatalf("node stopped serving after garbage: %v", err)
+	}
+	if a.Stats().ProtocolErrors.Load() == 0 {
+		t.Fatal("protocol errors not counted")
+	}
+}
+
+func TestCloseTwiceAndAfterClose(t *testing.T) {
+	var reg registry
+	a := reg.start(t, "a", &wire.TCP{})
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Call(context.Background(), "a", "x", nil); !errors.Is(err, ErrClosed) {
+		t.Fatalf("call after close: %v", err)
+	}
+	if err := a.Notify("a", "x", nil); !errors.Is(err, ErrClosed) {
+		t.Fatalf("notify after close: %v", err)
+	}
+}
