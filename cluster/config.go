@@ -1,0 +1,220 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/hashicorp/memberlist"
+
+	"github.com/shoal-dev/shoal/cluster/wire"
+)
+
+// Cache modes a node can run in. Every member of a cluster must run the same
+// one: a node whose mode differs is refused when it joins.
+const (
+	CacheModeLocal       = "local"
+	CacheModeDistributed = "distributed"
+)
+
+// Config configures a Node. Start from DefaultLANConfig or
+// DefaultLoopbackConfig and set at least Name; validate fills the rest.
+type Config struct {
+	// Name is this node's unique name in the cluster (1-64 bytes).
+	Name string
+
+	// BindAddr is the gossip address, "host:port", UDP and TCP
+	// (port 0 picks a free one). Ignored when Transport is set.
+	BindAddr string
+	// AdvertiseAddr is the gossip address other nodes use, if it differs
+	// from BindAddr (NAT, 0.0.0.0 binds).
+	AdvertiseAddr string
+	// RPCAddr is where the peer RPC listens, "host:port".
+	RPCAddr string
+	// HTTPAddr and RaftAddr are advertised in the node's metadata for
+	// other parts and operators; the cluster package does not serve them.
+	HTTPAddr, RaftAddr string
+	// CacheMode is CacheModeLocal or CacheModeDistributed.
+	CacheMode string
+	// Version is the build version, advertised in metadata.
+	Version string
+
+	// Memberlist holds gossip tuning (probe, suspicion, gossip and
+	// push/pull intervals). Its identity, address, transport, delegates and
+	// logger are set by Start and need not be filled. The presets below
+	// explain the choices.
+	Memberlist *memberlist.Config
+
+	// GapTimeout is how long the bus waits for a missing message before it
+	// tells subscribers that they may have missed it. Messages behind a
+	// gap are held back, so this is also the longest that reordering can
+	// delay a delivery. Latest sequence numbers are compared at every
+	// memberlist push/pull (Memberlist.PushPullInterval), which bounds how
+	// long a lost *last* message goes unnoticed.
+	GapTimeout time.Duration
+	// LeaveTimeout bounds the graceful leave broadcast in Close.
+	LeaveTimeout time.Duration
+
+	// Logger receives structured logs; memberlist's own log lines are
+	// routed into it. Default: slog.Default().
+	Logger *slog.Logger
+
+	// Transport replaces memberlist's UDP/TCP transport (tests use
+	// memnet). Nil: memberlist's NetTransport on BindAddr.
+	Transport memberlist.Transport
+	// Network carries the peer RPC. Nil: TCP.
+	Network wire.Network
+	// Now is the bus's clock (default time.Now).
+	Now func() time.Time
+}
+
+// DefaultLANConfig suits nodes on a local network: memberlist's LAN
+// defaults (1 s probes, suspicion 4·log10(N)·1 s, push/pull every 30 s, so
+// a dead node is marked failed within roughly 5-6 s) and a bus gap timeout
+// of 2 s.
+func DefaultLANConfig() *Config {
+	ml := memberlist.DefaultLANConfig()
+	// A node restarted under the same name at a new address may reclaim it
+	// once the old one has been dead this long.
+	ml.DeadNodeReclaimTime = 30 * time.Second
+	return &Config{
+		BindAddr:     "0.0.0.0:7946",
+		RPCAddr:      "0.0.0.0:7947",
+		CacheMode:    CacheModeLocal,
+		Memberlist:   ml,
+		GapTimeout:   2 * time.Second,
+		LeaveTimeout: 5 * time.Second,
+	}
+}
+
+// DefaultLoopbackConfig suits nodes on one machine and tests: round trips
+// are microseconds, so probes can be frequent. Probes every 200 ms with a
+// 100 ms timeout and a suspicion multiplier of 3 mark a killed node failed
+// in about 1 s (the target is 3 s); push/pull every 2 s exchanges
+// bus sequence numbers, so a lost last message is noticed within a few
+// seconds. Port 0 everywhere: the OS picks.
+func DefaultLoopbackConfig() *Config {
+	ml := memberlist.DefaultLocalConfig()
+	ml.ProbeInterval = 200 * time.Millisecond
+	ml.ProbeTimeout = 100 * time.Millisecond
+	ml.SuspicionMult = 3
+	ml.GossipInterval = 50 * time.Millisecond
+	ml.PushPullInterval = 2 * time.Second
+	ml.TCPTimeout = time.Second
+	ml.DeadNodeReclaimTime = time.Second
+	ml.GossipToTheDeadTime = 5 * time.Second
+	return &Config{
+		BindAddr:     "127.0.0.1:0",
+		RPCAddr:      "127.0.0.1:0",
+		CacheMode:    CacheModeLocal,
+		Memberlist:   ml,
+		GapTimeout:   500 * time.Millisecond,
+		LeaveTimeout: 2 * time.Second,
+	}
+}
+
+// validate fills defaults and rejects nonsense. It does not modify
+// c.Memberlist; Start works on a copy.
+func (c *Config) validate() error {
+	if c.Name == "" || len(c.Name) > 64 || !utf8.ValidString(c.Name) {
+		return fmt.Errorf("cluster: node name must be 1-64 bytes of UTF-8, got %q", c.Name)
+	}
+	switch c.CacheMode {
+	case "":
+		c.CacheMode = CacheModeLocal
+	case CacheModeLocal, CacheModeDistributed:
+	default:
+		return fmt.Errorf("cluster: cache mode %q is neither %q nor %q", c.CacheMode, CacheModeLocal, CacheModeDistributed)
+	}
+	if c.Memberlist == nil {
+		c.Memberlist = DefaultLANConfig().Memberlist
+	}
+	if c.Transport == nil {
+		if c.BindAddr == "" {
+			c.BindAddr = "0.0.0.0:7946"
+		}
+		if _, _, err := splitHostPort(c.BindAddr); err != nil {
+			return fmt.Errorf("cluster: bind address: %w", err)
+		}
+	}
+	if c.AdvertiseAddr != "" {
+		if _, _, err := splitHostPort(c.AdvertiseAddr); err != nil {
+			return fmt.Errorf("cluster: advertise address: %w", err)
+		}
+	}
+	if c.RPCAddr == "" {
+		c.RPCAddr = "127.0.0.1:0"
+	}
+	if c.GapTimeout <= 0 {
+		c.GapTimeout = 2 * time.Second
+	}
+	if c.LeaveTimeout <= 0 {
+		c.LeaveTimeout = 5 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Network == nil {
+		c.Network = &wire.TCP{}
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return nil
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("port %q in %q is not a number from 0 to 65535", p, addr)
+	}
+	if host == "" {
+		return "", 0, errors.New("address " + strconv.Quote(addr) + " has no host")
+	}
+	return host, port, nil
+}
+
+// memberlistLogger routes memberlist's "[LEVEL] memberlist: ..." lines into
+// slog at the matching level.
+func memberlistLogger(l *slog.Logger) *log.Logger {
+	return log.New(slogWriter{l}, "", 0)
+}
+
+type slogWriter struct{ l *slog.Logger }
+
+var logPrefixes = []struct {
+	prefix string
+	level  slog.Level
+}{
+	{"[DEBUG] ", slog.LevelDebug}, {"[INFO] ", slog.LevelInfo},
+	{"[WARN] ", slog.LevelWarn}, {"[ERR] ", slog.LevelError}, {"[ERROR] ", slog.LevelError},
+}
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	msg := string(p)
+	if len(msg) > 0 && msg[len(msg)-1] == '\n' {
+		msg = msg[:len(msg)-1]
+	}
+	level := slog.LevelInfo
+	for _, p := range logPrefixes {
+		if rest, ok := strings.CutPrefix(msg, p.prefix); ok {
+			level, msg = p.level, rest
+			break
+		}
+	}
+	w.l.Log(nil, level, msg, "component", "memberlist")
+	return len(p), nil
+}
+
+var _ io.Writer = slogWriter{}

@@ -1,0 +1,125 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// errModeMismatch marks a refused merge: the other side runs another cache
+// mode, and mixing modes would silently break cache consistency.
+var errModeMismatch = errors.New("cluster: cache mode mismatch")
+
+// delegate receives memberlist's callbacks. Memberlist calls the event
+// methods with its node lock held, one at a time, which is what keeps
+// events in order; nothing here may block.
+type delegate struct{ n *Node }
+
+func (d *delegate) NodeMeta(limit int) []byte {
+	d.n.mu.Lock()
+	m := d.n.self
+	d.n.mu.Unlock()
+	b, err := m.encode()
+	if err != nil || len(b) > limit {
+		d.n.cfg.Logger.Error("cluster: node metadata does not fit", "bytes", len(b), "limit", limit, "err", err)
+		return nil
+	}
+	return b
+}
+
+func (d *delegate) NotifyMsg([]byte)                           {}
+func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (d *delegate) LocalState(join bool) []byte                { return d.n.bus.localState() }
+func (d *delegate) MergeRemoteState(buf []byte, join bool)     { d.n.bus.mergeState(buf) }
+
+func (d *delegate) NotifyJoin(node *memberlist.Node) {
+	m, prev := d.record(node, StateAlive)
+	if prev == StateFailed || prev == StateLeft {
+		// It was gone and is back: whatever it sent while we considered
+		// it gone did not reach us.
+		d.n.bus.memberRejoined(node.Name)
+	}
+	d.n.emit(Event{Type: EventJoin, Member: m})
+}
+
+func (d *delegate) NotifyLeave(node *memberlist.Node) {
+	st, typ := StateFailed, EventFail
+	if node.State == memberlist.StateLeft {
+		st, typ = StateLeft, EventLeave
+	}
+	m, _ := d.record(node, st)
+	d.n.rpc.Disconnect(node.Name)
+	d.n.emit(Event{Type: typ, Member: m})
+}
+
+func (d *delegate) NotifyUpdate(node *memberlist.Node) {
+	m, _ := d.record(node, StateAlive)
+	d.n.emit(Event{Type: EventUpdate, Member: m})
+}
+
+// record stores the member's new state and returns it with the previous one.
+func (d *delegate) record(node *memberlist.Node, st MemberState) (Member, MemberState) {
+	meta, err := decodeMeta(node.Meta)
+	if err != nil {
+		d.n.cfg.Logger.Warn("cluster: member with unreadable metadata", "member", node.Name, "err", err)
+	}
+	n := d.n
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var prev MemberState
+	m := n.members[node.Name]
+	if m == nil {
+		m = &Member{Name: node.Name}
+		n.members[node.Name] = m
+	} else {
+		prev = m.State
+	}
+	m.Addr = node.Address()
+	if err == nil {
+		m.Meta = meta
+	}
+	m.State, m.Since = st, n.cfg.Now()
+	return *m, prev
+}
+
+// emit queues an event for every subscriber.
+func (n *Node) emit(e Event) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for s := range n.subs {
+		s.push(e)
+	}
+}
+
+// NotifyMerge refuses to merge with a cluster that runs another cache mode.
+func (d *delegate) NotifyMerge(peers []*memberlist.Node) error {
+	for _, p := range peers {
+		if err := d.checkMode(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// NotifyAlive keeps a node of another cache mode out of this node's view.
+func (d *delegate) NotifyAlive(peer *memberlist.Node) error { return d.checkMode(peer) }
+
+func (d *delegate) checkMode(p *memberlist.Node) error {
+	if p.Name == d.n.cfg.Name {
+		return nil
+	}
+	meta, err := decodeMeta(p.Meta)
+	if err != nil {
+		return fmt.Errorf("cluster: refusing %s: %w", p.Name, err)
+	}
+	if meta.CacheMode != d.n.cfg.CacheMode {
+		err := fmt.Errorf("%w: node %s runs cache mode %q but this node runs %q; every node of a cluster must use the same --cache-mode",
+			errModeMismatch, p.Name, meta.CacheMode, d.n.cfg.CacheMode)
+		d.n.mu.Lock()
+		d.n.refused = err
+		d.n.mu.Unlock()
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,319 @@
+// Package cluster is shoal's membership, peer RPC and invalidation bus.
+//
+// A Node gossips membership with hashicorp/memberlist, gossiping its
+// metadata (RPC, HTTP and raft addresses, cache mode, version), talks to
+// other nodes over one multiplexed connection per pair (package rpc), and
+// fans messages out to every other member over that RPC (Bus). It knows
+// nothing of caches or git.
+//
+// Events (join, leave, fail, update) reach subscribers in the order
+// memberlist observed them. Memberlist is used only for membership and for
+// its periodic push/pull exchange, which carries the bus's latest sequence
+// numbers; messages never ride on gossip, which is slow and lossy.
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"github.com/shoal-dev/shoal/cluster/rpc"
+)
+
+// ErrClosed is returned by a Node's methods after Close.
+var ErrClosed = errors.New("cluster: node closed")
+
+// Node is one member of a shoal cluster. Its methods are safe for
+// concurrent use.
+type Node struct {
+	cfg  Config
+	ml   *memberlist.Memberlist
+	rpc  *rpc.Node
+	bus  *Bus
+	self Meta
+
+	mu      sync.Mutex
+	members map[string]*Member // every member ever seen, with its last state
+	subs    map[*Subscription]struct{}
+	closed  bool
+	refused error // why the last merge was refused (memberlist keeps only the text)
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Start starts a node: the peer RPC listener, the bus and memberlist. The
+// node is alone until Join.
+func Start(cfg Config) (*Node, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, members: map[string]*Member{}, subs: map[*Subscription]struct{}{}}
+	r, err := rpc.New(rpc.Config{
+		Name: cfg.Name, Network: cfg.Network, ListenAddr: cfg.RPCAddr,
+		Resolve: n.resolveRPC, Logger: cfg.Logger.With("component", "rpc"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	n.rpc = r
+	inc := uint64(cfg.Now().UnixNano())
+	n.self = Meta{
+		RPC: advertisedRPC(r.Addr(), cfg), HTTP: cfg.HTTPAddr, Raft: cfg.RaftAddr,
+		CacheMode: cfg.CacheMode, Version: cfg.Version, Incarnation: inc,
+	}
+	if _, err := n.self.encode(); err != nil {
+		r.Close()
+		return nil, err
+	}
+	n.bus = newBus(busConfig{
+		self: cfg.Name, incarnation: inc, rpc: r, members: n.peerNames,
+		now: cfg.Now, gap: cfg.GapTimeout, log: cfg.Logger.With("component", "bus"),
+	})
+	ml, err := memberlist.Create(n.memberlistConfig())
+	if err != nil {
+		n.bus.close()
+		r.Close()
+		return nil, fmt.Errorf("cluster: starting memberlist: %w", err)
+	}
+	n.ml = ml
+	return n, nil
+}
+
+// advertisedRPC turns the RPC listener's address into one peers can dial:
+// a wildcard host is replaced by the gossip advertise or bind host.
+func advertisedRPC(listen string, cfg Config) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsUnspecified() {
+		return listen
+	}
+	for _, a := range []string{cfg.AdvertiseAddr, cfg.BindAddr} {
+		if h, _, err := net.SplitHostPort(a); err == nil {
+			if ip := net.ParseIP(h); ip != nil && !ip.IsUnspecified() {
+				return net.JoinHostPort(h, port)
+			}
+		}
+	}
+	return listen
+}
+
+func (n *Node) memberlistConfig() *memberlist.Config {
+	base := *n.cfg.Memberlist
+	mc := &base
+	mc.Name = n.cfg.Name
+	if n.cfg.Transport != nil {
+		mc.Transport = n.cfg.Transport
+	} else {
+		host, port, _ := splitHostPort(n.cfg.BindAddr)
+		mc.BindAddr, mc.BindPort = host, port
+		mc.AdvertisePort = port
+	}
+	if n.cfg.AdvertiseAddr != "" {
+		host, port, _ := splitHostPort(n.cfg.AdvertiseAddr)
+		mc.AdvertiseAddr, mc.AdvertisePort = host, port
+	}
+	d := &delegate{n: n}
+	mc.Delegate, mc.Events, mc.Merge, mc.Alive = d, d, d, d
+	mc.Logger = memberlistLogger(n.cfg.Logger)
+	return mc
+}
+
+// Join contacts the seed gossip addresses ("host:port") and merges with
+// their cluster, retrying every 200 ms until at least one answers or ctx
+// ends. It returns how many seeds answered. A seed cluster whose members
+// run another cache mode is refused with an error saying so.
+func (n *Node) Join(ctx context.Context, seeds []string) (int, error) {
+	if len(seeds) == 0 {
+		return 0, nil
+	}
+	for {
+		n.mu.Lock()
+		n.refused = nil
+		n.mu.Unlock()
+		got, err := n.ml.Join(seeds)
+		if got > 0 {
+			return got, nil
+		}
+		n.mu.Lock()
+		refused := n.refused
+		n.mu.Unlock()
+		if refused != nil {
+			return 0, refused
+		}
+		t := time.NewTimer(200 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return 0, fmt.Errorf("cluster: join %v: %w (last error: %v)", seeds, ctx.Err(), err)
+		case <-t.C:
+		}
+	}
+}
+
+// Name is this node's name.
+func (n *Node) Name() string { return n.cfg.Name }
+
+// Self is this node's metadata.
+func (n *Node) Self() Meta { return n.self }
+
+// GossipAddr is the address other nodes join through.
+func (n *Node) GossipAddr() string {
+	ln := n.ml.LocalNode()
+	return net.JoinHostPort(ln.Addr.String(), strconv.Itoa(int(ln.Port)))
+}
+
+// RPC is the node's peer RPC, for other packages to register handlers and
+// call peers by name.
+func (n *Node) RPC() *rpc.Node { return n.rpc }
+
+// Bus is the node's broadcast bus.
+func (n *Node) Bus() *Bus { return n.bus }
+
+// Members returns every member this node knows of, itself included, sorted
+// by name: alive and suspect members as memberlist sees them now, and
+// failed or departed ones as last seen.
+func (n *Node) Members() []Member {
+	live := map[string]memberlist.NodeStateType{}
+	for _, m := range n.ml.Members() {
+		live[m.Name] = m.State
+	}
+	n.mu.Lock()
+	out := make([]Member, 0, len(n.members)+1)
+	for _, m := range n.members {
+		c := *m
+		if st, ok := live[c.Name]; ok && st == memberlist.StateSuspect && c.State == StateAlive {
+			c.State = StateSuspect
+		}
+		out = append(out, c)
+	}
+	n.mu.Unlock()
+	slices.SortFunc(out, func(a, b Member) int { return cmpString(a.Name, b.Name) })
+	return out
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// Member returns the named member as this node last saw it.
+func (n *Node) Member(name string) (Member, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if m := n.members[name]; m != nil {
+		return *m, true
+	}
+	return Member{}, false
+}
+
+// peerNames lists the alive members other than this node.
+func (n *Node) peerNames() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]string, 0, len(n.members))
+	for name, m := range n.members {
+		if name != n.cfg.Name && m.State == StateAlive {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+func (n *Node) resolveRPC(name string) (string, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if m := n.members[name]; m != nil && m.RPC != "" {
+		return m.RPC, true
+	}
+	return "", false
+}
+
+// Subscribe returns a subscription to membership events from now on. Close
+// it when done; Close of the node closes it too.
+func (n *Node) Subscribe() *Subscription {
+	s := newSubscription(n)
+	n.mu.Lock()
+	closed := n.closed
+	if !closed {
+		n.subs[s] = struct{}{}
+	}
+	n.mu.Unlock()
+	if closed {
+		s.Close()
+	}
+	return s
+}
+
+func (n *Node) unsubscribe(s *Subscription) {
+	n.mu.Lock()
+	delete(n.subs, s)
+	n.mu.Unlock()
+}
+
+// UpdateMeta changes this node's metadata (for example once the raft
+// address is known) and gossips it. RPC, CacheMode and Incarnation are kept.
+func (n *Node) UpdateMeta(ctx context.Context, update func(*Meta)) error {
+	m := n.self
+	update(&m)
+	m.RPC, m.CacheMode, m.Incarnation = n.self.RPC, n.self.CacheMode, n.self.Incarnation
+	if _, err := m.encode(); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	n.self = m
+	n.mu.Unlock()
+	timeout := 5 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	return n.ml.UpdateNode(timeout)
+}
+
+// Close leaves the cluster gracefully (others see "left", not "failed"),
+// then stops memberlist, the bus and the peer RPC, and closes
+// subscriptions. It is safe to call twice; later calls return the first
+// call's error.
+func (n *Node) Close() error { return n.shutdown(true) }
+
+// Kill stops the node abruptly, without leaving: other members see it
+// fail. For tests and experiments.
+func (n *Node) Kill() { n.shutdown(false) }
+
+func (n *Node) shutdown(leave bool) error {
+	n.closeOnce.Do(func() {
+		var errs []error
+		if leave {
+			errs = append(errs, n.ml.Leave(n.cfg.LeaveTimeout))
+		}
+		errs = append(errs, n.ml.Shutdown())
+		n.mu.Lock()
+		n.closed = true
+		subs := make([]*Subscription, 0, len(n.subs))
+		for s := range n.subs {
+			subs = append(subs, s)
+		}
+		n.mu.Unlock()
+		n.bus.close()
+		errs = append(errs, n.rpc.Close())
+		for _, s := range subs {
+			s.Close()
+		}
+		n.closeErr = errors.Join(errs...)
+	})
+	return n.closeErr
+}
