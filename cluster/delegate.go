@@ -45,7 +45,7 @@ func (d *delegate) NotifyJoin(node *memberlist.Node) {
 
 func (d *delegate) NotifyLeave(node *memberlist.Node) {
 	st, typ := StateFailed, EventFail
-	if node.State == memberlist.StateLeft {
+	if d.announcedLeave(node) {
 		st, typ = StateLeft, EventLeave
 	}
 	m, _ := d.record(node, st)
@@ -56,6 +56,18 @@ func (d *delegate) NotifyLeave(node *memberlist.Node) {
 func (d *delegate) NotifyUpdate(node *memberlist.Node) {
 	m, _ := d.record(node, StateAlive)
 	d.n.emit(Event{Type: EventUpdate, Member: m})
+}
+
+// announcedLeave reports whether the node said it was leaving, in this
+// incarnation, and forgets that it did.
+func (d *delegate) announcedLeave(node *memberlist.Node) bool {
+	meta, err := decodeMeta(node.Meta)
+	n := d.n
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	inc, ok := n.leaving[node.Name]
+	delete(n.leaving, node.Name)
+	return ok && err == nil && inc == meta.Incarnation
 }
 
 // record stores the member's new state and returns it with the previous one.

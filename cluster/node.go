@@ -14,6 +14,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -44,6 +45,7 @@ type Node struct {
 	subs    map[*Subscription]struct{}
 	closed  bool
 	refused error // why the last merge was refused (memberlist keeps only the text)
+	leaving map[string]uint64 // members that announced a graceful leave, by incarnation
 
 	closeOnce sync.Once
 	closeErr  error
@@ -55,7 +57,7 @@ func Start(cfg Config) (*Node, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, members: map[string]*Member{}, subs: map[*Subscription]struct{}{}}
+	n := &Node{cfg: cfg, members: map[string]*Member{}, subs: map[*Subscription]struct{}{}, leaving: map[string]uint64{}}
 	r, err := rpc.New(rpc.Config{
 		Name: cfg.Name, Network: cfg.Network, ListenAddr: cfg.RPCAddr,
 		Resolve: n.resolveRPC, Logger: cfg.Logger.With("component", "rpc"),
@@ -64,6 +66,7 @@ func Start(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.rpc = r
+	r.Handle(rpcLeave, n.onLeaveNotice)
 	inc := uint64(cfg.Now().UnixNano())
 	n.self = Meta{
 		RPC: advertisedRPC(r.Addr(), cfg), HTTP: cfg.HTTPAddr, Raft: cfg.RaftAddr,
@@ -294,10 +297,43 @@ func (n *Node) Close() error { return n.shutdown(true) }
 // fail. For tests and experiments.
 func (n *Node) Kill() { n.shutdown(false) }
 
+// rpcLeave tells peers that this node is leaving on purpose, so that they
+// report "left" rather than "failed" when memberlist reports it gone:
+// memberlist's event callbacks do not say which it was.
+const rpcLeave = "cluster.leave"
+
+func (n *Node) announceLeave() {
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.LeaveTimeout/2)
+	defer cancel()
+	body := binary.BigEndian.AppendUint64(nil, n.self.Incarnation)
+	var wg sync.WaitGroup
+	for _, p := range n.peerNames() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := n.rpc.Call(ctx, p, rpcLeave, body); err != nil {
+				n.cfg.Logger.Debug("cluster: leave notice not acknowledged", "peer", p, "err", err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func (n *Node) onLeaveNotice(_ context.Context, from string, body []byte) ([]byte, error) {
+	if len(body) != 8 {
+		return nil, fmt.Errorf("leave notice of %d bytes, want 8", len(body))
+	}
+	n.mu.Lock()
+	n.leaving[from] = binary.BigEndian.Uint64(body)
+	n.mu.Unlock()
+	return nil, nil
+}
+
 func (n *Node) shutdown(leave bool) error {
 	n.closeOnce.Do(func() {
 		var errs []error
 		if leave {
+			n.announceLeave()
 			errs = append(errs, n.ml.Leave(n.cfg.LeaveTimeout))
 		}
 		errs = append(errs, n.ml.Shutdown())

@@ -1,0 +1,222 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// memberlist's NetTransport closes its UDP listener but its packet
+		// reader may still be returning when Shutdown returns.
+		goleak.IgnoreTopFunction("github.com/hashicorp/memberlist.(*NetTransport).udpListen"),
+	)
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	if os.Getenv("SHOAL_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// fastLoopback is the loopback preset tightened further for tests.
+func fastLoopback(t testing.TB, name string) Config {
+	cfg := *DefaultLoopbackConfig()
+	ml := *cfg.Memberlist
+	ml.PushPullInterval = 300 * time.Millisecond
+	cfg.Memberlist = &ml
+	cfg.Name = name
+	cfg.GapTimeout = 200 * time.Millisecond
+	cfg.Logger = testLogger(t)
+	return cfg
+}
+
+func startNode(t testing.TB, cfg Config) *Node {
+	t.Helper()
+	n, err := Start(cfg)
+	if err != nil {
+		t.Fatalf("start %s: %v", cfg.Name, err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+func join(t testing.TB, n *Node, seed *Node) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := n.Join(ctx, []string{seed.GossipAddr()}); err != nil {
+		t.Fatalf("%s join: %v", n.Name(), err)
+	}
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func aliveNames(n *Node) string {
+	var names []string
+	for _, m := range n.Members() {
+		if m.State == StateAlive {
+			names = append(names, m.Name)
+		}
+	}
+	return strings.Join(names, ",")
+}
+
+// recorder is a bus subscriber that remembers what it got.
+type recorder struct {
+	mu     sync.Mutex
+	msgs   []Message
+	misses []Missed
+}
+
+func (r *recorder) Deliver(m Message) { r.mu.Lock(); r.msgs = append(r.msgs, m); r.mu.Unlock() }
+func (r *recorder) Missed(m Missed)   { r.mu.Lock(); r.misses = append(r.misses, m); r.mu.Unlock() }
+
+func (r *recorder) counts() (msgs, misses int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.msgs), len(r.misses)
+}
+
+// Three nodes over real UDP/TCP sockets on loopback: they form a cluster,
+// see each other's metadata, carry bus messages, and see a killed node fail
+// and a closed one leave.
+func TestClusterOverLoopbackSockets(t *testing.T) {
+	var nodes []*Node
+	for i := 1; i <= 3; i++ {
+		cfg := fastLoopback(t, fmt.Sprintf("n%d", i))
+		cfg.HTTPAddr = fmt.Sprintf("127.0.0.1:%d", 18000+i)
+		nodes = append(nodes, startNode(t, cfg))
+	}
+	sub := nodes[0].Subscribe()
+	defer sub.Close()
+	join(t, nodes[1], nodes[0])
+	join(t, nodes[2], nodes[1])
+	for _, n := range nodes {
+		eventually(t, 5*time.Second, n.Name()+" to see 3 members", func() bool { return aliveNames(n) == "n1,n2,n3" })
+	}
+	m, ok := nodes[0].Member("n3")
+	if !ok || m.HTTP != "127.0.0.1:18003" || m.CacheMode != CacheModeLocal || m.RPC == "" {
+		t.Fatalf("n1's view of n3's metadata: %+v", m)
+	}
+
+	var rec recorder
+	nodes[2].Bus().Subscribe("inv", &rec)
+	for i := 0; i < 100; i++ {
+		if err := nodes[0].Bus().Publish("inv", []byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 5*time.Second, "100 messages at n3", func() bool { n, _ := rec.counts(); return n == 100 })
+	for i, msg := range rec.msgs {
+		if msg.Seq != uint64(i+1) || msg.Payload[0] != byte(i) || msg.From != "n1" {
+			t.Fatalf("message %d: %+v", i, msg)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	notAcked, err := nodes[0].Bus().PublishSync(ctx, "inv", []byte("sync"))
+	if err != nil || len(notAcked) != 0 {
+		t.Fatalf("PublishSync: not acked by %v, err %v", notAcked, err)
+	}
+	if n, _ := rec.counts(); n != 101 {
+		t.Fatalf("PublishSync returned before n3 delivered (%d messages)", n)
+	}
+
+	nodes[2].Kill()
+	eventually(t, 5*time.Second, "n3 marked failed", func() bool {
+		m, _ := nodes[0].Member("n3")
+		return m.State == StateFailed
+	})
+	if err := nodes[1].Close(); err != nil {
+		t.Fatalf("n2 close: %v", err)
+	}
+	eventually(t, 5*time.Second, "n2 marked left", func() bool {
+		m, _ := nodes[0].Member("n2")
+		return m.State == StateLeft
+	})
+	var got []string
+	timeout := time.After(5 * time.Second)
+	for len(got) < 4 {
+		select {
+		case e := <-sub.C():
+			got = append(got, e.Type.String()+" "+e.Member.Name)
+		case <-timeout:
+			t.Fatalf("events so far: %v", got)
+		}
+	}
+	if want := "join n2,join n3,fail n3,leave n2"; strings.Join(got, ",") != want {
+		t.Fatalf("events %v, want %q", got, want)
+	}
+}
+
+func TestModeMismatchRefused(t *testing.T) {
+	a := startNode(t, fastLoopback(t, "a"))
+	cfg := fastLoopback(t, "b")
+	cfg.CacheMode = CacheModeDistributed
+	b := startNode(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := b.Join(ctx, []string{a.GossipAddr()})
+	if err == nil || !strings.Contains(err.Error(), `runs cache mode "local" but this node runs "distributed"`) {
+		t.Fatalf("join across modes: %v", err)
+	}
+	if got := aliveNames(a); got != "a" {
+		t.Fatalf("a sees %s", got)
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	for _, tc := range []struct {
+		mut  func(*Config)
+		want string
+	}{
+		{func(c *Config) { c.Name = "" }, "node name"},
+		{func(c *Config) { c.Name = strings.Repeat("x", 65) }, "node name"},
+		{func(c *Config) { c.CacheMode = "near" }, `cache mode "near"`},
+		{func(c *Config) { c.BindAddr = "localhost" }, "bind address"},
+		{func(c *Config) { c.BindAddr = "127.0.0.1:99999" }, "bind address"},
+		{func(c *Config) { c.AdvertiseAddr = ":1" }, "advertise address"},
+	} {
+		cfg := fastLoopback(t, "x")
+		tc.mut(&cfg)
+		if _, err := Start(cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("got %v, want an error about %q", err, tc.want)
+		}
+	}
+}
+
+func TestCloseTwice(t *testing.T) {
+	n := startNode(t, fastLoopback(t, "a"))
+	sub := n.Subscribe()
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n.Close()
+	if _, ok := <-sub.C(); ok {
+		t.Fatal("subscription still open after Close")
+	}
+	if err := n.Bus().Publish("t", nil); err != ErrClosed {
+		t.Fatalf("publish after close: %v", err)
+	}
+}
