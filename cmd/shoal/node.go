@@ -1,0 +1,236 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/shoal-dev/shoal/cluster"
+	"github.com/shoal-dev/shoal/internal/server"
+)
+
+// nodeFlags are the flags of 'shoal node'.
+type nodeFlags struct {
+	name, bind, advertise, rpc, http, dataDir string
+	cacheMode, logLevel, preset, readyFile    string
+	join                                      listFlag
+	joinTimeout                               time.Duration
+	parentPID                                 int
+}
+
+func (f *nodeFlags) register(fs *flag.FlagSet) {
+	host, _ := os.Hostname()
+	fs.StringVar(&f.name, "name", host, "node name, unique in the cluster")
+	fs.StringVar(&f.bind, "bind", "127.0.0.1:7946", "gossip address host:port (UDP and TCP; port 0 picks one)")
+	fs.StringVar(&f.advertise, "advertise", "", "gossip address other nodes should use, if not --bind")
+	fs.StringVar(&f.rpc, "rpc", "", "peer RPC address host:port (default: --bind's host, port+1, or 0)")
+	fs.StringVar(&f.http, "http", "127.0.0.1:8080", "HTTP address host:port")
+	fs.StringVar(&f.dataDir, "data-dir", "", "this node's data directory (default ./shoal-data/NAME)")
+	fs.StringVar(&f.cacheMode, "cache-mode", cluster.CacheModeLocal, "L2 cache coupling: local or distributed (every node must agree)")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&f.preset, "preset", "auto", "failure-detection tuning: lan, loopback, or auto (loopback when --bind is a loopback address)")
+	fs.Var(&f.join, "join", "gossip address of a node to join (repeatable; comma-separated in $SHOAL_JOIN)")
+	fs.DurationVar(&f.joinTimeout, "join-timeout", 0, "give up joining after this long (0: keep trying)")
+	fs.StringVar(&f.readyFile, "ready-file", "", "write the node's addresses as JSON here once it serves")
+	fs.IntVar(&f.parentPID, "parent-pid", 0, "shut down gracefully when this parent process goes away (set by 'shoal up')")
+}
+
+// readyInfo is written to --ready-file.
+type readyInfo struct {
+	Name   string `json:"name"`
+	Gossip string `json:"gossip"`
+	RPC    string `json:"rpc"`
+	HTTP   string `json:"http"`
+	PID    int    `json:"pid"`
+}
+
+func runNode(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("node", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var f nodeFlags
+	f.register(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := f.serverConfig(stderr)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if f.parentPID > 0 {
+		ctx = watchParent(ctx, f.parentPID)
+	}
+	return serveNode(ctx, cfg, f)
+}
+
+func (f *nodeFlags) serverConfig(stderr io.Writer) (server.Config, error) {
+	level, err := parseLevel(f.logLevel)
+	if err != nil {
+		return server.Config{}, err
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})).With("node", f.name)
+	if f.name == "" {
+		return server.Config{}, usagef("--name is required")
+	}
+	bindHost, bindPort, err := hostPort("--bind", f.bind)
+	if err != nil {
+		return server.Config{}, err
+	}
+	if _, _, err := hostPort("--http", f.http); err != nil {
+		return server.Config{}, err
+	}
+	if f.rpc == "" {
+		port := 0
+		if bindPort > 0 && bindPort < 65535 {
+			port = bindPort + 1
+		}
+		f.rpc = net.JoinHostPort(bindHost, strconv.Itoa(port))
+	} else if _, _, err := hostPort("--rpc", f.rpc); err != nil {
+		return server.Config{}, err
+	}
+	for _, j := range f.join {
+		if _, _, err := hostPort("--join", j); err != nil {
+			return server.Config{}, err
+		}
+	}
+	var cc *cluster.Config
+	switch f.preset {
+	case "lan":
+		cc = cluster.DefaultLANConfig()
+	case "loopback":
+		cc = cluster.DefaultLoopbackConfig()
+	case "auto":
+		if ip := net.ParseIP(bindHost); ip != nil && ip.IsLoopback() {
+			cc = cluster.DefaultLoopbackConfig()
+		} else {
+			cc = cluster.DefaultLANConfig()
+		}
+	default:
+		return server.Config{}, usagef("--preset %q: want lan, loopback or auto", f.preset)
+	}
+	if f.cacheMode != cluster.CacheModeLocal && f.cacheMode != cluster.CacheModeDistributed {
+		return server.Config{}, usagef("--cache-mode %q: want local or distributed", f.cacheMode)
+	}
+	cc.Name, cc.BindAddr, cc.AdvertiseAddr, cc.RPCAddr = f.name, f.bind, f.advertise, f.rpc
+	cc.CacheMode, cc.Logger = f.cacheMode, logger
+	if f.dataDir == "" {
+		f.dataDir = filepath.Join("shoal-data", f.name)
+	}
+	return server.Config{Cluster: *cc, HTTPAddr: f.http, DataDir: f.dataDir, Logger: logger}, nil
+}
+
+func serveNode(ctx context.Context, cfg server.Config, f nodeFlags) error {
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	log := cfg.Logger
+	s, err := server.Start(cfg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := s.Shutdown(shutCtx); err != nil {
+			log.Warn("shutdown", "err", err)
+		}
+		log.Info("stopped")
+	}()
+	n := s.Node()
+	log.Info("node started", "gossip", n.GossipAddr(), "rpc", n.Self().RPC, "http", s.HTTPAddr(),
+		"cache_mode", cfg.Cluster.CacheMode, "data_dir", cfg.DataDir)
+	if len(f.join) > 0 {
+		jctx := ctx
+		if f.joinTimeout > 0 {
+			var cancel context.CancelFunc
+			jctx, cancel = context.WithTimeout(ctx, f.joinTimeout)
+			defer cancel()
+		}
+		got, err := n.Join(jctx, f.join)
+		if err != nil {
+			return err
+		}
+		log.Info("joined cluster", "seeds_answered", got, "members", len(n.Members()))
+	}
+	if f.readyFile != "" {
+		info := readyInfo{Name: n.Name(), Gossip: n.GossipAddr(), RPC: n.Self().RPC, HTTP: s.HTTPAddr(), PID: os.Getpid()}
+		if err := writeJSONFile(f.readyFile, info); err != nil {
+			return err
+		}
+	}
+	<-ctx.Done()
+	log.Info("shutting down", "reason", context.Cause(ctx))
+	return nil
+}
+
+// watchParent returns a context that ends when the process's parent is no
+// longer parentPID: the parent died and the process was re-parented. It is
+// how the children of 'shoal up' stop even if 'shoal up' is killed.
+func watchParent(ctx context.Context, parentPID int) context.Context {
+	ctx, cancel := context.WithCancelCause(ctx)
+	go func() {
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if os.Getppid() != parentPID {
+					cancel(errors.New("parent process exited"))
+					return
+				}
+			}
+		}
+	}()
+	return ctx
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return l, usagef("--log-level %q: want debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+func hostPort(flagName, v string) (string, int, error) {
+	host, p, err := net.SplitHostPort(v)
+	if err != nil {
+		return "", 0, usagef("%s %q: want host:port (%v)", flagName, v, err)
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, usagef("%s %q: port must be a number from 0 to 65535", flagName, v)
+	}
+	if host == "" {
+		return "", 0, usagef("%s %q: the host is missing", flagName, v)
+	}
+	return host, port, nil
+}
+
+// writeJSONFile writes v to path atomically (temporary file, then rename),
+// so a reader never sees half a file.
+func writeJSONFile(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

@@ -1,0 +1,372 @@
+// Package localcluster starts and stops clusters of real 'shoal node'
+// processes on loopback. 'shoal up', the experiments and the multi-process
+// tests share it.
+package localcluster
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/shoal-dev/shoal/internal/server"
+)
+
+// Options says what cluster to start.
+type Options struct {
+	// Binary is the shoal executable.
+	Binary string
+	// N is the number of nodes, named node1..nodeN.
+	N int
+	// Dir holds one sub-directory per node (data, node.log, ready.json).
+	Dir string
+	// IP returns node i's (1-based) loopback address; nil: 127.0.0.1 for all.
+	IP func(i int) string
+	// BasePort: node i gossips on BasePort+10(i-1) and serves RPC on the
+	// next port; HTTPBase: node i serves HTTP on HTTPBase+i-1. Zero: the
+	// OS picks.
+	BasePort, HTTPBase int
+	// CacheMode, LogLevel and Preset are passed to every node.
+	CacheMode, LogLevel, Preset string
+	// Args are extra flags for every node.
+	Args []string
+	// WatchParent makes the nodes exit when this process dies.
+	WatchParent bool
+	// ReadyTimeout bounds start-up (default 60 s).
+	ReadyTimeout time.Duration
+}
+
+// Proc is one node process.
+type Proc struct {
+	Name    string `json:"name"`
+	Gossip  string `json:"gossip"`
+	RPC     string `json:"rpc"`
+	HTTP    string `json:"http"`
+	PID     int    `json:"pid"`
+	DataDir string `json:"data_dir"`
+	Log     string `json:"log"`
+
+	index int
+	cmd   *exec.Cmd
+	done  chan struct{}
+	err   error
+}
+
+// Done is closed when the process has exited.
+func (p *Proc) Done() <-chan struct{} { return p.done }
+
+// ExitErr is the process's exit status once Done is closed.
+func (p *Proc) ExitErr() error { <-p.done; return p.err }
+
+// Cluster is a set of running node processes.
+type Cluster struct {
+	opts   Options
+	mu     sync.Mutex
+	nodes  []*Proc
+	exited chan *Proc
+}
+
+// ready is what a node writes to its --ready-file.
+type ready struct {
+	Name   string `json:"name"`
+	Gossip string `json:"gossip"`
+	RPC    string `json:"rpc"`
+	HTTP   string `json:"http"`
+	PID    int    `json:"pid"`
+}
+
+// Start starts the first node, then the others joining it, and waits until
+// every node sees N alive members. On error, whatever started is stopped.
+func Start(ctx context.Context, opts Options) (*Cluster, error) {
+	if opts.N < 1 {
+		return nil, fmt.Errorf("localcluster: %d nodes", opts.N)
+	}
+	if opts.ReadyTimeout <= 0 {
+		opts.ReadyTimeout = 60 * time.Second
+	}
+	if opts.IP == nil {
+		opts.IP = func(int) string { return "127.0.0.1" }
+	}
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	c := &Cluster{opts: opts, exited: make(chan *Proc, 4*opts.N)}
+	ctx, cancel := context.WithTimeout(ctx, opts.ReadyTimeout)
+	defer cancel()
+	err := c.start(ctx)
+	if err != nil {
+		c.Stop(5 * time.Second)
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Cluster) start(ctx context.Context) error {
+	first, err := c.spawn(1, "")
+	if err != nil {
+		return err
+	}
+	if err := c.waitReady(ctx, first); err != nil {
+		return err
+	}
+	for i := 2; i <= c.opts.N; i++ {
+		if _, err := c.spawn(i, first.Gossip); err != nil {
+			return err
+		}
+	}
+	for _, p := range c.Nodes()[1:] {
+		if err := c.waitReady(ctx, p); err != nil {
+			return err
+		}
+	}
+	return c.WaitAlive(ctx, c.opts.N)
+}
+
+// Nodes returns the processes, node1 first.
+func (c *Cluster) Nodes() []*Proc {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]*Proc(nil), c.nodes...)
+}
+
+// Exited delivers each process that exits, expectedly or not.
+func (c *Cluster) Exited() <-chan *Proc { return c.exited }
+
+func (c *Cluster) spawn(i int, join string) (*Proc, error) {
+	name := "node" + strconv.Itoa(i)
+	dir := filepath.Join(c.opts.Dir, name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	ip := c.opts.IP(i)
+	port := func(base, off int) string {
+		if base == 0 {
+			return net.JoinHostPort(ip, "0")
+		}
+		return net.JoinHostPort(ip, strconv.Itoa(base+off))
+	}
+	p := &Proc{Name: name, DataDir: dir, Log: filepath.Join(dir, "node.log"), index: i, done: make(chan struct{})}
+	readyFile := filepath.Join(dir, "ready.json")
+	os.Remove(readyFile)
+	args := []string{"node", "--name", name, "--data-dir", dir,
+		"--bind", port(c.opts.BasePort, 10*(i-1)), "--rpc", port(c.opts.BasePort, 10*(i-1)+1),
+		"--http", port(c.opts.HTTPBase, i-1), "--ready-file", readyFile}
+	for flag, v := range map[string]string{"--cache-mode": c.opts.CacheMode, "--log-level": c.opts.LogLevel, "--preset": c.opts.Preset} {
+		if v != "" {
+			args = append(args, flag, v)
+		}
+	}
+	if c.opts.WatchParent {
+		args = append(args, "--parent-pid", strconv.Itoa(os.Getpid()))
+	}
+	if join != "" {
+		args = append(args, "--join", join)
+	}
+	args = append(args, c.opts.Args...)
+	logFile, err := os.OpenFile(p.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer logFile.Close() // the child keeps its own descriptor
+	p.cmd = exec.Command(c.opts.Binary, args...)
+	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
+	p.cmd.SysProcAttr = childProcAttr()
+	if err := p.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	p.PID = p.cmd.Process.Pid
+	c.mu.Lock()
+	if i <= len(c.nodes) {
+		c.nodes[i-1] = p
+	} else {
+		c.nodes = append(c.nodes, p)
+	}
+	c.mu.Unlock()
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.done)
+		c.exited <- p
+	}()
+	return p, nil
+}
+
+// waitReady waits for a node's ready file, failing if the node exits first.
+func (c *Cluster) waitReady(ctx context.Context, p *Proc) error {
+	path := filepath.Join(p.DataDir, "ready.json")
+	for {
+		var r ready
+		if b, err := os.ReadFile(path); err == nil && json.Unmarshal(b, &r) == nil {
+			p.Gossip, p.RPC, p.HTTP = r.Gossip, r.RPC, r.HTTP
+			return nil
+		}
+		select {
+		case <-p.done:
+			return fmt.Errorf("%s exited before it was ready (%v); %s:\n%s", p.Name, p.err, p.Log, Tail(p.Log, 15))
+		case <-ctx.Done():
+			return fmt.Errorf("%s not ready: %w; see %s", p.Name, ctx.Err(), p.Log)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// WaitAlive polls every running node until each sees n alive members.
+func (c *Cluster) WaitAlive(ctx context.Context, n int) error {
+	for _, p := range c.Nodes() {
+		if isDone(p.done) {
+			continue
+		}
+		for {
+			v, err := FetchView(ctx, p.HTTP)
+			if err == nil && CountState(v, "alive") == n {
+				break
+			}
+			select {
+			case <-p.done:
+				return fmt.Errorf("%s exited (%v); %s:\n%s", p.Name, p.err, p.Log, Tail(p.Log, 15))
+			case <-ctx.Done():
+				return fmt.Errorf("%s does not see %d alive members: %w (last: %v)", p.Name, n, ctx.Err(), err)
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
+// Kill sends SIGKILL to node i (1-based) and waits for it to exit.
+func (c *Cluster) Kill(i int) error {
+	p := c.Nodes()[i-1]
+	if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return err
+	}
+	<-p.done
+	return nil
+}
+
+// Signal sends sig to node i.
+func (c *Cluster) Signal(i int, sig os.Signal) error { return c.Nodes()[i-1].cmd.Process.Signal(sig) }
+
+// Restart starts node i again (after it exited) with the same directory,
+// joining node j, and waits until it is ready.
+func (c *Cluster) Restart(ctx context.Context, i, j int) (*Proc, error) {
+	seed := c.Nodes()[j-1].Gossip
+	p, err := c.spawn(i, seed)
+	if err != nil {
+		return nil, err
+	}
+	return p, c.waitReady(ctx, p)
+}
+
+// Stop asks every node to leave (SIGTERM), waits up to grace, then kills
+// what is left. Safe to call twice.
+func (c *Cluster) Stop(grace time.Duration) {
+	var wg sync.WaitGroup
+	for _, p := range c.Nodes() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			stopProc(p, grace)
+		}()
+	}
+	wg.Wait()
+}
+
+func stopProc(p *Proc, grace time.Duration) {
+	if isDone(p.done) {
+		return
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		p.cmd.Process.Kill()
+	}
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-p.done:
+	case <-t.C:
+		p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+func isDone(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// FetchView asks a node's HTTP address for its view of the cluster.
+func FetchView(ctx context.Context, httpAddr string) (*server.ClusterView, error) {
+	url := httpAddr
+	if !strings.Contains(url, "://") {
+		url = "http://" + url
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(url, "/")+"/v1/cluster", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: %s: %s", httpAddr, resp.Status, bytes.TrimSpace(body))
+	}
+	var v server.ClusterView
+	if err := json.Unmarshal(body, &v); err != nil {
+		return nil, fmt.Errorf("%s: unreadable answer: %w", httpAddr, err)
+	}
+	return &v, nil
+}
+
+// CountState counts the members of a view in the given state.
+func CountState(v *server.ClusterView, state string) int {
+	n := 0
+	for _, m := range v.Members {
+		if m.State == state {
+			n++
+		}
+	}
+	return n
+}
+
+// StateOf is the state of the named member in a view, or "" if absent.
+func StateOf(v *server.ClusterView, name string) string {
+	for _, m := range v.Members {
+		if m.Name == name {
+			return m.State
+		}
+	}
+	return ""
+}
+
+// Tail returns the last n lines of a file, for error messages.
+func Tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
