@@ -1,0 +1,208 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/shoal-dev/shoal/internal/localcluster"
+)
+
+// shoalBin is the shoal binary built once for the multi-process tests.
+var shoalBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "shoal-e2e-")
+	if err != nil {
+		panic(err)
+	}
+	shoalBin = filepath.Join(dir, "shoal")
+	out, err := exec.Command("go", "build", "-o", shoalBin, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "building shoal: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func startCluster(t *testing.T, opts localcluster.Options) *localcluster.Cluster {
+	t.Helper()
+	opts.Binary = shoalBin
+	if opts.Dir == "" {
+		opts.Dir = t.TempDir()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := localcluster.Start(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Stop(10 * time.Second) })
+	return c
+}
+
+// Three real processes on 127.0.0.11-13: SIGKILL one and the others mark
+// it failed within the loopback preset's detection time; it comes back
+// with the same name and is alive again.
+func TestMultiProcessKillIsDetected(t *testing.T) {
+	c := startCluster(t, localcluster.Options{
+		N: 3, Preset: "loopback", LogLevel: "debug",
+		IP: func(i int) string { return fmt.Sprintf("127.0.0.%d", 10+i) },
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i, p := range c.Nodes() {
+		if !strings.HasPrefix(p.Gossip, fmt.Sprintf("127.0.0.%d:", 11+i)) {
+			t.Fatalf("%s gossips on %s", p.Name, p.Gossip)
+		}
+	}
+	start := time.Now()
+	if err := c.Kill(2); err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{1, 3} {
+		p := c.Nodes()[i-1]
+		for {
+			v, err := localcluster.FetchView(ctx, p.HTTP)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if localcluster.StateOf(v, "node2") == "failed" {
+				break
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("%s never marked node2 failed", p.Name)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	t.Logf("node2 marked failed by both others %v after SIGKILL", time.Since(start))
+	if _, err := c.Restart(ctx, 2, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitAlive(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// 'shoal up' forms a cluster, 'shoal status' lists 3 alive members from
+// each node, and SIGTERM to 'shoal up' stops every child gracefully.
+func TestUpStatusAndStop(t *testing.T) {
+	dir := t.TempDir()
+	up, out := startUp(t, dir)
+	waitForLine(t, out, "cluster of 3 nodes is up")
+	status, err := exec.Command(shoalBin, "status", "--data-dir", dir, "--all").CombinedOutput()
+	if err != nil {
+		t.Fatalf("shoal status: %v\n%s", err, status)
+	}
+	if got := strings.Count(string(status), " alive "); got != 9 {
+		t.Fatalf("status shows %d alive rows, want 3 from each of 3 nodes:\n%s", got, status)
+	}
+	kids := childPIDs(t, dir)
+	if err := up.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := up.Wait(); err != nil {
+		t.Fatalf("shoal up exited with %v", err)
+	}
+	for _, pid := range kids {
+		if syscall.Kill(pid, 0) == nil {
+			t.Errorf("child %d outlived shoal up", pid)
+		}
+	}
+	for i := 1; i <= 3; i++ {
+		log, _ := os.ReadFile(filepath.Join(dir, fmt.Sprintf("node%d", i), "node.log"))
+		if !strings.Contains(string(log), "msg=stopped") {
+			t.Errorf("node%d did not stop gracefully:\n%s", i, log)
+		}
+	}
+}
+
+// SIGKILL to 'shoal up' leaves no orphans: the children notice their
+// parent is gone and stop.
+func TestUpKilledLeavesNoOrphans(t *testing.T) {
+	dir := t.TempDir()
+	up, out := startUp(t, dir)
+	waitForLine(t, out, "cluster of 3 nodes is up")
+	kids := childPIDs(t, dir)
+	up.Process.Kill()
+	up.Wait()
+	deadline := time.Now().Add(15 * time.Second)
+	for _, pid := range kids {
+		for syscall.Kill(pid, 0) == nil {
+			if time.Now().After(deadline) {
+				syscall.Kill(pid, syscall.SIGKILL)
+				t.Fatalf("child %d still running after its parent was killed", pid)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+func startUp(t *testing.T, dir string) (*exec.Cmd, *bufio.Scanner) {
+	t.Helper()
+	cmd := exec.Command(shoalBin, "up", "-n", "3", "--data-dir", dir, "--base-port", "0", "--http-base", "0")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	return cmd, bufio.NewScanner(stdout)
+}
+
+func waitForLine(t *testing.T, sc *bufio.Scanner, want string) {
+	t.Helper()
+	found := make(chan bool, 1)
+	go func() {
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), want) {
+				found <- true
+				// Keep draining so the child never blocks on a full pipe.
+				for sc.Scan() {
+				}
+				return
+			}
+		}
+		found <- false
+	}()
+	select {
+	case ok := <-found:
+		if !ok {
+			t.Fatalf("output ended without %q", want)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("no %q within 60 s", want)
+	}
+}
+
+func childPIDs(t *testing.T, dir string) []int {
+	t.Helper()
+	var cf clusterFile
+	if err := readJSONFile(filepath.Join(dir, "cluster.json"), &cf); err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, n := range cf.Nodes {
+		pids = append(pids, n.PID)
+	}
+	if len(pids) != 3 {
+		t.Fatalf("cluster.json lists %d nodes", len(pids))
+	}
+	return pids
+}
