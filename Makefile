@@ -1,0 +1,44 @@
+# shoal — see README.md.
+GO       ?= go
+BIN      := bin/shoal
+VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X github.com/shoal-dev/shoal/internal/server.Version=$(VERSION)
+NODES    ?= 3
+MODE     ?= local
+
+.PHONY: all build test lint run bench bench-full fuzz clean
+
+all: build
+
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/shoal
+
+# go vet, and gofmt must have nothing to say.
+lint:
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+# The whole suite, with the race detector.
+test: lint
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+# A local cluster of $(NODES) nodes on loopback; Ctrl-C stops it.
+run: build
+	./$(BIN) up -n $(NODES) --cache-mode $(MODE) --data-dir shoal-data
+
+# The quick benchmark profile (a few minutes); figures go to BENCHMARKS.md.
+bench: build
+	$(GO) test -run '^$$' -bench . -benchtime 2s -count 1 ./cluster/...
+	./$(BIN) bench detect -n 3 --trials 3
+
+bench-full: build
+	$(GO) test -run '^$$' -bench . -benchtime 5s -count 3 ./cluster/...
+	./$(BIN) bench detect -n 3 --trials 5
+
+# Fuzz the decoders for a while; new crashers land in testdata/fuzz.
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzReadFrame -fuzztime 60s ./cluster/wire
+
+clean:
+	rm -rf bin shoal-data
