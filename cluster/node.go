@@ -44,7 +44,7 @@ type Node struct {
 	members map[string]*Member // every member ever seen, with its last state
 	subs    map[*Subscription]struct{}
 	closed  bool
-	refused error // why the last merge was refused (memberlist keeps only the text)
+	refused error             // why the last merge was refused (memberlist keeps only the text)
 	leaving map[string]uint64 // members that announced a graceful leave, by incarnation
 
 	closeOnce sync.Once

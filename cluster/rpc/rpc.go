@@ -118,7 +118,7 @@ func (e *RemoteError) Error() string {
 // Stats counts a node's RPC activity.
 type Stats struct {
 	Calls, CallErrors, Served, NotifySent, NotifyReceived atomic.Uint64
-	Dials, DialErrors, ConnsAccepted, ProtocolErrors     atomic.Uint64
+	Dials, DialErrors, ConnsAccepted, ProtocolErrors      atomic.Uint64
 }
 
 // Node serves and makes peer calls. Create it with New; its methods are safe
