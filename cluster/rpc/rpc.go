@@ -104,6 +104,10 @@ var (
 	ErrConnLost = errors.New("rpc: connection lost")
 	// ErrBacklogFull: too many one-way messages wait for a peer being dialed.
 	ErrBacklogFull = errors.New("rpc: backlog full")
+	// ErrUnreachable: the request was not sent (the peer could not be
+	// dialed, or its connection refused the frame); it certainly was not
+	// served, so it is safe to retry.
+	ErrUnreachable = errors.New("rpc: peer unreachable")
 )
 
 // RemoteError is an error returned by the peer's handler.
@@ -228,12 +232,15 @@ func (n *Node) Call(ctx context.Context, peerName, typ string, body []byte) ([]b
 func (n *Node) call(ctx context.Context, peerName, typ string, body []byte) ([]byte, error) {
 	c, err := n.connect(ctx, peerName)
 	if err != nil {
-		return nil, err
+		if ctx.Err() != nil || errors.Is(err, ErrClosed) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
 	}
 	id := n.nextID.Add(1)
 	ch := make(chan result, 1)
 	if !c.addPending(id, ch) {
-		return nil, fmt.Errorf("%w to %s", ErrConnLost, peerName)
+		return nil, fmt.Errorf("%w: connection to %s already closed", ErrUnreachable, peerName)
 	}
 	f := &wire.Frame{Kind: wire.KindRequest, ID: id, Type: typ, Body: body}
 	if dl, ok := ctx.Deadline(); ok {
@@ -244,7 +251,7 @@ func (n *Node) call(ctx context.Context, peerName, typ string, body []byte) ([]b
 	}
 	if err := c.wc.Send(f); err != nil {
 		c.removePending(id)
-		return nil, fmt.Errorf("rpc: send to %s: %w", peerName, err)
+		return nil, fmt.Errorf("%w: send to %s: %w", ErrUnreachable, peerName, err)
 	}
 	select {
 	case r := <-ch:

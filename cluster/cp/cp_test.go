@@ -1,0 +1,395 @@
+package cp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"go.uber.org/goleak"
+
+	"github.com/shoal-dev/shoal/cluster"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreTopFunction("github.com/hashicorp/memberlist.(*NetTransport).udpListen"),
+		// raft-wal's segment files keep a goroutine until the process ends.
+		goleak.IgnoreTopFunction("github.com/hashicorp/raft-wal.(*WAL).runRotate"),
+	)
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	if os.Getenv("SHOAL_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// member is one node of a test cluster: membership, raft transport, store.
+type member struct {
+	name  string
+	node  *cluster.Node
+	trans *raft.NetworkTransport
+	store *Store
+	dir   string
+}
+
+func (m *member) close() {
+	if m.store != nil {
+		m.store.Close()
+	}
+	m.node.Close()
+	m.trans.Close()
+}
+
+func (m *member) kill() {
+	m.store.Close()
+	m.node.Kill()
+	m.trans.Close()
+}
+
+type testCluster struct {
+	t       *testing.T
+	members []*member
+	expect  int
+	// raftAddrs keeps each node's raft address, so that a node restarted
+	// from its data directory is where the configuration says it is.
+	raftAddrs map[string]string
+}
+
+func newTestCluster(t *testing.T, n, expect int) *testCluster {
+	tc := &testCluster{t: t, expect: expect}
+	for i := 1; i <= n; i++ {
+		tc.add(fmt.Sprintf("n%d", i), t.TempDir())
+	}
+	return tc
+}
+
+// add starts a node with the given data directory and joins it to the
+// first live member.
+func (tc *testCluster) add(name, dir string) *member {
+	t := tc.t
+	t.Helper()
+	if tc.raftAddrs == nil {
+		tc.raftAddrs = map[string]string{}
+	}
+	addr := tc.raftAddrs[name]
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	trans, err := NewTCPTransport(addr, "", testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc.raftAddrs[name] = string(trans.LocalAddr())
+	cfg := *cluster.DefaultLoopbackConfig()
+	cfg.Name, cfg.RaftAddr, cfg.Logger = name, string(trans.LocalAddr()), testLogger(t).With("node", name)
+	node, err := cluster.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &member{name: name, node: node, trans: trans, dir: dir}
+	t.Cleanup(m.close)
+	for _, o := range tc.members {
+		if o.node != nil && o.alive() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_, err := node.Join(ctx, []string{o.node.GossipAddr()})
+			cancel()
+			if err != nil {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	m.store, err = Open(Config{
+		Node: node, Transport: trans, DataDir: dir, BootstrapExpect: tc.expect,
+		VoterGrace: time.Second, ReconcileInterval: 100 * time.Millisecond,
+		Raft: LoopbackRaftConfig(), Logger: cfg.Logger,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc.members = append(tc.members, m)
+	return m
+}
+
+func (m *member) alive() bool { return m.store != nil && m.store.raft.State() != raft.Shutdown }
+
+func (tc *testCluster) leader() *member {
+	tc.t.Helper()
+	var l *member
+	eventually(tc.t, 15*time.Second, "a leader ready for reads", func() bool {
+		for _, m := range tc.members {
+			if m.alive() && m.store.raft.State() == raft.Leader {
+				m.store.mu.Lock()
+				ready := m.store.readyTerm == m.store.raft.CurrentTerm()
+				m.store.mu.Unlock()
+				if ready {
+					l = m
+					return true
+				}
+			}
+		}
+		return false
+	})
+	return l
+}
+
+func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func ctxT(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestStoreAPIFromEveryNode(t *testing.T) {
+	tc := newTestCluster(t, 3, 3)
+	leader := tc.leader()
+	ctx := ctxT(t)
+	var follower *member
+	for _, m := range tc.members {
+		if m != leader {
+			follower = m
+			break
+		}
+	}
+	w := leader.store.Watch("app/")
+	defer w.Close()
+
+	v1, err := follower.store.Put(ctx, "app/a", []byte("1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := leader.store.Get(ctx, "app/a")
+	if err != nil || string(kv.Value) != "1" || kv.Version != v1 {
+		t.Fatalf("get after put: %+v %v", kv, err)
+	}
+	if _, err := follower.store.CompareAndSet(ctx, "app/a", v1+100, []byte("x")); !errors.Is(err, ErrVersionMismatch) {
+		t.Fatalf("CAS with a wrong version: %v", err)
+	}
+	v2, err := follower.store.CompareAndSet(ctx, "app/a", v1, []byte("2"))
+	if err != nil || v2 <= v1 {
+		t.Fatalf("CAS: %d %v", v2, err)
+	}
+	if _, err := follower.store.CompareAndSet(ctx, "app/b", 0, []byte("new")); err != nil {
+		t.Fatalf("CAS to create: %v", err)
+	}
+	if _, err := follower.store.CompareAndSet(ctx, "app/b", 0, []byte("again")); !errors.Is(err, ErrVersionMismatch) {
+		t.Fatalf("CAS create of an existing key: %v", err)
+	}
+	if err := follower.store.Delete(ctx, "app/a", IfVersion(v1)); !errors.Is(err, ErrVersionMismatch) {
+		t.Fatalf("conditional delete: %v", err)
+	}
+	if err := follower.store.Delete(ctx, "app/a", IfVersion(v2)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := follower.store.Get(ctx, "app/a"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("get after delete: %v", err)
+	}
+	list, err := follower.store.List(ctx, "app/")
+	if err != nil || len(list) != 1 || list[0].Key != "app/b" {
+		t.Fatalf("list: %+v %v", list, err)
+	}
+	var got []string
+	for len(got) < 4 {
+		select {
+		case e := <-w.C():
+			got = append(got, fmt.Sprintf("%s:%s:%v", e.Key, e.Value, e.Deleted))
+		case <-time.After(5 * time.Second):
+			t.Fatalf("watch saw %v", got)
+		}
+	}
+	if want := "app/a:1:false app/a:2:false app/b:new:false app/a::true"; strings.Join(got, " ") != want {
+		t.Fatalf("watch saw %v, want %s", got, want)
+	}
+	st := follower.store.Status()
+	if st.Leader != leader.name || st.Role != "follower" || len(st.Servers) != 3 {
+		t.Fatalf("status: %+v", st)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	tc := newTestCluster(t, 1, 1)
+	s := tc.leader().store
+	ctx := ctxT(t)
+	for _, tc := range []struct {
+		err  error
+		want error
+	}{
+		{func() error { _, err := s.Put(ctx, "", nil); return err }(), ErrInvalid},
+		{func() error { _, err := s.Put(ctx, strings.Repeat("k", 2000), nil); return err }(), ErrTooLarge},
+		{func() error { _, err := s.Put(ctx, "k", make([]byte, 2<<20)); return err }(), ErrTooLarge},
+		{func() error { _, err := s.Acquire(ctx, "l", "", time.Second); return err }(), ErrInvalid},
+		{func() error { _, err := s.Acquire(ctx, "l", "h", 0); return err }(), ErrInvalid},
+	} {
+		if !errors.Is(tc.err, tc.want) {
+			t.Errorf("got %v, want %v", tc.err, tc.want)
+		}
+	}
+	if list := s.StaleList(""); len(list) != 0 {
+		t.Fatalf("rejected writes left %v", list)
+	}
+}
+
+func TestLeasesAndFencing(t *testing.T) {
+	tc := newTestCluster(t, 3, 3)
+	tc.leader()
+	a, b := tc.members[0].store, tc.members[1].store
+	ctx := ctxT(t)
+	tokA, err := a.Acquire(ctx, "lock", "A", 300*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Acquire(ctx, "lock", "B", time.Second); !errors.Is(err, ErrLeaseHeld) {
+		t.Fatalf("second holder: %v", err)
+	}
+	if _, err := a.Put(ctx, "guarded", []byte("A1"), Fenced("lock", tokA)); err != nil {
+		t.Fatalf("fenced write by the holder: %v", err)
+	}
+	if err := a.Renew(ctx, "lock", "A", tokA, 300*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	// A pauses past its TTL; B takes over.
+	var tokB uint64
+	eventually(t, 5*time.Second, "B to acquire the expired lease", func() bool {
+		tokB, err = b.Acquire(ctx, "lock", "B", 10*time.Second)
+		return err == nil
+	})
+	if tokB <= tokA {
+		t.Fatalf("token %d after %d: fencing tokens must increase", tokB, tokA)
+	}
+	if _, err := a.Put(ctx, "guarded", []byte("A2"), Fenced("lock", tokA)); !errors.Is(err, ErrFenced) {
+		t.Fatalf("stale holder's write: %v", err)
+	}
+	if err := a.Renew(ctx, "lock", "A", tokA, time.Second); !errors.Is(err, ErrLeaseLost) {
+		t.Fatalf("stale holder's renew: %v", err)
+	}
+	if _, err := b.Put(ctx, "guarded", []byte("B1"), Fenced("lock", tokB)); err != nil {
+		t.Fatal(err)
+	}
+	if kv, _ := b.Get(ctx, "guarded"); string(kv.Value) != "B1" {
+		t.Fatalf("guarded = %q", kv.Value)
+	}
+	if err := b.Release(ctx, "lock", "B", tokB); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Acquire(ctx, "lock", "A", time.Second); err != nil {
+		t.Fatalf("acquire after release: %v", err)
+	}
+}
+
+// Kill the leader: another takes over and every acknowledged key is there;
+// a new node joins and becomes a voter in the dead one's place.
+func TestFailoverAndVoterReplacement(t *testing.T) {
+	tc := newTestCluster(t, 3, 3)
+	leader := tc.leader()
+	ctx := ctxT(t)
+	for i := 0; i < 20; i++ {
+		if _, err := tc.members[i%3].store.Put(ctx, fmt.Sprintf("k%d", i), []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	leader.kill()
+	tc.add("n4", t.TempDir())
+	l2 := tc.leader()
+	if l2 == leader {
+		t.Fatal("dead leader still leads")
+	}
+	list, err := l2.store.List(ctx, "k")
+	if err != nil || len(list) != 20 {
+		t.Fatalf("after failover: %d keys, %v", len(list), err)
+	}
+	eventually(t, 15*time.Second, "n4 to replace the dead voter", func() bool {
+		st := l2.store.Status()
+		_, dead := st.Servers[leader.name]
+		return st.Servers["n4"] == "voter" && !dead && len(st.Servers) == 3
+	})
+}
+
+// A whole cluster stopped and started again from its data directories
+// comes back with every key.
+func TestRestartFromDataDirs(t *testing.T) {
+	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
+	tc := &testCluster{t: t, expect: 3}
+	for i, d := range dirs {
+		tc.add(fmt.Sprintf("n%d", i+1), d)
+	}
+	ctx := ctxT(t)
+	tc.leader()
+	for i := 0; i < 50; i++ {
+		if _, err := tc.members[0].store.Put(ctx, fmt.Sprintf("k%02d", i), []byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A snapshot on one node, so restart covers both snapshot and log.
+	eventually(t, 5*time.Second, "n2 to apply every write", func() bool { return len(tc.members[1].store.StaleList("k")) == 50 })
+	if err := tc.members[1].store.raft.Snapshot().Error(); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range tc.members {
+		m.close()
+	}
+	tc2 := &testCluster{t: t, expect: 3, raftAddrs: tc.raftAddrs}
+	for i, d := range dirs {
+		tc2.add(fmt.Sprintf("n%d", i+1), d)
+	}
+	// n2 restored its snapshot before raft even started.
+	if got := len(tc2.members[1].store.StaleList("k")); got != 50 {
+		t.Fatalf("n2 restarted with %d keys from its snapshot", got)
+	}
+	tc2.leader()
+	list, err := tc2.members[0].store.List(ctx, "k")
+	if err != nil || len(list) != 50 {
+		t.Fatalf("after restart: %d keys, %v", len(list), err)
+	}
+	for _, m := range tc2.members {
+		eventually(t, 5*time.Second, m.name+" to replay its log", func() bool { return len(m.store.StaleList("k")) == 50 })
+	}
+}
+
+func TestForeignDataDirRefused(t *testing.T) {
+	dir := t.TempDir()
+	tc := &testCluster{t: t, expect: 1}
+	m := tc.add("n1", dir)
+	m.close()
+	trans, _ := NewTCPTransport("127.0.0.1:0", "", testLogger(t))
+	defer trans.Close()
+	cfg := *cluster.DefaultLoopbackConfig()
+	cfg.Name, cfg.Logger = "other", testLogger(t)
+	node, err := cluster.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Close()
+	_, err = Open(Config{Node: node, Transport: trans, DataDir: dir})
+	if err == nil || !strings.Contains(err.Error(), "node-id") || !strings.Contains(err.Error(), `belongs to node "n1"`) {
+		t.Fatalf("foreign data dir: %v", err)
+	}
+	// A corrupt log is refused with its path.
+	os.WriteFile(dir+"/raft/node-id", []byte("other\n"), 0o644)
+	entries, _ := os.ReadDir(dir + "/raft/wal")
+	for _, e := range entries {
+		os.WriteFile(dir+"/raft/wal/"+e.Name(), []byte("garbage"), 0o644)
+	}
+	_, err = Open(Config{Node: node, Transport: trans, DataDir: dir})
+	if err == nil || !strings.Contains(err.Error(), dir+"/raft/wal") {
+		t.Fatalf("corrupt wal: %v", err)
+	}
+}

@@ -1,0 +1,716 @@
+// Package cp is shoal's consistent part: a small raft group
+// (hashicorp/raft) holding a replicated key/value store with versions,
+// compare-and-set, watches and leases with fencing tokens.
+//
+// Every node opens a Store; a few of them (at most MaxVoters) are raft
+// voters, some may be non-voters, and any node can call any method: a
+// node that is not the leader forwards to the leader over the peer RPC,
+// retrying across a leader change until the context ends.
+//
+// Versions and fencing tokens are raft log indexes: they increase with
+// every write and every acquisition, cluster-wide. Lease expiry is judged
+// by the clock of the leader that proposes each command, stamped into the
+// command, so every replica decides the same.
+//
+// Reads through Get and List are linearizable: they are served by the
+// leader after it has confirmed its leadership with a quorum
+// (VerifyLeader) and after its state machine has caught up with everything
+// committed in earlier terms (a barrier when it became leader). StaleGet
+// and StaleList read the local replica and may lag.
+package cp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	raftwal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/metadb"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/shoal-dev/shoal/cluster"
+	"github.com/shoal-dev/shoal/cluster/rpc"
+)
+
+// RPC message types of the store.
+const (
+	rpcApply  = "cp.apply"
+	rpcRead   = "cp.read"
+	rpcStatus = "cp.status"
+)
+
+// KV is a key with its value and version.
+type KV struct {
+	Key     string `msgpack:"k" json:"key"`
+	Value   []byte `msgpack:"v" json:"value"`
+	Version uint64 `msgpack:"r" json:"version"`
+}
+
+// Config configures a Store.
+type Config struct {
+	// Node is this node's cluster membership and peer RPC.
+	Node *cluster.Node
+	// Transport carries raft traffic; its LocalAddr must be the address
+	// advertised in the node's metadata (cluster.Config.RaftAddr).
+	Transport raft.Transport
+	// DataDir holds the raft log (raft-wal), snapshots and the identity
+	// file. Empty means in memory: for tests only, nothing survives.
+	DataDir string
+	// BootstrapExpect, if not zero, forms a new group once this many
+	// members are alive: the first MaxVoters of them by name become the
+	// voters. Every node of a new cluster should be given the same value.
+	BootstrapExpect int
+	// MaxVoters caps the voters (default 3; 5 is the other sensible value).
+	MaxVoters int
+	// VoterGrace is how long a voter may be failed before the leader
+	// replaces it with a healthy member (default 10 s).
+	VoterGrace time.Duration
+	// ReconcileInterval is how often the leader aligns the raft
+	// configuration with the membership (default 1 s).
+	ReconcileInterval time.Duration
+	// Raft holds raft's timing; LocalID, Logger and NotifyCh are set by
+	// Open. Default: LANRaftConfig().
+	Raft *raft.Config
+	// MaxKeySize and MaxValueSize bound requests (defaults 1 KiB, 1 MiB).
+	MaxKeySize, MaxValueSize int
+	// Logger receives logs; raft's are routed into it.
+	Logger *slog.Logger
+	// Now is the clock stamped into lease commands (default time.Now).
+	Now func() time.Time
+}
+
+// LANRaftConfig is hashicorp/raft's default timing (1 s heartbeat and
+// election timeouts).
+func LANRaftConfig() *raft.Config { return raft.DefaultConfig() }
+
+// LoopbackRaftConfig shortens raft's timeouts for nodes on one machine:
+// a lost leader is replaced in well under a second.
+func LoopbackRaftConfig() *raft.Config {
+	c := raft.DefaultConfig()
+	c.HeartbeatTimeout = 200 * time.Millisecond
+	c.ElectionTimeout = 200 * time.Millisecond
+	c.LeaderLeaseTimeout = 100 * time.Millisecond
+	c.CommitTimeout = 5 * time.Millisecond
+	return c
+}
+
+func (c *Config) validate() error {
+	if c.Node == nil || c.Transport == nil {
+		return errors.New("cp: Config.Node and Config.Transport are required")
+	}
+	if c.BootstrapExpect < 0 {
+		return fmt.Errorf("cp: bootstrap-expect %d is negative", c.BootstrapExpect)
+	}
+	if c.MaxVoters == 0 {
+		c.MaxVoters = 3
+	}
+	if c.MaxVoters < 1 || c.MaxVoters > 7 {
+		return fmt.Errorf("cp: %d voters: want 1 to 7 (3 or 5 are usual)", c.MaxVoters)
+	}
+	if c.VoterGrace <= 0 {
+		c.VoterGrace = 10 * time.Second
+	}
+	if c.ReconcileInterval <= 0 {
+		c.ReconcileInterval = time.Second
+	}
+	if c.Raft == nil {
+		c.Raft = LANRaftConfig()
+	}
+	if c.MaxKeySize <= 0 {
+		c.MaxKeySize = 1 << 10
+	}
+	if c.MaxValueSize <= 0 {
+		c.MaxValueSize = 1 << 20
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return nil
+}
+
+// Store is this node's handle on the replicated store. Its methods are
+// safe for concurrent use.
+type Store struct {
+	cfg  Config
+	name string
+	log  *slog.Logger
+	fsm  *fsm
+	raft *raft.Raft
+	rpc  *rpc.Node
+	wal  *raftwal.WAL
+	meta *metadb.BoltMetaDB
+
+	watchMu  sync.Mutex
+	watchers map[*Watch]struct{}
+
+	mu         sync.Mutex
+	readyTerm  uint64 // the term in which this leader's state caught up
+	failedAt   map[string]time.Time
+	closed     bool
+	leaderCh   chan bool
+	stop       chan struct{}
+	wg         sync.WaitGroup
+	closeOnce  sync.Once
+	closeError error
+}
+
+// Open opens (or creates) the node's raft state and starts raft. A data
+// directory that belongs to another node, or whose files are corrupt, is
+// refused with an error naming the file.
+func Open(cfg Config) (*Store, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	s := &Store{
+		cfg: cfg, name: cfg.Node.Name(), log: cfg.Logger.With("component", "cp"), fsm: newFSM(),
+		rpc: cfg.Node.RPC(), watchers: map[*Watch]struct{}{}, failedAt: map[string]time.Time{},
+		leaderCh: make(chan bool, 8), stop: make(chan struct{}),
+	}
+	s.fsm.onApply = s.dispatch
+	logs, stable, snaps, err := s.openStorage()
+	if err != nil {
+		return nil, err
+	}
+	rc := *cfg.Raft
+	rc.LocalID = raft.ServerID(s.name)
+	rc.Logger = newHCLogger(s.log.With("component", "raft"))
+	rc.NotifyCh = s.leaderCh
+	r, err := raft.NewRaft(&rc, s.fsm, logs, stable, snaps, cfg.Transport)
+	if err != nil {
+		s.closeStorage()
+		return nil, fmt.Errorf("cp: starting raft: %w", err)
+	}
+	s.raft = r
+	s.rpc.Handle(rpcApply, s.handleApply)
+	s.rpc.Handle(rpcRead, s.handleRead)
+	s.rpc.Handle(rpcStatus, s.handleStatus)
+	s.wg.Add(1)
+	go s.run()
+	return s, nil
+}
+
+// openStorage opens the raft log, stable store and snapshots in DataDir,
+// or in memory.
+func (s *Store) openStorage() (raft.LogStore, raft.StableStore, raft.SnapshotStore, error) {
+	if s.cfg.DataDir == "" {
+		st := raft.NewInmemStore()
+		return st, st, raft.NewInmemSnapshotStore(), nil
+	}
+	dir := filepath.Join(s.cfg.DataDir, "raft")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, nil, nil, fmt.Errorf("cp: data directory: %w", err)
+	}
+	if err := checkIdentity(filepath.Join(dir, "node-id"), s.name); err != nil {
+		return nil, nil, nil, err
+	}
+	walDir := filepath.Join(dir, "wal")
+	if err := os.MkdirAll(walDir, 0o755); err != nil {
+		return nil, nil, nil, fmt.Errorf("cp: data directory: %w", err)
+	}
+	// raft-wal's Close does not close its metadata database (and so keeps
+	// its file lock); owning it lets Close release it.
+	s.meta = &metadb.BoltMetaDB{}
+	wal, err := openWAL(walDir, s.meta)
+	if err != nil {
+		s.meta.Close()
+		return nil, nil, nil, err
+	}
+	s.wal = wal
+	logs, err := raft.NewLogCache(512, wal)
+	if err != nil {
+		s.closeStorage()
+		return nil, nil, nil, err
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 3, newHCLogger(s.log.With("component", "raft-snapshots")))
+	if err != nil {
+		s.closeStorage()
+		return nil, nil, nil, fmt.Errorf("cp: snapshot store in %s: %w", dir, err)
+	}
+	return logs, wal, snaps, nil
+}
+
+// openWAL opens raft-wal, turning a panic on a corrupt file into an error
+// that names the directory.
+func openWAL(dir string, meta *metadb.BoltMetaDB) (w *raftwal.WAL, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("cp: raft log in %s is corrupt: %v", dir, r)
+		}
+	}()
+	w, err = raftwal.Open(dir, raftwal.WithMetaStore(meta))
+	if err != nil {
+		return nil, fmt.Errorf("cp: opening the raft log in %s: %w", dir, err)
+	}
+	return w, nil
+}
+
+// checkIdentity refuses a data directory written by another node: its raft
+// log and votes would be that node's.
+func checkIdentity(path, name string) error {
+	b, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return os.WriteFile(path, []byte(name+"\n"), 0o644)
+	case err != nil:
+		return fmt.Errorf("cp: reading %s: %w", path, err)
+	}
+	if got := string(trimNewline(b)); got != name {
+		return fmt.Errorf("cp: %s says this data directory belongs to node %q, not %q; give each node its own --data-dir", path, got, name)
+	}
+	return nil
+}
+
+func trimNewline(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+func (s *Store) closeStorage() {
+	if s.wal != nil {
+		s.wal.Close()
+	}
+	if s.meta != nil {
+		s.meta.Close()
+	}
+}
+
+// Close stops raft and the store's goroutines. Watches are closed. It does
+// not remove this node from the raft configuration: a restarted node
+// rejoins with its state. Safe to call twice.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		close(s.stop)
+		s.wg.Wait()
+		s.closeError = s.raft.Shutdown().Error()
+		s.closeStorage()
+		s.closeWatches()
+	})
+	return s.closeError
+}
+
+func (s *Store) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// Get returns the key's value and version, linearizably. ErrNotFound if
+// it does not exist.
+func (s *Store) Get(ctx context.Context, key string) (KV, error) {
+	if err := s.checkKey(key); err != nil {
+		return KV{}, err
+	}
+	rep, err := s.read(ctx, readRequest{Key: key})
+	if err != nil {
+		return KV{}, err
+	}
+	if len(rep.Entries) == 0 {
+		return KV{}, fmt.Errorf("%w: %q", ErrNotFound, key)
+	}
+	return rep.Entries[0], nil
+}
+
+// List returns the keys under prefix, sorted, linearizably.
+func (s *Store) List(ctx context.Context, prefix string) ([]KV, error) {
+	if len(prefix) > s.cfg.MaxKeySize {
+		return nil, fmt.Errorf("%w: prefix of %d bytes exceeds %d", ErrTooLarge, len(prefix), s.cfg.MaxKeySize)
+	}
+	rep, err := s.read(ctx, readRequest{List: true, Key: prefix})
+	if err != nil {
+		return nil, err
+	}
+	return rep.Entries, nil
+}
+
+// StaleGet reads this node's replica, which may lag the leader.
+func (s *Store) StaleGet(key string) (KV, error) {
+	e, ok := s.fsm.get(key)
+	if !ok {
+		return KV{}, fmt.Errorf("%w: %q", ErrNotFound, key)
+	}
+	return KV{Key: key, Value: e.Value, Version: e.Version}, nil
+}
+
+// StaleList lists this node's replica, which may lag the leader.
+func (s *Store) StaleList(prefix string) []KV { return s.fsm.list(prefix) }
+
+// WriteOption modifies a write.
+type WriteOption func(*command)
+
+// Fenced makes a write succeed only while the named lease is held with
+// this token; otherwise it fails with ErrFenced.
+func Fenced(lease string, token uint64) WriteOption {
+	return func(c *command) { c.FenceLease, c.FenceToken = lease, token }
+}
+
+// IfVersion makes a Delete succeed only if the key is at this version
+// (0: only if it does not exist).
+func IfVersion(v uint64) WriteOption {
+	return func(c *command) { c.Expect, c.HasExpect = v, true }
+}
+
+// Put sets a key and returns its new version.
+func (s *Store) Put(ctx context.Context, key string, value []byte, opts ...WriteOption) (uint64, error) {
+	if err := s.checkKV(key, value); err != nil {
+		return 0, err
+	}
+	res, err := s.write(ctx, s.cmd(command{Op: opPut, Key: key, Value: value}, opts))
+	return res.Version, err
+}
+
+// CompareAndSet sets a key only if it is at version expect (0: only if it
+// does not exist) and returns the new version. ErrVersionMismatch otherwise.
+func (s *Store) CompareAndSet(ctx context.Context, key string, expect uint64, value []byte, opts ...WriteOption) (uint64, error) {
+	if err := s.checkKV(key, value); err != nil {
+		return 0, err
+	}
+	res, err := s.write(ctx, s.cmd(command{Op: opCAS, Key: key, Value: value, Expect: expect}, opts))
+	return res.Version, err
+}
+
+// Delete removes a key. Deleting a key that does not exist succeeds
+// unless IfVersion says otherwise.
+func (s *Store) Delete(ctx context.Context, key string, opts ...WriteOption) error {
+	if err := s.checkKey(key); err != nil {
+		return err
+	}
+	_, err := s.write(ctx, s.cmd(command{Op: opDelete, Key: key}, opts))
+	return err
+}
+
+// Acquire takes the named lease for holder for ttl and returns its fencing
+// token, which is larger than any token handed out before. The current
+// holder may acquire again (a new token). ErrLeaseHeld while another
+// holder's lease has not expired.
+func (s *Store) Acquire(ctx context.Context, name, holder string, ttl time.Duration) (uint64, error) {
+	if err := s.checkLease(name, holder, ttl); err != nil {
+		return 0, err
+	}
+	res, err := s.write(ctx, command{Op: opAcquire, Key: name, Holder: holder, TTL: ttl})
+	return res.Token, err
+}
+
+// Renew extends a lease held with token by ttl from now. ErrLeaseLost if
+// it expired or was taken.
+func (s *Store) Renew(ctx context.Context, name, holder string, token uint64, ttl time.Duration) error {
+	if err := s.checkLease(name, holder, ttl); err != nil {
+		return err
+	}
+	_, err := s.write(ctx, command{Op: opRenew, Key: name, Holder: holder, Token: token, TTL: ttl})
+	return err
+}
+
+// Release gives a lease up. ErrLeaseLost if it is no longer held with token.
+func (s *Store) Release(ctx context.Context, name, holder string, token uint64) error {
+	if err := s.checkLease(name, holder, time.Second); err != nil {
+		return err
+	}
+	_, err := s.write(ctx, command{Op: opRelease, Key: name, Holder: holder, Token: token})
+	return err
+}
+
+func (s *Store) cmd(c command, opts []WriteOption) command {
+	for _, o := range opts {
+		o(&c)
+	}
+	return c
+}
+
+func (s *Store) checkKey(key string) error {
+	switch {
+	case key == "":
+		return fmt.Errorf("%w: empty key", ErrInvalid)
+	case len(key) > s.cfg.MaxKeySize:
+		return fmt.Errorf("%w: key of %d bytes exceeds the limit of %d", ErrTooLarge, len(key), s.cfg.MaxKeySize)
+	}
+	return nil
+}
+
+func (s *Store) checkKV(key string, value []byte) error {
+	if err := s.checkKey(key); err != nil {
+		return err
+	}
+	if len(value) > s.cfg.MaxValueSize {
+		return fmt.Errorf("%w: value of %d bytes for %q exceeds the limit of %d", ErrTooLarge, len(value), key, s.cfg.MaxValueSize)
+	}
+	return nil
+}
+
+func (s *Store) checkLease(name, holder string, ttl time.Duration) error {
+	if err := s.checkKey(name); err != nil {
+		return err
+	}
+	if holder == "" || len(holder) > s.cfg.MaxKeySize {
+		return fmt.Errorf("%w: lease holder must be 1-%d bytes", ErrInvalid, s.cfg.MaxKeySize)
+	}
+	if ttl <= 0 {
+		return fmt.Errorf("%w: lease TTL %v must be positive", ErrInvalid, ttl)
+	}
+	return nil
+}
+
+// write applies a command on the leader, forwarding if this node is not
+// it, and retries while no leader can take it, until ctx ends.
+func (s *Store) write(ctx context.Context, c command) (result, error) {
+	body, err := msgpack.Marshal(&c)
+	if err != nil {
+		return result{}, fmt.Errorf("cp: encoding command: %w", err)
+	}
+	var res result
+	err = s.retry(ctx, func() error {
+		var err error
+		res, err = s.writeOnce(ctx, body)
+		return err
+	})
+	if err != nil {
+		return res, err
+	}
+	return res, codeError(res.Code, res.Msg)
+}
+
+func (s *Store) writeOnce(ctx context.Context, body []byte) (result, error) {
+	if s.raft.State() == raft.Leader {
+		return s.applyLocal(ctx, body)
+	}
+	leader, err := s.leaderName()
+	if err != nil {
+		return result{}, err
+	}
+	reply, err := s.rpc.Call(ctx, leader, rpcApply, body)
+	if err != nil {
+		return result{}, forwardError(err)
+	}
+	var res result
+	if err := msgpack.Unmarshal(reply, &res); err != nil {
+		return result{}, fmt.Errorf("%w: unreadable reply from %s: %v", ErrIndeterminate, leader, err)
+	}
+	if res.Code == codeNotLeader {
+		return result{}, errRetry{fmt.Errorf("%s is no longer the leader", leader)}
+	}
+	return res, nil
+}
+
+// applyLocal applies a command on this node, the leader, stamping the time.
+func (s *Store) applyLocal(ctx context.Context, body []byte) (result, error) {
+	var c command
+	if err := msgpack.Unmarshal(body, &c); err != nil {
+		return result{Code: codeBadCommand, Msg: err.Error()}, nil
+	}
+	c.Now = s.cfg.Now().UnixNano()
+	stamped, err := msgpack.Marshal(&c)
+	if err != nil {
+		return result{}, err
+	}
+	timeout := 10 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = max(time.Until(dl), time.Millisecond)
+	}
+	f := s.raft.Apply(stamped, timeout)
+	if err := f.Error(); err != nil {
+		switch {
+		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout):
+			return result{}, errRetry{err} // never entered the log
+		case errors.Is(err, raft.ErrRaftShutdown):
+			return result{}, ErrClosed
+		}
+		return result{}, fmt.Errorf("%w: %v", ErrIndeterminate, err)
+	}
+	res, ok := f.Response().(result)
+	if !ok {
+		return result{}, fmt.Errorf("cp: unexpected apply response %T", f.Response())
+	}
+	return res, nil
+}
+
+// errRetry marks an error after which the request certainly was not
+// applied, so it may be sent again.
+type errRetry struct{ err error }
+
+func (e errRetry) Error() string { return e.err.Error() }
+func (e errRetry) Unwrap() error { return e.err }
+
+// forwardError classifies a failed forward: not sent means retry; sent but
+// unanswered means the outcome is unknown.
+func forwardError(err error) error {
+	var re *rpc.RemoteError
+	switch {
+	case errors.Is(err, rpc.ErrUnreachable):
+		return errRetry{err}
+	case errors.Is(err, rpc.ErrClosed):
+		return ErrClosed
+	case errors.As(err, &re):
+		return fmt.Errorf("cp: leader failed: %w", err)
+	}
+	return fmt.Errorf("%w: %v", ErrIndeterminate, err)
+}
+
+// retry runs op until it succeeds, fails for good, or ctx ends; errRetry
+// failures back off and try again.
+func (s *Store) retry(ctx context.Context, op func() error) error {
+	backoff := 5 * time.Millisecond
+	for {
+		err := op()
+		var r errRetry
+		if !errors.As(err, &r) {
+			return err
+		}
+		if s.isClosed() {
+			return ErrClosed
+		}
+		// Jitter keeps nodes that lost a leader together from retrying
+		// in lockstep.
+		wait := backoff/2 + rand.N(backoff/2+1)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %v (last: %v)", ErrNoLeader, ctx.Err(), err)
+		case <-s.stop:
+			return ErrClosed
+		case <-time.After(wait):
+		}
+		backoff = min(2*backoff, 200*time.Millisecond)
+	}
+}
+
+// leaderName is the current leader's node name, or a retryable error.
+func (s *Store) leaderName() (string, error) {
+	_, id := s.raft.LeaderWithID()
+	if id == "" {
+		return "", errRetry{errors.New("no leader known yet")}
+	}
+	if string(id) == s.name {
+		return "", errRetry{errors.New("leadership is changing")}
+	}
+	return string(id), nil
+}
+
+// readRequest asks the leader for a key or a prefix.
+type readRequest struct {
+	List bool   `msgpack:"l,omitempty"`
+	Key  string `msgpack:"k"`
+}
+
+type readReply struct {
+	Code    string `msgpack:"c,omitempty"`
+	Msg     string `msgpack:"m,omitempty"`
+	Entries []KV   `msgpack:"e,omitempty"`
+}
+
+func (s *Store) read(ctx context.Context, req readRequest) (readReply, error) {
+	var rep readReply
+	err := s.retry(ctx, func() error {
+		var err error
+		rep, err = s.readOnce(ctx, req)
+		return err
+	})
+	if err != nil {
+		return rep, err
+	}
+	return rep, codeError(rep.Code, rep.Msg)
+}
+
+func (s *Store) readOnce(ctx context.Context, req readRequest) (readReply, error) {
+	if s.raft.State() == raft.Leader {
+		return s.readLocal(req)
+	}
+	leader, err := s.leaderName()
+	if err != nil {
+		return readReply{}, err
+	}
+	body, err := msgpack.Marshal(&req)
+	if err != nil {
+		return readReply{}, err
+	}
+	reply, err := s.rpc.Call(ctx, leader, rpcRead, body)
+	if err != nil {
+		// A read changes nothing: whatever happened, it can be repeated.
+		if errors.Is(err, rpc.ErrClosed) {
+			return readReply{}, ErrClosed
+		}
+		if ctx.Err() != nil {
+			return readReply{}, err
+		}
+		return readReply{}, errRetry{err}
+	}
+	var rep readReply
+	if err := msgpack.Unmarshal(reply, &rep); err != nil {
+		return readReply{}, errRetry{fmt.Errorf("unreadable reply from %s: %v", leader, err)}
+	}
+	if rep.Code == codeNotLeader {
+		return readReply{}, errRetry{fmt.Errorf("%s is no longer the leader", leader)}
+	}
+	return rep, nil
+}
+
+// readLocal serves a linearizable read on the leader: it confirms with a
+// quorum that it still leads, and that its state has caught up with what
+// earlier leaders committed; every write this leader acknowledged has been
+// applied before its acknowledgement, so the local state is current.
+func (s *Store) readLocal(req readRequest) (readReply, error) {
+	if err := s.raft.VerifyLeader().Error(); err != nil {
+		return readReply{}, errRetry{err}
+	}
+	s.mu.Lock()
+	ready := s.readyTerm == s.raft.CurrentTerm()
+	s.mu.Unlock()
+	if !ready {
+		return readReply{}, errRetry{errors.New("new leader still catching up")}
+	}
+	if req.List {
+		return readReply{Entries: s.fsm.list(req.Key)}, nil
+	}
+	if e, ok := s.fsm.get(req.Key); ok {
+		return readReply{Entries: []KV{{Key: req.Key, Value: e.Value, Version: e.Version}}}, nil
+	}
+	return readReply{}, nil
+}
+
+func (s *Store) handleApply(ctx context.Context, from string, body []byte) ([]byte, error) {
+	var res result
+	if s.raft.State() != raft.Leader {
+		res = result{Code: codeNotLeader, Msg: s.name + " is not the leader"}
+	} else {
+		var err error
+		if res, err = s.applyLocal(ctx, body); err != nil {
+			var r errRetry
+			if errors.As(err, &r) {
+				res = result{Code: codeNotLeader, Msg: err.Error()}
+			} else {
+				res = result{Code: errorCode(err), Msg: err.Error()}
+				if res.Code == "error" {
+					res.Code = codeIndeterminate
+				}
+			}
+		}
+	}
+	return msgpack.Marshal(&res)
+}
+
+func (s *Store) handleRead(ctx context.Context, from string, body []byte) ([]byte, error) {
+	var req readRequest
+	if err := msgpack.Unmarshal(body, &req); err != nil {
+		return msgpack.Marshal(&readReply{Code: codeInvalid, Msg: err.Error()})
+	}
+	rep := readReply{Code: codeNotLeader, Msg: s.name + " is not the leader"}
+	if s.raft.State() == raft.Leader {
+		var err error
+		if rep, err = s.readLocal(req); err != nil {
+			rep = readReply{Code: codeNotLeader, Msg: err.Error()}
+		}
+	}
+	return msgpack.Marshal(&rep)
+}
