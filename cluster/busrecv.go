@@ -22,8 +22,10 @@ import (
 //   - A message or exchange from a newer incarnation of the sender means
 //     it restarted: report missed and start the stream afresh. Messages
 //     from an older incarnation are dropped.
-//   - The first contact with a sender that has already numbered messages
-//     past 1 is reported as missed: they were sent before we listened.
+//   - The first contact with a sender starts a stream expecting message 1:
+//     a higher number opens a gap like any other, reported (as first
+//     contact) if the earlier messages do not arrive in time; they were
+//     sent before this node listened.
 //   - An exchange (the sender's latest numbers, via memberlist push/pull)
 //     that shows a higher number than we have seen opens a gap too, which
 //     is how a lost last message is found.
@@ -73,13 +75,10 @@ func (r *receiver) receive(now time.Time, from string, env envelope, ack func())
 	s := r.streams[k]
 	switch {
 	case s == nil:
+		// If this is not message 1, earlier ones may still be in flight:
+		// hold it like any message behind a gap.
 		s = &stream{inc: env.Inc, next: 1}
 		r.streams[k] = s
-		if env.Seq > 1 {
-			out = append(out, missedAction(from, env.Topic, MissedFirstContact,
-				fmt.Sprintf("first message heard from %s is number %d", from, env.Seq)))
-			s.next = env.Seq
-		}
 	case env.Inc > s.inc:
 		out = append(out, r.restart(s, from, env.Topic, env.Inc)...)
 		if env.Seq > 1 {
@@ -111,7 +110,7 @@ func (r *receiver) receive(now time.Time, from string, env envelope, ack func())
 		}
 		s.held[env.Seq] = &inbound{msg: msg, acks: acksOf(ack)}
 		if len(s.held) > r.maxHeld {
-			return append(out, s.skipGap(from, env.Topic, "too many messages held behind a gap")...)
+			return append(out, s.skipGap(from, env.Topic, MissedGap, "too many messages held behind a gap")...)
 		}
 	}
 	s.known = max(s.known, env.Seq)
@@ -130,11 +129,6 @@ func (r *receiver) exchange(now time.Time, from string, inc uint64, seqs map[str
 		case s == nil:
 			s = &stream{inc: inc, next: 1}
 			r.streams[k] = s
-			if seq >= 1 {
-				out = append(out, missedAction(from, topic, MissedFirstContact,
-					fmt.Sprintf("%s had already sent %d messages", from, seq)))
-				s.next = seq + 1
-			}
 		case inc > s.inc:
 			out = append(out, r.restart(s, from, topic, inc)...)
 			s.next = seq + 1
@@ -153,8 +147,11 @@ func (r *receiver) tick(now time.Time) []action {
 	for _, k := range r.sortedStreams() {
 		s := r.streams[k]
 		if !s.holeSince.IsZero() && now.Sub(s.holeSince) >= r.gap {
-			out = append(out, s.skipGap(k.from, k.topic,
-				fmt.Sprintf("messages from %d on were not received within %v", s.next, r.gap))...)
+			reason, detail := MissedGap, fmt.Sprintf("messages from %d on were not received within %v", s.next, r.gap)
+			if s.next == 1 {
+				reason, detail = MissedFirstContact, fmt.Sprintf("%s had sent messages before this node heard from it", k.from)
+			}
+			out = append(out, s.skipGap(k.from, k.topic, reason, detail)...)
 		}
 	}
 	return out
@@ -187,8 +184,8 @@ func (s *stream) drain() []action {
 }
 
 // skipGap reports the gap as missed and delivers what was held behind it.
-func (s *stream) skipGap(from, topic, detail string) []action {
-	out := []action{missedAction(from, topic, MissedGap, detail)}
+func (s *stream) skipGap(from, topic string, reason MissedReason, detail string) []action {
+	out := []action{missedAction(from, topic, reason, detail)}
 	for _, seq := range sortedKeys(s.held) {
 		out = append(out, deliverAction(s.held[seq]))
 		s.next = seq + 1

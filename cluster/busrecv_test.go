@@ -134,8 +134,11 @@ func TestReceiverFirstContact(t *testing.T) {
 	s.exchange("c", 1, 3)
 	s.exchange("d", 1, 0)
 	s.msg("c", 1, 4)
+	s.msg("e", 1, 2) // overtook e#1, which is still in flight
+	s.msg("e", 1, 1)
+	s.expect(t, "deliver a#1", "deliver e#1", "deliver e#2")
 	s.advance(5 * time.Second)
-	s.expect(t, "deliver a#1", "missed b first-contact", "deliver b#7", "missed c first-contact", "deliver c#4")
+	s.expect(t, "missed b first-contact", "deliver b#7", "missed c first-contact", "deliver c#4")
 }
 
 func TestReceiverRejoined(t *testing.T) {

@@ -11,16 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
+	"github.com/shoal-dev/shoal/internal/testkit"
 )
 
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// memberlist's NetTransport closes its UDP listener but its packet
-		// reader may still be returning when Shutdown returns.
-		goleak.IgnoreTopFunction("github.com/hashicorp/memberlist.(*NetTransport).udpListen"),
-	)
-}
+func TestMain(m *testing.M) { testkit.MainNoLeaks(m, 15*time.Second) }
 
 func testLogger(t testing.TB) *slog.Logger {
 	if os.Getenv("SHOAL_TEST_LOG") != "" {

@@ -61,6 +61,10 @@ type Config struct {
 	GapTimeout time.Duration
 	// LeaveTimeout bounds the graceful leave broadcast in Close.
 	LeaveTimeout time.Duration
+	// ReconnectInterval is how often the node tries to rejoin one member
+	// it saw fail (so that the halves of a healed partition merge), for
+	// ReconnectTimeout after the failure.
+	ReconnectInterval, ReconnectTimeout time.Duration
 
 	// Logger receives structured logs; memberlist's own log lines are
 	// routed into it. Default: slog.Default().
@@ -91,6 +95,9 @@ func DefaultLANConfig() *Config {
 		Memberlist:   ml,
 		GapTimeout:   2 * time.Second,
 		LeaveTimeout: 5 * time.Second,
+		// As Serf (Consul): retry failed members for a day.
+		ReconnectInterval: 10 * time.Second,
+		ReconnectTimeout:  24 * time.Hour,
 	}
 }
 
@@ -111,12 +118,14 @@ func DefaultLoopbackConfig() *Config {
 	ml.DeadNodeReclaimTime = time.Second
 	ml.GossipToTheDeadTime = 5 * time.Second
 	return &Config{
-		BindAddr:     "127.0.0.1:0",
-		RPCAddr:      "127.0.0.1:0",
-		CacheMode:    CacheModeLocal,
-		Memberlist:   ml,
-		GapTimeout:   500 * time.Millisecond,
-		LeaveTimeout: 2 * time.Second,
+		BindAddr:          "127.0.0.1:0",
+		RPCAddr:           "127.0.0.1:0",
+		CacheMode:         CacheModeLocal,
+		Memberlist:        ml,
+		GapTimeout:        500 * time.Millisecond,
+		LeaveTimeout:      2 * time.Second,
+		ReconnectInterval: time.Second,
+		ReconnectTimeout:  time.Hour,
 	}
 }
 
@@ -157,6 +166,12 @@ func (c *Config) validate() error {
 	}
 	if c.LeaveTimeout <= 0 {
 		c.LeaveTimeout = 5 * time.Second
+	}
+	if c.ReconnectInterval <= 0 {
+		c.ReconnectInterval = 10 * time.Second
+	}
+	if c.ReconnectTimeout <= 0 {
+		c.ReconnectTimeout = 24 * time.Hour
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -47,6 +47,8 @@ type Node struct {
 	refused error             // why the last merge was refused (memberlist keeps only the text)
 	leaving map[string]uint64 // members that announced a graceful leave, by incarnation
 
+	stop      chan struct{} // closed by shutdown; stops the reconnect loop
+	wg        sync.WaitGroup
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -87,7 +89,48 @@ func Start(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("cluster: starting memberlist: %w", err)
 	}
 	n.ml = ml
+	n.stop = make(chan struct{})
+	n.wg.Add(1)
+	go n.reconnectLoop()
 	return n, nil
+}
+
+// reconnectLoop tries, every ReconnectInterval, to join one member that
+// failed (not one that left) within ReconnectTimeout. Memberlist stops
+// gossiping to a dead member after GossipToTheDeadTime, so without this
+// the two sides of a long partition would never merge again.
+func (n *Node) reconnectLoop() {
+	defer n.wg.Done()
+	t := time.NewTicker(n.cfg.ReconnectInterval)
+	defer t.Stop()
+	turn := 0
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		}
+		failed := n.failedMembers()
+		if len(failed) == 0 {
+			continue
+		}
+		m := failed[turn%len(failed)]
+		turn++
+		if _, err := n.ml.Join([]string{m.Addr}); err == nil {
+			n.cfg.Logger.Info("cluster: reconnected to a failed member", "member", m.Name)
+		}
+	}
+}
+
+func (n *Node) failedMembers() []Member {
+	now := n.cfg.Now()
+	var out []Member
+	for _, m := range n.Members() {
+		if m.State == StateFailed && now.Sub(m.Since) < n.cfg.ReconnectTimeout {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // advertisedRPC turns the RPC listener's address into one peers can dial:
@@ -116,6 +159,8 @@ func (n *Node) memberlistConfig() *memberlist.Config {
 	mc.Name = n.cfg.Name
 	if n.cfg.Transport != nil {
 		mc.Transport = n.cfg.Transport
+		// Let the transport advertise its own address.
+		mc.AdvertiseAddr, mc.AdvertisePort = "", 0
 	} else {
 		host, port, _ := splitHostPort(n.cfg.BindAddr)
 		mc.BindAddr, mc.BindPort = host, port
@@ -337,6 +382,8 @@ func (n *Node) shutdown(leave bool) error {
 			errs = append(errs, n.ml.Leave(n.cfg.LeaveTimeout))
 		}
 		errs = append(errs, n.ml.Shutdown())
+		close(n.stop)
+		n.wg.Wait()
 		n.mu.Lock()
 		n.closed = true
 		subs := make([]*Subscription, 0, len(n.subs))

@@ -12,18 +12,12 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-	"go.uber.org/goleak"
 
 	"github.com/shoal-dev/shoal/cluster"
+	"github.com/shoal-dev/shoal/internal/testkit"
 )
 
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		goleak.IgnoreTopFunction("github.com/hashicorp/memberlist.(*NetTransport).udpListen"),
-		// raft-wal's segment files keep a goroutine until the process ends.
-		goleak.IgnoreTopFunction("github.com/hashicorp/raft-wal.(*WAL).runRotate"),
-	)
-}
+func TestMain(m *testing.M) { testkit.MainNoLeaks(m, 15*time.Second) }
 
 func testLogger(t testing.TB) *slog.Logger {
 	if os.Getenv("SHOAL_TEST_LOG") != "" {

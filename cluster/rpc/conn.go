@@ -3,6 +3,7 @@ package rpc
 import (
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/shoal-dev/shoal/cluster/wire"
 )
@@ -22,8 +23,17 @@ type conn struct {
 	mu      sync.Mutex
 	pending map[uint64]chan result
 	dead    bool
-	retired bool // superseded: close once no call is pending
+	retired bool // superseded by its twin: takes no new traffic
+	// drained is set retireGrace after retirement: frames queued or in
+	// flight on the connection have arrived, and it closes once no call
+	// is pending.
+	drained bool
 }
+
+// retireGrace is how long a superseded connection stays open so that the
+// one-way frames already sent on it arrive: a one-way frame has no reply
+// to wait for, and closing at once could lose it.
+const retireGrace = time.Second
 
 func newConn(n *Node, wc wire.Conn, dialed bool) *conn {
 	return &conn{n: n, wc: wc, dialedBySelf: dialed, pending: map[uint64]chan result{}}
@@ -42,9 +52,9 @@ func (c *conn) addPending(id uint64, ch chan result) bool {
 func (c *conn) removePending(id uint64) {
 	c.mu.Lock()
 	delete(c.pending, id)
-	drained := c.retired && len(c.pending) == 0
+	idle := c.drained && len(c.pending) == 0
 	c.mu.Unlock()
-	if drained {
+	if idle {
 		c.wc.Close()
 	}
 }
@@ -55,7 +65,7 @@ func (c *conn) complete(f wire.Frame) {
 	c.mu.Lock()
 	ch := c.pending[f.ID]
 	delete(c.pending, f.ID)
-	drained := c.retired && len(c.pending) == 0
+	idle := c.drained && len(c.pending) == 0
 	c.mu.Unlock()
 	if ch != nil {
 		r := result{body: f.Body}
@@ -64,21 +74,27 @@ func (c *conn) complete(f wire.Frame) {
 		}
 		ch <- r
 	}
-	if drained {
+	if idle {
 		c.wc.Close()
 	}
 }
 
-// retire marks a connection superseded by its twin: it takes no new calls
-// (it is no longer preferred) and closes when its last call completes.
+// retire marks a connection superseded by its twin: it takes no new
+// traffic (it is no longer preferred) and, after retireGrace, closes once
+// its last call has completed.
 func (c *conn) retire() {
 	c.mu.Lock()
 	c.retired = true
-	idle := len(c.pending) == 0
 	c.mu.Unlock()
-	if idle {
-		c.wc.Close()
-	}
+	time.AfterFunc(retireGrace, func() {
+		c.mu.Lock()
+		c.drained = true
+		idle := len(c.pending) == 0
+		c.mu.Unlock()
+		if idle {
+			c.wc.Close()
+		}
+	})
 }
 
 func (c *conn) isDead() bool {
