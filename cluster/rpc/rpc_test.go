@@ -30,7 +30,7 @@ func (r *registry) resolve(name string) (string, bool) {
 	return a, ok
 }
 
-func (r *registry) start(t *testing.T, name string, netw wire.Network) *Node {
+func (r *registry) start(t testing.TB, name string, netw wire.Network) *Node {
 	t.Helper()
 	n, err := New(Config{Name: name, Network: netw, ListenAddr: "127.0.0.1:0", Resolve: r.resolve})
 	if err != nil {
