@@ -137,6 +137,13 @@ func TestClusterOverLoopbackSockets(t *testing.T) {
 		t.Fatalf("PublishSync returned before n3 delivered (%d messages)", n)
 	}
 
+	if err := nodes[1].UpdateMeta(ctx, func(m *Meta) { m.Raft = "127.0.0.1:9999" }); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "n1 to see n2's new metadata", func() bool {
+		m, _ := nodes[0].Member("n2")
+		return m.Raft == "127.0.0.1:9999"
+	})
 	nodes[2].Kill()
 	eventually(t, 5*time.Second, "n3 marked failed", func() bool {
 		m, _ := nodes[0].Member("n3")
@@ -151,7 +158,7 @@ func TestClusterOverLoopbackSockets(t *testing.T) {
 	})
 	var got []string
 	timeout := time.After(5 * time.Second)
-	for len(got) < 4 {
+	for len(got) < 5 {
 		select {
 		case e := <-sub.C():
 			got = append(got, e.Type.String()+" "+e.Member.Name)
@@ -159,7 +166,7 @@ func TestClusterOverLoopbackSockets(t *testing.T) {
 			t.Fatalf("events so far: %v", got)
 		}
 	}
-	if want := "join n2,join n3,fail n3,leave n2"; strings.Join(got, ",") != want {
+	if want := "join n2,join n3,update n2,fail n3,leave n2"; strings.Join(got, ",") != want {
 		t.Fatalf("events %v, want %q", got, want)
 	}
 }
