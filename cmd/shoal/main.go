@@ -3,6 +3,7 @@
 //	shoal node    run one node
 //	shoal up      start a local cluster of N nodes and watch it
 //	shoal status  show the members as a node sees them
+//	shoal kv      read and write the consistent store
 //	shoal bench   run an experiment
 package main
 
@@ -27,6 +28,7 @@ commands:
   node     run one node of a cluster
   up       start a local cluster of N nodes on loopback and watch it
   status   show the cluster's members as a node sees them
+  kv       read and write the consistent store (shoal kv help)
   bench    run an experiment (shoal bench help)
   version  print the version
 
@@ -47,6 +49,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runUp(rest, stdout, stderr)
 	case "status":
 		err = runStatus(rest, stdout, stderr)
+	case "kv":
+		err = runKV(rest, stdout, stderr)
 	case "bench":
 		err = runBench(rest, stdout, stderr)
 	case "version":

@@ -17,16 +17,18 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/cluster"
+	"github.com/shoal-dev/shoal/cluster/cp"
 	"github.com/shoal-dev/shoal/internal/server"
 )
 
 // nodeFlags are the flags of 'shoal node'.
 type nodeFlags struct {
 	name, bind, advertise, rpc, http, dataDir string
+	raft, raftAdvertise                       string
 	cacheMode, logLevel, preset, readyFile    string
 	join                                      listFlag
 	joinTimeout                               time.Duration
-	parentPID                                 int
+	parentPID, bootstrapExpect, voters        int
 }
 
 func (f *nodeFlags) register(fs *flag.FlagSet) {
@@ -36,6 +38,10 @@ func (f *nodeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.advertise, "advertise", "", "gossip address other nodes should use, if not --bind")
 	fs.StringVar(&f.rpc, "rpc", "", "peer RPC address host:port (default: --bind's host, port+1, or 0)")
 	fs.StringVar(&f.http, "http", "127.0.0.1:8080", "HTTP address host:port")
+	fs.StringVar(&f.raft, "raft", "", "raft address host:port (default: --bind's host, port+2, or 0); keep it stable across restarts")
+	fs.StringVar(&f.raftAdvertise, "raft-advertise", "", "raft address other nodes should use, if not --raft")
+	fs.IntVar(&f.bootstrapExpect, "bootstrap-expect", 0, "form a new raft group once this many nodes are alive (give every node of a new cluster the same number; 0: join an existing group)")
+	fs.IntVar(&f.voters, "voters", 3, "raft voters at most (3 or 5)")
 	fs.StringVar(&f.dataDir, "data-dir", "", "this node's data directory (default ./shoal-data/NAME)")
 	fs.StringVar(&f.cacheMode, "cache-mode", cluster.CacheModeLocal, "L2 cache coupling: local or distributed (every node must agree)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -91,32 +97,52 @@ func (f *nodeFlags) serverConfig(stderr io.Writer) (server.Config, error) {
 	if _, _, err := hostPort("--http", f.http); err != nil {
 		return server.Config{}, err
 	}
-	if f.rpc == "" {
-		port := 0
-		if bindPort > 0 && bindPort < 65535 {
-			port = bindPort + 1
+	for _, a := range []struct {
+		flag string
+		v    *string
+		off  int
+	}{{"--rpc", &f.rpc, 1}, {"--raft", &f.raft, 2}} {
+		if *a.v == "" {
+			port := 0
+			if bindPort > 0 && bindPort+a.off <= 65535 {
+				port = bindPort + a.off
+			}
+			*a.v = net.JoinHostPort(bindHost, strconv.Itoa(port))
+		} else if _, _, err := hostPort(a.flag, *a.v); err != nil {
+			return server.Config{}, err
 		}
-		f.rpc = net.JoinHostPort(bindHost, strconv.Itoa(port))
-	} else if _, _, err := hostPort("--rpc", f.rpc); err != nil {
-		return server.Config{}, err
+	}
+	if f.raftAdvertise != "" {
+		if _, _, err := hostPort("--raft-advertise", f.raftAdvertise); err != nil {
+			return server.Config{}, err
+		}
+	}
+	if f.bootstrapExpect < 0 || f.bootstrapExpect > 64 {
+		return server.Config{}, usagef("--bootstrap-expect %d: want 0 to 64", f.bootstrapExpect)
+	}
+	if f.voters != 1 && f.voters != 3 && f.voters != 5 && f.voters != 7 {
+		return server.Config{}, usagef("--voters %d: want 1, 3, 5 or 7 (an odd number keeps a majority)", f.voters)
 	}
 	for _, j := range f.join {
 		if _, _, err := hostPort("--join", j); err != nil {
 			return server.Config{}, err
 		}
 	}
+	if f.preset == "auto" {
+		f.preset = "lan"
+		if ip := net.ParseIP(bindHost); ip != nil && ip.IsLoopback() {
+			f.preset = "loopback"
+		}
+	}
 	var cc *cluster.Config
+	sc := cp.Config{BootstrapExpect: f.bootstrapExpect, MaxVoters: f.voters}
 	switch f.preset {
 	case "lan":
-		cc = cluster.DefaultLANConfig()
+		cc, sc.Raft = cluster.DefaultLANConfig(), cp.LANRaftConfig()
 	case "loopback":
-		cc = cluster.DefaultLoopbackConfig()
-	case "auto":
-		if ip := net.ParseIP(bindHost); ip != nil && ip.IsLoopback() {
-			cc = cluster.DefaultLoopbackConfig()
-		} else {
-			cc = cluster.DefaultLANConfig()
-		}
+		cc, sc.Raft = cluster.DefaultLoopbackConfig(), cp.LoopbackRaftConfig()
+		sc.VoterGrace = 3 * time.Second
+		sc.ReconcileInterval = 200 * time.Millisecond
 	default:
 		return server.Config{}, usagef("--preset %q: want lan, loopback or auto", f.preset)
 	}
@@ -128,7 +154,8 @@ func (f *nodeFlags) serverConfig(stderr io.Writer) (server.Config, error) {
 	if f.dataDir == "" {
 		f.dataDir = filepath.Join("shoal-data", f.name)
 	}
-	return server.Config{Cluster: *cc, HTTPAddr: f.http, DataDir: f.dataDir, Logger: logger}, nil
+	return server.Config{Cluster: *cc, HTTPAddr: f.http, DataDir: f.dataDir, Logger: logger,
+		RaftAddr: f.raft, RaftAdvertise: f.raftAdvertise, Store: sc}, nil
 }
 
 func serveNode(ctx context.Context, cfg server.Config, f nodeFlags) error {
@@ -149,7 +176,7 @@ func serveNode(ctx context.Context, cfg server.Config, f nodeFlags) error {
 		log.Info("stopped")
 	}()
 	n := s.Node()
-	log.Info("node started", "gossip", n.GossipAddr(), "rpc", n.Self().RPC, "http", s.HTTPAddr(),
+	log.Info("node started", "gossip", n.GossipAddr(), "rpc", n.Self().RPC, "raft", n.Self().Raft, "http", s.HTTPAddr(),
 		"cache_mode", cfg.Cluster.CacheMode, "data_dir", cfg.DataDir)
 	if len(f.join) > 0 {
 		jctx := ctx

@@ -78,15 +78,22 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 }
 
 func printView(w io.Writer, v *server.ClusterView) {
-	fmt.Fprintf(w, "members as seen by %s:\n", v.Self)
+	leader := v.Raft.Leader
+	if leader == "" {
+		leader = "(none)"
+	}
+	fmt.Fprintf(w, "members as seen by %s (raft: %s, leader %s, term %d):\n", v.Self, v.Raft.Role, leader, v.Raft.Term)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tSTATE\tGOSSIP\tRPC\tHTTP\tCACHE MODE\tVERSION")
+	fmt.Fprintln(tw, "NAME\tSTATE\tRAFT\tGOSSIP\tRPC\tRAFT ADDR\tHTTP\tCACHE MODE\tVERSION")
 	for _, m := range v.Members {
-		self := ""
+		self, role := "", m.RaftRole
 		if m.Name == v.Self {
 			self = " *"
 		}
-		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, self, m.State, m.Gossip, m.RPC, m.HTTP, m.CacheMode, m.Version)
+		if role == "" {
+			role = "-"
+		}
+		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, self, m.State, role, m.Gossip, m.RPC, m.Raft, m.HTTP, m.CacheMode, m.Version)
 	}
 	tw.Flush()
 }

@@ -31,7 +31,7 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&opts.N, "n", 3, "number of nodes")
 	fs.StringVar(&opts.Dir, "data-dir", "shoal-data", "cluster directory: one sub-directory per node with its data and node.log, and cluster.json")
 	fs.StringVar(&bindIP, "bind-ip", "127.0.0.1", "loopback address the nodes bind")
-	fs.IntVar(&opts.BasePort, "base-port", 7946, "node i gossips on base+10(i-1) and serves RPC on the port after it (0: ports picked by the OS)")
+	fs.IntVar(&opts.BasePort, "base-port", 7946, "node i gossips on base+10(i-1), serves RPC on the next port and raft on the one after (0: ports picked by the OS)")
 	fs.IntVar(&opts.HTTPBase, "http-base", 8081, "node i serves HTTP on http-base+i-1 (0: picked by the OS)")
 	fs.StringVar(&opts.CacheMode, "cache-mode", "local", "L2 cache coupling of every node: local or distributed")
 	fs.StringVar(&opts.LogLevel, "log-level", "info", "the nodes' log level")
@@ -60,6 +60,7 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("finding the shoal binary: %w", err)
 	}
 	opts.Binary = exe
+	opts.BootstrapExpect = opts.N
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -40,6 +40,8 @@ type Options struct {
 	BasePort, HTTPBase int
 	// CacheMode, LogLevel and Preset are passed to every node.
 	CacheMode, LogLevel, Preset string
+	// BootstrapExpect is passed to every node (0: not passed).
+	BootstrapExpect int
 	// Args are extra flags for every node.
 	Args []string
 	// WatchParent makes the nodes exit when this process dies.
@@ -76,6 +78,9 @@ type Cluster struct {
 	mu     sync.Mutex
 	nodes  []*Proc
 	exited chan *Proc
+	// raftPorts keeps each node's raft port when the OS picks ports, so a
+	// restarted node is where the raft configuration says it is.
+	raftPorts map[int]int
 }
 
 // ready is what a node writes to its --ready-file.
@@ -102,7 +107,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, err
 	}
-	c := &Cluster{opts: opts, exited: make(chan *Proc, 4*opts.N)}
+	c := &Cluster{opts: opts, exited: make(chan *Proc, 4*opts.N), raftPorts: map[int]int{}}
 	ctx, cancel := context.WithTimeout(ctx, opts.ReadyTimeout)
 	defer cancel()
 	err := c.start(ctx)
@@ -160,9 +165,16 @@ func (c *Cluster) spawn(i int, join string) (*Proc, error) {
 	p := &Proc{Name: name, DataDir: dir, Log: filepath.Join(dir, "node.log"), index: i, done: make(chan struct{})}
 	readyFile := filepath.Join(dir, "ready.json")
 	os.Remove(readyFile)
+	raftAddr, err := c.raftAddr(i, ip)
+	if err != nil {
+		return nil, err
+	}
 	args := []string{"node", "--name", name, "--data-dir", dir,
 		"--bind", port(c.opts.BasePort, 10*(i-1)), "--rpc", port(c.opts.BasePort, 10*(i-1)+1),
-		"--http", port(c.opts.HTTPBase, i-1), "--ready-file", readyFile}
+		"--raft", raftAddr, "--http", port(c.opts.HTTPBase, i-1), "--ready-file", readyFile}
+	if c.opts.BootstrapExpect > 0 {
+		args = append(args, "--bootstrap-expect", strconv.Itoa(c.opts.BootstrapExpect))
+	}
 	for flag, v := range map[string]string{"--cache-mode": c.opts.CacheMode, "--log-level": c.opts.LogLevel, "--preset": c.opts.Preset} {
 		if v != "" {
 			args = append(args, flag, v)
@@ -200,6 +212,27 @@ func (c *Cluster) spawn(i int, join string) (*Proc, error) {
 		c.exited <- p
 	}()
 	return p, nil
+}
+
+// raftAddr is node i's raft address: BasePort+10(i-1)+2, or a port the OS
+// picked for this node the first time it started.
+func (c *Cluster) raftAddr(i int, ip string) (string, error) {
+	if c.opts.BasePort != 0 {
+		return net.JoinHostPort(ip, strconv.Itoa(c.opts.BasePort+10*(i-1)+2)), nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p, ok := c.raftPorts[i]; ok {
+		return net.JoinHostPort(ip, strconv.Itoa(p)), nil
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		return "", err
+	}
+	p := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	c.raftPorts[i] = p
+	return net.JoinHostPort(ip, strconv.Itoa(p)), nil
 }
 
 // waitReady waits for a node's ready file, failing if the node exits first.

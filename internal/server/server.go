@@ -1,5 +1,5 @@
-// Package server assembles a shoal node: the cluster member and the HTTP
-// endpoints it serves. cmd/shoal runs it as a process; tests run it in
+// Package server assembles a shoal node: the cluster member, its share of
+// the consistent store, and the HTTP endpoints it serves. cmd/shoal runs it as a process; tests run it in
 // process.
 package server
 
@@ -13,7 +13,10 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/shoal-dev/shoal/cluster"
+	"github.com/shoal-dev/shoal/cluster/cp"
 )
 
 // Version is the build version, set by the linker (-X) or left as "dev".
@@ -28,18 +31,26 @@ type Config struct {
 	HTTPAddr string
 	// DataDir is the node's own directory; it is created if missing.
 	DataDir string
+	// RaftAddr is where raft listens ("host:port"); RaftAdvertise, if
+	// set, is the address peers use.
+	RaftAddr, RaftAdvertise string
+	// Store configures the consistent store; Node, Transport, DataDir and
+	// Logger are filled by Start.
+	Store cp.Config
 	// Logger receives the node's logs.
 	Logger *slog.Logger
 }
 
 // Server is a running node.
 type Server struct {
-	cfg  Config
-	node *cluster.Node
-	ln   net.Listener
-	http *http.Server
-	done chan struct{}
-	err  error
+	cfg   Config
+	node  *cluster.Node
+	trans *raft.NetworkTransport
+	store *cp.Store
+	ln    net.Listener
+	http  *http.Server
+	done  chan struct{}
+	err   error
 }
 
 // Start listens for HTTP, starts the cluster member and serves.
@@ -51,19 +62,12 @@ func Start(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("http listen on %s: %w", cfg.HTTPAddr, err)
 	}
-	cfg.Cluster.HTTPAddr = ln.Addr().String()
-	if cfg.Cluster.Version == "" {
-		cfg.Cluster.Version = Version
-	}
-	if cfg.Cluster.Logger == nil {
-		cfg.Cluster.Logger = cfg.Logger
-	}
-	node, err := cluster.Start(cfg.Cluster)
-	if err != nil {
+	s := &Server{cfg: cfg, ln: ln, done: make(chan struct{})}
+	if err := s.startParts(); err != nil {
+		s.closeParts()
 		ln.Close()
 		return nil, err
 	}
-	s := &Server{cfg: cfg, node: node, ln: ln, done: make(chan struct{})}
 	s.http = &http.Server{
 		Handler:           s.routes(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -78,18 +82,61 @@ func Start(cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// startParts starts the raft transport, the cluster member (advertising
+// the raft address) and the store.
+func (s *Server) startParts() error {
+	cfg := &s.cfg
+	var err error
+	if s.trans, err = cp.NewTCPTransport(cfg.RaftAddr, cfg.RaftAdvertise, cfg.Logger); err != nil {
+		return err
+	}
+	cfg.Cluster.HTTPAddr = s.ln.Addr().String()
+	cfg.Cluster.RaftAddr = string(s.trans.LocalAddr())
+	if cfg.Cluster.Version == "" {
+		cfg.Cluster.Version = Version
+	}
+	if cfg.Cluster.Logger == nil {
+		cfg.Cluster.Logger = cfg.Logger
+	}
+	if s.node, err = cluster.Start(cfg.Cluster); err != nil {
+		return err
+	}
+	sc := cfg.Store
+	sc.Node, sc.Transport, sc.DataDir, sc.Logger = s.node, s.trans, cfg.DataDir, cfg.Logger
+	s.store, err = cp.Open(sc)
+	return err
+}
+
+// closeParts stops what startParts started, in reverse.
+func (s *Server) closeParts() error {
+	var errs []error
+	if s.store != nil {
+		errs = append(errs, s.store.Close())
+	}
+	if s.node != nil {
+		errs = append(errs, s.node.Close())
+	}
+	if s.trans != nil {
+		errs = append(errs, s.trans.Close())
+	}
+	return errors.Join(errs...)
+}
+
 // Node is the cluster member.
 func (s *Server) Node() *cluster.Node { return s.node }
+
+// Store is the consistent store.
+func (s *Server) Store() *cp.Store { return s.store }
 
 // HTTPAddr is the address the HTTP endpoints listen on.
 func (s *Server) HTTPAddr() string { return s.ln.Addr().String() }
 
 // Shutdown stops accepting HTTP requests, lets those in flight finish until
-// ctx ends, then leaves the cluster. Safe to call twice.
+// ctx ends, stops raft, then leaves the cluster. Safe to call twice.
 func (s *Server) Shutdown(ctx context.Context) error {
 	httpErr := s.http.Shutdown(ctx)
 	<-s.done
-	return errors.Join(httpErr, s.err, s.node.Close())
+	return errors.Join(httpErr, s.err, s.closeParts())
 }
 
 func (s *Server) routes() http.Handler {
@@ -98,6 +145,7 @@ func (s *Server) routes() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "node": s.node.Name()})
 	})
 	mux.HandleFunc("GET /v1/cluster", s.handleCluster)
+	s.kvRoutes(mux)
 	return mux
 }
 
@@ -105,6 +153,16 @@ func (s *Server) routes() http.Handler {
 type ClusterView struct {
 	Self    string       `json:"self"`
 	Members []MemberView `json:"members"`
+	Raft    RaftView     `json:"raft"`
+}
+
+// RaftView is the raft group as the answering node sees it.
+type RaftView struct {
+	Leader string `json:"leader"`
+	Term   uint64 `json:"term"`
+	// Role is the answering node's own role: leader, follower, candidate.
+	Role        string `json:"role"`
+	CommitIndex uint64 `json:"commit_index"`
 }
 
 // MemberView is one member in a ClusterView.
@@ -116,14 +174,24 @@ type MemberView struct {
 	HTTP      string `json:"http"`
 	CacheMode string `json:"cache_mode"`
 	Version   string `json:"version"`
+	// RaftRole is leader, voter, nonvoter, or "" for a member outside the
+	// raft configuration.
+	RaftRole string `json:"raft_role"`
+	Raft     string `json:"raft"`
 }
 
 func (s *Server) handleCluster(w http.ResponseWriter, r *http.Request) {
-	v := ClusterView{Self: s.node.Name(), Members: []MemberView{}}
+	st := s.store.Status()
+	v := ClusterView{Self: s.node.Name(), Members: []MemberView{},
+		Raft: RaftView{Leader: st.Leader, Term: st.Term, Role: st.Role, CommitIndex: st.CommitIndex}}
 	for _, m := range s.node.Members() {
+		role := st.Servers[m.Name]
+		if m.Name == st.Leader {
+			role = "leader"
+		}
 		v.Members = append(v.Members, MemberView{
 			Name: m.Name, State: string(m.State), Gossip: m.Addr, RPC: m.RPC,
-			HTTP: m.HTTP, CacheMode: m.CacheMode, Version: m.Version,
+			HTTP: m.HTTP, CacheMode: m.CacheMode, Version: m.Version, RaftRole: role, Raft: m.Raft,
 		})
 	}
 	writeJSON(w, http.StatusOK, v)
