@@ -3,7 +3,10 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -205,4 +208,114 @@ func childPIDs(t *testing.T, dir string) []int {
 		t.Fatalf("cluster.json lists %d nodes", len(pids))
 	}
 	return pids
+}
+
+func httpDo(method, url string, body string) (int, []byte, error) {
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := http.DefaultClient.Do(req.WithContext(ctx))
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
+}
+
+func raftLeader(t *testing.T, c *localcluster.Cluster) int {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		for i, p := range c.Nodes() {
+			v, err := localcluster.FetchView(context.Background(), p.HTTP)
+			if err == nil && v.Raft.Leader == p.Name && v.Raft.Role == "leader" {
+				return i + 1
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("no raft leader")
+	return 0
+}
+
+// Writes stream through a follower while the leader is SIGKILLed: a new
+// leader takes over, no acknowledged write is lost, and the killed node,
+// restarted from its data directory, catches up.
+func TestMultiProcessLeaderKill(t *testing.T) {
+	c := startCluster(t, localcluster.Options{
+		N: 3, Preset: "loopback", BootstrapExpect: 3,
+		IP: func(i int) string { return fmt.Sprintf("127.0.0.%d", 20+i) },
+	})
+	leader := raftLeader(t, c)
+	via := c.Nodes()[leader%3] // a follower that stays up
+	var acked []string
+	write := func(i int) bool {
+		key := fmt.Sprintf("w/%05d", i)
+		code, _, err := httpDo(http.MethodPut, "http://"+via.HTTP+"/v1/kv/"+key, "v")
+		if err == nil && code == http.StatusOK {
+			acked = append(acked, key)
+			return true
+		}
+		return false
+	}
+	for i := 0; i < 50; i++ {
+		if !write(i) {
+			t.Fatalf("write %d failed before any fault", i)
+		}
+	}
+	killed := time.Now()
+	if err := c.Kill(leader); err != nil {
+		t.Fatal(err)
+	}
+	var failover time.Duration
+	for i := 50; len(acked) < 100; i++ {
+		if write(i) && failover == 0 {
+			failover = time.Since(killed)
+		}
+		if time.Since(killed) > 30*time.Second {
+			t.Fatalf("only %d writes acknowledged 30 s after the leader died", len(acked))
+		}
+	}
+	t.Logf("first acknowledged write %v after SIGKILL of the leader", failover)
+	code, body, err := httpDo(http.MethodGet, "http://"+via.HTTP+"/v1/kv?prefix=w/", "")
+	if err != nil || code != http.StatusOK {
+		t.Fatalf("list: %d %v", code, err)
+	}
+	var list []struct{ Key string }
+	if err := json.Unmarshal(body, &list); err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, kv := range list {
+		have[kv.Key] = true
+	}
+	for _, k := range acked {
+		if !have[k] {
+			t.Fatalf("acknowledged write %s is lost", k)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	back, err := c.Restart(ctx, leader, leader%3+1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, body, err := httpDo(http.MethodGet, "http://"+back.HTTP+"/v1/kv?prefix=w/&stale", "")
+		if err == nil && code == http.StatusOK {
+			var l []struct{ Key string }
+			if json.Unmarshal(body, &l) == nil && len(l) >= len(acked) {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the restarted node did not catch up: %s", body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
