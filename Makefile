@@ -31,10 +31,13 @@ run: build
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 2s -count 1 ./cluster/...
 	./$(BIN) bench detect -n 3 --trials 3
+	./$(BIN) bench failover -n 3 --trials 3
 
 bench-full: build
 	$(GO) test -run '^$$' -bench . -benchtime 5s -count 3 ./cluster/...
 	./$(BIN) bench detect -n 3 --trials 5
+	./$(BIN) bench failover -n 3 --trials 5
+	./$(BIN) bench failover -n 3 --trials 5 --preset lan
 
 # Fuzz the decoders for a while; new crashers land in testdata/fuzz.
 fuzz:

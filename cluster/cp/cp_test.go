@@ -50,7 +50,7 @@ func (m *member) kill() {
 }
 
 type testCluster struct {
-	t       *testing.T
+	t       testing.TB
 	members []*member
 	expect  int
 	// raftAddrs keeps each node's raft address, so that a node restarted

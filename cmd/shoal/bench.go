@@ -22,6 +22,8 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "detect":
 		return runBenchDetect(args[1:], stdout, stderr)
+	case "failover":
+		return runBenchFailover(args[1:], stdout, stderr)
 	}
 	return usagef("bench: unknown experiment %q\n%s", args[0], benchUsage)
 }
@@ -31,6 +33,8 @@ const benchUsage = `usage: shoal bench <experiment> [flags]
 experiments:
   detect   SIGKILL a node of a local cluster and time until every other
            node marks it failed (loopback and LAN presets)
+  failover SIGKILL the raft leader while writing through a follower and
+           time until the first write acknowledged after the kill
 `
 
 func runBenchDetect(args []string, stdout, stderr io.Writer) error {
@@ -93,4 +97,47 @@ func runBenchDetect(args []string, stdout, stderr io.Writer) error {
 			float64(results[0].Quantile(0.5))/float64(results[1].Quantile(0.5)))
 	}
 	return tw.Flush()
+}
+
+func runBenchFailover(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench failover", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	n := fs.Int("n", 3, "cluster size")
+	preset := fs.String("preset", "loopback", "node tuning: loopback or lan")
+	trials := fs.Int("trials", 5, "clusters started, one leader killed in each")
+	dir := fs.String("dir", "", "scratch directory (default a temporary one, removed afterwards)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *preset != "loopback" && *preset != "lan" {
+		return usagef("--preset %q: want loopback or lan", *preset)
+	}
+	if *n < 3 || *trials < 1 {
+		return usagef("need -n ≥ 3 and --trials ≥ 1")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	if *dir == "" {
+		tmp, err := os.MkdirTemp("", "shoal-failover-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(tmp)
+		*dir = tmp
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	fmt.Fprintf(stdout, "leader failover, %s preset: %d trials of %d nodes\n", *preset, *trials, *n)
+	r, err := bench.Failover(ctx, bench.FailoverOptions{
+		Binary: exe, N: *n, Preset: *preset, Trials: *trials, Dir: *dir,
+		Progress: func(t int, d time.Duration) { fmt.Fprintf(stdout, "  trial %d: %v\n", t, d.Round(time.Millisecond)) },
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "\nSIGKILL of the leader to the first acknowledged write: min %v, median %v, max %v\n",
+		r.Quantile(0).Round(time.Millisecond), r.Quantile(0.5).Round(time.Millisecond), r.Quantile(1).Round(time.Millisecond))
+	return nil
 }

@@ -1,0 +1,109 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/shoal-dev/shoal/internal/localcluster"
+)
+
+// FailoverOptions configures the leader failover experiment.
+type FailoverOptions struct {
+	Binary   string
+	N        int    // cluster size (at least 3)
+	Preset   string // "loopback" or "lan"
+	Trials   int
+	Dir      string
+	Progress func(trial int, d time.Duration)
+}
+
+// Failover measures, per trial, the time from SIGKILL of the raft leader
+// to the first write that starts after the kill and is acknowledged; the
+// writes go through a follower that survives, back to back.
+func Failover(ctx context.Context, o FailoverOptions) (*DetectResult, error) {
+	if o.N < 3 || o.Trials < 1 {
+		return nil, fmt.Errorf("failover: need at least 3 nodes and 1 trial, got %d and %d", o.N, o.Trials)
+	}
+	res := &DetectResult{Preset: o.Preset, N: o.N}
+	for t := 1; t <= o.Trials; t++ {
+		d, err := failoverOnce(ctx, o, filepath.Join(o.Dir, "failover-"+o.Preset+"-"+strconv.Itoa(t)))
+		if err != nil {
+			return res, fmt.Errorf("trial %d: %w", t, err)
+		}
+		res.Samples = append(res.Samples, d)
+		if o.Progress != nil {
+			o.Progress(t, d)
+		}
+	}
+	return res, nil
+}
+
+func failoverOnce(ctx context.Context, o FailoverOptions, dir string) (time.Duration, error) {
+	os.RemoveAll(dir)
+	c, err := localcluster.Start(ctx, localcluster.Options{
+		Binary: o.Binary, N: o.N, Dir: dir, Preset: o.Preset, LogLevel: "warn",
+		WatchParent: true, BootstrapExpect: o.N,
+	})
+	if err != nil {
+		return 0, err
+	}
+	defer c.Stop(10 * time.Second)
+	leader, err := waitLeader(ctx, c)
+	if err != nil {
+		return 0, err
+	}
+	via := c.Nodes()[leader%o.N] // a follower
+	client := &http.Client{Timeout: 2 * time.Second}
+	put := func(i int) bool {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPut,
+			fmt.Sprintf("http://%s/v1/kv/failover/%d", via.HTTP, i), strings.NewReader("x"))
+		resp, err := client.Do(req)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}
+	for i := 0; i < 20; i++ {
+		if !put(i) {
+			return 0, fmt.Errorf("write %d failed before the kill", i)
+		}
+	}
+	killed := time.Now()
+	if err := c.Kill(leader); err != nil {
+		return 0, err
+	}
+	for i := 20; ; i++ {
+		if put(i) {
+			return time.Since(killed), nil
+		}
+		if time.Since(killed) > time.Minute {
+			return 0, fmt.Errorf("no write succeeded within a minute of the kill")
+		}
+	}
+}
+
+// waitLeader returns the 1-based index of the node that leads raft.
+func waitLeader(ctx context.Context, c *localcluster.Cluster) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		for i, p := range c.Nodes() {
+			v, err := localcluster.FetchView(ctx, p.HTTP)
+			if err == nil && v.Raft.Role == "leader" && v.Raft.Leader == p.Name {
+				return i + 1, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("no raft leader: %w", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
