@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/shoal-dev/shoal/internal/testkit"
 )
 

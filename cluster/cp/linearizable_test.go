@@ -291,14 +291,13 @@ func TestLinearizableUnderFailures(t *testing.T) {
 		}
 	}
 	t.Logf("history: %d operations, %d CAS of which %d applied", len(h.ops), cas, ok)
-	if ok < 10 {
+	if ok < 100 {
 		t.Fatalf("only %d CAS applied: the test exercised too little", ok)
 	}
-	res, info := porcupine.CheckOperationsVerbose(registerModel, h.ops, time.Minute)
+	res := porcupine.CheckOperationsTimeout(registerModel, h.ops, time.Minute)
 	switch res {
 	case porcupine.Ok:
 	case porcupine.Illegal:
-		_ = info
 		t.Fatalf("the history of %d operations is NOT linearizable", len(h.ops))
 	default:
 		t.Fatalf("the checker could not decide within a minute (%d operations)", len(h.ops))
@@ -307,15 +306,20 @@ func TestLinearizableUnderFailures(t *testing.T) {
 
 // runClient alternates reads and compare-and-sets on three keys through one
 // node until stop, recording every operation whose outcome is known, and
-// every CAS whose outcome is not as never returning.
+// every CAS whose outcome is not as never returning. It starts an
+// operation every 3 ms at most: the checker's work grows steeply with the
+// operations that overlap an unknown one, and a few thousand operations
+// across the faults are plenty.
 func runClient(id int, n *lnode, h *history, stop chan struct{}) {
 	rng := rand.New(rand.NewPCG(uint64(id), 99))
 	versions := map[string]uint64{}
+	pace := time.NewTicker(3 * time.Millisecond)
+	defer pace.Stop()
 	for seq := 0; ; seq++ {
 		select {
 		case <-stop:
 			return
-		default:
+		case <-pace.C:
 		}
 		key := fmt.Sprintf("k%d", rng.IntN(3))
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -350,9 +354,6 @@ func runClient(id int, n *lnode, h *history, stop chan struct{}) {
 			// Never applied: every attempt was refused before the log.
 		default:
 			h.add(porcupine.Operation{ClientId: id, Input: in, Call: call, Return: math.MaxInt64, Output: regOutput{Unknown: true}})
-		}
-		if err != nil {
-			time.Sleep(5 * time.Millisecond)
 		}
 	}
 }
