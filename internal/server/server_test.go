@@ -1,0 +1,114 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoal-dev/shoal/cluster"
+	"github.com/shoal-dev/shoal/cluster/cp"
+	"github.com/shoal-dev/shoal/internal/testkit"
+)
+
+func TestMain(m *testing.M) { testkit.MainNoLeaks(m, 15*time.Second) }
+
+// single starts a one-node cluster that bootstraps its own raft group.
+func single(t *testing.T) *Server {
+	t.Helper()
+	cc := *cluster.DefaultLoopbackConfig()
+	cc.Name = "solo"
+	s, err := Start(Config{
+		Cluster: cc, HTTPAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0", DataDir: t.TempDir(),
+		Store:  cp.Config{BootstrapExpect: 1, Raft: cp.LoopbackRaftConfig()},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		s.Shutdown(ctx)
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for s.Store().Status().Role != "leader" {
+		if time.Now().After(deadline) {
+			t.Fatal("no leader")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return s
+}
+
+func do(t *testing.T, method, url, body string) (int, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	b, _ := io.ReadAll(resp.Body)
+	json.Unmarshal(b, &out)
+	return resp.StatusCode, out
+}
+
+func TestKVAPI(t *testing.T) {
+	s := single(t)
+	base := "http://" + s.HTTPAddr()
+	if code, out := do(t, "PUT", base+"/v1/kv/a/b", "hello"); code != 200 || out["version"] == nil {
+		t.Fatalf("put: %d %v", code, out)
+	}
+	code, out := do(t, "GET", base+"/v1/kv/a/b", "")
+	if code != 200 || out["value"] != "hello" {
+		t.Fatalf("get: %d %v", code, out)
+	}
+	v := out["version"].(float64)
+	for _, tc := range []struct {
+		method, path, body string
+		want               int
+		msg                string
+	}{
+		{"GET", "/v1/kv/missing", "", 404, "not found"},
+		{"PUT", "/v1/kv/a/b?cas=1", "x", 409, "version mismatch"},
+		{"PUT", "/v1/kv/a/b?cas=abc", "x", 400, "not a version number"},
+		{"PUT", "/v1/kv/a/b?cas=-1", "x", 400, "not a version number"},
+		{"GET", "/v1/kv/a/b?stale=maybe", "", 400, "not true or false"},
+		{"PUT", "/v1/kv/" + strings.Repeat("k", 2000), "x", 413, "exceeds the limit"},
+		{"PUT", "/v1/kv/big", strings.Repeat("v", 2<<20), 413, "exceeds the limit"},
+		{"PUT", "/v1/kv/huge", strings.Repeat("v", 9<<20), 413, "request body"},
+		{"DELETE", "/v1/kv/a/b?version=1", "", 409, "version mismatch"},
+	} {
+		code, out := do(t, tc.method, base+tc.path, tc.body)
+		msg, _ := out["error"].(string)
+		if code != tc.want || !strings.Contains(msg, tc.msg) {
+			t.Errorf("%s %.40s: %d %q, want %d with %q", tc.method, tc.path, code, msg, tc.want, tc.msg)
+		}
+	}
+	if list := s.Store().StaleList(""); len(list) != 1 {
+		t.Fatalf("rejected requests wrote something: %v", list)
+	}
+	if code, _ := do(t, "PUT", base+"/v1/kv/a/b?cas="+strconv.FormatFloat(v, 'f', 0, 64), "new"); code != 200 {
+		t.Fatalf("cas with the right version: %d", code)
+	}
+	if code, _ := do(t, "DELETE", base+"/v1/kv/a/b", ""); code != 200 {
+		t.Fatalf("delete: %d", code)
+	}
+	var view ClusterView
+	resp, err := http.Get(base + "/v1/cluster")
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.NewDecoder(resp.Body).Decode(&view)
+	resp.Body.Close()
+	if view.Raft.Leader != "solo" || len(view.Members) != 1 || view.Members[0].RaftRole != "leader" {
+		t.Fatalf("cluster view: %+v", view)
+	}
+}
