@@ -15,15 +15,16 @@ import (
 	"github.com/shoal-dev/shoal/internal/localcluster"
 )
 
-// DetectOptions configures the failure-detection experiment.
-type DetectOptions struct {
+// Options configures an experiment that times something once per trial,
+// on a fresh cluster each time.
+type Options struct {
 	// Binary is the shoal executable.
 	Binary string
-	// N is the cluster size (at least 2).
+	// N is the cluster size.
 	N int
 	// Preset is the nodes' tuning: "loopback" or "lan".
 	Preset string
-	// Trials is how many clusters to start, kill a node of, and time.
+	// Trials is how many clusters to start and time.
 	Trials int
 	// Dir is a scratch directory.
 	Dir string
@@ -31,16 +32,15 @@ type DetectOptions struct {
 	Progress func(trial int, d time.Duration)
 }
 
-// DetectResult holds the time from SIGKILL of a node until every other
-// node reports it failed, per trial.
-type DetectResult struct {
+// Result holds one duration per trial.
+type Result struct {
 	Preset  string          `json:"preset"`
 	N       int             `json:"n"`
 	Samples []time.Duration `json:"samples_ns"`
 }
 
 // Quantile returns the q-quantile (0..1) of the samples, nearest rank.
-func (r *DetectResult) Quantile(q float64) time.Duration {
+func (r *Result) Quantile(q float64) time.Duration {
 	if len(r.Samples) == 0 {
 		return 0
 	}
@@ -53,13 +53,32 @@ func (r *DetectResult) Quantile(q float64) time.Duration {
 // Detect runs the experiment: for each trial it starts a fresh N-node
 // cluster, SIGKILLs the last node, and polls every other node's
 // /v1/cluster every 2 ms until all of them report the node failed.
-func Detect(ctx context.Context, o DetectOptions) (*DetectResult, error) {
-	if o.N < 2 || o.Trials < 1 {
-		return nil, fmt.Errorf("detect: need at least 2 nodes and 1 trial, got %d and %d", o.N, o.Trials)
+func Detect(ctx context.Context, o Options) (*Result, error) {
+	if o.N < 2 {
+		return nil, fmt.Errorf("detect: need at least 2 nodes, got %d", o.N)
 	}
-	res := &DetectResult{Preset: o.Preset, N: o.N}
+	return trials(ctx, "detect", o, localcluster.Options{}, detectOnce)
+}
+
+// trials runs once per trial on a fresh cluster started with base's
+// settings plus o's, and collects the durations it returns.
+func trials(ctx context.Context, name string, o Options, base localcluster.Options,
+	once func(context.Context, Options, *localcluster.Cluster) (time.Duration, error)) (*Result, error) {
+	if o.Trials < 1 {
+		return nil, fmt.Errorf("%s: need at least 1 trial", name)
+	}
+	res := &Result{Preset: o.Preset, N: o.N}
 	for t := 1; t <= o.Trials; t++ {
-		d, err := detectOnce(ctx, o, filepath.Join(o.Dir, o.Preset+"-"+strconv.Itoa(t)))
+		lo := base
+		lo.Binary, lo.N, lo.Preset, lo.LogLevel, lo.WatchParent = o.Binary, o.N, o.Preset, "warn", true
+		lo.Dir = filepath.Join(o.Dir, name+"-"+o.Preset+"-"+strconv.Itoa(t))
+		os.RemoveAll(lo.Dir)
+		c, err := localcluster.Start(ctx, lo)
+		if err != nil {
+			return res, fmt.Errorf("trial %d: %w", t, err)
+		}
+		d, err := once(ctx, o, c)
+		c.Stop(10 * time.Second)
 		if err != nil {
 			return res, fmt.Errorf("trial %d: %w", t, err)
 		}
@@ -71,15 +90,7 @@ func Detect(ctx context.Context, o DetectOptions) (*DetectResult, error) {
 	return res, nil
 }
 
-func detectOnce(ctx context.Context, o DetectOptions, dir string) (time.Duration, error) {
-	os.RemoveAll(dir)
-	c, err := localcluster.Start(ctx, localcluster.Options{
-		Binary: o.Binary, N: o.N, Dir: dir, Preset: o.Preset, LogLevel: "warn", WatchParent: true,
-	})
-	if err != nil {
-		return 0, err
-	}
-	defer c.Stop(10 * time.Second)
+func detectOnce(ctx context.Context, o Options, c *localcluster.Cluster) (time.Duration, error) {
 	victim := c.Nodes()[o.N-1]
 	start := time.Now()
 	if err := c.Kill(o.N); err != nil {

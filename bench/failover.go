@@ -4,56 +4,23 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/shoal-dev/shoal/internal/localcluster"
 )
 
-// FailoverOptions configures the leader failover experiment.
-type FailoverOptions struct {
-	Binary   string
-	N        int    // cluster size (at least 3)
-	Preset   string // "loopback" or "lan"
-	Trials   int
-	Dir      string
-	Progress func(trial int, d time.Duration)
-}
-
 // Failover measures, per trial, the time from SIGKILL of the raft leader
 // to the first write that starts after the kill and is acknowledged; the
 // writes go through a follower that survives, back to back.
-func Failover(ctx context.Context, o FailoverOptions) (*DetectResult, error) {
-	if o.N < 3 || o.Trials < 1 {
-		return nil, fmt.Errorf("failover: need at least 3 nodes and 1 trial, got %d and %d", o.N, o.Trials)
+func Failover(ctx context.Context, o Options) (*Result, error) {
+	if o.N < 3 {
+		return nil, fmt.Errorf("failover: need at least 3 nodes, got %d", o.N)
 	}
-	res := &DetectResult{Preset: o.Preset, N: o.N}
-	for t := 1; t <= o.Trials; t++ {
-		d, err := failoverOnce(ctx, o, filepath.Join(o.Dir, "failover-"+o.Preset+"-"+strconv.Itoa(t)))
-		if err != nil {
-			return res, fmt.Errorf("trial %d: %w", t, err)
-		}
-		res.Samples = append(res.Samples, d)
-		if o.Progress != nil {
-			o.Progress(t, d)
-		}
-	}
-	return res, nil
+	return trials(ctx, "failover", o, localcluster.Options{BootstrapExpect: o.N}, failoverOnce)
 }
 
-func failoverOnce(ctx context.Context, o FailoverOptions, dir string) (time.Duration, error) {
-	os.RemoveAll(dir)
-	c, err := localcluster.Start(ctx, localcluster.Options{
-		Binary: o.Binary, N: o.N, Dir: dir, Preset: o.Preset, LogLevel: "warn",
-		WatchParent: true, BootstrapExpect: o.N,
-	})
-	if err != nil {
-		return 0, err
-	}
-	defer c.Stop(10 * time.Second)
+func failoverOnce(ctx context.Context, o Options, c *localcluster.Cluster) (time.Duration, error) {
 	leader, err := waitLeader(ctx, c)
 	if err != nil {
 		return 0, err

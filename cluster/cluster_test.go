@@ -3,9 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -16,12 +14,7 @@ import (
 
 func TestMain(m *testing.M) { testkit.MainNoLeaks(m, 15*time.Second) }
 
-func testLogger(t testing.TB) *slog.Logger {
-	if os.Getenv("SHOAL_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
+func testLogger(t testing.TB) *slog.Logger { return testkit.Logger(t) }
 
 // fastLoopback is the loopback preset tightened further for tests.
 func fastLoopback(t testing.TB, name string) Config {

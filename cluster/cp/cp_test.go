@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -19,12 +18,7 @@ import (
 
 func TestMain(m *testing.M) { testkit.MainNoLeaks(m, 15*time.Second) }
 
-func testLogger(t testing.TB) *slog.Logger {
-	if os.Getenv("SHOAL_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
+func testLogger(t testing.TB) *slog.Logger { return testkit.Logger(t) }
 
 // member is one node of a test cluster: membership, raft transport, store.
 type member struct {

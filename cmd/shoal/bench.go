@@ -59,24 +59,17 @@ func runBenchDetect(args []string, stdout, stderr io.Writer) error {
 	if *n < 2 || *trials < 1 {
 		return usagef("need -n ≥ 2 and --trials ≥ 1")
 	}
-	exe, err := os.Executable()
+	exe, cleanup, err := benchScratch(dir)
 	if err != nil {
 		return err
 	}
-	if *dir == "" {
-		tmp, err := os.MkdirTemp("", "shoal-detect-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(tmp)
-		*dir = tmp
-	}
+	defer cleanup()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	var results []*bench.DetectResult
+	var results []*bench.Result
 	for _, p := range presets {
 		fmt.Fprintf(stdout, "preset %s: %d trials of %d nodes\n", p, *trials, *n)
-		r, err := bench.Detect(ctx, bench.DetectOptions{
+		r, err := bench.Detect(ctx, bench.Options{
 			Binary: exe, N: *n, Preset: p, Trials: *trials, Dir: *dir,
 			Progress: func(t int, d time.Duration) { fmt.Fprintf(stdout, "  trial %d: %v\n", t, d.Round(time.Millisecond)) },
 		})
@@ -115,22 +108,15 @@ func runBenchFailover(args []string, stdout, stderr io.Writer) error {
 	if *n < 3 || *trials < 1 {
 		return usagef("need -n ≥ 3 and --trials ≥ 1")
 	}
-	exe, err := os.Executable()
+	exe, cleanup, err := benchScratch(dir)
 	if err != nil {
 		return err
 	}
-	if *dir == "" {
-		tmp, err := os.MkdirTemp("", "shoal-failover-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(tmp)
-		*dir = tmp
-	}
+	defer cleanup()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	fmt.Fprintf(stdout, "leader failover, %s preset: %d trials of %d nodes\n", *preset, *trials, *n)
-	r, err := bench.Failover(ctx, bench.FailoverOptions{
+	r, err := bench.Failover(ctx, bench.Options{
 		Binary: exe, N: *n, Preset: *preset, Trials: *trials, Dir: *dir,
 		Progress: func(t int, d time.Duration) { fmt.Fprintf(stdout, "  trial %d: %v\n", t, d.Round(time.Millisecond)) },
 	})
@@ -140,4 +126,21 @@ func runBenchFailover(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "\nSIGKILL of the leader to the first acknowledged write: min %v, median %v, max %v\n",
 		r.Quantile(0).Round(time.Millisecond), r.Quantile(0.5).Round(time.Millisecond), r.Quantile(1).Round(time.Millisecond))
 	return nil
+}
+
+// benchScratch finds this binary (the experiments run it as their nodes)
+// and, if *dir is empty, makes a temporary directory that cleanup removes.
+func benchScratch(dir *string) (exe string, cleanup func(), err error) {
+	if exe, err = os.Executable(); err != nil {
+		return "", nil, err
+	}
+	cleanup = func() {}
+	if *dir == "" {
+		tmp, err := os.MkdirTemp("", "shoal-bench-")
+		if err != nil {
+			return "", nil, err
+		}
+		*dir, cleanup = tmp, func() { os.RemoveAll(tmp) }
+	}
+	return exe, cleanup, nil
 }
