@@ -1,0 +1,345 @@
+package l2cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/ristretto/v2"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/shoal-dev/shoal/cluster"
+)
+
+// Invalidation modes.
+const (
+	// InvalidationAsync: a write invalidates locally and publishes without
+	// waiting; other nodes drop the key when the message arrives.
+	InvalidationAsync = "async"
+	// InvalidationSync: a write waits until every live member has applied
+	// the invalidation (or SyncTimeout passes, which is an error).
+	InvalidationSync = "sync"
+)
+
+// Topic is the bus topic the cache's invalidations travel on.
+const Topic = "l2"
+
+// Errors.
+var (
+	// ErrReadOnly: a write-side operation on a read-only region.
+	ErrReadOnly = errors.New("l2cache: region is read-only")
+	// ErrClosed: the cache has been closed.
+	ErrClosed = errors.New("l2cache: cache closed")
+)
+
+// NotAckedError is returned by a synchronous invalidation that some
+// members did not acknowledge in time. The write itself has committed; the
+// members listed may serve the old state until the message reaches them
+// (or the bus reports it missed and they clear the region).
+type NotAckedError struct{ Members []string }
+
+func (e *NotAckedError) Error() string {
+	return "l2cache: invalidation not acknowledged by " + strings.Join(e.Members, ", ")
+}
+
+// Bus is what the cache needs from the cluster bus; *cluster.Bus has it.
+type Bus interface {
+	Publish(topic string, payload []byte) error
+	PublishSync(ctx context.Context, topic string, payload []byte) ([]string, error)
+	Subscribe(topic string, s cluster.Subscriber) (cancel func())
+}
+
+// Config configures a Cache.
+type Config struct {
+	// Mode is cluster.CacheModeLocal (the only one built so far).
+	Mode string
+	// Bus carries invalidations to the other nodes; nil for a single node.
+	Bus Bus
+	// MaxCost bounds the cached bytes on this node (default 64 MiB).
+	MaxCost int64
+	// TTL, if set, expires entries this long after they are cached.
+	TTL time.Duration
+	// Invalidation is InvalidationAsync (default) or InvalidationSync.
+	Invalidation string
+	// SyncTimeout bounds a synchronous invalidation (default 2 s).
+	SyncTimeout time.Duration
+	// LockTimeout is when a soft lock that was never released expires
+	// (default 30 s).
+	LockTimeout time.Duration
+	// MaxInvalidations bounds the per-key invalidation stamps a region
+	// keeps (default 100,000); past it they collapse into one
+	// region-wide stamp.
+	MaxInvalidations int
+	// Now is the clock for lock expiry (default time.Now).
+	Now func() time.Time
+	// Logger receives logs (default slog.Default()).
+	Logger *slog.Logger
+}
+
+func (c *Config) validate() error {
+	switch c.Mode {
+	case "", cluster.CacheModeLocal:
+		c.Mode = cluster.CacheModeLocal
+	case cluster.CacheModeDistributed:
+		return errors.New("l2cache: DISTRIBUTED mode is not built yet")
+	default:
+		return fmt.Errorf("l2cache: unknown mode %q", c.Mode)
+	}
+	switch c.Invalidation {
+	case "":
+		c.Invalidation = InvalidationAsync
+	case InvalidationAsync, InvalidationSync:
+	default:
+		return fmt.Errorf("l2cache: invalidation %q is neither %q nor %q", c.Invalidation, InvalidationAsync, InvalidationSync)
+	}
+	if c.MaxCost <= 0 {
+		c.MaxCost = 64 << 20
+	}
+	if c.SyncTimeout <= 0 {
+		c.SyncTimeout = 2 * time.Second
+	}
+	if c.LockTimeout <= 0 {
+		c.LockTimeout = 30 * time.Second
+	}
+	if c.MaxInvalidations <= 0 {
+		c.MaxInvalidations = 100_000
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Cache holds regions. Its methods are safe for concurrent use.
+type Cache struct {
+	cfg   Config
+	clock atomic.Uint64 // the logical clock of loads and invalidations
+	store *ristretto.Cache[string, *entry]
+	unsub func()
+
+	mu      sync.Mutex
+	regions map[string]*Region
+	spaces  map[string]uint64 // query space → stamp of its last update
+	closed  bool
+	stats   NodeStats
+}
+
+// entry is a cached value with the stamp of the load that produced it.
+type entry struct {
+	value []byte
+	stamp uint64
+}
+
+// New creates a cache and subscribes it to the bus.
+func New(cfg Config) (*Cache, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	store, err := ristretto.NewCache(&ristretto.Config[string, *entry]{
+		NumCounters:        max(cfg.MaxCost/100, 1000), // ~10 counters per expected item of ~1 KiB
+		MaxCost:            cfg.MaxCost,
+		BufferItems:        64,
+		IgnoreInternalCost: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("l2cache: %w", err)
+	}
+	c := &Cache{cfg: cfg, store: store, regions: map[string]*Region{}, spaces: map[string]uint64{}}
+	if cfg.Bus != nil {
+		c.unsub = cfg.Bus.Subscribe(Topic, cluster.SubscriberFuncs{OnMessage: c.onMessage, OnMissed: c.onMissed})
+	}
+	return c, nil
+}
+
+// Close stops listening to the bus and frees the memory. Safe twice.
+func (c *Cache) Close() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	c.mu.Unlock()
+	if c.unsub != nil {
+		c.unsub()
+	}
+	c.store.Close()
+}
+
+// Mode is the coupling mode.
+func (c *Cache) Mode() string { return c.cfg.Mode }
+
+// Region returns the named region, creating it with this kind and access
+// strategy. Asking again for an existing name with another kind or
+// strategy is an error.
+func (c *Cache) Region(name string, kind RegionKind, access AccessType) (*Region, error) {
+	if name == "" || strings.ContainsRune(name, 0) {
+		return nil, fmt.Errorf("l2cache: invalid region name %q", name)
+	}
+	if kind < EntityRegion || kind > QueryRegion || access < ReadOnly || access > ReadWrite {
+		return nil, fmt.Errorf("l2cache: region %q: invalid kind %d or access %d", name, kind, access)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if r := c.regions[name]; r != nil {
+		if r.kind != kind || r.access != access {
+			return nil, fmt.Errorf("l2cache: region %q exists as %v/%v", name, r.kind, r.access)
+		}
+		return r, nil
+	}
+	r := newRegion(c, name, kind, access)
+	c.regions[name] = r
+	return r, nil
+}
+
+func (c *Cache) region(name string) *Region {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.regions[name]
+}
+
+func (c *Cache) allRegions() []*Region {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]*Region, 0, len(c.regions))
+	for _, r := range c.regions {
+		out = append(out, r)
+	}
+	return out
+}
+
+// tick advances the logical clock.
+func (c *Cache) tick() uint64 { return c.clock.Add(1) }
+
+// message is an invalidation on the bus.
+type message struct {
+	Op     op       `msgpack:"o"`
+	Region string   `msgpack:"r,omitempty"`
+	Key    string   `msgpack:"k,omitempty"`
+	Spaces []string `msgpack:"s,omitempty"`
+}
+
+type op uint8
+
+const (
+	opInvalidate op = iota + 1 // drop a key
+	opLock                     // soft-lock a key
+	opUnlock                   // release a soft lock and drop the key
+	opClear                    // drop a region
+	opSpaces                   // query spaces were updated
+)
+
+// publish sends m to the other nodes, waiting for their acks in sync mode.
+func (c *Cache) publish(ctx context.Context, m message) error {
+	if c.cfg.Bus == nil {
+		return nil
+	}
+	data, err := msgpack.Marshal(&m)
+	if err != nil {
+		return err
+	}
+	c.stats.InvalidationsSent.Add(1)
+	if c.cfg.Invalidation != InvalidationSync {
+		return c.cfg.Bus.Publish(Topic, data)
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.SyncTimeout)
+	defer cancel()
+	notAcked, err := c.cfg.Bus.PublishSync(ctx, Topic, data)
+	if err != nil {
+		return err
+	}
+	if len(notAcked) > 0 {
+		return &NotAckedError{Members: notAcked}
+	}
+	return nil
+}
+
+// onMessage applies another node's invalidation. It runs on the bus's
+// delivery goroutine; nothing here blocks.
+func (c *Cache) onMessage(msg cluster.Message) {
+	var m message
+	if err := msgpack.Unmarshal(msg.Payload, &m); err != nil {
+		c.cfg.Logger.Warn("l2cache: dropped an unreadable invalidation", "from", msg.From, "err", err)
+		return
+	}
+	c.stats.InvalidationsReceived.Add(1)
+	if m.Op == opSpaces {
+		c.markSpaces(m.Spaces)
+		return
+	}
+	r := c.region(m.Region)
+	if r == nil {
+		return // a region this node has not used has nothing to drop
+	}
+	switch m.Op {
+	case opInvalidate:
+		r.invalidateLocal(m.Key)
+	case opLock:
+		r.lockLocal(m.Key)
+	case opUnlock:
+		r.unlockLocal(m.Key)
+	case opClear:
+		r.clearLocal()
+	}
+}
+
+// onMissed clears every region: the cache cannot tell which keys the lost
+// messages named.
+func (c *Cache) onMissed(m cluster.Missed) {
+	c.stats.MissedClears.Add(1)
+	c.cfg.Logger.Info("l2cache: clearing every region after missed invalidations", "from", m.From, "reason", m.Reason)
+	for _, r := range c.allRegions() {
+		r.clearLocal()
+	}
+	c.mu.Lock()
+	stamp := c.tick()
+	for s := range c.spaces {
+		c.spaces[s] = stamp
+	}
+	c.mu.Unlock()
+}
+
+// UpdateSpaces records that the tables (query spaces) were written: every
+// cached query result over any of them becomes a miss, here and, through
+// the bus, on every node. Call it after the write commits.
+func (c *Cache) UpdateSpaces(ctx context.Context, spaces ...string) error {
+	c.markSpaces(spaces)
+	return c.publish(ctx, message{Op: opSpaces, Spaces: spaces})
+}
+
+func (c *Cache) markSpaces(spaces []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	stamp := c.tick()
+	for _, s := range spaces {
+		c.spaces[s] = stamp
+	}
+}
+
+// spacesStamp is the latest update stamp among spaces.
+func (c *Cache) spacesStamp(spaces []string) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var latest uint64
+	for _, s := range spaces {
+		latest = max(latest, c.spaces[s])
+	}
+	return latest
+}
+
+// Stats returns this node's counters and each region's.
+func (c *Cache) Stats() Stats {
+	st := Stats{Node: c.stats.snapshot(), Regions: map[string]RegionStatsSnapshot{}}
+	for _, r := range c.allRegions() {
+		st.Regions[r.name] = r.stats.snapshot()
+	}
+	return st
+}
