@@ -1,0 +1,86 @@
+// Package clustertest starts in-process clusters for other packages'
+// tests: real memberlist, peer RPC and bus, over an in-memory network
+// (package memnet) that the test can fault and partition.
+package clustertest
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/shoal-dev/shoal/cluster"
+	"github.com/shoal-dev/shoal/cluster/memnet"
+	"github.com/shoal-dev/shoal/internal/testkit"
+)
+
+// Host is the memnet host of node i (1-based): 10.0.0.i.
+func Host(i int) string { return fmt.Sprintf("10.0.0.%d", i) }
+
+// Start starts n nodes named n1..nN on net, each on Host(i), with the
+// loopback preset tightened for tests; tweak, if set, adjusts each config.
+// It joins them and waits until every node sees all n alive. The nodes are
+// closed when the test ends.
+func Start(t testing.TB, net *memnet.Network, n int, tweak func(*cluster.Config)) []*cluster.Node {
+	t.Helper()
+	nodes := make([]*cluster.Node, 0, n)
+	for i := 1; i <= n; i++ {
+		nodes = append(nodes, StartNode(t, net, i, tweak))
+	}
+	for _, nd := range nodes[1:] {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := nd.Join(ctx, []string{nodes[0].GossipAddr()})
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, nd := range nodes {
+		WaitAlive(t, nd, n)
+	}
+	return nodes
+}
+
+// StartNode starts node i alone.
+func StartNode(t testing.TB, net *memnet.Network, i int, tweak func(*cluster.Config)) *cluster.Node {
+	t.Helper()
+	host := net.Host(Host(i))
+	tr, err := host.Transport(7946)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := *cluster.DefaultLoopbackConfig()
+	ml := *cfg.Memberlist
+	ml.PushPullInterval = 300 * time.Millisecond
+	cfg.Memberlist = &ml
+	cfg.Name = fmt.Sprintf("n%d", i)
+	cfg.Transport, cfg.Network, cfg.RPCAddr = tr, host, Host(i)+":7947"
+	cfg.GapTimeout, cfg.ReconnectInterval = 200*time.Millisecond, 200*time.Millisecond
+	cfg.Logger = testkit.Logger(t).With("node", cfg.Name)
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	nd, err := cluster.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nd.Close() })
+	return nd
+}
+
+// WaitAlive waits until nd sees n alive members.
+func WaitAlive(t testing.TB, nd *cluster.Node, n int) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		alive := slices.DeleteFunc(nd.Members(), func(m cluster.Member) bool { return m.State != cluster.StateAlive })
+		if len(alive) == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s sees %d alive members, want %d", nd.Name(), len(alive), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
