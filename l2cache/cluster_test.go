@@ -299,4 +299,3 @@ func rowVersion(t *testing.T, db *sql.DB, id int) int64 {
 	}
 	return v
 }
-
