@@ -10,11 +10,13 @@ import (
 	"github.com/shoal-dev/shoal/cluster/wire"
 )
 
-// Errors of dials, wrapped with the addresses involved.
+// Errors of dials, wrapped with the addresses involved; test for them
+// with errors.Is.
 var (
-	// ErrUnreachable: a partition separates the two hosts.
+	// ErrUnreachable means a partition separates the two hosts.
 	ErrUnreachable = errors.New("memnet: host unreachable")
-	// ErrRefused: nothing listens at the address.
+	// ErrRefused means nothing is bound at the address, or it takes no
+	// more connections.
 	ErrRefused = errors.New("memnet: connection refused")
 )
 

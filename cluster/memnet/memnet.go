@@ -90,8 +90,8 @@ func (n *Network) SetFaults(f Faults) {
 // two groups belongs to the last.
 //
 // A partition discards packets and frames sent across it (counted as
-// Blocked) and refuses new connections across it; connections already open
-// stay open.
+// Blocked) and refuses new connections across it. Connections already open
+// are not closed, but frames sent on them across it are discarded.
 func (n *Network) Partition(groups ...[]string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()

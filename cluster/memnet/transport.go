@@ -94,6 +94,9 @@ func (t *Transport) WriteTo(b []byte, addr string) (time.Time, error) {
 	if t.isShutdown() {
 		return time.Time{}, fmt.Errorf("memnet: write to %s: %w", addr, net.ErrClosed)
 	}
+	// Taken before routing: an undelayed packet can be answered before
+	// route returns, and memberlist measures round trips from this time.
+	sent := time.Now()
 	buf := append([]byte(nil), b...) // memberlist reuses b
 	tr := Traffic{From: t.host.ip, To: hostOf(addr), Kind: Packet}
 	t.n.route(tr, func(clone bool) bool {
@@ -106,7 +109,7 @@ func (t *Transport) WriteTo(b []byte, addr string) (time.Time, error) {
 		dst := t.n.transport(addr)
 		return dst != nil && dst.receive(p)
 	})
-	return time.Now(), nil
+	return sent, nil
 }
 
 // WriteToAddress is WriteTo; the node name is not needed to route.
