@@ -10,7 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/shoal-dev/shoal/cluster"
+	"github.com/shoal-dev/shoal/cluster/cp"
 	"github.com/shoal-dev/shoal/cluster/memnet"
 	"github.com/shoal-dev/shoal/internal/testkit"
 )
@@ -80,6 +83,66 @@ func WaitAlive(t testing.TB, nd *cluster.Node, n int) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%s sees %d alive members, want %d", nd.Name(), len(alive), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Member is a node with its share of the consistent store.
+type Member struct {
+	Node  *cluster.Node
+	Store *cp.Store
+	Raft  *raft.InmemTransport
+}
+
+// StartWithStores starts n nodes as Start does, each with a consistent
+// store over raft's in-memory transport (all connected), bootstrapped with
+// n expected members, and waits for a leader. Everything is closed when
+// the test ends.
+func StartWithStores(t testing.TB, net *memnet.Network, n int) []*Member {
+	t.Helper()
+	members := make([]*Member, n)
+	for i := range members {
+		addr, trans := raft.NewInmemTransport(raft.ServerAddress(Host(i+1) + ":7948"))
+		members[i] = &Member{Raft: trans}
+		members[i].Node = StartNode(t, net, i+1, func(c *cluster.Config) { c.RaftAddr = string(addr) })
+	}
+	for _, a := range members {
+		for _, b := range members {
+			if a != b {
+				a.Raft.Connect(b.Raft.LocalAddr(), b.Raft)
+			}
+		}
+	}
+	for _, m := range members[1:] {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := m.Node.Join(ctx, []string{members[0].Node.GossipAddr()})
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, m := range members {
+		WaitAlive(t, m.Node, n)
+		s, err := cp.Open(cp.Config{
+			Node: m.Node, Transport: m.Raft, BootstrapExpect: n, ReconcileInterval: 100 * time.Millisecond,
+			Raft: cp.LoopbackRaftConfig(), Logger: testkit.Logger(t),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Store = s
+		t.Cleanup(func() { s.Close(); m.Raft.Close() })
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		for _, m := range members {
+			if m.Store.Status().Role == "leader" {
+				return members
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no raft leader")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

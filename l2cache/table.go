@@ -1,0 +1,178 @@
+package l2cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/shoal-dev/shoal/cluster"
+	"github.com/shoal-dev/shoal/cluster/cp"
+)
+
+// TableKey is where the partition table lives in the consistent store.
+const TableKey = "l2/partitions"
+
+// TableConfig configures a TableKeeper.
+type TableConfig struct {
+	Node  *cluster.Node
+	Store *cp.Store
+	// Partitions (default DefaultPartitions) and Backups (default 1) shape
+	// the table.
+	Partitions, Backups int
+	// Interval is how often the leader re-checks the table even without a
+	// membership event (default 1 s).
+	Interval time.Duration
+	Logger   *slog.Logger
+}
+
+// TableKeeper keeps this node's copy of the partition table current (by
+// watching the store) and, while this node leads the raft group, keeps the
+// table in line with the membership: it recomputes it on every membership
+// change and commits it with compare-and-set on the table's version, so
+// a leader that lost its leadership in between cannot overwrite a newer
+// table.
+type TableKeeper struct {
+	cfg   TableConfig
+	table atomic.Pointer[PartitionTable]
+	stop  chan struct{}
+	wg    sync.WaitGroup
+	once  sync.Once
+}
+
+// NewTableKeeper starts the keeper. Close stops it.
+func NewTableKeeper(cfg TableConfig) *TableKeeper {
+	if cfg.Partitions <= 0 {
+		cfg.Partitions = DefaultPartitions
+	}
+	if cfg.Backups < 0 {
+		cfg.Backups = 0
+	} else if cfg.Backups == 0 {
+		cfg.Backups = 1
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	k := &TableKeeper{cfg: cfg, stop: make(chan struct{})}
+	k.table.Store(&PartitionTable{})
+	w := cfg.Store.Watch(TableKey)
+	sub := cfg.Node.Subscribe()
+	k.wg.Add(1)
+	go k.run(w, sub)
+	return k
+}
+
+// Table is this node's latest copy of the table; its Epoch is 0 until one
+// has been committed.
+func (k *TableKeeper) Table() *PartitionTable { return k.table.Load() }
+
+// Close stops the keeper. Safe to call twice.
+func (k *TableKeeper) Close() {
+	k.once.Do(func() { close(k.stop) })
+	k.wg.Wait()
+}
+
+func (k *TableKeeper) run(w *cp.Watch, sub *cluster.Subscription) {
+	defer k.wg.Done()
+	defer w.Close()
+	defer sub.Close()
+	if kv, err := k.cfg.Store.StaleGet(TableKey); err == nil {
+		k.adopt(kv.Value)
+	}
+	t := time.NewTicker(k.cfg.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-k.stop:
+			return
+		case e, ok := <-w.C():
+			if !ok {
+				return
+			}
+			k.adopt(e.Value)
+			continue
+		case <-sub.C():
+		case <-t.C:
+		}
+		if k.cfg.Store.Status().Role == "leader" {
+			if err := k.rebalance(); err != nil && !errors.Is(err, cp.ErrVersionMismatch) {
+				k.cfg.Logger.Warn("l2cache: committing the partition table", "err", err)
+			}
+		}
+	}
+}
+
+func (k *TableKeeper) adopt(b []byte) {
+	var t PartitionTable
+	if err := msgpack.Unmarshal(b, &t); err != nil {
+		k.cfg.Logger.Error("l2cache: unreadable partition table", "err", err)
+		return
+	}
+	if cur := k.table.Load(); t.Epoch > cur.Epoch {
+		k.table.Store(&t)
+	}
+}
+
+// rebalance commits a new table if the alive members are not exactly the
+// ones the current table uses.
+func (k *TableKeeper) rebalance() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var prev *PartitionTable
+	var version uint64
+	kv, err := k.cfg.Store.Get(ctx, TableKey)
+	switch {
+	case err == nil:
+		var t PartitionTable
+		if err := msgpack.Unmarshal(kv.Value, &t); err != nil {
+			return fmt.Errorf("unreadable partition table: %w", err)
+		}
+		prev, version = &t, kv.Version
+	case !errors.Is(err, cp.ErrNotFound):
+		return err
+	}
+	var alive []string
+	for _, m := range k.cfg.Node.Members() {
+		if m.State == cluster.StateAlive {
+			alive = append(alive, m.Name)
+		}
+	}
+	if prev != nil && slices.Equal(alive, tableMembers(prev)) {
+		return nil
+	}
+	next := ComputeTable(prev, alive, k.cfg.Partitions, k.cfg.Backups)
+	b, err := msgpack.Marshal(&next)
+	if err != nil {
+		return err
+	}
+	if _, err := k.cfg.Store.CompareAndSet(ctx, TableKey, version, b); err != nil {
+		return err
+	}
+	k.cfg.Logger.Info("l2cache: committed a partition table", "epoch", next.Epoch, "members", alive)
+	return nil
+}
+
+// tableMembers lists the members a table uses, sorted.
+func tableMembers(t *PartitionTable) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, r := range t.Replicas {
+		for _, m := range r {
+			if !seen[m] {
+				seen[m] = true
+				out = append(out, m)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
