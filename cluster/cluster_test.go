@@ -47,18 +47,6 @@ func join(t testing.TB, n *Node, seed *Node) {
 	}
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func aliveNames(n *Node) string {
 	var names []string
 	for _, m := range n.Members() {
@@ -100,7 +88,7 @@ func TestClusterOverLoopbackSockets(t *testing.T) {
 	join(t, nodes[1], nodes[0])
 	join(t, nodes[2], nodes[1])
 	for _, n := range nodes {
-		eventually(t, 5*time.Second, n.Name()+" to see 3 members", func() bool { return aliveNames(n) == "n1,n2,n3" })
+		testkit.Eventually(t, 5*time.Second, n.Name()+" to see 3 members", func() bool { return aliveNames(n) == "n1,n2,n3" })
 	}
 	m, ok := nodes[0].Member("n3")
 	if !ok || m.HTTP != "127.0.0.1:18003" || m.CacheMode != CacheModeLocal || m.RPC == "" {
@@ -114,7 +102,7 @@ func TestClusterOverLoopbackSockets(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, 5*time.Second, "100 messages at n3", func() bool { n, _ := rec.counts(); return n == 100 })
+	testkit.Eventually(t, 5*time.Second, "100 messages at n3", func() bool { n, _ := rec.counts(); return n == 100 })
 	for i, msg := range rec.msgs {
 		if msg.Seq != uint64(i+1) || msg.Payload[0] != byte(i) || msg.From != "n1" {
 			t.Fatalf("message %d: %+v", i, msg)
@@ -133,19 +121,19 @@ func TestClusterOverLoopbackSockets(t *testing.T) {
 	if err := nodes[1].UpdateMeta(ctx, func(m *Meta) { m.Raft = "127.0.0.1:9999" }); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "n1 to see n2's new metadata", func() bool {
+	testkit.Eventually(t, 5*time.Second, "n1 to see n2's new metadata", func() bool {
 		m, _ := nodes[0].Member("n2")
 		return m.Raft == "127.0.0.1:9999"
 	})
 	nodes[2].Kill()
-	eventually(t, 5*time.Second, "n3 marked failed", func() bool {
+	testkit.Eventually(t, 5*time.Second, "n3 marked failed", func() bool {
 		m, _ := nodes[0].Member("n3")
 		return m.State == StateFailed
 	})
 	if err := nodes[1].Close(); err != nil {
 		t.Fatalf("n2 close: %v", err)
 	}
-	eventually(t, 5*time.Second, "n2 marked left", func() bool {
+	testkit.Eventually(t, 5*time.Second, "n2 marked left", func() bool {
 		m, _ := nodes[0].Member("n2")
 		return m.State == StateLeft
 	})

@@ -12,6 +12,7 @@ import (
 
 	"github.com/shoal-dev/shoal/cluster/memnet"
 	"github.com/shoal-dev/shoal/cluster/wire"
+	"github.com/shoal-dev/shoal/internal/testkit"
 )
 
 // memCluster starts n nodes on an in-memory network, host 10.0.0.i for
@@ -27,7 +28,7 @@ func memCluster(t *testing.T, net *memnet.Network, n int) []*Node {
 	}
 	want := allNames(n)
 	for _, nd := range nodes {
-		eventually(t, 10*time.Second, nd.Name()+" to see everyone", func() bool { return aliveNames(nd) == want })
+		testkit.Eventually(t, 10*time.Second, nd.Name()+" to see everyone", func() bool { return aliveNames(nd) == want })
 	}
 	return nodes
 }
@@ -71,7 +72,7 @@ func TestPartitionAndHeal(t *testing.T) {
 		if i >= 3 {
 			want = "n4,n5,n6"
 		}
-		eventually(t, 10*time.Second, nd.Name()+" to see only its half", func() bool { return aliveNames(nd) == want })
+		testkit.Eventually(t, 10*time.Second, nd.Name()+" to see only its half", func() bool { return aliveNames(nd) == want })
 	}
 	// Each half still carries bus messages.
 	var rec recorder
@@ -79,11 +80,11 @@ func TestPartitionAndHeal(t *testing.T) {
 	if err := nodes[0].Bus().Publish("t", []byte("x")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "delivery within a half", func() bool { n, _ := rec.counts(); return n == 1 })
+	testkit.Eventually(t, 5*time.Second, "delivery within a half", func() bool { n, _ := rec.counts(); return n == 1 })
 
 	net.Heal()
 	for _, nd := range nodes {
-		eventually(t, 15*time.Second, nd.Name()+" to see all six again", func() bool { return aliveNames(nd) == allNames(6) })
+		testkit.Eventually(t, 15*time.Second, nd.Name()+" to see all six again", func() bool { return aliveNames(nd) == allNames(6) })
 	}
 }
 
@@ -115,7 +116,7 @@ func TestBusExactlyOnceUnderDuplicationAndReordering(t *testing.T) {
 	// n3 hears both senders; n1 and n2 hear each other.
 	want := []int{perSender, perSender, 2 * perSender}
 	for i, r := range recs {
-		eventually(t, 10*time.Second, fmt.Sprintf("%d messages at n%d", want[i], i+1), func() bool {
+		testkit.Eventually(t, 10*time.Second, fmt.Sprintf("%d messages at n%d", want[i], i+1), func() bool {
 			n, _ := r.counts()
 			return n >= want[i]
 		})
@@ -174,7 +175,7 @@ func TestBusDroppedMessageReportsMissed(t *testing.T) {
 		nodes[0].Bus().Publish("inv", nil)
 	}
 	for _, r := range recs[1:] {
-		eventually(t, 5*time.Second, "9 messages and a miss", func() bool {
+		testkit.Eventually(t, 5*time.Second, "9 messages and a miss", func() bool {
 			n, m := r.counts()
 			return n == 9 && m == 1
 		})
@@ -195,7 +196,7 @@ func TestBusLostLastMessageFoundByExchange(t *testing.T) {
 		nodes[0].Bus().Publish("inv", nil)
 	}
 	for _, r := range recs[1:] {
-		eventually(t, 10*time.Second, "2 messages and a miss", func() bool {
+		testkit.Eventually(t, 10*time.Second, "2 messages and a miss", func() bool {
 			n, m := r.counts()
 			return n == 2 && m == 1
 		})
@@ -212,7 +213,7 @@ func TestBusMemberRejoinedReportsMissed(t *testing.T) {
 	nodes := memCluster(t, net, 3)
 	recs := subscribeAll(nodes, "inv")
 	net.Isolate("10.0.0.3")
-	eventually(t, 10*time.Second, "n1 and n3 to see each other fail", func() bool {
+	testkit.Eventually(t, 10*time.Second, "n1 and n3 to see each other fail", func() bool {
 		m3, _ := nodes[0].Member("n3")
 		m1, _ := nodes[2].Member("n1")
 		return m3.State == StateFailed && m1.State == StateFailed
@@ -220,7 +221,7 @@ func TestBusMemberRejoinedReportsMissed(t *testing.T) {
 	nodes[0].Bus().Publish("inv", nil) // n3 misses this one
 	net.Heal()
 	for _, nd := range nodes {
-		eventually(t, 15*time.Second, nd.Name()+" to see all three", func() bool { return aliveNames(nd) == allNames(3) })
+		testkit.Eventually(t, 15*time.Second, nd.Name()+" to see all three", func() bool { return aliveNames(nd) == allNames(3) })
 	}
 	hasMiss := func(r *recorder, from string, reason MissedReason) bool {
 		r.mu.Lock()
@@ -232,8 +233,8 @@ func TestBusMemberRejoinedReportsMissed(t *testing.T) {
 		}
 		return false
 	}
-	eventually(t, 5*time.Second, "n1 told that n3 rejoined", func() bool { return hasMiss(recs[0], "n3", MissedRejoined) })
-	eventually(t, 5*time.Second, "n3 told that n1 rejoined", func() bool { return hasMiss(recs[2], "n1", MissedRejoined) })
+	testkit.Eventually(t, 5*time.Second, "n1 told that n3 rejoined", func() bool { return hasMiss(recs[0], "n3", MissedRejoined) })
+	testkit.Eventually(t, 5*time.Second, "n3 told that n1 rejoined", func() bool { return hasMiss(recs[2], "n1", MissedRejoined) })
 }
 
 // PublishSync names the member that cannot acknowledge.
@@ -262,17 +263,17 @@ func TestBusSenderRestartReportsMissed(t *testing.T) {
 	nodes := memCluster(t, net, 2)
 	recs := subscribeAll(nodes, "inv")
 	nodes[1].Bus().Publish("inv", nil)
-	eventually(t, 5*time.Second, "first message", func() bool { n, _ := recs[0].counts(); return n == 1 })
+	testkit.Eventually(t, 5*time.Second, "first message", func() bool { n, _ := recs[0].counts(); return n == 1 })
 	nodes[1].Kill()
-	eventually(t, 10*time.Second, "n1 to see n2 fail", func() bool {
+	testkit.Eventually(t, 10*time.Second, "n1 to see n2 fail", func() bool {
 		m, _ := nodes[0].Member("n2")
 		return m.State == StateFailed
 	})
 	n2 := startMemNode(t, net, 2)
 	join(t, n2, nodes[0])
-	eventually(t, 10*time.Second, "n2 back", func() bool { return aliveNames(nodes[0]) == "n1,n2" })
+	testkit.Eventually(t, 10*time.Second, "n2 back", func() bool { return aliveNames(nodes[0]) == "n1,n2" })
 	n2.Bus().Publish("inv", nil)
-	eventually(t, 5*time.Second, "second message and misses", func() bool {
+	testkit.Eventually(t, 5*time.Second, "second message and misses", func() bool {
 		n, m := recs[0].counts()
 		return n == 2 && m >= 1
 	})

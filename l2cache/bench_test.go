@@ -132,7 +132,7 @@ func BenchmarkInvalidationLag(b *testing.B) {
 			for _, c := range caches {
 				region(b, c, "pr", NonstrictReadWrite)
 			}
-			eventually(b, 15*time.Second, "all members", func() bool {
+			testkit.Eventually(b, 15*time.Second, "all members", func() bool {
 				for _, nd := range nodes {
 					alive := 0
 					for _, m := range nd.Members() {

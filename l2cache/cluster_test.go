@@ -16,6 +16,7 @@ import (
 
 	"github.com/shoal-dev/shoal/cluster/clustertest"
 	"github.com/shoal-dev/shoal/cluster/memnet"
+	"github.com/shoal-dev/shoal/internal/testkit"
 )
 
 // nodeCaches starts n cluster nodes on an in-memory network, each with a
@@ -30,17 +31,6 @@ func nodeCaches(t *testing.T, seed uint64, n int, invalidation string) (*memnet.
 		caches[i] = newLocal(t, Config{Bus: nd.Bus(), Invalidation: invalidation})
 	}
 	return net, caches
-}
-
-func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // The stale put race across nodes: a reader on B begins a load, a writer
@@ -70,7 +60,7 @@ func TestStalePutRefusedAcrossNodes(t *testing.T) {
 			if err := a.Evict(ctx, "1"); err != nil {
 				t.Fatal(err)
 			}
-			eventually(t, 5*time.Second, "the invalidation at B", func() bool {
+			testkit.Eventually(t, 5*time.Second, "the invalidation at B", func() bool {
 				return caches[1].stats.InvalidationsReceived.Load() == 1
 			})
 			close(release)
@@ -123,7 +113,7 @@ func TestLostInvalidationClearsRegion(t *testing.T) {
 	var db atomic.Value
 	db.Store("v1")
 	load := func(context.Context) ([]byte, error) { return []byte(db.Load().(string)), nil }
-	eventually(t, 5*time.Second, "B to cache v1", func() bool {
+	testkit.Eventually(t, 5*time.Second, "B to cache v1", func() bool {
 		b.Get(ctx, "1", load)
 		caches[1].store.Wait()
 		_, ok := b.lookup("1", nil)
@@ -134,9 +124,9 @@ func TestLostInvalidationClearsRegion(t *testing.T) {
 	}})
 	db.Store("v2")
 	a.Evict(ctx, "1") // lost on the way to B (sent once the connection is up)
-	eventually(t, 5*time.Second, "the invalidation to be dropped", func() bool { return net.Stats().Frames.Dropped > 0 })
+	testkit.Eventually(t, 5*time.Second, "the invalidation to be dropped", func() bool { return net.Stats().Frames.Dropped > 0 })
 	net.SetFaults(memnet.Faults{})
-	eventually(t, 10*time.Second, "B to learn it missed something and serve v2", func() bool {
+	testkit.Eventually(t, 10*time.Second, "B to learn it missed something and serve v2", func() bool {
 		v, _ := b.Get(ctx, "1", load)
 		return string(v) == "v2"
 	})
@@ -214,7 +204,7 @@ func randomized(t *testing.T, inv string, access AccessType, faults memnet.Fault
 	for id := 0; id < keys; id++ {
 		want := rowVersion(t, db, id)
 		for n, r := range regions {
-			eventually(t, 10*time.Second, fmt.Sprintf("node %d's cached row %d to match the database", n+1, id), func() bool {
+			testkit.Eventually(t, 10*time.Second, fmt.Sprintf("node %d's cached row %d to match the database", n+1, id), func() bool {
 				v, ok := r.lookup(strconv.Itoa(id), nil)
 				return !ok || string(v) == strconv.FormatInt(want, 10)
 			})

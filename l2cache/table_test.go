@@ -22,7 +22,7 @@ func TestTableKeeperFollowsMembership(t *testing.T) {
 		keepers = append(keepers, k)
 	}
 	for _, k := range keepers {
-		eventually(t, 10*time.Second, "a table on every node", func() bool {
+		testkit.Eventually(t, 10*time.Second, "a table on every node", func() bool {
 			return k.Table().Epoch >= 1 && len(tableMembers(k.Table())) == 3
 		})
 	}
@@ -39,7 +39,7 @@ func TestTableKeeperFollowsMembership(t *testing.T) {
 		if i == victim {
 			continue
 		}
-		eventually(t, 15*time.Second, "a table without the dead node", func() bool {
+		testkit.Eventually(t, 15*time.Second, "a table without the dead node", func() bool {
 			tb := k.Table()
 			return tb.Epoch > first.Epoch && len(tableMembers(tb)) == 2
 		})

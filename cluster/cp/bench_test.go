@@ -68,7 +68,7 @@ func BenchmarkGet(b *testing.B) {
 	if _, err := leader.store.Put(ctx, "bench/k", make([]byte, 64)); err != nil {
 		b.Fatal(err)
 	}
-	eventually(b, 5*time.Second, "the follower to apply", func() bool {
+	testkit.Eventually(b, 5*time.Second, "the follower to apply", func() bool {
 		_, err := follower.store.StaleGet("bench/k")
 		return err == nil
 	})

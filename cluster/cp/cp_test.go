@@ -113,7 +113,7 @@ func (m *member) alive() bool { return m.store != nil && m.store.raft.State() !=
 func (tc *testCluster) leader() *member {
 	tc.t.Helper()
 	var l *member
-	eventually(tc.t, 15*time.Second, "a leader ready for reads", func() bool {
+	testkit.Eventually(tc.t, 15*time.Second, "a leader ready for reads", func() bool {
 		for _, m := range tc.members {
 			if m.alive() && m.store.raft.State() == raft.Leader {
 				m.store.mu.Lock()
@@ -128,17 +128,6 @@ func (tc *testCluster) leader() *member {
 		return false
 	})
 	return l
-}
-
-func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func ctxT(t testing.TB) context.Context {
@@ -256,7 +245,7 @@ func TestLeasesAndFencing(t *testing.T) {
 	}
 	// A pauses past its TTL; B takes over.
 	var tokB uint64
-	eventually(t, 5*time.Second, "B to acquire the expired lease", func() bool {
+	testkit.Eventually(t, 5*time.Second, "B to acquire the expired lease", func() bool {
 		tokB, err = b.Acquire(ctx, "lock", "B", 10*time.Second)
 		return err == nil
 	})
@@ -304,7 +293,7 @@ func TestFailoverAndVoterReplacement(t *testing.T) {
 	if err != nil || len(list) != 20 {
 		t.Fatalf("after failover: %d keys, %v", len(list), err)
 	}
-	eventually(t, 15*time.Second, "n4 to replace the dead voter", func() bool {
+	testkit.Eventually(t, 15*time.Second, "n4 to replace the dead voter", func() bool {
 		st := l2.store.Status()
 		_, dead := st.Servers[leader.name]
 		return st.Servers["n4"] == "voter" && !dead && len(st.Servers) == 3
@@ -327,7 +316,7 @@ func TestRestartFromDataDirs(t *testing.T) {
 		}
 	}
 	// A snapshot on one node, so restart covers both snapshot and log.
-	eventually(t, 5*time.Second, "n2 to apply every write", func() bool { return len(tc.members[1].store.StaleList("k")) == 50 })
+	testkit.Eventually(t, 5*time.Second, "n2 to apply every write", func() bool { return len(tc.members[1].store.StaleList("k")) == 50 })
 	if err := tc.members[1].store.raft.Snapshot().Error(); err != nil {
 		t.Fatal(err)
 	}
@@ -348,7 +337,7 @@ func TestRestartFromDataDirs(t *testing.T) {
 		t.Fatalf("after restart: %d keys, %v", len(list), err)
 	}
 	for _, m := range tc2.members {
-		eventually(t, 5*time.Second, m.name+" to replay its log", func() bool { return len(m.store.StaleList("k")) == 50 })
+		testkit.Eventually(t, 5*time.Second, m.name+" to replay its log", func() bool { return len(m.store.StaleList("k")) == 50 })
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/cluster/memnet"
+	"github.com/shoal-dev/shoal/internal/testkit"
 )
 
 // The register model: one key's value and version. A CAS whose outcome is
@@ -221,7 +222,7 @@ func (lc *lcluster) heal(victim *lnode) {
 
 func (lc *lcluster) leader(t *testing.T) *lnode {
 	var l *lnode
-	eventually(t, 15*time.Second, "a leader", func() bool {
+	testkit.Eventually(t, 15*time.Second, "a leader", func() bool {
 		for _, n := range lc.nodes {
 			if n.store.raft.State() == raft.Leader {
 				l = n
