@@ -58,10 +58,6 @@ func runKV(args []string, stdout, stderr io.Writer) error {
 	if len(pos) < want[0] || len(pos) > want[1] {
 		return usagef("kv %s: wrong number of arguments\n%s", op, kvUsage)
 	}
-	base, err := kvBase(*addr, *dataDir)
-	if err != nil {
-		return err
-	}
 	q := url.Values{}
 	if *stale {
 		q.Set("stale", "true")
@@ -89,6 +85,10 @@ func runKV(args []string, stdout, stderr io.Writer) error {
 			q.Set("prefix", pos[0])
 		}
 		method, path = http.MethodGet, "/v1/kv"
+	}
+	base, err := kvBase(*addr, *dataDir)
+	if err != nil {
+		return err
 	}
 	u := base + path
 	if len(q) > 0 {

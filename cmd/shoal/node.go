@@ -61,11 +61,16 @@ type readyInfo struct {
 	PID    int    `json:"pid"`
 }
 
-func runNode(args []string, stderr io.Writer) error {
+func newNodeFlagSet(f *nodeFlags) *flag.FlagSet {
 	fs := flag.NewFlagSet("node", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var f nodeFlags
 	f.register(fs)
+	return fs
+}
+
+func runNode(args []string, stderr io.Writer) error {
+	var f nodeFlags
+	fs := newNodeFlagSet(&f)
+	fs.SetOutput(stderr)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

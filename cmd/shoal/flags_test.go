@@ -1,0 +1,61 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+// Bad flags, from the command line or the environment, are refused with a
+// message saying which and why, and exit status 2.
+func TestBadFlagsAreExplained(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"node", "--bind", "nonsense"}, nil, `--bind "nonsense": want host:port`},
+		{[]string{"node", "--bind", "127.0.0.1:70000"}, nil, "port must be a number from 0 to 65535"},
+		{[]string{"node", "--cache-mode", "near"}, nil, `--cache-mode "near": want local or distributed`},
+		{[]string{"node", "--voters", "4"}, nil, "--voters 4: want 1, 3, 5 or 7"},
+		{[]string{"node", "--preset", "wan"}, nil, `--preset "wan"`},
+		{[]string{"node", "--log-level", "loud"}, nil, `--log-level "loud"`},
+		{[]string{"node", "--join", "host-without-port"}, nil, `--join "host-without-port"`},
+		{[]string{"node"}, map[string]string{"SHOAL_CACHE_MODE": "bogus"}, `--cache-mode "bogus"`},
+		{[]string{"node"}, map[string]string{"SHOAL_JOIN_TIMEOUT": "soon"}, `$SHOAL_JOIN_TIMEOUT="soon"`},
+		{[]string{"up", "-n", "0"}, nil, "-n 0: want 1 to 64 nodes"},
+		{[]string{"up", "--bind-ip", "10.1.2.3"}, nil, "give a loopback address"},
+		{[]string{"node", "extra"}, nil, `unexpected argument "extra"`},
+		{[]string{"kv", "cas", "k", "x", "v"}, nil, `version "x" is not a number`},
+		{[]string{"frobnicate"}, nil, `unknown command "frobnicate"`},
+	} {
+		for k, v := range tc.env {
+			t.Setenv(k, v)
+		}
+		var out, errb bytes.Buffer
+		code := run(tc.args, &out, &errb)
+		if code != 2 || !strings.Contains(errb.String(), tc.want) {
+			t.Errorf("shoal %v (env %v): exit %d, stderr %q; want exit 2 and %q", tc.args, tc.env, code, errb.String(), tc.want)
+		}
+		for k := range tc.env {
+			t.Setenv(k, "")
+		}
+	}
+}
+
+func TestEnvFillsUnsetFlags(t *testing.T) {
+	t.Setenv("SHOAL_NAME", "from-env")
+	t.Setenv("SHOAL_JOIN", "127.0.0.1:1, 127.0.0.1:2")
+	t.Setenv("SHOAL_CACHE_MODE", "distributed")
+	var f nodeFlags
+	fs := newNodeFlagSet(&f)
+	if err := parseFlags(fs, []string{"--cache-mode", "local"}); err != nil {
+		t.Fatal(err)
+	}
+	if f.name != "from-env" || len(f.join) != 2 || f.join[1] != "127.0.0.1:2" {
+		t.Fatalf("env not applied: %+v", f)
+	}
+	if f.cacheMode != "local" {
+		t.Fatalf("the command line must win over the environment, got %q", f.cacheMode)
+	}
+}
