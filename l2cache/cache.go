@@ -56,10 +56,14 @@ type Bus interface {
 
 // Config configures a Cache.
 type Config struct {
-	// Mode is cluster.CacheModeLocal (the only one built so far).
+	// Mode is cluster.CacheModeLocal or cluster.CacheModeDistributed.
 	Mode string
 	// Bus carries invalidations to the other nodes; nil for a single node.
 	Bus Bus
+	// Node and Keeper are required in DISTRIBUTED mode: the node's peer
+	// RPC reaches the partitions' owners, and the keeper says who they are.
+	Node   *cluster.Node
+	Keeper *TableKeeper
 	// MaxCost bounds the cached bytes on this node (default 64 MiB).
 	MaxCost int64
 	// TTL, if set, expires entries this long after they are cached.
@@ -86,7 +90,9 @@ func (c *Config) validate() error {
 	case "", cluster.CacheModeLocal:
 		c.Mode = cluster.CacheModeLocal
 	case cluster.CacheModeDistributed:
-		return errors.New("l2cache: DISTRIBUTED mode is not built yet")
+		if c.Node == nil || c.Keeper == nil {
+			return errors.New("l2cache: DISTRIBUTED mode needs Config.Node and Config.Keeper")
+		}
 	default:
 		return fmt.Errorf("l2cache: unknown mode %q", c.Mode)
 	}
@@ -123,6 +129,7 @@ type Cache struct {
 	cfg   Config
 	clock atomic.Uint64 // the logical clock of loads and invalidations
 	store *ristretto.Cache[string, *entry]
+	dist  *dist // DISTRIBUTED mode only
 	unsub func()
 
 	mu      sync.Mutex
@@ -153,6 +160,9 @@ func New(cfg Config) (*Cache, error) {
 		return nil, fmt.Errorf("l2cache: %w", err)
 	}
 	c := &Cache{cfg: cfg, store: store, regions: map[string]*Region{}, spaces: map[string]uint64{}}
+	if cfg.Mode == cluster.CacheModeDistributed {
+		c.dist = newDist(c)
+	}
 	if cfg.Bus != nil {
 		c.unsub = cfg.Bus.Subscribe(Topic, cluster.SubscriberFuncs{OnMessage: c.onMessage, OnMissed: c.onMissed})
 	}
@@ -275,6 +285,12 @@ func (c *Cache) onMessage(msg cluster.Message) {
 		c.markSpaces(m.Spaces)
 		return
 	}
+	if c.dist != nil {
+		if m.Op == opClear {
+			c.dist.clearRegion(m.Region)
+		}
+		return // keys are invalidated at their owners, not over the bus
+	}
 	r := c.region(m.Region)
 	if r == nil {
 		return // a region this node has not used has nothing to drop
@@ -298,6 +314,9 @@ func (c *Cache) onMissed(m cluster.Missed) {
 	c.cfg.Logger.Info("l2cache: clearing every region after missed invalidations", "from", m.From, "reason", m.Reason)
 	for _, r := range c.allRegions() {
 		r.clearLocal()
+	}
+	if c.dist != nil {
+		c.dist.clearRegion("")
 	}
 	c.mu.Lock()
 	stamp := c.tick()

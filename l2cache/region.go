@@ -69,10 +69,11 @@ type softLock struct {
 // loadCall is one load in flight, shared by the Gets of the same key that
 // start before anything invalidates it.
 type loadCall struct {
-	stamp uint64 // taken when the load began
-	done  chan struct{}
-	value []byte
-	err   error
+	stamp  uint64 // taken when the load began (LOCAL)
+	ticket ticket // the owner's ticket (DISTRIBUTED)
+	done   chan struct{}
+	value  []byte
+	err    error
 }
 
 func newRegion(c *Cache, name string, kind RegionKind, access AccessType) *Region {
@@ -101,6 +102,9 @@ func (r *Region) GetQuery(ctx context.Context, key string, spaces []string, load
 }
 
 func (r *Region) get(ctx context.Context, key string, spaces []string, load Loader) ([]byte, error) {
+	if r.c.dist != nil {
+		return r.distGet(ctx, key, spaces, load)
+	}
 	if v, ok := r.lookup(key, spaces); ok {
 		r.stats.Hits.Add(1)
 		return v, nil
@@ -224,6 +228,9 @@ func (r *Region) Evict(ctx context.Context, key string) error {
 	if r.access == ReadOnly {
 		return fmt.Errorf("%w: %s", ErrReadOnly, r.name)
 	}
+	if r.c.dist != nil {
+		return r.distChange(ctx, opInvalidate, key)
+	}
 	r.invalidateLocal(key)
 	return r.c.publish(ctx, message{Op: opInvalidate, Region: r.name, Key: key})
 }
@@ -234,6 +241,9 @@ func (r *Region) EvictAll(ctx context.Context) error {
 		return fmt.Errorf("%w: %s", ErrReadOnly, r.name)
 	}
 	r.clearLocal()
+	if r.c.dist != nil {
+		r.c.dist.clearRegion(r.name)
+	}
 	return r.c.publish(ctx, message{Op: opClear, Region: r.name})
 }
 
@@ -245,6 +255,9 @@ func (r *Region) Lock(ctx context.Context, key string) error {
 	if r.access == ReadOnly {
 		return fmt.Errorf("%w: %s", ErrReadOnly, r.name)
 	}
+	if r.c.dist != nil {
+		return r.distChange(ctx, opLock, key)
+	}
 	r.lockLocal(key)
 	return r.c.publish(ctx, message{Op: opLock, Region: r.name, Key: key})
 }
@@ -254,6 +267,9 @@ func (r *Region) Lock(ctx context.Context, key string) error {
 func (r *Region) Unlock(ctx context.Context, key string) error {
 	if r.access == ReadOnly {
 		return fmt.Errorf("%w: %s", ErrReadOnly, r.name)
+	}
+	if r.c.dist != nil {
+		return r.distChange(ctx, opUnlock, key)
 	}
 	r.unlockLocal(key)
 	return r.c.publish(ctx, message{Op: opUnlock, Region: r.name, Key: key})
@@ -314,4 +330,78 @@ func (r *Region) clearLocal() {
 	r.mu.Unlock()
 	// Entries stay in ristretto until evicted, but their stamps are all
 	// below the clear stamp: they will never be served.
+}
+
+// distGet is Get in DISTRIBUTED mode: the owner answers hit or miss; a
+// miss carries the owner's ticket, and the load's result is offered to the
+// owner with it. Loads of one key on this node are merged only with a load
+// whose ticket is newer than the key's latest invalidation at the owner.
+// If the owner cannot be reached in SyncTimeout the value is loaded and
+// returned without caching: the cache is an optimisation, not a dependency.
+func (r *Region) distGet(ctx context.Context, key string, spaces []string, load Loader) ([]byte, error) {
+	d := r.c.dist
+	gctx, cancel := context.WithTimeout(ctx, r.c.cfg.SyncTimeout)
+	rep, err := d.get(gctx, r.name, key, spaces)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		r.stats.Misses.Add(1)
+		r.stats.Loads.Add(1)
+		return load(ctx)
+	}
+	if rep.Hit {
+		r.stats.Hits.Add(1)
+		return rep.Value, nil
+	}
+	r.stats.Misses.Add(1)
+	r.mu.Lock()
+	call := r.loads[key]
+	if call != nil && call.ticket.Owner == rep.Ticket.Owner && call.ticket.Stamp > rep.Floor {
+		r.mu.Unlock()
+		r.stats.MergedLoads.Add(1)
+		select {
+		case <-call.done:
+			return call.value, call.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	own := &loadCall{ticket: rep.Ticket, done: make(chan struct{})}
+	if call == nil {
+		r.loads[key] = own
+	}
+	r.mu.Unlock()
+	r.stats.Loads.Add(1)
+	own.value, own.err = load(ctx)
+	if own.err == nil {
+		pctx, cancel := context.WithTimeout(ctx, r.c.cfg.SyncTimeout)
+		if ok, _ := d.put(pctx, r.name, key, spaces, own.value, rep.Ticket); ok {
+			r.stats.Puts.Add(1)
+		} else {
+			r.stats.RefusedPuts.Add(1)
+		}
+		cancel()
+	}
+	r.mu.Lock()
+	if r.loads[key] == own {
+		delete(r.loads, key)
+	}
+	r.mu.Unlock()
+	close(own.done)
+	return own.value, own.err
+}
+
+// distChange applies an invalidation or a soft lock at the key's owner
+// (and its backups), retrying across ownership changes until ctx ends (10 s
+// if ctx has no deadline). An error means the write may still be cached.
+func (r *Region) distChange(ctx context.Context, o op, key string) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+	}
+	r.stats.Invalidations.Add(1)
+	return r.c.dist.change(ctx, o, r.name, key)
 }

@@ -1,0 +1,430 @@
+package l2cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/shoal-dev/shoal/cluster/rpc"
+)
+
+// DISTRIBUTED mode: every key belongs to one of the table's partitions,
+// and a partition's owner holds its entries, its invalidation stamps and
+// its soft locks; the backups hold copies, replicated synchronously. The
+// stale-put argument of the package doc holds at the owner, on the
+// owner's clock: a miss hands out a ticket (the owner's name and a stamp),
+// and the owner accepts a put only with a ticket it issued after its
+// latest invalidation of the key and after it took the partition over.
+
+// RPC message types.
+const (
+	rpcOp   = "l2.op"
+	rpcRepl = "l2.repl"
+)
+
+// ErrNotOwner is the answer of a node asked about a partition it does not
+// own in its table; the caller waits for a newer table and retries.
+var ErrNotOwner = errors.New("l2cache: not the partition's owner")
+
+// ticket is what a miss hands out: a put must present it to the same
+// owner, which refuses it if anything invalidated the key since.
+type ticket struct {
+	Owner string `msgpack:"o"`
+	Stamp uint64 `msgpack:"s"`
+}
+
+// distOp is a request to a partition's owner, and the replication of its
+// effect to the backups.
+type distOp struct {
+	Op        op       `msgpack:"o"`
+	Get       bool     `msgpack:"g,omitempty"` // a read: no op
+	Put       bool     `msgpack:"p,omitempty"` // a put-from-load
+	Partition int      `msgpack:"n"`
+	Region    string   `msgpack:"r"`
+	Key       string   `msgpack:"k,omitempty"`
+	Value     []byte   `msgpack:"v,omitempty"`
+	Spaces    []string `msgpack:"sp,omitempty"`
+	Ticket    ticket   `msgpack:"t,omitempty"`
+	// Replication only: the owner's stamp for the change, and the
+	// partition's replication sequence number.
+	Stamp uint64 `msgpack:"st,omitempty"`
+	Seq   uint64 `msgpack:"q,omitempty"`
+	Epoch uint64 `msgpack:"e,omitempty"`
+}
+
+type distReply struct {
+	NotOwner bool   `msgpack:"no,omitempty"`
+	Epoch    uint64 `msgpack:"e,omitempty"`
+	Hit      bool   `msgpack:"h,omitempty"`
+	Value    []byte `msgpack:"v,omitempty"`
+	Ticket   ticket `msgpack:"t,omitempty"`
+	// Floor is the stamp of the key's latest invalidation at the owner,
+	// so the caller can tell whether a load in flight is fresh enough to
+	// join.
+	Floor   uint64 `msgpack:"f,omitempty"`
+	Refused bool   `msgpack:"rf,omitempty"`
+}
+
+// dist is this node's part of the partitioned map.
+type dist struct {
+	c      *Cache
+	rpc    *rpc.Node
+	self   string
+	keeper *TableKeeper
+
+	mu    sync.Mutex
+	parts map[int]*dpart
+}
+
+// dpart is this node's copy of one partition, as owner or backup.
+type dpart struct {
+	mu      sync.Mutex
+	epoch   uint64 // table epoch this copy's role was set for
+	owner   bool
+	backup  bool
+	floor   uint64 // no ticket or entry stamped at or below it is trusted
+	entries map[string]*entry
+	inv     map[string]uint64 // store key → stamp of its last invalidation
+	cleared map[string]uint64 // region → stamp of its last clear
+	locks   map[string]*softLock
+	seq     uint64 // owner: last sent; backup: last applied (0: none yet)
+	tainted bool   // backup missed a replication: start empty on takeover
+}
+
+func newDist(c *Cache) *dist {
+	d := &dist{c: c, rpc: c.cfg.Node.RPC(), self: c.cfg.Node.Name(), keeper: c.cfg.Keeper, parts: map[int]*dpart{}}
+	d.rpc.Handle(rpcOp, d.handleOp)
+	d.rpc.Handle(rpcRepl, d.handleRepl)
+	return d
+}
+
+// part returns this node's copy of partition p, adjusted to the current
+// table: a new owner takes over from its backup copy (re-stamped on its
+// own clock) unless that copy missed a replication, in which case, like a
+// node that held nothing, it starts empty.
+func (d *dist) part(p int) (*dpart, *PartitionTable) {
+	t := d.keeper.Table()
+	d.mu.Lock()
+	dp := d.parts[p]
+	if dp == nil {
+		dp = &dpart{}
+		d.parts[p] = dp
+	}
+	d.mu.Unlock()
+	dp.mu.Lock()
+	defer dp.mu.Unlock()
+	if dp.epoch == t.Epoch {
+		return dp, t
+	}
+	owner, backup := roles(t, p, d.self)
+	switch {
+	case owner && dp.owner:
+		// Still ours: keep everything.
+	case owner && dp.backup && !dp.tainted:
+		dp.takeOver(d.c.tick())
+	default:
+		dp.reset(d.c.tick())
+	}
+	dp.epoch, dp.owner, dp.backup = t.Epoch, owner, backup
+	if !owner {
+		dp.seq = 0 // a backup takes the next replication as its baseline
+	}
+	return dp, t
+}
+
+func roles(t *PartitionTable, p int, self string) (owner, backup bool) {
+	if p >= len(t.Replicas) {
+		return false, false
+	}
+	for i, m := range t.Replicas[p] {
+		if m == self {
+			return i == 0, i > 0
+		}
+	}
+	return false, false
+}
+
+func (dp *dpart) reset(stamp uint64) {
+	dp.entries, dp.inv, dp.cleared, dp.locks = map[string]*entry{}, map[string]uint64{}, map[string]uint64{}, map[string]*softLock{}
+	dp.floor, dp.tainted = stamp, false
+}
+
+// takeOver re-stamps the backup's entries with a stamp of this node's
+// clock: they were current when the old owner stopped (every acknowledged
+// invalidation was replicated here first), and the old owner's stamps mean
+// nothing on this node's clock.
+func (dp *dpart) takeOver(stamp uint64) {
+	for k, e := range dp.entries {
+		dp.entries[k] = &entry{value: e.value, stamp: stamp}
+	}
+	dp.inv, dp.cleared = map[string]uint64{}, map[string]uint64{}
+	dp.floor = stamp - 1 // entries stamped `stamp` stay valid; older tickets do not
+	if dp.locks == nil {
+		dp.locks = map[string]*softLock{}
+	}
+}
+
+// floorLocked is the stamp below which nothing about key is trusted.
+func (dp *dpart) floorLocked(region, skey string) uint64 {
+	return max(dp.floor, dp.inv[skey], dp.cleared[region])
+}
+
+func (dp *dpart) lockedLocked(skey string, now time.Time) bool {
+	l := dp.locks[skey]
+	if l == nil {
+		return false
+	}
+	if now.After(l.expires) {
+		delete(dp.locks, skey)
+		return false
+	}
+	return true
+}
+
+// call runs o at the partition's owner, here or over the peer RPC,
+// retrying while the owner is not known or says it is not the owner, until
+// ctx ends.
+func (d *dist) call(ctx context.Context, o distOp) (distReply, error) {
+	backoff := 2 * time.Millisecond
+	for {
+		t := d.keeper.Table()
+		owner := t.Owner(o.Partition)
+		var rep distReply
+		var err error
+		switch {
+		case owner == "":
+			err = fmt.Errorf("%w: no partition table yet", ErrNotOwner)
+		case owner == d.self:
+			rep = d.apply(o)
+		default:
+			rep, err = d.remote(ctx, owner, o)
+		}
+		if err == nil && !rep.NotOwner {
+			return rep, nil
+		}
+		if err != nil && !errors.Is(err, ErrNotOwner) && !errors.Is(err, rpc.ErrUnreachable) {
+			return rep, err
+		}
+		select {
+		case <-ctx.Done():
+			return rep, fmt.Errorf("l2cache: partition %d: %w (last: %v)", o.Partition, ctx.Err(), err)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 100*time.Millisecond)
+	}
+}
+
+func (d *dist) remote(ctx context.Context, owner string, o distOp) (distReply, error) {
+	body, err := msgpack.Marshal(&o)
+	if err != nil {
+		return distReply{}, err
+	}
+	d.c.stats.RemoteCalls.Add(1)
+	d.c.stats.RemoteBytes.Add(uint64(len(body)))
+	resp, err := d.rpc.Call(ctx, owner, rpcOp, body)
+	if err != nil {
+		return distReply{}, err
+	}
+	d.c.stats.RemoteBytes.Add(uint64(len(resp)))
+	var rep distReply
+	if err := msgpack.Unmarshal(resp, &rep); err != nil {
+		return distReply{}, fmt.Errorf("l2cache: unreadable reply from %s: %w", owner, err)
+	}
+	return rep, nil
+}
+
+func (d *dist) handleOp(_ context.Context, _ string, body []byte) ([]byte, error) {
+	var o distOp
+	if err := msgpack.Unmarshal(body, &o); err != nil {
+		return nil, fmt.Errorf("unreadable cache operation: %w", err)
+	}
+	rep := d.apply(o)
+	return msgpack.Marshal(&rep)
+}
+
+// apply runs an operation at the owner: reads, puts, invalidations and
+// locks, replicating every change to the backups before answering.
+func (d *dist) apply(o distOp) distReply {
+	dp, t := d.part(o.Partition)
+	dp.mu.Lock()
+	if !dp.owner {
+		dp.mu.Unlock()
+		return distReply{NotOwner: true, Epoch: t.Epoch}
+	}
+	skey := o.Region + "\x00" + o.Key
+	now := d.c.cfg.Now()
+	var rep distReply
+	var repl *distOp
+	switch {
+	case o.Get:
+		floor := max(dp.floorLocked(o.Region, skey), d.c.spacesStamp(o.Spaces))
+		if e := dp.entries[skey]; e != nil && e.stamp > floor && !dp.lockedLocked(skey, now) {
+			rep = distReply{Hit: true, Value: e.value}
+		} else {
+			rep = distReply{Ticket: ticket{Owner: d.self, Stamp: d.c.tick()}, Floor: floor}
+		}
+	case o.Put:
+		floor := max(dp.floorLocked(o.Region, skey), d.c.spacesStamp(o.Spaces))
+		if o.Ticket.Owner != d.self || o.Ticket.Stamp <= floor || dp.lockedLocked(skey, now) {
+			rep.Refused = true
+			break
+		}
+		dp.entries[skey] = &entry{value: o.Value, stamp: o.Ticket.Stamp}
+		repl = &distOp{Op: opPutRepl, Region: o.Region, Key: o.Key, Value: o.Value, Stamp: o.Ticket.Stamp}
+	default:
+		stamp := d.c.tick()
+		dp.applyChange(o.Op, o.Region, skey, stamp, now.Add(d.c.cfg.LockTimeout))
+		repl = &distOp{Op: o.Op, Region: o.Region, Key: o.Key, Stamp: stamp}
+	}
+	var backups []string
+	if repl != nil && o.Partition < len(t.Replicas) {
+		dp.seq++
+		repl.Partition, repl.Seq, repl.Epoch = o.Partition, dp.seq, t.Epoch
+		backups = t.Replicas[o.Partition][1:]
+	}
+	dp.mu.Unlock()
+	if err := d.replicate(backups, repl); err != nil && !o.Put {
+		// An invalidation a backup may not have: the write must not be
+		// acknowledged, or a takeover could serve the old row.
+		d.c.cfg.Logger.Warn("l2cache: replication to a backup failed", "partition", o.Partition, "err", err)
+		return distReply{NotOwner: true, Epoch: t.Epoch}
+	}
+	return rep
+}
+
+// opPutRepl replicates a put-from-load.
+const opPutRepl op = 100
+
+// applyChange applies an invalidation, lock or clear with the owner's stamp.
+func (dp *dpart) applyChange(o op, region, skey string, stamp uint64, lockExpiry time.Time) {
+	switch o {
+	case opInvalidate:
+		dp.inv[skey] = stamp
+		delete(dp.entries, skey)
+	case opLock:
+		l := dp.locks[skey]
+		if l == nil {
+			l = &softLock{}
+			dp.locks[skey] = l
+		}
+		l.count++
+		l.expires = lockExpiry
+		dp.inv[skey] = stamp
+		delete(dp.entries, skey)
+	case opUnlock:
+		if l := dp.locks[skey]; l != nil {
+			if l.count--; l.count <= 0 {
+				delete(dp.locks, skey)
+			}
+		}
+		dp.inv[skey] = stamp
+		delete(dp.entries, skey)
+	case opClear:
+		dp.cleared[region] = stamp
+	}
+}
+
+// replicate sends a change to every backup and waits for all of them.
+func (d *dist) replicate(backups []string, o *distOp) error {
+	if o == nil || len(backups) == 0 {
+		return nil
+	}
+	body, err := msgpack.Marshal(o)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d.c.cfg.SyncTimeout)
+	defer cancel()
+	var errs []error
+	for _, b := range backups {
+		d.c.stats.RemoteCalls.Add(1)
+		d.c.stats.RemoteBytes.Add(uint64(len(body)))
+		if _, err := d.rpc.Call(ctx, b, rpcRepl, body); err != nil {
+			errs = append(errs, fmt.Errorf("backup %s: %w", b, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// handleRepl applies a replicated change on a backup. A gap in the
+// sequence taints the copy: it will not be trusted on takeover.
+func (d *dist) handleRepl(_ context.Context, _ string, body []byte) ([]byte, error) {
+	var o distOp
+	if err := msgpack.Unmarshal(body, &o); err != nil {
+		return nil, fmt.Errorf("unreadable replication: %w", err)
+	}
+	dp, t := d.part(o.Partition)
+	dp.mu.Lock()
+	defer dp.mu.Unlock()
+	if !dp.backup || o.Epoch != t.Epoch {
+		return nil, fmt.Errorf("%s is not a backup of partition %d at epoch %d", d.self, o.Partition, o.Epoch)
+	}
+	if dp.seq != 0 && o.Seq != dp.seq+1 {
+		dp.tainted = true
+	}
+	dp.seq = o.Seq
+	skey := o.Region + "\x00" + o.Key
+	if o.Op == opPutRepl {
+		dp.entries[skey] = &entry{value: o.Value, stamp: o.Stamp}
+	} else {
+		dp.applyChange(o.Op, o.Region, skey, o.Stamp, d.c.cfg.Now().Add(d.c.cfg.LockTimeout))
+	}
+	return nil, nil
+}
+
+// clearRegion drops a region ("" for all) from every partition this node
+// owns (stamping the clear on its clock) or backs up (dropping entries).
+func (d *dist) clearRegion(region string) {
+	d.mu.Lock()
+	parts := make([]*dpart, 0, len(d.parts))
+	for _, dp := range d.parts {
+		parts = append(parts, dp)
+	}
+	d.mu.Unlock()
+	for _, dp := range parts {
+		dp.mu.Lock()
+		if region == "" {
+			dp.floor = d.c.tick()
+			clear(dp.entries)
+		} else {
+			if dp.owner {
+				dp.cleared[region] = d.c.tick()
+			}
+			for k := range dp.entries {
+				if len(k) > len(region) && k[:len(region)] == region && k[len(region)] == 0 {
+					delete(dp.entries, k)
+				}
+			}
+		}
+		dp.mu.Unlock()
+	}
+}
+
+// get asks the owner for key: a hit, or a miss with a ticket for the put.
+func (d *dist) get(ctx context.Context, region, key string, spaces []string) (distReply, error) {
+	return d.call(ctx, distOp{Get: true, Partition: d.partition(region, key), Region: region, Key: key, Spaces: spaces})
+}
+
+// put offers a loaded value to the owner with the miss's ticket.
+func (d *dist) put(ctx context.Context, region, key string, spaces []string, v []byte, t ticket) (bool, error) {
+	rep, err := d.call(ctx, distOp{Put: true, Partition: d.partition(region, key), Region: region, Key: key, Spaces: spaces, Value: v, Ticket: t})
+	return err == nil && !rep.Refused, err
+}
+
+// change applies an invalidation or lock at the owner and its backups.
+func (d *dist) change(ctx context.Context, o op, region, key string) error {
+	_, err := d.call(ctx, distOp{Op: o, Partition: d.partition(region, key), Region: region, Key: key})
+	return err
+}
+
+func (d *dist) partition(region, key string) int {
+	n := len(d.keeper.Table().Replicas)
+	if n == 0 {
+		n = d.keeper.cfg.Partitions
+	}
+	return PartitionOf(region, key, n)
+}
