@@ -206,7 +206,11 @@ func (d *dist) call(ctx context.Context, o distOp) (distReply, error) {
 		if err == nil && !rep.NotOwner {
 			return rep, nil
 		}
-		if err != nil && !errors.Is(err, ErrNotOwner) && !errors.Is(err, rpc.ErrUnreachable) {
+		// Every operation can be repeated: gets and puts (with the same
+		// ticket) trivially, invalidations because a second one only
+		// stamps again, locks at worst hold a little longer (until
+		// LockTimeout). So a lost connection is retried like a refusal.
+		if err != nil && !errors.Is(err, ErrNotOwner) && !errors.Is(err, rpc.ErrUnreachable) && !errors.Is(err, rpc.ErrConnLost) {
 			return rep, err
 		}
 		select {

@@ -3,6 +3,8 @@ package l2cache
 import (
 	"context"
 	"fmt"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -121,4 +123,106 @@ func TestDistributedSharedEntries(t *testing.T) {
 func TestDistributedRandomizedAgainstSQLite(t *testing.T) {
 	_, _, caches := distCaches(t, 9, 3)
 	randomizedOn(t, nil, caches, InvalidationSync, ReadWrite)
+}
+
+// Kill the owner of a hot key's partition and add a node while writers
+// and readers run: no read returns a version older than the last write
+// whose invalidation was acknowledged before the read began.
+func TestDistributedOwnerKilledAndNodeAdded(t *testing.T) {
+	net, members, caches := distCaches(t, 10, 3)
+	ctx := context.Background()
+	const key = "hot"
+	p := PartitionOf("pr", key, DefaultPartitions)
+	owner := caches[0].dist.keeper.Table().Owner(p)
+	victim := -1
+	for i, m := range members {
+		if m.Node.Name() == owner {
+			victim = i
+		}
+	}
+	var db, acked atomic.Int64
+	load := func(context.Context) ([]byte, error) { return []byte(fmt.Sprint(db.Load())), nil }
+	var live []*Region
+	for i, c := range caches {
+		if i != victim {
+			live = append(live, region(t, c, "pr", NonstrictReadWrite))
+		}
+	}
+	stop := make(chan struct{})
+	errs := make(chan error, 16)
+	var running sync.WaitGroup
+	running.Add(1)
+	go func() { // the writer
+		defer running.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			v := db.Add(1)
+			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := live[0].Evict(wctx, key)
+			cancel()
+			if err != nil {
+				errs <- fmt.Errorf("evict after write %d: %w", v, err)
+				return
+			}
+			acked.Store(v)
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	for _, r := range live {
+		running.Add(1)
+		go func() { // a reader
+			defer running.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				floor := acked.Load()
+				v, err := r.Get(ctx, key, load)
+				if err != nil {
+					errs <- err
+					return
+				}
+				var got int64
+				fmt.Sscan(string(v), &got)
+				if got < floor {
+					errs <- fmt.Errorf("read version %d after version %d was acknowledged", got, floor)
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	members[victim].Kill()
+	time.Sleep(700 * time.Millisecond)
+	var survivors []*clustertest.Member
+	for i, m := range members {
+		if i != victim {
+			survivors = append(survivors, m)
+		}
+	}
+	added := clustertest.AddMember(t, net, survivors, 4)
+	k := NewTableKeeper(TableConfig{Node: added.Node, Store: added.Store, Interval: 100 * time.Millisecond, Logger: testkit.Logger(t)})
+	t.Cleanup(k.Close)
+	newCache := newLocal(t, Config{Mode: cluster.CacheModeDistributed, Node: added.Node, Keeper: k, Bus: added.Node.Bus()})
+	region(t, newCache, "pr", NonstrictReadWrite)
+	testkit.Eventually(t, 15*time.Second, "a table with the new node", func() bool {
+		return slices.Contains(tableMembers(caches[(victim+1)%3].dist.keeper.Table()), added.Node.Name())
+	})
+	time.Sleep(500 * time.Millisecond)
+	close(stop)
+	running.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if acked.Load() < 50 {
+		t.Fatalf("only %d writes acknowledged: the test exercised too little", acked.Load())
+	}
+	t.Logf("%d writes acknowledged; owner %s killed, %s added", acked.Load(), owner, added.Node.Name())
 }

@@ -147,3 +147,41 @@ func StartWithStores(t testing.TB, net *memnet.Network, n int) []*Member {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// AddMember starts node i with a store that joins the existing group (no
+// bootstrap): it joins gossip through members[0]'s node, connects raft's
+// in-memory transport both ways with every member given, and waits until
+// it sees alive members.
+func AddMember(t testing.TB, net *memnet.Network, members []*Member, i int) *Member {
+	t.Helper()
+	addr, trans := raft.NewInmemTransport(raft.ServerAddress(Host(i) + ":7948"))
+	m := &Member{Raft: trans}
+	m.Node = StartNode(t, net, i, func(c *cluster.Config) { c.RaftAddr = string(addr) })
+	for _, o := range members {
+		trans.Connect(o.Raft.LocalAddr(), o.Raft)
+		o.Raft.Connect(addr, trans)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := m.Node.Join(ctx, []string{members[0].Node.GossipAddr()}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := cp.Open(cp.Config{
+		Node: m.Node, Transport: trans, ReconcileInterval: 100 * time.Millisecond,
+		Raft: cp.LoopbackRaftConfig(), Logger: testkit.Logger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Store = s
+	t.Cleanup(func() { s.Close(); trans.Close() })
+	return m
+}
+
+// Kill stops a member abruptly: its store, its node (without leaving) and
+// its raft transport.
+func (m *Member) Kill() {
+	m.Store.Close()
+	m.Node.Kill()
+	m.Raft.Close()
+}
