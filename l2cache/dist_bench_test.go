@@ -1,0 +1,150 @@
+package l2cache
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os/exec"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/shoal-dev/shoal/cluster"
+	"github.com/shoal-dev/shoal/cluster/cp"
+	"github.com/shoal-dev/shoal/internal/testkit"
+)
+
+// tcpDistCluster starts 3 nodes over loopback sockets (memberlist, peer
+// RPC and raft all TCP) with DISTRIBUTED caches, for benchmarks.
+func tcpDistCluster(b *testing.B) []*Cache {
+	b.Helper()
+	var nodes []*cluster.Node
+	var caches []*Cache
+	for i := 1; i <= 3; i++ {
+		trans, err := cp.NewTCPTransport("127.0.0.1:0", "", testkit.Logger(b))
+		if err != nil {
+			b.Fatal(err)
+		}
+		cfg := *cluster.DefaultLoopbackConfig()
+		cfg.Name, cfg.RaftAddr, cfg.Logger = fmt.Sprintf("n%d", i), string(trans.LocalAddr()), testkit.Logger(b)
+		cfg.CacheMode = cluster.CacheModeDistributed
+		nd, err := cluster.Start(cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if i > 1 {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_, err := nd.Join(ctx, []string{nodes[0].GossipAddr()})
+			cancel()
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		nodes = append(nodes, nd)
+		st, err := cp.Open(cp.Config{Node: nd, Transport: trans, BootstrapExpect: 3, Raft: cp.LoopbackRaftConfig(), Logger: testkit.Logger(b)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		k := NewTableKeeper(TableConfig{Node: nd, Store: st, Interval: 100 * time.Millisecond, Logger: testkit.Logger(b)})
+		b.Cleanup(func() { k.Close(); st.Close(); nd.Close(); trans.Close() })
+		caches = append(caches, newLocal(b, Config{Mode: cluster.CacheModeDistributed, Node: nd, Keeper: k, Bus: nd.Bus()}))
+	}
+	for _, c := range caches {
+		testkit.Eventually(b, 20*time.Second, "a table on every node", func() bool {
+			return len(tableMembers(c.dist.keeper.Table())) == 3
+		})
+	}
+	return caches
+}
+
+// BenchmarkDistributedRemoteGet compares a DISTRIBUTED hit on a key owned
+// by another node with a raw peer RPC round trip carrying the same value,
+// alternating in one loop, and with Redis GET through go-redis on loopback
+// when redis-server is on the PATH.
+func BenchmarkDistributedRemoteGet(b *testing.B) {
+	caches := tcpDistCluster(b)
+	from := caches[0]
+	r := region(b, from, "pr", NonstrictReadWrite)
+	value := make([]byte, 200)
+	ctx := context.Background()
+	// A key that another node owns.
+	var key, owner string
+	for i := 0; ; i++ {
+		key = strconv.Itoa(i)
+		owner = from.dist.keeper.Table().Owner(PartitionOf("pr", key, DefaultPartitions))
+		if owner != from.dist.self {
+			break
+		}
+	}
+	if _, err := r.Get(ctx, key, func(context.Context) ([]byte, error) { return value, nil }); err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range caches {
+		if c.dist.self == owner {
+			c.dist.rpc.Handle("bench.echo", func(context.Context, string, []byte) ([]byte, error) { return value, nil })
+		}
+	}
+	req := make([]byte, 40) // about the size of an encoded get request
+	raw, l2 := make(testkit.Latencies, 0, b.N), make(testkit.Latencies, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		if _, err := from.dist.rpc.Call(ctx, owner, "bench.echo", req); err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		if _, err := r.Get(ctx, key, func(context.Context) ([]byte, error) {
+			b.Fatal("a remote hit was expected")
+			return nil, nil
+		}); err != nil {
+			b.Fatal(err)
+		}
+		raw, l2 = append(raw, t1.Sub(t0)), append(l2, time.Since(t1))
+	}
+	b.StopTimer()
+	raw.Report(b, "raw-rpc")
+	l2.Report(b, "l2-get")
+	b.ReportMetric(float64(l2.Quantile(0.5))/float64(raw.Quantile(0.5)), "p50-ratio-vs-rpc")
+	if rdb := startRedis(b); rdb != nil {
+		rdb.Set(ctx, key, value, 0)
+		red := make(testkit.Latencies, 0, b.N)
+		for i := 0; i < b.N; i++ {
+			t0 := time.Now()
+			if _, err := rdb.Get(ctx, key).Bytes(); err != nil {
+				b.Fatal(err)
+			}
+			red = append(red, time.Since(t0))
+		}
+		red.Report(b, "redis-get")
+		b.ReportMetric(float64(l2.Quantile(0.5))/float64(red.Quantile(0.5)), "p50-ratio-vs-redis")
+	}
+}
+
+// startRedis runs redis-server on a free loopback port for the benchmark,
+// or returns nil when it is not installed.
+func startRedis(b *testing.B) *redis.Client {
+	path, err := exec.LookPath("redis-server")
+	if err != nil {
+		b.Log("redis-server not on PATH: no Redis comparison")
+		return nil
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	cmd := exec.Command(path, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	rdb := redis.NewClient(&redis.Options{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))})
+	b.Cleanup(func() { rdb.Close() })
+	testkit.Eventually(b, 10*time.Second, "redis to answer", func() bool {
+		return rdb.Ping(context.Background()).Err() == nil
+	})
+	return rdb
+}
