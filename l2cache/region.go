@@ -118,13 +118,7 @@ func (r *Region) get(ctx context.Context, key string, spaces []string, load Load
 		// Join the load in flight: it began after the last invalidation
 		// this Get could know of, so its result is as fresh as a new one.
 		r.mu.Unlock()
-		r.stats.MergedLoads.Add(1)
-		select {
-		case <-call.done:
-			return call.value, call.err
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
+		return r.join(ctx, call)
 	}
 	own := &loadCall{stamp: r.c.tick(), done: make(chan struct{})}
 	if call == nil {
@@ -135,6 +129,23 @@ func (r *Region) get(ctx context.Context, key string, spaces []string, load Load
 	// on its own and leaves the older load in place.
 	r.mu.Unlock()
 	own.value, own.err = r.load(ctx, key, spaces, own.stamp, load)
+	return r.finish(key, own)
+}
+
+// join waits for a load in flight and shares its result.
+func (r *Region) join(ctx context.Context, call *loadCall) ([]byte, error) {
+	r.stats.MergedLoads.Add(1)
+	select {
+	case <-call.done:
+		return call.value, call.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// finish ends this Get's own load: it unregisters it and wakes the Gets
+// that joined it.
+func (r *Region) finish(key string, own *loadCall) ([]byte, error) {
 	r.mu.Lock()
 	if r.loads[key] == own {
 		delete(r.loads, key)
@@ -360,13 +371,7 @@ func (r *Region) distGet(ctx context.Context, key string, spaces []string, load 
 	call := r.loads[key]
 	if call != nil && call.ticket.Owner == rep.Ticket.Owner && call.ticket.Stamp > rep.Floor {
 		r.mu.Unlock()
-		r.stats.MergedLoads.Add(1)
-		select {
-		case <-call.done:
-			return call.value, call.err
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
+		return r.join(ctx, call)
 	}
 	own := &loadCall{ticket: rep.Ticket, done: make(chan struct{})}
 	if call == nil {
@@ -384,13 +389,7 @@ func (r *Region) distGet(ctx context.Context, key string, spaces []string, load 
 		}
 		cancel()
 	}
-	r.mu.Lock()
-	if r.loads[key] == own {
-		delete(r.loads, key)
-	}
-	r.mu.Unlock()
-	close(own.done)
-	return own.value, own.err
+	return r.finish(key, own)
 }
 
 // distChange applies an invalidation or a soft lock at the key's owner
