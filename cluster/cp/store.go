@@ -625,7 +625,7 @@ func (s *Store) read(ctx context.Context, req readRequest) (readReply, error) {
 
 func (s *Store) readOnce(ctx context.Context, req readRequest) (readReply, error) {
 	if s.raft.State() == raft.Leader {
-		return s.readLocal(req)
+		return s.readLocal(ctx, req)
 	}
 	leader, err := s.leaderName()
 	if err != nil {
@@ -660,8 +660,8 @@ func (s *Store) readOnce(ctx context.Context, req readRequest) (readReply, error
 // quorum that it still leads, and that its state has caught up with what
 // earlier leaders committed; every write this leader acknowledged has been
 // applied before its acknowledgement, so the local state is current.
-func (s *Store) readLocal(req readRequest) (readReply, error) {
-	if err := s.raft.VerifyLeader().Error(); err != nil {
+func (s *Store) readLocal(ctx context.Context, req readRequest) (readReply, error) {
+	if err := s.verifyLeader(ctx); err != nil {
 		return readReply{}, errRetry{err}
 	}
 	s.mu.Lock()
@@ -677,6 +677,29 @@ func (s *Store) readLocal(req readRequest) (readReply, error) {
 		return readReply{Entries: []KV{{Key: req.Key, Value: e.Value, Version: e.Version}}}, nil
 	}
 	return readReply{}, nil
+}
+
+// verifyLeader confirms leadership with a quorum, giving up after an
+// election timeout (or when ctx ends): raft leaves a verification pending
+// forever if the configuration shrinks to a single voter while it waits.
+// The goroutine that waits for raft's answer ends when raft answers, at
+// the latest when this node stops leading or shuts down.
+func (s *Store) verifyLeader(ctx context.Context) error {
+	f := s.raft.VerifyLeader()
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	t := time.NewTimer(max(s.cfg.Raft.ElectionTimeout, 100*time.Millisecond))
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return errors.New("leadership not confirmed within an election timeout")
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.stop:
+		return ErrClosed
+	}
 }
 
 func (s *Store) handleApply(ctx context.Context, from string, body []byte) ([]byte, error) {
@@ -708,7 +731,7 @@ func (s *Store) handleRead(ctx context.Context, from string, body []byte) ([]byt
 	rep := readReply{Code: codeNotLeader, Msg: s.name + " is not the leader"}
 	if s.raft.State() == raft.Leader {
 		var err error
-		if rep, err = s.readLocal(req); err != nil {
+		if rep, err = s.readLocal(ctx, req); err != nil {
 			rep = readReply{Code: codeNotLeader, Msg: err.Error()}
 		}
 	}
