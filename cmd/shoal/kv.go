@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shoal-dev/shoal/internal/httpc"
 	"github.com/shoal-dev/shoal/internal/server"
 )
 
@@ -86,15 +87,16 @@ func runKV(args []string, stdout, stderr io.Writer) error {
 		}
 		method, path = http.MethodGet, "/v1/kv"
 	}
-	base, err := kvBase(*addr, *dataDir)
+	node, err := kvAddr(*addr, *dataDir)
 	if err != nil {
 		return err
 	}
-	u := base + path
 	if len(q) > 0 {
-		u += "?" + q.Encode()
+		path += "?" + q.Encode()
 	}
-	out, err := kvRequest(method, u, body)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	out, err := httpc.Do(ctx, method, node, path, body)
 	if err != nil {
 		return err
 	}
@@ -113,45 +115,17 @@ func escapeKey(k string) string {
 	return strings.Join(parts, "/")
 }
 
-func kvBase(addr, dataDir string) (string, error) {
-	if addr == "" {
-		var cf clusterFile
-		path := filepath.Join(dataDir, "cluster.json")
-		if err := readJSONFile(path, &cf); err != nil || len(cf.Nodes) == 0 {
-			return "", fmt.Errorf("no --addr given and %s is unreadable (is 'shoal up' running?): %v", path, err)
-		}
-		addr = cf.Nodes[0].HTTP
+// kvAddr is the node to ask: --addr, else the first node of cluster.json.
+func kvAddr(addr, dataDir string) (string, error) {
+	if addr != "" {
+		return addr, nil
 	}
-	if !strings.Contains(addr, "://") {
-		addr = "http://" + addr
+	var cf clusterFile
+	path := filepath.Join(dataDir, "cluster.json")
+	if err := readJSONFile(path, &cf); err != nil || len(cf.Nodes) == 0 {
+		return "", fmt.Errorf("no --addr given and %s is unreadable (is 'shoal up' running?): %v", path, err)
 	}
-	return strings.TrimSuffix(addr, "/"), nil
-}
-
-func kvRequest(method, u string, body []byte) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	out, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e struct{ Error string }
-		if json.Unmarshal(out, &e) == nil && e.Error != "" {
-			return nil, fmt.Errorf("%s (HTTP %d)", e.Error, resp.StatusCode)
-		}
-		return nil, fmt.Errorf("HTTP %s: %s", resp.Status, bytes.TrimSpace(out))
-	}
-	return out, nil
+	return cf.Nodes[0].HTTP, nil
 }
 
 func printKV(w io.Writer, op string, out []byte) error {

@@ -4,12 +4,10 @@
 package localcluster
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -21,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/shoal-dev/shoal/internal/httpc"
 	"github.com/shoal-dev/shoal/internal/server"
 )
 
@@ -343,25 +342,9 @@ func isDone(ch <-chan struct{}) bool {
 
 // FetchView asks a node's HTTP address for its view of the cluster.
 func FetchView(ctx context.Context, httpAddr string) (*server.ClusterView, error) {
-	url := httpAddr
-	if !strings.Contains(url, "://") {
-		url = "http://" + url
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(url, "/")+"/v1/cluster", nil)
+	body, err := httpc.Do(ctx, http.MethodGet, httpAddr, "/v1/cluster", nil)
 	if err != nil {
 		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s: %s: %s", httpAddr, resp.Status, bytes.TrimSpace(body))
 	}
 	var v server.ClusterView
 	if err := json.Unmarshal(body, &v); err != nil {
