@@ -660,8 +660,13 @@ func (s *Store) readOnce(ctx context.Context, req readRequest) (readReply, error
 // quorum that it still leads, and that its state has caught up with what
 // earlier leaders committed; every write this leader acknowledged has been
 // applied before its acknowledgement, so the local state is current.
-func (s *Store) readLocal(ctx context.Context, req readRequest) (readReply, error) {
-	if err := s.verifyLeader(ctx); err != nil {
+func (s *Store) readLocal(_ context.Context, req readRequest) (readReply, error) {
+	// Known limit: raft can leave this pending forever if the
+	// configuration shrinks to one voter while it waits (its quorum was
+	// fixed when it was dispatched). Bounding it with a helper goroutine
+	// leaks that goroutine past Shutdown, since the future ignores raft's
+	// shutdown; the fix belongs in raft.
+	if err := s.raft.VerifyLeader().Error(); err != nil {
 		return readReply{}, errRetry{err}
 	}
 	s.mu.Lock()
@@ -677,29 +682,6 @@ func (s *Store) readLocal(ctx context.Context, req readRequest) (readReply, erro
 		return readReply{Entries: []KV{{Key: req.Key, Value: e.Value, Version: e.Version}}}, nil
 	}
 	return readReply{}, nil
-}
-
-// verifyLeader confirms leadership with a quorum, giving up after an
-// election timeout (or when ctx ends): raft leaves a verification pending
-// forever if the configuration shrinks to a single voter while it waits.
-// The goroutine that waits for raft's answer ends when raft answers, at
-// the latest when this node stops leading or shuts down.
-func (s *Store) verifyLeader(ctx context.Context) error {
-	f := s.raft.VerifyLeader()
-	done := make(chan error, 1)
-	go func() { done <- f.Error() }()
-	t := time.NewTimer(max(s.cfg.Raft.ElectionTimeout, 100*time.Millisecond))
-	defer t.Stop()
-	select {
-	case err := <-done:
-		return err
-	case <-t.C:
-		return errors.New("leadership not confirmed within an election timeout")
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-s.stop:
-		return ErrClosed
-	}
 }
 
 func (s *Store) handleApply(ctx context.Context, from string, body []byte) ([]byte, error) {
