@@ -1,0 +1,293 @@
+package gitfront
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Pools configures the three pools; zero fields take DefaultPools'.
+type Pools struct {
+	Upload, Receive, Web PoolConfig
+}
+
+// DefaultPools sizes the pools for this machine, after Bitbucket's
+// defaults: git upload-pack is CPU-bound (pack-objects), so its bound is
+// 1.5 × the cores and clones queue up to 5 minutes rather than fail;
+// pushes get the cores; web requests are short and I/O-bound, so many run
+// at once and a queue wait over 10 s means the node is overloaded.
+func DefaultPools() Pools {
+	cpus := runtime.NumCPU()
+	return Pools{
+		Upload:  PoolConfig{Concurrency: max(2, cpus*3/2), Queue: 256, QueueTimeout: 5 * time.Minute, RetryAfter: 10 * time.Second},
+		Receive: PoolConfig{Concurrency: max(2, cpus), Queue: 64, QueueTimeout: 2 * time.Minute, RetryAfter: 10 * time.Second},
+		Web:     PoolConfig{Concurrency: 64, Queue: 512, QueueTimeout: 10 * time.Second, RetryAfter: 2 * time.Second},
+	}
+}
+
+// Config configures a Front.
+type Config struct {
+	// Web serves every request that is not git (REST, UI, cluster API)
+	// and the Unpooled paths. Required.
+	Web http.Handler
+	// Git, when its ReposDir is set, serves /scm/; otherwise /scm/ goes
+	// to Web. Its Logger defaults to Logger.
+	Git GitConfig
+	// Authenticator checks credentials on pooled requests, web and git
+	// alike. Required.
+	Authenticator Authenticator
+	// Pools bounds the pools; zero fields take DefaultPools'.
+	Pools Pools
+	// Unpooled are exact paths served by Web outside any pool and without
+	// authentication, so that health checks answer under any load;
+	// default /healthz, /readyz, /metrics.
+	Unpooled []string
+	// Logger receives failed logins and failures; default slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *Config) validate() error {
+	if c.Web == nil || c.Authenticator == nil {
+		return fmt.Errorf("%w: Config needs Web and Authenticator", ErrConfig)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Git.Logger == nil {
+		c.Git.Logger = c.Logger
+	}
+	if c.Unpooled == nil {
+		c.Unpooled = []string{"/healthz", "/readyz", "/metrics"}
+	}
+	def := DefaultPools()
+	c.Pools.Upload = c.Pools.Upload.withDefaults(def.Upload)
+	c.Pools.Receive = c.Pools.Receive.withDefaults(def.Receive)
+	c.Pools.Web = c.Pools.Web.withDefaults(def.Web)
+	return nil
+}
+
+// Front is the node's HTTP handler: it classifies each request into a
+// pool, authenticates it inside the pool, and routes /scm/ to git and the
+// rest to the web handler. Safe for concurrent use.
+type Front struct {
+	cfg     Config
+	pools   [numPools]*Pool
+	git     *GitHandler
+	gitAuth http.Handler // authenticated git handler; nil without git
+	webAuth http.Handler // authenticated web handler
+	track   tracker
+}
+
+// New builds a Front. Errors: ErrConfig, or NewGitHandler's.
+func New(cfg Config) (*Front, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	f := &Front{cfg: cfg}
+	for name, pc := range map[PoolName]PoolConfig{PoolUpload: cfg.Pools.Upload, PoolReceive: cfg.Pools.Receive, PoolWeb: cfg.Pools.Web} {
+		p, err := NewPool(name, pc)
+		if err != nil {
+			return nil, err
+		}
+		f.pools[name] = p
+	}
+	auth := Authenticate(cfg.Authenticator, cfg.Logger)
+	f.webAuth = auth(cfg.Web)
+	if cfg.Git.ReposDir != "" {
+		g, err := NewGitHandler(cfg.Git)
+		if err != nil {
+			return nil, err
+		}
+		f.git, f.gitAuth = g, auth(g)
+	}
+	return f, nil
+}
+
+// Git is the git handler, nil when git is off.
+func (f *Front) Git() *GitHandler { return f.git }
+
+// ServeHTTP classifies r and serves it within its pool, or answers 503
+// with Retry-After when the pool is full, its queue wait times out, or
+// the front is draining.
+func (f *Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if f.unpooled(r.URL.Path) {
+		f.cfg.Web.ServeHTTP(w, r)
+		return
+	}
+	pool := f.pools[Classify(r)]
+	if !f.track.enter() {
+		f.refuse(w, r, pool, ErrDraining)
+		return
+	}
+	defer f.track.leave()
+	h := f.route(r)
+	if err := pool.Do(r.Context(), func() { h.ServeHTTP(w, r) }); err != nil {
+		f.refuse(w, r, pool, err)
+	}
+}
+
+func (f *Front) unpooled(path string) bool {
+	for _, p := range f.cfg.Unpooled {
+		if p == path {
+			return true
+		}
+	}
+	return false
+}
+
+// route picks the handler by path; the pool was picked by Classify.
+func (f *Front) route(r *http.Request) http.Handler {
+	if f.gitAuth != nil && strings.HasPrefix(r.URL.Path, scmPrefix) {
+		return f.gitAuth
+	}
+	return f.webAuth
+}
+
+// refuse answers a request the pool did not admit.
+func (f *Front) refuse(w http.ResponseWriter, r *http.Request, p *Pool, err error) {
+	if r.Context().Err() != nil {
+		return // the client is gone
+	}
+	setRetryAfter(w, p.cfg.RetryAfter)
+	msg := fmt.Sprintf("the %s pool is busy; retry later", p.name)
+	if errors.Is(err, ErrDraining) {
+		w.Header().Set("Connection", "close")
+		msg = "this node is draining; retry on another node"
+	}
+	writeError(w, r, http.StatusServiceUnavailable, msg)
+}
+
+// Stats is a snapshot of the front's counters.
+type Stats struct {
+	Pools    []PoolStats // upload, receive, web
+	Git      GitStats
+	Draining bool
+}
+
+// Stats returns the front's counters.
+func (f *Front) Stats() Stats {
+	s := Stats{Draining: f.track.isDraining()}
+	for _, n := range []PoolName{PoolUpload, PoolReceive, PoolWeb} {
+		s.Pools = append(s.Pools, f.pools[n].Stats())
+	}
+	if f.git != nil {
+		s.Git = f.git.Stats()
+	}
+	return s
+}
+
+// Pool returns the named pool.
+func (f *Front) Pool(name PoolName) *Pool { return f.pools[name] }
+
+// Drain turns the front away from new pooled requests (503, Retry-After,
+// Connection: close; ReadyHandler answers 503) and waits until those in
+// flight or queued have finished, or ctx ends (ctx.Err()). Unpooled paths
+// keep answering. Safe to call more than once and concurrently.
+func (f *Front) Drain(ctx context.Context) error {
+	select {
+	case <-f.track.drain():
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("gitfront: drain: %d requests still running: %w", f.track.count(), ctx.Err())
+	}
+}
+
+// Draining reports whether Drain was called.
+func (f *Front) Draining() bool { return f.track.isDraining() }
+
+// ReadyHandler answers /readyz: 503 while draining or when check (if
+// set) fails, 200 otherwise, with a JSON status. check runs under the
+// request's context and should be quick.
+func (f *Front) ReadyHandler(check func(context.Context) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var err error
+		if f.track.isDraining() {
+			err = ErrDraining
+		} else if check != nil {
+			err = check(r.Context())
+		}
+		if err != nil {
+			writeStatus(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+			return
+		}
+		writeStatus(w, http.StatusOK, "ready", "")
+	})
+}
+
+func writeStatus(w http.ResponseWriter, code int, status, reason string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(code)
+	if reason == "" {
+		fmt.Fprintf(w, "{\"status\":%q}\n", status)
+		return
+	}
+	fmt.Fprintf(w, "{\"status\":%q,\"reason\":%q}\n", status, reason)
+}
+
+// tracker counts pooled requests and tells a drainer when none is left.
+type tracker struct {
+	mu       sync.Mutex
+	n        int
+	draining bool
+	idle     chan struct{} // closed when draining and n reaches 0
+}
+
+// enter counts a request in, unless draining.
+func (t *tracker) enter() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.draining {
+		return false
+	}
+	t.n++
+	return true
+}
+
+func (t *tracker) leave() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.n--
+	if t.draining && t.n == 0 {
+		t.closeIdle()
+	}
+}
+
+// drain starts draining and returns a channel closed once idle.
+func (t *tracker) drain() <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.draining {
+		t.draining, t.idle = true, make(chan struct{})
+		if t.n == 0 {
+			t.closeIdle()
+		}
+	}
+	return t.idle
+}
+
+func (t *tracker) closeIdle() {
+	select {
+	case <-t.idle:
+	default:
+		close(t.idle)
+	}
+}
+
+func (t *tracker) isDraining() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.draining
+}
+
+func (t *tracker) count() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.n
+}

@@ -1,0 +1,151 @@
+package gitfront
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+)
+
+// maxName bounds project and repository names.
+const maxName = 100
+
+// ValidName checks a project key or repository name: 1 to 100 of
+// [A-Za-z0-9._-], not starting with '-' (git would read it as an option)
+// or '.' (".", "..", hidden directories), and not ending in ".git" or
+// ".lock" (the on-disk directory adds ".git"; git reserves ".lock").
+// It returns nil or an error wrapping ErrBadName that says why.
+func ValidName(name string) error {
+	switch {
+	case name == "" || len(name) > maxName:
+		return fmt.Errorf("%w: %q must be 1 to %d characters", ErrBadName, name, maxName)
+	case name[0] == '-' || name[0] == '.':
+		return fmt.Errorf("%w: %q must not start with '-' or '.'", ErrBadName, name)
+	case strings.HasSuffix(name, ".git") || strings.HasSuffix(name, ".lock"):
+		return fmt.Errorf("%w: %q must not end in .git or .lock", ErrBadName, name)
+	}
+	for i := 0; i < len(name); i++ {
+		if !nameByte(name[i]) {
+			return fmt.Errorf("%w: %q may hold only letters, digits, '.', '_' and '-'", ErrBadName, name)
+		}
+	}
+	return nil
+}
+
+func nameByte(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+		c == '.' || c == '_' || c == '-'
+}
+
+// repoDir is where project/repo lives under root, unchecked.
+func repoDir(root, project, repo string) string {
+	return filepath.Join(root, project, repo+".git")
+}
+
+// resolveRepo returns the real path of project/repo's bare repository
+// under root (root itself already resolved by EvalSymlinks). Symlinks are
+// followed, but the result must stay inside root; a missing directory or
+// one that is not a bare repository is ErrNotFound, an escape ErrBadName.
+func resolveRepo(root, project, repo string) (string, error) {
+	if err := errors.Join(ValidName(project), ValidName(repo)); err != nil {
+		return "", err
+	}
+	real, err := filepath.EvalSymlinks(repoDir(root, project, repo))
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("%w: %s/%s", ErrNotFound, project, repo)
+	}
+	if err != nil {
+		return "", fmt.Errorf("resolve %s/%s: %w", project, repo, err)
+	}
+	if !strings.HasPrefix(real, root+string(filepath.Separator)) {
+		return "", fmt.Errorf("%w: %s/%s leads outside the repositories directory", ErrBadName, project, repo)
+	}
+	if !isBareRepo(real) {
+		return "", fmt.Errorf("%w: %s/%s is not a bare repository", ErrNotFound, project, repo)
+	}
+	return real, nil
+}
+
+// isBareRepo is a cheap check that dir holds a bare repository, so git is
+// never started in a directory it would not recognise.
+func isBareRepo(dir string) bool {
+	head, err := os.Stat(filepath.Join(dir, "HEAD"))
+	if err != nil || !head.Mode().IsRegular() {
+		return false
+	}
+	objs, err := os.Stat(filepath.Join(dir, "objects"))
+	return err == nil && objs.IsDir()
+}
+
+// InitBare creates the bare repository project/repo under reposDir
+// (reposDir/project/repo.git), with the configuration the front relies on
+// (partial clone allowed, default branch main). The repository appears
+// atomically: it is built in a temporary directory and renamed into place,
+// so a concurrent clone never sees half of it. Errors: ErrBadName,
+// ErrExists, or git's failure. ctx bounds (and kills) git.
+func InitBare(ctx context.Context, reposDir, project, repo string) error {
+	if err := errors.Join(ValidName(project), ValidName(repo)); err != nil {
+		return err
+	}
+	parent := filepath.Join(reposDir, project)
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return fmt.Errorf("init %s/%s: %w", project, repo, err)
+	}
+	final := repoDir(reposDir, project, repo)
+	if _, err := os.Lstat(final); err == nil {
+		return fmt.Errorf("%w: %s/%s", ErrExists, project, repo)
+	}
+	tmp, err := os.MkdirTemp(parent, ".init-*")
+	if err != nil {
+		return fmt.Errorf("init %s/%s: %w", project, repo, err)
+	}
+	defer os.RemoveAll(tmp)
+	if err := gitInit(ctx, tmp); err != nil {
+		return fmt.Errorf("init %s/%s: %w", project, repo, err)
+	}
+	return publish(tmp, final, project, repo)
+}
+
+// publish renames tmp to final unless final is there already. A rename
+// onto a non-empty directory fails (ENOTEMPTY), so of two concurrent
+// InitBare calls exactly one wins; the other gets ErrExists.
+func publish(tmp, final, project, repo string) error {
+	if _, err := os.Lstat(final); err == nil {
+		return fmt.Errorf("%w: %s/%s", ErrExists, project, repo)
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		if errors.Is(err, fs.ErrExist) || errors.Is(err, syscall.ENOTEMPTY) {
+			return fmt.Errorf("%w: %s/%s", ErrExists, project, repo)
+		}
+		return fmt.Errorf("init %s/%s: %w", project, repo, err)
+	}
+	return nil
+}
+
+func gitInit(ctx context.Context, dir string) error {
+	cmd := exec.CommandContext(ctx, "git", "-c", "init.defaultBranch=main",
+		"init", "--bare", "--quiet", dir)
+	cmd.Env = gitEnv(nil)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("git init: %w: %s", err, firstLine(out))
+	}
+	for _, kv := range [][2]string{{"uploadpack.allowFilter", "true"}, {"uploadpack.allowReachableSHA1InWant", "true"}} {
+		cmd := exec.CommandContext(ctx, "git", "--git-dir", dir, "config", kv[0], kv[1])
+		cmd.Env = gitEnv(nil)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("git config: %w: %s", err, firstLine(out))
+		}
+	}
+	return nil
+}
+
+// firstLine is the first line of b, for error messages.
+func firstLine(b []byte) string {
+	s, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
+	return s
+}
