@@ -1,0 +1,108 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shoal-dev/shoal/internal/testkit"
+)
+
+// idle reports whether nothing is due or running on this node.
+func (s *Scheduler) idle() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range s.allLocked() {
+		if e.running {
+			return false
+		}
+	}
+	return len(s.queue) == 0 || s.queue[0].due.After(s.clock.Now())
+}
+
+func waitIdle(t testing.TB, ss ...*Scheduler) {
+	t.Helper()
+	testkit.Eventually(t, 10*time.Second, "the schedulers to be idle", func() bool {
+		for _, s := range ss {
+			if !s.idle() {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// recorder is a runner that records its runs; fail, if set, decides a
+// run's outcome.
+type recorder struct {
+	mu   sync.Mutex
+	runs []Request
+	fail func(n int, req Request) error
+}
+
+func (r *recorder) Run(ctx context.Context, req Request) error {
+	r.mu.Lock()
+	r.runs = append(r.runs, req)
+	n, fail := len(r.runs), r.fail
+	r.mu.Unlock()
+	if fail != nil {
+		return fail(n, req)
+	}
+	return nil
+}
+
+func (r *recorder) fires() []time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]time.Time, len(r.runs))
+	for i, q := range r.runs {
+		out[i] = q.FireTime
+	}
+	return out
+}
+
+func (r *recorder) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.runs)
+}
+
+// localScheduler is a started scheduler without a store, on clock, with
+// rec registered as runner "r".
+func localScheduler(t testing.TB, clock Clock, rec Runner) *Scheduler {
+	t.Helper()
+	s, err := New(Config{Name: "solo", Clock: clock, Logger: testkit.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec != nil {
+		if err := s.Register("r", rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func mustSchedule(t testing.TB, s *Scheduler, j Job) {
+	t.Helper()
+	if err := s.Schedule(context.Background(), j); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mustStatus(t testing.TB, s *Scheduler, id string) Status {
+	t.Helper()
+	st, err := s.Job(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+var errBoom = errors.New("boom")
