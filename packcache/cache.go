@@ -1,0 +1,223 @@
+package packcache
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+)
+
+// ErrClosed is returned by the methods of a closed Cache.
+var ErrClosed = errors.New("packcache: cache closed")
+
+// Result says how a request was served.
+type Result int
+
+const (
+	// Bypass: git ran for this request alone, the cache was not used.
+	Bypass Result = iota
+	// Hit: served from a published entry, git did not run.
+	Hit
+	// Miss: this request started the git process that produces an entry.
+	Miss
+	// Joined: served from an entry another request's git was producing.
+	Joined
+)
+
+// String returns the result's name, as used in metrics.
+func (r Result) String() string {
+	switch r {
+	case Bypass:
+		return "bypass"
+	case Hit:
+		return "hit"
+	case Miss:
+		return "miss"
+	case Joined:
+		return "joined"
+	}
+	return fmt.Sprintf("Result(%d)", int(r))
+}
+
+// Cache serves upload-pack responses from files. All its methods are safe
+// for concurrent use. Close it to stop its git processes.
+type Cache struct {
+	cfg    Config
+	base   context.Context // ends on Close; parent of every git process
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // productions and bypasses
+	once   sync.Once
+	stats  counters
+	seq    atomic.Uint64 // makes file names unique
+
+	mu     sync.Mutex
+	closed bool
+	index  map[string]*entry // by key ID: producing and ready entries
+	lru    *list.List        // ready entries, most recently read first
+	bytes  int64             // sum of the ready entries' sizes
+
+	// hookWrite, when set (by tests, before use), runs in the producing
+	// goroutine after each write to an entry's file.
+	hookWrite func(e *entry, written int64, cmd *exec.Cmd)
+}
+
+const filePrefix = "pc-"
+
+// New validates cfg, creates cfg.Dir if needed, removes the files a
+// previous process left in it and returns a ready Cache.
+func New(cfg Config) (*Cache, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("packcache: %w", err)
+	}
+	if err := sweepOrphans(cfg.Dir); err != nil {
+		return nil, err
+	}
+	c := &Cache{cfg: cfg, index: make(map[string]*entry), lru: list.New()}
+	c.base, c.cancel = context.WithCancel(context.Background())
+	return c, nil
+}
+
+// sweepOrphans removes every cache file in dir: entries and partial files
+// of a previous process, whose generations cannot be trusted.
+func sweepOrphans(dir string) error {
+	names, err := filepath.Glob(filepath.Join(dir, filePrefix+"*"))
+	if err != nil {
+		return fmt.Errorf("packcache: %w", err)
+	}
+	for _, n := range names {
+		if err := os.Remove(n); err != nil && !os.IsNotExist(err) {
+			return fmt.Errorf("packcache: sweeping orphans: %w", err)
+		}
+	}
+	return nil
+}
+
+// Stats returns a snapshot of the counters.
+func (c *Cache) Stats() Stats {
+	s := c.stats.snapshot()
+	c.mu.Lock()
+	s.Entries, s.Bytes = c.lru.Len(), c.bytes
+	c.mu.Unlock()
+	return s
+}
+
+// Close kills the git processes producing entries, waits for them and for
+// the bypass processes to end, and removes the cache's files (those still
+// being read go when their readers close). Readers of unfinished entries
+// get an error. Close is safe to call more than once.
+func (c *Cache) Close() error {
+	c.once.Do(func() {
+		c.mu.Lock()
+		c.closed = true
+		c.mu.Unlock()
+		c.cancel()
+		c.wg.Wait()
+		c.mu.Lock()
+		for _, e := range c.index {
+			c.removeLocked(e, nil)
+		}
+		c.mu.Unlock()
+	})
+	return nil
+}
+
+// Invalidate says the repository's refs changed: it bumps its generation
+// and drops its local entries. An entry being produced is not published.
+// It returns the Generations error, if any, after dropping the entries.
+func (c *Cache) Invalidate(ctx context.Context, repo string) error {
+	_, err := c.cfg.Generations.Bump(ctx, repo)
+	c.Forget(repo)
+	if err != nil {
+		return fmt.Errorf("packcache: bumping %q: %w", repo, err)
+	}
+	return nil
+}
+
+// Forget drops the repository's local entries without bumping its
+// generation: for a node told by the bus that another node already did.
+// It returns how many entries it dropped.
+func (c *Cache) Forget(repo string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, e := range c.index {
+		if e.repo == repo {
+			c.removeLocked(e, &c.stats.dropped)
+			n++
+		}
+	}
+	return n
+}
+
+// removeLocked takes e out of the index (and the LRU list); its file is
+// removed now if no one holds it, else by the last release. A producing
+// entry will not be published. Counter n, if not nil, is incremented.
+func (c *Cache) removeLocked(e *entry, n *atomic.Uint64) {
+	if e.state == gone {
+		return
+	}
+	if c.index[e.id] == e {
+		delete(c.index, e.id)
+	}
+	if e.elem != nil {
+		c.lru.Remove(e.elem)
+		e.elem = nil
+		c.bytes -= e.size
+	}
+	e.invalidated = e.state == producing
+	e.state = gone
+	if n != nil {
+		n.Add(1)
+	}
+	if e.refs == 0 {
+		c.unlink(e)
+	}
+}
+
+// release drops one reference to e, removing its file if it was the last
+// one of an entry out of the index.
+func (c *Cache) release(e *entry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e.refs--
+	if e.refs == 0 && e.state == gone {
+		c.unlink(e)
+	}
+}
+
+func (c *Cache) unlink(e *entry) {
+	if err := e.unlink(); err != nil {
+		c.cfg.Logger.Warn("packcache: removing entry file", "path", e.path, "err", err)
+	}
+}
+
+// countWriter counts the bytes written through it into n.
+type countWriter struct {
+	w io.Writer
+	n *atomic.Uint64
+	t int64
+}
+
+func (cw *countWriter) Write(p []byte) (int, error) {
+	n, err := cw.w.Write(p)
+	cw.n.Add(uint64(n))
+	cw.t += int64(n)
+	return n, err
+}
+
+// ReadFrom lets io.Copy reach w's own ReadFrom (sendfile for sockets).
+func (cw *countWriter) ReadFrom(r io.Reader) (int64, error) {
+	n, err := io.Copy(cw.w, r)
+	cw.n.Add(uint64(n))
+	cw.t += n
+	return n, err
+}

@@ -1,0 +1,94 @@
+package packcache
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os/exec"
+	"time"
+)
+
+// Config configures a Cache. Build it with DefaultConfig and adjust; New
+// validates it, fills the zero fields with defaults and rejects nonsense.
+type Config struct {
+	// Dir holds the cache files. The cache owns the files named pc-* in
+	// it and removes them at start. Required.
+	Dir string
+	// MaxBytes is the budget of published entries
+	// (--pack-cache-max-bytes); least-recently-read entries are evicted
+	// to stay within it. Files still being produced, and evicted files
+	// still being read, are not counted. Default 1 GiB.
+	MaxBytes int64
+	// MinFree is the free-space floor of Dir's file system
+	// (--pack-cache-min-free): below it no entry is produced and requests
+	// go straight to git, and Sweep evicts entries. 0 means no floor.
+	MinFree uint64
+	// TTL is how long a published entry may be served. Default 24h.
+	TTL time.Duration
+	// ProduceTimeout bounds one git process writing an entry; it runs on
+	// when its readers leave. Default 30m.
+	ProduceTimeout time.Duration
+	// MaxRequestBytes is the largest request body decoded; longer ones
+	// bypass the cache. Default 4 MiB (about 60,000 wants).
+	MaxRequestBytes int
+	// GitPath is the git binary. Default: "git" on the PATH.
+	GitPath string
+	// GitEnv is added to the environment of every git process.
+	GitEnv []string
+	// Generations holds the repositories' ref generations. Default: a
+	// fresh MemGenerations, right for a single node.
+	Generations Generations
+	// Clock returns the time, for TTLs and recency. Default time.Now.
+	Clock func() time.Time
+	// Logger receives production failures and bypass reasons at debug
+	// level. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the production defaults for a cache in dir, with a
+// 1 GiB free-space floor.
+func DefaultConfig(dir string) Config {
+	return Config{
+		Dir: dir, MaxBytes: 1 << 30, MinFree: 1 << 30, TTL: 24 * time.Hour,
+		ProduceTimeout: 30 * time.Minute, MaxRequestBytes: 4 << 20,
+	}
+}
+
+// validate fills defaults and rejects impossible settings.
+func (c *Config) validate() error {
+	if c.Dir == "" {
+		return errors.New("packcache: Config.Dir is required")
+	}
+	if c.MaxBytes < 0 || c.TTL < 0 || c.ProduceTimeout < 0 || c.MaxRequestBytes < 0 {
+		return fmt.Errorf("packcache: negative limit in config")
+	}
+	d := DefaultConfig(c.Dir)
+	setDefault(&c.MaxBytes, d.MaxBytes)
+	setDefault(&c.TTL, d.TTL)
+	setDefault(&c.ProduceTimeout, d.ProduceTimeout)
+	setDefault(&c.MaxRequestBytes, d.MaxRequestBytes)
+	if c.GitPath == "" {
+		p, err := exec.LookPath("git")
+		if err != nil {
+			return fmt.Errorf("packcache: no git: %w", err)
+		}
+		c.GitPath = p
+	}
+	if c.Generations == nil {
+		c.Generations = &MemGenerations{}
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+func setDefault[T comparable](v *T, d T) {
+	var zero T
+	if *v == zero {
+		*v = d
+	}
+}

@@ -1,0 +1,37 @@
+// Package packcache serves repeated git clones and fetches from local disk
+// instead of running git for each of them, like Bitbucket's SCM cache, with
+// Gitaly's streaming discipline.
+//
+// A request to git-upload-pack (protocol v0/v1 or v2, stateless as over
+// HTTP) is decoded and, when the cache fully understands it and it needs
+// no negotiation (no "have" lines, "done" sent), reduced to a Key: the
+// repository, its ref generation, the protocol version, the sorted unique
+// wants, the shallow and deepen settings, the normalised filter and the
+// capabilities that change the response. Anything else bypasses the cache
+// and goes straight to git.
+//
+// On a miss one "git upload-pack --stateless-rpc" process writes the
+// response into a new file in the cache directory; the requester and every
+// identical request that arrives meanwhile read that growing file. Git
+// writes as fast as it can whatever the readers' speed, and production
+// goes on when every reader has left, so the entry is ready for the next
+// clone (bounded by Config.ProduceTimeout and Close). The entry is
+// published only if git exited 0, the response ends as the protocol
+// requires and the repository's generation did not change meanwhile;
+// otherwise its readers get an error (after the bytes git wrote, so a
+// client sees git's own message) and the file is removed. A hit streams
+// the file with io.Copy from an *os.File, so sendfile applies when the
+// destination allows it.
+//
+// Invalidate bumps a repository's generation through the Generations seam
+// and drops its local entries. Because the generation is part of the key,
+// a node that missed an invalidation broadcast still misses its old
+// entries once the generation store has moved on.
+//
+// Entries are evicted least-recently-read first to stay within a byte
+// budget, and expire after a TTL; a file being read survives eviction until
+// its last reader closes it. Below a free-disk-space floor the cache steps
+// aside: requests bypass it and still succeed. Files left by a previous
+// process are removed at start (generations are not persistent, so old
+// entries could not be trusted).
+package packcache

@@ -1,0 +1,93 @@
+package packcache
+
+import (
+	"container/list"
+	"os"
+	"sync"
+	"time"
+)
+
+// entry states, guarded by Cache.mu.
+const (
+	producing = iota // git is writing the file; in the index
+	ready            // published: in the index and the LRU list
+	gone             // out of the index; the file goes with the last ref
+)
+
+// entry is one cache file. The fields under "Cache.mu" belong to the
+// cache's lock; progress has its own, so readers waiting for growth never
+// touch the cache's lock.
+type entry struct {
+	id, repo, path string
+	gen            uint64
+	version        int
+
+	// guarded by Cache.mu
+	state       int
+	refs        int // producer and readers holding the file
+	invalidated bool
+	size        int64 // final size, once ready
+	elem        *list.Element
+	lastRead    time.Time
+	expires     time.Time
+
+	p progress
+}
+
+// progress is how far the file has been written, and how production
+// ended. Readers wait on it for growth.
+type progress struct {
+	mu      sync.Mutex
+	size    int64
+	done    bool
+	err     error
+	changed chan struct{} // closed on the next change, when watched
+	watched bool
+}
+
+// grow records n more bytes written and wakes the waiting readers.
+func (p *progress) grow(n int64) {
+	p.mu.Lock()
+	p.size += n
+	p.wakeLocked()
+	p.mu.Unlock()
+}
+
+// finish records the end of production; err nil means published.
+func (p *progress) finish(err error) {
+	p.mu.Lock()
+	p.done, p.err = true, err
+	p.wakeLocked()
+	p.mu.Unlock()
+}
+
+func (p *progress) wakeLocked() {
+	if p.watched {
+		close(p.changed)
+		p.changed, p.watched = nil, false
+	}
+}
+
+// state returns the size written so far, whether production ended and
+// how, and when it has not, a channel closed on the next change.
+func (p *progress) state() (int64, bool, error, <-chan struct{}) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.done {
+		return p.size, true, p.err, nil
+	}
+	if !p.watched {
+		p.changed, p.watched = make(chan struct{}), true
+	}
+	return p.size, false, nil, p.changed
+}
+
+// unlink removes the entry's file; called once, when it is gone and no
+// one holds it.
+func (e *entry) unlink() error {
+	err := os.Remove(e.path)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	return err
+}
