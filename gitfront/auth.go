@@ -159,6 +159,9 @@ func malformed(scheme, why string) *authFailure {
 }
 
 func basic(ctx context.Context, a Authenticator, cred string) (Principal, error) {
+	if cred == "" {
+		return Principal{}, malformed("basic", "no credentials after the scheme")
+	}
 	raw, err := base64.StdEncoding.DecodeString(cred)
 	if err != nil {
 		return Principal{}, malformed("basic", "credentials are not base64")
