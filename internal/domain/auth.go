@@ -1,0 +1,225 @@
+package domain
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"database/sql"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+// TokenPrefix starts every access token, so that logs and scanners can
+// recognise one (and VerifyPassword knows to try the token first).
+const TokenPrefix = "shoal_"
+
+// CreateToken makes a new access token named name for the user and
+// returns it in plain text: the only time it exists outside the caller,
+// since only its SHA-256 digest is stored. A name the user already uses is
+// ErrConflict; an unknown user is ErrNotFound.
+func (s *Store) CreateToken(ctx context.Context, userID int64, name string) (string, error) {
+	if err := checkText("token name", name, true, MaxNameLen); err != nil {
+		return "", err
+	}
+	var raw [32]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", fmt.Errorf("domain: token: %w", err)
+	}
+	token := TokenPrefix + base64.RawURLEncoding.EncodeToString(raw[:])
+	digest := tokenDigest(token)
+	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO access_tokens (user_id, name, token_hash, created)
+		SELECT id, ?, ?, ? FROM users WHERE id = ?`), name, digest[:], s.now(), userID)
+	if err == nil {
+		_, err = s.UserByID(ctx, userID) // the insert selects nothing for an unknown user
+	}
+	return token, mapErr(err, fmt.Sprintf("domain: create token %q for user %d", name, userID))
+}
+
+// RevokeToken deletes the user's token named name; ErrNotFound if there
+// is none.
+func (s *Store) RevokeToken(ctx context.Context, userID int64, name string) error {
+	res, err := s.db.ExecContext(ctx, s.q("DELETE FROM access_tokens WHERE user_id = ? AND name = ?"), userID, name)
+	return mapErr(oneRow(res, err), fmt.Sprintf("domain: revoke token %q of user %d", name, userID))
+}
+
+func tokenDigest(token string) [32]byte { return sha256.Sum256([]byte(token)) }
+
+// VerifyToken returns the owner of an access token (a Bearer token).
+// Unknown tokens are ErrBadCredentials; a database failure is
+// ErrUnavailable, never ErrBadCredentials.
+func (s *Store) VerifyToken(ctx context.Context, token string) (User, error) {
+	if !strings.HasPrefix(token, TokenPrefix) {
+		return User{}, ErrBadCredentials
+	}
+	digest := tokenDigest(token)
+	var stored []byte
+	var u User
+	err := s.db.QueryRowContext(ctx, s.q(`SELECT u.id, u.name, u.display_name, u.email, u.admin, u.created, t.token_hash
+		FROM access_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = ?`), digest[:]).
+		Scan(&u.ID, &u.Name, &u.DisplayName, &u.Email, &u.Admin, &u.Created, &stored)
+	if errors.Is(err, sql.ErrNoRows) {
+		return User{}, ErrBadCredentials
+	}
+	if err != nil {
+		return User{}, mapErr(err, "domain: verify token")
+	}
+	if subtle.ConstantTimeCompare(stored, digest[:]) != 1 {
+		return User{}, ErrBadCredentials
+	}
+	return u, nil
+}
+
+// VerifyPassword authenticates Basic credentials: secret is the user's
+// password or one of the user's access tokens. Wrong credentials, an
+// unknown user and a user without a password are all ErrBadCredentials,
+// and take about as long (an unknown user still costs one bcrypt
+// comparison). A database failure is ErrUnavailable.
+func (s *Store) VerifyPassword(ctx context.Context, username, secret string) (User, error) {
+	u, hash, err := s.userWithHash(ctx, username)
+	if errors.Is(err, ErrNotFound) {
+		bcrypt.CompareHashAndPassword(s.dummyHash(), []byte(secret))
+		return User{}, ErrBadCredentials
+	}
+	if err != nil || secret == "" {
+		return User{}, firstErr(err, ErrBadCredentials)
+	}
+	if strings.HasPrefix(secret, TokenPrefix) {
+		ok, err := s.userOwnsToken(ctx, u.ID, secret)
+		if err != nil {
+			return User{}, err
+		}
+		if ok {
+			return u, nil
+		}
+	}
+	if hash == "" {
+		return User{}, ErrBadCredentials
+	}
+	if s.passwords.verified(u.ID, hash, secret) {
+		return u, nil
+	}
+	if bcrypt.CompareHashAndPassword([]byte(hash), []byte(secret)) != nil {
+		return User{}, ErrBadCredentials
+	}
+	s.passwords.remember(u.ID, hash, secret)
+	return u, nil
+}
+
+func (s *Store) userWithHash(ctx context.Context, name string) (User, string, error) {
+	var u User
+	var hash string
+	err := s.db.QueryRowContext(ctx, s.q("SELECT "+userColumns+", password_hash FROM users WHERE name = ?"), name).
+		Scan(&u.ID, &u.Name, &u.DisplayName, &u.Email, &u.Admin, &u.Created, &hash)
+	return u, hash, mapErr(err, "domain: verify password")
+}
+
+func (s *Store) userOwnsToken(ctx context.Context, userID int64, token string) (bool, error) {
+	digest := tokenDigest(token)
+	var stored []byte
+	err := s.db.QueryRowContext(ctx, s.q("SELECT token_hash FROM access_tokens WHERE token_hash = ? AND user_id = ?"),
+		digest[:], userID).Scan(&stored)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, mapErr(err, "domain: verify token")
+	}
+	return subtle.ConstantTimeCompare(stored, digest[:]) == 1, nil
+}
+
+var dummy struct {
+	once sync.Once
+	hash []byte
+}
+
+// dummyHash is a bcrypt hash to compare against for unknown users.
+func (s *Store) dummyHash() []byte {
+	dummy.once.Do(func() {
+		dummy.hash, _ = bcrypt.GenerateFromPassword([]byte("no such user"), s.cfg.BcryptCost)
+	})
+	return dummy.hash
+}
+
+func firstErr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+// verifiedCache remembers successful password verifications for a short
+// time, so that a client sending Basic credentials on every request pays
+// bcrypt once per TTL instead of once per request. Keys are HMACs under a
+// per-process random key of (user, stored hash, password): nothing in
+// memory is a fast hash of the password alone, and a new password (a new
+// stored hash) never matches an old entry. Failures are not remembered.
+type verifiedCache struct {
+	ttl time.Duration
+	now func() time.Time
+	key [32]byte
+
+	mu      sync.Mutex
+	entries map[[32]byte]time.Time
+}
+
+// maxVerified bounds the cache; when full, expired entries go, and if that
+// is not enough, everything does.
+const maxVerified = 10_000
+
+func newVerifiedCache(ttl time.Duration, now func() time.Time) *verifiedCache {
+	c := &verifiedCache{ttl: ttl, now: now, entries: map[[32]byte]time.Time{}}
+	rand.Read(c.key[:])
+	return c
+}
+
+func (c *verifiedCache) mac(userID int64, hash, password string) [32]byte {
+	m := hmac.New(sha256.New, c.key[:])
+	binary.Write(m, binary.BigEndian, userID)
+	m.Write([]byte(hash))
+	m.Write([]byte{0})
+	m.Write([]byte(password))
+	var out [32]byte
+	copy(out[:], m.Sum(nil))
+	return out
+}
+
+func (c *verifiedCache) verified(userID int64, hash, password string) bool {
+	if c.ttl < 0 {
+		return false
+	}
+	k := c.mac(userID, hash, password)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	exp, ok := c.entries[k]
+	return ok && c.now().Before(exp)
+}
+
+func (c *verifiedCache) remember(userID int64, hash, password string) {
+	if c.ttl < 0 {
+		return
+	}
+	k := c.mac(userID, hash, password)
+	now := c.now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.entries) >= maxVerified {
+		for key, exp := range c.entries {
+			if !now.Before(exp) {
+				delete(c.entries, key)
+			}
+		}
+		if len(c.entries) >= maxVerified {
+			clear(c.entries)
+		}
+	}
+	c.entries[k] = now.Add(c.ttl)
+}

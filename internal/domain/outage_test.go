@@ -1,0 +1,101 @@
+package domain_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shoal-dev/shoal/internal/domain"
+	"github.com/shoal-dev/shoal/internal/domain/domaintest"
+	"github.com/shoal-dev/shoal/internal/testkit"
+)
+
+// Several nodes opening the same new SQLite file at once: the schema is
+// applied exactly once and every Open succeeds.
+func TestConcurrentMigrationsSQLite(t *testing.T) {
+	concurrentOpens(t, domaintest.Path(t))
+}
+
+func concurrentOpens(t *testing.T, url string) {
+	const nodes = 4
+	var wg sync.WaitGroup
+	stores := make([]*domain.Store, nodes)
+	errs := make([]error, nodes)
+	for i := range stores {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cfg := domaintest.Config(t)
+			cfg.URL = url
+			stores[i], errs[i] = domain.Open(context.Background(), cfg)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+		t.Cleanup(func() { stores[i].Close() })
+	}
+	var applied int
+	if err := stores[0].DB().QueryRow("SELECT COUNT(*) FROM schema_migrations").Scan(&applied); err != nil || applied != 1 {
+		t.Fatalf("schema_migrations has %d rows (%v), want 1", applied, err)
+	}
+	// Reopening applies nothing and works.
+	cfg := domaintest.Config(t)
+	cfg.URL = url
+	again, err := domain.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again.Close()
+	if err := again.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}
+
+// While the database is unreachable every call fails with ErrUnavailable;
+// when it is back, the same Store works again.
+func TestUnavailableAndRecovery(t *testing.T) {
+	s, sw := domaintest.Open(t, domaintest.Path(t), domaintest.Config(t))
+	must[domain.Project](t)(s.CreateProject(ctx, domain.Project{Key: "P", Name: "p"}))
+	sw.Off()
+	for what, err := range map[string]error{
+		"Ping":              s.Ping(ctx),
+		"Project":           second(s.Project(ctx, "P")),
+		"CreateProject":     second(s.CreateProject(ctx, domain.Project{Key: "Q", Name: "q"})),
+		"VerifyPassword":    second(s.VerifyPassword(ctx, "x", "y")),
+		"UpdatePullRequest": second(s.UpdatePullRequest(ctx, 1, domain.PullRequestUpdate{})),
+	} {
+		if !errors.Is(err, domain.ErrUnavailable) {
+			t.Errorf("%s while the database is off: %v, want ErrUnavailable", what, err)
+		}
+	}
+	sw.On()
+	testkit.Eventually(t, 5*time.Second, "the store to recover", func() bool { return s.Ping(ctx) == nil })
+	must[domain.Project](t)(s.Project(ctx, "P"))
+}
+
+func second[T any](_ T, err error) error { return err }
+
+// postgresOutage stops the server under a Store and starts it again.
+func postgresOutage(t *testing.T, srv *pgServer) {
+	s := srv.open(t)
+	must[domain.Project](t)(s.CreateProject(ctx, domain.Project{Key: "P", Name: "p"}))
+	if err := srv.stopServer("fast"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Project(ctx, "P"); !errors.Is(err, domain.ErrUnavailable) {
+		t.Fatalf("with the server stopped: %v, want ErrUnavailable", err)
+	}
+	if err := s.Ping(ctx); !errors.Is(err, domain.ErrUnavailable) {
+		t.Fatalf("Ping with the server stopped: %v, want ErrUnavailable", err)
+	}
+	if err := srv.startServer(); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 10*time.Second, "the store to reconnect", func() bool { return s.Ping(ctx) == nil })
+	must[domain.Project](t)(s.Project(ctx, "P"))
+}

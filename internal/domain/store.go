@@ -1,0 +1,225 @@
+package domain
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // registers "pgx"
+	"golang.org/x/crypto/bcrypt"
+	_ "modernc.org/sqlite" // registers "sqlite"
+)
+
+// Dialect is the SQL flavour of a Store's database.
+type Dialect string
+
+// Dialects.
+const (
+	SQLite   Dialect = "sqlite"
+	Postgres Dialect = "postgres"
+)
+
+// Config configures a Store.
+type Config struct {
+	// URL is the database: a postgres:// or postgresql:// URL for
+	// PostgreSQL, otherwise the path of a SQLite file (a "file:" URI is
+	// accepted too). The SQLite file is created if missing.
+	URL string
+	// BusyTimeout is how long SQLite waits for another connection's (or
+	// node's) write lock before the statement fails with ErrUnavailable
+	// (default 5 s).
+	BusyTimeout time.Duration
+	// MaxOpenConns bounds the connection pool (default 16).
+	MaxOpenConns int
+	// BcryptCost is the cost of new password hashes (default
+	// bcrypt.DefaultCost, 10: about 50-100 ms per hash on one core, which
+	// is why successful verifications are remembered for PasswordCacheTTL).
+	// Tests and seeds may use bcrypt.MinCost.
+	BcryptCost int
+	// PasswordCacheTTL is how long a successful password verification is
+	// remembered (default 1 minute; negative disables the cache). Only
+	// successes are remembered, keyed by an HMAC of the user, the stored
+	// hash and the password, so a changed password is a miss.
+	PasswordCacheTTL time.Duration
+	// Now is the clock for created/updated times (default time.Now).
+	Now func() time.Time
+	// Logger receives logs (default slog.Default()).
+	Logger *slog.Logger
+}
+
+func (c *Config) validate() error {
+	if c.BusyTimeout <= 0 {
+		c.BusyTimeout = 5 * time.Second
+	}
+	if c.MaxOpenConns <= 0 {
+		c.MaxOpenConns = 16
+	}
+	if c.BcryptCost == 0 {
+		c.BcryptCost = bcrypt.DefaultCost
+	}
+	if c.BcryptCost < bcrypt.MinCost || c.BcryptCost > bcrypt.MaxCost {
+		return fmt.Errorf("%w: bcrypt cost %d outside [%d, %d]", ErrInvalid, c.BcryptCost, bcrypt.MinCost, bcrypt.MaxCost)
+	}
+	if c.PasswordCacheTTL == 0 {
+		c.PasswordCacheTTL = time.Minute
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Store is the domain over one database. Its methods are safe for
+// concurrent use.
+type Store struct {
+	cfg       Config
+	db        *sql.DB
+	dialect   Dialect
+	passwords *verifiedCache
+}
+
+// Open opens the database cfg.URL names and applies the schema
+// migrations it lacks. It fails with ErrUnavailable if the database cannot
+// be reached.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	driverName, dsn, dialect, err := dataSource(cfg)
+	if err != nil {
+		return nil, err
+	}
+	db, err := sql.Open(driverName, dsn)
+	if err != nil {
+		return nil, fmt.Errorf("domain: open: %w", err)
+	}
+	s, err := OpenDB(ctx, db, dialect, cfg)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// OpenDB is Open over a database handle the caller made (tests wrap the
+// driver this way). The Store owns db from then on: Close closes it. A
+// SQLite handle should use the pragmas SQLiteDSN sets.
+func OpenDB(ctx context.Context, db *sql.DB, dialect Dialect, cfg Config) (*Store, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if dialect != SQLite && dialect != Postgres {
+		return nil, fmt.Errorf("%w: dialect %q", ErrInvalid, dialect)
+	}
+	db.SetMaxOpenConns(cfg.MaxOpenConns)
+	db.SetMaxIdleConns(cfg.MaxOpenConns)
+	db.SetConnMaxIdleTime(time.Minute)
+	s := &Store{cfg: cfg, db: db, dialect: dialect, passwords: newVerifiedCache(cfg.PasswordCacheTTL, cfg.Now)}
+	if err := s.migrate(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// dataSource picks the driver for cfg.URL.
+func dataSource(cfg Config) (driverName, dsn string, d Dialect, err error) {
+	u := cfg.URL
+	if strings.HasPrefix(u, "postgres://") || strings.HasPrefix(u, "postgresql://") {
+		return "pgx", u, Postgres, nil
+	}
+	if u == "" {
+		return "", "", "", fmt.Errorf("%w: empty database URL", ErrInvalid)
+	}
+	return "sqlite", SQLiteDSN(u, cfg.BusyTimeout), SQLite, nil
+}
+
+// SQLiteDSN is the modernc.org/sqlite data source for the file at path:
+// WAL journal (readers never block the writer), a busy timeout (writers
+// from other connections and processes queue instead of failing), foreign
+// keys on, and transactions that take the write lock when they begin
+// (BEGIN IMMEDIATE), so two read-then-write transactions cannot deadlock
+// on the lock upgrade.
+func SQLiteDSN(path string, busy time.Duration) string {
+	path = strings.TrimPrefix(path, "file:")
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout("+strconv.FormatInt(busy.Milliseconds(), 10)+")")
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Add("_pragma", "synchronous(NORMAL)")
+	q.Set("_txlock", "immediate")
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		return "file:" + path + "&" + q.Encode()
+	}
+	return "file:" + path + "?" + q.Encode()
+}
+
+// Close closes the database. Safe twice.
+func (s *Store) Close() error {
+	err := s.db.Close()
+	if errors.Is(err, sql.ErrConnDone) {
+		return nil
+	}
+	return err
+}
+
+// Dialect is the database's SQL flavour.
+func (s *Store) Dialect() Dialect { return s.dialect }
+
+// DB is the database handle, for tools and tests; the Store owns it.
+func (s *Store) DB() *sql.DB { return s.db }
+
+// Ping checks that the database answers a query now (for readiness); the
+// error wraps ErrUnavailable when it does not.
+func (s *Store) Ping(ctx context.Context) error {
+	var n int
+	err := s.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM schema_migrations").Scan(&n)
+	return mapErr(err, "domain: ping")
+}
+
+// now is the current time in Unix milliseconds.
+func (s *Store) now() int64 { return s.cfg.Now().UnixMilli() }
+
+// q rewrites a query written with ? placeholders for the dialect:
+// PostgreSQL numbers them ($1, $2, ...). Queries never contain a literal
+// question mark.
+func (s *Store) q(query string) string {
+	if s.dialect != Postgres || !strings.Contains(query, "?") {
+		return query
+	}
+	var b strings.Builder
+	b.Grow(len(query) + 8)
+	n := 0
+	for _, r := range query {
+		if r == '?' {
+			n++
+			b.WriteByte('$')
+			b.WriteString(strconv.Itoa(n))
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// tx runs fn in a transaction, committing if it returns nil. On SQLite the
+// transaction holds the write lock from its start (see SQLiteDSN).
+func (s *Store) tx(ctx context.Context, what string, fn func(*sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return mapErr(err, what)
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return mapErr(err, what)
+	}
+	return mapErr(tx.Commit(), what)
+}
