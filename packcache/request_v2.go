@@ -128,12 +128,12 @@ func (r *Request) Bypass() error {
 		why = "command " + r.Command
 	case len(r.Unknown) > 0:
 		why = "not understood: " + strings.Join(r.Unknown, ", ")
+	case len(r.Wants) == 0 && len(r.WantRefs) == 0:
+		why = "nothing wanted"
 	case r.Haves > 0:
 		why = "negotiation (have lines)"
 	case !r.Done:
 		why = "negotiation round without done"
-	case len(r.Wants) == 0 && len(r.WantRefs) == 0:
-		why = "nothing wanted"
 	case r.Version < 2 && !r.has("side-band") && !r.has("side-band-64k"):
 		why = "no side-band: completeness cannot be checked"
 	default:
