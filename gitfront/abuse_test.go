@@ -45,8 +45,8 @@ func TestGitAbuse(t *testing.T) {
 	bigWants := strings.Repeat("0032want "+head+"\n", 100) + "0000"
 	for _, tc := range []struct {
 		name, method, path, ct, enc, proto, body string
-		status                                    int
-		msg                                       string
+		status                                   int
+		msg                                      string
 	}{
 		{"dot-dot project", "GET", "/scm/%2e%2e/pub.git" + refs, "", "", "", "", 400, "must not start"},
 		{"traversal in repo", "GET", "/scm/proj/..%2f..%2fetc.git" + refs, "", "", "", "", 404, "end in .git"},
