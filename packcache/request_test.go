@@ -56,7 +56,7 @@ func TestDecodeRequest(t *testing.T) {
 		{name: "bad oid", body: pkts("want xyz"+caps, "", "done"), err: ErrMalformed},
 		{name: "upper-case oid", body: pkts("want "+strings.ToUpper("abcdef"+oidA[6:]), "", "done"), err: ErrMalformed},
 		{name: "bad depth", body: pkts("want "+oidA+caps, "deepen -1", "", "done"), err: ErrMalformed},
-		{name: "no flush", body: pkts("want "+oidA+caps), err: ErrMalformed},
+		{name: "no flush", body: pkts("want " + oidA + caps), err: ErrMalformed},
 		{name: "data after done", body: pkts("want "+oidA+caps, "", "done", "done"), err: ErrMalformed},
 		{name: "delim in v0", body: pkts("want "+oidA+caps, "|", "", "done"), err: ErrMalformed},
 		{name: "v2 no command", proto: "version=2", body: pkts("want "+oidA, ""), err: ErrMalformed},
