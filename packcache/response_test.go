@@ -1,0 +1,98 @@
+package packcache
+
+import (
+	"bytes"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"testing"
+)
+
+// gitResponse runs git upload-pack on a request and returns its output.
+func gitResponse(t *testing.T, path string, version int, body []byte) []byte {
+	t.Helper()
+	cmd := exec.Command("git", "upload-pack", "--stateless-rpc", path)
+	if version == 2 {
+		cmd.Env = append(os.Environ(), "GIT_PROTOCOL=version=2")
+	}
+	cmd.Stdin = bytes.NewReader(body)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("upload-pack: %v", err)
+	}
+	return out
+}
+
+// TestCheckerOnGitOutput feeds real responses to the checker in random
+// pieces: complete ones pass, every truncation and any trailing byte fail.
+func TestCheckerOnGitOutput(t *testing.T) {
+	r := newRepo(t, 6)
+	head := run(t, r.bare, "rev-parse", "main")
+	v2 := func(args ...string) []byte {
+		return pkts(append(append([]string{"command=fetch", "object-format=sha1", "|", "ofs-delta"}, args...), "want "+head, "done", "")...)
+	}
+	cases := []struct {
+		name    string
+		version int
+		body    []byte
+	}{
+		{"v0", 0, v0Clone(v0caps, head)},
+		{"v0 progress side-band", 0, v0Clone(" side-band ofs-delta", head)},
+		{"v0 depth", 0, pkts("want "+head+v0caps, "deepen 1", "", "done")},
+		{"v2", 2, v2()},
+		{"v2 depth", 2, v2("deepen 1")},
+	}
+	rng := rand.New(rand.NewPCG(7, 7))
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			out := gitResponse(t, r.bare, tc.version, tc.body)
+			if err := feedPieces(rng, tc.version, out); err != nil {
+				t.Fatalf("complete response: %v", err)
+			}
+			for range 50 {
+				cut := rng.IntN(len(out))
+				if err := feedPieces(rng, tc.version, out[:cut]); !errors.Is(err, ErrIncomplete) {
+					t.Fatalf("cut at %d of %d: %v", cut, len(out), err)
+				}
+			}
+			if err := feedPieces(rng, tc.version, append(out, '0')); !errors.Is(err, ErrIncomplete) {
+				t.Fatalf("trailing byte: %v", err)
+			}
+		})
+	}
+}
+
+func feedPieces(rng *rand.Rand, version int, out []byte) error {
+	chk := &checker{version: version}
+	for len(out) > 0 {
+		n := min(len(out), 1+rng.IntN(300))
+		chk.feed(out[:n])
+		out = out[n:]
+	}
+	return chk.result()
+}
+
+func TestCheckerErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		version int
+		out     []byte
+	}{
+		{"ERR", 0, pkts("ERR upload-pack: not our ref")},
+		{"ERR v2", 2, pkts("ERR nope")},
+		{"band 3", 0, append(pkts("NAK"), append([]byte("000a\x03fatal"), "0000"...)...)},
+		{"bad band", 0, append(pkts("NAK"), append([]byte("0006\x07x"), "0000"...)...)},
+		{"no packfile", 2, pkts("shallow-info", "|", "")},
+		{"delim in v0", 0, pkts("NAK", "|")},
+		{"response-end", 2, []byte("0002")},
+		{"bad header", 0, []byte("zzzz")},
+		{"empty", 0, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := completeResponse(tc.version, tc.out); !errors.Is(err, ErrIncomplete) {
+				t.Fatalf("err = %v", err)
+			}
+		})
+	}
+}
