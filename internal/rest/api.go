@@ -1,0 +1,131 @@
+package rest
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"github.com/shoal-dev/shoal/internal/domain"
+	"github.com/shoal-dev/shoal/l2cache"
+)
+
+// Prefix is where the API lives.
+const Prefix = "/rest/api/1.0"
+
+// Config configures the API.
+type Config struct {
+	// DB is the domain's store. Required.
+	DB *domain.Store
+	// Cache is the node's L2 cache; nil reads straight from the database
+	// (for comparisons and tools).
+	Cache *l2cache.Cache
+	// Logger receives logs (default slog.Default()).
+	Logger *slog.Logger
+	// Principal returns the caller's user ID, with ok false for an
+	// anonymous caller. Nil: every caller is anonymous.
+	Principal func(*http.Request) (userID int64, ok bool)
+	// OnRepositoryCreated, if set, runs after a repository's row is
+	// committed (to create the bare git repository). If it fails, the row
+	// is deleted again and the request fails with 500. It must honour ctx.
+	OnRepositoryCreated func(ctx context.Context, project, slug string) error
+	// MaxBodyBytes bounds request bodies (default 1 MiB); larger is 413.
+	MaxBodyBytes int64
+	// DefaultLimit and MaxLimit bound page sizes (default 25 and 1000).
+	DefaultLimit, MaxLimit int
+}
+
+func (c *Config) validate() error {
+	if c.DB == nil {
+		return errors.New("rest: Config.DB is required")
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Principal == nil {
+		c.Principal = func(*http.Request) (int64, bool) { return 0, false }
+	}
+	if c.MaxBodyBytes <= 0 {
+		c.MaxBodyBytes = 1 << 20
+	}
+	if c.DefaultLimit <= 0 {
+		c.DefaultLimit = 25
+	}
+	if c.MaxLimit <= 0 {
+		c.MaxLimit = 1000
+	}
+	c.DefaultLimit = min(c.DefaultLimit, c.MaxLimit)
+	return nil
+}
+
+// api is the handler state; its methods are safe for concurrent use.
+type api struct {
+	cfg     Config
+	db      *domain.Store
+	regions regions
+	mux     *http.ServeMux
+}
+
+// New returns the API's handler, serving paths under Prefix. It creates
+// the cache regions it uses (see RegionNames).
+func New(cfg Config) (http.Handler, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	rg, err := newRegions(cfg.Cache)
+	if err != nil {
+		return nil, err
+	}
+	a := &api{cfg: cfg, db: cfg.DB, regions: rg, mux: http.NewServeMux()}
+	a.routes()
+	return a, nil
+}
+
+func (a *api) routes() {
+	const repo = Prefix + "/projects/{key}/repos/{slug}"
+	const pr = repo + "/pull-requests/{id}"
+	a.mux.HandleFunc("GET "+Prefix+"/projects", a.listProjects)
+	a.mux.HandleFunc("GET "+Prefix+"/projects/{key}", a.getProject)
+	a.mux.HandleFunc("GET "+Prefix+"/projects/{key}/repos", a.listRepositories)
+	a.mux.HandleFunc("POST "+Prefix+"/projects/{key}/repos", a.createRepository)
+	a.mux.HandleFunc("GET "+repo, a.getRepository)
+	a.mux.HandleFunc("GET "+repo+"/pull-requests", a.listPullRequests)
+	a.mux.HandleFunc("GET "+pr, a.getPullRequest)
+	a.mux.HandleFunc("PUT "+pr, a.updatePullRequest)
+	a.mux.HandleFunc("GET "+pr+"/comments", a.listComments)
+	a.mux.HandleFunc("POST "+pr+"/comments", a.createComment)
+}
+
+// ServeHTTP routes the request; the mux's own 404 and 405 answers are
+// rewritten as JSON errors.
+func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if _, pattern := a.mux.Handler(r); pattern == "" {
+		a.mux.ServeHTTP(&jsonStatusWriter{ResponseWriter: w}, r)
+		return
+	}
+	a.mux.ServeHTTP(w, r)
+}
+
+// jsonStatusWriter replaces a plain-text error body with the API's JSON
+// error, keeping the status and headers (Allow on a 405).
+type jsonStatusWriter struct {
+	http.ResponseWriter
+	replaced bool
+}
+
+func (w *jsonStatusWriter) WriteHeader(code int) {
+	if code < 400 {
+		w.ResponseWriter.WriteHeader(code)
+		return
+	}
+	w.replaced = true
+	w.Header().Del("X-Content-Type-Options")
+	writeJSON(w.ResponseWriter, code, errorBody(http.StatusText(code)))
+}
+
+func (w *jsonStatusWriter) Write(b []byte) (int, error) {
+	if w.replaced {
+		return len(b), nil
+	}
+	return w.ResponseWriter.Write(b)
+}

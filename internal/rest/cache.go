@@ -1,0 +1,178 @@
+package rest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/shoal-dev/shoal/internal/domain"
+	"github.com/shoal-dev/shoal/l2cache"
+)
+
+// Region names, as the cache's Stats and /metrics show them.
+const (
+	RegionProjects     = "domain.Project"
+	RegionRepositories = "domain.Repository"
+	RegionPullRequests = "domain.PullRequest"
+	RegionUsers        = "domain.User"
+	RegionRepoPRs      = "domain.Repository.pullRequests"
+	RegionQueries      = "rest.queries"
+)
+
+// Query spaces: the tables list queries read, bumped by the writes to them.
+const (
+	spaceProjects     = "projects"
+	spaceRepositories = "repositories"
+	spacePullRequests = "pull_requests"
+	spaceComments     = "comments"
+)
+
+// RegionNames lists the regions New creates.
+func RegionNames() []string {
+	return []string{RegionProjects, RegionRepositories, RegionPullRequests, RegionUsers, RegionRepoPRs, RegionQueries}
+}
+
+// regions are the API's cache regions; with no cache every field's region
+// is nil and reads go to the database.
+type regions struct {
+	cache        *l2cache.Cache
+	projects     entity[domain.Project]
+	repositories entity[domain.Repository]
+	pullRequests entity[domain.PullRequest]
+	users        entity[domain.User]
+	repoPRs      entity[[]int64]
+	queries      *l2cache.Region
+}
+
+func newRegions(c *l2cache.Cache) (regions, error) {
+	rg := regions{cache: c}
+	if c == nil {
+		return rg, nil
+	}
+	var errs []error
+	region := func(name string, kind l2cache.RegionKind, access l2cache.AccessType) *l2cache.Region {
+		r, err := c.Region(name, kind, access)
+		errs = append(errs, err)
+		return r
+	}
+	rg.projects.r = region(RegionProjects, l2cache.EntityRegion, l2cache.NonstrictReadWrite)
+	rg.repositories.r = region(RegionRepositories, l2cache.EntityRegion, l2cache.NonstrictReadWrite)
+	rg.pullRequests.r = region(RegionPullRequests, l2cache.EntityRegion, l2cache.ReadWrite)
+	rg.users.r = region(RegionUsers, l2cache.EntityRegion, l2cache.NonstrictReadWrite)
+	rg.repoPRs.r = region(RegionRepoPRs, l2cache.CollectionRegion, l2cache.NonstrictReadWrite)
+	rg.queries = region(RegionQueries, l2cache.QueryRegion, l2cache.NonstrictReadWrite)
+	if err := errors.Join(errs...); err != nil {
+		return regions{}, fmt.Errorf("rest: %w", err)
+	}
+	return rg, nil
+}
+
+// entity is a typed view of an entity or collection region.
+type entity[T any] struct{ r *l2cache.Region }
+
+// get returns the cached value of key or loads it (straight from load
+// when there is no cache).
+func (e entity[T]) get(ctx context.Context, key string, load func(context.Context) (T, error)) (T, error) {
+	if e.r == nil {
+		return load(ctx)
+	}
+	return l2cache.Typed[T]{R: e.r}.Get(ctx, key, load)
+}
+
+// lock soft-locks key before an update (read-write regions).
+func (e entity[T]) lock(ctx context.Context, key string) error {
+	if e.r == nil {
+		return nil
+	}
+	return e.r.Lock(ctx, key)
+}
+
+// unlock releases the soft lock after the transaction, invalidating key.
+func (e entity[T]) unlock(ctx context.Context, key string) error {
+	if e.r == nil {
+		return nil
+	}
+	return e.r.Unlock(ctx, key)
+}
+
+// evict invalidates key after a committed write.
+func (e entity[T]) evict(ctx context.Context, key string) error {
+	if e.r == nil {
+		return nil
+	}
+	return e.r.Evict(ctx, key)
+}
+
+// idPage is a cached page of a list query: the IDs (or keys) of its rows
+// and whether more follow.
+type idPage[T any] struct {
+	IDs  []T  `msgpack:"i"`
+	More bool `msgpack:"m"`
+}
+
+// query returns a cached query result for key, guarded by spaces, or
+// loads it.
+func query[T any](ctx context.Context, rg regions, key string, spaces []string, load func(context.Context) (T, error)) (T, error) {
+	if rg.queries == nil {
+		return load(ctx)
+	}
+	var zero T
+	b, err := rg.queries.GetQuery(ctx, key, spaces, func(ctx context.Context) ([]byte, error) {
+		v, err := load(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return msgpack.Marshal(&v)
+	})
+	if err != nil {
+		return zero, err
+	}
+	var v T
+	if err := msgpack.Unmarshal(b, &v); err != nil {
+		return zero, fmt.Errorf("rest: query %q: %w", key, err)
+	}
+	return v, nil
+}
+
+// updateSpaces marks tables as written (after the commit).
+func (rg regions) updateSpaces(ctx context.Context, spaces ...string) error {
+	if rg.cache == nil {
+		return nil
+	}
+	return rg.cache.UpdateSpaces(ctx, spaces...)
+}
+
+func idKey(id int64) string { return strconv.FormatInt(id, 10) }
+
+func repoKey(project, slug string) string { return project + "/" + slug }
+
+// Cached loads of the entities.
+
+func (a *api) project(ctx context.Context, key string) (domain.Project, error) {
+	return a.regions.projects.get(ctx, key, func(ctx context.Context) (domain.Project, error) { return a.db.Project(ctx, key) })
+}
+
+func (a *api) repository(ctx context.Context, project, slug string) (domain.Repository, error) {
+	return a.regions.repositories.get(ctx, repoKey(project, slug), func(ctx context.Context) (domain.Repository, error) {
+		return a.db.Repository(ctx, project, slug)
+	})
+}
+
+func (a *api) pullRequest(ctx context.Context, id int64) (domain.PullRequest, error) {
+	return a.regions.pullRequests.get(ctx, idKey(id), func(ctx context.Context) (domain.PullRequest, error) {
+		return a.db.PullRequest(ctx, id)
+	})
+}
+
+func (a *api) user(ctx context.Context, id int64) (domain.User, error) {
+	return a.regions.users.get(ctx, idKey(id), func(ctx context.Context) (domain.User, error) { return a.db.UserByID(ctx, id) })
+}
+
+func (a *api) repoPullRequestIDs(ctx context.Context, repoID int64) ([]int64, error) {
+	return a.regions.repoPRs.get(ctx, idKey(repoID), func(ctx context.Context) ([]int64, error) {
+		return a.db.PullRequestIDs(ctx, repoID)
+	})
+}

@@ -1,0 +1,83 @@
+package rest
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+
+	"github.com/shoal-dev/shoal/internal/domain"
+)
+
+// listComments: GET .../pull-requests/{id}/comments?start=&limit= —
+// oldest first. Pages are cached in the query region over the comments
+// space (comments are immutable, so the page holds them whole).
+func (a *api) listComments(w http.ResponseWriter, r *http.Request) {
+	start, limit, err := a.pageParams(r)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	_, pr, err := a.repoPullRequest(r, domain.PermRead)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	ctx := r.Context()
+	qkey := fmt.Sprintf("comments:%d?start=%d&limit=%d", pr.ID, start, limit)
+	page, err := query(ctx, a.regions, qkey, []string{spaceComments}, func(ctx context.Context) (idPage[domain.Comment], error) {
+		cs, err := a.db.Comments(ctx, pr.ID, start, limit+1)
+		return pageOf(cs, limit), err
+	})
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	values := make([]commentJSON, 0, len(page.IDs))
+	for _, c := range page.IDs {
+		v, err := a.renderComment(ctx, c)
+		if err != nil {
+			a.fail(w, r, err)
+			return
+		}
+		values = append(values, v)
+	}
+	writeJSON(w, http.StatusOK, newPage(values, start, limit, page.More))
+}
+
+// createCommentBody is POST .../comments's body.
+type createCommentBody struct {
+	Text string `json:"text"`
+}
+
+// createComment: POST .../pull-requests/{id}/comments — needs WRITE.
+// Answers 201 with the comment.
+func (a *api) createComment(w http.ResponseWriter, r *http.Request) {
+	if err := a.authenticated(r); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	var body createCommentBody
+	if err := a.decode(w, r, &body); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	_, pr, err := a.repoPullRequest(r, domain.PermWrite)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	ctx := r.Context()
+	c, err := a.db.CreateComment(ctx, pr.ID, a.caller(r), body.Text)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	bg := context.WithoutCancel(ctx)
+	a.invalidated(bg, a.regions.updateSpaces(bg, spaceComments))
+	v, err := a.renderComment(ctx, c)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, v)
+}

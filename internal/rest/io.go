@@ -1,0 +1,226 @@
+package rest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/shoal-dev/shoal/internal/domain"
+	"github.com/shoal-dev/shoal/l2cache"
+)
+
+// errorJSON is the body of every error answer.
+type errorJSON struct {
+	Errors []errorMessage `json:"errors"`
+}
+
+type errorMessage struct {
+	Message string `json:"message"`
+}
+
+func errorBody(msg string) errorJSON { return errorJSON{Errors: []errorMessage{{Message: msg}}} }
+
+// httpError is an error with the status it answers.
+type httpError struct {
+	status int
+	msg    string
+}
+
+func (e *httpError) Error() string { return e.msg }
+
+func errorf(status int, format string, args ...any) error {
+	return &httpError{status: status, msg: fmt.Sprintf(format, args...)}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	enc.Encode(v)
+}
+
+// fail answers err with its status and message. Domain sentinels map to
+// 404, 409, 400 and 503; anything unexpected is a logged 500 whose
+// message does not leak internals.
+func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
+	status, msg := a.classify(err)
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	if status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Basic realm="shoal"`)
+	}
+	if status >= 500 {
+		a.cfg.Logger.Warn("rest: request failed", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
+	}
+	writeJSON(w, status, errorBody(msg))
+}
+
+func (a *api) classify(err error) (int, string) {
+	var he *httpError
+	switch {
+	case errors.As(err, &he):
+		return he.status, he.msg
+	case errors.Is(err, domain.ErrNotFound):
+		return http.StatusNotFound, messageOf(err, domain.ErrNotFound)
+	case errors.Is(err, domain.ErrConflict):
+		return http.StatusConflict, messageOf(err, domain.ErrConflict)
+	case errors.Is(err, domain.ErrInvalid):
+		return http.StatusBadRequest, messageOf(err, domain.ErrInvalid)
+	case errors.Is(err, domain.ErrUnavailable), errors.Is(err, l2cache.ErrClosed):
+		return http.StatusServiceUnavailable, "the database is unavailable; retry later"
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return http.StatusServiceUnavailable, "the request was cancelled or timed out"
+	}
+	return http.StatusInternalServerError, "internal error"
+}
+
+// messageOf is err's text without the "domain: " noise of the sentinel's
+// own prefix, which is an implementation detail to a client.
+func messageOf(err, sentinel error) string {
+	msg := err.Error()
+	if msg == sentinel.Error() {
+		return msg[len("domain: "):]
+	}
+	return strings.ReplaceAll(msg, "domain: ", "")
+}
+
+// decode reads the request's JSON body into dst, strictly: at most
+// MaxBodyBytes (413), Content-Type JSON or absent (415), valid UTF-8,
+// one JSON value with no unknown fields and no trailing data (400).
+func (a *api) decode(w http.ResponseWriter, r *http.Request, dst any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+			return errorf(http.StatusUnsupportedMediaType, "the body must be application/json, not %q", ct)
+		}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.MaxBodyBytes))
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		return errorf(http.StatusRequestEntityTooLarge, "the body is larger than %d bytes", a.cfg.MaxBodyBytes)
+	case err != nil:
+		return errorf(http.StatusBadRequest, "reading the body: %v", err)
+	case !utf8.Valid(body):
+		return errorf(http.StatusBadRequest, "the body is not valid UTF-8")
+	}
+	return decodeJSON(body, dst)
+}
+
+// decodeJSON is the strict decoding of one JSON value into dst.
+func decodeJSON(body []byte, dst any) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		return errorf(http.StatusBadRequest, "invalid JSON body: %s", jsonProblem(err))
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errorf(http.StatusBadRequest, "invalid JSON body: data after the JSON value")
+	}
+	return nil
+}
+
+// jsonProblem describes a decoding error for the client.
+func jsonProblem(err error) string {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.Is(err, io.EOF):
+		return "the body is empty"
+	case errors.As(err, &syn):
+		return fmt.Sprintf("%v (at byte %d)", syn, syn.Offset)
+	case errors.As(err, &typ):
+		return fmt.Sprintf("field %q must be %v, not %s", typ.Field, typ.Type, typ.Value)
+	}
+	return err.Error() // unknown field, unexpected EOF
+}
+
+// pageParams parses ?start= and ?limit=.
+func (a *api) pageParams(r *http.Request) (start, limit int, err error) {
+	q := r.URL.Query()
+	start, limit = 0, a.cfg.DefaultLimit
+	if s := q.Get("start"); s != "" {
+		if start, err = strconv.Atoi(s); err != nil || start < 0 {
+			return 0, 0, errorf(http.StatusBadRequest, "start must be a non-negative integer, not %q", s)
+		}
+	}
+	if s := q.Get("limit"); s != "" {
+		if limit, err = strconv.Atoi(s); err != nil || limit < 1 {
+			return 0, 0, errorf(http.StatusBadRequest, "limit must be a positive integer, not %q", s)
+		}
+	}
+	return start, min(limit, a.cfg.MaxLimit), nil
+}
+
+// pathID parses a positive int64 path value.
+func pathID(r *http.Request, name string) (int64, error) {
+	s := r.PathValue(name)
+	id, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || id <= 0 {
+		return 0, errorf(http.StatusBadRequest, "%s must be a positive integer, not %q", name, s)
+	}
+	return id, nil
+}
+
+// pathKey returns the project key from the path, validated.
+func pathKey(r *http.Request) (string, error) {
+	key := r.PathValue("key")
+	if !domain.ValidProjectKey(key) {
+		return "", errorf(http.StatusBadRequest, "invalid project key %q", key)
+	}
+	return key, nil
+}
+
+// pathRepo returns the project key and repository slug from the path,
+// validated (no traversal, no odd characters).
+func pathRepo(r *http.Request) (string, string, error) {
+	key, err := pathKey(r)
+	if err != nil {
+		return "", "", err
+	}
+	slug := r.PathValue("slug")
+	if !domain.ValidSlug(slug) {
+		return "", "", errorf(http.StatusBadRequest, "invalid repository slug %q", slug)
+	}
+	return key, slug, nil
+}
+
+// paged is Bitbucket's page of results.
+type paged[T any] struct {
+	Size          int  `json:"size"`
+	Limit         int  `json:"limit"`
+	IsLastPage    bool `json:"isLastPage"`
+	Values        []T  `json:"values"`
+	Start         int  `json:"start"`
+	NextPageStart *int `json:"nextPageStart,omitempty"`
+}
+
+func newPage[T any](values []T, start, limit int, more bool) paged[T] {
+	p := paged[T]{Size: len(values), Limit: limit, IsLastPage: !more, Values: values, Start: start}
+	if values == nil {
+		p.Values = []T{}
+	}
+	if more {
+		next := start + limit
+		p.NextPageStart = &next
+	}
+	return p
+}
+
+// window cuts ids[start:start+limit] and says whether more follow.
+func window[T any](ids []T, start, limit int) ([]T, bool) {
+	if start >= len(ids) {
+		return nil, false
+	}
+	end := min(start+limit, len(ids))
+	return ids[start:end], end < len(ids)
+}

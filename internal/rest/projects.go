@@ -1,0 +1,66 @@
+package rest
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+
+	"github.com/shoal-dev/shoal/internal/domain"
+)
+
+// listProjects: GET /projects?start=&limit= — every project, by key.
+func (a *api) listProjects(w http.ResponseWriter, r *http.Request) {
+	start, limit, err := a.pageParams(r)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	ctx := r.Context()
+	key := fmt.Sprintf("projects?start=%d&limit=%d", start, limit)
+	page, err := query(ctx, a.regions, key, []string{spaceProjects}, func(ctx context.Context) (idPage[string], error) {
+		keys, err := a.db.ProjectKeys(ctx, start, limit+1)
+		return pageOf(keys, limit), err
+	})
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	values := make([]projectJSON, 0, len(page.IDs))
+	for _, k := range page.IDs {
+		p, err := a.project(ctx, k)
+		if err != nil {
+			a.fail(w, r, err)
+			return
+		}
+		values = append(values, renderProject(p))
+	}
+	writeJSON(w, http.StatusOK, newPage(values, start, limit, page.More))
+}
+
+// pageOf turns the limit+1 rows a list query fetched into a page.
+func pageOf[T any](rows []T, limit int) idPage[T] {
+	if len(rows) > limit {
+		return idPage[T]{IDs: rows[:limit], More: true}
+	}
+	return idPage[T]{IDs: rows}
+}
+
+// getProject: GET /projects/{key}.
+func (a *api) getProject(w http.ResponseWriter, r *http.Request) {
+	key, err := pathKey(r)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	p, err := a.project(r.Context(), key)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, renderProject(p))
+}
+
+// projectOf loads the repository's project for rendering.
+func (a *api) projectOf(ctx context.Context, repo domain.Repository) (domain.Project, error) {
+	return a.project(ctx, repo.ProjectKey)
+}

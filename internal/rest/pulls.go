@@ -1,0 +1,236 @@
+package rest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/shoal-dev/shoal/internal/domain"
+	"github.com/shoal-dev/shoal/l2cache"
+)
+
+// listPullRequests: GET .../pull-requests?state=&start=&limit= — newest
+// first. state is OPEN (the default, as in Bitbucket), MERGED, DECLINED
+// or ALL. ALL pages the repository's cached pull request collection; a
+// single state is a cached query over the pull_requests space.
+func (a *api) listPullRequests(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	key, slug, err := pathRepo(r)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	start, limit, err := a.pageParams(r)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	state, err := stateParam(r)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	repo, err := a.readableRepo(ctx, r, key, slug)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	page, err := a.pullRequestPage(ctx, repo, state, start, limit)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	values, err := a.renderPullRequests(ctx, repo, page.IDs)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, newPage(values, start, limit, page.More))
+}
+
+// stateParam parses ?state= (default OPEN); ALL is returned as "".
+func stateParam(r *http.Request) (domain.State, error) {
+	s := r.URL.Query().Get("state")
+	switch strings.ToUpper(s) {
+	case "":
+		return domain.StateOpen, nil
+	case "ALL":
+		return "", nil
+	}
+	st, err := domain.ParseState(s)
+	if err != nil {
+		return "", errorf(http.StatusBadRequest, "state must be OPEN, MERGED, DECLINED or ALL, not %q", s)
+	}
+	return st, nil
+}
+
+// pullRequestPage is one page of the repository's pull request IDs.
+func (a *api) pullRequestPage(ctx context.Context, repo domain.Repository, state domain.State, start, limit int) (idPage[int64], error) {
+	if state == "" {
+		ids, err := a.repoPullRequestIDs(ctx, repo.ID)
+		if err != nil {
+			return idPage[int64]{}, err
+		}
+		page, more := window(ids, start, limit)
+		return idPage[int64]{IDs: page, More: more}, nil
+	}
+	qkey := fmt.Sprintf("prs:%d:%s?start=%d&limit=%d", repo.ID, state, start, limit)
+	return query(ctx, a.regions, qkey, []string{spacePullRequests}, func(ctx context.Context) (idPage[int64], error) {
+		ids, err := a.db.PullRequestIDsByState(ctx, repo.ID, state, start, limit+1)
+		return pageOf(ids, limit), err
+	})
+}
+
+// renderPullRequests loads each pull request through the entity region.
+// One that vanished or moved since the list was cached is skipped.
+func (a *api) renderPullRequests(ctx context.Context, repo domain.Repository, ids []int64) ([]pullRequestJSON, error) {
+	values := make([]pullRequestJSON, 0, len(ids))
+	for _, id := range ids {
+		pr, err := a.pullRequest(ctx, id)
+		if errors.Is(err, domain.ErrNotFound) || err == nil && pr.RepositoryID != repo.ID {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		v, err := a.renderPullRequest(ctx, pr, repo)
+		if err != nil {
+			return nil, err
+		}
+		values = append(values, v)
+	}
+	return values, nil
+}
+
+// repoPullRequest loads the pull request {id} of the repository in the
+// path, for a caller with at least want on it (PermRead: readers; more:
+// writers, with 401/403 answers). A pull request of another repository is
+// 404.
+func (a *api) repoPullRequest(r *http.Request, want domain.Perm) (domain.Repository, domain.PullRequest, error) {
+	ctx := r.Context()
+	key, slug, err := pathRepo(r)
+	if err != nil {
+		return domain.Repository{}, domain.PullRequest{}, err
+	}
+	id, err := pathID(r, "id")
+	if err != nil {
+		return domain.Repository{}, domain.PullRequest{}, err
+	}
+	var repo domain.Repository
+	if want <= domain.PermRead {
+		repo, err = a.readableRepo(ctx, r, key, slug)
+	} else {
+		repo, err = a.requireRepo(ctx, r, key, slug, want)
+	}
+	if err != nil {
+		return domain.Repository{}, domain.PullRequest{}, err
+	}
+	pr, err := a.pullRequest(ctx, id)
+	if err == nil && pr.RepositoryID != repo.ID {
+		err = errorf(http.StatusNotFound, "pull request %d does not exist in %s/%s", id, key, slug)
+	}
+	return repo, pr, err
+}
+
+// getPullRequest: GET .../pull-requests/{id}.
+func (a *api) getPullRequest(w http.ResponseWriter, r *http.Request) {
+	repo, pr, err := a.repoPullRequest(r, domain.PermRead)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	v, err := a.renderPullRequest(r.Context(), pr, repo)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+// updatePullRequestBody is PUT .../pull-requests/{id}'s body: the version
+// the client read (required) and the fields to change.
+type updatePullRequestBody struct {
+	Version     *int64  `json:"version"`
+	Title       *string `json:"title"`
+	Description *string `json:"description"`
+	State       *string `json:"state"`
+}
+
+func (b updatePullRequestBody) update() (domain.PullRequestUpdate, error) {
+	if b.Version == nil || *b.Version < 0 {
+		return domain.PullRequestUpdate{}, errorf(http.StatusBadRequest, "version (a non-negative integer) is required")
+	}
+	u := domain.PullRequestUpdate{Version: *b.Version, Title: b.Title, Description: b.Description}
+	if b.State != nil {
+		st, err := domain.ParseState(*b.State)
+		if err != nil {
+			return u, errorf(http.StatusBadRequest, "state must be OPEN, MERGED or DECLINED, not %q", *b.State)
+		}
+		u.State = &st
+	}
+	return u, nil
+}
+
+// updatePullRequest: PUT .../pull-requests/{id} — needs WRITE; 409 when
+// version is not the current one.
+func (a *api) updatePullRequest(w http.ResponseWriter, r *http.Request) {
+	if err := a.authenticated(r); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	var body updatePullRequestBody
+	if err := a.decode(w, r, &body); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	u, err := body.update()
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	repo, pr, err := a.repoPullRequest(r, domain.PermWrite)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	updated, err := a.writePullRequest(r.Context(), pr.ID, u)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	v, err := a.renderPullRequest(r.Context(), updated, repo)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+// writePullRequest is the read-write strategy around the update: soft
+// lock the key everywhere, commit, unlock (which invalidates the key
+// everywhere) whatever happened, then bump the pull_requests space for the
+// cached lists. The unlock and the bump run even if the client has gone.
+// A lock that fails for any reason but unacknowledged members (who will
+// clear their caches when the bus reports the loss) aborts the update
+// with 503, since the stale-put guard could not be set up.
+func (a *api) writePullRequest(ctx context.Context, id int64, u domain.PullRequestUpdate) (domain.PullRequest, error) {
+	key := idKey(id)
+	bg := context.WithoutCancel(ctx)
+	if err := a.regions.pullRequests.lock(ctx, key); err != nil {
+		var notAcked *l2cache.NotAckedError
+		if !errors.As(err, &notAcked) {
+			a.invalidated(bg, a.regions.pullRequests.unlock(bg, key))
+			a.cfg.Logger.Warn("rest: soft lock failed; update refused", "pull_request", id, "err", err)
+			return domain.PullRequest{}, errorf(http.StatusServiceUnavailable, "the cache could not lock pull request %d; retry later", id)
+		}
+		a.invalidated(bg, err)
+	}
+	updated, err := a.db.UpdatePullRequest(ctx, id, u)
+	a.invalidated(bg, a.regions.pullRequests.unlock(bg, key))
+	if err == nil {
+		a.invalidated(bg, a.regions.updateSpaces(bg, spacePullRequests))
+	}
+	return updated, err
+}

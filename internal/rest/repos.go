@@ -1,0 +1,183 @@
+package rest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/shoal-dev/shoal/internal/domain"
+)
+
+// listRepositories: GET /projects/{key}/repos?start=&limit= — the
+// project's repositories the caller may read, by slug. Paging counts all
+// repositories, so a page may hold fewer values than limit for a caller
+// who cannot read some of them.
+func (a *api) listRepositories(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	key, err := pathKey(r)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	start, limit, err := a.pageParams(r)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	project, err := a.project(ctx, key)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	qkey := fmt.Sprintf("repos:%s?start=%d&limit=%d", key, start, limit)
+	page, err := query(ctx, a.regions, qkey, []string{spaceRepositories}, func(ctx context.Context) (idPage[string], error) {
+		slugs, err := a.db.RepositorySlugs(ctx, key, start, limit+1)
+		return pageOf(slugs, limit), err
+	})
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	values, err := a.readableRepos(ctx, r, project, page.IDs)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, newPage(values, start, limit, page.More))
+}
+
+// readableRepos renders the repositories among slugs that the caller reads.
+func (a *api) readableRepos(ctx context.Context, r *http.Request, project domain.Project, slugs []string) ([]repositoryJSON, error) {
+	all, err := a.projectReadsAll(ctx, r, project.Key)
+	if err != nil {
+		return nil, err
+	}
+	values := make([]repositoryJSON, 0, len(slugs))
+	for _, slug := range slugs {
+		var repo domain.Repository
+		if all {
+			repo, err = a.repository(ctx, project.Key, slug)
+		} else {
+			repo, err = a.readableRepo(ctx, r, project.Key, slug)
+		}
+		switch {
+		case errors.Is(err, domain.ErrNotFound), isStatus(err, http.StatusNotFound):
+			continue // deleted meanwhile, or not for this caller
+		case err != nil:
+			return nil, err
+		}
+		values = append(values, renderRepository(repo, project))
+	}
+	return values, nil
+}
+
+func isStatus(err error, status int) bool {
+	var he *httpError
+	return errors.As(err, &he) && he.status == status
+}
+
+// getRepository: GET /projects/{key}/repos/{slug}.
+func (a *api) getRepository(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	key, slug, err := pathRepo(r)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	repo, err := a.readableRepo(ctx, r, key, slug)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	project, err := a.projectOf(ctx, repo)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, renderRepository(repo, project))
+}
+
+// createRepositoryBody is POST /projects/{key}/repos's body.
+type createRepositoryBody struct {
+	Name     string `json:"name"`
+	Slug     string `json:"slug,omitempty"`
+	ScmID    string `json:"scmId,omitempty"`
+	Public   bool   `json:"public,omitempty"`
+	Forkable *bool  `json:"forkable,omitempty"`
+}
+
+// createRepository: POST /projects/{key}/repos — needs ADMIN on the
+// project. Answers 201 with the repository.
+func (a *api) createRepository(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	key, err := pathKey(r)
+	if err == nil {
+		err = a.authenticated(r)
+	}
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	var body createRepositoryBody
+	if err := a.decode(w, r, &body); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if body.ScmID != "" && body.ScmID != "git" {
+		a.fail(w, r, errorf(http.StatusBadRequest, "scmId must be \"git\", not %q", body.ScmID))
+		return
+	}
+	if err := a.requireProject(ctx, r, key, domain.PermAdmin); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	repo, err := a.db.CreateRepository(ctx, key, domain.NewRepository{Name: body.Name, Slug: body.Slug, Public: body.Public})
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if err := a.afterCreate(ctx, repo); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	project, err := a.projectOf(ctx, repo)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Location", fmt.Sprintf("%s/projects/%s/repos/%s", Prefix, repo.ProjectKey, repo.Slug))
+	writeJSON(w, http.StatusCreated, renderRepository(repo, project))
+}
+
+// afterCreate runs the creation hook (undoing the row if it fails) and
+// then, either way, invalidates what the change touched: the repository's
+// key (a reader may have cached the row in between) and the lists.
+func (a *api) afterCreate(ctx context.Context, repo domain.Repository) error {
+	defer func() {
+		ctx := context.WithoutCancel(ctx)
+		a.invalidated(ctx, a.regions.repositories.evict(ctx, repoKey(repo.ProjectKey, repo.Slug)))
+		a.invalidated(ctx, a.regions.updateSpaces(ctx, spaceRepositories))
+	}()
+	if a.cfg.OnRepositoryCreated == nil {
+		return nil
+	}
+	err := a.cfg.OnRepositoryCreated(ctx, repo.ProjectKey, repo.Slug)
+	if err == nil {
+		return nil
+	}
+	a.cfg.Logger.Error("rest: repository hook failed; removing the repository", "project", repo.ProjectKey, "slug", repo.Slug, "err", err)
+	if derr := a.db.DeleteRepository(context.WithoutCancel(ctx), repo.ID); derr != nil {
+		a.cfg.Logger.Error("rest: removing the repository failed", "id", repo.ID, "err", derr)
+	}
+	return fmt.Errorf("creating the git repository: %w", err)
+}
+
+// invalidated logs an invalidation that failed after a committed write:
+// the write stands; nodes that missed the message may serve the old state
+// until the bus reports the loss and they clear the region.
+func (a *api) invalidated(ctx context.Context, err error) {
+	if err != nil {
+		a.cfg.Logger.Warn("rest: invalidation after a committed write failed", "err", err)
+	}
+}
