@@ -11,9 +11,11 @@ import (
 // must be safe for concurrent use.
 type Clock interface {
 	Now() time.Time
-	// NewTimer returns a timer that sends the time on its channel once d
-	// has passed (at once when d <= 0).
-	NewTimer(d time.Duration) Timer
+	// NewTimerAt returns a timer that sends the time on its channel once
+	// the clock reads at or later (at once if it already does). The
+	// deadline is absolute so that a clock moved between reading Now and
+	// making the timer cannot make it fire late.
+	NewTimerAt(at time.Time) Timer
 }
 
 // Timer is a one-shot timer made by a Clock.
@@ -28,7 +30,7 @@ type RealClock struct{}
 
 func (RealClock) Now() time.Time { return time.Now() }
 
-func (RealClock) NewTimer(d time.Duration) Timer { return realTimer{time.NewTimer(d)} }
+func (RealClock) NewTimerAt(at time.Time) Timer { return realTimer{time.NewTimer(time.Until(at))} }
 
 type realTimer struct{ t *time.Timer }
 
@@ -44,9 +46,7 @@ type OffsetClock struct {
 
 func (c OffsetClock) Now() time.Time { return c.Clock.Now().Add(c.Offset) }
 
-// NewTimer waits the same duration on the underlying clock: a shifted
-// clock still runs at the same rate.
-func (c OffsetClock) NewTimer(d time.Duration) Timer { return c.Clock.NewTimer(d) }
+func (c OffsetClock) NewTimerAt(at time.Time) Timer { return c.Clock.NewTimerAt(at.Add(-c.Offset)) }
 
 // FakeClock is a manual clock for deterministic tests: time stands still
 // until Advance or Set moves it, and timers fire when it passes their
@@ -66,12 +66,12 @@ func (c *FakeClock) Now() time.Time {
 	return c.now
 }
 
-// NewTimer makes a timer that fires when the clock reaches Now()+d.
-func (c *FakeClock) NewTimer(d time.Duration) Timer {
+// NewTimerAt makes a timer that fires when the clock reaches at.
+func (c *FakeClock) NewTimerAt(at time.Time) Timer {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	t := &fakeTimer{c: c, at: c.now.Add(d), ch: make(chan time.Time, 1)}
-	if d <= 0 {
+	t := &fakeTimer{c: c, at: at, ch: make(chan time.Time, 1)}
+	if !at.After(c.now) {
 		t.ch <- c.now
 		return t
 	}

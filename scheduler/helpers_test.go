@@ -24,14 +24,22 @@ func (s *Scheduler) idle() bool {
 
 func waitIdle(t testing.TB, ss ...*Scheduler) {
 	t.Helper()
-	testkit.Eventually(t, 10*time.Second, "the schedulers to be idle", func() bool {
+	// testkit.Eventually polls every 5 ms; the fake-clock tests wait
+	// thousands of times for a few milliseconds each, so poll finer.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		idle := true
 		for _, s := range ss {
-			if !s.idle() {
-				return false
-			}
+			idle = idle && s.idle()
 		}
-		return true
-	})
+		if idle {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("timed out after 10s waiting for the schedulers to be idle")
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
 }
 
 // recorder is a runner that records its runs; fail, if set, decides a

@@ -69,7 +69,7 @@ func (s *Scheduler) requeueLocked(e *entry) {
 func (s *Scheduler) loop() {
 	defer s.wg.Done()
 	for {
-		e, wait := s.nextDue()
+		e, at := s.nextDue()
 		if e != nil {
 			select {
 			case s.work <- e:
@@ -80,8 +80,8 @@ func (s *Scheduler) loop() {
 		}
 		var timer Timer
 		var fired <-chan time.Time
-		if wait > 0 {
-			timer = s.clock.NewTimer(wait)
+		if !at.IsZero() {
+			timer = s.clock.NewTimerAt(at)
 			fired = timer.C()
 		}
 		select {
@@ -99,21 +99,20 @@ func (s *Scheduler) loop() {
 }
 
 // nextDue pops the earliest entry if it is due, marking it running, or
-// returns how long until it is (0: nothing queued).
-func (s *Scheduler) nextDue() (*entry, time.Duration) {
+// returns when it will be (zero: nothing queued).
+func (s *Scheduler) nextDue() (*entry, time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.queue) == 0 {
-		return nil, 0
+		return nil, time.Time{}
 	}
 	e := s.queue[0]
-	now := s.clock.Now()
-	if e.due.After(now) {
-		return nil, e.due.Sub(now)
+	if e.due.After(s.clock.Now()) {
+		return nil, e.due
 	}
 	heap.Pop(&s.queue)
 	e.running = true
-	return e, 0
+	return e, time.Time{}
 }
 
 func (s *Scheduler) worker() {

@@ -156,7 +156,7 @@ func (s *Scheduler) refresher() {
 			s.log.Info("refreshing jobs failed; retrying", "err", err)
 			wait = s.cfg.RetryInterval
 		}
-		t := s.clock.NewTimer(wait)
+		t := s.clock.NewTimerAt(s.clock.Now().Add(wait))
 		select {
 		case <-s.ctx.Done():
 			t.Stop()
