@@ -33,6 +33,29 @@ type Authenticator interface {
 	VerifyBearer(ctx context.Context, token string) (Principal, error)
 }
 
+// AuthenticatorFuncs adapts two functions to Authenticator; a nil one
+// refuses every credential of its kind (ErrBadCredentials).
+type AuthenticatorFuncs struct {
+	Basic  func(ctx context.Context, username, secret string) (Principal, error)
+	Bearer func(ctx context.Context, token string) (Principal, error)
+}
+
+// VerifyBasic calls Basic.
+func (f AuthenticatorFuncs) VerifyBasic(ctx context.Context, username, secret string) (Principal, error) {
+	if f.Basic == nil {
+		return Principal{}, ErrBadCredentials
+	}
+	return f.Basic(ctx, username, secret)
+}
+
+// VerifyBearer calls Bearer.
+func (f AuthenticatorFuncs) VerifyBearer(ctx context.Context, token string) (Principal, error) {
+	if f.Bearer == nil {
+		return Principal{}, ErrBadCredentials
+	}
+	return f.Bearer(ctx, token)
+}
+
 // Action is what a caller wants to do with a repository.
 type Action uint8
 

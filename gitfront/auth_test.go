@@ -116,3 +116,18 @@ func TestAuthenticateGitErrorsAreText(t *testing.T) {
 		t.Fatalf("status %d, Content-Type %q", rec.Code, rec.Header().Get("Content-Type"))
 	}
 }
+
+func TestAuthenticatorFuncs(t *testing.T) {
+	var none AuthenticatorFuncs
+	if _, err := none.VerifyBasic(t.Context(), "a", "b"); !errors.Is(err, ErrBadCredentials) {
+		t.Errorf("nil Basic: %v", err)
+	}
+	if _, err := none.VerifyBearer(t.Context(), "t"); !errors.Is(err, ErrBadCredentials) {
+		t.Errorf("nil Bearer: %v", err)
+	}
+	a := testAuth()
+	f := AuthenticatorFuncs{Basic: a.VerifyBasic, Bearer: a.VerifyBearer}
+	if p, err := f.VerifyBearer(t.Context(), "tok-alice-0123456789"); err != nil || p.Name != "alice" {
+		t.Errorf("Bearer: %+v %v", p, err)
+	}
+}

@@ -13,9 +13,9 @@ import (
 )
 
 // maxName bounds project and repository names.
-const maxName = 100
+const maxName = 128
 
-// ValidName checks a project key or repository name: 1 to 100 of
+// ValidName checks a project key or repository name: 1 to 128 of
 // [A-Za-z0-9._-], not starting with '-' (git would read it as an option)
 // or '.' (".", "..", hidden directories), and not ending in ".git" or
 // ".lock" (the on-disk directory adds ".git"; git reserves ".lock").

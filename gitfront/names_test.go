@@ -11,9 +11,9 @@ import (
 )
 
 func TestValidName(t *testing.T) {
-	good := []string{"a", "repo", "Repo_1.2-x", "a.b", strings.Repeat("x", 100), "git", "x.gitx"}
+	good := []string{"a", "repo", "Repo_1.2-x", "a.b", strings.Repeat("x", 128), "git", "x.gitx"}
 	bad := []string{"", ".", "..", ".hidden", "-rf", "--upload-pack=x", "a/b", `a\b`, "a b",
-		"r.git", "r.lock", "é", "a\x00b", "a:b", "a%2fb", strings.Repeat("x", 101)}
+		"r.git", "r.lock", "é", "a\x00b", "a:b", "a%2fb", strings.Repeat("x", 129)}
 	for _, n := range good {
 		if err := ValidName(n); err != nil {
 			t.Errorf("ValidName(%q): %v", n, err)

@@ -16,7 +16,9 @@ import (
 // scmPrefix starts every git path: /scm/{project}/{repo}.git/...
 const scmPrefix = "/scm/"
 
-// UploadPacker serves one upload-pack POST (the pack cache). It writes
+// UploadPacker serves one upload-pack POST (the pack cache). repoName is
+// RepoName(project, repo), repoPath the repository's resolved directory,
+// gitProtocol the Git-Protocol header (for GIT_PROTOCOL). It writes
 // git's response to w and must not write anything when it returns an
 // error before producing output, so that the front can still answer with
 // an error status. body is the decoded, framing-checked request; when
@@ -169,7 +171,12 @@ func (q *gitRequest) action() Action {
 	return ActionRead
 }
 
-func (q *gitRequest) name() string { return q.project + "/" + q.repo }
+func (q *gitRequest) name() string { return RepoName(q.project, q.repo) }
+
+// RepoName is the repository's name as the front passes it to the
+// UploadPacker: "project/repo". Pack cache invalidation (OnPush) must use
+// the same name.
+func RepoName(project, repo string) string { return project + "/" + repo }
 
 // ServeHTTP answers a git smart HTTP request; anything else under /scm/
 // gets 404, a wrong method 405, bad names or headers 400.
