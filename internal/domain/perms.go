@@ -18,12 +18,12 @@ func (s *Store) Permission(ctx context.Context, userID int64, projectKey, repoSl
 	}
 	var public, admin bool
 	var projPerm, repoPerm Perm
-	err := s.db.QueryRowContext(ctx, s.q(`SELECT r.public,
+	err := s.queryRow(ctx, `SELECT r.public,
 		COALESCE((SELECT perm FROM project_permissions WHERE project_id = p.id AND user_id = ?), 0),
 		COALESCE((SELECT perm FROM repository_permissions WHERE repository_id = r.id AND user_id = ?), 0),
 		COALESCE((SELECT admin FROM users WHERE id = ?), FALSE)
 		FROM projects p JOIN repositories r ON r.project_id = p.id
-		WHERE p.project_key = ? AND r.slug = ?`), userID, userID, userID, projectKey, repoSlug).
+		WHERE p.project_key = ? AND r.slug = ?`, userID, userID, userID, projectKey, repoSlug).
 		Scan(&public, &projPerm, &repoPerm, &admin)
 	if err != nil {
 		return PermNone, mapErr(err, fmt.Sprintf("domain: permission on %s/%s", projectKey, repoSlug))
@@ -41,10 +41,10 @@ func (s *Store) Permission(ctx context.Context, userID int64, projectKey, repoSl
 func (s *Store) projectPermission(ctx context.Context, userID int64, projectKey string) (Perm, error) {
 	var admin bool
 	var p Perm
-	err := s.db.QueryRowContext(ctx, s.q(`SELECT
+	err := s.queryRow(ctx, `SELECT
 		COALESCE((SELECT perm FROM project_permissions WHERE project_id = p.id AND user_id = ?), 0),
 		COALESCE((SELECT admin FROM users WHERE id = ?), FALSE)
-		FROM projects p WHERE p.project_key = ?`), userID, userID, projectKey).Scan(&p, &admin)
+		FROM projects p WHERE p.project_key = ?`, userID, userID, projectKey).Scan(&p, &admin)
 	if err != nil {
 		return PermNone, mapErr(err, fmt.Sprintf("domain: permission on project %s", projectKey))
 	}

@@ -30,7 +30,7 @@ func (s *Store) CreateProject(ctx context.Context, p Project) (Project, error) {
 
 // Project returns the project with this key; ErrNotFound if none.
 func (s *Store) Project(ctx context.Context, key string) (Project, error) {
-	p, err := scanProject(s.db.QueryRowContext(ctx, s.q("SELECT "+projectColumns+" FROM projects WHERE project_key = ?"), key))
+	p, err := scanProject(s.queryRow(ctx, "SELECT "+projectColumns+" FROM projects WHERE project_key = ?", key))
 	return p, mapErr(err, "domain: project "+key)
 }
 

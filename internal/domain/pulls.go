@@ -37,7 +37,7 @@ func checkNewPR(np NewPullRequest) error {
 
 // PullRequest returns a pull request; ErrNotFound if none.
 func (s *Store) PullRequest(ctx context.Context, id int64) (PullRequest, error) {
-	p, err := scanPR(s.db.QueryRowContext(ctx, s.q("SELECT "+prColumns+" FROM pull_requests WHERE id = ?"), id))
+	p, err := scanPR(s.queryRow(ctx, "SELECT "+prColumns+" FROM pull_requests WHERE id = ?", id))
 	return p, mapErr(err, fmt.Sprintf("domain: pull request %d", id))
 }
 

@@ -45,8 +45,8 @@ func (s *Store) CreateRepository(ctx context.Context, projectKey string, nr NewR
 
 // Repository returns the repository projectKey/slug; ErrNotFound if none.
 func (s *Store) Repository(ctx context.Context, projectKey, slug string) (Repository, error) {
-	r, err := scanRepo(s.db.QueryRowContext(ctx, s.q("SELECT "+repoColumns+
-		" FROM repositories r JOIN projects p ON p.id = r.project_id WHERE p.project_key = ? AND r.slug = ?"), projectKey, slug))
+	r, err := scanRepo(s.queryRow(ctx, "SELECT "+repoColumns+
+		" FROM repositories r JOIN projects p ON p.id = r.project_id WHERE p.project_key = ? AND r.slug = ?", projectKey, slug))
 	return r, mapErr(err, fmt.Sprintf("domain: repository %s/%s", projectKey, slug))
 }
 

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers "pgx"
@@ -85,6 +86,7 @@ type Store struct {
 	db        *sql.DB
 	dialect   Dialect
 	passwords *verifiedCache
+	stmts     sync.Map // query → *sql.Stmt, for the hot reads on SQLite
 }
 
 // Open opens the database cfg.URL names and applies the schema
@@ -164,6 +166,11 @@ func SQLiteDSN(path string, busy time.Duration) string {
 
 // Close closes the database. Safe twice.
 func (s *Store) Close() error {
+	s.stmts.Range(func(k, v any) bool {
+		v.(*sql.Stmt).Close()
+		s.stmts.Delete(k)
+		return true
+	})
 	err := s.db.Close()
 	if errors.Is(err, sql.ErrConnDone) {
 		return nil
@@ -208,6 +215,30 @@ func (s *Store) q(query string) string {
 		b.WriteRune(r)
 	}
 	return b.String()
+}
+
+// queryRow runs a hot single-row read. On SQLite it goes through a
+// prepared statement kept for the Store's life (modernc.org/sqlite would
+// otherwise parse the SQL on every call, which costs more than running
+// it); pgx already caches statements per connection. If preparing fails
+// the query runs unprepared and reports the failure itself.
+func (s *Store) queryRow(ctx context.Context, query string, args ...any) *sql.Row {
+	query = s.q(query)
+	if s.dialect != SQLite {
+		return s.db.QueryRowContext(ctx, query, args...)
+	}
+	if st, ok := s.stmts.Load(query); ok {
+		return st.(*sql.Stmt).QueryRowContext(ctx, args...)
+	}
+	st, err := s.db.PrepareContext(ctx, query)
+	if err != nil {
+		return s.db.QueryRowContext(ctx, query, args...)
+	}
+	if prev, loaded := s.stmts.LoadOrStore(query, st); loaded {
+		st.Close()
+		st = prev.(*sql.Stmt)
+	}
+	return st.QueryRowContext(ctx, args...)
 }
 
 // tx runs fn in a transaction, committing if it returns nil. On SQLite the

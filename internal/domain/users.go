@@ -79,7 +79,7 @@ func (s *Store) SetPassword(ctx context.Context, userID int64, password string) 
 
 // UserByID returns a user; ErrNotFound if there is none.
 func (s *Store) UserByID(ctx context.Context, id int64) (User, error) {
-	u, err := scanUser(s.db.QueryRowContext(ctx, s.q("SELECT "+userColumns+" FROM users WHERE id = ?"), id))
+	u, err := scanUser(s.queryRow(ctx, "SELECT "+userColumns+" FROM users WHERE id = ?", id))
 	return u, mapErr(err, fmt.Sprintf("domain: user %d", id))
 }
 

@@ -1,0 +1,68 @@
+package rest_test
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/shoal-dev/shoal/internal/domain/domaintest"
+	"github.com/shoal-dev/shoal/internal/rest"
+	"github.com/shoal-dev/shoal/internal/testkit"
+	"github.com/shoal-dev/shoal/l2cache"
+)
+
+// BenchmarkGetPullRequest serves GET pull request (private repository, a
+// reader: one permission query per request either way) in process,
+// without the network: through a warm LOCAL cache, and straight from
+// SQLite (Cache nil). It reports each path's ns/op and sql/cache, the
+// speed-up.
+func BenchmarkGetPullRequest(b *testing.B) {
+	for _, repo := range []string{"secret", "open"} {
+		b.Run(repo, func(b *testing.B) { benchGet(b, repo) })
+	}
+}
+
+func benchGet(b *testing.B, repo string) {
+	path := domaintest.Path(b)
+	w := seedWorld(b, path)
+	id := w.prs[0]
+	if repo == "open" {
+		id = w.open[0]
+	}
+	url := rest.Prefix + "/projects/PROJ/repos/" + repo + "/pull-requests/" + idString(id)
+	cn := startNode(b, path, newLocalCache(b, l2cache.Config{}), w)
+	cached, direct := cn.srv.Config.Handler, startNode(b, path, nil, w).srv.Config.Handler
+	testkit.Eventually(b, 5*time.Second, "the cache to serve the pull request", func() bool {
+		serve(b, cached, url)
+		return cn.cache.Stats().Regions[rest.RegionPullRequests].Hits > 0
+	})
+	b.ResetTimer()
+	cacheNs := timeLoop(b, cached, url)
+	sqlNs := timeLoop(b, direct, url)
+	b.ReportMetric(cacheNs, "cache-ns/op")
+	b.ReportMetric(sqlNs, "sql-ns/op")
+	b.ReportMetric(sqlNs/cacheNs, "sql/cache")
+}
+
+// timeLoop serves url b.N times and returns the mean ns per request.
+func timeLoop(b *testing.B, h http.Handler, url string) float64 {
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		serve(b, h, url)
+	}
+	return float64(time.Since(start).Nanoseconds()) / float64(b.N)
+}
+
+func serve(b *testing.B, h http.Handler, url string) {
+	req := httptest.NewRequest("GET", url, nil)
+	req.Header.Set(userHeader, "reader")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != 200 {
+		b.Fatalf("GET %s: %d %s", url, rec.Code, rec.Body)
+	}
+}
+
+func idString(id int64) string { return strconv.FormatInt(id, 10) }
