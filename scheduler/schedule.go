@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -173,4 +174,39 @@ func (s Schedule) String() string {
 		return "once at " + s.At.UTC().Format(time.RFC3339Nano)
 	}
 	return "invalid schedule"
+}
+
+// scheduleJSON is Schedule in JSON, with the interval as a Go duration
+// string ("90s").
+type scheduleJSON struct {
+	Kind     ScheduleKind `json:"kind"`
+	Cron     string       `json:"cron,omitempty"`
+	TimeZone string       `json:"time_zone,omitempty"`
+	Every    string       `json:"every,omitempty"`
+	First    time.Time    `json:"first,omitzero"`
+	At       time.Time    `json:"at,omitzero"`
+}
+
+func (s Schedule) MarshalJSON() ([]byte, error) {
+	j := scheduleJSON{Kind: s.Kind, Cron: s.Cron, TimeZone: s.TimeZone, First: s.First, At: s.At}
+	if s.Every != 0 {
+		j.Every = s.Every.String()
+	}
+	return json.Marshal(j)
+}
+
+func (s *Schedule) UnmarshalJSON(b []byte) error {
+	var j scheduleJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	*s = Schedule{Kind: j.Kind, Cron: j.Cron, TimeZone: j.TimeZone, First: j.First, At: j.At}
+	if j.Every != "" {
+		d, err := time.ParseDuration(j.Every)
+		if err != nil {
+			return fmt.Errorf("schedule interval %q: %w", j.Every, err)
+		}
+		s.Every = d
+	}
+	return nil
 }

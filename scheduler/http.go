@@ -1,0 +1,164 @@
+package scheduler
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/shoal-dev/shoal/cluster/cp"
+)
+
+// Handler serves the operators' API under /v1/jobs, on any node:
+//
+//	GET    /v1/jobs               list the jobs ([]Status)
+//	GET    /v1/jobs/{id}          one job (Status)
+//	PUT    /v1/jobs/{id}          schedule a job (a Job in JSON; the ID is the path's)
+//	POST   /v1/jobs/{id}/run-now  run once as soon as possible
+//	POST   /v1/jobs/{id}/pause    stop scheduled runs
+//	POST   /v1/jobs/{id}/resume   restart them
+//	DELETE /v1/jobs/{id}          remove the job
+//
+// Changes answer with the job's Status afterwards (DELETE with
+// {"deleted": id}). Errors answer {"error": text} with 404 (no such job),
+// 400 (invalid), 409 (no runner, concurrent changes), 503 (no leader,
+// closed) or 504 (outcome unknown).
+func Handler(s *Scheduler) http.Handler {
+	mux := http.NewServeMux()
+	h := handler{s}
+	mux.HandleFunc("GET /v1/jobs", h.list)
+	mux.HandleFunc("GET /v1/jobs/{id}", h.get)
+	mux.HandleFunc("PUT /v1/jobs/{id}", h.put)
+	mux.HandleFunc("DELETE /v1/jobs/{id}", h.delete)
+	mux.HandleFunc("POST /v1/jobs/{id}/run-now", h.action(s.RunNow))
+	mux.HandleFunc("POST /v1/jobs/{id}/pause", h.action(s.Pause))
+	mux.HandleFunc("POST /v1/jobs/{id}/resume", h.action(s.Resume))
+	return mux
+}
+
+type handler struct{ s *Scheduler }
+
+// requestTimeout bounds the store calls of one API request.
+const requestTimeout = 10 * time.Second
+
+func reqContext(r *http.Request) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(r.Context(), requestTimeout)
+}
+
+func (h handler) list(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := reqContext(r)
+	defer cancel()
+	jobs, err := h.s.Jobs(ctx)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if jobs == nil {
+		jobs = []Status{}
+	}
+	writeJSON(w, http.StatusOK, jobs)
+}
+
+func (h handler) get(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := reqContext(r)
+	defer cancel()
+	h.answer(ctx, w, r.PathValue("id"), nil)
+}
+
+// answer writes the job's status, or err.
+func (h handler) answer(ctx context.Context, w http.ResponseWriter, id string, err error) {
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	st, err := h.s.Job(ctx, id)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+// maxJobBody bounds a PUT body: the parameters are bounded far lower.
+const maxJobBody = 1 << 20
+
+func (h handler) put(w http.ResponseWriter, r *http.Request) {
+	var j Job
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxJobBody))
+	if err == nil {
+		err = json.Unmarshal(body, &j)
+	}
+	if err != nil {
+		writeError(w, fmt.Errorf("%w: job body: %v", ErrInvalid, err))
+		return
+	}
+	if j.ID == "" {
+		j.ID = r.PathValue("id")
+	}
+	if j.ID != r.PathValue("id") {
+		writeError(w, fmt.Errorf("%w: body names job %q, path %q", ErrInvalid, j.ID, r.PathValue("id")))
+		return
+	}
+	ctx, cancel := reqContext(r)
+	defer cancel()
+	h.answer(ctx, w, j.ID, h.s.Schedule(ctx, j))
+}
+
+func (h handler) delete(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := reqContext(r)
+	defer cancel()
+	if err := h.s.Delete(ctx, r.PathValue("id")); err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"deleted": r.PathValue("id")})
+}
+
+func (h handler) action(f func(context.Context, string) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := reqContext(r)
+		defer cancel()
+		id := r.PathValue("id")
+		h.answer(ctx, w, id, f(ctx, id))
+	}
+}
+
+// statusOf maps an error to an HTTP status.
+func statusOf(err error) int {
+	for _, m := range []struct {
+		err    error
+		status int
+	}{
+		{ErrNotFound, http.StatusNotFound},
+		{ErrInvalid, http.StatusBadRequest},
+		{ErrNoStore, http.StatusBadRequest},
+		{ErrNoRunner, http.StatusConflict},
+		{ErrConflict, http.StatusConflict},
+		{ErrClosed, http.StatusServiceUnavailable},
+		{cp.ErrTooLarge, http.StatusRequestEntityTooLarge},
+		{cp.ErrNoLeader, http.StatusServiceUnavailable},
+		{cp.ErrClosed, http.StatusServiceUnavailable},
+		{cp.ErrIndeterminate, http.StatusGatewayTimeout},
+		{context.DeadlineExceeded, http.StatusGatewayTimeout},
+	} {
+		if errors.Is(err, m.err) {
+			return m.status
+		}
+	}
+	return http.StatusInternalServerError
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	writeJSON(w, statusOf(err), map[string]string{"error": err.Error()})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
