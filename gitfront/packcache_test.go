@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/shoal-dev/shoal/internal/testkit"
