@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/shoal-dev/shoal/internal/domain"
+)
+
+// dbFileName is the shared SQLite database in a cluster directory.
+const dbFileName = "shoal.db"
+
+// dbURL is the database a command uses: --db if given, else the SQLite
+// file in the cluster directory.
+func dbURL(db, dataDir string) string {
+	if db != "" {
+		return db
+	}
+	return filepath.Join(dataDir, dbFileName)
+}
+
+// runSeed is 'shoal seed': fill an empty database with a generated data
+// set and print the admin's credentials.
+func runSeed(args []string) error {
+	fs := flag.NewFlagSet("seed", flag.ContinueOnError)
+	var db, dataDir string
+	var cfg domain.SeedConfig
+	fs.StringVar(&db, "db", "", "database: a postgres:// URL or a SQLite file (default <data-dir>/"+dbFileName+")")
+	fs.StringVar(&dataDir, "data-dir", "shoal-data", "cluster directory holding the shared SQLite database")
+	seedFlags(fs, &cfg)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := checkSeedFlags(cfg); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	url := dbURL(db, dataDir)
+	if db == "" {
+		if err := os.MkdirAll(dataDir, 0o755); err != nil {
+			return err
+		}
+	}
+	return seedDatabase(ctx, url, cfg, os.Stdout)
+}
+
+// seedFlags declares the data set's size and credentials on fs ('shoal
+// seed' and 'shoal up --seed' share them).
+func seedFlags(fs *flag.FlagSet, cfg *domain.SeedConfig) {
+	fs.IntVar(&cfg.Users, "users", 200, "users besides the admin")
+	fs.IntVar(&cfg.Projects, "projects", 10, "projects")
+	fs.IntVar(&cfg.ReposPerProject, "repos-per-project", 10, "repositories per project")
+	fs.IntVar(&cfg.PRsPerRepo, "prs-per-repo", 20, "pull requests per repository")
+	fs.IntVar(&cfg.CommentsPerPR, "comments-per-pr", 3, "comments per pull request")
+	fs.Int64Var(&cfg.Seed, "seed-number", 1, "the data set is a function of this number and the sizes")
+	fs.StringVar(&cfg.AdminName, "admin", "admin", "the admin account's name")
+	fs.StringVar(&cfg.AdminPassword, "admin-password", "", "the admin's password (default: random, printed)")
+	fs.StringVar(&cfg.UserPassword, "user-password", "", "every seeded user's password (default: none; users log in with tokens only)")
+}
+
+func checkSeedFlags(cfg domain.SeedConfig) error {
+	for name, n := range map[string]int{"users": cfg.Users, "projects": cfg.Projects, "repos-per-project": cfg.ReposPerProject,
+		"prs-per-repo": cfg.PRsPerRepo, "comments-per-pr": cfg.CommentsPerPR} {
+		if n < 0 {
+			return usagef("--%s: %d is negative", name, n)
+		}
+	}
+	if !domain.ValidUserName(cfg.AdminName) {
+		return usagef("--admin: %q is not a valid user name", cfg.AdminName)
+	}
+	return nil
+}
+
+// seedDatabase opens the database (applying the schema) and seeds it,
+// printing what it wrote and the admin's credentials to out.
+func seedDatabase(ctx context.Context, url string, cfg domain.SeedConfig, out io.Writer) error {
+	store, err := domain.Open(ctx, domain.Config{URL: url, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		return fmt.Errorf("opening %s: %w", url, err)
+	}
+	defer store.Close()
+	start := time.Now()
+	res, err := domain.Seed(ctx, store, cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "seeded %d users, %d projects, %d repositories, %d pull requests, %d comments in %v\n",
+		res.Users, res.Projects, res.Repositories, res.PullRequests, res.Comments, time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(out, "admin credentials: %s / %s\n", res.Admin.Name, res.AdminPassword)
+	return nil
+}
