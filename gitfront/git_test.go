@@ -154,3 +154,32 @@ func (w *gitWorld) assertNoGitRunning() {
 		w.t.Errorf("%d git processes still running", n)
 	}
 }
+
+// TestInfoRefsResponse checks the advertisement's framing and headers
+// for v0 (service pkt-line and flush first) and v2 (capabilities only),
+// streamed chunked.
+func TestInfoRefsResponse(t *testing.T) {
+	w := newGitWorld(t, nil)
+	for _, tc := range []struct{ proto, prefix string }{
+		{"", "001e# service=git-upload-pack\n0000"},
+		{"version=1", "001e# service=git-upload-pack\n0000000eversion 1\n"},
+		{"version=2", "000eversion 2\n"},
+	} {
+		req, err := http.NewRequest("GET", w.base+"/scm/proj/pub.git/info/refs?service=git-upload-pack", nil)
+		must(t, err)
+		if tc.proto != "" {
+			req.Header.Set("Git-Protocol", tc.proto)
+		}
+		resp, err := testClient(t).Do(req)
+		must(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		h := resp.Header
+		if resp.StatusCode != 200 || !strings.HasPrefix(string(body), tc.prefix) ||
+			h.Get("Content-Type") != "application/x-git-upload-pack-advertisement" ||
+			!strings.Contains(h.Get("Cache-Control"), "no-cache") ||
+			len(resp.TransferEncoding) != 1 || resp.TransferEncoding[0] != "chunked" {
+			t.Errorf("%q: %d %v %v %q", tc.proto, resp.StatusCode, h, resp.TransferEncoding, body)
+		}
+	}
+}

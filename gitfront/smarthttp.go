@@ -46,9 +46,10 @@ type GitConfig struct {
 	Authorizer Authorizer
 	// UploadPacker, if set, serves upload-pack POSTs; nil runs git.
 	UploadPacker UploadPacker
-	// OnPush, if set, is called after every receive-pack that started git,
-	// successful or not (refs may have moved either way), with a context
-	// that outlives the client. The request holds its git-receive slot
+	// OnPush, if set, is called after every authorized receive-pack POST
+	// whose body headers were accepted, whatever git's outcome (refs may
+	// have moved even when the push failed), with a context that outlives
+	// the client. The request holds its git-receive slot
 	// until OnPush returns, so it should be quick.
 	OnPush func(ctx context.Context, project, repo string)
 	// GitBin is the git executable; default "git" from PATH.
