@@ -3,6 +3,7 @@ package domain_test
 import (
 	"context"
 	"errors"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -98,4 +99,50 @@ func postgresOutage(t *testing.T, srv *pgServer) {
 	}
 	testkit.Eventually(t, 10*time.Second, "the store to reconnect", func() bool { return s.Ping(ctx) == nil })
 	must[domain.Project](t)(s.Project(ctx, "P"))
+}
+
+// A real SQLite outage: the database file is moved away. Pooled
+// connections are replaced within ConnMaxLifetime, and new ones refuse to
+// create an empty database in its place: ErrUnavailable until the file is
+// back.
+func TestSQLiteFileMovedAway(t *testing.T) {
+	path := domaintest.Path(t)
+	cfg := domaintest.Config(t)
+	cfg.URL, cfg.ConnMaxLifetime = path, 50*time.Millisecond
+	s, err := domain.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	must[domain.Project](t)(s.CreateProject(ctx, domain.Project{Key: "P", Name: "p"}))
+	if err := os.Rename(path, path+".away"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ping(ctx); !errors.Is(err, domain.ErrUnavailable) {
+		t.Fatalf("Ping with the file gone: %v", err)
+	}
+	testkit.Eventually(t, 5*time.Second, "reads to fail with ErrUnavailable", func() bool {
+		_, err := s.Project(ctx, "P")
+		return errors.Is(err, domain.ErrUnavailable)
+	})
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("a connection created a new database file: %v", err)
+	}
+	if err := os.Rename(path+".away", path); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 5*time.Second, "the store to recover", func() bool {
+		_, err := s.Project(ctx, "P")
+		return err == nil && s.Ping(ctx) == nil
+	})
+}
+
+func TestOpenUnreachable(t *testing.T) {
+	for _, url := range []string{"/nonexistent-dir/shoal.db", "postgres://nobody@127.0.0.1:1/x?sslmode=disable&connect_timeout=2"} {
+		cfg := domaintest.Config(t)
+		cfg.URL = url
+		if _, err := domain.Open(ctx, cfg); !errors.Is(err, domain.ErrUnavailable) {
+			t.Errorf("Open(%s) = %v, want ErrUnavailable", url, err)
+		}
+	}
 }

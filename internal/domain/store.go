@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,6 +39,11 @@ type Config struct {
 	BusyTimeout time.Duration
 	// MaxOpenConns bounds the connection pool (default 16).
 	MaxOpenConns int
+	// ConnMaxLifetime is when a pooled connection is replaced (default 1
+	// minute). With SQLite it bounds how long a connection keeps reading a
+	// database file that was moved away: new connections do not create a
+	// missing file, they fail with ErrUnavailable.
+	ConnMaxLifetime time.Duration
 	// BcryptCost is the cost of new password hashes (default
 	// bcrypt.DefaultCost, 10: about 50-100 ms per hash on one core, which
 	// is why successful verifications are remembered for PasswordCacheTTL).
@@ -60,6 +66,9 @@ func (c *Config) validate() error {
 	}
 	if c.MaxOpenConns <= 0 {
 		c.MaxOpenConns = 16
+	}
+	if c.ConnMaxLifetime <= 0 {
+		c.ConnMaxLifetime = time.Minute
 	}
 	if c.BcryptCost == 0 {
 		c.BcryptCost = bcrypt.DefaultCost
@@ -86,6 +95,7 @@ type Store struct {
 	db        *sql.DB
 	dialect   Dialect
 	passwords *verifiedCache
+	file      string   // the SQLite file, when Open knows it
 	stmts     sync.Map // query → *sql.Stmt, for the hot reads on SQLite
 }
 
@@ -109,6 +119,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
+	if dialect == SQLite {
+		s.file = sqlitePath(cfg.URL)
+	}
 	return s, nil
 }
 
@@ -124,7 +137,8 @@ func OpenDB(ctx context.Context, db *sql.DB, dialect Dialect, cfg Config) (*Stor
 	}
 	db.SetMaxOpenConns(cfg.MaxOpenConns)
 	db.SetMaxIdleConns(cfg.MaxOpenConns)
-	db.SetConnMaxIdleTime(time.Minute)
+	db.SetConnMaxIdleTime(cfg.ConnMaxLifetime)
+	db.SetConnMaxLifetime(cfg.ConnMaxLifetime)
 	s := &Store{cfg: cfg, db: db, dialect: dialect, passwords: newVerifiedCache(cfg.PasswordCacheTTL, cfg.Now)}
 	if err := s.migrate(ctx); err != nil {
 		return nil, err
@@ -141,11 +155,35 @@ func dataSource(cfg Config) (driverName, dsn string, d Dialect, err error) {
 	if u == "" {
 		return "", "", "", fmt.Errorf("%w: empty database URL", ErrInvalid)
 	}
+	if err := createFile(sqlitePath(u)); err != nil {
+		return "", "", "", err
+	}
 	return "sqlite", SQLiteDSN(u, cfg.BusyTimeout), SQLite, nil
 }
 
-// SQLiteDSN is the modernc.org/sqlite data source for the file at path:
-// WAL journal (readers never block the writer), a busy timeout (writers
+// sqlitePath is the file of a SQLite URL (a path or a file: URI).
+func sqlitePath(u string) string {
+	u = strings.TrimPrefix(u, "file:")
+	if i := strings.IndexByte(u, '?'); i >= 0 {
+		u = u[:i]
+	}
+	return u
+}
+
+// createFile creates an empty database file if there is none (SQLite
+// takes an empty file as a new database): connections open it in mode=rw
+// and never create it themselves.
+func createFile(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("%w: creating the database file: %v", ErrUnavailable, err)
+	}
+	return f.Close()
+}
+
+// SQLiteDSN is the modernc.org/sqlite data source for the file at path,
+// which must exist (mode=rw: a database file that disappeared is an
+// outage, not a fresh empty database): WAL journal (readers never block the writer), a busy timeout (writers
 // from other connections and processes queue instead of failing), foreign
 // keys on, and transactions that take the write lock when they begin
 // (BEGIN IMMEDIATE), so two read-then-write transactions cannot deadlock
@@ -158,6 +196,7 @@ func SQLiteDSN(path string, busy time.Duration) string {
 	q.Add("_pragma", "foreign_keys(1)")
 	q.Add("_pragma", "synchronous(NORMAL)")
 	q.Set("_txlock", "immediate")
+	q.Set("mode", "rw")
 	if i := strings.IndexByte(path, '?'); i >= 0 {
 		return "file:" + path + "&" + q.Encode()
 	}
@@ -187,6 +226,12 @@ func (s *Store) DB() *sql.DB { return s.db }
 // Ping checks that the database answers a query now (for readiness); the
 // error wraps ErrUnavailable when it does not.
 func (s *Store) Ping(ctx context.Context) error {
+	if s.file != "" {
+		// Pooled connections keep reading a file that was moved away.
+		if _, err := os.Stat(s.file); err != nil {
+			return fmt.Errorf("domain: ping: %w: %v", ErrUnavailable, err)
+		}
+	}
 	var n int
 	err := s.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM schema_migrations").Scan(&n)
 	return mapErr(err, "domain: ping")

@@ -8,6 +8,7 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"os"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -46,6 +47,11 @@ func Path(t testing.TB) string { return filepath.Join(t.TempDir(), "shoal.db") }
 func Open(t testing.TB, path string, cfg domain.Config) (*domain.Store, *Switch) {
 	t.Helper()
 	sw := &Switch{}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644) // the DSN does not create it
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
 	if cfg.BusyTimeout <= 0 {
 		cfg.BusyTimeout = 5 * time.Second
 	}
