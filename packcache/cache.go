@@ -28,6 +28,8 @@ const (
 	Miss
 	// Joined: served from an entry another request's git was producing.
 	Joined
+	// Rejected: the request was malformed; nothing was written.
+	Rejected
 )
 
 // String returns the result's name, as used in metrics.
@@ -41,6 +43,8 @@ func (r Result) String() string {
 		return "miss"
 	case Joined:
 		return "joined"
+	case Rejected:
+		return "rejected"
 	}
 	return fmt.Sprintf("Result(%d)", int(r))
 }

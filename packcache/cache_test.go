@@ -134,7 +134,10 @@ func TestPushBetweenClones(t *testing.T) {
 	if res != Miss || !errors.Is(err, ErrGit) || !bytes.Contains(out, []byte("not our ref")) {
 		t.Fatalf("request for a removed tip: %v %v %q", res, err, out)
 	}
-	if st := c.Stats(); st.Published != 2 || st.Failed != 1 {
+	if got := run(t, clone(t, s.url("r"), opts...), "rev-parse", "main"); got != old {
+		t.Fatalf("clone after the force-push has main at %s, want %s", got, old)
+	}
+	if st := c.Stats(); st.Published != 3 || st.Failed != 1 || st.Misses != 4 {
 		t.Fatalf("stats %+v", st)
 	}
 }

@@ -26,6 +26,9 @@ import (
 // producing an entry for the cache.
 func (c *Cache) ServeUploadPack(ctx context.Context, w io.Writer, repo, repoPath, protocol string, body io.Reader) (Result, error) {
 	resp, err := c.Open(ctx, repo, repoPath, protocol, body)
+	if errors.Is(err, ErrMalformed) {
+		return Rejected, err
+	}
 	if err != nil {
 		return Bypass, err
 	}
