@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"runtime"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -48,6 +47,11 @@ type Config struct {
 	// authentication, so that health checks answer under any load;
 	// default /healthz, /readyz, /metrics.
 	Unpooled []string
+	// DrainQuiet is how long Drain waits after the last pooled request
+	// before it reports the front idle, so that a git client that got its
+	// ref advertisement can still send the POST that follows; default 1s,
+	// negative for none.
+	DrainQuiet time.Duration
 	// Logger receives failed logins and failures; default slog.Default().
 	Logger *slog.Logger
 }
@@ -61,6 +65,9 @@ func (c *Config) validate() error {
 	}
 	if c.Git.Logger == nil {
 		c.Git.Logger = c.Logger
+	}
+	if c.DrainQuiet == 0 {
+		c.DrainQuiet = time.Second
 	}
 	if c.Unpooled == nil {
 		c.Unpooled = []string{"/healthz", "/readyz", "/metrics"}
@@ -121,7 +128,7 @@ func (f *Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	pool := f.pools[Classify(r)]
-	if !f.track.enter() {
+	if !f.track.enter(isContinuation(r)) {
 		f.refuse(w, r, pool, ErrDraining)
 		return
 	}
@@ -130,6 +137,14 @@ func (f *Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err := pool.Do(r.Context(), func() { h.ServeHTTP(w, r) }); err != nil {
 		f.refuse(w, r, pool, err)
 	}
+}
+
+// isContinuation reports whether r continues a git operation that an
+// earlier request (the ref advertisement) started.
+func isContinuation(r *http.Request) bool {
+	p := r.URL.Path
+	return r.Method == http.MethodPost && strings.HasPrefix(p, scmPrefix) &&
+		(strings.HasSuffix(p, "/"+uploadPack) || strings.HasSuffix(p, "/"+receivePack))
 }
 
 func (f *Front) unpooled(path string) bool {
@@ -185,17 +200,20 @@ func (f *Front) Stats() Stats {
 // Pool returns the named pool.
 func (f *Front) Pool(name PoolName) *Pool { return f.pools[name] }
 
-// Drain turns the front away from new pooled requests (503, Retry-After,
-// Connection: close; ReadyHandler answers 503) and waits until those in
-// flight or queued have finished, or ctx ends (ctx.Err()). Unpooled paths
+// Drain turns the front away from new work and waits for the work in
+// flight. From the call on, ReadyHandler answers 503 and new pooled
+// requests get 503 with Retry-After and Connection: close, except the
+// POSTs that continue a git operation (upload-pack, receive-pack), since
+// the client already had its ref advertisement from this node: a clone or
+// push in flight completes. Drain returns once no pooled request has run
+// for DrainQuiet (a git client sends its POST right after the
+// advertisement), or with ctx.Err() when ctx ends first. Unpooled paths
 // keep answering. Safe to call more than once and concurrently.
 func (f *Front) Drain(ctx context.Context) error {
-	select {
-	case <-f.track.drain():
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("gitfront: drain: %d requests still running: %w", f.track.count(), ctx.Err())
+	if err := f.track.drain(ctx, f.cfg.DrainQuiet); err != nil {
+		return fmt.Errorf("gitfront: drain: %d requests still running: %w", f.track.count(), err)
 	}
+	return nil
 }
 
 // Draining reports whether Drain was called.
@@ -229,65 +247,4 @@ func writeStatus(w http.ResponseWriter, code int, status, reason string) {
 		return
 	}
 	fmt.Fprintf(w, "{\"status\":%q,\"reason\":%q}\n", status, reason)
-}
-
-// tracker counts pooled requests and tells a drainer when none is left.
-type tracker struct {
-	mu       sync.Mutex
-	n        int
-	draining bool
-	idle     chan struct{} // closed when draining and n reaches 0
-}
-
-// enter counts a request in, unless draining.
-func (t *tracker) enter() bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.draining {
-		return false
-	}
-	t.n++
-	return true
-}
-
-func (t *tracker) leave() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.n--
-	if t.draining && t.n == 0 {
-		t.closeIdle()
-	}
-}
-
-// drain starts draining and returns a channel closed once idle.
-func (t *tracker) drain() <-chan struct{} {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if !t.draining {
-		t.draining, t.idle = true, make(chan struct{})
-		if t.n == 0 {
-			t.closeIdle()
-		}
-	}
-	return t.idle
-}
-
-func (t *tracker) closeIdle() {
-	select {
-	case <-t.idle:
-	default:
-		close(t.idle)
-	}
-}
-
-func (t *tracker) isDraining() bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.draining
-}
-
-func (t *tracker) count() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.n
 }

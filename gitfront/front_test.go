@@ -5,9 +5,11 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -178,13 +180,16 @@ func TestSegregationCloneFlood(t *testing.T) {
 	}
 }
 
-// TestDrain: readiness turns false, new pooled requests get 503 with
-// Connection: close, health checks answer, and Drain returns once the
-// request in flight finishes; a Drain whose ctx ends first says so.
+// TestDrain: readiness turns false, new requests get 503 with
+// Connection: close while the POST continuing a git operation is still
+// served, health checks answer, and Drain returns once the request in
+// flight finished and the quiet period passed; a Drain whose ctx ends
+// first says so.
 func TestDrain(t *testing.T) {
 	release := make(chan struct{})
 	mux := blockingWeb(release)
-	w := newGitWorld(t, func(c *Config) { c.Web = mux })
+	const quiet = 100 * time.Millisecond
+	w := newGitWorld(t, func(c *Config) { c.Web, c.DrainQuiet = mux, quiet })
 	mux.Handle("/readyz", w.front.ReadyHandler(nil))
 	c := testClient(t)
 	if resp, _, _ := get(t, c, w.base+"/readyz", "curl/8"); resp.StatusCode != 200 {
@@ -206,25 +211,81 @@ func TestDrain(t *testing.T) {
 	}
 	drained := make(chan error, 1)
 	wg.Go(func() { drained <- w.front.Drain(context.Background()) })
-	resp, body, _ := get(t, c, w.base+"/scm/proj/pub.git/info/refs?service=git-upload-pack", "git/2.39.5")
-	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || !resp.Close || !strings.Contains(body, "draining") {
-		t.Fatalf("new request while draining: %d close=%v %q", resp.StatusCode, resp.Close, body)
-	}
-	if resp, body, _ := get(t, c, w.base+"/readyz", "curl/8"); resp.StatusCode != 503 || !strings.Contains(body, "draining") {
-		t.Fatalf("/readyz while draining: %d %q", resp.StatusCode, body)
-	}
+	checkDraining(t, w, c)
 	select {
 	case err := <-drained:
 		t.Fatalf("Drain returned %v with a request in flight", err)
 	default:
 	}
 	close(release)
+	released := time.Now()
 	if err := <-drained; err != nil {
 		t.Fatalf("Drain: %v", err)
+	}
+	if d := time.Since(released); d < quiet {
+		t.Errorf("Drain returned %v after the last request, before the quiet period", d)
 	}
 	wg.Wait()
 	if !w.front.Stats().Draining || w.front.Drain(context.Background()) != nil {
 		t.Fatal("Drain is not idempotent")
+	}
+}
+
+// checkDraining: what a draining front refuses and what it still serves.
+func checkDraining(t *testing.T, w *gitWorld, c *http.Client) {
+	t.Helper()
+	resp, body, _ := get(t, c, w.base+"/scm/proj/pub.git/info/refs?service=git-upload-pack", "git/2.39.5")
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || !resp.Close || !strings.Contains(body, "draining") {
+		t.Fatalf("new git operation while draining: %d close=%v %q", resp.StatusCode, resp.Close, body)
+	}
+	if resp, _, _ := get(t, c, w.base+"/rest/x", "curl/8"); resp.StatusCode != 503 {
+		t.Fatalf("web request while draining: %d", resp.StatusCode)
+	}
+	req, _ := http.NewRequest("POST", w.base+"/scm/proj/pub.git/git-upload-pack", strings.NewReader("0000"))
+	req.Header.Set("Content-Type", uploadCT)
+	resp, err := c.Do(req)
+	must(t, err)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("upload-pack POST (a clone in flight) while draining: %d", resp.StatusCode)
+	}
+	if resp, body, _ := get(t, c, w.base+"/readyz", "curl/8"); resp.StatusCode != 503 || !strings.Contains(body, "draining") {
+		t.Fatalf("/readyz while draining: %d %q", resp.StatusCode, body)
+	}
+	if resp, _, _ := get(t, c, w.base+"/healthz", "curl/8"); resp.StatusCode != 200 {
+		t.Fatalf("/healthz while draining: %d", resp.StatusCode)
+	}
+}
+
+// TestDrainCloneInFlight starts draining right after a real clone got its
+// ref advertisement: the clone completes, a new clone is refused.
+func TestDrainCloneInFlight(t *testing.T) {
+	var armed atomic.Bool
+	var w *gitWorld
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	w = newGitWorld(t, func(c *Config) {
+		c.DrainQuiet = 50 * time.Millisecond
+		inner := c.Git.Authorizer
+		c.Git.Authorizer = AuthorizerFunc(func(ctx context.Context, p Principal, project, repo string, a Action) error {
+			if armed.CompareAndSwap(true, false) { // the clone's info/refs
+				wg.Go(func() { _ = w.front.Drain(context.Background()) })
+				testkit.Eventually(t, 10*time.Second, "draining", w.front.Draining)
+			}
+			return inner.Authorize(ctx, p, project, repo, a)
+		})
+	})
+	src := w.workTree(map[string]string{"a": "1\n"})
+	w.mustGit(src, "push", "-q", w.url("alice", "alice-pw-S3cret", "pub"), "main")
+	armed.Store(true)
+	// A v2 clone: GET info/refs, then POSTs for ls-refs and fetch.
+	w.mustGit("", "-c", "protocol.version=2", "clone", "-q", w.url("", "", "pub"), filepath.Join(t.TempDir(), "c"))
+	if !w.front.Draining() {
+		t.Fatal("the clone did not start the drain")
+	}
+	out, err := w.git("", "clone", "-q", w.url("", "", "pub"), filepath.Join(t.TempDir(), "late"))
+	if err == nil || !strings.Contains(out, "503") {
+		t.Fatalf("clone after the drain began: %v\n%s", err, out)
 	}
 }
 
