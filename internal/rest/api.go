@@ -84,16 +84,26 @@ func New(cfg Config) (http.Handler, error) {
 func (a *api) routes() {
 	const repo = Prefix + "/projects/{key}/repos/{slug}"
 	const pr = repo + "/pull-requests/{id}"
-	a.mux.HandleFunc("GET "+Prefix+"/projects", a.listProjects)
-	a.mux.HandleFunc("GET "+Prefix+"/projects/{key}", a.getProject)
-	a.mux.HandleFunc("GET "+Prefix+"/projects/{key}/repos", a.listRepositories)
-	a.mux.HandleFunc("POST "+Prefix+"/projects/{key}/repos", a.createRepository)
-	a.mux.HandleFunc("GET "+repo, a.getRepository)
-	a.mux.HandleFunc("GET "+repo+"/pull-requests", a.listPullRequests)
-	a.mux.HandleFunc("GET "+pr, a.getPullRequest)
-	a.mux.HandleFunc("PUT "+pr, a.updatePullRequest)
-	a.mux.HandleFunc("GET "+pr+"/comments", a.listComments)
-	a.mux.HandleFunc("POST "+pr+"/comments", a.createComment)
+	a.mux.HandleFunc("GET "+Prefix+"/projects", a.handle(a.listProjects))
+	a.mux.HandleFunc("GET "+Prefix+"/projects/{key}", a.handle(a.getProject))
+	a.mux.HandleFunc("GET "+Prefix+"/projects/{key}/repos", a.handle(a.listRepositories))
+	a.mux.HandleFunc("POST "+Prefix+"/projects/{key}/repos", a.handle(a.createRepository))
+	a.mux.HandleFunc("GET "+repo, a.handle(a.getRepository))
+	a.mux.HandleFunc("GET "+repo+"/pull-requests", a.handle(a.listPullRequests))
+	a.mux.HandleFunc("GET "+pr, a.handle(a.getPullRequest))
+	a.mux.HandleFunc("PUT "+pr, a.handle(a.updatePullRequest))
+	a.mux.HandleFunc("GET "+pr+"/comments", a.handle(a.listComments))
+	a.mux.HandleFunc("POST "+pr+"/comments", a.handle(a.createComment))
+}
+
+// handle adapts a handler that returns its error: a non-nil error is
+// answered by fail (and the handler must not have written anything).
+func (a *api) handle(fn func(http.ResponseWriter, *http.Request) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := fn(w, r); err != nil {
+			a.fail(w, r, err)
+		}
+	}
 }
 
 // ServeHTTP routes the request; the mux's own 404 and 405 answers are

@@ -11,16 +11,14 @@ import (
 // listComments: GET .../pull-requests/{id}/comments?start=&limit= —
 // oldest first. Pages are cached in the query region over the comments
 // space (comments are immutable, so the page holds them whole).
-func (a *api) listComments(w http.ResponseWriter, r *http.Request) {
+func (a *api) listComments(w http.ResponseWriter, r *http.Request) error {
 	start, limit, err := a.pageParams(r)
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	_, pr, err := a.repoPullRequest(r, domain.PermRead)
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	ctx := r.Context()
 	qkey := fmt.Sprintf("comments:%d?start=%d&limit=%d", pr.ID, start, limit)
@@ -29,19 +27,18 @@ func (a *api) listComments(w http.ResponseWriter, r *http.Request) {
 		return pageOf(cs, limit), err
 	})
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	values := make([]commentJSON, 0, len(page.IDs))
 	for _, c := range page.IDs {
 		v, err := a.renderComment(ctx, c)
 		if err != nil {
-			a.fail(w, r, err)
-			return
+			return err
 		}
 		values = append(values, v)
 	}
 	writeJSON(w, http.StatusOK, newPage(values, start, limit, page.More))
+	return nil
 }
 
 // createCommentBody is POST .../comments's body.
@@ -51,33 +48,29 @@ type createCommentBody struct {
 
 // createComment: POST .../pull-requests/{id}/comments — needs WRITE.
 // Answers 201 with the comment.
-func (a *api) createComment(w http.ResponseWriter, r *http.Request) {
+func (a *api) createComment(w http.ResponseWriter, r *http.Request) error {
 	if err := a.authenticated(r); err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	var body createCommentBody
 	if err := a.decode(w, r, &body); err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	_, pr, err := a.repoPullRequest(r, domain.PermWrite)
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	ctx := r.Context()
 	c, err := a.db.CreateComment(ctx, pr.ID, a.caller(r), body.Text)
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	bg := context.WithoutCancel(ctx)
 	a.invalidated(bg, a.regions.updateSpaces(bg, spaceComments))
 	v, err := a.renderComment(ctx, c)
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusCreated, v)
+	return nil
 }

@@ -9,11 +9,10 @@ import (
 )
 
 // listProjects: GET /projects?start=&limit= — every project, by key.
-func (a *api) listProjects(w http.ResponseWriter, r *http.Request) {
+func (a *api) listProjects(w http.ResponseWriter, r *http.Request) error {
 	start, limit, err := a.pageParams(r)
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	ctx := r.Context()
 	key := fmt.Sprintf("projects?start=%d&limit=%d", start, limit)
@@ -22,19 +21,18 @@ func (a *api) listProjects(w http.ResponseWriter, r *http.Request) {
 		return pageOf(keys, limit), err
 	})
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	values := make([]projectJSON, 0, len(page.IDs))
 	for _, k := range page.IDs {
 		p, err := a.project(ctx, k)
 		if err != nil {
-			a.fail(w, r, err)
-			return
+			return err
 		}
 		values = append(values, renderProject(p))
 	}
 	writeJSON(w, http.StatusOK, newPage(values, start, limit, page.More))
+	return nil
 }
 
 // pageOf turns the limit+1 rows a list query fetched into a page.
@@ -46,18 +44,17 @@ func pageOf[T any](rows []T, limit int) idPage[T] {
 }
 
 // getProject: GET /projects/{key}.
-func (a *api) getProject(w http.ResponseWriter, r *http.Request) {
+func (a *api) getProject(w http.ResponseWriter, r *http.Request) error {
 	key, err := pathKey(r)
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	p, err := a.project(r.Context(), key)
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, renderProject(p))
+	return nil
 }
 
 // projectOf loads the repository's project for rendering.

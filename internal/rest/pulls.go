@@ -15,39 +15,34 @@ import (
 // first. state is OPEN (the default, as in Bitbucket), MERGED, DECLINED
 // or ALL. ALL pages the repository's cached pull request collection; a
 // single state is a cached query over the pull_requests space.
-func (a *api) listPullRequests(w http.ResponseWriter, r *http.Request) {
+func (a *api) listPullRequests(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	key, slug, err := pathRepo(r)
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	start, limit, err := a.pageParams(r)
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	state, err := stateParam(r)
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	repo, err := a.readableRepo(ctx, r, key, slug)
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	page, err := a.pullRequestPage(ctx, repo, state, start, limit)
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	values, err := a.renderPullRequests(ctx, repo, page.IDs)
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, newPage(values, start, limit, page.More))
+	return nil
 }
 
 // stateParam parses ?state= (default OPEN); ALL is returned as "".
@@ -135,18 +130,17 @@ func (a *api) repoPullRequest(r *http.Request, want domain.Perm) (domain.Reposit
 }
 
 // getPullRequest: GET .../pull-requests/{id}.
-func (a *api) getPullRequest(w http.ResponseWriter, r *http.Request) {
+func (a *api) getPullRequest(w http.ResponseWriter, r *http.Request) error {
 	repo, pr, err := a.repoPullRequest(r, domain.PermRead)
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	v, err := a.renderPullRequest(r.Context(), pr, repo)
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, v)
+	return nil
 }
 
 // updatePullRequestBody is PUT .../pull-requests/{id}'s body: the version
@@ -175,37 +169,32 @@ func (b updatePullRequestBody) update() (domain.PullRequestUpdate, error) {
 
 // updatePullRequest: PUT .../pull-requests/{id} — needs WRITE; 409 when
 // version is not the current one.
-func (a *api) updatePullRequest(w http.ResponseWriter, r *http.Request) {
+func (a *api) updatePullRequest(w http.ResponseWriter, r *http.Request) error {
 	if err := a.authenticated(r); err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	var body updatePullRequestBody
 	if err := a.decode(w, r, &body); err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	u, err := body.update()
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	repo, pr, err := a.repoPullRequest(r, domain.PermWrite)
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	updated, err := a.writePullRequest(r.Context(), pr.ID, u)
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	v, err := a.renderPullRequest(r.Context(), updated, repo)
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, v)
+	return nil
 }
 
 // writePullRequest is the read-write strategy around the update: soft

@@ -13,22 +13,19 @@ import (
 // project's repositories the caller may read, by slug. Paging counts all
 // repositories, so a page may hold fewer values than limit for a caller
 // who cannot read some of them.
-func (a *api) listRepositories(w http.ResponseWriter, r *http.Request) {
+func (a *api) listRepositories(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	key, err := pathKey(r)
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	start, limit, err := a.pageParams(r)
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	project, err := a.project(ctx, key)
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	qkey := fmt.Sprintf("repos:%s?start=%d&limit=%d", key, start, limit)
 	page, err := query(ctx, a.regions, qkey, []string{spaceRepositories}, func(ctx context.Context) (idPage[string], error) {
@@ -36,15 +33,14 @@ func (a *api) listRepositories(w http.ResponseWriter, r *http.Request) {
 		return pageOf(slugs, limit), err
 	})
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	values, err := a.readableRepos(ctx, r, project, page.IDs)
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, newPage(values, start, limit, page.More))
+	return nil
 }
 
 // readableRepos renders the repositories among slugs that the caller reads.
@@ -78,24 +74,22 @@ func isStatus(err error, status int) bool {
 }
 
 // getRepository: GET /projects/{key}/repos/{slug}.
-func (a *api) getRepository(w http.ResponseWriter, r *http.Request) {
+func (a *api) getRepository(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	key, slug, err := pathRepo(r)
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	repo, err := a.readableRepo(ctx, r, key, slug)
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	project, err := a.projectOf(ctx, repo)
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, renderRepository(repo, project))
+	return nil
 }
 
 // createRepositoryBody is POST /projects/{key}/repos's body.
@@ -109,45 +103,39 @@ type createRepositoryBody struct {
 
 // createRepository: POST /projects/{key}/repos — needs ADMIN on the
 // project. Answers 201 with the repository.
-func (a *api) createRepository(w http.ResponseWriter, r *http.Request) {
+func (a *api) createRepository(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	key, err := pathKey(r)
 	if err == nil {
 		err = a.authenticated(r)
 	}
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	var body createRepositoryBody
 	if err := a.decode(w, r, &body); err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	if body.ScmID != "" && body.ScmID != "git" {
-		a.fail(w, r, errorf(http.StatusBadRequest, "scmId must be \"git\", not %q", body.ScmID))
-		return
+		return errorf(http.StatusBadRequest, "scmId must be \"git\", not %q", body.ScmID)
 	}
 	if err := a.requireProject(ctx, r, key, domain.PermAdmin); err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	repo, err := a.db.CreateRepository(ctx, key, domain.NewRepository{Name: body.Name, Slug: body.Slug, Public: body.Public})
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	if err := a.afterCreate(ctx, repo); err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	project, err := a.projectOf(ctx, repo)
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	w.Header().Set("Location", fmt.Sprintf("%s/projects/%s/repos/%s", Prefix, repo.ProjectKey, repo.Slug))
 	writeJSON(w, http.StatusCreated, renderRepository(repo, project))
+	return nil
 }
 
 // afterCreate runs the creation hook (undoing the row if it fails) and
