@@ -7,11 +7,13 @@ import (
 )
 
 // tracker counts pooled requests and tells drainers when the front has
-// been idle for a quiet period. Its zero value is ready.
+// been idle for a quiet period, counted from the drain's start or the
+// last request since, whichever is later (the clock is read only while
+// draining, off the hot path). Its zero value is ready.
 type tracker struct {
 	mu       sync.Mutex
 	n        int       // requests admitted and not yet finished
-	last     time.Time // when the last request finished or was admitted
+	last     time.Time // since draining: the last admission or finish
 	draining bool
 	wake     chan struct{} // closed (and replaced) when n drops to 0
 }
@@ -24,7 +26,9 @@ func (t *tracker) enter(continuation bool) bool {
 		return false
 	}
 	t.n++
-	t.last = time.Now()
+	if t.draining {
+		t.last = time.Now()
+	}
 	return true
 }
 
@@ -32,7 +36,9 @@ func (t *tracker) leave() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.n--
-	t.last = time.Now()
+	if t.draining {
+		t.last = time.Now()
+	}
 	if t.n == 0 && t.wake != nil {
 		close(t.wake)
 		t.wake = nil
@@ -77,7 +83,9 @@ func waitFor(ctx context.Context, d time.Duration, wake <-chan struct{}) error {
 func (t *tracker) idleWait(quiet time.Duration) (time.Duration, <-chan struct{}) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.draining = true
+	if !t.draining {
+		t.draining, t.last = true, time.Now()
+	}
 	if t.n > 0 {
 		if t.wake == nil {
 			t.wake = make(chan struct{})
