@@ -98,8 +98,8 @@ func checkAuthOutcome(t *testing.T, rec *httptest.ResponseRecorder, seen *Princi
 	if got := rec.Header().Get("WWW-Authenticate"); rec.Code == 401 && got != `Basic realm="shoal"` {
 		t.Errorf("WWW-Authenticate %q", got)
 	}
-	if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
-		t.Errorf("web error Content-Type %q, want JSON", ct)
+	if ct := rec.Header().Get("Content-Type"); ct != "application/json" || !strings.HasPrefix(rec.Body.String(), `{"errors":[{"message":`) {
+		t.Errorf("REST error %s %q, want JSON in the REST API's shape", ct, rec.Body)
 	}
 }
 

@@ -77,8 +77,9 @@ func statusOf(err error) (int, string) {
 }
 
 // writeError answers with status and msg: plain text for git clients
-// (which show a text/plain body to the user), JSON {"error": msg}
-// otherwise, like the node's other endpoints.
+// (which show a text/plain body to the user); JSON otherwise, in the
+// REST API's shape ({"errors":[{"message": msg}]}) under /rest/ and the
+// node's ({"error": msg}) elsewhere.
 func writeError(w http.ResponseWriter, r *http.Request, status int, msg string) {
 	h := w.Header()
 	h.Set("Cache-Control", "no-cache")
@@ -91,7 +92,15 @@ func writeError(w http.ResponseWriter, r *http.Request, status int, msg string) 
 	}
 	h.Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+	_ = json.NewEncoder(w).Encode(errorJSON(r.URL.Path, msg))
+}
+
+// errorJSON is the error body for a JSON path.
+func errorJSON(path, msg string) any {
+	if strings.HasPrefix(path, "/rest/") {
+		return map[string][]map[string]string{"errors": {{"message": msg}}}
+	}
+	return map[string]string{"error": msg}
 }
 
 // wantsText reports whether errors for r are written as text: git paths
