@@ -68,18 +68,26 @@ func (p *progress) wakeLocked() {
 	}
 }
 
-// state returns the size written so far, whether production ended and
-// how, and when it has not, a channel closed on the next change.
-func (p *progress) state() (int64, bool, error, <-chan struct{}) {
+// state returns the size written so far, and whether production ended
+// and how.
+func (p *progress) state() (int64, bool, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.done {
-		return p.size, true, p.err, nil
+	return p.size, p.done, p.err
+}
+
+// beyond returns a channel closed when the file grows past off or
+// production ends; nil if that has already happened.
+func (p *progress) beyond(off int64) <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.done || p.size > off {
+		return nil
 	}
 	if !p.watched {
 		p.changed, p.watched = make(chan struct{}), true
 	}
-	return p.size, false, nil, p.changed
+	return p.changed
 }
 
 // unlink removes the entry's file; called once, when it is gone and no

@@ -139,7 +139,7 @@ func (c *Cache) complete(e *entry, err error) {
 	if err == nil && c.closed {
 		err = ErrClosed
 	}
-	size, _, _, _ := e.p.state()
+	size, _, _ := e.p.state()
 	if err == nil {
 		c.publishLocked(e, size)
 	} else {

@@ -186,7 +186,7 @@ func (r *Response) Size() (int64, bool) {
 	if r.Result != Hit {
 		return 0, false
 	}
-	size, _, _, _ := r.e.p.state()
+	size, _, _ := r.e.p.state()
 	return size, true
 }
 
@@ -217,7 +217,7 @@ func (r *Response) Stream(ctx context.Context, w io.Writer) (int64, error) {
 func (r *Response) streamFile(ctx context.Context, w io.Writer) error {
 	var off int64
 	for {
-		size, done, err, changed := r.e.p.state()
+		size, done, err := r.e.p.state()
 		if off < size {
 			// A LimitedReader over an *os.File: net.TCPConn.ReadFrom
 			// and http's response.ReadFrom turn this into sendfile.
@@ -235,6 +235,10 @@ func (r *Response) streamFile(ctx context.Context, w io.Writer) error {
 			return err
 		}
 		flush(w)
+		changed := r.e.p.beyond(off)
+		if changed == nil {
+			continue
+		}
 		select {
 		case <-changed:
 		case <-ctx.Done():
