@@ -17,13 +17,16 @@ import (
 // names the repository in keys and Invalidate; repoPath is its directory
 // on disk.
 //
-// It returns how the request was served and the first error: one wrapping
-// ErrMalformed before anything was written (the front end should answer
-// 400), ErrGit or ErrIncomplete when git failed (its own message may
-// already have reached the client), ErrInvalidated when a push prevented
-// publication, or w's or ctx's error. It blocks until the response is
-// written; ctx ending stops it, and kills git unless the process is
-// producing an entry for the cache.
+// It returns how the request was served and the first error: with
+// Rejected, one wrapping ErrMalformed, before anything was written (the
+// front end should answer 400); ErrClosed after Close; ErrGit or
+// ErrIncomplete when git failed (its own message may already have reached
+// the client); ErrInvalidated when a push during production prevented
+// publication (the client did get git's whole response, consistent with
+// the refs before the push: only the cache entry was discarded); or w's or
+// ctx's error. It blocks until the response is written; ctx ending stops
+// it, and kills git unless the process is producing an entry for the
+// cache, which runs on for the next request.
 func (c *Cache) ServeUploadPack(ctx context.Context, w io.Writer, repo, repoPath, protocol string, body io.Reader) (Result, error) {
 	resp, err := c.Open(ctx, repo, repoPath, protocol, body)
 	if errors.Is(err, ErrMalformed) {
