@@ -111,3 +111,18 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+func TestNewGitHandlerConfig(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "a", "b")
+	if _, err := NewGitHandler(GitConfig{ReposDir: dir, Authorizer: AuthorizerFunc(allowAll)}); err != nil {
+		t.Fatalf("missing ReposDir not created: %v", err)
+	}
+	for _, c := range []GitConfig{{ReposDir: dir}, {Authorizer: AuthorizerFunc(allowAll)}} {
+		if _, err := NewGitHandler(c); !errors.Is(err, ErrConfig) {
+			t.Errorf("NewGitHandler(%+v): %v, want ErrConfig", c, err)
+		}
+	}
+	if _, err := New(Config{}); !errors.Is(err, ErrConfig) {
+		t.Errorf("New without Web and Authenticator: %v", err)
+	}
+}

@@ -40,7 +40,7 @@ func (f UploadPackerFunc) ServeUploadPack(ctx context.Context, w io.Writer, repo
 // GitConfig configures a GitHandler.
 type GitConfig struct {
 	// ReposDir holds the bare repositories as ReposDir/{project}/{repo}.git.
-	// Required; it must exist.
+	// Required; created if missing. The nodes of a cluster share it.
 	ReposDir string
 	// Authorizer decides every request. Required.
 	Authorizer Authorizer
@@ -110,13 +110,16 @@ type GitHandler struct {
 	c    gitCounters
 }
 
-// NewGitHandler checks cfg and resolves ReposDir. Errors: ErrConfig, or
-// the error resolving ReposDir.
+// NewGitHandler checks cfg, creates ReposDir if missing and resolves it.
+// Errors: ErrConfig.
 func NewGitHandler(cfg GitConfig) (*GitHandler, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
 	abs, err := filepath.Abs(cfg.ReposDir)
+	if err == nil {
+		err = os.MkdirAll(abs, 0o755)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: ReposDir: %v", ErrConfig, err)
 	}
