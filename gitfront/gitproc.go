@@ -25,17 +25,51 @@ const waitDelay = 5 * time.Second
 
 // infoRefs serves GET info/refs: the ref advertisement, preceded for
 // protocol v0/v1 by the "# service=..." pkt-line and a flush-pkt, as git
-// http-backend does.
+// http-backend does; from the advertisement cache when it is on.
 func (g *GitHandler) infoRefs(w http.ResponseWriter, r *http.Request, q *gitRequest, dir string) {
 	out := newGitResponse(w, "application/x-"+q.service+"-advertisement")
 	if !isV2(q.protocol) {
 		out.prefix = append(pktLine("# service="+q.service+"\n"), pktFlush...)
 	}
+	if g.adverts != nil && q.service == uploadPack {
+		g.cachedAdvert(w, r, q, dir, out)
+		return
+	}
+	g.finish(w, r, out, nil, g.advertise(r, q, dir, out))
+}
+
+// advertise runs git to write q's ref advertisement to out.
+func (g *GitHandler) advertise(r *http.Request, q *gitRequest, dir string, out io.Writer) error {
 	args := []string{strings.TrimPrefix(q.service, "git-"), "--stateless-rpc", "--advertise-refs"}
 	if q.service == uploadPack {
 		args = append(append(append([]string{}, uploadPackConfig...), args...), "--strict")
 	}
-	err := g.run(r.Context(), out, nil, q.env(r, g.env), append(args, dir)...)
+	return g.run(r.Context(), out, nil, q.env(r, g.env), append(args, dir)...)
+}
+
+// cachedAdvert serves the upload-pack advertisement from the cache, or
+// from git keeping a copy under the generation read before git ran. When
+// the generation cannot be read, git serves and nothing is kept.
+func (g *GitHandler) cachedAdvert(w http.ResponseWriter, r *http.Request, q *gitRequest, dir string, out *gitResponse) {
+	key := advertKey{repo: q.name(), protocol: q.protocol}
+	gen, err := g.cfg.AdvertGenerations.Generation(r.Context(), key.repo)
+	if err != nil {
+		g.cfg.Logger.Debug("gitfront: advertisement cache bypassed", "repo", key.repo, "err", err)
+		g.finish(w, r, out, nil, g.advertise(r, q, dir, out))
+		return
+	}
+	if data, ok := g.adverts.get(key, gen); ok {
+		g.c.advertHits.Add(1)
+		_, err := out.Write(data)
+		g.finish(w, r, out, nil, err)
+		return
+	}
+	g.c.advertMisses.Add(1)
+	keep := &capWriter{max: int(g.cfg.AdvertCacheBytes / 4)}
+	err = g.advertise(r, q, dir, io.MultiWriter(out, keep))
+	if err == nil && !keep.over {
+		g.adverts.put(key, gen, keep.buf)
+	}
 	g.finish(w, r, out, nil, err)
 }
 

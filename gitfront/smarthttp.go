@@ -52,6 +52,14 @@ type GitConfig struct {
 	// the client. The request holds its git-receive slot
 	// until OnPush returns, so it should be quick.
 	OnPush func(ctx context.Context, project, repo string)
+	// AdvertGenerations, if set, turns on the ref advertisement cache
+	// (off by default, as in Bitbucket): GET info/refs for upload-pack is
+	// served from memory while the repository's generation is unchanged.
+	// Only right when every push goes through OnPush, which must bump the
+	// generation (the pack cache's Invalidate does).
+	AdvertGenerations Generations
+	// AdvertCacheBytes bounds the advertisement cache; default 64 MiB.
+	AdvertCacheBytes int64
 	// GitBin is the git executable; default "git" from PATH.
 	GitBin string
 	// MaxRequestBytes bounds an upload-pack request body after gzip
@@ -79,6 +87,9 @@ func (c *GitConfig) validate() error {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.AdvertCacheBytes <= 0 {
+		c.AdvertCacheBytes = 64 << 20
+	}
 	return nil
 }
 
@@ -93,10 +104,14 @@ type GitStats struct {
 	Running   int64
 	// BytesOut counts response bytes written to clients.
 	BytesOut uint64
+	// AdvertHits and AdvertMisses count ref advertisements served from
+	// the advertisement cache and from git while it is on.
+	AdvertHits, AdvertMisses uint64
 }
 
 type gitCounters struct {
 	infoRefs, uploads, receives, refused, failed, processes, bytesOut atomic.Uint64
+	advertHits, advertMisses                                          atomic.Uint64
 	running                                                           atomic.Int64
 }
 
@@ -105,9 +120,10 @@ type gitCounters struct {
 // anonymous). Safe for concurrent use.
 type GitHandler struct {
 	cfg  GitConfig
-	root string // ReposDir with symlinks resolved
-	env  []string
-	c    gitCounters
+	root    string // ReposDir with symlinks resolved
+	env     []string
+	adverts *advertCache // nil when off
+	c       gitCounters
 }
 
 // NewGitHandler checks cfg, creates ReposDir if missing and resolves it.
@@ -127,7 +143,11 @@ func NewGitHandler(cfg GitConfig) (*GitHandler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: ReposDir: %v", ErrConfig, err)
 	}
-	return &GitHandler{cfg: cfg, root: root, env: gitEnv(nil)}, nil
+	g := &GitHandler{cfg: cfg, root: root, env: gitEnv(nil)}
+	if cfg.AdvertGenerations != nil {
+		g.adverts = newAdvertCache(cfg.AdvertCacheBytes)
+	}
+	return g, nil
 }
 
 // Stats is a snapshot of the handler's counters.
@@ -135,7 +155,8 @@ func (g *GitHandler) Stats() GitStats {
 	c := &g.c
 	return GitStats{InfoRefs: c.infoRefs.Load(), UploadPacks: c.uploads.Load(),
 		ReceivePacks: c.receives.Load(), Refused: c.refused.Load(), Failed: c.failed.Load(),
-		Processes: c.processes.Load(), Running: c.running.Load(), BytesOut: c.bytesOut.Load()}
+		Processes: c.processes.Load(), Running: c.running.Load(), BytesOut: c.bytesOut.Load(),
+		AdvertHits: c.advertHits.Load(), AdvertMisses: c.advertMisses.Load()}
 }
 
 // gitEnv is this process's environment without GIT_* variables (a
