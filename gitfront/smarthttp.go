@@ -119,7 +119,7 @@ type gitCounters struct {
 // Authenticate middleware in front of it (an absent principal is
 // anonymous). Safe for concurrent use.
 type GitHandler struct {
-	cfg  GitConfig
+	cfg     GitConfig
 	root    string // ReposDir with symlinks resolved
 	env     []string
 	adverts *advertCache // nil when off
