@@ -169,7 +169,7 @@ func testRepositories(t *testing.T, s *domain.Store) {
 	wantErr(t, err, domain.ErrConflict)
 	_, err = s.CreateRepository(ctx, "NOPE", domain.NewRepository{Name: "x"})
 	wantErr(t, err, domain.ErrNotFound)
-	for _, slug := range []string{"../etc", "a/b", ".hidden", "UPPER", "a..b"} {
+	for _, slug := range []string{"../etc", "a/b", ".hidden", "UPPER", "a..b", "x.git", "x.lock", "-x", strings.Repeat("a", 129)} {
 		_, err = s.CreateRepository(ctx, "WEB", domain.NewRepository{Name: "x", Slug: slug})
 		wantErr(t, err, domain.ErrInvalid)
 	}

@@ -21,10 +21,12 @@ func ValidProjectKey(key string) bool {
 }
 
 // ValidSlug reports whether slug names a repository: 1 to 128 of
-// [a-z0-9._-], starting with a letter or digit, with no "..". A slug
-// becomes a directory name, so nothing in it may climb out of one.
+// [a-z0-9._-], starting with a letter or digit, with no "..", not ending
+// in ".git" or ".lock". A slug becomes a directory name (slug.git), so
+// nothing in it may climb out of one or collide with git's own names.
 func ValidSlug(slug string) bool {
-	if len(slug) == 0 || len(slug) > 128 || !(isLower(slug[0]) || isDigit(slug[0])) || strings.Contains(slug, "..") {
+	if len(slug) == 0 || len(slug) > 128 || !(isLower(slug[0]) || isDigit(slug[0])) || strings.Contains(slug, "..") ||
+		strings.HasSuffix(slug, ".git") || strings.HasSuffix(slug, ".lock") {
 		return false
 	}
 	for i := 1; i < len(slug); i++ {
@@ -67,7 +69,8 @@ func Slugify(name string) string {
 		dash = true
 	}
 	s := strings.Trim(strings.ReplaceAll(b.String(), "..", "."), ".-_")
-	return s[:min(len(s), 128)]
+	s = strings.TrimSuffix(strings.TrimSuffix(s[:min(len(s), 128)], ".git"), ".lock")
+	return strings.Trim(s, ".-_")
 }
 
 // checkText refuses empty (when required), over-long or non-UTF-8 text.
