@@ -84,3 +84,41 @@ func BenchmarkFrontParallel(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkInfoRefs times a v0 ref advertisement of a small repository
+// over loopback HTTP, from git (one upload-pack process per request) and
+// from the advertisement cache.
+func BenchmarkInfoRefs(b *testing.B) {
+	repos := b.TempDir()
+	if err := InitBare(b.Context(), repos, "proj", "pub"); err != nil {
+		b.Fatal(err)
+	}
+	for _, cached := range []bool{false, true} {
+		name := map[bool]string{false: "git", true: "cached"}[cached]
+		b.Run(name, func(b *testing.B) {
+			gc := GitConfig{ReposDir: repos, Authorizer: AuthorizerFunc(allowAll)}
+			if cached {
+				gc.AdvertGenerations = &memGenerations{gen: map[string]uint64{}}
+			}
+			f, err := New(Config{Web: http.NotFoundHandler(), Authenticator: testAuth(), Git: gc,
+				Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			if err != nil {
+				b.Fatal(err)
+			}
+			srv := serve(b, f)
+			c := testClient(b)
+			url := srv.URL + "/scm/proj/pub.git/info/refs?service=git-upload-pack"
+			for b.Loop() {
+				resp, err := c.Get(url)
+				if err != nil {
+					b.Fatal(err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					b.Fatalf("status %d", resp.StatusCode)
+				}
+			}
+		})
+	}
+}
