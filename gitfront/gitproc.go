@@ -131,6 +131,9 @@ func (g *GitHandler) finish(w http.ResponseWriter, r *http.Request, out *gitResp
 	switch {
 	case err == nil:
 		out.start()
+	case r.Context().Err() != nil:
+		g.c.failed.Add(1) // the client left; nobody to answer
+		g.cfg.Logger.Debug("gitfront: client gone", "path", r.URL.Path, "err", err)
 	case !out.started:
 		g.fail(w, r, err)
 	default:
