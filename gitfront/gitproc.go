@@ -128,14 +128,15 @@ func (g *GitHandler) finish(w http.ResponseWriter, r *http.Request, out *gitResp
 	if body != nil && body.Err() != nil {
 		err = body.Err() // the client's fault explains whatever git did
 	}
+	gone := r.Context().Err() != nil // the client left, or half-closed after a cut-off body
 	switch {
 	case err == nil:
 		out.start()
-	case r.Context().Err() != nil:
-		g.c.failed.Add(1) // the client left; nobody to answer
-		g.cfg.Logger.Debug("gitfront: client gone", "path", r.URL.Path, "err", err)
-	case !out.started:
+	case !out.started && (!gone || errors.Is(err, ErrMalformed) || errors.Is(err, ErrTooLarge)):
 		g.fail(w, r, err)
+	case gone:
+		g.c.failed.Add(1)
+		g.cfg.Logger.Debug("gitfront: client gone", "path", r.URL.Path, "err", err)
 	default:
 		g.c.failed.Add(1)
 		g.cfg.Logger.Warn("gitfront: git response cut short", "path", r.URL.Path, "err", err)
