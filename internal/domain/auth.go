@@ -63,8 +63,8 @@ func (s *Store) VerifyToken(ctx context.Context, token string) (User, error) {
 	digest := tokenDigest(token)
 	var stored []byte
 	var u User
-	err := s.db.QueryRowContext(ctx, s.q(`SELECT u.id, u.name, u.display_name, u.email, u.admin, u.created, t.token_hash
-		FROM access_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = ?`), digest[:]).
+	err := s.queryRow(ctx, `SELECT u.id, u.name, u.display_name, u.email, u.admin, u.created, t.token_hash
+		FROM access_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = ?`, digest[:]).
 		Scan(&u.ID, &u.Name, &u.DisplayName, &u.Email, &u.Admin, &u.Created, &stored)
 	if errors.Is(err, sql.ErrNoRows) {
 		return User{}, ErrBadCredentials
@@ -117,7 +117,7 @@ func (s *Store) VerifyPassword(ctx context.Context, username, secret string) (Us
 func (s *Store) userWithHash(ctx context.Context, name string) (User, string, error) {
 	var u User
 	var hash string
-	err := s.db.QueryRowContext(ctx, s.q("SELECT "+userColumns+", password_hash FROM users WHERE name = ?"), name).
+	err := s.queryRow(ctx, "SELECT "+userColumns+", password_hash FROM users WHERE name = ?", name).
 		Scan(&u.ID, &u.Name, &u.DisplayName, &u.Email, &u.Admin, &u.Created, &hash)
 	return u, hash, mapErr(err, "domain: verify password")
 }
@@ -125,7 +125,7 @@ func (s *Store) userWithHash(ctx context.Context, name string) (User, string, er
 func (s *Store) userOwnsToken(ctx context.Context, userID int64, token string) (bool, error) {
 	digest := tokenDigest(token)
 	var stored []byte
-	err := s.db.QueryRowContext(ctx, s.q("SELECT token_hash FROM access_tokens WHERE token_hash = ? AND user_id = ?"),
+	err := s.queryRow(ctx, "SELECT token_hash FROM access_tokens WHERE token_hash = ? AND user_id = ?",
 		digest[:], userID).Scan(&stored)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
