@@ -348,6 +348,10 @@ func TestSeedTenThousandPRs(t *testing.T) {
 		t.Skip("short")
 	}
 	s, _ := domaintest.Open(t, domaintest.Path(t), domaintest.Config(t))
+	seedTenThousand(t, s)
+}
+
+func seedTenThousand(t *testing.T, s *domain.Store) {
 	start := time.Now()
 	res := must[domain.SeedResult](t)(domain.Seed(ctx, s, domain.SeedConfig{Users: 500, Projects: 10, ReposPerProject: 10,
 		PRsPerRepo: 100, CommentsPerPR: 3, Seed: 1}))

@@ -49,6 +49,7 @@ func TestPostgres(t *testing.T) {
 		t.Run(sc.name, func(t *testing.T) { sc.fn(t, srv.open(t)) })
 	}
 	t.Run("concurrent-migrations", func(t *testing.T) { concurrentOpens(t, srv.createDB(t)) })
+	t.Run("seed-10k", func(t *testing.T) { seedTenThousand(t, srv.open(t)) })
 	t.Run("outage", func(t *testing.T) { postgresOutage(t, srv) })
 }
 
