@@ -14,7 +14,10 @@
 //   - GitHandler: GET info/refs, POST git-upload-pack and git-receive-pack
 //     under /scm/{project}/{repo}.git/, authorized per request by an
 //     Authorizer, with upload-pack optionally served by an UploadPacker
-//     (the pack cache).
-//   - Front: all of it behind one http.Handler, with Drain for a graceful
-//     stop and ReadyHandler for /readyz.
+//     (the pack cache), OnPush after every push, and an optional ref
+//     advertisement cache keyed by the repository's generation.
+//   - InitBare: creates a bare repository the way the front expects it.
+//   - Front: all of it behind one http.Handler, with Stats, Drain for a
+//     graceful stop (clones in flight complete) and ReadyHandler for
+//     /readyz.
 package gitfront
