@@ -96,3 +96,27 @@ func TestCheckerErrors(t *testing.T) {
 		})
 	}
 }
+
+// FuzzChecker: the checker never panics, and its verdict does not depend
+// on how the response is split into writes.
+func FuzzChecker(f *testing.F) {
+	nak := pkts("NAK")
+	f.Add(uint8(0), append(append(nak, "0009\x01PACK"...), "0000"...), uint16(3))
+	f.Add(uint8(2), append(pkts("shallow-info", "shallow "+oidA, "|", "packfile"), "0006\x02x0000"...), uint16(20))
+	f.Add(uint8(0), pkts("ERR nope"), uint16(1))
+	f.Fuzz(func(t *testing.T, version uint8, out []byte, split uint16) {
+		v := int(version % 3)
+		whole := completeResponse(v, out)
+		chk := &checker{version: v}
+		at := int(split) % (len(out) + 1)
+		chk.feed(out[:at])
+		chk.feed(out[at:])
+		split2 := chk.result()
+		if (whole == nil) != (split2 == nil) || (whole != nil && whole.Error() != split2.Error()) {
+			t.Fatalf("whole: %v; split at %d: %v", whole, at, split2)
+		}
+		if whole != nil && !errors.Is(whole, ErrIncomplete) {
+			t.Fatalf("error %v does not wrap ErrIncomplete", whole)
+		}
+	})
+}
