@@ -271,3 +271,38 @@ func TestMalformedRejected(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// cancelOnWrite cancels a context on its first write, like a client that
+// goes away.
+type cancelOnWrite struct{ cancel context.CancelFunc }
+
+func (c cancelOnWrite) Write(p []byte) (int, error) { c.cancel(); return len(p), nil }
+
+// TestBypassContext: a bypassed request's git dies with its context.
+func TestBypassContext(t *testing.T) {
+	r := newRepo(t, 40) // 640 KiB: git is still writing when it is killed
+	c := newCache(t, Config{MinFree: 1 << 62})
+	body := v0Clone(v0caps, run(t, r.bare, "rev-parse", "main"))
+	ctx, cancel := context.WithCancel(context.Background())
+	res, err := c.ServeUploadPack(ctx, cancelOnWrite{cancel}, "r", r.bare, "", bytes.NewReader(body))
+	if res != Bypass || !errors.Is(err, ErrGit) {
+		t.Fatalf("%v %v", res, err)
+	}
+}
+
+// failingGenerations has no generation to give.
+type failingGenerations struct{ MemGenerations }
+
+func (*failingGenerations) Generation(context.Context, string) (uint64, error) {
+	return 0, errors.New("store unavailable")
+}
+
+// TestGenerationsUnavailable: without a generation the cache steps aside.
+func TestGenerationsUnavailable(t *testing.T) {
+	r := newRepo(t, 2)
+	c := newCache(t, Config{Generations: &failingGenerations{}})
+	out, res, err := serve(t, c, "r", r.bare, "", v0Clone(v0caps, run(t, r.bare, "rev-parse", "main")))
+	if res != Bypass || err != nil || completeResponse(0, out) != nil {
+		t.Fatalf("%v %v", res, err)
+	}
+}
