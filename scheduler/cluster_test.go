@@ -93,7 +93,7 @@ type clusterOpts struct {
 
 // startCluster starts 3 nodes with stores and a scheduler on each, runner
 // "r" registered on each. Schedulers close before their stores.
-func startCluster(t *testing.T, o clusterOpts) (*memnet.Network, []*clustertest.Member, []*Scheduler) {
+func startCluster(t testing.TB, o clusterOpts) (*memnet.Network, []*clustertest.Member, []*Scheduler) {
 	t.Helper()
 	net := memnet.New(o.seed)
 	t.Cleanup(func() { net.Close() })
@@ -127,7 +127,7 @@ func startCluster(t *testing.T, o clusterOpts) (*memnet.Network, []*clustertest.
 }
 
 // waitCopies waits until every scheduler holds a copy of job id.
-func waitCopies(t *testing.T, id string, scheds ...*Scheduler) {
+func waitCopies(t testing.TB, id string, scheds ...*Scheduler) {
 	t.Helper()
 	testkit.Eventually(t, 10*time.Second, "every node to know "+id, func() bool {
 		for _, s := range scheds {
