@@ -160,7 +160,8 @@ func cpu() time.Duration {
 // git upload-pack (through the cache's bypass path) and from a published
 // cache entry, to a loopback TCP client in another process. It reports
 // server CPU (this process plus git) and wall time per clone for each,
-// and their ratios.
+// and their ratios; and, as the floor under a hit, the CPU of a bare
+// io.Copy (sendfile) of the entry's file to the same connection.
 func BenchmarkCloneHitVsGit(b *testing.B) {
 	for _, version := range []string{"0", "2"} {
 		b.Run("v"+version, func(b *testing.B) { benchHitVsGit(b, version) })
@@ -176,7 +177,8 @@ func benchHitVsGit(b *testing.B, version string) {
 	if _, res, err := serve(b, c, "r", dir, req.protocol, req.body); res != Miss || err != nil {
 		b.Fatalf("priming: %v %v", res, err)
 	}
-	var gitCPU, gitWall, hitCPU, hitWall time.Duration
+	path := entryPath(c)
+	var gitCPU, gitWall, hitCPU, hitWall, floorCPU time.Duration
 	var size int64
 	b.ResetTimer()
 	for range b.N {
@@ -194,14 +196,18 @@ func benchHitVsGit(b *testing.B, version string) {
 			b.Fatal(err)
 		}
 		cpu2, t2 := cpu(), time.Now()
+		sendFile(b, conn, path)
+		cpu3 := cpu()
 		gitCPU, gitWall = gitCPU+cpu1-cpu0, gitWall+t1.Sub(t0)
 		hitCPU, hitWall = hitCPU+cpu2-cpu1, hitWall+t2.Sub(t1)
+		floorCPU += cpu3 - cpu2
 	}
 	n := float64(b.N)
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1e3 / n }
 	b.ReportMetric(float64(size)/(1<<20), "MiB/clone")
 	b.ReportMetric(ms(gitCPU), "git-cpu-ms/clone")
 	b.ReportMetric(ms(hitCPU), "hit-cpu-ms/clone")
+	b.ReportMetric(ms(floorCPU), "sendfile-cpu-ms/clone")
 	b.ReportMetric(float64(hitCPU)/float64(gitCPU), "cpu-ratio")
 	b.ReportMetric(ms(gitWall), "git-wall-ms/clone")
 	b.ReportMetric(ms(hitWall), "hit-wall-ms/clone")
@@ -276,7 +282,8 @@ func BenchmarkSlowClient(b *testing.B) {
 
 // BenchmarkHitThroughput streams a published entry to io.Discard and to a
 // loopback TCP client, and reads the same file with cat > /dev/null, the
-// physical limit; it reports MiB/s for each.
+// physical limit, and sends it to the client with a bare io.Copy
+// (sendfile), the limit of the TCP path; it reports MiB/s for each.
 func BenchmarkHitThroughput(b *testing.B) {
 	dir := benchRepo(b)
 	req := cloneRequest(b, dir, "2")
@@ -285,13 +292,12 @@ func BenchmarkHitThroughput(b *testing.B) {
 	if _, _, err := serve(b, c, "r", dir, req.protocol, req.body); err != nil {
 		b.Fatal(err)
 	}
-	var path string
-	var size int64
-	c.mu.Lock()
-	for _, e := range c.index {
-		path, size = e.path, e.size
+	path := entryPath(c)
+	st, err := os.Stat(path)
+	if err != nil {
+		b.Fatal(err)
 	}
-	c.mu.Unlock()
+	size := st.Size()
 	ctx := context.Background()
 	hit := func(w io.Writer) {
 		if _, err := c.ServeUploadPack(ctx, w, "r", dir, req.protocol, bytes.NewReader(req.body)); err != nil {
@@ -308,21 +314,45 @@ func BenchmarkHitThroughput(b *testing.B) {
 	}
 	// The three are interleaved so that a change in the machine's load
 	// hits them alike.
-	var tCat, tDiscard, tTCP time.Duration
+	var tCat, tDiscard, tTCP, tSendfile time.Duration
 	timed := func(d *time.Duration, f func()) { t0 := time.Now(); f(); *d += time.Since(t0) }
 	for range b.N {
 		timed(&tCat, cat10)
 		timed(&tDiscard, func() { hit(io.Discard) })
 		timed(&tTCP, func() { hit(conn) })
+		timed(&tSendfile, func() { sendFile(b, conn, path) })
 	}
 	mibs := func(d time.Duration, k int) float64 {
 		return float64(size) * float64(b.N*k) / (1 << 20) / d.Seconds()
 	}
-	cat, discard, tcp := mibs(tCat, 10), mibs(tDiscard, 1), mibs(tTCP, 1)
+	cat, discard, tcp, raw := mibs(tCat, 10), mibs(tDiscard, 1), mibs(tTCP, 1), mibs(tSendfile, 1)
 	b.ReportMetric(float64(size)/(1<<20), "MiB/entry")
 	b.ReportMetric(cat, "cat-MiB/s")
 	b.ReportMetric(discard, "hit-discard-MiB/s")
 	b.ReportMetric(tcp, "hit-tcp-MiB/s")
+	b.ReportMetric(raw, "sendfile-tcp-MiB/s")
 	b.ReportMetric(discard/cat, "discard/cat")
 	b.ReportMetric(tcp/cat, "tcp/cat")
+}
+
+// entryPath returns the file of the cache's only entry.
+func entryPath(c *Cache) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, e := range c.index {
+		return e.path
+	}
+	return ""
+}
+
+// sendFile copies the file to conn with io.Copy, which uses sendfile.
+func sendFile(b *testing.B, conn *net.TCPConn, path string) {
+	f, err := os.Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := io.Copy(conn, f); err != nil {
+		b.Fatal(err)
+	}
 }
