@@ -7,8 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/vmihailenco/msgpack/v5"
-
 	"github.com/shoal-dev/shoal/cluster/rpc"
 )
 
@@ -33,44 +31,41 @@ var ErrNotOwner = errors.New("l2cache: not the partition's owner")
 // ticket is what a miss hands out: a put must present it to the same
 // owner, which refuses it if anything invalidated the key since.
 type ticket struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	Owner    string   `msgpack:"o"`
-	Stamp    uint64   `msgpack:"s"`
+	Owner string
+	Stamp uint64
 }
 
 // distOp is a request to a partition's owner, and the replication of its
 // effect to the backups.
 type distOp struct {
-	// Encoded as an array: no field names on the wire, and faster.
-	_msgpack  struct{} `msgpack:",as_array"`
-	Op        op       `msgpack:"o"`
-	Get       bool     `msgpack:"g,omitempty"` // a read: no op
-	Put       bool     `msgpack:"p,omitempty"` // a put-from-load
-	Partition int      `msgpack:"n"`
-	Region    string   `msgpack:"r"`
-	Key       string   `msgpack:"k,omitempty"`
-	Value     []byte   `msgpack:"v,omitempty"`
-	Spaces    []string `msgpack:"sp,omitempty"`
-	Ticket    ticket   `msgpack:"t,omitempty"`
+	// Encoded by hand (codec.go): it is on the path of every remote get.
+	Op        op
+	Get       bool // a read: no op
+	Put       bool // a put-from-load
+	Partition int
+	Region    string
+	Key       string
+	Value     []byte
+	Spaces    []string
+	Ticket    ticket
 	// Replication only: the owner's stamp for the change, and the
 	// partition's replication sequence number.
-	Stamp uint64 `msgpack:"st,omitempty"`
-	Seq   uint64 `msgpack:"q,omitempty"`
-	Epoch uint64 `msgpack:"e,omitempty"`
+	Stamp uint64
+	Seq   uint64
+	Epoch uint64
 }
 
 type distReply struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	NotOwner bool     `msgpack:"no,omitempty"`
-	Epoch    uint64   `msgpack:"e,omitempty"`
-	Hit      bool     `msgpack:"h,omitempty"`
-	Value    []byte   `msgpack:"v,omitempty"`
-	Ticket   ticket   `msgpack:"t,omitempty"`
+	NotOwner bool
+	Epoch    uint64
+	Hit      bool
+	Value    []byte
+	Ticket   ticket
 	// Floor is the stamp of the key's latest invalidation at the owner,
 	// so the caller can tell whether a load in flight is fresh enough to
 	// join.
-	Floor   uint64 `msgpack:"f,omitempty"`
-	Refused bool   `msgpack:"rf,omitempty"`
+	Floor   uint64
+	Refused bool
 }
 
 // dist is this node's part of the partitioned map.
@@ -227,10 +222,7 @@ func (d *dist) call(ctx context.Context, o distOp) (distReply, error) {
 }
 
 func (d *dist) remote(ctx context.Context, owner string, o distOp) (distReply, error) {
-	body, err := msgpack.Marshal(&o)
-	if err != nil {
-		return distReply{}, err
-	}
+	body := appendOp(make([]byte, 0, 64+len(o.Region)+len(o.Key)+len(o.Value)), &o)
 	d.c.stats.RemoteCalls.Add(1)
 	d.c.stats.RemoteBytes.Add(uint64(len(body)))
 	resp, err := d.rpc.Call(ctx, owner, rpcOp, body)
@@ -238,20 +230,20 @@ func (d *dist) remote(ctx context.Context, owner string, o distOp) (distReply, e
 		return distReply{}, err
 	}
 	d.c.stats.RemoteBytes.Add(uint64(len(resp)))
-	var rep distReply
-	if err := msgpack.Unmarshal(resp, &rep); err != nil {
+	rep, err := decodeReply(resp)
+	if err != nil {
 		return distReply{}, fmt.Errorf("l2cache: unreadable reply from %s: %w", owner, err)
 	}
 	return rep, nil
 }
 
 func (d *dist) handleOp(_ context.Context, _ string, body []byte) ([]byte, error) {
-	var o distOp
-	if err := msgpack.Unmarshal(body, &o); err != nil {
+	o, err := decodeOp(body)
+	if err != nil {
 		return nil, fmt.Errorf("unreadable cache operation: %w", err)
 	}
 	rep := d.apply(o)
-	return msgpack.Marshal(&rep)
+	return appendReply(make([]byte, 0, 32+len(rep.Value)+len(rep.Ticket.Owner)), &rep), nil
 }
 
 // apply runs an operation at the owner: reads, puts, invalidations and
@@ -341,10 +333,7 @@ func (d *dist) replicate(backups []string, o *distOp) error {
 	if o == nil || len(backups) == 0 {
 		return nil
 	}
-	body, err := msgpack.Marshal(o)
-	if err != nil {
-		return err
-	}
+	body := appendOp(nil, o)
 	ctx, cancel := context.WithTimeout(context.Background(), d.c.cfg.SyncTimeout)
 	defer cancel()
 	var errs []error
@@ -361,8 +350,8 @@ func (d *dist) replicate(backups []string, o *distOp) error {
 // handleRepl applies a replicated change on a backup. A gap in the
 // sequence taints the copy: it will not be trusted on takeover.
 func (d *dist) handleRepl(_ context.Context, _ string, body []byte) ([]byte, error) {
-	var o distOp
-	if err := msgpack.Unmarshal(body, &o); err != nil {
+	o, err := decodeOp(body)
+	if err != nil {
 		return nil, fmt.Errorf("unreadable replication: %w", err)
 	}
 	dp, t := d.part(o.Partition)

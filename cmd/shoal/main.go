@@ -29,6 +29,10 @@ commands:
   up       start a local cluster of N nodes on loopback and watch it
   status   show the cluster's members as a node sees them
   kv       read and write the consistent store (shoal kv help)
+  seed     fill an empty database with a generated data set
+  user     add users and grant permissions (shoal user add|grant)
+  token    create and revoke access tokens (shoal token create|revoke)
+  jobs     list and control the scheduler's jobs (shoal jobs help)
   bench    run an experiment (shoal bench help)
   version  print the version
 
@@ -53,6 +57,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runKV(rest, stdout, stderr)
 	case "bench":
 		err = runBench(rest, stdout, stderr)
+	case "seed":
+		err = runSeed(rest)
+	case "user":
+		err = runUser(rest, os.Stdin, stdout, stderr)
+	case "token":
+		err = runToken(rest, stdout, stderr)
+	case "jobs":
+		err = runJobs(rest, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "shoal", server.Version)
 	case "help", "-h", "--help":

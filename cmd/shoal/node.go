@@ -19,6 +19,7 @@ import (
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/cluster/cp"
 	"github.com/shoal-dev/shoal/internal/server"
+	"github.com/shoal-dev/shoal/l2cache"
 )
 
 // nodeFlags are the flags of 'shoal node'.
@@ -29,6 +30,13 @@ type nodeFlags struct {
 	join                                      listFlag
 	joinTimeout                               time.Duration
 	parentPID, bootstrapExpect, voters        int
+
+	db, reposDir, invalidation, packDir      string
+	backups                                  int
+	cacheTTL, packTTL                        time.Duration
+	cacheMaxBytes, packMaxBytes, packMinFree byteSize
+	packCache, advertCache                   bool
+	poolUpload, poolReceive, poolWeb         int
 }
 
 func (f *nodeFlags) register(fs *flag.FlagSet) {
@@ -50,6 +58,49 @@ func (f *nodeFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.joinTimeout, "join-timeout", 0, "give up joining after this long (0: keep trying)")
 	fs.StringVar(&f.readyFile, "ready-file", "", "write the node's addresses as JSON here once it serves")
 	fs.IntVar(&f.parentPID, "parent-pid", 0, "shut down gracefully when this parent process goes away (set by 'shoal up')")
+	fs.StringVar(&f.db, "db", "", "domain database: a postgres:// URL or a SQLite file (default shoal.db beside --data-dir, shared by a local cluster)")
+	fs.StringVar(&f.reposDir, "repos-dir", "", "bare git repositories, shared by the nodes (default repos beside --data-dir)")
+	fs.StringVar(&f.invalidation, "invalidation", "async", "L2 invalidation: async, or sync (a write returns once every live member has applied it)")
+	fs.IntVar(&f.backups, "backups", 1, "DISTRIBUTED mode: synchronous backups of each partition, 0 to 2")
+	fs.DurationVar(&f.cacheTTL, "cache-ttl", 0, "expire L2 entries this long after they are cached (0: never)")
+	f.cacheMaxBytes = 64 << 20
+	fs.Var(&f.cacheMaxBytes, "cache-max-bytes", "L2 cache size on this node (e.g. 64MiB)")
+	fs.BoolVar(&f.packCache, "pack-cache", true, "serve repeated clones from the pack cache")
+	fs.StringVar(&f.packDir, "pack-cache-dir", "", "this node's pack cache directory (default DATA-DIR/packcache)")
+	f.packMaxBytes = 1 << 30
+	fs.Var(&f.packMaxBytes, "pack-cache-max-bytes", "pack cache disk budget (e.g. 1GiB)")
+	f.packMinFree = 1 << 30
+	fs.Var(&f.packMinFree, "pack-cache-min-free", "below this much free disk the pack cache steps aside (e.g. 1GiB; 0: no floor)")
+	fs.DurationVar(&f.packTTL, "pack-cache-ttl", 24*time.Hour, "how long a pack cache entry may be served")
+	fs.BoolVar(&f.advertCache, "ref-advert-cache", false, "cache ref advertisements per repository generation")
+	fs.IntVar(&f.poolUpload, "pool-upload", 0, "concurrent git upload-pack requests (0: 1.5 x cores)")
+	fs.IntVar(&f.poolReceive, "pool-receive", 0, "concurrent git receive-pack requests (0: cores)")
+	fs.IntVar(&f.poolWeb, "pool-web", 0, "concurrent web and REST requests (0: 64)")
+}
+
+// serviceConfig fills the cache, database, git and pool settings.
+func (f *nodeFlags) serviceConfig(c *server.Config) error {
+	if f.invalidation != l2cache.InvalidationAsync && f.invalidation != l2cache.InvalidationSync {
+		return usagef("--invalidation %q: want async or sync", f.invalidation)
+	}
+	if f.backups < 0 || f.backups > 2 {
+		return usagef("--backups %d: want 0, 1 or 2", f.backups)
+	}
+	if f.cacheTTL < 0 || f.packTTL < 0 {
+		return usagef("--cache-ttl and --pack-cache-ttl must not be negative")
+	}
+	for name, n := range map[string]int{"--pool-upload": f.poolUpload, "--pool-receive": f.poolReceive, "--pool-web": f.poolWeb} {
+		if n < 0 || n > 100000 {
+			return usagef("%s %d: want 0 (default) to 100000", name, n)
+		}
+	}
+	backups := f.backups
+	c.DBURL, c.ReposDir = f.db, f.reposDir
+	c.Cache = server.CacheConfig{Invalidation: f.invalidation, Backups: &backups, MaxCost: int64(f.cacheMaxBytes), TTL: f.cacheTTL}
+	c.Packs = server.PackConfig{Off: !f.packCache, Dir: f.packDir, MaxBytes: int64(f.packMaxBytes),
+		MinFree: uint64(f.packMinFree), TTL: f.packTTL, AdvertCache: f.advertCache}
+	c.Pools.Upload.Concurrency, c.Pools.Receive.Concurrency, c.Pools.Web.Concurrency = f.poolUpload, f.poolReceive, f.poolWeb
+	return nil
 }
 
 // readyInfo is written to --ready-file.
@@ -159,8 +210,9 @@ func (f *nodeFlags) serverConfig(stderr io.Writer) (server.Config, error) {
 	if f.dataDir == "" {
 		f.dataDir = filepath.Join("shoal-data", f.name)
 	}
-	return server.Config{Cluster: *cc, HTTPAddr: f.http, DataDir: f.dataDir, Logger: logger,
-		RaftAddr: f.raft, RaftAdvertise: f.raftAdvertise, Store: sc}, nil
+	c := server.Config{Cluster: *cc, HTTPAddr: f.http, DataDir: f.dataDir, Logger: logger,
+		RaftAddr: f.raft, RaftAdvertise: f.raftAdvertise, Store: sc}
+	return c, f.serviceConfig(&c)
 }
 
 func serveNode(ctx context.Context, cfg server.Config, f nodeFlags) error {

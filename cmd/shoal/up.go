@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -9,10 +10,13 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
+	"github.com/shoal-dev/shoal/internal/domain"
 	"github.com/shoal-dev/shoal/internal/localcluster"
 )
 
@@ -36,8 +40,35 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&opts.CacheMode, "cache-mode", "local", "L2 cache coupling of every node: local or distributed")
 	fs.StringVar(&opts.LogLevel, "log-level", "info", "the nodes' log level")
 	fs.DurationVar(&opts.ReadyTimeout, "ready-timeout", 60*time.Second, "how long to wait for the cluster to form")
+	var seed bool
+	var db, invalidation string
+	var backups int
+	var seedCfg domain.SeedConfig
+	fs.BoolVar(&seed, "seed", false, "fill the database with a generated data set first (skipped if it has data; sizes as 'shoal seed')")
+	seedFlags(fs, &seedCfg)
+	fs.StringVar(&db, "db", "", "database of every node (default <data-dir>/"+dbFileName+")")
+	fs.StringVar(&invalidation, "invalidation", "async", "L2 invalidation of every node: async or sync")
+	fs.IntVar(&backups, "backups", 1, "DISTRIBUTED partition backups, 0 to 2")
+	// Flags after -- go to every node as they are.
+	nodeArgs := []string{}
+	if i := slices.Index(args, "--"); i >= 0 {
+		args, nodeArgs = args[:i], args[i+1:]
+	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if err := checkSeedFlags(seedCfg); err != nil {
+		return err
+	}
+	if invalidation != "async" && invalidation != "sync" {
+		return usagef("--invalidation %q: want async or sync", invalidation)
+	}
+	if backups < 0 || backups > 2 {
+		return usagef("--backups %d: want 0, 1 or 2", backups)
+	}
+	opts.Args = append([]string{"--invalidation", invalidation, "--backups", strconv.Itoa(backups)}, nodeArgs...)
+	if db != "" {
+		opts.Args = append(opts.Args, "--db", db)
 	}
 	if opts.N < 1 || opts.N > 64 {
 		return usagef("-n %d: want 1 to 64 nodes", opts.N)
@@ -64,6 +95,11 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if seed {
+		if err := upSeed(ctx, dbURL(db, opts.Dir), opts.Dir, seedCfg, stdout); err != nil {
+			return err
+		}
+	}
 	fmt.Fprintf(stdout, "starting %d nodes in %s ...\n", opts.N, opts.Dir)
 	c, err := localcluster.Start(ctx, opts)
 	if err != nil {
@@ -84,6 +120,20 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 		opts.Dir, c.Nodes()[0].HTTP)
 	waitCluster(ctx, c, opts.N, stderr)
 	return nil
+}
+
+// upSeed seeds the database before the nodes start, unless it already
+// holds data (a cluster started again from its directory).
+func upSeed(ctx context.Context, url, dir string, cfg domain.SeedConfig, stdout io.Writer) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	err := seedDatabase(ctx, url, cfg, stdout)
+	if errors.Is(err, domain.ErrConflict) {
+		fmt.Fprintf(stdout, "database %s already has data: not seeding again\n", url)
+		return nil
+	}
+	return err
 }
 
 func printProcs(w io.Writer, nodes []*localcluster.Proc) {

@@ -176,3 +176,15 @@ func (a *api) repoPullRequestIDs(ctx context.Context, repoID int64) ([]int64, er
 		return a.db.PullRequestIDs(ctx, repoID)
 	})
 }
+
+// EvictRepository drops a repository's cached row (and the repository
+// lists) on every node, after a change made outside the API, such as a
+// push that moved its last-modified time. A nil cache has nothing to drop.
+func EvictRepository(ctx context.Context, c *l2cache.Cache, repo domain.Repository) error {
+	rg, err := newRegions(c)
+	if err != nil {
+		return err
+	}
+	return errors.Join(rg.repositories.evict(ctx, repoKey(repo.ProjectKey, repo.Slug)),
+		rg.updateSpaces(ctx, spaceRepositories))
+}

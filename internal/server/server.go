@@ -11,12 +11,18 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
 
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/cluster/cp"
+	"github.com/shoal-dev/shoal/gitfront"
+	"github.com/shoal-dev/shoal/internal/domain"
+	"github.com/shoal-dev/shoal/l2cache"
+	"github.com/shoal-dev/shoal/packcache"
 )
 
 // Version is the build version, set by the linker (-X) or left as "dev".
@@ -37,8 +43,36 @@ type Config struct {
 	// Store configures the consistent store; Node, Transport, DataDir and
 	// Logger are filled by Start.
 	Store cp.Config
+	// DBURL is the domain database: a postgres:// URL or a SQLite file
+	// path (default: shoal.db beside the node's data directory, shared by
+	// the nodes of a local cluster).
+	DBURL string
+	// ReposDir holds the bare git repositories, shared by the nodes
+	// (default: repos beside the node's data directory).
+	ReposDir string
+	// Cache configures the L2 cache; its mode is Cluster.CacheMode.
+	Cache CacheConfig
+	// Packs configures the pack cache.
+	Packs PackConfig
+	// Pools bounds the front's request pools; zero fields take
+	// gitfront.DefaultPools'.
+	Pools gitfront.Pools
 	// Logger receives the node's logs.
 	Logger *slog.Logger
+}
+
+// fill sets the defaults that depend on the data directory.
+func (c *Config) fill() {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	parent := filepath.Dir(filepath.Clean(c.DataDir))
+	if c.DBURL == "" {
+		c.DBURL = filepath.Join(parent, "shoal.db")
+	}
+	if c.ReposDir == "" {
+		c.ReposDir = filepath.Join(parent, "repos")
+	}
 }
 
 // Server is a running node.
@@ -47,29 +81,31 @@ type Server struct {
 	node  *cluster.Node
 	trans *raft.NetworkTransport
 	store *cp.Store
+	svc   services
 	ln    net.Listener
 	http  *http.Server
 	done  chan struct{}
 	err   error
+	once  sync.Once
+	shut  error
 }
 
 // Start listens for HTTP, starts the cluster member and serves.
 func Start(cfg Config) (*Server, error) {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	cfg.fill()
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return nil, fmt.Errorf("http listen on %s: %w", cfg.HTTPAddr, err)
 	}
 	s := &Server{cfg: cfg, ln: ln, done: make(chan struct{})}
-	if err := s.startParts(); err != nil {
-		s.closeParts()
+	handler, err := s.start()
+	if err != nil {
 		ln.Close()
 		return nil, err
 	}
 	s.http = &http.Server{
-		Handler:           s.routes(),
+		// No read or write timeout: a clone may stream for minutes.
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 	}
@@ -80,6 +116,21 @@ func Start(cfg Config) (*Server, error) {
 		}
 	}()
 	return s, nil
+}
+
+// start starts the parts and the services, or stops what it started.
+func (s *Server) start() (http.Handler, error) {
+	err := s.startParts()
+	var h http.Handler
+	if err == nil {
+		h, err = s.startServices(s.routes())
+	}
+	if err != nil {
+		s.closeServices()
+		s.closeParts()
+		return nil, err
+	}
+	return h, nil
 }
 
 // startParts starts the raft transport, the cluster member (advertising
@@ -131,15 +182,33 @@ func (s *Server) Store() *cp.Store { return s.store }
 // HTTPAddr is the address the HTTP endpoints listen on.
 func (s *Server) HTTPAddr() string { return s.ln.Addr().String() }
 
-// Shutdown stops accepting HTTP requests, lets those in flight finish until
-// ctx ends, stops raft, then leaves the cluster. Safe to call twice.
+// Shutdown drains: /readyz turns false and new requests are refused while
+// those in flight (and the git operations they began) finish until ctx
+// ends; then the HTTP server, the services, raft and the cluster member
+// stop. Safe to call twice; the second call returns the first's result.
 func (s *Server) Shutdown(ctx context.Context) error {
-	httpErr := s.http.Shutdown(ctx)
-	<-s.done
-	return errors.Join(httpErr, s.err, s.closeParts())
+	s.once.Do(func() {
+		drainErr := s.svc.front.Drain(ctx)
+		httpErr := s.http.Shutdown(ctx)
+		<-s.done
+		s.shut = errors.Join(drainErr, httpErr, s.err, s.closeServices(), s.closeParts())
+	})
+	return s.shut
 }
 
-func (s *Server) routes() http.Handler {
+// Cache is the node's L2 cache.
+func (s *Server) Cache() *l2cache.Cache { return s.svc.cache }
+
+// DB is the domain database.
+func (s *Server) DB() *domain.Store { return s.svc.db }
+
+// Packs is the pack cache, nil when it is off.
+func (s *Server) Packs() *packcache.Cache { return s.svc.packs }
+
+// Front is the HTTP front.
+func (s *Server) Front() *gitfront.Front { return s.svc.front }
+
+func (s *Server) routes() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "node": s.node.Name()})

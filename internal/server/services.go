@@ -1,0 +1,305 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/shoal-dev/shoal/cluster"
+	"github.com/shoal-dev/shoal/cluster/cp"
+	"github.com/shoal-dev/shoal/gitfront"
+	"github.com/shoal-dev/shoal/internal/domain"
+	"github.com/shoal-dev/shoal/internal/rest"
+	"github.com/shoal-dev/shoal/l2cache"
+	"github.com/shoal-dev/shoal/packcache"
+)
+
+// CacheConfig configures the node's L2 cache. The mode is the cluster
+// configuration's CacheMode: every member must agree on it.
+type CacheConfig struct {
+	// Invalidation is l2cache.InvalidationAsync (default) or
+	// l2cache.InvalidationSync (--invalidation).
+	Invalidation string
+	// Backups is the number of synchronous backups of each DISTRIBUTED
+	// partition, 0 to 2 (--backups); nil means 1.
+	Backups *int
+	// Partitions is the DISTRIBUTED partition count (default 271).
+	Partitions int
+	// MaxCost bounds the cached bytes on this node (default 64 MiB).
+	MaxCost int64
+	// TTL, if set, expires cached entries (--cache-ttl).
+	TTL time.Duration
+}
+
+// PackConfig configures the node's pack cache.
+type PackConfig struct {
+	// Off sends every upload-pack straight to git (--pack-cache=false).
+	Off bool
+	// Dir is the node's own cache directory (default DataDir/packcache).
+	Dir string
+	// MaxBytes and MinFree are the disk budget and the free-space floor
+	// (--pack-cache-max-bytes, --pack-cache-min-free).
+	MaxBytes int64
+	MinFree  uint64
+	// TTL is how long an entry may be served (default 24 h).
+	TTL time.Duration
+	// AdvertCache caches ref advertisements per repository generation
+	// (off by default, as in Bitbucket).
+	AdvertCache bool
+}
+
+// packTopic is the bus topic of pack cache invalidations: a pushed
+// repository's name.
+const packTopic = "packcache"
+
+// services are the parts a node serves above the cluster: the L2 cache,
+// the database, the pack cache and the HTTP front. They are started after
+// the cluster member and the store, and stopped before them.
+type services struct {
+	keeper    *l2cache.TableKeeper
+	cache     *l2cache.Cache
+	db        *domain.Store
+	packs     *packcache.Cache
+	front     *gitfront.Front
+	unsubPack func()
+}
+
+// startServices starts the L2 cache, opens the database, the pack cache
+// and the front, and returns the root HTTP handler.
+func (s *Server) startServices(mux *http.ServeMux) (http.Handler, error) {
+	cfg := &s.cfg
+	if err := s.startCache(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var err error
+	if s.svc.db, err = domain.Open(ctx, domain.Config{URL: cfg.DBURL, Logger: cfg.Logger}); err != nil {
+		return nil, fmt.Errorf("database %s: %w", cfg.DBURL, err)
+	}
+	if err := os.MkdirAll(cfg.ReposDir, 0o755); err != nil {
+		return nil, fmt.Errorf("repositories directory: %w", err)
+	}
+	if err := s.startPacks(); err != nil {
+		return nil, err
+	}
+	api, err := rest.New(rest.Config{DB: s.svc.db, Cache: s.svc.cache, Logger: cfg.Logger,
+		Principal: func(r *http.Request) (int64, bool) {
+			p, ok := gitfront.PrincipalFrom(r.Context())
+			return p.UserID, ok
+		},
+		OnRepositoryCreated: func(ctx context.Context, project, slug string) error {
+			return gitfront.InitBare(ctx, cfg.ReposDir, project, slug)
+		}})
+	if err != nil {
+		return nil, err
+	}
+	mux.Handle(rest.Prefix+"/", api)
+	mux.HandleFunc("GET /metrics", s.handleMetrics)
+	git := gitfront.GitConfig{ReposDir: cfg.ReposDir, Authorizer: gitfront.AuthorizerFunc(s.authorize), OnPush: s.onPush, Logger: cfg.Logger}
+	if s.svc.packs != nil {
+		git.UploadPacker = gitfront.UploadPackerFunc(s.serveUploadPack)
+		if cfg.Packs.AdvertCache {
+			git.AdvertGenerations = storeGenerations{s.store}
+		}
+	}
+	s.svc.front, err = gitfront.New(gitfront.Config{Web: mux, Git: git, Pools: cfg.Pools, Logger: cfg.Logger,
+		Authenticator: gitfront.AuthenticatorFuncs{Basic: s.verifyBasic, Bearer: s.verifyBearer}})
+	if err != nil {
+		return nil, err
+	}
+	mux.Handle("GET /readyz", s.svc.front.ReadyHandler(s.ready))
+	return s.svc.front, nil
+}
+
+// startCache starts the partition table keeper (DISTRIBUTED) and the L2
+// cache.
+func (s *Server) startCache() error {
+	cc := s.cfg.Cache
+	lc := l2cache.Config{Mode: s.cfg.Cluster.CacheMode, Bus: s.node.Bus(), Node: s.node,
+		MaxCost: cc.MaxCost, TTL: cc.TTL, Invalidation: cc.Invalidation, Logger: s.cfg.Logger}
+	if lc.Mode == cluster.CacheModeDistributed {
+		backups := 1
+		if cc.Backups != nil {
+			backups = *cc.Backups
+		}
+		if backups == 0 {
+			backups = -1 // TableConfig: negative means none, zero the default
+		}
+		s.svc.keeper = l2cache.NewTableKeeper(l2cache.TableConfig{Node: s.node, Store: s.store,
+			Partitions: cc.Partitions, Backups: backups, Logger: s.cfg.Logger})
+		lc.Keeper = s.svc.keeper
+	}
+	var err error
+	s.svc.cache, err = l2cache.New(lc)
+	return err
+}
+
+// startPacks opens the pack cache in the node's own directory, its
+// generations in the consistent store, and listens for other nodes' pushes.
+func (s *Server) startPacks() error {
+	pc := s.cfg.Packs
+	if pc.Off {
+		return nil
+	}
+	if pc.Dir == "" {
+		pc.Dir = filepath.Join(s.cfg.DataDir, "packcache")
+	}
+	if err := os.MkdirAll(pc.Dir, 0o755); err != nil {
+		return fmt.Errorf("pack cache directory: %w", err)
+	}
+	c := packcache.DefaultConfig(pc.Dir)
+	if pc.MaxBytes > 0 {
+		c.MaxBytes = pc.MaxBytes
+	}
+	c.MinFree = pc.MinFree
+	if pc.TTL > 0 {
+		c.TTL = pc.TTL
+	}
+	c.Generations, c.Logger = storeGenerations{s.store}, s.cfg.Logger
+	var err error
+	if s.svc.packs, err = packcache.New(c); err != nil {
+		return err
+	}
+	packs := s.svc.packs
+	s.svc.unsubPack = s.node.Bus().Subscribe(packTopic, cluster.SubscriberFuncs{
+		OnMessage: func(m cluster.Message) { packs.Forget(string(m.Payload)) },
+		// A missed message is harmless: the pushed repository's
+		// generation, part of every key, changed in the store.
+	})
+	return nil
+}
+
+// closeServices stops what startServices started, in reverse. The front
+// has already drained.
+func (s *Server) closeServices() error {
+	v := &s.svc
+	var errs []error
+	if v.unsubPack != nil {
+		v.unsubPack()
+	}
+	if v.packs != nil {
+		errs = append(errs, v.packs.Close())
+	}
+	if v.cache != nil {
+		v.cache.Close()
+	}
+	if v.keeper != nil {
+		v.keeper.Close()
+	}
+	if v.db != nil {
+		errs = append(errs, v.db.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// ready is /readyz's check: the database answers.
+func (s *Server) ready(ctx context.Context) error {
+	if s.svc.db == nil {
+		return errors.New("no database")
+	}
+	return s.svc.db.Ping(ctx)
+}
+
+func (s *Server) verifyBasic(ctx context.Context, user, secret string) (gitfront.Principal, error) {
+	return principalOf(s.svc.db.VerifyPassword(ctx, user, secret))
+}
+
+func (s *Server) verifyBearer(ctx context.Context, token string) (gitfront.Principal, error) {
+	return principalOf(s.svc.db.VerifyToken(ctx, token))
+}
+
+func principalOf(u domain.User, err error) (gitfront.Principal, error) {
+	switch {
+	case errors.Is(err, domain.ErrBadCredentials):
+		return gitfront.Principal{}, gitfront.ErrBadCredentials
+	case err != nil:
+		return gitfront.Principal{}, err // the front answers 503
+	}
+	return gitfront.Principal{UserID: u.ID, Name: u.Name, Admin: u.Admin}, nil
+}
+
+// authorize is the default policy: the domain's project and repository
+// permissions, public repositories readable by anyone. A caller who may
+// not read a repository is told it does not exist.
+func (s *Server) authorize(ctx context.Context, p gitfront.Principal, project, repo string, a gitfront.Action) error {
+	perm, err := s.svc.db.Permission(ctx, p.UserID, project, repo)
+	switch {
+	case errors.Is(err, domain.ErrNotFound), err == nil && perm == domain.PermNone:
+		return gitfront.ErrNotFound
+	case err != nil:
+		return err
+	case perm < domain.Perm(a):
+		return gitfront.ErrForbidden
+	}
+	return nil
+}
+
+func (s *Server) serveUploadPack(ctx context.Context, w io.Writer, repo, dir, proto string, body io.Reader) error {
+	_, err := s.svc.packs.ServeUploadPack(ctx, w, repo, dir, proto, body)
+	if errors.Is(err, packcache.ErrMalformed) {
+		err = fmt.Errorf("%w: %w", gitfront.ErrMalformed, err)
+	}
+	return err
+}
+
+// onPush runs after a receive-pack: the repository's generation goes up in
+// the consistent store (so a node that misses the broadcast still misses
+// its cache), this node drops its entries, and every other node is told.
+func (s *Server) onPush(ctx context.Context, project, repo string) {
+	name := gitfront.RepoName(project, repo)
+	if s.svc.packs != nil {
+		if err := s.svc.packs.Invalidate(ctx, name); err != nil {
+			s.cfg.Logger.Warn("pack cache: invalidation after a push failed", "repo", name, "err", err)
+		}
+		if err := s.node.Bus().Publish(packTopic, []byte(name)); err != nil {
+			s.cfg.Logger.Warn("pack cache: broadcasting a push failed", "repo", name, "err", err)
+		}
+	}
+	if err := s.recordPush(ctx, project, repo); err != nil {
+		s.cfg.Logger.Warn("recording a push failed", "repo", name, "err", err)
+	}
+}
+
+// recordPush marks the repository modified in the database and drops its
+// cached row on every node.
+func (s *Server) recordPush(ctx context.Context, project, repo string) error {
+	r, err := s.svc.db.Repository(ctx, project, repo)
+	if err != nil {
+		return err
+	}
+	if err := s.svc.db.TouchRepository(ctx, r.ID); err != nil {
+		return err
+	}
+	return rest.EvictRepository(ctx, s.svc.cache, r)
+}
+
+// storeGenerations keeps repositories' ref generations in the consistent
+// store under packcache/gen/REPO.
+type storeGenerations struct{ st *cp.Store }
+
+func genKey(repo string) string { return "packcache/gen/" + repo }
+
+// Generation reads the generation through the leader: a node must not
+// serve an entry of a generation that a push on another node has ended.
+func (g storeGenerations) Generation(ctx context.Context, repo string) (uint64, error) {
+	kv, err := g.st.Get(ctx, genKey(repo))
+	if errors.Is(err, cp.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return kv.Version, nil
+}
+
+// Bump writes the key again: its version, which raft raises on every
+// write, is the generation.
+func (g storeGenerations) Bump(ctx context.Context, repo string) (uint64, error) {
+	return g.st.Put(ctx, genKey(repo), []byte{1})
+}

@@ -1,0 +1,130 @@
+package l2cache
+
+import (
+	"bytes"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+func codecOps() []distOp {
+	long := strings.Repeat("k", 300)
+	return []distOp{
+		{},
+		{Get: true, Partition: 270, Region: "pr", Key: "42", Spaces: []string{"pull_request", "repository"}},
+		{Put: true, Partition: 7, Region: "repo", Key: long, Value: []byte("state"), Ticket: ticket{Owner: "n2", Stamp: 1 << 40}},
+		{Put: true, Region: "r", Key: "empty", Value: []byte{}, Ticket: ticket{Owner: "n1", Stamp: 3}},
+		{Op: opPutRepl, Partition: 1, Region: "r", Key: "k", Value: bytes.Repeat([]byte{7}, 70000), Stamp: 300, Seq: 65536, Epoch: 1<<32 + 1},
+		{Op: opClear, Region: strings.Repeat("r", 40), Spaces: make([]string, 20)},
+	}
+}
+
+func TestCodecRoundTrip(t *testing.T) {
+	for i, o := range codecOps() {
+		b := appendOp(nil, &o)
+		got, err := decodeOp(b)
+		if err != nil {
+			t.Fatalf("op %d: %v", i, err)
+		}
+		if !reflect.DeepEqual(got, o) {
+			t.Fatalf("op %d: decoded %+v, want %+v", i, got, o)
+		}
+		// Any msgpack reader can read it: the generic decoder sees an
+		// array of the same length.
+		var generic []any
+		if err := msgpack.Unmarshal(b, &generic); err != nil || len(generic) != opFields {
+			t.Fatalf("op %d: generic msgpack read %d fields, err %v", i, len(generic), err)
+		}
+	}
+	replies := []distReply{
+		{},
+		{NotOwner: true, Epoch: 9},
+		{Hit: true, Value: []byte("v")},
+		{Hit: true, Value: []byte{}},
+		{Ticket: ticket{Owner: "n3", Stamp: 77}, Floor: 76},
+		{Refused: true},
+	}
+	for i, r := range replies {
+		got, err := decodeReply(appendReply(nil, &r))
+		if err != nil {
+			t.Fatalf("reply %d: %v", i, err)
+		}
+		if !reflect.DeepEqual(got, r) {
+			t.Fatalf("reply %d: decoded %+v, want %+v", i, got, r)
+		}
+	}
+}
+
+func TestCodecRejectsGarbage(t *testing.T) {
+	good := appendOp(nil, &distOp{Get: true, Region: "pr", Key: "1", Spaces: []string{"a"}})
+	cases := map[string][]byte{
+		"empty":          nil,
+		"not an array":   {0xc0},
+		"wrong length":   append([]byte{0x92}, good[1:]...),
+		"truncated":      good[:len(good)-1],
+		"trailing bytes": append(append([]byte{}, good...), 0),
+		"huge array":     append([]byte{0x9d, 1, 0xc2, 0xc2, 0, 0xa0, 0xa0, 0xc0}, 0xdd, 0xff, 0xff, 0xff, 0xff),
+		"string as bool": append([]byte{0x9d, 1, 0xa0}, good[3:]...),
+	}
+	for name, b := range cases {
+		if _, err := decodeOp(b); !errors.Is(err, ErrCodec) {
+			t.Errorf("%s: err = %v, want ErrCodec", name, err)
+		}
+	}
+	if _, err := decodeReply([]byte{0x98, 0xc2, 0xcf, 1}); !errors.Is(err, ErrCodec) {
+		t.Errorf("truncated reply: err = %v", err)
+	}
+}
+
+func FuzzDecodeOp(f *testing.F) {
+	for _, o := range codecOps() {
+		f.Add(appendOp(nil, &o))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		o, err := decodeOp(b)
+		if err != nil {
+			return
+		}
+		// What decodes encodes back to something that decodes the same.
+		again, err := decodeOp(appendOp(nil, &o))
+		if err != nil || !reflect.DeepEqual(normal(again), normal(o)) {
+			t.Fatalf("re-encoding changed %+v into %+v (%v)", o, again, err)
+		}
+	})
+}
+
+// normal makes empty and nil Spaces compare equal.
+func normal(o distOp) distOp {
+	if len(o.Spaces) == 0 {
+		o.Spaces = nil
+	}
+	return o
+}
+
+func BenchmarkCodec(b *testing.B) {
+	o := distOp{Get: true, Partition: 100, Region: "pull_request", Key: "123456"}
+	r := distReply{Hit: true, Value: make([]byte, 200)}
+	b.Run("hand", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			ob, _ := decodeOp(appendOp(nil, &o))
+			_ = ob
+			rb, _ := decodeReply(appendReply(nil, &r))
+			_ = rb
+		}
+	})
+	b.Run("reflect", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			ob, _ := msgpack.Marshal(&o)
+			var o2 distOp
+			_ = msgpack.Unmarshal(ob, &o2)
+			rb, _ := msgpack.Marshal(&r)
+			var r2 distReply
+			_ = msgpack.Unmarshal(rb, &r2)
+		}
+	})
+}
