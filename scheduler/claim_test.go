@@ -118,3 +118,22 @@ func TestHistoryBoundedAndFinished(t *testing.T) {
 		t.Fatalf("error text of %d bytes kept", len(r.History[2].Error))
 	}
 }
+
+func TestLostRuns(t *testing.T) {
+	h := []Run{
+		{Node: "n1", Outcome: OutcomeRunning}, // n1 ran again later: lost
+		{Node: "n2", Outcome: OutcomeRunning}, // n2 is dead: lost
+		{Node: "n1", Outcome: OutcomeSucceeded},
+		{Node: "n3", Outcome: OutcomeRunning}, // still running
+	}
+	got := lostRuns(h, map[string]bool{"n1": true, "n3": true})
+	want := []Outcome{OutcomeLost, OutcomeLost, OutcomeSucceeded, OutcomeRunning}
+	for i := range got {
+		if got[i].Outcome != want[i] {
+			t.Fatalf("run %d: %s, want %s", i, got[i].Outcome, want[i])
+		}
+	}
+	if h[0].Outcome != OutcomeRunning {
+		t.Fatal("lostRuns changed its input")
+	}
+}

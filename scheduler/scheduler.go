@@ -205,6 +205,9 @@ func (s *Scheduler) Schedule(ctx context.Context, j Job) error {
 	if err := s.checkOpen(); err != nil {
 		return err
 	}
+	if err := s.checkIDFree(j); err != nil {
+		return err
+	}
 	if j.Mode == RunLocally {
 		s.scheduleLocal(j, c)
 		return nil
@@ -221,6 +224,21 @@ func (s *Scheduler) Schedule(ctx context.Context, j Job) error {
 		}
 		return true, nil
 	})
+}
+
+// checkIDFree refuses a job whose ID this node knows in the other run
+// mode: operators address jobs by ID alone.
+func (s *Scheduler) checkIDFree(j Job) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	other := s.clustered
+	if j.Mode == RunOncePerCluster {
+		other = s.local
+	}
+	if other[j.ID] != nil {
+		return fmt.Errorf("%w: job %q already exists in the other run mode", ErrInvalid, j.ID)
+	}
+	return nil
 }
 
 func (s *Scheduler) scheduleLocal(j Job, c compiled) {
@@ -445,14 +463,7 @@ func (s *Scheduler) statusLocked(r record, version uint64, runners map[string][]
 	} else if n := runners[r.Job.Runner]; n != nil {
 		st.Runners = n
 	}
-	alive := s.cfg.aliveSet()
-	st.History = make([]Run, len(r.History))
-	for i, h := range r.History {
-		if h.Outcome == OutcomeRunning && !alive[h.Node] {
-			h.Outcome = OutcomeLost
-		}
-		st.History[i] = h
-	}
+	st.History = lostRuns(r.History, s.cfg.aliveSet())
 	switch _, due := r.dueAt(); {
 	case r.Paused && r.RunNowAt.IsZero():
 		st.State = StatePaused
@@ -464,6 +475,23 @@ func (s *Scheduler) statusLocked(r record, version uint64, runners map[string][]
 		st.State = StateScheduled
 	}
 	return st
+}
+
+// lostRuns copies a history, marking as lost each run still "running"
+// whose node is not alive, or that its node started again after (one node
+// never runs a job twice at once, so it restarted meanwhile).
+func lostRuns(h []Run, alive map[string]bool) []Run {
+	out := make([]Run, len(h))
+	later := map[string]bool{}
+	for i := len(h) - 1; i >= 0; i-- {
+		r := h[i]
+		if r.Outcome == OutcomeRunning && (!alive[r.Node] || later[r.Node]) {
+			r.Outcome = OutcomeLost
+		}
+		later[r.Node] = true
+		out[i] = r
+	}
+	return out
 }
 
 // newToken is a claim's identity, kept in the history entry it writes.
