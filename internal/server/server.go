@@ -214,6 +214,7 @@ func (s *Server) routes() *http.ServeMux {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "node": s.node.Name()})
 	})
 	mux.HandleFunc("GET /v1/cluster", s.handleCluster)
+	mux.HandleFunc("GET /v1/stats", s.handleStats)
 	s.kvRoutes(mux)
 	return mux
 }

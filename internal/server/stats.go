@@ -1,0 +1,139 @@
+package server
+
+import (
+	"bufio"
+	"net/http"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/shoal-dev/shoal/l2cache"
+)
+
+// Stats is the JSON of GET /v1/stats: the node's counters as numbers, the
+// same ones /metrics exports, plus what the process costs. The coupling
+// benchmark reads it before and after each stage and takes differences.
+type Stats struct {
+	Node      string `json:"node"`
+	CacheMode string `json:"cache_mode"`
+	// Cache is the L2 cache's l2cache.Stats.
+	Cache l2cache.Stats `json:"cache"`
+	// Partitions is the DISTRIBUTED partition table this node uses (nil
+	// in LOCAL mode or before the first table arrives).
+	Partitions *PartitionStats `json:"partitions,omitempty"`
+	Bus        BusCounters     `json:"bus"`
+	RPC        RPCCounters     `json:"rpc"`
+	Process    ProcessStats    `json:"process"`
+}
+
+// PartitionStats summarises a partition table.
+type PartitionStats struct {
+	Epoch uint64 `json:"epoch"`
+	// Members are the nodes that own or back up at least one partition.
+	Members []string `json:"members"`
+}
+
+// BusCounters are cluster.BusStats as numbers.
+type BusCounters struct {
+	Published     uint64 `json:"published"`
+	PublishedSync uint64 `json:"published_sync"`
+	SendErrors    uint64 `json:"send_errors"`
+	Received      uint64 `json:"received"`
+	Delivered     uint64 `json:"delivered"`
+	Duplicates    uint64 `json:"duplicates"`
+	MissedReports uint64 `json:"missed_reports"`
+}
+
+// RPCCounters are rpc.Stats as numbers. Calls and NotifySent are the
+// messages this node sent to its peers (requests and one-way notes).
+type RPCCounters struct {
+	Calls          uint64 `json:"calls"`
+	CallErrors     uint64 `json:"call_errors"`
+	Served         uint64 `json:"served"`
+	NotifySent     uint64 `json:"notify_sent"`
+	NotifyReceived uint64 `json:"notify_received"`
+}
+
+// ProcessStats is what the node's process has used so far. In a process
+// holding several nodes (tests, in-process benchmarks) they share it.
+type ProcessStats struct {
+	PID int `json:"pid"`
+	// CPUSeconds is user plus system time (getrusage).
+	CPUSeconds float64 `json:"cpu_seconds"`
+	// RSSBytes and PeakRSSBytes are VmRSS and VmHWM from
+	// /proc/self/status (zero where there is no /proc).
+	RSSBytes     uint64 `json:"rss_bytes"`
+	PeakRSSBytes uint64 `json:"peak_rss_bytes"`
+	Goroutines   int    `json:"goroutines"`
+}
+
+func (s *Server) handleStats(w http.ResponseWriter, _ *http.Request) {
+	st := Stats{Node: s.node.Name(), CacheMode: s.cfg.Cluster.CacheMode, Cache: s.svc.cache.Stats(), Process: ReadProcessStats()}
+	if s.svc.keeper != nil {
+		if t := s.svc.keeper.Table(); t != nil {
+			st.Partitions = &PartitionStats{Epoch: t.Epoch, Members: tableMembers(t)}
+		}
+	}
+	bs := s.node.Bus().Stats()
+	st.Bus = BusCounters{Published: bs.Published.Load(), PublishedSync: bs.PublishedSync.Load(), SendErrors: bs.SendErrors.Load(),
+		Received: bs.Received.Load(), Delivered: bs.Delivered.Load(), Duplicates: bs.Duplicates.Load(), MissedReports: bs.MissedReports.Load()}
+	rs := s.node.RPC().Stats()
+	st.RPC = RPCCounters{Calls: rs.Calls.Load(), CallErrors: rs.CallErrors.Load(), Served: rs.Served.Load(),
+		NotifySent: rs.NotifySent.Load(), NotifyReceived: rs.NotifyReceived.Load()}
+	writeJSON(w, http.StatusOK, st)
+}
+
+func tableMembers(t *l2cache.PartitionTable) []string {
+	var out []string
+	for _, rs := range t.Replicas {
+		for _, m := range rs {
+			if !slices.Contains(out, m) {
+				out = append(out, m)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// ReadProcessStats reads this process's CPU time and memory.
+func ReadProcessStats() ProcessStats {
+	p := ProcessStats{PID: os.Getpid(), Goroutines: runtime.NumGoroutine()}
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		p.CPUSeconds = tvSeconds(ru.Utime) + tvSeconds(ru.Stime)
+	}
+	p.RSSBytes, p.PeakRSSBytes = readVM("/proc/self/status")
+	return p
+}
+
+func tvSeconds(tv syscall.Timeval) float64 { return float64(tv.Sec) + float64(tv.Usec)/1e6 }
+
+// readVM returns VmRSS and VmHWM (kB in the file) in bytes.
+func readVM(path string) (rss, peak uint64) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		name, rest, ok := strings.Cut(sc.Text(), ":")
+		if !ok || (name != "VmRSS" && name != "VmHWM") {
+			continue
+		}
+		kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+		if err != nil {
+			continue
+		}
+		if name == "VmRSS" {
+			rss = kb << 10
+		} else {
+			peak = kb << 10
+		}
+	}
+	return rss, peak
+}
