@@ -1,0 +1,396 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/shoal-dev/shoal/internal/domain"
+	"github.com/shoal-dev/shoal/internal/localcluster"
+)
+
+// The git end-to-end tests run real 'shoal node' processes and real git
+// clients: clones and pushes over smart HTTP through the pack cache, with
+// the domain's users, permissions and tokens deciding who may do what.
+
+// gitCluster is a cluster of node processes sharing a domain database
+// (an admin and the project PRJ) and a repositories directory, and a git
+// client environment isolated from the machine's configuration.
+type gitCluster struct {
+	t       *testing.T
+	c       *localcluster.Cluster
+	dir     string
+	db      *domain.Store
+	home    string
+	secrets []string // every password and token handed out, for the log check
+}
+
+const (
+	gitProject = "PRJ"
+	adminPW    = "adm1n-Pa55-e2e"
+)
+
+// startGitCluster prepares the database (schema, admin, project PRJ) and
+// starts n nodes on 127.0.0.<ipBase+i> with extra node flags.
+func startGitCluster(t *testing.T, n, ipBase int, args ...string) *gitCluster {
+	t.Helper()
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Skip("git is not installed")
+	}
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	db, err := domain.Open(ctx, domain.Config{URL: filepath.Join(dir, dbFileName), BcryptCost: bcrypt.MinCost})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if _, err := db.CreateUser(ctx, domain.NewUser{Name: "admin", Password: adminPW, Admin: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.CreateProject(ctx, domain.Project{Key: gitProject, Name: "Project"}); err != nil {
+		t.Fatal(err)
+	}
+	g := &gitCluster{t: t, dir: dir, db: db, home: t.TempDir(), secrets: []string{adminPW}}
+	g.c = startCluster(t, localcluster.Options{
+		Dir: dir, N: n, Preset: "loopback", BootstrapExpect: n, Args: args,
+		IP: func(i int) string { return fmt.Sprintf("127.0.0.%d", ipBase+i) },
+	})
+	raftLeader(t, g.c)
+	t.Cleanup(g.checkLogs)
+	return g
+}
+
+// node is node i's (1-based) HTTP base URL.
+func (g *gitCluster) node(i int) string { return "http://" + g.c.Nodes()[i-1].HTTP }
+
+// createRepo creates PRJ/slug through node 1's REST API as the admin,
+// which creates the bare repository in the shared directory.
+func (g *gitCluster) createRepo(slug string, public bool) {
+	g.t.Helper()
+	body := fmt.Sprintf(`{"name":%q,"public":%v}`, slug, public)
+	code, out := g.rest(1, http.MethodPost, "/rest/api/1.0/projects/"+gitProject+"/repos", "admin", adminPW, body)
+	if code != http.StatusCreated {
+		g.t.Fatalf("creating %s: %d %s", slug, code, out)
+	}
+	if _, err := os.Stat(filepath.Join(g.dir, "repos", gitProject, slug+".git", "HEAD")); err != nil {
+		g.t.Fatalf("the REST API did not create the bare repository: %v", err)
+	}
+}
+
+// rest makes a request to node i with Basic credentials (none if user is "").
+func (g *gitCluster) rest(i int, method, path, user, secret, body string) (int, string) {
+	g.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, g.node(i)+path, strings.NewReader(body))
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if user != "" {
+		req.SetBasicAuth(user, secret)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		g.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	b.ReadFrom(resp.Body)
+	return resp.StatusCode, b.String()
+}
+
+// user creates a user with a password and a permission on PRJ/repo
+// (PermNone: none).
+func (g *gitCluster) user(name, password, repo string, p domain.Perm) domain.User {
+	g.t.Helper()
+	ctx := context.Background()
+	u, err := g.db.CreateUser(ctx, domain.NewUser{Name: name, Password: password})
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	if p != domain.PermNone {
+		if err := g.db.Grant(ctx, u.ID, gitProject, repo, p); err != nil {
+			g.t.Fatal(err)
+		}
+	}
+	g.secrets = append(g.secrets, password)
+	return u
+}
+
+// token creates an access token for u.
+func (g *gitCluster) token(u domain.User, name string) string {
+	g.t.Helper()
+	tok, err := g.db.CreateToken(context.Background(), u.ID, name)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	g.secrets = append(g.secrets, tok)
+	return tok
+}
+
+// url is PRJ/repo's clone URL on node i, with credentials unless user is "".
+func (g *gitCluster) url(i int, user, secret, repo string) string {
+	u, _ := url.Parse(g.node(i) + "/scm/" + gitProject + "/" + repo + ".git")
+	if user != "" {
+		u.User = url.UserPassword(user, secret)
+	}
+	return u.String()
+}
+
+// git runs a git client in dir and returns its combined output.
+func (g *gitCluster) git(dir string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "git", args...)
+	cmd.Dir = dir
+	cmd.Env = gitClientEnv(g.home)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func (g *gitCluster) mustGit(dir string, args ...string) string {
+	g.t.Helper()
+	out, err := g.git(dir, args...)
+	if err != nil {
+		g.t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return strings.TrimSpace(out)
+}
+
+// gitClientEnv is an environment in which git reads no configuration of
+// the machine's, never prompts, and has an identity.
+func gitClientEnv(home string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "GIT_") {
+			env = append(env, kv)
+		}
+	}
+	return append(env, "HOME="+home, "XDG_CONFIG_HOME="+home, "GIT_CONFIG_NOSYSTEM=1",
+		"GIT_TERMINAL_PROMPT=0", "GIT_ASKPASS=", "SSH_ASKPASS=",
+		"GIT_AUTHOR_NAME=E2E", "GIT_AUTHOR_EMAIL=e2e@example.com",
+		"GIT_COMMITTER_NAME=E2E", "GIT_COMMITTER_EMAIL=e2e@example.com")
+}
+
+// workTree makes a local repository with commits commits on main.
+func (g *gitCluster) workTree(commits int) string {
+	g.t.Helper()
+	dir := g.t.TempDir()
+	g.mustGit(dir, "init", "-q", "-b", "main")
+	for i := range commits {
+		g.commit(dir, i)
+	}
+	return dir
+}
+
+// commit writes a few files and commits them.
+func (g *gitCluster) commit(dir string, i int) string {
+	g.t.Helper()
+	for f := range 5 {
+		content := strings.Repeat(fmt.Sprintf("commit %d file %d line\n", i, f), 50+i)
+		name := filepath.Join(dir, fmt.Sprintf("d%d", f%2), fmt.Sprintf("f%d.txt", f))
+		os.MkdirAll(filepath.Dir(name), 0o755)
+		if err := os.WriteFile(name, []byte(content), 0o644); err != nil {
+			g.t.Fatal(err)
+		}
+	}
+	g.mustGit(dir, "add", "-A")
+	g.mustGit(dir, "commit", "-q", "-m", fmt.Sprintf("commit %d", i))
+	return g.mustGit(dir, "rev-parse", "HEAD")
+}
+
+// metrics reads node i's /metrics into name{labels} → value.
+func (g *gitCluster) metrics(i int) map[string]float64 {
+	g.t.Helper()
+	code, body := g.rest(i, http.MethodGet, "/metrics", "", "", "")
+	if code != http.StatusOK {
+		g.t.Fatalf("node%d /metrics: %d", i, code)
+	}
+	return parseMetrics(body)
+}
+
+func parseMetrics(body string) map[string]float64 {
+	m := map[string]float64{}
+	sc := bufio.NewScanner(strings.NewReader(body))
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		sp := strings.LastIndexByte(line, ' ')
+		if sp < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[sp+1:], 64)
+		if err != nil {
+			continue
+		}
+		name := line[:sp]
+		// Drop the node label: node="x", is first.
+		if i := strings.Index(name, `{node="`); i >= 0 {
+			rest := name[i+len(`{node="`):]
+			j := strings.IndexByte(rest, '"')
+			labels := strings.TrimPrefix(rest[j+1:], ",")
+			if labels == "}" {
+				name = name[:i]
+			} else {
+				name = name[:i] + "{" + labels
+			}
+		}
+		m[name] = v
+	}
+	return m
+}
+
+// packCounts are a node's pack cache counters.
+type packCounts struct{ hit, miss, joined, bypass, gitStarted, dropped float64 }
+
+func (g *gitCluster) packCounts(i int) packCounts {
+	m := g.metrics(i)
+	return packCounts{
+		hit: m[`shoal_pack_lookups_total{result="hit"}`], miss: m[`shoal_pack_lookups_total{result="miss"}`],
+		joined: m[`shoal_pack_lookups_total{result="joined"}`], bypass: m[`shoal_pack_lookups_total{result="bypass"}`],
+		gitStarted: m["shoal_pack_git_started_total"], dropped: m["shoal_pack_dropped_total"],
+	}
+}
+
+func (a packCounts) minus(b packCounts) packCounts {
+	return packCounts{a.hit - b.hit, a.miss - b.miss, a.joined - b.joined, a.bypass - b.bypass,
+		a.gitStarted - b.gitStarted, a.dropped - b.dropped}
+}
+
+// checkLogs fails the test if a password or token, or the Basic header
+// made of one, appears in any node's log.
+func (g *gitCluster) checkLogs() {
+	for _, p := range g.c.Nodes() {
+		b, err := os.ReadFile(p.Log)
+		if err != nil {
+			g.t.Errorf("%s: %v", p.Log, err)
+			continue
+		}
+		for _, s := range g.secrets {
+			for _, form := range []string{s, base64.StdEncoding.EncodeToString([]byte(":" + s))[4:]} {
+				if len(form) >= 8 && bytes.Contains(b, []byte(form)) {
+					g.t.Errorf("%s contains a secret (%.4s…)", p.Log, s)
+				}
+			}
+		}
+	}
+}
+
+// cloneVariant is one way of cloning.
+type cloneVariant struct {
+	name string
+	args []string
+}
+
+var cloneVariants = []cloneVariant{
+	{"v0-full", []string{"-c", "protocol.version=0", "clone", "-q"}},
+	{"v2-full", []string{"-c", "protocol.version=2", "clone", "-q"}},
+	{"v0-depth1", []string{"-c", "protocol.version=0", "clone", "-q", "--depth", "1"}},
+	{"v2-depth1", []string{"-c", "protocol.version=2", "clone", "-q", "--depth", "1"}},
+	{"v2-blobless", []string{"-c", "protocol.version=2", "clone", "-q", "--filter=blob:none"}},
+	{"v0-blobless", []string{"-c", "protocol.version=0", "clone", "-q", "--filter=blob:none"}},
+}
+
+// clone clones url with variant v, checks HEAD is want, and runs git
+// fsck on the clone.
+func (g *gitCluster) clone(v cloneVariant, url, want string) {
+	g.t.Helper()
+	dst := filepath.Join(g.t.TempDir(), "c")
+	g.mustGit("", append(append([]string{}, v.args...), url, dst)...)
+	if got := g.mustGit(dst, "rev-parse", "HEAD"); got != want {
+		g.t.Fatalf("%s clone of %s: HEAD %s, want %s", v.name, url, got, want)
+	}
+	g.mustGit(dst, "fsck", "--no-progress")
+}
+
+// Clones of every kind through every node of a 3-node cluster, served
+// again from each node's pack cache without git; a push through node 1
+// bumps the generation in the store and tells the other nodes, whose
+// next clones see the new commit at once.
+func TestGitClusterCloneAndPush(t *testing.T) {
+	g := startGitCluster(t, 3, 40)
+	g.createRepo("app", false)
+	g.user("writer", "wr1ter-Pa55", "app", domain.PermWrite)
+	work := g.workTree(4)
+	g.mustGit(work, "tag", "v1")
+	head := g.mustGit(work, "rev-parse", "HEAD")
+	g.mustGit(work, "push", "-q", g.url(1, "writer", "wr1ter-Pa55", "app"), "main", "--tags")
+
+	for i := 1; i <= 3; i++ {
+		url := g.url(i, "writer", "wr1ter-Pa55", "app")
+		for _, v := range cloneVariants {
+			g.clone(v, url, head)
+		}
+		// Every fetch again: each is a hit and starts no git; what git
+		// runs is for requests the cache passes by (v2 ls-refs, the
+		// first round of a shallow v0 fetch).
+		for _, v := range cloneVariants {
+			before := g.packCounts(i)
+			g.clone(v, url, head)
+			d := g.packCounts(i).minus(before)
+			if d.hit < 1 || d.miss != 0 || d.joined != 0 {
+				t.Errorf("node%d %s again: %+v, want a hit and no miss", i, v.name, d)
+			}
+			if d.gitStarted != d.bypass {
+				t.Errorf("node%d %s again: git started %v times for %v bypasses: a hit started git", i, v.name, d.gitStarted, d.bypass)
+			}
+		}
+	}
+
+	genBefore := g.generation(2)
+	dropped := []packCounts{{}, g.packCounts(1), g.packCounts(2), g.packCounts(3)}
+	next := g.commit(work, 10)
+	g.mustGit(work, "push", "-q", g.url(1, "writer", "wr1ter-Pa55", "app"), "main")
+	// Immediately, with no wait: the generation in every key changed.
+	for _, i := range []int{2, 3} {
+		url := g.url(i, "writer", "wr1ter-Pa55", "app")
+		for _, v := range cloneVariants[:3] {
+			g.clone(v, url, next)
+		}
+	}
+	if gen := g.generation(3); gen <= genBefore {
+		t.Errorf("generation in the store %d after the push, %d before", gen, genBefore)
+	}
+	// The bus told the other nodes, which dropped their old entries.
+	deadline := time.Now().Add(10 * time.Second)
+	for i := 1; i <= 3; i++ {
+		for g.packCounts(i).dropped <= dropped[i].dropped {
+			if time.Now().After(deadline) {
+				t.Fatalf("node%d never dropped its entries for the pushed repository", i)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// generation is PRJ/app's generation in the store, read through node i.
+func (g *gitCluster) generation(i int) int {
+	g.t.Helper()
+	code, body := g.rest(i, http.MethodGet, "/v1/kv/packcache/gen/"+gitProject+"/app", "", "", "")
+	if code == http.StatusNotFound {
+		return 0
+	}
+	var kv struct{ Version int }
+	if code != http.StatusOK || json.Unmarshal([]byte(body), &kv) != nil {
+		g.t.Fatalf("generation: %d %s", code, body)
+	}
+	return kv.Version
+}
