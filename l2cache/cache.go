@@ -37,6 +37,9 @@ var (
 	ErrClosed = errors.New("l2cache: cache closed")
 )
 
+// ErrModeMismatch: the cache's mode is not its cluster member's.
+var ErrModeMismatch = errors.New("l2cache: cache mode mismatch")
+
 // NotAckedError is returned by a synchronous invalidation that some
 // members did not acknowledge in time. The write itself has committed; the
 // members listed may serve the old state until the message reaches them
@@ -64,9 +67,12 @@ type Config struct {
 	// RPC reaches the partitions' owners, and the keeper says who they are.
 	Node   *cluster.Node
 	Keeper *TableKeeper
-	// MaxCost bounds the cached bytes on this node (default 64 MiB).
+	// MaxCost bounds the cached bytes on this node (default 64 MiB): in
+	// ristretto in LOCAL mode, in the partitions this node owns or backs
+	// up in DISTRIBUTED mode (evicting at random within a partition).
 	MaxCost int64
-	// TTL, if set, expires entries this long after they are cached.
+	// TTL, if set, expires entries this long after they are cached (in
+	// DISTRIBUTED mode, after the owner or backup stored them).
 	TTL time.Duration
 	// Invalidation is InvalidationAsync (default) or InvalidationSync.
 	Invalidation string
@@ -95,6 +101,13 @@ func (c *Config) validate() error {
 		}
 	default:
 		return fmt.Errorf("l2cache: unknown mode %q", c.Mode)
+	}
+	// The member's metadata carries the mode the cluster admitted it
+	// with (the cluster refuses a member of another mode at join): a
+	// cache of another mode on it would mix the two schemes.
+	if c.Node != nil && c.Node.Self().CacheMode != c.Mode {
+		return fmt.Errorf("%w: this cache is %s but the cluster member %s joined as %s; every node of a cluster must run one mode",
+			ErrModeMismatch, c.Mode, c.Node.Name(), c.Node.Self().CacheMode)
 	}
 	switch c.Invalidation {
 	case "":
@@ -141,8 +154,9 @@ type Cache struct {
 
 // entry is a cached value with the stamp of the load that produced it.
 type entry struct {
-	value []byte
-	stamp uint64
+	value   []byte
+	stamp   uint64
+	expires time.Time // DISTRIBUTED only (ristretto keeps LOCAL TTLs); zero: never
 }
 
 // New creates a cache and subscribes it to the bus.

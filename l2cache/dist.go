@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shoal-dev/shoal/cluster/rpc"
@@ -77,6 +79,11 @@ type dist struct {
 
 	mu    sync.Mutex
 	parts map[int]*dpart
+
+	// bytes is the cost of every entry this node holds, as owner or
+	// backup; puts evict to keep it within Config.MaxCost.
+	bytes       atomic.Int64
+	evictCursor atomic.Uint64
 }
 
 // dpart is this node's copy of one partition, as owner or backup.
@@ -92,6 +99,95 @@ type dpart struct {
 	locks   map[string]*softLock
 	seq     uint64 // owner: last sent; backup: last applied (0: none yet)
 	tainted bool   // backup missed a replication: start empty on takeover
+	bytes   int64  // cost of entries
+}
+
+// entryCost is what an entry counts against the budget: its value, its
+// key and the bookkeeping around them.
+func entryCost(skey string, e *entry) int64 { return int64(len(e.value) + len(skey) + 64) }
+
+// setLocked stores an entry. The caller calls evictOver after unlocking.
+func (dp *dpart) setLocked(d *dist, skey string, e *entry) {
+	dp.delLocked(d, skey)
+	c := entryCost(skey, e)
+	dp.entries[skey] = e
+	dp.bytes += c
+	d.bytes.Add(c)
+}
+
+// evictOver drops entries while the node is over its budget, going round
+// the partitions from where the last eviction stopped and taking entries
+// in each map's (random) order: random eviction, spread evenly, without a
+// global index. It locks one partition at a time.
+func (d *dist) evictOver() {
+	if d.bytes.Load() <= d.c.cfg.MaxCost {
+		return
+	}
+	d.mu.Lock()
+	parts := make([]int, 0, len(d.parts))
+	for p := range d.parts {
+		parts = append(parts, p)
+	}
+	d.mu.Unlock()
+	slices.Sort(parts)
+	for range len(parts) {
+		if d.bytes.Load() <= d.c.cfg.MaxCost {
+			return
+		}
+		p := parts[int(d.evictCursor.Add(1)%uint64(len(parts)))]
+		d.mu.Lock()
+		dp := d.parts[p]
+		d.mu.Unlock()
+		dp.mu.Lock()
+		for k := range dp.entries {
+			if d.bytes.Load() <= d.c.cfg.MaxCost {
+				break
+			}
+			dp.delLocked(d, k)
+			d.c.stats.Evictions.Add(1)
+		}
+		dp.mu.Unlock()
+	}
+}
+
+// delLocked drops an entry and returns its cost.
+func (dp *dpart) delLocked(d *dist, skey string) int64 {
+	e := dp.entries[skey]
+	if e == nil {
+		return 0
+	}
+	c := entryCost(skey, e)
+	delete(dp.entries, skey)
+	dp.bytes -= c
+	d.bytes.Add(-c)
+	return c
+}
+
+// dropAllLocked drops every entry.
+func (dp *dpart) dropAllLocked(d *dist) {
+	d.bytes.Add(-dp.bytes)
+	dp.bytes = 0
+	clear(dp.entries)
+}
+
+// liveLocked returns the entry of skey unless its TTL has passed (then it
+// is dropped).
+func (dp *dpart) liveLocked(d *dist, skey string, now time.Time) *entry {
+	e := dp.entries[skey]
+	if e != nil && !e.expires.IsZero() && now.After(e.expires) {
+		dp.delLocked(d, skey)
+		return nil
+	}
+	return e
+}
+
+// newEntry stamps a value with the TTL from now.
+func (d *dist) newEntry(v []byte, stamp uint64, now time.Time) *entry {
+	e := &entry{value: v, stamp: stamp}
+	if d.c.cfg.TTL > 0 {
+		e.expires = now.Add(d.c.cfg.TTL)
+	}
+	return e
 }
 
 func newDist(c *Cache) *dist {
@@ -126,6 +222,9 @@ func (d *dist) part(p int) (*dpart, *PartitionTable) {
 	case owner && dp.backup && !dp.tainted:
 		dp.takeOver(d.c.tick())
 	default:
+		if dp.entries != nil {
+			dp.dropAllLocked(d)
+		}
 		dp.reset(d.c.tick())
 	}
 	dp.epoch, dp.owner, dp.backup = t.Epoch, owner, backup
@@ -158,7 +257,7 @@ func (dp *dpart) reset(stamp uint64) {
 // nothing on this node's clock.
 func (dp *dpart) takeOver(stamp uint64) {
 	for k, e := range dp.entries {
-		dp.entries[k] = &entry{value: e.value, stamp: stamp}
+		dp.entries[k] = &entry{value: e.value, stamp: stamp, expires: e.expires}
 	}
 	dp.inv, dp.cleared = map[string]uint64{}, map[string]uint64{}
 	dp.floor = stamp - 1 // entries stamped `stamp` stay valid; older tickets do not
@@ -262,7 +361,7 @@ func (d *dist) apply(o distOp) distReply {
 	switch {
 	case o.Get:
 		floor := max(dp.floorLocked(o.Region, skey), d.c.spacesStamp(o.Spaces))
-		if e := dp.entries[skey]; e != nil && e.stamp > floor && !dp.lockedLocked(skey, now) {
+		if e := dp.liveLocked(d, skey, now); e != nil && e.stamp > floor && !dp.lockedLocked(skey, now) {
 			rep = distReply{Hit: true, Value: e.value}
 		} else {
 			rep = distReply{Ticket: ticket{Owner: d.self, Stamp: d.c.tick()}, Floor: floor}
@@ -273,11 +372,11 @@ func (d *dist) apply(o distOp) distReply {
 			rep.Refused = true
 			break
 		}
-		dp.entries[skey] = &entry{value: o.Value, stamp: o.Ticket.Stamp}
+		dp.setLocked(d, skey, d.newEntry(o.Value, o.Ticket.Stamp, now))
 		repl = &distOp{Op: opPutRepl, Region: o.Region, Key: o.Key, Value: o.Value, Stamp: o.Ticket.Stamp}
 	default:
 		stamp := d.c.tick()
-		dp.applyChange(o.Op, o.Region, skey, stamp, now.Add(d.c.cfg.LockTimeout))
+		dp.applyChange(d, o.Op, o.Region, skey, stamp, now.Add(d.c.cfg.LockTimeout))
 		repl = &distOp{Op: o.Op, Region: o.Region, Key: o.Key, Stamp: stamp}
 	}
 	var backups []string
@@ -287,6 +386,9 @@ func (d *dist) apply(o distOp) distReply {
 		backups = t.Replicas[o.Partition][1:]
 	}
 	dp.mu.Unlock()
+	if o.Put && !rep.Refused {
+		d.evictOver()
+	}
 	if err := d.replicate(backups, repl); err != nil && !o.Put {
 		// An invalidation a backup may not have: the write must not be
 		// acknowledged, or a takeover could serve the old row.
@@ -300,11 +402,11 @@ func (d *dist) apply(o distOp) distReply {
 const opPutRepl op = 100
 
 // applyChange applies an invalidation, lock or clear with the owner's stamp.
-func (dp *dpart) applyChange(o op, region, skey string, stamp uint64, lockExpiry time.Time) {
+func (dp *dpart) applyChange(d *dist, o op, region, skey string, stamp uint64, lockExpiry time.Time) {
 	switch o {
 	case opInvalidate:
 		dp.inv[skey] = stamp
-		delete(dp.entries, skey)
+		dp.delLocked(d, skey)
 	case opLock:
 		l := dp.locks[skey]
 		if l == nil {
@@ -314,7 +416,7 @@ func (dp *dpart) applyChange(o op, region, skey string, stamp uint64, lockExpiry
 		l.count++
 		l.expires = lockExpiry
 		dp.inv[skey] = stamp
-		delete(dp.entries, skey)
+		dp.delLocked(d, skey)
 	case opUnlock:
 		if l := dp.locks[skey]; l != nil {
 			if l.count--; l.count <= 0 {
@@ -322,7 +424,7 @@ func (dp *dpart) applyChange(o op, region, skey string, stamp uint64, lockExpiry
 			}
 		}
 		dp.inv[skey] = stamp
-		delete(dp.entries, skey)
+		dp.delLocked(d, skey)
 	case opClear:
 		dp.cleared[region] = stamp
 	}
@@ -356,9 +458,17 @@ func (d *dist) handleRepl(_ context.Context, _ string, body []byte) ([]byte, err
 	}
 	dp, t := d.part(o.Partition)
 	dp.mu.Lock()
-	defer dp.mu.Unlock()
+	err = d.applyRepl(dp, t, o)
+	dp.mu.Unlock()
+	if err == nil && o.Op == opPutRepl {
+		d.evictOver() // dropping a backup entry only makes a takeover miss
+	}
+	return nil, err
+}
+
+func (d *dist) applyRepl(dp *dpart, t *PartitionTable, o distOp) error {
 	if !dp.backup || o.Epoch != t.Epoch {
-		return nil, fmt.Errorf("%s is not a backup of partition %d at epoch %d", d.self, o.Partition, o.Epoch)
+		return fmt.Errorf("%s is not a backup of partition %d at epoch %d", d.self, o.Partition, o.Epoch)
 	}
 	if dp.seq != 0 && o.Seq != dp.seq+1 {
 		dp.tainted = true
@@ -366,11 +476,11 @@ func (d *dist) handleRepl(_ context.Context, _ string, body []byte) ([]byte, err
 	dp.seq = o.Seq
 	skey := o.Region + "\x00" + o.Key
 	if o.Op == opPutRepl {
-		dp.entries[skey] = &entry{value: o.Value, stamp: o.Stamp}
+		dp.setLocked(d, skey, d.newEntry(o.Value, o.Stamp, d.c.cfg.Now()))
 	} else {
-		dp.applyChange(o.Op, o.Region, skey, o.Stamp, d.c.cfg.Now().Add(d.c.cfg.LockTimeout))
+		dp.applyChange(d, o.Op, o.Region, skey, o.Stamp, d.c.cfg.Now().Add(d.c.cfg.LockTimeout))
 	}
-	return nil, nil
+	return nil
 }
 
 // clearRegion drops a region ("" for all) from every partition this node
@@ -386,14 +496,14 @@ func (d *dist) clearRegion(region string) {
 		dp.mu.Lock()
 		if region == "" {
 			dp.floor = d.c.tick()
-			clear(dp.entries)
+			dp.dropAllLocked(d)
 		} else {
 			if dp.owner {
 				dp.cleared[region] = d.c.tick()
 			}
 			for k := range dp.entries {
 				if len(k) > len(region) && k[:len(region)] == region && k[len(region)] == 0 {
-					delete(dp.entries, k)
+					dp.delLocked(d, k)
 				}
 			}
 		}

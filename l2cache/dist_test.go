@@ -2,8 +2,11 @@ package l2cache
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -22,7 +25,7 @@ func distCaches(t *testing.T, seed uint64, n int) (*memnet.Network, []*clusterte
 	t.Helper()
 	net := memnet.New(seed)
 	t.Cleanup(func() { net.Close() })
-	members := clustertest.StartWithStores(t, net, n)
+	members := clustertest.StartWithStoresMode(t, net, n, cluster.CacheModeDistributed)
 	caches := make([]*Cache, n)
 	for i, m := range members {
 		k := NewTableKeeper(TableConfig{Node: m.Node, Store: m.Store, Interval: 100 * time.Millisecond, Logger: testkit.Logger(t)})
@@ -225,4 +228,89 @@ func TestDistributedOwnerKilledAndNodeAdded(t *testing.T) {
 		t.Fatalf("only %d writes acknowledged: the test exercised too little", acked.Load())
 	}
 	t.Logf("%d writes acknowledged; owner %s killed, %s added", acked.Load(), owner, added.Node.Name())
+}
+
+// The owners' entries stay within MaxCost, and an entry past its TTL is a
+// miss, at the owner and at the backup that takes over from it.
+func TestDistributedBudgetAndTTL(t *testing.T) {
+	net := memnet.New(11)
+	t.Cleanup(func() { net.Close() })
+	members := clustertest.StartWithStoresMode(t, net, 2, cluster.CacheModeDistributed)
+	var now atomic.Pointer[time.Time]
+	start := time.Now()
+	now.Store(&start)
+	clock := func() time.Time { return *now.Load() }
+	const budget = 64 << 10
+	caches := make([]*Cache, 2)
+	for i, m := range members {
+		k := NewTableKeeper(TableConfig{Node: m.Node, Store: m.Store, Interval: 100 * time.Millisecond, Logger: testkit.Logger(t)})
+		t.Cleanup(k.Close)
+		caches[i] = newLocal(t, Config{Mode: cluster.CacheModeDistributed, Node: m.Node, Keeper: k, Bus: m.Node.Bus(),
+			MaxCost: budget, TTL: time.Minute, Now: clock})
+	}
+	for _, c := range caches {
+		testkit.Eventually(t, 10*time.Second, "a partition table on every node", func() bool {
+			return len(tableMembers(c.dist.keeper.Table())) == 2
+		})
+	}
+	r := region(t, caches[0], "blob", NonstrictReadWrite)
+	ctx := context.Background()
+	value := make([]byte, 1000)
+	for i := range 1000 { // about 1 MB offered, 16 times the budget
+		if _, err := r.Get(ctx, strconv.Itoa(i), func(context.Context) ([]byte, error) { return value, nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, c := range caches {
+		if held := c.dist.bytes.Load(); held > budget || held <= 0 {
+			t.Fatalf("node %d holds %d bytes of entries, budget %d", i+1, held, budget)
+		}
+		if c.Stats().Node.Evictions == 0 {
+			t.Fatalf("node %d evicted nothing", i+1)
+		}
+	}
+	// A recent key is most likely still held: find one that hits.
+	loads := 0
+	load := func(context.Context) ([]byte, error) { loads++; return value, nil }
+	hit := ""
+	for i := 999; i >= 900 && hit == ""; i-- {
+		before := loads
+		if _, err := r.Get(ctx, strconv.Itoa(i), load); err != nil {
+			t.Fatal(err)
+		}
+		if loads == before {
+			hit = strconv.Itoa(i)
+		}
+	}
+	if hit == "" {
+		t.Fatal("no recent key was held anywhere")
+	}
+	later := start.Add(2 * time.Minute)
+	now.Store(&later)
+	before := loads
+	if _, err := r.Get(ctx, hit, load); err != nil {
+		t.Fatal(err)
+	}
+	if loads != before+1 {
+		t.Fatalf("key %s was served after its TTL", hit)
+	}
+}
+
+// The mode is one setting for the whole cluster: a cache whose mode is
+// not the one its member joined with is refused, and so is a member of
+// another mode at join.
+func TestModeMustAgree(t *testing.T) {
+	net := memnet.New(5)
+	t.Cleanup(func() { net.Close() })
+	nodes := clustertest.Start(t, net, 1, nil)
+	_, err := New(Config{Mode: cluster.CacheModeDistributed, Node: nodes[0], Keeper: &TableKeeper{}, Logger: testkit.Logger(t)})
+	if !errors.Is(err, ErrModeMismatch) || !strings.Contains(err.Error(), "joined as local") {
+		t.Fatalf("a DISTRIBUTED cache on a LOCAL member: err = %v", err)
+	}
+	other := clustertest.StartNode(t, net, 2, func(c *cluster.Config) { c.CacheMode = cluster.CacheModeDistributed })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := other.Join(ctx, []string{nodes[0].GossipAddr()}); err == nil || !strings.Contains(err.Error(), "distributed") {
+		t.Fatalf("a DISTRIBUTED member joining a LOCAL cluster: err = %v", err)
+	}
 }

@@ -25,18 +25,23 @@ func (s *RegionStats) snapshot() RegionStatsSnapshot {
 type NodeStats struct {
 	InvalidationsSent, InvalidationsReceived, MissedClears atomic.Uint64
 	RemoteCalls, RemoteBytes                               atomic.Uint64
+	// Evictions counts DISTRIBUTED entries dropped for the budget
+	// (ristretto's own evictions in LOCAL mode are not counted).
+	Evictions atomic.Uint64
 }
 
 // NodeStatsSnapshot is a copy of NodeStats.
 type NodeStatsSnapshot struct {
 	InvalidationsSent, InvalidationsReceived, MissedClears uint64
 	RemoteCalls, RemoteBytes                               uint64
+	Evictions                                              uint64
 }
 
 func (s *NodeStats) snapshot() NodeStatsSnapshot {
 	return NodeStatsSnapshot{
 		InvalidationsSent: s.InvalidationsSent.Load(), InvalidationsReceived: s.InvalidationsReceived.Load(),
 		MissedClears: s.MissedClears.Load(), RemoteCalls: s.RemoteCalls.Load(), RemoteBytes: s.RemoteBytes.Load(),
+		Evictions: s.Evictions.Load(),
 	}
 }
 

@@ -42,6 +42,8 @@ type TableKeeper struct {
 	cfg   TableConfig
 	table atomic.Pointer[PartitionTable]
 	stop  chan struct{}
+	ctx   context.Context // ends at Close: no commit outlives the keeper
+	quit  context.CancelFunc
 	wg    sync.WaitGroup
 	once  sync.Once
 }
@@ -63,6 +65,7 @@ func NewTableKeeper(cfg TableConfig) *TableKeeper {
 		cfg.Logger = slog.Default()
 	}
 	k := &TableKeeper{cfg: cfg, stop: make(chan struct{})}
+	k.ctx, k.quit = context.WithCancel(context.Background())
 	k.table.Store(&PartitionTable{})
 	w := cfg.Store.Watch(TableKey)
 	sub := cfg.Node.Subscribe()
@@ -77,7 +80,7 @@ func (k *TableKeeper) Table() *PartitionTable { return k.table.Load() }
 
 // Close stops the keeper. Safe to call twice.
 func (k *TableKeeper) Close() {
-	k.once.Do(func() { close(k.stop) })
+	k.once.Do(func() { close(k.stop); k.quit() })
 	k.wg.Wait()
 }
 
@@ -125,7 +128,7 @@ func (k *TableKeeper) adopt(b []byte) {
 // rebalance commits a new table if the alive members are not exactly the
 // ones the current table uses.
 func (k *TableKeeper) rebalance() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(k.ctx, 5*time.Second)
 	defer cancel()
 	var prev *PartitionTable
 	var version uint64

@@ -101,11 +101,17 @@ type Member struct {
 // the test ends.
 func StartWithStores(t testing.TB, net *memnet.Network, n int) []*Member {
 	t.Helper()
+	return StartWithStoresMode(t, net, n, cluster.CacheModeLocal)
+}
+
+// StartWithStoresMode is StartWithStores with the members' cache mode.
+func StartWithStoresMode(t testing.TB, net *memnet.Network, n int, mode string) []*Member {
+	t.Helper()
 	members := make([]*Member, n)
 	for i := range members {
 		addr, trans := raft.NewInmemTransport(raft.ServerAddress(Host(i+1) + ":7948"))
 		members[i] = &Member{Raft: trans}
-		members[i].Node = StartNode(t, net, i+1, func(c *cluster.Config) { c.RaftAddr = string(addr) })
+		members[i].Node = StartNode(t, net, i+1, func(c *cluster.Config) { c.RaftAddr, c.CacheMode = string(addr), mode })
 	}
 	for _, a := range members {
 		for _, b := range members {
@@ -156,7 +162,8 @@ func AddMember(t testing.TB, net *memnet.Network, members []*Member, i int) *Mem
 	t.Helper()
 	addr, trans := raft.NewInmemTransport(raft.ServerAddress(Host(i) + ":7948"))
 	m := &Member{Raft: trans}
-	m.Node = StartNode(t, net, i, func(c *cluster.Config) { c.RaftAddr = string(addr) })
+	mode := members[0].Node.Self().CacheMode
+	m.Node = StartNode(t, net, i, func(c *cluster.Config) { c.RaftAddr, c.CacheMode = string(addr), mode })
 	for _, o := range members {
 		trans.Connect(o.Raft.LocalAddr(), o.Raft)
 		o.Raft.Connect(addr, trans)

@@ -660,13 +660,8 @@ func (s *Store) readOnce(ctx context.Context, req readRequest) (readReply, error
 // quorum that it still leads, and that its state has caught up with what
 // earlier leaders committed; every write this leader acknowledged has been
 // applied before its acknowledgement, so the local state is current.
-func (s *Store) readLocal(_ context.Context, req readRequest) (readReply, error) {
-	// Known limit: raft can leave this pending forever if the
-	// configuration shrinks to one voter while it waits (its quorum was
-	// fixed when it was dispatched). Bounding it with a helper goroutine
-	// leaks that goroutine past Shutdown, since the future ignores raft's
-	// shutdown; the fix belongs in raft.
-	if err := s.raft.VerifyLeader().Error(); err != nil {
+func (s *Store) readLocal(ctx context.Context, req readRequest) (readReply, error) {
+	if err := s.verifyLeader(ctx); err != nil {
 		return readReply{}, errRetry{err}
 	}
 	s.mu.Lock()
@@ -682,6 +677,33 @@ func (s *Store) readLocal(_ context.Context, req readRequest) (readReply, error)
 		return readReply{Entries: []KV{{Key: req.Key, Value: e.Value, Version: e.Version}}}, nil
 	}
 	return readReply{}, nil
+}
+
+// verifyLeader confirms leadership with a quorum, giving up after an
+// election timeout, when ctx ends or when the store closes. The bound
+// matters: raft fixes a verification's quorum when it dispatches it, so if
+// the configuration shrinks (to one voter, say) while it waits, the votes
+// it counts on never come and raft leaves it pending for as long as this
+// node leads. The retry that follows dispatches a new one with the new
+// quorum. The goroutine left waiting for the old answer ends when raft
+// answers it: at the latest when this node stops leading, which includes
+// raft's shutdown in Close (raft fails every pending verification then).
+func (s *Store) verifyLeader(ctx context.Context) error {
+	f := s.raft.VerifyLeader()
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	t := time.NewTimer(max(s.cfg.Raft.ElectionTimeout, 100*time.Millisecond))
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return errors.New("leadership not confirmed within an election timeout")
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.stop:
+		return ErrClosed
+	}
 }
 
 func (s *Store) handleApply(ctx context.Context, from string, body []byte) ([]byte, error) {

@@ -51,7 +51,7 @@ func twoNodes(t *testing.T, inv string) {
 func TestDistributedNodesSeeEachOthersWrites(t *testing.T) {
 	net := memnet.New(12)
 	t.Cleanup(func() { net.Close() })
-	members := clustertest.StartWithStores(t, net, 3)
+	members := clustertest.StartWithStoresMode(t, net, 3, cluster.CacheModeDistributed)
 	path := domaintest.Path(t)
 	w := seedWorld(t, path)
 	var nodes []*node
