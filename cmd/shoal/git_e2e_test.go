@@ -468,10 +468,10 @@ func TestGitClusterAuthorizationTable(t *testing.T) {
 	}
 	want := map[string]map[string]outcome{
 		// caller → "op/repo" → outcome
-		"anonymous":      {"clone/priv": needsAuth, "clone/pub": allowed, "push/priv": needsAuth, "push/pub": needsAuth},
-		"reader":         {"clone/priv": allowed, "clone/pub": allowed, "push/priv": forbidden, "push/pub": forbidden},
-		"writer":         {"clone/priv": allowed, "clone/pub": allowed, "push/priv": allowed, "push/pub": allowed},
-		"writer-token":   {"clone/priv": allowed, "clone/pub": allowed, "push/priv": allowed, "push/pub": allowed},
+		"anonymous":    {"clone/priv": needsAuth, "clone/pub": allowed, "push/priv": needsAuth, "push/pub": needsAuth},
+		"reader":       {"clone/priv": allowed, "clone/pub": allowed, "push/priv": forbidden, "push/pub": forbidden},
+		"writer":       {"clone/priv": allowed, "clone/pub": allowed, "push/priv": allowed, "push/pub": allowed},
+		"writer-token": {"clone/priv": allowed, "clone/pub": allowed, "push/priv": allowed, "push/pub": allowed},
 		// git sends Basic credentials only when challenged, so it reads a
 		// public repository anonymously and never shows the bad secret;
 		// the same secret sent up front is refused (wantStatus below).
