@@ -100,7 +100,7 @@ func (s *Server) startServices(mux *http.ServeMux) (http.Handler, error) {
 		return nil, err
 	}
 	mux.Handle(rest.Prefix+"/", api)
-	mux.HandleFunc("GET /metrics", s.handleMetrics)
+	mux.Handle("GET /metrics", s.metricsHandler())
 	git := gitfront.GitConfig{ReposDir: cfg.ReposDir, Authorizer: gitfront.AuthorizerFunc(s.authorize), OnPush: s.onPush, Logger: cfg.Logger}
 	if s.svc.packs != nil {
 		git.UploadPacker = gitfront.UploadPackerFunc(s.serveUploadPack)
