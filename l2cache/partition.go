@@ -35,6 +35,18 @@ func (t *PartitionTable) Owner(p int) string {
 	return ""
 }
 
+// Has reports whether member holds any partition, as owner or backup.
+func (t *PartitionTable) Has(member string) bool {
+	for _, rs := range t.Replicas {
+		for _, m := range rs {
+			if m == member {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // ComputeTable assigns partitions to members (names of alive members) with
 // the given number of backups, starting from prev (nil for none) so that
 // as little moves as possible:

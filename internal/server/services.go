@@ -79,7 +79,7 @@ func (s *Server) startServices(mux *http.ServeMux) (http.Handler, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var err error
-	if s.svc.db, err = domain.Open(ctx, domain.Config{URL: cfg.DBURL, Logger: cfg.Logger}); err != nil {
+	if s.svc.db, err = domain.Open(ctx, domain.Config{URL: cfg.DBURL, ConnMaxLifetime: cfg.DBConnMaxLifetime, Logger: cfg.Logger}); err != nil {
 		return nil, fmt.Errorf("database %s: %w", cfg.DBURL, err)
 	}
 	if err := os.MkdirAll(cfg.ReposDir, 0o755); err != nil {
@@ -198,12 +198,21 @@ func (s *Server) closeServices() error {
 	return errors.Join(errs...)
 }
 
-// ready is /readyz's check: the database answers.
+// ready is /readyz's check (the front adds "not draining"): the node is
+// in a raft group with a leader, its cache can serve (in DISTRIBUTED
+// mode, it has a partition table that includes it), and the database
+// answers.
 func (s *Server) ready(ctx context.Context) error {
-	if s.svc.db == nil {
-		return errors.New("no database")
+	if st := s.store.Status(); st.Leader == "" {
+		return errors.New("no raft leader known yet")
 	}
-	return s.svc.db.Ping(ctx)
+	if k := s.svc.keeper; k != nil && !k.Table().Has(s.node.Name()) {
+		return errors.New("no partition table including this node yet")
+	}
+	if err := s.svc.db.Ping(ctx); err != nil {
+		return fmt.Errorf("database: %w", err)
+	}
+	return nil
 }
 
 func (s *Server) verifyBasic(ctx context.Context, user, secret string) (gitfront.Principal, error) {
