@@ -1,0 +1,117 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/shoal-dev/shoal/bench"
+)
+
+// runBenchClones is 'shoal bench clones'; with --serve-baseline it is the
+// baseline server the experiment starts as its own process.
+func runBenchClones(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench clones", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o bench.ClonesOptions
+	fs.IntVar(&o.Nodes, "n", 1, "cluster size")
+	fs.BoolVar(&o.Spread, "spread", false, "spread the clones round-robin across the nodes (default: all to node 1)")
+	fs.IntVar(&o.Clones, "clones", 16, "concurrent git clone processes per storm")
+	fs.IntVar(&o.Depth, "depth", 0, "shallow clones of this depth (0: full)")
+	fs.StringVar(&o.Protocol, "protocol", "2", "git protocol version of the clients: 0, 1 or 2")
+	modes := fs.String("modes", "baseline,off,cold,warm", "storms to run, in order: baseline, off, cold, warm")
+	fs.IntVar(&o.Repo.Files, "files", bench.DefaultRepoSize.Files, "files in the generated repository")
+	fs.IntVar(&o.Repo.Commits, "commits", bench.DefaultRepoSize.Commits, "commits in the generated repository")
+	fs.IntVar(&o.Repo.Changed, "changed", bench.DefaultRepoSize.Changed, "files each commit rewrites in part")
+	fs.StringVar(&o.RepoDir, "repo-dir", "", "where the generated repository is kept between runs (default in the temporary directory)")
+	nodeArgs := fs.String("node-args", "", "extra flags for every node, space-separated (e.g. \"--pool-upload 4\")")
+	jsonOut := fs.String("json", "", "also write the results as JSON to this file")
+	dir := fs.String("dir", "", "scratch directory (default a temporary one, removed afterwards)")
+	serve := fs.String("serve-baseline", "", "internal: serve the repositories under this directory with git http-backend")
+	addr := fs.String("baseline-addr", "127.0.0.1:0", "internal: the baseline server's address")
+	readyFile := fs.String("baseline-ready", "", "internal: where the baseline server writes its address")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if *serve != "" {
+		return bench.ServeBaseline(ctx, *serve, *addr, *readyFile)
+	}
+	for _, m := range strings.Split(*modes, ",") {
+		if m = strings.TrimSpace(m); m != "" {
+			o.Modes = append(o.Modes, m)
+		}
+	}
+	o.NodeArgs = strings.Fields(*nodeArgs)
+	exe, cleanup, err := benchScratch(dir)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	o.Binary, o.Dir = exe, *dir
+	o.Progress = func(s string) { fmt.Fprintln(stdout, s) }
+	res, err := bench.Clones(ctx, o)
+	if err != nil {
+		return err
+	}
+	if *jsonOut != "" {
+		f, err := os.Create(*jsonOut)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := res.WriteJSON(f); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintln(stdout)
+	return printClones(stdout, res)
+}
+
+// printClones writes the table, with ratios to the baseline.
+func printClones(w io.Writer, r *bench.ClonesResult) error {
+	target := "node1"
+	if r.Spread {
+		target = fmt.Sprintf("%d nodes round-robin", r.Nodes)
+	}
+	depth := "full"
+	if r.Depth > 0 {
+		depth = fmt.Sprintf("--depth %d", r.Depth)
+	}
+	fmt.Fprintf(w, "%d concurrent clones (%s, protocol v%s) of %d files / %d commits (%.1f MiB packed), cluster of %d, clones to %s:\n\n",
+		r.Clones, depth, r.Protocol, r.Repo.Files, r.Repo.Commits, float64(r.PackBytes)/(1<<20), r.Nodes, target)
+	base, hasBase := r.Row(bench.ModeBaseline)
+	fmt.Fprintln(w, "| mode | storm wall | clone p50 | clone p99 | server CPU s | CPU s/clone | peak RSS MiB | MiB served | fetch hit ratio | git started | wall vs baseline | CPU vs baseline |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	for _, row := range r.Rows {
+		wall, cpu := "", ""
+		if hasBase {
+			wall = fmt.Sprintf("%.2f×", float64(row.Wall)/float64(base.Wall))
+			cpu = fmt.Sprintf("%.3f×", row.ServerCPU/max(base.ServerCPU, 1e-9))
+		}
+		hits, git := "-", "-"
+		if row.Mode != bench.ModeBaseline && row.Mode != bench.ModeOff {
+			hits, git = fmt.Sprintf("%.2f", row.HitRatio()), fmt.Sprint(row.GitStarted)
+		}
+		fmt.Fprintf(w, "| %s | %v | %v | %v | %.2f | %.3f | %.0f | %.1f | %s | %s | %s | %s |\n", row.Mode,
+			row.Wall.Round(time.Millisecond), row.P50.Round(time.Millisecond), row.P99.Round(time.Millisecond),
+			row.ServerCPU, row.CPUPerClone(), float64(row.PeakRSS)/(1<<20), float64(row.BytesServed)/(1<<20), hits, git, wall, cpu)
+	}
+	warm, okW := r.Row(bench.ModeWarm)
+	off, okO := r.Row(bench.ModeOff)
+	if okW && okO {
+		fmt.Fprintf(w, "\nwarm cache / no cache: server CPU %.1f%%, storm wall %.2f×\n", 100*warm.ServerCPU/max(off.ServerCPU, 1e-9),
+			float64(warm.Wall)/float64(off.Wall))
+	}
+	if okW && hasBase {
+		fmt.Fprintf(w, "git http-backend / warm cache: storm wall %.2f× (the target is ≥ 3×)\n", float64(base.Wall)/float64(warm.Wall))
+	}
+	return nil
+}
