@@ -24,6 +24,8 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		return runBenchDetect(args[1:], stdout, stderr)
 	case "failover":
 		return runBenchFailover(args[1:], stdout, stderr)
+	case "clones":
+		return runBenchClones(args[1:], stdout, stderr)
 	}
 	return usagef("bench: unknown experiment %q\n%s", args[0], benchUsage)
 }
@@ -35,6 +37,8 @@ experiments:
            node marks it failed (loopback and LAN presets)
   failover SIGKILL the raft leader while writing through a follower and
            time until the first write acknowledged after the kill
+  clones   a storm of concurrent git clones: pack cache off, cold, warm,
+           and git http-backend (net/http/cgi) as the baseline
 `
 
 func runBenchDetect(args []string, stdout, stderr io.Writer) error {
