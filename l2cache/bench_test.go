@@ -151,7 +151,7 @@ func BenchmarkInvalidationLag(b *testing.B) {
 			// the node has applied the invalidation.
 			applied := make(chan struct{}, n)
 			for _, nd := range nodes[1:] {
-				nd.Bus().Subscribe(Topic, cluster.SubscriberFuncs{OnMessage: func(cluster.Message) { applied <- struct{}{} }})
+				nd.Bus().Subscribe(RegionTopic("pr"), cluster.SubscriberFuncs{OnMessage: func(cluster.Message) { applied <- struct{}{} }})
 			}
 			r := caches[0].region("pr")
 			ctx := context.Background()

@@ -26,8 +26,14 @@ const (
 	InvalidationSync = "sync"
 )
 
-// Topic is the bus topic the cache's invalidations travel on.
+// Topic is the bus topic of query-space updates. Each region's key
+// invalidations, locks and clears travel on a topic of its own,
+// RegionTopic(name), so that a missed message costs only the region it
+// was for.
 const Topic = "l2"
+
+// RegionTopic is the bus topic of a region's invalidations.
+func RegionTopic(region string) string { return Topic + ":" + region }
 
 // Errors.
 var (
@@ -139,11 +145,12 @@ func (c *Config) validate() error {
 
 // Cache holds regions. Its methods are safe for concurrent use.
 type Cache struct {
-	cfg   Config
-	clock atomic.Uint64 // the logical clock of loads and invalidations
-	store *ristretto.Cache[string, *entry]
-	dist  *dist // DISTRIBUTED mode only
-	unsub func()
+	cfg    Config
+	clock  atomic.Uint64 // the logical clock of loads and invalidations
+	store  *ristretto.Cache[string, *entry]
+	dist   *dist    // DISTRIBUTED mode only
+	unsub  func()   // the query-space topic
+	unsubs []func() // the regions' topics, under mu
 
 	mu      sync.Mutex
 	regions map[string]*Region
@@ -191,9 +198,13 @@ func (c *Cache) Close() {
 		return
 	}
 	c.closed = true
+	unsubs := c.unsubs
 	c.mu.Unlock()
 	if c.unsub != nil {
 		c.unsub()
+	}
+	for _, u := range unsubs {
+		u()
 	}
 	c.store.Close()
 }
@@ -221,6 +232,12 @@ func (c *Cache) Region(name string, kind RegionKind, access AccessType) (*Region
 	}
 	r := newRegion(c, name, kind, access)
 	c.regions[name] = r
+	if c.cfg.Bus != nil {
+		c.unsubs = append(c.unsubs, c.cfg.Bus.Subscribe(RegionTopic(name), cluster.SubscriberFuncs{
+			OnMessage: c.onMessage,
+			OnMissed:  func(m cluster.Missed) { c.onRegionMissed(r, m) },
+		}))
+	}
 	return r, nil
 }
 
@@ -270,13 +287,17 @@ func (c *Cache) publish(ctx context.Context, m message) error {
 	if err != nil {
 		return err
 	}
+	topic := Topic
+	if m.Region != "" {
+		topic = RegionTopic(m.Region)
+	}
 	c.stats.InvalidationsSent.Add(1)
 	if c.cfg.Invalidation != InvalidationSync {
-		return c.cfg.Bus.Publish(Topic, data)
+		return c.cfg.Bus.Publish(topic, data)
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.SyncTimeout)
 	defer cancel()
-	notAcked, err := c.cfg.Bus.PublishSync(ctx, Topic, data)
+	notAcked, err := c.cfg.Bus.PublishSync(ctx, topic, data)
 	if err != nil {
 		return err
 	}
@@ -321,23 +342,30 @@ func (c *Cache) onMessage(msg cluster.Message) {
 	}
 }
 
-// onMissed clears every region: the cache cannot tell which keys the lost
-// messages named.
+// onMissed handles messages missed on the query-space topic: every cached
+// query result may be stale, so every space is marked updated.
 func (c *Cache) onMissed(m cluster.Missed) {
 	c.stats.MissedClears.Add(1)
-	c.cfg.Logger.Info("l2cache: clearing every region after missed invalidations", "from", m.From, "reason", m.Reason)
-	for _, r := range c.allRegions() {
-		r.clearLocal()
-	}
-	if c.dist != nil {
-		c.dist.clearRegion("")
-	}
+	c.cfg.Logger.Info("l2cache: invalidating every query result after missed space updates", "from", m.From, "reason", m.Reason)
 	c.mu.Lock()
 	stamp := c.tick()
 	for s := range c.spaces {
 		c.spaces[s] = stamp
 	}
 	c.mu.Unlock()
+}
+
+// onRegionMissed clears a region after messages for it were missed: the
+// cache cannot tell which keys they named. Other regions keep their
+// entries.
+func (c *Cache) onRegionMissed(r *Region, m cluster.Missed) {
+	c.stats.MissedClears.Add(1)
+	r.stats.MissedClears.Add(1)
+	c.cfg.Logger.Info("l2cache: clearing a region after missed invalidations", "region", r.name, "from", m.From, "reason", m.Reason)
+	r.clearLocal()
+	if c.dist != nil {
+		c.dist.clearRegion(r.name)
+	}
 }
 
 // UpdateSpaces records that the tables (query spaces) were written: every

@@ -105,19 +105,23 @@ func TestSyncInvalidationVisibleEverywhere(t *testing.T) {
 }
 
 // A lost invalidation is reported as missed, and the cache clears what it
-// cannot vouch for.
+// cannot vouch for: the region the lost message was for, and no other.
 func TestLostInvalidationClearsRegion(t *testing.T) {
 	net, caches := nodeCaches(t, 3, 2, InvalidationAsync)
 	a, b := region(t, caches[0], "pr", NonstrictReadWrite), region(t, caches[1], "pr", NonstrictReadWrite)
+	region(t, caches[0], "user", NonstrictReadWrite)
+	other := region(t, caches[1], "user", NonstrictReadWrite)
 	ctx := context.Background()
 	var db atomic.Value
 	db.Store("v1")
 	load := func(context.Context) ([]byte, error) { return []byte(db.Load().(string)), nil }
 	testkit.Eventually(t, 5*time.Second, "B to cache v1", func() bool {
 		b.Get(ctx, "1", load)
+		other.Get(ctx, "u", load)
 		caches[1].store.Wait()
 		_, ok := b.lookup("1", nil)
-		return ok
+		_, ok2 := other.lookup("u", nil)
+		return ok && ok2
 	})
 	net.SetFaults(memnet.Faults{DropRate: 1, Match: func(tr memnet.Traffic) bool {
 		return tr.Kind == memnet.Frame && tr.Frame.Type == "bus"
@@ -130,8 +134,11 @@ func TestLostInvalidationClearsRegion(t *testing.T) {
 		v, _ := b.Get(ctx, "1", load)
 		return string(v) == "v2"
 	})
-	if caches[1].stats.MissedClears.Load() == 0 {
+	if caches[1].stats.MissedClears.Load() == 0 || b.stats.MissedClears.Load() == 0 {
 		t.Fatal("B served v2 without a missed-message clear: how?")
+	}
+	if _, ok := other.lookup("u", nil); !ok || other.stats.MissedClears.Load() != 0 {
+		t.Fatal("a region no lost message was for was cleared too")
 	}
 }
 

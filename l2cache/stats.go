@@ -6,18 +6,22 @@ import "sync/atomic"
 type RegionStats struct {
 	Hits, Misses, Loads, MergedLoads atomic.Uint64
 	Puts, RefusedPuts, Invalidations atomic.Uint64
+	// MissedClears counts clears of the region after missed messages.
+	MissedClears atomic.Uint64
 }
 
 // RegionStatsSnapshot is a copy of RegionStats.
 type RegionStatsSnapshot struct {
 	Hits, Misses, Loads, MergedLoads uint64
 	Puts, RefusedPuts, Invalidations uint64
+	MissedClears                     uint64
 }
 
 func (s *RegionStats) snapshot() RegionStatsSnapshot {
 	return RegionStatsSnapshot{
 		Hits: s.Hits.Load(), Misses: s.Misses.Load(), Loads: s.Loads.Load(), MergedLoads: s.MergedLoads.Load(),
 		Puts: s.Puts.Load(), RefusedPuts: s.RefusedPuts.Load(), Invalidations: s.Invalidations.Load(),
+		MissedClears: s.MissedClears.Load(),
 	}
 }
 
