@@ -42,7 +42,19 @@
 // the bus's delivery time); with --invalidation sync the write does not
 // return until every live member has applied the invalidation. A message
 // the bus could not deliver is reported as missed, and the cache then
-// clears everything it cannot vouch for.
+// clears everything it cannot vouch for: each region's invalidations
+// travel on a bus topic of their own, so that is the region the lost
+// message was for (and, for lost query-space updates, every cached query
+// result).
+//
+// In DISTRIBUTED mode the argument runs at each key's owner, on the
+// owner's clock: a miss hands the reader a ticket stamped by the owner,
+// invalidations and soft locks are stamped there, and the owner refuses a
+// put whose ticket is not newer than the key's last invalidation. Every
+// change is replicated synchronously to the backups before it is
+// acknowledged; a backup that takes a partition over re-stamps what it
+// holds on its own clock (or starts empty if it missed a replication), so
+// no ticket from the old owner is ever accepted by the new one.
 //
 // For read-write regions a soft lock is taken (locally and on every node)
 // before the update and released after the commit; a locked key reads as a
