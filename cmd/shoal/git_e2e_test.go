@@ -7,6 +7,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -14,11 +16,14 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/shoal-dev/shoal/bench"
 	"github.com/shoal-dev/shoal/internal/domain"
 	"github.com/shoal-dev/shoal/internal/localcluster"
 )
@@ -572,4 +577,169 @@ func gitRefusal(t *testing.T, out string) outcome {
 		return forbidden
 	}
 	return outcome("failed: " + strings.TrimSpace(out))
+}
+
+// importRepo creates PRJ/slug (public) through the REST API and fills it
+// with a generated repository, as a push would, without the wait.
+func (g *gitCluster) importRepo(slug string, size bench.RepoSize) (head string, packBytes int64) {
+	g.t.Helper()
+	g.createRepo(slug, true)
+	src := filepath.Join(os.TempDir(), fmt.Sprintf("shoal-e2e-repo-%d-%d-%d", size.Files, size.Commits, size.Changed), "repo.git")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := bench.GenerateRepo(ctx, src, size); err != nil {
+		g.t.Fatal(err)
+	}
+	bare := filepath.Join(g.dir, "repos", gitProject, slug+".git")
+	g.mustGit(bare, "fetch", "-q", src, "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
+	packs, _ := filepath.Glob(filepath.Join(bare, "objects", "pack", "*.pack"))
+	for _, p := range packs {
+		fi, _ := os.Stat(p)
+		packBytes += fi.Size()
+	}
+	return g.mustGit(bare, "rev-parse", "HEAD"), packBytes
+}
+
+// throttle is a TCP proxy to target that delivers the server's bytes to
+// the client at most rate bytes per second: a slow client, so that a
+// clone is still in flight when the test acts.
+func throttle(t *testing.T, target string, rate int) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			wg.Add(2)
+			go func() { defer wg.Done(); io.Copy(s, c); s.(*net.TCPConn).CloseWrite() }()
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				defer s.Close()
+				buf := make([]byte, 16<<10)
+				start, sent := time.Now(), 0
+				for {
+					n, err := s.Read(buf)
+					if n > 0 {
+						if _, werr := c.Write(buf[:n]); werr != nil {
+							return
+						}
+						sent += n
+						// Pace: sent bytes may not run ahead of rate.
+						if ahead := time.Duration(float64(sent)/float64(rate)*float64(time.Second)) - time.Since(start); ahead > 0 {
+							time.Sleep(ahead)
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// SIGTERM to a node while a clone streams from it: /readyz turns 503 at
+// once, new requests to the node get 503 with Retry-After while other
+// nodes serve them, the clone in flight completes and passes fsck, and
+// the node then exits cleanly.
+func TestGitClusterDrainDuringClone(t *testing.T) {
+	g := startGitCluster(t, 3, 60)
+	head, size := g.importRepo("big", bench.RepoSize{Files: 600, Commits: 40, Changed: 20})
+	leader := raftLeader(t, g.c)
+	victim := leader%3 + 1 // a follower: the store keeps its leader
+	other := victim%3 + 1
+	p := g.c.Nodes()[victim-1]
+	// About 4 s of transfer for the pack.
+	proxy := throttle(t, p.HTTP, int(max(size/4, 64<<10)))
+	before := g.packCounts(victim)
+
+	dst := filepath.Join(t.TempDir(), "c")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	clone := exec.CommandContext(ctx, "git", "clone", "-q", "--bare", "http://"+proxy+"/scm/"+gitProject+"/big.git", dst)
+	clone.Env = gitClientEnv(g.home)
+	var out bytes.Buffer
+	clone.Stdout, clone.Stderr = &out, &out
+	if err := clone.Start(); err != nil {
+		t.Fatal(err)
+	}
+	cloneDone := make(chan error, 1)
+	go func() { cloneDone <- clone.Wait() }()
+	// The pack request has reached the cache (and git) on the victim.
+	deadline := time.Now().Add(30 * time.Second)
+	for d := g.packCounts(victim).minus(before); d.miss+d.hit+d.joined == 0; d = g.packCounts(victim).minus(before) {
+		if time.Now().After(deadline) {
+			t.Fatal("the clone's pack request never reached the node")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := g.c.Signal(victim, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		code, _ := g.rest(victim, http.MethodGet, "/readyz", "", "", "")
+		if code == http.StatusServiceUnavailable {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz still %d after SIGTERM", code)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// The clone is still running: the node drains, it does not stop.
+	select {
+	case err := <-cloneDone:
+		t.Fatalf("the clone ended before the drain could be observed (%v); make it slower", err)
+	default:
+	}
+	resp, err := http.Get("http://" + p.HTTP + "/scm/" + gitProject + "/big.git/info/refs?service=git-upload-pack")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("a new clone on the draining node: %d (Retry-After %q), want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	// Another node takes the new clone.
+	g.clone(cloneVariant{"v2-full", []string{"clone", "-q"}}, g.url(other, "", "", "big"), head)
+
+	select {
+	case err := <-cloneDone:
+		if err != nil {
+			t.Fatalf("the clone in flight failed: %v\n%s", err, out.String())
+		}
+	case <-ctx.Done():
+		t.Fatal("the clone in flight never finished")
+	}
+	if got := g.mustGit(dst, "rev-parse", "HEAD"); got != head {
+		t.Fatalf("drained clone HEAD %s, want %s", got, head)
+	}
+	g.mustGit(dst, "fsck", "--no-progress")
+	select {
+	case <-p.Done():
+	case <-time.After(20 * time.Second):
+		t.Fatal("the drained node did not exit")
+	}
+	if err := p.ExitErr(); err != nil {
+		t.Errorf("the drained node exited with %v", err)
+	}
+	if log, _ := os.ReadFile(p.Log); !bytes.Contains(log, []byte("msg=stopped")) {
+		t.Errorf("the drained node did not stop gracefully:\n%s", localcluster.Tail(p.Log, 20))
+	}
 }
