@@ -5,6 +5,8 @@ VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X github.com/shoal-dev/shoal/internal/server.Version=$(VERSION)
 NODES    ?= 3
 MODE     ?= local
+# The seeded admin's password in the local cluster of 'make run'.
+ADMIN_PASSWORD ?= shoal-admin
 
 .PHONY: all build test lint run bench bench-full fuzz clean
 
@@ -23,9 +25,10 @@ lint:
 test: lint
 	$(GO) test -race -count=1 -timeout 30m ./...
 
-# A local cluster of $(NODES) nodes on loopback; Ctrl-C stops it.
+# A local cluster of $(NODES) nodes on loopback, its database seeded once;
+# Ctrl-C stops it.
 run: build
-	./$(BIN) up -n $(NODES) --cache-mode $(MODE) --data-dir shoal-data
+	./$(BIN) up -n $(NODES) --cache-mode $(MODE) --data-dir shoal-data --seed --admin-password $(ADMIN_PASSWORD)
 
 # The quick benchmark profile (a few minutes); figures go to BENCHMARKS.md.
 bench: build
