@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -741,5 +742,135 @@ func TestGitClusterDrainDuringClone(t *testing.T) {
 	}
 	if log, _ := os.ReadFile(p.Log); !bytes.Contains(log, []byte("msg=stopped")) {
 		t.Errorf("the drained node did not stop gracefully:\n%s", localcluster.Tail(p.Log, 20))
+	}
+}
+
+// poolGauges reads a pool's in-flight and queued gauges from node i.
+func (g *gitCluster) poolGauges(i int, pool string) (inFlight, queued float64) {
+	m := g.metrics(i)
+	return m[`shoal_pool_in_flight{pool="`+pool+`"}`], m[`shoal_pool_queued{pool="`+pool+`"}`]
+}
+
+// waitPoolFull polls until node i's pool runs limit requests and queues
+// at least one more.
+func (g *gitCluster) waitPoolFull(i int, pool string, limit float64) {
+	g.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		in, q := g.poolGauges(i, pool)
+		if in == limit && q >= 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			g.t.Fatalf("the %s pool never filled: %v in flight, %v queued", pool, in, q)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// timedClone clones PRJ/slug from url (bare, protocol v2) and times it.
+func (g *gitCluster) timedClone(url, head string) time.Duration {
+	g.t.Helper()
+	start := time.Now()
+	dst := filepath.Join(g.t.TempDir(), "c")
+	g.mustGit("", "clone", "-q", "--bare", url, dst)
+	d := time.Since(start)
+	if got := g.mustGit(dst, "rev-parse", "HEAD"); got != head {
+		g.t.Fatalf("clone HEAD %s, want %s", got, head)
+	}
+	os.RemoveAll(dst)
+	return d
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// The pools hold each other's floods apart, on one node over real HTTP:
+// web requests that fill the web pool (and queue behind it) do not slow
+// clones, and clones that fill the git-upload pool do not stop the REST
+// API answering.
+func TestGitClusterPoolSegregation(t *testing.T) {
+	const webSlots, uploadSlots = 4, 2
+	g := startGitCluster(t, 1, 70, "--pool-web", strconv.Itoa(webSlots), "--pool-upload", strconv.Itoa(uploadSlots))
+	head, size := g.importRepo("big", bench.RepoSize{Files: 600, Commits: 40, Changed: 20})
+	url := g.url(1, "", "", "big")
+	g.timedClone(url, head) // fills the pack cache
+	var quiet []time.Duration
+	for range 3 {
+		quiet = append(quiet, g.timedClone(url, head))
+	}
+
+	// Web flood: requests that hold a web slot while their bodies
+	// trickle in, four times as many as the pool runs.
+	addr := g.c.Nodes()[0].HTTP
+	auth := base64.StdEncoding.EncodeToString([]byte("admin:" + adminPW))
+	var flood []net.Conn
+	for range 4 * webSlots {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		flood = append(flood, c)
+		fmt.Fprintf(c, "POST /rest/api/1.0/projects/%s/repos HTTP/1.1\r\nHost: %s\r\nAuthorization: Basic %s\r\n"+
+			"Content-Type: application/json\r\nContent-Length: 64\r\n\r\n{", gitProject, addr, auth)
+	}
+	g.waitPoolFull(1, "web", webSlots)
+	var flooded []time.Duration
+	for range 3 {
+		flooded = append(flooded, g.timedClone(url, head))
+	}
+	if in, q := g.poolGauges(1, "web"); in != webSlots || q < 1 {
+		t.Fatalf("the web flood ended during the clones (%v in flight, %v queued)", in, q)
+	}
+	for _, c := range flood {
+		c.Close()
+	}
+	t.Logf("clone median %v quiet, %v under a web flood", median(quiet), median(flooded))
+	if limit := 2*median(quiet) + 500*time.Millisecond; median(flooded) > limit {
+		t.Errorf("clones slowed by the web flood: median %v, quiet %v", median(flooded), median(quiet))
+	}
+
+	// Clone flood: slow clients (about 20 s per clone) holding every
+	// git-upload slot, with as many again queued.
+	slow := throttle(t, addr, int(max(size/20, 32<<10)))
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	for i := range 2 * uploadSlots {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cmd := exec.CommandContext(ctx, "git", "clone", "-q", "--bare", "http://"+slow+"/scm/"+gitProject+"/big.git",
+				filepath.Join(t.TempDir(), strconv.Itoa(i)))
+			cmd.Env = gitClientEnv(g.home)
+			cmd.Run()
+		}()
+	}
+	g.waitPoolFull(1, "git-upload", uploadSlots)
+	var worst time.Duration
+	for range 20 {
+		start := time.Now()
+		code, body := g.rest(1, http.MethodGet, "/rest/api/1.0/projects/"+gitProject+"/repos/big", "", "", "")
+		d := time.Since(start)
+		worst = max(worst, d)
+		if code != http.StatusOK {
+			t.Fatalf("REST under a clone flood: %d %s", code, body)
+		}
+	}
+	if in, q := g.poolGauges(1, "git-upload"); in != uploadSlots || q < 1 {
+		t.Fatalf("the clone flood ended during the REST requests (%v in flight, %v queued)", in, q)
+	}
+	t.Logf("slowest of 20 REST requests under a clone flood: %v", worst)
+	if worst > time.Second {
+		t.Errorf("REST under a clone flood took up to %v", worst)
+	}
+	m := g.metrics(1)
+	for _, pool := range []string{"web", "git-upload"} {
+		if r := m[`shoal_pool_rejected_total{pool="`+pool+`"}`] + m[`shoal_pool_timed_out_total{pool="`+pool+`"}`]; r != 0 {
+			t.Errorf("the %s pool refused %v requests: the floods stayed within their queues", pool, r)
+		}
 	}
 }
