@@ -874,3 +874,41 @@ func TestGitClusterPoolSegregation(t *testing.T) {
 		}
 	}
 }
+
+// 'shoal seed' creates a bare git repository for every seeded repository,
+// where the nodes of 'shoal up' look for them.
+func TestSeedCreatesBareRepositories(t *testing.T) {
+	dir := t.TempDir()
+	out, err := exec.Command(shoalBin, "seed", "--data-dir", dir, "--users", "2", "--projects", "3",
+		"--repos-per-project", "4", "--prs-per-repo", "1", "--comments-per-pr", "0").CombinedOutput()
+	if err != nil {
+		t.Fatalf("shoal seed: %v\n%s", err, out)
+	}
+	db, err := domain.Open(context.Background(), domain.Config{URL: filepath.Join(dir, dbFileName)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	keys, err := db.ProjectKeys(context.Background(), 0, 100)
+	if err != nil || len(keys) != 3 {
+		t.Fatalf("projects %v, %v", keys, err)
+	}
+	n := 0
+	for _, key := range keys {
+		slugs, err := db.RepositorySlugs(context.Background(), key, 0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, slug := range slugs {
+			bare := filepath.Join(dir, "repos", key, slug+".git")
+			if out, err := exec.Command("git", "--git-dir", bare, "rev-parse", "--is-bare-repository").CombinedOutput(); err != nil ||
+				strings.TrimSpace(string(out)) != "true" {
+				t.Errorf("%s: not a bare repository: %v %s", bare, err, out)
+			}
+			n++
+		}
+	}
+	if n != 12 {
+		t.Errorf("%d repositories, want 12", n)
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -9,9 +10,13 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"syscall"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
+	"github.com/shoal-dev/shoal/gitfront"
 	"github.com/shoal-dev/shoal/internal/domain"
 )
 
@@ -31,10 +36,11 @@ func dbURL(db, dataDir string) string {
 // set and print the admin's credentials.
 func runSeed(args []string) error {
 	fs := flag.NewFlagSet("seed", flag.ContinueOnError)
-	var db, dataDir string
+	var db, dataDir, reposDir string
 	var cfg domain.SeedConfig
 	fs.StringVar(&db, "db", "", "database: a postgres:// URL or a SQLite file (default <data-dir>/"+dbFileName+")")
 	fs.StringVar(&dataDir, "data-dir", "shoal-data", "cluster directory holding the shared SQLite database")
+	fs.StringVar(&reposDir, "repos-dir", "", "where the seeded repositories' bare git repositories go (default <data-dir>/repos, as the nodes of 'shoal up' use)")
 	seedFlags(fs, &cfg)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -50,7 +56,10 @@ func runSeed(args []string) error {
 			return err
 		}
 	}
-	return seedDatabase(ctx, url, cfg, os.Stdout)
+	if reposDir == "" {
+		reposDir = filepath.Join(dataDir, "repos")
+	}
+	return seedDatabase(ctx, url, reposDir, cfg, os.Stdout)
 }
 
 // seedFlags declares the data set's size and credentials on fs ('shoal
@@ -81,8 +90,9 @@ func checkSeedFlags(cfg domain.SeedConfig) error {
 }
 
 // seedDatabase opens the database (applying the schema) and seeds it,
-// printing what it wrote and the admin's credentials to out.
-func seedDatabase(ctx context.Context, url string, cfg domain.SeedConfig, out io.Writer) error {
+// creates an empty bare git repository under reposDir for every seeded
+// repository, and prints what it wrote and the admin's credentials to out.
+func seedDatabase(ctx context.Context, url, reposDir string, cfg domain.SeedConfig, out io.Writer) error {
 	store, err := domain.Open(ctx, domain.Config{URL: url, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		return fmt.Errorf("opening %s: %w", url, err)
@@ -93,8 +103,52 @@ func seedDatabase(ctx context.Context, url string, cfg domain.SeedConfig, out io
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "seeded %d users, %d projects, %d repositories, %d pull requests, %d comments in %v\n",
-		res.Users, res.Projects, res.Repositories, res.PullRequests, res.Comments, time.Since(start).Round(time.Millisecond))
+	if err := initSeededRepos(ctx, store, reposDir); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "seeded %d users, %d projects, %d repositories (bare git repositories in %s), %d pull requests, %d comments in %v\n",
+		res.Users, res.Projects, res.Repositories, reposDir, res.PullRequests, res.Comments, time.Since(start).Round(time.Millisecond))
 	fmt.Fprintf(out, "admin credentials: %s / %s\n", res.Admin.Name, res.AdminPassword)
 	return nil
+}
+
+// initSeededRepos creates the bare repository of every repository in the
+// database that has none yet, a few 'git init' at a time.
+func initSeededRepos(ctx context.Context, store *domain.Store, reposDir string) error {
+	var names [][2]string
+	for start := 0; ; start += 1000 {
+		keys, err := store.ProjectKeys(ctx, start, 1000)
+		if err != nil {
+			return err
+		}
+		for _, key := range keys {
+			for rs := 0; ; rs += 1000 {
+				slugs, err := store.RepositorySlugs(ctx, key, rs, 1000)
+				if err != nil {
+					return err
+				}
+				for _, slug := range slugs {
+					names = append(names, [2]string{key, slug})
+				}
+				if len(slugs) < 1000 {
+					break
+				}
+			}
+		}
+		if len(keys) < 1000 {
+			break
+		}
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(2, runtime.NumCPU()))
+	for _, n := range names {
+		g.Go(func() error {
+			err := gitfront.InitBare(ctx, reposDir, n[0], n[1])
+			if errors.Is(err, gitfront.ErrExists) {
+				return nil
+			}
+			return err
+		})
+	}
+	return g.Wait()
 }

@@ -128,7 +128,7 @@ func upSeed(ctx context.Context, url, dir string, cfg domain.SeedConfig, stdout 
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	err := seedDatabase(ctx, url, cfg, stdout)
+	err := seedDatabase(ctx, url, filepath.Join(dir, "repos"), cfg, stdout)
 	if errors.Is(err, domain.ErrConflict) {
 		fmt.Fprintf(stdout, "database %s already has data: not seeding again\n", url)
 		return nil
