@@ -1,0 +1,314 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/shoal-dev/shoal/cluster"
+	"github.com/shoal-dev/shoal/cluster/cp"
+	"github.com/shoal-dev/shoal/internal/httpc"
+	"github.com/shoal-dev/shoal/internal/localcluster"
+	"github.com/shoal-dev/shoal/internal/server"
+)
+
+// armCluster is one arm's running cluster, as processes or in process.
+type armCluster interface {
+	// Nodes says where each node runs.
+	Nodes() []NodePlacement
+	// Stop stops every node; safe twice.
+	Stop()
+}
+
+// NodePlacement is where a node ran.
+type NodePlacement struct {
+	Name string `json:"name"`
+	HTTP string `json:"http"`
+	RPC  string `json:"rpc"`
+	// PID is the node's process (the bench's own in process).
+	PID int `json:"pid"`
+}
+
+// armConfig is what starting an arm's cluster needs.
+type armConfig struct {
+	arm          Arm
+	dir, db      string
+	binary       string // empty: in process
+	invalidation string
+	backups      int
+	logger       *slog.Logger
+}
+
+// couplingWebPool is the nodes' REST pool: above the largest client count, so the
+// experiment measures the cache and not the pool's queue.
+const couplingWebPool = 1024
+
+func startArm(ctx context.Context, c armConfig) (armCluster, error) {
+	var ac armCluster
+	var err error
+	if c.binary == "" {
+		ac, err = startInProcess(ctx, c)
+	} else {
+		ac, err = startProcesses(ctx, c)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := waitServing(ctx, ac.Nodes(), c.arm); err != nil {
+		ac.Stop()
+		return nil, err
+	}
+	return ac, nil
+}
+
+// procCluster is an arm of 'shoal node' processes.
+type procCluster struct{ c *localcluster.Cluster }
+
+func startProcesses(ctx context.Context, c armConfig) (armCluster, error) {
+	lc, err := localcluster.Start(ctx, localcluster.Options{
+		Binary: c.binary, N: c.arm.Nodes, Dir: c.dir, CacheMode: c.arm.Mode, LogLevel: "warn", Preset: "loopback",
+		BootstrapExpect: c.arm.Nodes, WatchParent: true, ReadyTimeout: 90 * time.Second,
+		Args: []string{"--db", c.db, "--invalidation", c.invalidation, "--backups", strconv.Itoa(c.backups),
+			"--pack-cache=false", "--pool-web", strconv.Itoa(couplingWebPool)},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &procCluster{c: lc}, nil
+}
+
+func (p *procCluster) Nodes() []NodePlacement {
+	var out []NodePlacement
+	for _, n := range p.c.Nodes() {
+		out = append(out, NodePlacement{Name: n.Name, HTTP: n.HTTP, RPC: n.RPC, PID: n.PID})
+	}
+	return out
+}
+
+func (p *procCluster) Stop() { p.c.Stop(15 * time.Second) }
+
+// inProcCluster is an arm of server.Servers in this process.
+type inProcCluster struct{ servers []*server.Server }
+
+func startInProcess(ctx context.Context, c armConfig) (armCluster, error) {
+	ic := &inProcCluster{}
+	for i := 1; i <= c.arm.Nodes; i++ {
+		s, err := startServer(c, i)
+		if err != nil {
+			ic.Stop()
+			return nil, err
+		}
+		ic.servers = append(ic.servers, s)
+		if i > 1 {
+			if _, err := s.Node().Join(ctx, []string{ic.servers[0].Node().GossipAddr()}); err != nil {
+				ic.Stop()
+				return nil, fmt.Errorf("node%d joining: %w", i, err)
+			}
+		}
+	}
+	return ic, nil
+}
+
+func startServer(c armConfig, i int) (*server.Server, error) {
+	cc := *cluster.DefaultLoopbackConfig()
+	cc.Name, cc.BindAddr, cc.RPCAddr, cc.CacheMode = "node"+strconv.Itoa(i), "127.0.0.1:0", "127.0.0.1:0", c.arm.Mode
+	cc.Logger = c.logger
+	backups := c.backups
+	cfg := server.Config{
+		Cluster: cc, HTTPAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0",
+		DataDir: filepath.Join(c.dir, cc.Name), DBURL: c.db, ReposDir: filepath.Join(c.dir, "repos"),
+		Store: cp.Config{BootstrapExpect: c.arm.Nodes, Raft: cp.LoopbackRaftConfig(),
+			VoterGrace: 3 * time.Second, ReconcileInterval: 200 * time.Millisecond},
+		Cache:  server.CacheConfig{Invalidation: c.invalidation, Backups: &backups},
+		Packs:  server.PackConfig{Off: true},
+		Logger: c.logger,
+	}
+	cfg.Pools.Web.Concurrency = couplingWebPool
+	return server.Start(cfg)
+}
+
+func (ic *inProcCluster) Nodes() []NodePlacement {
+	var out []NodePlacement
+	for _, s := range ic.servers {
+		out = append(out, NodePlacement{Name: s.Node().Name(), HTTP: s.HTTPAddr(), RPC: s.Node().Self().RPC,
+			PID: server.ReadProcessStats().PID})
+	}
+	return out
+}
+
+func (ic *inProcCluster) Stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	for i := len(ic.servers) - 1; i >= 0; i-- {
+		ic.servers[i].Shutdown(ctx)
+	}
+	ic.servers = nil
+}
+
+// waitServing polls until every node is ready, sees every member alive
+// and a raft leader, and, in DISTRIBUTED mode, uses a partition table
+// spread over all of them.
+func waitServing(ctx context.Context, nodes []NodePlacement, arm Arm) error {
+	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+	for _, n := range nodes {
+		var last error
+		for {
+			if last = nodeServing(ctx, n, arm); last == nil {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("%s (%s) not serving: %w (last: %v)", n.Name, arm.Name(), ctx.Err(), last)
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
+func nodeServing(ctx context.Context, n NodePlacement, arm Arm) error {
+	if _, err := httpc.Do(ctx, http.MethodGet, n.HTTP, "/readyz", nil); err != nil {
+		return err
+	}
+	v, err := localcluster.FetchView(ctx, n.HTTP)
+	if err != nil {
+		return err
+	}
+	if alive := localcluster.CountState(v, "alive"); alive != arm.Nodes || v.Raft.Leader == "" {
+		return fmt.Errorf("sees %d alive members, leader %q", alive, v.Raft.Leader)
+	}
+	if arm.Mode != cluster.CacheModeDistributed {
+		return nil
+	}
+	st, err := fetchStats(ctx, n.HTTP)
+	if err != nil {
+		return err
+	}
+	if st.Partitions == nil || len(st.Partitions.Members) != arm.Nodes {
+		return errors.New("partition table not spread over every node yet")
+	}
+	return nil
+}
+
+// fetchStats reads a node's /v1/stats.
+func fetchStats(ctx context.Context, httpAddr string) (*server.Stats, error) {
+	body, err := httpc.Do(ctx, http.MethodGet, httpAddr, "/v1/stats", nil)
+	if err != nil {
+		return nil, err
+	}
+	var st server.Stats
+	if err := json.Unmarshal(body, &st); err != nil {
+		return nil, fmt.Errorf("%s /v1/stats: %w", httpAddr, err)
+	}
+	return &st, nil
+}
+
+// snapshot is every node's counters at one moment, and the kernel's count
+// of bytes sent on the peer RPC connections.
+type counterSnapshot struct {
+	stats       []*server.Stats
+	socketBytes int64 // -1: not available
+	machine     machineCPU
+}
+
+func takeSnapshot(ctx context.Context, nodes []NodePlacement) (counterSnapshot, error) {
+	s := counterSnapshot{socketBytes: rpcSocketBytes(ctx, nodes), machine: readMachineCPU()}
+	for _, n := range nodes {
+		st, err := fetchStats(ctx, n.HTTP)
+		if err != nil {
+			return s, fmt.Errorf("%s: %w", n.Name, err)
+		}
+		s.stats = append(s.stats, st)
+	}
+	return s, nil
+}
+
+var bytesSentRE = regexp.MustCompile(`bytes_sent:(\d+)`)
+
+// rpcSocketBytes sums bytes_sent, as the kernel counts it (ss -ti), over
+// the established TCP connections to or from the nodes' peer RPC ports:
+// both ends of each connection, so both directions. -1 if ss is missing.
+func rpcSocketBytes(ctx context.Context, nodes []NodePlacement) int64 {
+	var filter []string
+	for _, n := range nodes {
+		_, port, err := net.SplitHostPort(n.RPC)
+		if err != nil {
+			return -1
+		}
+		filter = append(filter, "sport = :"+port, "dport = :"+port)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ss", "-tinH", "state", "established", "( "+strings.Join(filter, " or ")+" )")
+	cmd.Stderr = io.Discard
+	out, err := cmd.Output()
+	if err != nil {
+		return -1
+	}
+	var total int64
+	for _, m := range bytesSentRE.FindAllSubmatch(out, -1) {
+		n, _ := strconv.ParseInt(string(m[1]), 10, 64)
+		total += n
+	}
+	return total
+}
+
+// machineCPU is the whole machine's CPU time from /proc/stat, in ticks:
+// busy (everything but idle and iowait) and total. Zero without /proc.
+type machineCPU struct{ busy, total uint64 }
+
+func readMachineCPU() machineCPU {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return machineCPU{}
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 6 || f[0] != "cpu" {
+		return machineCPU{}
+	}
+	var m machineCPU
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseUint(v, 10, 64)
+		m.total += n
+		if i != 3 && i != 4 { // idle, iowait
+			m.busy += n
+		}
+	}
+	return m
+}
+
+// busyShare is the share of the machine that was busy between a and b.
+func busyShare(a, b machineCPU) float64 {
+	if b.total <= a.total {
+		return 0
+	}
+	return float64(b.busy-a.busy) / float64(b.total-a.total)
+}
+
+// loadAverage is the 1-minute load average (0 without /proc).
+func loadAverage() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
+}

@@ -1,0 +1,170 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoal-dev/shoal/internal/testkit"
+)
+
+func TestMain(m *testing.M) { testkit.MainNoLeaks(m, 20*time.Second) }
+
+const tinyExperiment = `
+name: tiny
+modes: [local, distributed]
+sizes: [1, 2]
+stages:
+  clients: [3]
+  duration: 1500ms
+  warmup: 500ms
+mix: {view_pr: 4, list_prs: 2, browse_repos: 2, list_comments: 2, add_comment: 2, update_pr: 2, create_repo: 1}
+data: {users: 3, projects: 2, repos_per_project: 2, prs_per_repo: 3, comments_per_pr: 1}
+zipf: 1.2
+seed: 7
+lag_probe: 50ms
+`
+
+// A tiny experiment, nodes and load generator in process: every section
+// of the results and the report is filled.
+func TestCouplingTinyExperiment(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts clusters")
+	}
+	exp, err := ParseExperiment([]byte(tinyExperiment))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	res, err := Coupling(ctx, CouplingOptions{Experiment: exp, ExperimentFile: tinyExperiment, InProcess: true,
+		LoadgenInProcess: true, Dir: t.TempDir(), Logger: testkit.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Runs) != 1 || len(res.Runs[0]) != 4 {
+		t.Fatalf("runs: %d, arms: %d; want 1 run of 4 arms", len(res.Runs), len(res.Runs[0]))
+	}
+	checkManifest(t, res.Manifest)
+	for _, ar := range res.Runs[0] {
+		checkArm(t, ar)
+	}
+	out := t.TempDir()
+	if err := WriteReport(out, res); err != nil {
+		t.Fatal(err)
+	}
+	checkReport(t, out, res)
+}
+
+func checkManifest(t *testing.T, m Manifest) {
+	t.Helper()
+	if m.Commit == "" || m.GoVersion == "" || m.GOMAXPROCS < 1 || m.CPUModel == "" || m.Nodes != "in-process" ||
+		m.Loadgen != "in-process" || m.ExperimentFile == "" || m.Data.PullRequests != 12 || m.Interrupted {
+		t.Errorf("manifest not filled: %+v", m)
+	}
+}
+
+func checkArm(t *testing.T, ar ArmResult) {
+	t.Helper()
+	name := ar.Arm.Name()
+	if len(ar.Nodes) != ar.Arm.Nodes || len(ar.Stages) != 1 || ar.Error != "" {
+		t.Fatalf("%s: %d nodes placed, %d stages, error %q", name, len(ar.Nodes), len(ar.Stages), ar.Error)
+	}
+	for _, n := range ar.Nodes {
+		if n.HTTP == "" || n.RPC == "" || n.PID == 0 || ar.PeakRSS[n.Name] == 0 {
+			t.Errorf("%s: node %+v, peak RSS %d", name, n, ar.PeakRSS[n.Name])
+		}
+	}
+	st := ar.Stages[0]
+	if st.Clients != 3 || st.Seconds < 1 || st.Total.Count == 0 || st.Total.OpsPerSec <= 0 || st.Total.P99Ms <= 0 ||
+		st.Total.MaxMs < st.Total.P50Ms || st.Total.MeanMs <= 0 || st.Total.Hist == "" {
+		t.Errorf("%s: total %+v", name, st.Total)
+	}
+	if st.Total.Errors > 0 {
+		t.Errorf("%s: %d errors: %v", name, st.Total.Errors, st.Errors)
+	}
+	if len(st.Ops) != len(Ops) {
+		t.Errorf("%s: %d operations reported, want %d", name, len(st.Ops), len(Ops))
+	}
+	for _, o := range st.Ops {
+		if o.Count == 0 && o.Op != OpCreateRepo {
+			t.Errorf("%s: %s never ran", name, o.Op)
+		}
+	}
+	if st.Cache.Hits == 0 || st.Cache.HitRatio <= 0 || st.Cache.HitRatio > 1 {
+		t.Errorf("%s: cache %+v", name, st.Cache)
+	}
+	if st.CPU.NodesSeconds <= 0 || st.CPU.LoadgenSeconds <= 0 || st.CPU.LoadgenShare <= 0 || !st.CPU.SharedProcess {
+		t.Errorf("%s: cpu %+v", name, st.CPU)
+	}
+	if st.Lag.Samples == 0 || st.Lag.P99Ms <= 0 {
+		t.Errorf("%s: invalidation lag %+v", name, st.Lag)
+	}
+	if ar.Arm.Nodes > 1 {
+		if st.Traffic.Messages == 0 || st.Traffic.MessagesPerOp <= 0 || st.Traffic.SocketBytes == 0 {
+			t.Errorf("%s: traffic %+v", name, st.Traffic)
+		}
+		if ar.Arm.Mode == "distributed" && (st.Cache.RemoteCalls == 0 || st.Traffic.L2Bytes == 0) {
+			t.Errorf("%s: no remote cache calls: %+v %+v", name, st.Cache, st.Traffic)
+		}
+	}
+}
+
+func checkReport(t *testing.T, dir string, res *CouplingResults) {
+	t.Helper()
+	for _, f := range []string{"results.json", "report.md", "throughput.png", "throughput.svg", "p99.png", "p99.svg",
+		"bytes-per-op.png", "bytes-per-op.svg", "cpu-per-op.png", "cpu-per-op.svg"} {
+		if fi, err := os.Stat(filepath.Join(dir, f)); err != nil || fi.Size() == 0 {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	md, _ := os.ReadFile(filepath.Join(dir, "report.md"))
+	for _, want := range []string{"local×1", "distributed×2", "## Summary", "## Per operation", "## Peak RSS", "throughput.png",
+		"loadgen CPU", "name: tiny"} {
+		if !bytes.Contains(md, []byte(want)) {
+			t.Errorf("report.md lacks %q", want)
+		}
+	}
+	back, err := ReadResults(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cmp strings.Builder
+	if err := Compare(&cmp, res, back); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Count(cmp.String(), "1.00") < 4 {
+		t.Errorf("a result compared with itself:\n%s", cmp.String())
+	}
+	if w := Winners(back); len(w) != 2 {
+		t.Errorf("winners: %q, want one per size", w)
+	}
+}
+
+// Ctrl-C during the run: the stages done so far come back, marked.
+func TestCouplingInterrupted(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts clusters")
+	}
+	exp, err := ParseExperiment([]byte(strings.Replace(tinyExperiment, "clients: [3]", "clients: [2, 2, 2, 2, 2, 2]", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp.Sizes, exp.Modes = []int{1}, []string{"local"}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	res, err := Coupling(ctx, CouplingOptions{Experiment: exp, InProcess: true, LoadgenInProcess: true, Dir: t.TempDir(), Logger: testkit.Logger(t)})
+	if err == nil {
+		t.Fatal("no error from an interrupted run")
+	}
+	if !res.Manifest.Interrupted || len(res.Runs) != 1 || len(res.Runs[0][0].Stages) == 0 || len(res.Runs[0][0].Stages) == 6 {
+		t.Fatalf("interrupted run: %+v, %d runs", res.Manifest, len(res.Runs))
+	}
+	if err := WriteReport(t.TempDir(), res); err != nil {
+		t.Fatal(err)
+	}
+}

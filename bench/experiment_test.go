@@ -1,0 +1,68 @@
+package bench
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// Each mistake in an experiment file is an error naming the field.
+func TestParseExperimentErrors(t *testing.T) {
+	for _, tc := range []struct{ change, old, want string }{
+		{"modes: [local, nearish]", "modes: [local, distributed]", "modes[1]"},
+		{"modes: []", "modes: [local, distributed]", "modes: at least one"},
+		{"sizes: [1, 0]", "sizes: [1, 2]", "sizes[1]"},
+		{"clients: [3, -1]", "clients: [3]", "stages.clients[1]"},
+		{"duration: 10", "duration: 1500ms", "duration"},
+		{"duration: 1ms", "duration: 1500ms", "stages.duration"},
+		{"view_pr: -4", "view_pr: 4", "mix.view_pr"},
+		{"view_prs: 4", "view_pr: 4", "mix.view_prs"},
+		{"projects: 0", "projects: 2", "data.projects"},
+		{"zipf: 1.0", "zipf: 1.2", "zipf"},
+		{"seeds: 7", "seed: 7", "seeds"},
+		{"lag_probe: soon", "lag_probe: 50ms", "duration"},
+		{"invalidation: eventually\nlag_probe: 50ms", "lag_probe: 50ms", "invalidation"},
+		{"backups: 3\nlag_probe: 50ms", "lag_probe: 50ms", "backups"},
+	} {
+		src := strings.Replace(tinyExperiment, tc.old, tc.change, 1)
+		if src == tinyExperiment {
+			t.Fatalf("%q not found in the tiny experiment", tc.old)
+		}
+		_, err := ParseExperiment([]byte(src))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want one naming %q", tc.change, err, tc.want)
+		}
+	}
+	if _, err := ParseExperiment(nil); err == nil {
+		t.Error("an empty file is accepted")
+	}
+}
+
+// The checked-in experiments parse, and the quick profile runs every
+// mode at 1 and 3 nodes.
+func TestCheckedInExperiments(t *testing.T) {
+	for _, name := range []string{"default.yaml", "quick.yaml"} {
+		e, _, err := LoadExperiment(filepath.Join("experiments", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if name == "quick.yaml" && (len(e.Arms()) != 4 || e.Sizes[0] != 1 || e.Sizes[1] != 3) {
+			t.Errorf("quick profile arms: %v", e.Arms())
+		}
+	}
+	if _, _, err := LoadExperiment(filepath.Join(t.TempDir(), "missing.yaml")); !os.IsNotExist(err) {
+		t.Errorf("missing file: %v", err)
+	}
+}
+
+func TestArmsOrder(t *testing.T) {
+	e := Experiment{Modes: []string{"local", "distributed"}, Sizes: []int{1, 3}}
+	var got []string
+	for _, a := range e.Arms() {
+		got = append(got, a.Name())
+	}
+	if strings.Join(got, " ") != "local×1 distributed×1 local×3 distributed×3" {
+		t.Fatalf("arms: %v", got)
+	}
+}

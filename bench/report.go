@@ -1,0 +1,290 @@
+package bench
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// WriteReport writes results.json, report.md and the charts (PNG and
+// SVG) into dir.
+func WriteReport(dir string, r *CouplingResults) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "results.json"), append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	charts, err := WriteCharts(dir, r)
+	if err != nil {
+		return fmt.Errorf("charts: %w", err)
+	}
+	f, err := os.Create(filepath.Join(dir, "report.md"))
+	if err != nil {
+		return err
+	}
+	WriteMarkdown(f, r, charts)
+	return f.Close()
+}
+
+// ReadResults reads a results.json (or the directory holding one).
+func ReadResults(path string) (*CouplingResults, error) {
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		path = filepath.Join(path, "results.json")
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var r CouplingResults
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(r.Runs) == 0 {
+		return nil, fmt.Errorf("%s: no runs in it", path)
+	}
+	return &r, nil
+}
+
+// WriteMarkdown writes the report's tables.
+func WriteMarkdown(w io.Writer, r *CouplingResults, charts []string) {
+	m := r.Manifest
+	e := m.Experiment
+	fmt.Fprintf(w, "# Coupling experiment %q\n\n", e.Name)
+	if m.Interrupted {
+		fmt.Fprintf(w, "**Interrupted** (%s): the tables hold the stages that completed.\n\n", m.Error)
+	}
+	fmt.Fprintf(w, "| | |\n|---|---|\n")
+	for _, kv := range [][2]string{
+		{"commit", m.Commit}, {"Go", m.GoVersion}, {"GOMAXPROCS / CPUs", fmt.Sprintf("%d / %d", m.GOMAXPROCS, m.NumCPU)},
+		{"CPU", m.CPUModel}, {"nodes", m.Nodes + " on loopback"}, {"load generator", m.Loadgen},
+		{"started", m.Started.Format(time.RFC3339)}, {"took", m.Finished.Sub(m.Started).Round(time.Second).String()},
+		{"repeats", fmt.Sprint(m.Repeat)},
+		{"data", fmt.Sprintf("%d projects, %d repositories, %d pull requests, %d comments, %d users", m.Data.Projects,
+			m.Data.Repositories, m.Data.PullRequests, m.Data.Comments, m.Data.Users)},
+		{"stages", fmt.Sprintf("clients %v, %v each after %v warm-up", e.Stages.Clients, e.Stages.Duration.D(), e.Stages.Warmup.D())},
+		{"mix", mixString(e.Mix)}, {"keys", fmt.Sprintf("Zipf s=%g, seed %d", e.Zipf, e.Seed)},
+		{"invalidation / backups", fmt.Sprintf("%s / %d", e.Invalidation, *e.Backups)},
+	} {
+		fmt.Fprintf(w, "| %s | %s |\n", kv[0], kv[1])
+	}
+	fmt.Fprintf(w, "\n## Summary (all operations; mean of %d repeat(s))\n\n", m.Repeat)
+	writeSummary(w, r)
+	if m.Repeat > 1 {
+		fmt.Fprintf(w, "\n## Run-to-run spread\n\n")
+		writeSpread(w, r)
+	}
+	fmt.Fprintf(w, "\n## Peak RSS per node (MiB, last repeat)\n\n")
+	writeRSS(w, r)
+	fmt.Fprintf(w, "\n## Per operation (repeat 1)\n\n")
+	writeOps(w, r)
+	if len(charts) > 0 {
+		fmt.Fprintf(w, "\n## Charts\n\n")
+		for _, c := range charts {
+			fmt.Fprintf(w, "![%s](%s)\n\n", strings.TrimSuffix(c, ".png"), c)
+		}
+	}
+	fmt.Fprintf(w, "\n## Experiment file\n\n```yaml\n%s\n```\n", strings.TrimSpace(m.ExperimentFile))
+}
+
+func mixString(mix map[string]int) string {
+	var parts []string
+	for _, op := range Ops {
+		if mix[op] > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", op, mix[op]))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// SummaryHeader and summaryRow are the summary table, shared with
+// BENCHMARKS.md.
+const summaryHeader = "| arm | clients | ops/s | p50 ms | p99 ms | p99.9 ms | errors | hit ratio | remote calls/get | msgs/op | socket B/op | L2 B/op | node CPU ms/op | node CPU | loadgen CPU | other CPU | lag p50/p99 ms |\n" +
+	"|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+
+func writeSummary(w io.Writer, r *CouplingResults) {
+	fmt.Fprint(w, summaryHeader)
+	for _, s := range r.Series() {
+		for i, sts := range s.Stages {
+			f := func(g func(StageResult) float64) float64 { return stageMean(sts, g) }
+			fmt.Fprintf(w, "| %s | %d | %.0f | %.2f | %.2f | %.2f | %.0f | %.3f | %.2f | %.2f | %s | %.0f | %.2f | %.0f%% | %.0f%% | %.0f%% | %.2f / %.2f |\n",
+				s.Arm.Name(), s.Clients[i],
+				f(func(x StageResult) float64 { return x.Total.OpsPerSec }),
+				f(func(x StageResult) float64 { return x.Total.P50Ms }),
+				f(func(x StageResult) float64 { return x.Total.P99Ms }),
+				f(func(x StageResult) float64 { return x.Total.P999Ms }),
+				f(func(x StageResult) float64 { return float64(x.Total.Errors) }),
+				f(func(x StageResult) float64 { return x.Cache.HitRatio }),
+				f(func(x StageResult) float64 { return x.Cache.RemoteCallsPerGet }),
+				f(func(x StageResult) float64 { return x.Traffic.MessagesPerOp }),
+				socketBytes(sts),
+				f(func(x StageResult) float64 { return x.Traffic.L2BytesPerOp }),
+				f(func(x StageResult) float64 { return x.CPU.NodesMsPerOp }),
+				100*f(func(x StageResult) float64 { return x.CPU.NodesShare }),
+				100*f(func(x StageResult) float64 { return x.CPU.LoadgenShare }),
+				100*f(func(x StageResult) float64 { return x.CPU.OthersShare }),
+				f(func(x StageResult) float64 { return x.Lag.P50Ms }),
+				f(func(x StageResult) float64 { return x.Lag.P99Ms }))
+		}
+	}
+	fmt.Fprint(w, "\nnode CPU, loadgen CPU and other CPU (processes that are neither: a shared machine's noise) are shares of the whole machine (all CPUs) in the measured window; "+
+		"socket B/op is the kernel's count of bytes on the peer RPC connections, both directions; "+
+		"L2 B/op the L2 cache's own count of its remote calls' bytes; msgs/op counts peer RPC requests and one-way notes.\n")
+}
+
+func socketBytes(sts []StageResult) string {
+	if slices.ContainsFunc(sts, func(x StageResult) bool { return x.Traffic.SocketBytes < 0 }) {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.0f", stageMean(sts, func(x StageResult) float64 { return x.Traffic.SocketBytesPerOp }))
+}
+
+func writeSpread(w io.Writer, r *CouplingResults) {
+	fmt.Fprint(w, "| arm | clients | ops/s mean | ops/s min–max | spread | p99 ms min–max |\n|---|---:|---:|---:|---:|---:|\n")
+	for _, s := range r.Series() {
+		for i, sts := range s.Stages {
+			tp := func(x StageResult) float64 { return x.Total.OpsPerSec }
+			p99 := func(x StageResult) float64 { return x.Total.P99Ms }
+			m := stageMean(sts, tp)
+			lo, hi := stageSpread(sts, tp)
+			plo, phi := stageSpread(sts, p99)
+			fmt.Fprintf(w, "| %s | %d | %.0f | %.0f–%.0f | ±%.1f%% | %.2f–%.2f |\n", s.Arm.Name(), s.Clients[i], m, lo, hi,
+				100*(hi-lo)/2/max(m, 1e-9), plo, phi)
+		}
+	}
+}
+
+func writeRSS(w io.Writer, r *CouplingResults) {
+	fmt.Fprint(w, "| arm | nodes | peak RSS per node |\n|---|---:|---|\n")
+	last := r.Runs[len(r.Runs)-1]
+	for _, ar := range last {
+		var parts []string
+		for _, n := range ar.Nodes {
+			parts = append(parts, fmt.Sprintf("%s %.0f", n.Name, float64(ar.PeakRSS[n.Name])/(1<<20)))
+		}
+		fmt.Fprintf(w, "| %s | %d | %s |\n", ar.Arm.Name(), ar.Arm.Nodes, strings.Join(parts, ", "))
+	}
+}
+
+func writeOps(w io.Writer, r *CouplingResults) {
+	fmt.Fprint(w, "| arm | clients | op | count | ops/s | mean ms | stddev ms | p50 | p90 | p99 | p99.9 | max | errors | 409s |\n"+
+		"|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, ar := range r.Runs[0] {
+		for _, st := range ar.Stages {
+			for _, o := range append(slices.Clone(st.Ops), st.Total) {
+				fmt.Fprintf(w, "| %s | %d | %s | %d | %.1f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %d | %d |\n",
+					ar.Arm.Name(), st.Clients, o.Op, o.Count, o.OpsPerSec, o.MeanMs, o.StddevMs, o.P50Ms, o.P90Ms, o.P99Ms,
+					o.P999Ms, o.MaxMs, o.Errors, o.Conflicts)
+			}
+		}
+	}
+}
+
+// WriteText prints the summary for a terminal.
+func WriteText(w io.Writer, r *CouplingResults) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "ARM\tCLIENTS\tOPS/S\tP99 MS\tERRORS\tHIT\tMSGS/OP\tSOCKET B/OP\tNODE CPU\tLOADGEN CPU\tOTHER CPU\t")
+	for _, s := range r.Series() {
+		for i, sts := range s.Stages {
+			f := func(g func(StageResult) float64) float64 { return stageMean(sts, g) }
+			fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.2f\t%.0f\t%.3f\t%.2f\t%s\t%.0f%%\t%.0f%%\t%.0f%%\t\n", s.Arm.Name(), s.Clients[i],
+				f(func(x StageResult) float64 { return x.Total.OpsPerSec }), f(func(x StageResult) float64 { return x.Total.P99Ms }),
+				f(func(x StageResult) float64 { return float64(x.Total.Errors) }), f(func(x StageResult) float64 { return x.Cache.HitRatio }),
+				f(func(x StageResult) float64 { return x.Traffic.MessagesPerOp }), socketBytes(sts),
+				100*f(func(x StageResult) float64 { return x.CPU.NodesShare }), 100*f(func(x StageResult) float64 { return x.CPU.LoadgenShare }),
+				100*f(func(x StageResult) float64 { return x.CPU.OthersShare }))
+		}
+	}
+	tw.Flush()
+}
+
+// Compare prints, for every arm and stage in both result sets, B's
+// figures over A's (mean over repeats): above 1 means B is higher.
+func Compare(w io.Writer, a, b *CouplingResults) error {
+	bs := map[string]StageSeries{}
+	for _, s := range b.Series() {
+		bs[armKey(s.Arm)] = s
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "ARM\tCLIENTS\tOPS/S A\tOPS/S B\tB/A\tP99 B/A\tMSGS/OP B/A\tSOCKET B/OP B/A\tNODE CPU/OP B/A\t\n")
+	rows := 0
+	for _, sa := range a.Series() {
+		sb, ok := bs[armKey(sa.Arm)]
+		if !ok {
+			continue
+		}
+		for i, stsA := range sa.Stages {
+			j := slices.Index(sb.Clients, sa.Clients[i])
+			if j < 0 {
+				continue
+			}
+			stsB := sb.Stages[j]
+			ratio := func(f func(StageResult) float64) string {
+				x, y := stageMean(stsA, f), stageMean(stsB, f)
+				if x == 0 {
+					return "-"
+				}
+				return fmt.Sprintf("%.2f", y/x)
+			}
+			tp := func(x StageResult) float64 { return x.Total.OpsPerSec }
+			fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%s\t%s\t%s\t%s\t%s\t\n", sa.Arm.Name(), sa.Clients[i], stageMean(stsA, tp), stageMean(stsB, tp),
+				ratio(tp), ratio(func(x StageResult) float64 { return x.Total.P99Ms }),
+				ratio(func(x StageResult) float64 { return x.Traffic.MessagesPerOp }),
+				ratio(func(x StageResult) float64 { return max(x.Traffic.SocketBytesPerOp, 0) }),
+				ratio(func(x StageResult) float64 { return x.CPU.NodesMsPerOp }))
+			rows++
+		}
+	}
+	if rows == 0 {
+		return errors.New("compare: the two result sets have no arm and client count in common")
+	}
+	return tw.Flush()
+}
+
+// Winners says, per cluster size and client count, which mode had the
+// higher throughput (mean over repeats), e.g. "3 nodes, 8 clients: local
+// (1.8×)"; for the report and for checking that runs agree.
+func Winners(r *CouplingResults) []string {
+	type key struct{ nodes, clients int }
+	best := map[key][2]float64{} // index 0: local, 1: distributed
+	var order []key
+	for _, s := range r.Series() {
+		for i, sts := range s.Stages {
+			k := key{s.Arm.Nodes, s.Clients[i]}
+			v, ok := best[k]
+			if !ok {
+				order = append(order, k)
+			}
+			idx := 0
+			if s.Arm.Mode == "distributed" {
+				idx = 1
+			}
+			v[idx] = stageMean(sts, func(x StageResult) float64 { return x.Total.OpsPerSec })
+			best[k] = v
+		}
+	}
+	var out []string
+	for _, k := range order {
+		v := best[k]
+		if v[0] == 0 || v[1] == 0 {
+			continue
+		}
+		w, ratio := "local", v[0]/v[1]
+		if v[1] > v[0] {
+			w, ratio = "distributed", v[1]/v[0]
+		}
+		out = append(out, fmt.Sprintf("%d nodes, %d clients: %s (%.2f×)", k.nodes, k.clients, w, ratio))
+	}
+	return out
+}

@@ -1,0 +1,350 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// CouplingResults is everything a coupling run measured: results.json.
+type CouplingResults struct {
+	Manifest Manifest `json:"manifest"`
+	// Runs holds one list of arms per repeat.
+	Runs [][]ArmResult `json:"runs"`
+}
+
+// Manifest says how and where the figures were made.
+type Manifest struct {
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished"`
+	// Interrupted is set when the run stopped early (Ctrl-C or an
+	// error); Error says why.
+	Interrupted bool   `json:"interrupted"`
+	Error       string `json:"error,omitempty"`
+	Commit      string `json:"commit"`
+	GoVersion   string `json:"go_version"`
+	GOMAXPROCS  int    `json:"gomaxprocs"`
+	NumCPU      int    `json:"num_cpu"`
+	CPUModel    string `json:"cpu_model"`
+	// Nodes is "processes" (one 'shoal node' each, on loopback) or
+	// "in-process"; Loadgen likewise ("process" or "in-process").
+	Nodes          string      `json:"nodes"`
+	Loadgen        string      `json:"loadgen"`
+	Repeat         int         `json:"repeat"`
+	Experiment     *Experiment `json:"experiment"`
+	ExperimentFile string      `json:"experiment_file"`
+	Data           DataSummary `json:"data"`
+}
+
+// DataSummary is what the seed wrote.
+type DataSummary struct {
+	Users, Projects, Repositories, PullRequests, Comments int
+}
+
+// ArmResult is one arm of one repeat.
+type ArmResult struct {
+	Arm
+	Repeat int             `json:"repeat"`
+	Nodes  []NodePlacement `json:"placement"`
+	Stages []StageResult   `json:"stages"`
+	// PeakRSS is each node's peak resident memory (VmHWM), bytes.
+	PeakRSS map[string]uint64 `json:"peak_rss_bytes"`
+	Error   string            `json:"error,omitempty"`
+}
+
+// StageResult is one arm at one client count.
+type StageResult struct {
+	Clients int     `json:"clients"`
+	Seconds float64 `json:"seconds"`
+	// Ops are per operation; Total merges them.
+	Ops     []OpResult `json:"ops"`
+	Total   OpResult   `json:"total"`
+	Cache   CacheFigs  `json:"cache"`
+	Traffic Traffic    `json:"traffic"`
+	CPU     CPUFigs    `json:"cpu"`
+	Lag     LagFigs    `json:"invalidation_lag"`
+	Errors  []string   `json:"first_errors,omitempty"`
+}
+
+// OpResult is one operation's figures in a stage; latencies in ms.
+type OpResult struct {
+	Op        string  `json:"op"`
+	Count     int64   `json:"count"`
+	Errors    int64   `json:"errors"`
+	Conflicts int64   `json:"conflicts"`
+	OpsPerSec float64 `json:"ops_per_sec"`
+	MeanMs    float64 `json:"mean_ms"`
+	StddevMs  float64 `json:"stddev_ms"`
+	P50Ms     float64 `json:"p50_ms"`
+	P90Ms     float64 `json:"p90_ms"`
+	P99Ms     float64 `json:"p99_ms"`
+	P999Ms    float64 `json:"p999_ms"`
+	MaxMs     float64 `json:"max_ms"`
+	// Hist is the latency histogram (µs), HDR V2 compressed, base64.
+	Hist string `json:"hist"`
+}
+
+// CacheFigs are the L2 counters' differences over the stage, summed over
+// the nodes. In DISTRIBUTED mode a get goes to the key's owner, on this
+// node or another: RemoteCalls counts the latter (gets, puts,
+// invalidations and locks at remote owners, and replications to backups).
+type CacheFigs struct {
+	Hits              uint64  `json:"hits"`
+	Misses            uint64  `json:"misses"`
+	HitRatio          float64 `json:"hit_ratio"`
+	Loads             uint64  `json:"loads"`
+	RemoteCalls       uint64  `json:"remote_calls"`
+	RemoteCallsPerGet float64 `json:"remote_calls_per_get"`
+	InvalidationsSent uint64  `json:"invalidations_sent"`
+	InvalidationsRecv uint64  `json:"invalidations_received"`
+}
+
+// Traffic is what the nodes sent each other over the stage. Messages are
+// peer RPC requests and one-way notes (bus fan-out included), from the
+// nodes' counters; L2Bytes the L2 cache's own count of its remote calls'
+// bytes (both ways); SocketBytes the kernel's count of bytes sent on the
+// peer RPC connections (ss -ti), -1 where unavailable.
+type Traffic struct {
+	Messages         uint64  `json:"messages"`
+	MessagesPerOp    float64 `json:"messages_per_op"`
+	L2Bytes          uint64  `json:"l2_bytes"`
+	L2BytesPerOp     float64 `json:"l2_bytes_per_op"`
+	SocketBytes      int64   `json:"socket_bytes"`
+	SocketBytesPerOp float64 `json:"socket_bytes_per_op"`
+}
+
+// CPUFigs is CPU time in the stage's measured window. Shares are of the
+// whole machine (NumCPU × seconds). With nodes or load generator in
+// process they share one process, and SharedProcess is set.
+type CPUFigs struct {
+	NodesSeconds   float64 `json:"nodes_seconds"`
+	NodesShare     float64 `json:"nodes_share"`
+	NodesMsPerOp   float64 `json:"nodes_ms_per_op"`
+	LoadgenSeconds float64 `json:"loadgen_seconds"`
+	LoadgenShare   float64 `json:"loadgen_share"`
+	SharedProcess  bool    `json:"shared_process"`
+	// MachineBusy is the share of the machine busy in the window
+	// (/proc/stat), OthersShare what neither the nodes nor the load
+	// generator used (other processes on a shared machine), and Load1
+	// the 1-minute load average at the end: noise made visible.
+	MachineBusy float64 `json:"machine_busy"`
+	OthersShare float64 `json:"others_share"`
+	Load1       float64 `json:"load1"`
+}
+
+// LagFigs is the invalidation lag: a write through one node returned
+// until another node served it (ms).
+type LagFigs struct {
+	Samples  int64   `json:"samples"`
+	Timeouts int     `json:"timeouts"`
+	P50Ms    float64 `json:"p50_ms"`
+	P99Ms    float64 `json:"p99_ms"`
+	MaxMs    float64 `json:"max_ms"`
+}
+
+func newManifest(o CouplingOptions) Manifest {
+	m := Manifest{Started: time.Now().UTC(), Commit: gitCommit(), GoVersion: runtime.Version(), GOMAXPROCS: runtime.GOMAXPROCS(0),
+		NumCPU: runtime.NumCPU(), CPUModel: cpuModel(), Nodes: "processes", Loadgen: "process", Repeat: max(o.Repeat, 1),
+		Experiment: o.Experiment, ExperimentFile: o.ExperimentFile}
+	if o.InProcess {
+		m.Nodes = "in-process"
+	}
+	if o.LoadgenInProcess {
+		m.Loadgen = "in-process"
+	}
+	return m
+}
+
+func (r *CouplingResults) finish(err error) {
+	r.Manifest.Finished = time.Now().UTC()
+	if err != nil {
+		r.Manifest.Interrupted, r.Manifest.Error = true, err.Error()
+	}
+}
+
+// gitCommit is the working tree's commit, "+dirty" if it has changes.
+func gitCommit() string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "git", "rev-parse", "HEAD").Output()
+	if err != nil {
+		return "unknown"
+	}
+	c := strings.TrimSpace(string(out))
+	if st, err := exec.CommandContext(ctx, "git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(st) > 0 {
+		c += "+dirty"
+	}
+	return c
+}
+
+func cpuModel() string {
+	f, err := os.Open("/proc/cpuinfo")
+	if err != nil {
+		return runtime.GOARCH
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return runtime.GOARCH
+}
+
+// stageFigures turns the generator's result and the counters' snapshots
+// into a stage's figures.
+func stageFigures(spec LoadSpec, lr *LoadResult, before, after counterSnapshot, shared bool) StageResult {
+	st := StageResult{Clients: spec.Clients, Seconds: lr.Seconds, Errors: lr.Errors}
+	total := newHist()
+	var tot OpResult
+	for _, op := range Ops {
+		oc := lr.Ops[op]
+		if oc == nil {
+			continue
+		}
+		h := decodeHist(oc.Hist)
+		total.Merge(h)
+		r := opFigures(op, h, oc, lr.Seconds)
+		st.Ops = append(st.Ops, r)
+		tot.Count += oc.Count
+		tot.Errors += oc.Errors
+		tot.Conflicts += oc.Conflicts
+	}
+	st.Total = opFigures("total", total, &OpCount{Count: tot.Count, Errors: tot.Errors, Conflicts: tot.Conflicts}, lr.Seconds)
+	st.Cache, st.Traffic, st.CPU = counterFigures(before, after, float64(st.Total.Count), lr.Seconds, lr.NumCPU)
+	st.CPU.LoadgenSeconds = lr.CPUSeconds
+	st.CPU.LoadgenShare = lr.CPUSeconds / (lr.Seconds * float64(max(lr.NumCPU, 1)))
+	st.CPU.SharedProcess = shared
+	st.CPU.MachineBusy = busyShare(before.machine, after.machine)
+	st.CPU.OthersShare = max(st.CPU.MachineBusy-st.CPU.NodesShare-st.CPU.LoadgenShare, 0)
+	if shared {
+		st.CPU.OthersShare = max(st.CPU.MachineBusy-max(st.CPU.NodesShare, st.CPU.LoadgenShare), 0)
+	}
+	st.CPU.Load1 = loadAverage()
+	lag := decodeHist(lr.Lag)
+	st.Lag = LagFigs{Samples: lag.TotalCount(), Timeouts: lr.LagTimeouts, P50Ms: usMs(lag.ValueAtQuantile(50)),
+		P99Ms: usMs(lag.ValueAtQuantile(99)), MaxMs: usMs(lag.Max())}
+	return st
+}
+
+func opFigures(op string, h *hdrhistogram.Histogram, oc *OpCount, seconds float64) OpResult {
+	return OpResult{Op: op, Count: oc.Count, Errors: oc.Errors, Conflicts: oc.Conflicts, OpsPerSec: float64(oc.Count) / seconds,
+		MeanMs: h.Mean() / 1e3, StddevMs: h.StdDev() / 1e3, P50Ms: usMs(h.ValueAtQuantile(50)), P90Ms: usMs(h.ValueAtQuantile(90)),
+		P99Ms: usMs(h.ValueAtQuantile(99)), P999Ms: usMs(h.ValueAtQuantile(99.9)), MaxMs: usMs(h.Max()), Hist: encodeHist(h)}
+}
+
+func usMs(us int64) float64 { return float64(us) / 1e3 }
+
+// counterFigures sums the differences of the nodes' counters.
+func counterFigures(before, after counterSnapshot, ops, seconds float64, ncpu int) (CacheFigs, Traffic, CPUFigs) {
+	var c CacheFigs
+	var t Traffic
+	var cpu CPUFigs
+	seenPID := map[int]bool{}
+	for i := range min(len(before.stats), len(after.stats)) {
+		b, a := before.stats[i], after.stats[i]
+		for name, ar := range a.Cache.Regions {
+			br := b.Cache.Regions[name]
+			c.Hits += ar.Hits - br.Hits
+			c.Misses += ar.Misses - br.Misses
+			c.Loads += ar.Loads - br.Loads
+		}
+		an, bn := a.Cache.Node, b.Cache.Node
+		c.RemoteCalls += an.RemoteCalls - bn.RemoteCalls
+		c.InvalidationsSent += an.InvalidationsSent - bn.InvalidationsSent
+		c.InvalidationsRecv += an.InvalidationsReceived - bn.InvalidationsReceived
+		t.L2Bytes += an.RemoteBytes - bn.RemoteBytes
+		t.Messages += (a.RPC.Calls + a.RPC.NotifySent) - (b.RPC.Calls + b.RPC.NotifySent)
+		if !seenPID[a.Process.PID] {
+			seenPID[a.Process.PID] = true
+			cpu.NodesSeconds += a.Process.CPUSeconds - b.Process.CPUSeconds
+		}
+	}
+	if gets := c.Hits + c.Misses; gets > 0 {
+		c.HitRatio = float64(c.Hits) / float64(gets)
+		c.RemoteCallsPerGet = float64(c.RemoteCalls) / float64(gets)
+	}
+	t.SocketBytes, t.SocketBytesPerOp = -1, -1
+	if before.socketBytes >= 0 && after.socketBytes >= 0 {
+		t.SocketBytes = max(after.socketBytes-before.socketBytes, 0)
+	}
+	if ops > 0 {
+		t.MessagesPerOp = float64(t.Messages) / ops
+		t.L2BytesPerOp = float64(t.L2Bytes) / ops
+		if t.SocketBytes >= 0 {
+			t.SocketBytesPerOp = float64(t.SocketBytes) / ops
+		}
+		cpu.NodesMsPerOp = cpu.NodesSeconds * 1e3 / ops
+	}
+	cpu.NodesShare = cpu.NodesSeconds / (seconds * float64(max(ncpu, 1)))
+	return c, t, cpu
+}
+
+// armKey identifies an arm across repeats and result files.
+func armKey(a Arm) string { return a.Name() }
+
+// StageSeries is one arm's figures across repeats, per stage.
+type StageSeries struct {
+	Arm     Arm
+	Clients []int
+	// Stages[i] holds stage i of every repeat that completed it.
+	Stages [][]StageResult
+}
+
+// Series groups the results by arm, in experiment order.
+func (r *CouplingResults) Series() []StageSeries {
+	var out []StageSeries
+	idx := map[string]int{}
+	for _, run := range r.Runs {
+		for _, ar := range run {
+			k := armKey(ar.Arm)
+			i, ok := idx[k]
+			if !ok {
+				i = len(out)
+				idx[k] = i
+				out = append(out, StageSeries{Arm: ar.Arm})
+			}
+			s := &out[i]
+			for si, st := range ar.Stages {
+				if si == len(s.Stages) {
+					s.Stages = append(s.Stages, nil)
+					s.Clients = append(s.Clients, st.Clients)
+				}
+				s.Stages[si] = append(s.Stages[si], st)
+			}
+		}
+	}
+	return out
+}
+
+// mean averages f over the repeats of a stage.
+func stageMean(sts []StageResult, f func(StageResult) float64) float64 {
+	if len(sts) == 0 {
+		return 0
+	}
+	var s float64
+	for _, st := range sts {
+		s += f(st)
+	}
+	return s / float64(len(sts))
+}
+
+// spread is the min and max of f over the repeats.
+func stageSpread(sts []StageResult, f func(StageResult) float64) (lo, hi float64) {
+	vals := make([]float64, 0, len(sts))
+	for _, st := range sts {
+		vals = append(vals, f(st))
+	}
+	if len(vals) == 0 {
+		return 0, 0
+	}
+	return slices.Min(vals), slices.Max(vals)
+}
