@@ -26,6 +26,12 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		return runBenchFailover(args[1:], stdout, stderr)
 	case "clones":
 		return runBenchClones(args[1:], stdout, stderr)
+	case "coupling":
+		return runBenchCoupling(args[1:], stdout, stderr)
+	case "loadgen":
+		return runBenchLoadgen(args[1:], stdout, stderr)
+	case "compare":
+		return runBenchCompare(args[1:], stdout, stderr)
 	}
 	return usagef("bench: unknown experiment %q\n%s", args[0], benchUsage)
 }
@@ -39,6 +45,11 @@ experiments:
            time until the first write acknowledged after the kill
   clones   a storm of concurrent git clones: pack cache off, cold, warm,
            and git http-backend (net/http/cgi) as the baseline
+  coupling the L2 cache's LOCAL and DISTRIBUTED modes across cluster sizes
+           under a REST workload (bench/experiments/*.yaml); writes
+           results.json, report.md and charts
+  compare  shoal bench compare A B: ratios of two coupling results (B/A)
+  loadgen  the coupling experiment's load generator (started by coupling)
 `
 
 func runBenchDetect(args []string, stdout, stderr io.Writer) error {
