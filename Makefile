@@ -35,12 +35,14 @@ bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 2s -count 1 ./cluster/...
 	./$(BIN) bench detect -n 3 --trials 3
 	./$(BIN) bench failover -n 3 --trials 3
+	./$(BIN) bench coupling --experiment bench/experiments/quick.yaml --out shoal-data/bench/coupling-quick
 
 bench-full: build
 	$(GO) test -run '^$$' -bench . -benchtime 5s -count 3 ./cluster/...
 	./$(BIN) bench detect -n 3 --trials 5
 	./$(BIN) bench failover -n 3 --trials 5
 	./$(BIN) bench failover -n 3 --trials 5 --preset lan
+	./$(BIN) bench coupling --experiment bench/experiments/default.yaml --out shoal-data/bench/coupling-full
 
 # Fuzz the decoders for a while; new crashers land in testdata/fuzz.
 fuzz:
