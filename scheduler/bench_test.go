@@ -187,8 +187,8 @@ func failoverOnce(tb testing.TB) (failover, late time.Duration) {
 		return !next.IsZero()
 	})
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	r := l.runs[next]
+	l.mu.Unlock() // the runner takes it: not held while quiescing
 	var live []*Scheduler
 	for i, m := range members {
 		if m.Node.Name() != victim {

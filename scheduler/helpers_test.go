@@ -3,6 +3,9 @@ package scheduler
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -22,6 +25,19 @@ func (s *Scheduler) idle() bool {
 	return len(s.queue) == 0 || s.queue[0].due.After(s.clock.Now())
 }
 
+// describe says what the scheduler holds, for a failing test.
+func (s *Scheduler) describe() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := fmt.Sprintf("%s at %v: queue %d;", s.cfg.Name, s.clock.Now().Format(time.RFC3339Nano), len(s.queue))
+	for _, e := range s.allLocked() {
+		out += fmt.Sprintf(" [%s v%d running=%v due=%v queued=%v paused=%v next=%v]", e.rec.Job.ID, e.version, e.running,
+			e.due.Format(time.RFC3339Nano), e.idx >= 0, e.rec.Paused, e.rec.NextRun.Format(time.RFC3339Nano))
+	}
+	st := &s.stats
+	return out + fmt.Sprintf(" claims %d conflicts %d errors %d", st.Claims.Load(), st.ClaimConflicts.Load(), st.ClaimErrors.Load())
+}
+
 func waitIdle(t testing.TB, ss ...*Scheduler) {
 	t.Helper()
 	// testkit.Eventually polls every 5 ms; the fake-clock tests wait
@@ -36,6 +52,13 @@ func waitIdle(t testing.TB, ss ...*Scheduler) {
 			return
 		}
 		if time.Now().After(deadline) {
+			for _, s := range ss {
+				t.Log(s.describe())
+			}
+			if os.Getenv("SHOAL_STALL_DUMP") != "" {
+				buf := make([]byte, 8<<20)
+				os.WriteFile(os.Getenv("SHOAL_STALL_DUMP"), buf[:runtime.Stack(buf, true)], 0o644)
+			}
 			t.Fatal("timed out after 10s waiting for the schedulers to be idle")
 		}
 		time.Sleep(100 * time.Microsecond)

@@ -64,11 +64,18 @@ func New(cfg Config) (*Scheduler, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Scheduler{
 		cfg: cfg, log: cfg.Logger.With("component", "scheduler", "node", cfg.Name), clock: cfg.Clock,
-		runners: map[string]Runner{}, local: map[string]*entry{}, clustered: map[string]*entry{},
+		runners: map[string]Runner{NoopRunner: RunnerFunc(noop)}, local: map[string]*entry{}, clustered: map[string]*entry{},
 		kick: make(chan struct{}, 1), refreshCh: make(chan struct{}, 1), work: make(chan *entry),
 		ctx: ctx, cancel: cancel,
 	}, nil
 }
+
+// NoopRunner is the key of a runner every scheduler has: it does nothing.
+// Operators can schedule it to see that the cluster runs jobs (and where);
+// the multi-process failover test does.
+const NoopRunner = "scheduler.noop"
+
+func noop(context.Context, Request) error { return nil }
 
 // Stats returns the scheduler's counters.
 func (s *Scheduler) Stats() *Stats { return &s.stats }
