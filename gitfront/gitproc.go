@@ -99,9 +99,11 @@ func (g *GitHandler) receivePack(w http.ResponseWriter, r *http.Request, q *gitR
 		return
 	}
 	out := newGitResponse(w, "application/x-git-receive-pack-result")
-	err = g.runWithBody(w, r, out, body, q.env(r, g.env), "receive-pack", "--stateless-rpc", dir)
+	rec := &commandRecorder{r: body}
+	err = g.runWithBody(w, r, out, rec, q.env(r, g.env), "receive-pack", "--stateless-rpc", dir)
 	if g.cfg.OnPush != nil {
-		g.cfg.OnPush(context.WithoutCancel(r.Context()), q.project, q.repo)
+		ctx := context.WithValue(context.WithoutCancel(r.Context()), refUpdatesKey{}, rec.updates())
+		g.cfg.OnPush(ctx, q.project, q.repo)
 	}
 	g.finish(w, r, out, body, err)
 }

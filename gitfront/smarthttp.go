@@ -49,7 +49,8 @@ type GitConfig struct {
 	// OnPush, if set, is called after every authorized receive-pack POST
 	// whose body headers were accepted, whatever git's outcome (refs may
 	// have moved even when the push failed), with a context that outlives
-	// the client. The request holds its git-receive slot
+	// the client. RefUpdates(ctx) lists the updates the client asked
+	// for. The request holds its git-receive slot
 	// until OnPush returns, so it should be quick.
 	OnPush func(ctx context.Context, project, repo string)
 	// AdvertGenerations, if set, turns on the ref advertisement cache

@@ -912,3 +912,92 @@ func TestSeedCreatesBareRepositories(t *testing.T) {
 		t.Errorf("%d repositories, want 12", n)
 	}
 }
+
+// restJSON GETs path from node i as the admin and decodes the answer.
+func (g *gitCluster) restJSON(i int, path string, v any) {
+	g.t.Helper()
+	code, body := g.rest(i, http.MethodGet, path, "admin", adminPW, "")
+	if code != http.StatusOK {
+		g.t.Fatalf("GET %s on node%d: %d %s", path, i, code, body)
+	}
+	if err := json.Unmarshal([]byte(body), v); err != nil {
+		g.t.Fatalf("GET %s: %v", path, err)
+	}
+}
+
+// A push is recorded in the domain through the L2 cache: the repository's
+// last-modified time and the OPEN pull requests whose source branch moved
+// (a new version) are seen at once through the other nodes, which had
+// them cached; other pull requests keep theirs.
+func TestGitClusterPushRecordsRepositoryAndPullRequests(t *testing.T) {
+	g := startGitCluster(t, 3, 80)
+	g.createRepo("app", false)
+	ctx := context.Background()
+	w := g.user("writer", "wr1ter-Pa55", "app", domain.PermWrite)
+	work := g.workTree(1)
+	url := g.url(1, "writer", "wr1ter-Pa55", "app")
+	g.mustGit(work, "push", "-q", url, "main", "main:feature/x", "main:feature/y")
+	repo, err := g.db.Repository(ctx, gitProject, "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	newPR := func(from string) int64 {
+		pr, err := g.db.CreatePullRequest(ctx, domain.NewPullRequest{RepositoryID: repo.ID, Title: "from " + from,
+			FromBranch: from, ToBranch: "main", AuthorID: w.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pr.ID
+	}
+	moving, other, declined := newPR("feature/x"), newPR("feature/y"), newPR("feature/x")
+	if _, err := g.db.UpdatePullRequest(ctx, declined, domain.PullRequestUpdate{Version: 0, State: ptr(domain.StateDeclined)}); err != nil {
+		t.Fatal(err)
+	}
+	type prJSON struct {
+		Version     int64 `json:"version"`
+		UpdatedDate int64 `json:"updatedDate"`
+	}
+	type repoJSON struct {
+		LastModifiedDate int64 `json:"lastModifiedDate"`
+	}
+	prPath := func(id int64) string {
+		return fmt.Sprintf("/rest/api/1.0/projects/%s/repos/app/pull-requests/%d", gitProject, id)
+	}
+	repoPath := "/rest/api/1.0/projects/" + gitProject + "/repos/app"
+	// Every node reads (and caches) the rows before the push.
+	before := map[int]map[int64]prJSON{}
+	var repoBefore repoJSON
+	for i := 1; i <= 3; i++ {
+		before[i] = map[int64]prJSON{}
+		for _, id := range []int64{moving, other, declined} {
+			var p prJSON
+			g.restJSON(i, prPath(id), &p)
+			g.restJSON(i, prPath(id), &p)
+			before[i][id] = p
+		}
+		g.restJSON(i, repoPath, &repoBefore)
+	}
+	g.commit(work, 1)
+	g.mustGit(work, "push", "-q", url, "HEAD:feature/x")
+
+	for i := 1; i <= 3; i++ {
+		var r repoJSON
+		g.restJSON(i, repoPath, &r)
+		if r.LastModifiedDate <= repoBefore.LastModifiedDate {
+			t.Errorf("node%d: repository last modified %d after the push, %d before", i, r.LastModifiedDate, repoBefore.LastModifiedDate)
+		}
+		for _, id := range []int64{moving, other, declined} {
+			var p prJSON
+			g.restJSON(i, prPath(id), &p)
+			b := before[i][id]
+			if id == moving && (p.Version != b.Version+1 || p.UpdatedDate <= b.UpdatedDate) {
+				t.Errorf("node%d: the pull request from the pushed branch: %+v after the push, %+v before", i, p, b)
+			}
+			if id != moving && p != b {
+				t.Errorf("node%d: pull request %d changed by a push to another branch (or a closed one): %+v, was %+v", i, id, p, b)
+			}
+		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

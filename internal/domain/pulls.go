@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 )
 
 const prColumns = "id, repository_id, title, description, state, from_branch, to_branch, author_id, version, created, updated"
@@ -126,4 +127,42 @@ func applyUpdate(cur PullRequest, u PullRequestUpdate) (PullRequest, error) {
 		return cur, fmt.Errorf("%w: pull request %d is merged; its state cannot change", ErrConflict, cur.ID)
 	}
 	return next, nil
+}
+
+// OpenPullRequestsFrom returns the IDs of the repository's OPEN pull
+// requests whose source branch is one of branches (short names such as
+// "feature/x"), in ID order.
+func (s *Store) OpenPullRequestsFrom(ctx context.Context, repoID int64, branches []string) ([]int64, error) {
+	if len(branches) == 0 {
+		return nil, nil
+	}
+	args := []any{repoID, StateOpen}
+	for _, b := range branches {
+		args = append(args, b)
+	}
+	return queryList[int64](ctx, s, fmt.Sprintf("domain: open pull requests of repository %d by source branch", repoID),
+		"SELECT id FROM pull_requests WHERE repository_id = ? AND state = ? AND from_branch IN ("+
+			placeholders(len(branches))+") ORDER BY id", args...)
+}
+
+// SourceMoved records that the source branch of these pull requests
+// moved (a push): each that is still OPEN gets a new version and its
+// updated time set to now, so that an edit based on what was read before
+// the push is refused as stale. It returns the IDs it changed.
+func (s *Store) SourceMoved(ctx context.Context, ids []int64) ([]int64, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	args := []any{s.now(), StateOpen}
+	for _, id := range ids {
+		args = append(args, id)
+	}
+	return queryList[int64](ctx, s, "domain: source branch moved",
+		"UPDATE pull_requests SET version = version + 1, updated = ? WHERE state = ? AND id IN ("+
+			placeholders(len(ids))+") RETURNING id", args...)
+}
+
+// placeholders is n comma-separated "?".
+func placeholders(n int) string {
+	return strings.TrimSuffix(strings.Repeat("?, ", n), ", ")
 }

@@ -188,3 +188,34 @@ func EvictRepository(ctx context.Context, c *l2cache.Cache, repo domain.Reposito
 	return errors.Join(rg.repositories.evict(ctx, repoKey(repo.ProjectKey, repo.Slug)),
 		rg.updateSpaces(ctx, spaceRepositories))
 }
+
+// ChangePullRequests applies a change made outside the API to pull
+// requests (a push that moved their source branch) with the read-write
+// strategy of the API's own updates: every key is soft-locked on every
+// node, change runs, then the keys are unlocked (invalidated everywhere)
+// and the pull request lists marked written, even if change failed or ctx
+// ended. A nil cache just runs change.
+func ChangePullRequests(ctx context.Context, c *l2cache.Cache, ids []int64, change func(context.Context) error) error {
+	rg, err := newRegions(c)
+	if err != nil {
+		return err
+	}
+	bg := context.WithoutCancel(ctx)
+	var errs []error
+	for _, id := range ids {
+		if err := rg.pullRequests.lock(ctx, idKey(id)); err != nil {
+			var notAcked *l2cache.NotAckedError
+			if !errors.As(err, &notAcked) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if len(errs) == 0 {
+		errs = append(errs, change(ctx))
+	}
+	for _, id := range ids {
+		errs = append(errs, rg.pullRequests.unlock(bg, idKey(id)))
+	}
+	errs = append(errs, rg.updateSpaces(bg, spacePullRequests))
+	return errors.Join(errs...)
+}

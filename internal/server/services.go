@@ -7,7 +7,9 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/shoal-dev/shoal/cluster"
@@ -276,7 +278,8 @@ func (s *Server) onPush(ctx context.Context, project, repo string) {
 }
 
 // recordPush marks the repository modified in the database and drops its
-// cached row on every node.
+// cached row on every node, and gives the OPEN pull requests whose source
+// branch moved a new version, through the L2 cache.
 func (s *Server) recordPush(ctx context.Context, project, repo string) error {
 	r, err := s.svc.db.Repository(ctx, project, repo)
 	if err != nil {
@@ -285,7 +288,69 @@ func (s *Server) recordPush(ctx context.Context, project, repo string) error {
 	if err := s.svc.db.TouchRepository(ctx, r.ID); err != nil {
 		return err
 	}
-	return rest.EvictRepository(ctx, s.svc.cache, r)
+	return errors.Join(rest.EvictRepository(ctx, s.svc.cache, r), s.recordMovedBranches(ctx, r, gitfront.RefUpdates(ctx)))
+}
+
+// recordMovedBranches bumps the OPEN pull requests from the branches the
+// push moved: those it asked to update (not delete) that now point where
+// it asked.
+func (s *Server) recordMovedBranches(ctx context.Context, r domain.Repository, updates []gitfront.RefUpdate) error {
+	asked := map[string]string{} // branch → new object ID
+	var branches []string
+	for _, u := range updates {
+		if b, ok := strings.CutPrefix(u.Ref, "refs/heads/"); ok && !u.Deleted() && u.Old != u.New {
+			asked[b] = u.New
+			branches = append(branches, b)
+		}
+	}
+	ids, err := s.svc.db.OpenPullRequestsFrom(ctx, r.ID, branches)
+	if err != nil || len(ids) == 0 {
+		return err
+	}
+	moved, err := s.branchesAt(ctx, r, asked)
+	if err != nil {
+		return err
+	}
+	var bump []int64
+	for _, id := range ids {
+		pr, err := s.svc.db.PullRequest(ctx, id)
+		if err != nil {
+			return err
+		}
+		if moved[pr.FromBranch] {
+			bump = append(bump, id)
+		}
+	}
+	if len(bump) == 0 {
+		return nil
+	}
+	return rest.ChangePullRequests(ctx, s.svc.cache, bump, func(ctx context.Context) error {
+		_, err := s.svc.db.SourceMoved(ctx, bump)
+		return err
+	})
+}
+
+// branchesAt reports which of the branches now point at the object the
+// push asked for (git may have refused some updates).
+func (s *Server) branchesAt(ctx context.Context, r domain.Repository, want map[string]string) (map[string]bool, error) {
+	args := []string{"for-each-ref", "--format=%(objectname) %(refname)"}
+	for b := range want {
+		args = append(args, "refs/heads/"+b)
+	}
+	cmd := exec.CommandContext(ctx, "git", args...)
+	cmd.Dir = filepath.Join(s.cfg.ReposDir, r.ProjectKey, r.Slug+".git")
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("reading the pushed branches of %s/%s: %w", r.ProjectKey, r.Slug, err)
+	}
+	moved := map[string]bool{}
+	for line := range strings.Lines(string(out)) {
+		id, ref, _ := strings.Cut(strings.TrimSpace(line), " ")
+		if b, ok := strings.CutPrefix(ref, "refs/heads/"); ok && want[b] == id {
+			moved[b] = true
+		}
+	}
+	return moved, nil
 }
 
 // storeGenerations keeps repositories' ref generations in the consistent
