@@ -34,6 +34,7 @@ type nodeFlags struct {
 	db, reposDir, invalidation, packDir      string
 	backups                                  int
 	cacheTTL, packTTL                        time.Duration
+	dbConnMaxLifetime                        time.Duration
 	cacheMaxBytes, packMaxBytes, packMinFree byteSize
 	packCache, advertCache                   bool
 	poolUpload, poolReceive, poolWeb         int
@@ -59,6 +60,7 @@ func (f *nodeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.readyFile, "ready-file", "", "write the node's addresses as JSON here once it serves")
 	fs.IntVar(&f.parentPID, "parent-pid", 0, "shut down gracefully when this parent process goes away (set by 'shoal up')")
 	fs.StringVar(&f.db, "db", "", "domain database: a postgres:// URL or a SQLite file (default shoal.db beside --data-dir, shared by a local cluster)")
+	fs.DurationVar(&f.dbConnMaxLifetime, "db-conn-max-lifetime", 0, "replace pooled database connections after this long (0: 1m); with SQLite it bounds how long reads keep working after the file is moved away")
 	fs.StringVar(&f.reposDir, "repos-dir", "", "bare git repositories, shared by the nodes (default repos beside --data-dir)")
 	fs.StringVar(&f.invalidation, "invalidation", "async", "L2 invalidation: async, or sync (a write returns once every live member has applied it)")
 	fs.IntVar(&f.backups, "backups", 1, "DISTRIBUTED mode: synchronous backups of each partition, 0 to 2")
@@ -86,8 +88,8 @@ func (f *nodeFlags) serviceConfig(c *server.Config) error {
 	if f.backups < 0 || f.backups > 2 {
 		return usagef("--backups %d: want 0, 1 or 2", f.backups)
 	}
-	if f.cacheTTL < 0 || f.packTTL < 0 {
-		return usagef("--cache-ttl and --pack-cache-ttl must not be negative")
+	if f.cacheTTL < 0 || f.packTTL < 0 || f.dbConnMaxLifetime < 0 {
+		return usagef("--cache-ttl, --pack-cache-ttl and --db-conn-max-lifetime must not be negative")
 	}
 	for name, n := range map[string]int{"--pool-upload": f.poolUpload, "--pool-receive": f.poolReceive, "--pool-web": f.poolWeb} {
 		if n < 0 || n > 100000 {
@@ -95,7 +97,7 @@ func (f *nodeFlags) serviceConfig(c *server.Config) error {
 		}
 	}
 	backups := f.backups
-	c.DBURL, c.ReposDir = f.db, f.reposDir
+	c.DBURL, c.ReposDir, c.DBConnMaxLifetime = f.db, f.reposDir, f.dbConnMaxLifetime
 	c.Cache = server.CacheConfig{Invalidation: f.invalidation, Backups: &backups, MaxCost: int64(f.cacheMaxBytes), TTL: f.cacheTTL}
 	c.Packs = server.PackConfig{Off: !f.packCache, Dir: f.packDir, MaxBytes: int64(f.packMaxBytes),
 		MinFree: uint64(f.packMinFree), TTL: f.packTTL, AdvertCache: f.advertCache}

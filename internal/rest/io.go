@@ -112,6 +112,10 @@ func (a *api) decode(w http.ResponseWriter, r *http.Request, dst any) error {
 		return errorf(http.StatusBadRequest, "reading the body: %v", err)
 	case !utf8.Valid(body):
 		return errorf(http.StatusBadRequest, "the body is not valid UTF-8")
+	case loneSurrogate(body):
+		// encoding/json would store U+FFFD in its place: the client's
+		// text would change silently.
+		return errorf(http.StatusBadRequest, "the body escapes a lone UTF-16 surrogate, which is not Unicode")
 	}
 	return decodeJSON(body, dst)
 }
@@ -127,6 +131,49 @@ func decodeJSON(body []byte, dst any) error {
 		return errorf(http.StatusBadRequest, "invalid JSON body: data after the JSON value")
 	}
 	return nil
+}
+
+// loneSurrogate reports whether a JSON text has a \uXXXX escape of a
+// UTF-16 surrogate that is not a high one followed by a low one.
+// Backslashes only occur inside strings, so the scan needs no parser.
+func loneSurrogate(body []byte) bool {
+	for i := 0; i < len(body)-1; i++ {
+		if body[i] != '\\' {
+			continue
+		}
+		if body[i+1] != 'u' {
+			i++ // a two-character escape, such as \\
+			continue
+		}
+		r := hexRune(body[i+2:])
+		switch {
+		case r >= 0xDC00 && r <= 0xDFFF:
+			return true
+		case r >= 0xD800 && r <= 0xDBFF:
+			if len(body) < i+12 || body[i+6] != '\\' || body[i+7] != 'u' {
+				return true
+			}
+			if lo := hexRune(body[i+8:]); lo < 0xDC00 || lo > 0xDFFF {
+				return true
+			}
+			i += 11
+		default:
+			i += 5
+		}
+	}
+	return false
+}
+
+// hexRune parses the 4 hex digits at the start of b, or returns -1.
+func hexRune(b []byte) rune {
+	if len(b) < 4 {
+		return -1
+	}
+	n, err := strconv.ParseUint(string(b[:4]), 16, 16)
+	if err != nil {
+		return -1
+	}
+	return rune(n)
 }
 
 // jsonProblem describes a decoding error for the client.
@@ -165,7 +212,7 @@ func (a *api) pageParams(r *http.Request) (start, limit int, err error) {
 func pathID(r *http.Request, name string) (int64, error) {
 	s := r.PathValue(name)
 	id, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || id <= 0 {
+	if err != nil || id <= 0 || s[0] == '+' {
 		return 0, errorf(http.StatusBadRequest, "%s must be a positive integer, not %q", name, s)
 	}
 	return id, nil

@@ -47,6 +47,10 @@ type Config struct {
 	// path (default: shoal.db beside the node's data directory, shared by
 	// the nodes of a local cluster).
 	DBURL string
+	// DBConnMaxLifetime is when a pooled database connection is replaced
+	// (default: domain.Config's, 1 minute); it bounds how long a SQLite
+	// file moved away keeps being read (--db-conn-max-lifetime).
+	DBConnMaxLifetime time.Duration
 	// ReposDir holds the bare git repositories, shared by the nodes
 	// (default: repos beside the node's data directory).
 	ReposDir string
