@@ -1001,3 +1001,142 @@ func TestGitClusterPushRecordsRepositoryAndPullRequests(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// childProcs lists the live children of pid (their commands).
+func childProcs(pid int) []string {
+	var kids []string
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		i := bytes.LastIndexByte(b, ')')
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) > 1 && f[1] == strconv.Itoa(pid) && f[0] != "Z" {
+			kids = append(kids, e.Name()+" "+string(b[bytes.IndexByte(b, '('):i+1]))
+		}
+	}
+	return kids
+}
+
+// rawRequest sends a request as written and returns the status line, or
+// "" if the connection closed without one.
+func rawRequest(t *testing.T, addr, req string, closeAfter bool) string {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, req)
+	if closeAfter {
+		c.(*net.TCPConn).CloseWrite()
+	}
+	line, _ := bufio.NewReader(c).ReadString('\n')
+	return strings.TrimSpace(line)
+}
+
+// Abuse through a node: bad paths and names, wrong headers, malformed and
+// oversized pkt-lines, bodies cut off (before and after git started) —
+// each gets a 4xx or, for a cut body, just the end of the request, and
+// the node is left with no git process and no stray cache file.
+func TestGitClusterAbuse(t *testing.T) {
+	g := startGitCluster(t, 1, 90)
+	g.createRepo("pub", true)
+	g.createRepo("evil", true)
+	work := g.workTree(2)
+	g.mustGit(work, "push", "-q", g.url(1, "admin", adminPW, "pub"), "main")
+	head := g.mustGit(work, "rev-parse", "HEAD")
+	g.clone(cloneVariants[1], g.url(1, "", "", "pub"), head) // one published cache entry
+	// evil.git is a symlink out of the repositories directory.
+	outside := filepath.Join(t.TempDir(), "outside.git")
+	g.mustGit("", "init", "-q", "--bare", outside)
+	evil := filepath.Join(g.dir, "repos", gitProject, "evil.git")
+	if err := os.RemoveAll(evil); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, evil); err != nil {
+		t.Fatal(err)
+	}
+	p := g.c.Nodes()[0]
+	cacheDir := filepath.Join(p.DataDir, "packcache")
+	listCache := func() []string {
+		var files []string
+		filepath.WalkDir(cacheDir, func(path string, d os.DirEntry, err error) error {
+			if err == nil && !d.IsDir() {
+				files = append(files, path)
+			}
+			return nil
+		})
+		return files
+	}
+	cacheBefore := listCache()
+	basic := "Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte("admin:"+adminPW)) + "\r\n"
+	post := func(path, ct, body string) string {
+		return fmt.Sprintf("POST %s HTTP/1.1\r\nHost: x\r\n%sContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
+			path, basic, ct, len(body), body)
+	}
+	get := func(path string) string {
+		return "GET " + path + " HTTP/1.1\r\nHost: x\r\n" + basic + "Connection: close\r\n\r\n"
+	}
+	const up = "application/x-git-upload-pack-request"
+	pub := "/scm/" + gitProject + "/pub.git/"
+	fetch := "0014command=fetch\n0001" + fmt.Sprintf("0032want %s\n", head) + "0009done\n0000"
+	for _, c := range []struct {
+		name, req string
+		want      int
+	}{
+		{"traversal", get("/scm/" + gitProject + "/../../etc.git/info/refs?service=git-upload-pack"), 404},
+		{"encoded traversal", get("/scm/" + gitProject + "/..%2F..%2Fetc.git/info/refs?service=git-upload-pack"), 404},
+		{"option-like name", get("/scm/" + gitProject + "/--upload-pack=touch.git/info/refs?service=git-upload-pack"), 400},
+		{"symlink escape", get("/scm/" + gitProject + "/evil.git/info/refs?service=git-upload-pack"), 400},
+		{"dumb HTTP", get(pub + "info/refs"), 400},
+		{"unknown endpoint", get(pub + "objects/info/packs"), 404},
+		{"wrong Content-Type", post(pub+"git-upload-pack", "text/plain", fetch), 415},
+		{"malformed pkt-line", post(pub+"git-upload-pack", up, "zzzz0000"), 400},
+		{"oversized pkt-line", post(pub+"git-upload-pack", up, "ffff"+strings.Repeat("x", 70000)), 400},
+		{"request without its final flush", post(pub+"git-upload-pack", up, strings.TrimSuffix(fetch, "0000")), 400},
+		{"bad Git-Protocol", strings.Replace(post(pub+"git-upload-pack", up, fetch), "Host: x\r\n", "Host: x\r\nGit-Protocol: version=2\x01\r\n", 1), 400},
+	} {
+		status := rawRequest(t, p.HTTP, c.req, false)
+		if !strings.Contains(status, " "+strconv.Itoa(c.want)+" ") {
+			t.Errorf("%s: %q, want %d", c.name, status, c.want)
+		}
+	}
+	// Bodies cut off: an upload-pack request (the cache reads it whole
+	// before anything runs), and a push whose pack stops half way (git
+	// receive-pack is running).
+	cut := fmt.Sprintf("POST %sgit-upload-pack HTTP/1.1\r\nHost: x\r\n%sContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s",
+		pub, basic, up, len(fetch), fetch[:len(fetch)/2])
+	if s := rawRequest(t, p.HTTP, cut, true); s != "" && !strings.Contains(s, " 400 ") {
+		t.Errorf("upload-pack body cut off: %q", s)
+	}
+	zero := strings.Repeat("0", 40)
+	cmd := fmt.Sprintf("%s %s refs/heads/cut\x00report-status\n", zero, head)
+	push := fmt.Sprintf("%04x%s0000PACK\x00\x00\x00\x02\x00\x00\x00\x05", len(cmd)+4, cmd)
+	cutPush := fmt.Sprintf("POST /scm/%s/pub.git/git-receive-pack HTTP/1.1\r\nHost: x\r\n%sContent-Type: application/x-git-receive-pack-request\r\nContent-Length: 100000\r\n\r\n%s",
+		gitProject, basic, push)
+	if s := rawRequest(t, p.HTTP, cutPush, true); s != "" && !strings.Contains(s, " 400 ") {
+		t.Errorf("receive-pack body cut off: %q", s)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for kids := childProcs(p.PID); len(kids) > 0; kids = childProcs(p.PID) {
+		if time.Now().After(deadline) {
+			t.Fatalf("stray processes under the node: %v", kids)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The cut-off push still invalidates (refs may have moved), so the
+	// entry may be gone; nothing may have been added.
+	for _, f := range listCache() {
+		if !slices.Contains(cacheBefore, f) {
+			t.Errorf("stray cache file %s (before: %v)", f, cacheBefore)
+		}
+	}
+	if out, _ := g.git(filepath.Join(g.dir, "repos", gitProject, "pub.git"), "rev-parse", "--verify", "-q", "refs/heads/cut"); strings.TrimSpace(out) != "" {
+		t.Errorf("the cut-off push created refs/heads/cut")
+	}
+	g.clone(cloneVariants[0], g.url(1, "", "", "pub"), head) // still serving
+}
