@@ -143,6 +143,10 @@ func TestClusterOperators(t *testing.T) {
 	if err != nil || len(list) != 1 || list[0].ID != "j" || len(list[0].History) != 2 {
 		t.Fatalf("jobs %+v %v", list, err)
 	}
+	testkit.Eventually(t, 10*time.Second, "n3's copy to match the store", func() bool {
+		snap := scheds[2].Snapshot()
+		return len(snap) == 1 && snap[0].Version == list[0].Version
+	})
 	if err := scheds[0].Delete(ctx, "j"); err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/shoal-dev/shoal/cluster/cp"
@@ -14,7 +15,8 @@ import (
 
 // Handler serves the operators' API under /v1/jobs, on any node:
 //
-//	GET    /v1/jobs               list the jobs ([]Status)
+//	GET    /v1/jobs               list the jobs ([]Status); ?stale=true: this
+//	                              node's copies, without the store (Snapshot)
 //	GET    /v1/jobs/{id}          one job (Status)
 //	PUT    /v1/jobs/{id}          schedule a job (a Job in JSON; the ID is the path's)
 //	POST   /v1/jobs/{id}/run-now  run once as soon as possible
@@ -49,6 +51,10 @@ func reqContext(r *http.Request) (context.Context, context.CancelFunc) {
 }
 
 func (h handler) list(w http.ResponseWriter, r *http.Request) {
+	if stale, err := strconv.ParseBool(r.URL.Query().Get("stale")); err == nil && stale {
+		writeJSON(w, http.StatusOK, h.s.Snapshot())
+		return
+	}
 	ctx, cancel := reqContext(r)
 	defer cancel()
 	jobs, err := h.s.Jobs(ctx)

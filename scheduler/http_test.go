@@ -55,6 +55,7 @@ func TestHTTPAPI(t *testing.T) {
 		want               int
 	}{
 		{"GET", "/v1/jobs", "", 200},
+		{"GET", "/v1/jobs?stale=true", "", 200},
 		{"GET", "/v1/jobs/sweep", "", 200},
 		{"GET", "/v1/jobs/nope", "", 404},
 		{"POST", "/v1/jobs/sweep/pause", "", 200},

@@ -450,6 +450,24 @@ func (s *Scheduler) Jobs(ctx context.Context) ([]Status, error) {
 	return out, nil
 }
 
+// Snapshot lists the jobs as this node holds them — its local jobs and its
+// copies of the clustered ones — without asking the store: it answers
+// while the store has no leader, and may lag it. Sorted by ID.
+func (s *Scheduler) Snapshot() []Status {
+	runners := s.liveRunners()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Status, 0, len(s.local)+len(s.clustered))
+	for _, e := range s.local {
+		out = append(out, s.statusLocked(e.rec, 0, runners))
+	}
+	for _, e := range s.clustered {
+		out = append(out, s.statusLocked(e.rec, e.version, runners))
+	}
+	slices.SortStableFunc(out, func(a, b Status) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
 func (s *Scheduler) status(r record, version uint64, runners map[string][]string) Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -27,7 +27,8 @@ const jobsUsage = `usage: shoal jobs <list|show|run-now|pause|resume|delete> [fl
   shoal jobs delete ID     remove a job
 
 flags: --addr HOST:PORT (a node's HTTP address;
-default: the first node in <data-dir>/cluster.json), --data-dir, --json.
+default: the first node in <data-dir>/cluster.json), --data-dir, --json,
+--stale (list the node's own copies without asking the raft leader).
 `
 
 func runJobs(args []string, stdout, stderr io.Writer) error {
@@ -41,6 +42,7 @@ func runJobs(args []string, stdout, stderr io.Writer) error {
 	addr := fs.String("addr", "", "HTTP address of a node")
 	dataDir := fs.String("data-dir", "shoal-data", "cluster directory written by 'shoal up'")
 	asJSON := fs.Bool("json", false, "print the JSON answer")
+	stale := fs.Bool("stale", false, "list: the node's own copies, without asking the store (works without a raft leader)")
 	pos, err := parseInterspersed(fs, args[1:])
 	if err != nil {
 		return err
@@ -48,6 +50,9 @@ func runJobs(args []string, stdout, stderr io.Writer) error {
 	method, path, err := jobsRequest(op, pos)
 	if err != nil {
 		return err
+	}
+	if *stale && op == "list" {
+		path += "?stale=true"
 	}
 	node, err := kvAddr(*addr, *dataDir)
 	if err != nil {
