@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-dev/shoal/cluster/memnet"
 	"github.com/shoal-dev/shoal/internal/testkit"
 )
 
@@ -171,5 +172,28 @@ func TestClusterOperators(t *testing.T) {
 	waitIdle(t, scheds...)
 	if led.distinct() != 2 {
 		t.Fatal("a deleted job ran")
+	}
+}
+
+// A lost announcement is caught by the bus's missed-message report, which
+// refreshes at once: the periodic refresh never runs here (the fake clock
+// stands still).
+func TestClusterMissedAnnouncementRefreshes(t *testing.T) {
+	base := NewFakeClock(t0)
+	net, _, scheds := startCluster(t, clusterOpts{seed: 24, clocks: []Clock{base, base, base}})
+	testkit.Eventually(t, 10*time.Second, "the start-up refreshes", func() bool {
+		return sumStats(scheds, func(s *Stats) uint64 { return s.Refreshes.Load() }) >= 3
+	})
+	net.SetFaults(memnet.Faults{DropRate: 1, Match: func(tr memnet.Traffic) bool {
+		return tr.Kind == memnet.Frame && tr.Frame.Type == "bus"
+	}})
+	mustSchedule(t, scheds[0], clusterJob("quiet", Every(time.Hour, t0.Add(time.Hour))))
+	testkit.Eventually(t, 5*time.Second, "the announcement to be dropped", func() bool { return net.Stats().Frames.Dropped >= 2 })
+	net.SetFaults(memnet.Faults{})
+	waitCopies(t, "quiet", scheds...)
+	for _, s := range scheds[1:] {
+		if s.Stats().MissedReports.Load() == 0 || s.Stats().AnnouncementsReceived.Load() != 0 {
+			t.Fatalf("%s learnt of the job without a missed-message report: %s", s.Name(), s.describe())
+		}
 	}
 }
