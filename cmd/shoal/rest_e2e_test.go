@@ -690,17 +690,23 @@ func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 // seeing it. Such errors come on fresh connections at the instant the
 // clients start getting "connection refused".
 func TestRESTDrain(t *testing.T) {
-	rc := startRESTCluster(t, 3, 130)
+	rc := startRESTCluster(t, 3, 130, "--cache-mode", "distributed")
 	const victim = 3
 	for _, id := range rc.prIDs {
 		var pr prJSON
 		rc.get(victim, rc.prPath(id), &pr)
 	}
-	var dl drainLog
+	// Six clients on the node that drains, and two on each of the others,
+	// which must not notice the partitions moving when it leaves.
+	var dl, others drainLog
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	client := noRedirectClient()
-	for w := range 6 {
+	for w := range 10 {
+		node, log := victim, &dl
+		if w >= 6 {
+			node, log = 1+w%2, &others
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -710,15 +716,7 @@ func TestRESTDrain(t *testing.T) {
 					return
 				default:
 				}
-				q := restReq{method: http.MethodGet, path: rc.prPath(rc.prIDs[n%len(rc.prIDs)]), user: "admin", pw: restAdminPW}
-				switch w % 3 {
-				case 0:
-					q = restReq{method: http.MethodPost, path: rc.prPath(rc.prIDs[0]) + "/comments", user: "admin", pw: restAdminPW,
-						body: []byte(fmt.Sprintf(`{"text":"drain w%d n%d"}`, w, n))}
-				case 1:
-					q.path += "/comments"
-				}
-				if !dl.record(q, tracedSend(client, rc.node(victim), q)) {
+				if !log.record(rc.drainRequest(w, n), tracedSend(client, rc.node(node), rc.drainRequest(w, n))) {
 					return // the listener closed: expected once the node stops
 				}
 			}
@@ -751,16 +749,14 @@ func TestRESTDrain(t *testing.T) {
 		t.Fatalf("%s still running 20 s after SIGTERM", p.Name)
 	}
 	exited := time.Since(sigterm)
-	close(stop)
-	wg.Wait()
 	if err := p.ExitErr(); err != nil {
 		t.Errorf("%s exited with %v", p.Name, err)
 	}
-	dl.check(t, sigterm, exited)
 	if log := localcluster.Tail(p.Log, 200); !strings.Contains(log, "msg=stopped") {
 		t.Errorf("%s did not stop gracefully:\n%s", p.Name, localcluster.Tail(p.Log, 20))
 	}
-	// The others see it leave (not fail) and keep serving.
+	// The others see it leave (not fail), and their clients go on while
+	// the partition table changes.
 	for i := 1; i < victim; i++ {
 		deadline := time.Now().Add(10 * time.Second)
 		for {
@@ -773,9 +769,39 @@ func TestRESTDrain(t *testing.T) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		var pr prJSON
-		rc.get(i, rc.prPath(rc.prIDs[0]), &pr)
 	}
+	left := time.Since(sigterm)
+	for n := others.answered() + 300; others.answered() < n; {
+		if time.Since(sigterm) > 30*time.Second {
+			t.Errorf("the other nodes answered only %d requests", others.answered())
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	dl.check(t, sigterm, exited)
+	others.mu.Lock()
+	defer others.mu.Unlock()
+	for _, f := range others.failures {
+		t.Errorf("on another node, %v after SIGTERM: %s: %d %s %v", f.res.at.Sub(sigterm).Round(time.Millisecond), f.what, f.res.code, truncate(f.res.body), f.res.err)
+	}
+	t.Logf("the others saw %s leave %v after SIGTERM; they answered %d requests, the last %v after SIGTERM",
+		p.Name, left.Round(time.Millisecond), others.ok, time.Since(sigterm).Round(time.Millisecond))
+}
+
+// drainRequest is client w's request number n: comments posted (w%3 ==
+// 0), comment pages read, or pull requests read.
+func (rc *restCluster) drainRequest(w, n int) restReq {
+	q := restReq{method: http.MethodGet, path: rc.prPath(rc.prIDs[n%len(rc.prIDs)]), user: "admin", pw: restAdminPW}
+	switch w % 3 {
+	case 0:
+		q = restReq{method: http.MethodPost, path: rc.prPath(rc.prIDs[0]) + "/comments", user: "admin", pw: restAdminPW,
+			body: []byte(fmt.Sprintf(`{"text":"drain w%d n%d"}`, w, n))}
+	case 1:
+		q.path += "/comments"
+	}
+	return q
 }
 
 // tracedResult is one request's outcome in the drain test.
