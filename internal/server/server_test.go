@@ -13,7 +13,9 @@ import (
 
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/cluster/cp"
+	"github.com/shoal-dev/shoal/internal/domain"
 	"github.com/shoal-dev/shoal/internal/testkit"
+	"github.com/shoal-dev/shoal/scheduler"
 )
 
 func TestMain(m *testing.M) { testkit.MainNoLeaks(m, 15*time.Second) }
@@ -92,7 +94,7 @@ func TestKVAPI(t *testing.T) {
 			t.Errorf("%s %.40s: %d %q, want %d with %q", tc.method, tc.path, code, msg, tc.want, tc.msg)
 		}
 	}
-	if list := s.Store().StaleList(""); len(list) != 1 {
+	if list := s.Store().StaleList("a/"); len(list) != 1 {
 		t.Fatalf("rejected requests wrote something: %v", list)
 	}
 	if code, _ := do(t, "PUT", base+"/v1/kv/a/b?cas="+strconv.FormatFloat(v, 'f', 0, 64), "new"); code != 200 {
@@ -110,5 +112,53 @@ func TestKVAPI(t *testing.T) {
 	resp.Body.Close()
 	if view.Raft.Leader != "solo" || len(view.Members) != 1 || view.Members[0].RaftRole != "leader" {
 		t.Fatalf("cluster view: %+v", view)
+	}
+}
+
+// The built-in jobs are scheduled on a fresh node, and the statistics
+// rollup they run is served to administrators only.
+func TestBuiltinJobsAndClusterStats(t *testing.T) {
+	s := single(t)
+	base := "http://" + s.HTTPAddr()
+	ctx := context.Background()
+	testkit.Eventually(t, 20*time.Second, "the built-in jobs to be scheduled", func() bool {
+		jobs, err := s.svc.sched.Jobs(ctx)
+		return err == nil && len(jobs) == 2
+	})
+	if _, err := s.DB().CreateUser(ctx, domain.NewUser{Name: "root", DisplayName: "Root", Email: "root@example.com", Password: "root-password", Admin: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.DB().CreateUser(ctx, domain.NewUser{Name: "bob", DisplayName: "Bob", Email: "bob@example.com", Password: "bob-password"}); err != nil {
+		t.Fatal(err)
+	}
+	get := func(user, pass string) (int, string) {
+		req, _ := http.NewRequest("GET", base+"/rest/api/1.0/admin/cluster-stats", nil)
+		if user != "" {
+			req.SetBasicAuth(user, pass)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("root", "root-password"); code != 404 || !strings.Contains(body, "no rollup yet") {
+		t.Fatalf("before any rollup: %d %s", code, body)
+	}
+	if err := s.runStatsRollup(ctx, scheduler.Request{}); err != nil {
+		t.Fatal(err)
+	}
+	code, body := get("root", "root-password")
+	var cs ClusterStats
+	if code != 200 || json.Unmarshal([]byte(body), &cs) != nil || len(cs.Nodes) != 1 || cs.Nodes[0].Node != "solo" || cs.Total.CPUSeconds <= 0 {
+		t.Fatalf("rollup: %d %s", code, body)
+	}
+	if code, _ := get("", ""); code != 401 {
+		t.Fatalf("anonymous: %d", code)
+	}
+	if code, _ := get("bob", "bob-password"); code != 403 {
+		t.Fatalf("not an administrator: %d", code)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/shoal-dev/shoal/cluster"
@@ -19,6 +20,7 @@ import (
 	"github.com/shoal-dev/shoal/internal/rest"
 	"github.com/shoal-dev/shoal/l2cache"
 	"github.com/shoal-dev/shoal/packcache"
+	"github.com/shoal-dev/shoal/scheduler"
 )
 
 // CacheConfig configures the node's L2 cache. The mode is the cluster
@@ -69,6 +71,10 @@ type services struct {
 	packs     *packcache.Cache
 	front     *gitfront.Front
 	unsubPack func()
+	sched     *scheduler.Scheduler
+
+	stopBuiltins context.CancelFunc // ends scheduleBuiltins
+	builtins     sync.WaitGroup
 }
 
 // startServices starts the L2 cache, opens the database, the pack cache
@@ -90,6 +96,11 @@ func (s *Server) startServices(mux *http.ServeMux) (http.Handler, error) {
 	if err := s.startPacks(); err != nil {
 		return nil, err
 	}
+	if err := s.startScheduler(); err != nil {
+		return nil, err
+	}
+	jobRoutes(mux, s.svc.sched)
+	mux.HandleFunc("GET "+rest.Prefix+"/admin/cluster-stats", s.handleClusterStats)
 	api, err := rest.New(rest.Config{DB: s.svc.db, Cache: s.svc.cache, Logger: cfg.Logger,
 		Principal: func(r *http.Request) (int64, bool) {
 			p, ok := gitfront.PrincipalFrom(r.Context())
@@ -182,6 +193,13 @@ func (s *Server) startPacks() error {
 func (s *Server) closeServices() error {
 	v := &s.svc
 	var errs []error
+	if v.stopBuiltins != nil {
+		v.stopBuiltins()
+		v.builtins.Wait()
+	}
+	if v.sched != nil {
+		errs = append(errs, v.sched.Close())
+	}
 	if v.unsubPack != nil {
 		v.unsubPack()
 	}

@@ -71,6 +71,11 @@ type ProcessStats struct {
 }
 
 func (s *Server) handleStats(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, s.stats())
+}
+
+// stats reads the node's counters.
+func (s *Server) stats() Stats {
 	st := Stats{Node: s.node.Name(), CacheMode: s.cfg.Cluster.CacheMode, Cache: s.svc.cache.Stats(), Process: ReadProcessStats()}
 	if s.svc.keeper != nil {
 		if t := s.svc.keeper.Table(); t != nil {
@@ -83,7 +88,7 @@ func (s *Server) handleStats(w http.ResponseWriter, _ *http.Request) {
 	rs := s.node.RPC().Stats()
 	st.RPC = RPCCounters{Calls: rs.Calls.Load(), CallErrors: rs.CallErrors.Load(), Served: rs.Served.Load(),
 		NotifySent: rs.NotifySent.Load(), NotifyReceived: rs.NotifyReceived.Load()}
-	writeJSON(w, http.StatusOK, st)
+	return st
 }
 
 func tableMembers(t *l2cache.PartitionTable) []string {
