@@ -160,11 +160,20 @@ type ClonesRow struct {
 	P99  time.Duration `json:"p99_ns"`
 	Max  time.Duration `json:"max_ns"`
 	// ServerCPU is the CPU seconds of the server processes and the git
-	// processes they ran during the storm.
+	// processes they ran during the storm. IdleCPU is what the servers
+	// burn with no clone for as long (a node's gossip, raft heartbeats
+	// and timers; measured for 3 s before the storm): ServerCPU - IdleCPU
+	// is the storm's own cost.
 	ServerCPU float64 `json:"server_cpu_s"`
-	// PeakRSS is the highest resident memory of the server processes
-	// with their git children, sampled every 50 ms.
-	PeakRSS uint64 `json:"peak_rss_bytes"`
+	IdleCPU   float64 `json:"idle_cpu_s"`
+	// ClientCPU is the CPU seconds of the git clients (clone, index-pack),
+	// which share the machine's cores with the servers.
+	ClientCPU float64 `json:"client_cpu_s"`
+	// PeakPSS is the highest proportional set size (shared pages split
+	// between their users, so a pack mapped by many git processes counts
+	// once) of the server processes with their git children, sampled
+	// every 50 ms.
+	PeakPSS uint64 `json:"peak_pss_bytes"`
 	// BytesServed is the pack bytes the clients received (the sizes of
 	// their packs).
 	BytesServed int64 `json:"bytes_served"`
@@ -172,9 +181,12 @@ type ClonesRow struct {
 	Hits, Misses, Joined, Bypasses, GitStarted uint64
 }
 
-// CPUPerClone is ServerCPU per successful clone.
+// NetCPU is the storm's own server CPU: ServerCPU less IdleCPU.
+func (r ClonesRow) NetCPU() float64 { return max(0, r.ServerCPU-r.IdleCPU) }
+
+// CPUPerClone is NetCPU per successful clone.
 func (r ClonesRow) CPUPerClone() float64 {
-	return r.ServerCPU / float64(max(1, r.Clones-r.Failed))
+	return r.NetCPU() / float64(max(1, r.Clones-r.Failed))
 }
 
 // HitRatio is hits over the cacheable fetches: requests that joined a
@@ -250,8 +262,9 @@ func Clones(ctx context.Context, o ClonesOptions) (*ClonesResult, error) {
 		if err != nil {
 			return res, fmt.Errorf("%s: %w", mode, err)
 		}
-		o.progress("%s: wall %v, p50 %v, server CPU %.2f s, peak RSS %s, hit ratio %.2f", mode,
-			row.Wall.Round(time.Millisecond), row.P50.Round(time.Millisecond), row.ServerCPU, mib(int64(row.PeakRSS)), row.HitRatio())
+		o.progress("%s: wall %v, p50 %v, server CPU %.2f s (%.2f s idle), client CPU %.1f s, peak PSS %s, hit ratio %.2f", mode,
+			row.Wall.Round(time.Millisecond), row.P50.Round(time.Millisecond), row.ServerCPU, row.IdleCPU, row.ClientCPU,
+			mib(int64(row.PeakPSS)), row.HitRatio())
 		res.Rows = append(res.Rows, row)
 	}
 	return res, nil
@@ -427,12 +440,16 @@ func (s *storm) run(ctx context.Context, o *ClonesOptions, mode, head string) (C
 	if err != nil {
 		return row, err
 	}
+	idleRate, err := s.idleRate(ctx, 3*time.Second)
+	if err != nil {
+		return row, err
+	}
 	cpu0, err := s.cpu()
 	if err != nil {
 		return row, err
 	}
-	stopSampling, peak := s.sampleRSS()
-	times := make([]time.Duration, o.Clones)
+	stopSampling, peak := s.samplePSS()
+	times, clientCPU := make([]time.Duration, o.Clones), make([]float64, o.Clones)
 	errs := make([]error, o.Clones)
 	var wg sync.WaitGroup
 	gate := make(chan struct{})
@@ -445,7 +462,7 @@ func (s *storm) run(ctx context.Context, o *ClonesOptions, mode, head string) (C
 		go func() {
 			defer wg.Done()
 			<-gate
-			times[i], errs[i] = cloneOnce(ctx, o, home, url, filepath.Join(dir, strconv.Itoa(i)))
+			times[i], clientCPU[i], errs[i] = cloneOnce(ctx, o, home, url, filepath.Join(dir, strconv.Itoa(i)))
 		}()
 	}
 	start := time.Now()
@@ -457,8 +474,11 @@ func (s *storm) run(ctx context.Context, o *ClonesOptions, mode, head string) (C
 	if err != nil {
 		return row, err
 	}
-	row.ServerCPU = cpu1 - cpu0
-	row.PeakRSS = *peak
+	row.ServerCPU, row.IdleCPU = cpu1-cpu0, idleRate*row.Wall.Seconds()
+	row.PeakPSS = *peak
+	for _, c := range clientCPU {
+		row.ClientCPU += c
+	}
 	var firstErr error
 	var ok []time.Duration
 	for i, err := range errs {
@@ -500,8 +520,9 @@ func quantile(sorted []time.Duration, q float64) time.Duration {
 }
 
 // cloneOnce runs one bare clone (no checkout: the client's work that is
-// not the server's stays out of the way) and times it.
-func cloneOnce(ctx context.Context, o *ClonesOptions, home, url, dst string) (time.Duration, error) {
+// not the server's stays out of the way), times it and returns its CPU
+// seconds (git clone and the children it waited for: index-pack).
+func cloneOnce(ctx context.Context, o *ClonesOptions, home, url, dst string) (time.Duration, float64, error) {
 	args := []string{"-c", "protocol.version=" + o.Protocol, "clone", "-q", "--bare"}
 	if o.Depth > 0 {
 		args = append(args, "--depth", strconv.Itoa(o.Depth))
@@ -513,10 +534,14 @@ func cloneOnce(ctx context.Context, o *ClonesOptions, home, url, dst string) (ti
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
 	d := time.Since(start)
-	if err != nil {
-		return d, fmt.Errorf("git clone %s: %w: %s", url, err, strings.TrimSpace(string(out)))
+	var cpu float64
+	if ps := cmd.ProcessState; ps != nil {
+		cpu = (ps.UserTime() + ps.SystemTime()).Seconds()
 	}
-	return d, nil
+	if err != nil {
+		return d, cpu, fmt.Errorf("git clone %s: %w: %s", url, err, strings.TrimSpace(string(out)))
+	}
+	return d, cpu, nil
 }
 
 // checkClone checks the clone's HEAD.
@@ -555,8 +580,24 @@ func (s *storm) cpu() (float64, error) {
 	return sum, nil
 }
 
-// sampleRSS samples the servers' tree RSS every 50 ms until stop.
-func (s *storm) sampleRSS() (stop func(), peak *uint64) {
+// idleRate is the servers' CPU seconds per second with nothing to do.
+func (s *storm) idleRate(ctx context.Context, d time.Duration) (float64, error) {
+	c0, err := s.cpu()
+	if err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	select {
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-time.After(d):
+	}
+	c1, err := s.cpu()
+	return (c1 - c0) / time.Since(start).Seconds(), err
+}
+
+// samplePSS samples the servers' tree PSS every 50 ms until stop.
+func (s *storm) samplePSS() (stop func(), peak *uint64) {
 	peak = new(uint64)
 	done, finished := make(chan struct{}), make(chan struct{})
 	go func() {
@@ -564,7 +605,7 @@ func (s *storm) sampleRSS() (stop func(), peak *uint64) {
 		t := time.NewTicker(50 * time.Millisecond)
 		defer t.Stop()
 		for {
-			*peak = max(*peak, treeRSS(s.pids))
+			*peak = max(*peak, treePSS(s.pids))
 			select {
 			case <-done:
 				return

@@ -82,8 +82,8 @@ func TestGenerateRepoAndServeBaseline(t *testing.T) {
 	head, _ := gitOut(ctx, repo, "rev-parse", "HEAD")
 	o := &ClonesOptions{Protocol: "2"}
 	dst := filepath.Join(t.TempDir(), "c.git")
-	if _, err := cloneOnce(ctx, o, t.TempDir(), "http://"+addr+"/scm/P/r.git", dst); err != nil {
-		t.Fatal(err)
+	if _, cpu, err := cloneOnce(ctx, o, t.TempDir(), "http://"+addr+"/scm/P/r.git", dst); err != nil || cpu <= 0 {
+		t.Fatalf("clone: %v (CPU %v s)", err, cpu)
 	}
 	if err := checkClone(ctx, dst, head); err != nil {
 		t.Fatal(err)
@@ -106,8 +106,8 @@ func TestProcReaders(t *testing.T) {
 	if c.self <= 0 {
 		t.Errorf("own CPU %v", c.self)
 	}
-	if rss := treeRSS([]int{os.Getpid()}); rss < 1<<20 {
-		t.Errorf("tree RSS %d", rss)
+	if m := treePSS([]int{os.Getpid()}); m < 1<<20 {
+		t.Errorf("tree PSS %d", m)
 	}
 	if _, err := readProcCPU(1 << 30); err == nil {
 		t.Error("CPU of a process that does not exist")

@@ -58,45 +58,60 @@ func statFields(pid int) ([]string, error) {
 	return f, nil
 }
 
-// treeRSS is the resident memory of the processes roots and all their
-// descendants, now: what a server and the git processes it runs hold.
-func treeRSS(roots []int) uint64 {
-	parent, rss := map[int]int{}, map[int]uint64{}
+// treePSS is the proportional set size of the processes roots and all
+// their descendants, now: what a server and the git processes it runs
+// hold, with pages shared between them (a pack file mapped by every git)
+// counted once in all.
+func treePSS(roots []int) uint64 {
+	parent := map[int]int{}
 	ents, _ := os.ReadDir("/proc")
-	page := uint64(os.Getpagesize())
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		f, err := statFields(pid)
-		if err != nil {
-			continue // gone meanwhile
+		if f, err := statFields(pid); err == nil { // else gone meanwhile
+			parent[pid], _ = strconv.Atoi(f[1])
 		}
-		ppid, _ := strconv.Atoi(f[1])
-		pages, _ := strconv.ParseUint(f[21], 10, 64)
-		parent[pid], rss[pid] = ppid, pages*page
 	}
 	in := map[int]bool{}
 	for _, r := range roots {
 		in[r] = true
 	}
-	var inTree func(pid, depth int) bool
-	inTree = func(pid, depth int) bool {
-		if in[pid] {
-			return true
+	inTree := func(pid int) bool {
+		for depth := 0; depth < 64; depth++ {
+			if in[pid] {
+				return true
+			}
+			p, ok := parent[pid]
+			if !ok || p <= 1 {
+				return false
+			}
+			pid = p
 		}
-		p, ok := parent[pid]
-		if !ok || p <= 1 || depth > 64 {
-			return false
-		}
-		return inTree(p, depth+1)
+		return false
 	}
 	var sum uint64
-	for pid, r := range rss {
-		if inTree(pid, 0) {
-			sum += r
+	for pid := range parent {
+		if inTree(pid) {
+			sum += pss(pid)
 		}
 	}
 	return sum
+}
+
+// pss is a process's proportional set size from smaps_rollup, 0 if it is
+// gone.
+func pss(pid int) uint64 {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "smaps_rollup"))
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "Pss:"); ok {
+			kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
 }
