@@ -174,6 +174,7 @@ type prJSON struct {
 	ID      int64  `json:"id"`
 	Version int64  `json:"version"`
 	Title   string `json:"title"`
+	State   string `json:"state"`
 }
 
 type commentJSON struct {
@@ -227,6 +228,7 @@ func TestRESTClusterModes(t *testing.T) {
 			rc.warm()
 			rc.commentEverywhere(syncInv)
 			rc.concurrentUpdates(syncInv)
+			rc.declineEverywhere(syncInv)
 			calls := [4]float64{}
 			for i := 1; i <= 3; i++ {
 				calls[i] = rc.metric(i, "shoal_l2_remote_calls_total")
@@ -366,6 +368,53 @@ func (rc *restCluster) concurrentUpdates(syncInv bool) {
 				}
 				time.Sleep(time.Millisecond)
 			}
+		}
+	}
+}
+
+// declineEverywhere declines an open pull request through node 1 while
+// nodes 2 and 3 hold the OPEN and DECLINED lists cached (query region,
+// pull_requests space), and checks that their lists move it.
+func (rc *restCluster) declineEverywhere(syncInv bool) {
+	t := rc.t
+	t.Helper()
+	list := func(i int, state string) map[int64]bool {
+		var page struct{ Values []prJSON }
+		rc.get(i, rc.repoPath()+"/pull-requests?limit=1000&state="+state, &page)
+		ids := map[int64]bool{}
+		for _, pr := range page.Values {
+			ids[pr.ID] = true
+		}
+		return ids
+	}
+	var open prJSON
+	for _, id := range rc.prIDs {
+		var pr prJSON
+		rc.get(1, rc.prPath(id), &pr)
+		if pr.State == "OPEN" {
+			open = pr
+			break
+		}
+	}
+	if open.ID == 0 {
+		t.Fatal("the repository has no open pull request")
+	}
+	for _, i := range []int{2, 3} {
+		if !list(i, "OPEN")[open.ID] || list(i, "DECLINED")[open.ID] {
+			t.Fatalf("node%d lists pull request %d wrongly before the change", i, open.ID)
+		}
+	}
+	body, _ := json.Marshal(map[string]any{"version": open.Version, "state": "DECLINED"})
+	if code, b := rc.admin(1, http.MethodPut, rc.prPath(open.ID), body); code != http.StatusOK {
+		t.Fatalf("declining %d through node1: %d %s", open.ID, code, b)
+	}
+	changed := time.Now()
+	for _, i := range []int{2, 3} {
+		for list(i, "OPEN")[open.ID] || !list(i, "DECLINED")[open.ID] {
+			if syncInv || time.Since(changed) > 5*time.Second {
+				t.Fatalf("node%d still lists pull request %d as open %v after node1 declined it", i, open.ID, time.Since(changed))
+			}
+			time.Sleep(time.Millisecond)
 		}
 	}
 }
@@ -563,116 +612,114 @@ func truncate(b []byte) string {
 	return string(b)
 }
 
-// The shared SQLite file (with its -wal and -shm) moved away: reads that
-// miss the cache answer 503 with a JSON message, writes too, and /readyz
-// is 503; moved back, the node answers again without a restart.
+// The shared SQLite file (with its -wal and -shm) moved away under three
+// DISTRIBUTED nodes: on every node reads that miss the cache answer 503
+// with a JSON message, writes too, /readyz is 503 and /healthz 200; moved
+// back, every node answers again without a restart. The nodes replace
+// their pooled connections every 200 ms (--db-conn-max-lifetime): an open
+// SQLite connection keeps reading a file that was moved.
 func TestRESTDatabaseOutage(t *testing.T) {
-	rc := startRESTCluster(t, 1, 120, "--db-conn-max-lifetime", "200ms")
-	cached := rc.prPath(rc.prIDs[0])
-	var pr prJSON
-	rc.get(1, cached, &pr)
-	// Reads that miss: pull requests not read yet (each poll takes the
-	// next, so none is a hit), and comment pages of one.
-	missIdx := 1
+	rc := startRESTCluster(t, 3, 120, "--db-conn-max-lifetime", "200ms", "--cache-mode", "distributed")
+	// A comment page of a new size is a query the cache has never seen.
+	limit := 100
 	miss := func() string {
-		p := rc.prPath(rc.prIDs[missIdx%len(rc.prIDs)])
-		missIdx++
-		return p
+		limit++
+		return fmt.Sprintf("%s/comments?limit=%d", rc.prPath(rc.prIDs[0]), limit)
+	}
+	for i := 1; i <= 3; i++ {
+		if code, b := rc.admin(i, http.MethodGet, miss(), nil); code != http.StatusOK {
+			t.Fatalf("node%d before the outage: %d %s", i, code, b)
+		}
 	}
 
 	away := filepath.Join(rc.dir, "away")
 	if err := os.Mkdir(away, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	files := []string{dbFileName, dbFileName + "-wal", dbFileName + "-shm"}
-	moved := map[string]bool{}
-	move := func(from, to string) {
-		for _, f := range files {
-			if from == rc.dir && !fileExists(filepath.Join(from, f)) {
-				continue
-			}
-			if from == away && !moved[f] {
-				continue
-			}
-			if err := os.Rename(filepath.Join(from, f), filepath.Join(to, f)); err != nil {
-				t.Fatal(err)
-			}
-			moved[f] = true
+	var moved []string
+	for _, f := range []string{dbFileName, dbFileName + "-wal", dbFileName + "-shm"} {
+		if err := os.Rename(filepath.Join(rc.dir, f), filepath.Join(away, f)); err == nil {
+			moved = append(moved, f)
+		} else if !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
 		}
 	}
-	restored := false
-	restore := func() {
-		if !restored {
-			restored = true
-			move(away, rc.dir)
+	restore := sync.OnceFunc(func() {
+		for _, f := range moved {
+			if err := os.Rename(filepath.Join(away, f), filepath.Join(rc.dir, f)); err != nil {
+				t.Error(err)
+			}
 		}
-	}
-	move(rc.dir, away)
+	})
 	t.Cleanup(restore)
 	outage := time.Now()
 
-	rc.waitReady(1, false, 10*time.Second)
-	t.Logf("/readyz 503 %v after the database moved away", time.Since(outage).Round(time.Millisecond))
-	var last []byte
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		code, b := rc.admin(1, http.MethodGet, miss(), nil)
-		if code == http.StatusServiceUnavailable {
-			checkJSONMessage(t, "read during the outage", b)
-			break
+	for i := 1; i <= 3; i++ {
+		rc.waitReady(i, false, 10*time.Second)
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			code, b := rc.admin(i, http.MethodGet, miss(), nil)
+			if code == http.StatusServiceUnavailable {
+				checkJSONMessage(t, "read during the outage", b)
+				break
+			}
+			if code != http.StatusOK {
+				t.Fatalf("node%d: a read that missed the cache during the outage: %d %s, want 503", i, code, b)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("node%d: reads still answer 200 %v after the database moved away", i, time.Since(outage))
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
-		if code != http.StatusOK {
-			t.Fatalf("a read that missed the cache during the outage: %d %s, want 503", code, b)
+		t.Logf("node%d: /readyz and a read that missed the cache answer 503 %v after the database moved away", i, time.Since(outage).Round(time.Millisecond))
+		for _, q := range []restReq{
+			{method: http.MethodGet, path: rc.prPath(rc.prIDs[2]) + "/comments?limit=7"},
+			{method: http.MethodPost, path: rc.prPath(rc.prIDs[0]) + "/comments", body: []byte(`{"text":"during the outage"}`)},
+			{method: http.MethodPost, path: api + "/projects/" + rc.project + "/repos", body: []byte(`{"name":"outage"}`)},
+		} {
+			q.user, q.pw = "admin", restAdminPW
+			code, b, err := rc.send(i, q)
+			if err != nil || code != http.StatusServiceUnavailable {
+				t.Errorf("node%d %s %s during the outage: %d %s %v, want 503", i, q.method, q.path, code, b, err)
+			} else {
+				checkJSONMessage(t, q.method+" during the outage", b)
+			}
 		}
-		last = b
-		if time.Now().After(deadline) {
-			t.Fatalf("reads still answer 200 %v after the database moved away: %s", time.Since(outage), truncate(last))
+		if code, b, _ := rc.send(i, restReq{method: http.MethodGet, path: "/healthz"}); code != http.StatusOK {
+			t.Errorf("node%d /healthz during the outage: %d %s (the node must stay up)", i, code, b)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Logf("a read that missed the cache answered 503 %v after the database moved away", time.Since(outage).Round(time.Millisecond))
-	for _, q := range []restReq{
-		{method: http.MethodGet, path: miss()},
-		{method: http.MethodGet, path: rc.prPath(rc.prIDs[2]) + "/comments?limit=7"},
-		{method: http.MethodPost, path: rc.prPath(rc.prIDs[0]) + "/comments", body: []byte(`{"text":"during the outage"}`)},
-	} {
-		q.user, q.pw = "admin", restAdminPW
-		code, b, err := rc.send(1, q)
-		if err != nil || code != http.StatusServiceUnavailable {
-			t.Errorf("%s %s during the outage: %d %s %v, want 503", q.method, q.path, code, b, err)
-		} else {
-			checkJSONMessage(t, q.method+" during the outage", b)
-		}
-	}
-	code, b, _ := rc.send(1, restReq{method: http.MethodGet, path: "/healthz"})
-	if code != http.StatusOK {
-		t.Errorf("/healthz during the outage: %d %s (the node must stay up)", code, b)
 	}
 
 	restore()
 	back := time.Now()
-	rc.waitReady(1, true, 15*time.Second)
-	deadline = time.Now().Add(15 * time.Second)
-	for {
-		code, b := rc.admin(1, http.MethodGet, miss(), nil)
-		if code == http.StatusOK {
-			break
+	for i := 1; i <= 3; i++ {
+		rc.waitReady(i, true, 15*time.Second)
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			code, b := rc.admin(i, http.MethodGet, miss(), nil)
+			if code == http.StatusOK {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("node%d: reads still fail %v after the database came back: %d %s", i, time.Since(back), code, b)
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("reads still fail %v after the database came back: %d %s", time.Since(back), code, b)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
-	t.Logf("ready and reading again %v after the database came back", time.Since(back).Round(time.Millisecond))
-	code, b = rc.admin(1, http.MethodPost, rc.prPath(rc.prIDs[0])+"/comments", []byte(`{"text":"after the outage"}`))
+	t.Logf("every node ready and reading again %v after the database came back", time.Since(back).Round(time.Millisecond))
+	code, b := rc.admin(2, http.MethodPost, rc.prPath(rc.prIDs[0])+"/comments", []byte(`{"text":"after the outage"}`))
 	if code != http.StatusCreated {
 		t.Fatalf("a write after the outage: %d %s", code, b)
 	}
-	if !rc.commentTexts(1, rc.prIDs[0])["after the outage"] {
+	texts := rc.commentTexts(3, rc.prIDs[0])
+	if !texts["after the outage"] {
 		t.Error("the comment written after the outage is not listed")
 	}
-	if rc.commentTexts(1, rc.prIDs[0])["during the outage"] {
-		t.Error("the comment refused during the outage was written")
+	if texts["during the outage"] {
+		t.Error("a comment refused during the outage was written")
+	}
+	if fileExists(filepath.Join(rc.dir, "repos", rc.project, "outage.git")) {
+		t.Error("a repository refused during the outage was created on disk")
 	}
 }
 
