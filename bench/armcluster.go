@@ -219,13 +219,13 @@ func fetchStats(ctx context.Context, httpAddr string) (*server.Stats, error) {
 // snapshot is every node's counters at one moment, and the kernel's count
 // of bytes sent on the peer RPC connections.
 type counterSnapshot struct {
-	stats       []*server.Stats
-	socketBytes int64 // -1: not available
-	machine     machineCPU
+	stats   []*server.Stats
+	sockets map[string]int64 // connection → bytes sent; nil: not available
+	machine machineCPU
 }
 
 func takeSnapshot(ctx context.Context, nodes []NodePlacement) (counterSnapshot, error) {
-	s := counterSnapshot{socketBytes: rpcSocketBytes(ctx, nodes), machine: readMachineCPU()}
+	s := counterSnapshot{sockets: rpcSockets(ctx, nodes), machine: readMachineCPU()}
 	for _, n := range nodes {
 		st, err := fetchStats(ctx, n.HTTP)
 		if err != nil {
@@ -238,15 +238,16 @@ func takeSnapshot(ctx context.Context, nodes []NodePlacement) (counterSnapshot, 
 
 var bytesSentRE = regexp.MustCompile(`bytes_sent:(\d+)`)
 
-// rpcSocketBytes sums bytes_sent, as the kernel counts it (ss -ti), over
-// the established TCP connections to or from the nodes' peer RPC ports:
-// both ends of each connection, so both directions. -1 if ss is missing.
-func rpcSocketBytes(ctx context.Context, nodes []NodePlacement) int64 {
+// rpcSockets reads, from the kernel (ss -ti), bytes_sent of every
+// established TCP connection end to or from the nodes' peer RPC ports,
+// keyed by its local and peer addresses: both ends of each connection, so
+// both directions. Nil if ss is missing.
+func rpcSockets(ctx context.Context, nodes []NodePlacement) map[string]int64 {
 	var filter []string
 	for _, n := range nodes {
 		_, port, err := net.SplitHostPort(n.RPC)
 		if err != nil {
-			return -1
+			return nil
 		}
 		filter = append(filter, "sport = :"+port, "dport = :"+port)
 	}
@@ -256,12 +257,45 @@ func rpcSocketBytes(ctx context.Context, nodes []NodePlacement) int64 {
 	cmd.Stderr = io.Discard
 	out, err := cmd.Output()
 	if err != nil {
+		return nil
+	}
+	return parseSS(string(out))
+}
+
+// parseSS reads ss -tinH output: a line per socket ("Recv-Q Send-Q local
+// peer"), then indented lines with its TCP info.
+func parseSS(out string) map[string]int64 {
+	socks := map[string]int64{}
+	key := ""
+	for _, line := range strings.Split(out, "\n") {
+		if line == "" {
+			continue
+		}
+		if line[0] != ' ' && line[0] != '\t' {
+			if f := strings.Fields(line); len(f) >= 4 {
+				key = f[2] + " " + f[3]
+				socks[key] = 0
+			}
+			continue
+		}
+		if m := bytesSentRE.FindStringSubmatch(line); m != nil && key != "" {
+			n, _ := strconv.ParseInt(m[1], 10, 64)
+			socks[key] = n
+		}
+	}
+	return socks
+}
+
+// socketDelta is the bytes sent between two readings: per connection end,
+// the growth, or all of it for a connection opened in between (one closed
+// in between is lost).
+func socketDelta(before, after map[string]int64) int64 {
+	if before == nil || after == nil {
 		return -1
 	}
 	var total int64
-	for _, m := range bytesSentRE.FindAllSubmatch(out, -1) {
-		n, _ := strconv.ParseInt(string(m[1]), 10, 64)
-		total += n
+	for k, b := range after {
+		total += max(b-before[k], 0)
 	}
 	return total
 }

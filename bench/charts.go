@@ -2,8 +2,10 @@ package bench
 
 import (
 	"fmt"
+	"math"
 	"path/filepath"
 	"slices"
+	"strconv"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -69,12 +71,24 @@ func drawChart(r *CouplingResults, c couplingChart) (*plot.Plot, error) {
 	p.Legend.Top = true
 	p.Legend.Left = true
 	p.Add(plotter.NewGrid())
-	var sizes []int
+	var sizes, clients []int
+	ymax := 0.0
 	for _, s := range r.Series() {
 		if !slices.Contains(sizes, s.Arm.Nodes) {
 			sizes = append(sizes, s.Arm.Nodes)
 		}
+		for i, sts := range s.Stages {
+			if !slices.Contains(clients, s.Clients[i]) {
+				clients = append(clients, s.Clients[i])
+			}
+			ymax = max(ymax, stageMean(sts, c.y))
+		}
 	}
+	// Headroom above the lines for the legend, in the top left corner.
+	p.Y.Max = max(ymax, 1e-9) * (1.15 + 0.07*float64(len(r.Series())))
+	p.Y.Tick.Marker = niceTicks{}
+	p.X.Tick.Marker = clientTicks(clients)
+	p.X.Min, p.X.Max = 0, float64(slices.Max(append(clients, 1)))*1.04
 	for _, s := range r.Series() {
 		pts := make(plotter.XYs, len(s.Stages))
 		for i, sts := range s.Stages {
@@ -96,4 +110,32 @@ func drawChart(r *CouplingResults, c couplingChart) (*plot.Plot, error) {
 		p.Legend.Add(fmt.Sprintf("%s, %d node(s)", s.Arm.Mode, s.Arm.Nodes), line, points)
 	}
 	return p, nil
+}
+
+// niceTicks puts about six labelled ticks at round numbers.
+type niceTicks struct{}
+
+func (niceTicks) Ticks(lo, hi float64) []plot.Tick {
+	step := math.Pow(10, math.Floor(math.Log10((hi-lo)/6)))
+	for _, m := range []float64{1, 2, 2.5, 5, 10} {
+		if (hi-lo)/(step*m) <= 7 {
+			step *= m
+			break
+		}
+	}
+	var ticks []plot.Tick
+	for v := math.Ceil(lo/step) * step; v <= hi; v += step {
+		ticks = append(ticks, plot.Tick{Value: v, Label: strconv.FormatFloat(v, 'g', 6, 64)})
+	}
+	return ticks
+}
+
+// clientTicks labels the client counts of the stages.
+func clientTicks(clients []int) plot.ConstantTicks {
+	slices.Sort(clients)
+	var ticks plot.ConstantTicks
+	for _, c := range clients {
+		ticks = append(ticks, plot.Tick{Value: float64(c), Label: strconv.Itoa(c)})
+	}
+	return ticks
 }

@@ -124,7 +124,7 @@ func checkReport(t *testing.T, dir string, res *CouplingResults) {
 	}
 	md, _ := os.ReadFile(filepath.Join(dir, "report.md"))
 	for _, want := range []string{"local×1", "distributed×2", "## Summary", "## Per operation", "## Peak RSS", "throughput.png",
-		"loadgen CPU", "name: tiny"} {
+		"loadgen CPU", "name: tiny", "## Faster mode"} {
 		if !bytes.Contains(md, []byte(want)) {
 			t.Errorf("report.md lacks %q", want)
 		}

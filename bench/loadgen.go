@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"io"
@@ -468,6 +469,9 @@ func (g *loadgen) probeOnce(ctx context.Context, p prRef, a, b, title string) (t
 	}
 	wrote := time.Now()
 	for time.Since(wrote) < 5*time.Second {
+		if g.stop.Load() {
+			return 0, false, errors.New("the window ended")
+		}
 		if _, err := g.get(ctx, b, prPath(p), &cur); err != nil {
 			return 0, false, err
 		}

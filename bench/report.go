@@ -81,6 +81,10 @@ func WriteMarkdown(w io.Writer, r *CouplingResults, charts []string) {
 	}
 	fmt.Fprintf(w, "\n## Summary (all operations; mean of %d repeat(s))\n\n", m.Repeat)
 	writeSummary(w, r)
+	fmt.Fprintf(w, "\n## Faster mode by throughput (even: within %.0f%%)\n\n", 100*(TieBand-1))
+	for _, line := range Winners(r) {
+		fmt.Fprintf(w, "- %s\n", line)
+	}
 	if m.Repeat > 1 {
 		fmt.Fprintf(w, "\n## Run-to-run spread\n\n")
 		writeSpread(w, r)
@@ -252,9 +256,15 @@ func Compare(w io.Writer, a, b *CouplingResults) error {
 	return tw.Flush()
 }
 
+// TieBand is the throughput ratio under which Winners calls two modes
+// even: a one-node DISTRIBUTED cluster owns every partition and does the
+// same work as LOCAL, and a shared machine moves figures by this much.
+const TieBand = 1.10
+
 // Winners says, per cluster size and client count, which mode had the
 // higher throughput (mean over repeats), e.g. "3 nodes, 8 clients: local
-// (1.8×)"; for the report and for checking that runs agree.
+// (1.80×)", or "even" within TieBand; for the report and for checking that
+// runs agree.
 func Winners(r *CouplingResults) []string {
 	type key struct{ nodes, clients int }
 	best := map[key][2]float64{} // index 0: local, 1: distributed
@@ -283,6 +293,9 @@ func Winners(r *CouplingResults) []string {
 		w, ratio := "local", v[0]/v[1]
 		if v[1] > v[0] {
 			w, ratio = "distributed", v[1]/v[0]
+		}
+		if ratio < TieBand {
+			w = "even"
 		}
 		out = append(out, fmt.Sprintf("%d nodes, %d clients: %s (%.2f×)", k.nodes, k.clients, w, ratio))
 	}

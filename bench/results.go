@@ -45,7 +45,11 @@ type Manifest struct {
 
 // DataSummary is what the seed wrote.
 type DataSummary struct {
-	Users, Projects, Repositories, PullRequests, Comments int
+	Users        int `json:"users"`
+	Projects     int `json:"projects"`
+	Repositories int `json:"repositories"`
+	PullRequests int `json:"pull_requests"`
+	Comments     int `json:"comments"`
 }
 
 // ArmResult is one arm of one repeat.
@@ -273,9 +277,7 @@ func counterFigures(before, after counterSnapshot, ops, seconds float64, ncpu in
 		c.RemoteCallsPerGet = float64(c.RemoteCalls) / float64(gets)
 	}
 	t.SocketBytes, t.SocketBytesPerOp = -1, -1
-	if before.socketBytes >= 0 && after.socketBytes >= 0 {
-		t.SocketBytes = max(after.socketBytes-before.socketBytes, 0)
-	}
+	t.SocketBytes = socketDelta(before.sockets, after.sockets)
 	if ops > 0 {
 		t.MessagesPerOp = float64(t.Messages) / ops
 		t.L2BytesPerOp = float64(t.L2Bytes) / ops

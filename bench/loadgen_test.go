@@ -1,0 +1,136 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeAPI answers the load generator's requests like the REST API would,
+// keeping each pull request's version, and fails one post in ten.
+type fakeAPI struct {
+	mu       sync.Mutex
+	versions map[string]int64
+	posts    int
+}
+
+func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Authorization") != "Bearer tok" {
+		http.Error(w, "no", http.StatusUnauthorized)
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	key := strings.TrimSuffix(r.URL.Path, "/comments")
+	switch {
+	case r.Method == http.MethodGet:
+		json.NewEncoder(w).Encode(map[string]any{"version": f.versions[key], "title": "t"})
+	case r.Method == http.MethodPut:
+		var body struct{ Version int64 }
+		json.NewDecoder(r.Body).Decode(&body)
+		if body.Version != f.versions[key] {
+			w.WriteHeader(http.StatusConflict)
+			return
+		}
+		f.versions[key]++
+		json.NewEncoder(w).Encode(map[string]any{"version": f.versions[key]})
+	default: // POST: comments and repositories
+		f.posts++
+		if f.posts%10 == 0 {
+			http.Error(w, "boom", http.StatusInternalServerError)
+			return
+		}
+		w.WriteHeader(http.StatusCreated)
+	}
+}
+
+// The generator's process protocol: a spec in, "measure" then "result"
+// out; the result counts operations, errors and conflicts, and lag.
+func TestServeLoadgenProtocol(t *testing.T) {
+	api := &fakeAPI{versions: map[string]int64{}}
+	srv := httptest.NewServer(api)
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	spec := LoadSpec{Targets: []string{host, host}, Token: "tok", Projects: []string{"A", "B"},
+		Repos: []RepoRef{{Project: "A", Slug: "x", PRs: []int64{1, 2}}, {Project: "B", Slug: "y", PRs: []int64{3}}},
+		Mix:   map[string]int{OpViewPR: 3, OpAddComment: 1, OpUpdatePR: 2, OpBrowseRepos: 1}, Zipf: 1.5, Seed: 1, Clients: 4,
+		Warmup: Duration(100 * time.Millisecond), Duration: Duration(500 * time.Millisecond), LagProbe: Duration(20 * time.Millisecond), Tag: "t"}
+	in, _ := json.Marshal(spec)
+	pr, pw := io.Pipe()
+	errc := make(chan error, 1)
+	go func() {
+		errc <- ServeLoadgen(context.Background(), strings.NewReader(string(in)), pw)
+		pw.Close()
+	}()
+	var events []LoadEvent
+	sc := bufio.NewScanner(pr)
+	sc.Buffer(nil, 16<<20)
+	for sc.Scan() {
+		var ev LoadEvent
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			t.Fatalf("line %q: %v", sc.Text(), err)
+		}
+		events = append(events, ev)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if len(events) != 2 || events[0].Event != "measure" || events[1].Event != "result" || events[1].Result == nil {
+		t.Fatalf("events: %+v", events)
+	}
+	res := events[1].Result
+	st := stageFigures(spec, res, counterSnapshot{}, counterSnapshot{}, false)
+	byOp := map[string]OpResult{}
+	for _, o := range st.Ops {
+		byOp[o.Op] = o
+	}
+	if len(st.Ops) != 4 || byOp[OpViewPR].Count == 0 || byOp[OpViewPR].P50Ms <= 0 || byOp[OpViewPR].Errors != 0 {
+		t.Errorf("ops: %+v", st.Ops)
+	}
+	if byOp[OpAddComment].Errors == 0 || len(st.Errors) == 0 {
+		t.Errorf("the failing posts were not counted: %+v %v", byOp[OpAddComment], st.Errors)
+	}
+	if st.Total.Count != byOp[OpViewPR].Count+byOp[OpAddComment].Count+byOp[OpUpdatePR].Count+byOp[OpBrowseRepos].Count {
+		t.Errorf("total %d is not the sum of the operations", st.Total.Count)
+	}
+	if st.Lag.Samples == 0 || res.Seconds < 0.5 || res.NumCPU < 1 || st.Traffic.SocketBytes != -1 {
+		t.Errorf("lag %+v, seconds %v, cpus %d, traffic %+v", st.Lag, res.Seconds, res.NumCPU, st.Traffic)
+	}
+}
+
+// A cancelled context stops the generator with ctx's error.
+func TestRunLoadCancelled(t *testing.T) {
+	srv := httptest.NewServer(&fakeAPI{versions: map[string]int64{}})
+	defer srv.Close()
+	spec := LoadSpec{Targets: []string{strings.TrimPrefix(srv.URL, "http://")}, Token: "tok", Projects: []string{"A"},
+		Repos: []RepoRef{{Project: "A", Slug: "x", PRs: []int64{1}}}, Mix: map[string]int{OpViewPR: 1}, Zipf: 1.5, Clients: 2,
+		Duration: Duration(time.Minute)}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if _, err := RunLoad(ctx, spec, func(LoadEvent) {}); err == nil {
+		t.Fatal("no error")
+	}
+}
+
+func TestParseSS(t *testing.T) {
+	out := "0      0      127.0.0.1:46820 127.0.0.1:35829\n\t bbr wscale:10,10 bytes_sent:1000 bytes_acked:1001 segs_out:3\n" +
+		"0      0      127.0.0.1:35829 127.0.0.1:46820\n\t bbr wscale:10,10 bytes_received:1000 segs_out:1\n"
+	before := parseSS(out)
+	if len(before) != 2 || before["127.0.0.1:46820 127.0.0.1:35829"] != 1000 || before["127.0.0.1:35829 127.0.0.1:46820"] != 0 {
+		t.Fatalf("parsed %v", before)
+	}
+	after := map[string]int64{"127.0.0.1:46820 127.0.0.1:35829": 1500, "127.0.0.1:1 127.0.0.1:2": 70}
+	if d := socketDelta(before, after); d != 570 {
+		t.Fatalf("delta %d, want 570 (500 more on one, 70 on a new connection)", d)
+	}
+	if socketDelta(nil, after) != -1 {
+		t.Fatal("no reading is not -1")
+	}
+}
