@@ -182,16 +182,26 @@ type commentJSON struct {
 	Text string `json:"text"`
 }
 
-// commentTexts lists a pull request's comments through node i.
+// commentTexts lists a pull request's comments through node i, every
+// page of them.
 func (rc *restCluster) commentTexts(i int, pr int64) map[string]bool {
 	rc.t.Helper()
-	var page struct{ Values []commentJSON }
-	rc.get(i, rc.prPath(pr)+"/comments?limit=1000", &page)
 	texts := map[string]bool{}
-	for _, c := range page.Values {
-		texts[c.Text] = true
+	for start := 0; ; {
+		var page struct {
+			Values        []commentJSON
+			IsLastPage    bool
+			NextPageStart int
+		}
+		rc.get(i, fmt.Sprintf("%s/comments?limit=1000&start=%d", rc.prPath(pr), start), &page)
+		for _, c := range page.Values {
+			texts[c.Text] = true
+		}
+		if page.IsLastPage || page.NextPageStart <= start {
+			return texts
+		}
+		start = page.NextPageStart
 	}
-	return texts
 }
 
 // metric reads one un-labelled counter from node i's /metrics.
@@ -835,6 +845,41 @@ func TestRESTDrain(t *testing.T) {
 	}
 	t.Logf("the others saw %s leave %v after SIGTERM; they answered %d requests, the last %v after SIGTERM",
 		p.Name, left.Round(time.Millisecond), others.ok, time.Since(sigterm).Round(time.Millisecond))
+
+	// Restarted, it takes partitions again and serves what the others
+	// wrote meanwhile, and they see what it writes.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := rc.c.Restart(ctx, victim, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.c.WaitAlive(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	rc.waitReady(victim, true, 30*time.Second)
+	pr := rc.prIDs[0]
+	want := rc.commentTexts(1, pr)
+	if got := rc.commentTexts(victim, pr); len(got) != len(want) {
+		t.Errorf("the restarted node lists %d comments, node1 %d", len(got), len(want))
+	}
+	for _, text := range append(dl.created, others.created...) {
+		if !want[text] {
+			t.Errorf("comment %q was answered 201 but is not listed", text)
+		}
+	}
+	body := []byte(`{"text":"from the restarted node"}`)
+	if code, b := rc.admin(victim, http.MethodPost, rc.prPath(pr)+"/comments", body); code != http.StatusCreated {
+		t.Fatalf("a comment through the restarted node: %d %s", code, b)
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for _, i := range []int{1, 2} {
+		for !rc.commentTexts(i, pr)["from the restarted node"] {
+			if time.Now().After(deadline) {
+				t.Fatalf("node%d does not list the restarted node's comment", i)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
 }
 
 // drainRequest is client w's request number n: comments posted (w%3 ==
@@ -894,6 +939,7 @@ type drainLog struct {
 	firstDraining time.Time
 	firstRefused  time.Time
 	failures      []tracedFailure
+	created       []string // texts of the comments answered 201
 }
 
 type tracedFailure struct {
@@ -924,6 +970,11 @@ func (d *drainLog) record(q restReq, res tracedResult) bool {
 		d.failures = append(d.failures, tracedFailure{what, res})
 	default:
 		d.ok++
+		if res.code == http.StatusCreated {
+			var c commentJSON
+			json.Unmarshal(res.body, &c)
+			d.created = append(d.created, c.Text)
+		}
 	}
 	return true
 }
