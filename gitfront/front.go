@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"path"
 	"runtime"
 	"strings"
 	"time"
@@ -123,6 +124,12 @@ func (f *Front) Git() *GitHandler { return f.git }
 // with Retry-After when the pool is full, its queue wait times out, or
 // the front is draining.
 func (f *Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !strings.HasPrefix(r.URL.Path, scmPrefix) && !cleanPath(r.URL.EscapedPath()) {
+		// net/http's ServeMux would answer a redirect to the cleaned
+		// path, which moves a POST or PUT to another resource.
+		writeError(w, r, http.StatusBadRequest, "the path has empty, \".\" or \"..\" segments")
+		return
+	}
 	if f.unpooled(r.URL.Path) {
 		f.cfg.Web.ServeHTTP(w, r)
 		return
@@ -137,6 +144,19 @@ func (f *Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err := pool.Do(r.Context(), func() { h.ServeHTTP(w, r) }); err != nil {
 		f.refuse(w, r, pool, err)
 	}
+}
+
+// cleanPath reports whether an absolute path has no empty, "." or ".."
+// segment (a trailing slash is allowed).
+func cleanPath(p string) bool {
+	if p == "" || p[0] != '/' {
+		return true // not for the front to judge (OPTIONS *, proxies)
+	}
+	c := path.Clean(p)
+	if c != "/" && strings.HasSuffix(p, "/") {
+		c += "/"
+	}
+	return c == p
 }
 
 // isContinuation reports whether r continues a git operation that an
