@@ -52,9 +52,25 @@ func sumStats(scheds []*Scheduler, f func(*Stats) uint64) (n uint64) {
 // cluster (memnet, in-memory raft), real clock. Each op is one fire time;
 // lateness is from the fire time to the runner's start (timer wake-up,
 // the claim's raft commit, the hand-off to a worker).
-func BenchmarkFireLateness(b *testing.B) {
+func BenchmarkFireLateness(b *testing.B) { staggerArms(b, benchFireLateness) }
+
+// staggerArms runs a benchmark with the default claim stagger and without.
+func staggerArms(b *testing.B, f func(b *testing.B, stagger time.Duration)) {
+	for _, arm := range []struct {
+		name    string
+		stagger time.Duration
+	}{{"stagger=20ms", 0}, {"stagger=off", -1}} {
+		b.Run(arm.name, func(b *testing.B) { f(b, arm.stagger) })
+	}
+}
+
+func withStagger(d time.Duration) func(int, *Config) {
+	return func(_ int, c *Config) { c.ClaimStagger = d }
+}
+
+func benchFireLateness(b *testing.B, stagger time.Duration) {
 	l := &lateness{}
-	_, _, scheds := startCluster(b, clusterOpts{seed: 31, runner: func(int) Runner { return l.runner() }})
+	_, _, scheds := startCluster(b, clusterOpts{seed: 31, runner: func(int) Runner { return l.runner() }, tweak: withStagger(stagger)})
 	const every = 20 * time.Millisecond
 	first := time.Now().Add(300 * time.Millisecond)
 	b.ResetTimer()
@@ -93,9 +109,11 @@ func quiesce(b testing.TB, scheds []*Scheduler, jobs int) {
 // in-process cluster, 4 workers per node: the cluster claims as fast as
 // it can. Each op is one successful claim (a CompareAndSet through raft,
 // plus the write that records the run's outcome).
-func BenchmarkClaimThroughput(b *testing.B) {
+func BenchmarkClaimThroughput(b *testing.B) { staggerArms(b, benchClaimThroughput) }
+
+func benchClaimThroughput(b *testing.B, stagger time.Duration) {
 	l := &lateness{}
-	_, _, scheds := startCluster(b, clusterOpts{seed: 32, runner: func(int) Runner { return l.runner() }})
+	_, _, scheds := startCluster(b, clusterOpts{seed: 32, runner: func(int) Runner { return l.runner() }, tweak: withStagger(stagger)})
 	now := time.Now()
 	for i := range 64 {
 		mustSchedule(b, scheds[i%3], clusterJob("j"+string(rune('A'+i)), Every(time.Millisecond, now)))

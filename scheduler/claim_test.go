@@ -137,3 +137,32 @@ func TestLostRuns(t *testing.T) {
 		t.Fatal("lostRuns changed its input")
 	}
 }
+
+// Each fire time ranks the nodes afresh, and every node gets each rank
+// about equally often.
+func TestClaimRankSpreads(t *testing.T) {
+	nodes := []string{"n1", "n2", "n3"}
+	first := map[string]int{}
+	for i := range 3000 {
+		due := t0.Add(time.Duration(i) * time.Second)
+		ranks := map[int]bool{}
+		for _, n := range nodes {
+			k := claimRank("job", due, n, nodes)
+			if ranks[k] {
+				t.Fatalf("fire time %d: two nodes ranked %d", i, k)
+			}
+			ranks[k] = true
+			if k == 0 {
+				first[n]++
+			}
+		}
+	}
+	for _, n := range nodes {
+		if first[n] < 850 || first[n] > 1150 {
+			t.Fatalf("first-ranked counts %v: not spread", first)
+		}
+	}
+	if k := claimRank("job", t0, "n4", nodes); k != 3 && k > 3 {
+		t.Fatalf("a node outside the list ranked %d", k)
+	}
+}

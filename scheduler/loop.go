@@ -3,6 +3,8 @@ package scheduler
 import (
 	"container/heap"
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"runtime/debug"
@@ -51,6 +53,9 @@ func (s *Scheduler) requeueLocked(e *entry) {
 	if _, has := s.runners[e.rec.Job.Runner]; !has || e.running || !ok {
 		s.queue.remove(e)
 		return
+	}
+	if e.holdFor.Equal(due) && e.holdUntil.After(due) {
+		due = e.holdUntil
 	}
 	if e.retryAt.After(due) {
 		due = e.retryAt
@@ -187,6 +192,9 @@ const maxClaimAttempts = 20
 // held while the job runs: the claim itself moved the job to its next
 // fire time.
 func (s *Scheduler) fireClustered(e *entry) {
+	if s.stagger(e) {
+		return
+	}
 	s.mu.Lock()
 	id, rec, version, comp := e.rec.Job.ID, e.rec, e.version, e.comp
 	s.mu.Unlock()
@@ -236,6 +244,49 @@ func (s *Scheduler) fireClustered(e *entry) {
 		return
 	}
 	s.release(e, true)
+}
+
+// stagger holds back this node's claim of e's due run if it is not the
+// first-ranked node for it (see Config.ClaimStagger), requeueing e at its
+// turn; it reports whether it did.
+func (s *Scheduler) stagger(e *entry) bool {
+	if s.cfg.ClaimStagger <= 0 {
+		return false
+	}
+	s.mu.Lock()
+	due, ok := e.rec.dueAt()
+	held := ok && e.holdFor.Equal(due)
+	id, runner := e.rec.Job.ID, e.rec.Job.Runner
+	s.mu.Unlock()
+	if !ok || held {
+		return false // its turn has come
+	}
+	k := claimRank(id, due, s.cfg.Name, s.liveRunners()[runner])
+	if k == 0 {
+		return false
+	}
+	s.mu.Lock()
+	e.holdFor, e.holdUntil = due, due.Add(time.Duration(k)*s.cfg.ClaimStagger)
+	s.mu.Unlock()
+	s.release(e, false)
+	return true
+}
+
+// claimRank is node's place among nodes for the run of job id due at due:
+// rendezvous hashing, so each fire time has its own order and runs spread
+// over the nodes. 0 if node is not among them.
+func claimRank(id string, due time.Time, node string, nodes []string) int {
+	score := func(n string) uint64 {
+		sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%d\x00%s", id, due.UnixNano(), n))
+		return binary.BigEndian.Uint64(sum[:8])
+	}
+	mine, rank := score(node), 0
+	for _, n := range nodes {
+		if n != node && score(n) > mine {
+			rank++
+		}
+	}
+	return rank
 }
 
 func mustCompile(r record, old compiled) compiled {

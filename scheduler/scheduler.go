@@ -52,8 +52,11 @@ type entry struct {
 	seq     uint64    // Scheduler.seq when last changed (clustered)
 	due     time.Time // when queued: the time it is due
 	retryAt time.Time // after a store error: not before
-	idx     int       // position in the queue; -1 when not queued
-	running bool      // a worker has it
+	// holdFor and holdUntil: the claim of the run due at holdFor waits
+	// until holdUntil (ClaimStagger).
+	holdFor, holdUntil time.Time
+	idx                int  // position in the queue; -1 when not queued
+	running            bool // a worker has it
 }
 
 // New checks cfg and returns a scheduler that does nothing until Start.
