@@ -239,6 +239,7 @@ func TestRESTClusterModes(t *testing.T) {
 			rc.commentEverywhere(syncInv)
 			rc.concurrentUpdates(syncInv)
 			rc.declineEverywhere(syncInv)
+			rc.createRepoRace(syncInv)
 			calls := [4]float64{}
 			for i := 1; i <= 3; i++ {
 				calls[i] = rc.metric(i, "shoal_l2_remote_calls_total")
@@ -423,6 +424,66 @@ func (rc *restCluster) declineEverywhere(syncInv bool) {
 		for list(i, "OPEN")[open.ID] || !list(i, "DECLINED")[open.ID] {
 			if syncInv || time.Since(changed) > 5*time.Second {
 				t.Fatalf("node%d still lists pull request %d as open %v after node1 declined it", i, open.ID, time.Since(changed))
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+}
+
+// createRepoRace creates one repository through nodes 2 and 3 at once
+// while every node holds the project's repository list cached: one 201,
+// one 409, one bare repository, and every node lists it.
+func (rc *restCluster) createRepoRace(syncInv bool) {
+	t := rc.t
+	t.Helper()
+	repos := api + "/projects/" + rc.project + "/repos"
+	listed := func(i int, slug string) bool {
+		var page struct{ Values []struct{ Slug string } }
+		rc.get(i, repos+"?limit=1000", &page)
+		for _, r := range page.Values {
+			if r.Slug == slug {
+				return true
+			}
+		}
+		return false
+	}
+	const slug = "raced"
+	for i := 1; i <= 3; i++ {
+		if listed(i, slug) {
+			t.Fatalf("node%d lists %s before it exists", i, slug)
+		}
+	}
+	codes := make([]int, 2)
+	var wg sync.WaitGroup
+	gate := make(chan struct{})
+	for k, node := range []int{2, 3} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-gate
+			code, b, err := rc.send(node, restReq{method: http.MethodPost, path: repos, body: []byte(`{"name":"` + slug + `"}`), user: "admin", pw: restAdminPW})
+			if err != nil {
+				t.Errorf("node%d: %v", node, err)
+			}
+			if code == http.StatusConflict {
+				checkJSONMessage(t, "409", b)
+			}
+			codes[k] = code
+		}()
+	}
+	close(gate)
+	wg.Wait()
+	if !(codes[0] == http.StatusCreated && codes[1] == http.StatusConflict || codes[0] == http.StatusConflict && codes[1] == http.StatusCreated) {
+		t.Fatalf("creating %s through two nodes at once answered %v, want one 201 and one 409", slug, codes)
+	}
+	if !fileExists(filepath.Join(rc.dir, "repos", rc.project, slug+".git", "HEAD")) {
+		t.Errorf("no bare repository for %s", slug)
+	}
+	created := time.Now()
+	for i := 1; i <= 3; i++ {
+		for !listed(i, slug) {
+			if syncInv || time.Since(created) > 5*time.Second {
+				t.Fatalf("node%d does not list %s %v after it was created", i, slug, time.Since(created))
 			}
 			time.Sleep(time.Millisecond)
 		}
