@@ -337,7 +337,22 @@ func (g *gitCluster) clone(v cloneVariant, url, want string) {
 // bumps the generation in the store and tells the other nodes, whose
 // next clones see the new commit at once.
 func TestGitClusterCloneAndPush(t *testing.T) {
-	g := startGitCluster(t, 3, 40)
+	for _, c := range []struct {
+		name   string
+		ipBase int
+		args   []string
+	}{
+		{"defaults", 40, nil},
+		// The ref advertisement cache is per node: a push through node 1
+		// must end node 2's and node 3's cached advertisements too.
+		{"ref advertisement cache", 100, []string{"--ref-advert-cache"}},
+	} {
+		t.Run(c.name, func(t *testing.T) { testCloneAndPush(t, c.ipBase, c.args...) })
+	}
+}
+
+func testCloneAndPush(t *testing.T, ipBase int, args ...string) {
+	g := startGitCluster(t, 3, ipBase, args...)
 	g.createRepo("app", false)
 	g.user("writer", "wr1ter-Pa55", "app", domain.PermWrite)
 	work := g.workTree(4)
