@@ -670,38 +670,45 @@ func throttle(t *testing.T, target string, rate int) string {
 	return ln.Addr().String()
 }
 
-// SIGTERM to a node while a clone streams from it: /readyz turns 503 at
-// once, new requests to the node get 503 with Retry-After while other
-// nodes serve them, the clone in flight completes and passes fsck, and
-// the node then exits cleanly.
+// SIGTERM to a node while a storm of clones streams from it: /readyz
+// turns 503 at once, new requests to the node get 503 with Retry-After
+// while other nodes serve them, every clone in flight completes and
+// passes fsck, and the node then exits cleanly.
 func TestGitClusterDrainDuringClone(t *testing.T) {
-	g := startGitCluster(t, 3, 60)
+	const storm = 4
+	g := startGitCluster(t, 3, 60, "--pool-upload", "8")
 	head, size := g.importRepo("big", bench.RepoSize{Files: 600, Commits: 40, Changed: 20})
 	leader := raftLeader(t, g.c)
 	victim := leader%3 + 1 // a follower: the store keeps its leader
 	other := victim%3 + 1
 	p := g.c.Nodes()[victim-1]
-	// About 4 s of transfer for the pack.
+	// About 4 s of transfer for each clone's pack.
 	proxy := throttle(t, p.HTTP, int(max(size/4, 64<<10)))
 	before := g.packCounts(victim)
 
-	dst := filepath.Join(t.TempDir(), "c")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	clone := exec.CommandContext(ctx, "git", "clone", "-q", "--bare", "http://"+proxy+"/scm/"+gitProject+"/big.git", dst)
-	clone.Env = gitClientEnv(g.home)
-	var out bytes.Buffer
-	clone.Stdout, clone.Stderr = &out, &out
-	if err := clone.Start(); err != nil {
-		t.Fatal(err)
+	type result struct {
+		dst string
+		err error
+		out string
 	}
-	cloneDone := make(chan error, 1)
-	go func() { cloneDone <- clone.Wait() }()
-	// The pack request has reached the cache (and git) on the victim.
+	cloneDone := make(chan result, storm)
+	for i := range storm {
+		dst := filepath.Join(t.TempDir(), strconv.Itoa(i))
+		clone := exec.CommandContext(ctx, "git", "clone", "-q", "--bare", "http://"+proxy+"/scm/"+gitProject+"/big.git", dst)
+		clone.Env = gitClientEnv(g.home)
+		go func() {
+			out, err := clone.CombinedOutput()
+			cloneDone <- result{dst, err, string(out)}
+		}()
+	}
+	// Every clone's pack request has reached the cache (and git) on the
+	// victim.
 	deadline := time.Now().Add(30 * time.Second)
-	for d := g.packCounts(victim).minus(before); d.miss+d.hit+d.joined == 0; d = g.packCounts(victim).minus(before) {
+	for d := g.packCounts(victim).minus(before); d.miss+d.hit+d.joined < storm; d = g.packCounts(victim).minus(before) {
 		if time.Now().After(deadline) {
-			t.Fatal("the clone's pack request never reached the node")
+			t.Fatalf("only %v of %d pack requests reached the node", d.miss+d.hit+d.joined, storm)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -718,10 +725,10 @@ func TestGitClusterDrainDuringClone(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	// The clone is still running: the node drains, it does not stop.
+	// The clones are still running: the node drains, it does not stop.
 	select {
-	case err := <-cloneDone:
-		t.Fatalf("the clone ended before the drain could be observed (%v); make it slower", err)
+	case r := <-cloneDone:
+		t.Fatalf("a clone ended before the drain could be observed (%v); make them slower", r.err)
 	default:
 	}
 	resp, err := http.Get("http://" + p.HTTP + "/scm/" + gitProject + "/big.git/info/refs?service=git-upload-pack")
@@ -735,18 +742,20 @@ func TestGitClusterDrainDuringClone(t *testing.T) {
 	// Another node takes the new clone.
 	g.clone(cloneVariant{"v2-full", []string{"clone", "-q"}}, g.url(other, "", "", "big"), head)
 
-	select {
-	case err := <-cloneDone:
-		if err != nil {
-			t.Fatalf("the clone in flight failed: %v\n%s", err, out.String())
+	for range storm {
+		select {
+		case r := <-cloneDone:
+			if r.err != nil {
+				t.Fatalf("a clone in flight failed: %v\n%s", r.err, r.out)
+			}
+			if got := g.mustGit(r.dst, "rev-parse", "HEAD"); got != head {
+				t.Fatalf("drained clone HEAD %s, want %s", got, head)
+			}
+			g.mustGit(r.dst, "fsck", "--no-progress")
+		case <-ctx.Done():
+			t.Fatal("a clone in flight never finished")
 		}
-	case <-ctx.Done():
-		t.Fatal("the clone in flight never finished")
 	}
-	if got := g.mustGit(dst, "rev-parse", "HEAD"); got != head {
-		t.Fatalf("drained clone HEAD %s, want %s", got, head)
-	}
-	g.mustGit(dst, "fsck", "--no-progress")
 	select {
 	case <-p.Done():
 	case <-time.After(20 * time.Second):
