@@ -700,9 +700,18 @@ func TestRESTDatabaseOutage(t *testing.T) {
 		limit++
 		return fmt.Sprintf("%s/comments?limit=%d", rc.prPath(rc.prIDs[0]), limit)
 	}
+	// A public repository, cached on every node: the cache serves it
+	// through the outage (no permission to look up).
+	pub := api + "/projects/" + rc.project + "/repos/shown"
+	if code, b := rc.admin(1, http.MethodPost, api+"/projects/"+rc.project+"/repos", []byte(`{"name":"shown","public":true}`)); code != http.StatusCreated {
+		t.Fatalf("creating a public repository: %d %s", code, b)
+	}
 	for i := 1; i <= 3; i++ {
 		if code, b := rc.admin(i, http.MethodGet, miss(), nil); code != http.StatusOK {
 			t.Fatalf("node%d before the outage: %d %s", i, code, b)
+		}
+		if code, b, err := rc.send(i, restReq{method: http.MethodGet, path: pub}); code != http.StatusOK {
+			t.Fatalf("node%d reading the public repository: %d %s %v", i, code, b, err)
 		}
 	}
 
@@ -758,6 +767,9 @@ func TestRESTDatabaseOutage(t *testing.T) {
 			} else {
 				checkJSONMessage(t, q.method+" during the outage", b)
 			}
+		}
+		if code, b, err := rc.send(i, restReq{method: http.MethodGet, path: pub}); code != http.StatusOK {
+			t.Errorf("node%d: the cached public repository during the outage: %d %s %v, want 200 from the cache", i, code, b, err)
 		}
 		if code, b, _ := rc.send(i, restReq{method: http.MethodGet, path: "/healthz"}); code != http.StatusOK {
 			t.Errorf("node%d /healthz during the outage: %d %s (the node must stay up)", i, code, b)
