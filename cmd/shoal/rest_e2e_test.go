@@ -855,6 +855,26 @@ func TestRESTDrain(t *testing.T) {
 			}
 		}()
 	}
+	// And one that watches the node's readiness.
+	var notReady time.Time
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			code, _, err := sendWith(client, rc.node(victim), restReq{method: http.MethodGet, path: "/readyz"})
+			if err != nil || code == http.StatusServiceUnavailable {
+				if err == nil {
+					notReady = time.Now()
+				}
+				return
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}()
 	t.Cleanup(func() {
 		select {
 		case <-stop:
@@ -914,6 +934,11 @@ func TestRESTDrain(t *testing.T) {
 	close(stop)
 	wg.Wait()
 	dl.check(t, sigterm, exited)
+	if notReady.IsZero() || !dl.firstRefused.IsZero() && !notReady.Before(dl.firstRefused) {
+		t.Errorf("/readyz never answered 503 before the listener closed")
+	} else {
+		t.Logf("/readyz answered 503 %v after SIGTERM", notReady.Sub(sigterm).Round(time.Millisecond))
+	}
 	others.mu.Lock()
 	defer others.mu.Unlock()
 	for _, f := range others.failures {
