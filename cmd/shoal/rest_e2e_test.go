@@ -87,6 +87,7 @@ type restReq struct {
 	body         []byte
 	user, pw     string // Basic credentials; none if user is ""
 	header       map[string]string
+	chunked      bool // send the body without a Content-Length
 }
 
 // send makes the request to node i and returns the status and body.
@@ -568,6 +569,7 @@ func TestRESTBadInput(t *testing.T) {
 		{"comment: lone low surrogate", admin("POST", comments, `{"text":"\udc00"}`), 400},
 		{"comment: lone high surrogate", admin("POST", comments, `{"text":"a\ud83dz"}`), 400},
 		{"comment: huge body (413)", restReq{method: "POST", path: comments, body: huge, user: "admin", pw: restAdminPW}, 413},
+		{"comment: huge chunked body (413)", restReq{method: "POST", path: comments, body: huge, user: "admin", pw: restAdminPW, chunked: true}, 413},
 		{"comment: not JSON (415)", restReq{method: "POST", path: comments, body: []byte(`text=x`), user: "admin", pw: restAdminPW,
 			header: map[string]string{"Content-Type": "application/x-www-form-urlencoded"}}, 415},
 		{"comment: negative PR id", admin("POST", rc.repoPath()+"/pull-requests/-1/comments", `{"text":"x"}`), 400},
@@ -1129,6 +1131,9 @@ func sendWith(client *http.Client, base string, q restReq) (int, []byte, error) 
 	var body io.Reader
 	if q.body != nil {
 		body = bytes.NewReader(q.body)
+		if q.chunked {
+			body = io.MultiReader(body) // hides the length
+		}
 	}
 	req, err := http.NewRequest(q.method, base+q.path, body)
 	if err != nil {
