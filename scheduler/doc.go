@@ -11,9 +11,12 @@
 // fire time advanced, a "running" history entry) and writes it with
 // CompareAndSet on the version of its copy. Exactly one node wins each
 // version; a loser re-reads the record, sees that the fire time has moved
-// on, and waits for the next one. No lock is held while a job runs, so a
-// node that dies mid-run loses that run (at most once per fire time) and
-// the next fire time is claimed by a live node as usual.
+// on, and waits for the next one. To keep collisions rare, the nodes that
+// can run a job are ranked afresh for each fire time (rendezvous hashing)
+// and the k-th waits k·Config.ClaimStagger before claiming, by which time
+// the winner's announcement has usually arrived. No lock is held while a
+// job runs, so a node that dies mid-run loses that run (at most once per
+// fire time) and the next fire time is claimed by a live node as usual.
 //
 // Copies are kept fresh three ways: each change is announced on the
 // cluster bus with the new record (topic "scheduler"); a bus report of
