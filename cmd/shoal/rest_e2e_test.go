@@ -30,7 +30,8 @@ import (
 // updates of one version conflict, the cache mode changes the traffic
 // between nodes, malformed input is refused without writing anything, a
 // database outage is 503 and heals without a restart, and a drained node
-// resets no request.
+// fails no request but with its documented 503 (see TestRESTDrain for the
+// one race no server can close).
 
 const restAdminPW = "r3st-Adm1n-e2e"
 
@@ -59,6 +60,7 @@ func startRESTCluster(t *testing.T, n, ipBase int, args ...string) *restCluster 
 		t.Fatalf("shoal seed: %v\n%s", err, out)
 	}
 	rc := &restCluster{t: t, dir: dir, client: noRedirectClient()}
+	t.Cleanup(rc.client.CloseIdleConnections)
 	rc.c = startCluster(t, localcluster.Options{
 		Dir: dir, N: n, Preset: "loopback", BootstrapExpect: n, Args: args,
 		IP: func(i int) string { return fmt.Sprintf("127.0.0.%d", ipBase+i) },
@@ -837,6 +839,7 @@ func TestRESTDrain(t *testing.T) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	client := noRedirectClient()
+	t.Cleanup(client.CloseIdleConnections)
 	for w := range 10 {
 		node, log := victim, &dl
 		if w >= 6 {
@@ -1088,9 +1091,11 @@ func (d *drainLog) answered() int {
 	return d.ok
 }
 
-// closeRaceWindow is how far around the first "connection refused" a
-// reset of a fresh connection counts as the listener-close race.
-const closeRaceWindow = 50 * time.Millisecond
+// closeRaceWindow is how long before the first "connection refused" a
+// client saw, a reset of a fresh connection counts as the listener-close
+// race (the clients' goroutines may be scheduled late on a loaded
+// machine; the drain's quiet period before the close is 1 s).
+const closeRaceWindow = 250 * time.Millisecond
 
 // check fails the test for every failure but the listener-close race.
 func (d *drainLog) check(t *testing.T, sigterm time.Time, exited time.Duration) {
