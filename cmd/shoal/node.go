@@ -60,7 +60,7 @@ func (f *nodeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.readyFile, "ready-file", "", "write the node's addresses as JSON here once it serves")
 	fs.IntVar(&f.parentPID, "parent-pid", 0, "shut down gracefully when this parent process goes away (set by 'shoal up')")
 	fs.StringVar(&f.db, "db", "", "domain database: a postgres:// URL or a SQLite file (default shoal.db beside --data-dir, shared by a local cluster)")
-	fs.DurationVar(&f.dbConnMaxLifetime, "db-conn-max-lifetime", 0, "replace pooled database connections after this long (0: 1m); with SQLite it bounds how long reads keep working after the file is moved away")
+	fs.DurationVar(&f.dbConnMaxLifetime, "db-conn-max-lifetime", 5*time.Second, "replace pooled database connections after this long; with SQLite it bounds how long a connection keeps using a file that was moved away")
 	fs.StringVar(&f.reposDir, "repos-dir", "", "bare git repositories, shared by the nodes (default repos beside --data-dir)")
 	fs.StringVar(&f.invalidation, "invalidation", "async", "L2 invalidation: async, or sync (a write returns once every live member has applied it)")
 	fs.IntVar(&f.backups, "backups", 1, "DISTRIBUTED mode: synchronous backups of each partition, 0 to 2")
