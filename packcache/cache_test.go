@@ -182,8 +182,17 @@ func TestPushDuringProduction(t *testing.T) {
 	}
 }
 
+// newChecker returns a checker for a response of the given protocol
+// version; version 3 stands for a v2 ls-refs response.
+func newChecker(version int) *checker {
+	if version == 3 {
+		return &checker{version: 2, lsRefs: true}
+	}
+	return &checker{version: version}
+}
+
 func completeResponse(version int, out []byte) error {
-	chk := &checker{version: version}
+	chk := newChecker(version)
 	chk.feed(out)
 	return chk.result()
 }

@@ -10,6 +10,27 @@
 // capabilities that change the response. Anything else bypasses the cache
 // and goes straight to git.
 //
+// A v2 "command=ls-refs" request (the ref listing a v2 clone or fetch
+// asks for before its fetch) is cached too, always, not only behind the
+// front's --ref-advert-cache switch: its key is the repository, its
+// generation, the protocol version, the object format and the arguments
+// that change the listing (symrefs, peel, unborn, and the ref-prefix
+// arguments sorted and unique, since git lists the refs matching any of
+// them in ref order); agent and session-id are left out. What git lists
+// depends on the refs (names, targets, HEAD), on objects (peel), which
+// never change, and on the repository's configuration. The refs change
+// only by a push, which bumps the generation; that is the assumption the
+// fetch entries already rest on (a v2 want-ref, or a v0 want of a tip a
+// push removed, is only right for the refs of its generation), so a
+// listing keyed by generation is as safe as a pack and needs no switch
+// of its own. Like a pack, it is not safe against refs or configuration
+// (uploadpack.hideRefs, lsrefs.unborn) changed behind shoal's back; the
+// TTL bounds that, and Invalidate is the remedy. An ls-refs argument git
+// does not know bypasses the cache (git answers it); a known one in the
+// wrong shape ("peel x", "ref-prefix" without its space) is malformed. A
+// listing is published only if it ends with its flush and holds nothing
+// but ref lines: an ERR line or a cut-off response is not.
+//
 // On a miss one "git upload-pack --stateless-rpc" process writes the
 // response into a new file in the cache directory; the requester and every
 // identical request that arrives meanwhile read that growing file. Git

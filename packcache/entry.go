@@ -21,6 +21,7 @@ type entry struct {
 	id, repo, path string
 	gen            uint64
 	version        int
+	command        string // Key.Command: "" for fetch, "ls-refs"
 
 	// guarded by Cache.mu
 	state       int

@@ -15,6 +15,7 @@ import (
 func FuzzDecodeRequest(f *testing.F) {
 	f.Add("version=2", pkts("command=fetch", "agent=x", "|", "want "+oidA, "done", ""))
 	f.Add("", pkts("want "+oidA+caps, "deepen 1", "filter combine:blob:none+tree:1", "", "done"))
+	f.Add("version=2", pkts("command=ls-refs", "object-format=sha1", "|", "peel", "ref-prefix refs/tags/", "ref-prefix ", ""))
 	f.Fuzz(func(t *testing.T, proto string, body []byte) {
 		r, err := DecodeRequest(ParseProtocol(proto), body)
 		if err != nil {
@@ -46,6 +47,9 @@ func FuzzDecodeRequest(f *testing.F) {
 
 // encodeRequest writes a cacheable request back in its protocol's form.
 func encodeRequest(r *Request) []byte {
+	if r.Command == "ls-refs" {
+		return encodeLsRefs(r)
+	}
 	var args []string
 	for _, s := range r.Shallows {
 		args = append(args, "shallow "+s)
@@ -97,4 +101,21 @@ func encodeV2(r *Request, args []string) []byte {
 		lines = append(lines, "want "+w)
 	}
 	return pkts(append(lines, "done", "")...)
+}
+
+func encodeLsRefs(r *Request) []byte {
+	lines := []string{"command=ls-refs", "agent=fuzz"}
+	lines = append(append(lines, r.Features...), "|")
+	for _, f := range []struct {
+		on   bool
+		name string
+	}{{r.Symrefs, "symrefs"}, {r.Peel, "peel"}, {r.Unborn, "unborn"}} {
+		if f.on {
+			lines = append(lines, f.name)
+		}
+	}
+	for _, p := range r.RefPrefixes {
+		lines = append(lines, "ref-prefix "+p)
+	}
+	return pkts(append(lines, "")...)
 }

@@ -26,6 +26,16 @@ type Key struct {
 	DeepenRelative bool
 	Filter         string   // normalised
 	Features       []string // response-changing capabilities, sorted, unique
+
+	// Command is "ls-refs" for a v2 ls-refs request, "" for a fetch
+	// (every v0/v1 request). An ls-refs key has no wants, shallows,
+	// deepen or filter; its Features hold only the object format.
+	Command string
+	// The ls-refs arguments: the flags, and the prefixes sorted and
+	// unique (git lists the refs matching any of them, in ref order,
+	// whatever the order they came in).
+	Symrefs, Peel, Unborn bool
+	RefPrefixes           []string
 }
 
 // keyFeatures are the capabilities and flags that change the response.
@@ -41,6 +51,9 @@ var keyFeatures = map[string]bool{
 // repository at a generation. Agent and session-id are left out, and the
 // object format defaults to sha1 as git's does.
 func KeyOf(repo string, gen uint64, r *Request) (Key, error) {
+	if r.Command == "ls-refs" {
+		return lsRefsKey(repo, gen, r), nil
+	}
 	filter, err := normalizeFilter(r.Filter)
 	if err != nil {
 		return Key{}, err
@@ -52,16 +65,33 @@ func KeyOf(repo string, gen uint64, r *Request) (Key, error) {
 		DeepenSince: r.DeepenSince, DeepenNot: sortedUnique(r.DeepenNot),
 		DeepenRelative: r.DeepenRelative, Filter: filter,
 	}
-	format := "object-format=sha1"
 	for _, f := range r.Features {
 		if keyFeatures[f] {
 			k.Features = append(k.Features, f)
-		} else if strings.HasPrefix(f, "object-format=") {
+		}
+	}
+	k.Features = sortedUnique(append(k.Features, objectFormat(r)))
+	return k, nil
+}
+
+// lsRefsKey is KeyOf for ls-refs: the repository and generation, the
+// flags, the sorted unique prefixes and the object format.
+func lsRefsKey(repo string, gen uint64, r *Request) Key {
+	return Key{Repo: repo, Generation: gen, Version: r.Version, Command: r.Command,
+		Symrefs: r.Symrefs, Peel: r.Peel, Unborn: r.Unborn,
+		RefPrefixes: sortedUnique(r.RefPrefixes), Features: []string{objectFormat(r)}}
+}
+
+// objectFormat returns the request's object-format capability, sha1 when
+// it sent none (as git assumes).
+func objectFormat(r *Request) string {
+	format := "object-format=sha1"
+	for _, f := range r.Features {
+		if strings.HasPrefix(f, "object-format=") {
 			format = f
 		}
 	}
-	k.Features = sortedUnique(append(k.Features, format))
-	return k, nil
+	return format
 }
 
 func sortedUnique(s []string) []string {
@@ -76,6 +106,12 @@ func (k Key) String() string {
 		for _, v := range s {
 			fmt.Fprintf(&b, "%s %q\n", name, v)
 		}
+	}
+	if k.Command != "" { // a fetch key never has this line
+		fmt.Fprintf(&b, "command %q\nsymrefs %t\npeel %t\nunborn %t\n", k.Command, k.Symrefs, k.Peel, k.Unborn)
+		list("ref-prefix", k.RefPrefixes)
+		list("feature", k.Features)
+		return b.String()
 	}
 	list("want", k.Wants)
 	list("want-ref", k.WantRefs)

@@ -29,7 +29,7 @@ var (
 func (c *Cache) startLocked(id string, key Key, repoPath string, raw []byte) (*entry, error) {
 	name := fmt.Sprintf("%s%s-%d", filePrefix, id[:40], c.seq.Add(1))
 	e := &entry{id: id, repo: key.Repo, gen: key.Generation, version: key.Version,
-		path: filepath.Join(c.cfg.Dir, name), refs: 2}
+		command: key.Command, path: filepath.Join(c.cfg.Dir, name), refs: 2}
 	f, err := os.OpenFile(e.path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("%w: creating entry: %w", ErrBypass, err)
@@ -72,7 +72,7 @@ func (c *Cache) runGit(ctx context.Context, e *entry, f *os.File, repoPath strin
 		return fmt.Errorf("%w: %w", ErrGit, err)
 	}
 	c.stats.gitStarted.Add(1)
-	chk := &checker{version: e.version}
+	chk := &checker{version: e.version, lsRefs: e.command == "ls-refs"}
 	copyErr := c.copyOut(e, f, out, chk, cmd)
 	if copyErr != nil {
 		_ = cmd.Process.Kill()

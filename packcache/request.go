@@ -41,7 +41,10 @@ type Request struct {
 	Filter         string // as sent
 	Haves          int
 	Done           bool
-	Args           []string // v2 arguments of commands other than fetch
+	// v2 ls-refs arguments.
+	Symrefs, Peel, Unborn bool
+	RefPrefixes           []string // as sent
+	Args                  []string // v2 arguments of commands other than fetch and ls-refs
 	// Unknown lists what the decoder did not understand: unknown
 	// capabilities, arguments or lines. A non-empty list bypasses.
 	Unknown []string

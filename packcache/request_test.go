@@ -45,7 +45,14 @@ func TestDecodeRequest(t *testing.T) {
 		{name: "v1 clone", proto: "version=1", body: pkts("want "+oidA+caps, "", "done"), wants: 1},
 		{name: "v2 fetch", proto: "version=2", body: pkts("command=fetch", "agent=git/2.39.5", "object-format=sha1", "|", "ofs-delta", "deepen 3", "want "+oidA, "done", ""), depth: 3, wants: 1},
 		{name: "v2 no args", proto: "version=2", body: pkts("command=fetch", ""), bypass: "nothing wanted"},
-		{name: "v2 ls-refs", proto: "version=2", body: pkts("command=ls-refs", "agent=git/2.39.5", "|", "peel", "ref-prefix HEAD", ""), bypass: "ls-refs"},
+		{name: "v2 ls-refs", proto: "version=2", body: pkts("command=ls-refs", "agent=git/2.39.5", "|", "peel", "ref-prefix HEAD", "")},
+		{name: "v2 ls-refs no args", proto: "version=2", body: pkts("command=ls-refs", "")},
+		{name: "v2 ls-refs empty prefix", proto: "version=2", body: pkts("command=ls-refs", "|", "ref-prefix ", "")},
+		{name: "v2 ls-refs unknown arg", proto: "version=2", body: pkts("command=ls-refs", "|", "frob", ""), bypass: "ls-refs argument"},
+		{name: "v2 ls-refs server-option", proto: "version=2", body: pkts("command=ls-refs", "server-option=x", "|", "peel", ""), bypass: "server-option"},
+		{name: "v2 ls-refs too many prefixes", proto: "version=2", body: manyPrefixes(tooManyPrefixes), bypass: "ref-prefix arguments"},
+		{name: "v2 ls-refs many prefixes", proto: "version=2", body: manyPrefixes(tooManyPrefixes - 1)},
+		{name: "v2 object-info", proto: "version=2", body: pkts("command=object-info", "|", "size", ""), bypass: "command object-info"},
 		{name: "v2 server-option", proto: "version=2", body: pkts("command=fetch", "server-option=x", "|", "want "+oidA, "done", ""), bypass: "server-option", wants: 1},
 		{name: "v2 sideband-all", proto: "version=2", body: pkts("command=fetch", "|", "sideband-all", "want "+oidA, "done", ""), bypass: "sideband-all", wants: 1},
 		{name: "v2 haves", proto: "version=2", body: pkts("command=fetch", "|", "want "+oidA, "have "+oidB, "done", ""), bypass: "have", wants: 1, haveCnt: 1},
@@ -65,6 +72,12 @@ func TestDecodeRequest(t *testing.T) {
 		{name: "v2 empty", proto: "version=2", body: nil, err: ErrMalformed},
 		{name: "v2 bad shallow", proto: "version=2", body: pkts("command=fetch", "|", "shallow 12", ""), err: ErrMalformed},
 		{name: "too long packet", body: []byte("fff1"), err: ErrMalformed},
+		{name: "v2 ls-refs peel value", proto: "version=2", body: pkts("command=ls-refs", "|", "peel 1", ""), err: ErrMalformed},
+		{name: "v2 ls-refs unborn value", proto: "version=2", body: pkts("command=ls-refs", "|", "unborn x", ""), err: ErrMalformed},
+		{name: "v2 ls-refs bare ref-prefix", proto: "version=2", body: pkts("command=ls-refs", "|", "ref-prefix", ""), err: ErrMalformed},
+		{name: "v2 ls-refs empty arg", proto: "version=2", body: append(pkts("command=ls-refs", "|"), "00040000"...), err: ErrMalformed},
+		{name: "v2 ls-refs delim", proto: "version=2", body: pkts("command=ls-refs", "|", "peel", "|", ""), err: ErrMalformed},
+		{name: "v2 ls-refs no flush", proto: "version=2", body: pkts("command=ls-refs", "|", "peel"), err: ErrMalformed},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -87,6 +100,15 @@ func TestDecodeRequest(t *testing.T) {
 			}
 		})
 	}
+}
+
+// manyPrefixes is an ls-refs request with n distinct ref-prefix lines.
+func manyPrefixes(n int) []byte {
+	lines := []string{"command=ls-refs", "|"}
+	for i := range n {
+		lines = append(lines, "ref-prefix refs/heads/"+strconv.Itoa(i))
+	}
+	return pkts(append(lines, "")...)
 }
 
 func TestParseProtocol(t *testing.T) {
@@ -159,6 +181,10 @@ func describe(proto string, body []byte) string {
 	k, err := KeyOf("r", 0, r)
 	if err != nil {
 		return "key error: " + err.Error()
+	}
+	if k.Command != "" {
+		return fmt.Sprintf("cacheable v%d %s symrefs=%t peel=%t unborn=%t prefixes=%q features=%v",
+			k.Version, k.Command, k.Symrefs, k.Peel, k.Unborn, k.RefPrefixes, k.Features)
 	}
 	return fmt.Sprintf("cacheable v%d wants=%d shallows=%d depth=%d since=%d not=%v relative=%t filter=%q features=%v",
 		k.Version, len(k.Wants), len(k.Shallows), k.Depth, k.DeepenSince, k.DeepenNot, k.DeepenRelative, k.Filter, k.Features)

@@ -97,7 +97,11 @@ func (r *Request) v2Args(pr *pktline.Reader) error {
 }
 
 func (r *Request) v2Arg(line string) error {
-	if r.Command != "fetch" {
+	switch r.Command {
+	case "fetch":
+	case "ls-refs":
+		return r.lsRefsArg(line)
+	default:
 		r.Args = append(r.Args, line)
 		return nil
 	}
@@ -119,11 +123,52 @@ func (r *Request) v2Arg(line string) error {
 	return nil
 }
 
+// tooManyPrefixes is git's TOO_MANY_PREFIXES (ls-refs.c): from that many
+// ref-prefix arguments on, git drops them all and lists every ref. The
+// cache leaves such requests to git rather than copy that rule.
+const tooManyPrefixes = 65536
+
+// lsRefsArg decodes one argument of a v2 ls-refs command, as git's
+// ls-refs.c does: the flags "symrefs", "peel" and "unborn", and
+// "ref-prefix <prefix>" (the prefix may be empty: it matches every ref).
+// A known keyword in the wrong shape ("peel x", "ref-prefix" without its
+// space) is malformed: git dies on it with "unexpected line". An unknown
+// keyword is recorded in Unknown, so the request goes to git, which
+// answers it (today with its own error; a newer git might know it).
+func (r *Request) lsRefsArg(line string) error {
+	if prefix, ok := strings.CutPrefix(line, "ref-prefix "); ok {
+		r.RefPrefixes = append(r.RefPrefixes, prefix)
+		return nil
+	}
+	kw, _, _ := strings.Cut(line, " ")
+	flag := map[string]*bool{"symrefs": &r.Symrefs, "peel": &r.Peel, "unborn": &r.Unborn}[kw]
+	switch {
+	case flag != nil && kw == line:
+		*flag = true
+	case flag != nil || kw == "ref-prefix":
+		return fmt.Errorf("bad ls-refs argument %q: %s", clip(line), lsRefsUsage(kw))
+	case line == "":
+		return errors.New("empty ls-refs argument")
+	default:
+		r.Unknown = append(r.Unknown, "ls-refs argument "+clip(line))
+	}
+	return nil
+}
+
+func lsRefsUsage(kw string) string {
+	if kw == "ref-prefix" {
+		return `want "ref-prefix <prefix>"`
+	}
+	return "it takes no value"
+}
+
 // Bypass returns nil when the request can be served from the cache, or
 // an error wrapping ErrBypass that says why not.
 func (r *Request) Bypass() error {
 	why := ""
 	switch {
+	case r.Command == "ls-refs":
+		return r.lsRefsBypass()
 	case r.Command != "fetch":
 		why = "command " + r.Command
 	case len(r.Unknown) > 0:
@@ -152,4 +197,16 @@ func (r *Request) has(feature string) bool {
 		}
 	}
 	return false
+}
+
+// lsRefsBypass is Bypass for ls-refs: cacheable unless it carries
+// something the decoder did not understand or too many prefixes.
+func (r *Request) lsRefsBypass() error {
+	switch {
+	case len(r.Unknown) > 0:
+		return fmt.Errorf("%w: not understood: %s", ErrBypass, strings.Join(r.Unknown, ", "))
+	case len(r.RefPrefixes) >= tooManyPrefixes:
+		return fmt.Errorf("%w: %d ref-prefix arguments (git ignores them from %d on)", ErrBypass, len(r.RefPrefixes), tooManyPrefixes)
+	}
+	return nil
 }

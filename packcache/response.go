@@ -26,11 +26,15 @@ const (
 //	  side-band packets (band 1 pack, band 2 progress), flush.
 //	v2: [shallow-info / wanted-refs / ... sections, each closed by delim],
 //	  "packfile", side-band packets, flush.
+//	v2 ls-refs: ref lines ("<oid> <refname>[ <attribute>...]" or
+//	  "unborn HEAD[ symref-target:<ref>]"), flush. No refs at all is a
+//	  lone flush, complete too.
 //
 // An ERR packet, a band-3 packet, a malformed packet or anything after the
 // final flush is an error. Not safe for concurrent use.
 type checker struct {
 	version int
+	lsRefs  bool // the response to a v2 ls-refs, not a fetch
 	phase   int
 	hdr     [pktline.HeaderLen]byte
 	nhdr    int
@@ -84,6 +88,10 @@ func (c *checker) feedHeader(p []byte) []byte {
 
 func (c *checker) special(t pktline.Type) {
 	switch {
+	case c.lsRefs && t == pktline.Flush:
+		c.phase = phaseComplete
+	case c.lsRefs:
+		c.fail("unexpected %v packet in an ls-refs response", t)
 	case t == pktline.Flush && c.phase == phasePack:
 		c.phase = phaseComplete
 	case t == pktline.Flush && c.version < 2: // ends the shallow lines
@@ -95,6 +103,10 @@ func (c *checker) special(t pktline.Type) {
 
 // data judges a data packet from its first bytes.
 func (c *checker) data(head []byte, n int) {
+	if c.lsRefs {
+		c.refLine(head)
+		return
+	}
 	if c.phase == phasePack {
 		switch {
 		case n == 0 || head[0] > 3:
@@ -112,6 +124,29 @@ func (c *checker) data(head []byte, n int) {
 		c.phase = phasePack
 	case c.version < 2 && (string(line) == "NAK" || bytes.HasPrefix(line, []byte("ACK "))):
 		c.phase = phasePack
+	}
+}
+
+// refLine judges a line of an ls-refs response from its first bytes:
+// an object id (its first len(c.head) digits) and a space, or "unborn ".
+// Anything else, an ERR packet first, is an error.
+func (c *checker) refLine(head []byte) {
+	line := pktline.TrimLF(head)
+	switch {
+	case bytes.HasPrefix(line, []byte("unborn ")):
+		return
+	case bytes.HasPrefix(line, []byte("ERR ")):
+		c.fail("%q", line)
+		return
+	case len(head) < len(c.head):
+		c.fail("short ls-refs line %q", line) // an id alone is 40 digits
+		return
+	}
+	for _, b := range head {
+		if !('0' <= b && b <= '9' || 'a' <= b && b <= 'f') {
+			c.fail("ls-refs line %q does not start with an object id", line)
+			return
+		}
 	}
 }
 

@@ -42,11 +42,13 @@ func TestCheckerOnGitOutput(t *testing.T) {
 		{"v0 depth", 0, pkts("want "+head+v0caps, "deepen 1", "", "done")},
 		{"v2", 2, v2()},
 		{"v2 depth", 2, v2("deepen 1")},
+		{"ls-refs clone", 3, lsRefs("peel", "symrefs", "unborn", "ref-prefix HEAD", "ref-prefix refs/heads/", "ref-prefix refs/tags/")},
+		{"ls-refs all", 3, lsRefs()},
 	}
 	rng := rand.New(rand.NewPCG(7, 7))
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			out := gitResponse(t, r.bare, tc.version, tc.body)
+			out := gitResponse(t, r.bare, min(tc.version, 2), tc.body)
 			if err := feedPieces(rng, tc.version, out); err != nil {
 				t.Fatalf("complete response: %v", err)
 			}
@@ -64,7 +66,7 @@ func TestCheckerOnGitOutput(t *testing.T) {
 }
 
 func feedPieces(rng *rand.Rand, version int, out []byte) error {
-	chk := &checker{version: version}
+	chk := newChecker(version)
 	for len(out) > 0 {
 		n := min(len(out), 1+rng.IntN(300))
 		chk.feed(out[:n])
@@ -88,6 +90,17 @@ func TestCheckerErrors(t *testing.T) {
 		{"response-end", 2, []byte("0002")},
 		{"bad header", 0, []byte("zzzz")},
 		{"empty", 0, nil},
+		{"ls-refs empty", 3, nil},
+		{"ls-refs ERR", 3, pkts("ERR nope", "")},
+		{"ls-refs ERR after a ref", 3, pkts(oidA+" refs/heads/main", "ERR nope", "")},
+		{"ls-refs no flush", 3, pkts(oidA + " refs/heads/main")},
+		{"ls-refs delim", 3, pkts(oidA+" refs/heads/main", "|", "")},
+		{"ls-refs response-end", 3, []byte("0002")},
+		{"ls-refs short line", 3, pkts("abc", "")},
+		{"ls-refs empty line", 3, []byte("00040000")},
+		{"ls-refs not a ref", 3, pkts("this is no ref line at all", "")},
+		{"ls-refs packfile", 3, pkts("packfile", "")},
+		{"ls-refs after flush", 3, append(pkts(oidA+" HEAD", ""), pkts(oidA+" HEAD")...)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := completeResponse(tc.version, tc.out); !errors.Is(err, ErrIncomplete) {
@@ -104,10 +117,11 @@ func FuzzChecker(f *testing.F) {
 	f.Add(uint8(0), append(append(nak, "0009\x01PACK"...), "0000"...), uint16(3))
 	f.Add(uint8(2), append(pkts("shallow-info", "shallow "+oidA, "|", "packfile"), "0006\x02x0000"...), uint16(20))
 	f.Add(uint8(0), pkts("ERR nope"), uint16(1))
+	f.Add(uint8(3), pkts(oidA+" HEAD symref-target:refs/heads/main", oidB+" refs/tags/v1 peeled:"+oidA, ""), uint16(50))
 	f.Fuzz(func(t *testing.T, version uint8, out []byte, split uint16) {
-		v := int(version % 3)
+		v := int(version % 4) // 3: a v2 ls-refs response
 		whole := completeResponse(v, out)
-		chk := &checker{version: v}
+		chk := newChecker(v)
 		at := int(split) % (len(out) + 1)
 		chk.feed(out[:at])
 		chk.feed(out[at:])

@@ -134,15 +134,16 @@ func (c *Cache) acquire(key Key, repoPath string, raw []byte) (*entry, Result, e
 	if e := c.index[id]; e != nil && e.state == ready && !now.Before(e.expires) {
 		c.removeLocked(e, &c.stats.expired)
 	}
+	ls := key.Command == "ls-refs"
 	if e := c.index[id]; e != nil {
 		e.refs++
 		if e.state == producing {
-			c.stats.joined.Add(1)
+			c.stats.count(&c.stats.joined, &c.stats.lsJoined, ls)
 			return e, Joined, nil
 		}
 		c.lru.MoveToFront(e.elem)
 		e.lastRead = now
-		c.stats.hits.Add(1)
+		c.stats.count(&c.stats.hits, &c.stats.lsHits, ls)
 		return e, Hit, nil
 	}
 	if err := c.checkFreeLocked(); err != nil {
@@ -152,7 +153,7 @@ func (c *Cache) acquire(key Key, repoPath string, raw []byte) (*entry, Result, e
 	if err != nil {
 		return nil, 0, err
 	}
-	c.stats.misses.Add(1)
+	c.stats.count(&c.stats.misses, &c.stats.lsMisses, ls)
 	return e, Miss, nil
 }
 

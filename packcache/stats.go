@@ -10,6 +10,10 @@ type Stats struct {
 	Bypasses uint64 // requests sent straight to git
 	Rejected uint64 // malformed requests
 
+	// LsRefsHits, LsRefsMisses and LsRefsJoined are the v2 ls-refs
+	// lookups among Hits, Misses and Joined (the rest are fetches).
+	LsRefsHits, LsRefsMisses, LsRefsJoined uint64
+
 	BytesFromCache uint64 // bytes served to clients on hits
 	BytesFromGit   uint64 // bytes served on misses, joins and bypasses
 	BytesWritten   uint64 // bytes written to cache files
@@ -28,6 +32,7 @@ type Stats struct {
 // counters are the atomic counterparts of Stats.
 type counters struct {
 	hits, misses, joined, bypasses, rejected atomic.Uint64
+	lsHits, lsMisses, lsJoined               atomic.Uint64
 	fromCache, fromGit, written              atomic.Uint64
 	gitStarted, published, failed            atomic.Uint64
 	evictions, expired, dropped              atomic.Uint64
@@ -37,9 +42,18 @@ func (c *counters) snapshot() Stats {
 	return Stats{
 		Hits: c.hits.Load(), Misses: c.misses.Load(), Joined: c.joined.Load(),
 		Bypasses: c.bypasses.Load(), Rejected: c.rejected.Load(),
+		LsRefsHits: c.lsHits.Load(), LsRefsMisses: c.lsMisses.Load(), LsRefsJoined: c.lsJoined.Load(),
 		BytesFromCache: c.fromCache.Load(), BytesFromGit: c.fromGit.Load(),
 		BytesWritten: c.written.Load(), GitStarted: c.gitStarted.Load(),
 		Published: c.published.Load(), Failed: c.failed.Load(),
 		Evictions: c.evictions.Load(), Expired: c.expired.Load(), Dropped: c.dropped.Load(),
+	}
+}
+
+// count adds a lookup to all, and to ls when it is an ls-refs one.
+func (c *counters) count(all, ls *atomic.Uint64, isLs bool) {
+	all.Add(1)
+	if isLs {
+		ls.Add(1)
 	}
 }
