@@ -1,6 +1,7 @@
 package packcache
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -254,5 +255,42 @@ func TestLsRefsNotPublished(t *testing.T) {
 				t.Fatalf("next request: %v %v %q, want a hit", res, err, again)
 			}
 		})
+	}
+}
+
+// lengthWriter records SetContentLength calls.
+type lengthWriter struct {
+	bytes.Buffer
+	length int64
+	calls  int
+}
+
+func (l *lengthWriter) SetContentLength(n int64) { l.length, l.calls = n, l.calls+1 }
+
+// TestContentLengthOnHit: ServeUploadPack announces the length of a hit
+// (an ls-refs listing or a pack) to a ContentLengthSetter, and of nothing
+// else.
+func TestContentLengthOnHit(t *testing.T) {
+	r := newRepo(t, 2)
+	c := newCache(t, Config{})
+	head := run(t, r.bare, "rev-parse", "main")
+	for _, tc := range []struct {
+		name, proto string
+		body        []byte
+	}{
+		{"ls-refs", "version=2", lsRefs("peel", "symrefs")},
+		{"pack", "", v0Clone(v0caps, head)},
+	} {
+		for _, want := range []Result{Miss, Hit} {
+			var w lengthWriter
+			res, err := c.ServeUploadPack(context.Background(), &w, "r", r.bare, tc.proto, bytes.NewReader(tc.body))
+			if res != want || err != nil {
+				t.Fatalf("%s: %v %v, want %v", tc.name, res, err, want)
+			}
+			if wantCalls := map[Result]int{Miss: 0, Hit: 1}[want]; w.calls != wantCalls ||
+				(want == Hit && w.length != int64(w.Len())) {
+				t.Fatalf("%s %v: %d calls, length %d for %d bytes", tc.name, want, w.calls, w.length, w.Len())
+			}
+		}
 	}
 }

@@ -26,7 +26,8 @@ import (
 // the refs before the push: only the cache entry was discarded); or w's or
 // ctx's error. It blocks until the response is written; ctx ending stops
 // it, and kills git unless the process is producing an entry for the
-// cache, which runs on for the next request.
+// cache, which runs on for the next request. On a hit, a w implementing
+// ContentLengthSetter is told the response's length first.
 func (c *Cache) ServeUploadPack(ctx context.Context, w io.Writer, repo, repoPath, protocol string, body io.Reader) (Result, error) {
 	resp, err := c.Open(ctx, repo, repoPath, protocol, body)
 	if errors.Is(err, ErrMalformed) {
@@ -36,8 +37,22 @@ func (c *Cache) ServeUploadPack(ctx context.Context, w io.Writer, repo, repoPath
 		return Bypass, err
 	}
 	defer resp.Close()
+	if n, ok := resp.Size(); ok {
+		if cl, ok := w.(ContentLengthSetter); ok {
+			cl.SetContentLength(n)
+		}
+	}
 	_, err = resp.Stream(ctx, w)
 	return resp.Result, err
+}
+
+// ContentLengthSetter is implemented by a writer that can announce the
+// response's length before its first byte, as an HTTP front does with
+// Content-Length. ServeUploadPack calls it on a hit, where the length is
+// known; net/http can then send the file with sendfile, where a chunked
+// response goes through a user-space copy.
+type ContentLengthSetter interface {
+	SetContentLength(n int64)
 }
 
 // Response is one request's answer, opened but not yet streamed. Its
