@@ -27,6 +27,7 @@ data: {users: 3, projects: 2, repos_per_project: 2, prs_per_repo: 3, comments_pe
 zipf: 1.2
 seed: 7
 lag_probe: 50ms
+quiet: {max_other_cpu: 0.0001, retries: 1}
 `
 
 // A tiny experiment, nodes and load generator in process: every section
@@ -84,6 +85,9 @@ func checkArm(t *testing.T, ar ArmResult) {
 		st.Total.MaxMs < st.Total.P50Ms || st.Total.MeanMs <= 0 || st.Total.Hist == "" {
 		t.Errorf("%s: total %+v", name, st.Total)
 	}
+	if n := len(st.OthersShareAttempts); n < 1 || n > 2 {
+		t.Errorf("%s: %d attempts at the stage, want 1 or 2 (quiet.retries 1)", name, n)
+	}
 	if st.Total.Errors > 0 {
 		t.Errorf("%s: %d errors: %v", name, st.Total.Errors, st.Errors)
 	}
@@ -123,7 +127,7 @@ func checkReport(t *testing.T, dir string, res *CouplingResults) {
 		}
 	}
 	md, _ := os.ReadFile(filepath.Join(dir, "report.md"))
-	for _, want := range []string{"local×1", "distributed×2", "## Summary", "## Per operation", "## Peak RSS", "throughput.png",
+	for _, want := range []string{"local×1", "distributed×2", "## Summary", "## Per operation", "## Peak RSS", "## Spread", "throughput.png",
 		"loadgen CPU", "name: tiny", "## Faster mode"} {
 		if !bytes.Contains(md, []byte(want)) {
 			t.Errorf("report.md lacks %q", want)
@@ -154,14 +158,20 @@ func TestCouplingInterrupted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	exp.Sizes, exp.Modes = []int{1}, []string{"local"}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	exp.Sizes, exp.Modes, exp.Quiet = []int{1}, []string{"local"}, Quiet{}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	res, err := Coupling(ctx, CouplingOptions{Experiment: exp, InProcess: true, LoadgenInProcess: true, Dir: t.TempDir(), Logger: testkit.Logger(t)})
+	stages := 0
+	res, err := Coupling(ctx, CouplingOptions{Experiment: exp, InProcess: true, LoadgenInProcess: true, Dir: t.TempDir(), Logger: testkit.Logger(t),
+		afterStage: func() {
+			if stages++; stages == 2 {
+				cancel() // Ctrl-C during the third stage
+			}
+		}})
 	if err == nil {
 		t.Fatal("no error from an interrupted run")
 	}
-	if !res.Manifest.Interrupted || len(res.Runs) != 1 || len(res.Runs[0][0].Stages) == 0 || len(res.Runs[0][0].Stages) == 6 {
+	if !res.Manifest.Interrupted || len(res.Runs) != 1 || len(res.Runs[0][0].Stages) != 2 || len(res.Runs[0][0].PeakRSS) != 1 {
 		t.Fatalf("interrupted run: %+v, %d runs", res.Manifest, len(res.Runs))
 	}
 	if err := WriteReport(t.TempDir(), res); err != nil {

@@ -43,6 +43,18 @@ type Experiment struct {
 	// through one node, then polling another until it reads the write);
 	// 0 disables them.
 	LagProbe Duration `yaml:"lag_probe" json:"lag_probe"`
+	// Quiet guards against a shared machine: a stage during which other
+	// processes (neither the nodes nor the load generator) used more than
+	// MaxOtherCPU of the machine is run again, up to Retries times, and
+	// the attempt they disturbed least is kept. Zero values: off.
+	Quiet Quiet `yaml:"quiet" json:"quiet"`
+}
+
+// Quiet is Experiment.Quiet.
+type Quiet struct {
+	// MaxOtherCPU is a share of the whole machine, 0 to 1.
+	MaxOtherCPU float64 `yaml:"max_other_cpu" json:"max_other_cpu"`
+	Retries     int     `yaml:"retries" json:"retries"`
 }
 
 // Stages is the client ladder and the time spent at each step.
@@ -175,6 +187,12 @@ func (e *Experiment) Validate() error {
 	e.validateData(bad)
 	if e.Zipf <= 1 {
 		bad("zipf", "%g: the skew must be greater than 1 (1.1 is mild, 2 is steep)", e.Zipf)
+	}
+	if e.Quiet.MaxOtherCPU < 0 || e.Quiet.MaxOtherCPU > 1 {
+		bad("quiet.max_other_cpu", "%g: want a share of the machine from 0 to 1", e.Quiet.MaxOtherCPU)
+	}
+	if e.Quiet.Retries < 0 || e.Quiet.Retries > 10 {
+		bad("quiet.retries", "%d: want 0 to 10", e.Quiet.Retries)
 	}
 	if e.LagProbe < 0 {
 		bad("lag_probe", "%v is negative", e.LagProbe.D())

@@ -24,6 +24,8 @@ func TestParseExperimentErrors(t *testing.T) {
 		{"lag_probe: soon", "lag_probe: 50ms", "duration"},
 		{"invalidation: eventually\nlag_probe: 50ms", "lag_probe: 50ms", "invalidation"},
 		{"backups: 3\nlag_probe: 50ms", "lag_probe: 50ms", "backups"},
+		{"max_other_cpu: 2,", "max_other_cpu: 0.0001,", "quiet.max_other_cpu"},
+		{"retries: -1}", "retries: 1}", "quiet.retries"},
 	} {
 		src := strings.Replace(tinyExperiment, tc.old, tc.change, 1)
 		if src == tinyExperiment {

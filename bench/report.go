@@ -76,6 +76,7 @@ func WriteMarkdown(w io.Writer, r *CouplingResults, charts []string) {
 		{"stages", fmt.Sprintf("clients %v, %v each after %v warm-up", e.Stages.Clients, e.Stages.Duration.D(), e.Stages.Warmup.D())},
 		{"mix", mixString(e.Mix)}, {"keys", fmt.Sprintf("Zipf s=%g, seed %d", e.Zipf, e.Seed)},
 		{"invalidation / backups", fmt.Sprintf("%s / %d", e.Invalidation, *e.Backups)},
+		{"quiet guard", quietString(e.Quiet)},
 	} {
 		fmt.Fprintf(w, "| %s | %s |\n", kv[0], kv[1])
 	}
@@ -85,10 +86,8 @@ func WriteMarkdown(w io.Writer, r *CouplingResults, charts []string) {
 	for _, line := range Winners(r) {
 		fmt.Fprintf(w, "- %s\n", line)
 	}
-	if m.Repeat > 1 {
-		fmt.Fprintf(w, "\n## Run-to-run spread\n\n")
-		writeSpread(w, r)
-	}
+	fmt.Fprintf(w, "\n## Spread over repeats, and the machine's other load\n\n")
+	writeSpread(w, r)
 	fmt.Fprintf(w, "\n## Peak RSS per node (MiB, last repeat)\n\n")
 	writeRSS(w, r)
 	fmt.Fprintf(w, "\n## Per operation (repeat 1)\n\n")
@@ -100,6 +99,14 @@ func WriteMarkdown(w io.Writer, r *CouplingResults, charts []string) {
 		}
 	}
 	fmt.Fprintf(w, "\n## Experiment file\n\n```yaml\n%s\n```\n", strings.TrimSpace(m.ExperimentFile))
+}
+
+func quietString(q Quiet) string {
+	if q.MaxOtherCPU <= 0 {
+		return "off"
+	}
+	return fmt.Sprintf("a stage in which other processes used over %.0f%% of the machine is run again, up to %d times; the least disturbed attempt is kept",
+		100*q.MaxOtherCPU, q.Retries)
 }
 
 func mixString(mix map[string]int) string {
@@ -155,7 +162,7 @@ func socketBytes(sts []StageResult) string {
 }
 
 func writeSpread(w io.Writer, r *CouplingResults) {
-	fmt.Fprint(w, "| arm | clients | ops/s mean | ops/s min–max | spread | p99 ms min–max |\n|---|---:|---:|---:|---:|---:|\n")
+	fmt.Fprint(w, "| arm | clients | ops/s mean | ops/s min–max | spread | p99 ms min–max | other CPU per attempt |\n|---|---:|---:|---:|---:|---:|---|\n")
 	for _, s := range r.Series() {
 		for i, sts := range s.Stages {
 			tp := func(x StageResult) float64 { return x.Total.OpsPerSec }
@@ -163,8 +170,8 @@ func writeSpread(w io.Writer, r *CouplingResults) {
 			m := stageMean(sts, tp)
 			lo, hi := stageSpread(sts, tp)
 			plo, phi := stageSpread(sts, p99)
-			fmt.Fprintf(w, "| %s | %d | %.0f | %.0f–%.0f | ±%.1f%% | %.2f–%.2f |\n", s.Arm.Name(), s.Clients[i], m, lo, hi,
-				100*(hi-lo)/2/max(m, 1e-9), plo, phi)
+			fmt.Fprintf(w, "| %s | %d | %.0f | %.0f–%.0f | ±%.1f%% | %.2f–%.2f | %s |\n", s.Arm.Name(), s.Clients[i], m, lo, hi,
+				100*(hi-lo)/2/max(m, 1e-9), plo, phi, attemptsString(sts))
 		}
 	}
 }
@@ -300,4 +307,18 @@ func Winners(r *CouplingResults) []string {
 		out = append(out, fmt.Sprintf("%d nodes, %d clients: %s (%.2f×)", k.nodes, k.clients, w, ratio))
 	}
 	return out
+}
+
+// attemptsString lists, per repeat, the other processes' share of the
+// machine in each attempt at a stage: "31% | 64%, 22%".
+func attemptsString(sts []StageResult) string {
+	var reps []string
+	for _, st := range sts {
+		var a []string
+		for _, v := range st.OthersShareAttempts {
+			a = append(a, fmt.Sprintf("%.0f%%", 100*v))
+		}
+		reps = append(reps, strings.Join(a, ", "))
+	}
+	return strings.Join(reps, " / ")
 }

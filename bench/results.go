@@ -75,6 +75,10 @@ type StageResult struct {
 	CPU     CPUFigs    `json:"cpu"`
 	Lag     LagFigs    `json:"invalidation_lag"`
 	Errors  []string   `json:"first_errors,omitempty"`
+	// OthersShareAttempts is the share of the machine other processes
+	// used in each attempt at the stage (Experiment.Quiet); the figures
+	// are those of the least disturbed.
+	OthersShareAttempts []float64 `json:"others_share_attempts"`
 }
 
 // OpResult is one operation's figures in a stage; latencies in ms.
