@@ -189,9 +189,10 @@ func (r ClonesRow) CPUPerClone() float64 {
 	return r.NetCPU() / float64(max(1, r.Clones-r.Failed))
 }
 
-// HitRatio is hits over the cacheable fetches: requests that joined a
-// file being written count as misses; requests the cache passes by (v2
-// ls-refs, the first round of a shallow v0 fetch) are left out.
+// HitRatio is hits over the cacheable lookups (fetches and v2 ls-refs,
+// two per v2 clone): requests that joined a file being written count as
+// misses; requests the cache passes by (the first round of a shallow v0
+// fetch) are left out.
 func (r ClonesRow) HitRatio() float64 {
 	all := r.Hits + r.Misses + r.Joined
 	if all == 0 {

@@ -95,6 +95,12 @@ func (s *Server) packMetrics(e emitter) {
 	}{{"hit", st.Hits}, {"miss", st.Misses}, {"joined", st.Joined}, {"bypass", st.Bypasses}, {"rejected", st.Rejected}} {
 		e.counter("shoal_pack_lookups_total", "upload-pack requests by result", r.v, "result", r.result)
 	}
+	for _, r := range []struct {
+		result string
+		v      uint64
+	}{{"hit", st.LsRefsHits}, {"miss", st.LsRefsMisses}, {"joined", st.LsRefsJoined}} {
+		e.counter("shoal_pack_ls_refs_lookups_total", "v2 ls-refs requests by result (also counted in shoal_pack_lookups_total)", r.v, "result", r.result)
+	}
 	e.counter("shoal_pack_bytes_from_cache_total", "bytes served from cache files", st.BytesFromCache)
 	e.counter("shoal_pack_bytes_from_git_total", "bytes served while git ran", st.BytesFromGit)
 	e.counter("shoal_pack_bytes_written_total", "bytes written to cache files", st.BytesWritten)
