@@ -67,8 +67,8 @@ func TestGitAbuse(t *testing.T) {
 		{"unknown encoding", "POST", up, uploadCT, "br", "", "0000", 415, "Content-Encoding"},
 		{"bad gzip", "POST", up, uploadCT, "gzip", "", "0000 not gzip", 400, "gzip"},
 		{"cut gzip", "POST", up, uploadCT, "gzip", "", gzipped(bigWants)[:40], 400, "gzip"},
-		{"not pkt-lines", "POST", up, uploadCT, "", "", "zzzz", 400, "bad pkt-line length"},
-		{"oversized pkt-line", "POST", up, uploadCT, "", "", "fff5" + strings.Repeat("x", 70000), 400, "exceeds"},
+		{"not pkt-lines", "POST", up, uploadCT, "", "", "zzzz", 400, "invalid packet length"},
+		{"oversized pkt-line", "POST", up, uploadCT, "", "", "fff5" + strings.Repeat("x", 70000), 400, "the limit is 65520"},
 		{"no final flush", "POST", up, uploadCT, "", "", "0032want " + head + "\n", 400, "final flush"},
 		{"empty body", "POST", up, uploadCT, "", "", "", 400, "final flush"},
 		{"garbage command", "POST", up, uploadCT, "", "", "0009junk\n0000", 400, "protocol error"},
@@ -76,7 +76,7 @@ func TestGitAbuse(t *testing.T) {
 		{"gzip over the limit", "POST", up, uploadCT, "gzip", "", gzipped(bigWants), 413, "over 4096 bytes"},
 		{"long Git-Protocol", "GET", "/scm/proj/pub.git" + refs, "", "", strings.Repeat("v", 300), "", 400, "Git-Protocol"},
 		{"push without flush", "POST", rp, receiveCT, "", "", "0010old new ref\n", 400, "flush-pkt after the commands"},
-		{"push bad framing", "POST", rp, receiveCT, "", "", "zzzz0000PACK", 400, "bad pkt-line length"},
+		{"push bad framing", "POST", rp, receiveCT, "", "", "zzzz0000PACK", 400, "invalid packet length"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			req, err := http.NewRequest(tc.method, w.base+tc.path, strings.NewReader(tc.body))

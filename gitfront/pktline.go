@@ -3,10 +3,9 @@ package gitfront
 import (
 	"fmt"
 	"io"
-)
 
-// pktMax is the largest pkt-line git sends or accepts (LARGE_PACKET_MAX).
-const pktMax = 65520
+	"github.com/shoal-dev/shoal/internal/pktline"
+)
 
 // pktMode says how much of a request body is pkt-lines.
 type pktMode uint8
@@ -92,21 +91,18 @@ func (p *pktReader) scan(b []byte) error {
 // header handles a complete 4-byte length.
 func (p *pktReader) header() error {
 	p.hdrN = 0
-	n, ok := hex4(p.hdr)
-	switch {
-	case !ok:
-		return fmt.Errorf("%w: bad pkt-line length %q", ErrMalformed, p.hdr[:])
-	case n == 0:
+	t, n, err := pktline.ParseHeader(p.hdr)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	switch t {
+	case pktline.Flush:
 		p.last = "flush"
 		p.raw = p.mode == pktCommands
-	case n == 1 || n == 2:
+	case pktline.Delim, pktline.ResponseEnd:
 		p.last = "delim"
-	case n < 4:
-		return fmt.Errorf("%w: bad pkt-line length %q", ErrMalformed, p.hdr[:])
-	case n > pktMax:
-		return fmt.Errorf("%w: pkt-line of %d bytes exceeds %d", ErrMalformed, n, pktMax)
 	default:
-		p.remain, p.head, p.last = n-4, p.head[:0], "data"
+		p.remain, p.head, p.last = n, p.head[:0], "data"
 		p.endData()
 	}
 	return nil
@@ -131,26 +127,6 @@ func (p *pktReader) atEOF() error {
 		return fmt.Errorf("%w: request body ends before its final flush-pkt", ErrMalformed)
 	}
 	return nil
-}
-
-// hex4 decodes a pkt-line length; git accepts both cases of hex digits.
-func hex4(h [4]byte) (int, bool) {
-	n := 0
-	for _, c := range h {
-		var d byte
-		switch {
-		case '0' <= c && c <= '9':
-			d = c - '0'
-		case 'a' <= c && c <= 'f':
-			d = c - 'a' + 10
-		case 'A' <= c && c <= 'F':
-			d = c - 'A' + 10
-		default:
-			return 0, false
-		}
-		n = n<<4 | int(d)
-	}
-	return n, true
 }
 
 // pktLine formats s as one pkt-line.
