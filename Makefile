@@ -44,9 +44,18 @@ bench-full: build
 	./$(BIN) bench failover -n 3 --trials 5 --preset lan
 	./$(BIN) bench coupling --experiment bench/experiments/default.yaml --out shoal-data/bench/coupling-full
 
-# Fuzz the decoders for a while; new crashers land in testdata/fuzz.
+# Fuzz every decoder for FUZZTIME each; new crashers land in the
+# package's testdata/fuzz, which holds the seed corpus.
+FUZZTIME ?= 30s
+FUZZ_TARGETS := ./cluster/wire:FuzzReadFrame ./l2cache:FuzzDecodeOp \
+	./internal/pktline:FuzzReader ./packcache:FuzzDecodeRequest ./packcache:FuzzChecker \
+	./gitfront:FuzzAuthorizationHeader ./gitfront:FuzzGitPath ./gitfront:FuzzPktReader \
+	./internal/rest:FuzzDecodeBodies
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzReadFrame -fuzztime 60s ./cluster/wire
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; echo "== $$name ($$pkg)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	done
 
 clean:
 	rm -rf bin shoal-data
