@@ -159,6 +159,7 @@ func (r *couplingRunner) quietStage(ctx context.Context, nodes []NodePlacement, 
 		if q.MaxOtherCPU <= 0 || st.CPU.OthersShare <= q.MaxOtherCPU || attempt >= q.Retries {
 			break
 		}
+		r.progress.extend(r.o.Experiment.Stages.Warmup.D() + r.o.Experiment.Stages.Duration.D())
 	}
 	best.OthersShareAttempts = shares
 	return best, bestAfter, nil
@@ -426,6 +427,13 @@ func (b *progress) runStage(d time.Duration) (stop func()) {
 		<-finished
 		b.done += d
 		b.pb.Set64(int64(b.done / time.Second))
+	}
+}
+
+// extend adds a stage's time to the total, for a stage run again.
+func (b *progress) extend(d time.Duration) {
+	if b != nil {
+		b.pb.ChangeMax64(b.pb.GetMax64() + int64(d/time.Second))
 	}
 }
 
