@@ -16,8 +16,18 @@ type Typed[T any] struct {
 
 // Get returns the cached T for key, or loads it.
 func (t Typed[T]) Get(ctx context.Context, key string, load func(ctx context.Context) (T, error)) (T, error) {
+	return t.get(ctx, key, nil, load)
+}
+
+// GetQuery is Get for a query region: the result is cached against the
+// query spaces it reads (see Region.GetQuery).
+func (t Typed[T]) GetQuery(ctx context.Context, key string, spaces []string, load func(ctx context.Context) (T, error)) (T, error) {
+	return t.get(ctx, key, spaces, load)
+}
+
+func (t Typed[T]) get(ctx context.Context, key string, spaces []string, load func(ctx context.Context) (T, error)) (T, error) {
 	var zero T
-	b, err := t.R.Get(ctx, key, func(ctx context.Context) ([]byte, error) {
+	b, err := t.R.get(ctx, key, spaces, func(ctx context.Context) ([]byte, error) {
 		v, err := load(ctx)
 		if err != nil {
 			return nil, err

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"strconv"
 
-	"github.com/vmihailenco/msgpack/v5"
-
 	"github.com/shoal-dev/shoal/internal/domain"
 	"github.com/shoal-dev/shoal/l2cache"
 )
@@ -119,22 +117,7 @@ func query[T any](ctx context.Context, rg regions, key string, spaces []string, 
 	if rg.queries == nil {
 		return load(ctx)
 	}
-	var zero T
-	b, err := rg.queries.GetQuery(ctx, key, spaces, func(ctx context.Context) ([]byte, error) {
-		v, err := load(ctx)
-		if err != nil {
-			return nil, err
-		}
-		return msgpack.Marshal(&v)
-	})
-	if err != nil {
-		return zero, err
-	}
-	var v T
-	if err := msgpack.Unmarshal(b, &v); err != nil {
-		return zero, fmt.Errorf("rest: query %q: %w", key, err)
-	}
-	return v, nil
+	return l2cache.Typed[T]{R: rg.queries}.GetQuery(ctx, key, spaces, load)
 }
 
 // updateSpaces marks tables as written (after the commit).
