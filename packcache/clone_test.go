@@ -19,7 +19,7 @@ func TestCloneFromCacheIsIdentical(t *testing.T) {
 			opts []string
 		}{{"full", nil}, {"depth1", []string{"--depth", "1"}}, {"blobnone", []string{"--filter=blob:none"}}} {
 			t.Run("v"+version+"/"+mode.name, func(t *testing.T) {
-				c := newCache(t, Config{})
+				c := newCache(t, Config{LsRefs: true})
 				s := newServer(t, c, repos, false)
 				opts := append([]string{"-c", "protocol.version=" + version}, mode.opts...)
 				want := objects(t, clone(t, direct.url("r"), opts...))

@@ -31,6 +31,12 @@ type Config struct {
 	// MaxRequestBytes is the largest request body decoded; longer ones
 	// bypass the cache. Default 4 MiB (about 60,000 wants).
 	MaxRequestBytes int
+	// LsRefs also caches v2 ls-refs responses (the ref advertisement)
+	// per ref generation. Off by default, like Bitbucket's ref
+	// advertisement cache: a listing is only as fresh as the generation,
+	// so it is right only when every ref change goes through a push that
+	// bumps it (the node turns it on with --ref-advert-cache).
+	LsRefs bool
 	// GitPath is the git binary. Default: "git" on the PATH.
 	GitPath string
 	// GitEnv is added to the environment of every git process.

@@ -11,8 +11,10 @@
 // and goes straight to git.
 //
 // A v2 "command=ls-refs" request (the ref listing a v2 clone or fetch
-// asks for before its fetch) is cached too, always, not only behind the
-// front's --ref-advert-cache switch: its key is the repository, its
+// asks for before its fetch) is cached too when Config.LsRefs is set (the
+// node sets it with --ref-advert-cache, off by default as Bitbucket's ref
+// advertisement cache is, and as the front's info/refs cache for v0/v1
+// is): its key is the repository, its
 // generation, the protocol version, the object format and the arguments
 // that change the listing (symrefs, peel, unborn, and the ref-prefix
 // arguments sorted and unique, since git lists the refs matching any of
@@ -21,9 +23,10 @@
 // never change, and on the repository's configuration. The refs change
 // only by a push, which bumps the generation; that is the assumption the
 // fetch entries already rest on (a v2 want-ref, or a v0 want of a tip a
-// push removed, is only right for the refs of its generation), so a
-// listing keyed by generation is as safe as a pack and needs no switch
-// of its own. Like a pack, it is not safe against refs or configuration
+// push removed, is only right for the refs of its generation). A stale
+// listing misleads more visibly than a stale pack, though: it names the
+// refs themselves, so it stays behind the operator's switch. Like a pack,
+// it is not safe against refs or configuration
 // (uploadpack.hideRefs, lsrefs.unborn) changed behind shoal's back; the
 // TTL bounds that, and Invalidate is the remedy. An ls-refs argument git
 // does not know bypasses the cache (git answers it); a known one in the

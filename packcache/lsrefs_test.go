@@ -22,7 +22,7 @@ func TestLsRefsCloneHit(t *testing.T) {
 	r := newRepo(t, 4)
 	repos := map[string]string{"r": r.bare}
 	direct := newServer(t, nil, repos, true)
-	c := newCache(t, Config{})
+	c := newCache(t, Config{LsRefs: true})
 	s := newServer(t, c, repos, false)
 	opts := []string{"-c", "protocol.version=2"}
 	refs := run(t, clone(t, direct.url("r"), opts...), "for-each-ref")
@@ -47,12 +47,28 @@ func TestLsRefsCloneHit(t *testing.T) {
 	}
 }
 
+// TestLsRefsOffByDefault: without Config.LsRefs a v2 clone's ls-refs goes
+// straight to git every time; only its pack is cached.
+func TestLsRefsOffByDefault(t *testing.T) {
+	r := newRepo(t, 2)
+	repos := map[string]string{"r": r.bare}
+	c := newCache(t, Config{})
+	s := newServer(t, c, repos, false)
+	opts := []string{"-c", "protocol.version=2"}
+	clone(t, s.url("r"), opts...)
+	clone(t, s.url("r"), opts...)
+	st := c.Stats()
+	if st.LsRefsHits+st.LsRefsMisses != 0 || st.Bypasses != 2 || st.Hits != 1 || st.Misses != 1 {
+		t.Fatalf("stats %+v, want two ls-refs bypasses, a pack miss and a pack hit", st)
+	}
+}
+
 // TestLsRefsAfterPush: a push and Invalidate give ls-refs a new key, so
 // the listing and the clone show the pushed commit.
 func TestLsRefsAfterPush(t *testing.T) {
 	r := newRepo(t, 4)
 	repos := map[string]string{"r": r.bare}
-	c := newCache(t, Config{})
+	c := newCache(t, Config{LsRefs: true})
 	s := newServer(t, c, repos, false)
 	direct := newServer(t, nil, repos, true)
 	v2 := []string{"-c", "protocol.version=2"}
@@ -87,7 +103,7 @@ func TestLsRefsAfterPush(t *testing.T) {
 // not. Every listing equals git's own.
 func TestLsRefsKeys(t *testing.T) {
 	r := newRepo(t, 4)
-	c := newCache(t, Config{})
+	c := newCache(t, Config{LsRefs: true})
 	const v2 = "version=2"
 	distinct := []struct {
 		name string
@@ -157,7 +173,7 @@ func TestLsRefsKeys(t *testing.T) {
 // with an error naming them, before git runs; unknown ones go to git.
 func TestLsRefsMalformed(t *testing.T) {
 	r := newRepo(t, 2)
-	c := newCache(t, Config{})
+	c := newCache(t, Config{LsRefs: true})
 	for _, tc := range []struct {
 		name, want string
 		body       []byte
@@ -229,7 +245,7 @@ func TestLsRefsNotPublished(t *testing.T) {
 		{"unborn", pkt("unborn HEAD symref-target:refs/x\n") + "0000", 0, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := newCache(t, Config{GitPath: fakeGit(t, tc.out, tc.code)})
+			c := newCache(t, Config{LsRefs: true, GitPath: fakeGit(t, tc.out, tc.code)})
 			out, res, err := serve(t, c, "r", t.TempDir(), "version=2", lsRefs("peel"))
 			if res != Miss || !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
 				t.Fatalf("%v %v, want a miss with %v", res, err, tc.want)
@@ -272,7 +288,7 @@ func (l *lengthWriter) SetContentLength(n int64) { l.length, l.calls = n, l.call
 // else.
 func TestContentLengthOnHit(t *testing.T) {
 	r := newRepo(t, 2)
-	c := newCache(t, Config{})
+	c := newCache(t, Config{LsRefs: true})
 	head := run(t, r.bare, "rev-parse", "main")
 	for _, tc := range []struct {
 		name, proto string

@@ -96,6 +96,9 @@ func (c *Cache) Open(ctx context.Context, repo, repoPath, protocol string, body 
 	if err := req.Bypass(); err != nil {
 		return c.bypass(repoPath, version, bytes.NewReader(raw), err)
 	}
+	if req.Command == "ls-refs" && !c.cfg.LsRefs {
+		return c.bypass(repoPath, version, bytes.NewReader(raw), fmt.Errorf("%w: ls-refs caching is off", ErrBypass))
+	}
 	return c.lookup(ctx, repo, repoPath, req, raw)
 }
 

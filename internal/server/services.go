@@ -175,6 +175,7 @@ func (s *Server) startPacks() error {
 		c.TTL = pc.TTL
 	}
 	c.Generations, c.Logger = storeGenerations{s.store}, s.cfg.Logger
+	c.LsRefs = pc.AdvertCache // v2's ref advertisement, like info/refs for v0
 	var err error
 	if s.svc.packs, err = packcache.New(c); err != nil {
 		return err
