@@ -74,7 +74,7 @@ func (f *nodeFlags) register(fs *flag.FlagSet) {
 	f.packMinFree = 1 << 30
 	fs.Var(&f.packMinFree, "pack-cache-min-free", "below this much free disk the pack cache steps aside (e.g. 1GiB; 0: no floor)")
 	fs.DurationVar(&f.packTTL, "pack-cache-ttl", 24*time.Hour, "how long a pack cache entry may be served")
-	fs.BoolVar(&f.advertCache, "ref-advert-cache", false, "cache ref advertisements per repository generation")
+	fs.BoolVar(&f.advertCache, "ref-advert-cache", false, "cache ref advertisements (info/refs, and v2 ls-refs in the pack cache) per repository generation")
 	fs.IntVar(&f.poolUpload, "pool-upload", 0, "concurrent git upload-pack requests (0: 1.5 x cores)")
 	fs.IntVar(&f.poolReceive, "pool-receive", 0, "concurrent git receive-pack requests (0: cores)")
 	fs.IntVar(&f.poolWeb, "pool-web", 0, "concurrent web and REST requests (0: 64)")
