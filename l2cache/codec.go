@@ -247,21 +247,26 @@ func (d *decoder) uint(limit uint64) uint64 {
 	return v
 }
 
+// sized reads the length that follows type byte c when c is one of a
+// family's consecutive codes (msgpack numbers its 8-, 16- and 32-bit
+// length variants in a row, starting at first, with these length sizes).
+func (d *decoder) sized(c, first byte, sizes ...int) (int, bool) {
+	if c < first || int(c-first) >= len(sizes) {
+		return 0, false
+	}
+	return d.length(sizes[c-first]), true
+}
+
 func (d *decoder) str() string {
 	c := d.byte1()
-	var n int
-	switch {
-	case d.err != nil:
+	if d.err != nil {
 		return ""
-	case c&0xe0 == 0xa0:
-		n = int(c & 0x1f)
-	case c == 0xd9:
-		n = d.length(1)
-	case c == 0xda:
-		n = d.length(2)
-	case c == 0xdb:
-		n = d.length(4)
-	default:
+	}
+	if c&0xe0 == 0xa0 {
+		return string(d.take(int(c & 0x1f)))
+	}
+	n, ok := d.sized(c, 0xd9, 1, 2, 4)
+	if !ok {
 		d.fail("expected a string, found type byte %#x", c)
 	}
 	return string(d.take(n))
@@ -269,17 +274,11 @@ func (d *decoder) str() string {
 
 func (d *decoder) bin() []byte {
 	c := d.byte1()
-	var n int
-	switch {
-	case d.err != nil, c == 0xc0:
+	if d.err != nil || c == 0xc0 {
 		return nil
-	case c == 0xc4:
-		n = d.length(1)
-	case c == 0xc5:
-		n = d.length(2)
-	case c == 0xc6:
-		n = d.length(4)
-	default:
+	}
+	n, ok := d.sized(c, 0xc4, 1, 2, 4)
+	if !ok {
 		d.fail("expected bytes, found type byte %#x", c)
 		return nil
 	}
@@ -288,19 +287,15 @@ func (d *decoder) bin() []byte {
 
 func (d *decoder) array(limit int) int {
 	c := d.byte1()
-	var n int
-	switch {
-	case d.err != nil:
+	if d.err != nil {
 		return 0
-	case c&0xf0 == 0x90:
-		n = int(c & 0x0f)
-	case c == 0xdc:
-		n = d.length(2)
-	case c == 0xdd:
-		n = d.length(4)
-	default:
-		d.fail("expected an array, found type byte %#x", c)
-		return 0
+	}
+	n, ok := int(c&0x0f), c&0xf0 == 0x90
+	if !ok {
+		if n, ok = d.sized(c, 0xdc, 2, 4); !ok {
+			d.fail("expected an array, found type byte %#x", c)
+			return 0
+		}
 	}
 	// Every element takes at least one byte: a count beyond what is left
 	// is a lie, refused before allocating for it.

@@ -56,22 +56,19 @@ type Rollup struct {
 	RSSBytes      uint64  `json:"rss_bytes"`
 }
 
+// rollupOf sums a node's counters over its regions.
 func rollupOf(st Stats) Rollup {
-	r := Rollup{Node: st.Node, CacheMode: st.CacheMode, MissedClears: st.Cache.Node.MissedClears,
-		RemoteCalls: st.Cache.Node.RemoteCalls, RemoteBytes: st.Cache.Node.RemoteBytes,
-		CPUSeconds: st.Process.CPUSeconds, RSSBytes: st.Process.RSSBytes}
+	r := Rollup{Node: st.Node, CacheMode: st.CacheMode}
+	r.add(Rollup{MissedClears: st.Cache.Node.MissedClears, RemoteCalls: st.Cache.Node.RemoteCalls,
+		RemoteBytes: st.Cache.Node.RemoteBytes, CPUSeconds: st.Process.CPUSeconds, RSSBytes: st.Process.RSSBytes})
 	for _, rs := range st.Cache.Regions {
-		r.Hits += rs.Hits
-		r.Misses += rs.Misses
-		r.Loads += rs.Loads
-		r.Puts += rs.Puts
-		r.RefusedPuts += rs.RefusedPuts
-		r.Invalidations += rs.Invalidations
+		r.add(Rollup{Hits: rs.Hits, Misses: rs.Misses, Loads: rs.Loads, Puts: rs.Puts,
+			RefusedPuts: rs.RefusedPuts, Invalidations: rs.Invalidations})
 	}
-	r.HitRatio = ratio(r.Hits, r.Hits+r.Misses)
 	return r
 }
 
+// add sums r's counters into t and recomputes the hit ratio.
 func (t *Rollup) add(r Rollup) {
 	t.Hits += r.Hits
 	t.Misses += r.Misses
