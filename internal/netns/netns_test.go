@@ -22,7 +22,7 @@ func TestMain(m *testing.M) {
 }
 
 // helper: "tcp-serve" accepts connections for 30 s; "tcp-dial" connects
-// (exit 0) or fails (exit 1) within 1 s; "udp-recv" waits 2 s for one
+// (exit 0) or fails (exit 1) within 3 s; "udp-recv" waits 2 s for one
 // datagram (exit 0 if one came); "udp-send" sends a few.
 func helper(mode, addr string) int {
 	switch mode {
@@ -42,7 +42,7 @@ func helper(mode, addr string) int {
 			c.Close()
 		}
 	case "tcp-dial":
-		c, err := net.DialTimeout("tcp", addr, time.Second)
+		c, err := net.DialTimeout("tcp", addr, 3*time.Second)
 		if err != nil {
 			return 1
 		}
