@@ -47,6 +47,15 @@ type Options struct {
 	WatchParent bool
 	// ReadyTimeout bounds start-up (default 60 s).
 	ReadyTimeout time.Duration
+	// KeepAddrs makes a restarted node bind the gossip, RPC and HTTP
+	// addresses it had before (ports the OS picked at its first start
+	// included), so clients and peers find it where it was.
+	KeepAddrs bool
+	// Command makes the command that runs node i (1-based): name with
+	// args, for example inside a network namespace (netns.Host.Command).
+	// It must run the program in the process it starts (exec, not a
+	// child), so that signals reach the node. Nil: exec.Command.
+	Command func(i int, name string, args ...string) *exec.Cmd
 }
 
 // Proc is one node process.
@@ -80,6 +89,8 @@ type Cluster struct {
 	// raftPorts keeps each node's raft port when the OS picks ports, so a
 	// restarted node is where the raft configuration says it is.
 	raftPorts map[int]int
+	// addrs keeps each node's first addresses (Options.KeepAddrs).
+	addrs map[int]ready
 }
 
 // ready is what a node writes to its --ready-file.
@@ -106,7 +117,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, err
 	}
-	c := &Cluster{opts: opts, exited: make(chan *Proc, 4*opts.N), raftPorts: map[int]int{}}
+	c := &Cluster{opts: opts, exited: make(chan *Proc, 4*opts.N), raftPorts: map[int]int{}, addrs: map[int]ready{}}
 	ctx, cancel := context.WithTimeout(ctx, opts.ReadyTimeout)
 	defer cancel()
 	err := c.start(ctx)
@@ -145,7 +156,8 @@ func (c *Cluster) Nodes() []*Proc {
 	return append([]*Proc(nil), c.nodes...)
 }
 
-// Exited delivers each process that exits, expectedly or not.
+// Exited delivers each process that exits, expectedly or not (while up
+// to 4N exits wait unread; later ones are dropped).
 func (c *Cluster) Exited() <-chan *Proc { return c.exited }
 
 func (c *Cluster) spawn(i int, join string) (*Proc, error) {
@@ -161,6 +173,12 @@ func (c *Cluster) spawn(i int, join string) (*Proc, error) {
 		}
 		return net.JoinHostPort(ip, strconv.Itoa(base+off))
 	}
+	gossip, rpc, httpAddr := port(c.opts.BasePort, 10*(i-1)), port(c.opts.BasePort, 10*(i-1)+1), port(c.opts.HTTPBase, i-1)
+	c.mu.Lock()
+	if a, ok := c.addrs[i]; ok && c.opts.KeepAddrs {
+		gossip, rpc, httpAddr = a.Gossip, a.RPC, a.HTTP
+	}
+	c.mu.Unlock()
 	p := &Proc{Name: name, DataDir: dir, Log: filepath.Join(dir, "node.log"), index: i, done: make(chan struct{})}
 	readyFile := filepath.Join(dir, "ready.json")
 	os.Remove(readyFile)
@@ -169,8 +187,7 @@ func (c *Cluster) spawn(i int, join string) (*Proc, error) {
 		return nil, err
 	}
 	args := []string{"node", "--name", name, "--data-dir", dir,
-		"--bind", port(c.opts.BasePort, 10*(i-1)), "--rpc", port(c.opts.BasePort, 10*(i-1)+1),
-		"--raft", raftAddr, "--http", port(c.opts.HTTPBase, i-1), "--ready-file", readyFile}
+		"--bind", gossip, "--rpc", rpc, "--raft", raftAddr, "--http", httpAddr, "--ready-file", readyFile}
 	if c.opts.BootstrapExpect > 0 {
 		args = append(args, "--bootstrap-expect", strconv.Itoa(c.opts.BootstrapExpect))
 	}
@@ -191,7 +208,11 @@ func (c *Cluster) spawn(i int, join string) (*Proc, error) {
 		return nil, err
 	}
 	defer logFile.Close() // the child keeps its own descriptor
-	p.cmd = exec.Command(c.opts.Binary, args...)
+	if c.opts.Command != nil {
+		p.cmd = c.opts.Command(i, c.opts.Binary, args...)
+	} else {
+		p.cmd = exec.Command(c.opts.Binary, args...)
+	}
 	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
 	p.cmd.SysProcAttr = childProcAttr()
 	if err := p.cmd.Start(); err != nil {
@@ -208,7 +229,10 @@ func (c *Cluster) spawn(i int, join string) (*Proc, error) {
 	go func() {
 		p.err = p.cmd.Wait()
 		close(p.done)
-		c.exited <- p
+		select { // nobody may be reading: never block on it
+		case c.exited <- p:
+		default:
+		}
 	}()
 	return p, nil
 }
@@ -241,6 +265,11 @@ func (c *Cluster) waitReady(ctx context.Context, p *Proc) error {
 		var r ready
 		if b, err := os.ReadFile(path); err == nil && json.Unmarshal(b, &r) == nil {
 			p.Gossip, p.RPC, p.HTTP = r.Gossip, r.RPC, r.HTTP
+			c.mu.Lock()
+			if _, ok := c.addrs[p.index]; !ok {
+				c.addrs[p.index] = r
+			}
+			c.mu.Unlock()
 			return nil
 		}
 		select {
@@ -289,6 +318,25 @@ func (c *Cluster) Kill(i int) error {
 // Signal sends sig to node i.
 func (c *Cluster) Signal(i int, sig os.Signal) error { return c.Nodes()[i-1].cmd.Process.Signal(sig) }
 
+// Pause stops node i with SIGSTOP: it keeps its sockets but answers
+// nothing until Resume.
+func (c *Cluster) Pause(i int) error { return c.Signal(i, syscall.SIGSTOP) }
+
+// Resume continues node i after Pause (SIGCONT).
+func (c *Cluster) Resume(i int) error { return c.Signal(i, syscall.SIGCONT) }
+
+// RestartAll starts every node again after all have exited (killed or
+// stopped), from the same directories, as Start does, and waits until
+// every node sees N alive members.
+func (c *Cluster) RestartAll(ctx context.Context) error {
+	for _, p := range c.Nodes() {
+		if !isDone(p.done) {
+			return fmt.Errorf("localcluster: %s is still running", p.Name)
+		}
+	}
+	return c.start(ctx)
+}
+
 // Restart starts node i again (after it exited) with the same directory,
 // joining node j, and waits until it is ready.
 func (c *Cluster) Restart(ctx context.Context, i, j int) (*Proc, error) {
@@ -321,6 +369,7 @@ func stopProc(p *Proc, grace time.Duration) {
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		p.cmd.Process.Kill()
 	}
+	p.cmd.Process.Signal(syscall.SIGCONT) // a paused node acts on SIGTERM only once continued
 	t := time.NewTimer(grace)
 	defer t.Stop()
 	select {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"time"
+	"unicode/utf8"
 
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/cluster/cp"
@@ -21,10 +22,17 @@ const (
 	// RunnerStatsRollup gathers every member's counters into one record
 	// in the store (RunOncePerCluster).
 	RunnerStatsRollup = "stats.rollup"
+	// RunnerRecordRun records each run in the store (see runRecord): a
+	// job with it makes the scheduler's exactly-once promise checkable
+	// from outside, as 'shoal bench chaos' does. Not scheduled by default.
+	RunnerRecordRun = "kv.record-run"
 
 	packSweepEvery   = 5 * time.Minute
 	statsRollupEvery = 30 * time.Second
 	rollupKey        = "stats/cluster"
+	// recordRetryFor bounds how long a kv.record-run run retries its write
+	// while the store has no leader.
+	recordRetryFor = 30 * time.Second
 )
 
 // ClusterStats is the cluster-wide rollup the stats job writes and
@@ -105,6 +113,9 @@ func (s *Server) startScheduler() error {
 	if err := sched.Register(RunnerStatsRollup, scheduler.RunnerFunc(s.runStatsRollup)); err != nil {
 		return err
 	}
+	if err := sched.Register(RunnerRecordRun, scheduler.RunnerFunc(s.runRecord)); err != nil {
+		return err
+	}
 	if s.svc.packs != nil {
 		err := sched.Register(RunnerPackSweep, scheduler.RunnerFunc(func(ctx context.Context, _ scheduler.Request) error {
 			_, err := s.svc.packs.Sweep(ctx)
@@ -179,6 +190,45 @@ func (s *Server) runStatsRollup(ctx context.Context, req scheduler.Request) erro
 	}
 	_, err = s.store.Put(ctx, rollupKey, b)
 	return err
+}
+
+// runRecord is the kv.record-run runner. The job's parameters are a key
+// prefix (1 to 200 bytes of UTF-8); each run writes the key
+// PREFIX + fire time (Unix nanoseconds, 20 digits, so keys sort by fire
+// time) + "/" + this node's name + "/" + the run's start (Unix
+// nanoseconds), with the node, fire time and start time as JSON. Two runs
+// of one fire time leave two keys, whichever nodes ran them: a List of the
+// prefix shows both.
+// The write is retried while the store has no leader, for up to
+// recordRetryFor; then the run fails (the job's history says so).
+func (s *Server) runRecord(ctx context.Context, req scheduler.Request) error {
+	prefix := string(req.Params)
+	if prefix == "" || len(prefix) > 200 || !utf8.ValidString(prefix) {
+		return fmt.Errorf("%s: the job's parameters must be a key prefix of 1 to 200 bytes of UTF-8", RunnerRecordRun)
+	}
+	started := time.Now().UTC()
+	key := fmt.Sprintf("%s%020d/%s/%020d", prefix, req.FireTime.UnixNano(), req.Node, started.UnixNano())
+	val, err := json.Marshal(map[string]any{"node": req.Node, "fire_time": req.FireTime.UTC(), "started": started})
+	if err != nil {
+		return err
+	}
+	give := time.NewTimer(recordRetryFor)
+	defer give.Stop()
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err = s.store.Put(pctx, key, val)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-give.C:
+			return err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 func (s *Server) memberStats(ctx context.Context, m cluster.Member) (Stats, error) {

@@ -2,7 +2,9 @@ package server
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -160,5 +162,43 @@ func TestBuiltinJobsAndClusterStats(t *testing.T) {
 	}
 	if code, _ := get("bob", "bob-password"); code != 403 {
 		t.Fatalf("not an administrator: %d", code)
+	}
+}
+
+// A job with the kv.record-run runner, scheduled through the API, leaves
+// one key per fire time under the prefix in its parameters.
+func TestRecordRunRunner(t *testing.T) {
+	s := single(t)
+	base := "http://" + s.HTTPAddr()
+	job := `{"runner":"kv.record-run","mode":"cluster","params":"` + base64.StdEncoding.EncodeToString([]byte("rec/")) +
+		`","schedule":{"kind":"interval","every":"500ms","first":"2020-01-01T00:00:00Z"}}`
+	if code, out := do(t, "PUT", base+"/v1/jobs/rec", job); code != 200 {
+		t.Fatalf("schedule: %d %v", code, out)
+	}
+	testkit.Eventually(t, 20*time.Second, "two recorded runs", func() bool { return len(s.Store().StaleList("rec/")) >= 2 })
+	var prev string
+	for _, kv := range s.Store().StaleList("rec/") {
+		var rec struct {
+			Node     string    `json:"node"`
+			FireTime time.Time `json:"fire_time"`
+		}
+		parts := strings.Split(strings.TrimPrefix(kv.Key, "rec/"), "/")
+		if len(parts) != 3 {
+			t.Fatalf("record key %s", kv.Key)
+		}
+		fire, node := parts[0], parts[1]
+		if err := json.Unmarshal(kv.Value, &rec); err != nil || node != "solo" || rec.Node != "solo" ||
+			len(fire) != 20 || fire != fmt.Sprintf("%020d", rec.FireTime.UnixNano()) || rec.FireTime.UnixNano()%int64(500*time.Millisecond) != 0 {
+			t.Fatalf("record %s = %s (%v)", kv.Key, kv.Value, err)
+		}
+		if fire <= prev {
+			t.Fatalf("fire times out of order or repeated: %s after %s", fire, prev)
+		}
+		prev = fire
+	}
+	for _, params := range []string{"", strings.Repeat("p", 201), "\xff"} {
+		if err := s.runRecord(context.Background(), scheduler.Request{Params: []byte(params), FireTime: time.Now(), Node: "solo"}); err == nil {
+			t.Errorf("parameters %q accepted", params)
+		}
 	}
 }
