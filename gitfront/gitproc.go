@@ -86,26 +86,57 @@ func (g *GitHandler) uploadPack(w http.ResponseWriter, r *http.Request, q *gitRe
 		err = g.cfg.UploadPacker.ServeUploadPack(r.Context(), out, q.name(), dir, q.protocol, body)
 	} else {
 		args := append(append([]string{}, uploadPackConfig...), "upload-pack", "--stateless-rpc", "--strict", dir)
-		err = g.runWithBody(w, r, out, body, q.env(r, g.env), args...)
+		err = g.runWithBody(r.Context(), w, r, out, body, q.env(r, g.env), args...)
 	}
 	g.finish(w, r, out, body, err)
 }
 
-// receivePack serves POST git-receive-pack, then calls OnPush.
+// receivePack serves POST git-receive-pack: it asks the PushGuard
+// before git may move a ref (a refusal is answered in-band and git never
+// runs), runs git (killed if the guard's ticket expires), ends the
+// ticket, calls OnPush, and sweeps the repository's stale quarantines
+// when no push of it is in progress.
 func (g *GitHandler) receivePack(w http.ResponseWriter, r *http.Request, q *gitRequest, dir string) {
 	body, err := requestBody(r, g.cfg.MaxPushBytes, pktCommands)
 	if err != nil {
 		g.fail(w, r, err)
 		return
 	}
+	ticket, err := g.beginPush(r.Context(), q)
+	if err != nil {
+		g.refusePush(w, r, q, body, err)
+		return
+	}
 	out := newGitResponse(w, "application/x-git-receive-pack-result")
 	rec := &commandRecorder{r: body}
-	err = g.runWithBody(w, r, out, rec, q.env(r, g.env), "receive-pack", "--stateless-rpc", dir)
+	ctx, stop := guardedContext(r.Context(), ticket)
+	err = g.runWithBody(ctx, w, r, out, rec, q.env(r, g.env), "receive-pack", "--stateless-rpc", dir)
+	stop()
+	if ticket != nil && isDone(ticket.Expired()) {
+		g.c.pushesLost.Add(1)
+		g.cfg.Logger.Error("gitfront: push stopped: nothing vouched for it any more", "repo", q.name(), "err", ticket.Cause())
+	}
+	if g.hookAfterReceive != nil && g.hookAfterReceive(q.name()) {
+		panic(http.ErrAbortHandler) // a test's crash: nothing after git runs
+	}
+	idle := g.endPush(r, q, ticket)
 	if g.cfg.OnPush != nil {
 		ctx := context.WithValue(context.WithoutCancel(r.Context()), refUpdatesKey{}, rec.updates())
 		g.cfg.OnPush(ctx, q.project, q.repo)
 	}
+	if idle {
+		g.sweepQuarantines(q, dir)
+	}
 	g.finish(w, r, out, body, err)
+}
+
+func isDone(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 // env is git's environment for q: GIT_PROTOCOL from the Git-Protocol
@@ -190,12 +221,13 @@ func gitExit(ctx context.Context, err error, what string, stderr []byte) error {
 	return fmt.Errorf("git %s: %w: %s", what, err, msg)
 }
 
-// runWithBody runs git fed with body on stdin. A body that fails to read
+// runWithBody runs git fed with body on stdin, under ctx (r's context or
+// one derived from it). A body that fails to read
 // (bad framing, too large, cut off, client gone) kills git. When git
 // exits while the client is still sending, a read deadline unblocks the
 // body read, so the feeding goroutine ends before the handler returns.
-func (g *GitHandler) runWithBody(w http.ResponseWriter, r *http.Request, out io.Writer, body io.Reader, env []string, args ...string) error {
-	ctx, cancel := context.WithCancelCause(r.Context())
+func (g *GitHandler) runWithBody(ctx context.Context, w http.ResponseWriter, r *http.Request, out io.Writer, body io.Reader, env []string, args ...string) error {
+	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	f := &feeder{body: body, cancel: cancel, done: make(chan struct{})}
 	var wg sync.WaitGroup

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"time"
 )
 
 // scmPrefix starts every git path: /scm/{project}/{repo}.git/...
@@ -46,13 +47,28 @@ type GitConfig struct {
 	Authorizer Authorizer
 	// UploadPacker, if set, serves upload-pack POSTs; nil runs git.
 	UploadPacker UploadPacker
-	// OnPush, if set, is called after every authorized receive-pack POST
-	// whose body headers were accepted, whatever git's outcome (refs may
-	// have moved even when the push failed), with a context that outlives
-	// the client. RefUpdates(ctx) lists the updates the client asked
-	// for. The request holds its git-receive slot
-	// until OnPush returns, so it should be quick.
+	// OnPush, if set, is called after every receive-pack that git ran
+	// (authorized, body headers accepted, PushGuard agreed), whatever
+	// git's outcome (refs may have moved even when the push failed), with
+	// a context that outlives the client. RefUpdates(ctx) lists the
+	// updates the client asked for. The request holds its git-receive
+	// slot until OnPush returns, so it should be quick. Caches must not
+	// rely on it: a node can die before it runs (PushGuard is for them).
 	OnPush func(ctx context.Context, project, repo string)
+	// PushGuard, if set, is asked before every receive-pack may move a
+	// ref and told when it has exited: the pack cache's BeginPush, which
+	// keeps every cache of the repository from outliving the push. A
+	// push it refuses never reaches git.
+	PushGuard PushGuard
+	// PushGuardTimeout bounds PushGuard's BeginPush and End; a push whose
+	// BeginPush does not succeed within it is refused. Default 10 s.
+	PushGuardTimeout time.Duration
+	// QuarantineAge is how old (since its last change) a quarantine
+	// directory (objects/tmp_objdir-incoming-*, left by a receive-pack
+	// killed mid-push) must be before it is removed; the sweep runs
+	// after a push that PushGuard says was the repository's only one in
+	// progress. Default 1 h.
+	QuarantineAge time.Duration
 	// AdvertGenerations, if set, turns on the ref advertisement cache
 	// (off by default, as in Bitbucket): GET info/refs for upload-pack is
 	// served from memory while the repository's generation is unchanged.
@@ -91,6 +107,12 @@ func (c *GitConfig) validate() error {
 	if c.AdvertCacheBytes <= 0 {
 		c.AdvertCacheBytes = 64 << 20
 	}
+	if c.PushGuardTimeout <= 0 {
+		c.PushGuardTimeout = 10 * time.Second
+	}
+	if c.QuarantineAge <= 0 {
+		c.QuarantineAge = time.Hour
+	}
 	return nil
 }
 
@@ -108,11 +130,17 @@ type GitStats struct {
 	// AdvertHits and AdvertMisses count ref advertisements served from
 	// the advertisement cache and from git while it is on.
 	AdvertHits, AdvertMisses uint64
+	// PushesRefused counts pushes refused because PushGuard could not
+	// record them; PushesLost those whose git was killed because the
+	// guard stopped vouching; QuarantinesSwept the stale quarantine
+	// directories removed.
+	PushesRefused, PushesLost, QuarantinesSwept uint64
 }
 
 type gitCounters struct {
 	infoRefs, uploads, receives, refused, failed, processes, bytesOut atomic.Uint64
 	advertHits, advertMisses                                          atomic.Uint64
+	pushesRefused, pushesLost, swept                                  atomic.Uint64
 	running                                                           atomic.Int64
 }
 
@@ -125,6 +153,11 @@ type GitHandler struct {
 	env     []string
 	adverts *advertCache // nil when off
 	c       gitCounters
+
+	// hookAfterReceive, when set (by tests, before use), runs after
+	// receive-pack exits; true simulates a crash there: the handler
+	// aborts without ending the push or calling OnPush.
+	hookAfterReceive func(repo string) bool
 }
 
 // NewGitHandler checks cfg, creates ReposDir if missing and resolves it.
@@ -157,7 +190,8 @@ func (g *GitHandler) Stats() GitStats {
 	return GitStats{InfoRefs: c.infoRefs.Load(), UploadPacks: c.uploads.Load(),
 		ReceivePacks: c.receives.Load(), Refused: c.refused.Load(), Failed: c.failed.Load(),
 		Processes: c.processes.Load(), Running: c.running.Load(), BytesOut: c.bytesOut.Load(),
-		AdvertHits: c.advertHits.Load(), AdvertMisses: c.advertMisses.Load()}
+		AdvertHits: c.advertHits.Load(), AdvertMisses: c.advertMisses.Load(),
+		PushesRefused: c.pushesRefused.Load(), PushesLost: c.pushesLost.Load(), QuarantinesSwept: c.swept.Load()}
 }
 
 // gitEnv is this process's environment without GIT_* variables (a

@@ -65,6 +65,9 @@ type Cache struct {
 	index  map[string]*entry // by key ID: producing and ready entries
 	lru    *list.List        // ready entries, most recently read first
 	bytes  int64             // sum of the ready entries' sizes
+	// pushing counts pushes in progress per repository when Generations
+	// keeps no markers (a single process).
+	pushing map[string]int
 
 	// hookWrite, when set (by tests, before use), runs in the producing
 	// goroutine after each write to an entry's file.
@@ -144,6 +147,69 @@ func (c *Cache) Invalidate(ctx context.Context, repo string) error {
 		return fmt.Errorf("packcache: bumping %q: %w", repo, err)
 	}
 	return nil
+}
+
+// BeginPush must be called before a push's git may move a ref of repo.
+// It records the push in the generation store (a marker, when
+// Generations is a PushMarker such as StoreGenerations; else a bump),
+// then drops the repository's local entries and announces the push to the
+// other nodes (Config.Announce). It returns the Push, whose End the
+// caller must call once git has exited, whatever happened: End raises
+// the generation again, then drops and announces once more. An error
+// (the store could not be reached before ctx ended, a marker write whose
+// outcome is unknown, ...) means that nothing vouches that the caches
+// would not outlive the push: its git must not run. See the package doc.
+func (c *Cache) BeginPush(ctx context.Context, repo string) (*Push, error) {
+	var p *Push
+	if pm, ok := c.cfg.Generations.(PushMarker); ok {
+		var err error
+		if p, err = pm.BeginPush(ctx, repo); err != nil {
+			return nil, fmt.Errorf("packcache: recording a push of %q: %w", repo, err)
+		}
+	} else {
+		if _, err := c.cfg.Generations.Bump(ctx, repo); err != nil {
+			return nil, fmt.Errorf("packcache: recording a push of %q: %w", repo, err)
+		}
+		c.localPush(repo, 1)
+		p = newPush(repo, func(ctx context.Context) (bool, error) {
+			_, err := c.cfg.Generations.Bump(ctx, repo)
+			return c.localPush(repo, -1) == 0 && err == nil, err
+		})
+	}
+	c.stats.pushes.Add(1)
+	c.drop(repo)
+	p.after = func() { c.drop(repo) }
+	return p, nil
+}
+
+// localPush adds d to the repository's pushes in progress through this
+// cache and returns how many there are: a single process's own count,
+// for Generations that keep no markers.
+func (c *Cache) localPush(repo string, d int) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pushing == nil {
+		c.pushing = make(map[string]int)
+	}
+	n := c.pushing[repo] + d
+	if n <= 0 {
+		delete(c.pushing, repo)
+	} else {
+		c.pushing[repo] = n
+	}
+	return n
+}
+
+// drop forgets the repository's local entries and tells the other nodes.
+func (c *Cache) drop(repo string) {
+	c.Forget(repo)
+	if c.cfg.Announce == nil {
+		return
+	}
+	if err := c.cfg.Announce(repo); err != nil {
+		// Harmless: the generation in every key moved in the store.
+		c.cfg.Logger.Warn("packcache: announcing a push failed", "repo", repo, "err", err)
+	}
 }
 
 // Forget drops the repository's local entries without bumping its

@@ -44,6 +44,11 @@ type Config struct {
 	// Generations holds the repositories' ref generations. Default: a
 	// fresh MemGenerations, right for a single node.
 	Generations Generations
+	// Announce, if set, tells the other nodes that a repository's refs
+	// are changing or changed (BeginPush and Push.End call it; the node
+	// publishes on the bus, whose receivers call Forget). Best effort:
+	// the generation in every key is what makes a lost message harmless.
+	Announce func(repo string) error
 	// Clock returns the time, for TTLs and recency. Default time.Now.
 	Clock func() time.Time
 	// Logger receives production failures and bypass reasons at debug

@@ -2,6 +2,7 @@ package packcache
 
 import (
 	"context"
+	"fmt"
 	"sync"
 )
 
@@ -49,4 +50,40 @@ func (m *MemGenerations) Bump(_ context.Context, repo string) (uint64, error) {
 	}
 	m.gen[repo]++
 	return m.gen[repo], nil
+}
+
+// MemStore is an in-memory Store, for a single process and for tests.
+// Its zero value is ready to use; it is safe for concurrent use.
+type MemStore struct {
+	mu      sync.Mutex
+	version uint64
+	data    map[string]memValue
+}
+
+type memValue struct {
+	value   []byte
+	version uint64
+}
+
+// Get implements Store.
+func (m *MemStore) Get(_ context.Context, key string) ([]byte, uint64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	v := m.data[key]
+	return append([]byte(nil), v.value...), v.version, nil
+}
+
+// CompareAndSet implements Store.
+func (m *MemStore) CompareAndSet(_ context.Context, key string, expect uint64, value []byte) (uint64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if cur := m.data[key].version; cur != expect {
+		return 0, fmt.Errorf("%w: %q is at %d, not %d", ErrConflict, key, cur, expect)
+	}
+	if m.data == nil {
+		m.data = make(map[string]memValue)
+	}
+	m.version++
+	m.data[key] = memValue{value: append([]byte(nil), value...), version: m.version}
+	return m.version, nil
 }

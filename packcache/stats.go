@@ -24,6 +24,7 @@ type Stats struct {
 	Evictions  uint64 // entries evicted for the budget or the free-space floor
 	Expired    uint64 // entries dropped after their TTL
 	Dropped    uint64 // entries dropped by Invalidate or Forget
+	Pushes     uint64 // pushes begun (BeginPush succeeded)
 
 	Entries int   // published entries now
 	Bytes   int64 // bytes of published entries now
@@ -36,6 +37,7 @@ type counters struct {
 	fromCache, fromGit, written              atomic.Uint64
 	gitStarted, published, failed            atomic.Uint64
 	evictions, expired, dropped              atomic.Uint64
+	pushes                                   atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -47,6 +49,7 @@ func (c *counters) snapshot() Stats {
 		BytesWritten: c.written.Load(), GitStarted: c.gitStarted.Load(),
 		Published: c.published.Load(), Failed: c.failed.Load(),
 		Evictions: c.evictions.Load(), Expired: c.expired.Load(), Dropped: c.dropped.Load(),
+		Pushes: c.pushes.Load(),
 	}
 }
 

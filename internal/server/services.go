@@ -69,6 +69,7 @@ type services struct {
 	cache     *l2cache.Cache
 	db        *domain.Store
 	packs     *packcache.Cache
+	gens      *packcache.StoreGenerations
 	front     *gitfront.Front
 	unsubPack func()
 	sched     *scheduler.Scheduler
@@ -117,8 +118,9 @@ func (s *Server) startServices(mux *http.ServeMux) (http.Handler, error) {
 	git := gitfront.GitConfig{ReposDir: cfg.ReposDir, Authorizer: gitfront.AuthorizerFunc(s.authorize), OnPush: s.onPush, Logger: cfg.Logger}
 	if s.svc.packs != nil {
 		git.UploadPacker = gitfront.UploadPackerFunc(s.serveUploadPack)
+		git.PushGuard = gitfront.PushGuardFunc(s.beginPush)
 		if cfg.Packs.AdvertCache {
-			git.AdvertGenerations = storeGenerations{s.store}
+			git.AdvertGenerations = s.svc.gens
 		}
 	}
 	s.svc.front, err = gitfront.New(gitfront.Config{Web: mux, Git: git, Pools: cfg.Pools, Logger: cfg.Logger,
@@ -174,9 +176,15 @@ func (s *Server) startPacks() error {
 	if pc.TTL > 0 {
 		c.TTL = pc.TTL
 	}
-	c.Generations, c.Logger = storeGenerations{s.store}, s.cfg.Logger
+	gens, err := packcache.NewStoreGenerations(packcache.StoreGenerationsConfig{
+		Store: cpStore{s.store}, Node: s.node.Name(), Logger: s.cfg.Logger})
+	if err != nil {
+		return err
+	}
+	s.svc.gens = gens
+	c.Generations, c.Logger = gens, s.cfg.Logger
+	c.Announce = func(repo string) error { return s.node.Bus().Publish(packTopic, []byte(repo)) }
 	c.LsRefs = pc.AdvertCache // v2's ref advertisement, like info/refs for v0
-	var err error
 	if s.svc.packs, err = packcache.New(c); err != nil {
 		return err
 	}
@@ -278,21 +286,21 @@ func (s *Server) serveUploadPack(ctx context.Context, w io.Writer, repo, dir, pr
 	return err
 }
 
-// onPush runs after a receive-pack: the repository's generation goes up in
-// the consistent store (so a node that misses the broadcast still misses
-// its cache), this node drops its entries, and every other node is told.
-func (s *Server) onPush(ctx context.Context, project, repo string) {
-	name := gitfront.RepoName(project, repo)
-	if s.svc.packs != nil {
-		if err := s.svc.packs.Invalidate(ctx, name); err != nil {
-			s.cfg.Logger.Warn("pack cache: invalidation after a push failed", "repo", name, "err", err)
-		}
-		if err := s.node.Bus().Publish(packTopic, []byte(name)); err != nil {
-			s.cfg.Logger.Warn("pack cache: broadcasting a push failed", "repo", name, "err", err)
-		}
+// beginPush is the front's PushGuard: the pack cache records the push
+// in the store before git may move a ref (see packcache's doc).
+func (s *Server) beginPush(ctx context.Context, repo string) (gitfront.PushTicket, error) {
+	p, err := s.svc.packs.BeginPush(ctx, repo)
+	if err != nil {
+		return nil, err
 	}
+	return p, nil
+}
+
+// onPush runs after a receive-pack (the caches were dealt with by the
+// push guard): it records the push in the domain.
+func (s *Server) onPush(ctx context.Context, project, repo string) {
 	if err := s.recordPush(ctx, project, repo); err != nil {
-		s.cfg.Logger.Warn("recording a push failed", "repo", name, "err", err)
+		s.cfg.Logger.Warn("recording a push failed", "repo", gitfront.RepoName(project, repo), "err", err)
 	}
 }
 
@@ -372,27 +380,21 @@ func (s *Server) branchesAt(ctx context.Context, r domain.Repository, want map[s
 	return moved, nil
 }
 
-// storeGenerations keeps repositories' ref generations in the consistent
-// store under packcache/gen/REPO.
-type storeGenerations struct{ st *cp.Store }
+// cpStore is the consistent store as the pack cache's Store.
+type cpStore struct{ st *cp.Store }
 
-func genKey(repo string) string { return "packcache/gen/" + repo }
-
-// Generation reads the generation through the leader: a node must not
-// serve an entry of a generation that a push on another node has ended.
-func (g storeGenerations) Generation(ctx context.Context, repo string) (uint64, error) {
-	kv, err := g.st.Get(ctx, genKey(repo))
+func (c cpStore) Get(ctx context.Context, key string) ([]byte, uint64, error) {
+	kv, err := c.st.Get(ctx, key)
 	if errors.Is(err, cp.ErrNotFound) {
-		return 0, nil
+		return nil, 0, nil
 	}
-	if err != nil {
-		return 0, err
-	}
-	return kv.Version, nil
+	return kv.Value, kv.Version, err
 }
 
-// Bump writes the key again: its version, which raft raises on every
-// write, is the generation.
-func (g storeGenerations) Bump(ctx context.Context, repo string) (uint64, error) {
-	return g.st.Put(ctx, genKey(repo), []byte{1})
+func (c cpStore) CompareAndSet(ctx context.Context, key string, expect uint64, value []byte) (uint64, error) {
+	v, err := c.st.CompareAndSet(ctx, key, expect, value)
+	if errors.Is(err, cp.ErrVersionMismatch) {
+		return 0, fmt.Errorf("%w: %w", packcache.ErrConflict, err)
+	}
+	return v, err
 }
