@@ -108,6 +108,7 @@ func (s *Server) packMetrics(e emitter) {
 	e.counter("shoal_pack_evictions_total", "entries evicted for space", st.Evictions)
 	e.counter("shoal_pack_expired_total", "entries expired", st.Expired)
 	e.counter("shoal_pack_dropped_total", "entries dropped by pushes", st.Dropped)
+	e.counter("shoal_pack_pushes_total", "pushes recorded before git ran", st.Pushes)
 	e.gauge("shoal_pack_entries", "published entries", float64(st.Entries))
 	e.gauge("shoal_pack_bytes", "bytes of published entries", float64(st.Bytes))
 }
@@ -123,6 +124,9 @@ func (s *Server) frontMetrics(e emitter) {
 		e.gauge("shoal_pool_queued", "requests waiting", float64(p.Queued), "pool", pool)
 		e.gauge("shoal_pool_limit", "concurrency bound", float64(p.Concurrency), "pool", pool)
 	}
+	e.counter("shoal_git_pushes_refused_total", "pushes refused because they could not be recorded in the store in time", st.Git.PushesRefused)
+	e.counter("shoal_git_pushes_lost_total", "pushes whose git was killed when their marker could not be renewed", st.Git.PushesLost)
+	e.counter("shoal_git_quarantines_swept_total", "stale push quarantine directories removed", st.Git.QuarantinesSwept)
 	draining := 0.0
 	if st.Draining {
 		draining = 1
