@@ -116,7 +116,7 @@ func (g *GitHandler) receivePack(w http.ResponseWriter, r *http.Request, q *gitR
 		g.c.pushesLost.Add(1)
 		g.cfg.Logger.Error("gitfront: push stopped: nothing vouched for it any more", "repo", q.name(), "err", ticket.Cause())
 	}
-	if g.hookAfterReceive != nil && g.hookAfterReceive(q.name()) {
+	if hook := g.hookAfterReceive.Load(); hook != nil && (*hook)(q.name()) {
 		panic(http.ErrAbortHandler) // a test's crash: nothing after git runs
 	}
 	idle := g.endPush(r, q, ticket)

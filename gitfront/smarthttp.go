@@ -157,7 +157,7 @@ type GitHandler struct {
 	// hookAfterReceive, when set (by tests, before use), runs after
 	// receive-pack exits; true simulates a crash there: the handler
 	// aborts without ending the push or calling OnPush.
-	hookAfterReceive func(repo string) bool
+	hookAfterReceive atomic.Pointer[func(repo string) bool]
 }
 
 // NewGitHandler checks cfg, creates ReposDir if missing and resolves it.
