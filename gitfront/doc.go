@@ -14,8 +14,11 @@
 //   - GitHandler: GET info/refs, POST git-upload-pack and git-receive-pack
 //     under /scm/{project}/{repo}.git/, authorized per request by an
 //     Authorizer, with upload-pack optionally served by an UploadPacker
-//     (the pack cache), OnPush after every push, and an optional ref
-//     advertisement cache keyed by the repository's generation.
+//     (the pack cache), a PushGuard asked before every receive-pack may
+//     move a ref (a push it refuses is answered in-band and never reaches
+//     git; git is killed if it stops vouching), OnPush after every push,
+//     stale push quarantines swept, and an optional ref advertisement
+//     cache keyed by the repository's generation.
 //   - InitBare: creates a bare repository the way the front expects it.
 //   - Front: all of it behind one http.Handler, with Stats, Drain for a
 //     graceful stop (clones in flight complete) and ReadyHandler for
