@@ -48,7 +48,7 @@ bench-full: build
 # package's testdata/fuzz, which holds the seed corpus.
 FUZZTIME ?= 30s
 FUZZ_TARGETS := ./cluster/wire:FuzzReadFrame ./l2cache:FuzzDecodeOp \
-	./internal/pktline:FuzzReader ./packcache:FuzzDecodeRequest ./packcache:FuzzChecker \
+	./internal/pktline:FuzzReader ./packcache:FuzzDecodeRequest ./packcache:FuzzChecker ./packcache:FuzzDecodeState \
 	./gitfront:FuzzAuthorizationHeader ./gitfront:FuzzGitPath ./gitfront:FuzzPktReader \
 	./internal/rest:FuzzDecodeBodies
 fuzz:

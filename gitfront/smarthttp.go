@@ -72,8 +72,9 @@ type GitConfig struct {
 	// AdvertGenerations, if set, turns on the ref advertisement cache
 	// (off by default, as in Bitbucket): GET info/refs for upload-pack is
 	// served from memory while the repository's generation is unchanged.
-	// Only right when every push goes through OnPush, which must bump the
-	// generation (the pack cache's Invalidate does).
+	// Only right when every push goes through PushGuard, whose tickets
+	// keep the generation from standing still across a ref change (the
+	// pack cache's BeginPush and StoreGenerations do; see packcache).
 	AdvertGenerations Generations
 	// AdvertCacheBytes bounds the advertisement cache; default 64 MiB.
 	AdvertCacheBytes int64

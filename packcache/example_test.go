@@ -50,7 +50,8 @@ func Example() {
 			log.Printf("upload-pack %s (%v): %v", repo, resp.Result, err)
 		}
 	})
-	// On a push to repo, locally: cache.Invalidate(ctx, repo).
+	// Before a push to repo may move a ref: p, err := cache.BeginPush(ctx,
+	// repo) (an error: refuse the push); once git has exited: p.End(ctx).
 	// On the bus's word that another node did: cache.Forget(repo).
 	// Periodically: cache.Sweep(ctx).
 }
