@@ -197,12 +197,21 @@ func (b *Bus) Publish(topic string, payload []byte) error {
 // returns the members that did not acknowledge in time; the message may
 // still reach them later.
 func (b *Bus) PublishSync(ctx context.Context, topic string, payload []byte) (notAcked []string, err error) {
+	_, notAcked, err = b.PublishSyncAcks(ctx, topic, payload)
+	return notAcked, err
+}
+
+// PublishSyncAcks is PublishSync that also names the members that did
+// acknowledge: a caller that must account for every member of some other
+// list (a read-lease registry, say) can tell who it never reached. Both
+// lists are sorted.
+func (b *Bus) PublishSyncAcks(ctx context.Context, topic string, payload []byte) (acked, notAcked []string, err error) {
 	b.pubMu.Lock()
 	data, err := b.numberLocked(topic, payload)
 	members := b.cfg.members()
 	b.pubMu.Unlock()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	b.stats.PublishedSync.Add(1)
 	var (
@@ -213,17 +222,21 @@ func (b *Bus) PublishSync(ctx context.Context, topic string, payload []byte) (no
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, err := b.cfg.rpc.Call(ctx, m, rpcBusSync, data); err != nil {
+			_, err := b.cfg.rpc.Call(ctx, m, rpcBusSync, data)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
 				b.stats.SendErrors.Add(1)
-				mu.Lock()
 				notAcked = append(notAcked, m)
-				mu.Unlock()
+				return
 			}
+			acked = append(acked, m)
 		}()
 	}
 	wg.Wait()
+	slices.Sort(acked)
 	slices.Sort(notAcked)
-	return notAcked, nil
+	return acked, notAcked, nil
 }
 
 func (b *Bus) numberLocked(topic string, payload []byte) ([]byte, error) {

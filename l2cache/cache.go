@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -59,7 +60,7 @@ func (e *NotAckedError) Error() string {
 // Bus is what the cache needs from the cluster bus; *cluster.Bus has it.
 type Bus interface {
 	Publish(topic string, payload []byte) error
-	PublishSync(ctx context.Context, topic string, payload []byte) ([]string, error)
+	PublishSyncAcks(ctx context.Context, topic string, payload []byte) (acked, notAcked []string, err error)
 	Subscribe(topic string, s cluster.Subscriber) (cancel func())
 }
 
@@ -91,6 +92,14 @@ type Config struct {
 	// keeps (default 100,000); past it they collapse into one
 	// region-wide stamp.
 	MaxInvalidations int
+	// Lease, if set, is this node's read lease (see ReadLease and the
+	// package doc): cached state is served and stored only while it is
+	// valid, everything cached is dropped when it is regained, and a
+	// synchronous invalidation that some member did not acknowledge
+	// excludes that member instead of failing. Without a lease (a single
+	// node, or tests of the bus alone) such an invalidation returns a
+	// *NotAckedError. The cache does not close it.
+	Lease *ReadLease
 	// Now is the clock for lock expiry (default time.Now).
 	Now func() time.Time
 	// Logger receives logs (default slog.Default()).
@@ -155,8 +164,12 @@ type Cache struct {
 	mu      sync.Mutex
 	regions map[string]*Region
 	spaces  map[string]uint64 // query space → stamp of its last update
-	closed  bool
-	stats   NodeStats
+	// spacesFloor is the stamp of the last time every query space was
+	// marked updated at once (missed space updates, a lease reset): it
+	// covers spaces this node had not heard of yet too.
+	spacesFloor uint64
+	closed      bool
+	stats       NodeStats
 }
 
 // entry is a cached value with the stamp of the load that produced it.
@@ -164,6 +177,7 @@ type entry struct {
 	value   []byte
 	stamp   uint64
 	expires time.Time // DISTRIBUTED only (ristretto keeps LOCAL TTLs); zero: never
+	query   bool      // DISTRIBUTED: a query result (checked against query spaces)
 }
 
 // New creates a cache and subscribes it to the bus.
@@ -186,6 +200,12 @@ func New(cfg Config) (*Cache, error) {
 	}
 	if cfg.Bus != nil {
 		c.unsub = cfg.Bus.Subscribe(Topic, cluster.SubscriberFuncs{OnMessage: c.onMessage, OnMissed: c.onMissed})
+	}
+	if cfg.Lease != nil {
+		cfg.Lease.OnReset(c.reset)
+		if c.dist != nil {
+			cfg.Lease.Observe(c.dist.keeper.observe)
+		}
 	}
 	return c, nil
 }
@@ -278,7 +298,11 @@ const (
 	opSpaces                   // query spaces were updated
 )
 
-// publish sends m to the other nodes, waiting for their acks in sync mode.
+// publish sends m to the other nodes. With sync invalidation, and always
+// in DISTRIBUTED mode (where only query-space updates and region clears
+// travel on the bus, and the owners answer reads by them), it returns only
+// when every node that could serve what m invalidates has applied it or
+// has been excluded from serving (see ReadLease.Exclude).
 func (c *Cache) publish(ctx context.Context, m message) error {
 	if c.cfg.Bus == nil {
 		return nil
@@ -292,19 +316,67 @@ func (c *Cache) publish(ctx context.Context, m message) error {
 		topic = RegionTopic(m.Region)
 	}
 	c.stats.InvalidationsSent.Add(1)
-	if c.cfg.Invalidation != InvalidationSync {
+	if c.cfg.Invalidation != InvalidationSync && c.dist == nil {
 		return c.cfg.Bus.Publish(topic, data)
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.SyncTimeout)
 	defer cancel()
-	notAcked, err := c.cfg.Bus.PublishSync(ctx, topic, data)
+	acked, notAcked, err := c.cfg.Bus.PublishSyncAcks(ctx, topic, data)
 	if err != nil {
 		return err
 	}
-	if len(notAcked) > 0 {
-		return &NotAckedError{Members: notAcked}
+	if c.cfg.Lease == nil {
+		if len(notAcked) > 0 {
+			return &NotAckedError{Members: notAcked}
+		}
+		return nil
 	}
-	return nil
+	return c.excludeUnreached(ctx, acked)
+}
+
+// excludeUnreached excludes every active lease holder that did not
+// acknowledge a synchronous message: a holder the bus did not know of, or
+// one that did not answer in time. It waits out their leases, which is
+// what an unresponsive member costs a write (ReadLease.Exclude).
+func (c *Cache) excludeUnreached(ctx context.Context, acked []string) error {
+	// The exclusion gets a deadline of its own: the ack wait may have
+	// used up ctx, and the wait it adds is bounded by the lease.
+	ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.SyncTimeout+2*c.cfg.Lease.Duration())
+	defer cancel()
+	holders, err := c.cfg.Lease.Holders(ectx)
+	if err != nil {
+		return fmt.Errorf("%w: reading the lease registry: %w", ErrExcludeFailed, err)
+	}
+	var missing []string
+	for _, h := range holders {
+		if h != c.cfg.Lease.cfg.Name && !slices.Contains(acked, h) {
+			missing = append(missing, h)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	c.stats.Exclusions.Add(uint64(len(missing)))
+	c.cfg.Logger.Info("l2cache: excluding members that did not acknowledge an invalidation", "members", missing)
+	return c.cfg.Lease.Exclude(ectx, missing)
+}
+
+// valid reports whether this node may serve and store cached state now.
+func (c *Cache) valid() bool { return c.cfg.Lease.Valid() }
+
+// reset forgets everything cached on this node: the read lease calls it
+// before the lease becomes valid again after it lapsed or this node was
+// excluded. Every entry, ticket and load in flight predates the stamp it
+// takes, so none of them is served or stored afterwards.
+func (c *Cache) reset() {
+	c.stats.Resets.Add(1)
+	c.markAllSpaces()
+	for _, r := range c.allRegions() {
+		r.clearLocal()
+	}
+	if c.dist != nil {
+		c.dist.clearRegion("")
+	}
 }
 
 // onMessage applies another node's invalidation. It runs on the bus's
@@ -343,15 +415,18 @@ func (c *Cache) onMessage(msg cluster.Message) {
 }
 
 // onMissed handles messages missed on the query-space topic: every cached
-// query result may be stale, so every space is marked updated.
+// query result may be stale, so every space is marked updated — those this
+// node has not heard of yet too.
 func (c *Cache) onMissed(m cluster.Missed) {
 	c.stats.MissedClears.Add(1)
 	c.cfg.Logger.Info("l2cache: invalidating every query result after missed space updates", "from", m.From, "reason", m.Reason)
+	c.markAllSpaces()
+}
+
+// markAllSpaces marks every query space updated now.
+func (c *Cache) markAllSpaces() {
 	c.mu.Lock()
-	stamp := c.tick()
-	for s := range c.spaces {
-		c.spaces[s] = stamp
-	}
+	c.spacesFloor = c.tick()
 	c.mu.Unlock()
 }
 
@@ -385,11 +460,12 @@ func (c *Cache) markSpaces(spaces []string) {
 	}
 }
 
-// spacesStamp is the latest update stamp among spaces.
+// spacesStamp is the latest update stamp among spaces (at least the
+// floor of every space).
 func (c *Cache) spacesStamp(spaces []string) uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var latest uint64
+	latest := c.spacesFloor
 	for _, s := range spaces {
 		latest = max(latest, c.spaces[s])
 	}

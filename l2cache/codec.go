@@ -20,7 +20,7 @@ var ErrCodec = errors.New("l2cache: malformed owner message")
 
 const (
 	opFields    = 13
-	replyFields = 8
+	replyFields = 9
 	// maxSpaces bounds the query spaces one message may name.
 	maxSpaces = 1024
 )
@@ -74,7 +74,8 @@ func appendReply(b []byte, r *distReply) []byte {
 	b = appendStr(b, r.Ticket.Owner)
 	b = appendUint(b, r.Ticket.Stamp)
 	b = appendUint(b, r.Floor)
-	return appendBool(b, r.Refused)
+	b = appendBool(b, r.Refused)
+	return appendBool(b, r.Unavailable)
 }
 
 func decodeReply(b []byte) (distReply, error) {
@@ -84,7 +85,7 @@ func decodeReply(b []byte) (distReply, error) {
 	r.NotOwner, r.Epoch, r.Hit = d.bool(), d.uint(math.MaxUint64), d.bool()
 	r.Value = d.bin()
 	r.Ticket.Owner, r.Ticket.Stamp = d.str(), d.uint(math.MaxUint64)
-	r.Floor, r.Refused = d.uint(math.MaxUint64), d.bool()
+	r.Floor, r.Refused, r.Unavailable = d.uint(math.MaxUint64), d.bool(), d.bool()
 	if r.Hit && r.Value == nil {
 		r.Value = []byte{} // a cached empty value is still a hit
 	}

@@ -59,10 +59,14 @@ type distOp struct {
 
 type distReply struct {
 	NotOwner bool
-	Epoch    uint64
-	Hit      bool
-	Value    []byte
-	Ticket   ticket
+	// Unavailable: the owner may not answer yet (its read lease is not
+	// valid, or it took the partition over less than a lease ago). A get
+	// reads through; a change retries.
+	Unavailable bool
+	Epoch       uint64
+	Hit         bool
+	Value       []byte
+	Ticket      ticket
 	// Floor is the stamp of the key's latest invalidation at the owner,
 	// so the caller can tell whether a load in flight is fresh enough to
 	// join.
@@ -100,6 +104,10 @@ type dpart struct {
 	seq     uint64 // owner: last sent; backup: last applied (0: none yet)
 	tainted bool   // backup missed a replication: start empty on takeover
 	bytes   int64  // cost of entries
+	// servingFrom is when an owner may first answer: a lease after it
+	// adopted the table that made it the owner, when every read lease the
+	// previous owner could hold under an older table has run out.
+	servingFrom time.Time
 }
 
 // entryCost is what an entry counts against the budget: its value, its
@@ -198,9 +206,13 @@ func newDist(c *Cache) *dist {
 }
 
 // part returns this node's copy of partition p, adjusted to the current
-// table: a new owner takes over from its backup copy (re-stamped on its
-// own clock) unless that copy missed a replication, in which case, like a
-// node that held nothing, it starts empty.
+// table. An owner keeps what it holds only if it owned the partition in
+// every table since it last looked (the keeper remembers the tables it
+// adopted); a new owner takes over from its backup copy (re-stamped on its
+// own clock) only if it was the backup in every table since it last
+// looked and missed no replication; otherwise, like a node that held
+// nothing, it starts empty. A new owner answers nothing until a lease has
+// passed since it adopted the table that made it the owner.
 func (d *dist) part(p int) (*dpart, *PartitionTable) {
 	t := d.keeper.Table()
 	d.mu.Lock()
@@ -216,22 +228,61 @@ func (d *dist) part(p int) (*dpart, *PartitionTable) {
 		return dp, t
 	}
 	owner, backup := roles(t, p, d.self)
+	start, adoptedAt := d.keeper.runStart(p, d.self, t.Epoch)
 	switch {
-	case owner && dp.owner:
-		// Still ours: keep everything.
-	case owner && dp.backup && !dp.tainted:
+	case owner && dp.owner && dp.epoch >= start:
+		// Ours in every table since: keep everything.
+	case owner && dp.backup && !dp.tainted && d.backupThrough(p, dp.epoch, start-1):
 		dp.takeOver(d.c.tick())
+		d.dropQueries(dp)
 	default:
 		if dp.entries != nil {
 			dp.dropAllLocked(d)
 		}
 		dp.reset(d.c.tick())
 	}
+	if owner {
+		dp.servingFrom = adoptedAt.Add(d.leaseDuration())
+	}
 	dp.epoch, dp.owner, dp.backup = t.Epoch, owner, backup
 	if !owner {
 		dp.seq = 0 // a backup takes the next replication as its baseline
 	}
 	return dp, t
+}
+
+// backupThrough reports whether this node was partition p's backup in
+// every table from epoch from to epoch to.
+func (d *dist) backupThrough(p int, from, to uint64) bool {
+	if to < from {
+		return false
+	}
+	if _, backup, ok := d.keeper.roleAt(p, d.self, to); !ok || !backup {
+		return false
+	}
+	start, _ := d.keeper.runStart(p, d.self, to)
+	return start <= from
+}
+
+// dropQueries drops a taken-over copy's query results. They were checked
+// against the old owner's query-space stamps, which mean nothing on this
+// node's clock, and the re-stamp of a takeover would make a result cached
+// before a later update of its spaces valid again.
+func (d *dist) dropQueries(dp *dpart) {
+	for k, e := range dp.entries {
+		if e.query {
+			dp.delLocked(d, k)
+		}
+	}
+}
+
+// leaseDuration is how long a former owner may still serve under its read
+// lease (0 without a lease).
+func (d *dist) leaseDuration() time.Duration {
+	if d.c.cfg.Lease == nil {
+		return 0
+	}
+	return d.c.cfg.Lease.Duration()
 }
 
 func roles(t *PartitionTable, p int, self string) (owner, backup bool) {
@@ -257,7 +308,7 @@ func (dp *dpart) reset(stamp uint64) {
 // nothing on this node's clock.
 func (dp *dpart) takeOver(stamp uint64) {
 	for k, e := range dp.entries {
-		dp.entries[k] = &entry{value: e.value, stamp: stamp, expires: e.expires}
+		dp.entries[k] = &entry{value: e.value, stamp: stamp, expires: e.expires, query: e.query}
 	}
 	dp.inv, dp.cleared = map[string]uint64{}, map[string]uint64{}
 	dp.floor = stamp - 1 // entries stamped `stamp` stay valid; older tickets do not
@@ -301,7 +352,7 @@ func (d *dist) call(ctx context.Context, o distOp) (distReply, error) {
 		default:
 			rep, err = d.remote(ctx, owner, o)
 		}
-		if err == nil && !rep.NotOwner {
+		if err == nil && !rep.NotOwner && (!rep.Unavailable || o.Get || o.Put) {
 			return rep, nil
 		}
 		// Every operation can be repeated: gets and puts (with the same
@@ -354,8 +405,12 @@ func (d *dist) apply(o distOp) distReply {
 		dp.mu.Unlock()
 		return distReply{NotOwner: true, Epoch: t.Epoch}
 	}
-	skey := o.Region + "\x00" + o.Key
 	now := d.c.cfg.Now()
+	if !d.c.valid() || now.Before(dp.servingFrom) {
+		dp.mu.Unlock()
+		return distReply{Unavailable: true, Epoch: t.Epoch}
+	}
+	skey := o.Region + "\x00" + o.Key
 	var rep distReply
 	var repl *distOp
 	switch {
@@ -372,8 +427,10 @@ func (d *dist) apply(o distOp) distReply {
 			rep.Refused = true
 			break
 		}
-		dp.setLocked(d, skey, d.newEntry(o.Value, o.Ticket.Stamp, now))
-		repl = &distOp{Op: opPutRepl, Region: o.Region, Key: o.Key, Value: o.Value, Stamp: o.Ticket.Stamp}
+		e := d.newEntry(o.Value, o.Ticket.Stamp, now)
+		e.query = len(o.Spaces) > 0
+		dp.setLocked(d, skey, e)
+		repl = &distOp{Op: opPutRepl, Region: o.Region, Key: o.Key, Value: o.Value, Spaces: o.Spaces, Stamp: o.Ticket.Stamp}
 	default:
 		stamp := d.c.tick()
 		dp.applyChange(d, o.Op, o.Region, skey, stamp, now.Add(d.c.cfg.LockTimeout))
@@ -476,7 +533,9 @@ func (d *dist) applyRepl(dp *dpart, t *PartitionTable, o distOp) error {
 	dp.seq = o.Seq
 	skey := o.Region + "\x00" + o.Key
 	if o.Op == opPutRepl {
-		dp.setLocked(d, skey, d.newEntry(o.Value, o.Stamp, d.c.cfg.Now()))
+		e := d.newEntry(o.Value, o.Stamp, d.c.cfg.Now())
+		e.query = len(o.Spaces) > 0
+		dp.setLocked(d, skey, e)
 	} else {
 		dp.applyChange(d, o.Op, o.Region, skey, o.Stamp, d.c.cfg.Now().Add(d.c.cfg.LockTimeout))
 	}

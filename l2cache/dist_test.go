@@ -243,7 +243,7 @@ func TestDistributedBudgetAndTTL(t *testing.T) {
 	const budget = 64 << 10
 	caches := make([]*Cache, 2)
 	for i, m := range members {
-		k := NewTableKeeper(TableConfig{Node: m.Node, Store: m.Store, Interval: 100 * time.Millisecond, Logger: testkit.Logger(t)})
+		k := NewTableKeeper(TableConfig{Node: m.Node, Store: m.Store, Interval: 100 * time.Millisecond, Logger: testkit.Logger(t), Now: clock})
 		t.Cleanup(k.Close)
 		caches[i] = newLocal(t, Config{Mode: cluster.CacheModeDistributed, Node: m.Node, Keeper: k, Bus: m.Node.Bus(),
 			MaxCost: budget, TTL: time.Minute, Now: clock})

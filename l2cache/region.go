@@ -105,6 +105,13 @@ func (r *Region) get(ctx context.Context, key string, spaces []string, load Load
 	if r.c.dist != nil {
 		return r.distGet(ctx, key, spaces, load)
 	}
+	if !r.c.valid() {
+		// No read lease: this node may have missed invalidations it
+		// cannot know about. Read through, cache nothing.
+		r.stats.Misses.Add(1)
+		r.stats.Loads.Add(1)
+		return load(ctx)
+	}
 	if v, ok := r.lookup(key, spaces); ok {
 		r.stats.Hits.Add(1)
 		return v, nil
@@ -175,6 +182,9 @@ func (r *Region) load(ctx context.Context, key string, spaces []string, stamp ui
 // loaded after the key's, the region's and its query spaces' last
 // invalidation.
 func (r *Region) lookup(key string, spaces []string) ([]byte, bool) {
+	if !r.c.valid() {
+		return nil, false
+	}
 	r.mu.Lock()
 	locked := r.lockedLocked(key)
 	floor := max(r.invalidated[key], r.cleared)
@@ -202,7 +212,7 @@ func (r *Region) lookup(key string, spaces []string) ([]byte, bool) {
 // soft-locked the key after the load's stamp was taken.
 func (r *Region) putFromLoad(key string, spaces []string, v []byte, stamp uint64) {
 	r.mu.Lock()
-	refused := r.lockedLocked(key) || r.invalidated[key] > stamp || r.cleared > stamp
+	refused := r.lockedLocked(key) || r.invalidated[key] > stamp || r.cleared > stamp || !r.c.valid()
 	r.mu.Unlock()
 	if !refused && len(spaces) > 0 {
 		refused = r.c.spacesStamp(spaces) > stamp
@@ -354,7 +364,7 @@ func (r *Region) distGet(ctx context.Context, key string, spaces []string, load 
 	gctx, cancel := context.WithTimeout(ctx, r.c.cfg.SyncTimeout)
 	rep, err := d.get(gctx, r.name, key, spaces)
 	cancel()
-	if err != nil {
+	if err != nil || rep.Unavailable {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}

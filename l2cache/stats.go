@@ -32,6 +32,10 @@ type NodeStats struct {
 	// Evictions counts DISTRIBUTED entries dropped for the budget
 	// (ristretto's own evictions in LOCAL mode are not counted).
 	Evictions atomic.Uint64
+	// Exclusions counts members this node excluded from serving because
+	// they did not acknowledge a synchronous invalidation; Resets counts
+	// the times this node dropped everything on regaining its read lease.
+	Exclusions, Resets atomic.Uint64
 }
 
 // NodeStatsSnapshot is a copy of NodeStats.
@@ -39,13 +43,14 @@ type NodeStatsSnapshot struct {
 	InvalidationsSent, InvalidationsReceived, MissedClears uint64
 	RemoteCalls, RemoteBytes                               uint64
 	Evictions                                              uint64
+	Exclusions, Resets                                     uint64
 }
 
 func (s *NodeStats) snapshot() NodeStatsSnapshot {
 	return NodeStatsSnapshot{
 		InvalidationsSent: s.InvalidationsSent.Load(), InvalidationsReceived: s.InvalidationsReceived.Load(),
 		MissedClears: s.MissedClears.Load(), RemoteCalls: s.RemoteCalls.Load(), RemoteBytes: s.RemoteBytes.Load(),
-		Evictions: s.Evictions.Load(),
+		Evictions: s.Evictions.Load(), Exclusions: s.Exclusions.Load(), Resets: s.Resets.Load(),
 	}
 }
 

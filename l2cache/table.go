@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -30,6 +31,19 @@ type TableConfig struct {
 	// membership event (default 1 s).
 	Interval time.Duration
 	Logger   *slog.Logger
+	// Now is the clock that times adoptions (default time.Now).
+	Now func() time.Time
+}
+
+// historyLen is how many adopted tables a keeper remembers: enough to
+// tell whether a partition's owner held it through every epoch between
+// two of its accesses.
+const historyLen = 256
+
+// adopted is a table and when this node adopted it.
+type adopted struct {
+	t  *PartitionTable
+	at time.Time
 }
 
 // TableKeeper keeps this node's copy of the partition table current (by
@@ -46,6 +60,9 @@ type TableKeeper struct {
 	quit  context.CancelFunc
 	wg    sync.WaitGroup
 	once  sync.Once
+
+	mu      sync.Mutex
+	history map[uint64]adopted // epoch → the table adopted, the last historyLen
 }
 
 // NewTableKeeper starts the keeper. Close stops it.
@@ -64,7 +81,10 @@ func NewTableKeeper(cfg TableConfig) *TableKeeper {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	k := &TableKeeper{cfg: cfg, stop: make(chan struct{})}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	k := &TableKeeper{cfg: cfg, stop: make(chan struct{}), history: map[uint64]adopted{}}
 	k.ctx, k.quit = context.WithCancel(context.Background())
 	k.table.Store(&PartitionTable{})
 	w := cfg.Store.Watch(TableKey)
@@ -120,9 +140,66 @@ func (k *TableKeeper) adopt(b []byte) {
 		k.cfg.Logger.Error("l2cache: unreadable partition table", "err", err)
 		return
 	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
 	if cur := k.table.Load(); t.Epoch > cur.Epoch {
+		k.history[t.Epoch] = adopted{t: &t, at: k.cfg.Now()}
+		if len(k.history) > historyLen {
+			delete(k.history, slices.Min(slices.Collect(maps.Keys(k.history))))
+		}
 		k.table.Store(&t)
 	}
+}
+
+// observe adopts the table from a read lease's renewal, so that a node
+// whose lease is valid routes and owns by a table at least as new as the
+// one the renewal read.
+func (k *TableKeeper) observe(kvs []cp.KV) {
+	for _, kv := range kvs {
+		if kv.Key == TableKey {
+			k.adopt(kv.Value)
+		}
+	}
+}
+
+// roleAt is member's role in partition p in the table of epoch e, if this
+// node adopted it.
+func (k *TableKeeper) roleAt(p int, member string, e uint64) (owner, backup, ok bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	a, ok := k.history[e]
+	if !ok {
+		return false, false, false
+	}
+	owner, backup = roles(a.t, p, member)
+	return owner, backup, true
+}
+
+// runStart looks back from epoch e at the role (owner, backup or neither)
+// member has in partition p, and returns the first epoch of the run of
+// epochs, all adopted by this node and none missing, in which it had that
+// role at p, with the time it adopted that epoch. If e itself was never
+// adopted here, it returns e+1 and the zero time: no run is known.
+func (k *TableKeeper) runStart(p int, member string, e uint64) (uint64, time.Time) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	a, ok := k.history[e]
+	if !ok {
+		return e + 1, time.Time{}
+	}
+	ow, bk := roles(a.t, p, member)
+	start, at := e, a.at
+	for start > 1 {
+		prev, ok := k.history[start-1]
+		if !ok {
+			break
+		}
+		if o, b := roles(prev.t, p, member); o != ow || b != bk {
+			break
+		}
+		start, at = start-1, prev.at
+	}
+	return start, at
 }
 
 // rebalance commits a new table if the alive members are not exactly the
