@@ -118,9 +118,25 @@ func (lc *leasedCluster) waitFailed(t *testing.T, i int) {
 }
 
 // counter is a row whose version the loaders read.
-type counter struct{ v atomic.Int64 }
+type counter struct{ v, loads atomic.Int64 }
 
-func (c *counter) load(context.Context) ([]byte, error) { return []byte(fmt.Sprint(c.v.Load())), nil }
+func (c *counter) load(context.Context) ([]byte, error) {
+	c.loads.Add(1)
+	return []byte(fmt.Sprint(c.v.Load())), nil
+}
+
+// prime reads the row through get until a read is a hit: the cache holds
+// it (a new owner, say, serves nothing for a lease after it took over).
+func (c *counter) prime(t *testing.T, what string, get func() error) {
+	t.Helper()
+	testkit.Eventually(t, 20*time.Second, what+" cached", func() bool {
+		before := c.loads.Load()
+		if err := get(); err != nil {
+			t.Fatal(err)
+		}
+		return c.loads.Load() == before
+	})
+}
 
 func (c *counter) is(b []byte) bool { return string(b) == fmt.Sprint(c.v.Load()) }
 
@@ -144,10 +160,11 @@ func TestFrozenNodeServesNothingStale(t *testing.T) {
 			victim := lc.follower(t)
 			writer := (victim + 1) % 3
 			for k := range rows {
-				for _, r := range regions {
-					if _, err := r.Get(ctx, fmt.Sprint(k), rows[k].load); err != nil {
-						t.Fatal(err)
-					}
+				for i, r := range regions {
+					rows[k].prime(t, fmt.Sprintf("key %d on node %d", k, i+1), func() error {
+						_, err := r.Get(ctx, fmt.Sprint(k), rows[k].load)
+						return err
+					})
 				}
 			}
 			lc.freeze(victim)
@@ -246,10 +263,11 @@ func TestDistributedQueryResultsAfterSpaceUpdate(t *testing.T) {
 			key := queryOwnedBy(t, lc.caches[writer], lc.members[owner].Node.Name())
 			var page counter
 			spaces := []string{"comments"}
-			for _, q := range qs {
-				if _, err := q.GetQuery(ctx, key, spaces, page.load); err != nil {
-					t.Fatal(err)
-				}
+			for i, q := range qs {
+				page.prime(t, fmt.Sprintf("the query on node %d", i+1), func() error {
+					_, err := q.GetQuery(ctx, key, spaces, page.load)
+					return err
+				})
 			}
 			if fault == "slow-update" {
 				ownerHost := clustertest.Host(owner + 1)
