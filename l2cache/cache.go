@@ -361,14 +361,40 @@ func (c *Cache) excludeUnreached(ctx context.Context, acked []string) error {
 	return c.cfg.Lease.Exclude(ectx, missing)
 }
 
+// Ready reports why this node's cache cannot serve cached state yet, or
+// nil: its read lease is valid and, in DISTRIBUTED mode, it has a
+// partition table that includes it and has held it for a lease (a new
+// owner answers nothing before then). Reads work meanwhile, through to
+// the database.
+func (c *Cache) Ready() error {
+	if !c.valid() {
+		return errors.New("l2cache: no read lease yet (or it lapsed): the cache reads through")
+	}
+	if c.dist != nil {
+		t := c.dist.keeper.Table()
+		if !t.Has(c.dist.self) {
+			return errors.New("l2cache: no partition table including this node yet")
+		}
+		if _, at, ok := c.dist.keeper.adoptedAt(t.Epoch); ok && c.cfg.Now().Before(at.Add(c.dist.leaseDuration())) {
+			return errors.New("l2cache: the partition table is new: owners wait out the previous owners' leases")
+		}
+	}
+	return nil
+}
+
 // valid reports whether this node may serve and store cached state now.
 func (c *Cache) valid() bool { return c.cfg.Lease.Valid() }
 
 // reset forgets everything cached on this node: the read lease calls it
-// before the lease becomes valid again after it lapsed or this node was
-// excluded. Every entry, ticket and load in flight predates the stamp it
-// takes, so none of them is served or stored afterwards.
-func (c *Cache) reset() {
+// before the lease becomes valid again after this node was excluded (or at
+// start), and after a lapse when invalidations travel asynchronously (a
+// synchronous one this node did not acknowledge would have excluded it).
+// Every entry, ticket and load in flight predates the stamp it takes, so
+// none of them is served or stored afterwards.
+func (c *Cache) reset(why ResetReason) {
+	if why == ResetLapsed && (c.cfg.Invalidation == InvalidationSync || c.dist != nil) {
+		return
+	}
 	c.stats.Resets.Add(1)
 	c.markAllSpaces()
 	for _, r := range c.allRegions() {

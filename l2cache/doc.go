@@ -4,8 +4,10 @@
 // strategy (read-only, nonstrict-read-write, read-write).
 //
 // In LOCAL mode every node caches in its own memory (ristretto, bounded by
-// cost) and writes invalidate locally and on the cluster bus. DISTRIBUTED
-// mode (a partitioned map across the cluster) is not built yet.
+// cost) and writes invalidate locally and on the cluster bus. In
+// DISTRIBUTED mode the entries live in a partitioned map across the
+// cluster: each key at its partition's owner, copied synchronously to its
+// backups.
 //
 // # The stale put race, and why it cannot happen here
 //
@@ -55,6 +57,61 @@
 // acknowledged; a backup that takes a partition over re-stamps what it
 // holds on its own clock (or starts empty if it missed a replication), so
 // no ticket from the old owner is ever accepted by the new one.
+//
+// # Never stale under faults: the read lease
+//
+// The argument above assumes a node hears every invalidation it is sent
+// or learns that it missed one. A node that is paused (SIGSTOP, a long GC,
+// a stalled VM), cut off, or declared failed while it still runs cannot
+// know what it missed: the others stop sending to it, and requests that
+// queued while it was paused are answered the moment it resumes. So a
+// node serves (and stores) cached state only while it holds a read lease
+// (lease.go), and every write that did not reach it waits until that lease
+// has run out:
+//
+//   - Each node has a record in the consistent store (MembersPrefix+name)
+//     that only the node itself makes active, with a new generation. It
+//     renews its lease by reading the records (and the partition table)
+//     linearizably every Duration/4: a read sent at time s that finds its
+//     record active, at the generation it activated, lets it serve until
+//     s+Duration on its own monotonic clock. A read is checked against
+//     that bound when it starts, so requests that waited out a pause are
+//     not served from the cache.
+//   - A synchronous invalidation (--invalidation sync, and in DISTRIBUTED
+//     mode every query-space update and region clear) is sent to every
+//     member; for every active record whose node did not acknowledge it,
+//     the writer excludes the record (compare-and-set) and then waits
+//     Duration (and a margin for clock rates) after it saw the exclusion
+//     committed. The excluded node's last renewal was linearized before the
+//     exclusion, so its lease ends before the writer acknowledges.
+//   - A node that finds itself excluded (or starts) drops everything it
+//     cached, activates its record again, and serves nothing for a further
+//     Duration: by then every writer whose view of the records is less
+//     than Duration old — a writer with an older view reads them again —
+//     counts it among the nodes a write must reach. A node whose lease
+//     merely lapsed was never excluded, so it missed no synchronous
+//     invalidation; with asynchronous ones it drops everything too.
+//   - Missed messages on the query-space topic mark every query space
+//     updated, including spaces this node has never heard of.
+//
+// In DISTRIBUTED mode an owner answers only while its lease is valid, and
+// a node answers as the owner of a partition only a lease after it adopted
+// the table that gave it the partition: an old owner that has not learnt
+// of the new table serves nothing past its lease, because its renewal
+// reads and adopts the newest table. An owner keeps its entries only if it
+// owned the partition in every table since it last looked; a backup takes
+// over only if it was the backup throughout and missed no replication,
+// and it drops the query results it holds (they were judged against the
+// old owner's query-space stamps, which mean nothing on its clock).
+//
+// The bound and its cost: with the default lease of 2 s, a member that
+// stops answering makes a synchronous write wait for its acknowledgement
+// (SyncTimeout), then one store write and 2.25 s more, once; later writes
+// see it excluded and do not wait. A partition that moves is unavailable
+// for a lease to gets (they read through) and to writes (they wait). A
+// node without a lease reads through to the database; if the store
+// cannot be reached to exclude a member, the write's invalidation fails
+// (ErrExcludeFailed) and the write is not acknowledged.
 //
 // For read-write regions a soft lock is taken (locally and on every node)
 // before the update and released after the commit; a locked key reads as a

@@ -112,7 +112,7 @@ type ReadLease struct {
 	holders    map[string]bool // active members as of viewSent
 	viewSent   int64           // send time of the read that gave holders
 	excludedAt map[string]int64
-	onReset    []func()
+	onReset    []func(ResetReason)
 	observers  []func([]cp.KV)
 
 	kick      chan struct{}
@@ -139,12 +139,27 @@ func NewReadLease(cfg LeaseConfig) (*ReadLease, error) {
 	return l, nil
 }
 
-// OnReset registers f to be called whenever this node (re)gains its lease
-// after having been without one (at start, after a lapse, after being
-// excluded): f must make the node forget every cached state it held, so
-// that nothing cached before is served again. f runs on the lease's
-// goroutine before the lease becomes valid; it must not block.
-func (l *ReadLease) OnReset(f func()) {
+// ResetReason says why the lease calls its OnReset functions.
+type ResetReason string
+
+const (
+	// ResetActivated: this node (re)activated its record — at start, or
+	// after a writer excluded it. Writes may have been acknowledged
+	// without it: everything cached must go.
+	ResetActivated ResetReason = "activated"
+	// ResetLapsed: the lease ran out before a renewal, but nobody excluded
+	// this node, so every write that needed its acknowledgement got it.
+	// Only state kept by unacknowledged (asynchronous) messages is in
+	// doubt.
+	ResetLapsed ResetReason = "lapsed"
+)
+
+// OnReset registers f to be called whenever this node regains its lease
+// after having been without one, with the reason: f must make the node
+// forget every cached state it can no longer vouch for, so that nothing
+// cached before is served again. f runs on the lease's goroutine before
+// the lease becomes valid; it must not block.
+func (l *ReadLease) OnReset(f func(ResetReason)) {
 	l.mu.Lock()
 	l.onReset = append(l.onReset, f)
 	l.mu.Unlock()
@@ -212,10 +227,12 @@ func (l *ReadLease) run() {
 		ctx, cancel := context.WithTimeout(l.ctx, l.cfg.Duration/2)
 		err := l.renew(ctx)
 		cancel()
+		next := l.cfg.RenewEvery
 		if err != nil && l.ctx.Err() == nil {
 			l.cfg.Logger.Debug("l2cache: lease: renewal failed", "err", err)
+			next /= 4 // try again soon: the lease is running out
 		}
-		t.Reset(l.cfg.RenewEvery)
+		t.Reset(next)
 	}
 }
 
@@ -249,9 +266,9 @@ func (l *ReadLease) renew(ctx context.Context) error {
 		// hear about. Forget it before serving again.
 		if until >= 0 {
 			l.lapses.Add(1)
-			l.cfg.Logger.Info("l2cache: read lease lapsed; cached state dropped", "member", l.cfg.Name)
+			l.cfg.Logger.Info("l2cache: read lease lapsed and renewed", "member", l.cfg.Name, "late", time.Duration(sent-until))
+			l.reset(ResetLapsed)
 		}
-		l.reset()
 	}
 	l.until.Store(sent + int64(l.cfg.Duration))
 	return nil
@@ -263,7 +280,7 @@ func (l *ReadLease) renew(ctx context.Context) error {
 // registry counts it among those a write must reach.
 func (l *ReadLease) activate(ctx context.Context, mine *memberRecord, version uint64) error {
 	l.until.Store(-1)
-	l.reset()
+	l.reset(ResetActivated)
 	next := memberRecord{Gen: 1}
 	if mine != nil {
 		next.Gen = mine.Gen + 1
@@ -298,13 +315,13 @@ func (l *ReadLease) kickSoon() {
 	}
 }
 
-func (l *ReadLease) reset() {
+func (l *ReadLease) reset(why ResetReason) {
 	l.resets.Add(1)
 	l.mu.Lock()
 	fs := slices.Clone(l.onReset)
 	l.mu.Unlock()
 	for _, f := range fs {
-		f()
+		f(why)
 	}
 }
 

@@ -162,6 +162,14 @@ func (k *TableKeeper) observe(kvs []cp.KV) {
 	}
 }
 
+// adoptedAt is the table of epoch e and when this node adopted it.
+func (k *TableKeeper) adoptedAt(e uint64) (*PartitionTable, time.Time, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	a, ok := k.history[e]
+	return a.t, a.at, ok
+}
+
 // roleAt is member's role in partition p in the table of epoch e, if this
 // node adopted it.
 func (k *TableKeeper) roleAt(p int, member string, e uint64) (owner, backup, ok bool) {

@@ -33,7 +33,7 @@ type nodeFlags struct {
 
 	db, reposDir, invalidation, packDir      string
 	backups                                  int
-	cacheTTL, packTTL                        time.Duration
+	cacheTTL, packTTL, cacheLease            time.Duration
 	dbConnMaxLifetime                        time.Duration
 	cacheMaxBytes, packMaxBytes, packMinFree byteSize
 	packCache, advertCache                   bool
@@ -65,6 +65,7 @@ func (f *nodeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.invalidation, "invalidation", "async", "L2 invalidation: async, or sync (a write returns once every live member has applied it)")
 	fs.IntVar(&f.backups, "backups", 1, "DISTRIBUTED mode: synchronous backups of each partition, 0 to 2")
 	fs.DurationVar(&f.cacheTTL, "cache-ttl", 0, "expire L2 entries this long after they are cached (0: never)")
+	fs.DurationVar(&f.cacheLease, "cache-lease", 2*time.Second, "read lease: how long a node serves cached state after it last confirmed no write excluded it (the most a member that stops answering adds to a write)")
 	f.cacheMaxBytes = 64 << 20
 	fs.Var(&f.cacheMaxBytes, "cache-max-bytes", "L2 cache size on this node (e.g. 64MiB)")
 	fs.BoolVar(&f.packCache, "pack-cache", true, "serve repeated clones from the pack cache")
@@ -88,8 +89,8 @@ func (f *nodeFlags) serviceConfig(c *server.Config) error {
 	if f.backups < 0 || f.backups > 2 {
 		return usagef("--backups %d: want 0, 1 or 2", f.backups)
 	}
-	if f.cacheTTL < 0 || f.packTTL < 0 || f.dbConnMaxLifetime < 0 {
-		return usagef("--cache-ttl, --pack-cache-ttl and --db-conn-max-lifetime must not be negative")
+	if f.cacheTTL < 0 || f.packTTL < 0 || f.dbConnMaxLifetime < 0 || f.cacheLease < 0 {
+		return usagef("--cache-ttl, --cache-lease, --pack-cache-ttl and --db-conn-max-lifetime must not be negative")
 	}
 	for name, n := range map[string]int{"--pool-upload": f.poolUpload, "--pool-receive": f.poolReceive, "--pool-web": f.poolWeb} {
 		if n < 0 || n > 100000 {
@@ -98,7 +99,7 @@ func (f *nodeFlags) serviceConfig(c *server.Config) error {
 	}
 	backups := f.backups
 	c.DBURL, c.ReposDir, c.DBConnMaxLifetime = f.db, f.reposDir, f.dbConnMaxLifetime
-	c.Cache = server.CacheConfig{Invalidation: f.invalidation, Backups: &backups, MaxCost: int64(f.cacheMaxBytes), TTL: f.cacheTTL}
+	c.Cache = server.CacheConfig{Invalidation: f.invalidation, Backups: &backups, MaxCost: int64(f.cacheMaxBytes), TTL: f.cacheTTL, Lease: f.cacheLease}
 	c.Packs = server.PackConfig{Off: !f.packCache, Dir: f.packDir, MaxBytes: int64(f.packMaxBytes),
 		MinFree: uint64(f.packMinFree), TTL: f.packTTL, AdvertCache: f.advertCache}
 	c.Pools.Upload.Concurrency, c.Pools.Receive.Concurrency, c.Pools.Web.Concurrency = f.poolUpload, f.poolReceive, f.poolWeb

@@ -66,7 +66,9 @@ func (a *api) createComment(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	bg := context.WithoutCancel(ctx)
-	a.invalidated(bg, a.regions.updateSpaces(bg, spaceComments))
+	if err := a.invalidated(bg, a.regions.updateSpaces(bg, spaceComments)); err != nil {
+		return err
+	}
 	v, err := a.renderComment(ctx, c)
 	if err != nil {
 		return err

@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/shoal-dev/shoal/internal/domain"
-	"github.com/shoal-dev/shoal/l2cache"
 )
 
 // listPullRequests: GET .../pull-requests?state=&start=&limit= — newest
@@ -201,25 +200,26 @@ func (a *api) updatePullRequest(w http.ResponseWriter, r *http.Request) error {
 // lock the key everywhere, commit, unlock (which invalidates the key
 // everywhere) whatever happened, then bump the pull_requests space for the
 // cached lists. The unlock and the bump run even if the client has gone.
-// A lock that fails for any reason but unacknowledged members (who will
-// clear their caches when the bus reports the loss) aborts the update
-// with 503, since the stale-put guard could not be set up.
+// A lock that fails aborts the update with 503, since the stale-put guard
+// could not be set up; an unlock or bump that fails after the commit
+// answers 503 too (the update is saved but not acknowledged).
 func (a *api) writePullRequest(ctx context.Context, id int64, u domain.PullRequestUpdate) (domain.PullRequest, error) {
 	key := idKey(id)
 	bg := context.WithoutCancel(ctx)
 	if err := a.regions.pullRequests.lock(ctx, key); err != nil {
-		var notAcked *l2cache.NotAckedError
-		if !errors.As(err, &notAcked) {
-			a.invalidated(bg, a.regions.pullRequests.unlock(bg, key))
-			a.cfg.Logger.Warn("rest: soft lock failed; update refused", "pull_request", id, "err", err)
-			return domain.PullRequest{}, errorf(http.StatusServiceUnavailable, "the cache could not lock pull request %d; retry later", id)
+		a.cfg.Logger.Warn("rest: soft lock failed; update refused", "pull_request", id, "err", err)
+		if uerr := a.invalidated(bg, a.regions.pullRequests.unlock(bg, key)); uerr != nil {
+			return domain.PullRequest{}, uerr
 		}
-		a.invalidated(bg, err)
+		return domain.PullRequest{}, errorf(http.StatusServiceUnavailable, "the cache could not lock pull request %d; retry later", id)
 	}
 	updated, err := a.db.UpdatePullRequest(ctx, id, u)
-	a.invalidated(bg, a.regions.pullRequests.unlock(bg, key))
+	errs := []error{a.regions.pullRequests.unlock(bg, key)}
 	if err == nil {
-		a.invalidated(bg, a.regions.updateSpaces(bg, spacePullRequests))
+		errs = append(errs, a.regions.updateSpaces(bg, spacePullRequests))
+	}
+	if ierr := a.invalidated(bg, errs...); ierr != nil && err == nil {
+		return updated, ierr
 	}
 	return updated, err
 }

@@ -141,16 +141,18 @@ func (a *api) createRepository(w http.ResponseWriter, r *http.Request) error {
 // afterCreate runs the creation hook (undoing the row if it fails) and
 // then, either way, invalidates what the change touched: the repository's
 // key (a reader may have cached the row in between) and the lists.
-func (a *api) afterCreate(ctx context.Context, repo domain.Repository) error {
+func (a *api) afterCreate(ctx context.Context, repo domain.Repository) (err error) {
 	defer func() {
 		ctx := context.WithoutCancel(ctx)
-		a.invalidated(ctx, a.regions.repositories.evict(ctx, repoKey(repo.ProjectKey, repo.Slug)))
-		a.invalidated(ctx, a.regions.updateSpaces(ctx, spaceRepositories))
+		if ierr := a.invalidated(ctx, a.regions.repositories.evict(ctx, repoKey(repo.ProjectKey, repo.Slug)),
+			a.regions.updateSpaces(ctx, spaceRepositories)); err == nil {
+			err = ierr
+		}
 	}()
 	if a.cfg.OnRepositoryCreated == nil {
 		return nil
 	}
-	err := a.cfg.OnRepositoryCreated(ctx, repo.ProjectKey, repo.Slug)
+	err = a.cfg.OnRepositoryCreated(ctx, repo.ProjectKey, repo.Slug)
 	if err == nil {
 		return nil
 	}
@@ -161,11 +163,16 @@ func (a *api) afterCreate(ctx context.Context, repo domain.Repository) error {
 	return fmt.Errorf("creating the git repository: %w", err)
 }
 
-// invalidated logs an invalidation that failed after a committed write:
-// the write stands; nodes that missed the message may serve the old state
-// until the bus reports the loss and they clear the region.
-func (a *api) invalidated(ctx context.Context, err error) {
-	if err != nil {
-		a.cfg.Logger.Warn("rest: invalidation after a committed write failed", "err", err)
+// invalidated logs an invalidation that failed after a committed write
+// and returns what the client is told: the write stands, but it may not be
+// visible on every node (a member neither acknowledged the invalidation
+// nor could be excluded from serving), so it is not acknowledged as done:
+// 503, with a message that says the change was saved.
+func (a *api) invalidated(_ context.Context, errs ...error) error {
+	err := errors.Join(errs...)
+	if err == nil {
+		return nil
 	}
+	a.cfg.Logger.Warn("rest: invalidation after a committed write failed", "err", err)
+	return errorf(http.StatusServiceUnavailable, "the change was saved, but not every node confirmed it: reads may return the previous state until they do")
 }

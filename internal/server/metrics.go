@@ -82,6 +82,13 @@ func (s *Server) cacheMetrics(e emitter) {
 	e.counter("shoal_l2_remote_calls_total", "calls to other nodes (DISTRIBUTED owners and backups)", n.RemoteCalls)
 	e.counter("shoal_l2_remote_bytes_total", "bytes of those calls, both ways", n.RemoteBytes)
 	e.counter("shoal_l2_evictions_total", "DISTRIBUTED entries evicted for the budget", n.Evictions)
+	e.counter("shoal_l2_exclusions_total", "members excluded from serving for not acknowledging a synchronous invalidation", n.Exclusions)
+	e.counter("shoal_l2_lease_resets_total", "times this node dropped its cache on regaining its read lease", n.Resets)
+	valid := 0.0
+	if s.svc.lease.Valid() {
+		valid = 1
+	}
+	e.gauge("shoal_l2_lease_valid", "1 while this node's read lease lets it serve cached state", valid)
 }
 
 func (s *Server) packMetrics(e emitter) {

@@ -38,6 +38,11 @@ type CacheConfig struct {
 	MaxCost int64
 	// TTL, if set, expires cached entries (--cache-ttl).
 	TTL time.Duration
+	// Lease is the read lease (--cache-lease, default 2 s): how long a
+	// node may serve cached state after it last confirmed, through the
+	// consistent store, that no write excluded it; what a member that
+	// stops answering adds to a write, at most.
+	Lease time.Duration
 }
 
 // PackConfig configures the node's pack cache.
@@ -66,6 +71,7 @@ const packTopic = "packcache"
 // the cluster member and the store, and stopped before them.
 type services struct {
 	keeper    *l2cache.TableKeeper
+	lease     *l2cache.ReadLease
 	cache     *l2cache.Cache
 	db        *domain.Store
 	packs     *packcache.Cache
@@ -151,6 +157,11 @@ func (s *Server) startCache() error {
 		lc.Keeper = s.svc.keeper
 	}
 	var err error
+	s.svc.lease, err = l2cache.NewReadLease(l2cache.LeaseConfig{Name: s.node.Name(), Store: s.store, Duration: cc.Lease, Logger: s.cfg.Logger})
+	if err != nil {
+		return err
+	}
+	lc.Lease = s.svc.lease
 	s.svc.cache, err = l2cache.New(lc)
 	return err
 }
@@ -215,6 +226,9 @@ func (s *Server) closeServices() error {
 	if v.packs != nil {
 		errs = append(errs, v.packs.Close())
 	}
+	if v.lease != nil {
+		v.lease.Close() // resign first: writers stop waiting for this node
+	}
 	if v.cache != nil {
 		v.cache.Close()
 	}
@@ -235,8 +249,8 @@ func (s *Server) ready(ctx context.Context) error {
 	if st := s.store.Status(); st.Leader == "" {
 		return errors.New("no raft leader known yet")
 	}
-	if k := s.svc.keeper; k != nil && !k.Table().Has(s.node.Name()) {
-		return errors.New("no partition table including this node yet")
+	if err := s.svc.cache.Ready(); err != nil {
+		return err
 	}
 	if err := s.svc.db.Ping(ctx); err != nil {
 		return fmt.Errorf("database: %w", err)
