@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -361,12 +362,15 @@ func TestForeignDataDirRefused(t *testing.T) {
 	}
 	// A corrupt log is refused with its path.
 	os.WriteFile(dir+"/raft/node-id", []byte("other\n"), 0o644)
-	entries, _ := os.ReadDir(dir + "/raft/wal")
-	for _, e := range entries {
-		os.WriteFile(dir+"/raft/wal/"+e.Name(), []byte("garbage"), 0o644)
+	segs, _ := filepath.Glob(dir + "/raft/log/*.seg")
+	if len(segs) == 0 {
+		t.Fatal("no log segment written")
+	}
+	for _, p := range segs {
+		os.WriteFile(p, []byte("garbage"), 0o644)
 	}
 	_, err = Open(Config{Node: node, Transport: trans, DataDir: dir})
-	if err == nil || !strings.Contains(err.Error(), dir+"/raft/wal") {
-		t.Fatalf("corrupt wal: %v", err)
+	if !errors.Is(err, ErrDamagedLog) || !strings.Contains(err.Error(), dir+"/raft/log") {
+		t.Fatalf("corrupt log: %v", err)
 	}
 }

@@ -33,6 +33,11 @@ var (
 	ErrInvalid = errors.New("cp: invalid argument")
 	// ErrClosed: the store has been closed.
 	ErrClosed = errors.New("cp: store closed")
+	// ErrDamagedLog: Open found the raft log (or raft's state read from
+	// it) damaged in a way it does not repair; the error names the
+	// directory. Moving DataDir/raft aside lets the node rejoin its group
+	// with an empty log, fetching the state from the leader.
+	ErrDamagedLog = errors.New("cp: the raft log is damaged beyond repair")
 )
 
 // Result codes carried in replies and FSM results.

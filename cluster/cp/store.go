@@ -31,11 +31,10 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-	raftwal "github.com/hashicorp/raft-wal"
-	"github.com/hashicorp/raft-wal/metadb"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/shoal-dev/shoal/cluster"
+	"github.com/shoal-dev/shoal/cluster/cp/raftlog"
 	"github.com/shoal-dev/shoal/cluster/rpc"
 )
 
@@ -60,7 +59,7 @@ type Config struct {
 	// Transport carries raft traffic; its LocalAddr must be the address
 	// advertised in the node's metadata (cluster.Config.RaftAddr).
 	Transport raft.Transport
-	// DataDir holds the raft log (raft-wal), snapshots and the identity
+	// DataDir holds the raft log (package raftlog), snapshots and the identity
 	// file. Empty means in memory: for tests only, nothing survives.
 	DataDir string
 	// BootstrapExpect, if not zero, forms a new group once this many
@@ -147,8 +146,8 @@ type Store struct {
 	fsm  *fsm
 	raft *raft.Raft
 	rpc  *rpc.Node
-	wal  *raftwal.WAL
-	meta *metadb.BoltMetaDB
+	// logStore is the raft log and stable store on disk (nil in memory).
+	logStore *raftlog.Log
 
 	watchMu  sync.Mutex
 	watchers map[*Watch]struct{}
@@ -185,7 +184,7 @@ func Open(cfg Config) (*Store, error) {
 	rc.LocalID = raft.ServerID(s.name)
 	rc.Logger = newHCLogger(s.log.With("component", "raft"))
 	rc.NotifyCh = s.leaderCh
-	r, err := raft.NewRaft(&rc, s.fsm, logs, stable, snaps, cfg.Transport)
+	r, err := newRaft(&rc, s.fsm, logs, stable, snaps, cfg.Transport, cfg.DataDir)
 	if err != nil {
 		s.closeStorage()
 		return nil, fmt.Errorf("cp: starting raft: %w", err)
@@ -213,20 +212,12 @@ func (s *Store) openStorage() (raft.LogStore, raft.StableStore, raft.SnapshotSto
 	if err := checkIdentity(filepath.Join(dir, "node-id"), s.name); err != nil {
 		return nil, nil, nil, err
 	}
-	walDir := filepath.Join(dir, "wal")
-	if err := os.MkdirAll(walDir, 0o755); err != nil {
-		return nil, nil, nil, fmt.Errorf("cp: data directory: %w", err)
-	}
-	// raft-wal's Close does not close its metadata database (and so keeps
-	// its file lock); owning it lets Close release it.
-	s.meta = &metadb.BoltMetaDB{}
-	wal, err := openWAL(walDir, s.meta)
+	l, err := openLog(dir, s.log.With("component", "raftlog"))
 	if err != nil {
-		s.meta.Close()
 		return nil, nil, nil, err
 	}
-	s.wal = wal
-	logs, err := raft.NewLogCache(512, wal)
+	s.logStore = l
+	logs, err := raft.NewLogCache(512, l)
 	if err != nil {
 		s.closeStorage()
 		return nil, nil, nil, err
@@ -236,22 +227,19 @@ func (s *Store) openStorage() (raft.LogStore, raft.StableStore, raft.SnapshotSto
 		s.closeStorage()
 		return nil, nil, nil, fmt.Errorf("cp: snapshot store in %s: %w", dir, err)
 	}
-	return logs, wal, snaps, nil
+	return logs, l, snaps, nil
 }
 
-// openWAL opens raft-wal, turning a panic on a corrupt file into an error
-// that names the directory.
-func openWAL(dir string, meta *metadb.BoltMetaDB) (w *raftwal.WAL, err error) {
+// newRaft starts raft, turning the panic with which raft answers a log
+// entry it cannot read at start-up into ErrDamagedLog.
+func newRaft(rc *raft.Config, f raft.FSM, logs raft.LogStore, stable raft.StableStore, snaps raft.SnapshotStore,
+	trans raft.Transport, dataDir string) (r *raft.Raft, err error) {
 	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("cp: raft log in %s is corrupt: %v", dir, r)
+		if p := recover(); p != nil {
+			r, err = nil, fmt.Errorf("%w: %s: raft could not read its state: %v", ErrDamagedLog, filepath.Join(dataDir, "raft"), p)
 		}
 	}()
-	w, err = raftwal.Open(dir, raftwal.WithMetaStore(meta))
-	if err != nil {
-		return nil, fmt.Errorf("cp: opening the raft log in %s: %w", dir, err)
-	}
-	return w, nil
+	return raft.NewRaft(rc, f, logs, stable, snaps, trans)
 }
 
 // checkIdentity refuses a data directory written by another node: its raft
@@ -278,11 +266,8 @@ func trimNewline(b []byte) []byte {
 }
 
 func (s *Store) closeStorage() {
-	if s.wal != nil {
-		s.wal.Close()
-	}
-	if s.meta != nil {
-		s.meta.Close()
+	if s.logStore != nil {
+		s.logStore.Close()
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -223,9 +224,9 @@ func serveNode(ctx context.Context, cfg server.Config, f nodeFlags) error {
 		return fmt.Errorf("data directory: %w", err)
 	}
 	log := cfg.Logger
-	s, err := server.Start(cfg)
+	s, err := server.StartContext(ctx, cfg)
 	if err != nil {
-		return err
+		return startError(err, cfg.DataDir)
 	}
 	defer func() {
 		shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -260,6 +261,16 @@ func serveNode(ctx context.Context, cfg server.Config, f nodeFlags) error {
 	<-ctx.Done()
 	log.Info("shutting down", "reason", context.Cause(ctx))
 	return nil
+}
+
+// startError adds to a damaged raft log's error the command that
+// recovers the node, keeping it one line.
+func startError(err error, dataDir string) error {
+	if errors.Is(err, cp.ErrDamagedLog) {
+		return fmt.Errorf("%v; to recover, move the raft state aside with 'shoal raft reset --data-dir %s' and start the node again: it rejoins its group and fetches the state from the leader (README: Operations)",
+			strings.ReplaceAll(err.Error(), "\n", " "), dataDir)
+	}
+	return err
 }
 
 // watchParent returns a context that ends when the process's parent is no

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/cluster/cp"
 	"github.com/shoal-dev/shoal/gitfront"
+	"github.com/shoal-dev/shoal/internal/dirlock"
 	"github.com/shoal-dev/shoal/internal/domain"
 	"github.com/shoal-dev/shoal/l2cache"
 	"github.com/shoal-dev/shoal/packcache"
@@ -63,12 +65,19 @@ type Config struct {
 	Pools gitfront.Pools
 	// Logger receives the node's logs.
 	Logger *slog.Logger
+	// LockWait is how long Start waits for the data directory's lock
+	// while another process holds it (default 2 s: long enough for a
+	// node that is stopping to exit, short enough to be "at once").
+	LockWait time.Duration
 }
 
 // fill sets the defaults that depend on the data directory.
 func (c *Config) fill() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.LockWait <= 0 {
+		c.LockWait = 2 * time.Second
 	}
 	parent := filepath.Dir(filepath.Clean(c.DataDir))
 	if c.DBURL == "" {
@@ -86,6 +95,7 @@ type Server struct {
 	trans *raft.NetworkTransport
 	store *cp.Store
 	svc   services
+	lock  *dirlock.Lock
 	ln    net.Listener
 	http  *http.Server
 	done  chan struct{}
@@ -94,17 +104,32 @@ type Server struct {
 	shut  error
 }
 
-// Start listens for HTTP, starts the cluster member and serves.
-func Start(cfg Config) (*Server, error) {
+// Start is StartContext without a context.
+func Start(cfg Config) (*Server, error) { return StartContext(context.Background(), cfg) }
+
+// StartContext locks the data directory, listens for HTTP, starts the
+// cluster member and serves. A data directory held by another process is
+// refused (dirlock.ErrLocked, naming its PID) after cfg.LockWait; every
+// wait at start-up ends when ctx does.
+func StartContext(ctx context.Context, cfg Config) (*Server, error) {
 	cfg.fill()
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	lock, err := dirlock.Acquire(ctx, cfg.DataDir, cfg.LockWait)
+	if err != nil {
+		return nil, err
+	}
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
+		lock.Release()
 		return nil, fmt.Errorf("http listen on %s: %w", cfg.HTTPAddr, err)
 	}
-	s := &Server{cfg: cfg, ln: ln, done: make(chan struct{})}
-	handler, err := s.start()
+	s := &Server{cfg: cfg, lock: lock, ln: ln, done: make(chan struct{})}
+	handler, err := s.start(ctx)
 	if err != nil {
 		ln.Close()
+		lock.Release()
 		return nil, err
 	}
 	s.http = &http.Server{
@@ -123,11 +148,11 @@ func Start(cfg Config) (*Server, error) {
 }
 
 // start starts the parts and the services, or stops what it started.
-func (s *Server) start() (http.Handler, error) {
+func (s *Server) start(ctx context.Context) (http.Handler, error) {
 	err := s.startParts()
 	var h http.Handler
 	if err == nil {
-		h, err = s.startServices(s.routes())
+		h, err = s.startServices(ctx, s.routes())
 	}
 	if err != nil {
 		s.closeServices()
@@ -195,7 +220,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		drainErr := s.svc.front.Drain(ctx)
 		httpErr := s.http.Shutdown(ctx)
 		<-s.done
-		s.shut = errors.Join(drainErr, httpErr, s.err, s.closeServices(), s.closeParts())
+		s.shut = errors.Join(drainErr, httpErr, s.err, s.closeServices(), s.closeParts(), s.lock.Release())
 	})
 	return s.shut
 }

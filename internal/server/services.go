@@ -86,12 +86,12 @@ type services struct {
 
 // startServices starts the L2 cache, opens the database, the pack cache
 // and the front, and returns the root HTTP handler.
-func (s *Server) startServices(mux *http.ServeMux) (http.Handler, error) {
+func (s *Server) startServices(ctx context.Context, mux *http.ServeMux) (http.Handler, error) {
 	cfg := &s.cfg
 	if err := s.startCache(); err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	var err error
 	if s.svc.db, err = domain.Open(ctx, domain.Config{URL: cfg.DBURL, ConnMaxLifetime: cfg.DBConnMaxLifetime, Logger: cfg.Logger}); err != nil {
