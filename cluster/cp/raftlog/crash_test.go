@@ -35,8 +35,13 @@ type walStore struct {
 
 func (w walStore) Close() error { w.WAL.Close(); return w.meta.Close() }
 
-// openStore opens either store, turning a panic into an error.
-func openStore(kind, dir string) (s logStore, err error) {
+// openStore opens either store, turning a panic into an error; raftlog
+// with small segments, so that the crash test crosses segments.
+func openStore(kind, dir string) (logStore, error) { return openStoreSized(kind, dir, 1<<10) }
+
+// openStoreSized opens either store; raftlog with segments of segSize
+// (0: the default).
+func openStoreSized(kind, dir string, segSize int64) (s logStore, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("panic: %v", r)
@@ -44,7 +49,7 @@ func openStore(kind, dir string) (s logStore, err error) {
 	}()
 	switch kind {
 	case "raftlog":
-		return Open(dir, Options{SegmentSize: 1 << 10})
+		return Open(dir, Options{SegmentSize: segSize})
 	case "raft-wal":
 		meta := &metadb.BoltMetaDB{}
 		w, err := raftwal.Open(dir, raftwal.WithMetaStore(meta)) // default segments, as cp used it

@@ -62,8 +62,9 @@ var (
 // Options tune a Log. The zero value is ready to use.
 type Options struct {
 	// SegmentSize is the size past which appends go to a new segment
-	// (default 64 MiB). Compaction deletes whole segments only, so the
-	// log holds up to one segment more than raft keeps.
+	// (default 16 MiB), and the size a new segment is preallocated to.
+	// Compaction deletes whole segments only, so the log holds up to one
+	// segment more than raft keeps.
 	SegmentSize int64
 	// Logger is told of repairs made at Open (default: discarded).
 	Logger *slog.Logger
@@ -93,7 +94,7 @@ type Log struct {
 // every record. It refuses a damaged log with ErrCorrupt.
 func Open(dir string, opts Options) (*Log, error) {
 	if opts.SegmentSize <= 0 {
-		opts.SegmentSize = 64 << 20
+		opts.SegmentSize = 16 << 20
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -135,11 +136,14 @@ func (l *Log) load() error {
 		if i != len(bases)-1 {
 			return fmt.Errorf("%w: %s at offset %d: %s, in a segment that is not the last", ErrCorrupt, s.path, res.tornAt, res.why)
 		}
-		if err := s.truncate(res.tornAt, len(s.offs)); err != nil {
+		if err := s.truncate(res.tornAt, len(s.offs), 0); err != nil {
 			return err
 		}
 		l.opts.Logger.Warn("raftlog: cut off a record that was never finished (the process stopped while writing it; it was never acknowledged)",
 			"file", s.path, "offset", res.tornAt, "why", res.why)
+	}
+	if n := len(l.segs); n > 0 {
+		preallocate(l.segs[n-1].f, l.opts.SegmentSize) // the one appended to
 	}
 	first, err := readFirst(l.dir)
 	if err != nil {
@@ -336,7 +340,12 @@ func (l *Log) rollIfFull() error {
 	if s.size < l.opts.SegmentSize || len(s.offs) == 0 {
 		return nil
 	}
-	ns, err := createSegment(l.dir, s.last()+1)
+	// Trim the full segment's preallocated zeros before starting the
+	// next: only the last segment may end with them.
+	if err := s.truncate(s.size, len(s.offs), 0); err != nil {
+		return err
+	}
+	ns, err := createSegment(l.dir, s.last()+1, l.opts.SegmentSize)
 	if err != nil {
 		return err
 	}
@@ -356,7 +365,7 @@ func (l *Log) restartAt(next uint64) error {
 	if err := writeFirst(l.dir, next); err != nil {
 		return err
 	}
-	s, err := createSegment(l.dir, next)
+	s, err := createSegment(l.dir, next, l.opts.SegmentSize)
 	if err != nil {
 		return err
 	}
@@ -465,7 +474,7 @@ func (l *Log) deleteSuffix(lo uint64) error {
 	s := l.segs[len(l.segs)-1]
 	n := int(lo - s.base)
 	if n < len(s.offs) {
-		if err := s.truncate(s.offs[n], n); err != nil {
+		if err := s.truncate(s.offs[n], n, l.opts.SegmentSize); err != nil {
 			return err
 		}
 	}
@@ -473,11 +482,13 @@ func (l *Log) deleteSuffix(lo uint64) error {
 	return nil
 }
 
-// truncate cuts the segment at off, keeping its first n records, durably.
-func (s *segment) truncate(off int64, n int) error {
+// truncate cuts the segment at off, keeping its first n records, and
+// preallocates zeros up to prealloc again; durably.
+func (s *segment) truncate(off int64, n int, prealloc int64) error {
 	if err := s.f.Truncate(off); err != nil {
 		return fmt.Errorf("raftlog: truncating %s: %w", s.path, err)
 	}
+	preallocate(s.f, prealloc)
 	if err := s.f.Sync(); err != nil {
 		return fmt.Errorf("raftlog: syncing %s: %w", s.path, err)
 	}

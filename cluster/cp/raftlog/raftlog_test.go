@@ -241,6 +241,23 @@ func lastSegment(t *testing.T, dir string) string {
 	return m[len(m)-1]
 }
 
+// writeAtEnd writes b right after the records of the last segment in
+// dir, over its preallocated zeros, as a write the process died in would.
+func writeAtEnd(t *testing.T, dir string, b []byte) { t.Helper(); writeAfterEnd(t, dir, 0, b) }
+
+// writeAfterEnd writes b skip bytes after the records of the last segment.
+func writeAfterEnd(t *testing.T, dir string, skip int64, b []byte) {
+	t.Helper()
+	l := mustOpen(t, dir, Options{})
+	end := l.segs[len(l.segs)-1].size
+	must(t, l.Close())
+	f, err := os.OpenFile(lastSegment(t, dir), os.O_WRONLY, 0)
+	must(t, err)
+	_, err = f.WriteAt(b, end+skip)
+	must(t, err)
+	must(t, f.Close())
+}
+
 func appendBytes(t *testing.T, path string, b []byte) {
 	t.Helper()
 	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
@@ -270,7 +287,7 @@ func TestTornTailRepaired(t *testing.T) {
 			l := mustOpen(t, dir, Options{})
 			mustStore(t, l, entries(1, 10, 1))
 			must(t, l.Close())
-			appendBytes(t, lastSegment(t, dir), tail)
+			writeAtEnd(t, dir, tail)
 			l = mustOpen(t, dir, Options{})
 			checkLog(t, l, 1, 10, term1)
 			mustStore(t, l, entries(11, 12, 1))
@@ -291,7 +308,10 @@ func TestDamageRefused(t *testing.T) {
 			must(t, os.WriteFile(p, b, 0o644))
 		},
 		"garbage after the records": func(t *testing.T, dir string) {
-			appendBytes(t, lastSegment(t, dir), bytes.Repeat([]byte{0xAB}, 100))
+			writeAtEnd(t, dir, bytes.Repeat([]byte{0xAB}, 100))
+		},
+		"data after zeros": func(t *testing.T, dir string) {
+			writeAfterEnd(t, dir, 100, []byte{1})
 		},
 		"a missing segment": func(t *testing.T, dir string) {
 			m, _ := filepath.Glob(filepath.Join(dir, "*"+segSuffix))
@@ -395,7 +415,7 @@ func FuzzOpenSegment(f *testing.F) {
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, body []byte) {
 		dir := t.TempDir()
-		s, err := createSegment(dir, 1)
+		s, err := createSegment(dir, 1, 0)
 		if err != nil {
 			t.Fatal(err)
 		}

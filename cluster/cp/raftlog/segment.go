@@ -25,7 +25,10 @@ import (
 //
 // Integers are little-endian. A segment is created complete with its
 // header (written to a temporary name, synced, then renamed), so a
-// segment file always has a whole header.
+// segment file always has a whole header. The segment being appended to
+// is preallocated with zeros (see preallocate): its records end at the
+// first record header that is all zeros, and nothing but zeros may
+// follow. A segment is trimmed to its records when the next one starts.
 const (
 	segMagic      = "SHOALLOG"
 	segVersion    = 1
@@ -54,8 +57,9 @@ func (s *segment) last() uint64 { return s.base + uint64(len(s.offs)) - 1 }
 
 func segName(base uint64) string { return fmt.Sprintf("%020d%s", base, segSuffix) }
 
-// createSegment creates an empty segment starting at base, durably.
-func createSegment(dir string, base uint64) (*segment, error) {
+// createSegment creates an empty segment starting at base, durably, and
+// preallocates it to size.
+func createSegment(dir string, base uint64, size int64) (*segment, error) {
 	path := filepath.Join(dir, segName(base))
 	hdr := make([]byte, segHeaderSize)
 	copy(hdr, segMagic)
@@ -66,6 +70,11 @@ func createSegment(dir string, base uint64) (*segment, error) {
 	}
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
+		return nil, err
+	}
+	preallocate(f, size)
+	if err := f.Sync(); err != nil {
+		f.Close()
 		return nil, err
 	}
 	return &segment{base: base, path: path, f: f, size: segHeaderSize}, nil
@@ -216,6 +225,12 @@ func (s *segment) scan(r io.ReaderAt, size int64) (scanResult, error) {
 			return res, err
 		}
 		n := int64(binary.LittleEndian.Uint32(hdr[:]))
+		if n == 0 && binary.LittleEndian.Uint32(hdr[4:]) == 0 {
+			// The end of the records, if only preallocated zeros follow.
+			if zero, err := allZero(r, off, size); err != nil || zero {
+				return res, err
+			}
+		}
 		if n < payloadFixed || n > maxPayload {
 			return bad(fmt.Sprintf("an impossible record length %d", n))
 		}
