@@ -205,7 +205,10 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	return &fsmSnapshot{st: st}, nil
 }
 
-// Restore implements raft.FSM.
+// Restore implements raft.FSM. The watches are told of every key that
+// changed, as if the difference had been applied: a follower that
+// installs the leader's snapshot, or a cluster restored from a file,
+// keeps its watchers current.
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
 	var st snapshotState
@@ -219,9 +222,30 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		st.Leases = map[string]lease{}
 	}
 	f.mu.Lock()
+	events := diff(f.data, st.Data)
 	f.data, f.leases = st.Data, st.Leases
 	f.mu.Unlock()
+	if len(events) > 0 && f.onApply != nil {
+		f.onApply(events)
+	}
 	return nil
+}
+
+// diff lists the changes from old to new as events, sorted by key.
+func diff(old, new map[string]entry) []Event {
+	var out []Event
+	for k, e := range new {
+		if o, ok := old[k]; !ok || o.Version != e.Version {
+			out = append(out, Event{Key: k, Value: e.Value, Version: e.Version})
+		}
+	}
+	for k, o := range old {
+		if _, ok := new[k]; !ok {
+			out = append(out, Event{Key: k, Version: o.Version, Deleted: true})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out
 }
 
 type fsmSnapshot struct{ st snapshotState }

@@ -56,7 +56,7 @@ type SnapshotInfo struct {
 // quorum and caught up, so it holds every write acknowledged before the
 // call began. ErrNotLeader on another node.
 func (s *Store) Snapshot(ctx context.Context, w io.Writer) (SnapshotInfo, error) {
-	if err := s.leaderOnly(); err != nil {
+	if err := s.LeaderOnly(); err != nil {
 		return SnapshotInfo{}, err
 	}
 	if err := s.verifyLeader(ctx); err != nil {
@@ -168,7 +168,7 @@ func (s *Store) Restore(ctx context.Context, r io.Reader) (SnapshotInfo, error) 
 	if err != nil {
 		return SnapshotInfo{}, err
 	}
-	if err := s.leaderOnly(); err != nil {
+	if err := s.LeaderOnly(); err != nil {
 		return SnapshotInfo{}, err
 	}
 	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Index: info.Index, Term: info.Term, Size: int64(len(state))}
@@ -183,9 +183,9 @@ func (s *Store) Restore(ctx context.Context, r io.Reader) (SnapshotInfo, error) 
 	return info, nil
 }
 
-// leaderOnly returns ErrNotLeader, naming the leader, unless this node
+// LeaderOnly returns ErrNotLeader, naming the leader, unless this node
 // leads.
-func (s *Store) leaderOnly() error {
+func (s *Store) LeaderOnly() error {
 	if s.raft.State() == raft.Leader {
 		return nil
 	}
@@ -238,7 +238,7 @@ var ErrPeerAlive = errors.New("cp: the peer is alive")
 // member alive in the gossip membership is refused (ErrPeerAlive); one
 // not in the configuration is ErrNotFound.
 func (s *Store) RemovePeer(ctx context.Context, name string) error {
-	if err := s.leaderOnly(); err != nil {
+	if err := s.LeaderOnly(); err != nil {
 		return err
 	}
 	peers, err := s.Peers()

@@ -4,6 +4,8 @@
 //	shoal up      start a local cluster of N nodes and watch it
 //	shoal status  show the members as a node sees them
 //	shoal kv      read and write the consistent store
+//	shoal snapshot save and restore the consistent store
+//	shoal raft    list and remove raft peers; reset a damaged raft log
 //	shoal bench   run an experiment
 package main
 
@@ -29,6 +31,8 @@ commands:
   up       start a local cluster of N nodes on loopback and watch it
   status   show the cluster's members as a node sees them
   kv       read and write the consistent store (shoal kv help)
+  snapshot save and restore the consistent store (shoal snapshot help)
+  raft     list and remove raft peers, reset a damaged raft log (shoal raft help)
   seed     fill an empty database with a generated data set
   user     add users and grant permissions (shoal user add|grant)
   token    create and revoke access tokens (shoal token create|revoke)
@@ -55,6 +59,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runStatus(rest, stdout, stderr)
 	case "kv":
 		err = runKV(rest, stdout, stderr)
+	case "snapshot":
+		err = runSnapshot(rest, os.Stdin, stdout, stderr)
+	case "raft":
+		err = runRaft(rest, os.Stdin, stdout, stderr)
 	case "bench":
 		err = runBench(rest, stdout, stderr)
 	case "seed":

@@ -245,6 +245,7 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("GET /v1/cluster", s.handleCluster)
 	mux.HandleFunc("GET /v1/stats", s.handleStats)
 	s.kvRoutes(mux)
+	s.opsRoutes(mux)
 	return mux
 }
 

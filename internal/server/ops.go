@@ -1,0 +1,141 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/shoal-dev/shoal/cluster/cp"
+	"github.com/shoal-dev/shoal/gitfront"
+)
+
+// opsRoutes serves the consistent store's operations, beside the kv
+// routes; only administrators may use them.
+//
+//	GET  /v1/snapshot               a snapshot file of the store (shoal snapshot save)
+//	PUT  /v1/snapshot               restore one onto the running cluster (shoal snapshot restore)
+//	GET  /v1/raft/peers             the raft configuration (shoal raft peers)
+//	DELETE /v1/raft/peers/{name}    remove a server that will not come back (shoal raft remove-peer)
+//
+// What only the leader does (all but listing peers) is answered on a
+// follower with 307 Temporary Redirect to the same path on the leader's
+// HTTP address, so the file never passes through the peer RPC.
+func (s *Server) opsRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1/snapshot", s.admin(s.snapshotSave))
+	mux.HandleFunc("PUT /v1/snapshot", s.admin(s.snapshotRestore))
+	mux.HandleFunc("GET /v1/raft/peers", s.admin(s.raftPeers))
+	mux.HandleFunc("DELETE /v1/raft/peers/{name}", s.admin(s.raftRemovePeer))
+}
+
+// maxSnapshotBody bounds a restore's body.
+const maxSnapshotBody = cp.MaxSnapshotSize
+
+// admin lets only an authenticated administrator through.
+func (s *Server) admin(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		p, ok := gitfront.PrincipalFrom(r.Context())
+		switch {
+		case !ok:
+			w.Header().Set("WWW-Authenticate", `Basic realm="shoal"`)
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "authentication required: an administrator's credentials"})
+		case !p.Admin:
+			writeJSON(w, http.StatusForbidden, map[string]string{"error": "only administrators may do this"})
+		default:
+			h(w, r)
+		}
+	}
+}
+
+func opsContext(r *http.Request) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(r.Context(), 60*time.Second)
+}
+
+func (s *Server) snapshotSave(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := opsContext(r)
+	defer cancel()
+	var buf bytes.Buffer
+	info, err := s.store.Snapshot(ctx, &buf)
+	if s.redirected(w, r, err) {
+		return
+	}
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
+	w.Header().Set("X-Shoal-Snapshot-Index", strconv.FormatUint(info.Index, 10))
+	w.Header().Set("X-Shoal-Snapshot-Keys", strconv.Itoa(info.Keys))
+	w.Write(buf.Bytes())
+}
+
+func (s *Server) snapshotRestore(w http.ResponseWriter, r *http.Request) {
+	if err := s.store.LeaderOnly(); s.redirected(w, r, err) {
+		return // before reading the body: the client sends it again
+	}
+	ctx, cancel := opsContext(r)
+	defer cancel()
+	info, err := s.store.Restore(ctx, http.MaxBytesReader(w, r.Body, maxSnapshotBody))
+	if s.redirected(w, r, err) {
+		return
+	}
+	if errors.Is(err, cp.ErrBadSnapshot) {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		return
+	}
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, info)
+}
+
+func (s *Server) raftPeers(w http.ResponseWriter, r *http.Request) {
+	peers, err := s.store.Peers()
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, peers)
+}
+
+func (s *Server) raftRemovePeer(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := opsContext(r)
+	defer cancel()
+	name := r.PathValue("name")
+	err := s.store.RemovePeer(ctx, name)
+	if s.redirected(w, r, err) {
+		return
+	}
+	if errors.Is(err, cp.ErrPeerAlive) {
+		writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
+		return
+	}
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"removed": name})
+}
+
+// redirected answers ErrNotLeader with a redirect to the leader's HTTP
+// address (503 when no leader is known) and reports whether it did.
+func (s *Server) redirected(w http.ResponseWriter, r *http.Request, err error) bool {
+	if !errors.Is(err, cp.ErrNotLeader) {
+		return false
+	}
+	leader := s.store.Status().Leader
+	for _, m := range s.node.Members() {
+		if m.Name == leader && m.HTTP != "" {
+			u := url.URL{Scheme: "http", Host: m.HTTP, Path: r.URL.Path, RawQuery: r.URL.RawQuery}
+			http.Redirect(w, r, u.String(), http.StatusTemporaryRedirect)
+			return true
+		}
+	}
+	writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+	return true
+}
