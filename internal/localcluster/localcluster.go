@@ -338,9 +338,13 @@ func (c *Cluster) RestartAll(ctx context.Context) error {
 }
 
 // Restart starts node i again (after it exited) with the same directory,
-// joining node j, and waits until it is ready.
+// joining node j (0: joining none, for a cluster of one), and waits until
+// it is ready.
 func (c *Cluster) Restart(ctx context.Context, i, j int) (*Proc, error) {
-	seed := c.Nodes()[j-1].Gossip
+	seed := ""
+	if j > 0 {
+		seed = c.Nodes()[j-1].Gossip
+	}
 	p, err := c.spawn(i, seed)
 	if err != nil {
 		return nil, err
