@@ -8,7 +8,7 @@ MODE     ?= local
 # The seeded admin's password in the local cluster of 'make run'.
 ADMIN_PASSWORD ?= shoal-admin
 
-.PHONY: all build test lint run bench bench-full fuzz clean
+.PHONY: all build test test-long lint run bench bench-full fuzz clean
 
 all: build
 
@@ -24,6 +24,11 @@ lint:
 # The whole suite, with the race detector.
 test: lint
 	$(GO) test -race -count=1 -timeout 30m ./...
+
+# The long profile: the tests that repeat a fault many times (50 SIGKILLs of
+# a node under writes, ...); minutes, not part of 'make test'.
+test-long: lint
+	SHOAL_LONG=1 $(GO) test -race -count=1 -timeout 60m -run 'TestKillDuringWrites' ./cmd/shoal
 
 # A local cluster of $(NODES) nodes on loopback, its database seeded once;
 # Ctrl-C stops it.
@@ -50,7 +55,7 @@ FUZZTIME ?= 30s
 FUZZ_TARGETS := ./cluster/wire:FuzzReadFrame ./l2cache:FuzzDecodeOp \
 	./internal/pktline:FuzzReader ./packcache:FuzzDecodeRequest ./packcache:FuzzChecker ./packcache:FuzzDecodeState \
 	./gitfront:FuzzAuthorizationHeader ./gitfront:FuzzGitPath ./gitfront:FuzzPktReader \
-	./internal/rest:FuzzDecodeBodies
+	./internal/rest:FuzzDecodeBodies ./cluster/cp/raftlog:FuzzScanSegment
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; echo "== $$name ($$pkg)"; \
