@@ -384,11 +384,18 @@ func killDuringWrites(t *testing.T, n, ipBase int) {
 		// The restarted node's own replica, once it has caught up, holds
 		// every write acknowledged before it died.
 		at.set(victim, p.HTTP)
-		var have map[string]string
-		waitUntil(t, 60*time.Second, fmt.Sprintf("round %d: node%d to hold %d writes", round, victim, len(want)), func() bool {
-			have, err = rc.kvList(victim, "crash/", true)
-			return err == nil && containsKeys(have, want)
-		})
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			have, err := rc.kvList(victim, "crash/", true)
+			if err == nil && containsKeys(have, want) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: node%d holds %d of the %d writes acknowledged before it was killed (%v); missing %v\n%s\n%s",
+					round, victim, len(have), len(want), err, missing(have, want, 5), raftViews(rc), problems(p.Log, 40))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 		t.Logf("round %d: node%d (pid %d) killed and back with all %d acknowledged writes", round, victim, p.PID, len(want))
 	}
 	close(stop)
@@ -406,6 +413,43 @@ func killDuringWrites(t *testing.T, n, ipBase int) {
 		suffixes += bytes.Count(b, []byte("clearing log suffix"))
 	}
 	t.Logf("%d kills, %d acknowledged writes all present; raft cleared a log suffix %d times", crashes(), len(all), suffixes)
+}
+
+// missing returns up to n of keys that have lacks.
+func missing(have map[string]string, keys []string, n int) []string {
+	var out []string
+	for _, k := range keys {
+		if have[k] != k && len(out) < n {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// raftViews is each node's raft view, for a failure message.
+func raftViews(rc *restCluster) string {
+	var b strings.Builder
+	for i, p := range rc.c.Nodes() {
+		v, err := localcluster.FetchView(context.Background(), p.HTTP)
+		if err != nil {
+			fmt.Fprintf(&b, "node%d: %v\n", i+1, err)
+			continue
+		}
+		fmt.Fprintf(&b, "node%d: %+v\n", i+1, v.Raft)
+	}
+	return b.String()
+}
+
+// problems returns the last n WARN and ERROR lines of a node's log.
+func problems(path string, n int) string {
+	b, _ := os.ReadFile(path)
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, "WARN") || strings.Contains(l, "ERROR") || strings.Contains(l, "panic") {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out[max(0, len(out)-n):], "\n")
 }
 
 func containsKeys(have map[string]string, keys []string) bool {

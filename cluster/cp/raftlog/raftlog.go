@@ -342,7 +342,10 @@ func (l *Log) rollIfFull() error {
 	}
 	// Trim the full segment's preallocated zeros before starting the
 	// next: only the last segment may end with them.
-	if err := s.truncate(s.size, len(s.offs), 0); err != nil {
+	l.mu.Lock() // readers read the segment's fields
+	err := s.truncate(s.size, len(s.offs), 0)
+	l.mu.Unlock()
+	if err != nil {
 		return err
 	}
 	ns, err := createSegment(l.dir, s.last()+1, l.opts.SegmentSize)

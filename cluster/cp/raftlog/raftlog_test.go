@@ -452,3 +452,55 @@ func FuzzScanSegment(f *testing.F) {
 		}
 	})
 }
+
+// TestReadsDuringWrites: readers go on while entries are appended across
+// many segments, the prefix compacted and the suffix cut (run with -race).
+func TestReadsDuringWrites(t *testing.T) {
+	l := mustOpen(t, t.TempDir(), Options{SegmentSize: 512})
+	mustStore(t, l, entries(1, 10, 1))
+	stop := make(chan struct{})
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			for {
+				select {
+				case <-stop:
+					errs <- nil
+					return
+				default:
+				}
+				first, _ := l.FirstIndex()
+				last, _ := l.LastIndex()
+				for i := first; i <= last && last > 0; i++ {
+					var e raft.Log
+					err := l.GetLog(i, &e)
+					if err != nil && !errors.Is(err, raft.ErrLogNotFound) { // compacted or cut meanwhile
+						errs <- fmt.Errorf("GetLog(%d): %w", i, err)
+						return
+					}
+					if err == nil && e.Index != i {
+						errs <- fmt.Errorf("GetLog(%d) read index %d", i, e.Index)
+						return
+					}
+				}
+			}
+		}()
+	}
+	next := uint64(11)
+	for round := range 40 {
+		mustStore(t, l, entries(next, next+19, uint64(round+1)))
+		next += 20
+		if round%5 == 4 {
+			must(t, l.DeleteRange(next-5, next-1))
+			next -= 5
+			first, _ := l.FirstIndex()
+			must(t, l.DeleteRange(first, first+30))
+		}
+	}
+	close(stop)
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
