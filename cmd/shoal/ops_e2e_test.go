@@ -403,9 +403,19 @@ func killDuringWrites(t *testing.T, n, ipBase int) {
 	stop = make(chan struct{}) // for the deferred close
 	wg = &sync.WaitGroup{}
 	all := acks.before(time.Now())
-	have, err := rc.kvList(1, "crash/", false)
-	if err != nil || !containsKeys(have, all) {
-		t.Fatalf("after %d kills: %d of %d acknowledged writes present (%v)", crashes(), len(have), len(all), err)
+	// A linearizable list, through the leader: on a loaded machine the
+	// group may be between leaders for a while.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		have, err := rc.kvList(1, "crash/", false)
+		if err == nil && containsKeys(have, all) {
+			break
+		}
+		if err == nil || time.Now().After(deadline) {
+			t.Fatalf("after %d kills: %d of %d acknowledged writes present (%v); missing %v\n%s",
+				crashes(), len(have), len(all), err, missing(have, all, 5), raftViews(rc))
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	suffixes := 0
 	for _, p := range rc.c.Nodes() {
