@@ -47,7 +47,7 @@ func BenchmarkLocalHit(b *testing.B) {
 	raw.Wait()
 	for i := 0; i < 100; i++ { // until ristretto admits it
 		typed.Get(ctx, "42", func(context.Context) (benchEntity, error) { return want, nil })
-		c.store.Wait()
+		c.waitLocal()
 		if _, ok := r.lookup("42", nil); ok {
 			break
 		}

@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/dgraph-io/ristretto/v2"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/shoal-dev/shoal/cluster"
@@ -156,10 +155,9 @@ func (c *Config) validate() error {
 type Cache struct {
 	cfg    Config
 	clock  atomic.Uint64 // the logical clock of loads and invalidations
-	store  *ristretto.Cache[string, *entry]
-	dist   *dist    // DISTRIBUTED mode only
-	unsub  func()   // the query-space topic
-	unsubs []func() // the regions' topics, under mu
+	be     backend       // the coupling mode
+	unsub  func()        // the query-space topic
+	unsubs []func()      // the regions' topics, under mu
 
 	mu      sync.Mutex
 	regions map[string]*Region
@@ -185,27 +183,21 @@ func New(cfg Config) (*Cache, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	store, err := ristretto.NewCache(&ristretto.Config[string, *entry]{
-		NumCounters:        max(cfg.MaxCost/100, 1000), // ~10 counters per expected item of ~1 KiB
-		MaxCost:            cfg.MaxCost,
-		BufferItems:        64,
-		IgnoreInternalCost: true,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("l2cache: %w", err)
-	}
-	c := &Cache{cfg: cfg, store: store, regions: map[string]*Region{}, spaces: map[string]uint64{}}
-	if cfg.Mode == cluster.CacheModeDistributed {
-		c.dist = newDist(c)
+	c := &Cache{cfg: cfg, regions: map[string]*Region{}, spaces: map[string]uint64{}}
+	var err error
+	switch cfg.Mode {
+	case cluster.CacheModeDistributed:
+		c.be = newDist(c)
+	default:
+		if c.be, err = newLocalBackend(c); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.Bus != nil {
 		c.unsub = cfg.Bus.Subscribe(Topic, cluster.SubscriberFuncs{OnMessage: c.onMessage, OnMissed: c.onMissed})
 	}
 	if cfg.Lease != nil {
 		cfg.Lease.OnReset(c.reset)
-		if c.dist != nil {
-			cfg.Lease.Observe(c.dist.keeper.observe)
-		}
 	}
 	return c, nil
 }
@@ -226,7 +218,7 @@ func (c *Cache) Close() {
 	for _, u := range unsubs {
 		u()
 	}
-	c.store.Close()
+	c.be.close()
 }
 
 // Mode is the coupling mode.
@@ -250,7 +242,8 @@ func (c *Cache) Region(name string, kind RegionKind, access AccessType) (*Region
 		}
 		return r, nil
 	}
-	r := newRegion(c, name, kind, access)
+	r := &Region{c: c, name: name, kind: kind, access: access}
+	r.be = c.be.region(r)
 	c.regions[name] = r
 	if c.cfg.Bus != nil {
 		c.unsubs = append(c.unsubs, c.cfg.Bus.Subscribe(RegionTopic(name), cluster.SubscriberFuncs{
@@ -316,7 +309,7 @@ func (c *Cache) publish(ctx context.Context, m message) error {
 		topic = RegionTopic(m.Region)
 	}
 	c.stats.InvalidationsSent.Add(1)
-	if c.cfg.Invalidation != InvalidationSync && c.dist == nil {
+	if !c.be.syncBus() {
 		return c.cfg.Bus.Publish(topic, data)
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.SyncTimeout)
@@ -370,16 +363,7 @@ func (c *Cache) Ready() error {
 	if !c.valid() {
 		return errors.New("l2cache: no read lease yet (or it lapsed): the cache reads through")
 	}
-	if c.dist != nil {
-		t := c.dist.keeper.Table()
-		if !t.Has(c.dist.self) {
-			return errors.New("l2cache: no partition table including this node yet")
-		}
-		if _, at, ok := c.dist.keeper.adoptedAt(t.Epoch); ok && c.cfg.Now().Before(at.Add(c.dist.leaseDuration())) {
-			return errors.New("l2cache: the partition table is new: owners wait out the previous owners' leases")
-		}
-	}
-	return nil
+	return c.be.ready()
 }
 
 // valid reports whether this node may serve and store cached state now.
@@ -392,17 +376,15 @@ func (c *Cache) valid() bool { return c.cfg.Lease.Valid() }
 // Every entry, ticket and load in flight predates the stamp it takes, so
 // none of them is served or stored afterwards.
 func (c *Cache) reset(why ResetReason) {
-	if why == ResetLapsed && (c.cfg.Invalidation == InvalidationSync || c.dist != nil) {
+	if why == ResetLapsed && c.be.syncBus() {
 		return
 	}
 	c.stats.Resets.Add(1)
 	c.markAllSpaces()
 	for _, r := range c.allRegions() {
-		r.clearLocal()
+		r.be.drop()
 	}
-	if c.dist != nil {
-		c.dist.clearRegion("")
-	}
+	c.be.reset()
 }
 
 // onMessage applies another node's invalidation. It runs on the bus's
@@ -418,25 +400,10 @@ func (c *Cache) onMessage(msg cluster.Message) {
 		c.markSpaces(m.Spaces)
 		return
 	}
-	if c.dist != nil {
-		if m.Op == opClear {
-			c.dist.clearRegion(m.Region)
-		}
-		return // keys are invalidated at their owners, not over the bus
-	}
-	r := c.region(m.Region)
-	if r == nil {
-		return // a region this node has not used has nothing to drop
-	}
-	switch m.Op {
-	case opInvalidate:
-		r.invalidateLocal(m.Key)
-	case opLock:
-		r.lockLocal(m.Key)
-	case opUnlock:
-		r.unlockLocal(m.Key)
-	case opClear:
-		r.clearLocal()
+	if r := c.region(m.Region); r != nil {
+		r.be.deliver(m)
+	} else {
+		c.be.deliverUnknown(m)
 	}
 }
 
@@ -463,10 +430,7 @@ func (c *Cache) onRegionMissed(r *Region, m cluster.Missed) {
 	c.stats.MissedClears.Add(1)
 	r.stats.MissedClears.Add(1)
 	c.cfg.Logger.Info("l2cache: clearing a region after missed invalidations", "region", r.name, "from", m.From, "reason", m.Reason)
-	r.clearLocal()
-	if c.dist != nil {
-		c.dist.clearRegion(r.name)
-	}
+	r.be.drop()
 }
 
 // UpdateSpaces records that the tables (query spaces) were written: every

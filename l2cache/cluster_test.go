@@ -65,7 +65,7 @@ func TestStalePutRefusedAcrossNodes(t *testing.T) {
 			})
 			close(release)
 			<-got
-			caches[1].store.Wait()
+			caches[1].waitLocal()
 			v, _ := b.Get(ctx, "1", func(context.Context) ([]byte, error) { return []byte(db.Load().(string)), nil })
 			if string(v) != "v2" {
 				t.Fatalf("B serves %q after the race: the stale put landed", v)
@@ -90,7 +90,7 @@ func TestSyncInvalidationVisibleEverywhere(t *testing.T) {
 			r.Get(ctx, "k", load)
 		}
 		for _, c := range caches {
-			c.store.Wait()
+			c.waitLocal()
 		}
 		db.Add(1)
 		if err := regions[i%3].Evict(ctx, "k"); err != nil {
@@ -118,7 +118,7 @@ func TestLostInvalidationClearsRegion(t *testing.T) {
 	testkit.Eventually(t, 5*time.Second, "B to cache v1", func() bool {
 		b.Get(ctx, "1", load)
 		other.Get(ctx, "u", load)
-		caches[1].store.Wait()
+		caches[1].waitLocal()
 		_, ok := b.lookup("1", nil)
 		_, ok2 := other.lookup("u", nil)
 		return ok && ok2
@@ -230,10 +230,10 @@ func randomizedOn(t *testing.T, net *memnet.Network, caches []*Cache, inv string
 // cached is what the cache holds for key, as this node sees it: its own
 // copy in LOCAL mode, the owner's in DISTRIBUTED mode.
 func cached(r *Region, key string) ([]byte, bool) {
-	if r.c.dist == nil {
+	if distOf(r.c) == nil {
 		return r.lookup(key, nil)
 	}
-	rep, err := r.c.dist.get(context.Background(), r.name, key, nil)
+	rep, err := distOf(r.c).get(context.Background(), r.name, key, nil)
 	return rep.Value, err == nil && rep.Hit
 }
 

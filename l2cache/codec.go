@@ -19,7 +19,7 @@ import (
 var ErrCodec = errors.New("l2cache: malformed owner message")
 
 const (
-	opFields    = 13
+	opFields    = 11
 	replyFields = 9
 	// maxSpaces bounds the query spaces one message may name.
 	maxSpaces = 1024
@@ -27,9 +27,7 @@ const (
 
 func appendOp(b []byte, o *distOp) []byte {
 	b = append(b, 0x90|opFields)
-	b = appendUint(b, uint64(o.Op))
-	b = appendBool(b, o.Get)
-	b = appendBool(b, o.Put)
+	b = appendUint(b, uint64(o.Kind))
 	b = appendUint(b, uint64(o.Partition))
 	b = appendStr(b, o.Region)
 	b = appendStr(b, o.Key)
@@ -49,8 +47,7 @@ func decodeOp(b []byte) (distOp, error) {
 	d := decoder{b: b}
 	var o distOp
 	d.header(opFields)
-	o.Op = op(d.uint(math.MaxUint8))
-	o.Get, o.Put = d.bool(), d.bool()
+	o.Kind = ownerKind(d.uint(math.MaxUint8))
 	o.Partition = int(d.uint(math.MaxInt32))
 	o.Region, o.Key = d.str(), d.str()
 	o.Value = d.bin()

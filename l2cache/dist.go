@@ -20,11 +20,47 @@ import (
 // and the owner accepts a put only with a ticket it issued after its
 // latest invalidation of the key and after it took the partition over.
 
-// RPC message types.
+// RPC message types of the owner protocol: one per kind of request, so a
+// message that claims to be one thing and is another is refused.
 const (
-	rpcOp   = "l2.op"
-	rpcRepl = "l2.repl"
+	rpcGet    = "l2.get"
+	rpcPut    = "l2.put"
+	rpcChange = "l2.change"
+	rpcRepl   = "l2.repl"
 )
+
+// ownerKind is what an owner operation does.
+type ownerKind uint8
+
+const (
+	kindGet        ownerKind = iota + 1 // read a key: a hit, or a miss with a ticket
+	kindPut                             // a put-from-load with its ticket (replicated as the entry)
+	kindInvalidate                      // drop a key after a write
+	kindLock                            // soft-lock a key before an update
+	kindUnlock                          // release a soft lock and drop the key
+)
+
+// changeKind is the owner operation of a region change.
+func changeKind(o op) ownerKind {
+	switch o {
+	case opLock:
+		return kindLock
+	case opUnlock:
+		return kindUnlock
+	}
+	return kindInvalidate
+}
+
+// rpcType is the message type that carries kind to an owner.
+func (k ownerKind) rpcType() string {
+	switch k {
+	case kindGet:
+		return rpcGet
+	case kindPut:
+		return rpcPut
+	}
+	return rpcChange
+}
 
 // ErrNotOwner is the answer of a node asked about a partition it does not
 // own in its table; the caller waits for a newer table and retries.
@@ -41,9 +77,7 @@ type ticket struct {
 // effect to the backups.
 type distOp struct {
 	// Encoded by hand (codec.go): it is on the path of every remote get.
-	Op        op
-	Get       bool // a read: no op
-	Put       bool // a put-from-load
+	Kind      ownerKind
 	Partition int
 	Region    string
 	Key       string
@@ -200,7 +234,9 @@ func (d *dist) newEntry(v []byte, stamp uint64, now time.Time) *entry {
 
 func newDist(c *Cache) *dist {
 	d := &dist{c: c, rpc: c.cfg.Node.RPC(), self: c.cfg.Node.Name(), keeper: c.cfg.Keeper, parts: map[int]*dpart{}}
-	d.rpc.Handle(rpcOp, d.handleOp)
+	for _, typ := range []string{rpcGet, rpcPut, rpcChange} {
+		d.rpc.Handle(typ, d.handler(typ))
+	}
 	d.rpc.Handle(rpcRepl, d.handleRepl)
 	return d
 }
@@ -335,8 +371,8 @@ func (dp *dpart) lockedLocked(skey string, now time.Time) bool {
 }
 
 // call runs o at the partition's owner, here or over the peer RPC,
-// retrying while the owner is not known or says it is not the owner, until
-// ctx ends.
+// retrying while the owner is not known or says it is not the owner (or,
+// for a change, cannot answer yet), until ctx ends.
 func (d *dist) call(ctx context.Context, o distOp) (distReply, error) {
 	backoff := 2 * time.Millisecond
 	for {
@@ -348,11 +384,12 @@ func (d *dist) call(ctx context.Context, o distOp) (distReply, error) {
 		case owner == "":
 			err = fmt.Errorf("%w: no partition table yet", ErrNotOwner)
 		case owner == d.self:
-			rep = d.apply(o)
+			rep = d.apply(ctx, o)
 		default:
 			rep, err = d.remote(ctx, owner, o)
 		}
-		if err == nil && !rep.NotOwner && (!rep.Unavailable || o.Get || o.Put) {
+		readOnly := o.Kind == kindGet || o.Kind == kindPut
+		if err == nil && !rep.NotOwner && (!rep.Unavailable || readOnly) {
 			return rep, nil
 		}
 		// Every operation can be repeated: gets and puts (with the same
@@ -375,7 +412,7 @@ func (d *dist) remote(ctx context.Context, owner string, o distOp) (distReply, e
 	body := appendOp(make([]byte, 0, 64+len(o.Region)+len(o.Key)+len(o.Value)), &o)
 	d.c.stats.RemoteCalls.Add(1)
 	d.c.stats.RemoteBytes.Add(uint64(len(body)))
-	resp, err := d.rpc.Call(ctx, owner, rpcOp, body)
+	resp, err := d.rpc.Call(ctx, owner, o.Kind.rpcType(), body)
 	if err != nil {
 		return distReply{}, err
 	}
@@ -387,18 +424,26 @@ func (d *dist) remote(ctx context.Context, owner string, o distOp) (distReply, e
 	return rep, nil
 }
 
-func (d *dist) handleOp(_ context.Context, _ string, body []byte) ([]byte, error) {
-	o, err := decodeOp(body)
-	if err != nil {
-		return nil, fmt.Errorf("unreadable cache operation: %w", err)
+// handler serves an owner request of one message type; a body of another
+// kind is refused.
+func (d *dist) handler(typ string) rpc.Handler {
+	return func(ctx context.Context, _ string, body []byte) ([]byte, error) {
+		o, err := decodeOp(body)
+		if err != nil {
+			return nil, fmt.Errorf("unreadable cache operation: %w", err)
+		}
+		if o.Kind.rpcType() != typ {
+			return nil, fmt.Errorf("%w: a %s message carrying operation kind %d", ErrCodec, typ, o.Kind)
+		}
+		rep := d.apply(ctx, o)
+		return appendReply(make([]byte, 0, 32+len(rep.Value)+len(rep.Ticket.Owner)), &rep), nil
 	}
-	rep := d.apply(o)
-	return appendReply(make([]byte, 0, 32+len(rep.Value)+len(rep.Ticket.Owner)), &rep), nil
 }
 
 // apply runs an operation at the owner: reads, puts, invalidations and
-// locks, replicating every change to the backups before answering.
-func (d *dist) apply(o distOp) distReply {
+// locks, replicating every change to the backups before answering, within
+// ctx (the caller's deadline, carried by the RPC).
+func (d *dist) apply(ctx context.Context, o distOp) distReply {
 	dp, t := d.part(o.Partition)
 	dp.mu.Lock()
 	if !dp.owner {
@@ -413,15 +458,15 @@ func (d *dist) apply(o distOp) distReply {
 	skey := o.Region + "\x00" + o.Key
 	var rep distReply
 	var repl *distOp
-	switch {
-	case o.Get:
+	switch o.Kind {
+	case kindGet:
 		floor := max(dp.floorLocked(o.Region, skey), d.c.spacesStamp(o.Spaces))
 		if e := dp.liveLocked(d, skey, now); e != nil && e.stamp > floor && !dp.lockedLocked(skey, now) {
 			rep = distReply{Hit: true, Value: e.value}
 		} else {
 			rep = distReply{Ticket: ticket{Owner: d.self, Stamp: d.c.tick()}, Floor: floor}
 		}
-	case o.Put:
+	case kindPut:
 		floor := max(dp.floorLocked(o.Region, skey), d.c.spacesStamp(o.Spaces))
 		if o.Ticket.Owner != d.self || o.Ticket.Stamp <= floor || dp.lockedLocked(skey, now) {
 			rep.Refused = true
@@ -430,11 +475,14 @@ func (d *dist) apply(o distOp) distReply {
 		e := d.newEntry(o.Value, o.Ticket.Stamp, now)
 		e.query = len(o.Spaces) > 0
 		dp.setLocked(d, skey, e)
-		repl = &distOp{Op: opPutRepl, Region: o.Region, Key: o.Key, Value: o.Value, Spaces: o.Spaces, Stamp: o.Ticket.Stamp}
-	default:
+		repl = &distOp{Kind: kindPut, Region: o.Region, Key: o.Key, Value: o.Value, Spaces: o.Spaces, Stamp: o.Ticket.Stamp}
+	case kindInvalidate, kindLock, kindUnlock:
 		stamp := d.c.tick()
-		dp.applyChange(d, o.Op, o.Region, skey, stamp, now.Add(d.c.cfg.LockTimeout))
-		repl = &distOp{Op: o.Op, Region: o.Region, Key: o.Key, Stamp: stamp}
+		dp.applyChange(d, o.Kind, skey, stamp, now.Add(d.c.cfg.LockTimeout))
+		repl = &distOp{Kind: o.Kind, Region: o.Region, Key: o.Key, Stamp: stamp}
+	default:
+		dp.mu.Unlock()
+		return distReply{Refused: true}
 	}
 	var backups []string
 	if repl != nil && o.Partition < len(t.Replicas) {
@@ -443,10 +491,10 @@ func (d *dist) apply(o distOp) distReply {
 		backups = t.Replicas[o.Partition][1:]
 	}
 	dp.mu.Unlock()
-	if o.Put && !rep.Refused {
+	if o.Kind == kindPut && !rep.Refused {
 		d.evictOver()
 	}
-	if err := d.replicate(backups, repl); err != nil && !o.Put {
+	if err := d.replicate(ctx, backups, repl); err != nil && o.Kind != kindPut {
 		// An invalidation a backup may not have: the write must not be
 		// acknowledged, or a takeover could serve the old row.
 		d.c.cfg.Logger.Warn("l2cache: replication to a backup failed", "partition", o.Partition, "err", err)
@@ -455,16 +503,10 @@ func (d *dist) apply(o distOp) distReply {
 	return rep
 }
 
-// opPutRepl replicates a put-from-load.
-const opPutRepl op = 100
-
-// applyChange applies an invalidation, lock or clear with the owner's stamp.
-func (dp *dpart) applyChange(d *dist, o op, region, skey string, stamp uint64, lockExpiry time.Time) {
-	switch o {
-	case opInvalidate:
-		dp.inv[skey] = stamp
-		dp.delLocked(d, skey)
-	case opLock:
+// applyChange applies an invalidation or a lock with the owner's stamp.
+func (dp *dpart) applyChange(d *dist, k ownerKind, skey string, stamp uint64, lockExpiry time.Time) {
+	switch k {
+	case kindLock:
 		l := dp.locks[skey]
 		if l == nil {
 			l = &softLock{}
@@ -472,37 +514,40 @@ func (dp *dpart) applyChange(d *dist, o op, region, skey string, stamp uint64, l
 		}
 		l.count++
 		l.expires = lockExpiry
-		dp.inv[skey] = stamp
-		dp.delLocked(d, skey)
-	case opUnlock:
+	case kindUnlock:
 		if l := dp.locks[skey]; l != nil {
 			if l.count--; l.count <= 0 {
 				delete(dp.locks, skey)
 			}
 		}
-		dp.inv[skey] = stamp
-		dp.delLocked(d, skey)
-	case opClear:
-		dp.cleared[region] = stamp
 	}
+	dp.inv[skey] = stamp
+	dp.delLocked(d, skey)
 }
 
-// replicate sends a change to every backup and waits for all of them.
-func (d *dist) replicate(backups []string, o *distOp) error {
+// replicate sends a change to every backup at once and waits for all of
+// them, within ctx and at most SyncTimeout.
+func (d *dist) replicate(ctx context.Context, backups []string, o *distOp) error {
 	if o == nil || len(backups) == 0 {
 		return nil
 	}
 	body := appendOp(nil, o)
-	ctx, cancel := context.WithTimeout(context.Background(), d.c.cfg.SyncTimeout)
+	ctx, cancel := context.WithTimeout(ctx, d.c.cfg.SyncTimeout)
 	defer cancel()
-	var errs []error
-	for _, b := range backups {
+	errs := make([]error, len(backups))
+	var wg sync.WaitGroup
+	for i, b := range backups {
 		d.c.stats.RemoteCalls.Add(1)
 		d.c.stats.RemoteBytes.Add(uint64(len(body)))
-		if _, err := d.rpc.Call(ctx, b, rpcRepl, body); err != nil {
-			errs = append(errs, fmt.Errorf("backup %s: %w", b, err))
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := d.rpc.Call(ctx, b, rpcRepl, body); err != nil {
+				errs[i] = fmt.Errorf("backup %s: %w", b, err)
+			}
+		}()
 	}
+	wg.Wait()
 	return errors.Join(errs...)
 }
 
@@ -513,11 +558,14 @@ func (d *dist) handleRepl(_ context.Context, _ string, body []byte) ([]byte, err
 	if err != nil {
 		return nil, fmt.Errorf("unreadable replication: %w", err)
 	}
+	if o.Kind == kindGet || o.Kind > kindUnlock {
+		return nil, fmt.Errorf("%w: replication of operation kind %d", ErrCodec, o.Kind)
+	}
 	dp, t := d.part(o.Partition)
 	dp.mu.Lock()
 	err = d.applyRepl(dp, t, o)
 	dp.mu.Unlock()
-	if err == nil && o.Op == opPutRepl {
+	if err == nil && o.Kind == kindPut {
 		d.evictOver() // dropping a backup entry only makes a takeover miss
 	}
 	return nil, err
@@ -532,12 +580,12 @@ func (d *dist) applyRepl(dp *dpart, t *PartitionTable, o distOp) error {
 	}
 	dp.seq = o.Seq
 	skey := o.Region + "\x00" + o.Key
-	if o.Op == opPutRepl {
+	if o.Kind == kindPut {
 		e := d.newEntry(o.Value, o.Stamp, d.c.cfg.Now())
 		e.query = len(o.Spaces) > 0
 		dp.setLocked(d, skey, e)
 	} else {
-		dp.applyChange(d, o.Op, o.Region, skey, o.Stamp, d.c.cfg.Now().Add(d.c.cfg.LockTimeout))
+		dp.applyChange(d, o.Kind, skey, o.Stamp, d.c.cfg.Now().Add(d.c.cfg.LockTimeout))
 	}
 	return nil
 }
@@ -572,18 +620,18 @@ func (d *dist) clearRegion(region string) {
 
 // get asks the owner for key: a hit, or a miss with a ticket for the put.
 func (d *dist) get(ctx context.Context, region, key string, spaces []string) (distReply, error) {
-	return d.call(ctx, distOp{Get: true, Partition: d.partition(region, key), Region: region, Key: key, Spaces: spaces})
+	return d.call(ctx, distOp{Kind: kindGet, Partition: d.partition(region, key), Region: region, Key: key, Spaces: spaces})
 }
 
 // put offers a loaded value to the owner with the miss's ticket.
 func (d *dist) put(ctx context.Context, region, key string, spaces []string, v []byte, t ticket) (bool, error) {
-	rep, err := d.call(ctx, distOp{Put: true, Partition: d.partition(region, key), Region: region, Key: key, Spaces: spaces, Value: v, Ticket: t})
-	return err == nil && !rep.Refused, err
+	rep, err := d.call(ctx, distOp{Kind: kindPut, Partition: d.partition(region, key), Region: region, Key: key, Spaces: spaces, Value: v, Ticket: t})
+	return err == nil && !rep.Refused && !rep.Unavailable, err
 }
 
 // change applies an invalidation or lock at the owner and its backups.
 func (d *dist) change(ctx context.Context, o op, region, key string) error {
-	_, err := d.call(ctx, distOp{Op: o, Partition: d.partition(region, key), Region: region, Key: key})
+	_, err := d.call(ctx, distOp{Kind: changeKind(o), Partition: d.partition(region, key), Region: region, Key: key})
 	return err
 }
 
@@ -594,3 +642,114 @@ func (d *dist) partition(region, key string) int {
 	}
 	return PartitionOf(region, key, n)
 }
+
+// The backend seam (region.go).
+
+func (d *dist) region(r *Region) regionBackend { return &distRegion{Region: r, d: d} }
+
+// deliverUnknown: a region clear reaches the partitions this node holds
+// even if it has not created the region.
+func (d *dist) deliverUnknown(m message) {
+	if m.Op == opClear {
+		d.clearRegion(m.Region)
+	}
+}
+
+// syncBus: in DISTRIBUTED mode only query-space updates and region clears
+// travel on the bus, and owners answer reads by them, so they always wait
+// for every node.
+func (d *dist) syncBus() bool { return true }
+
+func (d *dist) reset() { d.clearRegion("") }
+
+func (d *dist) ready() error {
+	t := d.keeper.Table()
+	if !t.Has(d.self) {
+		return errors.New("l2cache: no partition table including this node yet")
+	}
+	if _, at, ok := d.keeper.adoptedAt(t.Epoch); ok && d.c.cfg.Now().Before(at.Add(d.leaseDuration())) {
+		return errors.New("l2cache: the partition table is new: owners wait out the previous owners' leases")
+	}
+	return nil
+}
+
+func (d *dist) close() {}
+
+// distRegion is a region in DISTRIBUTED mode: its entries live at their
+// partitions' owners; this node only merges its own loads.
+type distRegion struct {
+	*Region
+	d     *dist
+	loads loads
+}
+
+// get asks the owner: a hit, or a miss with the owner's ticket, and the
+// load's result is offered to the owner with it. Loads of one key on this
+// node are merged only with a load whose ticket is newer than the key's
+// latest invalidation at the owner. If the owner cannot be reached in
+// SyncTimeout, or cannot answer yet, the value is loaded and returned
+// without caching: the cache is an optimisation, not a dependency.
+func (r *distRegion) get(ctx context.Context, key string, spaces []string, load Loader) ([]byte, error) {
+	gctx, cancel := context.WithTimeout(ctx, r.c.cfg.SyncTimeout)
+	rep, err := r.d.get(gctx, r.name, key, spaces)
+	cancel()
+	if err != nil || rep.Unavailable {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		r.stats.Misses.Add(1)
+		r.stats.Loads.Add(1)
+		return load(ctx)
+	}
+	if rep.Hit {
+		r.stats.Hits.Add(1)
+		return rep.Value, nil
+	}
+	r.stats.Misses.Add(1)
+	own := &loadCall{ticket: rep.Ticket, done: make(chan struct{})}
+	call, mine := r.loads.start(key, func(c *loadCall) bool {
+		return c.ticket.Owner == rep.Ticket.Owner && c.ticket.Stamp > rep.Floor
+	}, own)
+	if !mine {
+		return r.join(ctx, call)
+	}
+	r.stats.Loads.Add(1)
+	own.value, own.err = load(ctx)
+	if own.err == nil {
+		pctx, cancel := context.WithTimeout(ctx, r.c.cfg.SyncTimeout)
+		if ok, _ := r.d.put(pctx, r.name, key, spaces, own.value, rep.Ticket); ok {
+			r.stats.Puts.Add(1)
+		} else {
+			r.stats.RefusedPuts.Add(1)
+		}
+		cancel()
+	}
+	return r.loads.finish(key, own)
+}
+
+// change applies an invalidation or a soft lock at the key's owner (and
+// its backups), retrying across ownership changes until ctx ends (10 s if
+// ctx has no deadline). An error means the write may still be cached.
+func (r *distRegion) change(ctx context.Context, o op, key string) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+	}
+	r.stats.Invalidations.Add(1)
+	return r.d.change(ctx, o, r.name, key)
+}
+
+func (r *distRegion) clear(ctx context.Context) error {
+	r.drop()
+	return r.c.publish(ctx, message{Op: opClear, Region: r.name})
+}
+
+func (r *distRegion) deliver(m message) {
+	if m.Op == opClear {
+		r.drop()
+	}
+	// Keys are invalidated at their owners, not over the bus.
+}
+
+func (r *distRegion) drop() { r.d.clearRegion(r.name) }

@@ -55,7 +55,7 @@ func tcpDistCluster(b *testing.B) []*Cache {
 	}
 	for _, c := range caches {
 		testkit.Eventually(b, 20*time.Second, "a table on every node", func() bool {
-			return len(tableMembers(c.dist.keeper.Table())) == 3
+			return len(tableMembers(distOf(c).keeper.Table())) == 3
 		})
 	}
 	return caches
@@ -75,8 +75,8 @@ func BenchmarkDistributedRemoteGet(b *testing.B) {
 	var key, owner string
 	for i := 0; ; i++ {
 		key = strconv.Itoa(i)
-		owner = from.dist.keeper.Table().Owner(PartitionOf("pr", key, DefaultPartitions))
-		if owner != from.dist.self {
+		owner = distOf(from).keeper.Table().Owner(PartitionOf("pr", key, DefaultPartitions))
+		if owner != distOf(from).self {
 			break
 		}
 	}
@@ -84,8 +84,8 @@ func BenchmarkDistributedRemoteGet(b *testing.B) {
 		b.Fatal(err)
 	}
 	for _, c := range caches {
-		if c.dist.self == owner {
-			c.dist.rpc.Handle("bench.echo", func(context.Context, string, []byte) ([]byte, error) { return value, nil })
+		if distOf(c).self == owner {
+			distOf(c).rpc.Handle("bench.echo", func(context.Context, string, []byte) ([]byte, error) { return value, nil })
 		}
 	}
 	req := make([]byte, 40) // about the size of an encoded get request
@@ -99,7 +99,7 @@ func BenchmarkDistributedRemoteGet(b *testing.B) {
 	}
 	cs := []*contender{
 		{name: "raw-rpc", run: func() error {
-			_, err := from.dist.rpc.Call(ctx, owner, "bench.echo", req)
+			_, err := distOf(from).rpc.Call(ctx, owner, "bench.echo", req)
 			return err
 		}},
 		// The same call bounded by a deadline, as the cache bounds its
@@ -108,7 +108,7 @@ func BenchmarkDistributedRemoteGet(b *testing.B) {
 		{name: "raw-rpc-deadline", run: func() error {
 			dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()
-			_, err := from.dist.rpc.Call(dctx, owner, "bench.echo", req)
+			_, err := distOf(from).rpc.Call(dctx, owner, "bench.echo", req)
 			return err
 		}},
 		{name: "l2-get", run: func() error {

@@ -34,7 +34,7 @@ func distCaches(t *testing.T, seed uint64, n int) (*memnet.Network, []*clusterte
 	}
 	for _, c := range caches {
 		testkit.Eventually(t, 10*time.Second, "a partition table on every node", func() bool {
-			return len(tableMembers(c.dist.keeper.Table())) == n
+			return len(tableMembers(distOf(c).keeper.Table())) == n
 		})
 	}
 	return net, members, caches
@@ -136,7 +136,7 @@ func TestDistributedOwnerKilledAndNodeAdded(t *testing.T) {
 	ctx := context.Background()
 	const key = "hot"
 	p := PartitionOf("pr", key, DefaultPartitions)
-	owner := caches[0].dist.keeper.Table().Owner(p)
+	owner := distOf(caches[0]).keeper.Table().Owner(p)
 	victim := -1
 	for i, m := range members {
 		if m.Node.Name() == owner {
@@ -215,7 +215,7 @@ func TestDistributedOwnerKilledAndNodeAdded(t *testing.T) {
 	newCache := newLocal(t, Config{Mode: cluster.CacheModeDistributed, Node: added.Node, Keeper: k, Bus: added.Node.Bus()})
 	region(t, newCache, "pr", NonstrictReadWrite)
 	testkit.Eventually(t, 15*time.Second, "a table with the new node", func() bool {
-		return slices.Contains(tableMembers(caches[(victim+1)%3].dist.keeper.Table()), added.Node.Name())
+		return slices.Contains(tableMembers(distOf(caches[(victim+1)%3]).keeper.Table()), added.Node.Name())
 	})
 	time.Sleep(500 * time.Millisecond)
 	close(stop)
@@ -250,7 +250,7 @@ func TestDistributedBudgetAndTTL(t *testing.T) {
 	}
 	for _, c := range caches {
 		testkit.Eventually(t, 10*time.Second, "a partition table on every node", func() bool {
-			return len(tableMembers(c.dist.keeper.Table())) == 2
+			return len(tableMembers(distOf(c).keeper.Table())) == 2
 		})
 	}
 	r := region(t, caches[0], "blob", NonstrictReadWrite)
@@ -262,7 +262,7 @@ func TestDistributedBudgetAndTTL(t *testing.T) {
 		}
 	}
 	for i, c := range caches {
-		if held := c.dist.bytes.Load(); held > budget || held <= 0 {
+		if held := distOf(c).bytes.Load(); held > budget || held <= 0 {
 			t.Fatalf("node %d holds %d bytes of entries, budget %d", i+1, held, budget)
 		}
 		if c.Stats().Node.Evictions == 0 {

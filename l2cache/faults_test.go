@@ -55,9 +55,9 @@ func startLeased(t *testing.T, seed uint64, n int, mode, invalidation string) *l
 	}
 	for i, l := range lc.leases {
 		testkit.Eventually(t, 20*time.Second, fmt.Sprintf("node %d's read lease", i+1), l.Valid)
-		if c := lc.caches[i]; c.dist != nil {
+		if c := lc.caches[i]; distOf(c) != nil {
 			testkit.Eventually(t, 10*time.Second, "a partition table with every node", func() bool {
-				return len(tableMembers(c.dist.keeper.Table())) == n
+				return len(tableMembers(distOf(c).keeper.Table())) == n
 			})
 		}
 	}
@@ -215,7 +215,7 @@ func TestMissedSpaceUpdatesInvalidateUnseenSpaces(t *testing.T) {
 	testkit.Eventually(t, 5*time.Second, "a cached query result", func() bool {
 		before := loads.Load()
 		q.GetQuery(ctx, "comments-of-1", []string{"comments"}, load)
-		c.store.Wait()
+		c.waitLocal()
 		return loads.Load() == before
 	})
 	c.onMissed(cluster.Missed{From: "n2", Topic: Topic, Reason: cluster.MissedGap})
@@ -231,7 +231,7 @@ func TestMissedSpaceUpdatesInvalidateUnseenSpaces(t *testing.T) {
 // queryOwnedBy finds a query key of region "q" whose owner is member o.
 func queryOwnedBy(t *testing.T, c *Cache, owner string) string {
 	t.Helper()
-	tab := c.dist.keeper.Table()
+	tab := distOf(c).keeper.Table()
 	for i := range 10_000 {
 		key := fmt.Sprint("comments-of-", i)
 		if tab.Owner(PartitionOf("q", key, len(tab.Replicas))) == owner {
@@ -282,7 +282,7 @@ func TestDistributedQueryResultsAfterSpaceUpdate(t *testing.T) {
 			if fault == "owner-killed" {
 				lc.members[owner].Kill()
 				testkit.Eventually(t, 20*time.Second, "a table without the dead owner", func() bool {
-					return !slices.Contains(tableMembers(lc.caches[writer].dist.keeper.Table()), lc.members[owner].Node.Name())
+					return !slices.Contains(tableMembers(distOf(lc.caches[writer]).keeper.Table()), lc.members[owner].Node.Name())
 				})
 			}
 			deadline := time.Now().Add(2 * testLease)

@@ -78,7 +78,7 @@ func TestStalePutRefusedLocally(t *testing.T) {
 			if v := <-got; v != "v1" {
 				t.Fatalf("the racing reader got %q", v) // it read before the write
 			}
-			c.store.Wait()
+			c.waitLocal()
 			v, err := r.Get(ctx, "1", func(context.Context) ([]byte, error) { return []byte(db), nil })
 			if err != nil || string(v) != "v2" {
 				t.Fatalf("after the race the cache served %q (%v): the stale put landed", v, err)
@@ -127,7 +127,7 @@ func TestSoftLock(t *testing.T) {
 	r := region(t, c, "e", ReadWrite)
 	ctx := context.Background()
 	r.Get(ctx, "k", constLoader("v1"))
-	c.store.Wait()
+	c.waitLocal()
 	if err := r.Lock(ctx, "k"); err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +135,7 @@ func TestSoftLock(t *testing.T) {
 	counting := func(context.Context) ([]byte, error) { loads.Add(1); return []byte("x"), nil }
 	for i := 0; i < 3; i++ {
 		r.Get(ctx, "k", counting)
-		c.store.Wait()
+		c.waitLocal()
 	}
 	if loads.Load() != 3 {
 		t.Fatalf("a locked key was served from the cache (%d loads of 3)", loads.Load())
@@ -145,7 +145,7 @@ func TestSoftLock(t *testing.T) {
 	now = now.Add(2 * time.Minute)
 	mu.Unlock()
 	r.Get(ctx, "k", counting)
-	c.store.Wait()
+	c.waitLocal()
 	r.Get(ctx, "k", counting)
 	if loads.Load() != 4 {
 		t.Fatalf("after the lock expired: %d loads, want 4", loads.Load())
@@ -228,7 +228,7 @@ func TestQueryRegionAndSpaces(t *testing.T) {
 	var loads atomic.Int32
 	load := func(context.Context) ([]byte, error) { loads.Add(1); return []byte("rows"), nil }
 	q.GetQuery(ctx, "prs of repo 1", []string{"pull_request"}, load)
-	c.store.Wait()
+	c.waitLocal()
 	q.GetQuery(ctx, "prs of repo 1", []string{"pull_request"}, load)
 	if loads.Load() != 1 {
 		t.Fatalf("%d loads, want a hit", loads.Load())
@@ -260,7 +260,7 @@ func TestTyped(t *testing.T) {
 	if err != nil || got.Title != "fix" || len(got.Tags) != 2 {
 		t.Fatalf("%+v %v", got, err)
 	}
-	c.store.Wait()
+	c.waitLocal()
 	got, err = tr.Get(ctx, "7", func(context.Context) (pr, error) { return pr{}, errors.New("not cached") })
 	if err != nil || got.ID != 7 {
 		t.Fatalf("hit: %+v %v", got, err)
