@@ -14,6 +14,7 @@ import (
 
 	_ "modernc.org/sqlite"
 
+	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/cluster/clustertest"
 	"github.com/shoal-dev/shoal/cluster/memnet"
 	"github.com/shoal-dev/shoal/internal/testkit"
@@ -75,9 +76,11 @@ func TestStalePutRefusedAcrossNodes(t *testing.T) {
 }
 
 // With sync invalidation, a read on any node that starts after the write
-// returned sees the new state.
+// returned sees the new state — even on a machine so loaded that members
+// are declared failed and stop being sent to (the read lease keeps them
+// from serving).
 func TestSyncInvalidationVisibleEverywhere(t *testing.T) {
-	_, caches := nodeCaches(t, 2, 3, InvalidationSync)
+	caches := startLeased(t, 2, 3, cluster.CacheModeLocal, InvalidationSync).caches
 	var regions []*Region
 	for _, c := range caches {
 		regions = append(regions, region(t, c, "pr", NonstrictReadWrite))
@@ -165,10 +168,13 @@ func TestRandomizedAgainstSQLite(t *testing.T) {
 	}
 }
 
+// randomized runs with read leases, as nodes do: a member slow enough to
+// miss a synchronous invalidation's deadline on a loaded machine is then
+// excluded from serving instead of failing the write.
 func randomized(t *testing.T, inv string, access AccessType, faults memnet.Faults) {
-	net, caches := nodeCaches(t, 42, 3, inv)
-	net.SetFaults(faults)
-	randomizedOn(t, net, caches, inv, access)
+	lc := startLeased(t, 42, 3, cluster.CacheModeLocal, inv)
+	lc.net.SetFaults(faults)
+	randomizedOn(t, lc.net, lc.caches, inv, access)
 }
 
 // randomizedOn runs the randomized workload on caches; net, if set, is

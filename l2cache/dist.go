@@ -238,6 +238,12 @@ func newDist(c *Cache) *dist {
 		d.rpc.Handle(typ, d.handler(typ))
 	}
 	d.rpc.Handle(rpcRepl, d.handleRepl)
+	if c.cfg.Lease != nil {
+		// A renewal adopts the table it read before the lease it renews
+		// takes effect: an owner with a valid lease owns by a table at
+		// least as new as its last renewal.
+		c.cfg.Lease.Observe(d.keeper.observe)
+	}
 	return d
 }
 

@@ -191,8 +191,14 @@ func TestFrozenNodeServesNothingStale(t *testing.T) {
 							t.Fatal(err)
 						}
 						if !rows[k].is(v) {
-							t.Fatalf("round %d: node %d (victim %d) read key %d = %s after version %d was acknowledged",
-								round, i+1, victim+1, k, v, rows[k].v.Load())
+							var where string
+							if d := distOf(lc.caches[i]); d != nil {
+								tab := d.keeper.Table()
+								where = fmt.Sprintf(" (its table: epoch %d, owner %s; lease valid %v)", tab.Epoch,
+									tab.Owner(PartitionOf("pr", fmt.Sprint(k), len(tab.Replicas))), lc.leases[i].Valid())
+							}
+							t.Fatalf("round %d: node %d (victim %d) read key %d = %s after version %d was acknowledged%s",
+								round, i+1, victim+1, k, v, rows[k].v.Load(), where)
 						}
 					}
 				}

@@ -453,7 +453,7 @@ func (l *ReadLease) exclude(ctx context.Context, m string) (int64, error) {
 			if err != nil {
 				return 0, err
 			}
-			l.cfg.Logger.Info("l2cache: excluded a member that did not acknowledge an invalidation", "member", m)
+			l.cfg.Logger.Info("l2cache: lease: excluded a member's record", "member", m, "by", l.cfg.Name)
 		}
 		at := l.now()
 		l.mu.Lock()
