@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -469,4 +470,42 @@ func containsKeys(have map[string]string, keys []string) bool {
 		}
 	}
 	return true
+}
+
+// TestStartupWaitAnswersSIGTERM: a node still waiting at start-up (here
+// for a seed that never answers) stops at once on SIGTERM.
+func TestStartupWaitAnswersSIGTERM(t *testing.T) {
+	dir := t.TempDir()
+	cmd := exec.Command(shoalBin, "node", "--name", "lonely", "--data-dir", filepath.Join(dir, "lonely"),
+		"--bind", "127.0.0.131:0", "--http", "127.0.0.131:0", "--join", "127.0.0.131:1", "--db", filepath.Join(dir, "shoal.db"))
+	logPath := filepath.Join(dir, "node.log")
+	logFile, err := os.Create(logPath) // a file: the child writes it, no copying goroutine
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	output := func() string { b, _ := os.ReadFile(logPath); return string(b) }
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(output(), "node started") { // now in the join's retries
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			<-done
+			t.Fatalf("the node never started:\n%s", output())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("SIGTERM did not stop a node waiting to join:\n%s", output())
+	}
 }
