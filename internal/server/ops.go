@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -23,7 +24,8 @@ import (
 //
 // What only the leader does (all but listing peers) is answered on a
 // follower with 307 Temporary Redirect to the same path on the leader's
-// HTTP address, so the file never passes through the peer RPC.
+// HTTP address, so the file never passes through the peer RPC; during an
+// election it waits for a leader (up to leaderWait).
 func (s *Server) opsRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/snapshot", s.admin(s.snapshotSave))
 	mux.HandleFunc("PUT /v1/snapshot", s.admin(s.snapshotRestore))
@@ -58,8 +60,14 @@ func (s *Server) snapshotSave(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := opsContext(r)
 	defer cancel()
 	var buf bytes.Buffer
-	info, err := s.store.Snapshot(ctx, &buf)
-	if s.redirected(w, r, err) {
+	var info cp.SnapshotInfo
+	answered, err := s.onLeader(ctx, w, r, func() error {
+		buf.Reset()
+		var err error
+		info, err = s.store.Snapshot(ctx, &buf)
+		return err
+	})
+	if answered {
 		return
 	}
 	if err != nil {
@@ -74,24 +82,23 @@ func (s *Server) snapshotSave(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) snapshotRestore(w http.ResponseWriter, r *http.Request) {
-	if err := s.store.LeaderOnly(); s.redirected(w, r, err) {
-		return // before reading the body: the client sends it again
-	}
 	ctx, cancel := opsContext(r)
 	defer cancel()
+	// Before reading the body: a redirected client sends it again.
+	if answered, _ := s.onLeader(ctx, w, r, s.store.LeaderOnly); answered {
+		return
+	}
 	info, err := s.store.Restore(ctx, http.MaxBytesReader(w, r.Body, maxSnapshotBody))
-	if s.redirected(w, r, err) {
-		return
-	}
-	if errors.Is(err, cp.ErrBadSnapshot) {
+	switch {
+	case errors.Is(err, cp.ErrNotLeader): // leadership moved while reading
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error() + "; try again"})
+	case errors.Is(err, cp.ErrBadSnapshot):
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
-		return
-	}
-	if err != nil {
+	case err != nil:
 		writeError(w, err)
-		return
+	default:
+		writeJSON(w, http.StatusOK, info)
 	}
-	writeJSON(w, http.StatusOK, info)
 }
 
 func (s *Server) raftPeers(w http.ResponseWriter, r *http.Request) {
@@ -107,28 +114,53 @@ func (s *Server) raftRemovePeer(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := opsContext(r)
 	defer cancel()
 	name := r.PathValue("name")
-	err := s.store.RemovePeer(ctx, name)
-	if s.redirected(w, r, err) {
-		return
-	}
-	if errors.Is(err, cp.ErrPeerAlive) {
+	answered, err := s.onLeader(ctx, w, r, func() error { return s.store.RemovePeer(ctx, name) })
+	switch {
+	case answered:
+	case errors.Is(err, cp.ErrPeerAlive):
 		writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
-		return
-	}
-	if err != nil {
+	case err != nil:
 		writeError(w, err)
-		return
+	default:
+		writeJSON(w, http.StatusOK, map[string]string{"removed": name})
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"removed": name})
 }
 
-// redirected answers ErrNotLeader with a redirect to the leader's HTTP
-// address (503 when no leader is known) and reports whether it did.
-func (s *Server) redirected(w http.ResponseWriter, r *http.Request, err error) bool {
-	if !errors.Is(err, cp.ErrNotLeader) {
+// leaderWait bounds how long an operation waits for an election to end.
+const leaderWait = 20 * time.Second
+
+// onLeader runs op, which only the leader can do. While no leader is
+// known, or the leader cannot confirm itself (an election is going on),
+// it tries again every 100 ms for up to leaderWait; when another node
+// leads, it answers with a redirect to that node. answered says that it
+// wrote the response (the redirect, or 503 when no leader came).
+func (s *Server) onLeader(ctx context.Context, w http.ResponseWriter, r *http.Request, op func() error) (answered bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, leaderWait)
+	defer cancel()
+	for {
+		err = op()
+		if !errors.Is(err, cp.ErrNotLeader) && !errors.Is(err, cp.ErrNoLeader) {
+			return false, err
+		}
+		if errors.Is(err, cp.ErrNotLeader) && s.redirectToLeader(w, r) {
+			return true, err
+		}
+		select {
+		case <-ctx.Done():
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": fmt.Sprintf("%v (waited %v for a leader)", err, leaderWait)})
+			return true, err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// redirectToLeader answers with a redirect to the leader's HTTP address,
+// if a leader is known and it is another node.
+func (s *Server) redirectToLeader(w http.ResponseWriter, r *http.Request) bool {
+	leader := s.store.Status().Leader
+	if leader == "" || leader == s.node.Name() {
 		return false
 	}
-	leader := s.store.Status().Leader
 	for _, m := range s.node.Members() {
 		if m.Name == leader && m.HTTP != "" {
 			u := url.URL{Scheme: "http", Host: m.HTTP, Path: r.URL.Path, RawQuery: r.URL.RawQuery}
@@ -136,6 +168,5 @@ func (s *Server) redirected(w http.ResponseWriter, r *http.Request, err error) b
 			return true
 		}
 	}
-	writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
-	return true
+	return false
 }
