@@ -22,6 +22,7 @@ import (
 const (
 	CacheModeLocal       = "local"
 	CacheModeDistributed = "distributed"
+	CacheModeNear        = "near"
 )
 
 // Config configures a Node. Start from DefaultLANConfig or
@@ -138,9 +139,9 @@ func (c *Config) validate() error {
 	switch c.CacheMode {
 	case "":
 		c.CacheMode = CacheModeLocal
-	case CacheModeLocal, CacheModeDistributed:
+	case CacheModeLocal, CacheModeDistributed, CacheModeNear:
 	default:
-		return fmt.Errorf("cluster: cache mode %q is neither %q nor %q", c.CacheMode, CacheModeLocal, CacheModeDistributed)
+		return fmt.Errorf("cluster: cache mode %q is not %q, %q or %q", c.CacheMode, CacheModeLocal, CacheModeDistributed, CacheModeNear)
 	}
 	if c.Memberlist == nil {
 		c.Memberlist = DefaultLANConfig().Memberlist

@@ -109,9 +109,9 @@ func (c *Config) validate() error {
 	switch c.Mode {
 	case "", cluster.CacheModeLocal:
 		c.Mode = cluster.CacheModeLocal
-	case cluster.CacheModeDistributed:
+	case cluster.CacheModeDistributed, cluster.CacheModeNear:
 		if c.Node == nil || c.Keeper == nil {
-			return errors.New("l2cache: DISTRIBUTED mode needs Config.Node and Config.Keeper")
+			return fmt.Errorf("l2cache: %s mode needs Config.Node and Config.Keeper", c.Mode)
 		}
 	default:
 		return fmt.Errorf("l2cache: unknown mode %q", c.Mode)
@@ -188,6 +188,10 @@ func New(cfg Config) (*Cache, error) {
 	switch cfg.Mode {
 	case cluster.CacheModeDistributed:
 		c.be = newDist(c)
+	case cluster.CacheModeNear:
+		if c.be, err = newNear(c); err != nil {
+			return nil, err
+		}
 	default:
 		if c.be, err = newLocalBackend(c); err != nil {
 			return nil, err

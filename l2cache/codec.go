@@ -19,7 +19,7 @@ import (
 var ErrCodec = errors.New("l2cache: malformed owner message")
 
 const (
-	opFields    = 11
+	opFields    = 12
 	replyFields = 9
 	// maxSpaces bounds the query spaces one message may name.
 	maxSpaces = 1024
@@ -28,6 +28,7 @@ const (
 func appendOp(b []byte, o *distOp) []byte {
 	b = append(b, 0x90|opFields)
 	b = appendUint(b, uint64(o.Kind))
+	b = appendBool(b, o.Near)
 	b = appendUint(b, uint64(o.Partition))
 	b = appendStr(b, o.Region)
 	b = appendStr(b, o.Key)
@@ -48,6 +49,7 @@ func decodeOp(b []byte) (distOp, error) {
 	var o distOp
 	d.header(opFields)
 	o.Kind = ownerKind(d.uint(math.MaxUint8))
+	o.Near = d.bool()
 	o.Partition = int(d.uint(math.MaxInt32))
 	o.Region, o.Key = d.str(), d.str()
 	o.Value = d.bin()

@@ -15,6 +15,7 @@ func codecOps() []distOp {
 	return []distOp{
 		{},
 		{Kind: kindGet, Partition: 270, Region: "pr", Key: "42", Spaces: []string{"pull_request", "repository"}},
+		{Kind: kindGet, Near: true, Partition: 3, Region: "pr", Key: "43"},
 		{Kind: kindPut, Partition: 7, Region: "repo", Key: long, Value: []byte("state"), Ticket: ticket{Owner: "n2", Stamp: 1 << 40}},
 		{Kind: kindPut, Region: "r", Key: "empty", Value: []byte{}, Ticket: ticket{Owner: "n1", Stamp: 3}},
 		{Kind: kindPut, Partition: 1, Region: "r", Key: "k", Value: bytes.Repeat([]byte{7}, 70000), Stamp: 300, Seq: 65536, Epoch: 1<<32 + 1},
@@ -66,8 +67,8 @@ func TestCodecRejectsGarbage(t *testing.T) {
 		"wrong length":   append([]byte{0x92}, good[1:]...),
 		"truncated":      good[:len(good)-1],
 		"trailing bytes": append(append([]byte{}, good...), 0),
-		"huge array":     append([]byte{0x9b, 1, 0, 0xa0, 0xa0, 0xc0}, 0xdd, 0xff, 0xff, 0xff, 0xff),
-		"string as uint": append([]byte{0x9b, 0xa0}, good[2:]...),
+		"huge array":     append([]byte{0x9c, 1, 0xc2, 0, 0xa0, 0xa0, 0xc0}, 0xdd, 0xff, 0xff, 0xff, 0xff),
+		"string as uint": append([]byte{0x9c, 0xa0}, good[2:]...),
 	}
 	for name, b := range cases {
 		if _, err := decodeOp(b); !errors.Is(err, ErrCodec) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -27,6 +28,7 @@ const (
 	rpcPut    = "l2.put"
 	rpcChange = "l2.change"
 	rpcRepl   = "l2.repl"
+	rpcNear   = "l2.near" // an owner tells a near holder to drop a key
 )
 
 // ownerKind is what an owner operation does.
@@ -78,6 +80,10 @@ type ticket struct {
 type distOp struct {
 	// Encoded by hand (codec.go): it is on the path of every remote get.
 	Kind      ownerKind
+	// Near: a get from a node that keeps a near copy of what it reads
+	// (NEAR mode): the owner remembers it and tells it of every change
+	// to the partition before acknowledging the change.
+	Near      bool
 	Partition int
 	Region    string
 	Key       string
@@ -110,6 +116,10 @@ type distReply struct {
 
 // dist is this node's part of the partitioned map.
 type dist struct {
+	// onNear, set by the NEAR backend, receives the owner's change
+	// messages addressed to this node (from is the owner).
+	onNear func(from string, o distOp)
+
 	c      *Cache
 	rpc    *rpc.Node
 	self   string
@@ -142,6 +152,11 @@ type dpart struct {
 	// adopted the table that made it the owner, when every read lease the
 	// previous owner could hold under an older table has run out.
 	servingFrom time.Time
+	// holders are the members that keep near copies of the partition's
+	// keys (NEAR mode), told of every change; nearSeq numbers those
+	// messages. Owner only; forgotten with the partition.
+	holders map[string]bool
+	nearSeq uint64
 }
 
 // entryCost is what an entry counts against the budget: its value, its
@@ -341,7 +356,7 @@ func roles(t *PartitionTable, p int, self string) (owner, backup bool) {
 
 func (dp *dpart) reset(stamp uint64) {
 	dp.entries, dp.inv, dp.cleared, dp.locks = map[string]*entry{}, map[string]uint64{}, map[string]uint64{}, map[string]*softLock{}
-	dp.floor, dp.tainted = stamp, false
+	dp.floor, dp.tainted, dp.holders = stamp, false, nil
 }
 
 // takeOver re-stamps the backup's entries with a stamp of this node's
@@ -352,7 +367,7 @@ func (dp *dpart) takeOver(stamp uint64) {
 	for k, e := range dp.entries {
 		dp.entries[k] = &entry{value: e.value, stamp: stamp, expires: e.expires, query: e.query}
 	}
-	dp.inv, dp.cleared = map[string]uint64{}, map[string]uint64{}
+	dp.inv, dp.cleared, dp.holders = map[string]uint64{}, map[string]uint64{}, nil
 	dp.floor = stamp - 1 // entries stamped `stamp` stay valid; older tickets do not
 	if dp.locks == nil {
 		dp.locks = map[string]*softLock{}
@@ -379,7 +394,7 @@ func (dp *dpart) lockedLocked(skey string, now time.Time) bool {
 // call runs o at the partition's owner, here or over the peer RPC,
 // retrying while the owner is not known or says it is not the owner (or,
 // for a change, cannot answer yet), until ctx ends.
-func (d *dist) call(ctx context.Context, o distOp) (distReply, error) {
+func (d *dist) call(ctx context.Context, o distOp) (distReply, string, error) {
 	backoff := 2 * time.Millisecond
 	for {
 		t := d.keeper.Table()
@@ -390,24 +405,24 @@ func (d *dist) call(ctx context.Context, o distOp) (distReply, error) {
 		case owner == "":
 			err = fmt.Errorf("%w: no partition table yet", ErrNotOwner)
 		case owner == d.self:
-			rep = d.apply(ctx, o)
+			rep = d.apply(ctx, d.self, o)
 		default:
 			rep, err = d.remote(ctx, owner, o)
 		}
 		readOnly := o.Kind == kindGet || o.Kind == kindPut
 		if err == nil && !rep.NotOwner && (!rep.Unavailable || readOnly) {
-			return rep, nil
+			return rep, owner, nil
 		}
 		// Every operation can be repeated: gets and puts (with the same
 		// ticket) trivially, invalidations because a second one only
 		// stamps again, locks at worst hold a little longer (until
 		// LockTimeout). So a lost connection is retried like a refusal.
 		if err != nil && !errors.Is(err, ErrNotOwner) && !errors.Is(err, rpc.ErrUnreachable) && !errors.Is(err, rpc.ErrConnLost) {
-			return rep, err
+			return rep, owner, err
 		}
 		select {
 		case <-ctx.Done():
-			return rep, fmt.Errorf("l2cache: partition %d: %w (last: %v)", o.Partition, ctx.Err(), err)
+			return rep, owner, fmt.Errorf("l2cache: partition %d: %w (last: %v)", o.Partition, ctx.Err(), err)
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 100*time.Millisecond)
@@ -433,7 +448,7 @@ func (d *dist) remote(ctx context.Context, owner string, o distOp) (distReply, e
 // handler serves an owner request of one message type; a body of another
 // kind is refused.
 func (d *dist) handler(typ string) rpc.Handler {
-	return func(ctx context.Context, _ string, body []byte) ([]byte, error) {
+	return func(ctx context.Context, from string, body []byte) ([]byte, error) {
 		o, err := decodeOp(body)
 		if err != nil {
 			return nil, fmt.Errorf("unreadable cache operation: %w", err)
@@ -441,15 +456,16 @@ func (d *dist) handler(typ string) rpc.Handler {
 		if o.Kind.rpcType() != typ {
 			return nil, fmt.Errorf("%w: a %s message carrying operation kind %d", ErrCodec, typ, o.Kind)
 		}
-		rep := d.apply(ctx, o)
+		rep := d.apply(ctx, from, o)
 		return appendReply(make([]byte, 0, 32+len(rep.Value)+len(rep.Ticket.Owner)), &rep), nil
 	}
 }
 
-// apply runs an operation at the owner: reads, puts, invalidations and
-// locks, replicating every change to the backups before answering, within
-// ctx (the caller's deadline, carried by the RPC).
-func (d *dist) apply(ctx context.Context, o distOp) distReply {
+// apply runs an operation from member from at the owner: reads, puts,
+// invalidations and locks, replicating every change to the backups, and
+// telling every near holder, before answering, within ctx (the caller's
+// deadline, carried by the RPC).
+func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 	dp, t := d.part(o.Partition)
 	dp.mu.Lock()
 	if !dp.owner {
@@ -466,6 +482,14 @@ func (d *dist) apply(ctx context.Context, o distOp) distReply {
 	var repl *distOp
 	switch o.Kind {
 	case kindGet:
+		if o.Near && !dp.holders[from] {
+			// Registered before the answer, under the partition's lock:
+			// every change after this read is sent to the reader.
+			if dp.holders == nil {
+				dp.holders = map[string]bool{}
+			}
+			dp.holders[from] = true
+		}
 		floor := max(dp.floorLocked(o.Region, skey), d.c.spacesStamp(o.Spaces))
 		if e := dp.liveLocked(d, skey, now); e != nil && e.stamp > floor && !dp.lockedLocked(skey, now) {
 			rep = distReply{Hit: true, Value: e.value}
@@ -496,6 +520,12 @@ func (d *dist) apply(ctx context.Context, o distOp) distReply {
 		repl.Partition, repl.Seq, repl.Epoch = o.Partition, dp.seq, t.Epoch
 		backups = t.Replicas[o.Partition][1:]
 	}
+	var near *nearNotice
+	if repl != nil && repl.Kind != kindPut && len(dp.holders) > 0 {
+		dp.nearSeq++
+		near = &nearNotice{dp: dp, holders: slices.Sorted(maps.Keys(dp.holders)),
+			msg: distOp{Kind: kindInvalidate, Partition: o.Partition, Region: o.Region, Key: o.Key, Seq: dp.nearSeq, Epoch: t.Epoch, Ticket: ticket{Owner: d.self}}}
+	}
 	dp.mu.Unlock()
 	if o.Kind == kindPut && !rep.Refused {
 		d.evictOver()
@@ -506,7 +536,75 @@ func (d *dist) apply(ctx context.Context, o distOp) distReply {
 		d.c.cfg.Logger.Warn("l2cache: replication to a backup failed", "partition", o.Partition, "err", err)
 		return distReply{NotOwner: true, Epoch: t.Epoch}
 	}
+	if err := d.tellNear(ctx, near); err != nil {
+		// A near holder may still serve the old state: not acknowledged.
+		d.c.cfg.Logger.Warn("l2cache: a near holder was neither told of a change nor excluded", "partition", o.Partition, "err", err)
+		return distReply{Unavailable: true, Epoch: t.Epoch}
+	}
 	return rep
+}
+
+// nearNotice is a change's message to the partition's near holders.
+type nearNotice struct {
+	dp      *dpart
+	holders []string
+	msg     distOp
+}
+
+// tellNear sends a change to every near holder at once and waits until
+// each has dropped its copy. A holder that does not answer in time is
+// excluded from serving (ReadLease.Exclude waits out its lease) and
+// forgotten: it registers again when it next reads, after it reset. The
+// change is acknowledged only then.
+func (d *dist) tellNear(ctx context.Context, n *nearNotice) error {
+	if n == nil {
+		return nil
+	}
+	body := appendOp(nil, &n.msg)
+	ctx, cancel := context.WithTimeout(ctx, d.c.cfg.SyncTimeout)
+	defer cancel()
+	failed := make([]bool, len(n.holders))
+	var wg sync.WaitGroup
+	for i, h := range n.holders {
+		if h == d.self && d.onNear != nil {
+			d.onNear(d.self, n.msg)
+			continue
+		}
+		d.c.stats.RemoteCalls.Add(1)
+		d.c.stats.RemoteBytes.Add(uint64(len(body)))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := d.rpc.Call(ctx, h, rpcNear, body); err != nil {
+				failed[i] = true
+			}
+		}()
+	}
+	wg.Wait()
+	var unreached []string
+	for i, f := range failed {
+		if f {
+			unreached = append(unreached, n.holders[i])
+		}
+	}
+	if len(unreached) == 0 {
+		return nil
+	}
+	if d.c.cfg.Lease == nil {
+		return &NotAckedError{Members: unreached}
+	}
+	d.c.stats.Exclusions.Add(uint64(len(unreached)))
+	ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.c.cfg.SyncTimeout+2*d.c.cfg.Lease.Duration())
+	defer cancel()
+	if err := d.c.cfg.Lease.Exclude(ectx, unreached); err != nil {
+		return err
+	}
+	n.dp.mu.Lock()
+	for _, h := range unreached {
+		delete(n.dp.holders, h)
+	}
+	n.dp.mu.Unlock()
+	return nil
 }
 
 // applyChange applies an invalidation or a lock with the owner's stamp.
@@ -626,18 +724,19 @@ func (d *dist) clearRegion(region string) {
 
 // get asks the owner for key: a hit, or a miss with a ticket for the put.
 func (d *dist) get(ctx context.Context, region, key string, spaces []string) (distReply, error) {
-	return d.call(ctx, distOp{Kind: kindGet, Partition: d.partition(region, key), Region: region, Key: key, Spaces: spaces})
+	rep, _, err := d.call(ctx, distOp{Kind: kindGet, Partition: d.partition(region, key), Region: region, Key: key, Spaces: spaces})
+	return rep, err
 }
 
 // put offers a loaded value to the owner with the miss's ticket.
 func (d *dist) put(ctx context.Context, region, key string, spaces []string, v []byte, t ticket) (bool, error) {
-	rep, err := d.call(ctx, distOp{Kind: kindPut, Partition: d.partition(region, key), Region: region, Key: key, Spaces: spaces, Value: v, Ticket: t})
+	rep, _, err := d.call(ctx, distOp{Kind: kindPut, Partition: d.partition(region, key), Region: region, Key: key, Spaces: spaces, Value: v, Ticket: t})
 	return err == nil && !rep.Refused && !rep.Unavailable, err
 }
 
 // change applies an invalidation or lock at the owner and its backups.
 func (d *dist) change(ctx context.Context, o op, region, key string) error {
-	_, err := d.call(ctx, distOp{Kind: changeKind(o), Partition: d.partition(region, key), Region: region, Key: key})
+	_, _, err := d.call(ctx, distOp{Kind: changeKind(o), Partition: d.partition(region, key), Region: region, Key: key})
 	return err
 }
 

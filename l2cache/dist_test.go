@@ -21,30 +21,33 @@ import (
 // distCaches starts n nodes with consistent stores, partition table
 // keepers and DISTRIBUTED caches, and waits until every node has a table
 // covering all of them.
-func distCaches(t *testing.T, seed uint64, n int) (*memnet.Network, []*clustertest.Member, []*Cache) {
+// forOwnedModes runs a test of the partitioned map in each mode built on
+// it: DISTRIBUTED, and NEAR (DISTRIBUTED with near copies).
+func forOwnedModes(t *testing.T, test func(t *testing.T, mode string)) {
+	for _, mode := range []string{cluster.CacheModeDistributed, cluster.CacheModeNear} {
+		t.Run(mode, func(t *testing.T) { test(t, mode) })
+	}
+}
+
+// distCaches starts n nodes as nodes run: consistent stores, read leases,
+// partition table keepers and caches of mode, and waits until every cache
+// can serve.
+func distCaches(t *testing.T, seed uint64, n int, mode string) (*memnet.Network, []*clustertest.Member, []*Cache) {
 	t.Helper()
-	net := memnet.New(seed)
-	t.Cleanup(func() { net.Close() })
-	members := clustertest.StartWithStoresMode(t, net, n, cluster.CacheModeDistributed)
-	caches := make([]*Cache, n)
-	for i, m := range members {
-		k := NewTableKeeper(TableConfig{Node: m.Node, Store: m.Store, Interval: 100 * time.Millisecond, Logger: testkit.Logger(t)})
-		t.Cleanup(k.Close)
-		caches[i] = newLocal(t, Config{Mode: cluster.CacheModeDistributed, Node: m.Node, Keeper: k, Bus: m.Node.Bus()})
+	lc := startLeased(t, seed, n, mode, InvalidationAsync)
+	for i, c := range lc.caches {
+		testkit.Eventually(t, 20*time.Second, fmt.Sprintf("node %d's cache ready", i+1), func() bool { return c.Ready() == nil })
 	}
-	for _, c := range caches {
-		testkit.Eventually(t, 10*time.Second, "a partition table on every node", func() bool {
-			return len(tableMembers(distOf(c).keeper.Table())) == n
-		})
-	}
-	return net, members, caches
+	return lc.net, lc.members, lc.caches
 }
 
 // The stale put race in DISTRIBUTED mode: a reader's load begins, the
 // writer commits and invalidates at the owner, the reader's put arrives at
 // the owner with its old ticket — and is refused.
-func TestDistributedStalePutRefused(t *testing.T) {
-	_, _, caches := distCaches(t, 7, 3)
+func TestDistributedStalePutRefused(t *testing.T) { forOwnedModes(t, testDistributedStalePutRefused) }
+
+func testDistributedStalePutRefused(t *testing.T, mode string) {
+	_, _, caches := distCaches(t, 7, 3, mode)
 	a, b := region(t, caches[0], "pr", NonstrictReadWrite), region(t, caches[1], "pr", NonstrictReadWrite)
 	c3 := region(t, caches[2], "pr", NonstrictReadWrite)
 	ctx := context.Background()
@@ -86,8 +89,10 @@ func TestDistributedStalePutRefused(t *testing.T) {
 
 // Every node reads the same entry from its owner: one load cluster-wide,
 // then hits everywhere, and an eviction anywhere is seen everywhere.
-func TestDistributedSharedEntries(t *testing.T) {
-	_, _, caches := distCaches(t, 8, 3)
+func TestDistributedSharedEntries(t *testing.T) { forOwnedModes(t, testDistributedSharedEntries) }
+
+func testDistributedSharedEntries(t *testing.T, mode string) {
+	_, _, caches := distCaches(t, 8, 3, mode)
 	ctx := context.Background()
 	var loads atomic.Int32
 	var db atomic.Int64
@@ -123,16 +128,20 @@ func TestDistributedSharedEntries(t *testing.T) {
 // The randomized SQLite test in DISTRIBUTED mode: an invalidation is
 // acknowledged by the owner (and its backup), so every read that starts
 // after a write returned sees it.
-func TestDistributedRandomizedAgainstSQLite(t *testing.T) {
-	_, _, caches := distCaches(t, 9, 3)
+func TestDistributedRandomizedAgainstSQLite(t *testing.T) { forOwnedModes(t, testDistributedRandomizedAgainstSQLite) }
+
+func testDistributedRandomizedAgainstSQLite(t *testing.T, mode string) {
+	_, _, caches := distCaches(t, 9, 3, mode)
 	randomizedOn(t, nil, caches, InvalidationSync, ReadWrite)
 }
 
 // Kill the owner of a hot key's partition and add a node while writers
 // and readers run: no read returns a version older than the last write
 // whose invalidation was acknowledged before the read began.
-func TestDistributedOwnerKilledAndNodeAdded(t *testing.T) {
-	net, members, caches := distCaches(t, 10, 3)
+func TestDistributedOwnerKilledAndNodeAdded(t *testing.T) { forOwnedModes(t, testDistributedOwnerKilledAndNodeAdded) }
+
+func testDistributedOwnerKilledAndNodeAdded(t *testing.T, mode string) {
+	net, members, caches := distCaches(t, 10, 3, mode)
 	ctx := context.Background()
 	const key = "hot"
 	p := PartitionOf("pr", key, DefaultPartitions)
@@ -212,7 +221,12 @@ func TestDistributedOwnerKilledAndNodeAdded(t *testing.T) {
 	added := clustertest.AddMember(t, net, survivors, 4)
 	k := NewTableKeeper(TableConfig{Node: added.Node, Store: added.Store, Interval: 100 * time.Millisecond, Logger: testkit.Logger(t)})
 	t.Cleanup(k.Close)
-	newCache := newLocal(t, Config{Mode: cluster.CacheModeDistributed, Node: added.Node, Keeper: k, Bus: added.Node.Bus()})
+	lease, err := NewReadLease(LeaseConfig{Name: added.Node.Name(), Store: added.Store, Duration: testLease, Logger: testkit.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(lease.Close)
+	newCache := newLocal(t, Config{Mode: mode, Node: added.Node, Keeper: k, Bus: added.Node.Bus(), Lease: lease})
 	region(t, newCache, "pr", NonstrictReadWrite)
 	testkit.Eventually(t, 15*time.Second, "a table with the new node", func() bool {
 		return slices.Contains(tableMembers(distOf(caches[(victim+1)%3]).keeper.Table()), added.Node.Name())

@@ -31,7 +31,7 @@ type leasedCluster struct {
 
 // testLease is the lease of these tests: long enough for a loaded
 // machine's renewals, short enough that a test waits it out quickly.
-const testLease = 600 * time.Millisecond
+const testLease = 2 * time.Second
 
 func startLeased(t *testing.T, seed uint64, n int, mode, invalidation string) *leasedCluster {
 	t.Helper()
@@ -45,7 +45,7 @@ func startLeased(t *testing.T, seed uint64, n int, mode, invalidation string) *l
 		}
 		t.Cleanup(l.Close)
 		cfg := Config{Mode: mode, Node: m.Node, Bus: m.Node.Bus(), Invalidation: invalidation, Lease: l}
-		if mode == cluster.CacheModeDistributed {
+		if mode != cluster.CacheModeLocal {
 			k := NewTableKeeper(TableConfig{Node: m.Node, Store: m.Store, Interval: 100 * time.Millisecond, Logger: testkit.Logger(t)})
 			t.Cleanup(k.Close)
 			cfg.Keeper = k
@@ -148,6 +148,7 @@ func TestFrozenNodeServesNothingStale(t *testing.T) {
 	for _, tc := range []struct{ mode, inv string }{
 		{cluster.CacheModeLocal, InvalidationSync},
 		{cluster.CacheModeDistributed, InvalidationAsync},
+		{cluster.CacheModeNear, InvalidationAsync},
 	} {
 		t.Run(tc.mode+"-"+tc.inv, func(t *testing.T) {
 			lc := startLeased(t, 21, 3, tc.mode, tc.inv)
@@ -253,9 +254,13 @@ func queryOwnedBy(t *testing.T, c *Cache, owner string) string {
 // owner (the update is acknowledged only once every node applied it), and
 // not after the owner dies and its backup takes the partition over.
 func TestDistributedQueryResultsAfterSpaceUpdate(t *testing.T) {
+	forOwnedModes(t, testDistributedQueryResultsAfterSpaceUpdate)
+}
+
+func testDistributedQueryResultsAfterSpaceUpdate(t *testing.T, mode string) {
 	for _, fault := range []string{"slow-update", "owner-killed"} {
 		t.Run(fault, func(t *testing.T) {
-			lc := startLeased(t, 22, 3, cluster.CacheModeDistributed, InvalidationAsync)
+			lc := startLeased(t, 22, 3, mode, InvalidationAsync)
 			ctx := context.Background()
 			qs := make([]*Region, 3)
 			for i, c := range lc.caches {

@@ -3,15 +3,23 @@ package l2cache
 // waitLocal waits until the LOCAL backend's ristretto has applied its
 // buffered sets and deletes (nothing to do in other modes).
 func (c *Cache) waitLocal() {
-	if b, ok := c.be.(*local); ok {
+	switch b := c.be.(type) {
+	case *local:
+		b.store.Wait()
+	case *near:
 		b.store.Wait()
 	}
 }
 
 // distOf is a DISTRIBUTED cache's backend (nil in other modes).
 func distOf(c *Cache) *dist {
-	d, _ := c.be.(*dist)
-	return d
+	switch b := c.be.(type) {
+	case *dist:
+		return b
+	case *near:
+		return b.dist
+	}
+	return nil
 }
 
 // lookup is a LOCAL region's cache check, without loading.

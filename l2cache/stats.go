@@ -36,6 +36,8 @@ type NodeStats struct {
 	// they did not acknowledge a synchronous invalidation; Resets counts
 	// the times this node dropped everything on regaining its read lease.
 	Exclusions, Resets atomic.Uint64
+	// NearHits counts reads answered from this node's near copies (NEAR).
+	NearHits atomic.Uint64
 }
 
 // NodeStatsSnapshot is a copy of NodeStats.
@@ -44,13 +46,14 @@ type NodeStatsSnapshot struct {
 	RemoteCalls, RemoteBytes                               uint64
 	Evictions                                              uint64
 	Exclusions, Resets                                     uint64
+	NearHits                                               uint64
 }
 
 func (s *NodeStats) snapshot() NodeStatsSnapshot {
 	return NodeStatsSnapshot{
 		InvalidationsSent: s.InvalidationsSent.Load(), InvalidationsReceived: s.InvalidationsReceived.Load(),
 		MissedClears: s.MissedClears.Load(), RemoteCalls: s.RemoteCalls.Load(), RemoteBytes: s.RemoteBytes.Load(),
-		Evictions: s.Evictions.Load(), Exclusions: s.Exclusions.Load(), Resets: s.Resets.Load(),
+		Evictions: s.Evictions.Load(), Exclusions: s.Exclusions.Load(), Resets: s.Resets.Load(), NearHits: s.NearHits.Load(),
 	}
 }
 

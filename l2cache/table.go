@@ -183,6 +183,28 @@ func (k *TableKeeper) roleAt(p int, member string, e uint64) (owner, backup, ok 
 	return owner, backup, true
 }
 
+// ownerSince is the first epoch of the run of adopted epochs, none
+// missing, ending at e in which partition p had the owner it has at e (e+1
+// if e was never adopted here).
+func (k *TableKeeper) ownerSince(p int, e uint64) uint64 {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	a, ok := k.history[e]
+	if !ok {
+		return e + 1
+	}
+	owner := a.t.Owner(p)
+	start := e
+	for start > 1 {
+		prev, ok := k.history[start-1]
+		if !ok || prev.t.Owner(p) != owner {
+			break
+		}
+		start--
+	}
+	return start
+}
+
 // runStart looks back from epoch e at the role (owner, backup or neither)
 // member has in partition p, and returns the first epoch of the run of
 // epochs, all adopted by this node and none missing, in which it had that

@@ -1,0 +1,306 @@
+package l2cache
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/dgraph-io/ristretto/v2"
+)
+
+// NEAR mode: DISTRIBUTED, plus a near copy on every node of what it read.
+//
+// Entries are owned, backed up and invalidated at their partitions' owners
+// exactly as in DISTRIBUTED mode; a node also keeps, in its own ristretto,
+// the values its reads brought back, and serves them without asking the
+// owner. What keeps a near copy honest:
+//
+//   - A read that may keep a near copy says so (distOp.Near); the owner
+//     registers the reader as a holder of the partition under the
+//     partition's lock, before it answers. Every later change of a key of
+//     the partition (invalidation, soft lock, unlock) is sent to every
+//     holder, numbered per partition, and the change is acknowledged only
+//     when each holder has dropped the key — or, for a holder that does
+//     not answer, when it has been excluded and its read lease has run out
+//     (ReadLease.Exclude), after which it drops everything before it
+//     serves again.
+//   - The stale-put race, near: a near copy carries a stamp of the holder's
+//     clock taken before the read was sent. A change message stamps the
+//     key on arrival; a copy stamped at or below the key's (or its
+//     region's, or its partition's) latest stamp is never kept or served.
+//     So a change that the owner applied after registering the reader
+//     either arrives before the copy is kept (refused) or after (the copy
+//     is dropped and, should ristretto keep it, never served).
+//   - A copy is tied to its partition's owner: when this node's table
+//     gives the partition another owner, or the same owner after a gap in
+//     the tables this node adopted, every copy of the partition is
+//     dropped. A new owner answers nothing until a lease after it adopted
+//     its table, and a holder whose lease is valid has adopted a table at
+//     least as new as its last renewal: by the time a new owner accepts a
+//     change it does not send to this node, this node no longer serves
+//     copies from the old owner.
+//   - A gap in a partition's change numbers drops the partition's copies;
+//     a read lease that is regained after this node was excluded drops
+//     them all; without a valid lease no copy is served. Query results
+//     kept near are judged against the query spaces as at the owner: in
+//     NEAR mode every space update reaches every node before it is
+//     acknowledged.
+type near struct {
+	*dist
+	store *ristretto.Cache[string, *nearEntry]
+	parts []nearPart // by partition
+
+	mu      sync.Mutex
+	regions map[string]*nearRegion
+	floor   uint64 // no near copy stamped at or below is served (reset)
+}
+
+// testBeforeKeep, set by tests only, runs before a near copy is kept.
+var testBeforeKeep func(key string)
+
+// nearEntry is a near copy.
+type nearEntry struct {
+	value  []byte
+	stamp  uint64   // this node's clock, before the read that brought it
+	spaces []string // a query result's spaces
+}
+
+// nearPart is what a holder knows of one partition.
+type nearPart struct {
+	mu      sync.Mutex
+	epoch   uint64 // the table epoch owner and since were computed for
+	owner   string
+	since   uint64 // the first epoch of the owner's run, as adopted here
+	dropped uint64 // no copy of the partition stamped at or below is served
+	seq     uint64 // the owner's last change message number
+	seqFrom string
+}
+
+func newNear(c *Cache) (*near, error) {
+	store, err := ristretto.NewCache(&ristretto.Config[string, *nearEntry]{
+		NumCounters:        max(c.cfg.MaxCost/100, 1000),
+		MaxCost:            c.cfg.MaxCost,
+		BufferItems:        64,
+		IgnoreInternalCost: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("l2cache: %w", err)
+	}
+	n := &near{dist: newDist(c), store: store, regions: map[string]*nearRegion{},
+		parts: make([]nearPart, c.cfg.Keeper.cfg.Partitions)}
+	n.dist.onNear = n.onChange
+	n.rpc.Handle(rpcNear, n.handleChange)
+	return n, nil
+}
+
+func (n *near) region(r *Region) regionBackend {
+	nr := &nearRegion{distRegion: distRegion{Region: r, d: n.dist}, n: n, inv: map[string]uint64{}}
+	n.mu.Lock()
+	n.regions[r.name] = nr
+	n.mu.Unlock()
+	return nr
+}
+
+func (n *near) reset() {
+	n.dist.reset()
+	n.mu.Lock()
+	n.floor = n.c.tick()
+	n.mu.Unlock()
+}
+
+func (n *near) close() { n.store.Close() }
+
+// handleChange serves an owner's change message. It does not block.
+func (n *near) handleChange(_ context.Context, from string, body []byte) ([]byte, error) {
+	o, err := decodeOp(body)
+	if err != nil {
+		return nil, fmt.Errorf("unreadable near invalidation: %w", err)
+	}
+	if o.Kind != kindInvalidate || o.Partition < 0 || o.Partition >= len(n.parts) {
+		return nil, fmt.Errorf("%w: near invalidation of kind %d, partition %d", ErrCodec, o.Kind, o.Partition)
+	}
+	n.onChange(from, o)
+	return nil, nil
+}
+
+// onChange drops a key's near copy on the owner's word, and the whole
+// partition's if a message from that owner is missing.
+func (n *near) onChange(from string, o distOp) {
+	n.c.stats.InvalidationsReceived.Add(1)
+	np := &n.parts[o.Partition]
+	np.mu.Lock()
+	if np.seqFrom == from && np.seq != 0 && o.Seq != np.seq+1 {
+		np.dropped = n.c.tick()
+	}
+	np.seq, np.seqFrom = o.Seq, from
+	np.mu.Unlock()
+	n.mu.Lock()
+	nr := n.regions[o.Region]
+	n.mu.Unlock()
+	if nr != nil {
+		nr.dropKey(o.Key)
+	}
+}
+
+// part returns the floor of partition p's near copies under the current
+// table, and its owner: copies from before the partition's owner changed
+// (or from before a gap in the tables adopted here) are below the floor.
+func (n *near) part(p int) (floor uint64, owner string) {
+	t := n.keeper.Table()
+	np := &n.parts[p]
+	np.mu.Lock()
+	defer np.mu.Unlock()
+	if np.epoch != t.Epoch {
+		owner, since := t.Owner(p), n.keeper.ownerSince(p, t.Epoch)
+		if owner != np.owner || since != np.since {
+			np.dropped = n.c.tick()
+		}
+		np.epoch, np.owner, np.since = t.Epoch, owner, since
+	}
+	return np.dropped, np.owner
+}
+
+// nearRegion is a region in NEAR mode: DISTRIBUTED's, with near copies.
+type nearRegion struct {
+	distRegion
+	n *near
+
+	mu      sync.Mutex
+	inv     map[string]uint64 // key → stamp of its latest change message
+	cleared uint64            // stamp of the last region-wide drop
+}
+
+func (r *nearRegion) skey(key string) string { return r.name + "\x00" + key }
+
+func (r *nearRegion) get(ctx context.Context, key string, spaces []string, load Loader) ([]byte, error) {
+	if !r.c.valid() {
+		return r.distRegion.get(ctx, key, spaces, load)
+	}
+	p := r.d.partition(r.name, key)
+	if v, ok := r.lookup(p, key); ok {
+		r.stats.Hits.Add(1)
+		r.c.stats.NearHits.Add(1)
+		return v, nil
+	}
+	stamp := r.c.tick() // before the read: a change after it drops the copy
+	gctx, cancel := context.WithTimeout(ctx, r.c.cfg.SyncTimeout)
+	rep, owner, err := r.d.call(gctx, distOp{Kind: kindGet, Near: true, Partition: p, Region: r.name, Key: key, Spaces: spaces})
+	cancel()
+	if err != nil || rep.Unavailable {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		r.stats.Misses.Add(1)
+		r.stats.Loads.Add(1)
+		return load(ctx)
+	}
+	if rep.Hit {
+		r.stats.Hits.Add(1)
+		r.keep(p, key, owner, rep.Value, stamp, spaces)
+		return rep.Value, nil
+	}
+	r.stats.Misses.Add(1)
+	own := &loadCall{ticket: rep.Ticket, done: make(chan struct{})}
+	call, mine := r.loads.start(key, func(c *loadCall) bool {
+		return c.ticket.Owner == rep.Ticket.Owner && c.ticket.Stamp > rep.Floor
+	}, own)
+	if !mine {
+		return r.join(ctx, call)
+	}
+	r.stats.Loads.Add(1)
+	own.value, own.err = load(ctx)
+	if own.err == nil {
+		pctx, cancel := context.WithTimeout(ctx, r.c.cfg.SyncTimeout)
+		if ok, _ := r.d.put(pctx, r.name, key, spaces, own.value, rep.Ticket); ok {
+			r.stats.Puts.Add(1)
+			r.keep(p, key, owner, own.value, stamp, spaces)
+		} else {
+			r.stats.RefusedPuts.Add(1)
+		}
+		cancel()
+	}
+	return r.loads.finish(key, own)
+}
+
+// floor is the stamp at or below which no near copy of key is served.
+func (r *nearRegion) floor(p int, key string) (uint64, string) {
+	pf, owner := r.n.part(p)
+	r.n.mu.Lock()
+	nf := r.n.floor
+	r.n.mu.Unlock()
+	r.mu.Lock()
+	f := max(r.inv[key], r.cleared)
+	r.mu.Unlock()
+	return max(pf, nf, f), owner
+}
+
+// lookup returns a near copy that is still valid.
+func (r *nearRegion) lookup(p int, key string) ([]byte, bool) {
+	e, ok := r.n.store.Get(r.skey(key))
+	if !ok {
+		return nil, false
+	}
+	floor, _ := r.floor(p, key)
+	if len(e.spaces) > 0 {
+		floor = max(floor, r.c.spacesStamp(e.spaces))
+	}
+	if e.stamp <= floor || !r.c.valid() {
+		r.n.store.Del(r.skey(key))
+		return nil, false
+	}
+	return e.value, true
+}
+
+// keep stores a near copy of what owner answered, unless the key, its
+// region or its partition changed since stamp, or owner no longer owns the
+// partition in this node's table.
+func (r *nearRegion) keep(p int, key, owner string, v []byte, stamp uint64, spaces []string) {
+	if testBeforeKeep != nil {
+		testBeforeKeep(key)
+	}
+	floor, cur := r.floor(p, key)
+	if cur != owner || stamp <= floor || !r.c.valid() {
+		return
+	}
+	e := &nearEntry{value: v, stamp: stamp, spaces: spaces}
+	cost := int64(len(v) + len(key) + 64)
+	if r.c.cfg.TTL > 0 {
+		r.n.store.SetWithTTL(r.skey(key), e, cost, r.c.cfg.TTL)
+	} else {
+		r.n.store.Set(r.skey(key), e, cost)
+	}
+}
+
+// dropKey records an owner's change of key and drops its near copy.
+func (r *nearRegion) dropKey(key string) {
+	r.mu.Lock()
+	stamp := r.c.tick()
+	if len(r.inv) >= r.c.cfg.MaxInvalidations {
+		r.inv, r.cleared = map[string]uint64{}, stamp
+	} else {
+		r.inv[key] = stamp
+	}
+	r.mu.Unlock()
+	r.n.store.Del(r.skey(key))
+}
+
+// drop forgets the region: its entries at this node as owner or backup,
+// and its near copies.
+func (r *nearRegion) drop() {
+	r.distRegion.drop()
+	r.mu.Lock()
+	r.cleared = r.c.tick()
+	r.inv = map[string]uint64{}
+	r.mu.Unlock()
+}
+
+func (r *nearRegion) deliver(m message) {
+	if m.Op == opClear {
+		r.drop()
+	}
+}
+
+func (r *nearRegion) clear(ctx context.Context) error {
+	r.drop()
+	return r.c.publish(ctx, message{Op: opClear, Region: r.name})
+}
