@@ -190,7 +190,7 @@ func nodeServing(ctx context.Context, n NodePlacement, arm Arm) error {
 	if alive := localcluster.CountState(v, "alive"); alive != arm.Nodes || v.Raft.Leader == "" {
 		return fmt.Errorf("sees %d alive members, leader %q", alive, v.Raft.Leader)
 	}
-	if arm.Mode != cluster.CacheModeDistributed {
+	if arm.Mode == cluster.CacheModeLocal {
 		return nil
 	}
 	st, err := fetchStats(ctx, n.HTTP)

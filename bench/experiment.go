@@ -159,11 +159,11 @@ func (e *Experiment) Validate() error {
 		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
 	}
 	if len(e.Modes) == 0 {
-		bad("modes", "at least one of local, distributed is required")
+		bad("modes", "at least one of local, distributed, near is required")
 	}
 	for i, m := range e.Modes {
-		if m != "local" && m != "distributed" {
-			bad(fmt.Sprintf("modes[%d]", i), "%q: want local or distributed", m)
+		if m != "local" && m != "distributed" && m != "near" {
+			bad(fmt.Sprintf("modes[%d]", i), "%q: want local, distributed or near", m)
 		} else if slices.Index(e.Modes, m) != i {
 			bad(fmt.Sprintf("modes[%d]", i), "%q is listed twice", m)
 		}

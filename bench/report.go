@@ -284,8 +284,11 @@ func Winners(r *CouplingResults) []string {
 				order = append(order, k)
 			}
 			idx := 0
-			if s.Arm.Mode == "distributed" {
+			switch s.Arm.Mode {
+			case "distributed":
 				idx = 1
+			case "near":
+				continue // the winner line compares LOCAL with DISTRIBUTED
 			}
 			v[idx] = stageMean(sts, func(x StageResult) float64 { return x.Total.OpsPerSec })
 			best[k] = v

@@ -209,9 +209,16 @@ func testDistributedOwnerKilledAndNodeAdded(t *testing.T, mode string) {
 			}
 		}()
 	}
-	time.Sleep(300 * time.Millisecond)
+	// Each phase lasts until some writes are acknowledged in it, however
+	// slow the machine: before the kill, with the owner dead, and with the
+	// new node in the table.
+	writesMore := func(n int64, what string) {
+		want := acked.Load() + n
+		testkit.Eventually(t, time.Minute, what, func() bool { return acked.Load() >= want || len(errs) > 0 })
+	}
+	writesMore(20, "20 writes acknowledged before the kill")
 	members[victim].Kill()
-	time.Sleep(700 * time.Millisecond)
+	writesMore(15, "15 writes acknowledged after the owner was killed")
 	var survivors []*clustertest.Member
 	for i, m := range members {
 		if i != victim {
@@ -231,7 +238,7 @@ func testDistributedOwnerKilledAndNodeAdded(t *testing.T, mode string) {
 	testkit.Eventually(t, 15*time.Second, "a table with the new node", func() bool {
 		return slices.Contains(tableMembers(distOf(caches[(victim+1)%3]).keeper.Table()), added.Node.Name())
 	})
-	time.Sleep(500 * time.Millisecond)
+	writesMore(15, "15 writes acknowledged with the new node in the table")
 	close(stop)
 	running.Wait()
 	close(errs)

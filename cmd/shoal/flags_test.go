@@ -16,7 +16,7 @@ func TestBadFlagsAreExplained(t *testing.T) {
 	}{
 		{[]string{"node", "--bind", "nonsense"}, nil, `--bind "nonsense": want host:port`},
 		{[]string{"node", "--bind", "127.0.0.1:70000"}, nil, "port must be a number from 0 to 65535"},
-		{[]string{"node", "--cache-mode", "near"}, nil, `--cache-mode "near": want local or distributed`},
+		{[]string{"node", "--cache-mode", "far"}, nil, `--cache-mode "far": want local, distributed or near`},
 		{[]string{"node", "--voters", "4"}, nil, "--voters 4: want 1, 3, 5 or 7"},
 		{[]string{"node", "--preset", "wan"}, nil, `--preset "wan"`},
 		{[]string{"node", "--log-level", "loud"}, nil, `--log-level "loud"`},

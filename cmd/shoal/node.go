@@ -53,7 +53,7 @@ func (f *nodeFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.bootstrapExpect, "bootstrap-expect", 0, "form a new raft group once this many nodes are alive (give every node of a new cluster the same number; 0: join an existing group)")
 	fs.IntVar(&f.voters, "voters", 3, "raft voters at most (3 or 5)")
 	fs.StringVar(&f.dataDir, "data-dir", "", "this node's data directory (default ./shoal-data/NAME)")
-	fs.StringVar(&f.cacheMode, "cache-mode", cluster.CacheModeLocal, "L2 cache coupling: local or distributed (every node must agree)")
+	fs.StringVar(&f.cacheMode, "cache-mode", cluster.CacheModeLocal, "L2 cache coupling: local, distributed or near (every node must agree)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.preset, "preset", "auto", "failure-detection tuning: lan, loopback, or auto (loopback when --bind is a loopback address)")
 	fs.Var(&f.join, "join", "gossip address of a node to join (repeatable; comma-separated in $SHOAL_JOIN)")
@@ -206,8 +206,10 @@ func (f *nodeFlags) serverConfig(stderr io.Writer) (server.Config, error) {
 	default:
 		return server.Config{}, usagef("--preset %q: want lan, loopback or auto", f.preset)
 	}
-	if f.cacheMode != cluster.CacheModeLocal && f.cacheMode != cluster.CacheModeDistributed {
-		return server.Config{}, usagef("--cache-mode %q: want local or distributed", f.cacheMode)
+	switch f.cacheMode {
+	case cluster.CacheModeLocal, cluster.CacheModeDistributed, cluster.CacheModeNear:
+	default:
+		return server.Config{}, usagef("--cache-mode %q: want local, distributed or near", f.cacheMode)
 	}
 	cc.Name, cc.BindAddr, cc.AdvertiseAddr, cc.RPCAddr = f.name, f.bind, f.advertise, f.rpc
 	cc.CacheMode, cc.Logger = f.cacheMode, logger

@@ -37,7 +37,7 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&bindIP, "bind-ip", "127.0.0.1", "loopback address the nodes bind")
 	fs.IntVar(&opts.BasePort, "base-port", 7946, "node i gossips on base+10(i-1), serves RPC on the next port and raft on the one after (0: ports picked by the OS)")
 	fs.IntVar(&opts.HTTPBase, "http-base", 8081, "node i serves HTTP on http-base+i-1 (0: picked by the OS)")
-	fs.StringVar(&opts.CacheMode, "cache-mode", "local", "L2 cache coupling of every node: local or distributed")
+	fs.StringVar(&opts.CacheMode, "cache-mode", "local", "L2 cache coupling of every node: local, distributed or near")
 	fs.StringVar(&opts.LogLevel, "log-level", "info", "the nodes' log level")
 	fs.DurationVar(&opts.ReadyTimeout, "ready-timeout", 60*time.Second, "how long to wait for the cluster to form")
 	var seed bool
@@ -83,8 +83,8 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 	if _, err := parseLevel(opts.LogLevel); err != nil {
 		return err
 	}
-	if opts.CacheMode != "local" && opts.CacheMode != "distributed" {
-		return usagef("--cache-mode %q: want local or distributed", opts.CacheMode)
+	if opts.CacheMode != "local" && opts.CacheMode != "distributed" && opts.CacheMode != "near" {
+		return usagef("--cache-mode %q: want local, distributed or near", opts.CacheMode)
 	}
 	exe, err := os.Executable()
 	if err != nil {

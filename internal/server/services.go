@@ -144,7 +144,7 @@ func (s *Server) startCache() error {
 	cc := s.cfg.Cache
 	lc := l2cache.Config{Mode: s.cfg.Cluster.CacheMode, Bus: s.node.Bus(), Node: s.node,
 		MaxCost: cc.MaxCost, TTL: cc.TTL, Invalidation: cc.Invalidation, Logger: s.cfg.Logger}
-	if lc.Mode == cluster.CacheModeDistributed {
+	if lc.Mode != cluster.CacheModeLocal {
 		backups := 1
 		if cc.Backups != nil {
 			backups = *cc.Backups
