@@ -79,7 +79,7 @@ type ticket struct {
 // effect to the backups.
 type distOp struct {
 	// Encoded by hand (codec.go): it is on the path of every remote get.
-	Kind      ownerKind
+	Kind ownerKind
 	// Near: a get from a node that keeps a near copy of what it reads
 	// (NEAR mode): the owner remembers it and tells it of every change
 	// to the partition before acknowledging the change.

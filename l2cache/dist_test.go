@@ -128,7 +128,9 @@ func testDistributedSharedEntries(t *testing.T, mode string) {
 // The randomized SQLite test in DISTRIBUTED mode: an invalidation is
 // acknowledged by the owner (and its backup), so every read that starts
 // after a write returned sees it.
-func TestDistributedRandomizedAgainstSQLite(t *testing.T) { forOwnedModes(t, testDistributedRandomizedAgainstSQLite) }
+func TestDistributedRandomizedAgainstSQLite(t *testing.T) {
+	forOwnedModes(t, testDistributedRandomizedAgainstSQLite)
+}
 
 func testDistributedRandomizedAgainstSQLite(t *testing.T, mode string) {
 	_, _, caches := distCaches(t, 9, 3, mode)
@@ -138,7 +140,9 @@ func testDistributedRandomizedAgainstSQLite(t *testing.T, mode string) {
 // Kill the owner of a hot key's partition and add a node while writers
 // and readers run: no read returns a version older than the last write
 // whose invalidation was acknowledged before the read began.
-func TestDistributedOwnerKilledAndNodeAdded(t *testing.T) { forOwnedModes(t, testDistributedOwnerKilledAndNodeAdded) }
+func TestDistributedOwnerKilledAndNodeAdded(t *testing.T) {
+	forOwnedModes(t, testDistributedOwnerKilledAndNodeAdded)
+}
 
 func testDistributedOwnerKilledAndNodeAdded(t *testing.T, mode string) {
 	net, members, caches := distCaches(t, 10, 3, mode)
