@@ -257,7 +257,7 @@ func newDist(c *Cache) *dist {
 		// A renewal adopts the table it read before the lease it renews
 		// takes effect: an owner with a valid lease owns by a table at
 		// least as new as its last renewal.
-		c.cfg.Lease.Observe(d.keeper.observe)
+		c.cfg.Lease.Observe(d.keeper.Observe)
 	}
 	return d
 }
@@ -285,7 +285,7 @@ func (d *dist) part(p int) (*dpart, *PartitionTable) {
 		return dp, t
 	}
 	owner, backup := roles(t, p, d.self)
-	start, adoptedAt := d.keeper.runStart(p, d.self, t.Epoch)
+	start, adoptedAt := d.keeper.RunStart(p, d.self, t.Epoch)
 	switch {
 	case owner && dp.owner && dp.epoch >= start:
 		// Ours in every table since: keep everything.
@@ -314,10 +314,10 @@ func (d *dist) backupThrough(p int, from, to uint64) bool {
 	if to < from {
 		return false
 	}
-	if _, backup, ok := d.keeper.roleAt(p, d.self, to); !ok || !backup {
+	if _, backup, ok := d.keeper.RoleAt(p, d.self, to); !ok || !backup {
 		return false
 	}
-	start, _ := d.keeper.runStart(p, d.self, to)
+	start, _ := d.keeper.RunStart(p, d.self, to)
 	return start <= from
 }
 
@@ -772,7 +772,7 @@ func (d *dist) ready() error {
 	if !t.Has(d.self) {
 		return errors.New("l2cache: no partition table including this node yet")
 	}
-	if _, at, ok := d.keeper.adoptedAt(t.Epoch); ok && d.c.cfg.Now().Before(at.Add(d.leaseDuration())) {
+	if _, at, ok := d.keeper.AdoptedAt(t.Epoch); ok && d.c.cfg.Now().Before(at.Add(d.leaseDuration())) {
 		return errors.New("l2cache: the partition table is new: owners wait out the previous owners' leases")
 	}
 	return nil

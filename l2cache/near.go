@@ -151,7 +151,7 @@ func (n *near) part(p int) (floor uint64, owner string) {
 	np.mu.Lock()
 	defer np.mu.Unlock()
 	if np.epoch != t.Epoch {
-		owner, since := t.Owner(p), n.keeper.ownerSince(p, t.Epoch)
+		owner, since := t.Owner(p), n.keeper.OwnerSince(p, t.Epoch)
 		if owner != np.owner || since != np.since {
 			np.dropped = n.c.tick()
 		}

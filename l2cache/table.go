@@ -151,10 +151,10 @@ func (k *TableKeeper) adopt(b []byte) {
 	}
 }
 
-// observe adopts the table from a read lease's renewal, so that a node
+// Observe adopts the table from a read lease's renewal, so that a node
 // whose lease is valid routes and owns by a table at least as new as the
 // one the renewal read.
-func (k *TableKeeper) observe(kvs []cp.KV) {
+func (k *TableKeeper) Observe(kvs []cp.KV) {
 	for _, kv := range kvs {
 		if kv.Key == TableKey {
 			k.adopt(kv.Value)
@@ -162,17 +162,17 @@ func (k *TableKeeper) observe(kvs []cp.KV) {
 	}
 }
 
-// adoptedAt is the table of epoch e and when this node adopted it.
-func (k *TableKeeper) adoptedAt(e uint64) (*PartitionTable, time.Time, bool) {
+// AdoptedAt is the table of epoch e and when this node adopted it.
+func (k *TableKeeper) AdoptedAt(e uint64) (*PartitionTable, time.Time, bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	a, ok := k.history[e]
 	return a.t, a.at, ok
 }
 
-// roleAt is member's role in partition p in the table of epoch e, if this
+// RoleAt is member's role in partition p in the table of epoch e, if this
 // node adopted it.
-func (k *TableKeeper) roleAt(p int, member string, e uint64) (owner, backup, ok bool) {
+func (k *TableKeeper) RoleAt(p int, member string, e uint64) (owner, backup, ok bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	a, ok := k.history[e]
@@ -183,10 +183,10 @@ func (k *TableKeeper) roleAt(p int, member string, e uint64) (owner, backup, ok 
 	return owner, backup, true
 }
 
-// ownerSince is the first epoch of the run of adopted epochs, none
+// OwnerSince is the first epoch of the run of adopted epochs, none
 // missing, ending at e in which partition p had the owner it has at e (e+1
 // if e was never adopted here).
-func (k *TableKeeper) ownerSince(p int, e uint64) uint64 {
+func (k *TableKeeper) OwnerSince(p int, e uint64) uint64 {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	a, ok := k.history[e]
@@ -205,12 +205,12 @@ func (k *TableKeeper) ownerSince(p int, e uint64) uint64 {
 	return start
 }
 
-// runStart looks back from epoch e at the role (owner, backup or neither)
+// RunStart looks back from epoch e at the role (owner, backup or neither)
 // member has in partition p, and returns the first epoch of the run of
 // epochs, all adopted by this node and none missing, in which it had that
 // role at p, with the time it adopted that epoch. If e itself was never
 // adopted here, it returns e+1 and the zero time: no run is known.
-func (k *TableKeeper) runStart(p int, member string, e uint64) (uint64, time.Time) {
+func (k *TableKeeper) RunStart(p int, member string, e uint64) (uint64, time.Time) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	a, ok := k.history[e]
