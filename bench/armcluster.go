@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/cluster"
-	"github.com/shoal-dev/shoal/cluster/cp"
 	"github.com/shoal-dev/shoal/internal/httpc"
 	"github.com/shoal-dev/shoal/internal/localcluster"
 	"github.com/shoal-dev/shoal/internal/server"
@@ -122,19 +121,15 @@ func startInProcess(ctx context.Context, c armConfig) (armCluster, error) {
 }
 
 func startServer(c armConfig, i int) (*server.Server, error) {
-	cc := *cluster.DefaultLoopbackConfig()
-	cc.Name, cc.BindAddr, cc.RPCAddr, cc.CacheMode = "node"+strconv.Itoa(i), "127.0.0.1:0", "127.0.0.1:0", c.arm.Mode
-	cc.Logger = c.logger
-	backups := c.backups
-	cfg := server.Config{
-		Cluster: cc, HTTPAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0",
-		DataDir: filepath.Join(c.dir, cc.Name), DBURL: c.db, ReposDir: filepath.Join(c.dir, "repos"),
-		Store: cp.Config{BootstrapExpect: c.arm.Nodes, Raft: cp.LoopbackRaftConfig(),
-			VoterGrace: 3 * time.Second, ReconcileInterval: 200 * time.Millisecond},
-		Cache:  server.CacheConfig{Invalidation: c.invalidation, Backups: &backups},
-		Packs:  server.PackConfig{Off: true},
-		Logger: c.logger,
-	}
+	cfg := server.DefaultNodeConfig(server.PresetLoopback)
+	cc := &cfg.Cluster
+	cc.Name, cc.BindAddr, cc.CacheMode = "node"+strconv.Itoa(i), "127.0.0.1:0", c.arm.Mode
+	cfg.HTTPAddr, cfg.DataDir, cfg.DB.URL = "127.0.0.1:0", filepath.Join(c.dir, cc.Name), c.db
+	cfg.Git.ReposDir = filepath.Join(c.dir, "repos")
+	cfg.Store.BootstrapExpect = c.arm.Nodes
+	cfg.Cache.Invalidation, cfg.Table.Backups = c.invalidation, c.backups
+	cfg.PackCache = false
+	cfg.Logger = c.logger
 	cfg.Pools.Web.Concurrency = couplingWebPool
 	return server.Start(cfg)
 }

@@ -1,13 +1,9 @@
 package cluster
 
 import (
-	"errors"
-	"fmt"
 	"io"
 	"log"
 	"log/slog"
-	"net"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -15,6 +11,7 @@ import (
 	"github.com/hashicorp/memberlist"
 
 	"github.com/shoal-dev/shoal/cluster/wire"
+	"github.com/shoal-dev/shoal/internal/config"
 )
 
 // Cache modes a node can run in. Every member of a cluster must run the same
@@ -130,18 +127,19 @@ func DefaultLoopbackConfig() *Config {
 	}
 }
 
-// validate fills defaults and rejects nonsense. It does not modify
-// c.Memberlist; Start works on a copy.
-func (c *Config) validate() error {
+// Validate fills defaults and rejects nonsense: a refused setting is a
+// *config.FieldError naming it. It does not modify c.Memberlist; Start
+// works on a copy.
+func (c *Config) Validate() error {
 	if c.Name == "" || len(c.Name) > 64 || !utf8.ValidString(c.Name) {
-		return fmt.Errorf("cluster: node name must be 1-64 bytes of UTF-8, got %q", c.Name)
+		return config.Invalid("cluster", "Name", c.Name, "a node name of 1-64 bytes of UTF-8")
 	}
 	switch c.CacheMode {
 	case "":
 		c.CacheMode = CacheModeLocal
 	case CacheModeLocal, CacheModeDistributed, CacheModeNear:
 	default:
-		return fmt.Errorf("cluster: cache mode %q is not %q, %q or %q", c.CacheMode, CacheModeLocal, CacheModeDistributed, CacheModeNear)
+		return config.Invalid("cluster", "CacheMode", c.CacheMode, CacheModeLocal+", "+CacheModeDistributed+" or "+CacheModeNear)
 	}
 	if c.Memberlist == nil {
 		c.Memberlist = DefaultLANConfig().Memberlist
@@ -150,17 +148,20 @@ func (c *Config) validate() error {
 		if c.BindAddr == "" {
 			c.BindAddr = "0.0.0.0:7946"
 		}
-		if _, _, err := splitHostPort(c.BindAddr); err != nil {
-			return fmt.Errorf("cluster: bind address: %w", err)
+		if err := config.Addr("cluster", "BindAddr", c.BindAddr); err != nil {
+			return err
 		}
 	}
 	if c.AdvertiseAddr != "" {
-		if _, _, err := splitHostPort(c.AdvertiseAddr); err != nil {
-			return fmt.Errorf("cluster: advertise address: %w", err)
+		if err := config.Addr("cluster", "AdvertiseAddr", c.AdvertiseAddr); err != nil {
+			return err
 		}
 	}
 	if c.RPCAddr == "" {
 		c.RPCAddr = "127.0.0.1:0"
+	}
+	if err := config.Addr("cluster", "RPCAddr", c.RPCAddr); err != nil {
+		return err
 	}
 	if c.GapTimeout <= 0 {
 		c.GapTimeout = 2 * time.Second
@@ -184,21 +185,6 @@ func (c *Config) validate() error {
 		c.Now = time.Now
 	}
 	return nil
-}
-
-func splitHostPort(addr string) (string, int, error) {
-	host, p, err := net.SplitHostPort(addr)
-	if err != nil {
-		return "", 0, err
-	}
-	port, err := strconv.Atoi(p)
-	if err != nil || port < 0 || port > 65535 {
-		return "", 0, fmt.Errorf("port %q in %q is not a number from 0 to 65535", p, addr)
-	}
-	if host == "" {
-		return "", 0, errors.New("address " + strconv.Quote(addr) + " has no host")
-	}
-	return host, port, nil
 }
 
 // memberlistLogger routes memberlist's "[LEVEL] memberlist: ..." lines into

@@ -26,6 +26,7 @@ import (
 	"github.com/hashicorp/memberlist"
 
 	"github.com/shoal-dev/shoal/cluster/rpc"
+	"github.com/shoal-dev/shoal/internal/config"
 )
 
 // ErrClosed is returned by a Node's methods after Close.
@@ -56,7 +57,7 @@ type Node struct {
 // Start starts a node: the peer RPC listener, the bus and memberlist. The
 // node is alone until Join.
 func Start(cfg Config) (*Node, error) {
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, members: map[string]*Member{}, subs: map[*Subscription]struct{}{}, leaving: map[string]uint64{}}
@@ -162,12 +163,12 @@ func (n *Node) memberlistConfig() *memberlist.Config {
 		// Let the transport advertise its own address.
 		mc.AdvertiseAddr, mc.AdvertisePort = "", 0
 	} else {
-		host, port, _ := splitHostPort(n.cfg.BindAddr)
+		host, port, _ := config.CheckAddr(n.cfg.BindAddr)
 		mc.BindAddr, mc.BindPort = host, port
 		mc.AdvertisePort = port
 	}
 	if n.cfg.AdvertiseAddr != "" {
-		host, port, _ := splitHostPort(n.cfg.AdvertiseAddr)
+		host, port, _ := config.CheckAddr(n.cfg.AdvertiseAddr)
 		mc.AdvertiseAddr, mc.AdvertisePort = host, port
 	}
 	d := &delegate{n: n}

@@ -10,6 +10,8 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/shoal-dev/shoal/internal/config"
 )
 
 // Pools configures the three pools; zero fields take DefaultPools'.
@@ -73,10 +75,27 @@ func (c *Config) validate() error {
 	if c.Unpooled == nil {
 		c.Unpooled = []string{"/healthz", "/readyz", "/metrics"}
 	}
+	return c.Pools.Validate()
+}
+
+// maxConcurrency bounds a pool's Concurrency: past it, a node has other
+// problems than its pools.
+const maxConcurrency = 100_000
+
+// Validate fills the zero fields from DefaultPools and rejects nonsense
+// (a refused setting is a *config.FieldError).
+func (p *Pools) Validate() error {
 	def := DefaultPools()
-	c.Pools.Upload = c.Pools.Upload.withDefaults(def.Upload)
-	c.Pools.Receive = c.Pools.Receive.withDefaults(def.Receive)
-	c.Pools.Web = c.Pools.Web.withDefaults(def.Web)
+	for _, c := range []struct {
+		name string
+		cfg  *PoolConfig
+		def  PoolConfig
+	}{{"Upload", &p.Upload, def.Upload}, {"Receive", &p.Receive, def.Receive}, {"Web", &p.Web, def.Web}} {
+		if c.cfg.Concurrency < 0 || c.cfg.Concurrency > maxConcurrency {
+			return config.Invalid("gitfront", c.name+".Concurrency", c.cfg.Concurrency, fmt.Sprintf("0 (the default) to %d", maxConcurrency))
+		}
+		*c.cfg = c.cfg.withDefaults(c.def)
+	}
 	return nil
 }
 

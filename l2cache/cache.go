@@ -14,6 +14,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/shoal-dev/shoal/cluster"
+	"github.com/shoal-dev/shoal/internal/config"
 )
 
 // Invalidation modes.
@@ -65,7 +66,8 @@ type Bus interface {
 
 // Config configures a Cache.
 type Config struct {
-	// Mode is cluster.CacheModeLocal or cluster.CacheModeDistributed.
+	// Mode is cluster.CacheModeLocal, CacheModeDistributed or
+	// CacheModeNear.
 	Mode string
 	// Bus carries invalidations to the other nodes; nil for a single node.
 	Bus Bus
@@ -105,16 +107,19 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// DefaultConfig is the cache's defaults: LOCAL, asynchronous
+// invalidation, 64 MiB. Validate fills the zero settings from it.
+func DefaultConfig() Config {
+	return Config{Mode: cluster.CacheModeLocal, Invalidation: InvalidationAsync, MaxCost: 64 << 20,
+		SyncTimeout: 2 * time.Second, LockTimeout: 30 * time.Second, MaxInvalidations: 100_000}
+}
+
 func (c *Config) validate() error {
-	switch c.Mode {
-	case "", cluster.CacheModeLocal:
-		c.Mode = cluster.CacheModeLocal
-	case cluster.CacheModeDistributed, cluster.CacheModeNear:
-		if c.Node == nil || c.Keeper == nil {
-			return fmt.Errorf("l2cache: %s mode needs Config.Node and Config.Keeper", c.Mode)
-		}
-	default:
-		return fmt.Errorf("l2cache: unknown mode %q", c.Mode)
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	if c.Mode != cluster.CacheModeLocal && (c.Node == nil || c.Keeper == nil) {
+		return fmt.Errorf("l2cache: %s mode needs Config.Node and Config.Keeper", c.Mode)
 	}
 	// The member's metadata carries the mode the cluster admitted it
 	// with (the cluster refuses a member of another mode at join): a
@@ -123,25 +128,32 @@ func (c *Config) validate() error {
 		return fmt.Errorf("%w: this cache is %s but the cluster member %s joined as %s; every node of a cluster must run one mode",
 			ErrModeMismatch, c.Mode, c.Node.Name(), c.Node.Self().CacheMode)
 	}
-	switch c.Invalidation {
-	case "":
-		c.Invalidation = InvalidationAsync
-	case InvalidationAsync, InvalidationSync:
-	default:
-		return fmt.Errorf("l2cache: invalidation %q is neither %q nor %q", c.Invalidation, InvalidationAsync, InvalidationSync)
+	return nil
+}
+
+// Validate fills the zero settings from DefaultConfig and rejects
+// nonsense (a refused setting is a *config.FieldError). It does not look
+// at Node, Keeper and Bus, which New checks.
+func (c *Config) Validate() error {
+	d := DefaultConfig()
+	fill(&c.Mode, d.Mode)
+	if c.Mode != cluster.CacheModeLocal && c.Mode != cluster.CacheModeDistributed && c.Mode != cluster.CacheModeNear {
+		return config.Invalid("l2cache", "Mode", c.Mode, cluster.CacheModeLocal+", "+cluster.CacheModeDistributed+" or "+cluster.CacheModeNear)
 	}
-	if c.MaxCost <= 0 {
-		c.MaxCost = 64 << 20
+	fill(&c.Invalidation, d.Invalidation)
+	if c.Invalidation != InvalidationAsync && c.Invalidation != InvalidationSync {
+		return config.Invalid("l2cache", "Invalidation", c.Invalidation, InvalidationAsync+" or "+InvalidationSync)
 	}
-	if c.SyncTimeout <= 0 {
-		c.SyncTimeout = 2 * time.Second
+	if c.MaxCost < 0 {
+		return config.Invalid("l2cache", "MaxCost", c.MaxCost, "a size of at least 0 (0: the default)")
 	}
-	if c.LockTimeout <= 0 {
-		c.LockTimeout = 30 * time.Second
+	if c.TTL < 0 {
+		return config.Invalid("l2cache", "TTL", c.TTL, "a duration of at least 0 (0: entries do not expire)")
 	}
-	if c.MaxInvalidations <= 0 {
-		c.MaxInvalidations = 100_000
-	}
+	fill(&c.MaxCost, d.MaxCost)
+	fill(&c.SyncTimeout, d.SyncTimeout)
+	fill(&c.LockTimeout, d.LockTimeout)
+	fill(&c.MaxInvalidations, d.MaxInvalidations)
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -149,6 +161,14 @@ func (c *Config) validate() error {
 		c.Logger = slog.Default()
 	}
 	return nil
+}
+
+// fill sets *v to d if it is zero.
+func fill[T comparable](v *T, d T) {
+	var zero T
+	if *v == zero {
+		*v = d
+	}
 }
 
 // Cache holds regions. Its methods are safe for concurrent use.

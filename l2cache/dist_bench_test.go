@@ -49,7 +49,10 @@ func tcpDistCluster(b *testing.B) []*Cache {
 		if err != nil {
 			b.Fatal(err)
 		}
-		k := NewTableKeeper(TableConfig{Node: nd, Store: st, Interval: 100 * time.Millisecond, Logger: testkit.Logger(b)})
+		k, err := NewTableKeeper(TableConfig{Node: nd, Store: st, Backups: 1, Interval: 100 * time.Millisecond, Logger: testkit.Logger(b)})
+		if err != nil {
+			b.Fatal(err)
+		}
 		b.Cleanup(func() { k.Close(); st.Close(); nd.Close(); trans.Close() })
 		caches = append(caches, newLocal(b, Config{Mode: cluster.CacheModeDistributed, Node: nd, Keeper: k, Bus: nd.Bus()}))
 	}

@@ -230,8 +230,7 @@ func testDistributedOwnerKilledAndNodeAdded(t *testing.T, mode string) {
 		}
 	}
 	added := clustertest.AddMember(t, net, survivors, 4)
-	k := NewTableKeeper(TableConfig{Node: added.Node, Store: added.Store, Interval: 100 * time.Millisecond, Logger: testkit.Logger(t)})
-	t.Cleanup(k.Close)
+	k := newKeeper(t, TableConfig{Node: added.Node, Store: added.Store, Backups: 1, Interval: 100 * time.Millisecond, Logger: testkit.Logger(t)})
 	lease, err := NewReadLease(LeaseConfig{Name: added.Node.Name(), Store: added.Store, Duration: testLease, Logger: testkit.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -268,8 +267,7 @@ func TestDistributedBudgetAndTTL(t *testing.T) {
 	const budget = 64 << 10
 	caches := make([]*Cache, 2)
 	for i, m := range members {
-		k := NewTableKeeper(TableConfig{Node: m.Node, Store: m.Store, Interval: 100 * time.Millisecond, Logger: testkit.Logger(t), Now: clock})
-		t.Cleanup(k.Close)
+		k := newKeeper(t, TableConfig{Node: m.Node, Store: m.Store, Backups: 1, Interval: 100 * time.Millisecond, Logger: testkit.Logger(t), Now: clock})
 		caches[i] = newLocal(t, Config{Mode: cluster.CacheModeDistributed, Node: m.Node, Keeper: k, Bus: m.Node.Bus(),
 			MaxCost: budget, TTL: time.Minute, Now: clock})
 	}

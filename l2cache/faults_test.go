@@ -46,8 +46,7 @@ func startLeased(t *testing.T, seed uint64, n int, mode, invalidation string) *l
 		t.Cleanup(l.Close)
 		cfg := Config{Mode: mode, Node: m.Node, Bus: m.Node.Bus(), Invalidation: invalidation, Lease: l}
 		if mode != cluster.CacheModeLocal {
-			k := NewTableKeeper(TableConfig{Node: m.Node, Store: m.Store, Interval: 100 * time.Millisecond, Logger: testkit.Logger(t)})
-			t.Cleanup(k.Close)
+			k := newKeeper(t, TableConfig{Node: m.Node, Store: m.Store, Backups: 1, Interval: 100 * time.Millisecond, Logger: testkit.Logger(t)})
 			cfg.Keeper = k
 		}
 		lc.leases = append(lc.leases, l)

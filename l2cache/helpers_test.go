@@ -1,5 +1,7 @@
 package l2cache
 
+import "testing"
+
 // waitLocal waits until the LOCAL backend's ristretto has applied its
 // buffered sets and deletes (nothing to do in other modes).
 func (c *Cache) waitLocal() {
@@ -25,4 +27,15 @@ func distOf(c *Cache) *dist {
 // lookup is a LOCAL region's cache check, without loading.
 func (r *Region) lookup(key string, spaces []string) ([]byte, bool) {
 	return r.be.(*localRegion).lookup(key, spaces)
+}
+
+// newKeeper starts a table keeper that the test's end stops.
+func newKeeper(tb testing.TB, cfg TableConfig) *TableKeeper {
+	tb.Helper()
+	k, err := NewTableKeeper(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(k.Close)
+	return k
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/shoal-dev/shoal/cluster/cp"
+	"github.com/shoal-dev/shoal/internal/config"
 )
 
 // The read lease: how a node knows it has not missed an invalidation it
@@ -69,6 +70,10 @@ type LeaseConfig struct {
 	Logger *slog.Logger
 }
 
+// DefaultLeaseConfig is the lease's defaults: a 2 s lease renewed every
+// 500 ms. Validate fills the zero settings from it.
+func DefaultLeaseConfig() LeaseConfig { return LeaseConfig{Duration: 2 * time.Second} }
+
 func (c *LeaseConfig) validate() error {
 	if c.Name == "" || strings.ContainsRune(c.Name, '/') {
 		return fmt.Errorf("l2cache: lease: invalid member name %q", c.Name)
@@ -76,14 +81,21 @@ func (c *LeaseConfig) validate() error {
 	if c.Store == nil {
 		return errors.New("l2cache: lease: LeaseConfig.Store is required")
 	}
-	if c.Duration <= 0 {
-		c.Duration = 2 * time.Second
+	return c.Validate()
+}
+
+// Validate fills the zero settings from DefaultLeaseConfig (RenewEvery:
+// a quarter of Duration) and rejects nonsense (a refused setting is a
+// *config.FieldError). It does not look at Name and Store, which
+// NewReadLease checks.
+func (c *LeaseConfig) Validate() error {
+	if c.Duration < 0 {
+		return config.Invalid("l2cache", "Duration", c.Duration, "a lease of at least 0 (0: the default)")
 	}
-	if c.RenewEvery <= 0 {
-		c.RenewEvery = c.Duration / 4
-	}
-	if c.RenewEvery >= c.Duration {
-		return fmt.Errorf("l2cache: lease: renewing every %v keeps no lease of %v", c.RenewEvery, c.Duration)
+	fill(&c.Duration, DefaultLeaseConfig().Duration)
+	fill(&c.RenewEvery, c.Duration/4)
+	if c.RenewEvery < 0 || c.RenewEvery >= c.Duration {
+		return config.Invalid("l2cache", "RenewEvery", c.RenewEvery, fmt.Sprintf("less than the lease (%v)", c.Duration))
 	}
 	if c.Now == nil {
 		c.Now = time.Now

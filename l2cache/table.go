@@ -15,6 +15,7 @@ import (
 
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/cluster/cp"
+	"github.com/shoal-dev/shoal/internal/config"
 )
 
 // TableKey is where the partition table lives in the consistent store.
@@ -24,8 +25,9 @@ const TableKey = "l2/partitions"
 type TableConfig struct {
 	Node  *cluster.Node
 	Store *cp.Store
-	// Partitions (default DefaultPartitions) and Backups (default 1) shape
-	// the table.
+	// Partitions (default DefaultPartitions) and Backups shape the
+	// table: each partition has an owner and Backups synchronous backups,
+	// 0 (none) to MaxBackups. DefaultTableConfig has 1.
 	Partitions, Backups int
 	// Interval is how often the leader re-checks the table even without a
 	// membership event (default 1 s).
@@ -65,24 +67,52 @@ type TableKeeper struct {
 	history map[uint64]adopted // epoch → the table adopted, the last historyLen
 }
 
-// NewTableKeeper starts the keeper. Close stops it.
-func NewTableKeeper(cfg TableConfig) *TableKeeper {
-	if cfg.Partitions <= 0 {
-		cfg.Partitions = DefaultPartitions
+// MaxBackups is the most backups a partition may have.
+const MaxBackups = 2
+
+// maxPartitions bounds a table: the table is one value in the consistent
+// store, whose values are at most 1 MiB.
+const maxPartitions = 10_000
+
+// DefaultTableConfig is the table's defaults: DefaultPartitions, one
+// backup, re-checked every second. Validate fills the zero settings from
+// it, except Backups, whose zero means none.
+func DefaultTableConfig() TableConfig {
+	return TableConfig{Partitions: DefaultPartitions, Backups: 1, Interval: time.Second}
+}
+
+// Validate fills the zero settings from DefaultTableConfig and rejects
+// nonsense (a refused setting is a *config.FieldError). It does not look
+// at Node and Store.
+func (c *TableConfig) Validate() error {
+	if c.Backups < 0 || c.Backups > MaxBackups {
+		return config.Invalid("l2cache", "Backups", c.Backups, "0, 1 or 2")
 	}
-	if cfg.Backups < 0 {
-		cfg.Backups = 0
-	} else if cfg.Backups == 0 {
-		cfg.Backups = 1
+	if c.Partitions < 0 || c.Partitions > maxPartitions {
+		return config.Invalid("l2cache", "Partitions", c.Partitions, fmt.Sprintf("1 to %d (0: the default)", maxPartitions))
 	}
-	if cfg.Interval <= 0 {
-		cfg.Interval = time.Second
+	d := DefaultTableConfig()
+	fill(&c.Partitions, d.Partitions)
+	if c.Interval <= 0 {
+		c.Interval = d.Interval
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
+	if c.Logger == nil {
+		c.Logger = slog.Default()
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return nil
+}
+
+// NewTableKeeper starts the keeper. Close stops it. A cfg that Validate
+// refuses is an error.
+func NewTableKeeper(cfg TableConfig) (*TableKeeper, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Node == nil || cfg.Store == nil {
+		return nil, errors.New("l2cache: TableConfig.Node and TableConfig.Store are required")
 	}
 	k := &TableKeeper{cfg: cfg, stop: make(chan struct{}), history: map[uint64]adopted{}}
 	k.ctx, k.quit = context.WithCancel(context.Background())
@@ -91,7 +121,7 @@ func NewTableKeeper(cfg TableConfig) *TableKeeper {
 	sub := cfg.Node.Subscribe()
 	k.wg.Add(1)
 	go k.run(w, sub)
-	return k
+	return k, nil
 }
 
 // Table is this node's latest copy of the table; its Epoch is 0 until one

@@ -17,8 +17,7 @@ func TestTableKeeperFollowsMembership(t *testing.T) {
 	members := clustertest.StartWithStores(t, net, 3)
 	var keepers []*TableKeeper
 	for _, m := range members {
-		k := NewTableKeeper(TableConfig{Node: m.Node, Store: m.Store, Interval: 100 * time.Millisecond, Logger: testkit.Logger(t)})
-		t.Cleanup(k.Close)
+		k := newKeeper(t, TableConfig{Node: m.Node, Store: m.Store, Backups: 1, Interval: 100 * time.Millisecond, Logger: testkit.Logger(t)})
 		keepers = append(keepers, k)
 	}
 	for _, k := range keepers {

@@ -79,7 +79,7 @@ const filePrefix = "pc-"
 // New validates cfg, creates cfg.Dir if needed, removes the files a
 // previous process left in it and returns a ready Cache.
 func New(cfg Config) (*Cache, error) {
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {

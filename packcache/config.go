@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"os/exec"
 	"time"
+
+	"github.com/shoal-dev/shoal/internal/config"
 )
 
 // Config configures a Cache. Build it with DefaultConfig and adjust; New
@@ -65,13 +67,20 @@ func DefaultConfig(dir string) Config {
 	}
 }
 
-// validate fills defaults and rejects impossible settings.
-func (c *Config) validate() error {
+// Validate fills the zero settings from DefaultConfig (but MinFree,
+// whose zero means no floor) and rejects impossible ones (a refused
+// setting is a *config.FieldError).
+func (c *Config) Validate() error {
 	if c.Dir == "" {
 		return errors.New("packcache: Config.Dir is required")
 	}
-	if c.MaxBytes < 0 || c.TTL < 0 || c.ProduceTimeout < 0 || c.MaxRequestBytes < 0 {
-		return fmt.Errorf("packcache: negative limit in config")
+	switch {
+	case c.MaxBytes < 0:
+		return config.Invalid("packcache", "MaxBytes", c.MaxBytes, "a size of at least 0 (0: the default)")
+	case c.TTL < 0:
+		return config.Invalid("packcache", "TTL", c.TTL, "a duration of at least 0 (0: the default)")
+	case c.ProduceTimeout < 0 || c.MaxRequestBytes < 0:
+		return errors.New("packcache: negative ProduceTimeout or MaxRequestBytes")
 	}
 	d := DefaultConfig(c.Dir)
 	setDefault(&c.MaxBytes, d.MaxBytes)

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/shoal-dev/shoal/internal/config"
 )
 
 var (
@@ -71,8 +73,15 @@ func (c *StoreGenerationsConfig) validate() error {
 	if c.Store == nil {
 		return errors.New("packcache: StoreGenerationsConfig.Store is required")
 	}
+	return c.Validate()
+}
+
+// Validate fills the zero settings with their defaults and rejects
+// nonsense (a refused setting is a *config.FieldError); it does not look
+// at Store, which NewStoreGenerations needs.
+func (c *StoreGenerationsConfig) Validate() error {
 	if c.PushLease < 0 {
-		return errors.New("packcache: negative PushLease")
+		return config.Invalid("packcache", "PushLease", c.PushLease, "a duration of at least 0 (0: the default)")
 	}
 	setDefault(&c.Prefix, "packcache/gen/")
 	setDefault(&c.PushLease, 30*time.Second)

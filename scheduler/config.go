@@ -111,6 +111,13 @@ func (c *Config) validate() error {
 	if c.Name == "" {
 		return errors.New("scheduler: Config.Name is required")
 	}
+	return c.Validate()
+}
+
+// Validate fills the zero settings with their defaults and rejects
+// negative ones; it does not look at Name, Store and Bus, which New
+// needs.
+func (c *Config) Validate() error {
 	if c.ClaimStagger < 0 {
 		c.ClaimStagger = 0
 	} else if c.ClaimStagger == 0 {
@@ -120,7 +127,7 @@ func (c *Config) validate() error {
 		c.StoreTimeout < 0 || c.HistoryLimit < 0 || c.MaxParams < 0 {
 		return fmt.Errorf("%w: negative setting in scheduler config", ErrInvalid)
 	}
-	if c.Members == nil {
+	if c.Members == nil && c.Name != "" {
 		name := c.Name
 		c.Members = func() []string { return []string{name} }
 	}

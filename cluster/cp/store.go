@@ -36,6 +36,7 @@ import (
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/cluster/cp/raftlog"
 	"github.com/shoal-dev/shoal/cluster/rpc"
+	"github.com/shoal-dev/shoal/internal/config"
 )
 
 // RPC message types of the store.
@@ -66,7 +67,9 @@ type Config struct {
 	// members are alive: the first MaxVoters of them by name become the
 	// voters. Every node of a new cluster should be given the same value.
 	BootstrapExpect int
-	// MaxVoters caps the voters (default 3; 5 is the other sensible value).
+	// MaxVoters caps the voters: 1, 3 (default), 5 or 7. An odd number
+	// keeps a majority: a fourth voter adds a machine to every quorum and
+	// survives no more failures than three.
 	MaxVoters int
 	// VoterGrace is how long a voter may be failed before the leader
 	// replaces it with a healthy member (default 10 s).
@@ -104,30 +107,45 @@ func (c *Config) validate() error {
 	if c.Node == nil || c.Transport == nil {
 		return errors.New("cp: Config.Node and Config.Transport are required")
 	}
-	if c.BootstrapExpect < 0 {
-		return fmt.Errorf("cp: bootstrap-expect %d is negative", c.BootstrapExpect)
+	return c.Validate()
+}
+
+// DefaultConfig is the store's defaults for nodes on a local network
+// (LANRaftConfig). Validate fills the zero settings from it.
+func DefaultConfig() Config {
+	return Config{MaxVoters: 3, VoterGrace: 10 * time.Second, ReconcileInterval: time.Second,
+		Raft: LANRaftConfig(), MaxKeySize: 1 << 10, MaxValueSize: 1 << 20}
+}
+
+// DefaultLoopbackConfig suits voters that share one machine
+// (LoopbackRaftConfig): a failed voter is replaced after 3 s, and the
+// configuration is aligned with the membership 5 times a second.
+func DefaultLoopbackConfig() Config {
+	c := DefaultConfig()
+	c.Raft, c.VoterGrace, c.ReconcileInterval = LoopbackRaftConfig(), 3*time.Second, 200*time.Millisecond
+	return c
+}
+
+// Validate fills the zero settings from DefaultConfig and rejects
+// nonsense (a refused setting is a *config.FieldError); it does not look
+// at Node and Transport, which Open requires.
+func (c *Config) Validate() error {
+	if c.BootstrapExpect < 0 || c.BootstrapExpect > 64 {
+		return config.Invalid("cp", "BootstrapExpect", c.BootstrapExpect, "0 to 64")
 	}
-	if c.MaxVoters == 0 {
-		c.MaxVoters = 3
+	d := DefaultConfig()
+	fill(&c.MaxVoters, d.MaxVoters)
+	if c.MaxVoters != 1 && c.MaxVoters != 3 && c.MaxVoters != 5 && c.MaxVoters != 7 {
+		return config.Invalid("cp", "MaxVoters", c.MaxVoters, "1, 3, 5 or 7 (an odd number keeps a majority)")
 	}
-	if c.MaxVoters < 1 || c.MaxVoters > 7 {
-		return fmt.Errorf("cp: %d voters: want 1 to 7 (3 or 5 are usual)", c.MaxVoters)
+	if c.VoterGrace < 0 || c.ReconcileInterval < 0 || c.MaxKeySize < 0 || c.MaxValueSize < 0 {
+		return errors.New("cp: negative VoterGrace, ReconcileInterval, MaxKeySize or MaxValueSize")
 	}
-	if c.VoterGrace <= 0 {
-		c.VoterGrace = 10 * time.Second
-	}
-	if c.ReconcileInterval <= 0 {
-		c.ReconcileInterval = time.Second
-	}
-	if c.Raft == nil {
-		c.Raft = LANRaftConfig()
-	}
-	if c.MaxKeySize <= 0 {
-		c.MaxKeySize = 1 << 10
-	}
-	if c.MaxValueSize <= 0 {
-		c.MaxValueSize = 1 << 20
-	}
+	fill(&c.VoterGrace, d.VoterGrace)
+	fill(&c.ReconcileInterval, d.ReconcileInterval)
+	fill(&c.Raft, d.Raft)
+	fill(&c.MaxKeySize, d.MaxKeySize)
+	fill(&c.MaxValueSize, d.MaxValueSize)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -135,6 +153,14 @@ func (c *Config) validate() error {
 		c.Now = time.Now
 	}
 	return nil
+}
+
+// fill sets *v to d if it is zero.
+func fill[T comparable](v *T, d T) {
+	var zero T
+	if *v == zero {
+		*v = d
+	}
 }
 
 // Store is this node's handle on the replicated store. Its methods are

@@ -16,6 +16,8 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib" // registers "pgx"
 	"golang.org/x/crypto/bcrypt"
 	_ "modernc.org/sqlite" // registers "sqlite"
+
+	"github.com/shoal-dev/shoal/internal/config"
 )
 
 // Dialect is the SQL flavour of a Store's database.
@@ -39,8 +41,8 @@ type Config struct {
 	BusyTimeout time.Duration
 	// MaxOpenConns bounds the connection pool (default 16).
 	MaxOpenConns int
-	// ConnMaxLifetime is when a pooled connection is replaced (default 1
-	// minute). With SQLite it bounds how long a connection keeps reading a
+	// ConnMaxLifetime is when a pooled connection is replaced (default 5
+	// s). With SQLite it bounds how long a connection keeps reading a
 	// database file that was moved away: new connections do not create a
 	// missing file, they fail with ErrUnavailable.
 	ConnMaxLifetime time.Duration
@@ -60,24 +62,37 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-func (c *Config) validate() error {
+// DefaultConfig is the database's defaults. Validate fills the zero
+// settings from it.
+func DefaultConfig() Config {
+	return Config{BusyTimeout: 5 * time.Second, MaxOpenConns: 16, ConnMaxLifetime: 5 * time.Second,
+		BcryptCost: bcrypt.DefaultCost, PasswordCacheTTL: time.Minute}
+}
+
+// Validate fills the zero settings from DefaultConfig and rejects
+// nonsense (a refused setting is a *config.FieldError).
+func (c *Config) Validate() error {
+	if c.ConnMaxLifetime < 0 {
+		return config.Invalid("domain", "ConnMaxLifetime", c.ConnMaxLifetime, "a duration of at least 0 (0: the default)")
+	}
+	d := DefaultConfig()
 	if c.BusyTimeout <= 0 {
-		c.BusyTimeout = 5 * time.Second
+		c.BusyTimeout = d.BusyTimeout
 	}
 	if c.MaxOpenConns <= 0 {
-		c.MaxOpenConns = 16
+		c.MaxOpenConns = d.MaxOpenConns
 	}
-	if c.ConnMaxLifetime <= 0 {
-		c.ConnMaxLifetime = time.Minute
+	if c.ConnMaxLifetime == 0 {
+		c.ConnMaxLifetime = d.ConnMaxLifetime
 	}
 	if c.BcryptCost == 0 {
-		c.BcryptCost = bcrypt.DefaultCost
+		c.BcryptCost = d.BcryptCost
 	}
 	if c.BcryptCost < bcrypt.MinCost || c.BcryptCost > bcrypt.MaxCost {
 		return fmt.Errorf("%w: bcrypt cost %d outside [%d, %d]", ErrInvalid, c.BcryptCost, bcrypt.MinCost, bcrypt.MaxCost)
 	}
 	if c.PasswordCacheTTL == 0 {
-		c.PasswordCacheTTL = time.Minute
+		c.PasswordCacheTTL = d.PasswordCacheTTL
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -103,7 +118,7 @@ type Store struct {
 // migrations it lacks. It fails with ErrUnavailable if the database cannot
 // be reached.
 func Open(ctx context.Context, cfg Config) (*Store, error) {
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	driverName, dsn, dialect, err := dataSource(cfg)
@@ -129,7 +144,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 // driver this way). The Store owns db from then on: Close closes it. A
 // SQLite handle should use the pragmas SQLiteDSN sets.
 func OpenDB(ctx context.Context, db *sql.DB, dialect Dialect, cfg Config) (*Store, error) {
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if dialect != SQLite && dialect != Postgres {

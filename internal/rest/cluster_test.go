@@ -57,7 +57,10 @@ func TestDistributedNodesSeeEachOthersWrites(t *testing.T) {
 	var nodes []*node
 	var keepers []*l2cache.TableKeeper
 	for _, m := range members {
-		k := l2cache.NewTableKeeper(l2cache.TableConfig{Node: m.Node, Store: m.Store, Interval: 100 * time.Millisecond, Logger: testkit.Logger(t)})
+		k, err := l2cache.NewTableKeeper(l2cache.TableConfig{Node: m.Node, Store: m.Store, Backups: 1, Interval: 100 * time.Millisecond, Logger: testkit.Logger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
 		t.Cleanup(k.Close)
 		keepers = append(keepers, k)
 		c := newLocalCache(t, l2cache.Config{Mode: cluster.CacheModeDistributed, Node: m.Node, Keeper: k, Bus: m.Node.Bus(),

@@ -103,8 +103,8 @@ func ratio(a, b uint64) float64 {
 // and schedules the built-in jobs in the background: the clustered one
 // needs the store's leader, which a starting cluster may not have yet.
 func (s *Server) startScheduler() error {
-	sc := scheduler.NodeConfig(s.node, s.store)
-	sc.Logger = s.cfg.Logger
+	sc := s.cfg.Scheduler
+	sc.Name, sc.Store, sc.Bus, sc.Members, sc.Logger = s.node.Name(), s.store, s.node.Bus(), scheduler.AliveMembers(s.node), s.cfg.Logger
 	sched, err := scheduler.New(sc)
 	if err != nil {
 		return err

@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -29,64 +28,6 @@ import (
 
 // Version is the build version, set by the linker (-X) or left as "dev".
 var Version = "dev"
-
-// Config configures a Server.
-type Config struct {
-	// Cluster configures the cluster member. Its HTTPAddr is filled with
-	// the HTTP listener's address.
-	Cluster cluster.Config
-	// HTTPAddr is where the HTTP endpoints listen, "host:port".
-	HTTPAddr string
-	// DataDir is the node's own directory; it is created if missing.
-	DataDir string
-	// RaftAddr is where raft listens ("host:port"); RaftAdvertise, if
-	// set, is the address peers use.
-	RaftAddr, RaftAdvertise string
-	// Store configures the consistent store; Node, Transport, DataDir and
-	// Logger are filled by Start.
-	Store cp.Config
-	// DBURL is the domain database: a postgres:// URL or a SQLite file
-	// path (default: shoal.db beside the node's data directory, shared by
-	// the nodes of a local cluster).
-	DBURL string
-	// DBConnMaxLifetime is when a pooled database connection is replaced
-	// (default: domain.Config's, 1 minute); it bounds how long a SQLite
-	// file moved away keeps being read (--db-conn-max-lifetime).
-	DBConnMaxLifetime time.Duration
-	// ReposDir holds the bare git repositories, shared by the nodes
-	// (default: repos beside the node's data directory).
-	ReposDir string
-	// Cache configures the L2 cache; its mode is Cluster.CacheMode.
-	Cache CacheConfig
-	// Packs configures the pack cache.
-	Packs PackConfig
-	// Pools bounds the front's request pools; zero fields take
-	// gitfront.DefaultPools'.
-	Pools gitfront.Pools
-	// Logger receives the node's logs.
-	Logger *slog.Logger
-	// LockWait is how long Start waits for the data directory's lock
-	// while another process holds it (default 2 s: long enough for a
-	// node that is stopping to exit, short enough to be "at once").
-	LockWait time.Duration
-}
-
-// fill sets the defaults that depend on the data directory.
-func (c *Config) fill() {
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
-	if c.LockWait <= 0 {
-		c.LockWait = 2 * time.Second
-	}
-	parent := filepath.Dir(filepath.Clean(c.DataDir))
-	if c.DBURL == "" {
-		c.DBURL = filepath.Join(parent, "shoal.db")
-	}
-	if c.ReposDir == "" {
-		c.ReposDir = filepath.Join(parent, "repos")
-	}
-}
 
 // Server is a running node.
 type Server struct {
@@ -112,7 +53,9 @@ func Start(cfg Config) (*Server, error) { return StartContext(context.Background
 // refused (dirlock.ErrLocked, naming its PID) after cfg.LockWait; every
 // wait at start-up ends when ctx does.
 func StartContext(ctx context.Context, cfg Config) (*Server, error) {
-	cfg.fill()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}

@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/shoal-dev/shoal/cluster"
-	"github.com/shoal-dev/shoal/cluster/cp"
 	"github.com/shoal-dev/shoal/internal/domain"
 	"github.com/shoal-dev/shoal/internal/testkit"
 	"github.com/shoal-dev/shoal/scheduler"
@@ -25,13 +23,12 @@ func TestMain(m *testing.M) { testkit.MainNoLeaks(m, 15*time.Second) }
 // single starts a one-node cluster that bootstraps its own raft group.
 func single(t *testing.T) *Server {
 	t.Helper()
-	cc := *cluster.DefaultLoopbackConfig()
-	cc.Name = "solo"
-	s, err := Start(Config{
-		Cluster: cc, HTTPAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0", DataDir: t.TempDir(),
-		Store:  cp.Config{BootstrapExpect: 1, Raft: cp.LoopbackRaftConfig()},
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	cfg := DefaultNodeConfig(PresetLoopback)
+	cfg.Cluster.Name, cfg.Cluster.BindAddr = "solo", "127.0.0.1:0"
+	cfg.HTTPAddr, cfg.DataDir = "127.0.0.1:0", t.TempDir()
+	cfg.Store.BootstrapExpect = 1
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	s, err := Start(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

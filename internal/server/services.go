@@ -23,45 +23,6 @@ import (
 	"github.com/shoal-dev/shoal/scheduler"
 )
 
-// CacheConfig configures the node's L2 cache. The mode is the cluster
-// configuration's CacheMode: every member must agree on it.
-type CacheConfig struct {
-	// Invalidation is l2cache.InvalidationAsync (default) or
-	// l2cache.InvalidationSync (--invalidation).
-	Invalidation string
-	// Backups is the number of synchronous backups of each DISTRIBUTED
-	// partition, 0 to 2 (--backups); nil means 1.
-	Backups *int
-	// Partitions is the DISTRIBUTED partition count (default 271).
-	Partitions int
-	// MaxCost bounds the cached bytes on this node (default 64 MiB).
-	MaxCost int64
-	// TTL, if set, expires cached entries (--cache-ttl).
-	TTL time.Duration
-	// Lease is the read lease (--cache-lease, default 2 s): how long a
-	// node may serve cached state after it last confirmed, through the
-	// consistent store, that no write excluded it; what a member that
-	// stops answering adds to a write, at most.
-	Lease time.Duration
-}
-
-// PackConfig configures the node's pack cache.
-type PackConfig struct {
-	// Off sends every upload-pack straight to git (--pack-cache=false).
-	Off bool
-	// Dir is the node's own cache directory (default DataDir/packcache).
-	Dir string
-	// MaxBytes and MinFree are the disk budget and the free-space floor
-	// (--pack-cache-max-bytes, --pack-cache-min-free).
-	MaxBytes int64
-	MinFree  uint64
-	// TTL is how long an entry may be served (default 24 h).
-	TTL time.Duration
-	// AdvertCache caches ref advertisements per repository generation
-	// (off by default, as in Bitbucket).
-	AdvertCache bool
-}
-
 // packTopic is the bus topic of pack cache invalidations: a pushed
 // repository's name.
 const packTopic = "packcache"
@@ -94,10 +55,12 @@ func (s *Server) startServices(ctx context.Context, mux *http.ServeMux) (http.Ha
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	var err error
-	if s.svc.db, err = domain.Open(ctx, domain.Config{URL: cfg.DBURL, ConnMaxLifetime: cfg.DBConnMaxLifetime, Logger: cfg.Logger}); err != nil {
-		return nil, fmt.Errorf("database %s: %w", cfg.DBURL, err)
+	dc := cfg.DB
+	dc.Logger = cfg.Logger
+	if s.svc.db, err = domain.Open(ctx, dc); err != nil {
+		return nil, fmt.Errorf("database %s: %w", dc.URL, err)
 	}
-	if err := os.MkdirAll(cfg.ReposDir, 0o755); err != nil {
+	if err := os.MkdirAll(cfg.Git.ReposDir, 0o755); err != nil {
 		return nil, fmt.Errorf("repositories directory: %w", err)
 	}
 	if err := s.startPacks(); err != nil {
@@ -114,18 +77,19 @@ func (s *Server) startServices(ctx context.Context, mux *http.ServeMux) (http.Ha
 			return p.UserID, ok
 		},
 		OnRepositoryCreated: func(ctx context.Context, project, slug string) error {
-			return gitfront.InitBare(ctx, cfg.ReposDir, project, slug)
+			return gitfront.InitBare(ctx, cfg.Git.ReposDir, project, slug)
 		}})
 	if err != nil {
 		return nil, err
 	}
 	mux.Handle(rest.Prefix+"/", api)
 	mux.Handle("GET /metrics", s.metricsHandler())
-	git := gitfront.GitConfig{ReposDir: cfg.ReposDir, Authorizer: gitfront.AuthorizerFunc(s.authorize), OnPush: s.onPush, Logger: cfg.Logger}
+	git := cfg.Git
+	git.Authorizer, git.OnPush, git.Logger = gitfront.AuthorizerFunc(s.authorize), s.onPush, cfg.Logger
 	if s.svc.packs != nil {
 		git.UploadPacker = gitfront.UploadPackerFunc(s.serveUploadPack)
 		git.PushGuard = gitfront.PushGuardFunc(s.beginPush)
-		if cfg.Packs.AdvertCache {
+		if cfg.RefAdvertCache {
 			git.AdvertGenerations = s.svc.gens
 		}
 	}
@@ -138,27 +102,24 @@ func (s *Server) startServices(ctx context.Context, mux *http.ServeMux) (http.Ha
 	return s.svc.front, nil
 }
 
-// startCache starts the partition table keeper (DISTRIBUTED) and the L2
-// cache.
+// startCache starts the partition table keeper (DISTRIBUTED), the read
+// lease and the L2 cache.
 func (s *Server) startCache() error {
-	cc := s.cfg.Cache
-	lc := l2cache.Config{Mode: s.cfg.Cluster.CacheMode, Bus: s.node.Bus(), Node: s.node,
-		MaxCost: cc.MaxCost, TTL: cc.TTL, Invalidation: cc.Invalidation, Logger: s.cfg.Logger}
+	cfg := &s.cfg
+	lc := cfg.Cache
+	lc.Mode, lc.Bus, lc.Node, lc.Logger = cfg.Cluster.CacheMode, s.node.Bus(), s.node, cfg.Logger
+	var err error
 	if lc.Mode != cluster.CacheModeLocal {
-		backups := 1
-		if cc.Backups != nil {
-			backups = *cc.Backups
+		tc := cfg.Table
+		tc.Node, tc.Store, tc.Logger = s.node, s.store, cfg.Logger
+		if s.svc.keeper, err = l2cache.NewTableKeeper(tc); err != nil {
+			return err
 		}
-		if backups == 0 {
-			backups = -1 // TableConfig: negative means none, zero the default
-		}
-		s.svc.keeper = l2cache.NewTableKeeper(l2cache.TableConfig{Node: s.node, Store: s.store,
-			Partitions: cc.Partitions, Backups: backups, Logger: s.cfg.Logger})
 		lc.Keeper = s.svc.keeper
 	}
-	var err error
-	s.svc.lease, err = l2cache.NewReadLease(l2cache.LeaseConfig{Name: s.node.Name(), Store: s.store, Duration: cc.Lease, Logger: s.cfg.Logger})
-	if err != nil {
+	ls := cfg.Lease
+	ls.Name, ls.Store, ls.Logger = s.node.Name(), s.store, cfg.Logger
+	if s.svc.lease, err = l2cache.NewReadLease(ls); err != nil {
 		return err
 	}
 	lc.Lease = s.svc.lease
@@ -169,33 +130,24 @@ func (s *Server) startCache() error {
 // startPacks opens the pack cache in the node's own directory, its
 // generations in the consistent store, and listens for other nodes' pushes.
 func (s *Server) startPacks() error {
-	pc := s.cfg.Packs
-	if pc.Off {
+	cfg := &s.cfg
+	if !cfg.PackCache {
 		return nil
 	}
-	if pc.Dir == "" {
-		pc.Dir = filepath.Join(s.cfg.DataDir, "packcache")
-	}
-	if err := os.MkdirAll(pc.Dir, 0o755); err != nil {
+	c := cfg.Packs
+	if err := os.MkdirAll(c.Dir, 0o755); err != nil {
 		return fmt.Errorf("pack cache directory: %w", err)
 	}
-	c := packcache.DefaultConfig(pc.Dir)
-	if pc.MaxBytes > 0 {
-		c.MaxBytes = pc.MaxBytes
-	}
-	c.MinFree = pc.MinFree
-	if pc.TTL > 0 {
-		c.TTL = pc.TTL
-	}
-	gens, err := packcache.NewStoreGenerations(packcache.StoreGenerationsConfig{
-		Store: cpStore{s.store}, Node: s.node.Name(), Logger: s.cfg.Logger})
+	gc := cfg.Pushes
+	gc.Store, gc.Node, gc.Logger = cpStore{s.store}, s.node.Name(), cfg.Logger
+	gens, err := packcache.NewStoreGenerations(gc)
 	if err != nil {
 		return err
 	}
 	s.svc.gens = gens
-	c.Generations, c.Logger = gens, s.cfg.Logger
+	c.Generations, c.Logger = gens, cfg.Logger
 	c.Announce = func(repo string) error { return s.node.Bus().Publish(packTopic, []byte(repo)) }
-	c.LsRefs = pc.AdvertCache // v2's ref advertisement, like info/refs for v0
+	c.LsRefs = cfg.RefAdvertCache // v2's ref advertisement, like info/refs for v0
 	if s.svc.packs, err = packcache.New(c); err != nil {
 		return err
 	}
@@ -379,7 +331,7 @@ func (s *Server) branchesAt(ctx context.Context, r domain.Repository, want map[s
 		args = append(args, "refs/heads/"+b)
 	}
 	cmd := exec.CommandContext(ctx, "git", args...)
-	cmd.Dir = filepath.Join(s.cfg.ReposDir, r.ProjectKey, r.Slug+".git")
+	cmd.Dir = filepath.Join(s.cfg.Git.ReposDir, r.ProjectKey, r.Slug+".git")
 	out, err := cmd.Output()
 	if err != nil {
 		return nil, fmt.Errorf("reading the pushed branches of %s/%s: %w", r.ProjectKey, r.Slug, err)
