@@ -2,67 +2,66 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/shoal-dev/shoal/bench"
+	"github.com/shoal-dev/shoal/internal/cli"
 )
 
-// runBenchClones is 'shoal bench clones'; with --serve-baseline it is the
-// baseline server the experiment starts as its own process.
-func runBenchClones(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("bench clones", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var o bench.ClonesOptions
-	fs.IntVar(&o.Nodes, "n", 1, "cluster size")
-	fs.BoolVar(&o.Spread, "spread", false, "spread the clones round-robin across the nodes (default: all to node 1)")
-	fs.IntVar(&o.Clones, "clones", 16, "concurrent git clone processes per storm")
-	fs.IntVar(&o.Depth, "depth", 0, "shallow clones of this depth (0: full)")
-	fs.StringVar(&o.Protocol, "protocol", "2", "git protocol version of the clients: 0, 1 or 2")
-	modes := fs.String("modes", "baseline,off,cold,warm", "storms to run, in order: baseline, off, cold, warm")
-	fs.IntVar(&o.Repo.Files, "files", bench.DefaultRepoSize.Files, "files in the generated repository")
-	fs.IntVar(&o.Repo.Commits, "commits", bench.DefaultRepoSize.Commits, "commits in the generated repository")
-	fs.IntVar(&o.Repo.Changed, "changed", bench.DefaultRepoSize.Changed, "files each commit rewrites in part")
-	fs.StringVar(&o.RepoDir, "repo-dir", "", "where the generated repository is kept between runs (default in the temporary directory)")
-	nodeArgs := fs.String("node-args", "", "extra flags for every node, space-separated (e.g. \"--pool-upload 4\")")
-	jsonOut := fs.String("json", "", "also write the results as JSON to this file")
-	dir := fs.String("dir", "", "scratch directory (default a temporary one, removed afterwards)")
-	serve := fs.String("serve-baseline", "", "internal: serve the repositories under this directory with git http-backend")
-	addr := fs.String("baseline-addr", "127.0.0.1:0", "internal: the baseline server's address")
-	readyFile := fs.String("baseline-ready", "", "internal: where the baseline server writes its address")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if *serve != "" {
-		return bench.ServeBaseline(ctx, *serve, *addr, *readyFile)
-	}
-	for _, m := range strings.Split(*modes, ",") {
-		if m = strings.TrimSpace(m); m != "" {
-			o.Modes = append(o.Modes, m)
+// bindBenchClones is 'shoal bench clones'; with --serve-baseline it is
+// the baseline server the experiment starts as its own process.
+func bindBenchClones(s *cli.Set) runFunc {
+	o := bench.ClonesOptions{Nodes: 1, Clones: 16, Protocol: "2", Repo: bench.DefaultRepoSize}
+	modes, addr := "baseline,off,cold,warm", "127.0.0.1:0"
+	var nodeArgs, jsonOut, dir, serve, readyFile string
+	s.Int(&o.Nodes, "n", "cluster size")
+	s.Bool(&o.Spread, "spread", "spread the clones round-robin across the nodes (default: all to node 1)")
+	s.Int(&o.Clones, "clones", "concurrent git clone processes per storm")
+	s.Int(&o.Depth, "depth", "shallow clones of this depth (0: full)")
+	s.String(&o.Protocol, "protocol", "git protocol version of the clients: 0, 1 or 2")
+	s.String(&modes, "modes", "storms to run, in order: baseline, off, cold, warm")
+	s.Int(&o.Repo.Files, "files", "files in the generated repository")
+	s.Int(&o.Repo.Commits, "commits", "commits in the generated repository")
+	s.Int(&o.Repo.Changed, "changed", "files each commit rewrites in part")
+	s.String(&o.RepoDir, "repo-dir", "where the generated repository is kept between runs (default in the temporary directory)")
+	s.String(&nodeArgs, "node-args", "extra flags for every node, space-separated (e.g. \"--pool-upload 4\")")
+	s.String(&jsonOut, "json", "also write the results as JSON to this file")
+	s.String(&dir, "dir", "scratch directory (default a temporary one, removed afterwards)")
+	s.String(&serve, "serve-baseline", "internal: serve the repositories under this directory with git http-backend")
+	s.String(&addr, "baseline-addr", "internal: the baseline server's address")
+	s.String(&readyFile, "baseline-ready", "internal: where the baseline server writes its address")
+	return func(ctx context.Context, sio stdio, _ []string) error {
+		if serve != "" {
+			return bench.ServeBaseline(ctx, serve, addr, readyFile)
 		}
+		for _, m := range strings.Split(modes, ",") {
+			if m = strings.TrimSpace(m); m != "" {
+				o.Modes = append(o.Modes, m)
+			}
+		}
+		o.NodeArgs = strings.Fields(nodeArgs)
+		return runBenchClones(ctx, sio.out, o, dir, jsonOut)
 	}
-	o.NodeArgs = strings.Fields(*nodeArgs)
-	exe, cleanup, err := benchScratch(dir)
+}
+
+func runBenchClones(ctx context.Context, stdout io.Writer, o bench.ClonesOptions, dir, jsonOut string) error {
+	exe, cleanup, err := benchScratch(&dir)
 	if err != nil {
 		return err
 	}
 	defer cleanup()
-	o.Binary, o.Dir = exe, *dir
+	o.Binary, o.Dir = exe, dir
 	o.Progress = func(s string) { fmt.Fprintln(stdout, s) }
 	res, err := bench.Clones(ctx, o)
 	if err != nil {
 		return err
 	}
-	if *jsonOut != "" {
-		f, err := os.Create(*jsonOut)
+	if jsonOut != "" {
+		f, err := os.Create(jsonOut)
 		if err != nil {
 			return err
 		}

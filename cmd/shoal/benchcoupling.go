@@ -3,60 +3,62 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/shoal-dev/shoal/bench"
+	"github.com/shoal-dev/shoal/internal/cli"
 )
 
-// runBenchCoupling is 'shoal bench coupling': the LOCAL vs DISTRIBUTED
+// bindBenchCoupling is 'shoal bench coupling': the LOCAL vs DISTRIBUTED
 // experiment. Ctrl-C stops it and still writes the stages it completed.
-func runBenchCoupling(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("bench coupling", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	expFile := fs.String("experiment", "bench/experiments/default.yaml", "experiment file (YAML): arms, stages, mix, data set")
-	out := fs.String("out", "coupling-results", "directory for results.json, report.md and the charts")
-	dir := fs.String("dir", "", "scratch directory for databases and node directories (default a temporary one, removed afterwards)")
-	inProcess := fs.Bool("in-process", false, "run the nodes inside this process (a quick look; they share its CPU)")
-	loadgenInProcess := fs.Bool("loadgen-in-process", false, "run the load generator inside this process instead of its own")
-	repeat := fs.Int("repeat", 1, "run the whole experiment this many times, to show run-to-run spread")
-	quiet := fs.Bool("no-progress", false, "no progress bar")
-	if err := parseFlags(fs, args); err != nil {
-		return err
+func bindBenchCoupling(s *cli.Set) runFunc {
+	c := couplingSettings{expFile: "bench/experiments/default.yaml", out: "coupling-results", repeat: 1}
+	s.String(&c.expFile, "experiment", "experiment file (YAML): arms, stages, mix, data set")
+	s.String(&c.out, "out", "directory for results.json, report.md and the charts")
+	s.String(&c.dir, "dir", "scratch directory for databases and node directories (default a temporary one, removed afterwards)")
+	s.Bool(&c.inProcess, "in-process", "run the nodes inside this process (a quick look; they share its CPU)")
+	s.Bool(&c.loadgenInProcess, "loadgen-in-process", "run the load generator inside this process instead of its own")
+	s.Int(&c.repeat, "repeat", "run the whole experiment this many times, to show run-to-run spread")
+	s.Bool(&c.quiet, "no-progress", "no progress bar")
+	return func(ctx context.Context, sio stdio, _ []string) error { return c.run(ctx, sio) }
+}
+
+type couplingSettings struct {
+	expFile, out, dir                   string
+	inProcess, loadgenInProcess, quiet bool
+	repeat                              int
+}
+
+func (c *couplingSettings) run(ctx context.Context, sio stdio) error {
+	stdout := sio.out
+	if c.repeat < 1 || c.repeat > 20 {
+		return usagef("--repeat %d: want 1 to 20", c.repeat)
 	}
-	if *repeat < 1 || *repeat > 20 {
-		return usagef("--repeat %d: want 1 to 20", *repeat)
-	}
-	if *out == "" {
+	if c.out == "" {
 		return usagef("--out must not be empty")
 	}
-	exp, raw, err := bench.LoadExperiment(*expFile)
+	exp, raw, err := bench.LoadExperiment(c.expFile)
 	if err != nil {
 		return usagef("--experiment %v", err)
 	}
-	exe, cleanup, err := benchScratch(dir)
+	exe, cleanup, err := benchScratch(&c.dir)
 	if err != nil {
 		return err
 	}
 	defer cleanup()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	o := bench.CouplingOptions{Experiment: exp, ExperimentFile: string(raw), Binary: exe, InProcess: *inProcess,
-		LoadgenInProcess: *loadgenInProcess, Dir: *dir, Repeat: *repeat}
-	if !*quiet {
-		o.Progress = stderr
+	o := bench.CouplingOptions{Experiment: exp, ExperimentFile: string(raw), Binary: exe, InProcess: c.inProcess,
+		LoadgenInProcess: c.loadgenInProcess, Dir: c.dir, Repeat: c.repeat}
+	if !c.quiet {
+		o.Progress = sio.err
 	}
 	fmt.Fprintf(stdout, "coupling experiment %q: %d arms × %d stages, %d repeat(s); nodes %s\n", exp.Name, len(exp.Arms()),
-		len(exp.Stages.Clients), *repeat, map[bool]string{true: "in process", false: "as processes"}[*inProcess])
+		len(exp.Stages.Clients), c.repeat, map[bool]string{true: "in process", false: "as processes"}[c.inProcess])
 	res, runErr := bench.Coupling(ctx, o)
 	if res == nil || len(res.Runs) == 0 {
 		return runErr
 	}
-	if err := bench.WriteReport(*out, res); err != nil {
+	if err := bench.WriteReport(c.out, res); err != nil {
 		return errors.Join(runErr, err)
 	}
 	fmt.Fprintln(stdout)
@@ -65,31 +67,25 @@ func runBenchCoupling(args []string, stdout, stderr io.Writer) error {
 	for _, w := range bench.Winners(res) {
 		fmt.Fprintln(stdout, "  "+w)
 	}
-	fmt.Fprintf(stdout, "\nreport: %s/report.md, results.json, charts (*.png, *.svg)\n", *out)
+	fmt.Fprintf(stdout, "\nreport: %s/report.md, results.json, charts (*.png, *.svg)\n", c.out)
 	if runErr != nil {
 		return fmt.Errorf("stopped early (%w); the report holds what was measured", runErr)
 	}
 	return nil
 }
 
-// runBenchLoadgen is 'shoal bench loadgen': the coupling experiment's
-// load generator, in its own process; spec on stdin, events on stdout.
-func runBenchLoadgen(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("bench loadgen", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	return bench.ServeLoadgen(ctx, os.Stdin, stdout)
+// bindBenchLoadgen is 'shoal bench loadgen': the coupling experiment's
+// load generator, in its own process.
+func bindBenchLoadgen(*cli.Set) runFunc {
+	return func(ctx context.Context, sio stdio, _ []string) error { return bench.ServeLoadgen(ctx, sio.in, sio.out) }
+}
+
+func bindBenchCompare(*cli.Set) runFunc {
+	return func(_ context.Context, sio stdio, args []string) error { return runBenchCompare(args, sio.out) }
 }
 
 // runBenchCompare is 'shoal bench compare A B'.
-func runBenchCompare(args []string, stdout, _ io.Writer) error {
-	if len(args) != 2 {
-		return usagef("usage: shoal bench compare A B (results.json files or the directories holding them)")
-	}
+func runBenchCompare(args []string, stdout io.Writer) error {
 	a, err := bench.ReadResults(args[0])
 	if err != nil {
 		return err

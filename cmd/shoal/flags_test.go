@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+
+	"github.com/shoal-dev/shoal/internal/cli"
+	"github.com/shoal-dev/shoal/internal/server"
 )
 
 // Bad flags, from the command line or the environment, are refused with a
@@ -47,15 +50,26 @@ func TestEnvFillsUnsetFlags(t *testing.T) {
 	t.Setenv("SHOAL_NAME", "from-env")
 	t.Setenv("SHOAL_JOIN", "127.0.0.1:1, 127.0.0.1:2")
 	t.Setenv("SHOAL_CACHE_MODE", "distributed")
-	var f nodeFlags
-	fs := newNodeFlagSet(&f)
-	if err := parseFlags(fs, []string{"--cache-mode", "local"}); err != nil {
+	n, s := parseNode(t, "--cache-mode", "local")
+	if n.Cluster.Name != "from-env" || len(n.join) != 2 || n.join[1] != "127.0.0.1:2" {
+		t.Fatalf("env not applied: %+v", n)
+	}
+	if n.Cluster.CacheMode != "local" {
+		t.Fatalf("the command line must win over the environment, got %q", n.Cluster.CacheMode)
+	}
+	if f := s.Lookup("name"); f.Source != cli.FromEnv {
+		t.Fatalf("--name's source is %q", f.Source)
+	}
+}
+
+// parseNode parses 'shoal node' flags as the command does.
+func parseNode(t *testing.T, args ...string) (*nodeSettings, *cli.Set) {
+	t.Helper()
+	s := cli.New("node", "", "")
+	n := &nodeSettings{Config: server.DefaultNodeConfig(server.PresetAuto)}
+	n.bind(s)
+	if _, err := s.Parse(args, cli.Options{Known: knownFlag}); err != nil {
 		t.Fatal(err)
 	}
-	if f.name != "from-env" || len(f.join) != 2 || f.join[1] != "127.0.0.1:2" {
-		t.Fatalf("env not applied: %+v", f)
-	}
-	if f.cacheMode != "local" {
-		t.Fatalf("the command line must win over the environment, got %q", f.cacheMode)
-	}
+	return n, s
 }

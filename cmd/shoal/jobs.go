@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,107 +11,72 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/shoal-dev/shoal/internal/httpc"
+	"github.com/shoal-dev/shoal/internal/cli"
 	"github.com/shoal-dev/shoal/scheduler"
 )
 
-const jobsUsage = `usage: shoal jobs <list|show|run-now|pause|resume|delete> [flags] [ID]
-
-  shoal jobs list          list the jobs: this node's local ones and the cluster's
-  shoal jobs show ID       one job with its run history
-  shoal jobs run-now ID    run a job once as soon as possible (on one node)
-  shoal jobs pause ID      stop a job's scheduled runs
-  shoal jobs resume ID     restart them (a missed fire time runs once)
-  shoal jobs delete ID     remove a job
-
-flags: --addr HOST:PORT (a node's HTTP address;
-default: the first node in <data-dir>/cluster.json), --data-dir, --json,
---stale (list the node's own copies without asking the raft leader).
-`
-
-func runJobs(args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" {
-		fmt.Fprint(stdout, jobsUsage)
-		return nil
+func init() {
+	for _, op := range []struct{ name, args, summary string }{
+		{"list", "", "List the jobs: this node's local ones and the cluster's."},
+		{"show", "ID", "Show one job with its run history."},
+		{"run-now", "ID", "Run a job once as soon as possible (on one node)."},
+		{"pause", "ID", "Stop a job's scheduled runs."},
+		{"resume", "ID", "Restart a job's scheduled runs (a missed fire time runs once)."},
+		{"delete", "ID", "Remove a job."},
+	} {
+		n := 1
+		if op.args == "" {
+			n = 0
+		}
+		register(&command{name: "jobs " + op.name, args: op.args, min: n, max: n, summary: op.summary,
+			bind: func(s *cli.Set) runFunc {
+				c := bindClient(s)
+				var stale bool
+				if op.name == "list" {
+					s.Bool(&stale, "stale", "the node's own copies, without asking the store (works without a raft leader)")
+				}
+				return func(ctx context.Context, sio stdio, args []string) error {
+					return runJobs(ctx, sio, c, op.name, args, stale)
+				}
+			}})
 	}
-	op := args[0]
-	fs := flag.NewFlagSet("jobs "+op, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	addr := fs.String("addr", "", "HTTP address of a node")
-	dataDir := fs.String("data-dir", "shoal-data", "cluster directory written by 'shoal up'")
-	asJSON := fs.Bool("json", false, "print the JSON answer")
-	stale := fs.Bool("stale", false, "list: the node's own copies, without asking the store (works without a raft leader)")
-	pos, err := parseInterspersed(fs, args[1:])
-	if err != nil {
-		return err
-	}
-	method, path, err := jobsRequest(op, pos)
-	if err != nil {
-		return err
-	}
-	if *stale && op == "list" {
-		path += "?stale=true"
-	}
-	node, err := kvAddr(*addr, *dataDir)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	out, err := httpc.Do(ctx, method, node, path, nil)
-	if err != nil {
-		return err
-	}
-	if *asJSON {
-		_, err := stdout.Write(out)
-		return err
-	}
-	return printJobs(stdout, op, out)
 }
 
-// parseInterspersed parses flags before and after the positional
-// arguments ("show ID --json" as well as "--json show ID").
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, err
-			}
-			return nil, usageError{err.Error()}
-		}
-		if fs.NArg() == 0 {
-			return pos, nil
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
+func runJobs(ctx context.Context, sio stdio, c *clientSettings, op string, pos []string, stale bool) error {
+	method, path := jobsRequest(op, pos)
+	if stale {
+		path += "?stale=true"
 	}
+	cl, err := c.client(sio.in, false)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	out, _, err := cl.do(ctx, method, path, nil)
+	if err != nil {
+		return err
+	}
+	if c.json {
+		_, err := sio.out.Write(out)
+		return err
+	}
+	return printJobs(sio.out, op, out)
 }
 
 // jobsRequest is the HTTP request for an operation.
-func jobsRequest(op string, pos []string) (method, path string, err error) {
+func jobsRequest(op string, pos []string) (method, path string) {
 	if op == "list" {
-		if len(pos) != 0 {
-			return "", "", usagef("jobs list takes no arguments\n%s", jobsUsage)
-		}
-		return http.MethodGet, "/v1/jobs", nil
-	}
-	switch op {
-	case "show", "run-now", "pause", "resume", "delete":
-	default:
-		return "", "", usagef("jobs: unknown operation %q\n%s", op, jobsUsage)
-	}
-	if len(pos) != 1 {
-		return "", "", usagef("jobs %s: want one job ID\n%s", op, jobsUsage)
+		return http.MethodGet, "/v1/jobs"
 	}
 	path = "/v1/jobs/" + url.PathEscape(pos[0])
 	switch op {
 	case "show":
-		return http.MethodGet, path, nil
+		return http.MethodGet, path
 	case "delete":
-		return http.MethodDelete, path, nil
+		return http.MethodDelete, path
 	}
-	return http.MethodPost, path + "/" + op, nil
+	return http.MethodPost, path + "/" + op
 }
 
 func printJobs(w io.Writer, op string, out []byte) error {

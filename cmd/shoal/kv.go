@@ -4,67 +4,58 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/shoal-dev/shoal/internal/httpc"
+	"github.com/shoal-dev/shoal/internal/cli"
 	"github.com/shoal-dev/shoal/internal/server"
 )
 
-const kvUsage = `usage: shoal kv <get|put|cas|del|list> [flags] args
+// kvSettings are those of the 'shoal kv' operations.
+type kvSettings struct {
+	*clientSettings
+	stale   bool
+	version string
+}
 
-  shoal kv get KEY [--stale]        print a key's value and version
-  shoal kv put KEY VALUE            set a key; prints the new version
-  shoal kv cas KEY VERSION VALUE    set a key only if it is at VERSION (0: absent)
-  shoal kv del KEY [--version V]    delete a key (only at version V, if given)
-  shoal kv list [PREFIX] [--stale]  list keys
+const kvNote = "Reads are linearizable (through the raft leader) unless --stale."
 
-flags (before the arguments): --addr HOST:PORT (a node's HTTP address;
-default: the first node in <data-dir>/cluster.json), --data-dir, --json.
-Reads are linearizable (through the raft leader) unless --stale.
-`
+func init() {
+	for _, op := range []struct {
+		name, args, summary string
+		min, max            int
+	}{
+		{"get", "KEY", "Print a key's value and version. " + kvNote, 1, 1},
+		{"put", "KEY VALUE", "Set a key; print the new version.", 2, 2},
+		{"cas", "KEY VERSION VALUE", "Set a key only if it is at VERSION (0: absent); print the new version.", 3, 3},
+		{"del", "KEY", "Delete a key (only at --version, if given).", 1, 1},
+		{"list", "[PREFIX]", "List the keys (under PREFIX). " + kvNote, 0, 1},
+	} {
+		register(&command{name: "kv " + op.name, args: op.args, min: op.min, max: op.max, summary: op.summary,
+			bind: func(s *cli.Set) runFunc {
+				k := &kvSettings{clientSettings: bindClient(s)}
+				if op.name == "get" || op.name == "list" {
+					s.Bool(&k.stale, "stale", "read the node's local replica instead of asking the leader")
+				}
+				if op.name == "del" {
+					s.String(&k.version, "version", "delete only at this version")
+				}
+				return func(ctx context.Context, sio stdio, args []string) error { return k.run(ctx, sio, op.name, args) }
+			}})
+	}
+}
 
-func runKV(args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" {
-		fmt.Fprint(stdout, kvUsage)
-		return nil
-	}
-	op := args[0]
-	fs := flag.NewFlagSet("kv "+op, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	addr := fs.String("addr", "", "HTTP address of a node")
-	dataDir := fs.String("data-dir", "shoal-data", "cluster directory written by 'shoal up'")
-	stale := fs.Bool("stale", false, "read the node's local replica instead of asking the leader")
-	version := fs.String("version", "", "delete only at this version")
-	asJSON := fs.Bool("json", false, "print the JSON answer")
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err.Error()}
-	}
-	pos := fs.Args()
-	want := map[string][2]int{"get": {1, 1}, "put": {2, 2}, "cas": {3, 3}, "del": {1, 1}, "list": {0, 1}}[op]
-	if want == [2]int{} && op != "list" {
-		return usagef("kv: unknown operation %q\n%s", op, kvUsage)
-	}
-	if len(pos) < want[0] || len(pos) > want[1] {
-		return usagef("kv %s: wrong number of arguments\n%s", op, kvUsage)
-	}
+// request is the HTTP request of an operation.
+func (k *kvSettings) request(op string, pos []string) (method, path string, body []byte, err error) {
 	q := url.Values{}
-	if *stale {
+	if k.stale {
 		q.Set("stale", "true")
 	}
-	var method, path string
-	var body []byte
 	switch op {
 	case "get":
 		method, path = http.MethodGet, "/v1/kv/"+escapeKey(pos[0])
@@ -72,13 +63,13 @@ func runKV(args []string, stdout, stderr io.Writer) error {
 		method, path, body = http.MethodPut, "/v1/kv/"+escapeKey(pos[0]), []byte(pos[1])
 	case "cas":
 		if _, err := strconv.ParseUint(pos[1], 10, 64); err != nil {
-			return usagef("kv cas: version %q is not a number", pos[1])
+			return "", "", nil, usagef("version %q is not a number", pos[1])
 		}
 		q.Set("cas", pos[1])
 		method, path, body = http.MethodPut, "/v1/kv/"+escapeKey(pos[0]), []byte(pos[2])
 	case "del":
-		if *version != "" {
-			q.Set("version", *version)
+		if k.version != "" {
+			q.Set("version", k.version)
 		}
 		method, path = http.MethodDelete, "/v1/kv/"+escapeKey(pos[0])
 	case "list":
@@ -87,24 +78,32 @@ func runKV(args []string, stdout, stderr io.Writer) error {
 		}
 		method, path = http.MethodGet, "/v1/kv"
 	}
-	node, err := kvAddr(*addr, *dataDir)
-	if err != nil {
-		return err
-	}
 	if len(q) > 0 {
 		path += "?" + q.Encode()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	out, err := httpc.Do(ctx, method, node, path, body)
+	return method, path, body, nil
+}
+
+func (k *kvSettings) run(ctx context.Context, sio stdio, op string, pos []string) error {
+	method, path, body, err := k.request(op, pos)
 	if err != nil {
 		return err
 	}
-	if *asJSON {
-		_, err := stdout.Write(out)
+	c, err := k.client(sio.in, false)
+	if err != nil {
 		return err
 	}
-	return printKV(stdout, op, out)
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	out, _, err := c.do(ctx, method, path, body)
+	if err != nil {
+		return err
+	}
+	if k.json {
+		_, err := sio.out.Write(out)
+		return err
+	}
+	return printKV(sio.out, op, out)
 }
 
 func escapeKey(k string) string {
@@ -113,19 +112,6 @@ func escapeKey(k string) string {
 		parts[i] = url.PathEscape(p)
 	}
 	return strings.Join(parts, "/")
-}
-
-// kvAddr is the node to ask: --addr, else the first node of cluster.json.
-func kvAddr(addr, dataDir string) (string, error) {
-	if addr != "" {
-		return addr, nil
-	}
-	var cf clusterFile
-	path := filepath.Join(dataDir, "cluster.json")
-	if err := readJSONFile(path, &cf); err != nil || len(cf.Nodes) == 0 {
-		return "", fmt.Errorf("no --addr given and %s is unreadable (is 'shoal up' running?): %v", path, err)
-	}
-	return cf.Nodes[0].HTTP, nil
 }
 
 func printKV(w io.Writer, op string, out []byte) error {

@@ -4,107 +4,79 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"os"
-	"os/signal"
-	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
-	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/cluster/cp"
+	"github.com/shoal-dev/shoal/internal/cli"
+	"github.com/shoal-dev/shoal/internal/config"
 	"github.com/shoal-dev/shoal/internal/server"
-	"github.com/shoal-dev/shoal/l2cache"
 )
 
-// nodeFlags are the flags of 'shoal node'.
-type nodeFlags struct {
-	name, bind, advertise, rpc, http, dataDir string
-	raft, raftAdvertise                       string
-	cacheMode, logLevel, preset, readyFile    string
-	join                                      listFlag
-	joinTimeout                               time.Duration
-	parentPID, bootstrapExpect, voters        int
-
-	db, reposDir, invalidation, packDir      string
-	backups                                  int
-	cacheTTL, packTTL, cacheLease            time.Duration
-	dbConnMaxLifetime                        time.Duration
-	cacheMaxBytes, packMaxBytes, packMinFree byteSize
-	packCache, advertCache                   bool
-	poolUpload, poolReceive, poolWeb         int
+// nodeSettings are those of 'shoal node': the node's configuration, and
+// what the process does around it.
+type nodeSettings struct {
+	server.Config
+	join        []string
+	joinTimeout time.Duration
+	readyFile   string
+	parentPID   int
+	logLevel    slog.Level
+	printConfig bool
 }
 
-func (f *nodeFlags) register(fs *flag.FlagSet) {
-	host, _ := os.Hostname()
-	fs.StringVar(&f.name, "name", host, "node name, unique in the cluster")
-	fs.StringVar(&f.bind, "bind", "127.0.0.1:7946", "gossip address host:port (UDP and TCP; port 0 picks one)")
-	fs.StringVar(&f.advertise, "advertise", "", "gossip address other nodes should use, if not --bind")
-	fs.StringVar(&f.rpc, "rpc", "", "peer RPC address host:port (default: --bind's host, port+1, or 0)")
-	fs.StringVar(&f.http, "http", "127.0.0.1:8080", "HTTP address host:port")
-	fs.StringVar(&f.raft, "raft", "", "raft address host:port (default: --bind's host, port+2, or 0); keep it stable across restarts")
-	fs.StringVar(&f.raftAdvertise, "raft-advertise", "", "raft address other nodes should use, if not --raft")
-	fs.IntVar(&f.bootstrapExpect, "bootstrap-expect", 0, "form a new raft group once this many nodes are alive (give every node of a new cluster the same number; 0: join an existing group)")
-	fs.IntVar(&f.voters, "voters", 3, "raft voters at most (3 or 5)")
-	fs.StringVar(&f.dataDir, "data-dir", "", "this node's data directory (default ./shoal-data/NAME)")
-	fs.StringVar(&f.cacheMode, "cache-mode", cluster.CacheModeLocal, "L2 cache coupling: local, distributed or near (every node must agree)")
-	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
-	fs.StringVar(&f.preset, "preset", "auto", "failure-detection tuning: lan, loopback, or auto (loopback when --bind is a loopback address)")
-	fs.Var(&f.join, "join", "gossip address of a node to join (repeatable; comma-separated in $SHOAL_JOIN)")
-	fs.DurationVar(&f.joinTimeout, "join-timeout", 0, "give up joining after this long (0: keep trying)")
-	fs.StringVar(&f.readyFile, "ready-file", "", "write the node's addresses as JSON here once it serves")
-	fs.IntVar(&f.parentPID, "parent-pid", 0, "shut down gracefully when this parent process goes away (set by 'shoal up')")
-	fs.StringVar(&f.db, "db", "", "domain database: a postgres:// URL or a SQLite file (default shoal.db beside --data-dir, shared by a local cluster)")
-	fs.DurationVar(&f.dbConnMaxLifetime, "db-conn-max-lifetime", 5*time.Second, "replace pooled database connections after this long; with SQLite it bounds how long a connection keeps using a file that was moved away")
-	fs.StringVar(&f.reposDir, "repos-dir", "", "bare git repositories, shared by the nodes (default repos beside --data-dir)")
-	fs.StringVar(&f.invalidation, "invalidation", "async", "L2 invalidation: async, or sync (a write returns once every live member has applied it)")
-	fs.IntVar(&f.backups, "backups", 1, "DISTRIBUTED mode: synchronous backups of each partition, 0 to 2")
-	fs.DurationVar(&f.cacheTTL, "cache-ttl", 0, "expire L2 entries this long after they are cached (0: never)")
-	fs.DurationVar(&f.cacheLease, "cache-lease", 2*time.Second, "read lease: how long a node serves cached state after it last confirmed no write excluded it (the most a member that stops answering adds to a write)")
-	f.cacheMaxBytes = 64 << 20
-	fs.Var(&f.cacheMaxBytes, "cache-max-bytes", "L2 cache size on this node (e.g. 64MiB)")
-	fs.BoolVar(&f.packCache, "pack-cache", true, "serve repeated clones from the pack cache")
-	fs.StringVar(&f.packDir, "pack-cache-dir", "", "this node's pack cache directory (default DATA-DIR/packcache)")
-	f.packMaxBytes = 1 << 30
-	fs.Var(&f.packMaxBytes, "pack-cache-max-bytes", "pack cache disk budget (e.g. 1GiB)")
-	f.packMinFree = 1 << 30
-	fs.Var(&f.packMinFree, "pack-cache-min-free", "below this much free disk the pack cache steps aside (e.g. 1GiB; 0: no floor)")
-	fs.DurationVar(&f.packTTL, "pack-cache-ttl", 24*time.Hour, "how long a pack cache entry may be served")
-	fs.BoolVar(&f.advertCache, "ref-advert-cache", false, "cache ref advertisements (info/refs, and v2 ls-refs in the pack cache) per repository generation")
-	fs.IntVar(&f.poolUpload, "pool-upload", 0, "concurrent git upload-pack requests (0: 1.5 x cores)")
-	fs.IntVar(&f.poolReceive, "pool-receive", 0, "concurrent git receive-pack requests (0: cores)")
-	fs.IntVar(&f.poolWeb, "pool-web", 0, "concurrent web and REST requests (0: 64)")
+func init() {
+	register(&command{name: "node", summary: "Run one node of a cluster.", bind: bindNode})
 }
 
-// serviceConfig fills the cache, database, git and pool settings.
-func (f *nodeFlags) serviceConfig(c *server.Config) error {
-	if f.invalidation != l2cache.InvalidationAsync && f.invalidation != l2cache.InvalidationSync {
-		return usagef("--invalidation %q: want async or sync", f.invalidation)
-	}
-	if f.backups < 0 || f.backups > 2 {
-		return usagef("--backups %d: want 0, 1 or 2", f.backups)
-	}
-	if f.cacheTTL < 0 || f.packTTL < 0 || f.dbConnMaxLifetime < 0 || f.cacheLease < 0 {
-		return usagef("--cache-ttl, --cache-lease, --pack-cache-ttl and --db-conn-max-lifetime must not be negative")
-	}
-	for name, n := range map[string]int{"--pool-upload": f.poolUpload, "--pool-receive": f.poolReceive, "--pool-web": f.poolWeb} {
-		if n < 0 || n > 100000 {
-			return usagef("%s %d: want 0 (default) to 100000", name, n)
-		}
-	}
-	backups := f.backups
-	c.DBURL, c.ReposDir, c.DBConnMaxLifetime = f.db, f.reposDir, f.dbConnMaxLifetime
-	c.Cache = server.CacheConfig{Invalidation: f.invalidation, Backups: &backups, MaxCost: int64(f.cacheMaxBytes), TTL: f.cacheTTL, Lease: f.cacheLease}
-	c.Packs = server.PackConfig{Off: !f.packCache, Dir: f.packDir, MaxBytes: int64(f.packMaxBytes),
-		MinFree: uint64(f.packMinFree), TTL: f.packTTL, AdvertCache: f.advertCache}
-	c.Pools.Upload.Concurrency, c.Pools.Receive.Concurrency, c.Pools.Web.Concurrency = f.poolUpload, f.poolReceive, f.poolWeb
-	return nil
+func bindNode(s *cli.Set) runFunc {
+	n := &nodeSettings{Config: server.DefaultNodeConfig(server.PresetAuto)}
+	n.bind(s)
+	return func(ctx context.Context, sio stdio, _ []string) error { return n.run(ctx, s, sio) }
+}
+
+// bind binds every setting of a node to its flag: the place, with the
+// field in its package's Config, where a node setting is written.
+func (n *nodeSettings) bind(s *cli.Set) {
+	c := &n.Config
+	s.String(&c.Cluster.Name, "name", "node name, unique in the cluster")
+	s.String(&c.Cluster.BindAddr, "bind", "gossip address host:port (UDP and TCP; port 0 picks one)")
+	s.String(&c.Cluster.AdvertiseAddr, "advertise", "gossip address other nodes should use, if not --bind")
+	s.String(&c.Cluster.RPCAddr, "rpc", "peer RPC address host:port (default: --bind's host, port+1, or 0)")
+	s.String(&c.HTTPAddr, "http", "HTTP address host:port")
+	s.String(&c.RaftAddr, "raft", "raft address host:port (default: --bind's host, port+2, or 0); keep it stable across restarts")
+	s.String(&c.RaftAdvertise, "raft-advertise", "raft address other nodes should use, if not --raft")
+	s.Int(&c.Store.BootstrapExpect, "bootstrap-expect", "form a new raft group once this many nodes are alive (give every node of a new cluster the same number; 0: join an existing group)")
+	s.Int(&c.Store.MaxVoters, "voters", "raft voters at most: 1, 3, 5 or 7")
+	s.List(&n.join, "join", "gossip address of a node to join (repeatable; comma-separated in $SHOAL_JOIN)")
+	s.Duration(&n.joinTimeout, "join-timeout", "give up joining after this long (0: keep trying)")
+	s.String(&c.DataDir, "data-dir", "this node's data directory (default shoal-data/NAME)")
+	s.String(&c.Preset, "preset", "gossip and raft timing: lan, loopback, or auto (loopback when --bind is a loopback address)")
+	s.Var(levelValue{&n.logLevel}, &n.logLevel, "log-level", "level", "debug, info, warn or error")
+	s.String(&c.DB.URL, "db", "domain database: a postgres:// URL or a SQLite file (default shoal.db beside --data-dir, shared by a local cluster)")
+	s.Duration(&c.DB.ConnMaxLifetime, "db-conn-max-lifetime", "replace pooled database connections after this long; with SQLite it bounds how long a connection keeps using a file that was moved away")
+	s.String(&c.Git.ReposDir, "repos-dir", "bare git repositories, shared by the nodes (default repos beside --data-dir)")
+	s.String(&c.Cluster.CacheMode, "cache-mode", "L2 cache coupling: local, distributed or near (every node must agree)")
+	s.String(&c.Cache.Invalidation, "invalidation", "L2 invalidation: async, or sync (a write returns once every live member has applied it)")
+	s.Int(&c.Table.Backups, "backups", "DISTRIBUTED mode: synchronous backups of each partition, 0 to 2")
+	s.Size(&c.Cache.MaxCost, "cache-max-bytes", "L2 cache size on this node")
+	s.Duration(&c.Cache.TTL, "cache-ttl", "expire L2 entries this long after they are cached (0: never)")
+	s.Duration(&c.Lease.Duration, "cache-lease", "read lease: how long a node serves cached state after it last confirmed no write excluded it (the most a member that stops answering adds to a write)")
+	s.Bool(&c.PackCache, "pack-cache", "serve repeated clones from the pack cache")
+	s.String(&c.Packs.Dir, "pack-cache-dir", "this node's pack cache directory (default DATA-DIR/packcache)")
+	s.Size(&c.Packs.MaxBytes, "pack-cache-max-bytes", "pack cache disk budget")
+	s.USize(&c.Packs.MinFree, "pack-cache-min-free", "below this much free disk the pack cache steps aside (0: no floor)")
+	s.Duration(&c.Packs.TTL, "pack-cache-ttl", "how long a pack cache entry may be served")
+	s.Bool(&c.RefAdvertCache, "ref-advert-cache", "cache ref advertisements (info/refs, and v2 ls-refs in the pack cache) per repository generation")
+	s.Int(&c.Pools.Upload.Concurrency, "pool-upload", "concurrent git upload-pack requests (default 1.5 x cores)")
+	s.Int(&c.Pools.Receive.Concurrency, "pool-receive", "concurrent git receive-pack requests (default: cores)")
+	s.Int(&c.Pools.Web.Concurrency, "pool-web", "concurrent web and REST requests")
+	s.String(&n.readyFile, "ready-file", "write the node's addresses as JSON here once it serves")
+	s.Int(&n.parentPID, "parent-pid", "shut down gracefully when this parent process goes away (set by 'shoal up')")
+	s.Bool(&n.printConfig, "print-config", "print the effective configuration, with where each value came from, and exit").Local()
 }
 
 // readyInfo is written to --ready-file.
@@ -116,112 +88,56 @@ type readyInfo struct {
 	PID    int    `json:"pid"`
 }
 
-func newNodeFlagSet(f *nodeFlags) *flag.FlagSet {
-	fs := flag.NewFlagSet("node", flag.ContinueOnError)
-	f.register(fs)
-	return fs
+func (n *nodeSettings) run(ctx context.Context, s *cli.Set, sio stdio) error {
+	n.Logger = slog.New(slog.NewTextHandler(sio.err, &slog.HandlerOptions{Level: n.logLevel})).With("node", n.Cluster.Name)
+	if err := n.validate(); err != nil {
+		return s.Explain(&n.Config, err)
+	}
+	if n.printConfig {
+		s.PrintConfig(sio.out)
+		return nil
+	}
+	if n.parentPID > 0 {
+		ctx = watchParent(ctx, n.parentPID)
+	}
+	return serveNode(ctx, n)
 }
 
-func runNode(args []string, stderr io.Writer) error {
-	var f nodeFlags
-	fs := newNodeFlagSet(&f)
-	fs.SetOutput(stderr)
-	if err := parseFlags(fs, args); err != nil {
+// validate checks the node's configuration and the process's settings.
+func (n *nodeSettings) validate() error {
+	if err := n.Validate(); err != nil {
 		return err
 	}
-	cfg, err := f.serverConfig(stderr)
-	if err != nil {
-		return err
+	for _, j := range n.join {
+		if _, _, err := config.CheckAddr(j); err != nil {
+			return usagef("--join %q: want %v", j, err)
+		}
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if f.parentPID > 0 {
-		ctx = watchParent(ctx, f.parentPID)
+	if n.joinTimeout < 0 {
+		return usagef("--join-timeout %v: want a duration of at least 0", n.joinTimeout)
 	}
-	return serveNode(ctx, cfg, f)
+	return nil
 }
 
-func (f *nodeFlags) serverConfig(stderr io.Writer) (server.Config, error) {
-	level, err := parseLevel(f.logLevel)
-	if err != nil {
-		return server.Config{}, err
+// levelValue binds a slog.Level.
+type levelValue struct{ l *slog.Level }
+
+func (v levelValue) String() string {
+	if v.l == nil {
+		return ""
 	}
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})).With("node", f.name)
-	if f.name == "" {
-		return server.Config{}, usagef("--name is required")
-	}
-	bindHost, bindPort, err := hostPort("--bind", f.bind)
-	if err != nil {
-		return server.Config{}, err
-	}
-	if _, _, err := hostPort("--http", f.http); err != nil {
-		return server.Config{}, err
-	}
-	for _, a := range []struct {
-		flag string
-		v    *string
-		off  int
-	}{{"--rpc", &f.rpc, 1}, {"--raft", &f.raft, 2}} {
-		if *a.v == "" {
-			port := 0
-			if bindPort > 0 && bindPort+a.off <= 65535 {
-				port = bindPort + a.off
-			}
-			*a.v = net.JoinHostPort(bindHost, strconv.Itoa(port))
-		} else if _, _, err := hostPort(a.flag, *a.v); err != nil {
-			return server.Config{}, err
-		}
-	}
-	if f.raftAdvertise != "" {
-		if _, _, err := hostPort("--raft-advertise", f.raftAdvertise); err != nil {
-			return server.Config{}, err
-		}
-	}
-	if f.bootstrapExpect < 0 || f.bootstrapExpect > 64 {
-		return server.Config{}, usagef("--bootstrap-expect %d: want 0 to 64", f.bootstrapExpect)
-	}
-	if f.voters != 1 && f.voters != 3 && f.voters != 5 && f.voters != 7 {
-		return server.Config{}, usagef("--voters %d: want 1, 3, 5 or 7 (an odd number keeps a majority)", f.voters)
-	}
-	for _, j := range f.join {
-		if _, _, err := hostPort("--join", j); err != nil {
-			return server.Config{}, err
-		}
-	}
-	if f.preset == "auto" {
-		f.preset = "lan"
-		if ip := net.ParseIP(bindHost); ip != nil && ip.IsLoopback() {
-			f.preset = "loopback"
-		}
-	}
-	var cc *cluster.Config
-	sc := cp.Config{BootstrapExpect: f.bootstrapExpect, MaxVoters: f.voters}
-	switch f.preset {
-	case "lan":
-		cc, sc.Raft = cluster.DefaultLANConfig(), cp.LANRaftConfig()
-	case "loopback":
-		cc, sc.Raft = cluster.DefaultLoopbackConfig(), cp.LoopbackRaftConfig()
-		sc.VoterGrace = 3 * time.Second
-		sc.ReconcileInterval = 200 * time.Millisecond
-	default:
-		return server.Config{}, usagef("--preset %q: want lan, loopback or auto", f.preset)
-	}
-	switch f.cacheMode {
-	case cluster.CacheModeLocal, cluster.CacheModeDistributed, cluster.CacheModeNear:
-	default:
-		return server.Config{}, usagef("--cache-mode %q: want local, distributed or near", f.cacheMode)
-	}
-	cc.Name, cc.BindAddr, cc.AdvertiseAddr, cc.RPCAddr = f.name, f.bind, f.advertise, f.rpc
-	cc.CacheMode, cc.Logger = f.cacheMode, logger
-	if f.dataDir == "" {
-		f.dataDir = filepath.Join("shoal-data", f.name)
-	}
-	c := server.Config{Cluster: *cc, HTTPAddr: f.http, DataDir: f.dataDir, Logger: logger,
-		RaftAddr: f.raft, RaftAdvertise: f.raftAdvertise, Store: sc}
-	return c, f.serviceConfig(&c)
+	return strings.ToLower(v.l.String())
 }
 
-func serveNode(ctx context.Context, cfg server.Config, f nodeFlags) error {
+func (v levelValue) Set(s string) error {
+	if err := v.l.UnmarshalText([]byte(s)); err != nil {
+		return errors.New("want debug, info, warn or error")
+	}
+	return nil
+}
+
+func serveNode(ctx context.Context, n *nodeSettings) error {
+	cfg := n.Config
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
@@ -238,25 +154,25 @@ func serveNode(ctx context.Context, cfg server.Config, f nodeFlags) error {
 		}
 		log.Info("stopped")
 	}()
-	n := s.Node()
-	log.Info("node started", "gossip", n.GossipAddr(), "rpc", n.Self().RPC, "raft", n.Self().Raft, "http", s.HTTPAddr(),
+	node := s.Node()
+	log.Info("node started", "gossip", node.GossipAddr(), "rpc", node.Self().RPC, "raft", node.Self().Raft, "http", s.HTTPAddr(),
 		"cache_mode", cfg.Cluster.CacheMode, "data_dir", cfg.DataDir)
-	if len(f.join) > 0 {
+	if len(n.join) > 0 {
 		jctx := ctx
-		if f.joinTimeout > 0 {
+		if n.joinTimeout > 0 {
 			var cancel context.CancelFunc
-			jctx, cancel = context.WithTimeout(ctx, f.joinTimeout)
+			jctx, cancel = context.WithTimeout(ctx, n.joinTimeout)
 			defer cancel()
 		}
-		got, err := n.Join(jctx, f.join)
+		got, err := node.Join(jctx, n.join)
 		if err != nil {
 			return err
 		}
-		log.Info("joined cluster", "seeds_answered", got, "members", len(n.Members()))
+		log.Info("joined cluster", "seeds_answered", got, "members", len(node.Members()))
 	}
-	if f.readyFile != "" {
-		info := readyInfo{Name: n.Name(), Gossip: n.GossipAddr(), RPC: n.Self().RPC, HTTP: s.HTTPAddr(), PID: os.Getpid()}
-		if err := writeJSONFile(f.readyFile, info); err != nil {
+	if n.readyFile != "" {
+		info := readyInfo{Name: node.Name(), Gossip: node.GossipAddr(), RPC: node.Self().RPC, HTTP: s.HTTPAddr(), PID: os.Getpid()}
+		if err := writeJSONFile(n.readyFile, info); err != nil {
 			return err
 		}
 	}
@@ -296,29 +212,6 @@ func watchParent(ctx context.Context, parentPID int) context.Context {
 		}
 	}()
 	return ctx
-}
-
-func parseLevel(s string) (slog.Level, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(s)); err != nil {
-		return l, usagef("--log-level %q: want debug, info, warn or error", s)
-	}
-	return l, nil
-}
-
-func hostPort(flagName, v string) (string, int, error) {
-	host, p, err := net.SplitHostPort(v)
-	if err != nil {
-		return "", 0, usagef("%s %q: want host:port (%v)", flagName, v, err)
-	}
-	port, err := strconv.Atoi(p)
-	if err != nil || port < 0 || port > 65535 {
-		return "", 0, usagef("%s %q: port must be a number from 0 to 65535", flagName, v)
-	}
-	if host == "" {
-		return "", 0, usagef("%s %q: the host is missing", flagName, v)
-	}
-	return host, port, nil
 }
 
 // writeJSONFile writes v to path atomically (temporary file, then rename),

@@ -1,201 +1,71 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/shoal-dev/shoal/cluster/cp"
+	"github.com/shoal-dev/shoal/internal/cli"
 	"github.com/shoal-dev/shoal/internal/dirlock"
-	"github.com/shoal-dev/shoal/internal/httpc"
 )
 
-const snapshotUsage = `usage: shoal snapshot <save|restore|inspect> [flags] FILE
-
-  shoal snapshot save FILE      write a consistent copy of the consistent store, taken
-                                through the raft leader, to FILE
-  shoal snapshot restore FILE   replace the whole consistent store of the running
-                                cluster with FILE's (through the leader)
-  shoal snapshot inspect FILE   check FILE and print what it holds (no node needed)
-
-flags (before FILE): --addr HOST:PORT (a node's HTTP address; default: the first node
-in <data-dir>/cluster.json), --data-dir, and an administrator's credentials:
---user NAME with the password in $SHOAL_PASSWORD or on stdin (--password-stdin),
-or --token TOKEN (or $SHOAL_TOKEN).
-`
-
-const raftUsage = `usage: shoal raft <peers|remove-peer|reset> [flags] [NAME]
-
-  shoal raft peers              list the raft configuration: servers, addresses,
-                                voters, the leader, and each one's membership state
-  shoal raft remove-peer NAME   remove a server that will not come back (it must not
-                                be alive); a healthy member takes its place as voter
-  shoal raft reset --data-dir DIR
-                                move a stopped node's raft state (DIR/raft) aside, for
-                                a node whose raft log is damaged: started again, the
-                                node rejoins its group and fetches the state from the
-                                leader. DIR is the node's own --data-dir.
-
-peers and remove-peer take --addr, --data-dir (the cluster directory of 'shoal up')
-and an administrator's credentials, as 'shoal snapshot' does.
-`
-
-// opsFlags are the flags shared by the operations commands.
-type opsFlags struct {
-	addr, dataDir, user, token string
-	passwordStdin, asJSON      bool
+func init() {
+	register(
+		&command{name: "snapshot save", args: "FILE", min: 1, max: 1, bind: bindSnapshot("save"),
+			summary: "Write a consistent copy of the consistent store, taken through the raft leader, to FILE. Needs an administrator's credentials."},
+		&command{name: "snapshot restore", args: "FILE", min: 1, max: 1, bind: bindSnapshot("restore"),
+			summary: "Replace the whole consistent store of the running cluster with FILE's (through the leader). Needs an administrator's credentials."},
+		&command{name: "snapshot inspect", args: "FILE", min: 1, max: 1, bind: bindSnapshot("inspect"),
+			summary: "Check FILE and print what it holds (no node needed)."},
+		&command{name: "raft peers", bind: bindRaft("peers"),
+			summary: "List the raft configuration: servers, addresses, voters, the leader, and each one's membership state. Needs an administrator's credentials."},
+		&command{name: "raft remove-peer", args: "NAME", min: 1, max: 1, bind: bindRaft("remove-peer"),
+			summary: "Remove a server that will not come back (it must not be alive); a healthy member takes its place as voter. Needs an administrator's credentials."},
+		&command{name: "raft reset", bind: bindRaftReset,
+			summary: "Move a stopped node's raft state (DATA-DIR/raft) aside, for a node whose raft log is damaged: started again, the node rejoins its group and fetches the state from the leader. --data-dir is the node's own."},
+	)
 }
 
-func (f *opsFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.addr, "addr", "", "HTTP address of a node")
-	fs.StringVar(&f.dataDir, "data-dir", "shoal-data", "cluster directory written by 'shoal up' (raft reset: the node's own data directory)")
-	fs.StringVar(&f.user, "user", os.Getenv("SHOAL_USER"), "an administrator's name (password in $SHOAL_PASSWORD or --password-stdin)")
-	fs.StringVar(&f.token, "token", os.Getenv("SHOAL_TOKEN"), "an administrator's access token")
-	fs.BoolVar(&f.passwordStdin, "password-stdin", false, "read the password from standard input")
-	fs.BoolVar(&f.asJSON, "json", false, "print the JSON answer")
-}
-
-// parseOps parses an operation's flags and checks its argument count.
-func parseOps(name string, args []string, nargs int, usage string, stderr io.Writer) (*opsFlags, []string, error) {
-	var f opsFlags
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	f.register(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, nil, err
-		}
-		return nil, nil, usageError{err.Error()}
-	}
-	if fs.NArg() != nargs {
-		return nil, nil, usagef("%s: want %d argument(s)\n%s", name, nargs, usage)
-	}
-	return &f, fs.Args(), nil
-}
-
-// client is an administrator's HTTP client of a node. It follows the
-// redirects to the leader with the same credentials: those go only to
-// members' addresses that the node named.
-type client struct {
-	base, user, secret, token string
-	hc                        *http.Client
-}
-
-func (f *opsFlags) client(stdin io.Reader) (*client, error) {
-	node, err := kvAddr(f.addr, f.dataDir)
-	if err != nil {
-		return nil, err
-	}
-	c := &client{base: httpc.Base(node), user: f.user, token: f.token}
-	if f.user != "" {
-		c.secret = os.Getenv("SHOAL_PASSWORD")
-		if f.passwordStdin {
-			line, err := bufio.NewReader(stdin).ReadString('\n')
-			if err != nil && !errors.Is(err, io.EOF) {
-				return nil, err
+func bindSnapshot(op string) func(*cli.Set) runFunc {
+	return func(s *cli.Set) runFunc {
+		c := bindClient(s)
+		return func(ctx context.Context, sio stdio, args []string) error {
+			file := args[0]
+			if op == "inspect" {
+				return snapshotInspect(file, c.json, sio.out)
 			}
-			c.secret = strings.TrimRight(line, "\r\n")
+			cl, err := c.client(sio.in, true)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+			defer cancel()
+			if op == "save" {
+				return snapshotSave(ctx, cl, file, c.json, sio.out)
+			}
+			return snapshotRestore(ctx, cl, file, c.json, sio.out)
 		}
-	}
-	if c.user == "" && c.token == "" {
-		return nil, usagef("an administrator's credentials are needed: --user NAME (password in $SHOAL_PASSWORD or --password-stdin) or --token")
-	}
-	c.hc = &http.Client{CheckRedirect: func(req *http.Request, via []*http.Request) error {
-		if len(via) >= 3 {
-			return errors.New("redirected three times: the leader keeps changing; try again")
-		}
-		c.authorize(req)
-		return nil
-	}}
-	return c, nil
-}
-
-func (c *client) authorize(req *http.Request) {
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	} else {
-		req.SetBasicAuth(c.user, c.secret)
 	}
 }
 
-// do sends a request and returns the body of a 200 answer, or an error
-// with the node's message.
-func (c *client) do(ctx context.Context, method, path string, body []byte) ([]byte, http.Header, error) {
-	var r io.Reader
-	if body != nil {
-		r = bytes.NewReader(body) // replayable on a redirect
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, r)
-	if err != nil {
-		return nil, nil, err
-	}
-	c.authorize(req)
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer resp.Body.Close()
-	out, err := io.ReadAll(io.LimitReader(resp.Body, cp.MaxSnapshotSize+1))
-	if err != nil {
-		return nil, nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e struct{ Error string }
-		if json.Unmarshal(out, &e) == nil && e.Error != "" {
-			return nil, nil, fmt.Errorf("%s (HTTP %d)", e.Error, resp.StatusCode)
-		}
-		return nil, nil, fmt.Errorf("%s: %s: %s", req.URL.Host, resp.Status, bytes.TrimSpace(out))
-	}
-	return out, resp.Header, nil
-}
-
-func runSnapshot(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" {
-		fmt.Fprint(stdout, snapshotUsage)
-		return nil
-	}
-	op := args[0]
-	f, pos, err := parseOps("snapshot "+op, args[1:], 1, snapshotUsage, stderr)
+func snapshotInspect(file string, asJSON bool, stdout io.Writer) error {
+	b, err := os.ReadFile(file)
 	if err != nil {
 		return err
 	}
-	file := pos[0]
-	if op == "inspect" {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			return err
-		}
-		info, _, err := cp.DecodeSnapshot(b)
-		if err != nil {
-			return fmt.Errorf("%s: %w", file, err)
-		}
-		return printSnapshotInfo(stdout, f.asJSON, "", info)
-	}
-	if op != "save" && op != "restore" {
-		return usagef("snapshot: unknown operation %q\n%s", op, snapshotUsage)
-	}
-	c, err := f.client(stdin)
+	info, _, err := cp.DecodeSnapshot(b)
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: %w", file, err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if op == "save" {
-		return snapshotSave(ctx, c, file, f.asJSON, stdout)
-	}
-	return snapshotRestore(ctx, c, file, f.asJSON, stdout)
+	return printSnapshotInfo(stdout, asJSON, "", info)
 }
 
 // snapshotSave fetches a snapshot, checks it, and writes it to file
@@ -269,42 +139,34 @@ func writeFileSynced(path string, b []byte) error {
 	return err
 }
 
-func runRaft(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" {
-		fmt.Fprint(stdout, raftUsage)
-		return nil
-	}
-	op := args[0]
-	nargs := map[string]int{"peers": 0, "remove-peer": 1, "reset": 0}
-	n, ok := nargs[op]
-	if !ok {
-		return usagef("raft: unknown operation %q\n%s", op, raftUsage)
-	}
-	f, pos, err := parseOps("raft "+op, args[1:], n, raftUsage, stderr)
-	if err != nil {
-		return err
-	}
-	if op == "reset" {
-		return raftReset(f.dataDir, stdout)
-	}
-	c, err := f.client(stdin)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if op == "remove-peer" {
-		if _, _, err := c.do(ctx, http.MethodDelete, "/v1/raft/peers/"+url.PathEscape(pos[0]), nil); err != nil {
-			return err
+func bindRaft(op string) func(*cli.Set) runFunc {
+	return func(s *cli.Set) runFunc {
+		c := bindClient(s)
+		return func(ctx context.Context, sio stdio, args []string) error {
+			cl, err := c.client(sio.in, true)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			if op == "remove-peer" {
+				if _, _, err := cl.do(ctx, http.MethodDelete, "/v1/raft/peers/"+url.PathEscape(args[0]), nil); err != nil {
+					return err
+				}
+				fmt.Fprintf(sio.out, "removed %s from the raft configuration\n", args[0])
+				return nil
+			}
+			return raftPeers(ctx, cl, c.json, sio.out)
 		}
-		fmt.Fprintf(stdout, "removed %s from the raft configuration\n", pos[0])
-		return nil
 	}
-	out, _, err := c.do(ctx, http.MethodGet, "/v1/raft/peers", nil)
+}
+
+func raftPeers(ctx context.Context, cl *client, asJSON bool, stdout io.Writer) error {
+	out, _, err := cl.do(ctx, http.MethodGet, "/v1/raft/peers", nil)
 	if err != nil {
 		return err
 	}
-	if f.asJSON {
+	if asJSON {
 		_, err := stdout.Write(out)
 		return err
 	}
@@ -322,6 +184,17 @@ func runRaft(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\n", p.Name, p.Address, p.Suffrage, p.Leader, member)
 	}
 	return tw.Flush()
+}
+
+func bindRaftReset(s *cli.Set) runFunc {
+	var dataDir string
+	s.String(&dataDir, "data-dir", "the stopped node's own data directory")
+	return func(_ context.Context, sio stdio, _ []string) error {
+		if dataDir == "" {
+			return usagef("--data-dir is required: the node's own data directory")
+		}
+		return raftReset(dataDir, sio.out)
+	}
 }
 
 // raftReset moves a stopped node's raft state aside. It refuses while a

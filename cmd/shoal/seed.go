@@ -3,20 +3,18 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime"
-	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/shoal-dev/shoal/gitfront"
+	"github.com/shoal-dev/shoal/internal/cli"
 	"github.com/shoal-dev/shoal/internal/domain"
 )
 
@@ -32,48 +30,53 @@ func dbURL(db, dataDir string) string {
 	return filepath.Join(dataDir, dbFileName)
 }
 
-// runSeed is 'shoal seed': fill an empty database with a generated data
-// set and print the admin's credentials.
-func runSeed(args []string) error {
-	fs := flag.NewFlagSet("seed", flag.ContinueOnError)
-	var db, dataDir, reposDir string
-	var cfg domain.SeedConfig
-	fs.StringVar(&db, "db", "", "database: a postgres:// URL or a SQLite file (default <data-dir>/"+dbFileName+")")
-	fs.StringVar(&dataDir, "data-dir", "shoal-data", "cluster directory holding the shared SQLite database")
-	fs.StringVar(&reposDir, "repos-dir", "", "where the seeded repositories' bare git repositories go (default <data-dir>/repos, as the nodes of 'shoal up' use)")
-	seedFlags(fs, &cfg)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if err := checkSeedFlags(cfg); err != nil {
-		return err
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	url := dbURL(db, dataDir)
-	if db == "" {
-		if err := os.MkdirAll(dataDir, 0o755); err != nil {
-			return err
-		}
-	}
-	if reposDir == "" {
-		reposDir = filepath.Join(dataDir, "repos")
-	}
-	return seedDatabase(ctx, url, reposDir, cfg, os.Stdout)
+func init() {
+	register(&command{name: "seed", bind: bindSeed,
+		summary: "Fill an empty database with a generated data set and print the admin's credentials."})
 }
 
-// seedFlags declares the data set's size and credentials on fs ('shoal
-// seed' and 'shoal up --seed' share them).
-func seedFlags(fs *flag.FlagSet, cfg *domain.SeedConfig) {
-	fs.IntVar(&cfg.Users, "users", 200, "users besides the admin")
-	fs.IntVar(&cfg.Projects, "projects", 10, "projects")
-	fs.IntVar(&cfg.ReposPerProject, "repos-per-project", 10, "repositories per project")
-	fs.IntVar(&cfg.PRsPerRepo, "prs-per-repo", 20, "pull requests per repository")
-	fs.IntVar(&cfg.CommentsPerPR, "comments-per-pr", 3, "comments per pull request")
-	fs.Int64Var(&cfg.Seed, "seed-number", 1, "the data set is a function of this number and the sizes")
-	fs.StringVar(&cfg.AdminName, "admin", "admin", "the admin account's name")
-	fs.StringVar(&cfg.AdminPassword, "admin-password", "", "the admin's password (default: random, printed)")
-	fs.StringVar(&cfg.UserPassword, "user-password", "", "every seeded user's password (default: none; users log in with tokens only)")
+func bindSeed(s *cli.Set) runFunc {
+	dataDir := "shoal-data"
+	var db, reposDir string
+	cfg := defaultSeed()
+	s.String(&db, "db", "database: a postgres:// URL or a SQLite file (default <data-dir>/"+dbFileName+")")
+	s.String(&dataDir, "data-dir", "cluster directory holding the shared SQLite database")
+	s.String(&reposDir, "repos-dir", "where the seeded repositories' bare git repositories go (default <data-dir>/repos, as the nodes of 'shoal up' use)")
+	bindSeedSizes(s, &cfg)
+	return func(ctx context.Context, sio stdio, _ []string) error {
+		if err := checkSeedFlags(cfg); err != nil {
+			return err
+		}
+		url := dbURL(db, dataDir)
+		if db == "" {
+			if err := os.MkdirAll(dataDir, 0o755); err != nil {
+				return err
+			}
+		}
+		if reposDir == "" {
+			reposDir = filepath.Join(dataDir, "repos")
+		}
+		return seedDatabase(ctx, url, reposDir, cfg, sio.out)
+	}
+}
+
+// defaultSeed is the default data set.
+func defaultSeed() domain.SeedConfig {
+	return domain.SeedConfig{Users: 200, Projects: 10, ReposPerProject: 10, PRsPerRepo: 20, CommentsPerPR: 3, Seed: 1, AdminName: "admin"}
+}
+
+// bindSeedSizes binds the data set's size and credentials ('shoal seed'
+// and 'shoal up --seed' share them).
+func bindSeedSizes(s *cli.Set, cfg *domain.SeedConfig) {
+	s.Int(&cfg.Users, "users", "users besides the admin")
+	s.Int(&cfg.Projects, "projects", "projects")
+	s.Int(&cfg.ReposPerProject, "repos-per-project", "repositories per project")
+	s.Int(&cfg.PRsPerRepo, "prs-per-repo", "pull requests per repository")
+	s.Int(&cfg.CommentsPerPR, "comments-per-pr", "comments per pull request")
+	s.Int64(&cfg.Seed, "seed-number", "the data set is a function of this number and the sizes")
+	s.String(&cfg.AdminName, "admin", "the admin account's name")
+	s.String(&cfg.AdminPassword, "admin-password", "the admin's password (default: random, printed)")
+	s.String(&cfg.UserPassword, "user-password", "every seeded user's password (default: none; users log in with tokens only)")
 }
 
 func checkSeedFlags(cfg domain.SeedConfig) error {

@@ -4,77 +4,112 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"text/tabwriter"
 	"time"
 
-	"github.com/shoal-dev/shoal/internal/localcluster"
+	"github.com/shoal-dev/shoal/internal/cli"
 	"github.com/shoal-dev/shoal/internal/server"
 )
 
-func runStatus(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	addr := fs.String("addr", "", "HTTP address of the node to ask (default: the nodes in <data-dir>/cluster.json)")
-	dataDir := fs.String("data-dir", "shoal-data", "cluster directory written by 'shoal up'")
-	all := fs.Bool("all", false, "ask every node in cluster.json and show each one's view")
-	asJSON := fs.Bool("json", false, "print JSON")
-	timeout := fs.Duration("timeout", 3*time.Second, "how long to wait for a node")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	targets := []string{*addr}
-	if *addr == "" {
-		var cf clusterFile
-		path := filepath.Join(*dataDir, "cluster.json")
-		if err := readJSONFile(path, &cf); err != nil {
-			return fmt.Errorf("no --addr given and %s is unreadable (is 'shoal up' running?): %w", path, err)
+func init() {
+	register(&command{name: "status", summary: "Show the cluster's members as a node sees them.", bind: bindStatus})
+}
+
+func bindStatus(s *cli.Set) runFunc {
+	c := bindClient(s)
+	var all bool
+	timeout := 3 * time.Second
+	s.Bool(&all, "all", "ask every node in cluster.json and show each one's view")
+	s.Duration(&timeout, "timeout", "how long to wait for a node")
+	return func(ctx context.Context, sio stdio, _ []string) error {
+		targets, err := statusTargets(c, all)
+		if err != nil {
+			return err
 		}
-		targets = targets[:0]
-		for _, n := range cf.Nodes {
-			targets = append(targets, n.HTTP)
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		views, errs := fetchViews(ctx, sio, c, targets, all)
+		if len(views) == 0 {
+			return fmt.Errorf("no node answered: %w", errors.Join(errs...))
 		}
+		if c.json {
+			enc := json.NewEncoder(sio.out)
+			enc.SetIndent("", "  ")
+			if all {
+				return enc.Encode(views)
+			}
+			return enc.Encode(views[0])
+		}
+		for i, v := range views {
+			if i > 0 {
+				fmt.Fprintln(sio.out)
+			}
+			printView(sio.out, v)
+		}
+		for _, err := range errs {
+			fmt.Fprintln(sio.err, "shoal status:", err)
+		}
+		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
-	defer cancel()
+}
+
+// statusTargets are the nodes to ask: --addr, or those of cluster.json.
+func statusTargets(c *clientSettings, all bool) ([]string, error) {
+	if c.addr != "" {
+		return []string{c.addr}, nil
+	}
+	var cf clusterFile
+	path := filepath.Join(c.dataDir, "cluster.json")
+	if err := readJSONFile(path, &cf); err != nil {
+		return nil, fmt.Errorf("no --addr given and %s is unreadable (is 'shoal up' running?): %w", path, err)
+	}
+	var targets []string
+	for _, n := range cf.Nodes {
+		targets = append(targets, n.HTTP)
+	}
+	return targets, nil
+}
+
+// fetchViews asks the targets for their view, all of them or until one
+// answers.
+func fetchViews(ctx context.Context, sio stdio, c *clientSettings, targets []string, all bool) ([]*server.ClusterView, []error) {
 	var views []*server.ClusterView
 	var errs []error
 	for _, t := range targets {
-		v, err := localcluster.FetchView(ctx, t)
+		cs := *c
+		cs.addr = t
+		v, err := fetchView(ctx, sio, &cs)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		views = append(views, v)
-		if !*all {
+		if !all {
 			break
 		}
 	}
-	if len(views) == 0 {
-		return fmt.Errorf("no node answered: %w", errors.Join(errs...))
+	return views, errs
+}
+
+func fetchView(ctx context.Context, sio stdio, c *clientSettings) (*server.ClusterView, error) {
+	cl, err := c.client(sio.in, false)
+	if err != nil {
+		return nil, err
 	}
-	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if *all {
-			return enc.Encode(views)
-		}
-		return enc.Encode(views[0])
+	out, _, err := cl.do(ctx, http.MethodGet, "/v1/cluster", nil)
+	if err != nil {
+		return nil, err
 	}
-	for i, v := range views {
-		if i > 0 {
-			fmt.Fprintln(stdout)
-		}
-		printView(stdout, v)
+	var v server.ClusterView
+	if err := json.Unmarshal(out, &v); err != nil {
+		return nil, fmt.Errorf("%s: %w", c.addr, err)
 	}
-	for _, err := range errs {
-		fmt.Fprintln(stderr, "shoal status:", err)
-	}
-	return nil
+	return &v, nil
 }
 
 func printView(w io.Writer, v *server.ClusterView) {

@@ -3,21 +3,21 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
-	"os/signal"
+	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
+	"github.com/shoal-dev/shoal/internal/cli"
 	"github.com/shoal-dev/shoal/internal/domain"
 	"github.com/shoal-dev/shoal/internal/localcluster"
+	"github.com/shoal-dev/shoal/internal/server"
 )
 
 // clusterFile is <data-dir>/cluster.json, written by 'shoal up' and read
@@ -27,81 +27,93 @@ type clusterFile struct {
 	Nodes     []*localcluster.Proc `json:"nodes"`
 }
 
-func runUp(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("up", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	opts := localcluster.Options{Preset: "loopback", WatchParent: true}
-	var bindIP string
-	fs.IntVar(&opts.N, "n", 3, "number of nodes")
-	fs.StringVar(&opts.Dir, "data-dir", "shoal-data", "cluster directory: one sub-directory per node with its data and node.log, and cluster.json")
-	fs.StringVar(&bindIP, "bind-ip", "127.0.0.1", "loopback address the nodes bind")
-	fs.IntVar(&opts.BasePort, "base-port", 7946, "node i gossips on base+10(i-1), serves RPC on the next port and raft on the one after (0: ports picked by the OS)")
-	fs.IntVar(&opts.HTTPBase, "http-base", 8081, "node i serves HTTP on http-base+i-1 (0: picked by the OS)")
-	fs.StringVar(&opts.CacheMode, "cache-mode", "local", "L2 cache coupling of every node: local, distributed or near")
-	fs.StringVar(&opts.LogLevel, "log-level", "info", "the nodes' log level")
-	fs.DurationVar(&opts.ReadyTimeout, "ready-timeout", 60*time.Second, "how long to wait for the cluster to form")
-	var seed bool
-	var db, invalidation string
-	var backups int
-	var seedCfg domain.SeedConfig
-	fs.BoolVar(&seed, "seed", false, "fill the database with a generated data set first (skipped if it has data; sizes as 'shoal seed')")
-	seedFlags(fs, &seedCfg)
-	fs.StringVar(&db, "db", "", "database of every node (default <data-dir>/"+dbFileName+")")
-	fs.StringVar(&invalidation, "invalidation", "async", "L2 invalidation of every node: async or sync")
-	fs.IntVar(&backups, "backups", 1, "DISTRIBUTED partition backups, 0 to 2")
-	// Flags after -- go to every node as they are.
-	nodeArgs := []string{}
-	if i := slices.Index(args, "--"); i >= 0 {
-		args, nodeArgs = args[:i], args[i+1:]
+func init() {
+	register(&command{name: "up", args: "[-- NODE-FLAGS]", max: -1, bind: bindUp,
+		summary: "Start a local cluster of N nodes on loopback and watch it; Ctrl-C stops it. Flags after -- go to every node."})
+}
+
+// upSettings are those of 'shoal up'. The settings it passes to every
+// node are bound onto a node's configuration, which checks them.
+type upSettings struct {
+	opts     localcluster.Options
+	bindIP   string
+	level    slog.Level
+	seed     bool
+	seedCfg  domain.SeedConfig
+	node     server.Config
+	nodeArgs []string
+	db       string // --db as given: empty is <data-dir>/shoal.db
+}
+
+func bindUp(s *cli.Set) runFunc {
+	u := &upSettings{opts: localcluster.Options{Preset: "loopback", WatchParent: true, N: 3, Dir: "shoal-data", BasePort: 7946,
+		HTTPBase: 8081, ReadyTimeout: 60 * time.Second}, bindIP: "127.0.0.1", seedCfg: defaultSeed(),
+		node: server.DefaultNodeConfig(server.PresetLoopback)}
+	o := &u.opts
+	s.Int(&o.N, "n", "number of nodes")
+	s.String(&o.Dir, "data-dir", "cluster directory: one sub-directory per node with its data and node.log, and cluster.json")
+	s.String(&u.bindIP, "bind-ip", "loopback address the nodes bind")
+	s.Int(&o.BasePort, "base-port", "node i gossips on base+10(i-1), serves RPC on the next port and raft on the one after (0: ports picked by the OS)")
+	s.Int(&o.HTTPBase, "http-base", "node i serves HTTP on http-base+i-1 (0: picked by the OS)")
+	s.String(&u.node.Cluster.CacheMode, "cache-mode", "L2 cache coupling of every node: local, distributed or near")
+	s.Var(levelValue{&u.level}, &u.level, "log-level", "level", "the nodes' log level: debug, info, warn or error")
+	s.Duration(&o.ReadyTimeout, "ready-timeout", "how long to wait for the cluster to form")
+	s.Bool(&u.seed, "seed", "fill the database with a generated data set first (skipped if it has data; sizes as 'shoal seed')")
+	bindSeedSizes(s, &u.seedCfg)
+	s.String(&u.node.DB.URL, "db", "database of every node (default <data-dir>/"+dbFileName+")")
+	s.String(&u.node.Cache.Invalidation, "invalidation", "L2 invalidation of every node: async or sync")
+	s.Int(&u.node.Table.Backups, "backups", "DISTRIBUTED partition backups, 0 to 2")
+	return func(ctx context.Context, sio stdio, args []string) error {
+		u.nodeArgs = args
+		if err := u.validate(s); err != nil {
+			return err
+		}
+		return u.run(ctx, sio)
 	}
-	if err := parseFlags(fs, args); err != nil {
+}
+
+// validate checks the settings and fills the options.
+func (u *upSettings) validate(s *cli.Set) error {
+	if err := checkSeedFlags(u.seedCfg); err != nil {
 		return err
 	}
-	if err := checkSeedFlags(seedCfg); err != nil {
-		return err
+	o := &u.opts
+	u.db = u.node.DB.URL
+	if err := u.node.Validate(); err != nil {
+		return s.Explain(&u.node, err)
 	}
-	if invalidation != "async" && invalidation != "sync" {
-		return usagef("--invalidation %q: want async or sync", invalidation)
+	o.Args = append([]string{"--invalidation", u.node.Cache.Invalidation, "--backups", strconv.Itoa(u.node.Table.Backups)}, u.nodeArgs...)
+	if u.db != "" {
+		o.Args = append(o.Args, "--db", u.db)
 	}
-	if backups < 0 || backups > 2 {
-		return usagef("--backups %d: want 0, 1 or 2", backups)
+	o.CacheMode, o.LogLevel = u.node.Cluster.CacheMode, levelValue{&u.level}.String()
+	if o.N < 1 || o.N > 64 {
+		return usagef("-n %d: want 1 to 64 nodes", o.N)
 	}
-	opts.Args = append([]string{"--invalidation", invalidation, "--backups", strconv.Itoa(backups)}, nodeArgs...)
-	if db != "" {
-		opts.Args = append(opts.Args, "--db", db)
+	if ip := net.ParseIP(u.bindIP); ip == nil || !ip.IsLoopback() {
+		return usagef("--bind-ip %q: 'shoal up' runs a local cluster; give a loopback address such as 127.0.0.1", u.bindIP)
 	}
-	if opts.N < 1 || opts.N > 64 {
-		return usagef("-n %d: want 1 to 64 nodes", opts.N)
-	}
-	if ip := net.ParseIP(bindIP); ip == nil || !ip.IsLoopback() {
-		return usagef("--bind-ip %q: 'shoal up' runs a local cluster; give a loopback address such as 127.0.0.1", bindIP)
-	}
-	opts.IP = func(int) string { return bindIP }
-	if opts.BasePort < 0 || opts.BasePort+10*opts.N > 65535 || opts.HTTPBase < 0 || opts.HTTPBase+opts.N > 65535 {
-		return usagef("--base-port/--http-base out of range for %d nodes", opts.N)
-	}
-	if _, err := parseLevel(opts.LogLevel); err != nil {
-		return err
-	}
-	if opts.CacheMode != "local" && opts.CacheMode != "distributed" && opts.CacheMode != "near" {
-		return usagef("--cache-mode %q: want local, distributed or near", opts.CacheMode)
+	o.IP = func(int) string { return u.bindIP }
+	if o.BasePort < 0 || o.BasePort+10*o.N > 65535 || o.HTTPBase < 0 || o.HTTPBase+o.N > 65535 {
+		return usagef("--base-port/--http-base out of range for %d nodes", o.N)
 	}
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("finding the shoal binary: %w", err)
 	}
-	opts.Binary = exe
-	opts.BootstrapExpect = opts.N
+	o.Binary, o.BootstrapExpect = exe, o.N
+	return nil
+}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if seed {
-		if err := upSeed(ctx, dbURL(db, opts.Dir), opts.Dir, seedCfg, stdout); err != nil {
+func (u *upSettings) run(ctx context.Context, sio stdio) error {
+	o, stdout := u.opts, sio.out
+	if u.seed {
+		if err := upSeed(ctx, dbURL(u.db, o.Dir), o.Dir, u.seedCfg, stdout); err != nil {
 			return err
 		}
 	}
-	fmt.Fprintf(stdout, "starting %d nodes in %s ...\n", opts.N, opts.Dir)
-	c, err := localcluster.Start(ctx, opts)
+	fmt.Fprintf(stdout, "starting %d nodes in %s ...\n", o.N, o.Dir)
+	c, err := localcluster.Start(ctx, o)
 	if err != nil {
 		return err
 	}
@@ -110,16 +122,30 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 		c.Stop(15 * time.Second)
 		fmt.Fprintln(stdout, "stopped.")
 	}()
-	cf := clusterFile{CacheMode: opts.CacheMode, Nodes: c.Nodes()}
-	if err := writeJSONFile(filepath.Join(opts.Dir, "cluster.json"), cf); err != nil {
+	cf := clusterFile{CacheMode: o.CacheMode, Nodes: c.Nodes()}
+	if err := writeJSONFile(filepath.Join(o.Dir, "cluster.json"), cf); err != nil {
 		return err
 	}
 	printProcs(stdout, c.Nodes())
-	fmt.Fprintf(stdout, "\ncluster of %d nodes is up (cache mode %s); logs in %s/<node>/node.log\n", opts.N, opts.CacheMode, opts.Dir)
-	fmt.Fprintf(stdout, "try:  shoal status --data-dir %s --all    or    curl http://%s/v1/cluster\nCtrl-C stops the cluster.\n",
-		opts.Dir, c.Nodes()[0].HTTP)
-	waitCluster(ctx, c, opts.N, stderr)
+	fmt.Fprintf(stdout, "\ncluster of %d nodes is up (cache mode %s); logs in %s/<node>/node.log\n", o.N, o.CacheMode, o.Dir)
+	fmt.Fprintf(stdout, "try:  %s status --data-dir %s --all    or    curl http://%s/v1/cluster\nCtrl-C stops the cluster.\n",
+		selfName(), o.Dir, c.Nodes()[0].HTTP)
+	waitCluster(ctx, c, o.N, sio.err)
 	return nil
+}
+
+// selfName is how the user ran this binary: bin/shoal when it is not on
+// the PATH, so that the suggested commands work as printed.
+func selfName() string {
+	name := os.Args[0]
+	if p, err := exec.LookPath(filepath.Base(name)); err == nil {
+		if a, _ := filepath.Abs(p); a != "" {
+			if b, _ := filepath.Abs(name); a == b {
+				return filepath.Base(name)
+			}
+		}
+	}
+	return name
 }
 
 // upSeed seeds the database before the nodes start, unless it already

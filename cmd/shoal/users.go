@@ -2,31 +2,29 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 
+	"github.com/shoal-dev/shoal/internal/cli"
 	"github.com/shoal-dev/shoal/internal/domain"
 )
 
-const userUsage = `usage:
-  shoal user add NAME [--password P | --password-stdin] [--admin] [--email E] [--display-name D]
-  shoal user grant NAME PROJECT[/REPO] READ|WRITE|ADMIN|NONE
-  shoal token create USER TOKEN-NAME      prints the token (the only time it is shown)
-  shoal token revoke USER TOKEN-NAME
+// operatorSettings are those of every user and token command: where the
+// database is.
+type operatorSettings struct{ db, dataDir string }
 
-Each takes --db and --data-dir to find the database (default
-<data-dir>/shoal.db, the shared SQLite file of 'shoal up').
-`
+func bindOperator(s *cli.Set) *operatorSettings {
+	o := &operatorSettings{dataDir: "shoal-data"}
+	s.String(&o.db, "db", "database: a postgres:// URL or a SQLite file (default <data-dir>/"+dbFileName+")")
+	s.String(&o.dataDir, "data-dir", "cluster directory holding the shared SQLite database")
+	return o
+}
 
-// openDomain opens the database named by --db / --data-dir.
-func openDomain(ctx context.Context, db, dataDir string) (*domain.Store, error) {
-	url := dbURL(db, dataDir)
+// open opens the database.
+func (o *operatorSettings) open(ctx context.Context) (*domain.Store, error) {
+	url := dbURL(o.db, o.dataDir)
 	st, err := domain.Open(ctx, domain.Config{URL: url, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", url, err)
@@ -34,139 +32,106 @@ func openDomain(ctx context.Context, db, dataDir string) (*domain.Store, error) 
 	return st, nil
 }
 
-// operatorFlags are the flags every user/token command takes.
-func operatorFlags(name string, stderr io.Writer) (*flag.FlagSet, *string, *string) {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, userUsage) }
-	db := fs.String("db", "", "database: a postgres:// URL or a SQLite file (default <data-dir>/"+dbFileName+")")
-	dataDir := fs.String("data-dir", "shoal-data", "cluster directory holding the shared SQLite database")
-	return fs, db, dataDir
+func init() {
+	register(
+		&command{name: "user add", args: "NAME", min: 1, max: 1, bind: bindUserAdd, summary: "Add a user."},
+		&command{name: "user grant", args: "NAME PROJECT[/REPO] READ|WRITE|ADMIN|NONE", min: 3, max: 3, bind: bindUserGrant,
+			summary: "Give a user a permission on a project or a repository (NONE takes it away)."},
+		&command{name: "token create", args: "USER TOKEN-NAME", min: 2, max: 2, bind: bindToken("create"),
+			summary: "Create an access token and print it (the only time it is shown)."},
+		&command{name: "token revoke", args: "USER TOKEN-NAME", min: 2, max: 2, bind: bindToken("revoke"),
+			summary: "Revoke an access token."},
+	)
 }
 
-func runUser(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return usagef("user: want add or grant\n%s", userUsage)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	switch args[0] {
-	case "add":
-		return userAdd(ctx, args[1:], stdin, stdout, stderr)
-	case "grant":
-		return userGrant(ctx, args[1:], stdout, stderr)
-	}
-	return usagef("user: unknown subcommand %q\n%s", args[0], userUsage)
-}
-
-func userAdd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs, db, dataDir := operatorFlags("user add", stderr)
+func bindUserAdd(s *cli.Set) runFunc {
+	o := bindOperator(s)
 	var nu domain.NewUser
 	var fromStdin bool
-	fs.StringVar(&nu.Password, "password", "", "the password (prefer --password-stdin: arguments are visible to other users)")
-	fs.BoolVar(&fromStdin, "password-stdin", false, "read the password from the first line of standard input")
-	fs.BoolVar(&nu.Admin, "admin", false, "a global administrator")
-	fs.StringVar(&nu.Email, "email", "", "e-mail address")
-	fs.StringVar(&nu.DisplayName, "display-name", "", "display name (default: the name)")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return usagef("user add: want exactly one NAME, got %d arguments", len(pos))
-	}
-	nu.Name = pos[0]
-	if fromStdin {
-		line, err := readLine(stdin)
+	s.String(&nu.Password, "password", "the password (prefer --password-stdin: arguments are visible to other users)").Local()
+	s.Bool(&fromStdin, "password-stdin", "read the password from the first line of standard input")
+	s.Bool(&nu.Admin, "admin", "a global administrator")
+	s.String(&nu.Email, "email", "e-mail address")
+	s.String(&nu.DisplayName, "display-name", "display name (default: the name)")
+	return func(ctx context.Context, sio stdio, args []string) error {
+		nu.Name = args[0]
+		if fromStdin {
+			line, err := readLine(sio.in)
+			if err != nil {
+				return fmt.Errorf("reading the password: %w", err)
+			}
+			nu.Password = line
+		}
+		if nu.DisplayName == "" {
+			nu.DisplayName = nu.Name
+		}
+		st, err := o.open(ctx)
 		if err != nil {
-			return fmt.Errorf("reading the password: %w", err)
-		}
-		nu.Password = line
-	}
-	if nu.DisplayName == "" {
-		nu.DisplayName = nu.Name
-	}
-	st, err := openDomain(ctx, *db, *dataDir)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	u, err := st.CreateUser(ctx, nu)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "created user %s (id %d, admin %v)\n", u.Name, u.ID, u.Admin)
-	return nil
-}
-
-func userGrant(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, db, dataDir := operatorFlags("user grant", stderr)
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 3 {
-		return usagef("user grant: want NAME PROJECT[/REPO] PERMISSION")
-	}
-	perm := domain.PermNone
-	if !strings.EqualFold(pos[2], "none") {
-		if perm, err = domain.ParsePerm(pos[2]); err != nil {
-			return usagef("user grant: %v", err)
-		}
-	}
-	project, repo, _ := strings.Cut(pos[1], "/")
-	st, err := openDomain(ctx, *db, *dataDir)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	u, err := st.UserByName(ctx, pos[0])
-	if err != nil {
-		return fmt.Errorf("user %q: %w", pos[0], err)
-	}
-	if err := st.Grant(ctx, u.ID, project, repo, perm); err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "%s has %v on %s\n", u.Name, perm, pos[1])
-	return nil
-}
-
-func runToken(args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || (args[0] != "create" && args[0] != "revoke") {
-		return usagef("token: want create or revoke\n%s", userUsage)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	fs, db, dataDir := operatorFlags("token "+args[0], stderr)
-	pos, err := parseInterspersed(fs, args[1:])
-	if err != nil {
-		return err
-	}
-	if len(pos) != 2 {
-		return usagef("token %s: want USER TOKEN-NAME", args[0])
-	}
-	st, err := openDomain(ctx, *db, *dataDir)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	u, err := st.UserByName(ctx, pos[0])
-	if err != nil {
-		return fmt.Errorf("user %q: %w", pos[0], err)
-	}
-	if args[0] == "revoke" {
-		if err := st.RevokeToken(ctx, u.ID, pos[1]); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "revoked %s's token %s\n", u.Name, pos[1])
+		defer st.Close()
+		u, err := st.CreateUser(ctx, nu)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(sio.out, "created user %s (id %d, admin %v)\n", u.Name, u.ID, u.Admin)
 		return nil
 	}
-	tok, err := st.CreateToken(ctx, u.ID, pos[1])
-	if err != nil {
-		return err
+}
+
+func bindUserGrant(s *cli.Set) runFunc {
+	o := bindOperator(s)
+	return func(ctx context.Context, sio stdio, args []string) error {
+		perm, err := domain.ParsePerm(args[2])
+		if err != nil {
+			return usagef("%v", err)
+		}
+		project, repo, _ := strings.Cut(args[1], "/")
+		st, err := o.open(ctx)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		u, err := st.UserByName(ctx, args[0])
+		if err != nil {
+			return fmt.Errorf("user %q: %w", args[0], err)
+		}
+		if err := st.Grant(ctx, u.ID, project, repo, perm); err != nil {
+			return err
+		}
+		fmt.Fprintf(sio.out, "%s has %v on %s\n", u.Name, perm, args[1])
+		return nil
 	}
-	fmt.Fprintln(stdout, tok)
-	return nil
+}
+
+func bindToken(op string) func(*cli.Set) runFunc {
+	return func(s *cli.Set) runFunc {
+		o := bindOperator(s)
+		return func(ctx context.Context, sio stdio, args []string) error {
+			st, err := o.open(ctx)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			u, err := st.UserByName(ctx, args[0])
+			if err != nil {
+				return fmt.Errorf("user %q: %w", args[0], err)
+			}
+			if op == "revoke" {
+				if err := st.RevokeToken(ctx, u.ID, args[1]); err != nil {
+					return err
+				}
+				fmt.Fprintf(sio.out, "revoked %s's token %s\n", u.Name, args[1])
+				return nil
+			}
+			tok, err := st.CreateToken(ctx, u.ID, args[1])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(sio.out, tok)
+			return nil
+		}
+	}
 }
 
 // readLine reads one line, without its line ending.

@@ -126,7 +126,7 @@ func (p Perm) String() string {
 	return [...]string{"NONE", "READ", "WRITE", "ADMIN"}[max(0, min(int(p), 3))]
 }
 
-// ParsePerm accepts READ, WRITE or ADMIN in any case.
+// ParsePerm accepts READ, WRITE, ADMIN or NONE in any case.
 func ParsePerm(s string) (Perm, error) {
 	switch strings.ToUpper(s) {
 	case "READ":
@@ -135,8 +135,10 @@ func ParsePerm(s string) (Perm, error) {
 		return PermWrite, nil
 	case "ADMIN":
 		return PermAdmin, nil
+	case "NONE":
+		return PermNone, nil
 	}
-	return PermNone, fmt.Errorf("%w: permission %q is not READ, WRITE or ADMIN", ErrInvalid, s)
+	return PermNone, fmt.Errorf("%w: permission %q is not READ, WRITE, ADMIN or NONE", ErrInvalid, s)
 }
 
 // Limits on text fields.
