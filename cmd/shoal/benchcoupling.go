@@ -25,9 +25,9 @@ func bindBenchCoupling(s *cli.Set) runFunc {
 }
 
 type couplingSettings struct {
-	expFile, out, dir                   string
+	expFile, out, dir                  string
 	inProcess, loadgenInProcess, quiet bool
-	repeat                              int
+	repeat                             int
 }
 
 func (c *couplingSettings) run(ctx context.Context, sio stdio) error {
@@ -77,7 +77,9 @@ func (c *couplingSettings) run(ctx context.Context, sio stdio) error {
 // bindBenchLoadgen is 'shoal bench loadgen': the coupling experiment's
 // load generator, in its own process.
 func bindBenchLoadgen(*cli.Set) runFunc {
-	return func(ctx context.Context, sio stdio, _ []string) error { return bench.ServeLoadgen(ctx, sio.in, sio.out) }
+	return func(ctx context.Context, sio stdio, _ []string) error {
+		return bench.ServeLoadgen(ctx, sio.in, sio.out)
+	}
 }
 
 func bindBenchCompare(*cli.Set) runFunc {
