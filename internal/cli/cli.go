@@ -12,6 +12,18 @@
 // flag's (-name or --name, -name=value or -name value, booleans as
 // -name or -name=false), flags may come before, between or after the
 // positional arguments, and "--" ends them.
+//
+// Why not a library. The settings live in the packages' Config structs,
+// which must not learn about command lines (no struct tags, no
+// registration), so a tag-driven parser (kong, go-arg) is out; cobra and
+// viper bring a dozen modules, pflag's syntax and viper's
+// case-insensitive keys for what is a few hundred lines here; ff (flags,
+// then environment, then file, the same order) comes closest but does not
+// say where a value came from, does not take flags after positional
+// arguments, and would still need the binding helpers, the byte sizes and
+// the mapping of a Config's errors to flags. flag.Value is the seam that
+// binds straight onto a field, and the YAML reader is already a
+// dependency.
 package cli
 
 import (
@@ -52,8 +64,10 @@ type Flag struct {
 	// Type names the value in the help ("string", "duration", "size");
 	// empty for booleans.
 	Type string
-	// Default is the value's text when it was bound.
-	Default string
+	// Default is the value's text when it was bound; DefaultDoc, if set,
+	// says it in words for documents read on other machines ("1.5 ×
+	// cores" where Default is this machine's number).
+	Default, DefaultDoc string
 	// Source is where the value came from (FromDefault, FromFlag, ...)
 	// and Origin says more: the variable or the file and line.
 	Source, Origin string
@@ -69,6 +83,9 @@ type Flag struct {
 // environment or a file (a secret of someone else, such as a new user's
 // password, must not be picked up from an administrator's environment).
 func (f *Flag) Local() *Flag { f.local = true; return f }
+
+// Doc sets DefaultDoc.
+func (f *Flag) Doc(defaultDoc string) *Flag { f.DefaultDoc = defaultDoc; return f }
 
 // CommandLineOnly reports whether Local was called.
 func (f *Flag) CommandLineOnly() bool { return f.local }

@@ -42,10 +42,10 @@ func (s *Set) Help(w io.Writer) {
 	}
 }
 
-// defaultNote is " (default X)" unless the default is the zero value or
-// the flag is command-line only.
+// defaultNote is " (default X)", from the default's value unless it is
+// the zero value, and from DefaultDoc.
 func (f *Flag) defaultNote() string {
-	var note string
+	var parts []string
 	switch f.Default {
 	case "", "0", "false", "0s":
 	default:
@@ -53,7 +53,14 @@ func (f *Flag) defaultNote() string {
 		if f.Type == "string" {
 			d = strconv.Quote(d)
 		}
-		note = " (default " + d + ")"
+		parts = append(parts, d)
+	}
+	if f.DefaultDoc != "" {
+		parts = append(parts, strings.ReplaceAll(f.DefaultDoc, "`", ""))
+	}
+	var note string
+	if len(parts) > 0 {
+		note = " (default " + strings.Join(parts, ": ") + ")"
 	}
 	if f.local {
 		note += " (command line only)"
@@ -66,9 +73,9 @@ func (s *Set) Markdown(w io.Writer) {
 	fmt.Fprintln(w, "| flag | default | meaning |")
 	fmt.Fprintln(w, "|---|---|---|")
 	for _, f := range s.flags {
-		d := f.Default
-		if d != "" {
-			d = "`" + d + "`"
+		d := f.DefaultDoc
+		if d == "" && f.Default != "" {
+			d = "`" + f.Default + "`"
 		}
 		fmt.Fprintf(w, "| `--%s` | %s | %s |\n", f.Name, d, strings.ReplaceAll(f.Usage, "|", `\|`))
 	}
