@@ -175,10 +175,10 @@ func TestConfigValidation(t *testing.T) {
 	}{
 		{func(c *Config) { c.Name = "" }, "node name"},
 		{func(c *Config) { c.Name = strings.Repeat("x", 65) }, "node name"},
-		{func(c *Config) { c.CacheMode = "near" }, `cache mode "near"`},
-		{func(c *Config) { c.BindAddr = "localhost" }, "bind address"},
-		{func(c *Config) { c.BindAddr = "127.0.0.1:99999" }, "bind address"},
-		{func(c *Config) { c.AdvertiseAddr = ":1" }, "advertise address"},
+		{func(c *Config) { c.CacheMode = "far" }, `CacheMode "far"`},
+		{func(c *Config) { c.BindAddr = "localhost" }, `BindAddr "localhost": want host:port`},
+		{func(c *Config) { c.BindAddr = "127.0.0.1:99999" }, "BindAddr"},
+		{func(c *Config) { c.AdvertiseAddr = ":1" }, "AdvertiseAddr"},
 	} {
 		cfg := fastLoopback(t, "x")
 		tc.mut(&cfg)
