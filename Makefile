@@ -55,7 +55,7 @@ FUZZTIME ?= 30s
 FUZZ_TARGETS := ./cluster/wire:FuzzReadFrame ./l2cache:FuzzDecodeOp \
 	./internal/pktline:FuzzReader ./packcache:FuzzDecodeRequest ./packcache:FuzzChecker ./packcache:FuzzDecodeState \
 	./gitfront:FuzzAuthorizationHeader ./gitfront:FuzzGitPath ./gitfront:FuzzPktReader \
-	./internal/rest:FuzzDecodeBodies ./cluster/cp/raftlog:FuzzScanSegment ./cluster/cp:FuzzDecodeSnapshot
+	./internal/rest:FuzzDecodeBodies ./cluster/cp/raftlog:FuzzScanSegment ./cluster/cp:FuzzDecodeSnapshot ./dmap:FuzzDecode
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; echo "== $$name ($$pkg)"; \

@@ -1,0 +1,294 @@
+package dmap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/shoal-dev/shoal/cluster"
+	"github.com/shoal-dev/shoal/cluster/cp"
+	"github.com/shoal-dev/shoal/cluster/rpc"
+	"github.com/shoal-dev/shoal/l2cache"
+)
+
+// RPC message types of the owner protocol.
+const (
+	rpcOp   = "dmap.op"   // a request to an owner
+	rpcRepl = "dmap.repl" // an owner's changes to a backup
+	rpcInv  = "dmap.inv"  // an owner tells a holder that keys changed
+)
+
+// Errors.
+var (
+	// ErrClosed: the map was closed.
+	ErrClosed = errors.New("dmap: closed")
+	// ErrNotAcked: a write ran at its owner but was not acknowledged (a
+	// backup or a holder could not be told in time, or the connection to
+	// the owner broke): it may or may not have taken effect.
+	ErrNotAcked = errors.New("TRYAGAIN shoal: the write may or may not have been applied (its owner could not confirm it)")
+	// ErrNoOwner: no owner answered before the deadline.
+	ErrNoOwner = errors.New("CLUSTERDOWN shoal: the partition's owner is not available")
+)
+
+// Lease is what the map needs of the node's read lease
+// (*l2cache.ReadLease has it).
+type Lease interface {
+	Valid() bool
+	Duration() time.Duration
+	Exclude(ctx context.Context, members []string) error
+	OnReset(func(l2cache.ResetReason))
+	Observe(func([]cp.KV))
+}
+
+// Config configures a DMap.
+type Config struct {
+	// Node is this cluster member: its name and peer RPC.
+	Node *cluster.Node
+	// Keeper is the node's partition table keeper (the L2 cache's).
+	Keeper *l2cache.TableKeeper
+	// Lease is the node's read lease. Nil only in tests of the protocol
+	// logic: an owner then answers without one.
+	Lease Lease
+	// Partitions must be the keeper's partition count (default 271).
+	Partitions int
+	// MaxBytes bounds what this node holds, as owner and backup (default
+	// 64 MiB); beyond it random keys are evicted (Stats.Evictions).
+	MaxBytes int64
+	// SyncTimeout bounds a replication or an invalidation (default 2 s).
+	SyncTimeout time.Duration
+	// MaxTracked bounds the keys an owner remembers readers of, per
+	// partition (default 4096); past it every holder of the partition is
+	// told to drop all of it.
+	MaxTracked int
+	// OnInvalidate is told which keys clients of this node may have
+	// cached are no longer current: keys of partition p, every key of p
+	// (keys nil), or every key of every partition (p < 0). It must not
+	// block for long; it runs before the owner acknowledges the write.
+	OnInvalidate func(p int, keys []string)
+	// SweepEvery is how often owners expire keys, sync new backups and
+	// this node checks its table and lease (default 50 ms).
+	SweepEvery time.Duration
+	Now        func() time.Time
+	Logger     *slog.Logger
+}
+
+func (c *Config) validate() error {
+	if c.Node == nil || c.Keeper == nil {
+		return errors.New("dmap: Config.Node and Config.Keeper are required")
+	}
+	if c.Partitions <= 0 {
+		c.Partitions = l2cache.DefaultPartitions
+	}
+	if c.Partitions > 1<<(64-posBits) {
+		return fmt.Errorf("dmap: %d partitions: at most %d", c.Partitions, 1<<(64-posBits))
+	}
+	if c.MaxBytes <= 0 {
+		c.MaxBytes = 64 << 20
+	}
+	if c.SyncTimeout <= 0 {
+		c.SyncTimeout = 2 * time.Second
+	}
+	if c.MaxTracked <= 0 {
+		c.MaxTracked = 4096
+	}
+	if c.SweepEvery <= 0 {
+		c.SweepEvery = 50 * time.Millisecond
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Stats are a map's counters on this node.
+type Stats struct {
+	Keys, Bytes                         int64 // held as owner
+	BackupKeys                          int64
+	Evictions, Expired                  uint64
+	RemoteCalls, Retries, NotAcked      uint64
+	Replications, FullSyncs, Takeovers  uint64
+	InvalidationsSent, InvalidationsGot uint64
+	Exclusions                          uint64
+	// Fetches: partitions taken from their previous owner; EmptyStarts:
+	// partitions this node began to own with nothing to take over.
+	Fetches, EmptyStarts uint64
+}
+
+// DMap is this node's part of the named maps. Its methods are safe for
+// concurrent use.
+type DMap struct {
+	cfg   Config
+	rpc   *rpc.Node
+	self  string
+	parts []*part
+
+	bytes       atomic.Int64
+	evictCursor atomic.Uint64
+
+	evictions, expired, remoteCalls, retries, notAcked atomic.Uint64
+	replications, fullSyncs, takeovers                 atomic.Uint64
+	invSent, invGot, exclusions, fetches, emptyStarts  atomic.Uint64
+
+	hmu     sync.Mutex
+	holder  []holderView // what this node knows of each partition's owner
+	wasOK   bool         // the lease was valid at the last sweep
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	once    sync.Once
+	closed  atomic.Bool
+	leaseMu sync.Mutex
+}
+
+// holderView is a partition's owner as this node last saw it: when it
+// changes, what clients cached from the old owner is invalidated.
+type holderView struct {
+	owner string
+	since uint64
+}
+
+// New starts this node's part of the maps and registers the owner
+// protocol on the node's peer RPC. Close stops it.
+func New(cfg Config) (*DMap, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	d := &DMap{cfg: cfg, rpc: cfg.Node.RPC(), self: cfg.Node.Name(), stop: make(chan struct{}),
+		parts: make([]*part, cfg.Partitions), holder: make([]holderView, cfg.Partitions)}
+	for i := range d.parts {
+		d.parts[i] = &part{}
+	}
+	d.rpc.Handle(rpcOp, d.handleOp)
+	d.rpc.Handle(rpcRepl, d.handleRepl)
+	d.rpc.Handle(rpcInv, d.handleInv)
+	d.rpc.Handle(rpcFetch, d.handleFetch)
+	if cfg.Lease != nil {
+		// A renewal adopts the table it read before the lease it renews
+		// takes effect, and what changed hands is invalidated then.
+		cfg.Lease.Observe(func(kvs []cp.KV) {
+			cfg.Keeper.Observe(kvs)
+			d.checkTable()
+		})
+		cfg.Lease.OnReset(func(l2cache.ResetReason) { d.invalidate(-1, nil) })
+	}
+	d.wg.Add(1)
+	go d.sweepLoop()
+	return d, nil
+}
+
+// Close stops the map's goroutines. Safe to call twice. The RPC handlers
+// stay registered but answer ErrClosed.
+func (d *DMap) Close() {
+	d.once.Do(func() {
+		d.closed.Store(true)
+		close(d.stop)
+	})
+	d.wg.Wait()
+}
+
+// Partitions is the number of partitions.
+func (d *DMap) Partitions() int { return d.cfg.Partitions }
+
+// Self is this node's name.
+func (d *DMap) Self() string { return d.self }
+
+// Table is the node's current partition table.
+func (d *DMap) Table() *l2cache.PartitionTable { return d.cfg.Keeper.Table() }
+
+// Owner is the owner of partition p in this node's table ("" if none).
+func (d *DMap) Owner(p int) string { return d.cfg.Keeper.Table().Owner(p) }
+
+// Stats returns the counters.
+func (d *DMap) Stats() Stats {
+	s := Stats{Evictions: d.evictions.Load(), Expired: d.expired.Load(), RemoteCalls: d.remoteCalls.Load(),
+		Retries: d.retries.Load(), NotAcked: d.notAcked.Load(), Replications: d.replications.Load(),
+		FullSyncs: d.fullSyncs.Load(), Takeovers: d.takeovers.Load(), InvalidationsSent: d.invSent.Load(),
+		InvalidationsGot: d.invGot.Load(), Exclusions: d.exclusions.Load(),
+		Fetches: d.fetches.Load(), EmptyStarts: d.emptyStarts.Load()}
+	for _, pt := range d.parts {
+		pt.mu.Lock()
+		if pt.owner {
+			s.Keys += int64(len(pt.keys))
+			s.Bytes += pt.bytes
+		} else if pt.backup {
+			s.BackupKeys += int64(len(pt.keys))
+		}
+		pt.mu.Unlock()
+	}
+	return s
+}
+
+func (d *DMap) leaseDuration() time.Duration {
+	if d.cfg.Lease == nil {
+		return 0
+	}
+	return d.cfg.Lease.Duration()
+}
+
+func (d *DMap) leaseValid() bool { return d.cfg.Lease == nil || d.cfg.Lease.Valid() }
+
+func (d *DMap) nowMs() int64 { return d.cfg.Now().UnixMilli() }
+
+// invalidate tells the node's clients (OnInvalidate).
+func (d *DMap) invalidate(p int, keys []string) {
+	if d.cfg.OnInvalidate != nil {
+		d.cfg.OnInvalidate(p, keys)
+	}
+}
+
+// checkTable invalidates what this node's clients cached from partitions
+// whose owner changed (or whose owner's run of tables, as adopted here,
+// was interrupted) since it last looked.
+func (d *DMap) checkTable() {
+	t := d.cfg.Keeper.Table()
+	if len(t.Replicas) != d.cfg.Partitions {
+		return
+	}
+	d.hmu.Lock()
+	var moved []int
+	for p := range d.holder {
+		v := holderView{owner: t.Owner(p), since: d.cfg.Keeper.OwnerSince(p, t.Epoch)}
+		if v != d.holder[p] {
+			if d.holder[p].owner != "" {
+				moved = append(moved, p)
+			}
+			d.holder[p] = v
+		}
+	}
+	d.hmu.Unlock()
+	for _, p := range moved {
+		d.invalidate(p, nil)
+	}
+}
+
+// sweepLoop expires keys and syncs backups at owners, and watches this
+// node's table and lease for its clients.
+func (d *DMap) sweepLoop() {
+	defer d.wg.Done()
+	t := time.NewTicker(d.cfg.SweepEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.stop:
+			return
+		case <-t.C:
+		}
+		d.checkTable()
+		ok := d.leaseValid()
+		if !ok && d.wasOK {
+			// The lease ran out: an owner may acknowledge writes without
+			// telling this node once it has waited the lease out.
+			d.invalidate(-1, nil)
+		}
+		d.wasOK = ok
+		for p := range d.parts {
+			d.sweep(p)
+		}
+	}
+}

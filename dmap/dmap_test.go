@@ -1,0 +1,157 @@
+package dmap
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/shoal-dev/shoal/internal/testkit"
+)
+
+// Every node reads what any node wrote, through the owner.
+func TestReadYourWritesFromEveryNode(t *testing.T) {
+	tc := start(t, 1, 3, 1, nil)
+	for i := range 50 {
+		k := fmt.Sprintf("k%d", i)
+		if r := write(t, tc.maps[i%3], set(k, "v"+k)); r.Err != nil || r.Int != 1 {
+			t.Fatalf("SET %s: %+v", k, r)
+		}
+		for j, d := range tc.maps {
+			if r := do(t, d, get(k)); string(r.Value) != "v"+k {
+				t.Fatalf("node %d read %s = %q, want %q", j+1, k, r.Value, "v"+k)
+			}
+		}
+	}
+	r := do(t, tc.maps[0], Op{Code: CodeIncrBy, Key: "k1", N: 1})
+	if r.Err != ErrNotInteger {
+		t.Fatalf("INCR of a non-integer: %+v", r)
+	}
+	if st := tc.maps[0].Stats(); st.RemoteCalls == 0 {
+		t.Fatal("no remote call counted")
+	}
+}
+
+// The owner of a partition is killed after acknowledging writes: its
+// backup takes over with every one of them.
+func TestOwnerKilledBackupHasAcknowledgedWrites(t *testing.T) {
+	tc := start(t, 2, 3, 1, nil)
+	victim := tc.members[2].Node.Name()
+	var keys []string
+	for i := range 40 {
+		k := keyOwnedBy(tc.maps[0], victim, fmt.Sprintf("w%d-", i))
+		keys = append(keys, k)
+		if r := write(t, tc.maps[i%2], set(k, fmt.Sprint(i+1))); r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	tc.members[2].Kill()
+	testkit.Eventually(t, 30*time.Second, "a table without the victim", func() bool {
+		return tc.maps[0].Owner(PartitionOf(keys[0], 271)) != victim && tc.maps[1].Owner(PartitionOf(keys[0], 271)) != victim
+	})
+	for i, k := range keys {
+		r := do(t, tc.maps[i%2], get(k))
+		if want := fmt.Sprint(i + 1); string(r.Value) != want {
+			t.Fatalf("after the owner died, %s = %q (nil %v), want %s", k, r.Value, r.Nil, want)
+		}
+	}
+	var takeovers uint64
+	for _, d := range tc.maps[:2] {
+		takeovers += d.Stats().Takeovers
+	}
+	if takeovers == 0 {
+		t.Fatal("no takeover counted")
+	}
+}
+
+// A tracked read registers the node; a write through another node tells
+// it before the write is acknowledged.
+func TestTrackedReadInvalidatedBeforeAck(t *testing.T) {
+	tc := start(t, 3, 3, 1, nil)
+	for _, owner := range []int{0, 1, 2} {
+		k := keyOwnedBy(tc.maps[0], tc.members[owner].Node.Name(), "t")
+		write(t, tc.maps[0], set(k, "1"))
+		if _, err := tc.maps[1].Do(ctx(t), []Op{get(k)}, DoOptions{Track: true}); err != nil {
+			t.Fatal(err)
+		}
+		before := tc.invs[1].count(k)
+		write(t, tc.maps[2], set(k, "2"))
+		if got := tc.invs[1].count(k); got != before+1 {
+			t.Fatalf("owner %d: the reader's node was told %d times, want %d, by the time the write returned", owner+1, got, before+1)
+		}
+		// Forgotten after one change, until read again.
+		write(t, tc.maps[2], set(k, "3"))
+		if got := tc.invs[1].count(k); got != before+1 {
+			t.Fatalf("told again without reading again")
+		}
+	}
+}
+
+func TestTTLAndExpiryAtOwner(t *testing.T) {
+	tc := start(t, 4, 3, 1, nil)
+	k := "ttl"
+	do(t, tc.maps[0], Op{Code: CodeSet, Key: k, Args: [][]byte{[]byte("x")}, Flags: FlagExpire | FlagRelative, N: 1500})
+	if r := do(t, tc.maps[1], Op{Code: CodeTTL, Key: k}); r.Int <= 0 || r.Int > 1500 {
+		t.Fatalf("PTTL %d", r.Int)
+	}
+	testkit.Eventually(t, 10*time.Second, "the key to expire", func() bool { return do(t, tc.maps[2], get(k)).Nil })
+	if r := do(t, tc.maps[1], Op{Code: CodeTTL, Key: k}); r.Int != -2 {
+		t.Fatalf("TTL of an expired key: %d", r.Int)
+	}
+	testkit.Eventually(t, 10*time.Second, "the sweep to count it", func() bool {
+		var n uint64
+		for _, d := range tc.maps {
+			n += d.Stats().Expired
+		}
+		return n > 0
+	})
+}
+
+func TestMemoryBoundEvicts(t *testing.T) {
+	tc := start(t, 5, 2, 1, func(c *Config) { c.MaxBytes = 64 << 10 })
+	v := string(make([]byte, 1000))
+	for i := range 300 {
+		write(t, tc.maps[i%2], set(fmt.Sprintf("big%d", i), v))
+	}
+	testkit.Eventually(t, 10*time.Second, "evictions", func() bool {
+		return tc.maps[0].Stats().Evictions+tc.maps[1].Stats().Evictions > 0 &&
+			tc.maps[0].bytes.Load() <= 64<<10 && tc.maps[1].bytes.Load() <= 64<<10
+	})
+}
+
+// SCAN returns every key exactly... at least once, across partitions.
+func TestScanVisitsEveryKey(t *testing.T) {
+	tc := start(t, 6, 3, 1, nil)
+	want := map[string]bool{}
+	for i := range 500 {
+		k := fmt.Sprintf("s:%d", i)
+		want[k] = true
+		if r := write(t, tc.maps[i%3], set(k, "v")); r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	do(t, tc.maps[0], Op{Code: CodeHSet, Key: "h:1", Args: [][]byte{[]byte("f"), []byte("v")}})
+	got := map[string]bool{}
+	var cur uint64
+	calls := 0
+	for {
+		keys, next, err := tc.maps[1].Scan(ctx(t), cur, ScanOptions{Count: 37, Match: "s:*"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		calls++
+		for _, k := range keys {
+			got[k] = true
+		}
+		if cur = next; cur == 0 {
+			break
+		}
+	}
+	if len(got) != len(want) || calls < 500/37 {
+		t.Fatalf("scan found %d keys in %d calls, want %d", len(got), calls, len(want))
+	}
+	keys, _, _ := tc.maps[2].Scan(ctx(t), 0, ScanOptions{Count: 10000, Type: "hash"})
+	if !slices.Equal(keys, []string{"h:1"}) {
+		t.Fatalf("TYPE hash: %v", keys)
+	}
+}
