@@ -12,6 +12,7 @@ import (
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/cluster/cp"
 	"github.com/shoal-dev/shoal/cluster/rpc"
+	"github.com/shoal-dev/shoal/internal/config"
 	"github.com/shoal-dev/shoal/l2cache"
 )
 
@@ -76,15 +77,18 @@ type Config struct {
 	Logger     *slog.Logger
 }
 
-func (c *Config) validate() error {
-	if c.Node == nil || c.Keeper == nil {
-		return errors.New("dmap: Config.Node and Config.Keeper are required")
+// Validate fills the zero settings with their defaults and refuses
+// nonsense (a *config.FieldError). It does not look at Node, Keeper and
+// Lease.
+func (c *Config) Validate() error {
+	if c.Partitions < 0 || c.Partitions > 1<<(64-posBits) {
+		return config.Invalid("dmap", "Partitions", c.Partitions, fmt.Sprintf("1 to %d", 1<<(64-posBits)))
 	}
-	if c.Partitions <= 0 {
+	if c.MaxBytes < 0 {
+		return config.Invalid("dmap", "MaxBytes", c.MaxBytes, "a size (0: 64 MiB)")
+	}
+	if c.Partitions == 0 {
 		c.Partitions = l2cache.DefaultPartitions
-	}
-	if c.Partitions > 1<<(64-posBits) {
-		return fmt.Errorf("dmap: %d partitions: at most %d", c.Partitions, 1<<(64-posBits))
 	}
 	if c.MaxBytes <= 0 {
 		c.MaxBytes = 64 << 20
@@ -156,7 +160,10 @@ type holderView struct {
 // New starts this node's part of the maps and registers the owner
 // protocol on the node's peer RPC. Close stops it.
 func New(cfg Config) (*DMap, error) {
-	if err := cfg.validate(); err != nil {
+	if cfg.Node == nil || cfg.Keeper == nil {
+		return nil, errors.New("dmap: Config.Node and Config.Keeper are required")
+	}
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	d := &DMap{cfg: cfg, rpc: cfg.Node.RPC(), self: cfg.Node.Name(), stop: make(chan struct{}),

@@ -65,7 +65,10 @@ func start(t *testing.T, seed uint64, n, backups int, tweak func(*Config)) *test
 			t.Fatal(err)
 		}
 		t.Cleanup(l.Close)
-		k := l2cache.NewTableKeeper(l2cache.TableConfig{Node: m.Node, Store: m.Store, Backups: backups, Interval: 100 * time.Millisecond, Logger: testkit.Logger(t)})
+		k, err := l2cache.NewTableKeeper(l2cache.TableConfig{Node: m.Node, Store: m.Store, Backups: backups, Interval: 100 * time.Millisecond, Logger: testkit.Logger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
 		t.Cleanup(k.Close)
 		inv := &invLog{keys: map[string]int{}}
 		cfg := Config{Node: m.Node, Keeper: k, Lease: l, OnInvalidate: inv.on, Logger: testkit.Logger(t)}
