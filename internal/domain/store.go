@@ -15,7 +15,7 @@ import (
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers "pgx"
 	"golang.org/x/crypto/bcrypt"
-	_ "modernc.org/sqlite" // registers "sqlite"
+	"modernc.org/sqlite" // registers "sqlite"
 
 	"github.com/shoal-dev/shoal/internal/config"
 )
@@ -155,6 +155,11 @@ func OpenDB(ctx context.Context, db *sql.DB, dialect Dialect, cfg Config) (*Stor
 	db.SetConnMaxIdleTime(cfg.ConnMaxLifetime)
 	db.SetConnMaxLifetime(cfg.ConnMaxLifetime)
 	s := &Store{cfg: cfg, db: db, dialect: dialect, passwords: newVerifiedCache(cfg.PasswordCacheTTL, cfg.Now)}
+	if dialect == SQLite {
+		if err := useWAL(ctx, db, cfg.BusyTimeout); err != nil {
+			return nil, err
+		}
+	}
 	if err := s.migrate(ctx); err != nil {
 		return nil, err
 	}
@@ -216,6 +221,38 @@ func SQLiteDSN(path string, busy time.Duration) string {
 		return "file:" + path + "&" + q.Encode()
 	}
 	return "file:" + path + "?" + q.Encode()
+}
+
+// useWAL switches the database to WAL journaling, which the file then
+// keeps, before anything else uses it. SQLite answers a change of journal
+// mode that meets another connection's lock with SQLITE_BUSY at once,
+// without waiting in the busy timeout: several processes opening a new
+// database together (the nodes of a new cluster) would each fail one in
+// tens of times, in the journal_mode pragma SQLiteDSN runs on every new
+// connection. So the first switch is made here, retrying a busy answer
+// for up to the busy timeout; once the file is in WAL mode the pragma
+// changes nothing and takes no lock.
+func useWAL(ctx context.Context, db *sql.DB, busy time.Duration) error {
+	deadline := time.Now().Add(busy)
+	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
+		var mode string
+		err := db.QueryRowContext(ctx, "PRAGMA journal_mode=WAL").Scan(&mode)
+		if err == nil {
+			if !strings.EqualFold(mode, "wal") {
+				return fmt.Errorf("domain: open: %w: journal mode is %q, not wal", ErrUnavailable, mode)
+			}
+			return nil
+		}
+		var se *sqlite.Error
+		if !errors.As(err, &se) || se.Code()&0xff != sqliteBusy || time.Now().After(deadline) {
+			return mapErr(err, "domain: open: journal mode")
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
 }
 
 // Close closes the database. Safe twice.
