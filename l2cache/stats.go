@@ -12,9 +12,14 @@ type RegionStats struct {
 
 // RegionStatsSnapshot is a copy of RegionStats.
 type RegionStatsSnapshot struct {
-	Hits, Misses, Loads, MergedLoads uint64
-	Puts, RefusedPuts, Invalidations uint64
-	MissedClears                     uint64
+	Hits          uint64 `json:"hits"`
+	Misses        uint64 `json:"misses"`
+	Loads         uint64 `json:"loads"`
+	MergedLoads   uint64 `json:"merged_loads"`
+	Puts          uint64 `json:"puts"`
+	RefusedPuts   uint64 `json:"refused_puts"`
+	Invalidations uint64 `json:"invalidations"`
+	MissedClears  uint64 `json:"missed_clears"`
 }
 
 func (s *RegionStats) snapshot() RegionStatsSnapshot {
@@ -42,11 +47,15 @@ type NodeStats struct {
 
 // NodeStatsSnapshot is a copy of NodeStats.
 type NodeStatsSnapshot struct {
-	InvalidationsSent, InvalidationsReceived, MissedClears uint64
-	RemoteCalls, RemoteBytes                               uint64
-	Evictions                                              uint64
-	Exclusions, Resets                                     uint64
-	NearHits                                               uint64
+	InvalidationsSent     uint64 `json:"invalidations_sent"`
+	InvalidationsReceived uint64 `json:"invalidations_received"`
+	MissedClears          uint64 `json:"missed_clears"`
+	RemoteCalls           uint64 `json:"remote_calls"`
+	RemoteBytes           uint64 `json:"remote_bytes"`
+	Evictions             uint64 `json:"evictions"`
+	Exclusions            uint64 `json:"exclusions"`
+	Resets                uint64 `json:"resets"`
+	NearHits              uint64 `json:"near_hits"`
 }
 
 func (s *NodeStats) snapshot() NodeStatsSnapshot {
@@ -58,7 +67,9 @@ func (s *NodeStats) snapshot() NodeStatsSnapshot {
 }
 
 // Stats is what Cache.Stats returns: the benchmark and /metrics read it.
+// Its JSON (in GET /v1/stats) names fields in snake_case, as the rest
+// of the node's /v1 API does.
 type Stats struct {
-	Node    NodeStatsSnapshot
-	Regions map[string]RegionStatsSnapshot
+	Node    NodeStatsSnapshot              `json:"node"`
+	Regions map[string]RegionStatsSnapshot `json:"regions"`
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -197,5 +198,46 @@ func TestRecordRunRunner(t *testing.T) {
 		if err := s.runRecord(context.Background(), scheduler.Request{Params: []byte(params), FireTime: time.Now(), Node: "solo"}); err == nil {
 			t.Errorf("parameters %q accepted", params)
 		}
+	}
+}
+
+// The node's own /v1 API names every JSON field in snake_case (the REST
+// API under /rest follows Bitbucket's lowerCamel instead).
+func TestV1JSONIsSnakeCase(t *testing.T) {
+	s := single(t)
+	base := "http://" + s.HTTPAddr()
+	if code, _ := do(t, "PUT", base+"/v1/kv/k", "v"); code != 200 {
+		t.Fatal("put failed")
+	}
+	snake := regexp.MustCompile(`^[a-z][a-z0-9]*(_[a-z0-9]+)*$`)
+	var walk func(path string, v any, data bool)
+	walk = func(path string, v any, data bool) {
+		switch x := v.(type) {
+		case map[string]any:
+			for k, e := range x {
+				if !data && !snake.MatchString(k) {
+					t.Errorf("%s: field %q is not snake_case", path, k)
+				}
+				// The keys of "regions" are region names, not fields.
+				walk(path+"."+k, e, !data && k == "regions")
+			}
+		case []any:
+			for _, e := range x {
+				walk(path+"[]", e, false)
+			}
+		}
+	}
+	for _, p := range []string{"/v1/stats", "/v1/cluster", "/v1/kv/k", "/v1/kv", "/healthz"} {
+		resp, err := http.Get(base + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v any
+		err = json.NewDecoder(resp.Body).Decode(&v)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("%s: %d %v", p, resp.StatusCode, err)
+		}
+		walk(p, v, false)
 	}
 }
