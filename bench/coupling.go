@@ -14,9 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"time"
 
-	"github.com/schollz/progressbar/v3"
 
 	"github.com/shoal-dev/shoal/internal/domain"
 )
@@ -37,8 +35,13 @@ type CouplingOptions struct {
 	Dir string
 	// Repeat runs the whole experiment this many times (default 1).
 	Repeat int
-	// Progress, if set, shows a progress bar there.
+	// Progress, if set, shows the run's progress there: a bar redrawn in
+	// place on a terminal, one line per step otherwise.
 	Progress io.Writer
+	// Warnings, if set, receives a line for each stage other processes
+	// disturbed beyond the quiet guard's limit (or, with the guard off,
+	// beyond DisturbedShare of the machine).
+	Warnings io.Writer
 	// Logger receives in-process nodes' logs (default: discarded).
 	Logger *slog.Logger
 
@@ -70,7 +73,7 @@ func Coupling(ctx context.Context, o CouplingOptions) (*CouplingResults, error) 
 		return res, fmt.Errorf("seeding the template database: %w", err)
 	}
 	res.Manifest.Data = data.summary
-	r := &couplingRunner{o: o, data: data, progress: newBar(o)}
+	r := &couplingRunner{o: o, data: data, progress: newProgress(o)}
 	defer r.progress.finish()
 	for rep := 1; rep <= o.Repeat; rep++ {
 		var run []ArmResult
@@ -147,6 +150,7 @@ func (r *couplingRunner) quietStage(ctx context.Context, nodes []NodePlacement, 
 	var best StageResult
 	var bestAfter counterSnapshot
 	var shares []float64
+	limit := disturbedLimit(q)
 	for attempt := 0; ; attempt++ {
 		st, after, err := r.runStage(ctx, nodes, r.spec(nodes, clients, fmt.Sprintf("%sa%d", tag, attempt)))
 		if err != nil {
@@ -156,13 +160,39 @@ func (r *couplingRunner) quietStage(ctx context.Context, nodes []NodePlacement, 
 		if attempt == 0 || st.CPU.OthersShare < best.CPU.OthersShare {
 			best, bestAfter = st, after
 		}
-		if q.MaxOtherCPU <= 0 || st.CPU.OthersShare <= q.MaxOtherCPU || attempt >= q.Retries {
+		again := q.MaxOtherCPU > 0 && st.CPU.OthersShare > q.MaxOtherCPU && attempt < q.Retries
+		if st.CPU.OthersShare > limit {
+			r.warnf("%s: other processes used %.0f%% of the machine (limit %.0f%%); %s", r.progress.step(),
+				100*st.CPU.OthersShare, 100*limit, map[bool]string{true: fmt.Sprintf("running it again (attempt %d of %d)", attempt+2, q.Retries+1),
+					false: "its figures are disturbed"}[again])
+		}
+		if !again {
+			r.progress.skipAttempts(q.Retries - attempt)
 			break
 		}
-		r.progress.extend(r.o.Experiment.Stages.Warmup.D() + r.o.Experiment.Stages.Duration.D())
 	}
 	best.OthersShareAttempts = shares
 	return best, bestAfter, nil
+}
+
+// DisturbedShare is the share of the machine other processes may use
+// during a stage before the run warns, when the quiet guard is off.
+const DisturbedShare = 0.25
+
+// disturbedLimit is the share above which a stage is reported disturbed:
+// the quiet guard's limit, or DisturbedShare without one.
+func disturbedLimit(q Quiet) float64 {
+	if q.MaxOtherCPU > 0 {
+		return q.MaxOtherCPU
+	}
+	return DisturbedShare
+}
+
+// warnf writes a warning line to o.Warnings, above the progress bar.
+func (r *couplingRunner) warnf(format string, args ...any) {
+	if r.o.Warnings != nil {
+		r.progress.above(func() { fmt.Fprintf(r.o.Warnings, "warning: "+format+"\n", args...) })
+	}
 }
 
 // peakRSS is each node's peak resident memory in a snapshot.
@@ -371,75 +401,4 @@ func copyDB(from, to string) error {
 		}
 	}
 	return nil
-}
-
-// bar is the progress bar: its value is seconds of stage time done, out
-// of every stage's warm-up and duration; nil-safe when there is no bar.
-type progress struct {
-	pb   *progressbar.ProgressBar
-	w    io.Writer
-	done time.Duration
-}
-
-func newBar(o CouplingOptions) *progress {
-	if o.Progress == nil {
-		return nil
-	}
-	e := o.Experiment
-	per := e.Stages.Warmup.D() + e.Stages.Duration.D()
-	total := time.Duration(o.Repeat*len(e.Arms())*len(e.Stages.Clients)) * per
-	pb := progressbar.NewOptions64(int64(total/time.Second), progressbar.OptionSetWriter(o.Progress),
-		progressbar.OptionSetPredictTime(true), progressbar.OptionSetElapsedTime(true), progressbar.OptionShowCount(),
-		progressbar.OptionSetItsString("s"), progressbar.OptionSetWidth(24), progressbar.OptionThrottle(200*time.Millisecond),
-		progressbar.OptionShowDescriptionAtLineEnd())
-	return &progress{pb: pb, w: o.Progress}
-}
-
-func (b *progress) describe(s string) {
-	if b != nil {
-		b.pb.Describe(s)
-	}
-}
-
-// runStage advances the bar during a stage of length d, from a goroutine
-// that the returned stop ends (and waits for).
-func (b *progress) runStage(d time.Duration) (stop func()) {
-	if b == nil {
-		return func() {}
-	}
-	quit, finished := make(chan struct{}), make(chan struct{})
-	start := time.Now()
-	go func() {
-		defer close(finished)
-		t := time.NewTicker(250 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-quit:
-				return
-			case <-t.C:
-				b.pb.Set64(int64((b.done + min(time.Since(start), d)) / time.Second))
-			}
-		}
-	}()
-	return func() {
-		close(quit)
-		<-finished
-		b.done += d
-		b.pb.Set64(int64(b.done / time.Second))
-	}
-}
-
-// extend adds a stage's time to the total, for a stage run again.
-func (b *progress) extend(d time.Duration) {
-	if b != nil {
-		b.pb.ChangeMax64(b.pb.GetMax64() + int64(d/time.Second))
-	}
-}
-
-func (b *progress) finish() {
-	if b != nil {
-		b.pb.Exit()
-		fmt.Fprintln(b.w)
-	}
 }

@@ -42,13 +42,29 @@ func TestCouplingTinyExperiment(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
+	var prog, warn bytes.Buffer
 	res, err := Coupling(ctx, CouplingOptions{Experiment: exp, ExperimentFile: tinyExperiment, InProcess: true,
-		LoadgenInProcess: true, Dir: t.TempDir(), Logger: testkit.Logger(t)})
+		LoadgenInProcess: true, Dir: t.TempDir(), Logger: testkit.Logger(t), Progress: &prog, Warnings: &warn})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(res.Runs) != 1 || len(res.Runs[0]) != 4 {
 		t.Fatalf("runs: %d, arms: %d; want 1 run of 4 arms", len(res.Runs), len(res.Runs[0]))
+	}
+	checkProgressLines(t, prog.String())
+	// One warning per attempt other processes disturbed beyond the guard.
+	disturbed := 0
+	for _, ar := range res.Runs[0] {
+		for _, st := range ar.Stages {
+			for _, share := range st.OthersShareAttempts {
+				if share > exp.Quiet.MaxOtherCPU {
+					disturbed++
+				}
+			}
+		}
+	}
+	if got := strings.Count(warn.String(), "warning: "); got != disturbed {
+		t.Errorf("%d warnings for %d disturbed attempts:\n%s", got, disturbed, warn.String())
 	}
 	checkManifest(t, res.Manifest)
 	for _, ar := range res.Runs[0] {

@@ -20,7 +20,7 @@ func bindBenchCoupling(s *cli.Set) runFunc {
 	s.Bool(&c.inProcess, "in-process", "run the nodes inside this process (a quick look; they share its CPU)")
 	s.Bool(&c.loadgenInProcess, "loadgen-in-process", "run the load generator inside this process instead of its own")
 	s.Int(&c.repeat, "repeat", "run the whole experiment this many times, to show run-to-run spread")
-	s.Bool(&c.quiet, "no-progress", "no progress bar")
+	s.Bool(&c.quiet, "no-progress", "no progress (a bar on a terminal, plain lines otherwise)")
 	return func(ctx context.Context, sio stdio, _ []string) error { return c.run(ctx, sio) }
 }
 
@@ -48,7 +48,7 @@ func (c *couplingSettings) run(ctx context.Context, sio stdio) error {
 	}
 	defer cleanup()
 	o := bench.CouplingOptions{Experiment: exp, ExperimentFile: string(raw), Binary: exe, InProcess: c.inProcess,
-		LoadgenInProcess: c.loadgenInProcess, Dir: c.dir, Repeat: c.repeat}
+		LoadgenInProcess: c.loadgenInProcess, Dir: c.dir, Repeat: c.repeat, Warnings: sio.err}
 	if !c.quiet {
 		o.Progress = sio.err
 	}
