@@ -15,7 +15,6 @@ import (
 	"strings"
 	"sync"
 
-
 	"github.com/shoal-dev/shoal/internal/domain"
 )
 
