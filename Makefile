@@ -8,7 +8,7 @@ MODE     ?= local
 # The seeded admin's password in the local cluster of 'make run'.
 ADMIN_PASSWORD ?= shoal-admin
 
-.PHONY: all build test test-long lint run bench bench-full fuzz clean
+.PHONY: all build test test-long lint run bench bench-full chaos fuzz clean
 
 all: build
 
@@ -48,6 +48,14 @@ bench-full: build
 	./$(BIN) bench failover -n 3 --trials 5
 	./$(BIN) bench failover -n 3 --trials 5 --preset lan
 	./$(BIN) bench coupling --experiment bench/experiments/default.yaml --out shoal-data/bench/coupling-full
+
+# The fault-injection consistency checker's long profile (15-30 minutes):
+# LOCAL async, LOCAL sync, DISTRIBUTED and NEAR, each on a fresh cluster
+# under faults; network partitions when run as root (ip, nft). Exits 1 on
+# any violation; figures go to RELIABILITY.md. 'make test' runs the short
+# profile (bench/chaos's TestShortProfile).
+chaos: build
+	./$(BIN) bench chaos --profile long --out shoal-data/chaos-long.json
 
 # Fuzz every decoder for FUZZTIME each; new crashers land in the
 # package's testdata/fuzz, which holds the seed corpus.

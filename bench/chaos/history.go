@@ -1,0 +1,295 @@
+package chaos
+
+import (
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+)
+
+// Operation kinds, for counts and error windows.
+const (
+	opPRUpdate   = "pr-update"
+	opComment    = "comment-add"
+	opPRRead     = "pr-read"
+	opCommentsRd = "comments-read"
+	opKVGet      = "kv-get"
+	opKVPut      = "kv-put"
+	opKVCAS      = "kv-cas"
+	opGitPush    = "git-push"
+	opGitRead    = "git-refs-read"
+)
+
+// OpCount counts one kind of operation.
+type OpCount struct {
+	OK     int `json:"ok"`
+	Failed int `json:"failed"` // errors, timeouts, 5xx: outcome unknown for writes
+}
+
+// OpCounts are per kind.
+type OpCounts map[string]*OpCount
+
+// Total is the number of operations of every kind.
+func (c OpCounts) Total() int {
+	n := 0
+	for _, v := range c {
+		n += v.OK + v.Failed
+	}
+	return n
+}
+
+// event is one operation, for the error windows.
+type event struct {
+	kind       string
+	node       int
+	start, end time.Time
+	ok         bool
+}
+
+// prAck is an acknowledged pull request update.
+type prAck struct {
+	version int64
+	title   string
+	at      time.Time
+	node    int
+}
+
+// commentAck is an acknowledged comment.
+type commentAck struct {
+	text string
+	at   time.Time
+	node int
+}
+
+// strictChange is a change of the promise (Env.SetStrict).
+type strictChange struct {
+	at     time.Time
+	strict bool
+}
+
+// recorder holds a setting's history and judges reads as they complete.
+type recorder struct {
+	start time.Time
+
+	mu         sync.Mutex
+	counts     OpCounts
+	events     []event
+	prs        map[int64][]prAck
+	comments   map[int64][]commentAck
+	strict     []strictChange
+	violations []Violation
+	kv         []porcupine.Operation
+	// staleness of LOCAL async reads that missed an acknowledged write
+	staleReads int
+	staleMax   time.Duration
+	staleSamp  []time.Duration
+	reads      int
+}
+
+func newRecorder(strict bool, prs []int64) *recorder {
+	r := &recorder{start: time.Now(), counts: OpCounts{}, prs: map[int64][]prAck{}, comments: map[int64][]commentAck{}}
+	r.strict = []strictChange{{at: r.start, strict: strict}}
+	for _, pr := range prs {
+		r.prs[pr] = nil
+		r.comments[pr] = nil
+	}
+	return r
+}
+
+func (r *recorder) trackedPRs() []int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []int64
+	for pr := range r.prs {
+		out = append(out, pr)
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a] < out[b] })
+	return out
+}
+
+func (r *recorder) setStrict(at time.Time, strict bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.strict = append(r.strict, strictChange{at: at, strict: strict})
+}
+
+// strictThroughout says whether the promise was strict from a to b.
+func (r *recorder) strictThroughout(a, b time.Time) bool {
+	in := true
+	for i, c := range r.strict {
+		next := time.Time{}
+		if i+1 < len(r.strict) {
+			next = r.strict[i+1].at
+		}
+		if !next.IsZero() && !next.After(a) {
+			continue // ended before a
+		}
+		if c.at.After(b) {
+			break
+		}
+		in = in && c.strict
+	}
+	return in
+}
+
+// op records one operation's outcome.
+func (r *recorder) op(kind string, node int, start, end time.Time, ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.opLocked(kind, node, start, end, ok)
+}
+
+func (r *recorder) opLocked(kind string, node int, start, end time.Time, ok bool) {
+	c := r.counts[kind]
+	if c == nil {
+		c = &OpCount{}
+		r.counts[kind] = c
+	}
+	if ok {
+		c.OK++
+	} else {
+		c.Failed++
+	}
+	r.events = append(r.events, event{kind: kind, node: node, start: start, end: end, ok: ok})
+}
+
+func (r *recorder) violation(v Violation) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.violations = append(r.violations, v)
+}
+
+// ackPR records an acknowledged update. Its time is taken under the lock,
+// after the answer arrived: a read that starts later started after the
+// acknowledgement.
+func (r *recorder) ackPR(pr int64, version int64, title string, node int, start time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	r.opLocked(opPRUpdate, node, start, now, true)
+	r.prs[pr] = append(r.prs[pr], prAck{version: version, title: title, at: now, node: node})
+}
+
+func (r *recorder) ackComment(pr int64, text string, node int, start time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	r.opLocked(opComment, node, start, now, true)
+	r.comments[pr] = append(r.comments[pr], commentAck{text: text, at: now, node: node})
+}
+
+func (r *recorder) ms(t time.Time) string {
+	return fmt.Sprintf("t=%.3fs", t.Sub(r.start).Seconds())
+}
+
+// stale judges a read that missed an acknowledged write: a violation if
+// the promise was strict from the acknowledgement to the read's start,
+// else a staleness sample checked against AsyncBound. Called with r.mu.
+func (r *recorder) staleLocked(check string, missedAt, start time.Time, v Violation) {
+	lag := start.Sub(missedAt)
+	if r.strictThroughout(missedAt, start) {
+		v.Check = check
+		r.violations = append(r.violations, v)
+		return
+	}
+	r.staleReads++
+	r.staleSamp = append(r.staleSamp, lag)
+	if lag > r.staleMax {
+		r.staleMax = lag
+	}
+	if lag > AsyncBound {
+		v.Check = check + " beyond the async bound"
+		v.Detail += fmt.Sprintf(" (%v after the acknowledgement; bound %v)", lag.Round(time.Millisecond), AsyncBound)
+		r.violations = append(r.violations, v)
+	}
+}
+
+// readPR judges a pull request read through node that started at start
+// and returned version and title.
+func (r *recorder) readPR(pr int64, node int, start, end time.Time, version int64, title string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.opLocked(opPRRead, node, start, end, true)
+	r.reads++
+	acks := r.prs[pr]
+	// acks are in version order (one writer per pull request), and so in
+	// acknowledgement order.
+	n := sort.Search(len(acks), func(i int) bool { return !acks[i].at.Before(start) }) // acks[:n] were acknowledged before start
+	for _, a := range acks {
+		if a.version == version && a.title != title {
+			r.violations = append(r.violations, Violation{Check: "wrong content", Node: node,
+				Detail: fmt.Sprintf("pull request %d version %d read with title %q; the acknowledged update wrote %q", pr, version, title, a.title),
+				Ops: []string{fmt.Sprintf("update pr %d -> v%d %q via node%d, acked %s", pr, a.version, a.title, a.node, r.ms(a.at)),
+					fmt.Sprintf("read pr %d via node%d %s..%s -> v%d %q", pr, node, r.ms(start), r.ms(end), version, title)}})
+		}
+	}
+	if n == 0 || acks[n-1].version <= version {
+		return
+	}
+	// the first acknowledged update the read missed
+	first := sort.Search(n, func(i int) bool { return acks[i].version > version })
+	missed := acks[first]
+	last := acks[n-1]
+	r.staleLocked("stale read", missed.at, start, Violation{Node: node,
+		Detail: fmt.Sprintf("pull request %d read through node%d returned version %d, but version %d was acknowledged %v before the read began",
+			pr, node, version, last.version, start.Sub(missed.at).Round(time.Millisecond)),
+		Ops: []string{
+			fmt.Sprintf("update pr %d -> v%d via node%d, acked %s", pr, missed.version, missed.node, r.ms(missed.at)),
+			fmt.Sprintf("update pr %d -> v%d via node%d, acked %s (latest before the read)", pr, last.version, last.node, r.ms(last.at)),
+			fmt.Sprintf("read pr %d via node%d %s..%s -> v%d", pr, node, r.ms(start), r.ms(end), version),
+		}})
+}
+
+// readComments judges a comment list read: texts are the chaos comments
+// it held.
+func (r *recorder) readComments(pr int64, node int, start, end time.Time, texts map[string]bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.opLocked(opCommentsRd, node, start, end, true)
+	r.reads++
+	acks := r.comments[pr]
+	n := sort.Search(len(acks), func(i int) bool { return !acks[i].at.Before(start) })
+	var missing []commentAck
+	for _, a := range acks[:n] {
+		if !texts[a.text] {
+			missing = append(missing, a)
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	m := missing[0]
+	ops := []string{fmt.Sprintf("add comment %q to pr %d via node%d, acked %s", m.text, pr, m.node, r.ms(m.at)),
+		fmt.Sprintf("read comments of pr %d via node%d %s..%s -> %d chaos comments, %d acknowledged ones missing", pr, node, r.ms(start), r.ms(end), len(texts), len(missing))}
+	r.staleLocked("stale comment list", m.at, start, Violation{Node: node,
+		Detail: fmt.Sprintf("comments of pull request %d read through node%d miss %d acknowledged comment(s), the first acknowledged %v before the read began",
+			pr, node, len(missing), start.Sub(m.at).Round(time.Millisecond)),
+		Ops: ops})
+}
+
+// kvOp records a kv operation for the linearizability check.
+func (r *recorder) kvOp(kind string, node, client int, in kvInput, out kvOutput, start, end time.Time, known bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.opLocked(kind, node, start, end, known)
+	ret := end.Sub(r.start).Nanoseconds()
+	if !known {
+		if in.Op == kvGet {
+			return // a read with no answer changed nothing
+		}
+		out = kvOutput{Unknown: true}
+		ret = 1<<63 - 1 // an open call: it may take effect at any later point, or never
+	}
+	r.kv = append(r.kv, porcupine.Operation{ClientId: client, Input: in, Output: out,
+		Call: start.Sub(r.start).Nanoseconds(), Return: ret})
+}
+
+// kvOpen records a write cut off by the end of the load as an open call.
+func (r *recorder) kvOpen(client int, in kvInput, start time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.kv = append(r.kv, porcupine.Operation{ClientId: client, Input: in, Output: kvOutput{Unknown: true},
+		Call: start.Sub(r.start).Nanoseconds(), Return: 1<<63 - 1})
+}
