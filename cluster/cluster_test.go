@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -16,10 +17,12 @@ func TestMain(m *testing.M) { testkit.MainNoLeaks(m, 15*time.Second) }
 
 func testLogger(t testing.TB) *slog.Logger { return testkit.Logger(t) }
 
-// fastLoopback is the loopback preset tightened further for tests.
+// fastLoopback is the loopback preset tightened further for tests: the
+// failure-detection tests wait for a failure within seconds.
 func fastLoopback(t testing.TB, name string) Config {
 	cfg := *DefaultLoopbackConfig()
 	ml := *cfg.Memberlist
+	ml.ProbeInterval, ml.ProbeTimeout = 200*time.Millisecond, 100*time.Millisecond
 	ml.PushPullInterval = 300 * time.Millisecond
 	cfg.Memberlist = &ml
 	cfg.Name = name
@@ -200,5 +203,23 @@ func TestCloseTwice(t *testing.T) {
 	}
 	if err := n.Bus().Publish("t", nil); err != ErrClosed {
 		t.Fatalf("publish after close: %v", err)
+	}
+}
+
+// memberlist's lines reach slog at their level, except a send on the
+// socket this process has just closed, which is routine at shutdown.
+func TestMemberlistLoggerLevels(t *testing.T) {
+	var buf bytes.Buffer
+	l := memberlistLogger(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	for _, c := range []struct{ line, want string }{
+		{"[ERR] memberlist: Failed to send gossip to 127.0.0.1:7946: write udp 127.0.0.1:7946->127.0.0.1:7956: use of closed network connection", "DEBUG"},
+		{"[ERR] memberlist: Failed to receive: bad message", "ERROR"},
+		{"[WARN] memberlist: Refuting a suspect message", "WARN"},
+	} {
+		buf.Reset()
+		l.Print(c.line)
+		if got := buf.String(); !strings.Contains(got, "level="+c.want) {
+			t.Errorf("%q: logged %q, want level %s", c.line, got, c.want)
+		}
 	}
 }

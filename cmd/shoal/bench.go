@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"text/tabwriter"
 	"time"
 
@@ -18,6 +19,8 @@ func init() {
 			summary: "SIGKILL a node of a local cluster and time until every other node marks it failed (loopback and LAN presets)."},
 		&command{name: "bench failover", bind: bindBenchFailover,
 			summary: "SIGKILL the raft leader while writing through a follower and time until the first write acknowledged after the kill."},
+		&command{name: "bench idle", args: "[-- NODE-FLAGS]", max: -1, bind: bindBenchIdle,
+			summary: "Watch an idle local cluster, optionally beside CPU burners ('yes' per core): raft term growth, leader changes and each node's CPU time."},
 		&command{name: "bench clones", bind: bindBenchClones,
 			summary: "A storm of concurrent git clones: pack cache off, cold, warm, and git http-backend (net/http/cgi) as the baseline."},
 		&command{name: "bench coupling", bind: bindBenchCoupling,
@@ -120,6 +123,54 @@ func runBenchFailover(ctx context.Context, stdout io.Writer, n, trials int, pres
 	fmt.Fprintf(stdout, "\nSIGKILL of the leader to the first acknowledged write: min %v, median %v, max %v\n",
 		r.Quantile(0).Round(time.Millisecond), r.Quantile(0.5).Round(time.Millisecond), r.Quantile(1).Round(time.Millisecond))
 	return nil
+}
+
+func bindBenchIdle(s *cli.Set) runFunc {
+	o := bench.IdleOptions{N: 3, Preset: "loopback", Duration: 2 * time.Minute, Burners: runtime.NumCPU(), Sample: 2 * time.Second}
+	s.Int(&o.N, "n", "cluster size")
+	s.String(&o.Preset, "preset", "node tuning: loopback or lan")
+	s.Duration(&o.Duration, "duration", "how long to watch the idle cluster")
+	s.Int(&o.Burners, "burners", "CPU burners ('yes > /dev/null') run beside the cluster (default one per core; 0: none)")
+	s.Duration(&o.Sample, "sample", "interval between looks at every node's raft term and leader")
+	s.String(&o.Dir, "dir", "scratch directory (default a temporary one, removed afterwards)")
+	return func(ctx context.Context, sio stdio, args []string) error {
+		if o.Preset != "loopback" && o.Preset != "lan" {
+			return usagef("--preset %q: want loopback or lan", o.Preset)
+		}
+		if o.N < 1 || o.Burners < 0 || o.Duration <= 0 || o.Sample <= 0 {
+			return usagef("need -n ≥ 1, --burners ≥ 0, and positive --duration and --sample")
+		}
+		exe, cleanup, err := benchScratch(&o.Dir)
+		if err != nil {
+			return err
+		}
+		defer cleanup()
+		o.Binary, o.Args = exe, args
+		stdout := sio.out
+		fmt.Fprintf(stdout, "idle %d-node cluster, %s preset, %d CPU burners, watched for %v\n", o.N, o.Preset, o.Burners, o.Duration)
+		last := time.Duration(0)
+		o.Progress = func(e time.Duration, term uint64, leader string) {
+			if e-last >= 30*time.Second {
+				last = e
+				fmt.Fprintf(stdout, "  %v: term %d, leader %q\n", e.Round(time.Second), term, leader)
+			}
+		}
+		r, err := bench.Idle(ctx, o)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "\nraft term %d -> %d (+%d) in %v; leader changes %d; of %d samples, %d without a leader and %d with a member not alive\n",
+			r.FirstTerm, r.LastTerm, r.TermGrowth(), r.Duration.Round(time.Second), r.LeaderChanges, r.Samples, r.Leaderless, r.NotAlive)
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NODE\tCPU\t% OF A CORE")
+		for i := 1; i <= o.N; i++ {
+			name := fmt.Sprintf("node%d", i)
+			if pct := r.CPUPercent(name); pct >= 0 {
+				fmt.Fprintf(tw, "%s\t%v\t%.2f\n", name, r.CPU[name], pct)
+			}
+		}
+		return tw.Flush()
+	}
 }
 
 // benchScratch finds this binary (the experiments run it as their nodes)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/internal/cli"
+	"github.com/shoal-dev/shoal/internal/dirlock"
 	"github.com/shoal-dev/shoal/internal/domain"
 	"github.com/shoal-dev/shoal/internal/localcluster"
 	"github.com/shoal-dev/shoal/internal/server"
@@ -107,6 +108,20 @@ func (u *upSettings) validate(s *cli.Set) error {
 
 func (u *upSettings) run(ctx context.Context, sio stdio) error {
 	o, stdout := u.opts, sio.out
+	// One 'shoal up' per cluster directory: a second one would fail on
+	// the first node's lock or ports, and its nodes would share the
+	// running nodes' log files.
+	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+		return err
+	}
+	lock, err := dirlock.Acquire(ctx, o.Dir, 0)
+	if err != nil {
+		if errors.Is(err, dirlock.ErrLocked) {
+			return fmt.Errorf("another 'shoal up' (make run) is running on %s: %w", o.Dir, err)
+		}
+		return err
+	}
+	defer lock.Release()
 	if u.seed {
 		if err := upSeed(ctx, dbURL(u.db, o.Dir), o.Dir, u.seedCfg, stdout); err != nil {
 			return err

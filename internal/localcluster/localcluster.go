@@ -72,6 +72,9 @@ type Proc struct {
 	cmd   *exec.Cmd
 	done  chan struct{}
 	err   error
+	// logStart is the size of Log when the process started: its own
+	// lines come after it.
+	logStart int64
 }
 
 // Done is closed when the process has exited.
@@ -208,6 +211,9 @@ func (c *Cluster) spawn(i int, join string) (*Proc, error) {
 		return nil, err
 	}
 	defer logFile.Close() // the child keeps its own descriptor
+	if st, err := logFile.Stat(); err == nil {
+		p.logStart = st.Size()
+	}
 	if c.opts.Command != nil {
 		p.cmd = c.opts.Command(i, c.opts.Binary, args...)
 	} else {
@@ -274,7 +280,7 @@ func (c *Cluster) waitReady(ctx context.Context, p *Proc) error {
 		}
 		select {
 		case <-p.done:
-			return fmt.Errorf("%s exited before it was ready (%v); %s:\n%s", p.Name, p.err, p.Log, Tail(p.Log, 15))
+			return p.failure("exited before it was ready")
 		case <-ctx.Done():
 			return fmt.Errorf("%s not ready: %w; see %s", p.Name, ctx.Err(), p.Log)
 		case <-time.After(20 * time.Millisecond):
@@ -295,7 +301,7 @@ func (c *Cluster) WaitAlive(ctx context.Context, n int) error {
 			}
 			select {
 			case <-p.done:
-				return fmt.Errorf("%s exited (%v); %s:\n%s", p.Name, p.err, p.Log, Tail(p.Log, 15))
+				return p.failure("exited")
 			case <-ctx.Done():
 				return fmt.Errorf("%s does not see %d alive members: %w (last: %v)", p.Name, n, ctx.Err(), err)
 			case <-time.After(50 * time.Millisecond):

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"strconv"
 	"time"
@@ -31,6 +32,13 @@ func (s *Server) opsRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("PUT /v1/snapshot", s.admin(s.snapshotRestore))
 	mux.HandleFunc("GET /v1/raft/peers", s.admin(s.raftPeers))
 	mux.HandleFunc("DELETE /v1/raft/peers/{name}", s.admin(s.raftRemovePeer))
+	// Go's profiles of this node, for administrators: for example
+	// 'go tool pprof -seconds 30 http://admin:PW@HOST/debug/pprof/profile'.
+	mux.HandleFunc("GET /debug/pprof/", s.admin(pprof.Index))
+	mux.HandleFunc("GET /debug/pprof/cmdline", s.admin(pprof.Cmdline))
+	mux.HandleFunc("GET /debug/pprof/profile", s.admin(pprof.Profile))
+	mux.HandleFunc("GET /debug/pprof/symbol", s.admin(pprof.Symbol))
+	mux.HandleFunc("GET /debug/pprof/trace", s.admin(pprof.Trace))
 }
 
 // maxSnapshotBody bounds a restore's body.
