@@ -85,6 +85,7 @@ func (a *api) routes() {
 	const repo = Prefix + "/projects/{key}/repos/{slug}"
 	const pr = repo + "/pull-requests/{id}"
 	a.mux.HandleFunc("GET "+Prefix+"/projects", a.handle(a.listProjects))
+	a.mux.HandleFunc("POST "+Prefix+"/projects", a.handle(a.createProject))
 	a.mux.HandleFunc("GET "+Prefix+"/projects/{key}", a.handle(a.getProject))
 	a.mux.HandleFunc("GET "+Prefix+"/projects/{key}/repos", a.handle(a.listRepositories))
 	a.mux.HandleFunc("POST "+Prefix+"/projects/{key}/repos", a.handle(a.createRepository))

@@ -34,6 +34,43 @@ func TestProjects(t *testing.T) {
 	}
 }
 
+// POST /projects creates a project as Bitbucket does: administrators
+// only, a checked key and name, 409 for a taken key, and the cached
+// project list shows it at once.
+func TestCreateProject(t *testing.T) {
+	n, _ := setup(t)
+	var before page[struct{ Key string }]
+	n.do(t, "GET", "/projects", "", nil).want(t, 200).decode(t, &before) // cached: the create must invalidate it
+	body := []byte(`{"key": "GAMMA", "name": "Gamma", "description": "the third"}`)
+	n.do(t, "POST", "/projects", "", body).want(t, 401)
+	if m := n.do(t, "POST", "/projects", "owner", body).want(t, 403).message(); !strings.Contains(m, "administrators") {
+		t.Fatalf("403 message %q", m)
+	}
+	for _, bad := range []string{`{"key": "no-pe", "name": "x"}`, `{"key": "", "name": "x"}`, `{"key": "1AB", "name": "x"}`,
+		`{"key": "OK", "name": ""}`, `{"key": "OK", "name": "x", "avatar": 1}`, `{"key": 5, "name": "x"}`, `not json`} {
+		n.do(t, "POST", "/projects", "root", []byte(bad)).want(t, 400)
+	}
+	r := n.do(t, "POST", "/projects", "root", body).want(t, 201)
+	var p struct{ Key, Name, Description, Type string }
+	r.decode(t, &p)
+	if p.Key != "GAMMA" || p.Name != "Gamma" || p.Description != "the third" || p.Type != "NORMAL" {
+		t.Fatalf("created %+v", p)
+	}
+	if loc := r.header.Get("Location"); loc != rest.Prefix+"/projects/GAMMA" {
+		t.Fatalf("Location %q", loc)
+	}
+	n.do(t, "POST", "/projects", "root", body).want(t, 409)
+	n.do(t, "POST", "/projects", "root", []byte(`{"key": "PROJ", "name": "again"}`)).want(t, 409)
+	var after page[struct{ Key string }]
+	n.do(t, "GET", "/projects", "", nil).want(t, 200).decode(t, &after)
+	if after.Size != before.Size+1 {
+		t.Fatalf("the project list has %d projects after the create, %d before", after.Size, before.Size)
+	}
+	n.do(t, "GET", "/projects/GAMMA", "stranger", nil).want(t, 200)
+	// The new project takes repositories.
+	n.do(t, "POST", "/projects/GAMMA/repos", "root", []byte(`{"name": "first"}`)).want(t, 201)
+}
+
 func TestRepositoriesVisibility(t *testing.T) {
 	n, _ := setup(t)
 	for user, want := range map[string]string{"": "open", "stranger": "open", "reader": "open secret", "owner": "open secret", "root": "open secret"} {

@@ -109,6 +109,20 @@ func writeOnAReadOnB(t *testing.T, a, b *node, w *world, sync bool) {
 		}
 		testkit.Eventually(t, 5*time.Second, "B to see A's write", seen)
 	}
+	// A project created through A is in B's cached project list.
+	var before page[struct{ Key string }]
+	warm(t, b, "/projects")
+	b.do(t, "GET", "/projects", "reader", nil).want(t, 200).decode(t, &before)
+	a.do(t, "POST", "/projects", "root", jsonBody(map[string]any{"key": "ZETA", "name": "Zeta"})).want(t, 201)
+	listed := func() bool {
+		var p page[struct{ Key string }]
+		b.do(t, "GET", "/projects", "reader", nil).want(t, 200).decode(t, &p)
+		return p.Size == before.Size+1 && p.Values[p.Size-1].Key == "ZETA"
+	}
+	if sync && !listed() {
+		t.Fatal("B's project list lacks the project A just created (sync invalidation)")
+	}
+	testkit.Eventually(t, 5*time.Second, "B to list A's new project", listed)
 }
 
 // concurrentUpdates sends the same-version update through A and B at

@@ -61,3 +61,46 @@ func (a *api) getProject(w http.ResponseWriter, r *http.Request) error {
 func (a *api) projectOf(ctx context.Context, repo domain.Repository) (domain.Project, error) {
 	return a.project(ctx, repo.ProjectKey)
 }
+
+// createProjectBody is POST /projects's body, as Bitbucket takes it.
+type createProjectBody struct {
+	Key         string `json:"key"`
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+}
+
+// createProject: POST /projects — administrators only (Bitbucket's
+// PROJECT_CREATE, which shoal has no separate permission for). Answers
+// 201 with the project and its Location; a taken key is 409.
+func (a *api) createProject(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	if err := a.authenticated(r); err != nil {
+		return err
+	}
+	var body createProjectBody
+	if err := a.decode(w, r, &body); err != nil {
+		return err
+	}
+	u, err := a.db.UserByID(ctx, a.caller(r))
+	if err != nil {
+		return err
+	}
+	if !u.Admin {
+		return errorf(http.StatusForbidden, "only administrators may create projects")
+	}
+	if !domain.ValidProjectKey(body.Key) {
+		return errorf(http.StatusBadRequest, "project key %q: want a letter, then up to 127 letters, digits or underscores", body.Key)
+	}
+	p, err := a.db.CreateProject(ctx, domain.Project{Key: body.Key, Name: body.Name, Description: body.Description})
+	if err != nil {
+		return err
+	}
+	// A reader may have cached the key's absence in a list: every
+	// project list is a query over the projects table.
+	if err := a.invalidated(ctx, a.regions.projects.evict(ctx, p.Key), a.regions.updateSpaces(ctx, spaceProjects)); err != nil {
+		return err
+	}
+	w.Header().Set("Location", fmt.Sprintf("%s/projects/%s", Prefix, p.Key))
+	writeJSON(w, http.StatusCreated, renderProject(p))
+	return nil
+}
