@@ -119,9 +119,19 @@ func (g *GitHandler) receivePack(w http.ResponseWriter, r *http.Request, q *gitR
 	if hook := g.hookAfterReceive.Load(); hook != nil && (*hook)(q.name()) {
 		panic(http.ErrAbortHandler) // a test's crash: nothing after git runs
 	}
+	updates := rec.updates()
+	if err == nil {
+		// Before the push ends: ending it moves the repository's
+		// generation, so no cached advertisement keeps the old HEAD.
+		if b, herr := adoptPushedBranch(context.WithoutCancel(r.Context()), dir, updates); herr != nil {
+			g.cfg.Logger.Warn("gitfront: setting the default branch after a push failed", "repo", q.name(), "err", herr)
+		} else if b != "" {
+			g.cfg.Logger.Info("gitfront: default branch set to the first pushed branch", "repo", q.name(), "branch", b)
+		}
+	}
 	idle := g.endPush(r, q, ticket)
 	if g.cfg.OnPush != nil {
-		ctx := context.WithValue(context.WithoutCancel(r.Context()), refUpdatesKey{}, rec.updates())
+		ctx := context.WithValue(context.WithoutCancel(r.Context()), refUpdatesKey{}, updates)
 		g.cfg.OnPush(ctx, q.project, q.repo)
 	}
 	if idle {

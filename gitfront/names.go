@@ -88,8 +88,25 @@ func isBareRepo(dir string) bool {
 // atomically: it is built in a temporary directory and renamed into place,
 // so a concurrent clone never sees half of it. Errors: ErrBadName,
 // ErrExists, or git's failure. ctx bounds (and kills) git.
+//
+// Until a push brings the default branch, HEAD names a branch that does
+// not exist; the first push that brings branches but not that one makes
+// its first branch the default (as Bitbucket does).
 func InitBare(ctx context.Context, reposDir, project, repo string) error {
+	return InitBareBranch(ctx, reposDir, project, repo, "")
+}
+
+// InitBareBranch is InitBare with the default branch named: HEAD points
+// at refs/heads/branch ("" is main). A name git refuses as a branch is
+// ErrBadName.
+func InitBareBranch(ctx context.Context, reposDir, project, repo, branch string) error {
 	if err := errors.Join(ValidName(project), ValidName(repo)); err != nil {
+		return err
+	}
+	if branch == "" {
+		branch = "main"
+	}
+	if err := checkBranch(ctx, branch); err != nil {
 		return err
 	}
 	parent := filepath.Join(reposDir, project)
@@ -105,7 +122,7 @@ func InitBare(ctx context.Context, reposDir, project, repo string) error {
 		return fmt.Errorf("init %s/%s: %w", project, repo, err)
 	}
 	defer os.RemoveAll(tmp)
-	if err := gitInit(ctx, tmp); err != nil {
+	if err := gitInit(ctx, tmp, branch); err != nil {
 		return fmt.Errorf("init %s/%s: %w", project, repo, err)
 	}
 	return publish(tmp, final, project, repo)
@@ -127,8 +144,24 @@ func publish(tmp, final, project, repo string) error {
 	return nil
 }
 
-func gitInit(ctx context.Context, dir string) error {
-	cmd := exec.CommandContext(ctx, "git", "-c", "init.defaultBranch=main",
+// checkBranch asks git whether branch is a branch name.
+func checkBranch(ctx context.Context, branch string) error {
+	if strings.HasPrefix(branch, "-") {
+		return fmt.Errorf("%w: %q is not a branch name", ErrBadName, branch)
+	}
+	cmd := exec.CommandContext(ctx, "git", "check-ref-format", "refs/heads/"+branch)
+	cmd.Env = gitEnv(nil)
+	if err := cmd.Run(); err != nil {
+		if _, ok := err.(*exec.ExitError); ok {
+			return fmt.Errorf("%w: %q is not a branch name", ErrBadName, branch)
+		}
+		return fmt.Errorf("git check-ref-format: %w", err)
+	}
+	return nil
+}
+
+func gitInit(ctx context.Context, dir, branch string) error {
+	cmd := exec.CommandContext(ctx, "git", "-c", "init.defaultBranch="+branch,
 		"init", "--bare", "--quiet", dir)
 	cmd.Env = gitEnv(nil)
 	if out, err := cmd.CombinedOutput(); err != nil {

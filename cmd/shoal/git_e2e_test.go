@@ -405,6 +405,37 @@ func testCloneAndPush(t *testing.T, ipBase int, args ...string) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
+	testDefaultBranch(g)
+}
+
+// testDefaultBranch: a project and a repository created through the REST
+// API, the repository naming its default branch; and a repository whose
+// first push brings no main, which takes the pushed branch as its default
+// on every node, even where a clone of the empty repository cached its
+// ref advertisement before the push.
+func testDefaultBranch(g *gitCluster) {
+	t := g.t
+	if code, out := g.rest(1, http.MethodPost, "/rest/api/1.0/projects", "admin", adminPW, `{"key":"NEWP","name":"New project"}`); code != http.StatusCreated {
+		t.Fatalf("creating a project: %d %s", code, out)
+	}
+	if code, out := g.rest(2, http.MethodPost, "/rest/api/1.0/projects/NEWP/repos", "admin", adminPW, `{"name":"dev","defaultBranch":"develop"}`); code != http.StatusCreated {
+		t.Fatalf("creating a repository with a default branch: %d %s", code, out)
+	}
+	if b, err := os.ReadFile(filepath.Join(g.dir, "repos", "NEWP", "dev.git", "HEAD")); err != nil || string(b) != "ref: refs/heads/develop\n" {
+		t.Fatalf("NEWP/dev's HEAD: %q %v", b, err)
+	}
+	g.createRepo("trunk-only", true)
+	empty := filepath.Join(t.TempDir(), "empty")
+	g.mustGit("", "clone", "-q", g.url(2, "", "", "trunk-only"), empty) // an empty repository: a warning, no checkout
+	work := g.workTree(1)
+	g.mustGit(work, "push", "-q", g.url(1, "admin", adminPW, "trunk-only"), "main:trunk")
+	for i := 1; i <= 3; i++ {
+		dst := filepath.Join(t.TempDir(), "c")
+		g.mustGit("", "clone", "-q", g.url(i, "", "", "trunk-only"), dst)
+		if got := g.mustGit(dst, "rev-parse", "--abbrev-ref", "HEAD"); got != "trunk" {
+			t.Fatalf("a clone through node%d checked out %q, want trunk (the first pushed branch)", i, got)
+		}
+	}
 }
 
 // generation is PRJ/app's generation in the store, read through node i.

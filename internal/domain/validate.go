@@ -91,3 +91,26 @@ func checkText(field, s string, required bool, maxLen int) error {
 func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
 func isLower(c byte) bool  { return c >= 'a' && c <= 'z' }
 func isDigit(c byte) bool  { return c >= '0' && c <= '9' }
+
+// ValidBranchName reports whether name is a branch name git accepts
+// (git check-ref-format refs/heads/NAME), and does not start with '-':
+// no control characters, spaces or any of ~^:?*[\, no "..", "//" or "@{",
+// no component starting with '.' or ending in ".lock", not ending in '/'
+// or '.', at most 255 bytes.
+func ValidBranchName(name string) bool {
+	if name == "" || len(name) > 255 || name[0] == '-' || strings.HasSuffix(name, "/") ||
+		strings.HasSuffix(name, ".") || strings.Contains(name, "..") || strings.Contains(name, "//") || strings.Contains(name, "@{") {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; c < 0x20 || c == 0x7f || strings.IndexByte(" ~^:?*[\\", c) >= 0 {
+			return false
+		}
+	}
+	for _, comp := range strings.Split(name, "/") {
+		if comp == "" || comp[0] == '.' || strings.HasSuffix(comp, ".lock") {
+			return false
+		}
+	}
+	return true
+}

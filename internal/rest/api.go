@@ -26,9 +26,11 @@ type Config struct {
 	// anonymous caller. Nil: every caller is anonymous.
 	Principal func(*http.Request) (userID int64, ok bool)
 	// OnRepositoryCreated, if set, runs after a repository's row is
-	// committed (to create the bare git repository). If it fails, the row
+	// committed (to create the bare git repository, whose HEAD names
+	// defaultBranch: the create call's, checked by
+	// domain.ValidBranchName, or "" for the default). If it fails, the row
 	// is deleted again and the request fails with 500. It must honour ctx.
-	OnRepositoryCreated func(ctx context.Context, project, slug string) error
+	OnRepositoryCreated func(ctx context.Context, project, slug, defaultBranch string) error
 	// MaxBodyBytes bounds request bodies (default 1 MiB); larger is 413.
 	MaxBodyBytes int64
 	// DefaultLimit and MaxLimit bound page sizes (default 25 and 1000).

@@ -119,9 +119,21 @@ func TestCreateRepository(t *testing.T) {
 	n.do(t, "POST", "/projects/PROJ/repos", "root", []byte(`{"name": "x", "slug": "../x"}`)).want(t, 400)
 	n.do(t, "POST", "/projects/PROJ/repos", "root", []byte(`{"name": "x", "scmId": "hg"}`)).want(t, 400)
 	n.do(t, "POST", "/projects/PROJ/repos", "root", []byte(`{"name": ""}`)).want(t, 400)
+	for _, bad := range []string{"a..b", "-x", "with space", "x.lock"} {
+		if m := n.do(t, "POST", "/projects/PROJ/repos", "root", jsonBody(map[string]any{"name": "x", "defaultBranch": bad})).want(t, 400).message(); !strings.Contains(m, "defaultBranch") {
+			t.Errorf("defaultBranch %q: %q", bad, m)
+		}
+	}
+	n.do(t, "POST", "/projects/PROJ/repos", "root", []byte(`{"name": "With Branch", "defaultBranch": "develop"}`)).want(t, 201)
+	if b, _ := n.branches.Load("PROJ/with-branch"); b != "develop" {
+		t.Fatalf("the hook got default branch %q, want develop", b)
+	}
+	if b, _ := n.branches.Load("PROJ/new-service"); b != "" {
+		t.Fatalf("without defaultBranch the hook got %q", b)
+	}
 	var p page[struct{ Slug string }]
 	n.do(t, "GET", "/projects/PROJ/repos", "root", nil).want(t, 200).decode(t, &p)
-	if p.Size != 3 || p.Values[0].Slug != "new-service" {
+	if p.Size != 4 || p.Values[0].Slug != "new-service" {
 		t.Fatalf("after the create the list is %+v", p)
 	}
 	n.do(t, "GET", "/projects/PROJ/repos/new-service", "", nil).want(t, 200)

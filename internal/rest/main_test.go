@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -34,7 +35,10 @@ type node struct {
 	cache *l2cache.Cache
 	srv   *httptest.Server
 	hooks atomic.Int64
-	users map[string]int64
+	// branches is each created repository's default branch as the hook
+	// received it ("PROJ/slug" → branch).
+	branches sync.Map
+	users    map[string]int64
 }
 
 // world is the shared database content the tests use.
@@ -66,8 +70,9 @@ func startNode(t testing.TB, path string, cache *l2cache.Cache, w *world) *node 
 			id, ok := n.users[r.Header.Get(userHeader)]
 			return id, ok
 		},
-		OnRepositoryCreated: func(ctx context.Context, project, slug string) error {
+		OnRepositoryCreated: func(ctx context.Context, project, slug, branch string) error {
 			n.hooks.Add(1)
+			n.branches.Store(project+"/"+slug, branch)
 			if slug == "hook-fails" {
 				return fmt.Errorf("disk full")
 			}

@@ -99,6 +99,10 @@ type createRepositoryBody struct {
 	ScmID    string `json:"scmId,omitempty"`
 	Public   bool   `json:"public,omitempty"`
 	Forkable *bool  `json:"forkable,omitempty"`
+	// DefaultBranch names the branch HEAD points at (Bitbucket's
+	// defaultBranch); without it, main until a first push that brings
+	// no main makes its first branch the default.
+	DefaultBranch string `json:"defaultBranch,omitempty"`
 }
 
 // createRepository: POST /projects/{key}/repos — needs ADMIN on the
@@ -119,6 +123,9 @@ func (a *api) createRepository(w http.ResponseWriter, r *http.Request) error {
 	if body.ScmID != "" && body.ScmID != "git" {
 		return errorf(http.StatusBadRequest, "scmId must be \"git\", not %q", body.ScmID)
 	}
+	if body.DefaultBranch != "" && !domain.ValidBranchName(body.DefaultBranch) {
+		return errorf(http.StatusBadRequest, "defaultBranch %q is not a branch name", body.DefaultBranch)
+	}
 	if err := a.requireProject(ctx, r, key, domain.PermAdmin); err != nil {
 		return err
 	}
@@ -126,7 +133,7 @@ func (a *api) createRepository(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := a.afterCreate(ctx, repo); err != nil {
+	if err := a.afterCreate(ctx, repo, body.DefaultBranch); err != nil {
 		return err
 	}
 	project, err := a.projectOf(ctx, repo)
@@ -141,7 +148,7 @@ func (a *api) createRepository(w http.ResponseWriter, r *http.Request) error {
 // afterCreate runs the creation hook (undoing the row if it fails) and
 // then, either way, invalidates what the change touched: the repository's
 // key (a reader may have cached the row in between) and the lists.
-func (a *api) afterCreate(ctx context.Context, repo domain.Repository) (err error) {
+func (a *api) afterCreate(ctx context.Context, repo domain.Repository, defaultBranch string) (err error) {
 	defer func() {
 		ctx := context.WithoutCancel(ctx)
 		if ierr := a.invalidated(ctx, a.regions.repositories.evict(ctx, repoKey(repo.ProjectKey, repo.Slug)),
@@ -152,7 +159,7 @@ func (a *api) afterCreate(ctx context.Context, repo domain.Repository) (err erro
 	if a.cfg.OnRepositoryCreated == nil {
 		return nil
 	}
-	err = a.cfg.OnRepositoryCreated(ctx, repo.ProjectKey, repo.Slug)
+	err = a.cfg.OnRepositoryCreated(ctx, repo.ProjectKey, repo.Slug, defaultBranch)
 	if err == nil {
 		return nil
 	}

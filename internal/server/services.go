@@ -76,8 +76,8 @@ func (s *Server) startServices(ctx context.Context, mux *http.ServeMux) (http.Ha
 			p, ok := gitfront.PrincipalFrom(r.Context())
 			return p.UserID, ok
 		},
-		OnRepositoryCreated: func(ctx context.Context, project, slug string) error {
-			return gitfront.InitBare(ctx, cfg.Git.ReposDir, project, slug)
+		OnRepositoryCreated: func(ctx context.Context, project, slug, branch string) error {
+			return gitfront.InitBareBranch(ctx, cfg.Git.ReposDir, project, slug, branch)
 		}})
 	if err != nil {
 		return nil, err

@@ -1,0 +1,69 @@
+package gitfront
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+)
+
+// A new repository's first push that brings no main makes its first
+// branch the default: HEAD points there and a clone checks it out. A
+// later push leaves a HEAD that names an existing branch alone.
+func TestFirstPushWithoutMainSetsHead(t *testing.T) {
+	w := newGitWorld(t, nil)
+	alice := w.url("alice", "alice-pw-S3cret", "pub")
+	head := func() string {
+		return w.mustGit(w.repos, "--git-dir", repoDir(w.repos, "proj", "pub"), "symbolic-ref", "HEAD")
+	}
+	if got := head(); got != "refs/heads/main" {
+		t.Fatalf("a new repository's HEAD is %s, want refs/heads/main", got)
+	}
+	src := w.workTree(map[string]string{"a": "1\n"})
+	w.mustGit(src, "branch", "-m", "main", "trunk")
+	w.mustGit(src, "branch", "feature")
+	w.mustGit(src, "push", "-q", alice, "trunk")
+	if got := head(); got != "refs/heads/trunk" {
+		t.Fatalf("after a first push of trunk HEAD is %s", got)
+	}
+	dst := filepath.Join(t.TempDir(), "c")
+	w.mustGit("", "clone", "-q", w.url("", "", "pub"), dst)
+	if got := w.mustGit(dst, "rev-parse", "--abbrev-ref", "HEAD"); got != "trunk" {
+		t.Fatalf("the clone checked out %q, want trunk", got)
+	}
+	w.mustGit(src, "push", "-q", alice, "feature", "trunk:main")
+	if got := head(); got != "refs/heads/trunk" {
+		t.Fatalf("a later push moved HEAD to %s", got)
+	}
+
+	// A push to the repository whose HEAD names an existing branch
+	// changes nothing; a refused push sets nothing.
+	priv := w.url("alice", "alice-pw-S3cret", "priv")
+	other := w.workTree(map[string]string{"b": "2\n"})
+	w.mustGit(other, "push", "-q", priv, "main")
+	if got := w.mustGit(w.repos, "--git-dir", repoDir(w.repos, "proj", "priv"), "symbolic-ref", "HEAD"); got != "refs/heads/main" {
+		t.Fatalf("a push of main left HEAD at %s", got)
+	}
+}
+
+// The create call may name the default branch; git's rules decide what a
+// branch name is.
+func TestInitBareBranch(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	if err := InitBareBranch(ctx, dir, "p", "r", "develop"); err != nil {
+		t.Fatal(err)
+	}
+	out, err := gitOutput(ctx, repoDir(dir, "p", "r"), "symbolic-ref", "HEAD")
+	if err != nil || out != "refs/heads/develop" {
+		t.Fatalf("HEAD %q, %v", out, err)
+	}
+	for _, bad := range []string{"a..b", "-x", "with space", "x.lock", "a~1", "end/"} {
+		if err := InitBareBranch(ctx, dir, "p", "bad", bad); !errors.Is(err, ErrBadName) {
+			t.Errorf("branch %q: %v, want ErrBadName", bad, err)
+		}
+	}
+	if _, err := gitOutput(ctx, repoDir(dir, "p", "bad"), "symbolic-ref", "HEAD"); err == nil {
+		t.Error("a refused branch name left a repository behind")
+	}
+}
