@@ -8,7 +8,7 @@ MODE     ?= local
 # The seeded admin's password in the local cluster of 'make run'.
 ADMIN_PASSWORD ?= shoal-admin
 
-.PHONY: all build test test-long lint run bench bench-full chaos fuzz clean
+.PHONY: all build test test-loaded test-long lint run bench bench-full chaos fuzz clean
 
 all: build
 
@@ -24,6 +24,11 @@ lint:
 # The whole suite, with the race detector.
 test: lint
 	$(GO) test -race -count=1 -timeout 30m ./...
+
+# 'make test' while a busy loop per core saturates the machine; prints the
+# wall time.
+test-loaded:
+	scripts/test-under-load $(MAKE) test
 
 # The long profile: the tests that repeat a fault many times (50 SIGKILLs of
 # a node under writes, ...); minutes, not part of 'make test'.

@@ -222,7 +222,7 @@ func (lc *lcluster) heal(victim *lnode) {
 
 func (lc *lcluster) leader(t *testing.T) *lnode {
 	var l *lnode
-	testkit.Eventually(t, 15*time.Second, "a leader", func() bool {
+	testkit.Eventually(t, 30*time.Second, "a leader", func() bool {
 		for _, n := range lc.nodes {
 			if n.store.raft.State() == raft.Leader {
 				l = n
@@ -239,6 +239,7 @@ type history struct {
 	mu    sync.Mutex
 	start time.Time
 	ops   []porcupine.Operation
+	cas   int // applied CAS in ops
 }
 
 func (h *history) now() int64 { return int64(time.Since(h.start)) }
@@ -246,7 +247,17 @@ func (h *history) now() int64 { return int64(time.Since(h.start)) }
 func (h *history) add(op porcupine.Operation) {
 	h.mu.Lock()
 	h.ops = append(h.ops, op)
+	if op.Input.(regInput).IsCAS && op.Output.(regOutput).OK {
+		h.cas++
+	}
 	h.mu.Unlock()
+}
+
+// applied is the number of CAS recorded as applied so far.
+func (h *history) applied() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.cas
 }
 
 // Concurrent CompareAndSet and Get from four clients on three nodes, while
@@ -265,7 +276,14 @@ func TestLinearizableUnderFailures(t *testing.T) {
 			runClient(c, lc.nodes[c%3], h, stop)
 		}()
 	}
-	time.Sleep(700 * time.Millisecond)
+	// Each phase lasts until the clients have made progress in it (some
+	// CAS applied), however slowly a loaded machine runs them.
+	progress := func(n int, what string) {
+		t.Helper()
+		from := h.applied()
+		testkit.Eventually(t, 2*time.Minute, fmt.Sprintf("%d more CAS applied %s", n, what), func() bool { return h.applied() >= from+n })
+	}
+	progress(30, "before the leader dies")
 	first.stop() // the leader dies
 	var survivors []*lnode
 	for _, n := range lc.nodes {
@@ -273,12 +291,12 @@ func TestLinearizableUnderFailures(t *testing.T) {
 			survivors = append(survivors, n)
 		}
 	}
-	time.Sleep(1500 * time.Millisecond)
+	progress(30, "under the new leader")
 	victim := survivors[1]
 	lc.cut(victim) // no quorum for a while: operations stall or fail
-	time.Sleep(1000 * time.Millisecond)
+	time.Sleep(time.Second)
 	lc.heal(victim)
-	time.Sleep(1500 * time.Millisecond)
+	progress(40, "after the heal")
 	close(stop)
 	wg.Wait()
 
