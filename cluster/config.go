@@ -14,8 +14,9 @@ import (
 	"github.com/shoal-dev/shoal/internal/config"
 )
 
-// Cache modes a node can run in. Every member of a cluster must run the same
-// one: a node whose mode differs is refused when it joins.
+// Cache modes a node can run in. The cluster runs one at a time, kept in
+// the consistent store and switched live (l2cache.ModeKeeper); a node's
+// own setting is the mode it proposes when the cluster has none yet.
 const (
 	CacheModeLocal       = "local"
 	CacheModeDistributed = "distributed"
@@ -39,7 +40,9 @@ type Config struct {
 	// HTTPAddr and RaftAddr are advertised in the node's metadata for
 	// other parts and operators; the cluster package does not serve them.
 	HTTPAddr, RaftAddr string
-	// CacheMode is CacheModeLocal or CacheModeDistributed.
+	// CacheMode is CacheModeLocal, CacheModeDistributed or CacheModeNear:
+	// the mode this node started with, advertised in its metadata (the
+	// cluster's mode is l2cache's, in the consistent store).
 	CacheMode string
 	// Version is the build version, advertised in metadata.
 	Version string

@@ -1,15 +1,10 @@
 package cluster
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/hashicorp/memberlist"
 )
-
-// errModeMismatch marks a refused merge: the other side runs another cache
-// mode, and mixing modes would silently break cache consistency.
-var errModeMismatch = errors.New("cluster: cache mode mismatch")
 
 // delegate receives memberlist's callbacks. Memberlist calls the event
 // methods with its node lock held, one at a time, which is what keeps
@@ -104,30 +99,28 @@ func (n *Node) emit(e Event) {
 	}
 }
 
-// NotifyMerge refuses to merge with a cluster that runs another cache mode.
+// NotifyMerge refuses to merge with nodes whose metadata is unreadable.
+// Nodes started with another --cache-mode are welcome: the cache mode is
+// the cluster's, kept in the consistent store, and every node adopts it
+// (l2cache.ModeKeeper).
 func (d *delegate) NotifyMerge(peers []*memberlist.Node) error {
 	for _, p := range peers {
-		if err := d.checkMode(p); err != nil {
+		if err := d.checkMeta(p); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// NotifyAlive keeps a node of another cache mode out of this node's view.
-func (d *delegate) NotifyAlive(peer *memberlist.Node) error { return d.checkMode(peer) }
+// NotifyAlive keeps a node with unreadable metadata out of this node's view.
+func (d *delegate) NotifyAlive(peer *memberlist.Node) error { return d.checkMeta(peer) }
 
-func (d *delegate) checkMode(p *memberlist.Node) error {
+func (d *delegate) checkMeta(p *memberlist.Node) error {
 	if p.Name == d.n.cfg.Name {
 		return nil
 	}
-	meta, err := decodeMeta(p.Meta)
-	if err != nil {
-		return fmt.Errorf("cluster: refusing %s: %w", p.Name, err)
-	}
-	if meta.CacheMode != d.n.cfg.CacheMode {
-		err := fmt.Errorf("%w: node %s runs cache mode %q but this node runs %q; every node of a cluster must use the same --cache-mode",
-			errModeMismatch, p.Name, meta.CacheMode, d.n.cfg.CacheMode)
+	if _, err := decodeMeta(p.Meta); err != nil {
+		err = fmt.Errorf("cluster: refusing %s: %w", p.Name, err)
 		d.n.mu.Lock()
 		d.n.refused = err
 		d.n.mu.Unlock()

@@ -179,8 +179,8 @@ func (n *Node) memberlistConfig() *memberlist.Config {
 
 // Join contacts the seed gossip addresses ("host:port") and merges with
 // their cluster, retrying every 200 ms until at least one answers or ctx
-// ends. It returns how many seeds answered. A seed cluster whose members
-// run another cache mode is refused with an error saying so.
+// ends. It returns how many seeds answered. A seed cluster whose members'
+// metadata cannot be read is refused with an error saying so.
 func (n *Node) Join(ctx context.Context, seeds []string) (int, error) {
 	if len(seeds) == 0 {
 		return 0, nil

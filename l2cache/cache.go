@@ -44,9 +44,6 @@ var (
 	ErrClosed = errors.New("l2cache: cache closed")
 )
 
-// ErrModeMismatch: the cache's mode is not its cluster member's.
-var ErrModeMismatch = errors.New("l2cache: cache mode mismatch")
-
 // NotAckedError is returned by a synchronous invalidation that some
 // members did not acknowledge in time. The write itself has committed; the
 // members listed may serve the old state until the message reaches them
@@ -121,13 +118,6 @@ func (c *Config) validate() error {
 	if c.Mode != cluster.CacheModeLocal && (c.Node == nil || c.Keeper == nil) {
 		return fmt.Errorf("l2cache: %s mode needs Config.Node and Config.Keeper", c.Mode)
 	}
-	// The member's metadata carries the mode the cluster admitted it
-	// with (the cluster refuses a member of another mode at join): a
-	// cache of another mode on it would mix the two schemes.
-	if c.Node != nil && c.Node.Self().CacheMode != c.Mode {
-		return fmt.Errorf("%w: this cache is %s but the cluster member %s joined as %s; every node of a cluster must run one mode",
-			ErrModeMismatch, c.Mode, c.Node.Name(), c.Node.Self().CacheMode)
-	}
 	return nil
 }
 
@@ -175,9 +165,18 @@ func fill[T comparable](v *T, d T) {
 type Cache struct {
 	cfg    Config
 	clock  atomic.Uint64 // the logical clock of loads and invalidations
-	be     backend       // the coupling mode
 	unsub  func()        // the query-space topic
 	unsubs []func()      // the regions' topics, under mu
+
+	// view is the cluster's cache mode as this node adopted it (mode.go);
+	// observed the newest mode epoch a lease renewal read.
+	view     atomic.Pointer[modeView]
+	observed atomic.Uint64
+	modeKick chan struct{} // the ModeKeeper's, under mu
+
+	// backends are the coupling modes this node has used, by index
+	// (beLocal, beDist, beNear); created under mu, never removed.
+	backends [nBackends]backend
 
 	mu      sync.Mutex
 	regions map[string]*Region
@@ -204,16 +203,21 @@ func New(cfg Config) (*Cache, error) {
 		return nil, err
 	}
 	c := &Cache{cfg: cfg, regions: map[string]*Region{}, spaces: map[string]uint64{}}
-	var err error
-	switch cfg.Mode {
-	case cluster.CacheModeDistributed:
-		c.be = newDist(c)
-	case cluster.CacheModeNear:
-		if c.be, err = newNear(c); err != nil {
+	// The configured mode runs until a ModeKeeper adopts the cluster's
+	// (epoch 0 is older than any record). DISTRIBUTED's owner side runs
+	// whatever the mode when the node can own partitions: other nodes may
+	// switch to it before this one does.
+	v := newView(ModeRecord{Mode: cfg.Mode, Phase: PhaseStable})
+	c.view.Store(v)
+	for b := range v.touched() {
+		if err := c.ensureLocked(b); err != nil {
+			c.closeBackends()
 			return nil, err
 		}
-	default:
-		if c.be, err = newLocalBackend(c); err != nil {
+	}
+	if cfg.Node != nil && cfg.Keeper != nil {
+		if err := c.ensureLocked(beDist); err != nil {
+			c.closeBackends()
 			return nil, err
 		}
 	}
@@ -222,6 +226,7 @@ func New(cfg Config) (*Cache, error) {
 	}
 	if cfg.Lease != nil {
 		cfg.Lease.OnReset(c.reset)
+		cfg.Lease.Observe(c.observe)
 	}
 	return c, nil
 }
@@ -242,11 +247,20 @@ func (c *Cache) Close() {
 	for _, u := range unsubs {
 		u()
 	}
-	c.be.close()
+	c.closeBackends()
 }
 
-// Mode is the coupling mode.
-func (c *Cache) Mode() string { return c.cfg.Mode }
+func (c *Cache) closeBackends() {
+	for _, be := range c.backends {
+		if be != nil {
+			be.close()
+		}
+	}
+}
+
+// Mode is the coupling mode this node runs (during a switch, the mode
+// being switched to).
+func (c *Cache) Mode() string { return c.view.Load().rec.Mode }
 
 // Region returns the named region, creating it with this kind and access
 // strategy. Asking again for an existing name with another kind or
@@ -267,7 +281,11 @@ func (c *Cache) Region(name string, kind RegionKind, access AccessType) (*Region
 		return r, nil
 	}
 	r := &Region{c: c, name: name, kind: kind, access: access}
-	r.be = c.be.region(r)
+	for b, be := range c.backends {
+		if be != nil {
+			r.setPart(b, be.region(r))
+		}
+	}
 	c.regions[name] = r
 	if c.cfg.Bus != nil {
 		c.unsubs = append(c.unsubs, c.cfg.Bus.Subscribe(RegionTopic(name), cluster.SubscriberFuncs{
@@ -333,7 +351,7 @@ func (c *Cache) publish(ctx context.Context, m message) error {
 		topic = RegionTopic(m.Region)
 	}
 	c.stats.InvalidationsSent.Add(1)
-	if !c.be.syncBus() {
+	if !c.syncBus() {
 		return c.cfg.Bus.Publish(topic, data)
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.SyncTimeout)
@@ -384,14 +402,38 @@ func (c *Cache) excludeUnreached(ctx context.Context, acked []string) error {
 // owner answers nothing before then). Reads work meanwhile, through to
 // the database.
 func (c *Cache) Ready() error {
-	if !c.valid() {
+	if !c.cfg.Lease.Valid() {
 		return errors.New("l2cache: no read lease yet (or it lapsed): the cache reads through")
 	}
-	return c.be.ready()
+	v := c.view.Load()
+	if v.rec.Epoch < c.observed.Load() {
+		return fmt.Errorf("l2cache: the cluster's cache mode is at epoch %d, this node has adopted %v: the cache reads through", c.observed.Load(), v.rec)
+	}
+	for _, b := range v.write {
+		if err := c.backends[b].ready(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
-// valid reports whether this node may serve and store cached state now.
-func (c *Cache) valid() bool { return c.cfg.Lease.Valid() }
+// valid reports whether this node may serve and store cached state now:
+// its read lease is valid and it has adopted the newest cache mode
+// record its lease renewals saw.
+func (c *Cache) valid() bool {
+	return c.cfg.Lease.Valid() && c.view.Load().rec.Epoch >= c.observed.Load()
+}
+
+// syncBus reports whether bus messages must wait for every node: they
+// must if any mode this node writes to needs it.
+func (c *Cache) syncBus() bool {
+	for _, b := range c.view.Load().write {
+		if c.backends[b].syncBus() {
+			return true
+		}
+	}
+	return false
+}
 
 // reset forgets everything cached on this node: the read lease calls it
 // before the lease becomes valid again after this node was excluded (or at
@@ -400,15 +442,15 @@ func (c *Cache) valid() bool { return c.cfg.Lease.Valid() }
 // Every entry, ticket and load in flight predates the stamp it takes, so
 // none of them is served or stored afterwards.
 func (c *Cache) reset(why ResetReason) {
-	if why == ResetLapsed && c.be.syncBus() {
+	if why == ResetLapsed && c.syncBus() {
 		return
 	}
 	c.stats.Resets.Add(1)
 	c.markAllSpaces()
 	for _, r := range c.allRegions() {
-		r.be.drop()
+		r.eachPart(regionBackend.drop)
 	}
-	c.be.reset()
+	c.eachBackend(backend.reset)
 }
 
 // onMessage applies another node's invalidation. It runs on the bus's
@@ -425,9 +467,9 @@ func (c *Cache) onMessage(msg cluster.Message) {
 		return
 	}
 	if r := c.region(m.Region); r != nil {
-		r.be.deliver(m)
+		r.eachPart(func(p regionBackend) { p.deliver(m) })
 	} else {
-		c.be.deliverUnknown(m)
+		c.eachBackend(func(b backend) { b.deliverUnknown(m) })
 	}
 }
 
@@ -454,7 +496,7 @@ func (c *Cache) onRegionMissed(r *Region, m cluster.Missed) {
 	c.stats.MissedClears.Add(1)
 	r.stats.MissedClears.Add(1)
 	c.cfg.Logger.Info("l2cache: clearing a region after missed invalidations", "region", r.name, "from", m.From, "reason", m.Reason)
-	r.be.drop()
+	r.eachPart(regionBackend.drop)
 }
 
 // UpdateSpaces records that the tables (query spaces) were written: every
@@ -484,6 +526,18 @@ func (c *Cache) spacesStamp(spaces []string) uint64 {
 		latest = max(latest, c.spaces[s])
 	}
 	return latest
+}
+
+// eachBackend calls f for every backend this node has created.
+func (c *Cache) eachBackend(f func(backend)) {
+	c.mu.Lock()
+	bes := c.backends
+	c.mu.Unlock()
+	for _, be := range bes {
+		if be != nil {
+			f(be)
+		}
+	}
 }
 
 // Stats returns this node's counters and each region's.

@@ -118,7 +118,7 @@ type distReply struct {
 type dist struct {
 	// onNear, set by the NEAR backend, receives the owner's change
 	// messages addressed to this node (from is the owner).
-	onNear func(from string, o distOp)
+	onNear atomic.Pointer[func(from string, o distOp)]
 
 	c      *Cache
 	rpc    *rpc.Node
@@ -566,8 +566,8 @@ func (d *dist) tellNear(ctx context.Context, n *nearNotice) error {
 	failed := make([]bool, len(n.holders))
 	var wg sync.WaitGroup
 	for i, h := range n.holders {
-		if h == d.self && d.onNear != nil {
-			d.onNear(d.self, n.msg)
+		if f := d.onNear.Load(); h == d.self && f != nil {
+			(*f)(d.self, n.msg)
 			continue
 		}
 		d.c.stats.RemoteCalls.Add(1)

@@ -2,11 +2,9 @@ package l2cache
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -319,21 +317,3 @@ func TestDistributedBudgetAndTTL(t *testing.T) {
 	}
 }
 
-// The mode is one setting for the whole cluster: a cache whose mode is
-// not the one its member joined with is refused, and so is a member of
-// another mode at join.
-func TestModeMustAgree(t *testing.T) {
-	net := memnet.New(5)
-	t.Cleanup(func() { net.Close() })
-	nodes := clustertest.Start(t, net, 1, nil)
-	_, err := New(Config{Mode: cluster.CacheModeDistributed, Node: nodes[0], Keeper: &TableKeeper{}, Logger: testkit.Logger(t)})
-	if !errors.Is(err, ErrModeMismatch) || !strings.Contains(err.Error(), "joined as local") {
-		t.Fatalf("a DISTRIBUTED cache on a LOCAL member: err = %v", err)
-	}
-	other := clustertest.StartNode(t, net, 2, func(c *cluster.Config) { c.CacheMode = cluster.CacheModeDistributed })
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := other.Join(ctx, []string{nodes[0].GossipAddr()}); err == nil || !strings.Contains(err.Error(), "distributed") {
-		t.Fatalf("a DISTRIBUTED member joining a LOCAL cluster: err = %v", err)
-	}
-}

@@ -5,28 +5,28 @@ import "testing"
 // waitLocal waits until the LOCAL backend's ristretto has applied its
 // buffered sets and deletes (nothing to do in other modes).
 func (c *Cache) waitLocal() {
-	switch b := c.be.(type) {
-	case *local:
-		b.store.Wait()
-	case *near:
-		b.store.Wait()
-	}
+	c.eachBackend(func(be backend) {
+		switch b := be.(type) {
+		case *local:
+			b.store.Wait()
+		case *near:
+			b.store.Wait()
+		}
+	})
 }
 
 // distOf is a DISTRIBUTED cache's backend (nil in other modes).
 func distOf(c *Cache) *dist {
-	switch b := c.be.(type) {
-	case *dist:
-		return b
-	case *near:
-		return b.dist
+	if c.view.Load().read == beLocal {
+		return nil
 	}
-	return nil
+	d, _ := c.backends[beDist].(*dist)
+	return d
 }
 
 // lookup is a LOCAL region's cache check, without loading.
 func (r *Region) lookup(key string, spaces []string) ([]byte, bool) {
-	return r.be.(*localRegion).lookup(key, spaces)
+	return r.part(beLocal).(*localRegion).lookup(key, spaces)
 }
 
 // newKeeper starts a table keeper that the test's end stops.

@@ -76,7 +76,7 @@ type nearPart struct {
 	seqFrom string
 }
 
-func newNear(c *Cache) (*near, error) {
+func newNear(c *Cache, d *dist) (*near, error) {
 	store, err := ristretto.NewCache(&ristretto.Config[string, *nearEntry]{
 		NumCounters:        max(c.cfg.MaxCost/100, 1000),
 		MaxCost:            c.cfg.MaxCost,
@@ -86,9 +86,10 @@ func newNear(c *Cache) (*near, error) {
 	if err != nil {
 		return nil, fmt.Errorf("l2cache: %w", err)
 	}
-	n := &near{dist: newDist(c), store: store, regions: map[string]*nearRegion{},
+	n := &near{dist: d, store: store, regions: map[string]*nearRegion{},
 		parts: make([]nearPart, c.cfg.Keeper.cfg.Partitions)}
-	n.dist.onNear = n.onChange
+	onChange := n.onChange
+	n.dist.onNear.Store(&onChange)
 	n.rpc.Handle(rpcNear, n.handleChange)
 	return n, nil
 }
@@ -109,6 +110,15 @@ func (n *near) reset() {
 }
 
 func (n *near) close() { n.store.Close() }
+
+// dropCopies forgets every near copy, leaving the partitions this node
+// owns or backs up alone (they are DISTRIBUTED's).
+func (n *near) dropCopies() {
+	n.mu.Lock()
+	n.floor = n.c.tick()
+	n.mu.Unlock()
+	n.store.Clear()
+}
 
 // handleChange serves an owner's change message. It does not block.
 func (n *near) handleChange(_ context.Context, from string, body []byte) ([]byte, error) {

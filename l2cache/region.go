@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 )
 
 // RegionKind is what a region holds.
@@ -52,7 +53,29 @@ type Region struct {
 	kind   RegionKind
 	access AccessType
 	stats  RegionStats
-	be     regionBackend // the mode's part of the region
+	// parts are each backend's part of the region, by backend index
+	// (nil until the node uses that mode).
+	parts [nBackends]atomic.Pointer[partBox]
+}
+
+type partBox struct{ regionBackend }
+
+func (r *Region) setPart(b int, p regionBackend) { r.parts[b].Store(&partBox{p}) }
+
+// part is backend b's part of the region, or nil.
+func (r *Region) part(b int) regionBackend {
+	if p := r.parts[b].Load(); p != nil {
+		return p.regionBackend
+	}
+	return nil
+}
+
+func (r *Region) eachPart(f func(regionBackend)) {
+	for b := range r.parts {
+		if p := r.part(b); p != nil {
+			f(p)
+		}
+	}
 }
 
 // Name is the region's name.
@@ -74,7 +97,9 @@ func (r *Region) GetQuery(ctx context.Context, key string, spaces []string, load
 }
 
 func (r *Region) get(ctx context.Context, key string, spaces []string, load Loader) ([]byte, error) {
-	return r.be.get(ctx, key, spaces, load)
+	v := r.c.enter()
+	defer v.exit()
+	return r.part(v.read).get(ctx, key, spaces, load)
 }
 
 // Evict invalidates key after a committed write, on this node and every
@@ -88,7 +113,14 @@ func (r *Region) EvictAll(ctx context.Context) error {
 	if r.access == ReadOnly {
 		return fmt.Errorf("%w: %s", ErrReadOnly, r.name)
 	}
-	return r.be.clear(ctx)
+	v := r.c.enter()
+	defer v.exit()
+	for _, b := range v.write {
+		if err := r.part(b).clear(ctx); err != nil {
+			return err
+		}
+	}
+	return r.c.confirm(ctx, v)
 }
 
 // Lock soft-locks key before an update of a read-write region, on this
@@ -109,7 +141,14 @@ func (r *Region) change(ctx context.Context, o op, key string) error {
 	if r.access == ReadOnly {
 		return fmt.Errorf("%w: %s", ErrReadOnly, r.name)
 	}
-	return r.be.change(ctx, o, key)
+	v := r.c.enter()
+	defer v.exit()
+	for _, b := range v.write {
+		if err := r.part(b).change(ctx, o, key); err != nil {
+			return err
+		}
+	}
+	return r.c.confirm(ctx, v)
 }
 
 // join waits for a load in flight and shares its result.

@@ -52,6 +52,7 @@ var groups = []struct{ name, summary string }{
 	{"up", "start a local cluster of N nodes on loopback and watch it"},
 	{"status", "show the cluster's members as a node sees them"},
 	{"kv", "read and write the consistent store"},
+	{"cache", "show and switch the cluster's cache mode"},
 	{"snapshot", "save and restore the consistent store"},
 	{"raft", "list and remove raft peers, reset a damaged raft log"},
 	{"seed", "fill an empty database with a generated data set"},

@@ -117,9 +117,9 @@ func printView(w io.Writer, v *server.ClusterView) {
 	if leader == "" {
 		leader = "(none)"
 	}
-	fmt.Fprintf(w, "members as seen by %s (raft: %s, leader %s, term %d):\n", v.Self, v.Raft.Role, leader, v.Raft.Term)
+	fmt.Fprintf(w, "members as seen by %s (raft: %s, leader %s, term %d; cache mode %s):\n", v.Self, v.Raft.Role, leader, v.Raft.Term, v.Cache)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tSTATE\tRAFT\tGOSSIP\tRPC\tRAFT ADDR\tHTTP\tCACHE MODE\tVERSION")
+	fmt.Fprintln(tw, "NAME\tSTATE\tRAFT\tGOSSIP\tRPC\tRAFT ADDR\tHTTP\tSTARTED AS\tVERSION")
 	for _, m := range v.Members {
 		self, role := "", m.RaftRole
 		if m.Name == v.Self {

@@ -89,6 +89,20 @@ func (s *Server) cacheMetrics(e emitter) {
 		valid = 1
 	}
 	e.gauge("shoal_l2_lease_valid", "1 while this node's read lease lets it serve cached state", valid)
+	mode := s.svc.cache.ModeStatus()
+	for _, m := range []string{"local", "distributed", "near"} {
+		on := 0.0
+		if m == mode.Mode {
+			on = 1
+		}
+		e.gauge("shoal_l2_mode", "1 for the cache mode this node runs (or is switching to)", on, "mode", m)
+	}
+	e.gauge("shoal_l2_mode_epoch", "the epoch of the cache mode record this node has adopted", float64(mode.Epoch))
+	switching := 0.0
+	if mode.Phase != "stable" {
+		switching = 1
+	}
+	e.gauge("shoal_l2_mode_switching", "1 while a switch of the cluster's cache mode is under way", switching)
 }
 
 func (s *Server) packMetrics(e emitter) {

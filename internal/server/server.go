@@ -189,6 +189,7 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("GET /v1/stats", s.handleStats)
 	s.kvRoutes(mux)
 	s.opsRoutes(mux)
+	s.cacheModeRoutes(mux)
 	return mux
 }
 
@@ -197,6 +198,10 @@ type ClusterView struct {
 	Self    string       `json:"self"`
 	Members []MemberView `json:"members"`
 	Raft    RaftView     `json:"raft"`
+	// Cache is the cluster's cache mode as the answering node has
+	// adopted it (a member's own cache_mode is the mode it was started
+	// with; every member runs the cluster's).
+	Cache l2cache.ModeRecord `json:"cache"`
 }
 
 // RaftView is the raft group as the answering node sees it.
@@ -226,7 +231,8 @@ type MemberView struct {
 func (s *Server) handleCluster(w http.ResponseWriter, r *http.Request) {
 	st := s.store.Status()
 	v := ClusterView{Self: s.node.Name(), Members: []MemberView{},
-		Raft: RaftView{Leader: st.Leader, Term: st.Term, Role: st.Role, CommitIndex: st.CommitIndex}}
+		Raft: RaftView{Leader: st.Leader, Term: st.Term, Role: st.Role, CommitIndex: st.CommitIndex},
+		Cache: s.svc.cache.ModeStatus()}
 	for _, m := range s.node.Members() {
 		role := st.Servers[m.Name]
 		if m.Name == st.Leader {

@@ -34,6 +34,7 @@ type services struct {
 	keeper    *l2cache.TableKeeper
 	lease     *l2cache.ReadLease
 	cache     *l2cache.Cache
+	modes     *l2cache.ModeKeeper
 	db        *domain.Store
 	packs     *packcache.Cache
 	gens      *packcache.StoreGenerations
@@ -102,28 +103,32 @@ func (s *Server) startServices(ctx context.Context, mux *http.ServeMux) (http.Ha
 	return s.svc.front, nil
 }
 
-// startCache starts the partition table keeper (DISTRIBUTED), the read
-// lease and the L2 cache.
+// startCache starts the partition table keeper, the read lease, the L2
+// cache and the keeper of the cluster's cache mode. The table is kept
+// whatever the mode: the cluster may switch to DISTRIBUTED or NEAR at any
+// time.
 func (s *Server) startCache() error {
 	cfg := &s.cfg
 	lc := cfg.Cache
 	lc.Mode, lc.Bus, lc.Node, lc.Logger = cfg.Cluster.CacheMode, s.node.Bus(), s.node, cfg.Logger
 	var err error
-	if lc.Mode != cluster.CacheModeLocal {
-		tc := cfg.Table
-		tc.Node, tc.Store, tc.Logger = s.node, s.store, cfg.Logger
-		if s.svc.keeper, err = l2cache.NewTableKeeper(tc); err != nil {
-			return err
-		}
-		lc.Keeper = s.svc.keeper
+	tc := cfg.Table
+	tc.Node, tc.Store, tc.Logger = s.node, s.store, cfg.Logger
+	if s.svc.keeper, err = l2cache.NewTableKeeper(tc); err != nil {
+		return err
 	}
+	lc.Keeper = s.svc.keeper
 	ls := cfg.Lease
 	ls.Name, ls.Store, ls.Logger = s.node.Name(), s.store, cfg.Logger
 	if s.svc.lease, err = l2cache.NewReadLease(ls); err != nil {
 		return err
 	}
 	lc.Lease = s.svc.lease
-	s.svc.cache, err = l2cache.New(lc)
+	if s.svc.cache, err = l2cache.New(lc); err != nil {
+		return err
+	}
+	s.svc.modes, err = l2cache.NewModeKeeper(l2cache.ModeConfig{Name: s.node.Name(), Store: s.store,
+		Cache: s.svc.cache, Lease: s.svc.lease, Initial: lc.Mode, Logger: cfg.Logger})
 	return err
 }
 
@@ -177,6 +182,9 @@ func (s *Server) closeServices() error {
 	}
 	if v.packs != nil {
 		errs = append(errs, v.packs.Close())
+	}
+	if v.modes != nil {
+		v.modes.Close()
 	}
 	if v.lease != nil {
 		v.lease.Close() // resign first: writers stop waiting for this node

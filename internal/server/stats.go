@@ -76,7 +76,7 @@ func (s *Server) handleStats(w http.ResponseWriter, _ *http.Request) {
 
 // stats reads the node's counters.
 func (s *Server) stats() Stats {
-	st := Stats{Node: s.node.Name(), CacheMode: s.cfg.Cluster.CacheMode, Cache: s.svc.cache.Stats(), Process: ReadProcessStats()}
+	st := Stats{Node: s.node.Name(), CacheMode: s.svc.cache.Mode(), Cache: s.svc.cache.Stats(), Process: ReadProcessStats()}
 	if s.svc.keeper != nil {
 		if t := s.svc.keeper.Table(); t != nil {
 			st.Partitions = &PartitionStats{Epoch: t.Epoch, Members: tableMembers(t)}
