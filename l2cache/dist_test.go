@@ -316,4 +316,3 @@ func TestDistributedBudgetAndTTL(t *testing.T) {
 		t.Fatalf("key %s was served after its TTL", hit)
 	}
 }
-

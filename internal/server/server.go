@@ -231,7 +231,7 @@ type MemberView struct {
 func (s *Server) handleCluster(w http.ResponseWriter, r *http.Request) {
 	st := s.store.Status()
 	v := ClusterView{Self: s.node.Name(), Members: []MemberView{},
-		Raft: RaftView{Leader: st.Leader, Term: st.Term, Role: st.Role, CommitIndex: st.CommitIndex},
+		Raft:  RaftView{Leader: st.Leader, Term: st.Term, Role: st.Role, CommitIndex: st.CommitIndex},
 		Cache: s.svc.cache.ModeStatus()}
 	for _, m := range s.node.Members() {
 		role := st.Servers[m.Name]
