@@ -112,6 +112,9 @@ func FaultKinds() []string {
 
 func injectPause(ctx context.Context, e *Env, rng *rand.Rand, f Fault) (*Injected, error) {
 	up := e.upNodes()
+	if len(up) == 0 {
+		return nil, errors.New("no node running")
+	}
 	i := up[rng.IntN(len(up))]
 	if err := e.lc.Pause(i); err != nil {
 		return nil, err
@@ -282,6 +285,9 @@ func injectPartition(leader, oneWay bool) Injector {
 			}
 		} else {
 			up := e.upNodes()
+			if len(up) == 0 {
+				return nil, errors.New("no node running")
+			}
 			i = up[rng.IntN(len(up))]
 		}
 		self := []*netns.Host{e.hosts[i-1]}

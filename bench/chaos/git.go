@@ -127,6 +127,9 @@ func (g *gitChecker) run(ctx context.Context) {
 			return
 		}
 		up := g.e.upNodes()
+		if len(up) == 0 {
+			continue // the whole cluster is down
+		}
 		node := up[rng.IntN(len(up))]
 		// Some pushes: the node dies right after acknowledging, when no
 		// scheduled fault is under way.

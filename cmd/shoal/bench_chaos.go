@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/shoal-dev/shoal/bench/chaos"
 	"github.com/shoal-dev/shoal/internal/cli"
@@ -19,12 +21,13 @@ func init() {
 func bindBenchChaos(s *cli.Set) runFunc {
 	profile, partitions, dir, out := "short", "auto", "", ""
 	nodes := 3
-	var settings []string
+	var settings, faults []string
 	var seed int64
 	noGit := false
 	cacheMode := ""
 	s.String(&profile, "profile", "schedule: "+strings.Join(chaos.ProfileNames(), " or ")+" (short: under 3 minutes; long: 15-30 minutes)")
 	s.List(&settings, "setting", "settings to run, repeatable ("+strings.Join(chaos.SettingNames(), ", ")+"; default the profile's)")
+	s.List(&faults, "fault", "replace the profile's schedule: KIND:HOLD, repeatable, in order ("+strings.Join(chaos.FaultKinds(), ", ")+")")
 	s.String(&cacheMode, "cache-mode", "run only the settings of this cache mode: local, distributed or near")
 	s.Int(&nodes, "n", "cluster size")
 	s.String(&partitions, "partitions", "network partitions in namespaces: auto (when root with ip and nft), on, or off")
@@ -69,6 +72,20 @@ func bindBenchChaos(s *cli.Set) runFunc {
 		}
 		if nodes < 3 || nodes > 9 {
 			return usagef("-n %d: want 3 to 9", nodes)
+		}
+		if len(faults) > 0 {
+			p.Faults = nil
+			for _, f := range faults {
+				kind, hold, ok := strings.Cut(f, ":")
+				d, err := time.ParseDuration(hold)
+				if !ok || err != nil || d < 0 {
+					return usagef("--fault %q: want KIND:HOLD, as pause:3s", f)
+				}
+				if !slices.Contains(chaos.FaultKinds(), kind) {
+					return usagef("--fault %q: kinds are %s", f, strings.Join(chaos.FaultKinds(), ", "))
+				}
+				p.Faults = append(p.Faults, chaos.Fault{Kind: chaos.FaultKind(kind), Hold: d})
+			}
 		}
 		if noGit {
 			p.Git = false
