@@ -7,7 +7,11 @@
 // cost) and writes invalidate locally and on the cluster bus. In
 // DISTRIBUTED mode the entries live in a partitioned map across the
 // cluster: each key at its partition's owner, copied synchronously to its
-// backups.
+// backups. NEAR mode is DISTRIBUTED plus a near copy on every node of what
+// it read, dropped by the owner before a write is acknowledged (near.go).
+// Each mode is a backend behind one small interface (region.go); the
+// cluster runs one mode at a time, kept in the consistent store, and
+// switches it live without a stale read (mode.go has the argument).
 //
 // # The stale put race, and why it cannot happen here
 //

@@ -59,7 +59,7 @@ func (n *nodeSettings) bind(s *cli.Set) {
 	s.String(&c.DB.URL, "db", "the domain database: a SQLite file or a postgres:// URL").Doc("`shoal.db` beside `--data-dir`")
 	s.Duration(&c.DB.ConnMaxLifetime, "db-conn-max-lifetime", "replace pooled database connections after this long; with SQLite it bounds how long a connection keeps using a file that was moved away")
 	s.String(&c.Git.ReposDir, "repos-dir", "the bare git repositories, shared by the nodes").Doc("`repos` beside `--data-dir`")
-	s.String(&c.Cluster.CacheMode, "cache-mode", "L2 cache coupling: local, distributed or near (every node must agree)")
+	s.String(&c.Cluster.CacheMode, "cache-mode", "L2 cache coupling the node proposes: local, distributed or near (a running cluster keeps its own mode; switch it with shoal cache switch)")
 	s.String(&c.Cache.Invalidation, "invalidation", "L2 invalidation: async, or sync (a write returns once every live member has applied it)")
 	s.Int(&c.Table.Backups, "backups", "DISTRIBUTED mode: synchronous backups of each partition, 0 to 2")
 	s.Size(&c.Cache.MaxCost, "cache-max-bytes", "L2 cache size on this node")
