@@ -12,8 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shoal-dev/shoal/cluster/cp/cphttp"
 	"github.com/shoal-dev/shoal/internal/cli"
-	"github.com/shoal-dev/shoal/internal/server"
 )
 
 // kvSettings are those of the 'shoal kv' operations.
@@ -117,13 +117,13 @@ func escapeKey(k string) string {
 func printKV(w io.Writer, op string, out []byte) error {
 	switch op {
 	case "get":
-		var kv server.KVView
+		var kv cphttp.KVView
 		if err := json.Unmarshal(out, &kv); err != nil {
 			return err
 		}
 		fmt.Fprintf(w, "%s\t(version %d)\n", kvValue(kv), kv.Version)
 	case "put", "cas":
-		var kv server.KVView
+		var kv cphttp.KVView
 		if err := json.Unmarshal(out, &kv); err != nil {
 			return err
 		}
@@ -131,7 +131,7 @@ func printKV(w io.Writer, op string, out []byte) error {
 	case "del":
 		fmt.Fprintln(w, "deleted")
 	case "list":
-		var list []server.KVView
+		var list []cphttp.KVView
 		if err := json.Unmarshal(out, &list); err != nil {
 			return err
 		}
@@ -142,7 +142,7 @@ func printKV(w io.Writer, op string, out []byte) error {
 	return nil
 }
 
-func kvValue(kv server.KVView) string {
+func kvValue(kv cphttp.KVView) string {
 	if kv.ValueBase64 != nil {
 		return "base64:" + string(mustJSON(kv.ValueBase64))
 	}

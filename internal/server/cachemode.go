@@ -1,11 +1,15 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"time"
+
+	"github.com/shoal-dev/shoal/cluster/cp/cphttp"
 
 	"github.com/shoal-dev/shoal/internal/config"
 	"github.com/shoal-dev/shoal/l2cache"
@@ -19,8 +23,12 @@ import (
 // Both are for administrators: the mode says how the cluster is run, and
 // switching it changes every node.
 func (s *Server) cacheModeRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("GET /v1/cache/mode", s.admin(s.getCacheMode))
-	mux.HandleFunc("PUT /v1/cache/mode", s.admin(s.putCacheMode))
+	mux.HandleFunc("GET /v1/cache/mode", cphttp.RequireAdmin(caller, s.getCacheMode))
+	mux.HandleFunc("PUT /v1/cache/mode", cphttp.RequireAdmin(caller, s.putCacheMode))
+}
+
+func opsContext(r *http.Request) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(r.Context(), 60*time.Second)
 }
 
 // CacheModeView is GET /v1/cache/mode's answer.
@@ -36,7 +44,7 @@ func (s *Server) getCacheMode(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	rec, err := l2cache.ReadMode(ctx, s.store)
 	if err != nil {
-		writeError(w, err)
+		cphttp.WriteError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, CacheModeView{Cluster: rec, Node: s.svc.cache.ModeStatus()})
@@ -62,7 +70,7 @@ func (s *Server) putCacheMode(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, l2cache.ErrSwitching):
 		writeJSON(w, http.StatusConflict, map[string]any{"error": err.Error(), "cluster": rec})
 	case err != nil:
-		writeError(w, err)
+		cphttp.WriteError(w, err)
 	default:
 		s.cfg.Logger.Info("cache mode switched", "mode", rec.Mode, "epoch", rec.Epoch)
 		writeJSON(w, http.StatusOK, CacheModeView{Cluster: rec, Node: s.svc.cache.ModeStatus()})

@@ -19,6 +19,7 @@ import (
 
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/cluster/cp"
+	"github.com/shoal-dev/shoal/cluster/cp/cphttp"
 	"github.com/shoal-dev/shoal/gitfront"
 	"github.com/shoal-dev/shoal/internal/dirlock"
 	"github.com/shoal-dev/shoal/internal/domain"
@@ -187,10 +188,25 @@ func (s *Server) routes() *http.ServeMux {
 	})
 	mux.HandleFunc("GET /v1/cluster", s.handleCluster)
 	mux.HandleFunc("GET /v1/stats", s.handleStats)
-	s.kvRoutes(mux)
-	s.opsRoutes(mux)
+	cphttp.Register(mux, cphttp.Config{Store: s.store, Self: s.node.Name(), LeaderHTTP: s.memberHTTP, Caller: caller})
 	s.cacheModeRoutes(mux)
 	return mux
+}
+
+// caller is who the front authenticated, for the store's routes.
+func caller(r *http.Request) (authenticated, admin bool) {
+	p, ok := gitfront.PrincipalFrom(r.Context())
+	return ok, p.Admin
+}
+
+// memberHTTP is the HTTP address of the named member, "" if unknown.
+func (s *Server) memberHTTP(name string) string {
+	for _, m := range s.node.Members() {
+		if m.Name == name {
+			return m.HTTP
+		}
+	}
+	return ""
 }
 
 // ClusterView is the JSON of GET /v1/cluster.
