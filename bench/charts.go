@@ -22,7 +22,8 @@ type couplingChart struct {
 
 // WriteCharts draws throughput, p99 latency and inter-node bytes per
 // operation against clients, one line per arm (colour: cluster size;
-// solid: local, dashed: distributed), as PNG and SVG. It returns the PNG
+// solid with circles: local, dashed with triangles: distributed, dotted
+// with squares: near), as PNG and SVG. It returns the PNG
 // file names.
 func WriteCharts(dir string, r *CouplingResults) ([]string, error) {
 	bytesLabel, bytesY := "inter-node bytes per operation (B, peer RPC sockets)", func(x StageResult) float64 { return x.Traffic.SocketBytesPerOp }
@@ -102,9 +103,13 @@ func drawChart(r *CouplingResults, c couplingChart) (*plot.Plot, error) {
 		line.Color, points.Color = col, col
 		line.Width = vg.Points(1.5)
 		points.Shape = draw.CircleGlyph{}
-		if s.Arm.Mode == "distributed" {
+		switch s.Arm.Mode {
+		case "distributed":
 			line.Dashes = []vg.Length{vg.Points(6), vg.Points(3)}
 			points.Shape = draw.TriangleGlyph{}
+		case "near":
+			line.Dashes = []vg.Length{vg.Points(1.5), vg.Points(2.5)}
+			points.Shape = draw.BoxGlyph{}
 		}
 		p.Add(line, points)
 		p.Legend.Add(fmt.Sprintf("%s, %d node(s)", s.Arm.Mode, s.Arm.Nodes), line, points)

@@ -20,7 +20,7 @@ import (
 type Experiment struct {
 	// Name labels the report.
 	Name string `yaml:"name" json:"name"`
-	// Modes are the L2 cache coupling modes: local, distributed.
+	// Modes are the L2 cache coupling modes: local, distributed, near.
 	Modes []string `yaml:"modes" json:"modes"`
 	// Sizes are the cluster sizes (nodes).
 	Sizes []int `yaml:"sizes" json:"sizes"`

@@ -10,8 +10,8 @@ import (
 // Each mistake in an experiment file is an error naming the field.
 func TestParseExperimentErrors(t *testing.T) {
 	for _, tc := range []struct{ change, old, want string }{
-		{"modes: [local, nearish]", "modes: [local, distributed]", "modes[1]"},
-		{"modes: []", "modes: [local, distributed]", "modes: at least one"},
+		{"modes: [local, nearish]", "modes: [local, distributed, near]", "modes[1]"},
+		{"modes: []", "modes: [local, distributed, near]", "modes: at least one"},
 		{"sizes: [1, 0]", "sizes: [1, 2]", "sizes[1]"},
 		{"clients: [3, -1]", "clients: [3]", "stages.clients[1]"},
 		{"duration: 10", "duration: 1500ms", "duration"},
@@ -42,14 +42,14 @@ func TestParseExperimentErrors(t *testing.T) {
 }
 
 // The checked-in experiments parse, and the quick profile runs every
-// mode at 1 and 3 nodes.
+// mode (local, distributed, near) at 1 and 3 nodes.
 func TestCheckedInExperiments(t *testing.T) {
 	for _, name := range []string{"default.yaml", "quick.yaml"} {
 		e, _, err := LoadExperiment(filepath.Join("experiments", name))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if name == "quick.yaml" && (len(e.Arms()) != 4 || e.Sizes[0] != 1 || e.Sizes[1] != 3) {
+		if name == "quick.yaml" && (len(e.Arms()) != 6 || e.Sizes[0] != 1 || e.Sizes[1] != 3) {
 			t.Errorf("quick profile arms: %v", e.Arms())
 		}
 	}

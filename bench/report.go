@@ -82,6 +82,7 @@ func WriteMarkdown(w io.Writer, r *CouplingResults, charts []string) {
 	}
 	fmt.Fprintf(w, "\n## Summary (all operations; mean of %d repeat(s))\n\n", m.Repeat)
 	writeSummary(w, r)
+	writeNearRatios(w, r)
 	fmt.Fprintf(w, "\n## Faster mode by throughput (even: within %.0f%%)\n\n", 100*(TieBand-1))
 	for _, line := range Winners(r) {
 		fmt.Fprintf(w, "- %s\n", line)
@@ -121,15 +122,15 @@ func mixString(mix map[string]int) string {
 
 // SummaryHeader and summaryRow are the summary table, shared with
 // BENCHMARKS.md.
-const summaryHeader = "| arm | clients | ops/s | p50 ms | p99 ms | p99.9 ms | errors | hit ratio | remote calls/get | msgs/op | socket B/op | L2 B/op | node CPU ms/op | node CPU | loadgen CPU | other CPU | lag p50/p99 ms |\n" +
-	"|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+const summaryHeader = "| arm | clients | ops/s | p50 ms | p99 ms | p99.9 ms | errors | hit ratio | remote calls/get | msgs/op | socket B/op | L2 B/op | node CPU ms/op | node CPU | loadgen CPU | other CPU | near hits | lag p50/p99 ms |\n" +
+	"|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
 
 func writeSummary(w io.Writer, r *CouplingResults) {
 	fmt.Fprint(w, summaryHeader)
 	for _, s := range r.Series() {
 		for i, sts := range s.Stages {
 			f := func(g func(StageResult) float64) float64 { return stageMean(sts, g) }
-			fmt.Fprintf(w, "| %s | %d | %.0f | %.2f | %.2f | %.2f | %.0f | %.3f | %.2f | %.2f | %s | %.0f | %.2f | %.0f%% | %.0f%% | %.0f%% | %.2f / %.2f |\n",
+			fmt.Fprintf(w, "| %s | %d | %.0f | %.2f | %.2f | %.2f | %.0f | %.3f | %.2f | %.2f | %s | %.0f | %.2f | %.0f%% | %.0f%% | %.0f%% | %s | %.2f / %.2f |\n",
 				s.Arm.Name(), s.Clients[i],
 				f(func(x StageResult) float64 { return x.Total.OpsPerSec }),
 				f(func(x StageResult) float64 { return x.Total.P50Ms }),
@@ -145,13 +146,28 @@ func writeSummary(w io.Writer, r *CouplingResults) {
 				100*f(func(x StageResult) float64 { return x.CPU.NodesShare }),
 				100*f(func(x StageResult) float64 { return x.CPU.LoadgenShare }),
 				100*f(func(x StageResult) float64 { return x.CPU.OthersShare }),
+				nearHits(s.Arm, sts),
 				f(func(x StageResult) float64 { return x.Lag.P50Ms }),
 				f(func(x StageResult) float64 { return x.Lag.P99Ms }))
 		}
 	}
 	fmt.Fprint(w, "\nnode CPU, loadgen CPU and other CPU (processes that are neither: a shared machine's noise) are shares of the whole machine (all CPUs) in the measured window; "+
 		"socket B/op is the kernel's count of bytes on the peer RPC connections, both directions; "+
-		"L2 B/op the L2 cache's own count of its remote calls' bytes; msgs/op counts peer RPC requests and one-way notes.\n")
+		"L2 B/op the L2 cache's own count of its remote calls' bytes; msgs/op counts peer RPC requests and one-way notes; "+
+		"near hits is the share of cache gets a NEAR node answered from its own near copy.\n")
+}
+
+// nearHits is the share of gets answered from near copies (NEAR arms).
+func nearHits(a Arm, sts []StageResult) string {
+	if a.Mode != "near" {
+		return "-"
+	}
+	return fmt.Sprintf("%.3f", stageMean(sts, func(x StageResult) float64 {
+		if g := x.Cache.Hits + x.Cache.Misses; g > 0 {
+			return float64(x.Cache.NearHits) / float64(g)
+		}
+		return 0
+	}))
 }
 
 func socketBytes(sts []StageResult) string {
@@ -268,48 +284,151 @@ func Compare(w io.Writer, a, b *CouplingResults) error {
 // same work as LOCAL, and a shared machine moves figures by this much.
 const TieBand = 1.10
 
-// Winners says, per cluster size and client count, which mode had the
-// higher throughput (mean over repeats), e.g. "3 nodes, 8 clients: local
-// (1.80×)", or "even" within TieBand; for the report and for checking that
-// runs agree.
-func Winners(r *CouplingResults) []string {
-	type key struct{ nodes, clients int }
-	best := map[key][2]float64{} // index 0: local, 1: distributed
-	var order []key
+// NEAR's targets (issue 19): at 3 nodes and more, NEAR's throughput is at
+// least NearVsLocalTarget× LOCAL's and NearVsDistributedTarget×
+// DISTRIBUTED's.
+const (
+	NearVsLocalTarget       = 0.9
+	NearVsDistributedTarget = 1.8
+)
+
+// modeCell is one mode's figures at one cluster size and client count.
+type modeCell struct {
+	ok                  bool
+	opsPerSec, hitRatio float64
+	socketBytesPerOp    float64 // -1: unavailable
+}
+
+// modeRow is every mode's figures at one cluster size and client count.
+type modeRow struct {
+	nodes, clients int
+	modes          map[string]modeCell
+}
+
+// modeRows groups the stages by cluster size and client count, in
+// experiment order, means over repeats.
+func modeRows(r *CouplingResults) []modeRow {
+	var rows []modeRow
+	idx := map[[2]int]int{}
 	for _, s := range r.Series() {
 		for i, sts := range s.Stages {
-			k := key{s.Arm.Nodes, s.Clients[i]}
-			v, ok := best[k]
+			k := [2]int{s.Arm.Nodes, s.Clients[i]}
+			j, ok := idx[k]
 			if !ok {
-				order = append(order, k)
+				j = len(rows)
+				idx[k] = j
+				rows = append(rows, modeRow{nodes: k[0], clients: k[1], modes: map[string]modeCell{}})
 			}
-			idx := 0
-			switch s.Arm.Mode {
-			case "distributed":
-				idx = 1
-			case "near":
-				continue // the winner line compares LOCAL with DISTRIBUTED
+			sock := -1.0
+			if socketBytes(sts) != "n/a" {
+				sock = stageMean(sts, func(x StageResult) float64 { return x.Traffic.SocketBytesPerOp })
 			}
-			v[idx] = stageMean(sts, func(x StageResult) float64 { return x.Total.OpsPerSec })
-			best[k] = v
+			rows[j].modes[s.Arm.Mode] = modeCell{ok: true,
+				opsPerSec:        stageMean(sts, func(x StageResult) float64 { return x.Total.OpsPerSec }),
+				hitRatio:         stageMean(sts, func(x StageResult) float64 { return x.Cache.HitRatio }),
+				socketBytesPerOp: sock}
 		}
 	}
+	return rows
+}
+
+// ratio is a/b, 0 when either is missing.
+func ratio(a, b modeCell) float64 {
+	if !a.ok || !b.ok || b.opsPerSec <= 0 {
+		return 0
+	}
+	return a.opsPerSec / b.opsPerSec
+}
+
+// Winners says, per cluster size and client count, which mode had the
+// highest throughput (mean over repeats) and by how much over the
+// runner-up, e.g. "3 nodes, 8 clients: local (1.80× distributed)", or
+// "even" within TieBand; with NEAR measured too, NEAR's ratios to LOCAL
+// and DISTRIBUTED follow. For the report and for checking that runs agree.
+func Winners(r *CouplingResults) []string {
 	var out []string
-	for _, k := range order {
-		v := best[k]
-		if v[0] == 0 || v[1] == 0 {
+	for _, row := range modeRows(r) {
+		var names []string
+		for _, m := range []string{"local", "distributed", "near"} {
+			if row.modes[m].ok && row.modes[m].opsPerSec > 0 {
+				names = append(names, m)
+			}
+		}
+		if len(names) < 2 {
 			continue
 		}
-		w, ratio := "local", v[0]/v[1]
-		if v[1] > v[0] {
-			w, ratio = "distributed", v[1]/v[0]
+		slices.SortStableFunc(names, func(a, b string) int {
+			return cmpFloat(row.modes[b].opsPerSec, row.modes[a].opsPerSec)
+		})
+		w, ratioUp := names[0], ratio(row.modes[names[0]], row.modes[names[1]])
+		line := fmt.Sprintf("%d nodes, %d clients: %s (%.2f× %s)", row.nodes, row.clients, w, ratioUp, names[1])
+		if ratioUp < TieBand {
+			line = fmt.Sprintf("%d nodes, %d clients: even (%s %.2f× %s)", row.nodes, row.clients, w, ratioUp, names[1])
 		}
-		if ratio < TieBand {
-			w = "even"
+		if nl := ratio(row.modes["near"], row.modes["local"]); nl > 0 {
+			line += fmt.Sprintf("; near/local %.2f×", nl)
 		}
-		out = append(out, fmt.Sprintf("%d nodes, %d clients: %s (%.2f×)", k.nodes, k.clients, w, ratio))
+		if nd := ratio(row.modes["near"], row.modes["distributed"]); nd > 0 {
+			line += fmt.Sprintf("; near/distributed %.2f×", nd)
+		}
+		out = append(out, line)
 	}
 	return out
+}
+
+func cmpFloat(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// writeNearRatios is the report's NEAR table: per cluster size and
+// client count, the three modes' throughput, NEAR's ratios against the
+// targets, hit ratios and inter-node bytes. Nothing without a NEAR arm.
+func writeNearRatios(w io.Writer, r *CouplingResults) {
+	rows := modeRows(r)
+	if !slices.ContainsFunc(rows, func(x modeRow) bool { return x.modes["near"].ok }) {
+		return
+	}
+	fmt.Fprintf(w, "\n## NEAR against LOCAL and DISTRIBUTED (targets at 3 nodes and more: near/local ≥ %.1f, near/distributed ≥ %.1f)\n\n",
+		NearVsLocalTarget, NearVsDistributedTarget)
+	fmt.Fprint(w, "| nodes | clients | local ops/s | distributed ops/s | near ops/s | near/local | near/distributed | hit ratio local / distributed / near | socket B/op local / distributed / near |\n"+
+		"|---:|---:|---:|---:|---:|---:|---:|---|---|\n")
+	for _, row := range rows {
+		l, d, n := row.modes["local"], row.modes["distributed"], row.modes["near"]
+		if !n.ok {
+			continue
+		}
+		fmt.Fprintf(w, "| %d | %d | %s | %s | %s | %s | %s | %s / %s / %s | %s / %s / %s |\n", row.nodes, row.clients,
+			cellF(l, l.opsPerSec, "%.0f"), cellF(d, d.opsPerSec, "%.0f"), cellF(n, n.opsPerSec, "%.0f"),
+			ratioCell(ratio(n, l), NearVsLocalTarget, row.nodes), ratioCell(ratio(n, d), NearVsDistributedTarget, row.nodes),
+			cellF(l, l.hitRatio, "%.3f"), cellF(d, d.hitRatio, "%.3f"), cellF(n, n.hitRatio, "%.3f"),
+			cellF(l, l.socketBytesPerOp, "%.0f"), cellF(d, d.socketBytesPerOp, "%.0f"), cellF(n, n.socketBytesPerOp, "%.0f"))
+	}
+	fmt.Fprint(w, "\nA ratio is marked ✗ where it misses its target at 3 nodes or more (the targets do not apply to one node).\n")
+}
+
+func cellF(c modeCell, v float64, format string) string {
+	if !c.ok || v < 0 {
+		return "-"
+	}
+	return fmt.Sprintf(format, v)
+}
+
+func ratioCell(v, target float64, nodes int) string {
+	switch {
+	case v == 0:
+		return "-"
+	case nodes >= 3 && v < target:
+		return fmt.Sprintf("%.2f ✗", v)
+	case nodes >= 3:
+		return fmt.Sprintf("%.2f ✓", v)
+	}
+	return fmt.Sprintf("%.2f", v)
 }
 
 // attemptsString lists, per repeat, the other processes' share of the

@@ -100,7 +100,7 @@ type OpResult struct {
 }
 
 // CacheFigs are the L2 counters' differences over the stage, summed over
-// the nodes. In DISTRIBUTED mode a get goes to the key's owner, on this
+// the nodes. In DISTRIBUTED and NEAR mode a get goes to the key's owner, on this
 // node or another: RemoteCalls counts the latter (gets, puts,
 // invalidations and locks at remote owners, and replications to backups).
 type CacheFigs struct {
@@ -112,6 +112,9 @@ type CacheFigs struct {
 	RemoteCallsPerGet float64 `json:"remote_calls_per_get"`
 	InvalidationsSent uint64  `json:"invalidations_sent"`
 	InvalidationsRecv uint64  `json:"invalidations_received"`
+	// NearHits counts gets a NEAR node answered from its near copy
+	// (included in Hits).
+	NearHits uint64 `json:"near_hits"`
 }
 
 // Traffic is what the nodes sent each other over the stage. Messages are
@@ -269,6 +272,7 @@ func counterFigures(before, after counterSnapshot, ops, seconds float64, ncpu in
 		c.RemoteCalls += an.RemoteCalls - bn.RemoteCalls
 		c.InvalidationsSent += an.InvalidationsSent - bn.InvalidationsSent
 		c.InvalidationsRecv += an.InvalidationsReceived - bn.InvalidationsReceived
+		c.NearHits += an.NearHits - bn.NearHits
 		t.L2Bytes += an.RemoteBytes - bn.RemoteBytes
 		t.Messages += (a.RPC.Calls + a.RPC.NotifySent) - (b.RPC.Calls + b.RPC.NotifySent)
 		if !seenPID[a.Process.PID] {

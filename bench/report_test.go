@@ -1,0 +1,54 @@
+package bench
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+// results builds a one-repeat result set: ops/s per arm, one stage each.
+func fakeResults(clients int, arms map[Arm]float64, order []Arm) *CouplingResults {
+	var run []ArmResult
+	for _, a := range order {
+		st := StageResult{Clients: clients, Seconds: 1, Total: OpResult{Op: "total", OpsPerSec: arms[a], Count: int64(arms[a])},
+			Cache: CacheFigs{Hits: 9, Misses: 1, HitRatio: 0.9}, Traffic: Traffic{SocketBytes: 100, SocketBytesPerOp: 2}}
+		run = append(run, ArmResult{Arm: a, Repeat: 1, Stages: []StageResult{st}})
+	}
+	return &CouplingResults{Manifest: Manifest{Repeat: 1, Experiment: &Experiment{Name: "fake", Backups: new(int)}}, Runs: [][]ArmResult{run}}
+}
+
+// With three modes, Winners names the fastest and the runner-up, and
+// NEAR's ratios to LOCAL and DISTRIBUTED; the NEAR table marks the ratios
+// that miss their targets at 3 nodes.
+func TestWinnersThreeModes(t *testing.T) {
+	l3, d3, n3 := Arm{"local", 3}, Arm{"distributed", 3}, Arm{"near", 3}
+	l1, d1, n1 := Arm{"local", 1}, Arm{"distributed", 1}, Arm{"near", 1}
+	r := fakeResults(8, map[Arm]float64{l1: 1000, d1: 1020, n1: 990, l3: 2000, d3: 1000, n3: 1700},
+		[]Arm{l1, d1, n1, l3, d3, n3})
+	got := Winners(r)
+	want := []string{
+		"1 nodes, 8 clients: even (distributed 1.02× local); near/local 0.99×; near/distributed 0.97×",
+		"3 nodes, 8 clients: local (1.18× near); near/local 0.85×; near/distributed 1.70×",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("winners:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	var b bytes.Buffer
+	writeNearRatios(&b, r)
+	md := b.String()
+	for _, s := range []string{"| 1 | 8 | 1000 | 1020 | 990 | 0.99 | 0.97 |", "| 3 | 8 | 2000 | 1000 | 1700 | 0.85 ✗ | 1.70 ✗ |", "0.900 / 0.900 / 0.900"} {
+		if !strings.Contains(md, s) {
+			t.Errorf("NEAR table lacks %q:\n%s", s, md)
+		}
+	}
+	// Without NEAR: the two-mode line, and no NEAR table.
+	r = fakeResults(8, map[Arm]float64{l3: 2000, d3: 1000}, []Arm{l3, d3})
+	if got := Winners(r); len(got) != 1 || got[0] != "3 nodes, 8 clients: local (2.00× distributed)" {
+		t.Errorf("winners without near: %q", got)
+	}
+	b.Reset()
+	writeNearRatios(&b, r)
+	if b.Len() != 0 {
+		t.Errorf("a NEAR table without a NEAR arm:\n%s", b.String())
+	}
+}
