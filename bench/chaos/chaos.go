@@ -12,10 +12,16 @@
 //     acknowledged before it began. In LOCAL mode with asynchronous
 //     invalidation a read may miss a write for a while; the checker
 //     measures that staleness window (from the write's acknowledgement to
-//     the start of the last read that missed it) and checks it against
-//     the documented bound, AsyncBound: the read lease (2 s by default,
-//     after which a node that lost contact serves nothing from its cache)
-//     plus a second for the bus to deliver.
+//     the start of a read that missed it) and checks it against the
+//     documented bound: AsyncBound (the read lease, 2 s by default, after
+//     which a node that lost contact serves nothing from its cache, plus
+//     a second for the bus) after the acknowledgement — or, when the
+//     write was acknowledged while a fault was in place (or just before),
+//     AsyncBound after that fault was healed: an invalidation sent on the
+//     asynchronous bus by a node cut off from the readers is lost, and the
+//     readers, which still hold their leases, learn that they missed it
+//     only when the link comes back (the bus then reports the gap and they
+//     clear the region).
 //   - Linearizability of the kv history (put, get and compare-and-set on a
 //     few keys through every node), with porcupine; a request whose
 //     outcome is unknown (timeout, connection lost, 5xx) is an open call
@@ -40,6 +46,16 @@
 // its own network namespace; symmetric, and one-way). Without root the
 // partition faults are skipped, and the report says so. New kinds of fault
 // are added with RegisterFault (a live cache-mode switch, for example).
+//
+// A new kind of fault is an Injector registered under a name that
+// schedules (and --fault KIND:HOLD) can use. A live cache-mode switch, for
+// example, would send PUT /v1/cache/mode through Env.Admin, call
+// Env.SetStrict(false) while the switch may serve stale data if the
+// switch's promise is weaker than either mode's, and return an Injected
+// whose Heal switches back (or does nothing) and calls Env.SetStrict with
+// what the resulting mode promises; the stale-read checker judges each
+// read strictly only if the promise held from the write's acknowledgement
+// to the read's start.
 //
 // The report counts operations, lists violations each with the operations
 // involved, the error window of each fault (failed operations from its

@@ -118,17 +118,33 @@ func TestRecorderJudgesReads(t *testing.T) {
 		t.Fatalf("a complete comment list was judged stale: %+v", r.violations)
 	}
 
-	// LOCAL async: measured against the bound.
+	// LOCAL async: measured, and judged against the bound once the fault
+	// windows are known.
 	a := newRecorder(false, []int64{7})
 	a.ackPR(7, 1, "a", 1, t0)
 	at := a.prs[7][0].at
 	a.readPR(7, 2, at.Add(500*time.Millisecond), at.Add(time.Second), 0, "")
-	if len(a.violations) != 0 || a.staleReads != 1 || a.staleMax != 500*time.Millisecond {
-		t.Fatalf("async: stale reads %d, max %v, violations %+v", a.staleReads, a.staleMax, a.violations)
-	}
 	a.readPR(7, 2, at.Add(AsyncBound+time.Second), at.Add(AsyncBound+2*time.Second), 0, "")
-	if len(a.violations) != 1 || !strings.Contains(a.violations[0].Check, "beyond the async bound") {
-		t.Fatalf("async: staleness beyond the bound was not caught: %+v", a.violations)
+	if len(a.violations) != 0 || len(a.stale) != 2 {
+		t.Fatalf("async: %d stale samples, violations %+v", len(a.stale), a.violations)
+	}
+	lags, maxLag, _, inFault := a.judgeStale(nil)
+	if len(lags) != 2 || maxLag != AsyncBound+time.Second || inFault != 0 || len(a.violations) != 1 ||
+		!strings.Contains(a.violations[0].Check, "beyond the async bound") {
+		t.Fatalf("async, no fault: lags %v, max %v, violations %+v", lags, maxLag, a.violations)
+	}
+	// The same reads while a partition held the write's invalidation
+	// back: allowed until AsyncBound after the heal.
+	a.violations = nil
+	_, _, afterHeal, inFault := a.judgeStale([]window{{start: at.Add(-time.Second), healed: at.Add(2 * time.Second)}})
+	if len(a.violations) != 0 || inFault != 2 || afterHeal != AsyncBound-time.Second {
+		t.Fatalf("async, in a fault: %d in fault, %v after the heal, violations %+v", inFault, afterHeal, a.violations)
+	}
+	a.readPR(7, 2, at.Add(2*time.Second+AsyncBound+time.Millisecond), at.Add(6*time.Second), 0, "")
+	a.violations = nil
+	a.judgeStale([]window{{start: at.Add(-time.Second), healed: at.Add(2 * time.Second)}})
+	if len(a.violations) != 1 {
+		t.Fatalf("async: a read past the bound after the heal was not caught: %+v", a.violations)
 	}
 
 	// A promise that changes (a mode switch) is judged over the whole

@@ -39,8 +39,9 @@ type Env struct {
 	// checker's kill after a push never overlaps a scheduled fault.
 	faultMu sync.Mutex
 
-	mu   sync.Mutex
-	down map[int]string // nodes a fault has stopped: why
+	mu     sync.Mutex
+	down   map[int]string // nodes a fault has stopped: why
+	extras []*FaultRecord // faults outside the schedule (the git checker's kills)
 }
 
 // Nodes is the cluster size.
@@ -79,6 +80,13 @@ func (e *Env) markUp(i int) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	delete(e.down, i)
+}
+
+// addFault records a fault injected outside the schedule.
+func (e *Env) addFault(f *FaultRecord) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.extras = append(e.extras, f)
 }
 
 // upNodes are the nodes no fault has stopped.

@@ -43,6 +43,10 @@ const (
 	// FaultPartitionOneWay drops one direction only between a node and the
 	// others: its packets out, or the others' packets to it (root only).
 	FaultPartitionOneWay FaultKind = "partition-oneway"
+	// FaultKillAfterPush is the git checker's own: the node a push went
+	// through is SIGKILLed right after it acknowledged, and restarted
+	// once the refs were checked through the others (not for schedules).
+	FaultKillAfterPush FaultKind = "kill-after-push"
 )
 
 // Fault is one entry of a schedule.

@@ -163,7 +163,10 @@ func (g *gitChecker) run(ctx context.Context) {
 		g.mu.Lock()
 		g.r.Pushes++
 		g.mu.Unlock()
+		var fr *FaultRecord
 		if kill {
+			fr = &FaultRecord{Kind: FaultKillAfterPush, Target: fmt.Sprintf("node%d, right after acknowledging a push", node), start: time.Now()}
+			fr.Start = fr.start.Sub(g.e.rec.start)
 			if err := g.e.lc.Kill(node); err == nil {
 				g.e.markDown(node, "killed after a push")
 				g.mu.Lock()
@@ -176,10 +179,19 @@ func (g *gitChecker) run(ctx context.Context) {
 		}
 		g.checkRefs(ctx, head, acked, node, kill)
 		if kill {
+			healStart := time.Now()
+			fr.Hold = healStart.Sub(fr.start)
 			if err := g.e.restart(context.WithoutCancel(ctx), node); err != nil {
 				g.e.rec.violation(Violation{Check: "recovery", Node: node, Detail: "restarting a node killed after a push: " + err.Error()})
 			}
-			g.e.waitServing(context.WithoutCancel(ctx), 120*time.Second)
+			fr.healed = time.Now()
+			fr.HealTime = fr.healed.Sub(healStart)
+			if err := g.e.waitServing(context.WithoutCancel(ctx), 120*time.Second); err != nil {
+				g.e.rec.violation(Violation{Check: "recovery", Node: node, Detail: "after a node killed after a push was restarted: " + err.Error()})
+			}
+			fr.recovered = time.Now()
+			fr.Recovery = fr.recovered.Sub(healStart)
+			g.e.addFault(fr)
 			g.e.faultMu.Unlock()
 			g.checkRefs(ctx, head, acked, node, false)
 		}

@@ -63,6 +63,13 @@ type commentAck struct {
 	node int
 }
 
+// staleSample is a read that missed an acknowledged write in a setting
+// without the never-stale promise.
+type staleSample struct {
+	missedAt, start time.Time
+	v               Violation
+}
+
 // strictChange is a change of the promise (Env.SetStrict).
 type strictChange struct {
 	at     time.Time
@@ -81,11 +88,9 @@ type recorder struct {
 	strict     []strictChange
 	violations []Violation
 	kv         []porcupine.Operation
-	// staleness of LOCAL async reads that missed an acknowledged write
-	staleReads int
-	staleMax   time.Duration
-	staleSamp  []time.Duration
-	reads      int
+	// LOCAL async reads that missed an acknowledged write
+	stale []staleSample
+	reads int
 }
 
 func newRecorder(strict bool, prs []int64) *recorder {
@@ -186,24 +191,58 @@ func (r *recorder) ms(t time.Time) string {
 
 // stale judges a read that missed an acknowledged write: a violation if
 // the promise was strict from the acknowledgement to the read's start,
-// else a staleness sample checked against AsyncBound. Called with r.mu.
+// else a staleness sample, judged against the async bound once the fault
+// windows are known (judgeStale). Called with r.mu.
 func (r *recorder) staleLocked(check string, missedAt, start time.Time, v Violation) {
-	lag := start.Sub(missedAt)
 	if r.strictThroughout(missedAt, start) {
 		v.Check = check
 		r.violations = append(r.violations, v)
 		return
 	}
-	r.staleReads++
-	r.staleSamp = append(r.staleSamp, lag)
-	if lag > r.staleMax {
-		r.staleMax = lag
+	v.Check = check + " beyond the async bound"
+	r.stale = append(r.stale, staleSample{missedAt: missedAt, start: start, v: v})
+}
+
+// window is a fault from its start until it was healed.
+type window struct{ start, healed time.Time }
+
+// judgeStale checks the staleness samples: a read may miss a write
+// acknowledged up to AsyncBound before it began, or, when the write was
+// acknowledged while a fault was in place (or within AsyncBound before
+// it), until AsyncBound after the fault was healed. It returns the
+// samples' lags, the largest, and the largest beyond the heal of an
+// overlapping fault. Called with r.mu.
+func (r *recorder) judgeStale(faults []window) (lags []time.Duration, maxLag, maxAfterHeal time.Duration, inFault int) {
+	for _, s := range r.stale {
+		lag := s.start.Sub(s.missedAt)
+		lags = append(lags, lag)
+		maxLag = max(maxLag, lag)
+		until := s.missedAt.Add(AsyncBound)
+		var healed time.Time
+		for _, f := range faults {
+			if !s.missedAt.Before(f.start.Add(-AsyncBound)) && !s.missedAt.After(f.healed) && f.healed.After(healed) {
+				healed = f.healed
+			}
+		}
+		if !healed.IsZero() {
+			inFault++
+			maxAfterHeal = max(maxAfterHeal, s.start.Sub(healed))
+			if healed.Add(AsyncBound).After(until) {
+				until = healed.Add(AsyncBound)
+			}
+		}
+		if s.start.After(until) {
+			v := s.v
+			if healed.IsZero() {
+				v.Detail += fmt.Sprintf(" (%v after the acknowledgement, with no fault in place; bound %v)", lag.Round(time.Millisecond), AsyncBound)
+			} else {
+				v.Detail += fmt.Sprintf(" (%v after the acknowledgement, %v after the fault in place then was healed; bound %v after the heal)",
+					lag.Round(time.Millisecond), s.start.Sub(healed).Round(time.Millisecond), AsyncBound)
+			}
+			r.violations = append(r.violations, v)
+		}
 	}
-	if lag > AsyncBound {
-		v.Check = check + " beyond the async bound"
-		v.Detail += fmt.Sprintf(" (%v after the acknowledgement; bound %v)", lag.Round(time.Millisecond), AsyncBound)
-		r.violations = append(r.violations, v)
-	}
+	return lags, maxLag, maxAfterHeal, inFault
 }
 
 // readPR judges a pull request read through node that started at start
@@ -217,8 +256,8 @@ func (r *recorder) readPR(pr int64, node int, start, end time.Time, version int6
 	// acks are in version order (one writer per pull request), and so in
 	// acknowledgement order.
 	n := sort.Search(len(acks), func(i int) bool { return !acks[i].at.Before(start) }) // acks[:n] were acknowledged before start
-	for _, a := range acks {
-		if a.version == version && a.title != title {
+	if k := sort.Search(len(acks), func(i int) bool { return acks[i].version >= version }); k < len(acks) {
+		if a := acks[k]; a.version == version && a.title != title {
 			r.violations = append(r.violations, Violation{Check: "wrong content", Node: node,
 				Detail: fmt.Sprintf("pull request %d version %d read with title %q; the acknowledged update wrote %q", pr, version, title, a.title),
 				Ops: []string{fmt.Sprintf("update pr %d -> v%d %q via node%d, acked %s", pr, a.version, a.title, a.node, r.ms(a.at)),

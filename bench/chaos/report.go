@@ -92,6 +92,11 @@ type Staleness struct {
 	Max        time.Duration `json:"max_ns"`
 	P99        time.Duration `json:"p99_ns"`
 	Bound      time.Duration `json:"bound_ns"`
+	// DuringFaults of the stale reads missed a write acknowledged while a
+	// fault was in place; MaxAfterHeal is the longest such a read began
+	// after that fault was healed.
+	DuringFaults int           `json:"during_faults"`
+	MaxAfterHeal time.Duration `json:"max_after_heal_ns"`
 }
 
 // KVReport is the linearizability check.
@@ -121,12 +126,22 @@ func (sr *SettingReport) finish(rec *recorder) *SettingReport {
 		c := *v
 		sr.Ops[k] = &c
 	}
+	var wins []window
+	for _, f := range sr.Faults {
+		if f.Skipped == "" && !f.start.IsZero() {
+			healed := f.healed
+			if healed.IsZero() { // never healed: the run stopped
+				healed = time.Now()
+			}
+			wins = append(wins, window{start: f.start, healed: healed})
+		}
+	}
+	lags, maxLag, afterHeal, inFault := rec.judgeStale(wins)
 	sr.Violations = slices.Clone(rec.violations)
-	sr.Staleness = Staleness{Reads: rec.reads, StaleReads: rec.staleReads, Max: rec.staleMax, Bound: AsyncBound}
-	if n := len(rec.staleSamp); n > 0 {
-		s := slices.Clone(rec.staleSamp)
-		slices.Sort(s)
-		sr.Staleness.P99 = s[min(n-1, n*99/100)]
+	sr.Staleness = Staleness{Reads: rec.reads, StaleReads: len(lags), Max: maxLag, Bound: AsyncBound, DuringFaults: inFault, MaxAfterHeal: afterHeal}
+	if n := len(lags); n > 0 {
+		slices.Sort(lags)
+		sr.Staleness.P99 = lags[min(n-1, n*99/100)]
 	}
 	for _, f := range sr.Faults {
 		if f.Skipped != "" || f.recovered.IsZero() {
@@ -179,8 +194,8 @@ func WriteText(w io.Writer, r *Report) {
 		if s.Setting.Strict {
 			fmt.Fprintf(w, "reads judged: %d (never-stale promise)\n", st.Reads)
 		} else {
-			fmt.Fprintf(w, "reads judged: %d; stale: %d, staleness max %v, p99 %v (bound %v)\n", st.Reads, st.StaleReads,
-				st.Max.Round(time.Millisecond), st.P99.Round(time.Millisecond), st.Bound)
+			fmt.Fprintf(w, "reads judged: %d; stale: %d, staleness max %v, p99 %v (bound %v); %d missed a write acknowledged during a fault, at most %v after its heal\n",
+				st.Reads, st.StaleReads, st.Max.Round(time.Millisecond), st.P99.Round(time.Millisecond), st.Bound, st.DuringFaults, st.MaxAfterHeal.Round(time.Millisecond))
 		}
 		fmt.Fprintf(w, "kv: %d operations (%d unknown outcomes, open calls), linearizability %s in %v\n", s.KV.Ops, s.KV.Unknown, s.KV.Result,
 			s.KV.CheckTime.Round(time.Millisecond))
@@ -231,4 +246,71 @@ func kindCounts(m map[string]int) string {
 		parts = append(parts, fmt.Sprintf("%s:%d", k, m[k]))
 	}
 	return "(" + strings.Join(parts, " ") + ")"
+}
+
+// WriteMarkdown prints a report as the tables of RELIABILITY.md: one row
+// per setting, and per setting and kind of fault the recovery times and
+// error windows.
+func WriteMarkdown(w io.Writer, r *Report) {
+	fmt.Fprintf(w, "Profile `%s`, %d nodes, seed %d, %s to %s; load average %s before, %s after.\n\n",
+		r.Profile, r.Nodes, r.Seed, r.Started.Format("2006-01-02 15:04"), r.Finished.Format("15:04 MST"), r.LoadBefore, r.LoadAfter)
+	fmt.Fprintln(w, "| setting | load | operations (failed) | reads judged | stale reads (max, p99) | kv ops (unknown) | linearizable | scheduler runs (twice, missed) | git pushes (then killed) | violations |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
+	for _, s := range r.Settings {
+		failed := 0
+		for _, c := range s.Ops {
+			failed += c.Failed
+		}
+		stale := "— (never-stale promise)"
+		if !s.Setting.Strict {
+			stale = fmt.Sprintf("%d (%v, %v); %d during faults, at most %v after the heal", s.Staleness.StaleReads, s.Staleness.Max.Round(time.Millisecond),
+				s.Staleness.P99.Round(time.Millisecond), s.Staleness.DuringFaults, s.Staleness.MaxAfterHeal.Round(time.Millisecond))
+		}
+		git := "—"
+		if s.Git != nil {
+			git = fmt.Sprintf("%d (%d)", s.Git.Pushes, s.Git.PushesThenKilled)
+		}
+		fmt.Fprintf(w, "| %s | %v | %d (%d) | %d | %s | %d (%d) | %s | %d (%d, %d) | %s | %d |\n", s.Setting.Name,
+			s.LoadDuration.Round(time.Second), s.Ops.Total(), failed, s.Staleness.Reads, stale, s.KV.Ops, s.KV.Unknown, s.KV.Result,
+			s.Scheduler.Runs, s.Scheduler.Duplicates, s.Scheduler.Missed, git, len(s.Violations))
+	}
+	fmt.Fprintln(w, "\nRecovery (from the heal — SIGCONT, restart, partition removed — until every node serves a REST read and a kv read and sees every member alive) and error windows (operations started from the fault until that moment that failed):")
+	fmt.Fprintln(w, "\n| setting | fault | times | recovery median | recovery max | failed ops / ops in the windows |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|")
+	for _, s := range r.Settings {
+		byKind := map[FaultKind][]*FaultRecord{}
+		var kinds []FaultKind
+		for _, f := range s.Faults {
+			if _, ok := byKind[f.Kind]; !ok {
+				kinds = append(kinds, f.Kind)
+			}
+			byKind[f.Kind] = append(byKind[f.Kind], f)
+		}
+		for _, k := range kinds {
+			fs := byKind[k]
+			if fs[0].Skipped != "" {
+				fmt.Fprintf(w, "| %s | %s | skipped: %s | | | |\n", s.Setting.Name, k, fs[0].Skipped)
+				continue
+			}
+			var rec []time.Duration
+			ops, failed := 0, 0
+			for _, f := range fs {
+				rec = append(rec, f.Recovery)
+				ops += f.Ops
+				failed += f.Failed
+			}
+			slices.Sort(rec)
+			fmt.Fprintf(w, "| %s | %s | %d | %v | %v | %d / %d |\n", s.Setting.Name, k, len(fs), rec[len(rec)/2].Round(10*time.Millisecond),
+				rec[len(rec)-1].Round(10*time.Millisecond), failed, ops)
+		}
+	}
+	for _, s := range r.Settings {
+		for _, v := range s.Violations {
+			fmt.Fprintf(w, "\n- **%s** [%s] %s", s.Setting.Name, v.Check, v.Detail)
+			for _, op := range v.Ops {
+				fmt.Fprintf(w, "\n  - %s", op)
+			}
+		}
+	}
+	fmt.Fprintln(w)
 }

@@ -104,6 +104,10 @@ func runSetting(ctx context.Context, cfg Config, s Setting, dir string, rng *ran
 	}
 	stopLoad()
 	sr.LoadDuration = time.Since(rec.start)
+	e.mu.Lock()
+	sr.Faults = append(sr.Faults, e.extras...)
+	e.mu.Unlock()
+	sort.SliceStable(sr.Faults, func(a, b int) bool { return sr.Faults[a].Start < sr.Faults[b].Start })
 	if runErr != nil {
 		return sr.finish(rec), runErr
 	}

@@ -35,7 +35,21 @@ func bindBenchChaos(s *cli.Set) runFunc {
 	s.Int64(&seed, "seed", "random seed of the schedule's choices and the load (0: from the clock)")
 	s.String(&dir, "dir", "scratch directory for the clusters (default a temporary one, removed afterwards)")
 	s.String(&out, "out", "also write the report as JSON to this file")
+	render := ""
+	s.String(&render, "markdown-from", "print the Markdown tables (RELIABILITY.md's) of a JSON report written by --out, and exit")
 	return func(ctx context.Context, sio stdio, _ []string) error {
+		if render != "" {
+			b, err := os.ReadFile(render)
+			if err != nil {
+				return err
+			}
+			var rep chaos.Report
+			if err := json.Unmarshal(b, &rep); err != nil {
+				return fmt.Errorf("%s: %w", render, err)
+			}
+			chaos.WriteMarkdown(sio.out, &rep)
+			return nil
+		}
 		p, ok := chaos.Profiles[profile]
 		if !ok {
 			return usagef("--profile %q: want %s", profile, strings.Join(chaos.ProfileNames(), " or "))
