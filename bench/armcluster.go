@@ -20,6 +20,7 @@ import (
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/internal/httpc"
 	"github.com/shoal-dev/shoal/internal/localcluster"
+	"github.com/shoal-dev/shoal/internal/nodestats"
 	"github.com/shoal-dev/shoal/internal/server"
 )
 
@@ -138,7 +139,7 @@ func (ic *inProcCluster) Nodes() []NodePlacement {
 	var out []NodePlacement
 	for _, s := range ic.servers {
 		out = append(out, NodePlacement{Name: s.Node().Name(), HTTP: s.HTTPAddr(), RPC: s.Node().Self().RPC,
-			PID: server.ReadProcessStats().PID})
+			PID: nodestats.ReadProcessStats().PID})
 	}
 	return out
 }
@@ -199,12 +200,12 @@ func nodeServing(ctx context.Context, n NodePlacement, arm Arm) error {
 }
 
 // fetchStats reads a node's /v1/stats.
-func fetchStats(ctx context.Context, httpAddr string) (*server.Stats, error) {
+func fetchStats(ctx context.Context, httpAddr string) (*nodestats.Stats, error) {
 	body, err := httpc.Do(ctx, http.MethodGet, httpAddr, "/v1/stats", nil)
 	if err != nil {
 		return nil, err
 	}
-	var st server.Stats
+	var st nodestats.Stats
 	if err := json.Unmarshal(body, &st); err != nil {
 		return nil, fmt.Errorf("%s /v1/stats: %w", httpAddr, err)
 	}
@@ -214,7 +215,7 @@ func fetchStats(ctx context.Context, httpAddr string) (*server.Stats, error) {
 // snapshot is every node's counters at one moment, and the kernel's count
 // of bytes sent on the peer RPC connections.
 type counterSnapshot struct {
-	stats   []*server.Stats
+	stats   []*nodestats.Stats
 	sockets map[string]int64 // connection → bytes sent; nil: not available
 	machine machineCPU
 }

@@ -19,7 +19,7 @@ import (
 
 	"github.com/HdrHistogram/hdrhistogram-go"
 
-	"github.com/shoal-dev/shoal/internal/server"
+	"github.com/shoal-dev/shoal/internal/nodestats"
 )
 
 // LoadSpec tells the load generator what to drive: it is written as JSON
@@ -203,7 +203,7 @@ func (g *loadgen) measure(ctx context.Context, emit func(LoadEvent)) (*LoadResul
 	if err := sleepCtx(ctx, g.spec.Warmup.D()); err != nil {
 		return nil, err
 	}
-	cpu0 := server.ReadProcessStats().CPUSeconds
+	cpu0 := nodestats.ReadProcessStats().CPUSeconds
 	start := time.Now()
 	g.started.Store(start.UnixNano())
 	emit(LoadEvent{Event: "measure"})
@@ -216,8 +216,8 @@ func (g *loadgen) measure(ctx context.Context, emit func(LoadEvent)) (*LoadResul
 // finish merges the clients' figures into res once they have stopped.
 func (g *loadgen) finish(res *LoadResult, clients []*clientStats, lag *lagStats) {
 	res.Seconds = time.Since(time.Unix(0, g.started.Load())).Seconds()
-	res.CPUSeconds = server.ReadProcessStats().CPUSeconds - res.CPUSeconds
-	res.PID = server.ReadProcessStats().PID
+	res.CPUSeconds = nodestats.ReadProcessStats().CPUSeconds - res.CPUSeconds
+	res.PID = nodestats.ReadProcessStats().PID
 	res.Ops = map[string]*OpCount{}
 	for _, op := range Ops {
 		if g.spec.Mix[op] <= 0 {

@@ -5,13 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"time"
 	"unicode/utf8"
 
-	"github.com/shoal-dev/shoal/cluster"
-	"github.com/shoal-dev/shoal/cluster/cp"
-	"github.com/shoal-dev/shoal/gitfront"
+	"github.com/shoal-dev/shoal/internal/nodestats"
 	"github.com/shoal-dev/shoal/scheduler"
 )
 
@@ -19,85 +16,16 @@ import (
 const (
 	// RunnerPackSweep expires and evicts pack cache entries (RunLocally).
 	RunnerPackSweep = "packcache.sweep"
-	// RunnerStatsRollup gathers every member's counters into one record
-	// in the store (RunOncePerCluster).
-	RunnerStatsRollup = "stats.rollup"
 	// RunnerRecordRun records each run in the store (see runRecord): a
 	// job with it makes the scheduler's exactly-once promise checkable
 	// from outside, as 'shoal bench chaos' does. Not scheduled by default.
 	RunnerRecordRun = "kv.record-run"
 
-	packSweepEvery   = 5 * time.Minute
-	statsRollupEvery = 30 * time.Second
-	rollupKey        = "stats/cluster"
+	packSweepEvery = 5 * time.Minute
 	// recordRetryFor bounds how long a kv.record-run run retries its write
 	// while the store has no leader.
 	recordRetryFor = 30 * time.Second
 )
-
-// ClusterStats is the cluster-wide rollup the stats job writes and
-// GET /rest/api/1.0/admin/cluster-stats answers.
-type ClusterStats struct {
-	ComputedAt time.Time `json:"computed_at"`
-	ComputedBy string    `json:"computed_by"`
-	Total      Rollup    `json:"total"`
-	Nodes      []Rollup  `json:"nodes"`
-	// Missing are alive members that did not answer in time.
-	Missing []string `json:"missing,omitempty"`
-}
-
-// Rollup is one node's counters (or their sum), summed over regions.
-type Rollup struct {
-	Node          string  `json:"node,omitempty"`
-	CacheMode     string  `json:"cache_mode,omitempty"`
-	Hits          uint64  `json:"hits"`
-	Misses        uint64  `json:"misses"`
-	HitRatio      float64 `json:"hit_ratio"`
-	Loads         uint64  `json:"loads"`
-	Puts          uint64  `json:"puts"`
-	RefusedPuts   uint64  `json:"refused_puts"`
-	Invalidations uint64  `json:"invalidations"`
-	MissedClears  uint64  `json:"missed_clears"`
-	RemoteCalls   uint64  `json:"remote_calls"`
-	RemoteBytes   uint64  `json:"remote_bytes"`
-	CPUSeconds    float64 `json:"cpu_seconds"`
-	RSSBytes      uint64  `json:"rss_bytes"`
-}
-
-// rollupOf sums a node's counters over its regions.
-func rollupOf(st Stats) Rollup {
-	r := Rollup{Node: st.Node, CacheMode: st.CacheMode}
-	r.add(Rollup{MissedClears: st.Cache.Node.MissedClears, RemoteCalls: st.Cache.Node.RemoteCalls,
-		RemoteBytes: st.Cache.Node.RemoteBytes, CPUSeconds: st.Process.CPUSeconds, RSSBytes: st.Process.RSSBytes})
-	for _, rs := range st.Cache.Regions {
-		r.add(Rollup{Hits: rs.Hits, Misses: rs.Misses, Loads: rs.Loads, Puts: rs.Puts,
-			RefusedPuts: rs.RefusedPuts, Invalidations: rs.Invalidations})
-	}
-	return r
-}
-
-// add sums r's counters into t and recomputes the hit ratio.
-func (t *Rollup) add(r Rollup) {
-	t.Hits += r.Hits
-	t.Misses += r.Misses
-	t.Loads += r.Loads
-	t.Puts += r.Puts
-	t.RefusedPuts += r.RefusedPuts
-	t.Invalidations += r.Invalidations
-	t.MissedClears += r.MissedClears
-	t.RemoteCalls += r.RemoteCalls
-	t.RemoteBytes += r.RemoteBytes
-	t.CPUSeconds += r.CPUSeconds
-	t.RSSBytes += r.RSSBytes
-	t.HitRatio = ratio(t.Hits, t.Hits+t.Misses)
-}
-
-func ratio(a, b uint64) float64 {
-	if b == 0 {
-		return 0
-	}
-	return float64(a) / float64(b)
-}
 
 // startScheduler starts the node's scheduler with the built-in runners,
 // and schedules the built-in jobs in the background: the clustered one
@@ -110,7 +38,7 @@ func (s *Server) startScheduler() error {
 		return err
 	}
 	s.svc.sched = sched
-	if err := sched.Register(RunnerStatsRollup, scheduler.RunnerFunc(s.runStatsRollup)); err != nil {
+	if err := sched.Register(nodestats.RunnerRollup, nodestats.RollupRunner(&s.svc.stats, s.store)); err != nil {
 		return err
 	}
 	if err := sched.Register(RunnerRecordRun, scheduler.RunnerFunc(s.runRecord)); err != nil {
@@ -143,8 +71,8 @@ func (s *Server) startScheduler() error {
 // scheduler treats a repeat as no change.
 func (s *Server) scheduleBuiltins(ctx context.Context) {
 	epoch := time.Unix(0, 0).UTC() // fire times on a fixed grid, the same on every node
-	jobs := []scheduler.Job{{ID: "cluster-stats", Runner: RunnerStatsRollup, Mode: scheduler.RunOncePerCluster,
-		Schedule: scheduler.Every(statsRollupEvery, epoch)}}
+	jobs := []scheduler.Job{{ID: "cluster-stats", Runner: nodestats.RunnerRollup, Mode: scheduler.RunOncePerCluster,
+		Schedule: scheduler.Every(nodestats.RollupEvery, epoch)}}
 	if s.svc.packs != nil {
 		jobs = append(jobs, scheduler.Job{ID: "packcache-sweep", Runner: RunnerPackSweep, Mode: scheduler.RunLocally,
 			Schedule: scheduler.Every(packSweepEvery, epoch)})
@@ -165,31 +93,6 @@ func (s *Server) scheduleBuiltins(ctx context.Context) {
 			}
 		}
 	}
-}
-
-// runStatsRollup asks every alive member for its counters and writes the
-// sum to the store.
-func (s *Server) runStatsRollup(ctx context.Context, req scheduler.Request) error {
-	out := ClusterStats{ComputedAt: time.Now().UTC(), ComputedBy: s.node.Name()}
-	for _, m := range s.node.Members() {
-		if m.State != cluster.StateAlive {
-			continue
-		}
-		st, err := s.memberStats(ctx, m)
-		if err != nil {
-			out.Missing = append(out.Missing, m.Name)
-			continue
-		}
-		r := rollupOf(st)
-		out.Nodes = append(out.Nodes, r)
-		out.Total.add(r)
-	}
-	b, err := json.Marshal(out)
-	if err != nil {
-		return err
-	}
-	_, err = s.store.Put(ctx, rollupKey, b)
-	return err
 }
 
 // runRecord is the kv.record-run runner. The job's parameters are a key
@@ -229,55 +132,4 @@ func (s *Server) runRecord(ctx context.Context, req scheduler.Request) error {
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
-}
-
-func (s *Server) memberStats(ctx context.Context, m cluster.Member) (Stats, error) {
-	if m.Name == s.node.Name() {
-		return s.stats(), nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+m.HTTP+"/v1/stats", nil)
-	if err != nil {
-		return Stats{}, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return Stats{}, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return Stats{}, fmt.Errorf("%s: /v1/stats answered %s", m.Name, resp.Status)
-	}
-	var st Stats
-	return st, json.NewDecoder(http.MaxBytesReader(nil, resp.Body, 1<<20)).Decode(&st)
-}
-
-// handleClusterStats answers the latest rollup, to administrators.
-func (s *Server) handleClusterStats(w http.ResponseWriter, r *http.Request) {
-	p, ok := gitfront.PrincipalFrom(r.Context())
-	switch {
-	case !ok:
-		w.Header().Set("WWW-Authenticate", `Basic realm="shoal"`)
-		writeJSON(w, http.StatusUnauthorized, restError("authentication required"))
-		return
-	case !p.Admin:
-		writeJSON(w, http.StatusForbidden, restError("only administrators may read the cluster statistics"))
-		return
-	}
-	kv, err := s.store.StaleGet(rollupKey)
-	if errors.Is(err, cp.ErrNotFound) {
-		writeJSON(w, http.StatusNotFound, restError(fmt.Sprintf("no rollup yet: the cluster-stats job runs every %v", statsRollupEvery)))
-		return
-	}
-	if err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, restError(err.Error()))
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Write(kv.Value)
-}
-
-func restError(msg string) map[string]any {
-	return map[string]any{"errors": []map[string]string{{"message": msg}}}
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/shoal-dev/shoal/gitfront"
 	"github.com/shoal-dev/shoal/internal/dirlock"
 	"github.com/shoal-dev/shoal/internal/domain"
+	"github.com/shoal-dev/shoal/internal/nodestats"
 	"github.com/shoal-dev/shoal/l2cache"
 	"github.com/shoal-dev/shoal/packcache"
 )
@@ -187,7 +188,7 @@ func (s *Server) routes() *http.ServeMux {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "node": s.node.Name()})
 	})
 	mux.HandleFunc("GET /v1/cluster", s.handleCluster)
-	mux.HandleFunc("GET /v1/stats", s.handleStats)
+	mux.Handle("GET /v1/stats", nodestats.Handler(&s.svc.stats))
 	cphttp.Register(mux, cphttp.Config{Store: s.store, Self: s.node.Name(), LeaderHTTP: s.memberHTTP, Caller: caller})
 	s.cacheModeRoutes(mux)
 	return mux

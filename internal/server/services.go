@@ -17,6 +17,7 @@ import (
 	"github.com/shoal-dev/shoal/cluster/cp"
 	"github.com/shoal-dev/shoal/gitfront"
 	"github.com/shoal-dev/shoal/internal/domain"
+	"github.com/shoal-dev/shoal/internal/nodestats"
 	"github.com/shoal-dev/shoal/internal/rest"
 	"github.com/shoal-dev/shoal/l2cache"
 	"github.com/shoal-dev/shoal/packcache"
@@ -41,6 +42,9 @@ type services struct {
 	front     *gitfront.Front
 	unsubPack func()
 	sched     *scheduler.Scheduler
+	// stats are what /v1/stats, /metrics and the rollup read, filled as
+	// the parts start (before the node serves).
+	stats nodestats.Sources
 
 	stopBuiltins context.CancelFunc // ends scheduleBuiltins
 	builtins     sync.WaitGroup
@@ -67,11 +71,12 @@ func (s *Server) startServices(ctx context.Context, mux *http.ServeMux) (http.Ha
 	if err := s.startPacks(); err != nil {
 		return nil, err
 	}
+	s.svc.stats = nodestats.Sources{Node: s.node, Cache: s.svc.cache, Keeper: s.svc.keeper, Lease: s.svc.lease, Packs: s.svc.packs}
 	if err := s.startScheduler(); err != nil {
 		return nil, err
 	}
 	jobRoutes(mux, s.svc.sched)
-	mux.HandleFunc("GET "+rest.Prefix+"/admin/cluster-stats", s.handleClusterStats)
+	mux.Handle("GET "+rest.Prefix+"/admin/cluster-stats", nodestats.ClusterStatsHandler(s.store, caller))
 	api, err := rest.New(rest.Config{DB: s.svc.db, Cache: s.svc.cache, Logger: cfg.Logger,
 		Principal: func(r *http.Request) (int64, bool) {
 			p, ok := gitfront.PrincipalFrom(r.Context())
@@ -84,7 +89,7 @@ func (s *Server) startServices(ctx context.Context, mux *http.ServeMux) (http.Ha
 		return nil, err
 	}
 	mux.Handle(rest.Prefix+"/", api)
-	mux.Handle("GET /metrics", s.metricsHandler())
+	mux.Handle("GET /metrics", nodestats.MetricsHandler(&s.svc.stats))
 	git := cfg.Git
 	git.Authorizer, git.OnPush, git.Logger = gitfront.AuthorizerFunc(s.authorize), s.onPush, cfg.Logger
 	if s.svc.packs != nil {
@@ -100,6 +105,7 @@ func (s *Server) startServices(ctx context.Context, mux *http.ServeMux) (http.Ha
 		return nil, err
 	}
 	mux.Handle("GET /readyz", s.svc.front.ReadyHandler(s.ready))
+	s.svc.stats.Front = s.svc.front
 	return s.svc.front, nil
 }
 

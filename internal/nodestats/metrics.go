@@ -1,4 +1,4 @@
-package server
+package nodestats
 
 import (
 	"net/http"
@@ -10,22 +10,22 @@ import (
 	"github.com/shoal-dev/shoal/cluster"
 )
 
-// metricsHandler serves /metrics from a registry of the node's own: the
+// MetricsHandler serves /metrics from a registry of the node's own: the
 // Go runtime and process collectors, and a collector that reads the
 // node's counters at each scrape — the same numbers the benchmark reads
 // (l2cache.Stats, packcache.Stats, gitfront.Stats, the bus and RPC
 // counters). Every sample carries the node's name.
-func (s *Server) metricsHandler() http.Handler {
+func MetricsHandler(src *Sources) http.Handler {
 	reg := prometheus.NewRegistry()
-	wrapped := prometheus.WrapRegistererWith(prometheus.Labels{"node": s.node.Name()}, reg)
+	wrapped := prometheus.WrapRegistererWith(prometheus.Labels{"node": src.Node.Name()}, reg)
 	wrapped.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		nodeCollector{s})
+		nodeCollector{src})
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 }
 
 // nodeCollector is an unchecked collector: its metrics (per region, per
 // pool) are known only when it collects.
-type nodeCollector struct{ s *Server }
+type nodeCollector struct{ s *Sources }
 
 func (nodeCollector) Describe(chan<- *prometheus.Desc) {}
 
@@ -57,8 +57,8 @@ func (e emitter) emit(name, help string, t prometheus.ValueType, v float64, labe
 	e.ch <- prometheus.MustNewConstMetric(prometheus.NewDesc(name, help, names, nil), t, v, values...)
 }
 
-func (s *Server) cacheMetrics(e emitter) {
-	st := s.svc.cache.Stats()
+func (s *Sources) cacheMetrics(e emitter) {
+	st := s.Cache.Stats()
 	for r, rs := range st.Regions {
 		for _, c := range []struct {
 			name, help string
@@ -85,11 +85,11 @@ func (s *Server) cacheMetrics(e emitter) {
 	e.counter("shoal_l2_exclusions_total", "members excluded from serving for not acknowledging a synchronous invalidation", n.Exclusions)
 	e.counter("shoal_l2_lease_resets_total", "times this node dropped its cache on regaining its read lease", n.Resets)
 	valid := 0.0
-	if s.svc.lease.Valid() {
+	if s.Lease.Valid() {
 		valid = 1
 	}
 	e.gauge("shoal_l2_lease_valid", "1 while this node's read lease lets it serve cached state", valid)
-	mode := s.svc.cache.ModeStatus()
+	mode := s.Cache.ModeStatus()
 	for _, m := range []string{"local", "distributed", "near"} {
 		on := 0.0
 		if m == mode.Mode {
@@ -105,11 +105,11 @@ func (s *Server) cacheMetrics(e emitter) {
 	e.gauge("shoal_l2_mode_switching", "1 while a switch of the cluster's cache mode is under way", switching)
 }
 
-func (s *Server) packMetrics(e emitter) {
-	if s.svc.packs == nil {
+func (s *Sources) packMetrics(e emitter) {
+	if s.Packs == nil {
 		return
 	}
-	st := s.svc.packs.Stats()
+	st := s.Packs.Stats()
 	for _, r := range []struct {
 		result string
 		v      uint64
@@ -134,8 +134,11 @@ func (s *Server) packMetrics(e emitter) {
 	e.gauge("shoal_pack_bytes", "bytes of published entries", float64(st.Bytes))
 }
 
-func (s *Server) frontMetrics(e emitter) {
-	st := s.svc.front.Stats()
+func (s *Sources) frontMetrics(e emitter) {
+	if s.Front == nil {
+		return
+	}
+	st := s.Front.Stats()
 	for _, p := range st.Pools {
 		pool := string(p.Name)
 		e.counter("shoal_pool_served_total", "requests served", p.Served, "pool", pool)
@@ -155,18 +158,18 @@ func (s *Server) frontMetrics(e emitter) {
 	e.gauge("shoal_draining", "1 while the node drains", draining)
 }
 
-func (s *Server) clusterMetrics(e emitter) {
-	bs := s.node.Bus().Stats()
+func (s *Sources) clusterMetrics(e emitter) {
+	bs := s.Node.Bus().Stats()
 	e.counter("shoal_bus_published_total", "bus messages published", bs.Published.Load())
 	e.counter("shoal_bus_received_total", "bus messages received", bs.Received.Load())
 	e.counter("shoal_bus_delivered_total", "bus messages delivered to subscribers", bs.Delivered.Load())
 	e.counter("shoal_bus_missed_total", "missed-message reports", bs.MissedReports.Load())
-	rs := s.node.RPC().Stats()
+	rs := s.Node.RPC().Stats()
 	e.counter("shoal_rpc_calls_total", "peer RPC calls made", rs.Calls.Load())
 	e.counter("shoal_rpc_call_errors_total", "peer RPC calls that failed", rs.CallErrors.Load())
 	e.counter("shoal_rpc_served_total", "peer RPC requests served", rs.Served.Load())
 	alive := 0
-	for _, m := range s.node.Members() {
+	for _, m := range s.Node.Members() {
 		if m.State == cluster.StateAlive {
 			alive++
 		}

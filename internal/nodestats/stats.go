@@ -1,7 +1,15 @@
-package server
+// Package nodestats reads a node's counters — the L2 cache, the partition
+// table, the bus, the peer RPC, the pack cache, the front's pools and the
+// process — and serves them: as JSON at GET /v1/stats (Handler), as
+// Prometheus metrics at /metrics (MetricsHandler), and summed over the
+// cluster by the stats.rollup job (Rollup), which writes the sum to the
+// consistent store for GET /rest/api/1.0/admin/cluster-stats
+// (ClusterStatsHandler).
+package nodestats
 
 import (
 	"bufio"
+	"encoding/json"
 	"net/http"
 	"os"
 	"runtime"
@@ -10,8 +18,23 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/shoal-dev/shoal/cluster"
+	"github.com/shoal-dev/shoal/gitfront"
 	"github.com/shoal-dev/shoal/l2cache"
+	"github.com/shoal-dev/shoal/packcache"
 )
+
+// Sources are what a node's counters are read from. Node, Cache and Lease
+// are needed; the others are optional: Keeper (no partition table), Packs
+// (the pack cache is off), Front (not started yet).
+type Sources struct {
+	Node   *cluster.Node
+	Cache  *l2cache.Cache
+	Keeper *l2cache.TableKeeper
+	Lease  *l2cache.ReadLease
+	Packs  *packcache.Cache
+	Front  *gitfront.Front
+}
 
 // Stats is the JSON of GET /v1/stats: the node's counters as numbers, the
 // same ones /metrics exports, plus what the process costs. The coupling
@@ -70,22 +93,24 @@ type ProcessStats struct {
 	Goroutines   int    `json:"goroutines"`
 }
 
-func (s *Server) handleStats(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, s.stats())
+// Handler serves GET /v1/stats: Read as JSON. src is read at each
+// request, so it may be filled after the handler is made.
+func Handler(src *Sources) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, src.Read()) })
 }
 
-// stats reads the node's counters.
-func (s *Server) stats() Stats {
-	st := Stats{Node: s.node.Name(), CacheMode: s.svc.cache.Mode(), Cache: s.svc.cache.Stats(), Process: ReadProcessStats()}
-	if s.svc.keeper != nil {
-		if t := s.svc.keeper.Table(); t != nil {
+// Read reads the node's counters.
+func (src *Sources) Read() Stats {
+	st := Stats{Node: src.Node.Name(), CacheMode: src.Cache.Mode(), Cache: src.Cache.Stats(), Process: ReadProcessStats()}
+	if src.Keeper != nil {
+		if t := src.Keeper.Table(); t != nil {
 			st.Partitions = &PartitionStats{Epoch: t.Epoch, Members: tableMembers(t)}
 		}
 	}
-	bs := s.node.Bus().Stats()
+	bs := src.Node.Bus().Stats()
 	st.Bus = BusCounters{Published: bs.Published.Load(), PublishedSync: bs.PublishedSync.Load(), SendErrors: bs.SendErrors.Load(),
 		Received: bs.Received.Load(), Delivered: bs.Delivered.Load(), Duplicates: bs.Duplicates.Load(), MissedReports: bs.MissedReports.Load()}
-	rs := s.node.RPC().Stats()
+	rs := src.Node.RPC().Stats()
 	st.RPC = RPCCounters{Calls: rs.Calls.Load(), CallErrors: rs.CallErrors.Load(), Served: rs.Served.Load(),
 		NotifySent: rs.NotifySent.Load(), NotifyReceived: rs.NotifyReceived.Load()}
 	return st
@@ -141,4 +166,12 @@ func readVM(path string) (rss, peak uint64) {
 		}
 	}
 	return rss, peak
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
 }
