@@ -172,7 +172,7 @@ type Cache struct {
 	// observed the newest mode epoch a lease renewal read.
 	view     atomic.Pointer[modeView]
 	observed atomic.Uint64
-	modeKick chan struct{} // the ModeKeeper's, under mu
+	modeKick atomic.Pointer[chan struct{}] // the ModeKeeper's prompt
 
 	// backends are the coupling modes this node has used, by index
 	// (beLocal, beDist, beNear); created under mu, never removed.

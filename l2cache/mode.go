@@ -260,9 +260,9 @@ func (c *Cache) observe(kvs []cp.KV) {
 				break
 			}
 		}
-		if rec.Epoch > c.view.Load().rec.Epoch && c.modeKick != nil {
+		if kick := c.modeKick.Load(); kick != nil && rec.Epoch > c.view.Load().rec.Epoch {
 			select {
-			case c.modeKick <- struct{}{}:
+			case *kick <- struct{}{}:
 			default:
 			}
 		}
@@ -452,9 +452,7 @@ func NewModeKeeper(cfg ModeConfig) (*ModeKeeper, error) {
 		return nil, errors.New("l2cache: ModeConfig.Name, Store, Cache and Lease are required")
 	}
 	k := &ModeKeeper{cfg: cfg, kick: make(chan struct{}, 1), since: map[uint64]time.Time{}}
-	cfg.Cache.mu.Lock()
-	cfg.Cache.modeKick = k.kick
-	cfg.Cache.mu.Unlock()
+	cfg.Cache.modeKick.Store(&k.kick)
 	k.ctx, k.cancel = context.WithCancel(context.Background())
 	w := cfg.Store.Watch(ModeKey)
 	k.wg.Add(1)
