@@ -1,6 +1,9 @@
 package gitfront
 
 import (
+	"cmp"
+	"context"
+	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -85,4 +88,46 @@ func newestChange(root string) (time.Time, error) {
 		return nil
 	})
 	return newest, err
+}
+
+// SweepAllQuarantines removes the push quarantines under every bare
+// repository of reposDir (PROJECT/SLUG.git) in which nothing changed for
+// olderThan, and returns how many it removed. A node runs it at start-up:
+// pushes killed with their node leave quarantines that no later push of
+// their repository may come to sweep. The repositories are shared with
+// the other nodes, whose pushes may be under way; olderThan (QuarantineAge,
+// an hour by default) is what keeps their quarantines, as in the sweep
+// after a push. It stops early when ctx ends.
+func SweepAllQuarantines(ctx context.Context, reposDir string, olderThan time.Duration) (int, error) {
+	cutoff := time.Now().Add(-olderThan)
+	projects, err := os.ReadDir(reposDir)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	var first error
+	for _, p := range projects {
+		if !p.IsDir() {
+			continue
+		}
+		repos, err := os.ReadDir(filepath.Join(reposDir, p.Name()))
+		if err != nil {
+			first = cmp.Or(first, err)
+			continue
+		}
+		for _, r := range repos {
+			if ctx.Err() != nil {
+				return n, ctx.Err()
+			}
+			if !r.IsDir() || !strings.HasSuffix(r.Name(), ".git") {
+				continue
+			}
+			m, err := sweepQuarantines(filepath.Join(reposDir, p.Name(), r.Name()), cutoff)
+			n += m
+			if err != nil && !errors.Is(err, fs.ErrNotExist) {
+				first = cmp.Or(first, err)
+			}
+		}
+	}
+	return n, first
 }

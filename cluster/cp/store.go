@@ -110,21 +110,22 @@ func LANRaftConfig() *raft.Config { return raft.DefaultConfig() }
 //     (the earlier 200 ms/100 ms timing took the raft term from 10 to 136
 //     in 12 minutes on an idle cluster beside two busy cores; see
 //     BENCHMARKS.md, "Idle cluster beside CPU burners").
-//   - CommitTimeout 50 ms: an idle leader sends an empty append (which
-//     carries the commit index) to each follower every 50-100 ms, so a
+//   - CommitTimeout 100 ms: an idle leader sends an empty append (which
+//     carries the commit index) to each follower every 100-200 ms, so a
 //     follower applies a commit (its watches and stale reads see it)
-//     within about 100 ms. 5 ms, as before, cost an idle leader 5-12 %
-//     of a core in these round trips.
+//     within about 200 ms; linearizable reads and writes go through the
+//     leader and do not wait for it. 5 ms, as before, cost an idle leader
+//     5-12 % of a core in these round trips (BENCHMARKS.md, "Idle CPU").
 //
-// These are raft's LAN defaults: on loopback only the membership timing
-// (cluster.DefaultLoopbackConfig) and the voter replacement
-// (DefaultLoopbackConfig) are faster than on a LAN.
+// Heartbeat, election and lease are raft's LAN defaults: on loopback only
+// the membership timing (cluster.DefaultLoopbackConfig) and the voter
+// replacement (DefaultLoopbackConfig) are faster than on a LAN.
 func LoopbackRaftConfig() *raft.Config {
 	c := raft.DefaultConfig()
 	c.HeartbeatTimeout = time.Second
 	c.ElectionTimeout = time.Second
 	c.LeaderLeaseTimeout = 500 * time.Millisecond
-	c.CommitTimeout = 50 * time.Millisecond
+	c.CommitTimeout = 100 * time.Millisecond
 	return c
 }
 

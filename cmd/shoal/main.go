@@ -110,6 +110,13 @@ func runIO(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 // find is the command args name and the arguments that follow it.
 func find(args []string) (*command, []string, error) {
 	name := args[0]
+	if len(args) > 1 { // an operation of a command that is also a group: "up restart"
+		for _, c := range commands {
+			if c.name == name+" "+args[1] {
+				return c, args[2:], nil
+			}
+		}
+	}
 	for _, c := range commands {
 		if c.name == name {
 			return c, args[1:], nil

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/shoal-dev/shoal/cluster/cp"
@@ -98,7 +99,7 @@ func (n *nodeSettings) run(ctx context.Context, s *cli.Set, sio stdio) error {
 		return nil
 	}
 	if n.parentPID > 0 {
-		ctx = watchParent(ctx, n.parentPID)
+		ctx = watchParent(ctx, n.Logger, n.parentPID)
 	}
 	return serveNode(ctx, n)
 }
@@ -191,27 +192,50 @@ func startError(err error, dataDir string) error {
 	return err
 }
 
-// watchParent returns a context that ends when the process's parent is no
-// longer parentPID: the parent died and the process was re-parented. It is
-// how the children of 'shoal up' stop even if 'shoal up' is killed.
-func watchParent(ctx context.Context, parentPID int) context.Context {
+// watchParent returns a context that ends when process pid goes away.
+// Started by 'shoal up', pid is the parent: the context ends when the
+// process is re-parented, which is how the children of 'shoal up' stop
+// even if 'shoal up' is killed. Started by hand with the flags 'shoal up'
+// gave (pid is then not the parent), it ends when pid exits, and if pid
+// is not running at all the node runs on its own and says so.
+func watchParent(ctx context.Context, log *slog.Logger, pid int) context.Context {
+	child := os.Getppid() == pid
+	if !child {
+		if !processAlive(pid) {
+			log.Warn("--parent-pid names no running process: this node runs on its own", "parent_pid", pid)
+			return ctx
+		}
+		log.Info("--parent-pid is not this process's parent: the node stops when that process exits", "parent_pid", pid)
+	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	go func() {
-		t := time.NewTicker(200 * time.Millisecond)
+		// The kernel tells a child of 'shoal up' at once (Pdeathsig);
+		// this poll is the fallback, so it need not be frequent.
+		t := time.NewTicker(500 * time.Millisecond)
 		defer t.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				if os.Getppid() != parentPID {
-					cancel(errors.New("parent process exited"))
+				if child && os.Getppid() != pid || !child && !processAlive(pid) {
+					cancel(fmt.Errorf("parent process %d exited", pid))
 					return
 				}
 			}
 		}
 	}()
 	return ctx
+}
+
+// processAlive reports whether process pid exists.
+func processAlive(pid int) bool {
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return false
+	}
+	err = p.Signal(syscall.Signal(0))
+	return err == nil || errors.Is(err, syscall.EPERM)
 }
 
 // writeJSONFile writes v to path atomically (temporary file, then rename),

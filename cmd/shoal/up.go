@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -47,7 +48,7 @@ type upSettings struct {
 }
 
 func bindUp(s *cli.Set) runFunc {
-	u := &upSettings{opts: localcluster.Options{Preset: "loopback", WatchParent: true, N: 3, Dir: "shoal-data", BasePort: 7946,
+	u := &upSettings{opts: localcluster.Options{Preset: "loopback", WatchParent: true, KeepAddrs: true, N: 3, Dir: "shoal-data", BasePort: 7946,
 		HTTPBase: 8081, ReadyTimeout: 60 * time.Second}, bindIP: "127.0.0.1", seedCfg: defaultSeed(),
 		node: server.DefaultNodeConfig(server.PresetLoopback)}
 	o := &u.opts
@@ -141,11 +142,30 @@ func (u *upSettings) run(ctx context.Context, sio stdio) error {
 	if err := writeJSONFile(filepath.Join(o.Dir, "cluster.json"), cf); err != nil {
 		return err
 	}
+	ln, err := listenControl(o.Dir)
+	if err != nil {
+		return err
+	}
 	printProcs(stdout, c.Nodes())
 	fmt.Fprintf(stdout, "\ncluster of %d nodes is up (cache mode %s); logs in %s/<node>/node.log\n", o.N, o.CacheMode, o.Dir)
-	fmt.Fprintf(stdout, "try:  %s status --data-dir %s --all    or    curl http://%s/v1/cluster\nCtrl-C stops the cluster.\n",
-		selfName(), o.Dir, c.Nodes()[0].HTTP)
-	waitCluster(ctx, c, o.N, sio.err)
+	fmt.Fprintf(stdout, "try:  %s status --data-dir %s --all    or    curl http://%s/v1/cluster\n", selfName(), o.Dir, c.Nodes()[0].HTTP)
+	fmt.Fprintf(stdout, "A node that exits is started again; '%s up restart NAME --data-dir %s' restarts one. Ctrl-C stops the cluster.\n",
+		selfName(), o.Dir)
+	reqs := make(chan *restartReq)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		serveControl(ctx, ln, o.N, reqs)
+	}()
+	defer wg.Wait()
+	defer os.Remove(filepath.Join(o.Dir, controlSocket))
+	sv := newSupervisor(c, o.N, stdout, func(procs []*localcluster.Proc) {
+		if err := writeJSONFile(filepath.Join(o.Dir, "cluster.json"), clusterFile{CacheMode: o.CacheMode, Nodes: procs}); err != nil {
+			fmt.Fprintf(sio.err, "shoal up: writing cluster.json: %v\n", err)
+		}
+	})
+	sv.run(ctx, reqs)
 	return nil
 }
 
@@ -184,17 +204,4 @@ func printProcs(w io.Writer, nodes []*localcluster.Proc) {
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", n.Name, n.PID, n.Gossip, n.RPC, n.HTTP, "alive")
 	}
 	tw.Flush()
-}
-
-// waitCluster returns when ctx ends (Ctrl-C, SIGTERM) or every node has
-// exited, reporting nodes that exit on their own.
-func waitCluster(ctx context.Context, c *localcluster.Cluster, n int, stderr io.Writer) {
-	for alive := n; alive > 0; alive-- {
-		select {
-		case <-ctx.Done():
-			return
-		case p := <-c.Exited():
-			fmt.Fprintf(stderr, "shoal up: %s exited unexpectedly (%v); see %s\n", p.Name, p.ExitErr(), p.Log)
-		}
-	}
 }

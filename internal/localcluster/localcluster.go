@@ -358,6 +358,22 @@ func (c *Cluster) Restart(ctx context.Context, i, j int) (*Proc, error) {
 	return p, c.waitReady(ctx, p)
 }
 
+// RestartJoin starts node i again (after it exited) with the same
+// directory, joining the gossip address join ("": joining none), and
+// waits until it is ready. It returns the new process even when it is
+// not ready.
+func (c *Cluster) RestartJoin(ctx context.Context, i int, join string) (*Proc, error) {
+	p, err := c.spawn(i, join)
+	if err != nil {
+		return nil, err
+	}
+	return p, c.waitReady(ctx, p)
+}
+
+// StopNode asks node i to leave (SIGTERM), waits up to grace, then kills
+// it if it is still running.
+func (c *Cluster) StopNode(i int, grace time.Duration) { stopProc(c.Nodes()[i-1], grace) }
+
 // Stop asks every node to leave (SIGTERM), waits up to grace, then kills
 // what is left. Safe to call twice.
 func (c *Cluster) Stop(grace time.Duration) {

@@ -68,6 +68,7 @@ func (s *Server) startServices(ctx context.Context, mux *http.ServeMux) (http.Ha
 	if err := os.MkdirAll(cfg.Git.ReposDir, 0o755); err != nil {
 		return nil, fmt.Errorf("repositories directory: %w", err)
 	}
+	s.sweepQuarantines(ctx)
 	if err := s.startPacks(); err != nil {
 		return nil, err
 	}
@@ -377,4 +378,22 @@ func (c cpStore) CompareAndSet(ctx context.Context, key string, expect uint64, v
 		return 0, fmt.Errorf("%w: %w", packcache.ErrConflict, err)
 	}
 	return v, err
+}
+
+// sweepQuarantines removes the push quarantines that pushes killed with
+// their node left in the shared repositories, once they are older than
+// Git.QuarantineAge (gitfront.SweepAllQuarantines). A failure is logged:
+// the node serves without it.
+func (s *Server) sweepQuarantines(ctx context.Context) {
+	age := s.cfg.Git.QuarantineAge
+	if age <= 0 {
+		age = time.Hour // gitfront's default
+	}
+	n, err := gitfront.SweepAllQuarantines(ctx, s.cfg.Git.ReposDir, age)
+	if n > 0 {
+		s.cfg.Logger.Info("removed stale push quarantines", "count", n, "repos_dir", s.cfg.Git.ReposDir, "older_than", age)
+	}
+	if err != nil {
+		s.cfg.Logger.Warn("sweeping push quarantines", "repos_dir", s.cfg.Git.ReposDir, "err", err)
+	}
 }
