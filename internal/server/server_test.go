@@ -206,7 +206,7 @@ func TestRecordRunRunner(t *testing.T) {
 		prev = fire
 	}
 	for _, params := range []string{"", strings.Repeat("p", 201), "\xff"} {
-		if err := s.runRecord(context.Background(), scheduler.Request{Params: []byte(params), FireTime: time.Now(), Node: "solo"}); err == nil {
+		if err := scheduler.RecordRun(s.Store()).Run(context.Background(), scheduler.Request{Params: []byte(params), FireTime: time.Now(), Node: "solo"}); err == nil {
 			t.Errorf("parameters %q accepted", params)
 		}
 	}

@@ -76,7 +76,7 @@ func (s *Server) startServices(ctx context.Context, mux *http.ServeMux) (http.Ha
 	if err := s.startScheduler(); err != nil {
 		return nil, err
 	}
-	jobRoutes(mux, s.svc.sched)
+	scheduler.Mount(mux, s.svc.sched)
 	mux.Handle("GET "+rest.Prefix+"/admin/cluster-stats", nodestats.ClusterStatsHandler(s.store, caller))
 	api, err := rest.New(rest.Config{DB: s.svc.db, Cache: s.svc.cache, Logger: cfg.Logger,
 		Principal: func(r *http.Request) (int64, bool) {
