@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -49,7 +50,91 @@ func WriteCharts(dir string, r *CouplingResults) ([]string, error) {
 		}
 		files = append(files, c.file+".png")
 	}
+	if len(r.Switch) > 0 && len(r.Switch[0].Stage.Timeline) > 0 {
+		for _, c := range []struct {
+			file, title, ylabel string
+			y                   func(TimelineBucket) float64
+		}{
+			{"switch-throughput", "Throughput through the mode switches", "throughput (operations/s)", func(b TimelineBucket) float64 { return b.OpsPerSec }},
+			{"switch-p99", "p99 latency through the mode switches", "p99 latency (ms)", func(b TimelineBucket) float64 { return b.P99Ms }},
+		} {
+			p, err := drawTimeline(r.Switch[0], c.title, c.ylabel, c.y)
+			if err != nil {
+				return files, err
+			}
+			for _, ext := range []string{".png", ".svg"} {
+				if err := p.Save(9*vg.Inch, 4.5*vg.Inch, filepath.Join(dir, c.file+ext)); err != nil {
+					return files, err
+				}
+			}
+			files = append(files, c.file+".png")
+		}
+	}
 	return files, nil
+}
+
+// drawTimeline draws y per bucket of a switch stage, with each switch's
+// start (dashed) and end (dotted) marked by a vertical line.
+func drawTimeline(sr SwitchRun, title, ylabel string, y func(TimelineBucket) float64) (*plot.Plot, error) {
+	p := plot.New()
+	p.Title.Text = fmt.Sprintf("%s (%s, %d nodes)", title, timelineModes(sr), len(sr.Nodes))
+	p.X.Label.Text = "seconds into the measured window (points at bucket middles)"
+	p.Y.Label.Text = ylabel
+	p.Legend.Top = true
+	p.Add(plotter.NewGrid())
+	pts := make(plotter.XYs, len(sr.Stage.Timeline))
+	ymax := 0.0
+	for i, b := range sr.Stage.Timeline {
+		pts[i].X, pts[i].Y = b.At+b.Seconds/2, y(b)
+		ymax = max(ymax, pts[i].Y)
+	}
+	ymax = max(ymax, 1e-9) * 1.3
+	p.Y.Min, p.Y.Max = 0, ymax
+	p.Y.Tick.Marker = niceTicks{}
+	last := sr.Stage.Timeline[len(sr.Stage.Timeline)-1]
+	p.X.Min, p.X.Max = 0, last.At+last.Seconds
+	line, err := plotter.NewLine(pts)
+	if err != nil {
+		return nil, err
+	}
+	line.Color, line.Width = plotutil.Color(0), vg.Points(1.5)
+	p.Add(line)
+	p.Legend.Add(ylabel, line)
+	for i, ev := range sr.Switches {
+		col := plotutil.Color(i + 1)
+		for k, x := range []float64{ev.At, ev.At + ev.Seconds} {
+			l, err := plotter.NewLine(plotter.XYs{{X: x, Y: 0}, {X: x, Y: ymax}})
+			if err != nil {
+				return nil, err
+			}
+			l.Color, l.Width = col, vg.Points(1)
+			l.Dashes = []vg.Length{vg.Points(5), vg.Points(3)}
+			if k == 1 {
+				l.Dashes = []vg.Length{vg.Points(1), vg.Points(2)}
+			}
+			p.Add(l)
+			if k == 0 {
+				label := fmt.Sprintf("switch to %s at %.1fs, took %.2fs", ev.To, ev.At, ev.Seconds)
+				if !ev.OK() {
+					label += " (failed)"
+				}
+				p.Legend.Add(label, l)
+			}
+		}
+	}
+	return p, nil
+}
+
+// timelineModes is "local → distributed → near".
+func timelineModes(sr SwitchRun) string {
+	if len(sr.Switches) == 0 {
+		return "no switch"
+	}
+	modes := []string{sr.Switches[0].From}
+	for _, ev := range sr.Switches {
+		modes = append(modes, ev.To)
+	}
+	return strings.Join(modes, " → ")
 }
 
 func hasNoSocketBytes(r *CouplingResults) bool {

@@ -9,11 +9,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/shoal-dev/shoal/internal/domain"
 )
@@ -86,6 +88,14 @@ func Coupling(ctx context.Context, o CouplingOptions) (*CouplingResults, error) 
 			}
 		}
 		res.Runs = append(res.Runs, run)
+		if o.Experiment.Switch != nil {
+			sr, err := r.runSwitch(ctx, rep)
+			res.Switch = append(res.Switch, sr)
+			if err != nil {
+				res.finish(err)
+				return res, err
+			}
+		}
 	}
 	res.finish(nil)
 	return res, nil
@@ -223,9 +233,18 @@ func (r *couplingRunner) spec(nodes []NodePlacement, clients int, tag string) Lo
 // runStage runs the load generator for one stage, snapshotting the
 // nodes' counters when its warm-up ends and after its last request.
 func (r *couplingRunner) runStage(ctx context.Context, nodes []NodePlacement, spec LoadSpec) (StageResult, counterSnapshot, error) {
+	return r.runStageHook(ctx, nodes, spec, nil)
+}
+
+// runStageHook is runStage, calling hook (if set) with each event of the
+// load generator before the runner's own handling of it.
+func (r *couplingRunner) runStageHook(ctx context.Context, nodes []NodePlacement, spec LoadSpec, hook func(LoadEvent)) (StageResult, counterSnapshot, error) {
 	var before, after counterSnapshot
 	var snapErr error
 	onEvent := func(ev LoadEvent) {
+		if hook != nil {
+			hook(ev)
+		}
 		var err error
 		switch ev.Event {
 		case "measure":
@@ -400,4 +419,203 @@ func copyDB(from, to string) error {
 		}
 	}
 	return nil
+}
+
+// runSwitch is the switch stage: a cluster started in the first mode,
+// the load generator running through the window with a timeline, and a
+// switch to each next mode at each Every boundary of the window (each
+// after the one before answered), through the nodes in turn.
+func (r *couplingRunner) runSwitch(ctx context.Context, rep int) (sr SwitchRun, err error) {
+	e := r.o.Experiment
+	sw := e.Switch
+	sr = SwitchRun{Repeat: rep}
+	arm := Arm{Mode: sw.Modes[0], Nodes: sw.Nodes}
+	name := fmt.Sprintf("switch %s×%d", strings.Join(sw.Modes, "→"), sw.Nodes)
+	fail := func(err error) (SwitchRun, error) {
+		sr.Error = err.Error()
+		return sr, fmt.Errorf("%s: %w", name, err)
+	}
+	dir := filepath.Join(r.o.Dir, fmt.Sprintf("r%d-switch-%d", rep, sw.Nodes))
+	os.RemoveAll(dir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fail(err)
+	}
+	db := filepath.Join(dir, "shoal.db")
+	if err := copyDB(r.data.path, db); err != nil {
+		return fail(err)
+	}
+	r.progress.describe(fmt.Sprintf("repeat %d/%d, %s: starting", rep, r.o.Repeat, name))
+	ac, err := startArm(ctx, armConfig{arm: arm, dir: dir, db: db, binary: r.nodeBinary(),
+		invalidation: e.Invalidation, backups: *e.Backups, logger: r.o.Logger})
+	if err != nil {
+		return fail(err)
+	}
+	defer ac.Stop()
+	sr.Nodes = ac.Nodes()
+	r.progress.describe(fmt.Sprintf("repeat %d/%d, %s: %d clients, a switch every %v", rep, r.o.Repeat, name, sw.Clients, sw.Every.D()))
+	spec := r.spec(sr.Nodes, sw.Clients, fmt.Sprintf("r%dsw", rep))
+	spec.Warmup, spec.Duration, spec.Bucket = *sw.Warmup, Duration(sw.Window()), sw.Bucket
+
+	swCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var mu sync.Mutex
+	var once sync.Once
+	done := make(chan struct{})
+	started := false
+	hook := func(ev LoadEvent) {
+		if ev.Event != "measure" {
+			return
+		}
+		once.Do(func() {
+			mu.Lock()
+			started = true
+			mu.Unlock()
+			go func() {
+				defer close(done)
+				r.switchModes(swCtx, sr.Nodes, time.Now(), func(ev SwitchEvent) {
+					mu.Lock()
+					sr.Switches = append(sr.Switches, ev)
+					mu.Unlock()
+				})
+			}()
+		})
+	}
+	st, after, err := r.runStageHook(ctx, sr.Nodes, spec, hook)
+	if err != nil {
+		cancel()
+	}
+	mu.Lock()
+	wait := started
+	mu.Unlock()
+	if wait {
+		<-done // a switch still under way is bounded by its own timeout
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	sr.PeakRSS = peakRSS(after)
+	if err != nil {
+		return fail(err)
+	}
+	sr.Stage = st
+	sr.Stage.OthersShareAttempts = []float64{st.CPU.OthersShare}
+	if st.CPU.OthersShare > disturbedLimit(e.Quiet) {
+		r.warnf("%s: other processes used %.0f%% of the machine (limit %.0f%%); its figures are disturbed", name,
+			100*st.CPU.OthersShare, 100*disturbedLimit(e.Quiet))
+	}
+	if sr.FinalMode, err = r.clusterMode(ctx, sr.Nodes[0].HTTP); err != nil {
+		return fail(fmt.Errorf("reading the cluster's mode after the window: %w", err))
+	}
+	return sr, nil
+}
+
+// SwitchTimeout bounds one switch of the cluster's mode.
+const SwitchTimeout = 2 * time.Minute
+
+// switchModes switches the cluster to each next mode of the switch
+// stage, the i-th at t0 + i×Every or when the switch before it answered,
+// whichever is later, through node i-1 (mod the nodes); each switch is
+// passed to note when it answered.
+func (r *couplingRunner) switchModes(ctx context.Context, nodes []NodePlacement, t0 time.Time, note func(SwitchEvent)) {
+	sw := r.o.Experiment.Switch
+	for i := 1; i < len(sw.Modes); i++ {
+		if err := sleepCtx(ctx, time.Until(t0.Add(time.Duration(i)*sw.Every.D()))); err != nil {
+			return
+		}
+		via := nodes[(i-1)%len(nodes)]
+		ev := SwitchEvent{From: sw.Modes[i-1], To: sw.Modes[i], Via: via.Name, At: time.Since(t0).Seconds()}
+		begin := time.Now()
+		ev.Status, ev.Epoch, ev.Error, ev.Retried = r.putMode(ctx, via.HTTP, sw.Modes[i])
+		ev.Seconds = time.Since(begin).Seconds()
+		note(ev)
+	}
+}
+
+// putMode is PUT /v1/cache/mode {"mode": mode} with the admin's token;
+// it answers when the cluster has switched. An answer that leaves the
+// outcome open (a 5xx such as raft's "outcome unknown" when leadership
+// moved, a 409 while the switch is still under way, a broken connection)
+// is retried until SwitchTimeout: a PUT of the mode the cluster is
+// already switching to waits for that switch. Each such answer is noted.
+func (r *couplingRunner) putMode(ctx context.Context, httpAddr, mode string) (status int, epoch uint64, errText string, notes []string) {
+	ctx, cancel := context.WithTimeout(ctx, SwitchTimeout)
+	defer cancel()
+	body, _ := json.Marshal(map[string]string{"mode": mode})
+	for {
+		var out struct {
+			Cluster struct {
+				Mode  string `json:"mode"`
+				Phase string `json:"phase"`
+				Epoch uint64 `json:"epoch"`
+			} `json:"cluster"`
+			Error string `json:"error"`
+		}
+		status, err := r.adminCall(ctx, http.MethodPut, httpAddr, body, &out)
+		switch {
+		case err == nil && status == http.StatusOK && out.Cluster.Mode == mode && out.Cluster.Phase == "stable":
+			return status, out.Cluster.Epoch, "", notes
+		case err == nil && status == http.StatusOK:
+			errText = fmt.Sprintf("answered 200 with the cluster in %s (%s)", out.Cluster.Mode, out.Cluster.Phase)
+		case err != nil:
+			errText = err.Error()
+		default:
+			errText = fmt.Sprintf("status %d: %s", status, out.Error)
+		}
+		retry := err != nil || status == http.StatusOK || status == http.StatusConflict || status >= 500
+		if !retry || ctx.Err() != nil {
+			return status, out.Cluster.Epoch, errText, notes
+		}
+		notes = append(notes, errText)
+		if sleepCtx(ctx, 200*time.Millisecond) != nil {
+			return status, out.Cluster.Epoch, errText, notes
+		}
+	}
+}
+
+// clusterMode is GET /v1/cache/mode's cluster record, "near (stable, epoch 9)".
+func (r *couplingRunner) clusterMode(ctx context.Context, httpAddr string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var out struct {
+		Cluster struct {
+			Mode  string `json:"mode"`
+			Phase string `json:"phase"`
+			Epoch uint64 `json:"epoch"`
+		} `json:"cluster"`
+	}
+	status, err := r.adminCall(ctx, http.MethodGet, httpAddr, nil, &out)
+	if err == nil && status != http.StatusOK {
+		err = fmt.Errorf("GET /v1/cache/mode: status %d", status)
+	}
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%s (%s, epoch %d)", out.Cluster.Mode, out.Cluster.Phase, out.Cluster.Epoch), nil
+}
+
+// adminCall calls /v1/cache/mode on a node as the data set's admin and
+// decodes the JSON answer into out.
+func (r *couplingRunner) adminCall(ctx context.Context, method, httpAddr string, body []byte, out any) (int, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+httpAddr+"/v1/cache/mode", rd)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Authorization", "Bearer "+r.data.token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return resp.StatusCode, err
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return resp.StatusCode, fmt.Errorf("%s /v1/cache/mode: status %d, %q: %w", method, resp.StatusCode, strings.TrimSpace(string(b)), err)
+	}
+	return resp.StatusCode, nil
 }

@@ -205,3 +205,86 @@ func TestCouplingInterrupted(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The switch stage on an in-process cluster: the load runs through every
+// switch, each switch answers, the timeline covers the window, nothing
+// fails, and the report holds the switch table, timeline and charts.
+func TestCouplingSwitchStage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts clusters")
+	}
+	src := strings.Replace(tinyExperiment, "modes: [local, distributed, near]\nsizes: [1, 2]", "modes: [local]\nsizes: [1]", 1) +
+		"switch: {nodes: 2, clients: 3, modes: [local, near, distributed], every: 2s, bucket: 250ms, warmup: 300ms}\n"
+	exp, err := ParseExperiment([]byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp.Quiet = Quiet{}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	var prog bytes.Buffer
+	res, err := Coupling(ctx, CouplingOptions{Experiment: exp, ExperimentFile: src, InProcess: true, LoadgenInProcess: true,
+		Dir: t.TempDir(), Logger: testkit.Logger(t), Progress: &prog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Switch) != 1 {
+		t.Fatalf("%d switch runs, want 1", len(res.Switch))
+	}
+	sr := res.Switch[0]
+	if len(sr.Nodes) != 2 || sr.Error != "" || len(sr.PeakRSS) != 2 {
+		t.Fatalf("switch run: %d nodes, error %q, peak RSS %v", len(sr.Nodes), sr.Error, sr.PeakRSS)
+	}
+	if len(sr.Switches) != 2 {
+		t.Fatalf("switches: %+v, want local→near and near→distributed", sr.Switches)
+	}
+	for i, ev := range sr.Switches {
+		want := [][2]string{{"local", "near"}, {"near", "distributed"}}[i]
+		if !ev.OK() || ev.From != want[0] || ev.To != want[1] || ev.Seconds <= 0 || ev.At < float64(2*(i+1))-0.01 || ev.Epoch == 0 {
+			t.Errorf("switch %d: %+v", i, ev)
+		}
+	}
+	if sr.Switches[1].Epoch <= sr.Switches[0].Epoch || sr.Switches[1].Via == sr.Switches[0].Via {
+		t.Errorf("switches: %+v (want rising epochs, through both nodes)", sr.Switches)
+	}
+	if !strings.HasPrefix(sr.FinalMode, "distributed (stable") {
+		t.Errorf("final mode %q", sr.FinalMode)
+	}
+	st := sr.Stage
+	if st.Total.Count == 0 || st.Total.Errors != 0 || st.Seconds < 6 {
+		t.Errorf("switch stage: %d ops, %d failed (%v), %.1fs", st.Total.Count, st.Total.Errors, st.Errors, st.Seconds)
+	}
+	if len(sr.Stage.Timeline) < 24 {
+		t.Errorf("%d buckets, want 24 of 250ms over 6s", len(sr.Stage.Timeline))
+	}
+	var ops int64
+	for _, b := range sr.Stage.Timeline {
+		ops += b.Ops
+	}
+	if ops != st.Total.Count {
+		t.Errorf("timeline: %d ops, total %d", ops, st.Total.Count)
+	}
+	if !strings.Contains(prog.String(), "switch local→near→distributed×2") {
+		t.Errorf("progress does not name the switch stage:\n%s", prog.String())
+	}
+	out := t.TempDir()
+	if err := WriteReport(out, res); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"switch-throughput.png", "switch-p99.svg"} {
+		if fi, err := os.Stat(filepath.Join(out, f)); err != nil || fi.Size() == 0 {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	md, _ := os.ReadFile(filepath.Join(out, "report.md"))
+	for _, want := range []string{"## Mode switch under load", "| local → near | node", "| near → distributed |", "local→near",
+		"0 failed", "switch-throughput.png", "Final mode: distributed (stable"} {
+		if !bytes.Contains(md, []byte(want)) {
+			t.Errorf("report.md lacks %q", want)
+		}
+	}
+	back, err := ReadResults(out)
+	if err != nil || len(back.Switch) != 1 || len(back.Switch[0].Stage.Timeline) != len(sr.Stage.Timeline) {
+		t.Errorf("results.json read back: %v", err)
+	}
+}

@@ -48,7 +48,32 @@ type Experiment struct {
 	// MaxOtherCPU of the machine is run again, up to Retries times, and
 	// the attempt they disturbed least is kept. Zero values: off.
 	Quiet Quiet `yaml:"quiet" json:"quiet"`
+	// Switch, if set, is a stage run after the arms: a cluster started in
+	// Switch.Modes[0] is switched to each next mode in turn while the
+	// load generator runs.
+	Switch *SwitchStage `yaml:"switch" json:"switch,omitempty"`
 }
+
+// SwitchStage switches a running cluster's cache mode under load: the
+// cluster starts in Modes[0]; after the warm-up the load generator runs
+// for len(Modes)×Every, recording a timeline of Bucket-long buckets, and
+// at every Every boundary the runner switches the cluster to the next
+// mode (PUT /v1/cache/mode, through the nodes in turn).
+type SwitchStage struct {
+	Nodes   int      `yaml:"nodes" json:"nodes"`
+	Clients int      `yaml:"clients" json:"clients"`
+	Modes   []string `yaml:"modes" json:"modes"`
+	Every   Duration `yaml:"every" json:"every"`
+	Bucket  Duration `yaml:"bucket" json:"bucket"`
+	// Warmup runs before the timeline, in Modes[0]; unset, stages.warmup.
+	Warmup *Duration `yaml:"warmup" json:"warmup,omitempty"`
+}
+
+// Window is the measured length of the switch stage: len(Modes)×Every.
+func (s *SwitchStage) Window() time.Duration { return time.Duration(len(s.Modes)) * s.Every.D() }
+
+// maxBuckets bounds a switch stage's timeline.
+const maxBuckets = 10000
 
 // Quiet is Experiment.Quiet.
 type Quiet struct {
@@ -197,7 +222,50 @@ func (e *Experiment) Validate() error {
 	if e.LagProbe < 0 {
 		bad("lag_probe", "%v is negative", e.LagProbe.D())
 	}
+	e.validateSwitch(bad)
 	return errors.Join(errs...)
+}
+
+func (e *Experiment) validateSwitch(bad func(string, string, ...any)) {
+	s := e.Switch
+	if s == nil {
+		return
+	}
+	if s.Warmup == nil {
+		w := e.Stages.Warmup
+		s.Warmup = &w
+	}
+	if s.Nodes < 1 || s.Nodes > 16 {
+		bad("switch.nodes", "%d: want 1 to 16 nodes", s.Nodes)
+	}
+	if s.Clients < 1 || s.Clients > 1024 {
+		bad("switch.clients", "%d: want 1 to 1024 clients", s.Clients)
+	}
+	if len(s.Modes) < 2 {
+		bad("switch.modes", "want at least two modes: the one the cluster starts in, then each it switches to")
+	}
+	for i, m := range s.Modes {
+		switch {
+		case m != "local" && m != "distributed" && m != "near":
+			bad(fmt.Sprintf("switch.modes[%d]", i), "%q: want local, distributed or near", m)
+		case i > 0 && m == s.Modes[i-1]:
+			bad(fmt.Sprintf("switch.modes[%d]", i), "%q is the mode before it: a switch must change the mode", m)
+		}
+	}
+	if s.Every.D() < time.Second {
+		bad("switch.every", "%v: want at least 1s between switches", s.Every.D())
+	}
+	switch {
+	case s.Bucket.D() < 50*time.Millisecond:
+		bad("switch.bucket", "%v: want at least 50ms", s.Bucket.D())
+	case s.Bucket > s.Every:
+		bad("switch.bucket", "%v is longer than switch.every (%v)", s.Bucket.D(), s.Every.D())
+	case s.Window()/s.Bucket.D() > maxBuckets:
+		bad("switch.bucket", "%v makes %d buckets of the %v window; at most %d", s.Bucket.D(), s.Window()/s.Bucket.D(), s.Window(), maxBuckets)
+	}
+	if *s.Warmup < 0 {
+		bad("switch.warmup", "%v is negative", s.Warmup.D())
+	}
 }
 
 func (e *Experiment) validateStages(bad func(string, string, ...any)) {

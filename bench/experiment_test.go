@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Each mistake in an experiment file is an error naming the field.
@@ -33,6 +34,35 @@ func TestParseExperimentErrors(t *testing.T) {
 		}
 		_, err := ParseExperiment([]byte(src))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want one naming %q", tc.change, err, tc.want)
+		}
+	}
+	sw := tinyExperiment + "switch: {nodes: 3, clients: 4, modes: [local, distributed, near, local], every: 2s, bucket: 250ms}\n"
+	e, err := ParseExperiment([]byte(sw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Switch.Window() != 8*time.Second || e.Switch.Warmup.D() != 500*time.Millisecond {
+		t.Errorf("switch window %v, warm-up %v (want stages.warmup)", e.Switch.Window(), e.Switch.Warmup.D())
+	}
+	for _, tc := range []struct{ old, change, want string }{
+		{"nodes: 3", "nodes: 0", "switch.nodes"},
+		{"clients: 4", "clients: 2000", "switch.clients"},
+		{"[local, distributed, near, local]", "[near]", "switch.modes: want at least two"},
+		{"[local, distributed, near, local]", "[local, nearby]", "switch.modes[1]"},
+		{"[local, distributed, near, local]", "[local, near, near]", "switch.modes[2]"},
+		{"every: 2s", "every: 10ms", "switch.every"},
+		{"bucket: 250ms", "bucket: 1ms", "switch.bucket"},
+		{"bucket: 250ms", "bucket: 3s", "longer than switch.every"},
+		{"every: 2s, bucket: 250ms", "every: 100000s, bucket: 50ms", "buckets"},
+		{"bucket: 250ms", "bucket: 250ms, warmup: -1s", "switch.warmup"},
+		{"bucket: 250ms", "bucket: 250ms, pause: 1s", "pause"},
+	} {
+		src := strings.Replace(sw, tc.old, tc.change, 1)
+		if src == sw {
+			t.Fatalf("%q not found in the switch stage", tc.old)
+		}
+		if _, err := ParseExperiment([]byte(src)); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: error %v, want one naming %q", tc.change, err, tc.want)
 		}
 	}

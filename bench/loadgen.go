@@ -41,6 +41,9 @@ type LoadSpec struct {
 	LagProbe Duration       `json:"lag_probe"`
 	// Tag makes created repository names unique across stages and arms.
 	Tag string `json:"tag"`
+	// Bucket, if set, splits the measured window into a timeline of
+	// buckets this long (LoadResult.Timeline).
+	Bucket Duration `json:"bucket,omitempty"`
 }
 
 // RepoRef is a repository and its pull requests' IDs.
@@ -66,6 +69,24 @@ type LoadResult struct {
 	NumCPU     int      `json:"num_cpu"`
 	PID        int      `json:"pid"`
 	Errors     []string `json:"first_errors,omitempty"`
+	// Timeline holds the window's buckets in order (LoadSpec.Bucket).
+	Timeline []TimelineBucket `json:"timeline,omitempty"`
+}
+
+// TimelineBucket is the operations that started in one bucket of the
+// measured window: counts, throughput and latency (ms).
+type TimelineBucket struct {
+	// At is the bucket's start, seconds from the window's; Seconds its
+	// length (the last may be shorter).
+	At        float64 `json:"at_s"`
+	Seconds   float64 `json:"seconds"`
+	Ops       int64   `json:"ops"`
+	Errors    int64   `json:"errors"`
+	Conflicts int64   `json:"conflicts"`
+	OpsPerSec float64 `json:"ops_per_sec"`
+	P50Ms     float64 `json:"p50_ms"`
+	P99Ms     float64 `json:"p99_ms"`
+	MaxMs     float64 `json:"max_ms"`
 }
 
 // OpCount is one operation's raw figures: counts and its latency
@@ -125,6 +146,62 @@ type loadgen struct {
 
 	errMu  sync.Mutex
 	errors []string
+
+	timeline *timeline // nil without LoadSpec.Bucket
+}
+
+// timeline collects the window's buckets, shared by the clients.
+type timeline struct {
+	bucket time.Duration
+	mu     sync.Mutex
+	hists  []*hdrhistogram.Histogram
+	counts [][3]int64 // ops, errors, conflicts
+}
+
+// record adds an operation that started at offset into the window.
+func (t *timeline) record(offset, took time.Duration, failed, conflict bool) {
+	i := int(offset / t.bucket)
+	if i < 0 || i >= maxBuckets+1 {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for len(t.hists) <= i {
+		t.hists = append(t.hists, hdrhistogram.New(1, 120e6, 2))
+		t.counts = append(t.counts, [3]int64{})
+	}
+	t.hists[i].RecordValue(max(took.Microseconds(), 1))
+	t.counts[i][0]++
+	if failed {
+		t.counts[i][1]++
+	}
+	if conflict {
+		t.counts[i][2]++
+	}
+}
+
+// buckets is the timeline of a window of length window; buckets nothing
+// started in are there, empty.
+func (t *timeline) buckets(window time.Duration) []TimelineBucket {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := max(int((window+t.bucket-1)/t.bucket), len(t.hists))
+	out := make([]TimelineBucket, n)
+	for i := range out {
+		at := time.Duration(i) * t.bucket
+		b := TimelineBucket{At: at.Seconds(), Seconds: min(t.bucket, max(window-at, 0)).Seconds()}
+		if b.Seconds <= 0 {
+			b.Seconds = t.bucket.Seconds()
+		}
+		if i < len(t.hists) {
+			h := t.hists[i]
+			b.Ops, b.Errors, b.Conflicts = t.counts[i][0], t.counts[i][1], t.counts[i][2]
+			b.OpsPerSec = float64(b.Ops) / b.Seconds
+			b.P50Ms, b.P99Ms, b.MaxMs = usMs(h.ValueAtQuantile(50)), usMs(h.ValueAtQuantile(99)), usMs(h.Max())
+		}
+		out[i] = b
+	}
+	return out
 }
 
 // RunLoad runs spec: warm-up, then the measured window, calling emit with
@@ -174,6 +251,10 @@ func (s *LoadSpec) check() error {
 		return fmt.Errorf("loadgen: %d clients", s.Clients)
 	case s.Zipf <= 1:
 		return fmt.Errorf("loadgen: zipf %g must be > 1", s.Zipf)
+	case s.Bucket < 0:
+		return fmt.Errorf("loadgen: bucket %v is negative", s.Bucket.D())
+	case s.Bucket > 0 && s.Duration.D()/s.Bucket.D() > maxBuckets:
+		return fmt.Errorf("loadgen: bucket %v makes over %d buckets of %v", s.Bucket.D(), maxBuckets, s.Duration.D())
 	}
 	return nil
 }
@@ -181,6 +262,9 @@ func (s *LoadSpec) check() error {
 func newLoadgen(spec LoadSpec) *loadgen {
 	tr := &http.Transport{MaxIdleConns: 4 * (spec.Clients + 2), MaxIdleConnsPerHost: spec.Clients + 2, IdleConnTimeout: time.Minute}
 	g := &loadgen{spec: spec, loadClient: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
+	if spec.Bucket > 0 {
+		g.timeline = &timeline{bucket: spec.Bucket.D()}
+	}
 	for i := range spec.Repos {
 		for _, id := range spec.Repos[i].PRs {
 			g.prs = append(g.prs, prRef{repo: &spec.Repos[i], id: id})
@@ -236,6 +320,9 @@ func (g *loadgen) finish(res *LoadResult, clients []*clientStats, lag *lagStats)
 	}
 	res.Lag, res.LagTimeouts = encodeHist(lag.hist), lag.timeouts
 	res.Errors = g.errors
+	if g.timeline != nil {
+		res.Timeline = g.timeline.buckets(g.spec.Duration.D())
+	}
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {
@@ -298,15 +385,21 @@ func (g *loadgen) runClient(ctx context.Context, id int, st *clientStats) {
 		if started == 0 || t0.UnixNano() < started || ctx.Err() != nil {
 			continue
 		}
+		took := time.Since(t0)
 		s := st.ops[op]
-		s.hist.RecordValue(max(time.Since(t0).Microseconds(), 1))
+		s.hist.RecordValue(max(took.Microseconds(), 1))
 		s.count++
+		conflict := err == nil && status == http.StatusConflict
+		failed := !conflict && (err != nil || status >= 400)
 		switch {
-		case err == nil && status == http.StatusConflict:
+		case conflict:
 			s.conflicts++
-		case err != nil || status >= 400:
+		case failed:
 			s.errors++
 			g.noteError(op, status, err)
+		}
+		if g.timeline != nil {
+			g.timeline.record(time.Duration(t0.UnixNano()-started), took, failed, conflict)
 		}
 	}
 }

@@ -61,7 +61,8 @@ func TestServeLoadgenProtocol(t *testing.T) {
 	spec := LoadSpec{Targets: []string{host, host}, Token: "tok", Projects: []string{"A", "B"},
 		Repos: []RepoRef{{Project: "A", Slug: "x", PRs: []int64{1, 2}}, {Project: "B", Slug: "y", PRs: []int64{3}}},
 		Mix:   map[string]int{OpViewPR: 3, OpAddComment: 1, OpUpdatePR: 2, OpBrowseRepos: 1}, Zipf: 1.5, Seed: 1, Clients: 4,
-		Warmup: Duration(100 * time.Millisecond), Duration: Duration(500 * time.Millisecond), LagProbe: Duration(20 * time.Millisecond), Tag: "t"}
+		Warmup: Duration(100 * time.Millisecond), Duration: Duration(500 * time.Millisecond), LagProbe: Duration(20 * time.Millisecond), Tag: "t",
+		Bucket: Duration(100 * time.Millisecond)}
 	in, _ := json.Marshal(spec)
 	pr, pw := io.Pipe()
 	errc := make(chan error, 1)
@@ -102,6 +103,44 @@ func TestServeLoadgenProtocol(t *testing.T) {
 	}
 	if st.Lag.Samples == 0 || res.Seconds < 0.5 || res.NumCPU < 1 || st.Traffic.SocketBytes != -1 {
 		t.Errorf("lag %+v, seconds %v, cpus %d, traffic %+v", st.Lag, res.Seconds, res.NumCPU, st.Traffic)
+	}
+	// The timeline (spec.Bucket) splits the same operations into buckets.
+	if len(res.Timeline) < 5 {
+		t.Fatalf("%d buckets in a 500ms window of 100ms buckets", len(res.Timeline))
+	}
+	var ops, errs, conflicts int64
+	for i, b := range res.Timeline {
+		if b.At != float64(i)*0.1 && (b.At-float64(i)*0.1 > 1e-9 || float64(i)*0.1-b.At > 1e-9) || b.Seconds <= 0 {
+			t.Errorf("bucket %d: at %v, %v s", i, b.At, b.Seconds)
+		}
+		if b.Ops > 0 && (b.P50Ms <= 0 || b.P99Ms < b.P50Ms || b.OpsPerSec <= 0) {
+			t.Errorf("bucket %d: %+v", i, b)
+		}
+		ops, errs, conflicts = ops+b.Ops, errs+b.Errors, conflicts+b.Conflicts
+	}
+	if ops != st.Total.Count || errs != st.Total.Errors || conflicts != st.Total.Conflicts || errs == 0 {
+		t.Errorf("timeline: %d ops, %d errors, %d conflicts; totals %d, %d, %d", ops, errs, conflicts, st.Total.Count, st.Total.Errors, st.Total.Conflicts)
+	}
+}
+
+// Buckets cover the window, the last cut short, empty ones included.
+func TestTimelineBuckets(t *testing.T) {
+	tl := &timeline{bucket: 400 * time.Millisecond}
+	tl.record(100*time.Millisecond, 2*time.Millisecond, false, false)
+	tl.record(900*time.Millisecond, 4*time.Millisecond, true, false)
+	tl.record(950*time.Millisecond, 6*time.Millisecond, false, true)
+	got := tl.buckets(time.Second)
+	if len(got) != 3 {
+		t.Fatalf("%d buckets, want 3: %+v", len(got), got)
+	}
+	if got[0].Ops != 1 || got[0].OpsPerSec != 2.5 || got[0].P50Ms < 1.99 || got[0].P50Ms > 2.01 {
+		t.Errorf("bucket 0: %+v", got[0])
+	}
+	if got[1].Ops != 0 || got[1].OpsPerSec != 0 || got[1].At != 0.4 {
+		t.Errorf("bucket 1: %+v", got[1])
+	}
+	if b := got[2]; b.Ops != 2 || b.Errors != 1 || b.Conflicts != 1 || b.Seconds < 0.199 || b.Seconds > 0.201 || b.OpsPerSec < 9.9 || b.MaxMs < 5.9 {
+		t.Errorf("bucket 2 (200ms long): %+v", b)
 	}
 }
 

@@ -41,6 +41,9 @@ func newProgress(o CouplingOptions) *progress {
 	}
 	b := &progress{w: o.Progress, tty: isTerminal(o.Progress), per: per,
 		total: time.Duration(o.Repeat*len(e.Arms())*len(e.Stages.Clients)*attempts) * per}
+	if sw := e.Switch; sw != nil {
+		b.total += time.Duration(o.Repeat) * (sw.Warmup.D() + sw.Window())
+	}
 	if b.tty {
 		b.pb = progressbar.NewOptions64(int64(b.total/time.Second), progressbar.OptionSetWriter(o.Progress),
 			progressbar.OptionSetPredictTime(true), progressbar.OptionSetElapsedTime(true), progressbar.OptionShowCount(),

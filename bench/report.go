@@ -77,6 +77,7 @@ func WriteMarkdown(w io.Writer, r *CouplingResults, charts []string) {
 		{"mix", mixString(e.Mix)}, {"keys", fmt.Sprintf("Zipf s=%g, seed %d", e.Zipf, e.Seed)},
 		{"invalidation / backups", fmt.Sprintf("%s / %d", e.Invalidation, *e.Backups)},
 		{"quiet guard", quietString(e.Quiet)},
+		{"switch stage", switchString(e.Switch)},
 	} {
 		fmt.Fprintf(w, "| %s | %s |\n", kv[0], kv[1])
 	}
@@ -93,6 +94,7 @@ func WriteMarkdown(w io.Writer, r *CouplingResults, charts []string) {
 	writeRSS(w, r)
 	fmt.Fprintf(w, "\n## Per operation (repeat 1)\n\n")
 	writeOps(w, r)
+	writeSwitch(w, r)
 	if len(charts) > 0 {
 		fmt.Fprintf(w, "\n## Charts\n\n")
 		for _, c := range charts {
@@ -100,6 +102,14 @@ func WriteMarkdown(w io.Writer, r *CouplingResults, charts []string) {
 		}
 	}
 	fmt.Fprintf(w, "\n## Experiment file\n\n```yaml\n%s\n```\n", strings.TrimSpace(m.ExperimentFile))
+}
+
+func switchString(s *SwitchStage) string {
+	if s == nil {
+		return "none"
+	}
+	return fmt.Sprintf("%d nodes, %d clients, %s, a switch every %v, %v buckets after %v warm-up", s.Nodes, s.Clients,
+		strings.Join(s.Modes, " → "), s.Every.D(), s.Bucket.D(), s.Warmup.D())
 }
 
 func quietString(q Quiet) string {
@@ -196,11 +206,7 @@ func writeRSS(w io.Writer, r *CouplingResults) {
 	fmt.Fprint(w, "| arm | nodes | peak RSS per node |\n|---|---:|---|\n")
 	last := r.Runs[len(r.Runs)-1]
 	for _, ar := range last {
-		var parts []string
-		for _, n := range ar.Nodes {
-			parts = append(parts, fmt.Sprintf("%s %.0f", n.Name, float64(ar.PeakRSS[n.Name])/(1<<20)))
-		}
-		fmt.Fprintf(w, "| %s | %d | %s |\n", ar.Arm.Name(), ar.Arm.Nodes, strings.Join(parts, ", "))
+		fmt.Fprintf(w, "| %s | %d | %s |\n", ar.Arm.Name(), ar.Arm.Nodes, rssString(ar.Nodes, ar.PeakRSS))
 	}
 }
 
@@ -443,4 +449,98 @@ func attemptsString(sts []StageResult) string {
 		reps = append(reps, strings.Join(a, ", "))
 	}
 	return strings.Join(reps, " / ")
+}
+
+// writeSwitch is the report's switch stage: per repeat, the switches,
+// the window's totals and the timeline with the mode in force.
+func writeSwitch(w io.Writer, r *CouplingResults) {
+	if len(r.Switch) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\n## Mode switch under load\n\n")
+	for _, sr := range r.Switch {
+		fmt.Fprintf(w, "### Repeat %d\n\n", sr.Repeat)
+		if sr.Error != "" {
+			fmt.Fprintf(w, "**Failed**: %s\n\n", sr.Error)
+		}
+		st := sr.Stage
+		fmt.Fprintf(w, "%s. Final mode: %s. Peak RSS per node (MiB): %s. Other processes used %.0f%% of the machine, load average %.1f.\n\n",
+			SwitchSummary(sr), orDash(sr.FinalMode), rssString(sr.Nodes, sr.PeakRSS), 100*st.CPU.OthersShare, st.CPU.Load1)
+		fmt.Fprint(w, "| switch | via | at s | took s | epoch | result |\n|---|---|---:|---:|---:|---|\n")
+		for _, ev := range sr.Switches {
+			res := "ok"
+			if !ev.OK() {
+				res = "**" + ev.Error + "**"
+			}
+			if len(ev.Retried) > 0 {
+				res += fmt.Sprintf(" (after %d retried answer(s), first: %s)", len(ev.Retried), ev.Retried[0])
+			}
+			fmt.Fprintf(w, "| %s → %s | %s | %.2f | %.2f | %d | %s |\n", ev.From, ev.To, ev.Via, ev.At, ev.Seconds, ev.Epoch, res)
+		}
+		fmt.Fprint(w, "\n| t s | mode | ops/s | errors | 409s | p50 ms | p99 ms | max ms |\n|---:|---|---:|---:|---:|---:|---:|---:|\n")
+		for _, b := range sr.Stage.Timeline {
+			fmt.Fprintf(w, "| %.1f | %s | %.0f | %d | %d | %.2f | %.2f | %.2f |\n", b.At, modeAt(sr, b), b.OpsPerSec, b.Errors, b.Conflicts,
+				b.P50Ms, b.P99Ms, b.MaxMs)
+		}
+		fmt.Fprintln(w)
+		if len(st.Errors) > 0 {
+			fmt.Fprintf(w, "First failed requests: %s\n\n", strings.Join(st.Errors, "; "))
+		}
+	}
+	fmt.Fprint(w, "A bucket holds the operations that started in it; the mode column is the mode in force through the bucket, "+
+		"or from → to where the bucket overlaps a switch under way. 409s (a concurrent writer won) are the workload's, not failures.\n")
+}
+
+// SwitchSummary is one line on a switch stage: operations, failures and
+// each switch's time.
+func SwitchSummary(sr SwitchRun) string {
+	var parts []string
+	for _, ev := range sr.Switches {
+		p := fmt.Sprintf("%s→%s %.2fs", ev.From, ev.To, ev.Seconds)
+		if !ev.OK() {
+			p += " FAILED"
+		}
+		if len(ev.Retried) > 0 {
+			p += fmt.Sprintf(" (%d retried answers)", len(ev.Retried))
+		}
+		parts = append(parts, p)
+	}
+	t := sr.Stage.Total
+	return fmt.Sprintf("%d operations in %.1fs (%.0f ops/s, p99 %.2f ms), %d failed, %d conflicts (409); switches: %s",
+		t.Count, sr.Stage.Seconds, t.OpsPerSec, t.P99Ms, t.Errors, t.Conflicts, orDash(strings.Join(parts, ", ")))
+}
+
+// modeAt is the mode in force when bucket b began: "local", or
+// "local→near" during a switch.
+func modeAt(sr SwitchRun, b TimelineBucket) string {
+	mode := ""
+	if len(sr.Switches) > 0 {
+		mode = sr.Switches[0].From
+	}
+	for _, ev := range sr.Switches {
+		switch {
+		case b.At >= ev.At+ev.Seconds && ev.OK():
+			mode = ev.To
+		case b.At >= ev.At+ev.Seconds:
+			mode = ev.From + "→" + ev.To + "?"
+		case b.At+b.Seconds > ev.At:
+			return ev.From + "→" + ev.To
+		}
+	}
+	return orDash(mode)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func rssString(nodes []NodePlacement, rss map[string]uint64) string {
+	var parts []string
+	for _, n := range nodes {
+		parts = append(parts, fmt.Sprintf("%s %.0f", n.Name, float64(rss[n.Name])/(1<<20)))
+	}
+	return orDash(strings.Join(parts, ", "))
 }

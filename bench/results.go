@@ -18,7 +18,45 @@ type CouplingResults struct {
 	Manifest Manifest `json:"manifest"`
 	// Runs holds one list of arms per repeat.
 	Runs [][]ArmResult `json:"runs"`
+	// Switch holds the switch stage of each repeat (Experiment.Switch).
+	Switch []SwitchRun `json:"switch,omitempty"`
 }
+
+// SwitchRun is one run of the switch stage: the whole window's figures,
+// its timeline and the switches.
+type SwitchRun struct {
+	Repeat int             `json:"repeat"`
+	Nodes  []NodePlacement `json:"placement"`
+	// Stage is the whole window's figures, as an arm's stage, with its
+	// timeline.
+	Stage    StageResult   `json:"stage"`
+	Switches []SwitchEvent `json:"switches"`
+	// FinalMode is the cluster's mode record after the window, as GET
+	// /v1/cache/mode answered it ("mode (phase, epoch)").
+	FinalMode string `json:"final_mode"`
+	// PeakRSS is each node's peak resident memory (VmHWM), bytes.
+	PeakRSS map[string]uint64 `json:"peak_rss_bytes"`
+	Error   string            `json:"error,omitempty"`
+}
+
+// SwitchEvent is one switch: PUT /v1/cache/mode through Via, from At
+// (seconds from the window's start) until it answered, Seconds later.
+type SwitchEvent struct {
+	From    string  `json:"from"`
+	To      string  `json:"to"`
+	Via     string  `json:"via"`
+	At      float64 `json:"at_s"`
+	Seconds float64 `json:"seconds"`
+	Status  int     `json:"status"`
+	Epoch   uint64  `json:"epoch"`
+	Error   string  `json:"error,omitempty"`
+	// Retried lists the answers that left the outcome open and were
+	// retried (see couplingRunner.putMode), oldest first.
+	Retried []string `json:"retried,omitempty"`
+}
+
+// OK is whether the switch was answered 200.
+func (s SwitchEvent) OK() bool { return s.Status == 200 && s.Error == "" }
 
 // Manifest says how and where the figures were made.
 type Manifest struct {
@@ -75,6 +113,9 @@ type StageResult struct {
 	CPU     CPUFigs    `json:"cpu"`
 	Lag     LagFigs    `json:"invalidation_lag"`
 	Errors  []string   `json:"first_errors,omitempty"`
+	// Timeline is the window's buckets, for a stage run with them (the
+	// switch stage).
+	Timeline []TimelineBucket `json:"timeline,omitempty"`
 	// OthersShareAttempts is the share of the machine other processes
 	// used in each attempt at the stage (Experiment.Quiet); the figures
 	// are those of the least disturbed.
@@ -213,7 +254,7 @@ func cpuModel() string {
 // stageFigures turns the generator's result and the counters' snapshots
 // into a stage's figures.
 func stageFigures(spec LoadSpec, lr *LoadResult, before, after counterSnapshot, shared bool) StageResult {
-	st := StageResult{Clients: spec.Clients, Seconds: lr.Seconds, Errors: lr.Errors}
+	st := StageResult{Clients: spec.Clients, Seconds: lr.Seconds, Errors: lr.Errors, Timeline: lr.Timeline}
 	total := newHist()
 	var tot OpResult
 	for _, op := range Ops {

@@ -11,7 +11,7 @@ import (
 )
 
 // bindBenchCoupling is 'shoal bench coupling': the LOCAL vs DISTRIBUTED
-// experiment. Ctrl-C stops it and still writes the stages it completed.
+// vs NEAR experiment, and the switch stage if the experiment has one. Ctrl-C stops it and still writes the stages it completed.
 func bindBenchCoupling(s *cli.Set) runFunc {
 	c := couplingSettings{expFile: "bench/experiments/default.yaml", out: "coupling-results", repeat: 1}
 	s.String(&c.expFile, "experiment", "experiment file (YAML): arms, stages, mix, data set")
@@ -66,6 +66,9 @@ func (c *couplingSettings) run(ctx context.Context, sio stdio) error {
 	fmt.Fprintln(stdout, "\nfaster mode (throughput):")
 	for _, w := range bench.Winners(res) {
 		fmt.Fprintln(stdout, "  "+w)
+	}
+	for _, sr := range res.Switch {
+		fmt.Fprintf(stdout, "\nmode switch (repeat %d): %s\n", sr.Repeat, bench.SwitchSummary(sr))
 	}
 	fmt.Fprintf(stdout, "\nreport: %s/report.md, results.json, charts (*.png, *.svg)\n", c.out)
 	if runErr != nil {
