@@ -116,8 +116,10 @@ func DefaultLANConfig() *Config {
 // wrongly. The earlier 200 ms/100 ms probes sat too close to a loaded
 // machine's stalls. Gossip every 100 ms spreads a change within a few
 // hundred milliseconds and costs nothing when there is nothing to send;
-// push/pull every 2 s exchanges bus sequence numbers, so a lost last
-// message is noticed within a few seconds. Port 0 everywhere: the OS
+// push/pull every 5 s exchanges bus sequence numbers, so a lost last
+// message is noticed within 5-10 s (a push/pull, a TCP exchange of the
+// whole state, was a tenth of an idle node's CPU every 2 s). No
+// compression: bytes on loopback cost nothing. Port 0 everywhere: the OS
 // picks. Across machines use DefaultLANConfig.
 func DefaultLoopbackConfig() *Config {
 	ml := memberlist.DefaultLocalConfig()
@@ -125,13 +127,11 @@ func DefaultLoopbackConfig() *Config {
 	ml.ProbeTimeout = 250 * time.Millisecond
 	ml.SuspicionMult = 3
 	ml.GossipInterval = 100 * time.Millisecond
-	ml.PushPullInterval = 2 * time.Second
+	ml.PushPullInterval = 5 * time.Second
 	ml.TCPTimeout = time.Second
 	ml.DeadNodeReclaimTime = time.Second
 	ml.GossipToTheDeadTime = 5 * time.Second
-	// Bytes on loopback cost nothing; compressing every probe and gossip
-	// message (a fresh LZW writer each) was a tenth of an idle node's CPU.
-	ml.EnableCompression = false
+	ml.EnableCompression = false // a fresh LZW writer per message was a tenth of an idle node's CPU
 	return &Config{
 		BindAddr:          "127.0.0.1:0",
 		RPCAddr:           "127.0.0.1:0",
