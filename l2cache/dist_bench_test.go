@@ -149,6 +149,7 @@ func BenchmarkDistributedRemoteGet(b *testing.B) {
 		c.lat.Report(b, c.name)
 		if c.name != "l2-get" {
 			b.ReportMetric(float64(l2.Quantile(0.5))/float64(c.lat.Quantile(0.5)), "p50-ratio-vs-"+strings.TrimSuffix(c.name, "-get"))
+			b.ReportMetric(float64(l2.Quantile(0.99))/float64(c.lat.Quantile(0.99)), "p99-ratio-vs-"+strings.TrimSuffix(c.name, "-get"))
 		}
 	}
 }

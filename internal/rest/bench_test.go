@@ -66,3 +66,43 @@ func serve(b *testing.B, h http.Handler, url string) {
 }
 
 func idString(id int64) string { return strconv.FormatInt(id, 10) }
+
+// BenchmarkCachedRead is the cached REST read alone: GET pull request
+// through a warm LOCAL cache (the pull request, its repository and its
+// author are cache hits), in process, with allocations per request.
+// "secret" is a private repository (a reader: one permission query in
+// SQLite per request); "open" a public one (no query at all).
+//
+//	go test -run '^$' -bench CachedRead -benchmem -count 3 ./internal/rest
+func BenchmarkCachedRead(b *testing.B) {
+	for _, repo := range []string{"secret", "open"} {
+		b.Run(repo, func(b *testing.B) {
+			path := domaintest.Path(b)
+			w := seedWorld(b, path)
+			id := w.prs[0]
+			if repo == "open" {
+				id = w.open[0]
+			}
+			url := rest.Prefix + "/projects/PROJ/repos/" + repo + "/pull-requests/" + idString(id)
+			cn := startNode(b, path, newLocalCache(b, l2cache.Config{}), w)
+			h := cn.srv.Config.Handler
+			testkit.Eventually(b, 5*time.Second, "the cache to serve the pull request", func() bool {
+				serve(b, h, url)
+				return cn.cache.Stats().Regions[rest.RegionPullRequests].Hits > 0
+			})
+			before := cn.cache.Stats().Regions
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				serve(b, h, url)
+			}
+			b.StopTimer()
+			after := cn.cache.Stats().Regions
+			for _, r := range []string{rest.RegionPullRequests, rest.RegionRepositories, rest.RegionUsers} {
+				if after[r].Misses != before[r].Misses {
+					b.Fatalf("region %s missed during the loop", r)
+				}
+			}
+		})
+	}
+}
