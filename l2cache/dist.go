@@ -157,6 +157,10 @@ type dpart struct {
 	// messages. Owner only; forgotten with the partition.
 	holders map[string]bool
 	nearSeq uint64
+	// sent is closed when the messages of the partition's latest change
+	// have been handed to the connections: the next change's messages
+	// wait for it, so that they leave in sequence order (nil: none yet).
+	sent chan struct{}
 }
 
 // entryCost is what an entry counts against the budget: its value, its
@@ -249,10 +253,14 @@ func (d *dist) newEntry(v []byte, stamp uint64, now time.Time) *entry {
 
 func newDist(c *Cache) *dist {
 	d := &dist{c: c, rpc: c.cfg.Node.RPC(), self: c.cfg.Node.Name(), keeper: c.cfg.Keeper, parts: map[int]*dpart{}}
-	for _, typ := range []string{rpcGet, rpcPut, rpcChange} {
-		d.rpc.Handle(typ, d.handler(typ))
-	}
-	d.rpc.Handle(rpcRepl, d.handleRepl)
+	// A get and a backup's replication only take the partition's lock:
+	// they are served on the connection's reader goroutine, without a
+	// goroutine or a timer per request, and replications in the order the
+	// owner sent them. Puts and changes wait for the backups.
+	d.rpc.HandleInline(rpcGet, d.handler(rpcGet))
+	d.rpc.Handle(rpcPut, d.handler(rpcPut))
+	d.rpc.Handle(rpcChange, d.handler(rpcChange))
+	d.rpc.HandleInline(rpcRepl, d.handleRepl)
 	if c.cfg.Lease != nil {
 		// A renewal adopts the table it read before the lease it renews
 		// takes effect: an owner with a valid lease owns by a table at
@@ -526,17 +534,37 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 		near = &nearNotice{dp: dp, holders: slices.Sorted(maps.Keys(dp.holders)),
 			msg: distOp{Kind: kindInvalidate, Partition: o.Partition, Region: o.Region, Key: o.Key, Seq: dp.nearSeq, Epoch: t.Epoch, Ticket: ticket{Owner: d.self}}}
 	}
+	if len(backups) == 0 && near == nil {
+		dp.mu.Unlock()
+		if o.Kind == kindPut && !rep.Refused {
+			d.evictOver()
+		}
+		return rep
+	}
+	// Take this change's place in the partition's send order before
+	// unlocking, so that its messages leave after those of every change
+	// numbered before it.
+	prev, mine := dp.sent, make(chan struct{})
+	dp.sent = mine
 	dp.mu.Unlock()
 	if o.Kind == kindPut && !rep.Refused {
 		d.evictOver()
 	}
-	if err := d.replicate(ctx, backups, repl); err != nil && o.Kind != kindPut {
+	ctx, cancel := context.WithTimeout(ctx, d.c.cfg.SyncTimeout)
+	defer cancel()
+	replSent, nearSent := d.send(ctx, prev, mine, backups, repl, near)
+	if err := replicated(ctx, backups, replSent); err != nil && o.Kind != kindPut {
 		// An invalidation a backup may not have: the write must not be
 		// acknowledged, or a takeover could serve the old row.
 		d.c.cfg.Logger.Warn("l2cache: replication to a backup failed", "partition", o.Partition, "err", err)
+		for _, p := range nearSent {
+			if p != nil {
+				p.Wait(ctx) // sent already: read the answers (the retry tells the holders again)
+			}
+		}
 		return distReply{NotOwner: true, Epoch: t.Epoch}
 	}
-	if err := d.tellNear(ctx, near); err != nil {
+	if err := d.tellNear(ctx, near, nearSent); err != nil {
 		// A near holder may still serve the old state: not acknowledged.
 		d.c.cfg.Logger.Warn("l2cache: a near holder was neither told of a change nor excluded", "partition", o.Partition, "err", err)
 		return distReply{Unavailable: true, Epoch: t.Epoch}
@@ -551,36 +579,70 @@ type nearNotice struct {
 	msg     distOp
 }
 
-// tellNear sends a change to every near holder at once and waits until
-// each has dropped its copy. A holder that does not answer in time is
-// excluded from serving (ReadLease.Exclude waits out its lease) and
-// forgotten: it registers again when it next reads, after it reset. The
-// change is acknowledged only then.
-func (d *dist) tellNear(ctx context.Context, n *nearNotice) error {
+// send hands a change's messages to the connections of its backups and
+// near holders (the owner's own near copy is dropped here) once the
+// messages of the partition's previous change have been handed over
+// (prev), and then lets the next change's go (mine). The backups and the
+// holders serve them in that order (HandleInline): a backup sees the
+// partition's sequence without gaps, and a holder its change numbers.
+func (d *dist) send(ctx context.Context, prev, mine chan struct{}, backups []string, repl *distOp, near *nearNotice) (replSent, nearSent []*rpc.Pending) {
+	defer close(mine)
+	if prev != nil {
+		<-prev // bounded: the previous change only queues frames (or dials, within its deadline)
+	}
+	if len(backups) > 0 {
+		body := appendOp(nil, repl)
+		for _, b := range backups {
+			d.c.stats.RemoteCalls.Add(1)
+			d.c.stats.RemoteBytes.Add(uint64(len(body)))
+			replSent = append(replSent, d.rpc.Go(ctx, b, rpcRepl, body))
+		}
+	}
+	if near != nil {
+		body := appendOp(nil, &near.msg)
+		for _, h := range near.holders {
+			if f := d.onNear.Load(); h == d.self && f != nil {
+				(*f)(d.self, near.msg)
+				nearSent = append(nearSent, nil)
+				continue
+			}
+			d.c.stats.RemoteCalls.Add(1)
+			d.c.stats.RemoteBytes.Add(uint64(len(body)))
+			nearSent = append(nearSent, d.rpc.Go(ctx, h, rpcNear, body))
+		}
+	}
+	return replSent, nearSent
+}
+
+// replicated waits until every backup has applied a change sent to it,
+// within ctx.
+func replicated(ctx context.Context, backups []string, sent []*rpc.Pending) error {
+	var errs []error
+	for i, p := range sent {
+		if _, err := p.Wait(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("backup %s: %w", backups[i], err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// tellNear waits until every near holder sent a change (send) has dropped
+// its copy. A holder that does not answer in time is excluded from
+// serving (ReadLease.Exclude waits out its lease) and forgotten: it
+// registers again when it next reads, after it reset. The change is
+// acknowledged only then.
+func (d *dist) tellNear(ctx context.Context, n *nearNotice, sent []*rpc.Pending) error {
 	if n == nil {
 		return nil
 	}
-	body := appendOp(nil, &n.msg)
-	ctx, cancel := context.WithTimeout(ctx, d.c.cfg.SyncTimeout)
-	defer cancel()
 	failed := make([]bool, len(n.holders))
-	var wg sync.WaitGroup
-	for i, h := range n.holders {
-		if f := d.onNear.Load(); h == d.self && f != nil {
-			(*f)(d.self, n.msg)
-			continue
-		}
-		d.c.stats.RemoteCalls.Add(1)
-		d.c.stats.RemoteBytes.Add(uint64(len(body)))
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if _, err := d.rpc.Call(ctx, h, rpcNear, body); err != nil {
+	for i, p := range sent {
+		if p != nil {
+			if _, err := p.Wait(ctx); err != nil {
 				failed[i] = true
 			}
-		}()
+		}
 	}
-	wg.Wait()
 	var unreached []string
 	for i, f := range failed {
 		if f {
@@ -627,32 +689,6 @@ func (dp *dpart) applyChange(d *dist, k ownerKind, skey string, stamp uint64, lo
 	}
 	dp.inv[skey] = stamp
 	dp.delLocked(d, skey)
-}
-
-// replicate sends a change to every backup at once and waits for all of
-// them, within ctx and at most SyncTimeout.
-func (d *dist) replicate(ctx context.Context, backups []string, o *distOp) error {
-	if o == nil || len(backups) == 0 {
-		return nil
-	}
-	body := appendOp(nil, o)
-	ctx, cancel := context.WithTimeout(ctx, d.c.cfg.SyncTimeout)
-	defer cancel()
-	errs := make([]error, len(backups))
-	var wg sync.WaitGroup
-	for i, b := range backups {
-		d.c.stats.RemoteCalls.Add(1)
-		d.c.stats.RemoteBytes.Add(uint64(len(body)))
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if _, err := d.rpc.Call(ctx, b, rpcRepl, body); err != nil {
-				errs[i] = fmt.Errorf("backup %s: %w", b, err)
-			}
-		}()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
 }
 
 // handleRepl applies a replicated change on a backup. A gap in the

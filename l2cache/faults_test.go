@@ -33,7 +33,7 @@ type leasedCluster struct {
 // machine's renewals, short enough that a test waits it out quickly.
 const testLease = 2 * time.Second
 
-func startLeased(t *testing.T, seed uint64, n int, mode, invalidation string) *leasedCluster {
+func startLeased(t *testing.T, seed uint64, n int, mode, invalidation string, tweak ...func(*Config)) *leasedCluster {
 	t.Helper()
 	lc := &leasedCluster{net: memnet.New(seed)}
 	t.Cleanup(func() { lc.net.Close() })
@@ -45,6 +45,9 @@ func startLeased(t *testing.T, seed uint64, n int, mode, invalidation string) *l
 		}
 		t.Cleanup(l.Close)
 		cfg := Config{Mode: mode, Node: m.Node, Bus: m.Node.Bus(), Invalidation: invalidation, Lease: l}
+		for _, f := range tweak {
+			f(&cfg)
+		}
 		if mode != cluster.CacheModeLocal {
 			k := newKeeper(t, TableConfig{Node: m.Node, Store: m.Store, Backups: 1, Interval: 100 * time.Millisecond, Logger: testkit.Logger(t)})
 			cfg.Keeper = k

@@ -90,7 +90,7 @@ func newNear(c *Cache, d *dist) (*near, error) {
 		parts: make([]nearPart, c.cfg.Keeper.cfg.Partitions)}
 	onChange := n.onChange
 	n.dist.onNear.Store(&onChange)
-	n.rpc.Handle(rpcNear, n.handleChange)
+	n.rpc.HandleInline(rpcNear, n.handleChange) // in the owner's order; it does not block
 	return n, nil
 }
 

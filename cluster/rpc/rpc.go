@@ -11,9 +11,12 @@
 // closed by its dialer once its in-flight calls have completed: afterwards
 // the pair shares one connection.
 //
-// Requests are served each on its own goroutine; one-way messages are
-// handed to their handler on the connection's reader goroutine, in the
-// order they were sent, so a one-way handler must not block.
+// Requests are served each on its own goroutine, except those of types
+// registered with HandleInline: those handlers do not block, and run on the
+// connection's reader goroutine in the order the requests were sent, with
+// no goroutine, timer or cancellation to set up. One-way messages are
+// handed to their handler on the reader goroutine too, in order, so a
+// one-way handler must not block either.
 package rpc
 
 import (
@@ -135,7 +138,7 @@ type Node struct {
 	stop context.CancelFunc
 	wg   sync.WaitGroup
 
-	handlers atomic.Pointer[map[string]Handler]
+	handlers atomic.Pointer[map[string]handler]
 	oneways  atomic.Pointer[map[string]OnewayHandler]
 	regMu    sync.Mutex // serialises handler registration
 
@@ -174,7 +177,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, ln: ln, log: cfg.Logger, peers: map[string]*peer{}, conns: map[*conn]struct{}{}}
 	n.ctx, n.stop = context.WithCancel(context.Background())
-	n.handlers.Store(&map[string]Handler{})
+	n.handlers.Store(&map[string]handler{})
 	n.oneways.Store(&map[string]OnewayHandler{})
 	n.wg.Add(1)
 	go n.acceptLoop()
@@ -190,8 +193,30 @@ func (n *Node) Name() string { return n.cfg.Name }
 // Stats returns the node's counters.
 func (n *Node) Stats() *Stats { return &n.stats }
 
+// handler is a registered request handler.
+type handler struct {
+	h Handler
+	// inline: served on the reader goroutine (HandleInline).
+	inline bool
+}
+
 // Handle registers h for requests of type typ, replacing any earlier one.
-func (n *Node) Handle(typ string, h Handler) {
+// Each request is served on a goroutine of its own, with a context that
+// ends when the caller's deadline passes.
+func (n *Node) Handle(typ string, h Handler) { n.register(typ, handler{h: h}) }
+
+// HandleInline registers h for requests of type typ, replacing any earlier
+// one, to be served on the connection's reader goroutine: the requests of
+// one connection are served one at a time, in the order they were sent,
+// and the response is written from there. It is for handlers that do not
+// block (lookups under a mutex, not I/O): nothing else on the connection
+// is read while h runs, and h must not wait for a response on any
+// connection (which can deadlock). h's context carries the caller's
+// deadline as a value (Deadline reports it, for handlers that pass it on)
+// but is not cancelled when it passes, only when the node closes.
+func (n *Node) HandleInline(typ string, h Handler) { n.register(typ, handler{h: h, inline: true}) }
+
+func (n *Node) register(typ string, h handler) {
 	n.regMu.Lock()
 	defer n.regMu.Unlock()
 	m := cloneMap(*n.handlers.Load())
@@ -230,37 +255,88 @@ func (n *Node) Call(ctx context.Context, peerName, typ string, body []byte) ([]b
 }
 
 func (n *Node) call(ctx context.Context, peerName, typ string, body []byte) ([]byte, error) {
+	p := n.start(ctx, peerName, typ, body)
+	return p.wait(ctx)
+}
+
+// Pending is a request sent with Go whose response has not been read yet.
+type Pending struct {
+	c   *conn
+	id  uint64
+	ch  chan result
+	typ string
+	err error // the request was not sent
+}
+
+// Go sends a request of type typ to the named peer and returns once it is
+// on its way (dialing first if needed, until ctx ends), without waiting
+// for the response: read it with Wait. The remaining deadline of ctx
+// travels with the request. Requests sent one after another by Go (from
+// one goroutine, or from goroutines that order their Go calls) leave in
+// that order on the peer's connection; the peer serves requests of types
+// it registered with HandleInline in the order they arrive. (If the
+// connection breaks, or is replaced by its twin after a simultaneous dial,
+// requests before and after it travel on different connections.)
+func (n *Node) Go(ctx context.Context, peerName, typ string, body []byte) *Pending {
+	n.stats.Calls.Add(1)
+	p := n.start(ctx, peerName, typ, body)
+	if p.err != nil {
+		n.stats.CallErrors.Add(1)
+	}
+	return p
+}
+
+// Wait waits for the response of a request sent with Go, until ctx ends.
+// Errors are those of Call.
+func (p *Pending) Wait(ctx context.Context) ([]byte, error) {
+	resp, err := p.wait(ctx)
+	if err != nil && p.err == nil && p.c != nil {
+		p.c.n.stats.CallErrors.Add(1)
+	}
+	return resp, err
+}
+
+func (n *Node) start(ctx context.Context, peerName, typ string, body []byte) *Pending {
 	c, err := n.connect(ctx, peerName)
 	if err != nil {
-		if ctx.Err() != nil || errors.Is(err, ErrClosed) {
-			return nil, err
+		if ctx.Err() == nil && !errors.Is(err, ErrClosed) {
+			err = fmt.Errorf("%w: %w", ErrUnreachable, err)
 		}
-		return nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
+		return &Pending{err: err}
 	}
 	id := n.nextID.Add(1)
-	ch := make(chan result, 1)
-	if !c.addPending(id, ch) {
-		return nil, fmt.Errorf("%w: connection to %s already closed", ErrUnreachable, peerName)
+	p := &Pending{c: c, id: id, ch: make(chan result, 1), typ: typ}
+	if !c.addPending(id, p.ch) {
+		p.err = fmt.Errorf("%w: connection to %s already closed", ErrUnreachable, peerName)
+		return p
 	}
 	f := &wire.Frame{Kind: wire.KindRequest, ID: id, Type: typ, Body: body}
 	if dl, ok := ctx.Deadline(); ok {
 		if f.Timeout = time.Until(dl); f.Timeout <= 0 {
 			c.removePending(id)
-			return nil, context.DeadlineExceeded
+			p.err = context.DeadlineExceeded
+			return p
 		}
 	}
 	if err := c.wc.Send(f); err != nil {
 		c.removePending(id)
-		return nil, fmt.Errorf("%w: send to %s: %w", ErrUnreachable, peerName, err)
+		p.err = fmt.Errorf("%w: send to %s: %w", ErrUnreachable, peerName, err)
+	}
+	return p
+}
+
+func (p *Pending) wait(ctx context.Context) ([]byte, error) {
+	if p.err != nil {
+		return nil, p.err
 	}
 	select {
-	case r := <-ch:
+	case r := <-p.ch:
 		if re, ok := r.err.(*RemoteError); ok {
-			re.Type = typ
+			re.Type = p.typ
 		}
 		return r.body, r.err
 	case <-ctx.Done():
-		c.removePending(id)
+		p.c.removePending(p.id)
 		return nil, ctx.Err()
 	}
 }
@@ -280,8 +356,12 @@ func (n *Node) Notify(peerName, typ string, body []byte) error {
 		return ErrClosed
 	}
 	p := n.peerLocked(peerName)
-	if p.conn != nil {
-		if err := p.conn.wc.Send(f); err != nil {
+	if c := p.conn; c != nil {
+		// Sent outside n.mu: Send may write to the socket itself.
+		n.mu.Unlock()
+		err := c.wc.Send(f)
+		n.mu.Lock()
+		if err != nil {
 			return fmt.Errorf("rpc: notify %s: %w", peerName, err)
 		}
 		n.stats.NotifySent.Add(1)
@@ -569,8 +649,13 @@ func (n *Node) readLoop(c *conn) {
 func (n *Node) dispatch(c *conn, f wire.Frame) error {
 	switch f.Kind {
 	case wire.KindRequest:
+		h, ok := (*n.handlers.Load())[f.Type]
+		if ok && h.inline {
+			n.serveInline(c, h.h, f)
+			break
+		}
 		n.wg.Add(1)
-		go n.serve(c, f)
+		go n.serve(c, h.h, f)
 	case wire.KindOneway:
 		n.stats.NotifyReceived.Add(1)
 		if h := (*n.oneways.Load())[f.Type]; h != nil {
@@ -586,15 +671,40 @@ func (n *Node) dispatch(c *conn, f wire.Frame) error {
 	return nil
 }
 
-func (n *Node) serve(c *conn, f wire.Frame) {
+func (n *Node) serve(c *conn, h Handler, f wire.Frame) {
 	defer n.wg.Done()
 	n.stats.Served.Add(1)
 	ctx, cancel := n.ctx, context.CancelFunc(func() {})
 	if f.Timeout > 0 {
 		ctx, cancel = context.WithTimeout(ctx, f.Timeout)
 	}
-	body, err := n.runHandler(ctx, c.peer, f)
+	body, err := n.runHandler(ctx, h, c.peer, f)
 	cancel()
+	n.respond(c, f, body, err)
+}
+
+// serveInline serves a request of a HandleInline type on the reader
+// goroutine: the deadline travels as a value, without a timer.
+func (n *Node) serveInline(c *conn, h Handler, f wire.Frame) {
+	n.stats.Served.Add(1)
+	ctx := n.ctx
+	if f.Timeout > 0 {
+		ctx = deadlineCtx{Context: ctx, deadline: time.Now().Add(f.Timeout)}
+	}
+	body, err := n.runHandler(ctx, h, c.peer, f)
+	n.respond(c, f, body, err)
+}
+
+// deadlineCtx reports a deadline without enforcing it: the context of an
+// inline handler, which does not block and so has nothing to cancel.
+type deadlineCtx struct {
+	context.Context
+	deadline time.Time
+}
+
+func (c deadlineCtx) Deadline() (time.Time, bool) { return c.deadline, true }
+
+func (n *Node) respond(c *conn, f wire.Frame, body []byte, err error) {
 	resp := &wire.Frame{Kind: wire.KindResponse, ID: f.ID, Body: body}
 	if err != nil {
 		resp.Kind, resp.Body = wire.KindError, []byte(err.Error())
@@ -604,8 +714,7 @@ func (n *Node) serve(c *conn, f wire.Frame) {
 	}
 }
 
-func (n *Node) runHandler(ctx context.Context, from string, f wire.Frame) (body []byte, err error) {
-	h := (*n.handlers.Load())[f.Type]
+func (n *Node) runHandler(ctx context.Context, h Handler, from string, f wire.Frame) (body []byte, err error) {
 	if h == nil {
 		return nil, fmt.Errorf("no handler for %q", f.Type)
 	}
