@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"slices"
 	"strings"
@@ -280,7 +281,7 @@ func (c *Cache) Region(name string, kind RegionKind, access AccessType) (*Region
 		}
 		return r, nil
 	}
-	r := &Region{c: c, name: name, kind: kind, access: access}
+	r := &Region{c: c, name: name, kind: kind, access: access, decoded: &decodedMemo{seed: maphash.MakeSeed()}}
 	for b, be := range c.backends {
 		if be != nil {
 			r.setPart(b, be.region(r))

@@ -56,6 +56,8 @@ type Region struct {
 	// parts are each backend's part of the region, by backend index
 	// (nil until the node uses that mode).
 	parts [nBackends]atomic.Pointer[partBox]
+	// decoded keeps Typed's decoded values of recent hits.
+	decoded *decodedMemo
 }
 
 type partBox struct{ regionBackend }

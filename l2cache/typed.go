@@ -8,8 +8,11 @@ import (
 )
 
 // Typed caches values of a Go type in a region, msgpack-encoded, so that
-// callers need not write encoders. A decoded value is the caller's own
-// copy.
+// callers need not write encoders. The region keeps the decoded form of
+// recent hits, so that reading an entry again costs no decoding: a value
+// Get returns may share memory (the backing arrays of slices, maps,
+// pointers) with what other callers get, and must be treated as
+// immutable. Strings, numbers and plain structs of them are copies.
 type Typed[T any] struct {
 	R *Region
 }
@@ -37,9 +40,15 @@ func (t Typed[T]) get(ctx context.Context, key string, spaces []string, load fun
 	if err != nil {
 		return zero, err
 	}
+	if d, ok := t.R.decoded.load(key, b); ok {
+		if v, ok := d.(T); ok {
+			return v, nil
+		}
+	}
 	var v T
 	if err := msgpack.Unmarshal(b, &v); err != nil {
 		return zero, fmt.Errorf("l2cache: region %s: decoding %q: %w", t.R.name, key, err)
 	}
+	t.R.decoded.store(key, b, v)
 	return v, nil
 }

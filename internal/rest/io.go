@@ -40,8 +40,23 @@ func errorf(status int, format string, args ...any) error {
 	return &httpError{status: status, msg: fmt.Sprintf(format, args...)}
 }
 
+// jsonContentType is shared by every answer: the header map takes it as
+// it is (a later Add would copy it, its capacity being 1).
+var jsonContentType = []string{"application/json;charset=UTF-8"}
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
+	w.Header()["Content-Type"] = jsonContentType
+	if a, ok := v.(jsonAppender); ok {
+		bp := jsonBufs.Get().(*[]byte)
+		b := append(a.appendJSON((*bp)[:0]), '\n') // as json.Encoder ends a value
+		w.WriteHeader(status)
+		w.Write(b)
+		if cap(b) <= 64<<10 {
+			*bp = b[:0]
+			jsonBufs.Put(bp)
+		}
+		return
+	}
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
