@@ -89,6 +89,7 @@ func BenchmarkDistributedRemoteGet(b *testing.B) {
 	for _, c := range caches {
 		if distOf(c).self == owner {
 			distOf(c).rpc.Handle("bench.echo", func(context.Context, string, []byte) ([]byte, error) { return value, nil })
+			distOf(c).rpc.HandleInline("bench.echo-inline", func(context.Context, string, []byte) ([]byte, error) { return value, nil })
 		}
 	}
 	req := make([]byte, 40) // about the size of an encoded get request
@@ -103,6 +104,12 @@ func BenchmarkDistributedRemoteGet(b *testing.B) {
 	cs := []*contender{
 		{name: "raw-rpc", run: func() error {
 			_, err := distOf(from).rpc.Call(ctx, owner, "bench.echo", req)
+			return err
+		}},
+		// The same echo served as the owner serves a get: inline, on the
+		// connection's reader goroutine (rpc.HandleInline).
+		{name: "raw-rpc-inline", run: func() error {
+			_, err := distOf(from).rpc.Call(ctx, owner, "bench.echo-inline", req)
 			return err
 		}},
 		// The same call bounded by a deadline, as the cache bounds its
@@ -144,7 +151,12 @@ func BenchmarkDistributedRemoteGet(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	l2 := cs[2].lat
+	var l2 testkit.Latencies
+	for _, c := range cs {
+		if c.name == "l2-get" {
+			l2 = c.lat
+		}
+	}
 	for _, c := range cs {
 		c.lat.Report(b, c.name)
 		if c.name != "l2-get" {
