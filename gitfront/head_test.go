@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -65,5 +66,30 @@ func TestInitBareBranch(t *testing.T) {
 	}
 	if _, err := gitOutput(ctx, repoDir(dir, "p", "bad"), "symbolic-ref", "HEAD"); err == nil {
 		t.Error("a refused branch name left a repository behind")
+	}
+}
+
+// PushedBranches keeps what a push asked to create or move; BranchesAt
+// says which of them git really moved there.
+func TestPushedBranchesAndBranchesAt(t *testing.T) {
+	zero := strings.Repeat("0", 40)
+	a, b := strings.Repeat("a", 40), strings.Repeat("b", 40)
+	got := PushedBranches([]RefUpdate{{zero, a, "refs/heads/new"}, {a, b, "refs/heads/moved"}, {a, zero, "refs/heads/gone"},
+		{a, a, "refs/heads/same"}, {zero, a, "refs/tags/v1"}})
+	if len(got) != 2 || got["new"] != a || got["moved"] != b {
+		t.Fatalf("PushedBranches = %v", got)
+	}
+	w := newGitWorld(t, nil)
+	src := w.workTree(map[string]string{"a": "1\n"})
+	first := w.mustGit(src, "rev-parse", "HEAD")
+	w.mustGit(src, "branch", "other")
+	w.mustGit(src, "push", "-q", w.url("alice", "alice-pw-S3cret", "pub"), "main", "other")
+	at, err := BranchesAt(context.Background(), repoDir(w.repos, "proj", "pub"),
+		map[string]string{"main": first, "other": b, "missing": first})
+	if err != nil || len(at) != 1 || !at["main"] {
+		t.Fatalf("BranchesAt = %v, %v; want main only", at, err)
+	}
+	if _, err := BranchesAt(context.Background(), filepath.Join(t.TempDir(), "nope.git"), map[string]string{"main": first}); err == nil {
+		t.Fatal("BranchesAt of no repository succeeded")
 	}
 }

@@ -79,3 +79,37 @@ func isHexID(s string) bool {
 	}
 	return true
 }
+
+// PushedBranches are the branches a push asked to create or move (not
+// delete), each with the object it asked for.
+func PushedBranches(updates []RefUpdate) map[string]string {
+	asked := map[string]string{}
+	for _, u := range updates {
+		if b, ok := strings.CutPrefix(u.Ref, "refs/heads/"); ok && !u.Deleted() && u.Old != u.New {
+			asked[b] = u.New
+		}
+	}
+	return asked
+}
+
+// BranchesAt reports which of want's branches point, in the bare
+// repository dir, at the object want gives them (after a push: git may
+// have refused some of the updates it was asked for). ctx bounds git.
+func BranchesAt(ctx context.Context, dir string, want map[string]string) (map[string]bool, error) {
+	args := []string{"for-each-ref", "--format=%(objectname) %(refname)"}
+	for b := range want {
+		args = append(args, "refs/heads/"+b)
+	}
+	out, err := gitOutput(ctx, dir, args...)
+	if err != nil {
+		return nil, err
+	}
+	at := map[string]bool{}
+	for line := range strings.Lines(out) {
+		id, ref, _ := strings.Cut(strings.TrimSpace(line), " ")
+		if b, ok := strings.CutPrefix(ref, "refs/heads/"); ok && want[b] == id {
+			at[b] = true
+		}
+	}
+	return at, nil
+}

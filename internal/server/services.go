@@ -7,9 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -280,85 +278,15 @@ func (s *Server) beginPush(ctx context.Context, repo string) (gitfront.PushTicke
 // onPush runs after a receive-pack (the caches were dealt with by the
 // push guard): it records the push in the domain.
 func (s *Server) onPush(ctx context.Context, project, repo string) {
-	if err := s.recordPush(ctx, project, repo); err != nil {
+	dir := filepath.Join(s.cfg.Git.ReposDir, project, repo+".git")
+	err := rest.RecordPush(ctx, s.svc.db, s.svc.cache, rest.Push{Project: project, Repo: repo,
+		Branches: gitfront.PushedBranches(gitfront.RefUpdates(ctx)),
+		BranchesAt: func(ctx context.Context, want map[string]string) (map[string]bool, error) {
+			return gitfront.BranchesAt(ctx, dir, want)
+		}})
+	if err != nil {
 		s.cfg.Logger.Warn("recording a push failed", "repo", gitfront.RepoName(project, repo), "err", err)
 	}
-}
-
-// recordPush marks the repository modified in the database and drops its
-// cached row on every node, and gives the OPEN pull requests whose source
-// branch moved a new version, through the L2 cache.
-func (s *Server) recordPush(ctx context.Context, project, repo string) error {
-	r, err := s.svc.db.Repository(ctx, project, repo)
-	if err != nil {
-		return err
-	}
-	if err := s.svc.db.TouchRepository(ctx, r.ID); err != nil {
-		return err
-	}
-	return errors.Join(rest.EvictRepository(ctx, s.svc.cache, r), s.recordMovedBranches(ctx, r, gitfront.RefUpdates(ctx)))
-}
-
-// recordMovedBranches bumps the OPEN pull requests from the branches the
-// push moved: those it asked to update (not delete) that now point where
-// it asked.
-func (s *Server) recordMovedBranches(ctx context.Context, r domain.Repository, updates []gitfront.RefUpdate) error {
-	asked := map[string]string{} // branch → new object ID
-	var branches []string
-	for _, u := range updates {
-		if b, ok := strings.CutPrefix(u.Ref, "refs/heads/"); ok && !u.Deleted() && u.Old != u.New {
-			asked[b] = u.New
-			branches = append(branches, b)
-		}
-	}
-	ids, err := s.svc.db.OpenPullRequestsFrom(ctx, r.ID, branches)
-	if err != nil || len(ids) == 0 {
-		return err
-	}
-	moved, err := s.branchesAt(ctx, r, asked)
-	if err != nil {
-		return err
-	}
-	var bump []int64
-	for _, id := range ids {
-		pr, err := s.svc.db.PullRequest(ctx, id)
-		if err != nil {
-			return err
-		}
-		if moved[pr.FromBranch] {
-			bump = append(bump, id)
-		}
-	}
-	if len(bump) == 0 {
-		return nil
-	}
-	return rest.ChangePullRequests(ctx, s.svc.cache, bump, func(ctx context.Context) error {
-		_, err := s.svc.db.SourceMoved(ctx, bump)
-		return err
-	})
-}
-
-// branchesAt reports which of the branches now point at the object the
-// push asked for (git may have refused some updates).
-func (s *Server) branchesAt(ctx context.Context, r domain.Repository, want map[string]string) (map[string]bool, error) {
-	args := []string{"for-each-ref", "--format=%(objectname) %(refname)"}
-	for b := range want {
-		args = append(args, "refs/heads/"+b)
-	}
-	cmd := exec.CommandContext(ctx, "git", args...)
-	cmd.Dir = filepath.Join(s.cfg.Git.ReposDir, r.ProjectKey, r.Slug+".git")
-	out, err := cmd.Output()
-	if err != nil {
-		return nil, fmt.Errorf("reading the pushed branches of %s/%s: %w", r.ProjectKey, r.Slug, err)
-	}
-	moved := map[string]bool{}
-	for line := range strings.Lines(string(out)) {
-		id, ref, _ := strings.Cut(strings.TrimSpace(line), " ")
-		if b, ok := strings.CutPrefix(ref, "refs/heads/"); ok && want[b] == id {
-			moved[b] = true
-		}
-	}
-	return moved, nil
 }
 
 // cpStore is the consistent store as the pack cache's Store.
