@@ -128,7 +128,7 @@ func TestRecorderJudgesReads(t *testing.T) {
 	if len(a.violations) != 0 || len(a.stale) != 2 {
 		t.Fatalf("async: %d stale samples, violations %+v", len(a.stale), a.violations)
 	}
-	lags, maxLag, _, inFault := a.judgeStale(nil)
+	lags, maxLag, _, inFault, _ := a.judgeStale(nil)
 	if len(lags) != 2 || maxLag != AsyncBound+time.Second || inFault != 0 || len(a.violations) != 1 ||
 		!strings.Contains(a.violations[0].Check, "beyond the async bound") {
 		t.Fatalf("async, no fault: lags %v, max %v, violations %+v", lags, maxLag, a.violations)
@@ -136,8 +136,8 @@ func TestRecorderJudgesReads(t *testing.T) {
 	// The same reads while a partition held the write's invalidation
 	// back: allowed until AsyncBound after the heal.
 	a.violations = nil
-	_, _, afterHeal, inFault := a.judgeStale([]window{{start: at.Add(-time.Second), healed: at.Add(2 * time.Second)}})
-	if len(a.violations) != 0 || inFault != 2 || afterHeal != AsyncBound-time.Second {
+	_, _, afterHeal, inFault, byFault := a.judgeStale([]window{{kind: FaultPartition, start: at.Add(-time.Second), healed: at.Add(2 * time.Second)}})
+	if len(a.violations) != 0 || inFault != 2 || afterHeal != AsyncBound-time.Second || byFault[FaultPartition] == nil || byFault[FaultPartition].Reads != 2 {
 		t.Fatalf("async, in a fault: %d in fault, %v after the heal, violations %+v", inFault, afterHeal, a.violations)
 	}
 	a.readPR(7, 2, at.Add(2*time.Second+AsyncBound+time.Millisecond), at.Add(6*time.Second), 0, "")

@@ -204,7 +204,10 @@ func (r *recorder) staleLocked(check string, missedAt, start time.Time, v Violat
 }
 
 // window is a fault from its start until it was healed.
-type window struct{ start, healed time.Time }
+type window struct {
+	kind          FaultKind
+	start, healed time.Time
+}
 
 // judgeStale checks the staleness samples: a read may miss a write
 // acknowledged up to AsyncBound before it began, or, when the write was
@@ -212,20 +215,29 @@ type window struct{ start, healed time.Time }
 // it), until AsyncBound after the fault was healed. It returns the
 // samples' lags, the largest, and the largest beyond the heal of an
 // overlapping fault. Called with r.mu.
-func (r *recorder) judgeStale(faults []window) (lags []time.Duration, maxLag, maxAfterHeal time.Duration, inFault int) {
+func (r *recorder) judgeStale(faults []window) (lags []time.Duration, maxLag, maxAfterHeal time.Duration, inFault int, byFault map[FaultKind]*StaleByFault) {
+	byFault = map[FaultKind]*StaleByFault{}
 	for _, s := range r.stale {
 		lag := s.start.Sub(s.missedAt)
 		lags = append(lags, lag)
 		maxLag = max(maxLag, lag)
 		until := s.missedAt.Add(AsyncBound)
 		var healed time.Time
+		var kind FaultKind
 		for _, f := range faults {
 			if !s.missedAt.Before(f.start.Add(-AsyncBound)) && !s.missedAt.After(f.healed) && f.healed.After(healed) {
-				healed = f.healed
+				healed, kind = f.healed, f.kind
 			}
 		}
 		if !healed.IsZero() {
 			inFault++
+			b := byFault[kind]
+			if b == nil {
+				b = &StaleByFault{}
+				byFault[kind] = b
+			}
+			b.Reads++
+			b.Max = max(b.Max, lag)
 			maxAfterHeal = max(maxAfterHeal, s.start.Sub(healed))
 			if healed.Add(AsyncBound).After(until) {
 				until = healed.Add(AsyncBound)
@@ -242,7 +254,14 @@ func (r *recorder) judgeStale(faults []window) (lags []time.Duration, maxLag, ma
 			r.violations = append(r.violations, v)
 		}
 	}
-	return lags, maxLag, maxAfterHeal, inFault
+	return lags, maxLag, maxAfterHeal, inFault, byFault
+}
+
+// StaleByFault is the stale reads of LOCAL async that missed a write
+// acknowledged during one kind of fault.
+type StaleByFault struct {
+	Reads int           `json:"reads"`
+	Max   time.Duration `json:"max_ns"`
 }
 
 // readPR judges a pull request read through node that started at start

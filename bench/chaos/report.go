@@ -97,6 +97,8 @@ type Staleness struct {
 	// after that fault was healed.
 	DuringFaults int           `json:"during_faults"`
 	MaxAfterHeal time.Duration `json:"max_after_heal_ns"`
+	// ByFault splits DuringFaults by the kind of the fault.
+	ByFault map[FaultKind]*StaleByFault `json:"by_fault,omitempty"`
 }
 
 // KVReport is the linearizability check.
@@ -133,12 +135,12 @@ func (sr *SettingReport) finish(rec *recorder) *SettingReport {
 			if healed.IsZero() { // never healed: the run stopped
 				healed = time.Now()
 			}
-			wins = append(wins, window{start: f.start, healed: healed})
+			wins = append(wins, window{kind: f.Kind, start: f.start, healed: healed})
 		}
 	}
-	lags, maxLag, afterHeal, inFault := rec.judgeStale(wins)
+	lags, maxLag, afterHeal, inFault, byFault := rec.judgeStale(wins)
 	sr.Violations = slices.Clone(rec.violations)
-	sr.Staleness = Staleness{Reads: rec.reads, StaleReads: len(lags), Max: maxLag, Bound: AsyncBound, DuringFaults: inFault, MaxAfterHeal: afterHeal}
+	sr.Staleness = Staleness{Reads: rec.reads, StaleReads: len(lags), Max: maxLag, Bound: AsyncBound, DuringFaults: inFault, MaxAfterHeal: afterHeal, ByFault: byFault}
 	if n := len(lags); n > 0 {
 		slices.Sort(lags)
 		sr.Staleness.P99 = lags[min(n-1, n*99/100)]
@@ -196,6 +198,14 @@ func WriteText(w io.Writer, r *Report) {
 		} else {
 			fmt.Fprintf(w, "reads judged: %d; stale: %d, staleness max %v, p99 %v (bound %v); %d missed a write acknowledged during a fault, at most %v after its heal\n",
 				st.Reads, st.StaleReads, st.Max.Round(time.Millisecond), st.P99.Round(time.Millisecond), st.Bound, st.DuringFaults, st.MaxAfterHeal.Round(time.Millisecond))
+		}
+		if len(st.ByFault) > 0 {
+			var parts []string
+			for k, b := range st.ByFault {
+				parts = append(parts, fmt.Sprintf("%s: %d (max %v)", k, b.Reads, b.Max.Round(time.Millisecond)))
+			}
+			sort.Strings(parts)
+			fmt.Fprintf(w, "stale reads by the fault in place at the write: %s\n", strings.Join(parts, ", "))
 		}
 		fmt.Fprintf(w, "kv: %d operations (%d unknown outcomes, open calls), linearizability %s in %v\n", s.KV.Ops, s.KV.Unknown, s.KV.Result,
 			s.KV.CheckTime.Round(time.Millisecond))
@@ -273,6 +283,17 @@ func WriteMarkdown(w io.Writer, r *Report) {
 		fmt.Fprintf(w, "| %s | %v | %d (%d) | %d | %s | %d (%d) | %s | %d (%d, %d) | %s | %d |\n", s.Setting.Name,
 			s.LoadDuration.Round(time.Second), s.Ops.Total(), failed, s.Staleness.Reads, stale, s.KV.Ops, s.KV.Unknown, s.KV.Result,
 			s.Scheduler.Runs, s.Scheduler.Duplicates, s.Scheduler.Missed, git, len(s.Violations))
+	}
+	for _, s := range r.Settings {
+		if len(s.Staleness.ByFault) == 0 {
+			continue
+		}
+		var parts []string
+		for k, b := range s.Staleness.ByFault {
+			parts = append(parts, fmt.Sprintf("%s %d (max %v)", k, b.Reads, b.Max.Round(time.Millisecond)))
+		}
+		sort.Strings(parts)
+		fmt.Fprintf(w, "\n%s: stale reads of writes acknowledged during a fault, by the fault: %s.\n", s.Setting.Name, strings.Join(parts, ", "))
 	}
 	fmt.Fprintln(w, "\nRecovery (from the heal — SIGCONT, restart, partition removed — until every node serves a REST read and a kv read and sees every member alive) and error windows (operations started from the fault until that moment that failed):")
 	fmt.Fprintln(w, "\n| setting | fault | times | recovery median (lower) | recovery max | failed ops / ops in the windows |")
