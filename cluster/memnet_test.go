@@ -134,10 +134,15 @@ func TestBusExactlyOnceUnderDuplicationAndReordering(t *testing.T) {
 	// n3 hears both senders; n1 and n2 hear each other.
 	want := []int{perSender, perSender, 2 * perSender}
 	for i, r := range recs {
-		testkit.Eventually(t, time.Minute, fmt.Sprintf("%d messages at n%d", want[i], i+1), func() bool {
-			n, _ := r.counts()
-			return n >= want[i]
-		})
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(5 * time.Millisecond) {
+			if n, _ := r.counts(); n >= want[i] {
+				break
+			}
+			if time.Now().After(deadline) {
+				r.mu.Lock()
+				t.Fatalf("timed out waiting for %d messages at n%d: %d, missed %v; network %+v", want[i], i+1, len(r.msgs), r.misses, net.Stats().Frames)
+			}
+		}
 	}
 	// Every delayed copy, late duplicates included, has reached its receiver.
 	testkit.Eventually(t, time.Minute, "no bus frame in flight", func() bool { return net.Stats().Frames.InFlight() == 0 })

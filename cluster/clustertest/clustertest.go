@@ -56,10 +56,14 @@ func StartNode(t testing.TB, net *memnet.Network, i int, tweak func(*cluster.Con
 	cfg := *cluster.DefaultLoopbackConfig()
 	ml := *cfg.Memberlist
 	ml.PushPullInterval = 300 * time.Millisecond
+	// A probe answered within half a second: the loopback preset's 100 ms
+	// declares a node that waited that long for a CPU failed, on the
+	// loaded 2-core machines the tests run on.
+	ml.ProbeInterval, ml.ProbeTimeout = time.Second, 500*time.Millisecond
 	cfg.Memberlist = &ml
 	cfg.Name = fmt.Sprintf("n%d", i)
 	cfg.Transport, cfg.Network, cfg.RPCAddr = tr, host, Host(i)+":7947"
-	cfg.GapTimeout, cfg.ReconnectInterval = 200*time.Millisecond, 200*time.Millisecond
+	cfg.GapTimeout, cfg.ReconnectInterval = time.Second, 200*time.Millisecond
 	cfg.Logger = testkit.Logger(t).With("node", cfg.Name)
 	if tweak != nil {
 		tweak(&cfg)
@@ -75,7 +79,7 @@ func StartNode(t testing.TB, net *memnet.Network, i int, tweak func(*cluster.Con
 // WaitAlive waits until nd sees n alive members.
 func WaitAlive(t testing.TB, nd *cluster.Node, n int) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(testkit.MinWait)
 	for {
 		alive := slices.DeleteFunc(nd.Members(), func(m cluster.Member) bool { return m.State != cluster.StateAlive })
 		if len(alive) == n {
@@ -86,6 +90,16 @@ func WaitAlive(t testing.TB, nd *cluster.Node, n int) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// RaftConfig is the raft timing of the members' stores: the loopback
+// preset's, with timeouts sized for a loaded machine (2 shared cores, load
+// averages above 10), so that a leader is not deposed because it waited
+// for a CPU; a killed or frozen leader is still replaced within seconds.
+func RaftConfig() *raft.Config {
+	c := cp.LoopbackRaftConfig()
+	c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = time.Second, time.Second, 500*time.Millisecond
+	return c
 }
 
 // Member is a node with its share of the consistent store.
@@ -132,7 +146,7 @@ func StartWithStoresMode(t testing.TB, net *memnet.Network, n int, mode string) 
 		WaitAlive(t, m.Node, n)
 		s, err := cp.Open(cp.Config{
 			Node: m.Node, Transport: m.Raft, BootstrapExpect: n, ReconcileInterval: 100 * time.Millisecond,
-			Raft: cp.LoopbackRaftConfig(), Logger: testkit.Logger(t),
+			Raft: RaftConfig(), Logger: testkit.Logger(t),
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -140,7 +154,7 @@ func StartWithStoresMode(t testing.TB, net *memnet.Network, n int, mode string) 
 		m.Store = s
 		t.Cleanup(func() { s.Close(); m.Raft.Close() })
 	}
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(testkit.MinWait)
 	for {
 		for _, m := range members {
 			if m.Store.Status().Role == "leader" {
@@ -175,7 +189,7 @@ func AddMember(t testing.TB, net *memnet.Network, members []*Member, i int) *Mem
 	}
 	s, err := cp.Open(cp.Config{
 		Node: m.Node, Transport: trans, ReconcileInterval: 100 * time.Millisecond,
-		Raft: cp.LoopbackRaftConfig(), Logger: testkit.Logger(t),
+		Raft: RaftConfig(), Logger: testkit.Logger(t),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -22,6 +22,9 @@ import (
 var shoalBin string
 
 func TestMain(m *testing.M) {
+	if path := os.Getenv(panicChildEnv); path != "" {
+		panicChild(path) // a child of TestNodeLogCatchesAPanic
+	}
 	dir, err := os.MkdirTemp("", "shoal-e2e-")
 	if err != nil {
 		panic(err)

@@ -5,15 +5,19 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/shoal-dev/shoal/cluster/cp"
 	"github.com/shoal-dev/shoal/internal/cli"
 	"github.com/shoal-dev/shoal/internal/config"
+	"github.com/shoal-dev/shoal/internal/logfile"
 	"github.com/shoal-dev/shoal/internal/server"
 )
 
@@ -26,6 +30,10 @@ type nodeSettings struct {
 	readyFile   string
 	parentPID   int
 	logLevel    slog.Level
+	logFile     string
+	logFormat   string
+	logMaxSize  int64
+	logBackups  int
 	printConfig bool
 }
 
@@ -34,7 +42,8 @@ func init() {
 }
 
 func bindNode(s *cli.Set) runFunc {
-	n := &nodeSettings{Config: server.DefaultNodeConfig(server.PresetAuto)}
+	n := &nodeSettings{Config: server.DefaultNodeConfig(server.PresetAuto), logFormat: "text",
+		logMaxSize: logfile.DefaultMaxSize, logBackups: 5}
 	n.bind(s)
 	return func(ctx context.Context, sio stdio, _ []string) error { return n.run(ctx, s, sio) }
 }
@@ -57,6 +66,10 @@ func (n *nodeSettings) bind(s *cli.Set) {
 	s.String(&c.DataDir, "data-dir", "this node's own data directory (raft, pack cache)").Doc("`shoal-data/NAME`")
 	s.String(&c.Preset, "preset", "gossip and raft timing: lan, loopback, or auto (loopback when --bind is a loopback address)")
 	s.Var(levelValue{&n.logLevel}, &n.logLevel, "log-level", "level", "debug, info, warn or error")
+	s.String(&n.logFile, "log-file", "write the log to this file, rotated by size, instead of standard error; a panic lands in it too")
+	s.String(&n.logFormat, "log-format", "text (key=value) or json (one object a line)")
+	s.Size(&n.logMaxSize, "log-max-size", "rotate --log-file when it would grow past this size")
+	s.Int(&n.logBackups, "log-max-backups", "rotated log files kept (FILE.1 the newest); 0 keeps none")
 	s.String(&c.DB.URL, "db", "the domain database: a SQLite file or a postgres:// URL").Doc("`shoal.db` beside `--data-dir`")
 	s.Duration(&c.DB.ConnMaxLifetime, "db-conn-max-lifetime", "replace pooled database connections after this long; with SQLite it bounds how long a connection keeps using a file that was moved away")
 	s.String(&c.Git.ReposDir, "repos-dir", "the bare git repositories, shared by the nodes").Doc("`repos` beside `--data-dir`")
@@ -90,7 +103,7 @@ type readyInfo struct {
 }
 
 func (n *nodeSettings) run(ctx context.Context, s *cli.Set, sio stdio) error {
-	n.Logger = slog.New(slog.NewTextHandler(sio.err, &slog.HandlerOptions{Level: n.logLevel})).With("node", n.Cluster.Name)
+	n.Logger = newLogger(sio.err, n.logFormat, n.logLevel).With("node", n.Cluster.Name)
 	if err := n.validate(); err != nil {
 		return s.Explain(&n.Config, err)
 	}
@@ -98,10 +111,91 @@ func (n *nodeSettings) run(ctx context.Context, s *cli.Set, sio stdio) error {
 		s.PrintConfig(sio.out)
 		return nil
 	}
+	if n.logFile != "" {
+		lf, err := openNodeLog(n.logFile, n.logMaxSize, n.logBackups)
+		if err != nil {
+			return err
+		}
+		defer lf.close()
+		n.Logger = newLogger(lf, n.logFormat, n.logLevel).With("node", n.Cluster.Name)
+		err = n.serve(ctx)
+		if err != nil && !lf.stderrHere() {
+			// Standard error (where main reports it) is elsewhere: the
+			// log says why the node stopped too.
+			n.Logger.Error("node failed", "err", err)
+		}
+		return err
+	}
+	return n.serve(ctx)
+}
+
+func (n *nodeSettings) serve(ctx context.Context) error {
 	if n.parentPID > 0 {
 		ctx = watchParent(ctx, n.Logger, n.parentPID)
 	}
 	return serveNode(ctx, n)
+}
+
+// newLogger is a logger writing to w in format ("text" or "json").
+func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// nodeLog is a node's --log-file. The Go runtime writes a panic to
+// standard error, not through the logger, so each file the log opens
+// (at start and at every rotation) also receives the runtime's crash
+// output, unless it is the file standard error already writes to ('shoal
+// up' points both at node.log): the panic then lands in the current log
+// once, rotation or not.
+type nodeLog struct {
+	*logfile.File
+	mu   sync.Mutex
+	here bool // the current file is standard error's
+}
+
+func openNodeLog(path string, maxSize int64, backups int) (*nodeLog, error) {
+	l := &nodeLog{}
+	var err error
+	l.File, err = logfile.Open(logfile.Config{Path: path, MaxSize: maxSize, MaxBackups: backups, OnOpen: func(f *os.File) error {
+		here := sameFile(f, os.Stderr)
+		l.mu.Lock()
+		l.here = here
+		l.mu.Unlock()
+		if here {
+			return debug.SetCrashOutput(nil, debug.CrashOptions{})
+		}
+		return debug.SetCrashOutput(f, debug.CrashOptions{})
+	}})
+	if err != nil {
+		return nil, fmt.Errorf("--log-file: %w", err)
+	}
+	return l, nil
+}
+
+// stderrHere reports whether standard error writes to the current file.
+func (l *nodeLog) stderrHere() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.here
+}
+
+func (l *nodeLog) close() {
+	debug.SetCrashOutput(nil, debug.CrashOptions{})
+	l.File.Close()
+}
+
+// sameFile reports whether a and b are the same file.
+func sameFile(a, b *os.File) bool {
+	sa, err := a.Stat()
+	if err != nil {
+		return false
+	}
+	sb, err := b.Stat()
+	return err == nil && os.SameFile(sa, sb)
 }
 
 // validate checks the node's configuration and the process's settings.
@@ -113,6 +207,15 @@ func (n *nodeSettings) validate() error {
 		if _, _, err := config.CheckAddr(j); err != nil {
 			return usagef("--join %q: want %v", j, err)
 		}
+	}
+	if n.logFormat != "text" && n.logFormat != "json" {
+		return usagef("--log-format %q: want text or json", n.logFormat)
+	}
+	if n.logMaxSize < 1<<10 {
+		return usagef("--log-max-size %d: want at least 1KiB", n.logMaxSize)
+	}
+	if n.logBackups < 0 || n.logBackups > 1000 {
+		return usagef("--log-max-backups %d: want 0 to 1000", n.logBackups)
 	}
 	if n.joinTimeout < 0 {
 		return usagef("--join-timeout %v: want a duration of at least 0", n.joinTimeout)
@@ -167,6 +270,10 @@ func serveNode(ctx context.Context, n *nodeSettings) error {
 		}
 		got, err := node.Join(jctx, n.join)
 		if err != nil {
+			if ctx.Err() != nil { // stopped (SIGTERM) while joining: a clean stop
+				log.Info("shutting down", "reason", context.Cause(ctx))
+				return nil
+			}
 			return err
 		}
 		log.Info("joined cluster", "seeds_answered", got, "members", len(node.Members()))

@@ -189,8 +189,11 @@ func (c *Cluster) spawn(i int, join string) (*Proc, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The node writes its log to node.log itself, rotated by size; its
+	// standard output and error go to the same file, for what is written
+	// before the log is open (a mistake in the flags).
 	args := []string{"node", "--name", name, "--data-dir", dir,
-		"--bind", gossip, "--rpc", rpc, "--raft", raftAddr, "--http", httpAddr, "--ready-file", readyFile}
+		"--bind", gossip, "--rpc", rpc, "--raft", raftAddr, "--http", httpAddr, "--ready-file", readyFile, "--log-file", p.Log}
 	if c.opts.BootstrapExpect > 0 {
 		args = append(args, "--bootstrap-expect", strconv.Itoa(c.opts.BootstrapExpect))
 	}
