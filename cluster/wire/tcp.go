@@ -14,14 +14,11 @@ import (
 
 // TCP is the production Network: frames over TCP with write coalescing.
 //
-// When nothing is being written, Send writes its frame to the socket itself
-// (one syscall, no goroutine hand-off). Otherwise it appends the frame to
-// a queue and wakes the Conn's writer goroutine, which takes everything
-// queued at once, encodes it into one buffer and writes it with a single
-// syscall: under load many frames share a write, and when idle a frame
-// leaves at once, so coalescing adds no latency. A direct write that the
-// socket does not take within a few milliseconds (a peer that does not
-// read) hands what is left to the writer, so Send does not block longer.
+// Each Conn has one writer goroutine. Send appends to a queue and wakes it;
+// the writer takes everything queued at once, encodes it into one buffer and
+// writes it with a single syscall. Under load many frames share a write;
+// when idle a frame is written as soon as it is queued, so coalescing adds
+// no latency.
 type TCP struct {
 	// MaxFrameSize bounds frames in both directions (DefaultMaxFrameSize if 0).
 	MaxFrameSize int
@@ -123,18 +120,7 @@ type tcpConn struct {
 	queue  []*Frame
 	queued int // bytes in queue
 	closed bool
-	// writing: the socket's write side is taken, by the writer goroutine
-	// or by a Send writing its frame directly. Its holder alone uses wbuf.
-	writing bool
-	// leftover is the unwritten tail of a direct write that timed out;
-	// the writer sends it before anything queued.
-	leftover []byte
-	wbuf     []byte
 }
-
-// directTimeout bounds a direct write from Send; what the socket has not
-// taken by then is left to the writer goroutine.
-const directTimeout = 5 * time.Millisecond
 
 func (t *TCP) newConn(c net.Conn) *tcpConn {
 	if tc, ok := c.(*net.TCPConn); ok {
@@ -165,11 +151,6 @@ func (c *tcpConn) Send(f *Frame) error {
 		c.mu.Unlock()
 		return ErrClosed
 	}
-	if !c.writing && len(c.queue) == 0 && c.leftover == nil {
-		c.writing = true
-		c.mu.Unlock()
-		return c.writeDirect(f)
-	}
 	if c.queued+n > limit && len(c.queue) > 0 {
 		c.mu.Unlock()
 		return ErrBackpressure
@@ -184,61 +165,9 @@ func (c *tcpConn) Send(f *Frame) error {
 	return nil
 }
 
-// writeDirect writes f from the calling goroutine, which holds c.writing.
-func (c *tcpConn) writeDirect(f *Frame) error {
-	buf, err := AppendFrame(c.wbuf[:0], f, c.max)
-	if err != nil {
-		c.release(buf[:0])
-		return err
-	}
-	_ = c.c.SetWriteDeadline(time.Now().Add(directTimeout))
-	n, err := c.c.Write(buf)
-	if err != nil {
-		var ne net.Error
-		if !errors.As(err, &ne) || !ne.Timeout() {
-			c.release(nil)
-			c.fail(err)
-			return fmt.Errorf("wire: write: %w", err)
-		}
-		// The peer is slow to read: the writer finishes the frame (its
-		// deadline is WriteTimeout) and Send returns, the frame queued.
-		c.mu.Lock()
-		c.leftover = append([]byte(nil), buf[n:]...)
-		c.mu.Unlock()
-	}
-	c.count(1, n)
-	c.release(buf[:0])
-	return nil
-}
-
-// release gives up the write side, keeping buf for the next writer, and
-// wakes the writer goroutine if frames were queued meanwhile.
-func (c *tcpConn) release(buf []byte) {
-	if cap(buf) > 1<<20 {
-		buf = nil // do not pin a large buffer after a burst
-	}
-	c.mu.Lock()
-	c.writing, c.wbuf = false, buf
-	more := len(c.queue) > 0 || c.leftover != nil
-	c.mu.Unlock()
-	if more {
-		select {
-		case c.wake <- struct{}{}:
-		default:
-		}
-	}
-}
-
-func (c *tcpConn) count(frames, bytes int) {
-	if s := c.t.Stats; s != nil {
-		s.Writes.Add(1)
-		s.FramesOut.Add(uint64(frames))
-		s.BytesOut.Add(uint64(bytes))
-	}
-}
-
 func (c *tcpConn) writeLoop() {
 	defer close(c.writerDone)
+	var buf []byte
 	var batch []*Frame
 	timeout := c.t.WriteTimeout
 	if timeout <= 0 {
@@ -250,40 +179,34 @@ func (c *tcpConn) writeLoop() {
 			return
 		case <-c.wake:
 		}
-		for {
-			c.mu.Lock()
-			if c.writing || len(c.queue) == 0 && c.leftover == nil {
-				// Nothing to do, or a Send is writing: it wakes this
-				// goroutine again if it leaves frames queued.
-				c.mu.Unlock()
-				break
-			}
-			c.writing = true
-			batch, c.queue = c.queue, batch[:0]
-			c.queued = 0
-			buf := append(c.wbuf[:0], c.leftover...)
-			c.leftover = nil
-			c.mu.Unlock()
-			for i, f := range batch {
-				var err error
-				if buf, err = AppendFrame(buf, f, c.max); err != nil {
-					c.fail(fmt.Errorf("wire: encoding frame: %w", err))
-					return
-				}
-				batch[i] = nil
-			}
-			_ = c.c.SetWriteDeadline(time.Now().Add(timeout))
-			if _, err := c.c.Write(buf); err != nil {
-				c.fail(err)
+		c.mu.Lock()
+		batch, c.queue = c.queue, batch[:0]
+		c.queued = 0
+		c.mu.Unlock()
+		if len(batch) == 0 {
+			continue
+		}
+		buf = buf[:0]
+		for i, f := range batch {
+			var err error
+			if buf, err = AppendFrame(buf, f, c.max); err != nil {
+				c.fail(fmt.Errorf("wire: encoding frame: %w", err))
 				return
 			}
-			c.count(len(batch), len(buf))
-			if cap(buf) > 1<<20 {
-				buf = nil
-			}
-			c.mu.Lock()
-			c.writing, c.wbuf = false, buf[:0]
-			c.mu.Unlock()
+			batch[i] = nil
+		}
+		_ = c.c.SetWriteDeadline(time.Now().Add(timeout))
+		if _, err := c.c.Write(buf); err != nil {
+			c.fail(err)
+			return
+		}
+		if s := c.t.Stats; s != nil {
+			s.Writes.Add(1)
+			s.FramesOut.Add(uint64(len(batch)))
+			s.BytesOut.Add(uint64(len(buf)))
+		}
+		if cap(buf) > 1<<20 {
+			buf = nil // do not pin a large buffer after a burst
 		}
 	}
 }
