@@ -74,12 +74,12 @@ func TestParseExperimentErrors(t *testing.T) {
 // The checked-in experiments parse, and the quick profile runs every
 // mode (local, distributed, near) at 1 and 3 nodes.
 func TestCheckedInExperiments(t *testing.T) {
-	for _, name := range []string{"default.yaml", "quick.yaml"} {
+	for _, name := range []string{"default.yaml", "quick.yaml", "six.yaml", "near-lag.yaml"} {
 		e, _, err := LoadExperiment(filepath.Join("experiments", name))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if name == "quick.yaml" && (len(e.Arms()) != 6 || e.Sizes[0] != 1 || e.Sizes[1] != 3) {
+		if name == "quick.yaml" && (len(e.Arms()) != 6 || e.Switch == nil || e.Sizes[0] != 1 || e.Sizes[1] != 3) {
 			t.Errorf("quick profile arms: %v", e.Arms())
 		}
 	}
