@@ -14,7 +14,8 @@ import (
 )
 
 // fakeAPI answers the load generator's requests like the REST API would,
-// keeping each pull request's version, and fails one post in ten.
+// keeping each pull request's version, and fails every other post (so a
+// short window on a loaded machine still sees failures).
 type fakeAPI struct {
 	mu       sync.Mutex
 	versions map[string]int64
@@ -43,7 +44,7 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(map[string]any{"version": f.versions[key]})
 	default: // POST: comments and repositories
 		f.posts++
-		if f.posts%10 == 0 {
+		if f.posts%2 == 0 {
 			http.Error(w, "boom", http.StatusInternalServerError)
 			return
 		}
