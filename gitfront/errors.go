@@ -64,6 +64,8 @@ func statusOf(err error) (int, string) {
 	switch {
 	case errors.Is(err, ErrMalformed):
 		return http.StatusBadRequest, err.Error()
+	case errors.Is(err, ErrSlowBody):
+		return http.StatusRequestTimeout, "the request body arrived too slowly"
 	case errors.Is(err, ErrTooLarge):
 		return http.StatusRequestEntityTooLarge, err.Error()
 	case errors.Is(err, ErrBadName):

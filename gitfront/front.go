@@ -9,6 +9,7 @@ import (
 	"path"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/shoal-dev/shoal/internal/config"
@@ -55,6 +56,13 @@ type Config struct {
 	// ref advertisement can still send the POST that follows; default 1s,
 	// negative for none.
 	DrainQuiet time.Duration
+	// Body bounds how slowly a request body may arrive and which bodies
+	// are read before the pool; zero fields take DefaultBody's.
+	Body BodyConfig
+	// BodyLimit, if set, is the largest body a web route takes (0: not
+	// known); a request announcing a longer one is refused with 413
+	// before any of it is read. Git routes' limits are GitConfig's.
+	BodyLimit func(r *http.Request) int64
 	// Logger receives failed logins and failures; default slog.Default().
 	Logger *slog.Logger
 }
@@ -74,6 +82,9 @@ func (c *Config) validate() error {
 	}
 	if c.Unpooled == nil {
 		c.Unpooled = []string{"/healthz", "/readyz", "/metrics"}
+	}
+	if err := c.Body.Validate(); err != nil {
+		return err
 	}
 	return c.Pools.Validate()
 }
@@ -109,6 +120,8 @@ type Front struct {
 	gitAuth http.Handler // authenticated git handler; nil without git
 	webAuth http.Handler // authenticated web handler
 	track   tracker
+
+	slowBodies atomic.Uint64
 }
 
 // New builds a Front. Errors: ErrConfig, or NewGitHandler's.
@@ -151,6 +164,9 @@ func (f *Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if f.unpooled(r.URL.Path) {
 		f.cfg.Web.ServeHTTP(w, r)
+		return
+	}
+	if !f.admitBody(w, r) {
 		return
 	}
 	pool := f.pools[Classify(r)]
@@ -222,11 +238,14 @@ type Stats struct {
 	Pools    []PoolStats // upload, receive, web
 	Git      GitStats
 	Draining bool
+	// SlowBodies counts requests refused (408) because their body did
+	// not arrive at the minimum rate before the pool.
+	SlowBodies uint64
 }
 
 // Stats returns the front's counters.
 func (f *Front) Stats() Stats {
-	s := Stats{Draining: f.track.isDraining()}
+	s := Stats{Draining: f.track.isDraining(), SlowBodies: f.slowBodies.Load()}
 	for _, n := range []PoolName{PoolUpload, PoolReceive, PoolWeb} {
 		s.Pools = append(s.Pools, f.pools[n].Stats())
 	}

@@ -851,7 +851,10 @@ func median(ds []time.Duration) time.Duration {
 // API answering.
 func TestGitClusterPoolSegregation(t *testing.T) {
 	const webSlots, uploadSlots = 4, 2
-	g := startGitCluster(t, 1, 70, "--pool-web", strconv.Itoa(webSlots), "--pool-upload", strconv.Itoa(uploadSlots))
+	// The grace period for slow bodies is long: the web flood below is
+	// made of them.
+	g := startGitCluster(t, 1, 70, "--pool-web", strconv.Itoa(webSlots), "--pool-upload", strconv.Itoa(uploadSlots),
+		"--http-body-grace", "10m")
 	head, size := g.importRepo("big", bench.RepoSize{Files: 600, Commits: 40, Changed: 20})
 	url := g.url(1, "", "", "big")
 	g.timedClone(url, head) // fills the pack cache
@@ -861,7 +864,8 @@ func TestGitClusterPoolSegregation(t *testing.T) {
 	}
 
 	// Web flood: requests that hold a web slot while their bodies
-	// trickle in, four times as many as the pool runs.
+	// trickle in, four times as many as the pool runs. Chunked, so that
+	// the front does not read them before the pool.
 	addr := g.c.Nodes()[0].HTTP
 	auth := base64.StdEncoding.EncodeToString([]byte("admin:" + adminPW))
 	var flood []net.Conn
@@ -872,7 +876,7 @@ func TestGitClusterPoolSegregation(t *testing.T) {
 		}
 		flood = append(flood, c)
 		fmt.Fprintf(c, "POST /rest/api/1.0/projects/%s/repos HTTP/1.1\r\nHost: %s\r\nAuthorization: Basic %s\r\n"+
-			"Content-Type: application/json\r\nContent-Length: 64\r\n\r\n{", gitProject, addr, auth)
+			"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n{\r\n", gitProject, addr, auth)
 	}
 	g.waitPoolFull(1, "web", webSlots)
 	var flooded []time.Duration

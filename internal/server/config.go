@@ -79,6 +79,9 @@ type Config struct {
 	// Pools bounds the front's request pools; zero fields take
 	// gitfront.DefaultPools'.
 	Pools gitfront.Pools
+	// HTTP bounds the HTTP connections: header and idle timeouts,
+	// connections per client, the minimum rate of request bodies.
+	HTTP HTTPConfig
 	// Scheduler configures the job scheduler; Name, Store, Bus, Members
 	// and Logger are filled by Start.
 	Scheduler scheduler.Config
@@ -115,6 +118,7 @@ func DefaultNodeConfig(preset string) Config {
 		PackCache: true,
 		Packs:     packcache.DefaultConfig(""),
 		Pools:     gitfront.DefaultPools(),
+		HTTP:      DefaultHTTPConfig(),
 	}
 	return c
 }
@@ -146,7 +150,7 @@ func (c *Config) Validate() error {
 	}{
 		{"Cluster", c.Cluster.Validate}, {"Store", c.Store.Validate}, {"DB", c.DB.Validate},
 		{"Cache", c.Cache.Validate}, {"Table", c.Table.Validate}, {"Lease", c.Lease.Validate},
-		{"Pools", c.Pools.Validate}, {"Scheduler", c.Scheduler.Validate},
+		{"Pools", c.Pools.Validate}, {"HTTP", c.HTTP.Validate}, {"Scheduler", c.Scheduler.Validate},
 	} {
 		if err := p.validate(); err != nil {
 			return config.Within(p.name, err)

@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"os"
 	"sync"
-	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -71,6 +70,7 @@ func StartContext(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("http listen on %s: %w", cfg.HTTPAddr, err)
 	}
 	s := &Server{cfg: cfg, lock: lock, ln: ln, done: make(chan struct{})}
+	ln = newClientLimit(ln, cfg.HTTP.MaxConnsPerClient, cfg.Logger)
 	handler, err := s.start(ctx)
 	if err != nil {
 		ln.Close()
@@ -78,9 +78,11 @@ func StartContext(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.http = &http.Server{
-		// No read or write timeout: a clone may stream for minutes.
+		// No read or write timeout: a clone may stream for minutes. The
+		// front holds request bodies to a minimum rate instead.
 		Handler:           handler,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout,
+		IdleTimeout:       cfg.HTTP.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 	}
 	go func() {

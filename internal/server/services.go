@@ -13,6 +13,7 @@ import (
 
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/cluster/cp"
+	"github.com/shoal-dev/shoal/cluster/cp/cphttp"
 	"github.com/shoal-dev/shoal/gitfront"
 	"github.com/shoal-dev/shoal/internal/domain"
 	"github.com/shoal-dev/shoal/internal/nodestats"
@@ -76,7 +77,7 @@ func (s *Server) startServices(ctx context.Context, mux *http.ServeMux) (http.Ha
 	}
 	scheduler.Mount(mux, s.svc.sched)
 	mux.Handle("GET "+rest.Prefix+"/admin/cluster-stats", nodestats.ClusterStatsHandler(s.store, caller))
-	api, err := rest.New(rest.Config{DB: s.svc.db, Cache: s.svc.cache, Logger: cfg.Logger,
+	api, err := rest.New(rest.Config{DB: s.svc.db, Cache: s.svc.cache, Logger: cfg.Logger, MaxBodyBytes: restMaxBody,
 		Principal: func(r *http.Request) (int64, bool) {
 			p, ok := gitfront.PrincipalFrom(r.Context())
 			return p.UserID, ok
@@ -99,6 +100,7 @@ func (s *Server) startServices(ctx context.Context, mux *http.ServeMux) (http.Ha
 		}
 	}
 	s.svc.front, err = gitfront.New(gitfront.Config{Web: mux, Git: git, Pools: cfg.Pools, Logger: cfg.Logger,
+		Body: cfg.HTTP.Body, BodyLimit: webBodyLimit,
 		Authenticator: gitfront.AuthenticatorFuncs{Basic: s.verifyBasic, Bearer: s.verifyBearer}})
 	if err != nil {
 		return nil, err
@@ -324,4 +326,25 @@ func (s *Server) sweepQuarantines(ctx context.Context) {
 	if err != nil {
 		s.cfg.Logger.Warn("sweeping push quarantines", "repos_dir", s.cfg.Git.ReposDir, "err", err)
 	}
+}
+
+// restMaxBody bounds REST request bodies.
+const restMaxBody = 1 << 20
+
+// webBodyLimit is the largest body a web route takes, for the front to
+// refuse a longer announced one (413) before reading any of it; 0 for a
+// route whose handler sets its own bound.
+func webBodyLimit(r *http.Request) int64 {
+	p := r.URL.Path
+	switch {
+	case strings.HasPrefix(p, "/v1/kv/"):
+		return cphttp.MaxKVBody
+	case p == "/v1/snapshot":
+		return cphttp.MaxSnapshotBody
+	case strings.HasPrefix(p, rest.Prefix+"/"):
+		return restMaxBody
+	case strings.HasPrefix(p, "/v1/"):
+		return 1 << 20
+	}
+	return 0
 }

@@ -96,6 +96,14 @@ func kvView(kv cp.KV) KVView {
 // with a clear error, this only stops a client from streaming gigabytes.
 const maxKVBody = 8 << 20
 
+// MaxKVBody and MaxSnapshotBody are the largest bodies PUT /v1/kv/KEY
+// and PUT /v1/snapshot take, for a front that refuses a longer announced
+// body before reading it.
+const (
+	MaxKVBody       = maxKVBody
+	MaxSnapshotBody = maxSnapshotBody
+)
+
 func kvContext(r *http.Request) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(r.Context(), 10*time.Second)
 }
