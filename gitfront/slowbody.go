@@ -157,7 +157,7 @@ func (f *Front) admitBody(w http.ResponseWriter, r *http.Request) bool {
 	if limit := f.bodyLimit(r); limit > 0 && r.ContentLength > limit {
 		w.Header().Set("Connection", "close")
 		writeError(w, r, http.StatusRequestEntityTooLarge,
-			fmt.Sprintf("the request body (%d bytes) is larger than %d bytes, the most %s takes", r.ContentLength, limit, r.URL.Path))
+			fmt.Sprintf("request body over %d bytes, the most %s takes (%d announced)", limit, r.URL.Path, r.ContentLength))
 		return false
 	}
 	body := newRateBody(w, r.Body, f.cfg.Body)
@@ -173,7 +173,11 @@ func (f *Front) admitBody(w http.ResponseWriter, r *http.Request) bool {
 			writeError(w, r, http.StatusRequestTimeout, "the request body arrived too slowly")
 			return false
 		}
-		writeError(w, r, http.StatusBadRequest, "the request body could not be read")
+		msg := "the request body could not be read"
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			msg = "malformed request: request body cut off before its Content-Length"
+		}
+		writeError(w, r, http.StatusBadRequest, msg)
 		return false
 	}
 	return true
