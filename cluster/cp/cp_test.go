@@ -142,7 +142,7 @@ func (m *member) alive() bool { return m.store != nil && m.store.raft.State() !=
 func (tc *testCluster) leader() *member {
 	tc.t.Helper()
 	var l *member
-	testkit.Eventually(tc.t, 30*time.Second, "a leader ready for reads", func() bool {
+	testkit.Eventually(tc.t, time.Minute, "a leader ready for reads", func() bool {
 		for _, m := range tc.members {
 			if m.alive() && m.store.raft.State() == raft.Leader {
 				m.store.mu.Lock()
@@ -271,50 +271,73 @@ func TestLeasesAndFencing(t *testing.T) {
 	tc.leader()
 	a, b := tc.members[0].store, tc.members[1].store
 	ctx := ctxT(t)
-	tokA, err := a.Acquire(ctx, "lock", "A", 300*time.Millisecond)
+	tokA, err := settled(func() (uint64, error) { return a.Acquire(ctx, "lock", "A", 300*time.Millisecond) })
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Acquire(ctx, "lock", "B", time.Second); !errors.Is(err, ErrLeaseHeld) {
+	if _, err := settled(func() (uint64, error) { return b.Acquire(ctx, "lock", "B", time.Second) }); !errors.Is(err, ErrLeaseHeld) {
 		t.Fatalf("second holder: %v", err)
 	}
-	if _, err := a.Put(ctx, "guarded", []byte("A1"), Fenced("lock", tokA)); err != nil {
+	if _, err := settled(func() (uint64, error) { return a.Put(ctx, "guarded", []byte("A1"), Fenced("lock", tokA)) }); err != nil {
 		t.Fatalf("fenced write by the holder: %v", err)
 	}
-	if err := a.Renew(ctx, "lock", "A", tokA, 300*time.Millisecond); err != nil {
+	if _, err := settled(func() (uint64, error) { return 0, a.Renew(ctx, "lock", "A", tokA, 300*time.Millisecond) }); err != nil {
 		t.Fatal(err)
 	}
 	// Still held just before its TTL ends.
 	clock.Advance(299 * time.Millisecond)
-	if _, err := b.Acquire(ctx, "lock", "B", time.Second); !errors.Is(err, ErrLeaseHeld) {
+	if _, err := settled(func() (uint64, error) { return b.Acquire(ctx, "lock", "B", time.Second) }); !errors.Is(err, ErrLeaseHeld) {
 		t.Fatalf("second holder before the TTL ends: %v", err)
 	}
 	// A pauses past its TTL; B takes over.
 	clock.Advance(2 * time.Millisecond)
-	tokB, err := b.Acquire(ctx, "lock", "B", 10*time.Second)
+	tokB, err := settled(func() (uint64, error) { return b.Acquire(ctx, "lock", "B", 10*time.Second) })
 	if err != nil {
 		t.Fatalf("B acquiring the expired lease: %v", err)
 	}
 	if tokB <= tokA {
 		t.Fatalf("token %d after %d: fencing tokens must increase", tokB, tokA)
 	}
-	if _, err := a.Put(ctx, "guarded", []byte("A2"), Fenced("lock", tokA)); !errors.Is(err, ErrFenced) {
+	if _, err := settled(func() (uint64, error) { return a.Put(ctx, "guarded", []byte("A2"), Fenced("lock", tokA)) }); !errors.Is(err, ErrFenced) {
 		t.Fatalf("stale holder's write: %v", err)
 	}
-	if err := a.Renew(ctx, "lock", "A", tokA, time.Second); !errors.Is(err, ErrLeaseLost) {
+	if _, err := settled(func() (uint64, error) { return 0, a.Renew(ctx, "lock", "A", tokA, time.Second) }); !errors.Is(err, ErrLeaseLost) {
 		t.Fatalf("stale holder's renew: %v", err)
 	}
-	if _, err := b.Put(ctx, "guarded", []byte("B1"), Fenced("lock", tokB)); err != nil {
+	if _, err := settled(func() (uint64, error) { return b.Put(ctx, "guarded", []byte("B1"), Fenced("lock", tokB)) }); err != nil {
 		t.Fatal(err)
 	}
 	if kv, _ := b.Get(ctx, "guarded"); string(kv.Value) != "B1" {
 		t.Fatalf("guarded = %q", kv.Value)
 	}
-	if err := b.Release(ctx, "lock", "B", tokB); err != nil {
+	retried := false
+	if _, err := settled(func() (uint64, error) {
+		err := b.Release(ctx, "lock", "B", tokB)
+		if retried && errors.Is(err, ErrLeaseLost) {
+			return 0, nil // an earlier attempt whose outcome was unknown released it
+		}
+		retried = true
+		return 0, err
+	}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.Acquire(ctx, "lock", "A", time.Second); err != nil {
+	if _, err := settled(func() (uint64, error) { return a.Acquire(ctx, "lock", "A", time.Second) }); err != nil {
 		t.Fatalf("acquire after release: %v", err)
+	}
+}
+
+// settled retries op while its outcome is unknown or there is no leader
+// (a loaded machine can depose a leader mid-commit), for up to a minute.
+// Every op given is one whose retry is harmless: a holder may acquire its
+// own lease again, renewing and fenced writes of the same value repeat.
+func settled[T any](op func() (T, error)) (T, error) {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		v, err := op()
+		if !errors.Is(err, ErrIndeterminate) && !errors.Is(err, ErrNoLeader) || time.Now().After(deadline) {
+			return v, err
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
