@@ -221,6 +221,8 @@ func checked(p Principal, err error, scheme, user string) (Principal, error) {
 		return p, nil
 	case errors.Is(err, ErrBadCredentials):
 		return Principal{}, &authFailure{scheme, user, http.StatusUnauthorized, "invalid credentials", err}
+	case errors.Is(err, ErrAuthBusy):
+		return Principal{}, &authFailure{scheme, user, http.StatusServiceUnavailable, "too many password checks at once; retry later", err}
 	}
 	return Principal{}, &authFailure{scheme, user, http.StatusServiceUnavailable, "authentication unavailable", err}
 }
@@ -238,6 +240,9 @@ func refuseAuth(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	if f.status == http.StatusUnauthorized {
 		log.Warn("gitfront: failed login", attrs...)
 		w.Header().Set("WWW-Authenticate", realm)
+	} else if errors.Is(f.err, ErrAuthBusy) {
+		log.Warn("gitfront: authentication busy", attrs...)
+		setRetryAfter(w, 0)
 	} else {
 		log.Error("gitfront: authentication unavailable", append(attrs, "err", f.err)...)
 		setRetryAfter(w, 0)

@@ -21,6 +21,10 @@ var (
 	// ErrBadCredentials is an Authenticator's answer for an unknown user,
 	// a wrong password, or an unknown, expired or revoked token.
 	ErrBadCredentials = errors.New("gitfront: bad credentials")
+	// ErrAuthBusy is an Authenticator's answer when it cannot check a
+	// password now (its bcrypt slots and queue are full): 503 with
+	// Retry-After, logged at Warn.
+	ErrAuthBusy = errors.New("gitfront: authentication busy")
 	// ErrPoolFull: every slot of the pool is busy and its queue is full.
 	ErrPoolFull = errors.New("gitfront: pool full")
 	// ErrQueueTimeout: the request waited in the pool's queue longer than

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
@@ -81,16 +82,18 @@ func (s *Store) VerifyToken(ctx context.Context, token string) (User, error) {
 // VerifyPassword authenticates Basic credentials: secret is the user's
 // password or one of the user's access tokens. Wrong credentials, an
 // unknown user and a user without a password are all ErrBadCredentials,
-// and take about as long (an unknown user still costs one bcrypt
-// comparison). A database failure is ErrUnavailable.
+// and cost the same: one bcrypt comparison (against a dummy hash when
+// there is no hash to compare with), so that the time taken does not
+// tell which usernames exist. Comparisons run at most
+// Config.BcryptConcurrency at a time; ErrBusy when too many wait. A
+// database failure is ErrUnavailable.
 func (s *Store) VerifyPassword(ctx context.Context, username, secret string) (User, error) {
 	u, hash, err := s.userWithHash(ctx, username)
 	if errors.Is(err, ErrNotFound) {
-		bcrypt.CompareHashAndPassword(s.dummyHash(), []byte(secret))
-		return User{}, ErrBadCredentials
+		return User{}, firstErr(s.compare(ctx, s.dummyHash(), secret), ErrBadCredentials)
 	}
-	if err != nil || secret == "" {
-		return User{}, firstErr(err, ErrBadCredentials)
+	if err != nil {
+		return User{}, err
 	}
 	if strings.HasPrefix(secret, TokenPrefix) {
 		ok, err := s.userOwnsToken(ctx, u.ID, secret)
@@ -101,18 +104,73 @@ func (s *Store) VerifyPassword(ctx context.Context, username, secret string) (Us
 			return u, nil
 		}
 	}
-	if hash == "" {
-		return User{}, ErrBadCredentials
+	if hash == "" || secret == "" {
+		return User{}, firstErr(s.compare(ctx, s.dummyHash(), secret), ErrBadCredentials)
 	}
 	if s.passwords.verified(u.ID, hash, secret) {
 		return u, nil
 	}
-	if bcrypt.CompareHashAndPassword([]byte(hash), []byte(secret)) != nil {
-		return User{}, ErrBadCredentials
+	if err := s.compare(ctx, []byte(hash), secret); err != nil {
+		return User{}, err
 	}
 	s.passwords.remember(u.ID, hash, secret)
 	return u, nil
 }
+
+// compare is one bcrypt comparison within the gate: nil for a match,
+// ErrBadCredentials for none, ErrBusy or ctx's error without comparing.
+func (s *Store) compare(ctx context.Context, hash []byte, secret string) error {
+	if err := s.bcrypts.enter(ctx); err != nil {
+		return err
+	}
+	defer s.bcrypts.leave()
+	s.bcrypts.compares.Add(1)
+	if bcrypt.CompareHashAndPassword(hash, []byte(secret)) != nil {
+		return ErrBadCredentials
+	}
+	return nil
+}
+
+// BcryptCompares counts the password comparisons made, matched or not.
+func (s *Store) BcryptCompares() uint64 { return s.bcrypts.compares.Load() }
+
+// BcryptBusy counts the checks refused with ErrBusy.
+func (s *Store) BcryptBusy() uint64 { return s.bcrypts.busy.Load() }
+
+// bcryptGate bounds the comparisons running at once and those waiting.
+type bcryptGate struct {
+	slots    chan struct{}
+	waiting  atomic.Int64
+	queue    int64
+	compares atomic.Uint64
+	busy     atomic.Uint64
+}
+
+func newBcryptGate(n, queue int) *bcryptGate {
+	return &bcryptGate{slots: make(chan struct{}, max(n, 1)), queue: int64(queue)}
+}
+
+func (g *bcryptGate) enter(ctx context.Context) error {
+	select {
+	case g.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	if g.waiting.Add(1) > g.queue {
+		g.waiting.Add(-1)
+		g.busy.Add(1)
+		return ErrBusy
+	}
+	defer g.waiting.Add(-1)
+	select {
+	case g.slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (g *bcryptGate) leave() { <-g.slots }
 
 func (s *Store) userWithHash(ctx context.Context, name string) (User, string, error) {
 	var u User
@@ -136,17 +194,14 @@ func (s *Store) userOwnsToken(ctx context.Context, userID int64, token string) (
 	return subtle.ConstantTimeCompare(stored, digest[:]) == 1, nil
 }
 
-var dummy struct {
-	once sync.Once
-	hash []byte
-}
-
-// dummyHash is a bcrypt hash to compare against for unknown users.
+// dummyHash is a bcrypt hash at the store's cost to compare against when
+// there is no hash (an unknown user, a user without a password), made
+// once per store so that its cost is the store's.
 func (s *Store) dummyHash() []byte {
-	dummy.once.Do(func() {
-		dummy.hash, _ = bcrypt.GenerateFromPassword([]byte("no such user"), s.cfg.BcryptCost)
+	s.dummy.once.Do(func() {
+		s.dummy.hash, _ = bcrypt.GenerateFromPassword([]byte("no such user"), s.cfg.BcryptCost)
 	})
-	return dummy.hash
+	return s.dummy.hash
 }
 
 func firstErr(a, b error) error {

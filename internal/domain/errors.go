@@ -27,6 +27,9 @@ var (
 	ErrUnavailable = errors.New("domain: database unavailable")
 	// ErrBadCredentials: unknown user, wrong password or unknown token.
 	ErrBadCredentials = errors.New("domain: bad credentials")
+	// ErrBusy: every password comparison slot is taken and the queue for
+	// them is full (Config.BcryptConcurrency); retry later.
+	ErrBusy = errors.New("domain: too many password checks at once")
 )
 
 // SQLite primary result codes that mean "the database is not usable right

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -51,6 +52,12 @@ type Config struct {
 	// is why successful verifications are remembered for PasswordCacheTTL).
 	// Tests and seeds may use bcrypt.MinCost.
 	BcryptCost int
+	// BcryptConcurrency bounds the password comparisons (bcrypt) that run
+	// at once (default half the cores, at least 1), so that password
+	// guessing cannot take every core; BcryptQueue bounds those waiting
+	// for a slot (default 4 × BcryptConcurrency): a check finding it full
+	// fails at once with ErrBusy.
+	BcryptConcurrency, BcryptQueue int
 	// PasswordCacheTTL is how long a successful password verification is
 	// remembered (default 1 minute; negative disables the cache). Only
 	// successes are remembered, keyed by an HMAC of the user, the stored
@@ -88,6 +95,12 @@ func (c *Config) Validate() error {
 	if c.BcryptCost == 0 {
 		c.BcryptCost = d.BcryptCost
 	}
+	if c.BcryptConcurrency <= 0 {
+		c.BcryptConcurrency = max(1, runtime.NumCPU()/2)
+	}
+	if c.BcryptQueue <= 0 {
+		c.BcryptQueue = 4 * c.BcryptConcurrency
+	}
 	if c.BcryptCost < bcrypt.MinCost || c.BcryptCost > bcrypt.MaxCost {
 		return fmt.Errorf("%w: bcrypt cost %d outside [%d, %d]", ErrInvalid, c.BcryptCost, bcrypt.MinCost, bcrypt.MaxCost)
 	}
@@ -110,8 +123,13 @@ type Store struct {
 	db        *sql.DB
 	dialect   Dialect
 	passwords *verifiedCache
-	file      string   // the SQLite file, when Open knows it
-	stmts     sync.Map // query → *sql.Stmt, for the hot reads on SQLite
+	bcrypts   *bcryptGate
+	dummy     struct {
+		once sync.Once
+		hash []byte
+	}
+	file  string   // the SQLite file, when Open knows it
+	stmts sync.Map // query → *sql.Stmt, for the hot reads on SQLite
 }
 
 // Open opens the database cfg.URL names and applies the schema
@@ -154,7 +172,8 @@ func OpenDB(ctx context.Context, db *sql.DB, dialect Dialect, cfg Config) (*Stor
 	db.SetMaxIdleConns(cfg.MaxOpenConns)
 	db.SetConnMaxIdleTime(cfg.ConnMaxLifetime)
 	db.SetConnMaxLifetime(cfg.ConnMaxLifetime)
-	s := &Store{cfg: cfg, db: db, dialect: dialect, passwords: newVerifiedCache(cfg.PasswordCacheTTL, cfg.Now)}
+	s := &Store{cfg: cfg, db: db, dialect: dialect, passwords: newVerifiedCache(cfg.PasswordCacheTTL, cfg.Now),
+		bcrypts: newBcryptGate(cfg.BcryptConcurrency, cfg.BcryptQueue)}
 	if dialect == SQLite {
 		if err := useWAL(ctx, db, cfg.BusyTimeout); err != nil {
 			return nil, err

@@ -238,6 +238,8 @@ func principalOf(u domain.User, err error) (gitfront.Principal, error) {
 	switch {
 	case errors.Is(err, domain.ErrBadCredentials):
 		return gitfront.Principal{}, gitfront.ErrBadCredentials
+	case errors.Is(err, domain.ErrBusy):
+		return gitfront.Principal{}, gitfront.ErrAuthBusy
 	case err != nil:
 		return gitfront.Principal{}, err // the front answers 503
 	}
