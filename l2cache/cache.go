@@ -204,6 +204,11 @@ func New(cfg Config) (*Cache, error) {
 		return nil, err
 	}
 	c := &Cache{cfg: cfg, regions: map[string]*Region{}, spaces: map[string]uint64{}}
+	// The clock starts at the wall clock's nanoseconds, so a process that
+	// restarts under the same name stamps past everything its previous
+	// incarnation handed out: an owner's read ticket from before a restart
+	// (compared by owner name only) is below every floor after it.
+	c.clock.Store(uint64(max(cfg.Now().UnixNano(), 0)))
 	// The configured mode runs until a ModeKeeper adopts the cluster's
 	// (epoch 0 is older than any record). DISTRIBUTED's owner side runs
 	// whatever the mode when the node can own partitions: other nodes may

@@ -3,9 +3,13 @@ package l2cache
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/dgraph-io/ristretto/v2"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/shoal-dev/shoal/cluster/cp"
 )
 
 // NEAR mode: DISTRIBUTED, plus a near copy on every node of what it read.
@@ -53,6 +57,10 @@ type near struct {
 	mu      sync.Mutex
 	regions map[string]*nearRegion
 	floor   uint64 // no near copy stamped at or below is served (reset)
+	// gens are the members' lease generations as of the last renewal
+	// (nil before the first): a member whose generation changed is a new
+	// process, with no registry of the holders the old one knew.
+	gens map[string]uint64
 }
 
 // testBeforeKeep, set by tests only, runs before a near copy is kept.
@@ -90,6 +98,9 @@ func newNear(c *Cache, d *dist) (*near, error) {
 		parts: make([]nearPart, c.cfg.Keeper.cfg.Partitions)}
 	onChange := n.onChange
 	n.dist.onNear.Store(&onChange)
+	if c.cfg.Lease != nil {
+		c.cfg.Lease.Observe(n.observeGens)
+	}
 	n.rpc.HandleInline(rpcNear, n.handleChange) // in the owner's order; it does not block
 	return n, nil
 }
@@ -110,6 +121,41 @@ func (n *near) reset() {
 }
 
 func (n *near) close() { n.store.Close() }
+
+// observeGens drops every near copy when a member's lease generation
+// changed since the last renewal (or at the first renewal this backend
+// sees): an owner whose process restarted before the cluster declared it
+// failed keeps its name and partitions, but not its registry of holders,
+// so it would not tell this node of later changes. The new process
+// answers nothing before a lease has passed since its activation, so a
+// holder whose lease is valid when such a change is acknowledged has
+// renewed after the activation, seen the new generation, and dropped its
+// copies. A restart of any member costs every near copy once.
+func (n *near) observeGens(kvs []cp.KV) {
+	gens := map[string]uint64{}
+	for _, kv := range kvs {
+		name, ok := strings.CutPrefix(kv.Key, MembersPrefix)
+		if !ok {
+			continue
+		}
+		var rec memberRecord
+		if msgpack.Unmarshal(kv.Value, &rec) == nil {
+			gens[name] = rec.Gen
+		}
+	}
+	n.mu.Lock()
+	changed := n.gens == nil
+	for name, g := range gens {
+		if old, ok := n.gens[name]; ok && old != g {
+			changed = true
+		}
+	}
+	n.gens = gens
+	n.mu.Unlock()
+	if changed {
+		n.dropCopies()
+	}
+}
 
 // dropCopies forgets every near copy, leaving the partitions this node
 // owns or backs up alone (they are DISTRIBUTED's).

@@ -2,9 +2,14 @@ package l2cache
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/internal/testkit"
@@ -111,4 +116,80 @@ func TestNearStaleKeepRefused(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// An owner whose process restarts before the cluster declares it failed
+// keeps its name and its partitions but not its registry of near holders
+// (the chaos checker found it). Here the owner's lease record gets a new
+// generation, as a new process's activation gives it: the owner drops
+// everything it held, holders included. A holder must not serve a copy
+// it got from the old incarnation after a write through the new one.
+func TestNearOwnerRestartDropsCopies(t *testing.T) {
+	lc := startLeased(t, 41, 3, cluster.CacheModeNear, InvalidationAsync)
+	for i, c := range lc.caches {
+		testkit.Eventually(t, 30*time.Second, fmt.Sprintf("node %d's cache ready", i+1), func() bool { return c.Ready() == nil })
+	}
+	regions := make([]*Region, 3)
+	for i, c := range lc.caches {
+		regions[i] = region(t, c, "pr", NonstrictReadWrite)
+	}
+	ctx := context.Background()
+	// A key owned by node 1, held near by node 2.
+	d := distOf(lc.caches[0])
+	key := ""
+	for k := 0; key == ""; k++ {
+		if d.keeper.Table().Owner(d.partition("pr", strconv.Itoa(k))) == lc.members[0].Node.Name() {
+			key = strconv.Itoa(k)
+		}
+	}
+	var db atomic.Value
+	db.Store("v1")
+	load := func(context.Context) ([]byte, error) { return []byte(db.Load().(string)), nil }
+	testkit.Eventually(t, 30*time.Second, "node 2 to hold a near copy", func() bool {
+		v, err := regions[1].Get(ctx, key, func(context.Context) ([]byte, error) { return nil, errors.New("loaded") })
+		if err != nil {
+			regions[1].Get(ctx, key, load)
+			lc.caches[1].waitLocal()
+			return false
+		}
+		return string(v) == "v1"
+	})
+	// The owner's "new process": a new generation of its lease record.
+	store := lc.members[0].Store
+	kv, err := store.Get(ctx, MembersPrefix+lc.members[0].Node.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec memberRecord
+	if err := msgpack.Unmarshal(kv.Value, &rec); err != nil {
+		t.Fatal(err)
+	}
+	rec.Gen += 100
+	b, _ := msgpack.Marshal(&rec)
+	if _, err := store.CompareAndSet(ctx, kv.Key, kv.Version, b); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 30*time.Second, "the owner to activate its record again", func() bool { return lc.leases[0].Stats().Resets >= 2 })
+	testkit.Eventually(t, 30*time.Second, "the owner to serve again", func() bool { return lc.caches[0].Ready() == nil })
+	// A new process starts with no registry of holders.
+	d.mu.Lock()
+	for _, dp := range d.parts {
+		dp.mu.Lock()
+		dp.holders = nil
+		dp.mu.Unlock()
+	}
+	d.mu.Unlock()
+	db.Store("v2")
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	testkit.Eventually(t, 30*time.Second, "the write's invalidation acknowledged", func() bool { return regions[2].Evict(wctx, key) == nil })
+	before := lc.caches[1].Stats().Node.NearHits
+	v0, err0 := regions[1].Get(ctx, key, func(context.Context) ([]byte, error) { return nil, errors.New("loaded") })
+	t.Logf("first read after the write: %q %v, near hits %d → %d", v0, err0, before, lc.caches[1].Stats().Node.NearHits)
+	for range 50 {
+		if v, err := regions[1].Get(ctx, key, load); err != nil || string(v) != "v2" {
+			t.Fatalf("node 2 read %q, %v after v2 was acknowledged through the owner's new incarnation (node 2: %+v; owner: %+v, %+v)", v, err,
+				lc.caches[1].Stats().Node, lc.caches[0].Stats().Node, lc.leases[0].Stats())
+		}
+	}
 }
