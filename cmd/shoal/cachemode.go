@@ -38,7 +38,12 @@ func bindCacheMode(set bool) func(*cli.Set) runFunc {
 				body, _ := json.Marshal(map[string]string{"mode": args[0]})
 				start := time.Now()
 				if out, _, err = cl.do(ctx, http.MethodPut, "/v1/cache/mode", body); err != nil {
-					return err
+					// An answer that leaves the outcome open (a leader
+					// lost mid-commit, a timeout) may hide a switch that
+					// goes on: follow the record if it names MODE.
+					if out, err = awaitMode(ctx, cl, args[0], err); err != nil {
+						return err
+					}
 				}
 				if !c.json {
 					fmt.Fprintf(sio.out, "switched to %s in %v\n", args[0], time.Since(start).Round(time.Millisecond))
@@ -47,6 +52,30 @@ func bindCacheMode(set bool) func(*cli.Set) runFunc {
 				return err
 			}
 			return printCacheMode(sio.out, out, c.json)
+		}
+	}
+}
+
+// awaitMode waits until the cluster runs mode stably, if its record names
+// mode after a switch answered putErr; otherwise it returns putErr.
+func awaitMode(ctx context.Context, cl *client, mode string, putErr error) ([]byte, error) {
+	for {
+		out, _, err := cl.do(ctx, http.MethodGet, "/v1/cache/mode", nil)
+		if err == nil {
+			var v server.CacheModeView
+			if json.Unmarshal(out, &v) == nil {
+				switch {
+				case v.Cluster.Mode != mode:
+					return nil, putErr
+				case v.Cluster.Phase == "stable":
+					return out, nil
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w; the switch to %s was not seen to complete: %w", putErr, mode, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
 		}
 	}
 }
