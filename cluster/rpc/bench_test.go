@@ -12,6 +12,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -307,4 +308,121 @@ func BenchmarkThroughput(b *testing.B) {
 		b.StopTimer()
 		b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
 	})
+}
+
+// BenchmarkThroughputVsRawTCP measures 64 concurrent callers on one
+// connection two ways, alternating in four phases each (raw, rpc, raw, rpc,
+// …, b.N calls of each kind in all) so that both see the same machine:
+// rpc is a peer RPC echo as in BenchmarkThroughput; raw is the plain TCP
+// echo server of the round-trip baseline, called by 64 goroutines sharing
+// one connection the simplest way — each writes its 68-byte message (its
+// index in the payload) with one write syscall under a mutex, and a reader
+// goroutine hands each echo to its caller by index. It reports both rates
+// and shoal/raw, their ratio.
+func BenchmarkThroughputVsRawTCP(b *testing.B) {
+	const callers, phases = 64, 4
+	b.Run(fmt.Sprintf("callers=%d", callers), func(b *testing.B) {
+		client := startRPCPair(b, nil, nil)
+		raw := startRawMux(b, callers)
+		body, ctx := make([]byte, benchPayload), context.Background()
+		// run splits calls among the callers, starts them together and
+		// returns the elapsed time.
+		run := func(calls int, call func(g int) error) time.Duration {
+			var wg sync.WaitGroup
+			start := make(chan struct{})
+			for g := range callers {
+				n := calls / callers
+				if g < calls%callers {
+					n++
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					<-start
+					for range n {
+						if err := call(g); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			t0 := time.Now()
+			close(start)
+			wg.Wait()
+			return time.Since(t0)
+		}
+		var rawTime, rpcTime time.Duration
+		b.ResetTimer()
+		for ph := range phases {
+			calls := b.N / phases
+			if ph < b.N%phases {
+				calls++
+			}
+			rawTime += run(calls, raw.call)
+			rpcTime += run(calls, func(int) error {
+				_, err := client.Call(ctx, "server", "echo", body)
+				return err
+			})
+		}
+		b.StopTimer()
+		rpcRate, rawRate := float64(b.N)/rpcTime.Seconds(), float64(b.N)/rawTime.Seconds()
+		b.ReportMetric(rpcRate, "calls/s")
+		b.ReportMetric(rawRate, "raw-calls/s")
+		b.ReportMetric(rpcRate/rawRate, "shoal/raw")
+	})
+}
+
+// rawMux is the raw baseline's client: callers share one TCP connection to
+// the raw echo server, each writing its message with one syscall.
+type rawMux struct {
+	c       net.Conn
+	mu      sync.Mutex // serialises writes
+	msgs    [][]byte   // per caller: length prefix and payload holding its index
+	waiters []chan struct{}
+	dead    chan struct{} // closed when the reader stops
+}
+
+func startRawMux(b *testing.B, callers int) *rawMux {
+	b.Helper()
+	m := &rawMux{c: dialRaw(b, startRawEcho(b)), dead: make(chan struct{})}
+	for g := range callers {
+		msg := rawMessage()
+		binary.BigEndian.PutUint32(msg[4:], uint32(g))
+		m.msgs = append(m.msgs, msg)
+		m.waiters = append(m.waiters, make(chan struct{}, 1))
+	}
+	go func() { // reader: ends when the connection closes at cleanup
+		defer close(m.dead)
+		r := bufio.NewReaderSize(m.c, 64<<10)
+		buf := make([]byte, 4+benchPayload)
+		for {
+			if _, err := io.ReadFull(r, buf); err != nil {
+				return
+			}
+			g := binary.BigEndian.Uint32(buf[4:])
+			if int(g) >= len(m.waiters) {
+				return
+			}
+			m.waiters[g] <- struct{}{}
+		}
+	}()
+	// Registered after dialRaw's, so it runs first: close, then wait.
+	b.Cleanup(func() { m.c.Close(); <-m.dead })
+	return m
+}
+
+func (m *rawMux) call(g int) error {
+	m.mu.Lock()
+	_, err := m.c.Write(m.msgs[g])
+	m.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	select {
+	case <-m.waiters[g]:
+		return nil
+	case <-m.dead:
+		return errors.New("raw echo connection lost")
+	}
 }
