@@ -55,6 +55,7 @@ var groups = []struct{ name, summary string }{
 	{"cache", "show and switch the cluster's cache mode"},
 	{"snapshot", "save and restore the consistent store"},
 	{"raft", "list and remove raft peers, reset a damaged raft log"},
+	{"tls", "create the cluster's certificate authority and issue node certificates"},
 	{"seed", "fill an empty database with a generated data set"},
 	{"user", "add users and grant permissions"},
 	{"token", "create and revoke access tokens"},
