@@ -40,6 +40,9 @@ type Config struct {
 	// HTTPAddr and RaftAddr are advertised in the node's metadata for
 	// other parts and operators; the cluster package does not serve them.
 	HTTPAddr, RaftAddr string
+	// RESPAddr is where the node serves the Redis protocol, advertised
+	// for CLUSTER SLOTS and MOVED ("" if it does not).
+	RESPAddr string
 	// CacheMode is CacheModeLocal, CacheModeDistributed or CacheModeNear:
 	// the mode this node started with, advertised in its metadata (the
 	// cluster's mode is l2cache's, in the consistent store).

@@ -11,9 +11,11 @@ import (
 // Meta is what a node tells the cluster about itself, gossiped as
 // memberlist node metadata (at most memberlist.MetaMaxSize bytes encoded).
 type Meta struct {
-	RPC       string `msgpack:"r" json:"rpc"`
-	HTTP      string `msgpack:"h" json:"http,omitempty"`
-	Raft      string `msgpack:"f" json:"raft,omitempty"`
+	RPC  string `msgpack:"r" json:"rpc"`
+	HTTP string `msgpack:"h" json:"http,omitempty"`
+	Raft string `msgpack:"f" json:"raft,omitempty"`
+	// RESP is where the node serves the Redis protocol ("" if it does not).
+	RESP      string `msgpack:"s" json:"resp,omitempty"`
 	CacheMode string `msgpack:"m" json:"cache_mode"`
 	Version   string `msgpack:"v" json:"version,omitempty"`
 	// Incarnation identifies one run of the node's process; it changes

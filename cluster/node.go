@@ -72,7 +72,7 @@ func Start(cfg Config) (*Node, error) {
 	r.Handle(rpcLeave, n.onLeaveNotice)
 	inc := uint64(cfg.Now().UnixNano())
 	n.self = Meta{
-		RPC: advertisedRPC(r.Addr(), cfg), HTTP: cfg.HTTPAddr, Raft: cfg.RaftAddr,
+		RPC: advertisedRPC(r.Addr(), cfg), HTTP: cfg.HTTPAddr, Raft: cfg.RaftAddr, RESP: cfg.RESPAddr,
 		CacheMode: cfg.CacheMode, Version: cfg.Version, Incarnation: inc,
 	}
 	if _, err := n.self.encode(); err != nil {

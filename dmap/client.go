@@ -216,3 +216,19 @@ func hasWrite(ops []Op) bool {
 	}
 	return false
 }
+
+// DoEach runs op at the owner of every partition in ps (partition-wide
+// operations: Size, Flush, Hold), in one message per owner. Results are
+// in the order of ps.
+func (d *DMap) DoEach(ctx context.Context, ps []int, op Op) ([]Result, error) {
+	bs := make([]batch, len(ps))
+	index := make([][]int, len(ps))
+	for i, p := range ps {
+		if p < 0 || p >= d.cfg.Partitions {
+			return nil, fmt.Errorf("dmap: no partition %d", p)
+		}
+		bs[i] = batch{Partition: p, Ops: []Op{op}}
+		index[i] = []int{i}
+	}
+	return d.run(ctx, bs, DoOptions{}, index)
+}

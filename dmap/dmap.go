@@ -299,3 +299,6 @@ func (d *DMap) sweepLoop() {
 		}
 	}
 }
+
+// MaxBytes is the bound on what this node holds.
+func (d *DMap) MaxBytes() int64 { return d.cfg.MaxBytes }

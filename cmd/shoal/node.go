@@ -92,6 +92,10 @@ func (n *nodeSettings) bind(s *cli.Set) {
 	s.Int64(&c.HTTP.Body.MinRate, "http-body-min-rate", "bytes per second a request body must keep up after the grace period (else 408)")
 	s.Int(&c.HTTP.MaxConnsPerClient, "http-max-conns-per-client", "open HTTP connections from one client address (negative: no bound)")
 	s.Duration(&c.HTTP.IdleTimeout, "http-idle-timeout", "close a keep-alive HTTP connection idle this long")
+	s.String(&c.RESP.Addr, "resp", "Redis protocol (RESP2/RESP3) address host:port over the named maps (empty: off)")
+	s.Bool(&c.RESP.Anonymous, "resp-anonymous", "let RESP clients run commands without AUTH")
+	s.String(&c.RESP.Redirect, "resp-redirect", "which RESP connections are answered MOVED instead of forwarded: auto (those that asked for the slot map: CLUSTER SLOTS/SHARDS/NODES, READONLY), always, never")
+	s.Size(&c.Maps.MaxBytes, "maps-max-bytes", "what this node holds of the named maps, as owner and backup; past it random keys are evicted").Doc("64MiB")
 	s.String(&n.readyFile, "ready-file", "write the node's addresses as JSON here once it serves")
 	s.Int(&n.parentPID, "parent-pid", "shut down gracefully when this parent process goes away (set by 'shoal up')")
 	s.Bool(&n.printConfig, "print-config", "print the effective configuration, with where each value came from, and exit").Local()
@@ -103,6 +107,7 @@ type readyInfo struct {
 	Gossip string `json:"gossip"`
 	RPC    string `json:"rpc"`
 	HTTP   string `json:"http"`
+	RESP   string `json:"resp,omitempty"`
 	PID    int    `json:"pid"`
 }
 
@@ -264,7 +269,7 @@ func serveNode(ctx context.Context, n *nodeSettings) error {
 	}()
 	node := s.Node()
 	log.Info("node started", "gossip", node.GossipAddr(), "rpc", node.Self().RPC, "raft", node.Self().Raft, "http", s.HTTPAddr(),
-		"cache_mode", cfg.Cluster.CacheMode, "data_dir", cfg.DataDir)
+		"resp", s.RESPAddr(), "cache_mode", cfg.Cluster.CacheMode, "data_dir", cfg.DataDir)
 	if len(n.join) > 0 {
 		jctx := ctx
 		if n.joinTimeout > 0 {
@@ -283,7 +288,7 @@ func serveNode(ctx context.Context, n *nodeSettings) error {
 		log.Info("joined cluster", "seeds_answered", got, "members", len(node.Members()))
 	}
 	if n.readyFile != "" {
-		info := readyInfo{Name: node.Name(), Gossip: node.GossipAddr(), RPC: node.Self().RPC, HTTP: s.HTTPAddr(), PID: os.Getpid()}
+		info := readyInfo{Name: node.Name(), Gossip: node.GossipAddr(), RPC: node.Self().RPC, HTTP: s.HTTPAddr(), RESP: s.RESPAddr(), PID: os.Getpid()}
 		if err := writeJSONFile(n.readyFile, info); err != nil {
 			return err
 		}

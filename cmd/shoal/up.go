@@ -49,7 +49,7 @@ type upSettings struct {
 
 func bindUp(s *cli.Set) runFunc {
 	u := &upSettings{opts: localcluster.Options{Preset: "loopback", WatchParent: true, KeepAddrs: true, N: 3, Dir: "shoal-data", BasePort: 7946,
-		HTTPBase: 8081, ReadyTimeout: 60 * time.Second}, bindIP: "127.0.0.1", seedCfg: defaultSeed(),
+		HTTPBase: 8081, RESP: true, RESPBase: 7379, ReadyTimeout: 60 * time.Second}, bindIP: "127.0.0.1", seedCfg: defaultSeed(),
 		node: server.DefaultNodeConfig(server.PresetLoopback)}
 	o := &u.opts
 	s.Int(&o.N, "n", "number of nodes")
@@ -57,6 +57,7 @@ func bindUp(s *cli.Set) runFunc {
 	s.String(&u.bindIP, "bind-ip", "loopback address the nodes bind")
 	s.Int(&o.BasePort, "base-port", "node i gossips on base+10(i-1), serves RPC on the next port and raft on the one after (0: ports picked by the OS)")
 	s.Int(&o.HTTPBase, "http-base", "node i serves HTTP on http-base+i-1 (0: picked by the OS)")
+	s.Int(&o.RESPBase, "resp-base", "node i serves the Redis protocol on resp-base+i-1 (0: picked by the OS; negative: off)")
 	s.String(&u.node.Cluster.CacheMode, "cache-mode", "L2 cache coupling of every node: local, distributed or near")
 	s.Var(levelValue{&u.level}, &u.level, "log-level", "level", "the nodes' log level: debug, info, warn or error")
 	s.Duration(&o.ReadyTimeout, "ready-timeout", "how long to wait for the cluster to form")
@@ -96,9 +97,10 @@ func (u *upSettings) validate(s *cli.Set) error {
 		return usagef("--bind-ip %q: 'shoal up' runs a local cluster; give a loopback address such as 127.0.0.1", u.bindIP)
 	}
 	o.IP = func(int) string { return u.bindIP }
-	if o.BasePort < 0 || o.BasePort+10*o.N > 65535 || o.HTTPBase < 0 || o.HTTPBase+o.N > 65535 {
-		return usagef("--base-port/--http-base out of range for %d nodes", o.N)
+	if o.BasePort < 0 || o.BasePort+10*o.N > 65535 || o.HTTPBase < 0 || o.HTTPBase+o.N > 65535 || o.RESPBase+o.N > 65535 {
+		return usagef("--base-port/--http-base/--resp-base out of range for %d nodes", o.N)
 	}
+	o.RESP = o.RESPBase >= 0
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("finding the shoal binary: %w", err)
@@ -199,9 +201,13 @@ func upSeed(ctx context.Context, url, dir string, cfg domain.SeedConfig, stdout 
 
 func printProcs(w io.Writer, nodes []*localcluster.Proc) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tPID\tGOSSIP\tRPC\tHTTP\tSTATE")
+	fmt.Fprintln(tw, "NAME\tPID\tGOSSIP\tRPC\tHTTP\tRESP\tSTATE")
 	for _, n := range nodes {
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", n.Name, n.PID, n.Gossip, n.RPC, n.HTTP, "alive")
+		resp := n.RESP
+		if resp == "" {
+			resp = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", n.Name, n.PID, n.Gossip, n.RPC, n.HTTP, resp, "alive")
 	}
 	tw.Flush()
 }

@@ -37,6 +37,10 @@ type Options struct {
 	// next port; HTTPBase: node i serves HTTP on HTTPBase+i-1. Zero: the
 	// OS picks.
 	BasePort, HTTPBase int
+	// RESP: every node serves the Redis protocol, node i on
+	// RESPBase+i-1 (RESPBase 0: the OS picks).
+	RESP     bool
+	RESPBase int
 	// CacheMode, LogLevel and Preset are passed to every node.
 	CacheMode, LogLevel, Preset string
 	// BootstrapExpect is passed to every node (0: not passed).
@@ -64,6 +68,7 @@ type Proc struct {
 	Gossip  string `json:"gossip"`
 	RPC     string `json:"rpc"`
 	HTTP    string `json:"http"`
+	RESP    string `json:"resp,omitempty"`
 	PID     int    `json:"pid"`
 	DataDir string `json:"data_dir"`
 	Log     string `json:"log"`
@@ -102,6 +107,7 @@ type ready struct {
 	Gossip string `json:"gossip"`
 	RPC    string `json:"rpc"`
 	HTTP   string `json:"http"`
+	RESP   string `json:"resp,omitempty"`
 	PID    int    `json:"pid"`
 }
 
@@ -177,9 +183,13 @@ func (c *Cluster) spawn(i int, join string) (*Proc, error) {
 		return net.JoinHostPort(ip, strconv.Itoa(base+off))
 	}
 	gossip, rpc, httpAddr := port(c.opts.BasePort, 10*(i-1)), port(c.opts.BasePort, 10*(i-1)+1), port(c.opts.HTTPBase, i-1)
+	respAddr := ""
+	if c.opts.RESP {
+		respAddr = port(c.opts.RESPBase, i-1)
+	}
 	c.mu.Lock()
 	if a, ok := c.addrs[i]; ok && c.opts.KeepAddrs {
-		gossip, rpc, httpAddr = a.Gossip, a.RPC, a.HTTP
+		gossip, rpc, httpAddr, respAddr = a.Gossip, a.RPC, a.HTTP, a.RESP
 	}
 	c.mu.Unlock()
 	p := &Proc{Name: name, DataDir: dir, Log: filepath.Join(dir, "node.log"), index: i, done: make(chan struct{})}
@@ -194,6 +204,9 @@ func (c *Cluster) spawn(i int, join string) (*Proc, error) {
 	// before the log is open (a mistake in the flags).
 	args := []string{"node", "--name", name, "--data-dir", dir,
 		"--bind", gossip, "--rpc", rpc, "--raft", raftAddr, "--http", httpAddr, "--ready-file", readyFile, "--log-file", p.Log}
+	if respAddr != "" {
+		args = append(args, "--resp", respAddr)
+	}
 	if c.opts.BootstrapExpect > 0 {
 		args = append(args, "--bootstrap-expect", strconv.Itoa(c.opts.BootstrapExpect))
 	}
@@ -273,7 +286,7 @@ func (c *Cluster) waitReady(ctx context.Context, p *Proc) error {
 	for {
 		var r ready
 		if b, err := os.ReadFile(path); err == nil && json.Unmarshal(b, &r) == nil {
-			p.Gossip, p.RPC, p.HTTP = r.Gossip, r.RPC, r.HTTP
+			p.Gossip, p.RPC, p.HTTP, p.RESP = r.Gossip, r.RPC, r.HTTP, r.RESP
 			c.mu.Lock()
 			if _, ok := c.addrs[p.index]; !ok {
 				c.addrs[p.index] = r

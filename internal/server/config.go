@@ -11,11 +11,13 @@ import (
 
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/cluster/cp"
+	"github.com/shoal-dev/shoal/dmap"
 	"github.com/shoal-dev/shoal/gitfront"
 	"github.com/shoal-dev/shoal/internal/config"
 	"github.com/shoal-dev/shoal/internal/domain"
 	"github.com/shoal-dev/shoal/l2cache"
 	"github.com/shoal-dev/shoal/packcache"
+	"github.com/shoal-dev/shoal/resp"
 	"github.com/shoal-dev/shoal/scheduler"
 )
 
@@ -59,6 +61,14 @@ type Config struct {
 	// Lease is the node's read lease; Name, Store and Logger are filled
 	// by Start.
 	Lease l2cache.LeaseConfig
+	// Maps configures the node's part of the named maps (package dmap),
+	// on the partition table's partitions; Node, Keeper, Lease,
+	// Partitions, OnInvalidate and Logger are filled by Start.
+	Maps dmap.Config
+	// RESP configures the Redis protocol endpoint over the maps (off when
+	// its Addr is empty); Listener, Map, Node, Auth, Version and Logger are
+	// filled by Start.
+	RESP resp.Config
 	// PackCache serves repeated clones from the pack cache.
 	PackCache bool
 	// Packs configures the pack cache (an empty Dir is
@@ -115,6 +125,7 @@ func DefaultNodeConfig(preset string) Config {
 		Cache:     l2cache.DefaultConfig(),
 		Table:     l2cache.DefaultTableConfig(),
 		Lease:     l2cache.DefaultLeaseConfig(),
+		RESP:      resp.DefaultConfig(),
 		PackCache: true,
 		Packs:     packcache.DefaultConfig(""),
 		Pools:     gitfront.DefaultPools(),
@@ -150,6 +161,7 @@ func (c *Config) Validate() error {
 	}{
 		{"Cluster", c.Cluster.Validate}, {"Store", c.Store.Validate}, {"DB", c.DB.Validate},
 		{"Cache", c.Cache.Validate}, {"Table", c.Table.Validate}, {"Lease", c.Lease.Validate},
+		{"Maps", c.Maps.Validate}, {"RESP", c.RESP.Validate},
 		{"Pools", c.Pools.Validate}, {"HTTP", c.HTTP.Validate}, {"Scheduler", c.Scheduler.Validate},
 	} {
 		if err := p.validate(); err != nil {

@@ -19,12 +19,14 @@ import (
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/cluster/cp"
 	"github.com/shoal-dev/shoal/cluster/cp/cphttp"
+	"github.com/shoal-dev/shoal/dmap"
 	"github.com/shoal-dev/shoal/gitfront"
 	"github.com/shoal-dev/shoal/internal/dirlock"
 	"github.com/shoal-dev/shoal/internal/domain"
 	"github.com/shoal-dev/shoal/internal/nodestats"
 	"github.com/shoal-dev/shoal/l2cache"
 	"github.com/shoal-dev/shoal/packcache"
+	"github.com/shoal-dev/shoal/resp"
 )
 
 // Version is the build version, set by the linker (-X) or left as "dev".
@@ -32,18 +34,19 @@ var Version = "dev"
 
 // Server is a running node.
 type Server struct {
-	cfg   Config
-	node  *cluster.Node
-	trans *raft.NetworkTransport
-	store *cp.Store
-	svc   services
-	lock  *dirlock.Lock
-	ln    net.Listener
-	http  *http.Server
-	done  chan struct{}
-	err   error
-	once  sync.Once
-	shut  error
+	cfg    Config
+	node   *cluster.Node
+	trans  *raft.NetworkTransport
+	store  *cp.Store
+	svc    services
+	lock   *dirlock.Lock
+	ln     net.Listener
+	respLn net.Listener // the RESP endpoint's, nil when it is off
+	http   *http.Server
+	done   chan struct{}
+	err    error
+	once   sync.Once
+	shut   error
 }
 
 // Start is StartContext without a context.
@@ -70,10 +73,20 @@ func StartContext(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("http listen on %s: %w", cfg.HTTPAddr, err)
 	}
 	s := &Server{cfg: cfg, lock: lock, ln: ln, done: make(chan struct{})}
+	if cfg.RESP.Addr != "" {
+		if s.respLn, err = net.Listen("tcp", cfg.RESP.Addr); err != nil {
+			ln.Close()
+			lock.Release()
+			return nil, fmt.Errorf("resp listen on %s: %w", cfg.RESP.Addr, err)
+		}
+	}
 	ln = newClientLimit(ln, cfg.HTTP.MaxConnsPerClient, cfg.Logger)
 	handler, err := s.start(ctx)
 	if err != nil {
 		ln.Close()
+		if s.respLn != nil {
+			s.respLn.Close()
+		}
 		lock.Release()
 		return nil, err
 	}
@@ -119,6 +132,9 @@ func (s *Server) startParts() error {
 	}
 	cfg.Cluster.HTTPAddr = s.ln.Addr().String()
 	cfg.Cluster.RaftAddr = string(s.trans.LocalAddr())
+	if s.respLn != nil {
+		cfg.Cluster.RESPAddr = s.respLn.Addr().String()
+	}
 	if cfg.Cluster.Version == "" {
 		cfg.Cluster.Version = Version
 	}
@@ -157,6 +173,21 @@ func (s *Server) Store() *cp.Store { return s.store }
 
 // HTTPAddr is the address the HTTP endpoints listen on.
 func (s *Server) HTTPAddr() string { return s.ln.Addr().String() }
+
+// RESPAddr is the address the Redis protocol endpoint listens on, "" when
+// it is off.
+func (s *Server) RESPAddr() string {
+	if s.respLn == nil {
+		return ""
+	}
+	return s.respLn.Addr().String()
+}
+
+// Maps is the node's part of the named maps.
+func (s *Server) Maps() *dmap.DMap { return s.svc.maps }
+
+// RESP is the Redis protocol endpoint, nil when it is off.
+func (s *Server) RESP() *resp.Server { return s.svc.resp }
 
 // Shutdown drains: /readyz turns false and new requests are refused while
 // those in flight (and the git operations they began) finish until ctx

@@ -10,17 +10,20 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/cluster/cp"
 	"github.com/shoal-dev/shoal/cluster/cp/cphttp"
+	"github.com/shoal-dev/shoal/dmap"
 	"github.com/shoal-dev/shoal/gitfront"
 	"github.com/shoal-dev/shoal/internal/domain"
 	"github.com/shoal-dev/shoal/internal/nodestats"
 	"github.com/shoal-dev/shoal/internal/rest"
 	"github.com/shoal-dev/shoal/l2cache"
 	"github.com/shoal-dev/shoal/packcache"
+	"github.com/shoal-dev/shoal/resp"
 	"github.com/shoal-dev/shoal/scheduler"
 )
 
@@ -42,6 +45,9 @@ type services struct {
 	front     *gitfront.Front
 	unsubPack func()
 	sched     *scheduler.Scheduler
+	maps      *dmap.DMap
+	resp      *resp.Server
+	respOn    atomic.Pointer[resp.Server] // for the maps' invalidations
 	// stats are what /v1/stats, /metrics and the rollup read, filled as
 	// the parts start (before the node serves).
 	stats nodestats.Sources
@@ -70,6 +76,9 @@ func (s *Server) startServices(ctx context.Context, mux *http.ServeMux) (http.Ha
 	}
 	s.sweepQuarantines(ctx)
 	if err := s.startPacks(); err != nil {
+		return nil, err
+	}
+	if err := s.startMaps(); err != nil {
 		return nil, err
 	}
 	s.svc.stats = nodestats.Sources{Node: s.node, Cache: s.svc.cache, Keeper: s.svc.keeper, Lease: s.svc.lease, Packs: s.svc.packs}
@@ -140,6 +149,58 @@ func (s *Server) startCache() error {
 	return err
 }
 
+// startMaps starts the node's part of the named maps on the partition
+// table (every node holds its share, whatever the cache mode and whether
+// or not it serves RESP), and the RESP endpoint when it is on.
+func (s *Server) startMaps() error {
+	cfg := &s.cfg
+	mc := cfg.Maps
+	mc.Node, mc.Keeper, mc.Lease, mc.Partitions, mc.Logger = s.node, s.svc.keeper, s.svc.lease, cfg.Table.Partitions, cfg.Logger
+	mc.OnInvalidate = func(p int, keys []string) {
+		if r := s.svc.respOn.Load(); r != nil {
+			r.Invalidate(p, keys)
+		}
+	}
+	var err error
+	if s.svc.maps, err = dmap.New(mc); err != nil {
+		return err
+	}
+	if s.respLn == nil {
+		return nil
+	}
+	rc := cfg.RESP
+	rc.Listener, rc.Map, rc.Node, rc.Version, rc.Logger = s.respLn, s.svc.maps, s.node, Version, cfg.Logger
+	rc.Auth = respAuth{s}
+	if s.svc.resp, err = resp.Start(rc); err != nil {
+		return err
+	}
+	s.svc.respOn.Store(s.svc.resp)
+	return nil
+}
+
+// respAuth checks RESP credentials against the domain's users.
+type respAuth struct{ s *Server }
+
+func (a respAuth) Password(ctx context.Context, user, password string) (resp.Principal, error) {
+	return respPrincipal(a.s.svc.db.VerifyPassword(ctx, user, password))
+}
+
+func (a respAuth) Token(ctx context.Context, token string) (resp.Principal, error) {
+	return respPrincipal(a.s.svc.db.VerifyToken(ctx, token))
+}
+
+func respPrincipal(u domain.User, err error) (resp.Principal, error) {
+	switch {
+	case errors.Is(err, domain.ErrBadCredentials):
+		return resp.Principal{}, resp.ErrBadCredentials
+	case errors.Is(err, domain.ErrBusy):
+		return resp.Principal{}, resp.ErrAuthBusy
+	case err != nil:
+		return resp.Principal{}, err
+	}
+	return resp.Principal{Name: u.Name, Admin: u.Admin}, nil
+}
+
 // startPacks opens the pack cache in the node's own directory, its
 // generations in the consistent store, and listens for other nodes' pushes.
 func (s *Server) startPacks() error {
@@ -178,6 +239,15 @@ func (s *Server) startPacks() error {
 func (s *Server) closeServices() error {
 	v := &s.svc
 	var errs []error
+	if v.resp != nil {
+		v.respOn.Store(nil)
+		errs = append(errs, v.resp.Close())
+	} else if s.respLn != nil {
+		s.respLn.Close()
+	}
+	if v.maps != nil {
+		v.maps.Close()
+	}
 	if v.stopBuiltins != nil {
 		v.stopBuiltins()
 		v.builtins.Wait()
