@@ -27,15 +27,20 @@ func (a *api) authenticated(r *http.Request) error {
 // readableRepo returns the repository if the caller may read it. A
 // repository the caller may not read is ErrNotFound, as if it did not
 // exist. Public repositories are decided from the cached entity alone;
-// private ones ask the database for the caller's permission.
+// private ones by the caller's permission, which the database decides
+// and the node reuses for Config.PermissionTTL.
 func (a *api) readableRepo(ctx context.Context, r *http.Request, key, slug string) (domain.Repository, error) {
 	repo, err := a.repository(ctx, key, slug)
 	if err != nil || repo.Public {
 		return repo, err
 	}
-	perm, err := a.db.Permission(ctx, a.caller(r), key, slug)
-	if err != nil {
-		return domain.Repository{}, err
+	uid := a.caller(r)
+	perm, ok := a.perms.get(uid, repo.ID)
+	if !ok {
+		if perm, err = a.db.Permission(ctx, uid, key, slug); err != nil {
+			return domain.Repository{}, err
+		}
+		a.perms.put(uid, repo.ID, perm)
 	}
 	if perm < domain.PermRead {
 		return domain.Repository{}, errorf(http.StatusNotFound, "repository %s/%s does not exist", key, slug)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/shoal-dev/shoal/internal/domain"
 	"github.com/shoal-dev/shoal/l2cache"
@@ -35,6 +36,13 @@ type Config struct {
 	MaxBodyBytes int64
 	// DefaultLimit and MaxLimit bound page sizes (default 25 and 1000).
 	DefaultLimit, MaxLimit int
+	// PermissionTTL is how long a node reuses the database's decision on
+	// whether a user may read a private repository (default 1 s;
+	// negative: ask the database on every read). A grant or a revocation
+	// made with `shoal user grant` reaches reads of pull requests,
+	// comments and repositories within it; writes always ask the
+	// database.
+	PermissionTTL time.Duration
 }
 
 func (c *Config) validate() error {
@@ -57,6 +65,9 @@ func (c *Config) validate() error {
 		c.MaxLimit = 1000
 	}
 	c.DefaultLimit = min(c.DefaultLimit, c.MaxLimit)
+	if c.PermissionTTL == 0 {
+		c.PermissionTTL = time.Second
+	}
 	return nil
 }
 
@@ -65,6 +76,7 @@ type api struct {
 	cfg     Config
 	db      *domain.Store
 	regions regions
+	perms   *permCache // nil: no reuse
 	mux     *http.ServeMux
 }
 
@@ -78,7 +90,7 @@ func New(cfg Config) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &api{cfg: cfg, db: cfg.DB, regions: rg, mux: http.NewServeMux()}
+	a := &api{cfg: cfg, db: cfg.DB, regions: rg, perms: newPermCache(cfg.PermissionTTL), mux: http.NewServeMux()}
 	a.routes()
 	return a, nil
 }
@@ -100,23 +112,28 @@ func (a *api) routes() {
 }
 
 // handle adapts a handler that returns its error: a non-nil error is
-// answered by fail (and the handler must not have written anything).
+// answered by fail (and the handler must not have written anything). The
+// handler gets the server's own ResponseWriter (not ServeHTTP's
+// jsonStatusWriter: its own error answers are JSON already, and
+// http.MaxBytesReader needs the server's writer to close the connection
+// after a body that is too large).
 func (a *api) handle(fn func(http.ResponseWriter, *http.Request) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		if jw, ok := w.(*jsonStatusWriter); ok {
+			w = jw.ResponseWriter
+		}
 		if err := fn(w, r); err != nil {
 			a.fail(w, r, err)
 		}
 	}
 }
 
-// ServeHTTP routes the request; the mux's own 404 and 405 answers are
-// rewritten as JSON errors.
+// ServeHTTP routes the request (once: the mux matches the path and sets
+// its values); the mux's own 404 and 405 answers are rewritten as JSON
+// errors by the jsonStatusWriter, which only the mux's handlers write
+// through (handle unwraps it).
 func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if _, pattern := a.mux.Handler(r); pattern == "" {
-		a.mux.ServeHTTP(&jsonStatusWriter{ResponseWriter: w}, r)
-		return
-	}
-	a.mux.ServeHTTP(w, r)
+	a.mux.ServeHTTP(&jsonStatusWriter{ResponseWriter: w}, r)
 }
 
 // jsonStatusWriter replaces a plain-text error body with the API's JSON

@@ -35,7 +35,10 @@
 // repository, its pull requests and comments answer 404 to callers without
 // READ, as Bitbucket does; updating a pull request or commenting needs
 // WRITE (403 without it, 401 for an anonymous caller); creating a
-// repository needs ADMIN on the project (or a global admin).
+// repository needs ADMIN on the project (or a global admin). Whether a
+// caller may read a private repository is decided by the database and
+// reused by the node for Config.PermissionTTL (1 s by default), so a
+// revocation reaches reads within that time; writes ask every time.
 //
 // # Errors
 //

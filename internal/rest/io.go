@@ -45,22 +45,30 @@ func errorf(status int, format string, args ...any) error {
 var jsonContentType = []string{"application/json;charset=UTF-8"}
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header()["Content-Type"] = jsonContentType
 	if a, ok := v.(jsonAppender); ok {
-		bp := jsonBufs.Get().(*[]byte)
-		b := append(a.appendJSON((*bp)[:0]), '\n') // as json.Encoder ends a value
-		w.WriteHeader(status)
-		w.Write(b)
-		if cap(b) <= 64<<10 {
-			*bp = b[:0]
-			jsonBufs.Put(bp)
-		}
+		writeAppended(w, status, a)
 		return
 	}
+	w.Header()["Content-Type"] = jsonContentType
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
 	enc.Encode(v)
+}
+
+// writeAppended writes a value that appends its own JSON, through a
+// pooled buffer. It is generic so that a struct is not boxed (copied to
+// the heap) on its way to its appendJSON method.
+func writeAppended[T jsonAppender](w http.ResponseWriter, status int, v T) {
+	w.Header()["Content-Type"] = jsonContentType
+	bp := jsonBufs.Get().(*[]byte)
+	b := append(v.appendJSON((*bp)[:0]), '\n') // as json.Encoder ends a value
+	w.WriteHeader(status)
+	w.Write(b)
+	if cap(b) <= 64<<10 {
+		*bp = b[:0]
+		jsonBufs.Put(bp)
+	}
 }
 
 // fail answers err with its status and message. Domain sentinels map to

@@ -63,9 +63,16 @@ func newLocalCache(t testing.TB, cfg l2cache.Config) *l2cache.Cache {
 // no cache).
 func startNode(t testing.TB, path string, cache *l2cache.Cache, w *world) *node {
 	t.Helper()
+	return startNodeWith(t, path, cache, w, nil)
+}
+
+// startNodeWith is startNode with the API's configuration changed by
+// tweak (nil: none).
+func startNodeWith(t testing.TB, path string, cache *l2cache.Cache, w *world, tweak func(*rest.Config)) *node {
+	t.Helper()
 	store, sw := domaintest.Open(t, path, domaintest.Config(t))
 	n := &node{store: store, sw: sw, cache: cache, users: w.users}
-	h, err := rest.New(rest.Config{DB: store, Cache: cache, Logger: testkit.Logger(t),
+	cfg := rest.Config{DB: store, Cache: cache, Logger: testkit.Logger(t),
 		Principal: func(r *http.Request) (int64, bool) {
 			id, ok := n.users[r.Header.Get(userHeader)]
 			return id, ok
@@ -78,7 +85,11 @@ func startNode(t testing.TB, path string, cache *l2cache.Cache, w *world) *node 
 			}
 			return nil
 		},
-	})
+	}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	h, err := rest.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

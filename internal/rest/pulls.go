@@ -138,7 +138,7 @@ func (a *api) getPullRequest(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, v)
+	writeAppended(w, http.StatusOK, v)
 	return nil
 }
 
@@ -192,7 +192,7 @@ func (a *api) updatePullRequest(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, v)
+	writeAppended(w, http.StatusOK, v)
 	return nil
 }
 
