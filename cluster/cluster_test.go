@@ -5,12 +5,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/shoal-dev/shoal/internal/testkit"
+	"github.com/shoal-dev/shoal/internal/tlsutil"
 )
 
 func TestMain(m *testing.M) { testkit.MainNoLeaks(m, 15*time.Second) }
@@ -209,16 +211,24 @@ func TestCloseTwice(t *testing.T) {
 // socket this process has just closed, which is routine at shutdown.
 func TestMemberlistLoggerLevels(t *testing.T) {
 	var buf bytes.Buffer
-	l := memberlistLogger(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	counts := &tlsutil.Refusals{}
+	refusals := newRefusals(counts, log, time.Now)
+	l := memberlistLogger(log, refusals)
 	for _, c := range []struct{ line, want string }{
+		{"[ERR] memberlist: Decrypt packet failed: no installed keys could decrypt the message from=127.0.0.9:7001", "WARN.*refused peer traffic.*listener=gossip reason=unknown_key remote=127.0.0.9:7001"},
+		{"[ERR] memberlist: failed to receive: encryption is configured but remote state is not encrypted from=127.0.0.9:7002", "WARN.*reason=not_encrypted remote=127.0.0.9:7002"},
 		{"[ERR] memberlist: Failed to send gossip to 127.0.0.1:7946: write udp 127.0.0.1:7946->127.0.0.1:7956: use of closed network connection", "DEBUG"},
 		{"[ERR] memberlist: Failed to receive: bad message", "ERROR"},
 		{"[WARN] memberlist: Refuting a suspect message", "WARN"},
 	} {
 		buf.Reset()
 		l.Print(c.line)
-		if got := buf.String(); !strings.Contains(got, "level="+c.want) {
+		if got := buf.String(); !regexp.MustCompile("level=" + c.want).MatchString(got) {
 			t.Errorf("%q: logged %q, want level %s", c.line, got, c.want)
 		}
+	}
+	if a, b := counts.Get(ListenerGossip, ReasonUnknownKey), counts.Get(ListenerGossip, ReasonNotEncrypted); a != 1 || b != 1 {
+		t.Errorf("gossip refusals counted: unknown_key %d, not_encrypted %d, want 1 and 1", a, b)
 	}
 }

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/shoal-dev/shoal/cluster/wire"
 	"github.com/shoal-dev/shoal/internal/config"
+	"github.com/shoal-dev/shoal/internal/tlsutil"
 )
 
 // Cache modes a node can run in. The cluster runs one at a time, kept in
@@ -49,6 +51,22 @@ type Config struct {
 	CacheMode string
 	// Version is the build version, advertised in metadata.
 	Version string
+
+	// GossipKey, if set, encrypts gossip (memberlist's keyring, AES-GCM):
+	// 16, 24 or 32 bytes (AES-128, -192, -256). A node without one of the
+	// cluster's keys can then neither join nor be joined: unencrypted
+	// traffic is refused both ways. See Node.Keyring for rotation.
+	GossipKey []byte
+	// KeyringFile, if set, keeps the keyring across restarts (JSON, mode
+	// 0600): written at start from GossipKey when it does not exist, and
+	// at every change by Node.Keyring. When it exists it wins over
+	// GossipKey, and it turns encryption on by itself.
+	KeyringFile string
+
+	// Refusals counts the peer traffic the node refuses, by listener and
+	// reason (shoal_peer_refused_total); shared with the other listeners
+	// of the process (raft). Nil: Start makes one.
+	Refusals *tlsutil.Refusals
 
 	// Memberlist holds gossip tuning (probe, suspicion, gossip and
 	// push/pull intervals). Its identity, address, transport, delegates and
@@ -161,6 +179,11 @@ func (c *Config) Validate() error {
 	default:
 		return config.Invalid("cluster", "CacheMode", c.CacheMode, CacheModeLocal+", "+CacheModeDistributed+" or "+CacheModeNear)
 	}
+	if len(c.GossipKey) > 0 {
+		if err := checkGossipKey(c.GossipKey); err != nil {
+			return config.Invalid("cluster", "GossipKey", fmt.Sprintf("(a key of %d bytes)", len(c.GossipKey)), "16, 24 or 32 bytes")
+		}
+	}
 	if c.Memberlist == nil {
 		c.Memberlist = DefaultLANConfig().Memberlist
 	}
@@ -204,16 +227,25 @@ func (c *Config) Validate() error {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.Refusals == nil {
+		c.Refusals = &tlsutil.Refusals{}
+	}
 	return nil
 }
 
 // memberlistLogger routes memberlist's "[LEVEL] memberlist: ..." lines into
 // slog at the matching level.
-func memberlistLogger(l *slog.Logger) *log.Logger {
-	return log.New(slogWriter{l}, "", 0)
+// Lines that say a peer's gossip was refused for its encryption are
+// counted and logged as refusals (ListenerGossip) instead: memberlist has
+// no other hook for them.
+func memberlistLogger(l *slog.Logger, r *refusals) *log.Logger {
+	return log.New(slogWriter{l, r}, "", 0)
 }
 
-type slogWriter struct{ l *slog.Logger }
+type slogWriter struct {
+	l *slog.Logger
+	r *refusals
+}
 
 var logPrefixes = []struct {
 	prefix string
@@ -235,6 +267,14 @@ func (w slogWriter) Write(p []byte) (int, error) {
 			break
 		}
 	}
+	if reason := gossipRefusal(msg); w.r != nil && level == slog.LevelError && reason != "" {
+		addr := ""
+		if i := strings.LastIndex(msg, " from="); i >= 0 {
+			addr = msg[i+len(" from="):]
+		}
+		w.r.refuse(ListenerGossip, reason, addr, "", msg)
+		return len(p), nil
+	}
 	if level == slog.LevelError && strings.Contains(msg, "use of closed network connection") {
 		// memberlist's gossip and probe timers can fire between its
 		// transport's shutdown and their own: a send on the socket this
@@ -246,3 +286,20 @@ func (w slogWriter) Write(p []byte) (int, error) {
 }
 
 var _ io.Writer = slogWriter{}
+
+// gossipRefusal is the reason of a memberlist error line that refuses a
+// packet or stream for its encryption, "" for other lines: none of the
+// keys opens it, it is not encrypted, or it is and this node has no key.
+func gossipRefusal(msg string) string {
+	for _, c := range []struct{ text, reason string }{
+		{"Decrypt packet failed", ReasonUnknownKey},
+		{"no installed keys could decrypt", ReasonUnknownKey},
+		{"remote state is not encrypted", ReasonNotEncrypted},
+		{"remote state is encrypted and encryption is not configured", ReasonNoKeyHere},
+	} {
+		if strings.Contains(msg, c.text) {
+			return c.reason
+		}
+	}
+	return ""
+}

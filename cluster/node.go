@@ -20,6 +20,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,6 +28,7 @@ import (
 
 	"github.com/shoal-dev/shoal/cluster/rpc"
 	"github.com/shoal-dev/shoal/internal/config"
+	"github.com/shoal-dev/shoal/internal/tlsutil"
 )
 
 // ErrClosed is returned by a Node's methods after Close.
@@ -40,6 +42,10 @@ type Node struct {
 	rpc  *rpc.Node
 	bus  *Bus
 	self Meta
+
+	refusals *refusals
+	keyMu    sync.Mutex          // orders keyring changes and reads
+	keyring  *memberlist.Keyring // nil: gossip is not encrypted
 
 	mu      sync.Mutex
 	members map[string]*Member // every member ever seen, with its last state
@@ -60,7 +66,13 @@ func Start(cfg Config) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, members: map[string]*Member{}, subs: map[*Subscription]struct{}{}, leaving: map[string]uint64{}}
+	n := &Node{cfg: cfg, members: map[string]*Member{}, subs: map[*Subscription]struct{}{}, leaving: map[string]uint64{},
+		refusals: newRefusals(cfg.Refusals, cfg.Logger, cfg.Now)}
+	kr, err := n.openKeyring()
+	if err != nil {
+		return nil, err
+	}
+	n.keyring = kr
 	r, err := rpc.New(rpc.Config{
 		Name: cfg.Name, Network: cfg.Network, ListenAddr: cfg.RPCAddr,
 		Resolve: n.resolveRPC, Logger: cfg.Logger.With("component", "rpc"),
@@ -70,6 +82,7 @@ func Start(cfg Config) (*Node, error) {
 	}
 	n.rpc = r
 	r.Handle(rpcLeave, n.onLeaveNotice)
+	r.Handle(rpcKeyring, n.onKeyring)
 	inc := uint64(cfg.Now().UnixNano())
 	n.self = Meta{
 		RPC: advertisedRPC(r.Addr(), cfg), HTTP: cfg.HTTPAddr, Raft: cfg.RaftAddr, RESP: cfg.RESPAddr,
@@ -173,7 +186,13 @@ func (n *Node) memberlistConfig() *memberlist.Config {
 	}
 	d := &delegate{n: n}
 	mc.Delegate, mc.Events, mc.Merge, mc.Alive = d, d, d, d
-	mc.Logger = memberlistLogger(n.cfg.Logger)
+	mc.Logger = memberlistLogger(n.cfg.Logger, n.refusals)
+	if n.keyring != nil {
+		mc.Keyring, mc.SecretKey = n.keyring, nil
+		// Refuse unencrypted traffic both ways: a node without a key
+		// cannot join, and this node never speaks in the clear.
+		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
+	}
 	return mc
 }
 
@@ -224,6 +243,19 @@ func (n *Node) GossipAddr() string {
 // RPC is the node's peer RPC, for other packages to register handlers and
 // call peers by name.
 func (n *Node) RPC() *rpc.Node { return n.rpc }
+
+// Refusals counts the peer traffic this node refused, by listener and
+// reason (Config.Refusals): shoal_peer_refused_total.
+func (n *Node) Refusals() *tlsutil.Refusals { return n.cfg.Refusals }
+
+// Encrypted reports whether the node's gossip is encrypted.
+func (n *Node) Encrypted() bool { return n.keyring != nil }
+
+// rpcAddrsOf is the remote addresses of the peer RPC connections that
+// named themselves name, for logs.
+func (n *Node) rpcAddrsOf(name string) string {
+	return strings.Join(n.rpc.ConnAddrs(name), ",")
+}
 
 // Bus is the node's broadcast bus.
 func (n *Node) Bus() *Bus { return n.bus }

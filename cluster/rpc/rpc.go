@@ -399,6 +399,21 @@ func (n *Node) Disconnect(peerName string) {
 	}
 }
 
+// ConnAddrs returns the remote addresses of the open connections whose
+// other end named itself peerName in its hello, for logs: where traffic
+// claiming that name came from.
+func (n *Node) ConnAddrs(peerName string) []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var out []string
+	for c := range n.conns {
+		if c.peer == peerName {
+			out = append(out, c.wc.RemoteAddr())
+		}
+	}
+	return out
+}
+
 // Close stops the listener, closes every connection (failing in-flight
 // calls with ErrConnLost), cancels running handlers' contexts and waits for
 // every goroutine the node started. It is safe to call twice.

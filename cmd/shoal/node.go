@@ -35,6 +35,7 @@ type nodeSettings struct {
 	logMaxSize  int64
 	logBackups  int
 	printConfig bool
+	insecure    bool
 }
 
 func init() {
@@ -55,6 +56,10 @@ func (n *nodeSettings) bind(s *cli.Set) {
 	s.String(&c.Cluster.Name, "name", "node name, unique in the cluster").Doc("the host's name")
 	s.String(&c.Cluster.BindAddr, "bind", "gossip address host:port (UDP and TCP; port 0 picks one)")
 	s.String(&c.Cluster.AdvertiseAddr, "advertise", "gossip address other nodes should use, if not --bind")
+	s.Var(gossipKeyValue{&c.Cluster.GossipKey}, &c.Cluster.GossipKey, "gossip-key", "key",
+		"encrypt gossip with this key, base64 of 16, 24 or 32 bytes ('shoal keyring generate'): nodes without it cannot join. "+
+			"Kept in DATA-DIR/"+server.KeyringFileName+" (rotate with 'shoal keyring'), which wins once it exists")
+	s.Bool(&n.insecure, "insecure", "allow a gossip address beyond loopback without gossip encryption")
 	s.String(&c.Cluster.RPCAddr, "rpc", "peer RPC address host:port").Doc("`--bind`'s host, port + 1")
 	s.String(&c.HTTPAddr, "http", "HTTP address host:port")
 	s.String(&c.RaftAddr, "raft", "raft address host:port; keep it stable across restarts").Doc("`--bind`'s host, port + 2")
@@ -229,7 +234,7 @@ func (n *nodeSettings) validate() error {
 	if n.joinTimeout < 0 {
 		return usagef("--join-timeout %v: want a duration of at least 0", n.joinTimeout)
 	}
-	return nil
+	return n.checkSecured()
 }
 
 // levelValue binds a slog.Level.

@@ -175,4 +175,9 @@ func (s *Sources) clusterMetrics(e emitter) {
 		}
 	}
 	e.gauge("shoal_cluster_members_alive", "members this node sees alive", float64(alive))
+	for _, c := range s.Node.Refusals().Snapshot() {
+		e.counter("shoal_peer_refused_total", "peer traffic refused, by listener (rpc, raft, gossip, bus, keyring) and reason",
+			c.Count, "listener", c.Listener, "reason", c.Reason)
+	}
+	e.gauge("shoal_gossip_keys", "gossip encryption keys installed (0: gossip is not encrypted)", float64(s.Node.GossipKeys()))
 }

@@ -241,7 +241,7 @@ func (c *Config) deriveAddrs() error {
 }
 
 // deriveDirs fills the directories: DataDir from the node's name, and
-// the database, repositories and pack cache from DataDir.
+// the database, repositories, pack cache and gossip keyring from DataDir.
 func (c *Config) deriveDirs() {
 	if c.DataDir == "" {
 		c.DataDir = filepath.Join("shoal-data", c.Cluster.Name)
@@ -250,7 +250,11 @@ func (c *Config) deriveDirs() {
 	fill(&c.DB.URL, filepath.Join(parent, "shoal.db"))
 	fill(&c.Git.ReposDir, filepath.Join(parent, "repos"))
 	fill(&c.Packs.Dir, filepath.Join(c.DataDir, "packcache"))
+	fill(&c.Cluster.KeyringFile, filepath.Join(c.DataDir, KeyringFileName))
 }
+
+// KeyringFileName is the gossip keyring's file in a node's DataDir.
+const KeyringFileName = "gossip.keyring"
 
 // validatePacks validates the pack cache's configuration when it is on.
 func (c *Config) validatePacks() error {

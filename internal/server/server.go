@@ -224,6 +224,7 @@ func (s *Server) routes() *http.ServeMux {
 	mux.Handle("GET /v1/stats", nodestats.Handler(&s.svc.stats))
 	cphttp.Register(mux, cphttp.Config{Store: s.store, Self: s.node.Name(), LeaderHTTP: s.memberHTTP, Caller: caller})
 	s.cacheModeRoutes(mux)
+	s.keyringRoutes(mux)
 	return mux
 }
 
