@@ -3,6 +3,7 @@ package rpc
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shoal-dev/shoal/cluster/wire"
@@ -24,15 +25,22 @@ type conn struct {
 	pending map[uint64]chan result
 	dead    bool
 	retired bool // superseded by its twin: takes no new traffic
-	// drained is set retireGrace after retirement: frames queued or in
-	// flight on the connection have arrived, and it closes once no call
-	// is pending.
+	// drained is set once a retired connection has received nothing for
+	// retireGrace: the frames its peer sent before switching to the twin
+	// have arrived, and it closes once no call is pending.
 	drained bool
+
+	// reads counts the frames received, so that a retired connection is
+	// closed only after its peer has stopped sending on it.
+	reads atomic.Uint64
 }
 
-// retireGrace is how long a superseded connection stays open so that the
-// one-way frames already sent on it arrive: a one-way frame has no reply
-// to wait for, and closing at once could lose it.
+// retireGrace is how long a superseded connection must stay silent before
+// it closes, so that the one-way frames already sent on it arrive: a
+// one-way frame has no reply to wait for, and closing while the peer's
+// frames are still queued (a 64-node cluster dialling all its pairs at
+// once, or a loaded machine) would lose them. The peer sends nothing on it
+// once it has switched to the twin.
 const retireGrace = time.Second
 
 func newConn(n *Node, wc wire.Conn, dialed bool) *conn {
@@ -86,7 +94,17 @@ func (c *conn) retire() {
 	c.mu.Lock()
 	c.retired = true
 	c.mu.Unlock()
+	c.drainAfterSilence(c.reads.Load())
+}
+
+// drainAfterSilence marks the connection drained once it has received no
+// frame for retireGrace since it had received seen frames.
+func (c *conn) drainAfterSilence(seen uint64) {
 	time.AfterFunc(retireGrace, func() {
+		if now := c.reads.Load(); now != seen {
+			c.drainAfterSilence(now) // the peer's frames are still arriving
+			return
+		}
 		c.mu.Lock()
 		c.drained = true
 		idle := len(c.pending) == 0

@@ -649,6 +649,7 @@ func (n *Node) readLoop(c *conn) {
 		if f, err = c.wc.Recv(); err != nil {
 			break
 		}
+		c.reads.Add(1)
 		if err = n.dispatch(c, f); err != nil {
 			n.stats.ProtocolErrors.Add(1)
 			break
