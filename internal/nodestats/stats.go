@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/gitfront"
@@ -91,7 +92,13 @@ type ProcessStats struct {
 	RSSBytes     uint64 `json:"rss_bytes"`
 	PeakRSSBytes uint64 `json:"peak_rss_bytes"`
 	Goroutines   int    `json:"goroutines"`
+	// Started is when the process started (when this package was
+	// initialised, to the millisecond).
+	Started time.Time `json:"started,omitzero"`
 }
+
+// processStarted is the process's start, near enough.
+var processStarted = time.Now().UTC().Truncate(time.Millisecond)
 
 // Handler serves GET /v1/stats: Read as JSON. src is read at each
 // request, so it may be filled after the handler is made.
@@ -131,7 +138,7 @@ func tableMembers(t *l2cache.PartitionTable) []string {
 
 // ReadProcessStats reads this process's CPU time and memory.
 func ReadProcessStats() ProcessStats {
-	p := ProcessStats{PID: os.Getpid(), Goroutines: runtime.NumGoroutine()}
+	p := ProcessStats{PID: os.Getpid(), Goroutines: runtime.NumGoroutine(), Started: processStarted}
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
 		p.CPUSeconds = tvSeconds(ru.Utime) + tvSeconds(ru.Stime)

@@ -64,3 +64,6 @@ func (s *Server) startScheduler() error {
 	}()
 	return nil
 }
+
+// Scheduler is the node's job scheduler.
+func (s *Server) Scheduler() *scheduler.Scheduler { return s.svc.sched }

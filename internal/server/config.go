@@ -95,12 +95,20 @@ type Config struct {
 	// Scheduler configures the job scheduler; Name, Store, Bus, Members
 	// and Logger are filled by Start.
 	Scheduler scheduler.Config
+	// UI paces the dashboard at /ui/: its sampling interval and how far
+	// back its charts reach (zero: 5 s and 15 min).
+	UI UIConfig
 	// Logger receives the node's logs (default slog.Default()).
 	Logger *slog.Logger
 	// LockWait is how long Start waits for the data directory's lock
 	// while another process holds it (default 2 s: long enough for a
 	// node that is stopping to exit, short enough to be "at once").
 	LockWait time.Duration
+}
+
+// UIConfig paces the dashboard (internal/ui).
+type UIConfig struct {
+	Interval, Window time.Duration
 }
 
 // The presets: the timing of gossip and raft.

@@ -98,6 +98,9 @@ func StartContext(ctx context.Context, cfg Config) (*Server, error) {
 		IdleTimeout:       cfg.HTTP.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 	}
+	// Shutdown waits for every request; the dashboard's event streams
+	// would never end by themselves.
+	s.http.RegisterOnShutdown(s.svc.ui.EndStreams)
 	go func() {
 		defer close(s.done)
 		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -21,6 +21,7 @@ import (
 	"github.com/shoal-dev/shoal/internal/domain"
 	"github.com/shoal-dev/shoal/internal/nodestats"
 	"github.com/shoal-dev/shoal/internal/rest"
+	"github.com/shoal-dev/shoal/internal/ui"
 	"github.com/shoal-dev/shoal/l2cache"
 	"github.com/shoal-dev/shoal/packcache"
 	"github.com/shoal-dev/shoal/resp"
@@ -48,6 +49,7 @@ type services struct {
 	maps      *dmap.DMap
 	resp      *resp.Server
 	respOn    atomic.Pointer[resp.Server] // for the maps' invalidations
+	ui        *ui.UI
 	// stats are what /v1/stats, /metrics and the rollup read, filled as
 	// the parts start (before the node serves).
 	stats nodestats.Sources
@@ -100,6 +102,9 @@ func (s *Server) startServices(ctx context.Context, mux *http.ServeMux) (http.Ha
 	}
 	mux.Handle(rest.Prefix+"/", api)
 	mux.Handle("GET /metrics", nodestats.MetricsHandler(&s.svc.stats))
+	if err := s.startUI(mux); err != nil {
+		return nil, err
+	}
 	git := cfg.Git
 	git.Authorizer, git.OnPush, git.Logger = gitfront.AuthorizerFunc(s.authorize), s.onPush, cfg.Logger
 	if s.svc.packs != nil {
@@ -110,13 +115,14 @@ func (s *Server) startServices(ctx context.Context, mux *http.ServeMux) (http.Ha
 		}
 	}
 	s.svc.front, err = gitfront.New(gitfront.Config{Web: mux, Git: git, Pools: cfg.Pools, Logger: cfg.Logger,
-		Body: cfg.HTTP.Body, BodyLimit: webBodyLimit,
+		Body: cfg.HTTP.Body, BodyLimit: webBodyLimit, Unpooled: unpooled,
 		Authenticator: gitfront.AuthenticatorFuncs{Basic: s.verifyBasic, Bearer: s.verifyBearer}})
 	if err != nil {
 		return nil, err
 	}
 	mux.Handle("GET /readyz", s.svc.front.ReadyHandler(s.ready))
 	s.svc.stats.Front = s.svc.front
+	s.svc.ui.Start()
 	return s.svc.front, nil
 }
 
@@ -239,6 +245,9 @@ func (s *Server) startPacks() error {
 func (s *Server) closeServices() error {
 	v := &s.svc
 	var errs []error
+	if v.ui != nil {
+		v.ui.Close()
+	}
 	if v.resp != nil {
 		v.respOn.Store(nil)
 		errs = append(errs, v.resp.Close())
@@ -399,6 +408,26 @@ func (s *Server) sweepQuarantines(ctx context.Context) {
 	if err != nil {
 		s.cfg.Logger.Warn("sweeping push quarantines", "repos_dir", s.cfg.Git.ReposDir, "err", err)
 	}
+}
+
+// unpooled are the paths the front serves outside its pools: the health
+// checks and metrics, which must answer under any load, and the
+// dashboard's event streams, which last as long as a browser shows a page
+// (in a pool each would hold a slot, and a drain would wait for it). None
+// takes the front's authentication: the streams check their session.
+var unpooled = []string{"/healthz", "/readyz", "/metrics", ui.EventsPath}
+
+// startUI starts the dashboard and mounts it at /ui/.
+func (s *Server) startUI(mux *http.ServeMux) error {
+	var err error
+	s.svc.ui, err = ui.New(ui.Config{Node: s.node, Store: s.store, Stats: &s.svc.stats, Scheduler: s.svc.sched,
+		Authenticate: s.verifyBasic, Version: Version, Logger: s.cfg.Logger,
+		Interval: s.cfg.UI.Interval, Window: s.cfg.UI.Window})
+	if err != nil {
+		return err
+	}
+	s.svc.ui.Mount(mux)
+	return nil
 }
 
 // restMaxBody bounds REST request bodies.
