@@ -77,7 +77,7 @@ type api struct {
 	db      *domain.Store
 	regions regions
 	perms   *permCache // nil: no reuse
-	mux     *http.ServeMux
+	router  router
 }
 
 // New returns the API's handler, serving paths under Prefix. It creates
@@ -90,72 +90,7 @@ func New(cfg Config) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &api{cfg: cfg, db: cfg.DB, regions: rg, perms: newPermCache(cfg.PermissionTTL), mux: http.NewServeMux()}
+	a := &api{cfg: cfg, db: cfg.DB, regions: rg, perms: newPermCache(cfg.PermissionTTL)}
 	a.routes()
 	return a, nil
-}
-
-func (a *api) routes() {
-	const repo = Prefix + "/projects/{key}/repos/{slug}"
-	const pr = repo + "/pull-requests/{id}"
-	a.mux.HandleFunc("GET "+Prefix+"/projects", a.handle(a.listProjects))
-	a.mux.HandleFunc("POST "+Prefix+"/projects", a.handle(a.createProject))
-	a.mux.HandleFunc("GET "+Prefix+"/projects/{key}", a.handle(a.getProject))
-	a.mux.HandleFunc("GET "+Prefix+"/projects/{key}/repos", a.handle(a.listRepositories))
-	a.mux.HandleFunc("POST "+Prefix+"/projects/{key}/repos", a.handle(a.createRepository))
-	a.mux.HandleFunc("GET "+repo, a.handle(a.getRepository))
-	a.mux.HandleFunc("GET "+repo+"/pull-requests", a.handle(a.listPullRequests))
-	a.mux.HandleFunc("GET "+pr, a.handle(a.getPullRequest))
-	a.mux.HandleFunc("PUT "+pr, a.handle(a.updatePullRequest))
-	a.mux.HandleFunc("GET "+pr+"/comments", a.handle(a.listComments))
-	a.mux.HandleFunc("POST "+pr+"/comments", a.handle(a.createComment))
-}
-
-// handle adapts a handler that returns its error: a non-nil error is
-// answered by fail (and the handler must not have written anything). The
-// handler gets the server's own ResponseWriter (not ServeHTTP's
-// jsonStatusWriter: its own error answers are JSON already, and
-// http.MaxBytesReader needs the server's writer to close the connection
-// after a body that is too large).
-func (a *api) handle(fn func(http.ResponseWriter, *http.Request) error) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if jw, ok := w.(*jsonStatusWriter); ok {
-			w = jw.ResponseWriter
-		}
-		if err := fn(w, r); err != nil {
-			a.fail(w, r, err)
-		}
-	}
-}
-
-// ServeHTTP routes the request (once: the mux matches the path and sets
-// its values); the mux's own 404 and 405 answers are rewritten as JSON
-// errors by the jsonStatusWriter, which only the mux's handlers write
-// through (handle unwraps it).
-func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	a.mux.ServeHTTP(&jsonStatusWriter{ResponseWriter: w}, r)
-}
-
-// jsonStatusWriter replaces a plain-text error body with the API's JSON
-// error, keeping the status and headers (Allow on a 405).
-type jsonStatusWriter struct {
-	http.ResponseWriter
-	replaced bool
-}
-
-func (w *jsonStatusWriter) WriteHeader(code int) {
-	if code < 400 {
-		w.ResponseWriter.WriteHeader(code)
-		return
-	}
-	w.replaced = true
-	w.Header().Del("X-Content-Type-Options")
-	writeJSON(w.ResponseWriter, code, errorBody(http.StatusText(code)))
-}
-
-func (w *jsonStatusWriter) Write(b []byte) (int, error) {
-	if w.replaced {
-		return len(b), nil
-	}
-	return w.ResponseWriter.Write(b)
 }

@@ -11,12 +11,12 @@ import (
 // listComments: GET .../pull-requests/{id}/comments?start=&limit= —
 // oldest first. Pages are cached in the query region over the comments
 // space (comments are immutable, so the page holds them whole).
-func (a *api) listComments(w http.ResponseWriter, r *http.Request) error {
+func (a *api) listComments(w http.ResponseWriter, r *http.Request, p pathParams) error {
 	start, limit, err := a.pageParams(r)
 	if err != nil {
 		return err
 	}
-	_, pr, err := a.repoPullRequest(r, domain.PermRead)
+	_, pr, err := a.repoPullRequest(r, p, domain.PermRead)
 	if err != nil {
 		return err
 	}
@@ -48,7 +48,7 @@ type createCommentBody struct {
 
 // createComment: POST .../pull-requests/{id}/comments — needs WRITE.
 // Answers 201 with the comment.
-func (a *api) createComment(w http.ResponseWriter, r *http.Request) error {
+func (a *api) createComment(w http.ResponseWriter, r *http.Request, p pathParams) error {
 	if err := a.authenticated(r); err != nil {
 		return err
 	}
@@ -56,7 +56,7 @@ func (a *api) createComment(w http.ResponseWriter, r *http.Request) error {
 	if err := a.decode(w, r, &body); err != nil {
 		return err
 	}
-	_, pr, err := a.repoPullRequest(r, domain.PermWrite)
+	_, pr, err := a.repoPullRequest(r, p, domain.PermWrite)
 	if err != nil {
 		return err
 	}

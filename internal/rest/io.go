@@ -231,9 +231,8 @@ func (a *api) pageParams(r *http.Request) (start, limit int, err error) {
 	return start, min(limit, a.cfg.MaxLimit), nil
 }
 
-// pathID parses a positive int64 path value.
-func pathID(r *http.Request, name string) (int64, error) {
-	s := r.PathValue(name)
+// pathID parses a positive int64 path value s, the segment name.
+func pathID(name, s string) (int64, error) {
 	id, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || id <= 0 || s[0] == '+' {
 		return 0, errorf(http.StatusBadRequest, "%s must be a positive integer, not %q", name, s)
@@ -242,8 +241,8 @@ func pathID(r *http.Request, name string) (int64, error) {
 }
 
 // pathKey returns the project key from the path, validated.
-func pathKey(r *http.Request) (string, error) {
-	key := r.PathValue("key")
+func pathKey(p pathParams) (string, error) {
+	key := p.key
 	if !domain.ValidProjectKey(key) {
 		return "", errorf(http.StatusBadRequest, "invalid project key %q", key)
 	}
@@ -252,12 +251,12 @@ func pathKey(r *http.Request) (string, error) {
 
 // pathRepo returns the project key and repository slug from the path,
 // validated (no traversal, no odd characters).
-func pathRepo(r *http.Request) (string, string, error) {
-	key, err := pathKey(r)
+func pathRepo(p pathParams) (string, string, error) {
+	key, err := pathKey(p)
 	if err != nil {
 		return "", "", err
 	}
-	slug := r.PathValue("slug")
+	slug := p.slug
 	if !domain.ValidSlug(slug) {
 		return "", "", errorf(http.StatusBadRequest, "invalid repository slug %q", slug)
 	}

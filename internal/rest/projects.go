@@ -9,7 +9,7 @@ import (
 )
 
 // listProjects: GET /projects?start=&limit= — every project, by key.
-func (a *api) listProjects(w http.ResponseWriter, r *http.Request) error {
+func (a *api) listProjects(w http.ResponseWriter, r *http.Request, _ pathParams) error {
 	start, limit, err := a.pageParams(r)
 	if err != nil {
 		return err
@@ -44,16 +44,16 @@ func pageOf[T any](rows []T, limit int) idPage[T] {
 }
 
 // getProject: GET /projects/{key}.
-func (a *api) getProject(w http.ResponseWriter, r *http.Request) error {
-	key, err := pathKey(r)
+func (a *api) getProject(w http.ResponseWriter, r *http.Request, p pathParams) error {
+	key, err := pathKey(p)
 	if err != nil {
 		return err
 	}
-	p, err := a.project(r.Context(), key)
+	project, err := a.project(r.Context(), key)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, renderProject(p))
+	writeJSON(w, http.StatusOK, renderProject(project))
 	return nil
 }
 
@@ -72,7 +72,7 @@ type createProjectBody struct {
 // createProject: POST /projects — administrators only (Bitbucket's
 // PROJECT_CREATE, which shoal has no separate permission for). Answers
 // 201 with the project and its Location; a taken key is 409.
-func (a *api) createProject(w http.ResponseWriter, r *http.Request) error {
+func (a *api) createProject(w http.ResponseWriter, r *http.Request, _ pathParams) error {
 	ctx := r.Context()
 	if err := a.authenticated(r); err != nil {
 		return err

@@ -14,9 +14,9 @@ import (
 // first. state is OPEN (the default, as in Bitbucket), MERGED, DECLINED
 // or ALL. ALL pages the repository's cached pull request collection; a
 // single state is a cached query over the pull_requests space.
-func (a *api) listPullRequests(w http.ResponseWriter, r *http.Request) error {
+func (a *api) listPullRequests(w http.ResponseWriter, r *http.Request, p pathParams) error {
 	ctx := r.Context()
-	key, slug, err := pathRepo(r)
+	key, slug, err := pathRepo(p)
 	if err != nil {
 		return err
 	}
@@ -102,13 +102,13 @@ func (a *api) renderPullRequests(ctx context.Context, repo domain.Repository, id
 // path, for a caller with at least want on it (PermRead: readers; more:
 // writers, with 401/403 answers). A pull request of another repository is
 // 404.
-func (a *api) repoPullRequest(r *http.Request, want domain.Perm) (domain.Repository, domain.PullRequest, error) {
+func (a *api) repoPullRequest(r *http.Request, p pathParams, want domain.Perm) (domain.Repository, domain.PullRequest, error) {
 	ctx := r.Context()
-	key, slug, err := pathRepo(r)
+	key, slug, err := pathRepo(p)
 	if err != nil {
 		return domain.Repository{}, domain.PullRequest{}, err
 	}
-	id, err := pathID(r, "id")
+	id, err := pathID("id", p.id)
 	if err != nil {
 		return domain.Repository{}, domain.PullRequest{}, err
 	}
@@ -129,8 +129,8 @@ func (a *api) repoPullRequest(r *http.Request, want domain.Perm) (domain.Reposit
 }
 
 // getPullRequest: GET .../pull-requests/{id}.
-func (a *api) getPullRequest(w http.ResponseWriter, r *http.Request) error {
-	repo, pr, err := a.repoPullRequest(r, domain.PermRead)
+func (a *api) getPullRequest(w http.ResponseWriter, r *http.Request, p pathParams) error {
+	repo, pr, err := a.repoPullRequest(r, p, domain.PermRead)
 	if err != nil {
 		return err
 	}
@@ -168,7 +168,7 @@ func (b updatePullRequestBody) update() (domain.PullRequestUpdate, error) {
 
 // updatePullRequest: PUT .../pull-requests/{id} — needs WRITE; 409 when
 // version is not the current one.
-func (a *api) updatePullRequest(w http.ResponseWriter, r *http.Request) error {
+func (a *api) updatePullRequest(w http.ResponseWriter, r *http.Request, p pathParams) error {
 	if err := a.authenticated(r); err != nil {
 		return err
 	}
@@ -180,7 +180,7 @@ func (a *api) updatePullRequest(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	repo, pr, err := a.repoPullRequest(r, domain.PermWrite)
+	repo, pr, err := a.repoPullRequest(r, p, domain.PermWrite)
 	if err != nil {
 		return err
 	}

@@ -13,9 +13,9 @@ import (
 // project's repositories the caller may read, by slug. Paging counts all
 // repositories, so a page may hold fewer values than limit for a caller
 // who cannot read some of them.
-func (a *api) listRepositories(w http.ResponseWriter, r *http.Request) error {
+func (a *api) listRepositories(w http.ResponseWriter, r *http.Request, p pathParams) error {
 	ctx := r.Context()
-	key, err := pathKey(r)
+	key, err := pathKey(p)
 	if err != nil {
 		return err
 	}
@@ -74,9 +74,9 @@ func isStatus(err error, status int) bool {
 }
 
 // getRepository: GET /projects/{key}/repos/{slug}.
-func (a *api) getRepository(w http.ResponseWriter, r *http.Request) error {
+func (a *api) getRepository(w http.ResponseWriter, r *http.Request, p pathParams) error {
 	ctx := r.Context()
-	key, slug, err := pathRepo(r)
+	key, slug, err := pathRepo(p)
 	if err != nil {
 		return err
 	}
@@ -107,9 +107,9 @@ type createRepositoryBody struct {
 
 // createRepository: POST /projects/{key}/repos — needs ADMIN on the
 // project. Answers 201 with the repository.
-func (a *api) createRepository(w http.ResponseWriter, r *http.Request) error {
+func (a *api) createRepository(w http.ResponseWriter, r *http.Request, p pathParams) error {
 	ctx := r.Context()
-	key, err := pathKey(r)
+	key, err := pathKey(p)
 	if err == nil {
 		err = a.authenticated(r)
 	}
