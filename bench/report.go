@@ -88,6 +88,8 @@ func WriteMarkdown(w io.Writer, r *CouplingResults, charts []string) {
 	for _, line := range Winners(r) {
 		fmt.Fprintf(w, "- %s\n", line)
 	}
+	fmt.Fprintf(w, "\n## Misses and drops by cause (repeat 1, summed over the nodes)\n\n")
+	writeCauses(w, r)
 	fmt.Fprintf(w, "\n## Spread over repeats, and the machine's other load\n\n")
 	writeSpread(w, r)
 	fmt.Fprintf(w, "\n## Peak RSS per node (MiB, last repeat)\n\n")
@@ -178,6 +180,53 @@ func nearHits(a Arm, sts []StageResult) string {
 		}
 		return 0
 	}))
+}
+
+// writeCauses is, per arm and stage, why gets missed: at the owner (or
+// read through), and for NEAR why a near copy did not answer and what
+// dropped copies wholesale — the counts, per 1,000 gets.
+func writeCauses(w io.Writer, r *CouplingResults) {
+	fmt.Fprint(w, "| arm | clients | gets | owner misses per 1,000 gets | near misses per 1,000 gets | near drops (events) | missed clears / resets / exclusions |\n|---|---:|---:|---|---|---|---|\n")
+	for _, ar := range r.Runs[0] {
+		for _, st := range ar.Stages {
+			gets := st.Cache.Hits + st.Cache.Misses
+			fmt.Fprintf(w, "| %s | %d | %d | %s | %s | %s | %d / %d / %d |\n", ar.Arm.Name(), st.Clients, gets,
+				causesString(st.Cache.OwnerMisses, gets), causesString(st.Cache.NearMisses, gets), causesString(st.Cache.NearDrops, 0),
+				st.Cache.MissedClears, st.Cache.Resets, st.Cache.Exclusions)
+		}
+	}
+	fmt.Fprint(w, "\nOwner misses: absent (never put), key (invalidated, not put again), locked, spaces (a query result's tables written), region (cleared), partition (a new owner's or a reset copy), read_through_* (no ticket: the owner could not answer or be reached). "+
+		"Near misses: lease (none valid), cold (never kept here), key (the owner's change message), partition (a sequence gap or new owner), node (every copy dropped), region, spaces. "+
+		"Near drops: wholesale drops of copies by event, and copies not kept (keep_owner, keep_changed).\n")
+}
+
+// causesString lists the non-zero counts, largest first, per 1,000 of
+// per (as counts if per is 0).
+func causesString(m map[string]uint64, per uint64) string {
+	keys := make([]string, 0, len(m))
+	for k, v := range m {
+		if v > 0 {
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) == 0 {
+		return "-"
+	}
+	slices.SortFunc(keys, func(a, b string) int {
+		if m[a] != m[b] {
+			return int(m[b]) - int(m[a])
+		}
+		return strings.Compare(a, b)
+	})
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		if per > 0 {
+			parts[i] = fmt.Sprintf("%s %.1f", k, 1000*float64(m[k])/float64(per))
+		} else {
+			parts[i] = fmt.Sprintf("%s %d", k, m[k])
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 func socketBytes(sts []StageResult) string {

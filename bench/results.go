@@ -156,6 +156,30 @@ type CacheFigs struct {
 	// NearHits counts gets a NEAR node answered from its near copy
 	// (included in Hits).
 	NearHits uint64 `json:"near_hits"`
+	// By cause, summed over the nodes (l2cache's stats.go names them):
+	// gets a NEAR node did not answer near, wholesale drops of near
+	// copies (and copies not kept), and gets an owner answered with a
+	// miss or that read through.
+	NearMisses  map[string]uint64 `json:"near_misses,omitempty"`
+	NearDrops   map[string]uint64 `json:"near_drops,omitempty"`
+	OwnerMisses map[string]uint64 `json:"owner_misses,omitempty"`
+	// MissedClears, Resets and Exclusions: region clears after missed
+	// bus messages, lease resets, and members excluded by a write.
+	MissedClears uint64 `json:"missed_clears"`
+	Resets       uint64 `json:"resets"`
+	Exclusions   uint64 `json:"exclusions"`
+}
+
+// addCauses adds a's counts over b's into sum.
+func addCauses(sum *map[string]uint64, a, b map[string]uint64) {
+	for k, v := range a {
+		if d := v - b[k]; d > 0 {
+			if *sum == nil {
+				*sum = map[string]uint64{}
+			}
+			(*sum)[k] += d
+		}
+	}
 }
 
 // Traffic is what the nodes sent each other over the stage. Messages are
@@ -314,6 +338,12 @@ func counterFigures(before, after counterSnapshot, ops, seconds float64, ncpu in
 		c.InvalidationsSent += an.InvalidationsSent - bn.InvalidationsSent
 		c.InvalidationsRecv += an.InvalidationsReceived - bn.InvalidationsReceived
 		c.NearHits += an.NearHits - bn.NearHits
+		addCauses(&c.NearMisses, an.NearMisses, bn.NearMisses)
+		addCauses(&c.NearDrops, an.NearDrops, bn.NearDrops)
+		addCauses(&c.OwnerMisses, an.OwnerMisses, bn.OwnerMisses)
+		c.MissedClears += an.MissedClears - bn.MissedClears
+		c.Resets += an.Resets - bn.Resets
+		c.Exclusions += an.Exclusions - bn.Exclusions
 		t.L2Bytes += an.RemoteBytes - bn.RemoteBytes
 		t.Messages += (a.RPC.Calls + a.RPC.NotifySent) - (b.RPC.Calls + b.RPC.NotifySent)
 		if !seenPID[a.Process.PID] {

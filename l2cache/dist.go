@@ -382,6 +382,35 @@ func (dp *dpart) takeOver(stamp uint64) {
 	}
 }
 
+// missCause says why a get of skey is a miss at the owner (the stats'
+// causes).
+func (dp *dpart) missCause(region, skey string, e *entry, locked bool, spaces uint64) int {
+	switch {
+	case locked:
+		return ownerMissLocked
+	case e == nil && dp.inv[skey] != 0:
+		return ownerMissKey
+	case e == nil:
+		return ownerMissAbsent
+	case e.stamp <= dp.inv[skey]:
+		return ownerMissKey
+	case e.stamp <= spaces:
+		return ownerMissSpaces
+	case e.stamp <= dp.cleared[region]:
+		return ownerMissRegion
+	}
+	return ownerMissPartition
+}
+
+// readThrough is the cause of a get that reads through: the owner could
+// not be reached (err), or could not answer yet.
+func readThrough(err error) int {
+	if err != nil {
+		return readThroughError
+	}
+	return readThroughUnavailable
+}
+
 // floorLocked is the stamp below which nothing about key is trusted.
 func (dp *dpart) floorLocked(region, skey string) uint64 {
 	return max(dp.floor, dp.inv[skey], dp.cleared[region])
@@ -499,9 +528,12 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 			dp.holders[from] = true
 		}
 		floor := max(dp.floorLocked(o.Region, skey), d.c.spacesStamp(o.Spaces))
-		if e := dp.liveLocked(d, skey, now); e != nil && e.stamp > floor && !dp.lockedLocked(skey, now) {
+		e := dp.liveLocked(d, skey, now)
+		locked := dp.lockedLocked(skey, now)
+		if e != nil && e.stamp > floor && !locked {
 			rep = distReply{Hit: true, Value: e.value}
 		} else {
+			d.c.stats.OwnerMisses[dp.missCause(o.Region, skey, e, locked, d.c.spacesStamp(o.Spaces))].Add(1)
 			rep = distReply{Ticket: ticket{Owner: d.self, Stamp: d.c.tick()}, Floor: floor}
 		}
 	case kindPut:
@@ -838,6 +870,7 @@ func (r *distRegion) get(ctx context.Context, key string, spaces []string, load 
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
+		r.c.stats.OwnerMisses[readThrough(err)].Add(1)
 		r.stats.Misses.Add(1)
 		r.stats.Loads.Add(1)
 		return load(ctx)

@@ -354,6 +354,7 @@ func (c *Cache) ensureLocked(b int) error {
 func (c *Cache) retireLocked(b int) {
 	if b == beNear {
 		// NEAR's regions own DISTRIBUTED's too: drop only the copies.
+		c.stats.NearDrops[nearDropRetire].Add(1)
 		c.backends[beNear].(*near).dropCopies()
 		return
 	}

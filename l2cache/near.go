@@ -115,6 +115,7 @@ func (n *near) region(r *Region) regionBackend {
 
 func (n *near) reset() {
 	n.dist.reset()
+	n.c.stats.NearDrops[nearDropReset].Add(1)
 	n.mu.Lock()
 	n.floor = n.c.tick()
 	n.mu.Unlock()
@@ -153,6 +154,7 @@ func (n *near) observeGens(kvs []cp.KV) {
 	n.gens = gens
 	n.mu.Unlock()
 	if changed {
+		n.c.stats.NearDrops[nearDropGens].Add(1)
 		n.dropCopies()
 	}
 }
@@ -186,6 +188,7 @@ func (n *near) onChange(from string, o distOp) {
 	np := &n.parts[o.Partition]
 	np.mu.Lock()
 	if np.seqFrom == from && np.seq != 0 && o.Seq != np.seq+1 {
+		n.c.stats.NearDrops[nearDropGap].Add(1)
 		np.dropped = n.c.tick()
 	}
 	np.seq, np.seqFrom = o.Seq, from
@@ -209,6 +212,9 @@ func (n *near) part(p int) (floor uint64, owner string) {
 	if np.epoch != t.Epoch {
 		owner, since := t.Owner(p), n.keeper.OwnerSince(p, t.Epoch)
 		if owner != np.owner || since != np.since {
+			if np.epoch != 0 {
+				n.c.stats.NearDrops[nearDropOwner].Add(1)
+			}
 			np.dropped = n.c.tick()
 		}
 		np.epoch, np.owner, np.since = t.Epoch, owner, since
@@ -230,6 +236,7 @@ func (r *nearRegion) skey(key string) string { return r.name + "\x00" + key }
 
 func (r *nearRegion) get(ctx context.Context, key string, spaces []string, load Loader) ([]byte, error) {
 	if !r.c.valid() {
+		r.c.stats.NearMisses[nearMissLease].Add(1)
 		return r.distRegion.get(ctx, key, spaces, load)
 	}
 	p := r.d.partition(r.name, key)
@@ -246,6 +253,7 @@ func (r *nearRegion) get(ctx context.Context, key string, spaces []string, load 
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
+		r.c.stats.OwnerMisses[readThrough(err)].Add(1)
 		r.stats.Misses.Add(1)
 		r.stats.Loads.Add(1)
 		return load(ctx)
@@ -278,29 +286,69 @@ func (r *nearRegion) get(ctx context.Context, key string, spaces []string, load 
 	return r.loads.finish(key, own)
 }
 
-// floor is the stamp at or below which no near copy of key is served.
-func (r *nearRegion) floor(p int, key string) (uint64, string) {
-	pf, owner := r.n.part(p)
+// nearFloors are the stamps at or below which no near copy of a key is
+// served, by where they come from.
+type nearFloors struct {
+	part, node, key, region uint64
+	owner                   string // the partition's owner in this node's table
+}
+
+func (f nearFloors) max() uint64 { return max(f.part, f.node, f.key, f.region) }
+
+// cause names the floor that rules out a copy stamped stamp.
+func (f nearFloors) cause(stamp uint64) int {
+	switch {
+	case stamp <= f.key:
+		return nearMissKey
+	case stamp <= f.part:
+		return nearMissPartition
+	case stamp <= f.region:
+		return nearMissRegion
+	}
+	return nearMissNode
+}
+
+// floors returns key's floors, and its partition's owner.
+func (r *nearRegion) floors(p int, key string) nearFloors {
+	var f nearFloors
+	f.part, f.owner = r.n.part(p)
 	r.n.mu.Lock()
-	nf := r.n.floor
+	f.node = r.n.floor
 	r.n.mu.Unlock()
 	r.mu.Lock()
-	f := max(r.inv[key], r.cleared)
+	f.key, f.region = r.inv[key], r.cleared
 	r.mu.Unlock()
-	return max(pf, nf, f), owner
+	return f
 }
 
 // lookup returns a near copy that is still valid.
 func (r *nearRegion) lookup(p int, key string) ([]byte, bool) {
 	e, ok := r.n.store.Get(r.skey(key))
 	if !ok {
+		cause := nearMissCold
+		r.mu.Lock()
+		if r.inv[key] != 0 {
+			cause = nearMissKey
+		}
+		r.mu.Unlock()
+		r.c.stats.NearMisses[cause].Add(1)
 		return nil, false
 	}
-	floor, _ := r.floor(p, key)
+	f := r.floors(p, key)
+	floor := f.max()
+	var spaces uint64
 	if len(e.spaces) > 0 {
-		floor = max(floor, r.c.spacesStamp(e.spaces))
+		spaces = r.c.spacesStamp(e.spaces)
 	}
-	if e.stamp <= floor || !r.c.valid() {
+	if e.stamp <= floor || e.stamp <= spaces || !r.c.valid() {
+		switch {
+		case e.stamp <= floor:
+			r.c.stats.NearMisses[f.cause(e.stamp)].Add(1)
+		case e.stamp <= spaces:
+			r.c.stats.NearMisses[nearMissSpaces].Add(1)
+		default:
+			r.c.stats.NearMisses[nearMissLease].Add(1)
+		}
 		r.n.store.Del(r.skey(key))
 		return nil, false
 	}
@@ -314,8 +362,16 @@ func (r *nearRegion) keep(p int, key, owner string, v []byte, stamp uint64, spac
 	if testBeforeKeep != nil {
 		testBeforeKeep(key)
 	}
-	floor, cur := r.floor(p, key)
-	if cur != owner || stamp <= floor || !r.c.valid() {
+	f := r.floors(p, key)
+	if f.owner != owner {
+		r.c.stats.NearDrops[nearKeepOwner].Add(1)
+		return
+	}
+	if stamp <= f.max() {
+		r.c.stats.NearDrops[nearKeepChanged].Add(1)
+		return
+	}
+	if !r.c.valid() {
 		return
 	}
 	e := &nearEntry{value: v, stamp: stamp, spaces: spaces}
@@ -332,6 +388,7 @@ func (r *nearRegion) dropKey(key string) {
 	r.mu.Lock()
 	stamp := r.c.tick()
 	if len(r.inv) >= r.c.cfg.MaxInvalidations {
+		r.c.stats.NearDrops[nearDropOverflow].Add(1)
 		r.inv, r.cleared = map[string]uint64{}, stamp
 	} else {
 		r.inv[key] = stamp
@@ -343,6 +400,7 @@ func (r *nearRegion) dropKey(key string) {
 // drop forgets the region: its entries at this node as owner or backup,
 // and its near copies.
 func (r *nearRegion) drop() {
+	r.c.stats.NearDrops[nearDropRegion].Add(1)
 	r.distRegion.drop()
 	r.mu.Lock()
 	r.cleared = r.c.tick()

@@ -43,6 +43,13 @@ type NodeStats struct {
 	Exclusions, Resets atomic.Uint64
 	// NearHits counts reads answered from this node's near copies (NEAR).
 	NearHits atomic.Uint64
+	// NearMisses, NearDrops and OwnerMisses count by cause (the
+	// constants above): gets not answered near, wholesale drops of near
+	// copies, and gets an owner answered with a miss (or that read
+	// through).
+	NearMisses  [nNearMiss]atomic.Uint64
+	NearDrops   [nNearDrop]atomic.Uint64
+	OwnerMisses [nOwnerMiss]atomic.Uint64
 }
 
 // NodeStatsSnapshot is a copy of NodeStats.
@@ -56,6 +63,10 @@ type NodeStatsSnapshot struct {
 	Exclusions            uint64 `json:"exclusions"`
 	Resets                uint64 `json:"resets"`
 	NearHits              uint64 `json:"near_hits"`
+	// By cause: see the cause names in stats.go.
+	NearMisses  map[string]uint64 `json:"near_misses"`
+	NearDrops   map[string]uint64 `json:"near_drops"`
+	OwnerMisses map[string]uint64 `json:"owner_misses"`
 }
 
 func (s *NodeStats) snapshot() NodeStatsSnapshot {
@@ -63,6 +74,8 @@ func (s *NodeStats) snapshot() NodeStatsSnapshot {
 		InvalidationsSent: s.InvalidationsSent.Load(), InvalidationsReceived: s.InvalidationsReceived.Load(),
 		MissedClears: s.MissedClears.Load(), RemoteCalls: s.RemoteCalls.Load(), RemoteBytes: s.RemoteBytes.Load(),
 		Evictions: s.Evictions.Load(), Exclusions: s.Exclusions.Load(), Resets: s.Resets.Load(), NearHits: s.NearHits.Load(),
+		NearMisses: causeSnapshot(nearMissNames[:], s.NearMisses[:]), NearDrops: causeSnapshot(nearDropNames[:], s.NearDrops[:]),
+		OwnerMisses: causeSnapshot(ownerMissNames[:], s.OwnerMisses[:]),
 	}
 }
 
@@ -72,4 +85,62 @@ func (s *NodeStats) snapshot() NodeStatsSnapshot {
 type Stats struct {
 	Node    NodeStatsSnapshot              `json:"node"`
 	Regions map[string]RegionStatsSnapshot `json:"regions"`
+}
+
+// Causes: why a NEAR node did not answer a get from its near copy, why it
+// dropped near copies wholesale, why an owner answered a get with a miss,
+// and why a get read through without asking an owner. Counted per node,
+// to find what costs NEAR its near hits and hit ratio.
+const (
+	// Near misses: a get this node's near copies did not answer.
+	nearMissLease     = iota // no valid lease (or mode not adopted): read through DISTRIBUTED's path
+	nearMissCold             // no copy, and no change of the key recorded here
+	nearMissKey              // the owner's change message of the key dropped the copy
+	nearMissPartition        // the partition's copies were dropped (a sequence gap, a new owner)
+	nearMissNode             // every copy was dropped (a lease reset, a member restart, a mode retire)
+	nearMissRegion           // the region's copies were dropped (a clear, missed messages, too many keys)
+	nearMissSpaces           // a query result whose spaces were updated since it was kept
+	nNearMiss
+)
+
+var nearMissNames = [nNearMiss]string{"lease", "cold", "key", "partition", "node", "region", "spaces"}
+
+const (
+	// Near drops: events that drop more than one key's near copies.
+	nearDropGap      = iota // a gap in a partition's change numbers: the partition
+	nearDropOwner           // the table gave a partition another owner, or a new run: the partition
+	nearDropGens            // a member's lease generation changed: every copy
+	nearDropReset           // this node's lease was reset: every copy
+	nearDropRetire          // the NEAR backend was emptied by a mode switch: every copy
+	nearDropRegion          // a region clear or missed region messages: the region
+	nearDropOverflow        // the region's per-key stamps overflowed: the region
+	nearKeepOwner           // a copy not kept: the owner that answered no longer owns the partition here
+	nearKeepChanged         // a copy not kept: the key, partition or region changed since the read began
+	nNearDrop
+)
+
+var nearDropNames = [nNearDrop]string{"gap", "owner", "gens", "reset", "retire", "region", "overflow", "keep_owner", "keep_changed"}
+
+const (
+	// Owner misses: a get an owner answered with a miss (a ticket).
+	ownerMissAbsent    = iota // no entry, and no invalidation of the key recorded
+	ownerMissKey              // the key was invalidated (or locked and unlocked) and not put again yet
+	ownerMissLocked           // the key is soft-locked
+	ownerMissSpaces           // a query result whose spaces were updated since it was put
+	ownerMissRegion           // the region was cleared
+	ownerMissPartition        // the partition's copy was reset (a new owner, a lease reset)
+	// Read-throughs: a get that loaded without a ticket, not cached.
+	readThroughUnavailable // the owner could not answer yet (its lease, a new owner's wait)
+	readThroughError       // the owner could not be reached in time
+	nOwnerMiss
+)
+
+var ownerMissNames = [nOwnerMiss]string{"absent", "key", "locked", "spaces", "region", "partition", "read_through_unavailable", "read_through_error"}
+
+func causeSnapshot(names []string, v []atomic.Uint64) map[string]uint64 {
+	out := make(map[string]uint64, len(names))
+	for i, n := range names {
+		out[n] = v[i].Load()
+	}
+	return out
 }
