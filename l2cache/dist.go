@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -152,11 +151,10 @@ type dpart struct {
 	// adopted the table that made it the owner, when every read lease the
 	// previous owner could hold under an older table has run out.
 	servingFrom time.Time
-	// holders are the members that keep near copies of the partition's
-	// keys (NEAR mode), told of every change; nearSeq numbers those
-	// messages. Owner only; forgotten with the partition.
-	holders map[string]bool
-	nearSeq uint64
+	// holders are the members that may keep near copies of the
+	// partition's keys (NEAR mode), told of changes to them (near.go's
+	// nearHolders). Owner only; forgotten with the partition.
+	holders *nearHolders
 	// sent is closed when the messages of the partition's latest change
 	// have been handed to the connections: the next change's messages
 	// wait for it, so that they leave in sequence order (nil: none yet).
@@ -519,19 +517,18 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 	var repl *distOp
 	switch o.Kind {
 	case kindGet:
-		if o.Near && !dp.holders[from] {
-			// Registered before the answer, under the partition's lock:
-			// every change after this read is sent to the reader.
-			if dp.holders == nil {
-				dp.holders = map[string]bool{}
-			}
-			dp.holders[from] = true
-		}
 		floor := max(dp.floorLocked(o.Region, skey), d.c.spacesStamp(o.Spaces))
 		e := dp.liveLocked(d, skey, now)
 		locked := dp.lockedLocked(skey, now)
 		if e != nil && e.stamp > floor && !locked {
 			rep = distReply{Hit: true, Value: e.value}
+			if o.Near {
+				// Registered before the answer, under the partition's
+				// lock: every change of the key after this read is sent
+				// to the reader. A miss registers nothing: the reader
+				// keeps a copy only once its put is accepted (below).
+				dp.addHolder(d, skey, from)
+			}
 		} else {
 			d.c.stats.OwnerMisses[dp.missCause(o.Region, skey, e, locked, d.c.spacesStamp(o.Spaces))].Add(1)
 			rep = distReply{Ticket: ticket{Owner: d.self, Stamp: d.c.tick()}, Floor: floor}
@@ -545,6 +542,9 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 		e := d.newEntry(o.Value, o.Ticket.Stamp, now)
 		e.query = len(o.Spaces) > 0
 		dp.setLocked(d, skey, e)
+		if o.Near {
+			dp.addHolder(d, skey, from) // as for a hit: before the answer
+		}
 		repl = &distOp{Kind: kindPut, Region: o.Region, Key: o.Key, Value: o.Value, Spaces: o.Spaces, Stamp: o.Ticket.Stamp}
 	case kindInvalidate, kindLock, kindUnlock:
 		stamp := d.c.tick()
@@ -561,10 +561,14 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 		backups = t.Replicas[o.Partition][1:]
 	}
 	var near *nearNotice
-	if repl != nil && repl.Kind != kindPut && len(dp.holders) > 0 {
-		dp.nearSeq++
-		near = &nearNotice{dp: dp, holders: slices.Sorted(maps.Keys(dp.holders)),
-			msg: distOp{Kind: kindInvalidate, Partition: o.Partition, Region: o.Region, Key: o.Key, Seq: dp.nearSeq, Epoch: t.Epoch, Ticket: ticket{Owner: d.self}}}
+	if repl != nil && repl.Kind != kindPut && dp.holders != nil {
+		if hs := dp.holders.take(skey); len(hs) > 0 {
+			near = &nearNotice{dp: dp, holders: hs, seqs: make([]uint64, len(hs)),
+				msg: distOp{Kind: kindInvalidate, Partition: o.Partition, Region: o.Region, Key: o.Key, Epoch: t.Epoch, Ticket: ticket{Owner: d.self}}}
+			for i, h := range hs {
+				near.seqs[i] = dp.holders.next(h)
+			}
+		}
 	}
 	if len(backups) == 0 && near == nil {
 		dp.mu.Unlock()
@@ -604,10 +608,12 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 	return rep
 }
 
-// nearNotice is a change's message to the partition's near holders.
+// nearNotice is a change's message to the key's near holders, each
+// numbered in the holder's own sequence (seqs).
 type nearNotice struct {
 	dp      *dpart
 	holders []string
+	seqs    []uint64
 	msg     distOp
 }
 
@@ -631,13 +637,15 @@ func (d *dist) send(ctx context.Context, prev, mine chan struct{}, backups []str
 		}
 	}
 	if near != nil {
-		body := appendOp(nil, &near.msg)
-		for _, h := range near.holders {
+		for i, h := range near.holders {
+			msg := near.msg
+			msg.Seq = near.seqs[i]
 			if f := d.onNear.Load(); h == d.self && f != nil {
-				(*f)(d.self, near.msg)
+				(*f)(d.self, msg)
 				nearSent = append(nearSent, nil)
 				continue
 			}
+			body := appendOp(nil, &msg)
 			d.c.stats.RemoteCalls.Add(1)
 			d.c.stats.RemoteBytes.Add(uint64(len(body)))
 			nearSent = append(nearSent, d.rpc.Go(ctx, h, rpcNear, body))
@@ -694,8 +702,8 @@ func (d *dist) tellNear(ctx context.Context, n *nearNotice, sent []*rpc.Pending)
 		return err
 	}
 	n.dp.mu.Lock()
-	for _, h := range unreached {
-		delete(n.dp.holders, h)
+	if n.dp.holders != nil {
+		n.dp.holders.forget(unreached)
 	}
 	n.dp.mu.Unlock()
 	return nil
@@ -796,9 +804,10 @@ func (d *dist) get(ctx context.Context, region, key string, spaces []string) (di
 	return rep, err
 }
 
-// put offers a loaded value to the owner with the miss's ticket.
-func (d *dist) put(ctx context.Context, region, key string, spaces []string, v []byte, t ticket) (bool, error) {
-	rep, _, err := d.call(ctx, distOp{Kind: kindPut, Partition: d.partition(region, key), Region: region, Key: key, Spaces: spaces, Value: v, Ticket: t})
+// put offers a loaded value to the owner with the miss's ticket; near: the
+// caller keeps a near copy if it is accepted (the owner registers it).
+func (d *dist) put(ctx context.Context, region, key string, spaces []string, v []byte, t ticket, near bool) (bool, error) {
+	rep, _, err := d.call(ctx, distOp{Kind: kindPut, Near: near, Partition: d.partition(region, key), Region: region, Key: key, Spaces: spaces, Value: v, Ticket: t})
 	return err == nil && !rep.Refused && !rep.Unavailable, err
 }
 
@@ -891,7 +900,7 @@ func (r *distRegion) get(ctx context.Context, key string, spaces []string, load 
 	own.value, own.err = load(ctx)
 	if own.err == nil {
 		pctx, cancel := context.WithTimeout(ctx, r.c.cfg.SyncTimeout)
-		if ok, _ := r.d.put(pctx, r.name, key, spaces, own.value, rep.Ticket); ok {
+		if ok, _ := r.d.put(pctx, r.name, key, spaces, own.value, rep.Ticket, false); ok {
 			r.stats.Puts.Add(1)
 		} else {
 			r.stats.RefusedPuts.Add(1)

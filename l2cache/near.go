@@ -3,6 +3,7 @@ package l2cache
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
@@ -19,15 +20,18 @@ import (
 // the values its reads brought back, and serves them without asking the
 // owner. What keeps a near copy honest:
 //
-//   - A read that may keep a near copy says so (distOp.Near); the owner
-//     registers the reader as a holder of the partition under the
-//     partition's lock, before it answers. Every later change of a key of
-//     the partition (invalidation, soft lock, unlock) is sent to every
-//     holder, numbered per partition, and the change is acknowledged only
+//   - A read that may keep a near copy says so (distOp.Near, on the get
+//     and on the put after a miss); the owner registers the reader as a
+//     holder of the key under the partition's lock, before it answers a
+//     hit or accepts the put (a miss hands out nothing to keep). The
+//     key's next change (invalidation, soft lock, unlock) is sent to
+//     every holder of the key (nearHolders), numbered in each holder's
+//     own sequence for the partition, and the change is acknowledged only
 //     when each holder has dropped the key — or, for a holder that does
 //     not answer, when it has been excluded and its read lease has run out
 //     (ReadLease.Exclude), after which it drops everything before it
-//     serves again.
+//     serves again. The change takes the key's holders: a holder that
+//     keeps a copy later has read or put it again, and registered again.
 //   - The stale-put race, near: a near copy carries a stamp of the holder's
 //     clock taken before the read was sent. A change message stamps the
 //     key on arrival; a copy stamped at or below the key's (or its
@@ -245,6 +249,11 @@ func (r *nearRegion) get(ctx context.Context, key string, spaces []string, load 
 		r.c.stats.NearHits.Add(1)
 		return v, nil
 	}
+	// The partition's owner as of now, before the stamp: a first look at
+	// the partition (or at a new table) that finds it moved drops its
+	// copies with a stamp the read's is above, not one that refuses the
+	// copy this read brings back.
+	r.n.part(p)
 	stamp := r.c.tick() // before the read: a change after it drops the copy
 	gctx, cancel := context.WithTimeout(ctx, r.c.cfg.SyncTimeout)
 	rep, owner, err := r.d.call(gctx, distOp{Kind: kindGet, Near: true, Partition: p, Region: r.name, Key: key, Spaces: spaces})
@@ -275,7 +284,7 @@ func (r *nearRegion) get(ctx context.Context, key string, spaces []string, load 
 	own.value, own.err = load(ctx)
 	if own.err == nil {
 		pctx, cancel := context.WithTimeout(ctx, r.c.cfg.SyncTimeout)
-		if ok, _ := r.d.put(pctx, r.name, key, spaces, own.value, rep.Ticket); ok {
+		if ok, _ := r.d.put(pctx, r.name, key, spaces, own.value, rep.Ticket, true); ok {
 			r.stats.Puts.Add(1)
 			r.keep(p, key, owner, own.value, stamp, spaces)
 		} else {
@@ -417,4 +426,99 @@ func (r *nearRegion) deliver(m message) {
 func (r *nearRegion) clear(ctx context.Context) error {
 	r.drop()
 	return r.c.publish(ctx, message{Op: opClear, Region: r.name})
+}
+
+// nearHolders is an owner's registry of the members that may keep near
+// copies of a partition's keys. A member is added to a key's set when the
+// owner answers its near read with a hit, or accepts its put, under the
+// partition's lock; the key's next change takes the set (with wide), and
+// the change is acknowledged only when each member in it has dropped the
+// key or been excluded. A member that keeps a copy after that reads or
+// puts again, and is added again. So a change reaches exactly the members
+// that may hold the key — not every member that ever read the partition —
+// and an unlock after a lock reaches nobody (nobody may read a locked
+// key's value). Past its bound of keys, every set is folded into wide:
+// precision is lost (every change then reaches those members), never
+// safety.
+type nearHolders struct {
+	keys map[string][]string // store key → members that may keep a copy
+	wide []string            // members that may keep a copy of any key
+	// seq is each member's last change message number: every member
+	// sees the partition's messages to it numbered without gaps.
+	seq map[string]uint64
+}
+
+// addHolder registers m as a holder of skey. Called with dp.mu held.
+func (dp *dpart) addHolder(d *dist, skey, m string) {
+	h := dp.holders
+	if h == nil {
+		h = &nearHolders{keys: map[string][]string{}, seq: map[string]uint64{}}
+		dp.holders = h
+	}
+	if slices.Contains(h.wide, m) {
+		return
+	}
+	set, ok := h.keys[skey]
+	if slices.Contains(set, m) {
+		return
+	}
+	if !ok && len(h.keys) >= d.holderBound() {
+		d.c.stats.NearDrops[nearDropFold].Add(1)
+		for _, set := range h.keys {
+			for _, o := range set {
+				if !slices.Contains(h.wide, o) {
+					h.wide = append(h.wide, o)
+				}
+			}
+		}
+		clear(h.keys)
+		if slices.Contains(h.wide, m) {
+			return
+		}
+	}
+	h.keys[skey] = append(set, m)
+}
+
+// holderBound is how many keys' holder sets a partition keeps before it
+// folds them: the invalidation stamps' bound, shared out over the
+// partitions, and at least 256.
+func (d *dist) holderBound() int {
+	return max(d.c.cfg.MaxInvalidations/max(d.keeper.cfg.Partitions, 1), 256)
+}
+
+// take returns the members to tell of a change of skey, and forgets
+// skey's set (they drop their copies now).
+func (h *nearHolders) take(skey string) []string {
+	set := h.keys[skey]
+	delete(h.keys, skey)
+	if len(h.wide) == 0 {
+		return set
+	}
+	out := slices.Clone(h.wide)
+	for _, m := range set {
+		if !slices.Contains(out, m) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// next numbers the next change message to m.
+func (h *nearHolders) next(m string) uint64 {
+	h.seq[m]++
+	return h.seq[m]
+}
+
+// forget drops members (excluded: they drop everything before they serve
+// again) from every set.
+func (h *nearHolders) forget(ms []string) {
+	gone := func(m string) bool { return slices.Contains(ms, m) }
+	for k, set := range h.keys {
+		if set = slices.DeleteFunc(set, gone); len(set) == 0 {
+			delete(h.keys, k)
+		} else {
+			h.keys[k] = set
+		}
+	}
+	h.wide = slices.DeleteFunc(h.wide, gone)
 }

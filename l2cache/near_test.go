@@ -175,7 +175,7 @@ func TestNearOwnerRestartDropsCopies(t *testing.T) {
 	d.mu.Lock()
 	for _, dp := range d.parts {
 		dp.mu.Lock()
-		dp.holders = nil
+		dp.holders = nil // keys, wide and sequence numbers
 		dp.mu.Unlock()
 	}
 	d.mu.Unlock()

@@ -114,12 +114,13 @@ const (
 	nearDropRetire          // the NEAR backend was emptied by a mode switch: every copy
 	nearDropRegion          // a region clear or missed region messages: the region
 	nearDropOverflow        // the region's per-key stamps overflowed: the region
+	nearDropFold            // an owner folded a partition's per-key holder sets (nearHolders)
 	nearKeepOwner           // a copy not kept: the owner that answered no longer owns the partition here
 	nearKeepChanged         // a copy not kept: the key, partition or region changed since the read began
 	nNearDrop
 )
 
-var nearDropNames = [nNearDrop]string{"gap", "owner", "gens", "reset", "retire", "region", "overflow", "keep_owner", "keep_changed"}
+var nearDropNames = [nNearDrop]string{"gap", "owner", "gens", "reset", "retire", "region", "overflow", "fold", "keep_owner", "keep_changed"}
 
 const (
 	// Owner misses: a get an owner answered with a miss (a ticket).
