@@ -99,6 +99,14 @@ type Config struct {
 	Network wire.Network
 	// Now is the bus's clock (default time.Now).
 	Now func() time.Time
+
+	// TLS, if set, runs the peer RPC over mutual TLS 1.3 with its
+	// certificates, which must name this node: a peer must present a
+	// certificate of the same CA, its name is the one in its certificate
+	// (a hello that claims another is refused), and only a member, or a
+	// node whose join reaches this node within half the RPC's dial
+	// timeout, is admitted. Network must then be a *wire.TCP (or nil).
+	TLS *tlsutil.Reloader
 }
 
 // DefaultLANConfig suits nodes on a local network: memberlist's LAN
@@ -227,6 +235,20 @@ func (c *Config) Validate() error {
 	}
 	if c.Network == nil {
 		c.Network = &wire.TCP{}
+	}
+	if c.TLS != nil {
+		tcp, ok := c.Network.(*wire.TCP)
+		if !ok {
+			return config.Invalid("cluster", "Network", fmt.Sprintf("%T", c.Network), "a *wire.TCP: TLS runs over TCP")
+		}
+		if got := c.TLS.Name(); got != c.Name {
+			return config.Invalid("cluster", "TLS", got, fmt.Sprintf("the certificate of this node, %q (it is %q's)", c.Name, got))
+		}
+		if tcp.TLS == nil {
+			secured := *tcp
+			secured.TLS = &wire.TLS{Server: c.TLS.ServerConfig(), Client: c.TLS.ClientConfig()}
+			c.Network = &secured
+		}
 	}
 	if c.Now == nil {
 		c.Now = time.Now

@@ -73,10 +73,17 @@ func Start(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.keyring = kr
-	r, err := rpc.New(rpc.Config{
+	rc := rpc.Config{
 		Name: cfg.Name, Network: cfg.Network, ListenAddr: cfg.RPCAddr,
 		Resolve: n.resolveRPC, Logger: cfg.Logger.With("component", "rpc"),
-	})
+		Refused: func(reason, remote, claimed string, err error) {
+			n.refusals.refuse(ListenerRPC, reason, remote, claimed, err.Error())
+		},
+	}
+	if cfg.TLS != nil {
+		rc.Secure, rc.Admit = true, n.AdmitPeer
+	}
+	r, err := rpc.New(rc)
 	if err != nil {
 		return nil, err
 	}
@@ -322,6 +329,38 @@ func (n *Node) resolveRPC(name string) (string, bool) {
 		return m.RPC, true
 	}
 	return "", false
+}
+
+// AdmitPeer reports whether the named node is an alive (or suspect)
+// member, waiting until ctx ends for it to become one: a node whose join
+// is in progress may reach this node before the news of its join does.
+func (n *Node) AdmitPeer(ctx context.Context, name string) error {
+	var t *time.Ticker
+	for {
+		n.mu.Lock()
+		m := n.members[name]
+		state := MemberState("unknown")
+		if m != nil {
+			state = m.State
+		}
+		closed := n.closed
+		n.mu.Unlock()
+		switch {
+		case closed:
+			return ErrClosed
+		case name != n.cfg.Name && state == StateAlive:
+			return nil
+		}
+		if t == nil {
+			t = time.NewTicker(20 * time.Millisecond)
+			defer t.Stop()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("not a member of this cluster (%s here)", state)
+		case <-t.C:
+		}
+	}
 }
 
 // Subscribe returns a subscription to membership events from now on. Close

@@ -19,6 +19,8 @@ const (
 	ListenerBus = "bus"
 	// ListenerKeyring: keyring operations over the peer RPC.
 	ListenerKeyring = "keyring"
+	// ListenerRPC: the peer RPC's connections (mutual TLS, admission).
+	ListenerRPC = "rpc"
 
 	// ReasonUnknownKey: encrypted gossip that none of this node's keys
 	// opens.

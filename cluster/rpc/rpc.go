@@ -11,6 +11,14 @@
 // closed by its dialer once its in-flight calls have completed: afterwards
 // the pair shares one connection.
 //
+// With Config.Secure the connections run over mutual TLS (the Network's,
+// wire.TCP.TLS) and a peer is who its certificate says: a hello that
+// claims another name is refused, and so is a connection without a
+// verified certificate. Config.Admit then decides whether that peer may
+// talk to this node at all (the cluster admits its members). Each refusal
+// is logged at Warn with the peer's address and the reason, and counted
+// in Config.Refusals.
+//
 // Requests are served each on its own goroutine, except those of types
 // registered with HandleInline: those handlers do not block, and run on the
 // connection's reader goroutine in the order the requests were sent, with
@@ -31,6 +39,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/shoal-dev/shoal/cluster/wire"
+	"github.com/shoal-dev/shoal/internal/tlsutil"
 )
 
 // Handler serves a request. ctx ends when the caller's deadline passes or
@@ -66,6 +75,26 @@ type Config struct {
 	MaxBacklog int
 	// Logger receives connection errors (default slog.Default()).
 	Logger *slog.Logger
+
+	// Secure requires every connection, accepted or dialed, to run over
+	// TLS with a verified peer certificate (Network must be a wire.TCP
+	// with TLS): a peer's name is the one in its certificate, and a hello
+	// that claims another is refused; a dialed peer must present the
+	// certificate of the node it was dialed as.
+	Secure bool
+	// Admit, if set, is asked whether a peer that has said (and, with
+	// Secure, proven) who it is may use this node; an error refuses the
+	// connection. It may wait, until ctx ends, for the answer to become
+	// yes (a member whose join has not reached this node yet).
+	Admit func(ctx context.Context, name string) error
+	// Refused, if set, is told of each refused connection (and then
+	// counts and logs it): the reason (tlsutil's Reason constants), the
+	// peer's address, the name it claimed or was dialed as, and the error.
+	// Nil: the refusal is counted in Refusals and logged at Warn.
+	Refused func(reason, remote, name string, err error)
+	// Refusals, if set and Refused is not, counts refused peers under the
+	// listener "rpc".
+	Refusals *tlsutil.Refusals
 }
 
 func (c *Config) validate() error {
@@ -126,6 +155,10 @@ func (e *RemoteError) Error() string {
 type Stats struct {
 	Calls, CallErrors, Served, NotifySent, NotifyReceived atomic.Uint64
 	Dials, DialErrors, ConnsAccepted, ProtocolErrors      atomic.Uint64
+	// Refused counts connections refused for who the peer is (or is not):
+	// no valid certificate, a name that is not its certificate's, not a
+	// member. Config.Refusals has them by reason.
+	Refused atomic.Uint64
 }
 
 // Node serves and makes peer calls. Create it with New; its methods are safe
@@ -529,6 +562,17 @@ func (n *Node) dialPeer(name string) (*conn, error) {
 		return nil, fmt.Errorf("rpc: dial %s at %s: %w", name, addr, err)
 	}
 	c := newConn(n, wc, true)
+	if n.cfg.Secure {
+		certName, err := n.identify(ctx, wc)
+		if err == nil && certName != name {
+			err = &tlsutil.RefusedError{Reason: tlsutil.ReasonNameMismatch,
+				Err: fmt.Errorf("dialed as %q, it presented the certificate of %q", name, certName)}
+		}
+		if err != nil {
+			n.refused(wc, name, err)
+			return c, fmt.Errorf("rpc: %s at %s: %w", name, addr, err)
+		}
+	}
 	if err := wc.Send(&wire.Frame{Kind: wire.KindHello, Body: []byte(n.cfg.Name)}); err != nil {
 		return c, fmt.Errorf("rpc: hello to %s: %w", name, err)
 	}
@@ -564,6 +608,70 @@ func (n *Node) readHello(wc wire.Conn) (string, error) {
 	return name, nil
 }
 
+// admit authenticates an accepted connection and reads its hello: the
+// peer's name, which with Secure is its certificate's, and which Admit
+// accepts. A refusal is a *tlsutil.RefusedError; other errors are the
+// peer's protocol errors.
+func (n *Node) admit(wc wire.Conn) (string, error) {
+	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.DialTimeout)
+	defer cancel()
+	certName := ""
+	if n.cfg.Secure {
+		var err error
+		if certName, err = n.identify(ctx, wc); err != nil {
+			return "", err
+		}
+	}
+	name, err := n.readHello(wc)
+	if err != nil {
+		return "", err
+	}
+	if n.cfg.Secure && name != certName {
+		return name, &tlsutil.RefusedError{Reason: tlsutil.ReasonNameMismatch,
+			Err: fmt.Errorf("its hello claims %q, its certificate is %q's", name, certName)}
+	}
+	if n.cfg.Admit != nil {
+		// Half the dial timeout: the dialer waits for the answer to its
+		// hello for the whole of it.
+		actx, cancel := context.WithTimeout(ctx, n.cfg.DialTimeout/2)
+		defer cancel()
+		if err := n.cfg.Admit(actx, name); err != nil {
+			return name, &tlsutil.RefusedError{Reason: tlsutil.ReasonNotMember, Err: fmt.Errorf("%q: %w", name, err)}
+		}
+	}
+	return name, nil
+}
+
+// identify completes a connection's TLS handshake and returns the node
+// name in the peer's verified certificate.
+func (n *Node) identify(ctx context.Context, wc wire.Conn) (string, error) {
+	state, secured, err := wire.Handshake(ctx, wc)
+	if err != nil {
+		return "", &tlsutil.RefusedError{Reason: tlsutil.Reason(err), Err: err}
+	}
+	if !secured {
+		return "", &tlsutil.RefusedError{Reason: tlsutil.ReasonNotTLS, Err: errors.New("a connection without TLS")}
+	}
+	return tlsutil.PeerName(state)
+}
+
+// refused logs and counts a connection refused for who its peer is; name
+// is the name it claimed or was dialed as, if known.
+func (n *Node) refused(wc wire.Conn, name string, err error) {
+	reason := tlsutil.Reason(err)
+	n.stats.Refused.Add(1)
+	if n.cfg.Refused != nil {
+		n.cfg.Refused(reason, wc.RemoteAddr(), name, err)
+		return
+	}
+	n.cfg.Refusals.Add("rpc", reason)
+	args := []any{"remote", wc.RemoteAddr(), "reason", reason, "err", err}
+	if name != "" {
+		args = append(args, "peer", name)
+	}
+	n.log.Warn("rpc: refused peer", args...)
+}
+
 func (n *Node) acceptLoop() {
 	defer n.wg.Done()
 	for {
@@ -579,16 +687,22 @@ func (n *Node) acceptLoop() {
 	}
 }
 
-// serveConn runs the accepting side of a connection: hello, then reading.
+// serveConn runs the accepting side of a connection: the TLS handshake,
+// hello and admission, then reading.
 func (n *Node) serveConn(wc wire.Conn) {
 	defer n.wg.Done()
-	name, err := n.readHello(wc)
+	name, err := n.admit(wc)
 	if err == nil {
 		err = wc.Send(&wire.Frame{Kind: wire.KindHello, Body: []byte(n.cfg.Name)})
 	}
 	if err != nil {
-		n.stats.ProtocolErrors.Add(1)
-		n.log.Warn("rpc: rejected connection", "remote", wc.RemoteAddr(), "err", err)
+		var re *tlsutil.RefusedError
+		if errors.As(err, &re) {
+			n.refused(wc, name, err)
+		} else {
+			n.stats.ProtocolErrors.Add(1)
+			n.log.Warn("rpc: rejected connection", "remote", wc.RemoteAddr(), "err", err)
+		}
 		wc.Close()
 		return
 	}

@@ -3,6 +3,7 @@ package wire
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -36,6 +37,31 @@ type TCP struct {
 	WriteTimeout time.Duration
 	// Stats, if set, counts the traffic of every Conn of this Network.
 	Stats *Stats
+	// TLS, if set, runs every connection over TLS: Dial completes the
+	// client's handshake before it returns; an accepted connection's
+	// handshake is completed by Handshake (or by its first read or
+	// write), so that a slow client does not hold up Accept.
+	TLS *TLS
+}
+
+// TLS holds the TLS configurations of a TCP network.
+type TLS struct {
+	// Server is used for accepted connections, Client for dialed ones.
+	Server, Client *tls.Config
+}
+
+// Handshake completes the TLS handshake of c, if it runs over TLS, until
+// ctx ends, and returns the connection's TLS state; secured is false for
+// a connection without TLS (plaintext TCP, or another Network's).
+func Handshake(ctx context.Context, c Conn) (state tls.ConnectionState, secured bool, err error) {
+	tc, ok := c.(*tcpConn)
+	if !ok || tc.tls == nil {
+		return tls.ConnectionState{}, false, nil
+	}
+	if err := tc.tls.HandshakeContext(ctx); err != nil {
+		return tls.ConnectionState{}, true, err
+	}
+	return tc.tls.ConnectionState(), true, nil
 }
 
 // Stats counts frame traffic. Its fields are updated atomically; read them
@@ -83,7 +109,15 @@ func (t *TCP) Dial(ctx context.Context, addr string) (Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return t.newConn(c), nil
+	if t.TLS == nil {
+		return t.newConn(c, nil), nil
+	}
+	tc := tls.Client(c, t.TLS.Client)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	return t.newConn(c, tc), nil
 }
 
 type tcpListener struct {
@@ -99,7 +133,10 @@ func (l *tcpListener) Accept() (Conn, error) {
 		}
 		return nil, err
 	}
-	return l.t.newConn(c), nil
+	if l.t.TLS == nil {
+		return l.t.newConn(c, nil), nil
+	}
+	return l.t.newConn(c, tls.Server(c, l.t.TLS.Server)), nil
 }
 
 func (l *tcpListener) Close() error {
@@ -112,13 +149,16 @@ func (l *tcpListener) Close() error {
 func (l *tcpListener) Addr() string { return l.ln.Addr().String() }
 
 type tcpConn struct {
-	t    *TCP
-	c    net.Conn
-	r    *bufio.Reader
-	max  int
-	done chan struct{}
-	once sync.Once
-	wake chan struct{}
+	t *TCP
+	// c is what frames are read from and written to: the TCP connection,
+	// or tls over it; raw is the TCP connection.
+	c, raw net.Conn
+	tls    *tls.Conn // nil without TLS
+	r      *bufio.Reader
+	max    int
+	done   chan struct{}
+	once   sync.Once
+	wake   chan struct{}
 	// writerDone is closed when the writer goroutine has returned.
 	writerDone chan struct{}
 
@@ -128,12 +168,18 @@ type tcpConn struct {
 	closed bool
 }
 
-func (t *TCP) newConn(c net.Conn) *tcpConn {
-	if tc, ok := c.(*net.TCPConn); ok {
+// newConn wraps a TCP connection, and the TLS connection over it if
+// there is one.
+func (t *TCP) newConn(raw net.Conn, secured *tls.Conn) *tcpConn {
+	if tc, ok := raw.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true) // we coalesce ourselves
 	}
+	var c net.Conn = raw
+	if secured != nil {
+		c = secured
+	}
 	tc := &tcpConn{
-		t: t, c: c, r: bufio.NewReaderSize(c, 64<<10), max: t.maxFrame(),
+		t: t, c: c, raw: raw, tls: secured, r: bufio.NewReaderSize(c, 64<<10), max: t.maxFrame(),
 		done: make(chan struct{}), wake: make(chan struct{}, 1), writerDone: make(chan struct{}),
 	}
 	go tc.writeLoop()
@@ -250,7 +296,10 @@ func (c *tcpConn) shut() {
 		c.queue = nil
 		c.mu.Unlock()
 		close(c.done)
-		_ = c.c.Close()
+		// The TCP connection, not TLS's Close: that would first send a
+		// close_notify alert, which can wait up to 5 s for a peer that
+		// does not read. The peer reads the end of the stream as EOF.
+		_ = c.raw.Close()
 	})
 }
 

@@ -2,6 +2,7 @@ package nodestats
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -35,6 +36,24 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	c.s.packMetrics(e)
 	c.s.frontMetrics(e)
 	c.s.clusterMetrics(e)
+	c.s.securityMetrics(e)
+}
+
+// securityMetrics are the certificates' expiry (the refused peers are
+// among clusterMetrics).
+func (s *Sources) securityMetrics(e emitter) {
+	if s.TLS == nil {
+		return
+	}
+	cert, ca := s.TLS.Expiry()
+	now := s.TLS.Now()
+	for _, c := range []struct {
+		which string
+		at    time.Time
+	}{{"node", cert}, {"ca", ca}} {
+		e.gauge("shoal_tls_cert_expiry_seconds", "seconds until the certificate expires (node: this node's; ca: the first of the CA certificates to expire)",
+			c.at.Sub(now).Seconds(), "cert", c.which)
+	}
 }
 
 // emitter turns values into constant metrics.

@@ -21,6 +21,7 @@ import (
 
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/gitfront"
+	"github.com/shoal-dev/shoal/internal/tlsutil"
 	"github.com/shoal-dev/shoal/l2cache"
 	"github.com/shoal-dev/shoal/packcache"
 )
@@ -35,6 +36,8 @@ type Sources struct {
 	Lease  *l2cache.ReadLease
 	Packs  *packcache.Cache
 	Front  *gitfront.Front
+	// TLS is the node's certificates (nil without TLS).
+	TLS *tlsutil.Reloader
 }
 
 // Stats is the JSON of GET /v1/stats: the node's counters as numbers, the

@@ -15,6 +15,7 @@ import (
 	"github.com/shoal-dev/shoal/gitfront"
 	"github.com/shoal-dev/shoal/internal/config"
 	"github.com/shoal-dev/shoal/internal/domain"
+	"github.com/shoal-dev/shoal/internal/tlsutil"
 	"github.com/shoal-dev/shoal/l2cache"
 	"github.com/shoal-dev/shoal/packcache"
 	"github.com/shoal-dev/shoal/resp"
@@ -92,6 +93,12 @@ type Config struct {
 	// HTTP bounds the HTTP connections: header and idle timeouts,
 	// connections per client, the minimum rate of request bodies.
 	HTTP HTTPConfig
+	// TLS names the node's CA, certificate and key (tlsutil): with them,
+	// the peer RPC and raft run over mutual TLS 1.3, and only nodes
+	// holding a certificate of the same CA, for their own name, are
+	// heard. The files are reloaded when they change. Name, Logger and
+	// the intervals are filled by Start.
+	TLS tlsutil.Config
 	// Scheduler configures the job scheduler; Name, Store, Bus, Members
 	// and Logger are filled by Start.
 	Scheduler scheduler.Config
@@ -176,7 +183,24 @@ func (c *Config) Validate() error {
 			return config.Within(p.name, err)
 		}
 	}
+	if err := c.validateTLS(); err != nil {
+		return err
+	}
 	return c.validatePacks()
+}
+
+// validateTLS refuses a partial TLS configuration: the CA, the
+// certificate and the key go together.
+func (c *Config) validateTLS() error {
+	if !c.TLS.Enabled() {
+		return nil
+	}
+	for _, f := range []struct{ field, v string }{{"CAFile", c.TLS.CAFile}, {"CertFile", c.TLS.CertFile}, {"KeyFile", c.TLS.KeyFile}} {
+		if f.v == "" {
+			return config.Invalid("server", "TLS."+f.field, f.v, "a file: the CA, the certificate and the key go together")
+		}
+	}
+	return nil
 }
 
 // applyPreset resolves PresetAuto and fills the timing left zero from

@@ -24,6 +24,7 @@ import (
 	"github.com/shoal-dev/shoal/internal/dirlock"
 	"github.com/shoal-dev/shoal/internal/domain"
 	"github.com/shoal-dev/shoal/internal/nodestats"
+	"github.com/shoal-dev/shoal/internal/tlsutil"
 	"github.com/shoal-dev/shoal/l2cache"
 	"github.com/shoal-dev/shoal/packcache"
 	"github.com/shoal-dev/shoal/resp"
@@ -34,19 +35,23 @@ var Version = "dev"
 
 // Server is a running node.
 type Server struct {
-	cfg    Config
-	node   *cluster.Node
-	trans  *raft.NetworkTransport
-	store  *cp.Store
-	svc    services
-	lock   *dirlock.Lock
-	ln     net.Listener
-	respLn net.Listener // the RESP endpoint's, nil when it is off
-	http   *http.Server
-	done   chan struct{}
-	err    error
-	once   sync.Once
-	shut   error
+	cfg   Config
+	node  *cluster.Node
+	trans *raft.NetworkTransport
+	store *cp.Store
+	// tls is the node's certificates (nil without TLS); refusals counts
+	// the peer traffic the RPC, raft and gossip refused.
+	tls      *tlsutil.Reloader
+	refusals tlsutil.Refusals
+	svc      services
+	lock     *dirlock.Lock
+	ln       net.Listener
+	respLn   net.Listener // the RESP endpoint's, nil when it is off
+	http     *http.Server
+	done     chan struct{}
+	err      error
+	once     sync.Once
+	shut     error
 }
 
 // Start is StartContext without a context.
@@ -130,6 +135,15 @@ func (s *Server) start(ctx context.Context) (http.Handler, error) {
 func (s *Server) startParts() error {
 	cfg := &s.cfg
 	var err error
+	if cfg.TLS.Enabled() {
+		tc := cfg.TLS
+		tc.Name, tc.Logger = cfg.Cluster.Name, cfg.Logger
+		if s.tls, err = tlsutil.NewReloader(tc); err != nil {
+			return err
+		}
+		cfg.Cluster.TLS = s.tls
+	}
+	cfg.Cluster.Refusals = &s.refusals
 	if s.trans, err = cp.NewTCPTransport(cfg.RaftAddr, cfg.RaftAdvertise, cfg.Logger); err != nil {
 		return err
 	}
@@ -164,6 +178,9 @@ func (s *Server) closeParts() error {
 	}
 	if s.trans != nil {
 		errs = append(errs, s.trans.Close())
+	}
+	if s.tls != nil {
+		s.tls.Close()
 	}
 	return errors.Join(errs...)
 }

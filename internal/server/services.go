@@ -83,7 +83,8 @@ func (s *Server) startServices(ctx context.Context, mux *http.ServeMux) (http.Ha
 	if err := s.startMaps(); err != nil {
 		return nil, err
 	}
-	s.svc.stats = nodestats.Sources{Node: s.node, Cache: s.svc.cache, Keeper: s.svc.keeper, Lease: s.svc.lease, Packs: s.svc.packs}
+	s.svc.stats = nodestats.Sources{Node: s.node, Cache: s.svc.cache, Keeper: s.svc.keeper, Lease: s.svc.lease, Packs: s.svc.packs,
+		TLS: s.tls}
 	if err := s.startScheduler(); err != nil {
 		return nil, err
 	}

@@ -82,6 +82,7 @@ type Reloader struct {
 // material is one consistent set of CA, certificate and key.
 type material struct {
 	cert *tls.Certificate // Leaf set
+	cas  []*x509.Certificate
 	pool *x509.CertPool
 	name string
 	// caExpiry is the earliest NotAfter of the CA certificates.
@@ -168,6 +169,11 @@ func (r *Reloader) Certificate() *tls.Certificate { return r.cur.Load().cert }
 func (r *Reloader) Expiry() (cert, ca time.Time) {
 	m := r.cur.Load()
 	return m.cert.Leaf.NotAfter, m.caExpiry
+}
+
+// CAs are the CA certificates in use.
+func (r *Reloader) CAs() []*x509.Certificate {
+	return append([]*x509.Certificate(nil), r.cur.Load().cas...)
 }
 
 // Now is the reloader's clock.
@@ -278,7 +284,7 @@ func (r *Reloader) load() (*material, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tlsutil: certificate %s and key %s: %w", r.cfg.CertFile, r.cfg.KeyFile, err)
 	}
-	m := &material{cert: &pair, pool: pool, caExpiry: caExpiry}
+	m := &material{cert: &pair, cas: cas, pool: pool, caExpiry: caExpiry}
 	name, err := m.verify(pair.Certificate, r.cfg.Now(), x509.ExtKeyUsageClientAuth)
 	if err != nil {
 		return nil, fmt.Errorf("tlsutil: %s: %w (CA file %s)", r.cfg.CertFile, err, r.cfg.CAFile)
