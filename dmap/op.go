@@ -363,8 +363,8 @@ func execIncr(ks keyspace, e *entry, o *Op, now int64, r *Result) bool {
 			r.Err = ErrWrongType
 			return false
 		}
-		v, err := strconv.ParseInt(string(e.str), 10, 64)
-		if err != nil || len(e.str) > 20 {
+		v, ok := ParseInt(e.str)
+		if !ok {
 			r.Err = ErrNotInteger
 			return false
 		}
@@ -456,8 +456,8 @@ func execHIncr(ks keyspace, e *entry, o *Op, r *Result) bool {
 	var cur int64
 	if e != nil {
 		if v, ok := e.hget(string(o.Args[0])); ok {
-			n, err := strconv.ParseInt(string(v), 10, 64)
-			if err != nil {
+			n, ok := ParseInt(v)
+			if !ok {
 				r.Err = ErrHashNotInt
 				return false
 			}
@@ -515,4 +515,43 @@ func (o *Op) validate() error {
 		return ErrSyntax
 	}
 	return nil
+}
+
+// ParseInt parses an integer as Redis does (string2ll): an optional '-',
+// then digits without a leading zero ("0" alone is zero), in range.
+// "+1", " 1", "01" and "-0" are not integers.
+func ParseInt(b []byte) (int64, bool) {
+	if len(b) == 0 || len(b) > 20 {
+		return 0, false
+	}
+	if len(b) == 1 && b[0] == '0' {
+		return 0, true
+	}
+	neg := b[0] == '-'
+	if neg {
+		b = b[1:]
+	}
+	if len(b) == 0 || b[0] < '1' || b[0] > '9' {
+		return 0, false
+	}
+	var v uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		if v > (math.MaxUint64-uint64(c-'0'))/10 {
+			return 0, false
+		}
+		v = v*10 + uint64(c-'0')
+	}
+	if neg {
+		if v > 1<<63 {
+			return 0, false
+		}
+		return int64(-v), true
+	}
+	if v > math.MaxInt64 {
+		return 0, false
+	}
+	return int64(v), true
 }

@@ -2,7 +2,6 @@ package resp
 
 import (
 	"math"
-	"strconv"
 	"strings"
 	"time"
 
@@ -193,16 +192,11 @@ func planInt(code dmap.Code) func(*conn, [][]byte) (plan, string) {
 	}
 }
 
-func parseInt(b []byte) (int64, bool) {
-	if len(b) == 0 || len(b) > 20 {
-		return 0, false
-	}
-	n, err := strconv.ParseInt(string(b), 10, 64)
-	return n, err == nil
-}
+func parseInt(b []byte) (int64, bool) { return dmap.ParseInt(b) }
 
-// expiry parses an expiry option's value: unit ms per unit, relative or
-// absolute; it sets FlagExpire (and FlagRelative) and N on o.
+// expiry validates an expiry option's value as Redis does (after the
+// options were parsed): unit ms per unit, relative or absolute; it sets
+// FlagExpire (and FlagRelative) and N on o.
 func expiry(o *dmap.Op, v []byte, unit int64, relative bool, cmd string) string {
 	n, ok := parseInt(v)
 	if !ok {
@@ -224,36 +218,67 @@ func expiry(o *dmap.Op, v []byte, unit int64, relative bool, cmd string) string 
 
 func upper(b []byte) string { return strings.ToUpper(string(b)) }
 
-func planSet(c *conn, args [][]byte) (plan, string) {
-	o := dmap.Op{Code: dmap.CodeSet, Key: string(args[1]), Args: [][]byte{args[2]}}
-	var cond, exp bool
-	for i := 3; i < len(args); i++ {
-		opt := upper(args[i])
+// extOpts are SET's and GETEX's options, parsed as Redis 7.0 does: an
+// option may repeat (the last expiry wins), conflicting ones are a
+// syntax error, and the expiry's value is checked after every option was
+// read.
+type extOpts struct {
+	flags  uint32
+	unit   string // "EX", "PX", "EXAT", "PXAT" or ""
+	expire []byte
+}
+
+func parseExt(args [][]byte, set bool) (extOpts, string) {
+	var e extOpts
+	const persist = 1 << 31
+	for j := 0; j < len(args); j++ {
+		opt := upper(args[j])
+		next := j+1 < len(args)
 		switch {
-		case opt == "NX" && o.Flags&dmap.FlagXX == 0 && !cond:
-			o.Flags |= dmap.FlagNX
-			cond = true
-		case opt == "XX" && o.Flags&dmap.FlagNX == 0 && !cond:
-			o.Flags |= dmap.FlagXX
-			cond = true
-		case opt == "GET":
-			o.Flags |= dmap.FlagGet
-		case opt == "KEEPTTL" && !exp:
-			o.Flags |= dmap.FlagKeepTTL
-			exp = true
-		case (opt == "EX" || opt == "PX" || opt == "EXAT" || opt == "PXAT") && !exp && i+1 < len(args):
-			exp = true
-			unit := int64(1000)
-			if opt[0] == 'P' {
-				unit = 1
-			}
-			if e := expiry(&o, args[i+1], unit, !strings.HasSuffix(opt, "AT"), "set"); e != "" {
-				return plan{}, e
-			}
-			i++
+		case set && opt == "NX" && e.flags&dmap.FlagXX == 0:
+			e.flags |= dmap.FlagNX
+		case set && opt == "XX" && e.flags&dmap.FlagNX == 0:
+			e.flags |= dmap.FlagXX
+		case set && opt == "GET":
+			e.flags |= dmap.FlagGet
+		case set && opt == "KEEPTTL" && e.unit == "":
+			e.flags |= dmap.FlagKeepTTL
+		case !set && opt == "PERSIST" && e.unit == "":
+			e.flags |= persist
+		case (opt == "EX" || opt == "PX" || opt == "EXAT" || opt == "PXAT") && next &&
+			e.flags&(dmap.FlagKeepTTL|persist) == 0 && (e.unit == "" || e.unit == opt):
+			e.unit, e.expire = opt, args[j+1]
+			j++
 		default:
-			return plan{}, errSyntax
+			return e, errSyntax
 		}
+	}
+	if e.flags&persist != 0 {
+		e.flags = e.flags&^persist | dmap.FlagPersist
+	}
+	return e, ""
+}
+
+// apply checks the expiry and sets it on o.
+func (e extOpts) apply(o *dmap.Op, cmd string) string {
+	if e.unit == "" {
+		return ""
+	}
+	unit := int64(1000)
+	if e.unit[0] == 'P' {
+		unit = 1
+	}
+	return expiry(o, e.expire, unit, !strings.HasSuffix(e.unit, "AT"), cmd)
+}
+
+func planSet(c *conn, args [][]byte) (plan, string) {
+	e, bad := parseExt(args[3:], true)
+	if bad != "" {
+		return plan{}, bad
+	}
+	o := dmap.Op{Code: dmap.CodeSet, Key: string(args[1]), Args: [][]byte{args[2]}, Flags: e.flags}
+	if bad := e.apply(&o, "set"); bad != "" {
+		return plan{}, bad
 	}
 	get := o.Flags&dmap.FlagGet != 0
 	return plan{ops: []dmap.Op{o}, done: func(c *conn, rs []dmap.Result) {
@@ -281,28 +306,25 @@ func planSetNX(c *conn, args [][]byte) (plan, string) {
 	}}, ""
 }
 
+// planGetEx: Redis looks the key up (nil, WRONGTYPE) before it checks the
+// expiry's value, so a GETEX with a bad expiry reads the key and answers
+// the expiry's error only for a string.
 func planGetEx(c *conn, args [][]byte) (plan, string) {
-	o := dmap.Op{Code: dmap.CodeGetEx, Key: string(args[1])}
-	for i := 2; i < len(args); i++ {
-		opt := upper(args[i])
-		if o.Flags&(dmap.FlagExpire|dmap.FlagPersist) != 0 {
-			return plan{}, errSyntax
-		}
-		switch {
-		case opt == "PERSIST":
-			o.Flags |= dmap.FlagPersist
-		case (opt == "EX" || opt == "PX" || opt == "EXAT" || opt == "PXAT") && i+1 < len(args):
-			unit := int64(1000)
-			if opt[0] == 'P' {
-				unit = 1
+	e, bad := parseExt(args[2:], false)
+	if bad != "" {
+		return plan{}, bad
+	}
+	o := dmap.Op{Code: dmap.CodeGetEx, Key: string(args[1]), Flags: e.flags}
+	if bad := e.apply(&o, "getex"); bad != "" {
+		return plan{ops: []dmap.Op{one(dmap.CodeGet, args[1])}, done: func(c *conn, rs []dmap.Result) {
+			switch r := &rs[0]; {
+			case resultErr(c, r):
+			case r.Nil:
+				c.o.null()
+			default:
+				c.o.err(bad)
 			}
-			if e := expiry(&o, args[i+1], unit, !strings.HasSuffix(opt, "AT"), "getex"); e != "" {
-				return plan{}, e
-			}
-			i++
-		default:
-			return plan{}, errSyntax
-		}
+		}}, ""
 	}
 	return plan{ops: []dmap.Op{o}, done: replyBulk}, ""
 }
@@ -396,20 +418,6 @@ func planExpire(unit int64, relative bool) func(*conn, [][]byte) (plan, string) 
 	return func(c *conn, args [][]byte) (plan, string) {
 		name := strings.ToLower(string(args[0]))
 		o := dmap.Op{Code: dmap.CodeExpire, Key: string(args[1]), Flags: dmap.FlagExpire}
-		n, ok := parseInt(args[2])
-		if !ok {
-			return plan{}, errNotInteger
-		}
-		if n > math.MaxInt64/unit || n < math.MinInt64/unit {
-			return plan{}, strings.Replace(errInvalidTime, "%s", name, 1)
-		}
-		o.N = n * unit
-		if relative {
-			if o.N > math.MaxInt64-time.Now().UnixMilli() {
-				return plan{}, strings.Replace(errInvalidTime, "%s", name, 1)
-			}
-			o.Flags |= dmap.FlagRelative
-		}
 		for _, a := range args[3:] {
 			switch upper(a) {
 			case "NX":
@@ -429,6 +437,20 @@ func planExpire(unit int64, relative bool) func(*conn, [][]byte) (plan, string) 
 		}
 		if o.Flags&dmap.FlagGT != 0 && o.Flags&dmap.FlagLT != 0 {
 			return plan{}, "ERR GT and LT options at the same time are not compatible"
+		}
+		n, ok := parseInt(args[2])
+		if !ok {
+			return plan{}, errNotInteger
+		}
+		if n > math.MaxInt64/unit || n < math.MinInt64/unit {
+			return plan{}, strings.Replace(errInvalidTime, "%s", name, 1)
+		}
+		o.N = n * unit
+		if relative {
+			if o.N > math.MaxInt64-time.Now().UnixMilli() {
+				return plan{}, strings.Replace(errInvalidTime, "%s", name, 1)
+			}
+			o.Flags |= dmap.FlagRelative
 		}
 		return plan{ops: []dmap.Op{o}, done: replyInt}, ""
 	}
