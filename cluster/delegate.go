@@ -44,6 +44,9 @@ func (d *delegate) NotifyLeave(node *memberlist.Node) {
 		st, typ = StateLeft, EventLeave
 	}
 	m, _ := d.record(node, st)
+	if st == StateFailed {
+		d.n.failures.Add(1)
+	}
 	d.n.rpc.Disconnect(node.Name)
 	d.n.emit(Event{Type: typ, Member: m})
 }

@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -44,6 +45,7 @@ type Node struct {
 	self Meta
 
 	refusals *refusals
+	failures atomic.Uint64 // members this node saw fail
 	keyMu    sync.Mutex          // orders keyring changes and reads
 	keyring  *memberlist.Keyring // nil: gossip is not encrypted
 
@@ -254,6 +256,10 @@ func (n *Node) RPC() *rpc.Node { return n.rpc }
 // Refusals counts the peer traffic this node refused, by listener and
 // reason (Config.Refusals): shoal_peer_refused_total.
 func (n *Node) Refusals() *tlsutil.Refusals { return n.cfg.Refusals }
+
+// Failures is how many times this node saw a member fail (declared dead
+// by the failure detector, not left).
+func (n *Node) Failures() uint64 { return n.failures.Load() }
 
 // Encrypted reports whether the node's gossip is encrypted.
 func (n *Node) Encrypted() bool { return n.keyring != nil }

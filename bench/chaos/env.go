@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/internal/localcluster"
 	"github.com/shoal-dev/shoal/internal/netns"
 )
@@ -116,8 +117,15 @@ func startEnv(ctx context.Context, cfg Config, s Setting, dir string) (*Env, err
 		client: &http.Client{Timeout: 8 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 32, DisableCompression: true}},
 		probe:  &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 4}},
 	}
+	key, err := cluster.GenerateGossipKey()
+	if err != nil {
+		return nil, err
+	}
 	opts := localcluster.Options{
-		Binary: cfg.Binary, N: cfg.Nodes, Dir: dir, CacheMode: s.CacheMode, LogLevel: "info", Preset: "loopback",
+		// Nodes in network namespaces bind addresses beyond loopback,
+		// where a node refuses to run without gossip encryption.
+		GossipKey: cluster.EncodeGossipKey(key),
+		Binary:    cfg.Binary, N: cfg.Nodes, Dir: dir, CacheMode: s.CacheMode, LogLevel: "info", Preset: "loopback",
 		BootstrapExpect: cfg.Nodes, WatchParent: true, ReadyTimeout: 120 * time.Second, KeepAddrs: true,
 		Args: append([]string{"--invalidation", s.Invalidation, "--pack-cache-min-free", "0"}, cfg.ExtraArgs...),
 	}

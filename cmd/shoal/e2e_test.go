@@ -113,6 +113,20 @@ func TestUpStatusAndStop(t *testing.T) {
 	if got := strings.Count(string(status), " alive "); got != 9 {
 		t.Fatalf("status shows %d alive rows, want 3 from each of 3 nodes:\n%s", got, status)
 	}
+	// A secured cluster with no extra step: the gossip key is made, 0600,
+	// and every node encrypts with it.
+	if st, err := os.Stat(filepath.Join(dir, gossipKeyFile)); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("%s: %v %v", gossipKeyFile, st, err)
+	}
+	var cf clusterFile
+	if err := readJSONFile(filepath.Join(dir, "cluster.json"), &cf); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range cf.Nodes {
+		if got := metricSum(http.DefaultClient, "http://"+p.HTTP, "shoal_gossip_keys"); got != 1 {
+			t.Fatalf("%s holds %v gossip keys, want 1", p.Name, got)
+		}
+	}
 	kids := childPIDs(t, dir)
 	if err := up.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/internal/cli"
 	"github.com/shoal-dev/shoal/internal/dirlock"
 	"github.com/shoal-dev/shoal/internal/domain"
@@ -125,6 +126,9 @@ func (u *upSettings) run(ctx context.Context, sio stdio) error {
 		return err
 	}
 	defer lock.Release()
+	if o.GossipKey, err = upGossipKey(o.Dir); err != nil {
+		return err
+	}
 	if u.seed {
 		if err := upSeed(ctx, dbURL(u.db, o.Dir), o.Dir, u.seedCfg, stdout); err != nil {
 			return err
@@ -169,6 +173,45 @@ func (u *upSettings) run(ctx context.Context, sio stdio) error {
 	})
 	sv.run(ctx, reqs)
 	return nil
+}
+
+// gossipKeyFile is the gossip key 'shoal up' gives its nodes, in its
+// directory.
+const gossipKeyFile = "gossip.key"
+
+// upGossipKey reads the cluster directory's gossip key, creating it
+// (random, 0600) the first time. Each node keeps its own keyring in its
+// data directory from its first start: after a rotation ('shoal
+// keyring') the nodes' keyrings win over this file.
+func upGossipKey(dir string) (string, error) {
+	path := filepath.Join(dir, gossipKeyFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		k, gerr := cluster.GenerateGossipKey()
+		if gerr != nil {
+			return "", gerr
+		}
+		f, ferr := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if ferr != nil {
+			return "", fmt.Errorf("gossip key: %w", ferr)
+		}
+		_, err = fmt.Fprintln(f, cluster.EncodeGossipKey(k))
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return "", fmt.Errorf("gossip key %s: %w", path, err)
+		}
+		return cluster.EncodeGossipKey(k), nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("gossip key: %w", err)
+	}
+	k, err := cluster.DecodeGossipKey(string(b))
+	if err != nil {
+		return "", fmt.Errorf("gossip key %s: %w", path, err)
+	}
+	return cluster.EncodeGossipKey(k), nil
 }
 
 // selfName is how the user ran this binary: bin/shoal when it is not on

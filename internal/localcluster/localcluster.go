@@ -47,6 +47,10 @@ type Options struct {
 	BootstrapExpect int
 	// Args are extra flags for every node.
 	Args []string
+	// GossipKey, if set, is every node's gossip key (base64), passed in
+	// the environment (SHOAL_GOSSIP_KEY), where other users cannot read
+	// it, not among the arguments that ps shows.
+	GossipKey string
 	// WatchParent makes the nodes exit when this process dies.
 	WatchParent bool
 	// ReadyTimeout bounds start-up (default 60 s).
@@ -236,6 +240,12 @@ func (c *Cluster) spawn(i int, join string) (*Proc, error) {
 		p.cmd = exec.Command(c.opts.Binary, args...)
 	}
 	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
+	if c.opts.GossipKey != "" {
+		if p.cmd.Env == nil {
+			p.cmd.Env = os.Environ()
+		}
+		p.cmd.Env = append(p.cmd.Env, "SHOAL_GOSSIP_KEY="+c.opts.GossipKey)
+	}
 	p.cmd.SysProcAttr = childProcAttr()
 	if err := p.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", name, err)

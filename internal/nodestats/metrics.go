@@ -194,6 +194,7 @@ func (s *Sources) clusterMetrics(e emitter) {
 		}
 	}
 	e.gauge("shoal_cluster_members_alive", "members this node sees alive", float64(alive))
+	e.counter("shoal_cluster_member_failures_total", "members this node saw fail (declared dead by the failure detector)", s.Node.Failures())
 	for _, c := range s.Node.Refusals().Snapshot() {
 		e.counter("shoal_peer_refused_total", "peer traffic refused, by listener (rpc, raft, gossip, bus, keyring) and reason",
 			c.Count, "listener", c.Listener, "reason", c.Reason)
