@@ -45,7 +45,7 @@ type Node struct {
 	self Meta
 
 	refusals *refusals
-	failures atomic.Uint64 // members this node saw fail
+	failures atomic.Uint64       // members this node saw fail
 	keyMu    sync.Mutex          // orders keyring changes and reads
 	keyring  *memberlist.Keyring // nil: gossip is not encrypted
 
