@@ -256,7 +256,8 @@ var funcs = template.FuncMap{
 	"num":   num,
 	"bytes": byteSize,
 	"pct":   func(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) + " %" },
-	"add":   func(a, b int) int { return a + b },
+	"add":      func(a, b int) int { return a + b },
+	"schedule": scheduleText,
 	"meanWait": func(ps gitfront.PoolStats) time.Duration {
 		if ps.Served == 0 {
 			return 0
@@ -272,6 +273,15 @@ var funcs = template.FuncMap{
 	"jobURL": func(id, action string) string {
 		return Prefix + "jobs/" + url.PathEscape(id) + "/" + action
 	},
+}
+
+// scheduleText is a schedule as people say it: an interval on the fixed
+// grid from the Unix epoch (the built-in jobs') is just "every 30s".
+func scheduleText(s scheduler.Schedule) string {
+	if s.Kind == scheduler.KindInterval && s.First.Equal(time.Unix(0, 0)) {
+		return "every " + s.Every.String()
+	}
+	return s.String()
 }
 
 // human writes a duration briefly: 45s, 3m12s, 2h05m, 3d4h.

@@ -296,7 +296,9 @@ func movedPartitions(old, t *l2cache.PartitionTable) []bool {
 		return moved
 	}
 	for p := range t.Replicas {
-		moved[p] = old.Owner(p) != t.Owner(p)
+		// A partition that had no owner (the table before the first
+		// members) did not move.
+		moved[p] = old.Owner(p) != "" && old.Owner(p) != t.Owner(p)
 	}
 	return moved
 }
