@@ -253,9 +253,9 @@ var funcs = template.FuncMap{
 		}
 		return t.UTC().Format(time.RFC3339)
 	},
-	"num":   num,
-	"bytes": byteSize,
-	"pct":   func(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) + " %" },
+	"num":      num,
+	"bytes":    byteSize,
+	"pct":      func(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) + " %" },
 	"add":      func(a, b int) int { return a + b },
 	"schedule": scheduleText,
 	"meanWait": func(ps gitfront.PoolStats) time.Duration {
