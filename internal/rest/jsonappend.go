@@ -74,93 +74,79 @@ func appendJSONString(dst []byte, s string) []byte {
 	return append(dst, '"')
 }
 
-// jsonObject appends the fields of one object: field writes the key and
-// the separator before it.
-type jsonObject struct {
-	b     []byte
-	first bool
-}
+// The objects are written as runs of literal bytes (keys, quotes, colons
+// and commas in one append) between the values, in encoding/json's field
+// order.
 
-func openObject(dst []byte) jsonObject { return jsonObject{b: append(dst, '{'), first: true} }
-
-func (o *jsonObject) field(name string) {
-	if !o.first {
-		o.b = append(o.b, ',')
+func appendJSONBool(dst []byte, v bool) []byte {
+	if v {
+		return append(dst, "true"...)
 	}
-	o.first = false
-	o.b = append(o.b, '"')
-	o.b = append(o.b, name...) // field names are plain ASCII
-	o.b = append(o.b, '"', ':')
+	return append(dst, "false"...)
 }
-
-func (o *jsonObject) str(name, v string) {
-	o.field(name)
-	o.b = appendJSONString(o.b, v)
-}
-
-func (o *jsonObject) int(name string, v int64) {
-	o.field(name)
-	o.b = strconv.AppendInt(o.b, v, 10)
-}
-
-func (o *jsonObject) bool(name string, v bool) {
-	o.field(name)
-	o.b = strconv.AppendBool(o.b, v)
-}
-
-func (o *jsonObject) close() []byte { return append(o.b, '}') }
 
 func (u userJSON) appendJSON(dst []byte) []byte {
-	o := openObject(dst)
-	o.str("name", u.Name)
-	o.str("emailAddress", u.EmailAddress)
-	o.int("id", u.ID)
-	o.str("displayName", u.DisplayName)
-	o.bool("active", u.Active)
-	o.str("slug", u.Slug)
-	o.str("type", u.Type)
-	return o.close()
+	dst = append(dst, `{"name":`...)
+	dst = appendJSONString(dst, u.Name)
+	dst = append(dst, `,"emailAddress":`...)
+	dst = appendJSONString(dst, u.EmailAddress)
+	dst = append(dst, `,"id":`...)
+	dst = strconv.AppendInt(dst, u.ID, 10)
+	dst = append(dst, `,"displayName":`...)
+	dst = appendJSONString(dst, u.DisplayName)
+	dst = append(dst, `,"active":`...)
+	dst = appendJSONBool(dst, u.Active)
+	dst = append(dst, `,"slug":`...)
+	dst = appendJSONString(dst, u.Slug)
+	dst = append(dst, `,"type":`...)
+	dst = appendJSONString(dst, u.Type)
+	return append(dst, '}')
 }
 
 func (r refJSON) appendJSON(dst []byte) []byte {
-	o := openObject(dst)
-	o.str("id", r.ID)
-	o.str("displayId", r.DisplayID)
-	o.field("repository")
-	repo := openObject(o.b)
-	repo.str("slug", r.Repository.Slug)
-	repo.field("project")
-	project := openObject(repo.b)
-	project.str("key", r.Repository.Project.Key)
-	repo.b = project.close()
-	o.b = repo.close()
-	return o.close()
+	dst = append(dst, `{"id":`...)
+	dst = appendJSONString(dst, r.ID)
+	dst = append(dst, `,"displayId":`...)
+	dst = appendJSONString(dst, r.DisplayID)
+	dst = append(dst, `,"repository":{"slug":`...)
+	dst = appendJSONString(dst, r.Repository.Slug)
+	dst = append(dst, `,"project":{"key":`...)
+	dst = appendJSONString(dst, r.Repository.Project.Key)
+	return append(dst, "}}}"...)
 }
 
 func (p participantJSON) appendJSON(dst []byte) []byte {
-	o := openObject(dst)
-	o.field("user")
-	o.b = p.User.appendJSON(o.b) // called directly: an interface would box the struct
-	o.str("role", p.Role)
-	return o.close()
+	dst = append(dst, `{"user":`...)
+	dst = p.User.appendJSON(dst) // called directly: an interface would box the struct
+	dst = append(dst, `,"role":`...)
+	dst = appendJSONString(dst, p.Role)
+	return append(dst, '}')
 }
 
 func (p pullRequestJSON) appendJSON(dst []byte) []byte {
-	o := openObject(dst)
-	o.int("id", p.ID)
-	o.int("version", p.Version)
-	o.str("title", p.Title)
-	o.str("description", p.Description)
-	o.str("state", string(p.State))
-	o.bool("open", p.Open)
-	o.bool("closed", p.Closed)
-	o.int("createdDate", p.CreatedDate)
-	o.int("updatedDate", p.UpdatedDate)
-	o.field("fromRef")
-	o.b = p.FromRef.appendJSON(o.b) // called directly: an interface would box the struct
-	o.field("toRef")
-	o.b = p.ToRef.appendJSON(o.b) // called directly: an interface would box the struct
-	o.field("author")
-	o.b = p.Author.appendJSON(o.b) // called directly: an interface would box the struct
-	return o.close()
+	dst = append(dst, `{"id":`...)
+	dst = strconv.AppendInt(dst, p.ID, 10)
+	dst = append(dst, `,"version":`...)
+	dst = strconv.AppendInt(dst, p.Version, 10)
+	dst = append(dst, `,"title":`...)
+	dst = appendJSONString(dst, p.Title)
+	dst = append(dst, `,"description":`...)
+	dst = appendJSONString(dst, p.Description)
+	dst = append(dst, `,"state":`...)
+	dst = appendJSONString(dst, string(p.State))
+	dst = append(dst, `,"open":`...)
+	dst = appendJSONBool(dst, p.Open)
+	dst = append(dst, `,"closed":`...)
+	dst = appendJSONBool(dst, p.Closed)
+	dst = append(dst, `,"createdDate":`...)
+	dst = strconv.AppendInt(dst, p.CreatedDate, 10)
+	dst = append(dst, `,"updatedDate":`...)
+	dst = strconv.AppendInt(dst, p.UpdatedDate, 10)
+	dst = append(dst, `,"fromRef":`...)
+	dst = p.FromRef.appendJSON(dst) // called directly: an interface would box the struct
+	dst = append(dst, `,"toRef":`...)
+	dst = p.ToRef.appendJSON(dst)
+	dst = append(dst, `,"author":`...)
+	dst = p.Author.appendJSON(dst)
+	return append(dst, '}')
 }
