@@ -258,6 +258,7 @@ func cmdClient(c *conn, a [][]byte) {
 			c.o.bulkString(name)
 		}
 	case sub == "INFO" && len(a) == 2:
+		c.snapshot()
 		c.o.verbatim(c.info(time.Now()))
 	case sub == "LIST":
 		var b strings.Builder
@@ -279,6 +280,7 @@ func cmdClient(c *conn, a [][]byte) {
 				cs = slices.DeleteFunc(cs, func(x *conn) bool { return (x.sub.count() > 0) != (t == "pubsub") })
 			}
 		}
+		c.snapshot()
 		for _, x := range cs {
 			b.WriteString(x.info(now))
 		}
@@ -331,21 +333,17 @@ func unknownSub(a [][]byte, cmd string) string {
 // info is the connection's line in CLIENT LIST.
 func (c *conn) info(now time.Time) string {
 	c.mu.Lock()
-	name, last, at, lib, ver := c.name, c.lastCmd, c.lastAt, c.libName, c.libVer
+	name, last, at, lib, ver, snap := c.name, c.lastCmd, c.lastAt, c.libName, c.libVer, c.snap
 	c.mu.Unlock()
 	flags := "N"
 	if c.sub.count() > 0 {
 		flags = "P"
 	}
-	if c.tr.on() {
+	if snap.tracking {
 		flags += "t"
 	}
-	user := "default"
-	if c.user != nil {
-		user = c.user.Name
-	}
 	resp := 2
-	if c.o.resp3 {
+	if snap.resp3 {
 		resp = 3
 	}
 	if last == "" {
@@ -353,7 +351,7 @@ func (c *conn) info(now time.Time) string {
 	}
 	return fmt.Sprintf("id=%d addr=%s laddr=%s fd=-1 name=%s age=%d idle=%d flags=%s db=0 sub=%d psub=%d ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=%s user=%s redir=%d resp=%d lib-name=%s lib-ver=%s\n",
 		c.id, c.addr, c.laddr, name, int(now.Sub(c.created).Seconds()), int(now.Sub(at).Seconds()), flags,
-		c.sub.channels(), c.sub.patterns(), last, user, c.tr.getRedir(), resp, lib, ver)
+		c.sub.channels(), c.sub.patterns(), last, snap.user, snap.redir, resp, lib, ver)
 }
 
 func cmdConfig(c *conn, a [][]byte) {

@@ -27,12 +27,12 @@ func init() {
 
 // nodeID is a member's CLUSTER node ID: 40 hex digits, stable for its name.
 func (s *Server) nodeID(name string) string {
-	if id, ok := s.ids.Load(name); ok {
+	if id, ok := s.nodeIDs.Load(name); ok {
 		return id.(string)
 	}
 	sum := sha1.Sum([]byte("shoal-node:" + name))
 	id := hex.EncodeToString(sum[:])
-	s.ids.Store(name, id)
+	s.nodeIDs.Store(name, id)
 	return id
 }
 

@@ -37,7 +37,9 @@ type conn struct {
 	lastAt  time.Time
 	libName string
 	libVer  string
+	snap    connSnap // the conn goroutine's state as of its last batch
 
+	ncmd        int // commands run
 	user        *Principal
 	clusterMode bool
 	quit        bool
@@ -48,7 +50,7 @@ type conn struct {
 	items     []item
 	ops       []dmap.Op
 	batchOpt  dmap.DoOptions
-	trackKeys []string // keys read by the batch, to remember if tracking
+	trackKeys []string // keys the batch reads, registered before it runs
 
 	wmu    sync.Mutex
 	proto3 bool     // RESP3 (under wmu: pushers read it)
@@ -135,10 +137,29 @@ func (c *conn) serve() {
 			}
 		}
 		c.runBatch()
+		c.snapshot()
 		if !c.flush() {
 			return
 		}
 	}
+}
+
+// connSnap is what CLIENT LIST shows of another connection.
+type connSnap struct {
+	tracking bool
+	resp3    bool
+	user     string
+	redir    int64
+}
+
+func (c *conn) snapshot() {
+	s := connSnap{tracking: c.tr.on(), resp3: c.o.resp3, user: "default", redir: c.tr.getRedir()}
+	if c.user != nil {
+		s.user = c.user.Name
+	}
+	c.mu.Lock()
+	c.snap = s
+	c.mu.Unlock()
 }
 
 func isConnReset(err error) bool {
@@ -245,6 +266,7 @@ func (c *conn) redirects() bool {
 // the batch first and then itself.
 func (c *conn) exec(args [][]byte) {
 	start := time.Now()
+	c.ncmd++
 	spec := lookup(args[0])
 	c.s.totCmd.Add(1)
 	if spec == nil {
@@ -322,7 +344,10 @@ func (c *conn) runBatch() {
 	var err error
 	if len(c.ops) > 0 {
 		if c.batchOpt.Track {
-			c.tr.beginReads(c)
+			for i := range c.items {
+				c.trackKeys = append(c.trackKeys, c.items[i].keys...)
+			}
+			c.tr.beginReads(c, c.trackKeys)
 		}
 		ctx, cancel := context.WithTimeout(c.s.ctx, c.s.cfg.Timeout)
 		rs, err = c.s.m.Do(ctx, c.ops, c.batchOpt)
@@ -339,15 +364,9 @@ func (c *conn) runBatch() {
 			c.o.err(errorText(err))
 		default:
 			it.done(c, rs[off:off+it.n])
-			if len(it.keys) > 0 && len(c.o.b) > mark && c.o.b[mark] != '-' {
-				c.trackKeys = append(c.trackKeys, it.keys...)
-			}
 		}
 		off += it.n
 		c.s.stats.record(it.spec, time.Since(it.start), len(c.o.b) > mark && c.o.b[mark] == '-')
-	}
-	if c.batchOpt.Track {
-		c.tr.endReads(c, c.trackKeys)
 	}
 	clear(c.items)
 	clear(c.ops)

@@ -137,6 +137,7 @@ type Server struct {
 
 	mu     sync.Mutex
 	conns  map[*conn]struct{}
+	ids    map[int64]*conn
 	closed bool
 	wg     sync.WaitGroup
 	once   sync.Once
@@ -144,7 +145,7 @@ type Server struct {
 	nextID                     atomic.Int64
 	accepted, rejected, totCmd atomic.Uint64
 	stats                      *cmdStats
-	ids                        sync.Map // member name → CLUSTER node ID
+	nodeIDs                    sync.Map // member name → CLUSTER node ID
 	track                      *tracker
 	ps                         *pubsub
 }
@@ -167,7 +168,7 @@ func Start(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("resp listen on %s: %w", cfg.Addr, err)
 		}
 	}
-	s := &Server{cfg: cfg, ln: ln, m: cfg.Map, self: cfg.Map.Self(), conns: map[*conn]struct{}{},
+	s := &Server{cfg: cfg, ln: ln, m: cfg.Map, self: cfg.Map.Self(), conns: map[*conn]struct{}{}, ids: map[int64]*conn{},
 		start: time.Now(), stats: newCmdStats()}
 	s.ctx, s.stop = context.WithCancel(context.Background())
 	s.track = newTracker(s)
@@ -238,6 +239,7 @@ func (s *Server) acceptLoop() {
 			continue
 		}
 		s.conns[c] = struct{}{}
+		s.ids[c.id] = c
 		s.wg.Add(1)
 		s.mu.Unlock()
 		s.accepted.Add(1)
@@ -246,9 +248,17 @@ func (s *Server) acceptLoop() {
 			c.serve()
 			s.mu.Lock()
 			delete(s.conns, c)
+			delete(s.ids, c.id)
 			s.mu.Unlock()
 		}()
 	}
+}
+
+// byID is the open connection with that ID, or nil.
+func (s *Server) byID(id int64) *conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ids[id]
 }
 
 // clients returns the open connections.
