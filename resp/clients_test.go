@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -138,6 +140,31 @@ func TestClients(t *testing.T) {
 		}
 		if vs, err := rdb.MGet(ctx, "{u}a", "{u}b").Result(); err != nil || vs[0] != "1" || vs[1] != "2" {
 			t.Fatalf("MGET: %v %v", vs, err)
+		}
+	})
+
+	t.Run("stats", func(t *testing.T) {
+		c := dial(t, sc.addrs[0])
+		c.auth(t)
+		for range 3 {
+			c.do(t, "SET", "stat", "1")
+		}
+		c.do(t, "INCR", "plain:h") // WRONGTYPE: a failed call
+		info := c.do(t, "INFO", "commandstats")
+		if !strings.Contains(info, "cmdstat_set:calls=") || !strings.Contains(info, "cmdstat_incr:calls=1,") || !strings.Contains(info, "failed_calls=1") {
+			t.Fatalf("INFO commandstats: %s", info)
+		}
+		res, err := http.Get("http://" + sc.nodes[0].HTTPAddr() + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		for _, want := range []string{`shoal_resp_commands_total{command="set",node="node1"}`, `shoal_resp_command_errors_total{command="incr",node="node1"} 1`,
+			`shoal_resp_command_seconds_bucket{command="set",node="node1",le="0.001"}`, `shoal_maps_keys{node="node1"}`} {
+			if !strings.Contains(string(body), want) {
+				t.Errorf("/metrics lacks %s", want)
+			}
 		}
 	})
 

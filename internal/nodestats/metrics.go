@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/shoal-dev/shoal/cluster"
+	"github.com/shoal-dev/shoal/resp"
 )
 
 // MetricsHandler serves /metrics from a registry of the node's own: the
@@ -37,6 +38,42 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	c.s.frontMetrics(e)
 	c.s.clusterMetrics(e)
 	c.s.securityMetrics(e)
+	c.s.mapMetrics(e)
+}
+
+// mapMetrics are the named maps' counters and the RESP endpoint's, per
+// command: calls, errors and a latency histogram.
+func (s *Sources) mapMetrics(e emitter) {
+	if s.Maps != nil {
+		st := s.Maps.Stats()
+		e.gauge("shoal_maps_keys", "keys of the named maps this node owns", float64(st.Keys))
+		e.gauge("shoal_maps_bytes", "bytes of the named maps this node owns (as the memory bound counts them)", float64(st.Bytes))
+		e.gauge("shoal_maps_backup_keys", "keys this node holds as a backup", float64(st.BackupKeys))
+		e.counter("shoal_maps_evictions_total", "keys evicted past --maps-max-bytes", st.Evictions)
+		e.counter("shoal_maps_expired_total", "keys removed when their deadline passed", st.Expired)
+		e.counter("shoal_maps_forwarded_total", "calls sent to another node's partitions", st.RemoteCalls)
+		e.counter("shoal_maps_not_acked_total", "writes whose backups or holders could not be told (answered TRYAGAIN)", st.NotAcked)
+		e.counter("shoal_maps_invalidations_sent_total", "invalidations sent to holders of changed keys", st.InvalidationsSent)
+		e.counter("shoal_maps_takeovers_total", "partitions taken over from a backup copy", st.Takeovers)
+	}
+	if s.RESP == nil {
+		return
+	}
+	st := s.RESP.Stats()
+	e.gauge("shoal_resp_connections", "open RESP connections", float64(st.Connected))
+	e.counter("shoal_resp_connections_total", "RESP connections accepted", st.Accepted)
+	for _, c := range st.Commands {
+		e.counter("shoal_resp_commands_total", "RESP commands run", c.Calls, "command", c.Name)
+		e.counter("shoal_resp_command_errors_total", "RESP commands answered with an error", c.Failed, "command", c.Name)
+		buckets := map[float64]uint64{}
+		var cum uint64
+		for i, b := range resp.LatencyBuckets {
+			cum += c.Buckets[i]
+			buckets[b] = cum
+		}
+		e.ch <- prometheus.MustNewConstHistogram(prometheus.NewDesc("shoal_resp_command_seconds", "RESP command latency, from reading it to its reply",
+			[]string{"command"}, nil), c.Calls, float64(c.Usec)/1e6, buckets, c.Name)
+	}
 }
 
 // securityMetrics are the certificates' expiry (the refused peers are

@@ -20,10 +20,12 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/cluster"
+	"github.com/shoal-dev/shoal/dmap"
 	"github.com/shoal-dev/shoal/gitfront"
 	"github.com/shoal-dev/shoal/internal/tlsutil"
 	"github.com/shoal-dev/shoal/l2cache"
 	"github.com/shoal-dev/shoal/packcache"
+	"github.com/shoal-dev/shoal/resp"
 )
 
 // Sources are what a node's counters are read from. Node, Cache and Lease
@@ -38,6 +40,10 @@ type Sources struct {
 	Front  *gitfront.Front
 	// TLS is the node's certificates (nil without TLS).
 	TLS *tlsutil.Reloader
+	// Maps is the node's part of the named maps; RESP its Redis protocol
+	// endpoint (nil when off).
+	Maps *dmap.DMap
+	RESP *resp.Server
 }
 
 // Stats is the JSON of GET /v1/stats: the node's counters as numbers, the

@@ -84,6 +84,7 @@ func (s *Server) startServices(ctx context.Context, mux *http.ServeMux) (http.Ha
 		return nil, err
 	}
 	s.svc.stats = nodestats.Sources{Node: s.node, Cache: s.svc.cache, Keeper: s.svc.keeper, Lease: s.svc.lease, Packs: s.svc.packs,
+		Maps: s.svc.maps, RESP: s.svc.resp,
 		TLS: s.tls}
 	if err := s.startScheduler(); err != nil {
 		return nil, err
