@@ -39,12 +39,16 @@ type NodePlacement struct {
 	RPC  string `json:"rpc"`
 	// PID is the node's process (the bench's own in process).
 	PID int `json:"pid"`
+	// Token is an administrator's access token, for the bench's reads of
+	// the node's /v1 API.
+	Token string `json:"-"`
 }
 
 // armConfig is what starting an arm's cluster needs.
 type armConfig struct {
 	arm          Arm
 	dir, db      string
+	token        string // an administrator's access token in db
 	binary       string // empty: in process
 	invalidation string
 	backups      int
@@ -74,25 +78,28 @@ func startArm(ctx context.Context, c armConfig) (armCluster, error) {
 }
 
 // procCluster is an arm of 'shoal node' processes.
-type procCluster struct{ c *localcluster.Cluster }
+type procCluster struct {
+	c     *localcluster.Cluster
+	token string
+}
 
 func startProcesses(ctx context.Context, c armConfig) (armCluster, error) {
 	lc, err := localcluster.Start(ctx, localcluster.Options{
 		Binary: c.binary, N: c.arm.Nodes, Dir: c.dir, CacheMode: c.arm.Mode, LogLevel: "warn", Preset: "loopback",
-		BootstrapExpect: c.arm.Nodes, WatchParent: true, ReadyTimeout: 90 * time.Second,
+		BootstrapExpect: c.arm.Nodes, WatchParent: true, ReadyTimeout: 90 * time.Second, Token: c.token,
 		Args: []string{"--db", c.db, "--invalidation", c.invalidation, "--backups", strconv.Itoa(c.backups),
 			"--pack-cache=false", "--pool-web", strconv.Itoa(couplingWebPool)},
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &procCluster{c: lc}, nil
+	return &procCluster{c: lc, token: c.token}, nil
 }
 
 func (p *procCluster) Nodes() []NodePlacement {
 	var out []NodePlacement
 	for _, n := range p.c.Nodes() {
-		out = append(out, NodePlacement{Name: n.Name, HTTP: n.HTTP, RPC: n.RPC, PID: n.PID})
+		out = append(out, NodePlacement{Name: n.Name, HTTP: n.HTTP, RPC: n.RPC, PID: n.PID, Token: p.token})
 	}
 	return out
 }
@@ -100,10 +107,13 @@ func (p *procCluster) Nodes() []NodePlacement {
 func (p *procCluster) Stop() { p.c.Stop(15 * time.Second) }
 
 // inProcCluster is an arm of server.Servers in this process.
-type inProcCluster struct{ servers []*server.Server }
+type inProcCluster struct {
+	servers []*server.Server
+	token   string
+}
 
 func startInProcess(ctx context.Context, c armConfig) (armCluster, error) {
-	ic := &inProcCluster{}
+	ic := &inProcCluster{token: c.token}
 	for i := 1; i <= c.arm.Nodes; i++ {
 		s, err := startServer(c, i)
 		if err != nil {
@@ -139,7 +149,7 @@ func (ic *inProcCluster) Nodes() []NodePlacement {
 	var out []NodePlacement
 	for _, s := range ic.servers {
 		out = append(out, NodePlacement{Name: s.Node().Name(), HTTP: s.HTTPAddr(), RPC: s.Node().Self().RPC,
-			PID: nodestats.ReadProcessStats().PID})
+			PID: nodestats.ReadProcessStats().PID, Token: ic.token})
 	}
 	return out
 }
@@ -179,7 +189,7 @@ func nodeServing(ctx context.Context, n NodePlacement, arm Arm) error {
 	if _, err := httpc.Do(ctx, http.MethodGet, n.HTTP, "/readyz", nil); err != nil {
 		return err
 	}
-	v, err := localcluster.FetchView(ctx, n.HTTP)
+	v, err := localcluster.FetchView(ctx, n.HTTP, n.Token)
 	if err != nil {
 		return err
 	}
@@ -189,7 +199,7 @@ func nodeServing(ctx context.Context, n NodePlacement, arm Arm) error {
 	if arm.Mode == cluster.CacheModeLocal {
 		return nil
 	}
-	st, err := fetchStats(ctx, n.HTTP)
+	st, err := fetchStats(ctx, n)
 	if err != nil {
 		return err
 	}
@@ -199,15 +209,16 @@ func nodeServing(ctx context.Context, n NodePlacement, arm Arm) error {
 	return nil
 }
 
-// fetchStats reads a node's /v1/stats.
-func fetchStats(ctx context.Context, httpAddr string) (*nodestats.Stats, error) {
-	body, err := httpc.Do(ctx, http.MethodGet, httpAddr, "/v1/stats", nil)
+// fetchStats reads a node's /v1/stats, as an administrator (the
+// process's memory is for administrators).
+func fetchStats(ctx context.Context, n NodePlacement) (*nodestats.Stats, error) {
+	body, err := httpc.DoToken(ctx, n.Token, http.MethodGet, n.HTTP, "/v1/stats", nil)
 	if err != nil {
 		return nil, err
 	}
 	var st nodestats.Stats
 	if err := json.Unmarshal(body, &st); err != nil {
-		return nil, fmt.Errorf("%s /v1/stats: %w", httpAddr, err)
+		return nil, fmt.Errorf("%s /v1/stats: %w", n.HTTP, err)
 	}
 	return &st, nil
 }
@@ -223,7 +234,7 @@ type counterSnapshot struct {
 func takeSnapshot(ctx context.Context, nodes []NodePlacement) (counterSnapshot, error) {
 	s := counterSnapshot{sockets: rpcSockets(ctx, nodes), machine: readMachineCPU()}
 	for _, n := range nodes {
-		st, err := fetchStats(ctx, n.HTTP)
+		st, err := fetchStats(ctx, n)
 		if err != nil {
 			return s, fmt.Errorf("%s: %w", n.Name, err)
 		}

@@ -124,7 +124,7 @@ func (r *couplingRunner) runArm(ctx context.Context, rep, idx int, arm Arm) (ar 
 		return ar, err
 	}
 	r.progress.describe(fmt.Sprintf("repeat %d/%d, arm %d/%d %s: starting", rep, r.o.Repeat, idx+1, len(e.Arms()), arm.Name()))
-	ac, err := startArm(ctx, armConfig{arm: arm, dir: dir, db: db, binary: r.nodeBinary(),
+	ac, err := startArm(ctx, armConfig{arm: arm, dir: dir, db: db, token: r.data.token, binary: r.nodeBinary(),
 		invalidation: e.Invalidation, backups: *e.Backups, logger: r.o.Logger})
 	if err != nil {
 		ar.Error = err.Error()
@@ -445,7 +445,7 @@ func (r *couplingRunner) runSwitch(ctx context.Context, rep int) (sr SwitchRun, 
 		return fail(err)
 	}
 	r.progress.describe(fmt.Sprintf("repeat %d/%d, %s: starting", rep, r.o.Repeat, name))
-	ac, err := startArm(ctx, armConfig{arm: arm, dir: dir, db: db, binary: r.nodeBinary(),
+	ac, err := startArm(ctx, armConfig{arm: arm, dir: dir, db: db, token: r.data.token, binary: r.nodeBinary(),
 		invalidation: e.Invalidation, backups: *e.Backups, logger: r.o.Logger})
 	if err != nil {
 		return fail(err)

@@ -108,7 +108,7 @@ func detectOnce(ctx context.Context, o Options, c *localcluster.Cluster) (time.D
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			d, err := waitFailed(ctx, p.HTTP, victim.Name, start)
+			d, err := waitFailed(ctx, p.HTTP, c.Token(), victim.Name, start)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil && firstErr == nil {
@@ -121,9 +121,9 @@ func detectOnce(ctx context.Context, o Options, c *localcluster.Cluster) (time.D
 	return slowest, firstErr
 }
 
-func waitFailed(ctx context.Context, httpAddr, victim string, start time.Time) (time.Duration, error) {
+func waitFailed(ctx context.Context, httpAddr, token, victim string, start time.Time) (time.Duration, error) {
 	for {
-		v, err := localcluster.FetchView(ctx, httpAddr)
+		v, err := localcluster.FetchView(ctx, httpAddr, token)
 		if err == nil && localcluster.StateOf(v, victim) == "failed" {
 			return time.Since(start), nil
 		}

@@ -30,6 +30,7 @@ func failoverOnce(ctx context.Context, o Options, c *localcluster.Cluster) (time
 	put := func(i int) bool {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPut,
 			fmt.Sprintf("http://%s/v1/kv/failover/%d", via.HTTP, i), strings.NewReader("x"))
+		req.Header.Set("Authorization", "Bearer "+c.Token())
 		resp, err := client.Do(req)
 		if err != nil {
 			return false
@@ -62,7 +63,7 @@ func waitLeader(ctx context.Context, c *localcluster.Cluster) (int, error) {
 	defer cancel()
 	for {
 		for i, p := range c.Nodes() {
-			v, err := localcluster.FetchView(ctx, p.HTTP)
+			v, err := localcluster.FetchView(ctx, p.HTTP, c.Token())
 			if err == nil && v.Raft.Role == "leader" && v.Raft.Leader == p.Name {
 				return i + 1, nil
 			}

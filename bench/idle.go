@@ -119,7 +119,7 @@ func Idle(ctx context.Context, o IdleOptions) (*IdleResult, error) {
 				return res, fmt.Errorf("idle: %s exited (%v); see %s", p.Name, p.ExitErr(), p.Log)
 			}
 			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			v, err := localcluster.FetchView(sctx, p.HTTP)
+			v, err := localcluster.FetchView(sctx, p.HTTP, c.Token())
 			cancel()
 			if err == nil && localcluster.CountState(v, "alive") != o.N {
 				notAlive = true
@@ -179,7 +179,7 @@ func waitAgreedLeader(ctx context.Context, c *localcluster.Cluster, timeout time
 	for {
 		leader, agree := "", true
 		for _, p := range c.Nodes() {
-			v, err := localcluster.FetchView(ctx, p.HTTP)
+			v, err := localcluster.FetchView(ctx, p.HTTP, c.Token())
 			if err != nil || v.Raft.Leader == "" || (leader != "" && v.Raft.Leader != leader) {
 				agree = false
 				break

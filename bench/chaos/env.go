@@ -203,7 +203,7 @@ type clusterView struct {
 }
 
 func (e *Env) view(ctx context.Context, i int) (*clusterView, error) {
-	code, body, err := doReq(ctx, e.probe, http.MethodGet, "http://"+e.HTTP(i)+"/v1/cluster", nil, false)
+	code, body, err := doReq(ctx, e.probe, http.MethodGet, "http://"+e.HTTP(i)+"/v1/cluster", nil, true)
 	if err != nil {
 		return nil, err
 	}
@@ -298,7 +298,7 @@ func (e *Env) serving(ctx context.Context, i int) error {
 	if err != nil || code != http.StatusOK {
 		return fmt.Errorf("readyz: %d %s %v", code, bytes.TrimSpace(body), err)
 	}
-	code, body, err = doReq(ctx, e.probe, http.MethodGet, "http://"+e.HTTP(i)+"/v1/kv/chaos/probe", nil, false)
+	code, body, err = doReq(ctx, e.probe, http.MethodGet, "http://"+e.HTTP(i)+"/v1/kv/chaos/probe", nil, true)
 	if err != nil || (code != http.StatusOK && code != http.StatusNotFound) {
 		return fmt.Errorf("kv read: %d %s %v", code, bytes.TrimSpace(body), err)
 	}

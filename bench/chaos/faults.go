@@ -194,7 +194,7 @@ func pickOwner(ctx context.Context, e *Env, rng *rand.Rand) (int, string, error)
 func (e *Env) partitionTable(ctx context.Context) (*l2cache.PartitionTable, error) {
 	var last error
 	for _, i := range e.upNodes() {
-		code, body, err := doReq(ctx, e.probe, http.MethodGet, "http://"+e.HTTP(i)+"/v1/kv/"+l2cache.TableKey, nil, false)
+		code, body, err := doReq(ctx, e.probe, http.MethodGet, "http://"+e.HTTP(i)+"/v1/kv/"+l2cache.TableKey, nil, true)
 		if err != nil || code != http.StatusOK {
 			last = fmt.Errorf("node%d: %d %v", i, code, err)
 			continue

@@ -199,7 +199,7 @@ func (e *Env) scheduleRecorder(ctx context.Context) error {
 	job := map[string]any{"runner": "kv.record-run", "mode": "cluster", "params": base64.StdEncoding.EncodeToString([]byte(recPrefix)),
 		"schedule": map[string]string{"kind": "interval", "every": recEvery.String(), "first": "2020-01-01T00:00:00Z"}}
 	b, _ := json.Marshal(job)
-	code, body, err := doReq(ctx, e.probe, http.MethodPut, "http://"+e.HTTP(1)+"/v1/jobs/chaos-record", b, false)
+	code, body, err := doReq(ctx, e.probe, http.MethodPut, "http://"+e.HTTP(1)+"/v1/jobs/chaos-record", b, true)
 	if err != nil || code != http.StatusOK {
 		return fmt.Errorf("scheduling the recording job: %d %s %v", code, body, err)
 	}
@@ -210,12 +210,12 @@ func (e *Env) scheduleRecorder(ctx context.Context) error {
 // time ran twice.
 func checkScheduler(ctx context.Context, e *Env) (SchedulerReport, error) {
 	var r SchedulerReport
-	code, body, err := doReq(ctx, e.probe, http.MethodPost, "http://"+e.HTTP(1)+"/v1/jobs/chaos-record/pause", nil, false)
+	code, body, err := doReq(ctx, e.probe, http.MethodPost, "http://"+e.HTTP(1)+"/v1/jobs/chaos-record/pause", nil, true)
 	if err != nil || code != http.StatusOK {
 		return r, fmt.Errorf("pausing the recording job: %d %s %v", code, body, err)
 	}
 	sleepCtx(ctx, 2*recEvery) // a run in flight finishes
-	code, body, err = doReq(ctx, e.probe, http.MethodGet, "http://"+e.HTTP(1)+"/v1/kv?prefix="+recPrefix, nil, false)
+	code, body, err = doReq(ctx, e.probe, http.MethodGet, "http://"+e.HTTP(1)+"/v1/kv?prefix="+recPrefix, nil, true)
 	if err != nil || code != http.StatusOK {
 		return r, fmt.Errorf("listing the recorded runs: %d %s %v", code, body, err)
 	}

@@ -310,7 +310,7 @@ func (w *workload) kvDo(ctx context.Context, i, client int, in kvInput) (kvOutpu
 		path += "?cas=" + strconv.FormatUint(in.Expect, 10)
 	}
 	start := time.Now()
-	code, resp, err := doReq(ctx, w.e.client, method, w.url(i, path), body, false)
+	code, resp, err := doReq(ctx, w.e.client, method, w.url(i, path), body, true)
 	end := time.Now()
 	if ctx.Err() != nil {
 		// cut off by the end of the load: a write may still apply, so it

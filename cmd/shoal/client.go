@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +14,7 @@ import (
 	"github.com/shoal-dev/shoal/cluster/cp"
 	"github.com/shoal-dev/shoal/internal/cli"
 	"github.com/shoal-dev/shoal/internal/httpc"
+	"github.com/shoal-dev/shoal/internal/localcluster"
 )
 
 // clientSettings are the settings of every command that talks to a
@@ -32,7 +32,7 @@ func bindClient(s *cli.Set) *clientSettings {
 	s.String(&c.user, "user", "a user's name (password in $SHOAL_PASSWORD or --password-stdin)")
 	s.String(&c.password, "password", "the user's password (prefer $SHOAL_PASSWORD or --password-stdin: arguments are visible to other users)")
 	s.Bool(&c.passwordStdin, "password-stdin", "read the password from the first line of standard input")
-	s.String(&c.token, "token", "an access token, sent as a Bearer token")
+	s.String(&c.token, "token", "an access token, sent as a Bearer token (default: the administrator's token that 'shoal up' wrote in <data-dir>/admin-token, for its nodes)")
 	s.Bool(&c.json, "json", "print the JSON answer")
 	return c
 }
@@ -73,6 +73,9 @@ func (c *clientSettings) client(stdin io.Reader, admin bool) (*client, error) {
 		}
 		cl.secret = strings.TrimRight(line, "\r\n")
 	}
+	if cl.user == "" && cl.token == "" {
+		cl.token = c.localToken(node)
+	}
 	if admin && cl.user == "" && cl.token == "" {
 		return nil, usagef("an administrator's credentials are needed: --user NAME (password in $SHOAL_PASSWORD or --password-stdin) or --token (or $SHOAL_TOKEN)")
 	}
@@ -84,6 +87,26 @@ func (c *clientSettings) client(stdin io.Reader, admin bool) (*client, error) {
 		return nil
 	}}
 	return cl, nil
+}
+
+// localToken is the administrator's token that 'shoal up' wrote in the
+// data directory, when node is one of that cluster's nodes (listed in its
+// cluster.json): the token never goes to another address. "" otherwise.
+func (c *clientSettings) localToken(node string) string {
+	var cf clusterFile
+	if readJSONFile(filepath.Join(c.dataDir, "cluster.json"), &cf) != nil {
+		return ""
+	}
+	for _, n := range cf.Nodes {
+		if n.HTTP == node || httpc.Base(n.HTTP) == node {
+			tok, err := localcluster.ReadAdminToken(c.dataDir)
+			if err != nil {
+				return ""
+			}
+			return tok
+		}
+	}
+	return ""
 }
 
 func (c *client) authorize(req *http.Request) {
@@ -117,9 +140,8 @@ func (c *client) do(ctx context.Context, method, path string, body []byte) ([]by
 		return nil, nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		var e struct{ Error string }
-		if json.Unmarshal(out, &e) == nil && e.Error != "" {
-			return nil, nil, fmt.Errorf("%s (HTTP %d)", e.Error, resp.StatusCode)
+		if msg := httpc.ErrorMessage(out); msg != "" {
+			return nil, nil, fmt.Errorf("%s (HTTP %d)", msg, resp.StatusCode)
 		}
 		return nil, nil, fmt.Errorf("%s: %s: %s", req.URL.Host, resp.Status, bytes.TrimSpace(out))
 	}

@@ -78,7 +78,7 @@ func TestMultiProcessKillIsDetected(t *testing.T) {
 	for _, i := range []int{1, 3} {
 		p := c.Nodes()[i-1]
 		for {
-			v, err := localcluster.FetchView(ctx, p.HTTP)
+			v, err := localcluster.FetchView(ctx, p.HTTP, c.Token())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -227,10 +227,14 @@ func childPIDs(t *testing.T, dir string) []int {
 	return pids
 }
 
-func httpDo(method, url string, body string) (int, []byte, error) {
+// httpDo sends a request with an access token ("" for none).
+func httpDo(token, method, url string, body string) (int, []byte, error) {
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
 		return 0, nil, err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -248,7 +252,7 @@ func raftLeader(t *testing.T, c *localcluster.Cluster) int {
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		for i, p := range c.Nodes() {
-			v, err := localcluster.FetchView(context.Background(), p.HTTP)
+			v, err := localcluster.FetchView(context.Background(), p.HTTP, c.Token())
 			if err == nil && v.Raft.Leader == p.Name && v.Raft.Role == "leader" {
 				return i + 1
 			}
@@ -272,7 +276,7 @@ func TestMultiProcessLeaderKill(t *testing.T) {
 	var acked []string
 	write := func(i int) bool {
 		key := fmt.Sprintf("w/%05d", i)
-		code, _, err := httpDo(http.MethodPut, "http://"+via.HTTP+"/v1/kv/"+key, "v")
+		code, _, err := httpDo(c.Token(), http.MethodPut, "http://"+via.HTTP+"/v1/kv/"+key, "v")
 		if err == nil && code == http.StatusOK {
 			acked = append(acked, key)
 			return true
@@ -298,7 +302,7 @@ func TestMultiProcessLeaderKill(t *testing.T) {
 		}
 	}
 	t.Logf("first acknowledged write %v after SIGKILL of the leader", failover)
-	code, body, err := httpDo(http.MethodGet, "http://"+via.HTTP+"/v1/kv?prefix=w/", "")
+	code, body, err := httpDo(c.Token(), http.MethodGet, "http://"+via.HTTP+"/v1/kv?prefix=w/", "")
 	if err != nil || code != http.StatusOK {
 		t.Fatalf("list: %d %v", code, err)
 	}
@@ -323,7 +327,7 @@ func TestMultiProcessLeaderKill(t *testing.T) {
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		code, body, err := httpDo(http.MethodGet, "http://"+back.HTTP+"/v1/kv?prefix=w/&stale", "")
+		code, body, err := httpDo(c.Token(), http.MethodGet, "http://"+back.HTTP+"/v1/kv?prefix=w/&stale", "")
 		if err == nil && code == http.StatusOK {
 			var l []struct{ Key string }
 			if json.Unmarshal(body, &l) == nil && len(l) >= len(acked) {

@@ -441,7 +441,7 @@ func testDefaultBranch(g *gitCluster) {
 // generation is PRJ/app's generation in the store, read through node i.
 func (g *gitCluster) generation(i int) int {
 	g.t.Helper()
-	code, body := g.rest(i, http.MethodGet, "/v1/kv/packcache/gen/"+gitProject+"/app", "", "", "")
+	code, body := g.rest(i, http.MethodGet, "/v1/kv/packcache/gen/"+gitProject+"/app", "admin", adminPW, "")
 	if code == http.StatusNotFound {
 		return 0
 	}

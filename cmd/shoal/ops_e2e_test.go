@@ -254,7 +254,7 @@ func TestRaftPeersAndRemovePeer(t *testing.T) {
 	name := fmt.Sprintf("node%d", victim)
 	via := rc.c.Nodes()[leader-1].HTTP
 	waitUntil(t, 30*time.Second, name+" marked failed", func() bool {
-		v, err := localcluster.FetchView(context.Background(), via)
+		v, err := localcluster.FetchView(context.Background(), via, rc.c.Token())
 		return err == nil && localcluster.StateOf(v, name) == "failed"
 	})
 	if out, err := shoalCLI(t, "raft", "remove-peer", "--addr", via, "--user", "admin", name); err != nil {
@@ -282,7 +282,7 @@ func TestDataDirInUseAndDamagedLog(t *testing.T) {
 	}
 	t.Logf("refused after %v: %s", time.Since(start).Round(time.Millisecond), strings.TrimSpace(string(out)))
 	for i := range 20 {
-		if code, _, err := httpDo(http.MethodPut, fmt.Sprintf("http://%s/v1/kv/k%d", p.HTTP, i), "v"); err != nil || code != http.StatusOK {
+		if code, _, err := httpDo(c.Token(), http.MethodPut, fmt.Sprintf("http://%s/v1/kv/k%d", p.HTTP, i), "v"); err != nil || code != http.StatusOK {
 			t.Fatalf("put: %d %v", code, err)
 		}
 	}
@@ -441,7 +441,7 @@ func missing(have map[string]string, keys []string, n int) []string {
 func raftViews(rc *restCluster) string {
 	var b strings.Builder
 	for i, p := range rc.c.Nodes() {
-		v, err := localcluster.FetchView(context.Background(), p.HTTP)
+		v, err := localcluster.FetchView(context.Background(), p.HTTP, rc.c.Token())
 		if err != nil {
 			fmt.Fprintf(&b, "node%d: %v\n", i+1, err)
 			continue

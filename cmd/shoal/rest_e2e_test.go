@@ -918,7 +918,7 @@ func TestRESTDrain(t *testing.T) {
 	for i := 1; i < victim; i++ {
 		deadline := time.Now().Add(10 * time.Second)
 		for {
-			v, err := localcluster.FetchView(context.Background(), rc.c.Nodes()[i-1].HTTP)
+			v, err := localcluster.FetchView(context.Background(), rc.c.Nodes()[i-1].HTTP, rc.c.Token())
 			if err == nil && localcluster.StateOf(v, p.Name) == "left" {
 				break
 			}

@@ -225,7 +225,8 @@ func allAlive(dir string) bool {
 	}
 	for _, n := range cf.Nodes {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		v, err := localcluster.FetchView(ctx, n.HTTP)
+		tok, _ := localcluster.ReadAdminToken(dir)
+		v, err := localcluster.FetchView(ctx, n.HTTP, tok)
 		cancel()
 		if err != nil || localcluster.CountState(v, "alive") != 3 {
 			return false

@@ -91,6 +91,7 @@ func (u *upSettings) validate(s *cli.Set) error {
 		o.Args = append(o.Args, "--db", u.db)
 	}
 	o.CacheMode, o.LogLevel = u.node.Cluster.CacheMode, levelValue{&u.level}.String()
+	o.AdminUser = u.seedCfg.AdminName
 	if o.N < 1 || o.N > 64 {
 		return usagef("-n %d: want 1 to 64 nodes", o.N)
 	}
@@ -115,7 +116,7 @@ func (u *upSettings) run(ctx context.Context, sio stdio) error {
 	// One 'shoal up' per cluster directory: a second one would fail on
 	// the first node's lock or ports, and its nodes would share the
 	// running nodes' log files.
-	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return err
 	}
 	lock, err := dirlock.Acquire(ctx, o.Dir, 0)
@@ -154,7 +155,10 @@ func (u *upSettings) run(ctx context.Context, sio stdio) error {
 	}
 	printProcs(stdout, c.Nodes())
 	fmt.Fprintf(stdout, "\ncluster of %d nodes is up (cache mode %s); logs in %s/<node>/node.log\n", o.N, o.CacheMode, o.Dir)
-	fmt.Fprintf(stdout, "try:  %s status --data-dir %s --all    or    curl http://%s/v1/cluster\n", selfName(), o.Dir, c.Nodes()[0].HTTP)
+	fmt.Fprintf(stdout, "an administrator's (%s) access token is in %s; the shoal commands use it when given no credentials\n",
+		o.AdminUser, filepath.Join(o.Dir, localcluster.AdminTokenFile))
+	fmt.Fprintf(stdout, "try:  %s status --data-dir %s --all    or    curl -H \"Authorization: Bearer $(cat %s)\" http://%s/v1/cluster\n",
+		selfName(), o.Dir, filepath.Join(o.Dir, localcluster.AdminTokenFile), c.Nodes()[0].HTTP)
 	fmt.Fprintf(stdout, "A node that exits is started again; '%s up restart NAME --data-dir %s' restarts one. Ctrl-C stops the cluster.\n",
 		selfName(), o.Dir)
 	reqs := make(chan *restartReq)
@@ -231,7 +235,7 @@ func selfName() string {
 // upSeed seeds the database before the nodes start, unless it already
 // holds data (a cluster started again from its directory).
 func upSeed(ctx context.Context, url, dir string, cfg domain.SeedConfig, stdout io.Writer) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
 	err := seedDatabase(ctx, url, filepath.Join(dir, "repos"), cfg, stdout)

@@ -24,13 +24,22 @@ func Base(addr string) string {
 	return strings.TrimSuffix(addr, "/")
 }
 
-// Do sends a request to Base(addr)+path and returns the body of a 200
-// answer. Any other status is an error carrying the node's JSON "error"
-// message when there is one, else the status and body.
+// Do sends an anonymous request to Base(addr)+path and returns the body
+// of a 200 answer. Any other status is an error carrying the node's error
+// message (ErrorMessage) when there is one, else the status and body.
 func Do(ctx context.Context, method, addr, path string, body []byte) ([]byte, error) {
+	return DoToken(ctx, "", method, addr, path, body)
+}
+
+// DoToken is Do with an access token sent as a Bearer token ("" sends
+// none).
+func DoToken(ctx context.Context, token, method, addr, path string, body []byte) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, method, Base(addr)+path, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -42,11 +51,35 @@ func Do(ctx context.Context, method, addr, path string, body []byte) ([]byte, er
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		var e struct{ Error string }
-		if json.Unmarshal(out, &e) == nil && e.Error != "" {
-			return nil, fmt.Errorf("%s (HTTP %d)", e.Error, resp.StatusCode)
+		if msg := ErrorMessage(out); msg != "" {
+			return nil, fmt.Errorf("%s (HTTP %d)", msg, resp.StatusCode)
 		}
 		return nil, fmt.Errorf("%s: %s: %s", addr, resp.Status, bytes.TrimSpace(out))
 	}
 	return out, nil
+}
+
+// ErrorMessage is the message of a node's JSON error body: the messages
+// of {"errors":[{"message":…},…]} joined by "; ", or the older
+// {"error":…}; "" when body is neither.
+func ErrorMessage(body []byte) string {
+	var e struct {
+		Error  string `json:"error"`
+		Errors []struct {
+			Message string `json:"message"`
+		} `json:"errors"`
+	}
+	if json.Unmarshal(body, &e) != nil {
+		return ""
+	}
+	var msgs []string
+	for _, m := range e.Errors {
+		if m.Message != "" {
+			msgs = append(msgs, m.Message)
+		}
+	}
+	if len(msgs) > 0 {
+		return strings.Join(msgs, "; ")
+	}
+	return e.Error
 }

@@ -59,6 +59,15 @@ type Options struct {
 	// addresses it had before (ports the OS picked at its first start
 	// included), so clients and peers find it where it was.
 	KeepAddrs bool
+	// Token is an administrator's access token for the launcher's own
+	// requests (WaitAlive's GET /v1/cluster). Empty: Start provisions one
+	// (ProvisionAdminToken) for AdminUser in the cluster's database — the
+	// --db in Args, else Dir/shoal.db, which the nodes share — and writes
+	// it to Dir/admin-token.
+	Token string
+	// AdminUser is the administrator Start provisions a token for
+	// (default "admin").
+	AdminUser string
 	// Command makes the command that runs node i (1-based): name with
 	// args, for example inside a network namespace (netns.Host.Command).
 	// It must run the program in the process it starts (exec, not a
@@ -127,8 +136,18 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if opts.IP == nil {
 		opts.IP = func(int) string { return "127.0.0.1" }
 	}
-	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, err
+	}
+	if opts.Token == "" {
+		if opts.AdminUser == "" {
+			opts.AdminUser = "admin"
+		}
+		tok, err := ProvisionAdminToken(ctx, DBURL(opts.Dir, opts.Args), opts.Dir, opts.AdminUser)
+		if err != nil {
+			return nil, err
+		}
+		opts.Token = tok
 	}
 	c := &Cluster{opts: opts, exited: make(chan *Proc, 4*opts.N), raftPorts: map[int]int{}, addrs: map[int]ready{}}
 	ctx, cancel := context.WithTimeout(ctx, opts.ReadyTimeout)
@@ -162,6 +181,10 @@ func (c *Cluster) start(ctx context.Context) error {
 	return c.WaitAlive(ctx, c.opts.N)
 }
 
+// Token is the administrator's access token the launcher uses
+// (Options.Token, or the one Start provisioned).
+func (c *Cluster) Token() string { return c.opts.Token }
+
 // Nodes returns the processes, node1 first.
 func (c *Cluster) Nodes() []*Proc {
 	c.mu.Lock()
@@ -176,7 +199,7 @@ func (c *Cluster) Exited() <-chan *Proc { return c.exited }
 func (c *Cluster) spawn(i int, join string) (*Proc, error) {
 	name := "node" + strconv.Itoa(i)
 	dir := filepath.Join(c.opts.Dir, name)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
 	ip := c.opts.IP(i)
@@ -226,7 +249,7 @@ func (c *Cluster) spawn(i int, join string) (*Proc, error) {
 		args = append(args, "--join", join)
 	}
 	args = append(args, c.opts.Args...)
-	logFile, err := os.OpenFile(p.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	logFile, err := os.OpenFile(p.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
 	}
@@ -321,7 +344,7 @@ func (c *Cluster) WaitAlive(ctx context.Context, n int) error {
 			continue
 		}
 		for {
-			v, err := FetchView(ctx, p.HTTP)
+			v, err := FetchView(ctx, p.HTTP, c.opts.Token)
 			if err == nil && CountState(v, "alive") == n {
 				break
 			}
@@ -441,9 +464,10 @@ func isDone(ch <-chan struct{}) bool {
 	}
 }
 
-// FetchView asks a node's HTTP address for its view of the cluster.
-func FetchView(ctx context.Context, httpAddr string) (*server.ClusterView, error) {
-	body, err := httpc.Do(ctx, http.MethodGet, httpAddr, "/v1/cluster", nil)
+// FetchView asks a node's HTTP address for its view of the cluster, with
+// an access token (an administrator's to see the members' addresses).
+func FetchView(ctx context.Context, httpAddr, token string) (*server.ClusterView, error) {
+	body, err := httpc.DoToken(ctx, token, http.MethodGet, httpAddr, "/v1/cluster", nil)
 	if err != nil {
 		return nil, err
 	}

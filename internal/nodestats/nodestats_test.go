@@ -58,7 +58,7 @@ func sources(t *testing.T, n int) ([]*clustertest.Member, *nodestats.Sources) {
 // may be missing.
 func TestStatsAndMetrics(t *testing.T) {
 	_, src := sources(t, 1)
-	srv := httptest.NewServer(nodestats.Handler(src))
+	srv := httptest.NewServer(nodestats.Handler(src, func(*http.Request) bool { return true }))
 	defer srv.Close()
 	var st nodestats.Stats
 	get(t, srv.URL, &st)

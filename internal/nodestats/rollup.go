@@ -88,9 +88,9 @@ func ratio(a, b uint64) float64 {
 }
 
 // RollupRunner is the stats.rollup runner: it asks every alive member for
-// its counters (this node's from src, the others' GET /v1/stats, 2 s
-// each; a member that does not answer is listed as Missing) and writes
-// their sum to store under RollupKey.
+// its counters (this node's from src, the others' through the peer RPC
+// that ServeRPC answers, 2 s each; a member that does not answer is
+// listed as Missing) and writes their sum to store under RollupKey.
 func RollupRunner(src *Sources, store *cp.Store) scheduler.Runner {
 	return scheduler.RunnerFunc(func(ctx context.Context, _ scheduler.Request) error { return rollup(ctx, src, store) })
 }
@@ -124,20 +124,25 @@ func memberStats(ctx context.Context, src *Sources, m cluster.Member) (Stats, er
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+m.HTTP+"/v1/stats", nil)
+	b, err := src.Node.RPC().Call(ctx, m.Name, RPCRead, nil)
 	if err != nil {
-		return Stats{}, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return Stats{}, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return Stats{}, fmt.Errorf("%s: /v1/stats answered %s", m.Name, resp.Status)
+		return Stats{}, fmt.Errorf("%s: %w", m.Name, err)
 	}
 	var st Stats
-	return st, json.NewDecoder(http.MaxBytesReader(nil, resp.Body, 1<<20)).Decode(&st)
+	return st, json.Unmarshal(b, &st)
+}
+
+// RPCRead is the peer RPC that answers a node's counters (Read, as JSON)
+// for another member's rollup: the members ask each other over the
+// cluster's own connections, not the HTTP API, which wants a user's
+// credentials.
+const RPCRead = "nodestats.read"
+
+// ServeRPC answers RPCRead on src.Node's peer RPC.
+func ServeRPC(src *Sources) {
+	src.Node.RPC().Handle(RPCRead, func(context.Context, string, []byte) ([]byte, error) {
+		return json.Marshal(src.Read())
+	})
 }
 
 // ClusterStatsHandler answers the latest rollup from store (a local

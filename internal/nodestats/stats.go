@@ -59,7 +59,8 @@ type Stats struct {
 	Partitions *PartitionStats `json:"partitions,omitempty"`
 	Bus        BusCounters     `json:"bus"`
 	RPC        RPCCounters     `json:"rpc"`
-	Process    ProcessStats    `json:"process"`
+	// Process is for administrators (left out for other users).
+	Process ProcessStats `json:"process,omitzero"`
 }
 
 // PartitionStats summarises a partition table.
@@ -109,10 +110,18 @@ type ProcessStats struct {
 // processStarted is the process's start, near enough.
 var processStarted = time.Now().UTC().Truncate(time.Millisecond)
 
-// Handler serves GET /v1/stats: Read as JSON. src is read at each
-// request, so it may be filled after the handler is made.
-func Handler(src *Sources) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, src.Read()) })
+// Handler serves GET /v1/stats: Read as JSON, without Process (the PID
+// and memory) unless admin says the caller is an administrator (nil: no
+// caller is). src is read at each request, so it may be filled after the
+// handler is made.
+func Handler(src *Sources, admin func(*http.Request) bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		st := src.Read()
+		if admin == nil || !admin(r) {
+			st.Process = ProcessStats{}
+		}
+		writeJSON(w, http.StatusOK, st)
+	})
 }
 
 // Read reads the node's counters.

@@ -240,18 +240,46 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "node": s.node.Name()})
 	})
-	mux.HandleFunc("GET /v1/cluster", s.handleCluster)
-	mux.Handle("GET /v1/stats", nodestats.Handler(&s.svc.stats))
-	cphttp.Register(mux, cphttp.Config{Store: s.store, Self: s.node.Name(), LeaderHTTP: s.memberHTTP, Caller: caller})
+	mux.HandleFunc("GET /v1/cluster", requireUser(s.handleCluster))
+	mux.Handle("GET /v1/stats", requireUser(nodestats.Handler(&s.svc.stats, isAdmin).ServeHTTP))
+	cphttp.Register(mux, cphttp.Config{Store: s.store, Self: s.node.Name(), LeaderHTTP: s.memberHTTP, Caller: caller,
+		SystemPrefixes: SystemKeyPrefixes})
 	s.cacheModeRoutes(mux)
 	s.keyringRoutes(mux)
 	return mux
 }
 
+// SystemKeyPrefixes are the key prefixes of the consistent store that the
+// node itself writes: the partition table, the cache mode and the read
+// leases (l2/), the scheduler's jobs and runners (scheduler/), the
+// repositories' generations and push markers (packcache/), the cluster
+// statistics (stats/). /v1/kv serves them read-only, to administrators
+// too; a part that keeps keys elsewhere must add its prefix here
+// (TestSystemKeysAreCovered checks what a running node writes).
+var SystemKeyPrefixes = []string{"l2/", "scheduler/", "packcache/", "stats/"}
+
 // caller is who the front authenticated, for the store's routes.
 func caller(r *http.Request) (authenticated, admin bool) {
 	p, ok := gitfront.PrincipalFrom(r.Context())
 	return ok, p.Admin
+}
+
+// isAdmin reports whether the front authenticated an administrator.
+func isAdmin(r *http.Request) bool {
+	_, admin := caller(r)
+	return admin
+}
+
+// requireUser lets only authenticated callers through to h: 401 with
+// WWW-Authenticate for an anonymous one.
+func requireUser(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if ok, _ := caller(r); !ok {
+			cphttp.Unauthorized(w, "authentication required")
+			return
+		}
+		h(w, r)
+	}
 }
 
 // memberHTTP is the HTTP address of the named member, "" if unknown.
@@ -286,20 +314,26 @@ type RaftView struct {
 
 // MemberView is one member in a ClusterView.
 type MemberView struct {
-	Name      string `json:"name"`
-	State     string `json:"state"`
-	Gossip    string `json:"gossip"`
-	RPC       string `json:"rpc"`
-	HTTP      string `json:"http"`
+	Name  string `json:"name"`
+	State string `json:"state"`
+	// Gossip, RPC, HTTP and Raft are the member's addresses, shown to
+	// administrators only (empty, and left out, for other users).
+	Gossip    string `json:"gossip,omitempty"`
+	RPC       string `json:"rpc,omitempty"`
+	HTTP      string `json:"http,omitempty"`
 	CacheMode string `json:"cache_mode"`
 	Version   string `json:"version"`
 	// RaftRole is leader, voter, nonvoter, or "" for a member outside the
 	// raft configuration.
 	RaftRole string `json:"raft_role"`
-	Raft     string `json:"raft"`
+	Raft     string `json:"raft,omitempty"`
 }
 
+// handleCluster answers GET /v1/cluster. The members' addresses are for
+// administrators: another user sees names, states, roles, cache modes and
+// versions.
 func (s *Server) handleCluster(w http.ResponseWriter, r *http.Request) {
+	admin := isAdmin(r)
 	st := s.store.Status()
 	v := ClusterView{Self: s.node.Name(), Members: []MemberView{},
 		Raft:  RaftView{Leader: st.Leader, Term: st.Term, Role: st.Role, CommitIndex: st.CommitIndex},
@@ -309,10 +343,11 @@ func (s *Server) handleCluster(w http.ResponseWriter, r *http.Request) {
 		if m.Name == st.Leader {
 			role = "leader"
 		}
-		v.Members = append(v.Members, MemberView{
-			Name: m.Name, State: string(m.State), Gossip: m.Addr, RPC: m.RPC,
-			HTTP: m.HTTP, CacheMode: m.CacheMode, Version: m.Version, RaftRole: role, Raft: m.Raft,
-		})
+		mv := MemberView{Name: m.Name, State: string(m.State), CacheMode: m.CacheMode, Version: m.Version, RaftRole: role}
+		if admin {
+			mv.Gossip, mv.RPC, mv.HTTP, mv.Raft = m.Addr, m.RPC, m.HTTP, m.Raft
+		}
+		v.Members = append(v.Members, mv)
 	}
 	writeJSON(w, http.StatusOK, v)
 }

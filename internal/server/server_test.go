@@ -51,9 +51,29 @@ func single(t *testing.T) *Server {
 	return s
 }
 
-func do(t *testing.T, method, url, body string) (int, map[string]any) {
+// userToken creates a user (an administrator if admin) and returns an
+// access token of theirs.
+func userToken(t *testing.T, s *Server, name string, admin bool) string {
+	t.Helper()
+	ctx := context.Background()
+	u, err := s.DB().CreateUser(ctx, domain.NewUser{Name: name, DisplayName: name, Admin: admin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := s.DB().CreateToken(ctx, u.ID, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// do sends a request with token as a Bearer token ("" for none).
+func do(t *testing.T, token, method, url, body string) (int, map[string]any) {
 	t.Helper()
 	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -68,10 +88,11 @@ func do(t *testing.T, method, url, body string) (int, map[string]any) {
 func TestKVAPI(t *testing.T) {
 	s := single(t)
 	base := "http://" + s.HTTPAddr()
-	if code, out := do(t, "PUT", base+"/v1/kv/a/b", "hello"); code != 200 || out["version"] == nil {
+	tok := userToken(t, s, "root", true)
+	if code, out := do(t, tok, "PUT", base+"/v1/kv/a/b", "hello"); code != 200 || out["version"] == nil {
 		t.Fatalf("put: %d %v", code, out)
 	}
-	code, out := do(t, "GET", base+"/v1/kv/a/b", "")
+	code, out := do(t, tok, "GET", base+"/v1/kv/a/b", "")
 	if code != 200 || out["value"] != "hello" {
 		t.Fatalf("get: %d %v", code, out)
 	}
@@ -91,7 +112,7 @@ func TestKVAPI(t *testing.T) {
 		{"PUT", "/v1/kv/huge", strings.Repeat("v", 9<<20), 413, "request body"},
 		{"DELETE", "/v1/kv/a/b?version=1", "", 409, "version mismatch"},
 	} {
-		code, out := do(t, tc.method, base+tc.path, tc.body)
+		code, out := do(t, tok, tc.method, base+tc.path, tc.body)
 		msg, _ := out["error"].(string)
 		if code != tc.want || !strings.Contains(msg, tc.msg) {
 			t.Errorf("%s %.40s: %d %q, want %d with %q", tc.method, tc.path, code, msg, tc.want, tc.msg)
@@ -100,21 +121,165 @@ func TestKVAPI(t *testing.T) {
 	if list := s.Store().StaleList("a/"); len(list) != 1 {
 		t.Fatalf("rejected requests wrote something: %v", list)
 	}
-	if code, _ := do(t, "PUT", base+"/v1/kv/a/b?cas="+strconv.FormatFloat(v, 'f', 0, 64), "new"); code != 200 {
+	if code, _ := do(t, tok, "PUT", base+"/v1/kv/a/b?cas="+strconv.FormatFloat(v, 'f', 0, 64), "new"); code != 200 {
 		t.Fatalf("cas with the right version: %d", code)
 	}
-	if code, _ := do(t, "DELETE", base+"/v1/kv/a/b", ""); code != 200 {
+	if code, _ := do(t, tok, "DELETE", base+"/v1/kv/a/b", ""); code != 200 {
 		t.Fatalf("delete: %d", code)
 	}
-	var view ClusterView
-	resp, err := http.Get(base + "/v1/cluster")
+}
+
+// GET /v1/cluster and /v1/stats: an authenticated user sees the members
+// and counters, an administrator also their addresses and the process;
+// an anonymous caller gets 401.
+func TestClusterAndStatsNeedAUser(t *testing.T) {
+	s := single(t)
+	base := "http://" + s.HTTPAddr()
+	admin, user := userToken(t, s, "root", true), userToken(t, s, "bob", false)
+	view := func(tok string) (int, ClusterView) {
+		req, _ := http.NewRequest("GET", base+"/v1/cluster", nil)
+		if tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var v ClusterView
+		json.NewDecoder(resp.Body).Decode(&v)
+		return resp.StatusCode, v
+	}
+	code, v := view(admin)
+	if code != 200 || v.Raft.Leader != "solo" || len(v.Members) != 1 || v.Members[0].RaftRole != "leader" ||
+		v.Members[0].HTTP != s.HTTPAddr() || v.Members[0].RPC == "" || v.Members[0].Gossip == "" || v.Members[0].Raft == "" {
+		t.Fatalf("an administrator's view: %d %+v", code, v)
+	}
+	code, v = view(user)
+	if m := v.Members; code != 200 || len(m) != 1 || m[0].State != "alive" || m[0].RaftRole != "leader" ||
+		m[0].HTTP != "" || m[0].RPC != "" || m[0].Gossip != "" || m[0].Raft != "" {
+		t.Fatalf("a user's view: %d %+v", code, v)
+	}
+	if code, _ := view(""); code != 401 {
+		t.Fatalf("anonymous GET /v1/cluster: %d", code)
+	}
+	code, out := do(t, admin, "GET", base+"/v1/stats", "")
+	if proc, _ := out["process"].(map[string]any); code != 200 || proc["pid"] == nil || proc["rss_bytes"] == nil {
+		t.Fatalf("an administrator's stats: %d %v", code, out)
+	}
+	code, out = do(t, user, "GET", base+"/v1/stats", "")
+	if _, has := out["process"]; code != 200 || has || out["node"] != "solo" {
+		t.Fatalf("a user's stats: %d %v", code, out)
+	}
+	if code, _ := do(t, "", "GET", base+"/v1/stats", ""); code != 401 {
+		t.Fatalf("anonymous GET /v1/stats: %d", code)
+	}
+}
+
+// Every /v1/kv and /v1/jobs route refuses an anonymous caller (401) and
+// a user who is not an administrator (403), and writes nothing; an
+// administrator may read the system's keys but not write them.
+func TestControlPlaneNeedsAnAdministrator(t *testing.T) {
+	s := single(t)
+	base := "http://" + s.HTTPAddr()
+	ctx := context.Background()
+	admin, user := userToken(t, s, "root", true), userToken(t, s, "bob", false)
+	testkit.Eventually(t, 20*time.Second, "the built-in jobs to be scheduled", func() bool {
+		jobs, err := s.svc.sched.Jobs(ctx)
+		return err == nil && len(jobs) == 2
+	})
+	v0, err := s.Store().Put(ctx, "app/x", []byte("1"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	json.NewDecoder(resp.Body).Decode(&view)
-	resp.Body.Close()
-	if view.Raft.Leader != "solo" || len(view.Members) != 1 || view.Members[0].RaftRole != "leader" {
-		t.Fatalf("cluster view: %+v", view)
+	job := `{"runner":"kv.record-run","mode":"cluster","params":"cmVjLw==","schedule":{"kind":"interval","every":"1h","first":"2020-01-01T00:00:00Z"}}`
+	routes := []struct{ method, path, body string }{
+		{"GET", "/v1/kv?prefix=", ""}, {"GET", "/v1/kv/app/x", ""}, {"GET", "/v1/kv/l2/partitions", ""},
+		{"PUT", "/v1/kv/app/x", "2"}, {"PUT", "/v1/kv/app/x?cas=1", "2"}, {"PUT", "/v1/kv/app/new", "2"},
+		{"DELETE", "/v1/kv/app/x", ""}, {"DELETE", "/v1/kv/app/x?version=1", ""},
+		{"PUT", "/v1/kv/stats/cluster", "<script>"}, {"DELETE", "/v1/kv/scheduler/jobs/cluster-stats", ""},
+		{"GET", "/v1/jobs", ""}, {"GET", "/v1/jobs?stale=true", ""}, {"GET", "/v1/jobs/cluster-stats", ""},
+		{"PUT", "/v1/jobs/evil", job}, {"DELETE", "/v1/jobs/cluster-stats", ""},
+		{"POST", "/v1/jobs/cluster-stats/run-now", ""}, {"POST", "/v1/jobs/cluster-stats/pause", ""},
+		{"POST", "/v1/jobs/cluster-stats/resume", ""}, {"GET", "/v1/jobs/nope/more", ""},
+	}
+	for _, who := range []struct {
+		tok  string
+		want int
+	}{{"", 401}, {user, 403}, {"shoal_not-a-token", 401}} {
+		for _, r := range routes {
+			if code, out := do(t, who.tok, r.method, base+r.path, r.body); code != who.want {
+				t.Errorf("%s %s as %q: %d %v, want %d", r.method, r.path, who.tok, code, out, who.want)
+			}
+		}
+	}
+	if list := s.Store().StaleList("app/"); len(list) != 1 || list[0].Key != "app/x" || string(list[0].Value) != "1" || list[0].Version != v0 {
+		t.Fatalf("refused requests wrote under app/: %v", list)
+	}
+	if kv, err := s.Store().StaleGet("stats/cluster"); err == nil && strings.Contains(string(kv.Value), "<script>") {
+		t.Fatal("a refused request wrote stats/cluster")
+	}
+	if _, err := s.Store().StaleGet("scheduler/jobs/cluster-stats"); err != nil {
+		t.Fatalf("scheduler/jobs/cluster-stats after refused deletes: %v", err)
+	}
+	st, err := s.svc.sched.Job(ctx, "cluster-stats")
+	if err != nil || st.Paused || !st.RunNowAt.IsZero() {
+		t.Fatalf("refused requests changed the job: %+v %v", st, err)
+	}
+	if _, err := s.svc.sched.Job(ctx, "evil"); err == nil {
+		t.Fatal("a refused request created a job")
+	}
+	// An administrator reads the system's keys, and may not write them.
+	if code, out := do(t, admin, "GET", base+"/v1/kv/scheduler/jobs/cluster-stats", ""); code != 200 {
+		t.Fatalf("an administrator reading a job's key: %d %v", code, out)
+	}
+	for _, key := range []string{"l2/partitions", "l2/mode", "scheduler/jobs/cluster-stats", "packcache/gen/P/r", "stats/cluster", "stats/other"} {
+		for _, m := range []string{"PUT", "DELETE"} {
+			code, out := do(t, admin, m, base+"/v1/kv/"+key, "x")
+			if msg := fmt.Sprint(out); code != 403 || !strings.Contains(msg, "read-only") {
+				t.Errorf("an administrator's %s %s: %d %v, want 403 read-only", m, key, code, out)
+			}
+		}
+	}
+	if code, out := do(t, admin, "PUT", base+"/v1/kv/app/x", "2"); code != 200 {
+		t.Fatalf("an administrator's write: %d %v", code, out)
+	}
+}
+
+// Every key a running node writes by itself is under one of the system's
+// prefixes, so that /v1/kv serves it read-only.
+func TestSystemKeysAreCovered(t *testing.T) {
+	s := single(t)
+	ctx := context.Background()
+	testkit.Eventually(t, 20*time.Second, "the built-in jobs to be scheduled", func() bool {
+		jobs, err := s.svc.sched.Jobs(ctx)
+		return err == nil && len(jobs) == 2
+	})
+	if err := nodestats.RollupRunner(&s.svc.stats, s.Store()).Run(ctx, scheduler.Request{}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := s.svc.gens.BeginPush(ctx, "P/r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.End(ctx); err != nil {
+		t.Fatal(err)
+	}
+	list := s.Store().StaleList("")
+	prefixes := map[string]bool{}
+	for _, kv := range list {
+		covered := false
+		for _, p := range SystemKeyPrefixes {
+			if strings.HasPrefix(kv.Key, p) {
+				covered, prefixes[p] = true, true
+			}
+		}
+		if !covered {
+			t.Errorf("the node wrote %q, under none of %v", kv.Key, SystemKeyPrefixes)
+		}
+	}
+	if len(prefixes) < 3 {
+		t.Fatalf("only %v among %d keys: the test did not exercise the parts", prefixes, len(list))
 	}
 }
 
@@ -179,9 +344,10 @@ func TestBuiltinJobsAndClusterStats(t *testing.T) {
 func TestRecordRunRunner(t *testing.T) {
 	s := single(t)
 	base := "http://" + s.HTTPAddr()
+	tok := userToken(t, s, "root", true)
 	job := `{"runner":"kv.record-run","mode":"cluster","params":"` + base64.StdEncoding.EncodeToString([]byte("rec/")) +
 		`","schedule":{"kind":"interval","every":"500ms","first":"2020-01-01T00:00:00Z"}}`
-	if code, out := do(t, "PUT", base+"/v1/jobs/rec", job); code != 200 {
+	if code, out := do(t, tok, "PUT", base+"/v1/jobs/rec", job); code != 200 {
 		t.Fatalf("schedule: %d %v", code, out)
 	}
 	testkit.Eventually(t, 20*time.Second, "two recorded runs", func() bool { return len(s.Store().StaleList("rec/")) >= 2 })
@@ -217,7 +383,8 @@ func TestRecordRunRunner(t *testing.T) {
 func TestV1JSONIsSnakeCase(t *testing.T) {
 	s := single(t)
 	base := "http://" + s.HTTPAddr()
-	if code, _ := do(t, "PUT", base+"/v1/kv/k", "v"); code != 200 {
+	tok := userToken(t, s, "root", true)
+	if code, _ := do(t, tok, "PUT", base+"/v1/kv/k", "v"); code != 200 {
 		t.Fatal("put failed")
 	}
 	snake := regexp.MustCompile(`^[a-z][a-z0-9]*(_[a-z0-9]+)*$`)
@@ -239,7 +406,9 @@ func TestV1JSONIsSnakeCase(t *testing.T) {
 		}
 	}
 	for _, p := range []string{"/v1/stats", "/v1/cluster", "/v1/kv/k", "/v1/kv", "/healthz"} {
-		resp, err := http.Get(base + p)
+		req, _ := http.NewRequest("GET", base+p, nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}

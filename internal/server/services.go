@@ -89,7 +89,10 @@ func (s *Server) startServices(ctx context.Context, mux *http.ServeMux) (http.Ha
 	if err := s.startScheduler(); err != nil {
 		return nil, err
 	}
-	scheduler.Mount(mux, s.svc.sched)
+	jobs := cphttp.RequireAdmin(caller, scheduler.Handler(s.svc.sched).ServeHTTP)
+	mux.Handle("/v1/jobs", jobs)
+	mux.Handle("/v1/jobs/", jobs)
+	nodestats.ServeRPC(&s.svc.stats)
 	mux.Handle("GET "+rest.Prefix+"/admin/cluster-stats", nodestats.ClusterStatsHandler(s.store, caller))
 	api, err := rest.New(rest.Config{DB: s.svc.db, Cache: s.svc.cache, Logger: cfg.Logger, MaxBodyBytes: restMaxBody,
 		Principal: func(r *http.Request) (int64, bool) {

@@ -21,12 +21,16 @@ import (
 
 var failoverTrials = flag.Int("scheduler.failover-trials", 1, "SIGKILL trials in TestMultiProcessFailover (5 for the benchmark's median)")
 
+// adminToken is the cluster's administrator token, for httpJSON.
+var adminToken string
+
 func httpJSON(t *testing.T, method, url string, body []byte, out any) int {
 	t.Helper()
 	req, err := http.NewRequest(method, url, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
+	req.Header.Set("Authorization", "Bearer "+adminToken)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0
@@ -64,6 +68,7 @@ func TestMultiProcessFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Stop(10 * time.Second)
+	adminToken = c.Token()
 	url := func(i int, path string) string { return "http://" + c.Nodes()[i].HTTP + path }
 	if code := httpJSON(t, "GET", url(0, "/v1/jobs"), nil, nil); code == http.StatusNotFound {
 		t.Skip("the node does not serve /v1/jobs: the scheduler is not wired into internal/server yet")

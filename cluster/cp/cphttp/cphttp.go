@@ -1,6 +1,9 @@
 // Package cphttp serves the consistent store (package cp) over HTTP: the
 // key/value API under /v1/kv, and the operators' routes — snapshots and
-// the raft configuration — which only administrators may use.
+// the raft configuration. Only administrators may use any of them.
+//
+// Every route is for administrators (Config.Caller). Keys under
+// Config.SystemPrefixes are read-only.
 //
 //	GET    /v1/kv?prefix=P[&stale]      the keys under P, as JSON
 //	GET    /v1/kv/KEY[?stale]           one key (404 if absent)
@@ -29,6 +32,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -49,6 +53,10 @@ type Config struct {
 	// whether as an administrator (the operators' routes need one). Nil:
 	// every caller is anonymous.
 	Caller func(r *http.Request) (authenticated, admin bool)
+	// SystemPrefixes are key prefixes the system itself writes: /v1/kv
+	// serves them read-only (403 on PUT and DELETE), to administrators
+	// too.
+	SystemPrefixes []string
 }
 
 // Register mounts the routes on mux.
@@ -57,10 +65,10 @@ func Register(mux *http.ServeMux, cfg Config) {
 		cfg.Caller = func(*http.Request) (bool, bool) { return false, false }
 	}
 	s := &api{cfg: cfg, store: cfg.Store}
-	mux.HandleFunc("GET /v1/kv", s.kvList)
-	mux.HandleFunc("GET /v1/kv/{key...}", s.kvGet)
-	mux.HandleFunc("PUT /v1/kv/{key...}", s.kvPut)
-	mux.HandleFunc("DELETE /v1/kv/{key...}", s.kvDelete)
+	mux.HandleFunc("GET /v1/kv", s.admin(s.kvList))
+	mux.HandleFunc("GET /v1/kv/{key...}", s.admin(s.kvGet))
+	mux.HandleFunc("PUT /v1/kv/{key...}", s.admin(s.writable(s.kvPut)))
+	mux.HandleFunc("DELETE /v1/kv/{key...}", s.admin(s.writable(s.kvDelete)))
 	mux.HandleFunc("GET /v1/snapshot", s.admin(s.snapshotSave))
 	mux.HandleFunc("PUT /v1/snapshot", s.admin(s.snapshotRestore))
 	mux.HandleFunc("GET /v1/raft/peers", s.admin(s.raftPeers))
@@ -90,6 +98,22 @@ func kvView(kv cp.KV) KVView {
 		v.ValueBase64 = kv.Value
 	}
 	return v
+}
+
+// writable refuses (403) a write to a key under one of the system's
+// prefixes.
+func (s *api) writable(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		key := r.PathValue("key")
+		for _, p := range s.cfg.SystemPrefixes {
+			if strings.HasPrefix(key, p) {
+				writeJSON(w, http.StatusForbidden, map[string]string{"error": fmt.Sprintf(
+					"key %q is the system's (prefix %q): read-only through /v1/kv", key, p)})
+				return
+			}
+		}
+		h(w, r)
+	}
 }
 
 // maxKVBody bounds a PUT body; the store refuses values above its own limit
@@ -272,14 +296,19 @@ func RequireAdmin(caller func(*http.Request) (authenticated, admin bool), h http
 		authenticated, admin := caller(r)
 		switch {
 		case !authenticated:
-			w.Header().Set("WWW-Authenticate", `Basic realm="shoal"`)
-			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "authentication required: an administrator's credentials"})
+			Unauthorized(w, "authentication required: an administrator's credentials")
 		case !admin:
 			writeJSON(w, http.StatusForbidden, map[string]string{"error": "only administrators may do this"})
 		default:
 			h(w, r)
 		}
 	}
+}
+
+// Unauthorized answers 401 with WWW-Authenticate and msg.
+func Unauthorized(w http.ResponseWriter, msg string) {
+	w.Header().Set("WWW-Authenticate", `Basic realm="shoal"`)
+	writeJSON(w, http.StatusUnauthorized, map[string]string{"error": msg})
 }
 
 func opsContext(r *http.Request) (context.Context, context.CancelFunc) {

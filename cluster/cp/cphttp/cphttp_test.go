@@ -38,7 +38,7 @@ func serve(t *testing.T, n int) []*served {
 	}
 	for _, s := range out {
 		mux := http.NewServeMux()
-		cphttp.Register(mux, cphttp.Config{Store: s.m.Store, Self: s.name,
+		cphttp.Register(mux, cphttp.Config{Store: s.m.Store, Self: s.name, SystemPrefixes: []string{"sys/"},
 			LeaderHTTP: func(name string) string {
 				for _, o := range out {
 					if o.name == name {
@@ -90,18 +90,18 @@ func TestKVRoutes(t *testing.T) {
 	s := serve(t, 1)[0]
 	base := s.srv.URL
 	c := http.DefaultClient
-	if a := do(t, c, "PUT", base+"/v1/kv/a/b", "", []byte("hello")); a.code != 200 || a.field("version") == nil {
+	if a := do(t, c, "PUT", base+"/v1/kv/a/b", "admin", []byte("hello")); a.code != 200 || a.field("version") == nil {
 		t.Fatalf("put: %d %s", a.code, a.body)
 	}
-	a := do(t, c, "GET", base+"/v1/kv/a/b", "", nil)
+	a := do(t, c, "GET", base+"/v1/kv/a/b", "admin", nil)
 	if a.code != 200 || a.field("value") != "hello" || a.field("key") != "a/b" {
 		t.Fatalf("get: %d %s", a.code, a.body)
 	}
 	v := a.field("version").(float64)
-	if a := do(t, c, "PUT", base+"/v1/kv/bin", "", []byte{0xff, 0}); a.code != 200 {
+	if a := do(t, c, "PUT", base+"/v1/kv/bin", "admin", []byte{0xff, 0}); a.code != 200 {
 		t.Fatalf("binary put: %d", a.code)
 	}
-	if a := do(t, c, "GET", base+"/v1/kv/bin?stale", "", nil); a.field("value_base64") != "/wA=" || a.field("value") != nil {
+	if a := do(t, c, "GET", base+"/v1/kv/bin?stale", "admin", nil); a.field("value_base64") != "/wA=" || a.field("value") != nil {
 		t.Fatalf("binary value: %s", a.body)
 	}
 	for _, tc := range []struct {
@@ -119,7 +119,7 @@ func TestKVRoutes(t *testing.T) {
 		{"DELETE", "/v1/kv/a/b?version=1", "", 409, "version mismatch"},
 		{"DELETE", "/v1/kv/a/b?version=x", "", 400, "not a version number"},
 	} {
-		a := do(t, c, tc.method, base+tc.path, "", []byte(tc.body))
+		a := do(t, c, tc.method, base+tc.path, "admin", []byte(tc.body))
 		msg, _ := a.field("error").(string)
 		if a.code != tc.want || !strings.Contains(msg, tc.msg) {
 			t.Errorf("%s %.40s: %d %q, want %d with %q", tc.method, tc.path, a.code, msg, tc.want, tc.msg)
@@ -128,16 +128,57 @@ func TestKVRoutes(t *testing.T) {
 	if list := s.m.Store.StaleList("a/"); len(list) != 1 {
 		t.Fatalf("rejected requests wrote something: %v", list)
 	}
-	if a := do(t, c, "PUT", base+"/v1/kv/a/b?cas="+strconv.FormatFloat(v, 'f', 0, 64), "", []byte("new")); a.code != 200 {
+	if a := do(t, c, "PUT", base+"/v1/kv/a/b?cas="+strconv.FormatFloat(v, 'f', 0, 64), "admin", []byte("new")); a.code != 200 {
 		t.Fatalf("cas with the right version: %d %s", a.code, a.body)
 	}
 	var list []cphttp.KVView
-	if a := do(t, c, "GET", base+"/v1/kv?prefix=a/", "", nil); a.code != 200 || json.Unmarshal(a.body, &list) != nil ||
+	if a := do(t, c, "GET", base+"/v1/kv?prefix=a/", "admin", nil); a.code != 200 || json.Unmarshal(a.body, &list) != nil ||
 		len(list) != 1 || list[0].Value != "new" {
 		t.Fatalf("list: %d %s", a.code, a.body)
 	}
-	if a := do(t, c, "DELETE", base+"/v1/kv/a/b", "", nil); a.code != 200 || a.field("deleted") != "a/b" {
+	if a := do(t, c, "DELETE", base+"/v1/kv/a/b", "admin", nil); a.code != 200 || a.field("deleted") != "a/b" {
 		t.Fatalf("delete: %d %s", a.code, a.body)
+	}
+}
+
+// Every key/value route needs an administrator (401 anonymous, 403 for
+// another user) and writes nothing it refuses; the system's prefixes are
+// read-only, for administrators too.
+func TestKVNeedsAnAdministrator(t *testing.T) {
+	s := serve(t, 1)[0]
+	base := s.srv.URL
+	c := http.DefaultClient
+	if a := do(t, c, "PUT", base+"/v1/kv/a/b", "admin", []byte("1")); a.code != 200 {
+		t.Fatalf("put: %d %s", a.code, a.body)
+	}
+	if _, err := s.m.Store.Put(t.Context(), "sys/x", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	routes := []struct{ method, path string }{{"GET", "/v1/kv?prefix="}, {"GET", "/v1/kv/a/b"}, {"GET", "/v1/kv/a/b?stale"},
+		{"PUT", "/v1/kv/a/b"}, {"PUT", "/v1/kv/a/b?cas=1"}, {"PUT", "/v1/kv/a/c"}, {"DELETE", "/v1/kv/a/b"}, {"PUT", "/v1/kv/sys/x"}}
+	for who, want := range map[string]int{"": 401, "user": 403} {
+		for _, r := range routes {
+			a := do(t, c, r.method, base+r.path, who, []byte("2"))
+			if a.code != want || a.field("error") == nil {
+				t.Errorf("%s %s as %q: %d %s, want %d", r.method, r.path, who, a.code, a.body, want)
+			}
+			if want == 401 && a.header.Get("WWW-Authenticate") == "" {
+				t.Errorf("%s %s: 401 without WWW-Authenticate", r.method, r.path)
+			}
+		}
+	}
+	for _, r := range []struct{ method, path string }{{"PUT", "/v1/kv/sys/x"}, {"PUT", "/v1/kv/sys/new"}, {"PUT", "/v1/kv/sys/x?cas=1"}, {"DELETE", "/v1/kv/sys/x"}} {
+		a := do(t, c, r.method, base+r.path, "admin", []byte("2"))
+		if msg, _ := a.field("error").(string); a.code != 403 || !strings.Contains(msg, "read-only") {
+			t.Errorf("an administrator's %s %s: %d %s", r.method, r.path, a.code, a.body)
+		}
+	}
+	if a := do(t, c, "GET", base+"/v1/kv/sys/x", "admin", nil); a.code != 200 || a.field("value") != "1" {
+		t.Fatalf("an administrator reading sys/x: %d %s", a.code, a.body)
+	}
+	list := s.m.Store.StaleList("")
+	if len(list) != 2 || list[0].Key != "a/b" || string(list[0].Value) != "1" || list[1].Key != "sys/x" || string(list[1].Value) != "1" {
+		t.Fatalf("refused requests wrote: %v", list)
 	}
 }
 
@@ -164,7 +205,7 @@ func TestOperatorRoutes(t *testing.T) {
 	if a := do(t, c, "GET", leader.srv.URL+"/v1/snapshot", "", nil); a.code != 401 || a.header.Get("WWW-Authenticate") == "" {
 		t.Fatalf("anonymous snapshot: %d %v", a.code, a.header)
 	}
-	do(t, c, "PUT", follower.srv.URL+"/v1/kv/k", "", []byte("v1"))
+	do(t, c, "PUT", follower.srv.URL+"/v1/kv/k", "admin", []byte("v1"))
 	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	a := do(t, noFollow, "GET", follower.srv.URL+"/v1/snapshot", "admin", nil)
 	if a.code != 307 || a.header.Get("Location") != leader.srv.URL+"/v1/snapshot" {
@@ -174,11 +215,11 @@ func TestOperatorRoutes(t *testing.T) {
 	if snap.code != 200 || snap.header.Get("X-Shoal-Snapshot-Keys") != "1" || len(snap.body) == 0 {
 		t.Fatalf("snapshot through the redirect: %d %v", snap.code, snap.header)
 	}
-	do(t, c, "PUT", leader.srv.URL+"/v1/kv/k", "", []byte("v2"))
+	do(t, c, "PUT", leader.srv.URL+"/v1/kv/k", "admin", []byte("v2"))
 	if a := do(t, c, "PUT", leader.srv.URL+"/v1/snapshot", "admin", snap.body); a.code != 200 {
 		t.Fatalf("restore: %d %s", a.code, a.body)
 	}
-	if a := do(t, c, "GET", leader.srv.URL+"/v1/kv/k", "", nil); a.field("value") != "v1" {
+	if a := do(t, c, "GET", leader.srv.URL+"/v1/kv/k", "admin", nil); a.field("value") != "v1" {
 		t.Fatalf("after the restore k is %s", a.body)
 	}
 	if a := do(t, c, "PUT", leader.srv.URL+"/v1/snapshot", "admin", []byte("not a snapshot")); a.code != 400 {
