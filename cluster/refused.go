@@ -106,3 +106,23 @@ func (r *refusals) refuse(listener, reason, addr, peer, detail string) {
 	}
 	r.log.Warn("cluster: refused peer traffic", args...)
 }
+
+// ListenerRaft: raft's connections and requests (package cp's transport).
+const ListenerRaft = "raft"
+
+// RefusalLog counts refusals in a tlsutil.Refusals and logs them,
+// rate-limited, as a Node does its own: for the listeners of a process
+// that are not the Node's (raft's transport). Safe for concurrent use.
+type RefusalLog struct{ r *refusals }
+
+// NewRefusalLog counts in counts and logs to log.
+func NewRefusalLog(counts *tlsutil.Refusals, log *slog.Logger) *RefusalLog {
+	return &RefusalLog{newRefusals(counts, log, time.Now)}
+}
+
+// Refuse counts one refusal and logs it (at most a few lines a second per
+// listener and reason) with the peer's address, its name if known, and
+// detail.
+func (l *RefusalLog) Refuse(listener, reason, addr, peer, detail string) {
+	l.r.refuse(listener, reason, addr, peer, detail)
+}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/internal/testkit"
+	"github.com/shoal-dev/shoal/internal/tlsutil"
 )
 
 func TestMain(m *testing.M) { testkit.MainNoLeaks(m, 15*time.Second) }
@@ -56,6 +58,11 @@ type testCluster struct {
 	// stamps lease commands, so a test can let leases expire when it
 	// chooses rather than when a loaded machine happens to pause.
 	now func() time.Time
+	// secure, if set, gives each node its certificates: the peer RPC and
+	// raft then run over mutual TLS, and raft's refusals are counted in
+	// refusals.
+	secure   func(name string) *tlsutil.Reloader
+	refusals tlsutil.Refusals
 }
 
 // testRaftConfig is LoopbackRaftConfig with timeouts sized for a loaded
@@ -101,17 +108,33 @@ func (tc *testCluster) add(name, dir string) *member {
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
-	trans, err := NewTCPTransport(addr, "", testLogger(t))
+	tcfg := TransportConfig{Bind: addr, Logger: testLogger(t)}
+	var started atomic.Pointer[cluster.Node]
+	if tc.secure != nil {
+		tcfg.TLS = tc.secure(name)
+		tcfg.Admit = func(ctx context.Context, peer string) error {
+			if n := started.Load(); n != nil {
+				return n.AdmitPeer(ctx, peer)
+			}
+			return errors.New("not started")
+		}
+		refusals := cluster.NewRefusalLog(&tc.refusals, testLogger(t).With("node", name))
+		tcfg.Refused = func(reason, remote, peer string, err error) {
+			refusals.Refuse(cluster.ListenerRaft, reason, remote, peer, err.Error())
+		}
+	}
+	trans, err := NewTransport(tcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tc.raftAddrs[name] = string(trans.LocalAddr())
 	cfg := *cluster.DefaultLoopbackConfig()
-	cfg.Name, cfg.RaftAddr, cfg.Logger = name, string(trans.LocalAddr()), testLogger(t).With("node", name)
+	cfg.Name, cfg.RaftAddr, cfg.Logger, cfg.TLS = name, string(trans.LocalAddr()), testLogger(t).With("node", name), tcfg.TLS
 	node, err := cluster.Start(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	started.Store(node)
 	m := &member{name: name, node: node, trans: trans, dir: dir}
 	t.Cleanup(m.close)
 	for _, o := range tc.members {

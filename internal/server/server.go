@@ -13,6 +13,8 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -43,6 +45,9 @@ type Server struct {
 	// the peer traffic the RPC, raft and gossip refused.
 	tls      *tlsutil.Reloader
 	refusals tlsutil.Refusals
+	// member is node once it has started: raft's transport, which starts
+	// first, admits peers through it.
+	member atomic.Pointer[cluster.Node]
 	svc      services
 	lock     *dirlock.Lock
 	ln       net.Listener
@@ -144,7 +149,15 @@ func (s *Server) startParts() error {
 		cfg.Cluster.TLS = s.tls
 	}
 	cfg.Cluster.Refusals = &s.refusals
-	if s.trans, err = cp.NewTCPTransport(cfg.RaftAddr, cfg.RaftAdvertise, cfg.Logger); err != nil {
+	tc := cp.TransportConfig{Bind: cfg.RaftAddr, Advertise: cfg.RaftAdvertise, Logger: cfg.Logger, TLS: s.tls}
+	if s.tls != nil {
+		refusals := cluster.NewRefusalLog(&s.refusals, cfg.Logger)
+		tc.Admit = s.admitRaft
+		tc.Refused = func(reason, remote, name string, err error) {
+			refusals.Refuse(cluster.ListenerRaft, reason, remote, name, err.Error())
+		}
+	}
+	if s.trans, err = cp.NewTransport(tc); err != nil {
 		return err
 	}
 	cfg.Cluster.HTTPAddr = s.ln.Addr().String()
@@ -161,6 +174,7 @@ func (s *Server) startParts() error {
 	if s.node, err = cluster.Start(cfg.Cluster); err != nil {
 		return err
 	}
+	s.member.Store(s.node)
 	sc := cfg.Store
 	sc.Node, sc.Transport, sc.DataDir, sc.Logger = s.node, s.trans, cfg.DataDir, cfg.Logger
 	s.store, err = cp.Open(sc)
@@ -183,6 +197,24 @@ func (s *Server) closeParts() error {
 		s.tls.Close()
 	}
 	return errors.Join(errs...)
+}
+
+// admitRaft admits to raft a peer that is a member of the cluster, waiting
+// until ctx ends for this node's member to start and for the peer to
+// become a member.
+func (s *Server) admitRaft(ctx context.Context, name string) error {
+	for {
+		if n := s.member.Load(); n != nil {
+			return n.AdmitPeer(ctx, name)
+		}
+		t := time.NewTimer(20 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return errors.New("this node has not joined the cluster yet")
+		case <-t.C:
+		}
+	}
 }
 
 // Node is the cluster member.

@@ -1,0 +1,167 @@
+package cp
+
+import (
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/shoal-dev/shoal/internal/testkit"
+	"github.com/shoal-dev/shoal/internal/tlsutil"
+)
+
+// testPKI is a CA directory whose nodes' certificates are issued on
+// demand.
+type testPKI struct{ dir string }
+
+func newTestPKI(t testing.TB) *testPKI {
+	t.Helper()
+	p := &testPKI{dir: filepath.Join(t.TempDir(), "tls")}
+	if err := tlsutil.InitCA(p.dir, tlsutil.CAOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// reloader issues name's certificate and loads it.
+func (p *testPKI) reloader(t testing.TB, name string) *tlsutil.Reloader {
+	t.Helper()
+	if _, err := tlsutil.Issue(p.dir, name, tlsutil.IssueOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return p.load(t, name)
+}
+
+// load loads name's certificate, issued before.
+func (p *testPKI) load(t testing.TB, name string) *tlsutil.Reloader {
+	t.Helper()
+	r, err := tlsutil.NewReloader(tlsutil.Config{Name: name, CAFile: filepath.Join(p.dir, tlsutil.CAFile),
+		CertFile: filepath.Join(p.dir, tlsutil.CertFile(name)), KeyFile: filepath.Join(p.dir, tlsutil.KeyFile(name)), PollInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	return r
+}
+
+func newSecureCluster(t *testing.T, p *testPKI, n int) *testCluster {
+	tc := &testCluster{t: t, expect: n, secure: func(name string) *tlsutil.Reloader { return p.reloader(t, name) }}
+	for i := 1; i <= n; i++ {
+		tc.add(fmt.Sprintf("n%d", i), t.TempDir())
+	}
+	return tc
+}
+
+// forger is a raft client with TLS configuration of its choosing: the
+// attacker's own raft transport.
+type forger struct {
+	tls *tls.Config
+	ln  net.Listener
+}
+
+func (f *forger) Accept() (net.Conn, error) { return f.ln.Accept() }
+func (f *forger) Close() error              { return f.ln.Close() }
+func (f *forger) Addr() net.Addr            { return f.ln.Addr() }
+func (f *forger) Dial(a raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	if f.tls == nil {
+		return net.DialTimeout("tcp", string(a), timeout)
+	}
+	return (&tls.Dialer{NetDialer: &net.Dialer{Timeout: timeout}, Config: f.tls}).Dial("tcp", string(a))
+}
+
+func forge(t *testing.T, cfg *tls.Config) *raft.NetworkTransport {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := raft.NewNetworkTransport(&forger{tls: cfg, ln: ln}, 1, 10*time.Second, io.Discard)
+	t.Cleanup(func() { tr.Close() })
+	return tr
+}
+
+func clientOf(r *tlsutil.Reloader) *tls.Config {
+	return &tls.Config{MinVersion: tls.VersionTLS13, InsecureSkipVerify: true, Certificates: []tls.Certificate{*r.Certificate()}}
+}
+
+// Raft over mutual TLS: a forged AppendEntries that would depose the
+// leader (a term 1,000 higher) and inject an entry is refused, logged
+// and counted, from a client without a certificate, with another CA's,
+// with a certificate of the cluster's CA for a node that is not a
+// member, and with a member's certificate claiming to be the leader.
+func TestRaftRefusesForgedAppendEntries(t *testing.T) {
+	p := newTestPKI(t)
+	tc := newSecureCluster(t, p, 3)
+	leader := tc.leader()
+	ctx := ctxT(t)
+	if _, err := leader.store.Put(ctx, "k", []byte("real")); err != nil {
+		t.Fatal(err)
+	}
+	term := leader.store.raft.CurrentTerm()
+	var follower, other *member
+	for _, m := range tc.members {
+		if m != leader && follower == nil {
+			follower = m
+		} else if m != leader {
+			other = m
+		}
+	}
+	last := follower.store.raft.LastIndex()
+	forged := func(id string) *raft.AppendEntriesRequest {
+		return &raft.AppendEntriesRequest{
+			RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte(id), Addr: []byte(leader.trans.LocalAddr())},
+			Term:      term + 1000, PrevLogEntry: last, PrevLogTerm: term, LeaderCommitIndex: last + 1,
+			Entries: []*raft.Log{{Index: last + 1, Term: term + 1000, Type: raft.LogCommand, Data: []byte("FORGED")}},
+		}
+	}
+
+	foreign := newTestPKI(t)
+	for _, c := range []struct {
+		what, reason string
+		tls          *tls.Config
+		id           string
+	}{
+		{"plaintext", tlsutil.ReasonNotTLS, nil, leader.name},
+		{"no certificate", tlsutil.ReasonNoCertificate, &tls.Config{MinVersion: tls.VersionTLS13, InsecureSkipVerify: true}, leader.name},
+		{"another CA's certificate for the leader", tlsutil.ReasonUnknownAuthority, clientOf(foreign.reloader(t, leader.name)), leader.name},
+		{"the cluster CA's certificate for a non-member", tlsutil.ReasonNotMember, clientOf(p.reloader(t, "rogue")), "rogue"},
+		// other's own certificate, as if stolen from it.
+		{"a member's certificate claiming to be the leader", tlsutil.ReasonRaftID, clientOf(p.load(t, other.name)), leader.name},
+	} {
+		var resp raft.AppendEntriesResponse
+		err := forge(t, c.tls).AppendEntries(raft.ServerID(follower.name), follower.trans.LocalAddr(), forged(c.id), &resp)
+		if err == nil {
+			t.Fatalf("%s: the forged append was answered: %+v", c.what, resp)
+		}
+		testkit.Eventually(t, 30*time.Second, c.what+": the refusal counted as "+c.reason, func() bool {
+			return tc.refusals.Get("raft", c.reason) >= 1
+		})
+	}
+	for _, m := range tc.members {
+		if got := m.store.raft.CurrentTerm(); got != term {
+			t.Fatalf("%s is at term %d, was %d: a forged append moved it", m.name, got, term)
+		}
+	}
+	if l := tc.leader(); l != leader {
+		t.Fatalf("the leader changed from %s to %s", leader.name, l.name)
+	}
+	// Every replica agrees, and nothing forged was applied.
+	v, err := leader.store.Put(ctx, "k", []byte("after"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range tc.members {
+		testkit.Eventually(t, 30*time.Second, m.name+" to apply the write after the attacks", func() bool {
+			kv, err := m.store.StaleGet("k")
+			return err == nil && kv.Version == v && string(kv.Value) == "after"
+		})
+	}
+	if follower.store.raft.LastIndex() < last+1 {
+		t.Fatal("the follower's log did not advance")
+	}
+	t.Logf("refusals: %v", tc.refusals.Snapshot())
+}
