@@ -48,15 +48,15 @@ type Server struct {
 	// member is node once it has started: raft's transport, which starts
 	// first, admits peers through it.
 	member atomic.Pointer[cluster.Node]
-	svc      services
-	lock     *dirlock.Lock
-	ln       net.Listener
-	respLn   net.Listener // the RESP endpoint's, nil when it is off
-	http     *http.Server
-	done     chan struct{}
-	err      error
-	once     sync.Once
-	shut     error
+	svc    services
+	lock   *dirlock.Lock
+	ln     net.Listener
+	respLn net.Listener // the RESP endpoint's, nil when it is off
+	http   *http.Server
+	done   chan struct{}
+	err    error
+	once   sync.Once
+	shut   error
 }
 
 // Start is StartContext without a context.
