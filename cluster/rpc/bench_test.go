@@ -18,6 +18,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -254,13 +255,14 @@ func BenchmarkThroughput(b *testing.B) {
 				}()
 			}
 			b.ResetTimer()
-			t0 := time.Now()
+			t0, cpu0 := time.Now(), processCPU(b)
 			close(start)
 			wg.Wait()
-			elapsed := time.Since(t0)
+			elapsed, cpu := time.Since(t0), processCPU(b)-cpu0
 			b.StopTimer()
 			c1, s1 := cstats.Snapshot(), sstats.Snapshot()
 			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "calls/s")
+			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/call")
 			if w := c1.Writes - c0.Writes; w > 0 {
 				b.ReportMetric(float64(c1.FramesOut-c0.FramesOut)/float64(w), "frames/write")
 			}
@@ -327,7 +329,7 @@ func BenchmarkThroughputVsRawTCP(b *testing.B) {
 		body, ctx := make([]byte, benchPayload), context.Background()
 		// run splits calls among the callers, starts them together and
 		// returns the elapsed time.
-		run := func(calls int, call func(g int) error) time.Duration {
+		run := func(calls int, call func(g int) error) (wall, cpu time.Duration) {
 			var wg sync.WaitGroup
 			start := make(chan struct{})
 			for g := range callers {
@@ -347,30 +349,46 @@ func BenchmarkThroughputVsRawTCP(b *testing.B) {
 					}
 				}()
 			}
-			t0 := time.Now()
+			t0, cpu0 := time.Now(), processCPU(b)
 			close(start)
 			wg.Wait()
-			return time.Since(t0)
+			return time.Since(t0), processCPU(b) - cpu0
 		}
-		var rawTime, rpcTime time.Duration
+		var rawTime, rpcTime, rawCPU, rpcCPU time.Duration
 		b.ResetTimer()
 		for ph := range phases {
 			calls := b.N / phases
 			if ph < b.N%phases {
 				calls++
 			}
-			rawTime += run(calls, raw.call)
-			rpcTime += run(calls, func(int) error {
+			wall, cpu := run(calls, raw.call)
+			rawTime, rawCPU = rawTime+wall, rawCPU+cpu
+			wall, cpu = run(calls, func(int) error {
 				_, err := client.Call(ctx, "server", "echo", body)
 				return err
 			})
+			rpcTime, rpcCPU = rpcTime+wall, rpcCPU+cpu
 		}
 		b.StopTimer()
 		rpcRate, rawRate := float64(b.N)/rpcTime.Seconds(), float64(b.N)/rawTime.Seconds()
 		b.ReportMetric(rpcRate, "calls/s")
 		b.ReportMetric(rawRate, "raw-calls/s")
 		b.ReportMetric(rpcRate/rawRate, "shoal/raw")
+		b.ReportMetric(float64(rpcCPU.Nanoseconds())/float64(b.N), "cpu-ns/call")
+		b.ReportMetric(float64(rawCPU.Nanoseconds())/float64(b.N), "raw-cpu-ns/call")
 	})
+}
+
+// processCPU is the CPU time the process has used (user and system, every
+// thread: client, server and garbage collector alike). On a machine shared
+// with other work it varies far less than the wall time does, because
+// time spent waiting for a core is not counted.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // rawMux is the raw baseline's client: callers share one TCP connection to
