@@ -163,6 +163,8 @@ type CacheFigs struct {
 	NearMisses  map[string]uint64 `json:"near_misses,omitempty"`
 	NearDrops   map[string]uint64 `json:"near_drops,omitempty"`
 	OwnerMisses map[string]uint64 `json:"owner_misses,omitempty"`
+	// RemoteByKind splits RemoteCalls: get, put, change, repl, near.
+	RemoteByKind map[string]uint64 `json:"remote_calls_by_kind,omitempty"`
 	// MissedClears, Resets and Exclusions: region clears after missed
 	// bus messages, lease resets, and members excluded by a write.
 	MissedClears uint64 `json:"missed_clears"`
@@ -341,6 +343,7 @@ func counterFigures(before, after counterSnapshot, ops, seconds float64, ncpu in
 		addCauses(&c.NearMisses, an.NearMisses, bn.NearMisses)
 		addCauses(&c.NearDrops, an.NearDrops, bn.NearDrops)
 		addCauses(&c.OwnerMisses, an.OwnerMisses, bn.OwnerMisses)
+		addCauses(&c.RemoteByKind, an.RemoteByKind, bn.RemoteByKind)
 		c.MissedClears += an.MissedClears - bn.MissedClears
 		c.Resets += an.Resets - bn.Resets
 		c.Exclusions += an.Exclusions - bn.Exclusions

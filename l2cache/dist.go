@@ -131,6 +131,10 @@ type dist struct {
 	// backup; puts evict to keep it within Config.MaxCost.
 	bytes       atomic.Int64
 	evictCursor atomic.Uint64
+
+	// batches queue puts' replications per backup (replbatch.go).
+	bmu     sync.Mutex
+	batches map[string]*replBatch
 }
 
 // dpart is this node's copy of one partition, as owner or backup.
@@ -259,6 +263,7 @@ func newDist(c *Cache) *dist {
 	d.rpc.Handle(rpcPut, d.handler(rpcPut))
 	d.rpc.Handle(rpcChange, d.handler(rpcChange))
 	d.rpc.HandleInline(rpcRepl, d.handleRepl)
+	d.rpc.HandleOneway(rpcReplBatch, d.handleReplBatch)
 	if c.cfg.Lease != nil {
 		// A renewal adopts the table it read before the lease it renews
 		// takes effect: an owner with a valid lease owns by a table at
@@ -409,6 +414,20 @@ func readThrough(err error) int {
 	return readThroughUnavailable
 }
 
+// sendsDone reports whether the messages of the partition's latest change
+// have been handed to the connections. Called with dp.mu held.
+func (dp *dpart) sendsDone() bool {
+	if dp.sent == nil {
+		return true
+	}
+	select {
+	case <-dp.sent:
+		return true
+	default:
+		return false
+	}
+}
+
 // floorLocked is the stamp below which nothing about key is trusted.
 func (dp *dpart) floorLocked(region, skey string) uint64 {
 	return max(dp.floor, dp.inv[skey], dp.cleared[region])
@@ -467,6 +486,7 @@ func (d *dist) call(ctx context.Context, o distOp) (distReply, string, error) {
 func (d *dist) remote(ctx context.Context, owner string, o distOp) (distReply, error) {
 	body := appendOp(make([]byte, 0, 64+len(o.Region)+len(o.Key)+len(o.Value)), &o)
 	d.c.stats.RemoteCalls.Add(1)
+	d.c.stats.RemoteByKind[remoteKind(o.Kind)].Add(1)
 	d.c.stats.RemoteBytes.Add(uint64(len(body)))
 	resp, err := d.rpc.Call(ctx, owner, o.Kind.rpcType(), body)
 	if err != nil {
@@ -560,6 +580,16 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 		repl.Partition, repl.Seq, repl.Epoch = o.Partition, dp.seq, t.Epoch
 		backups = t.Replicas[o.Partition][1:]
 	}
+	if repl != nil && repl.Kind == kindPut && len(backups) > 0 && dp.sendsDone() {
+		// Queued for the backups' next batch (replbatch.go): no change
+		// of the partition is still handing its messages over, so the
+		// put takes its place in the partition's order by being queued.
+		body := appendOp(nil, repl)
+		for _, b := range backups {
+			d.batch(b).add(body)
+		}
+		backups = nil
+	}
 	var near *nearNotice
 	if repl != nil && repl.Kind != kindPut && dp.holders != nil {
 		if hs := dp.holders.take(skey); len(hs) > 0 {
@@ -631,7 +661,9 @@ func (d *dist) send(ctx context.Context, prev, mine chan struct{}, backups []str
 	if len(backups) > 0 {
 		body := appendOp(nil, repl)
 		for _, b := range backups {
+			d.flushBatch(b) // the puts queued before this change leave first
 			d.c.stats.RemoteCalls.Add(1)
+			d.c.stats.RemoteByKind[remoteRepl].Add(1)
 			d.c.stats.RemoteBytes.Add(uint64(len(body)))
 			replSent = append(replSent, d.rpc.Go(ctx, b, rpcRepl, body))
 		}
@@ -647,6 +679,7 @@ func (d *dist) send(ctx context.Context, prev, mine chan struct{}, backups []str
 			}
 			body := appendOp(nil, &msg)
 			d.c.stats.RemoteCalls.Add(1)
+			d.c.stats.RemoteByKind[remoteNear].Add(1)
 			d.c.stats.RemoteBytes.Add(uint64(len(body)))
 			nearSent = append(nearSent, d.rpc.Go(ctx, h, rpcNear, body))
 		}
@@ -855,7 +888,7 @@ func (d *dist) ready() error {
 	return nil
 }
 
-func (d *dist) close() {}
+func (d *dist) close() { d.closeBatches() }
 
 // distRegion is a region in DISTRIBUTED mode: its entries live at their
 // partitions' owners; this node only merges its own loads.

@@ -50,6 +50,8 @@ type NodeStats struct {
 	NearMisses  [nNearMiss]atomic.Uint64
 	NearDrops   [nNearDrop]atomic.Uint64
 	OwnerMisses [nOwnerMiss]atomic.Uint64
+	// RemoteByKind splits RemoteCalls by what they carry.
+	RemoteByKind [nRemote]atomic.Uint64
 }
 
 // NodeStatsSnapshot is a copy of NodeStats.
@@ -67,6 +69,8 @@ type NodeStatsSnapshot struct {
 	NearMisses  map[string]uint64 `json:"near_misses"`
 	NearDrops   map[string]uint64 `json:"near_drops"`
 	OwnerMisses map[string]uint64 `json:"owner_misses"`
+	// RemoteByKind: remote calls by kind (get, put, change, repl, near).
+	RemoteByKind map[string]uint64 `json:"remote_calls_by_kind"`
 }
 
 func (s *NodeStats) snapshot() NodeStatsSnapshot {
@@ -75,7 +79,8 @@ func (s *NodeStats) snapshot() NodeStatsSnapshot {
 		MissedClears: s.MissedClears.Load(), RemoteCalls: s.RemoteCalls.Load(), RemoteBytes: s.RemoteBytes.Load(),
 		Evictions: s.Evictions.Load(), Exclusions: s.Exclusions.Load(), Resets: s.Resets.Load(), NearHits: s.NearHits.Load(),
 		NearMisses: causeSnapshot(nearMissNames[:], s.NearMisses[:]), NearDrops: causeSnapshot(nearDropNames[:], s.NearDrops[:]),
-		OwnerMisses: causeSnapshot(ownerMissNames[:], s.OwnerMisses[:]),
+		OwnerMisses:  causeSnapshot(ownerMissNames[:], s.OwnerMisses[:]),
+		RemoteByKind: causeSnapshot(remoteNames[:], s.RemoteByKind[:]),
 	}
 }
 
@@ -144,4 +149,29 @@ func causeSnapshot(names []string, v []atomic.Uint64) map[string]uint64 {
 		out[n] = v[i].Load()
 	}
 	return out
+}
+
+const (
+	// Remote calls by kind: to an owner (a get, a put, a change: an
+	// invalidation or a soft lock), to a backup (a replication), to a
+	// near holder (a change message).
+	remoteGet = iota
+	remotePut
+	remoteChange
+	remoteRepl
+	remoteNear
+	nRemote
+)
+
+var remoteNames = [nRemote]string{"get", "put", "change", "repl", "near"}
+
+// remoteKind is the remote call kind of an owner operation.
+func remoteKind(k ownerKind) int {
+	switch k {
+	case kindGet:
+		return remoteGet
+	case kindPut:
+		return remotePut
+	}
+	return remoteChange
 }
