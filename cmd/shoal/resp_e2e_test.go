@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/shoal-dev/shoal/internal/localcluster"
+	"github.com/shoal-dev/shoal/internal/testkit"
+)
+
+// A go-redis ClusterClient writes keys through three node processes with
+// one backup per partition; one node is SIGKILLed mid-load. The client
+// follows the slot map to the new owners, and every write acknowledged
+// before, during or after the kill is still there: for each key, written
+// by one goroutine with increasing values, the final value is at least
+// the last acknowledged one (and at most the last attempted one).
+func TestRESPOwnerKilledUnderClusterClient(t *testing.T) {
+	redis.SetLogger(testLogger{t})
+	c := startCluster(t, localcluster.Options{N: 3, Preset: "loopback", BootstrapExpect: 3, RESP: true,
+		Args: []string{"--resp-anonymous", "--backups", "1"}})
+	var addrs []string
+	for _, p := range c.Nodes() {
+		addrs = append(addrs, p.RESP)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	for _, a := range addrs {
+		rdb := redis.NewClient(&redis.Options{Addr: a})
+		testkit.Eventually(t, 60*time.Second, "CLUSTER INFO ok at "+a, func() bool {
+			s, err := rdb.ClusterInfo(ctx).Result()
+			return err == nil && strings.Contains(s, "cluster_state:ok") && strings.Contains(s, "cluster_size:3")
+		})
+		rdb.Close()
+	}
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, MaxRedirects: 8,
+		DialTimeout: time.Second, ReadTimeout: 3 * time.Second, WriteTimeout: 3 * time.Second})
+	defer rdb.Close()
+	testkit.Eventually(t, 60*time.Second, "a write through the cluster client", func() bool {
+		return rdb.Set(ctx, "warm", "1", 0).Err() == nil
+	})
+
+	const writers, keysPer = 8, 16
+	type keyState struct{ acked, attempted int }
+	states := make([][]keyState, writers)
+	var stop atomic.Bool
+	var ok, failed atomic.Int64
+	var lastOK atomic.Int64 // unix ms of the last acknowledged write
+	var wg sync.WaitGroup
+	for w := range writers {
+		states[w] = make([]keyState, keysPer)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; !stop.Load(); i++ {
+				k := i % keysPer
+				st := &states[w][k]
+				v := st.attempted + 1
+				st.attempted = v
+				err := rdb.Set(ctx, fmt.Sprintf("w%d:k%d", w, k), v, 0).Err()
+				if err != nil {
+					failed.Add(1)
+					time.Sleep(20 * time.Millisecond)
+					continue
+				}
+				st.acked = v
+				ok.Add(1)
+				lastOK.Store(time.Now().UnixMilli())
+			}
+		}()
+	}
+	waitOK := func(n int64, what string) {
+		testkit.Eventually(t, 90*time.Second, what, func() bool { return ok.Load() >= n })
+	}
+	waitOK(500, "writes before the kill")
+	if err := c.Kill(3); err != nil {
+		t.Fatal(err)
+	}
+	killedAt := ok.Load()
+	t.Logf("node3 SIGKILLed after %d acknowledged writes", killedAt)
+	waitOK(killedAt+2000, "writes after the kill")
+	stop.Store(true)
+	wg.Wait()
+	t.Logf("%d writes acknowledged, %d failed (the failover)", ok.Load(), failed.Load())
+
+	lost := 0
+	for w := range writers {
+		for k := range keysPer {
+			st := states[w][k]
+			key := fmt.Sprintf("w%d:k%d", w, k)
+			var got int
+			testkit.Eventually(t, 30*time.Second, "reading "+key, func() bool {
+				s, err := rdb.Get(ctx, key).Result()
+				if errors.Is(err, redis.Nil) {
+					got = 0
+					return true
+				}
+				if err != nil {
+					return false
+				}
+				got, err = strconv.Atoi(s)
+				return err == nil
+			})
+			if got < st.acked || got > st.attempted {
+				lost++
+				t.Errorf("%s = %d; acknowledged %d, attempted up to %d", key, got, st.acked, st.attempted)
+			}
+		}
+	}
+	if lost > 0 {
+		t.Fatalf("%d keys lost an acknowledged write", lost)
+	}
+}
+
+// testLogger sends go-redis's log (dial failures while a node is dead) to
+// the test's log.
+type testLogger struct{ t *testing.T }
+
+func (l testLogger) Printf(_ context.Context, format string, v ...any) { l.t.Logf(format, v...) }
