@@ -87,6 +87,10 @@ type BusStats struct {
 	Published, PublishedSync, SendErrors atomic.Uint64
 	Received, Delivered, Duplicates      atomic.Uint64
 	MissedReports                        atomic.Uint64
+	// Refused counts messages and exchanges refused: from a node that is
+	// not a current member, of an incarnation ahead of the member's, or
+	// over a limit per sender (Node.Refusals has them by reason).
+	Refused atomic.Uint64
 }
 
 // envelope is a bus message on the wire.
@@ -131,6 +135,12 @@ type busConfig struct {
 	incarnation uint64
 	rpc         *rpc.Node
 	members     func() []string
+	// member reports whether name is a current (alive) member, and the
+	// incarnation its gossiped metadata carries.
+	member func(name string) (inc uint64, ok bool)
+	// refuse counts and logs a refused message or exchange
+	// (ListenerBus).
+	refuse func(reason, from, detail string)
 	now         func() time.Time
 	gap         time.Duration
 	log         *slog.Logger
@@ -270,7 +280,9 @@ func (b *Bus) onSync(ctx context.Context, from string, body []byte) ([]byte, err
 	}
 	delivered := make(chan struct{})
 	var once sync.Once
-	b.receive(from, env, func() { once.Do(func() { close(delivered) }) })
+	if err := b.receive(from, env, func() { once.Do(func() { close(delivered) }) }); err != nil {
+		return nil, err
+	}
 	select {
 	case <-delivered:
 		return nil, nil
@@ -279,15 +291,60 @@ func (b *Bus) onSync(ctx context.Context, from string, body []byte) ([]byte, err
 	}
 }
 
-func (b *Bus) receive(from string, env envelope, ack func()) {
+// errRefused answers a refused synchronous message.
+var errRefused = errors.New("bus: message refused")
+
+// receive takes a message from a peer, unless it must be refused: its
+// sender is not a current member (a forged or stale name), claims an
+// incarnation ahead of the one its metadata carries (one that would make
+// this node drop the real sender's messages as older), or is over a
+// limit of what this node keeps per sender. A message from an earlier
+// incarnation of a member is dropped as a duplicate.
+func (b *Bus) receive(from string, env envelope, ack func()) error {
 	b.stats.Received.Add(1)
+	inc, ok := b.cfg.member(from)
+	switch {
+	case !ok:
+		b.refused(ReasonNotMember, from, "a message from a node that is not a current member, on topic "+clip(env.Topic))
+		return errRefused
+	case env.Inc > inc:
+		b.refused(ReasonIncarnation, from, fmt.Sprintf("a message of incarnation %d; the member's is %d", env.Inc, inc))
+		return errRefused
+	case env.Inc < inc:
+		b.stats.Duplicates.Add(1)
+		if ack != nil {
+			ack()
+		}
+		return nil
+	}
 	b.mu.Lock()
+	if why := b.recv.admit(from, env.Topic); why != "" {
+		b.mu.Unlock()
+		b.refused(ReasonLimit, from, why)
+		return errRefused
+	}
 	dups := b.recv.dropped
 	b.enqueueLocked(b.recv.receive(b.cfg.now(), from, env, ack))
 	if b.recv.dropped != dups {
 		b.stats.Duplicates.Add(1)
 	}
 	b.mu.Unlock()
+	return nil
+}
+
+func (b *Bus) refused(reason, from, detail string) {
+	b.stats.Refused.Add(1)
+	if b.cfg.refuse != nil {
+		b.cfg.refuse(reason, from, detail)
+	}
+}
+
+// clip shortens what a peer sent for a log line.
+func clip(s string) string {
+	if len(s) > 64 {
+		return fmt.Sprintf("%q… (%d bytes)", s[:64], len(s))
+	}
+	return fmt.Sprintf("%q", s)
 }
 
 func (b *Bus) enqueueLocked(acts []action) {
@@ -330,14 +387,54 @@ func (b *Bus) mergeState(buf []byte) {
 	if st.Name == b.cfg.self {
 		return
 	}
+	// The same rules as for messages: memberlist's push/pull comes from
+	// a node that holds a gossip key, but the name in it is its word.
+	inc, ok := b.cfg.member(st.Name)
+	switch {
+	case !ok:
+		b.refused(ReasonNotMember, st.Name, "an exchange from a node that is not a current member")
+		return
+	case st.Inc > inc:
+		b.refused(ReasonIncarnation, st.Name, fmt.Sprintf("an exchange of incarnation %d; the member's is %d", st.Inc, inc))
+		return
+	case st.Inc < inc:
+		return
+	}
 	b.mu.Lock()
-	b.enqueueLocked(b.recv.exchange(b.cfg.now(), st.Name, st.Inc, st.Seqs))
+	acts, refused := b.recv.exchange(b.cfg.now(), st.Name, st.Inc, st.Seqs)
+	b.enqueueLocked(acts)
 	b.mu.Unlock()
+	if refused > 0 {
+		b.refused(ReasonLimit, st.Name, fmt.Sprintf("%d of the %d topics of an exchange are over this node's limits per sender", refused, len(st.Seqs)))
+	}
 }
 
 func (b *Bus) memberRejoined(name string) {
 	b.mu.Lock()
 	b.enqueueLocked(b.recv.rejoined(name))
+	b.mu.Unlock()
+}
+
+// busState is the size of what the receiver keeps, for tests.
+type busState struct{ senders, streams, held, heldBytes int }
+
+func (b *Bus) state() busState {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var st busState
+	for _, snd := range b.recv.senders {
+		st.senders++
+		st.streams += len(snd.streams)
+		st.held += snd.held
+		st.heldBytes += snd.heldBytes
+	}
+	return st
+}
+
+// memberDeparted is told that a member failed or left.
+func (b *Bus) memberDeparted(name string) {
+	b.mu.Lock()
+	b.enqueueLocked(b.recv.departed(b.cfg.now(), name))
 	b.mu.Unlock()
 }
 

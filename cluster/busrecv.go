@@ -32,14 +32,42 @@ import (
 //
 // Delivery is therefore exactly once per message and in order per stream,
 // and every message that is not delivered is covered by a missed report.
+//
+// What a sender can make the receiver hold is bounded (busLimits): its
+// topics (admit refuses a new one past the limit, and a topic name past
+// its length), and the messages and bytes held behind its gaps, across
+// its topics (past either, every gap of the sender is reported and
+// skipped at once). The bus feeds it only messages from current members;
+// when a member departs its held messages are delivered behind a report,
+// and its streams are kept (for a quick return) only for the most recent
+// departed senders.
 type receiver struct {
 	gap     time.Duration
-	maxHeld int
-	streams map[streamKey]*stream
+	lim     busLimits
+	senders map[string]*sender
 	dropped uint64 // duplicates and messages of old incarnations
 }
 
-type streamKey struct{ from, topic string }
+// busLimits bound the receiver's state per sender.
+type busLimits struct {
+	topics    int // streams (topics) per sender
+	topicLen  int // bytes of a topic name
+	held      int // messages held behind gaps, across the sender's topics
+	heldBytes int // their payload and topic bytes
+	departed  int // departed senders whose streams are kept
+}
+
+// defaultBusLimits are far above what shoal sends (a handful of topics:
+// the L2 cache's regions, the scheduler, the pack cache).
+var defaultBusLimits = busLimits{topics: 256, topicLen: 256, held: 4096, heldBytes: 32 << 20, departed: 64}
+
+// sender is the receiver's state for one sender.
+type sender struct {
+	streams   map[string]*stream // by topic
+	held      int
+	heldBytes int
+	departed  time.Time // when it departed; zero while it is a member
+}
 
 type stream struct {
 	inc       uint64
@@ -64,23 +92,46 @@ type action struct {
 }
 
 func newReceiver(gap time.Duration) *receiver {
-	return &receiver{gap: gap, maxHeld: 4096, streams: map[streamKey]*stream{}}
+	return &receiver{gap: gap, lim: defaultBusLimits, senders: map[string]*sender{}}
 }
 
-// receive processes one message. ack, if not nil, is run once the message
-// has been delivered, or at once if it never will be (a duplicate).
+func (r *receiver) sender(from string) *sender {
+	snd := r.senders[from]
+	if snd == nil {
+		snd = &sender{streams: map[string]*stream{}}
+		r.senders[from] = snd
+	}
+	return snd
+}
+
+// admit says why a message (or an exchange's number) on topic from a
+// sender must be refused, "" if it may be received: a topic name past the
+// limit, or a new topic past the sender's limit.
+func (r *receiver) admit(from, topic string) string {
+	if len(topic) > r.lim.topicLen {
+		return fmt.Sprintf("a topic name of %d bytes (at most %d)", len(topic), r.lim.topicLen)
+	}
+	if snd := r.senders[from]; snd != nil && snd.streams[topic] == nil && len(snd.streams) >= r.lim.topics {
+		return fmt.Sprintf("a topic past the %d this node keeps per sender", r.lim.topics)
+	}
+	return ""
+}
+
+// receive processes one message, which admit accepted. ack, if not nil,
+// is run once the message has been delivered, or at once if it never will
+// be (a duplicate).
 func (r *receiver) receive(now time.Time, from string, env envelope, ack func()) []action {
 	var out []action
-	k := streamKey{from, env.Topic}
-	s := r.streams[k]
+	snd := r.sender(from)
+	s := snd.streams[env.Topic]
 	switch {
 	case s == nil:
 		// If this is not message 1, earlier ones may still be in flight:
 		// hold it like any message behind a gap.
 		s = &stream{inc: env.Inc, next: 1}
-		r.streams[k] = s
+		snd.streams[env.Topic] = s
 	case env.Inc > s.inc:
-		out = append(out, r.restart(s, from, env.Topic, env.Inc)...)
+		out = append(out, r.restart(snd, s, from, env.Topic, env.Inc)...)
 		if env.Seq > 1 {
 			s.next = env.Seq // the restart report covers 1..Seq-1
 		}
@@ -96,7 +147,7 @@ func (r *receiver) receive(now time.Time, from string, env envelope, ack func())
 	case env.Seq == s.next:
 		out = append(out, deliverAction(&inbound{msg: msg, acks: acksOf(ack)}))
 		s.next++
-		out = append(out, s.drain()...)
+		out = append(out, snd.drain(s)...)
 	default:
 		if h := s.held[env.Seq]; h != nil {
 			r.dropped++
@@ -109,8 +160,17 @@ func (r *receiver) receive(now time.Time, from string, env envelope, ack func())
 			s.held = map[uint64]*inbound{}
 		}
 		s.held[env.Seq] = &inbound{msg: msg, acks: acksOf(ack)}
-		if len(s.held) > r.maxHeld {
-			return append(out, s.skipGap(from, env.Topic, MissedGap, "too many messages held behind a gap")...)
+		snd.held++
+		snd.heldBytes += heldSize(env)
+		if snd.held > r.lim.held || snd.heldBytes > r.lim.heldBytes {
+			s.known = max(s.known, env.Seq)
+			detail := fmt.Sprintf("more than %d messages or %d bytes held behind gaps", r.lim.held, r.lim.heldBytes)
+			for _, topic := range sortedKeys(snd.streams) {
+				if t := snd.streams[topic]; len(t.held) > 0 {
+					out = append(out, snd.skipGap(t, from, topic, MissedGap, detail)...)
+				}
+			}
+			return out
 		}
 	}
 	s.known = max(s.known, env.Seq)
@@ -118,19 +178,26 @@ func (r *receiver) receive(now time.Time, from string, env envelope, ack func())
 	return out
 }
 
-// exchange processes a sender's latest sequence numbers per topic.
-func (r *receiver) exchange(now time.Time, from string, inc uint64, seqs map[string]uint64) []action {
-	var out []action
+// heldSize is what a held message counts against its sender's bytes.
+func heldSize(env envelope) int { return len(env.Payload) + len(env.Topic) }
+
+// exchange processes a sender's latest sequence numbers per topic. Topics
+// that admit refuses are skipped; their number is returned.
+func (r *receiver) exchange(now time.Time, from string, inc uint64, seqs map[string]uint64) (out []action, refused int) {
+	snd := r.sender(from)
 	for _, topic := range sortedKeys(seqs) {
+		if r.admit(from, topic) != "" {
+			refused++
+			continue
+		}
 		seq := seqs[topic]
-		k := streamKey{from, topic}
-		s := r.streams[k]
+		s := snd.streams[topic]
 		switch {
 		case s == nil:
 			s = &stream{inc: inc, next: 1}
-			r.streams[k] = s
+			snd.streams[topic] = s
 		case inc > s.inc:
-			out = append(out, r.restart(s, from, topic, inc)...)
+			out = append(out, r.restart(snd, s, from, topic, inc)...)
 			s.next = seq + 1
 		case inc < s.inc:
 			continue
@@ -138,20 +205,23 @@ func (r *receiver) exchange(now time.Time, from string, inc uint64, seqs map[str
 		s.known = max(s.known, seq)
 		s.updateHole(now)
 	}
-	return out
+	return out, refused
 }
 
 // tick reports and skips every gap older than the gap timeout.
 func (r *receiver) tick(now time.Time) []action {
 	var out []action
-	for _, k := range r.sortedStreams() {
-		s := r.streams[k]
-		if !s.holeSince.IsZero() && now.Sub(s.holeSince) >= r.gap {
-			reason, detail := MissedGap, fmt.Sprintf("messages from %d on were not received within %v", s.next, r.gap)
-			if s.next == 1 {
-				reason, detail = MissedFirstContact, fmt.Sprintf("%s had sent messages before this node heard from it", k.from)
+	for _, from := range sortedKeys(r.senders) {
+		snd := r.senders[from]
+		for _, topic := range sortedKeys(snd.streams) {
+			s := snd.streams[topic]
+			if !s.holeSince.IsZero() && now.Sub(s.holeSince) >= r.gap {
+				reason, detail := MissedGap, fmt.Sprintf("messages from %d on were not received within %v", s.next, r.gap)
+				if s.next == 1 {
+					reason, detail = MissedFirstContact, fmt.Sprintf("%s had sent messages before this node heard from it", from)
+				}
+				out = append(out, snd.skipGap(s, from, topic, reason, detail)...)
 			}
-			out = append(out, s.skipGap(k.from, k.topic, reason, detail)...)
 		}
 	}
 	return out
@@ -160,34 +230,77 @@ func (r *receiver) tick(now time.Time) []action {
 // rejoined reports that messages from a member that failed or left and
 // came back may have been lost, on every topic.
 func (r *receiver) rejoined(from string) []action {
+	if snd := r.senders[from]; snd != nil {
+		snd.departed = time.Time{}
+	}
 	return []action{missedAction(from, "", MissedRejoined, from+" failed or left and came back")}
 }
 
-func (r *receiver) restart(s *stream, from, topic string, inc uint64) []action {
+// departed is told that a member failed or left. What it held behind
+// gaps is delivered behind a missed report (freeing it, and running the
+// acks of synchronous copies); its streams are kept, for a quick return,
+// while it is among the lim.departed most recent departed senders.
+func (r *receiver) departed(now time.Time, from string) []action {
+	snd := r.senders[from]
+	if snd == nil {
+		return nil
+	}
+	var out []action
+	for _, topic := range sortedKeys(snd.streams) {
+		if s := snd.streams[topic]; len(s.held) > 0 {
+			out = append(out, snd.skipGap(s, from, topic, MissedGap, from+" departed with messages missing")...)
+		}
+	}
+	snd.departed = now
+	var gone []string
+	for name, s := range r.senders {
+		if !s.departed.IsZero() {
+			gone = append(gone, name)
+		}
+	}
+	if len(gone) > r.lim.departed {
+		slices.SortFunc(gone, func(a, b string) int { return r.senders[a].departed.Compare(r.senders[b].departed) })
+		for _, name := range gone[:len(gone)-r.lim.departed] {
+			delete(r.senders, name)
+		}
+	}
+	return out
+}
+
+func (r *receiver) restart(snd *sender, s *stream, from, topic string, inc uint64) []action {
 	out := []action{missedAction(from, topic, MissedRestart, from+" restarted")}
 	// Held messages of the old run are still real messages: deliver them.
 	for _, seq := range sortedKeys(s.held) {
-		out = append(out, deliverAction(s.held[seq]))
+		out = append(out, snd.release(s, seq))
 	}
 	*s = stream{inc: inc, next: 1}
 	return out
 }
 
-func (s *stream) drain() []action {
+// release takes a held message out of s (and its sender's count) and
+// returns its delivery.
+func (snd *sender) release(s *stream, seq uint64) action {
+	h := s.held[seq]
+	delete(s.held, seq)
+	snd.held--
+	snd.heldBytes -= len(h.msg.Payload) + len(h.msg.Topic)
+	return deliverAction(h)
+}
+
+func (snd *sender) drain(s *stream) []action {
 	var out []action
-	for h := s.held[s.next]; h != nil; h = s.held[s.next] {
-		delete(s.held, s.next)
-		out = append(out, deliverAction(h))
+	for s.held[s.next] != nil {
+		out = append(out, snd.release(s, s.next))
 		s.next++
 	}
 	return out
 }
 
 // skipGap reports the gap as missed and delivers what was held behind it.
-func (s *stream) skipGap(from, topic string, reason MissedReason, detail string) []action {
+func (snd *sender) skipGap(s *stream, from, topic string, reason MissedReason, detail string) []action {
 	out := []action{missedAction(from, topic, reason, detail)}
 	for _, seq := range sortedKeys(s.held) {
-		out = append(out, deliverAction(s.held[seq]))
+		out = append(out, snd.release(s, seq))
 		s.next = seq + 1
 	}
 	s.held = nil
@@ -203,20 +316,6 @@ func (s *stream) updateHole(now time.Time) {
 	case s.holeSince.IsZero():
 		s.holeSince = now
 	}
-}
-
-func (r *receiver) sortedStreams() []streamKey {
-	keys := make([]streamKey, 0, len(r.streams))
-	for k := range r.streams {
-		keys = append(keys, k)
-	}
-	slices.SortFunc(keys, func(a, b streamKey) int {
-		if c := cmpString(a.from, b.from); c != 0 {
-			return c
-		}
-		return cmpString(a.topic, b.topic)
-	})
-	return keys
 }
 
 func sortedKeys[K string | uint64, V any](m map[K]V) []K {

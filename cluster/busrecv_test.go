@@ -24,7 +24,8 @@ func (s *script) msg(from string, inc, seq uint64) {
 }
 
 func (s *script) exchange(from string, inc, seq uint64) {
-	s.record(s.r.exchange(s.now, from, inc, map[string]uint64{"t": seq}))
+	acts, _ := s.r.exchange(s.now, from, inc, map[string]uint64{"t": seq})
+	s.record(acts)
 }
 
 func (s *script) advance(d time.Duration) {
@@ -149,7 +150,7 @@ func TestReceiverRejoined(t *testing.T) {
 
 func TestReceiverTooManyHeld(t *testing.T) {
 	s := newScript()
-	s.r.maxHeld = 3
+	s.r.lim.held = 3
 	s.msg("a", 1, 1)
 	for seq := uint64(3); seq <= 6; seq++ {
 		s.msg("a", 1, seq)
@@ -179,4 +180,92 @@ func TestReceiverAcks(t *testing.T) {
 	if acked[1] != 1 || acked[2] != 2 || acked[3] != 2 {
 		t.Fatalf("acks = %v, want every copy acked once delivered", acked)
 	}
+}
+
+// A sender's topics and topic names are bounded: admit refuses a topic
+// name past the length and a new topic past the count, while the
+// sender's known topics go on; an exchange skips the topics it refuses.
+func TestReceiverTopicLimits(t *testing.T) {
+	r := newReceiver(time.Second)
+	r.lim.topics, r.lim.topicLen = 3, 8
+	now := time.Unix(0, 0)
+	for i := range 3 {
+		topic := fmt.Sprint("t", i)
+		if why := r.admit("a", topic); why != "" {
+			t.Fatalf("topic %d refused: %s", i, why)
+		}
+		r.receive(now, "a", envelope{Inc: 1, Topic: topic, Seq: 1}, nil)
+	}
+	if why := r.admit("a", "t3"); !strings.Contains(why, "3 this node keeps") {
+		t.Fatalf("a fourth topic: %q", why)
+	}
+	if why := r.admit("a", "t1"); why != "" {
+		t.Fatalf("a known topic refused: %s", why)
+	}
+	if why := r.admit("b", "t9"); why != "" { // another sender has its own
+		t.Fatalf("another sender's first topic refused: %s", why)
+	}
+	if why := r.admit("b", "ninebytes"); !strings.Contains(why, "9 bytes") {
+		t.Fatalf("a long topic name: %q", why)
+	}
+	_, refused := r.exchange(now, "a", 1, map[string]uint64{"t0": 1, "t5": 4, "t6": 2})
+	if refused != 2 || len(r.senders["a"].streams) != 3 {
+		t.Fatalf("exchange refused %d topics, a has %d streams; want 2 and 3", refused, len(r.senders["a"].streams))
+	}
+}
+
+// What a sender holds behind gaps is bounded across its topics, in
+// messages and in bytes: past either, every gap of the sender is
+// reported and skipped, and the held messages delivered.
+func TestReceiverHeldBoundedPerSender(t *testing.T) {
+	s := newScript()
+	s.r.lim.held, s.r.lim.heldBytes = 4, 1<<20
+	for i, topic := range []string{"x", "y", "z"} {
+		s.record(s.r.receive(s.now, "a", envelope{Inc: 1, Topic: topic, Seq: 3}, nil))
+		if i < 2 {
+			s.record(s.r.receive(s.now, "a", envelope{Inc: 1, Topic: topic, Seq: 4}, nil))
+		}
+	}
+	s.expect(t, "missed a gap", "deliver a#3", "deliver a#4", "missed a gap", "deliver a#3", "deliver a#4", "missed a gap", "deliver a#3")
+	if snd := s.r.senders["a"]; snd.held != 0 || snd.heldBytes != 0 {
+		t.Fatalf("held after the flush: %d messages, %d bytes", snd.held, snd.heldBytes)
+	}
+	s.r.lim.held = 100
+	big := make([]byte, 400<<10)
+	for seq := uint64(10); seq < 13; seq++ {
+		s.record(s.r.receive(s.now, "a", envelope{Inc: 1, Topic: "x", Seq: seq, Payload: big}, nil))
+	}
+	s.expect(t, "missed a gap", "deliver a#10", "deliver a#11", "deliver a#12")
+	if snd := s.r.senders["a"]; snd.heldBytes != 0 {
+		t.Fatalf("%d bytes held after the flush", snd.heldBytes)
+	}
+}
+
+// A departed member's held messages are delivered behind a report (their
+// acks run), and only the most recent departed senders keep streams.
+func TestReceiverDeparted(t *testing.T) {
+	s := newScript()
+	s.r.lim.departed = 2
+	s.record(s.r.receive(s.now, "a", envelope{Inc: 1, Topic: "t", Seq: 2}, nil))
+	acts := s.r.departed(s.now, "a")
+	s.record(acts)
+	s.expect(t, "missed a gap", "deliver a#2")
+	for _, f := range []string{"b", "c", "d"} {
+		s.msg(f, 1, 1)
+		s.now = s.now.Add(time.Second)
+		s.record(s.r.departed(s.now, f))
+	}
+	s.expect(t, "deliver b#1", "deliver c#1", "deliver d#1")
+	if _, ok := s.r.senders["a"]; ok {
+		t.Fatal("the oldest departed sender is still kept")
+	}
+	if _, ok := s.r.senders["b"]; ok {
+		t.Fatal("the second oldest departed sender is still kept")
+	}
+	if len(s.r.senders) != 2 {
+		t.Fatalf("%d senders kept, want 2", len(s.r.senders))
+	}
+	s.record(s.r.rejoined("d")) // back: no longer counted as departed
+	s.msg("d", 1, 2)
+	s.expect(t, "missed d rejoined", "deliver d#2")
 }

@@ -47,6 +47,7 @@ func (d *delegate) NotifyLeave(node *memberlist.Node) {
 	if st == StateFailed {
 		d.n.failures.Add(1)
 	}
+	d.n.bus.memberDeparted(node.Name)
 	d.n.rpc.Disconnect(node.Name)
 	d.n.emit(Event{Type: typ, Member: m})
 }

@@ -102,7 +102,10 @@ func Start(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.bus = newBus(busConfig{
-		self: cfg.Name, incarnation: inc, rpc: r, members: n.peerNames,
+		self: cfg.Name, incarnation: inc, rpc: r, members: n.peerNames, member: n.busMember,
+		refuse: func(reason, from, detail string) {
+			n.refusals.refuse(ListenerBus, reason, n.rpcAddrsOf(from), from, detail)
+		},
 		now: cfg.Now, gap: cfg.GapTimeout, log: cfg.Logger.With("component", "bus"),
 	})
 	ml, err := memberlist.Create(n.memberlistConfig())
@@ -328,6 +331,17 @@ func (n *Node) peerNames() []string {
 	return out
 }
 
+// busMember reports whether name is an alive member other than this
+// node, with the incarnation of its metadata.
+func (n *Node) busMember(name string) (uint64, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if m := n.members[name]; m != nil && name != n.cfg.Name && m.State == StateAlive {
+		return m.Incarnation, true
+	}
+	return 0, false
+}
+
 func (n *Node) resolveRPC(name string) (string, bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -445,6 +459,12 @@ func (n *Node) announceLeave() {
 func (n *Node) onLeaveNotice(_ context.Context, from string, body []byte) ([]byte, error) {
 	if len(body) != 8 {
 		return nil, fmt.Errorf("leave notice of %d bytes, want 8", len(body))
+	}
+	if _, ok := n.busMember(from); !ok {
+		// Only members' notices are kept: the map must not grow with
+		// names that some peer made up.
+		n.refusals.refuse(ListenerRPC, ReasonNotMember, n.rpcAddrsOf(from), from, "a leave notice from a node that is not a current member")
+		return nil, errors.New("not a current member")
 	}
 	n.mu.Lock()
 	n.leaving[from] = binary.BigEndian.Uint64(body)

@@ -1,0 +1,160 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/shoal-dev/shoal/cluster/rpc"
+	"github.com/shoal-dev/shoal/cluster/wire"
+	"github.com/shoal-dev/shoal/internal/testkit"
+)
+
+// forger is a process that speaks the peer RPC to a node under any name
+// it likes, as anyone who can reach the RPC port can without TLS.
+func forger(t *testing.T, name string, target *Node) *rpc.Node {
+	t.Helper()
+	r, err := rpc.New(rpc.Config{Name: name, Network: &wire.TCP{}, Logger: testLogger(t),
+		Resolve: func(string) (string, bool) { return target.Self().RPC, true }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	// Connect now (a call of a type nobody serves), so that one-way
+	// messages go straight out rather than into the dial backlog.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := r.Call(ctx, target.Name(), "nothing", nil); err == nil {
+		t.Fatal("a call of no type answered")
+	}
+	return r
+}
+
+func envelopeBytes(t testing.TB, env envelope) []byte {
+	t.Helper()
+	b, err := msgpack.Marshal(&env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func twoNodes(t *testing.T) (a, b *Node) {
+	a, b = startNode(t, fastLoopback(t, "a")), startNode(t, fastLoopback(t, "b"))
+	join(t, b, a)
+	testkit.Eventually(t, 10*time.Second, "a and b alive on both", func() bool { return aliveNames(a) == "a,b" && aliveNames(b) == "a,b" })
+	return a, b
+}
+
+// A bus message from a node that is not a member is refused (a
+// synchronous one answered with an error), logged and counted; one that
+// claims a member's name with an incarnation ahead of the member's (which
+// would make the receiver drop the member's real messages as older) is
+// refused too, and the member's messages still arrive.
+func TestBusRefusesForgedMessages(t *testing.T) {
+	a, b := twoNodes(t)
+	rec := &recorder{}
+	defer a.Bus().Subscribe("inv", rec)()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	mallory := forger(t, "mallory", a)
+	if err := mallory.Notify("a", rpcBusOneway, envelopeBytes(t, envelope{Inc: 1, Topic: "inv", Seq: 1, Payload: []byte("forged")})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mallory.Call(ctx, "a", rpcBusSync, envelopeBytes(t, envelope{Inc: 1, Topic: "inv", Seq: 2})); err == nil {
+		t.Fatal("a synchronous message from a non-member was acknowledged")
+	}
+	testkit.Eventually(t, 10*time.Second, "two refusals of mallory", func() bool {
+		return a.Refusals().Get(ListenerBus, ReasonNotMember) == 2
+	})
+
+	fake := forger(t, "b", a) // b's name, plaintext: nothing stops the claim at the RPC
+	if _, err := fake.Call(ctx, "a", rpcBusSync, envelopeBytes(t, envelope{Inc: math.MaxInt64, Topic: "inv", Seq: 1})); err == nil {
+		t.Fatal("a message with a forged incarnation was acknowledged")
+	}
+	if got := a.Refusals().Get(ListenerBus, ReasonIncarnation); got != 1 {
+		t.Fatalf("incarnation refusals: %d, want 1", got)
+	}
+	fake.Close()
+	// The real b is still heard, in order, from its first message.
+	for i := range 3 {
+		if _, err := b.Bus().PublishSync(ctx, "inv", []byte(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testkit.Eventually(t, 10*time.Second, "b's three messages at a", func() bool { m, _ := rec.counts(); return m == 3 })
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for _, m := range rec.msgs {
+		if m.From != "b" {
+			t.Fatalf("a delivered a message from %s", m.From)
+		}
+	}
+	if len(rec.misses) != 0 {
+		t.Fatalf("a reported misses: %+v", rec.misses)
+	}
+}
+
+// Under a flood of forged senders, of topics under a member's name and
+// incarnation, of messages held behind gaps and of oversized topic names,
+// what the bus keeps stays within its limits per sender, and the excess
+// is counted as refused.
+func TestBusStateBoundedUnderFlood(t *testing.T) {
+	a, b := twoNodes(t)
+	inc := b.Self().Incarnation
+	// 500 made-up senders: none gets any state.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for i := range 500 {
+		f := forger(t, fmt.Sprint("ghost-", i), a)
+		if _, err := f.Call(ctx, "a", rpcBusSync, envelopeBytes(t, envelope{Inc: 1, Topic: "t", Seq: 5})); err == nil {
+			t.Fatal("a ghost's message was acknowledged")
+		}
+		f.Close()
+	}
+	// Under b's name and incarnation (plaintext RPC lets anyone claim it):
+	// 5,000 topics, long topic names, and gaps holding big payloads.
+	fake := forger(t, "b", a)
+	payload := make([]byte, 64<<10)
+	for i := range 5000 {
+		if err := fake.Notify("a", rpcBusOneway, envelopeBytes(t, envelope{Inc: inc, Topic: fmt.Sprint("topic-", i), Seq: 2})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 100 {
+		long := string(make([]byte, 300)) + fmt.Sprint(i)
+		if err := fake.Notify("a", rpcBusOneway, envelopeBytes(t, envelope{Inc: inc, Topic: long, Seq: 1})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for seq := uint64(10); seq < 1000; seq++ {
+		if err := fake.Notify("a", rpcBusOneway, envelopeBytes(t, envelope{Inc: inc, Topic: "topic-1", Seq: seq, Payload: payload})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lim := defaultBusLimits
+	testkit.Eventually(t, 60*time.Second, "the flood processed", func() bool {
+		return a.Bus().Stats().Received.Load() >= 500+5000+100+990
+	})
+	st := a.Bus().state()
+	t.Logf("after the flood: %+v; refused: not_member %d, limit %d", st, a.Refusals().Get(ListenerBus, ReasonNotMember), a.Refusals().Get(ListenerBus, ReasonLimit))
+	if st.senders > 1 || st.streams > lim.topics || st.held > lim.held || st.heldBytes > lim.heldBytes {
+		t.Fatalf("bus state past its limits: %+v (limits %+v)", st, lim)
+	}
+	if got := a.Refusals().Get(ListenerBus, ReasonNotMember); got != 500 {
+		t.Fatalf("not_member refusals: %d, want 500", got)
+	}
+	if got := a.Refusals().Get(ListenerBus, ReasonLimit); got < 5000-uint64(lim.topics)+100 {
+		t.Fatalf("limit refusals: %d, want at least %d", got, 5000-lim.topics+100)
+	}
+	// When b departs, its state goes with it (here: b is kept among the
+	// recently departed, its held messages delivered).
+	b.Close()
+	testkit.Eventually(t, 30*time.Second, "a sees b gone", func() bool { return aliveNames(a) == "a" })
+	testkit.Eventually(t, 10*time.Second, "b's held messages released", func() bool { return a.Bus().state().held == 0 })
+}
