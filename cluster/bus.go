@@ -141,9 +141,9 @@ type busConfig struct {
 	// refuse counts and logs a refused message or exchange
 	// (ListenerBus).
 	refuse func(reason, from, detail string)
-	now         func() time.Time
-	gap         time.Duration
-	log         *slog.Logger
+	now    func() time.Time
+	gap    time.Duration
+	log    *slog.Logger
 }
 
 type busSub struct{ s Subscriber }
