@@ -25,7 +25,10 @@ import (
 // batch: a write syscall on loopback costs several microseconds, and under
 // load this turns 1.3 frames per write into 15–20 (BENCHMARKS.md, Hot
 // paths). When nothing else is runnable the yield returns at once, so a lone
-// frame is written as soon as it is queued.
+// frame is written as soon as it is queued. The price is paid when the
+// process's own goroutines keep both cores busy: the writer then waits its
+// turn on the scheduler's global run queue instead of running next, as a
+// woken goroutine does.
 type TCP struct {
 	// MaxFrameSize bounds frames in both directions (DefaultMaxFrameSize if 0).
 	MaxFrameSize int
