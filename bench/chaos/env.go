@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -157,6 +158,9 @@ func startEnv(ctx context.Context, cfg Config, s Setting, dir string) (*Env, err
 		// (and the launcher cannot pick free ones from this namespace).
 		opts.BasePort, opts.HTTPBase = 7946, 8080
 		opts.Command = func(i int, name string, args ...string) *exec.Cmd { return e.hosts[i-1].Command(name, args...) }
+		// Beyond loopback a node runs only secured: mutual TLS between
+		// the nodes, with certificates made here.
+		opts.TLSDir = filepath.Join(dir, "tls")
 	} else {
 		opts.IP = func(int) string { return "127.0.0.1" }
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/internal/testkit"
+	"github.com/shoal-dev/shoal/internal/tlsutil"
 )
 
 // benchCluster is a 3-node group on loopback sockets (memberlist, peer RPC
@@ -119,4 +120,92 @@ func measure(b *testing.B, op func(caller, i int) error) {
 	wg.Wait()
 	b.ReportMetric(float64(n)/time.Since(start).Seconds(), "ops/s-16-callers")
 	b.ReportMetric(0, "ns/op") // the latency metrics above say it better
+}
+
+// BenchmarkCASMutualTLS measures CompareAndSet on two 3-node groups up
+// side by side, one in plaintext and one over mutual TLS (peer RPC and
+// raft), issued on the leader (raft's replication) and on a follower
+// (which forwards over the peer RPC too). The two alternate: each
+// iteration of the latency phase does one CAS on each, and the
+// 16-caller phase alternates four times between them. It reports both
+// and tls/plain.
+//
+//	go test -run '^$' -bench CASMutualTLS -benchtime 2s -count 3 ./cluster/cp
+func BenchmarkCASMutualTLS(b *testing.B) {
+	plainLeader, plainFollower := benchCluster(b)
+	p := newTestPKI(b)
+	tc := &testCluster{t: b, expect: 3, secure: func(name string) *tlsutil.Reloader { return p.reloader(b, name) }}
+	for i := 1; i <= 3; i++ {
+		tc.add(fmt.Sprintf("t%d", i), b.TempDir())
+	}
+	tlsLeader := tc.leader()
+	var tlsFollower *member
+	for _, m := range tc.members {
+		if m != tlsLeader {
+			tlsFollower = m
+			break
+		}
+	}
+	ctx := context.Background()
+	value := make([]byte, 64)
+	for _, via := range []struct {
+		name       string
+		plain, tls *member
+	}{{"leader", plainLeader, tlsLeader}, {"follower", plainFollower, tlsFollower}} {
+		// Made once: the versions each caller's key is at carry over from
+		// one run of the sub-benchmark to the next.
+		plain := casLoop(ctx, via.plain.store, "bench/"+via.name, value)
+		secured := casLoop(ctx, via.tls.store, "bench/"+via.name, value)
+		b.Run(via.name, func(b *testing.B) {
+			pl, tl := make(testkit.Latencies, 0, b.N), make(testkit.Latencies, 0, b.N)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				t0 := time.Now()
+				if err := plain(0, i); err != nil {
+					b.Fatal(err)
+				}
+				t1 := time.Now()
+				if err := secured(0, i); err != nil {
+					b.Fatal(err)
+				}
+				pl, tl = append(pl, t1.Sub(t0)), append(tl, time.Since(t1))
+			}
+			b.StopTimer()
+			pl.Report(b, "plain")
+			tl.Report(b, "tls")
+			b.ReportMetric(float64(tl.Quantile(0.5))/float64(pl.Quantile(0.5)), "tls/plain-p50")
+			n := max(b.N, 400) / 4
+			var plainTime, tlsTime time.Duration
+			for range 4 {
+				plainTime += concurrently(b, n, plain)
+				tlsTime += concurrently(b, n, secured)
+			}
+			pr, tr := float64(4*n)/plainTime.Seconds(), float64(4*n)/tlsTime.Seconds()
+			b.ReportMetric(pr, "plain-ops/s-16-callers")
+			b.ReportMetric(tr, "tls-ops/s-16-callers")
+			b.ReportMetric(tr/pr, "tls/plain-ops")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+// concurrently runs op n times split among 16 callers (1..16) and
+// returns the elapsed time.
+func concurrently(b *testing.B, n int, op func(caller, i int) error) time.Duration {
+	var wg sync.WaitGroup
+	start := time.Now()
+	for g := 0; g < callers; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := g; i < n; i += callers {
+				if err := op(g+1, i); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return time.Since(start)
 }

@@ -59,7 +59,7 @@ func (n *nodeSettings) bind(s *cli.Set) {
 	s.Var(gossipKeyValue{&c.Cluster.GossipKey}, &c.Cluster.GossipKey, "gossip-key", "key",
 		"encrypt gossip with this key, base64 of 16, 24 or 32 bytes ('shoal keyring generate'): nodes without it cannot join. "+
 			"Kept in DATA-DIR/"+server.KeyringFileName+" (rotate with 'shoal keyring'), which wins once it exists")
-	s.Bool(&n.insecure, "insecure", "allow a gossip address beyond loopback without gossip encryption")
+	s.Bool(&n.insecure, "insecure", "allow addresses beyond loopback without gossip encryption or without mutual TLS between the nodes")
 	s.String(&c.Cluster.RPCAddr, "rpc", "peer RPC address host:port").Doc("`--bind`'s host, port + 1")
 	s.String(&c.HTTPAddr, "http", "HTTP address host:port")
 	s.String(&c.RaftAddr, "raft", "raft address host:port; keep it stable across restarts").Doc("`--bind`'s host, port + 2")

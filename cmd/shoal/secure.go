@@ -14,7 +14,21 @@ import (
 // or impersonate a member. On loopback, plaintext stays available (tests,
 // one machine). The refusal names every lack in one line.
 func (n *nodeSettings) checkSecured() error {
-	if n.insecure || loopbackHost(n.Cluster.BindAddr) {
+	if n.insecure {
+		return nil
+	}
+	// The first address that reaches beyond loopback: gossip's, the peer
+	// RPC's or raft's (Validate has derived the last two).
+	kind, addr := "", ""
+	for _, a := range []struct{ kind, addr string }{
+		{"gossip", n.Cluster.BindAddr}, {"peer RPC", n.Cluster.RPCAddr}, {"raft", n.RaftAddr},
+	} {
+		if a.addr != "" && !loopbackHost(a.addr) {
+			kind, addr = a.kind, a.addr
+			break
+		}
+	}
+	if addr == "" {
 		return nil
 	}
 	lacks, err := n.unsecured()
@@ -25,15 +39,16 @@ func (n *nodeSettings) checkSecured() error {
 	for _, l := range lacks {
 		what, flags = append(what, l.what), append(flags, l.flags)
 	}
-	return usagef("refusing to start: the gossip address %s is not loopback and %s; give %s, or pass --insecure to run without",
-		n.Cluster.BindAddr, strings.Join(what, " and "), strings.Join(flags, " and "))
+	return usagef("refusing to start: the %s address %s is not loopback and %s; give %s, or pass --insecure to run without",
+		kind, addr, strings.Join(what, " and "), strings.Join(flags, " and "))
 }
 
 // lack is a protection a node runs without, and the flags that give it.
 type lack struct{ what, flags string }
 
 // unsecured lists what the node lacks: gossip encryption (a --gossip-key,
-// or a keyring saved in its data directory).
+// or a keyring saved in its data directory), and mutual TLS for the peer
+// RPC and raft (--tls-ca, --tls-cert, --tls-key).
 func (n *nodeSettings) unsecured() ([]lack, error) {
 	var out []lack
 	if len(n.Cluster.GossipKey) == 0 {
@@ -44,6 +59,9 @@ func (n *nodeSettings) unsecured() ([]lack, error) {
 		case err != nil:
 			return nil, fmt.Errorf("gossip keyring: %w", err)
 		}
+	}
+	if !n.TLS.Enabled() {
+		out = append(out, lack{"the peer RPC and raft run without TLS", "--tls-ca, --tls-cert and --tls-key ('shoal tls')"})
 	}
 	return out, nil
 }

@@ -46,11 +46,12 @@ type upSettings struct {
 	node     server.Config
 	nodeArgs []string
 	db       string // --db as given: empty is <data-dir>/shoal.db
+	tls      bool
 }
 
 func bindUp(s *cli.Set) runFunc {
 	u := &upSettings{opts: localcluster.Options{Preset: "loopback", WatchParent: true, KeepAddrs: true, N: 3, Dir: "shoal-data", BasePort: 7946,
-		HTTPBase: 8081, RESP: true, RESPBase: 7379, ReadyTimeout: 60 * time.Second}, bindIP: "127.0.0.1", seedCfg: defaultSeed(),
+		HTTPBase: 8081, RESP: true, RESPBase: 7379, ReadyTimeout: 60 * time.Second}, bindIP: "127.0.0.1", seedCfg: defaultSeed(), tls: true,
 		node: server.DefaultNodeConfig(server.PresetLoopback)}
 	o := &u.opts
 	s.Int(&o.N, "n", "number of nodes")
@@ -67,6 +68,7 @@ func bindUp(s *cli.Set) runFunc {
 	s.String(&u.node.DB.URL, "db", "database of every node (default <data-dir>/"+dbFileName+")")
 	s.String(&u.node.Cache.Invalidation, "invalidation", "L2 invalidation of every node: async or sync")
 	s.Int(&u.node.Table.Backups, "backups", "DISTRIBUTED partition backups, 0 to 2")
+	s.Bool(&u.tls, "tls", "run the peer RPC and raft over mutual TLS, with a CA and node certificates made in <data-dir>/"+upTLSDir)
 	return func(ctx context.Context, sio stdio, args []string) error {
 		u.nodeArgs = args
 		if err := u.validate(s); err != nil {
@@ -130,6 +132,9 @@ func (u *upSettings) run(ctx context.Context, sio stdio) error {
 	if o.GossipKey, err = upGossipKey(o.Dir); err != nil {
 		return err
 	}
+	if u.tls {
+		o.TLSDir = filepath.Join(o.Dir, upTLSDir)
+	}
 	if u.seed {
 		if err := upSeed(ctx, dbURL(u.db, o.Dir), o.Dir, u.seedCfg, stdout); err != nil {
 			return err
@@ -155,6 +160,10 @@ func (u *upSettings) run(ctx context.Context, sio stdio) error {
 	}
 	printProcs(stdout, c.Nodes())
 	fmt.Fprintf(stdout, "\ncluster of %d nodes is up (cache mode %s); logs in %s/<node>/node.log\n", o.N, o.CacheMode, o.Dir)
+	if o.TLSDir != "" {
+		fmt.Fprintf(stdout, "the nodes' peer RPC and raft run over mutual TLS (CA and certificates in %s); gossip is encrypted (%s)\n",
+			o.TLSDir, filepath.Join(o.Dir, gossipKeyFile))
+	}
 	fmt.Fprintf(stdout, "an administrator's (%s) access token is in %s; the shoal commands use it when given no credentials\n",
 		o.AdminUser, filepath.Join(o.Dir, localcluster.AdminTokenFile))
 	fmt.Fprintf(stdout, "try:  %s status --data-dir %s --all    or    curl -H \"Authorization: Bearer $(cat %s)\" http://%s/v1/cluster\n",
@@ -178,6 +187,10 @@ func (u *upSettings) run(ctx context.Context, sio stdio) error {
 	sv.run(ctx, reqs)
 	return nil
 }
+
+// upTLSDir is where 'shoal up' keeps the CA and the nodes' certificates,
+// in its directory.
+const upTLSDir = "tls"
 
 // gossipKeyFile is the gossip key 'shoal up' gives its nodes, in its
 // directory.

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/shoal-dev/shoal/internal/httpc"
 	"github.com/shoal-dev/shoal/internal/server"
+	"github.com/shoal-dev/shoal/internal/tlsutil"
 )
 
 // Options says what cluster to start.
@@ -51,6 +53,11 @@ type Options struct {
 	// the environment (SHOAL_GOSSIP_KEY), where other users cannot read
 	// it, not among the arguments that ps shows.
 	GossipKey string
+	// TLSDir, if set, secures the peer RPC and raft with mutual TLS:
+	// Start creates a CA in TLSDir unless it has one, and a certificate
+	// for each node (NAME.pem, NAME-key.pem) unless it has one that is
+	// valid for another 30 days, and starts every node with them.
+	TLSDir string
 	// WatchParent makes the nodes exit when this process dies.
 	WatchParent bool
 	// ReadyTimeout bounds start-up (default 60 s).
@@ -139,6 +146,11 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, err
 	}
+	if opts.TLSDir != "" {
+		if err := ProvisionTLS(opts.TLSDir, opts.N, opts.IP); err != nil {
+			return nil, err
+		}
+	}
 	if opts.Token == "" {
 		if opts.AdminUser == "" {
 			opts.AdminUser = "admin"
@@ -184,6 +196,39 @@ func (c *Cluster) start(ctx context.Context) error {
 // Token is the administrator's access token the launcher uses
 // (Options.Token, or the one Start provisioned).
 func (c *Cluster) Token() string { return c.opts.Token }
+
+// ProvisionTLS makes dir a certificate directory for nodes node1..nodeN:
+// a CA (created unless dir has one) and each node's certificate and key,
+// issued unless the node has a certificate of that CA valid for another
+// 30 days, naming the node, its address ip(i) and localhost.
+func ProvisionTLS(dir string, n int, ip func(int) string) error {
+	if _, err := os.Stat(filepath.Join(dir, tlsutil.CAFile)); errors.Is(err, os.ErrNotExist) {
+		if err := tlsutil.InitCA(dir, tlsutil.CAOptions{Name: "shoal local cluster CA"}); err != nil {
+			return err
+		}
+	}
+	for i := 1; i <= n; i++ {
+		name := "node" + strconv.Itoa(i)
+		r, err := tlsutil.NewReloader(tlsutil.Config{Name: name, CAFile: filepath.Join(dir, tlsutil.CAFile),
+			CertFile: filepath.Join(dir, tlsutil.CertFile(name)), KeyFile: filepath.Join(dir, tlsutil.KeyFile(name)),
+			PollInterval: -1, Logger: slog.New(slog.DiscardHandler)})
+		if err == nil {
+			cert, _ := r.Expiry()
+			r.Close()
+			if time.Until(cert) > 30*24*time.Hour {
+				continue
+			}
+		}
+		o := tlsutil.IssueOptions{DNS: []string{"localhost"}}
+		if a := net.ParseIP(ip(i)); a != nil {
+			o.IPs = []net.IP{a}
+		}
+		if _, err := tlsutil.Issue(dir, name, o); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // Nodes returns the processes, node1 first.
 func (c *Cluster) Nodes() []*Proc {
@@ -247,6 +292,10 @@ func (c *Cluster) spawn(i int, join string) (*Proc, error) {
 	}
 	if join != "" {
 		args = append(args, "--join", join)
+	}
+	if d := c.opts.TLSDir; d != "" {
+		args = append(args, "--tls-ca", filepath.Join(d, tlsutil.CAFile),
+			"--tls-cert", filepath.Join(d, tlsutil.CertFile(name)), "--tls-key", filepath.Join(d, tlsutil.KeyFile(name)))
 	}
 	args = append(args, c.opts.Args...)
 	logFile, err := os.OpenFile(p.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
