@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/internal/nodestats"
+	"github.com/shoal-dev/shoal/internal/ui"
 	"github.com/shoal-dev/shoal/scheduler"
 )
 
@@ -67,3 +68,6 @@ func (s *Server) startScheduler() error {
 
 // Scheduler is the node's job scheduler.
 func (s *Server) Scheduler() *scheduler.Scheduler { return s.svc.sched }
+
+// UI is the node's dashboard.
+func (s *Server) UI() *ui.UI { return s.svc.ui }

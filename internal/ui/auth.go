@@ -20,7 +20,7 @@ const maxFormBody = 16 << 10
 // browser says where it comes from, this origin (403 otherwise).
 func (u *UI) withSession(h func(w http.ResponseWriter, r *http.Request, sess *session)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		c, _ := r.Cookie(sessionCookie)
+		c, _ := r.Cookie(u.sessionCookie)
 		var sess *session
 		if c != nil {
 			sess = u.sessions.get(c.Value)
@@ -80,7 +80,7 @@ type loginView struct {
 // hidden field.
 func (u *UI) loginForm(w http.ResponseWriter, r *http.Request) {
 	next := safeNext(r.URL.Query().Get("next"))
-	if c, _ := r.Cookie(sessionCookie); c != nil && u.sessions.get(c.Value) != nil {
+	if c, _ := r.Cookie(u.sessionCookie); c != nil && u.sessions.get(c.Value) != nil {
 		http.Redirect(w, r, next, http.StatusSeeOther)
 		return
 	}
@@ -89,7 +89,7 @@ func (u *UI) loginForm(w http.ResponseWriter, r *http.Request) {
 
 func (u *UI) showLogin(w http.ResponseWriter, r *http.Request, status int, next, user, problem string) {
 	token := randomToken()
-	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: token, Path: Prefix + "login", MaxAge: 3600,
+	http.SetCookie(w, &http.Cookie{Name: u.loginCookie, Value: token, Path: Prefix + "login", MaxAge: 3600,
 		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
 	d := u.data("login", gitfront.Principal{}, token, nil)
 	d.Error = problem
@@ -107,7 +107,7 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 	}
 	next := safeNext(r.PostForm.Get("next"))
 	user, pass := r.PostForm.Get("username"), r.PostForm.Get("password")
-	c, _ := r.Cookie(loginCookie)
+	c, _ := r.Cookie(u.loginCookie)
 	if c == nil || !sameToken(c.Value, r.PostForm.Get("csrf")) || !sameOrigin(r) {
 		u.showLogin(w, r, http.StatusForbidden, next, user, "The login form expired; please try again.")
 		return
@@ -140,19 +140,19 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 	}
 	cookie, _ := u.sessions.create(p)
 	u.log.Info("ui: login", "user", p.Name, "admin", p.Admin, "remote", r.RemoteAddr)
-	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: "", Path: Prefix + "login", MaxAge: -1,
+	http.SetCookie(w, &http.Cookie{Name: u.loginCookie, Value: "", Path: Prefix + "login", MaxAge: -1,
 		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
-	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: cookie, Path: Prefix,
+	http.SetCookie(w, &http.Cookie{Name: u.sessionCookie, Value: cookie, Path: Prefix,
 		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
 
 // logout ends the session.
 func (u *UI) logout(w http.ResponseWriter, r *http.Request, sess *session) {
-	if c, _ := r.Cookie(sessionCookie); c != nil {
+	if c, _ := r.Cookie(u.sessionCookie); c != nil {
 		u.sessions.remove(c.Value)
 	}
-	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: Prefix, MaxAge: -1,
+	http.SetCookie(w, &http.Cookie{Name: u.sessionCookie, Value: "", Path: Prefix, MaxAge: -1,
 		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
 	u.log.Info("ui: logout", "user", sess.user.Name)
 	http.Redirect(w, r, Prefix+"login", http.StatusSeeOther)

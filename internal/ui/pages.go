@@ -176,7 +176,7 @@ func (u *UI) errorPage(w http.ResponseWriter, sess *session, status int, why str
 
 // events serves a page's Server-Sent Events stream.
 func (u *UI) events(w http.ResponseWriter, r *http.Request) {
-	c, _ := r.Cookie(sessionCookie)
+	c, _ := r.Cookie(u.sessionCookie)
 	var cookie string
 	if c != nil {
 		cookie = c.Value

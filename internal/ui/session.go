@@ -5,18 +5,28 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/shoal-dev/shoal/gitfront"
 )
 
-// sessionCookie names the session cookie; loginCookie the login form's
-// CSRF token (double-submitted: the cookie and a hidden field).
-const (
-	sessionCookie = "shoal_ui"
-	loginCookie   = "shoal_ui_login"
-)
+// cookieNames are the session cookie's name and the login form's CSRF
+// cookie's (double-submitted: the cookie and a hidden field), with the
+// node's name in them: a browser sends a host's cookies to every port, and
+// the nodes of one machine (shoal up) must not overwrite each other's.
+func cookieNames(node string) (session, login string) {
+	var b strings.Builder
+	for _, c := range node {
+		if c < 128 && (c == '-' || c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
+			b.WriteRune(c)
+		} else {
+			b.WriteByte('_')
+		}
+	}
+	return "shoal_ui_" + b.String(), "shoal_ui_login_" + b.String()
+}
 
 // session is a logged-in browser.
 type session struct {

@@ -158,6 +158,8 @@ type UI struct {
 	sessions *sessions
 	hub      *hub
 	sampler  *sampler
+	// sessionCookie and loginCookie name the cookies (cookieNames).
+	sessionCookie, loginCookie string
 
 	done     chan struct{}
 	startMu  sync.Mutex
@@ -187,6 +189,7 @@ func New(cfg Config) (*UI, error) {
 		hub:      newHub(cfg.MaxStreams, cfg.StreamBuffer),
 	}
 	u.sampler = newSampler(u)
+	u.sessionCookie, u.loginCookie = cookieNames(cfg.Node.Name())
 	return u, nil
 }
 
@@ -220,6 +223,13 @@ func (u *UI) Close() {
 	})
 	u.wg.Wait()
 }
+
+// Refresh samples now and sends each watched page's update, as the
+// sampler does at each tick.
+func (u *UI) Refresh() { u.sampler.sampleAndPublish() }
+
+// Streams is the number of open event streams.
+func (u *UI) Streams() int { return u.hub.count() }
 
 // EndStreams ends every open event stream (the browsers reconnect to
 // another node or later) without stopping the dashboard: the node calls

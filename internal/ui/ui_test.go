@@ -22,7 +22,7 @@ func TestMain(m *testing.M) { testkit.MainNoLeaks(m, 15*time.Second) }
 
 // node starts a one-node cluster with an administrator (root) and a user
 // (bob), sampling every 200 ms.
-func node(t *testing.T) *server.Server {
+func node(t testing.TB) *server.Server {
 	t.Helper()
 	cfg := server.DefaultNodeConfig(server.PresetLoopback)
 	cfg.Cluster.Name, cfg.Cluster.BindAddr = "solo", "127.0.0.1:0"
@@ -60,13 +60,13 @@ func node(t *testing.T) *server.Server {
 
 // browser is an HTTP client with cookies that does not follow redirects.
 type browser struct {
-	t    *testing.T
+	t    testing.TB
 	base string
 	c    *http.Client
 	csrf string
 }
 
-func newBrowser(t *testing.T, s *server.Server) *browser {
+func newBrowser(t testing.TB, s *server.Server) *browser {
 	jar, _ := cookiejar.New(nil)
 	return &browser{t: t, base: "http://" + s.HTTPAddr(), c: &http.Client{Jar: jar, Timeout: 30 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
@@ -96,7 +96,7 @@ func (b *browser) do(method, path string, form url.Values) (*http.Response, stri
 
 var csrfRE = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
 
-func tokenIn(t *testing.T, html string) string {
+func tokenIn(t testing.TB, html string) string {
 	t.Helper()
 	m := csrfRE.FindStringSubmatch(html)
 	if m == nil {
@@ -151,7 +151,7 @@ func TestLoginSessionCookieAndPages(t *testing.T) {
 			t.Errorf("login %v: %s, want %d with %q", tc.form, resp.Status, tc.want, tc.msg)
 		}
 		for _, c := range resp.Cookies() {
-			if c.Name == "shoal_ui" {
+			if c.Name == "shoal_ui_solo" {
 				t.Errorf("login %v set a session cookie", tc.form)
 			}
 		}
@@ -163,7 +163,7 @@ func TestLoginSessionCookieAndPages(t *testing.T) {
 	}
 	var sc *http.Cookie
 	for _, c := range resp.Cookies() {
-		if c.Name == "shoal_ui" {
+		if c.Name == "shoal_ui_solo" {
 			sc = c
 		}
 	}
