@@ -237,6 +237,7 @@ func (b *Bus) PublishSyncAcks(ctx context.Context, topic string, payload []byte)
 			defer mu.Unlock()
 			if err != nil {
 				b.stats.SendErrors.Add(1)
+				b.cfg.log.Debug("bus: synchronous message not acknowledged", "to", m, "err", err)
 				notAcked = append(notAcked, m)
 				return
 			}

@@ -83,6 +83,13 @@ type Config struct {
 	GapTimeout time.Duration
 	// LeaveTimeout bounds the graceful leave broadcast in Close.
 	LeaveTimeout time.Duration
+	// DialTimeout bounds opening a peer RPC connection: the dial and the
+	// exchange of hello frames, which needs the peer's accepting goroutine
+	// to run. One-way messages (the bus's) queued for a peer while it is
+	// dialed are dropped if the dial fails, so on a loaded machine this
+	// must cover a process's scheduling stalls. Default 2 s (LAN), 5 s in
+	// the loopback preset.
+	DialTimeout time.Duration
 	// ReconnectInterval is how often the node tries to rejoin one member
 	// it saw fail (so that the halves of a healed partition merge), for
 	// ReconnectTimeout after the failure.
@@ -125,6 +132,7 @@ func DefaultLANConfig() *Config {
 		Memberlist:   ml,
 		GapTimeout:   2 * time.Second,
 		LeaveTimeout: 5 * time.Second,
+		DialTimeout:  2 * time.Second,
 		// As Serf (Consul): retry failed members for a day.
 		ReconnectInterval: 10 * time.Second,
 		ReconnectTimeout:  24 * time.Hour,
@@ -151,7 +159,9 @@ func DefaultLANConfig() *Config {
 // compression: bytes on loopback cost nothing. Each gossiped change is
 // retransmitted 4·log10(N+1) times (memberlist's LAN figure; its local
 // preset's 2 left one node of 32 a change short until the next push/pull,
-// 8 s after the last join against under 1 s with 4). Port 0 everywhere:
+// 8 s after the last join against under 1 s with 4). A peer RPC connection
+// may take 5 s to open (its hello needs the peer's goroutine to run; the
+// bus messages queued meanwhile are dropped if it fails). Port 0 everywhere:
 // the OS picks. Across machines use DefaultLANConfig.
 func DefaultLoopbackConfig() *Config {
 	ml := memberlist.DefaultLocalConfig()
@@ -172,6 +182,7 @@ func DefaultLoopbackConfig() *Config {
 		Memberlist:        ml,
 		GapTimeout:        500 * time.Millisecond,
 		LeaveTimeout:      2 * time.Second,
+		DialTimeout:       5 * time.Second,
 		ReconnectInterval: time.Second,
 		ReconnectTimeout:  time.Hour,
 	}
@@ -223,6 +234,9 @@ func (c *Config) Validate() error {
 	}
 	if c.LeaveTimeout <= 0 {
 		c.LeaveTimeout = 5 * time.Second
+	}
+	if c.DialTimeout <= 0 {
+		c.DialTimeout = 2 * time.Second
 	}
 	if c.ReconnectInterval <= 0 {
 		c.ReconnectInterval = 10 * time.Second

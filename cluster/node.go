@@ -76,7 +76,7 @@ func Start(cfg Config) (*Node, error) {
 	}
 	n.keyring = kr
 	rc := rpc.Config{
-		Name: cfg.Name, Network: cfg.Network, ListenAddr: cfg.RPCAddr,
+		Name: cfg.Name, Network: cfg.Network, ListenAddr: cfg.RPCAddr, DialTimeout: cfg.DialTimeout,
 		Resolve: n.resolveRPC, Logger: cfg.Logger.With("component", "rpc"),
 		Refused: func(reason, remote, claimed string, err error) {
 			n.refusals.refuse(ListenerRPC, reason, remote, claimed, err.Error())

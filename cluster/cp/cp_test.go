@@ -202,7 +202,17 @@ func TestStoreAPIFromEveryNode(t *testing.T) {
 	w := leader.store.Watch("app/")
 	defer w.Close()
 
-	v1, err := follower.store.Put(ctx, "app/a", []byte("1"))
+	// Each write goes through checked: an answer lost on a loaded machine
+	// (a leader deposed mid-commit, a forward whose reply never came) is
+	// resolved by reading the key, never by sending the write blindly
+	// again — a CAS repeated after it took would report a mismatch, and
+	// the watch below would see it twice.
+	fs := follower.store
+	value := func(want string) func(KV, error) bool {
+		return func(kv KV, err error) bool { return err == nil && string(kv.Value) == want }
+	}
+	gone := func(_ KV, err error) bool { return errors.Is(err, ErrNotFound) }
+	v1, err := checked(t, ctx, fs, "app/a", value("1"), func() (uint64, error) { return fs.Put(ctx, "app/a", []byte("1")) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,23 +220,23 @@ func TestStoreAPIFromEveryNode(t *testing.T) {
 	if err != nil || string(kv.Value) != "1" || kv.Version != v1 {
 		t.Fatalf("get after put: %+v %v", kv, err)
 	}
-	if _, err := follower.store.CompareAndSet(ctx, "app/a", v1+100, []byte("x")); !errors.Is(err, ErrVersionMismatch) {
+	if _, err := checked(t, ctx, fs, "app/a", value("x"), func() (uint64, error) { return fs.CompareAndSet(ctx, "app/a", v1+100, []byte("x")) }); !errors.Is(err, ErrVersionMismatch) {
 		t.Fatalf("CAS with a wrong version: %v", err)
 	}
-	v2, err := follower.store.CompareAndSet(ctx, "app/a", v1, []byte("2"))
+	v2, err := checked(t, ctx, fs, "app/a", value("2"), func() (uint64, error) { return fs.CompareAndSet(ctx, "app/a", v1, []byte("2")) })
 	if err != nil || v2 <= v1 {
 		t.Fatalf("CAS: %d %v", v2, err)
 	}
-	if _, err := follower.store.CompareAndSet(ctx, "app/b", 0, []byte("new")); err != nil {
+	if _, err := checked(t, ctx, fs, "app/b", value("new"), func() (uint64, error) { return fs.CompareAndSet(ctx, "app/b", 0, []byte("new")) }); err != nil {
 		t.Fatalf("CAS to create: %v", err)
 	}
-	if _, err := follower.store.CompareAndSet(ctx, "app/b", 0, []byte("again")); !errors.Is(err, ErrVersionMismatch) {
+	if _, err := checked(t, ctx, fs, "app/b", value("again"), func() (uint64, error) { return fs.CompareAndSet(ctx, "app/b", 0, []byte("again")) }); !errors.Is(err, ErrVersionMismatch) {
 		t.Fatalf("CAS create of an existing key: %v", err)
 	}
-	if err := follower.store.Delete(ctx, "app/a", IfVersion(v1)); !errors.Is(err, ErrVersionMismatch) {
+	if _, err := checked(t, ctx, fs, "app/a", gone, func() (uint64, error) { return 0, fs.Delete(ctx, "app/a", IfVersion(v1)) }); !errors.Is(err, ErrVersionMismatch) {
 		t.Fatalf("conditional delete: %v", err)
 	}
-	if err := follower.store.Delete(ctx, "app/a", IfVersion(v2)); err != nil {
+	if _, err := checked(t, ctx, fs, "app/a", gone, func() (uint64, error) { return 0, fs.Delete(ctx, "app/a", IfVersion(v2)) }); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := follower.store.Get(ctx, "app/a"); !errors.Is(err, ErrNotFound) {
@@ -248,15 +258,55 @@ func TestStoreAPIFromEveryNode(t *testing.T) {
 	if want := "app/a:1:false app/a:2:false app/b:new:false app/a::true"; strings.Join(got, " ") != want {
 		t.Fatalf("watch saw %v, want %s", got, want)
 	}
-	// The status names the leader as it is now, and the follower's role.
-	now := tc.leader()
-	st := follower.store.Status()
-	role := "follower"
-	if now == follower {
-		role = "leader"
-	}
-	if st.Leader != now.name || st.Role != role || len(st.Servers) != 3 {
-		t.Fatalf("status: %+v (leader %s)", st, now.name)
+	// The status names the leader as it is now, and the follower's role
+	// (polled: a leader elected since the last write may not have reached
+	// the follower's view yet).
+	var st Status
+	var now *member
+	testkit.Eventually(t, time.Minute, "the follower's status to name the leader", func() bool {
+		now = tc.leader()
+		st = follower.store.Status()
+		role := "follower"
+		if now == follower {
+			role = "leader"
+		}
+		return st.Leader == now.name && st.Role == role && len(st.Servers) == 3
+	})
+}
+
+// checked runs a write and settles an unknown outcome (ErrIndeterminate:
+// the request reached a leader, the answer was lost) by looking, never by
+// sending the write blindly again. First a marker write outside the
+// test's keys must commit: raft commits in log order, and a leader
+// commits the entries of earlier terms with its own first one, so once
+// the marker has committed the lost write has either committed too or
+// never will. Then a linearizable read of key: if took finds the write
+// there, its version is the key's; if not, it is sent again.
+func checked(t *testing.T, ctx context.Context, s *Store, key string, took func(KV, error) bool, write func() (uint64, error)) (uint64, error) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		v, err := write()
+		if !errors.Is(err, ErrIndeterminate) || ctx.Err() != nil {
+			return v, err
+		}
+		t.Logf("%s: outcome unknown (attempt %d): %v; settling it", key, attempt, err)
+		for {
+			// The marker's own retry is harmless: its value is not checked.
+			_, merr := s.Put(ctx, "settle/"+key, []byte(fmt.Sprint(attempt)))
+			if merr == nil {
+				break
+			}
+			if !errors.Is(merr, ErrIndeterminate) || ctx.Err() != nil {
+				t.Fatalf("marker write to settle %s: %v", key, merr)
+			}
+		}
+		kv, gerr := s.Get(ctx, key)
+		if gerr != nil && !errors.Is(gerr, ErrNotFound) {
+			t.Fatalf("reading %s to settle an unknown outcome: %v", key, gerr)
+		}
+		if took(kv, gerr) {
+			return kv.Version, nil
+		}
 	}
 }
 

@@ -8,8 +8,10 @@
 // that restarts is reached at its new incarnation without any action by the
 // caller. When two nodes dial each other at the same moment, both keep the
 // connection dialed by the node whose name sorts first, and the loser is
-// closed by its dialer once its in-flight calls have completed: afterwards
-// the pair shares one connection.
+// retired by a handshake on it (its dialer says it sends nothing new; the
+// other side, once its calls on it are answered, says the same; the dialer
+// closes it), so that nothing sent on it is lost: afterwards the pair
+// shares one connection.
 //
 // With Config.Secure the connections run over mutual TLS (the Network's,
 // wire.TCP.TLS) and a peer is who its certificate says: a hello that
@@ -330,6 +332,17 @@ func (p *Pending) Wait(ctx context.Context) ([]byte, error) {
 }
 
 func (n *Node) start(ctx context.Context, peerName, typ string, body []byte) *Pending {
+	for {
+		p := n.startOnce(ctx, peerName, typ, body)
+		if !errors.Is(p.err, errStopped) {
+			return p
+		}
+		// The connection was retired between picking it and sending:
+		// nothing was sent; the peer's current connection takes it.
+	}
+}
+
+func (n *Node) startOnce(ctx context.Context, peerName, typ string, body []byte) *Pending {
 	c, err := n.connect(ctx, peerName)
 	if err != nil {
 		if ctx.Err() == nil && !errors.Is(err, ErrClosed) {
@@ -351,8 +364,12 @@ func (n *Node) start(ctx context.Context, peerName, typ string, body []byte) *Pe
 			return p
 		}
 	}
-	if err := c.wc.Send(f); err != nil {
+	if err := c.send(f); err != nil {
 		c.removePending(id)
+		if errors.Is(err, errStopped) {
+			p.err = err
+			return p
+		}
 		p.err = fmt.Errorf("%w: send to %s: %w", ErrUnreachable, peerName, err)
 	}
 	return p
@@ -389,11 +406,17 @@ func (n *Node) Notify(peerName, typ string, body []byte) error {
 		return ErrClosed
 	}
 	p := n.peerLocked(peerName)
-	if c := p.conn; c != nil {
-		// Sent outside n.mu: Send may write to the socket itself.
+	for c := p.conn; c != nil; c = p.conn {
+		// Sent outside n.mu: send waits for a retirement marker being sent.
 		n.mu.Unlock()
-		err := c.wc.Send(f)
+		err := c.send(f)
 		n.mu.Lock()
+		if errors.Is(err, errStopped) {
+			if n.closed {
+				return ErrClosed
+			}
+			continue // retired meanwhile, nothing sent: the current connection takes it
+		}
 		if err != nil {
 			return fmt.Errorf("rpc: notify %s: %w", peerName, err)
 		}
@@ -763,7 +786,6 @@ func (n *Node) readLoop(c *conn) {
 		if f, err = c.wc.Recv(); err != nil {
 			break
 		}
-		c.reads.Add(1)
 		if err = n.dispatch(c, f); err != nil {
 			n.stats.ProtocolErrors.Add(1)
 			break
@@ -785,8 +807,17 @@ func (n *Node) dispatch(c *conn, f wire.Frame) error {
 			break
 		}
 		n.wg.Add(1)
+		c.startServing()
 		go n.serve(c, h.h, f)
 	case wire.KindOneway:
+		switch f.Type {
+		case retireMsg:
+			c.onRetire()
+			return nil
+		case retiredMsg:
+			c.onRetired()
+			return nil
+		}
 		n.stats.NotifyReceived.Add(1)
 		if h := (*n.oneways.Load())[f.Type]; h != nil {
 			h(c.peer, f.Body)
@@ -803,6 +834,7 @@ func (n *Node) dispatch(c *conn, f wire.Frame) error {
 
 func (n *Node) serve(c *conn, h Handler, f wire.Frame) {
 	defer n.wg.Done()
+	defer c.doneServing()
 	n.stats.Served.Add(1)
 	ctx, cancel := n.ctx, context.CancelFunc(func() {})
 	if f.Timeout > 0 {
@@ -862,16 +894,19 @@ func (n *Node) connGone(c *conn) {
 	n.mu.Lock()
 	delete(n.conns, c)
 	if p := n.peers[c.peer]; p != nil && p.conn == c {
-		p.conn = nil
-		// Another live connection to the same peer (kept for its incoming
-		// traffic) can take over at once.
-		for o := range n.conns {
-			if o.peer == c.peer && !o.isDead() && !o.isRetired() {
-				p.conn = o
-				break
-			}
-		}
+		p.conn = n.otherConnLocked(c)
 	}
 	n.mu.Unlock()
 	c.failAll()
+}
+
+// otherConnLocked is another live connection to c's peer (kept for its
+// incoming traffic) that can take over from c at once, or nil.
+func (n *Node) otherConnLocked(c *conn) *conn {
+	for o := range n.conns {
+		if o != c && o.peer == c.peer && !o.isDead() && !o.isRetired() {
+			return o
+		}
+	}
+	return nil
 }

@@ -262,3 +262,88 @@ func TestCloseTwiceAndAfterClose(t *testing.T) {
 		t.Fatalf("notify after close: %v", err)
 	}
 }
+
+// slowDialer is a network whose dials take dialDelay to connect, then
+// hold the peer's hello (the dialed side's first frame) for helloDelay:
+// a dialing goroutine that waits for a CPU on a loaded machine.
+type slowDialer struct {
+	wire.Network
+	dialDelay, helloDelay time.Duration
+}
+
+func (s slowDialer) Dial(ctx context.Context, addr string) (wire.Conn, error) {
+	time.Sleep(s.dialDelay)
+	c, err := s.Network.Dial(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	return &slowHello{Conn: c, delay: s.helloDelay}, nil
+}
+
+type slowHello struct {
+	wire.Conn
+	delay time.Duration
+	once  sync.Once
+}
+
+func (c *slowHello) Recv() (wire.Frame, error) {
+	f, err := c.Conn.Recv()
+	c.once.Do(func() { time.Sleep(c.delay) })
+	return f, err
+}
+
+// Simultaneous dials where the winner's dialer is slow to finish its
+// hello: the loser's dialer has switched to the winner long before, while
+// the other side still sends on the loser. Every one-way message sent in
+// the meantime arrives, none fails, and the pair ends on one connection.
+// (When the loser was closed a fixed second after it lost, the messages
+// sent on it after that second were lost.)
+func TestRetiredTwinLosesNothing(t *testing.T) {
+	var reg registry
+	a := reg.start(t, "a", slowDialer{Network: &wire.TCP{}, dialDelay: 300 * time.Millisecond, helloDelay: 1500 * time.Millisecond})
+	b := reg.start(t, "b", &wire.TCP{})
+	var mu sync.Mutex
+	got := map[string]bool{}
+	b.HandleOneway("m", func(_ string, body []byte) {
+		mu.Lock()
+		got[string(body)] = true
+		mu.Unlock()
+	})
+	a.HandleOneway("m", func(string, []byte) {})
+	// a starts dialing b (the winner: a sorts first), slowly; meanwhile b
+	// dials a, and a sends on that connection, the loser.
+	if err := a.Notify("b", "m", []byte("0")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Notify("a", "m", nil); err != nil {
+		t.Fatal(err)
+	}
+	const n = 400
+	failed := 0
+	for i := 1; i < n; i++ {
+		time.Sleep(5 * time.Millisecond)
+		if err := a.Notify("b", "m", []byte(fmt.Sprint(i))); err != nil {
+			failed++
+			t.Logf("notify %d: %v", i, err)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		mu.Lock()
+		received := len(got)
+		mu.Unlock()
+		if received+failed == n && liveConns(a) == 1 && liveConns(b) == 1 {
+			if failed > 0 || received != n {
+				t.Fatalf("%d of %d messages arrived, %d sends failed", received, n, failed)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d messages arrived (%d sends failed); connections a %d, b %d", received, n, failed, liveConns(a), liveConns(b))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if st := a.Stats(); st.Dials.Load() != 1 || st.ConnsAccepted.Load() != 1 {
+		t.Fatalf("a dialed %d times and accepted %d connections: the test did not make twins", st.Dials.Load(), st.ConnsAccepted.Load())
+	}
+}
