@@ -111,6 +111,7 @@ type conn struct {
 	fromHost, toHost string
 	peer             *conn
 	link             *link
+	order            order // of the frames sent from this end
 
 	mu      sync.Mutex
 	inbox   []wire.Frame
@@ -159,7 +160,7 @@ func (c *conn) Send(f *wire.Frame) error {
 	cp := *f
 	cp.Body = cloneBody(f.Body)
 	tr := Traffic{From: c.fromHost, To: c.toHost, Kind: Frame, Frame: &cp}
-	c.n.route(tr, func(clone bool) bool {
+	c.n.routeFrame(&c.order, tr, func(clone bool) bool {
 		g := cp
 		if clone { // the receiver owns Body; duplicates must not share it
 			g.Body = cloneBody(cp.Body)

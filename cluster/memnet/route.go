@@ -186,3 +186,97 @@ func (n *Network) settle(k TrafficKind, delivered bool) {
 		n.countLocked(k, Counters{Lost: 1})
 	}
 }
+
+// order keeps one direction of a frame connection a stream: frames the
+// faults left alone (Match false, or no delay drawn) never overtake an
+// earlier frame that is still delayed, as bytes on a TCP connection
+// cannot, while delayed frames may still overtake each other. A protocol
+// that marks the end of its traffic on a connection (the peer RPC's
+// retirement handshake) can then rely on the mark arriving last, as it
+// does over TCP. Guarded by Network.mu.
+type order struct {
+	next     uint64            // sequence number of the next frame sent
+	inflight map[uint64]int    // delayed copies not yet delivered, by sequence
+	waiting  []waitingDelivery // undelayed copies held behind them, in order
+}
+
+type waitingDelivery struct {
+	seq     uint64
+	deliver func() bool
+}
+
+// heldLocked reports whether an undelayed frame with sequence seq must
+// wait: an earlier frame is still delayed, or others already wait.
+func (o *order) heldLocked(seq uint64) bool {
+	if len(o.waiting) > 0 {
+		return true
+	}
+	for s := range o.inflight {
+		if s < seq {
+			return true
+		}
+	}
+	return false
+}
+
+// releaseLocked removes and returns the waiting deliveries that no
+// delayed frame precedes any more.
+func (o *order) releaseLocked() []waitingDelivery {
+	i := 0
+	for ; i < len(o.waiting); i++ {
+		for s := range o.inflight {
+			if s < o.waiting[i].seq {
+				goto done
+			}
+		}
+	}
+done:
+	out := o.waiting[:i:i]
+	o.waiting = o.waiting[i:]
+	return out
+}
+
+// routeFrame is route for a frame sent on a connection whose direction
+// keeps the order o.
+func (n *Network) routeFrame(o *order, tr Traffic, deliver func(clone bool) bool) {
+	n.mu.Lock()
+	seq := o.next
+	o.next++
+	var now []bool
+	for i, d := range n.decideLocked(tr) {
+		clone := i > 0
+		switch {
+		case d > 0:
+			if o.inflight == nil {
+				o.inflight = map[uint64]int{}
+			}
+			o.inflight[seq]++
+			n.scheduleLocked(tr.Kind, d, func() bool {
+				ok := deliver(clone)
+				n.mu.Lock()
+				if o.inflight[seq]--; o.inflight[seq] == 0 {
+					delete(o.inflight, seq)
+				}
+				// Delivered under the lock, so that releases from
+				// concurrent timers keep their order.
+				for _, w := range o.releaseLocked() {
+					if w.deliver() {
+						n.countLocked(tr.Kind, Counters{Delivered: 1})
+					} else {
+						n.countLocked(tr.Kind, Counters{Lost: 1})
+					}
+				}
+				n.mu.Unlock()
+				return ok
+			})
+		case o.heldLocked(seq):
+			o.waiting = append(o.waiting, waitingDelivery{seq: seq, deliver: func() bool { return deliver(clone) }})
+		default:
+			now = append(now, clone)
+		}
+	}
+	n.mu.Unlock()
+	for _, clone := range now {
+		n.settle(tr.Kind, deliver(clone))
+	}
+}

@@ -149,6 +149,7 @@ func (c *conn) retire() {
 	c.retired = true
 	c.retireTimer = time.AfterFunc(retireTimeout, func() { c.wc.Close() })
 	c.mu.Unlock()
+	c.n.log.Debug("rpc: retiring a connection that lost to its twin", "peer", c.peer, "remote", c.wc.RemoteAddr())
 	c.sendMarker(retireMsg)
 }
 
@@ -177,6 +178,7 @@ func (c *conn) maybeAck() {
 	}
 	c.mu.Unlock()
 	if ready {
+		c.n.log.Debug("rpc: peer retired a connection; acknowledging", "peer", c.peer, "remote", c.wc.RemoteAddr())
 		c.sendMarker(retiredMsg)
 	}
 }
@@ -188,6 +190,7 @@ func (c *conn) onRetired() {
 	retired := c.retired && !c.peerRetired
 	c.mu.Unlock()
 	if retired {
+		c.n.log.Debug("rpc: retired connection closed", "peer", c.peer, "remote", c.wc.RemoteAddr())
 		c.wc.Close()
 	}
 }
