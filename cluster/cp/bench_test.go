@@ -127,7 +127,7 @@ func measure(b *testing.B, op func(caller, i int) error) {
 // raft), issued on the leader (raft's replication) and on a follower
 // (which forwards over the peer RPC too). The two alternate: each
 // iteration of the latency phase does one CAS on each, and the
-// 16-caller phase alternates four times between them. It reports both
+// 16-caller phase alternates eight times between them. It reports both
 // and tls/plain.
 //
 //	go test -run '^$' -bench CASMutualTLS -benchtime 2s -count 3 ./cluster/cp
@@ -174,13 +174,14 @@ func BenchmarkCASMutualTLS(b *testing.B) {
 			pl.Report(b, "plain")
 			tl.Report(b, "tls")
 			b.ReportMetric(float64(tl.Quantile(0.5))/float64(pl.Quantile(0.5)), "tls/plain-p50")
-			n := max(b.N, 400) / 4
+			const phases = 8
+			n := max(b.N, 2400) / phases
 			var plainTime, tlsTime time.Duration
-			for range 4 {
+			for range phases {
 				plainTime += concurrently(b, n, plain)
 				tlsTime += concurrently(b, n, secured)
 			}
-			pr, tr := float64(4*n)/plainTime.Seconds(), float64(4*n)/tlsTime.Seconds()
+			pr, tr := float64(phases*n)/plainTime.Seconds(), float64(phases*n)/tlsTime.Seconds()
 			b.ReportMetric(pr, "plain-ops/s-16-callers")
 			b.ReportMetric(tr, "tls-ops/s-16-callers")
 			b.ReportMetric(tr/pr, "tls/plain-ops")
