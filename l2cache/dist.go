@@ -28,6 +28,8 @@ const (
 	rpcChange = "l2.change"
 	rpcRepl   = "l2.repl"
 	rpcNear   = "l2.near" // an owner tells a near holder to drop a key
+	// rpcPutNote is a put that expects no answer (one-way; NEAR mode).
+	rpcPutNote = "l2.putn"
 )
 
 // ownerKind is what an owner operation does.
@@ -264,6 +266,7 @@ func newDist(c *Cache) *dist {
 	d.rpc.Handle(rpcChange, d.handler(rpcChange))
 	d.rpc.HandleInline(rpcRepl, d.handleRepl)
 	d.rpc.HandleOneway(rpcReplBatch, d.handleReplBatch)
+	d.rpc.HandleOneway(rpcPutNote, d.handlePutNote)
 	if c.cfg.Lease != nil {
 		// A renewal adopts the table it read before the lease it renews
 		// takes effect: an owner with a valid lease owns by a table at
@@ -540,30 +543,23 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 		floor := max(dp.floorLocked(o.Region, skey), d.c.spacesStamp(o.Spaces))
 		e := dp.liveLocked(d, skey, now)
 		locked := dp.lockedLocked(skey, now)
+		if o.Near {
+			// Registered before the answer, under the partition's lock:
+			// every change of the key after this read is sent to the
+			// reader, which keeps what the owner answered, or (after a
+			// miss) what it then loaded.
+			dp.addHolder(d, skey, from)
+		}
 		if e != nil && e.stamp > floor && !locked {
 			rep = distReply{Hit: true, Value: e.value}
-			if o.Near {
-				// Registered before the answer, under the partition's
-				// lock: every change of the key after this read is sent
-				// to the reader. A miss registers nothing: the reader
-				// keeps a copy only once its put is accepted (below).
-				dp.addHolder(d, skey, from)
-			}
 		} else {
 			d.c.stats.OwnerMisses[dp.missCause(o.Region, skey, e, locked, d.c.spacesStamp(o.Spaces))].Add(1)
 			rep = distReply{Ticket: ticket{Owner: d.self, Stamp: d.c.tick()}, Floor: floor}
 		}
 	case kindPut:
-		floor := max(dp.floorLocked(o.Region, skey), d.c.spacesStamp(o.Spaces))
-		if o.Ticket.Owner != d.self || o.Ticket.Stamp <= floor || dp.lockedLocked(skey, now) {
+		if !dp.acceptPutLocked(d, o, skey, now) {
 			rep.Refused = true
 			break
-		}
-		e := d.newEntry(o.Value, o.Ticket.Stamp, now)
-		e.query = len(o.Spaces) > 0
-		dp.setLocked(d, skey, e)
-		if o.Near {
-			dp.addHolder(d, skey, from) // as for a hit: before the answer
 		}
 		repl = &distOp{Kind: kindPut, Region: o.Region, Key: o.Key, Value: o.Value, Spaces: o.Spaces, Stamp: o.Ticket.Stamp}
 	case kindInvalidate, kindLock, kindUnlock:
@@ -584,10 +580,7 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 		// Queued for the backups' next batch (replbatch.go): no change
 		// of the partition is still handing its messages over, so the
 		// put takes its place in the partition's order by being queued.
-		body := appendOp(nil, repl)
-		for _, b := range backups {
-			d.batch(b).add(body)
-		}
+		d.queuePut(repl, backups)
 		backups = nil
 	}
 	var near *nearNotice
@@ -636,6 +629,88 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 		return distReply{Unavailable: true, Epoch: t.Epoch}
 	}
 	return rep
+}
+
+// acceptPutLocked stores a put-from-load unless its ticket is not this
+// owner's, or not newer than the key's latest invalidation (and its
+// spaces' latest update), or the key is soft-locked. Called with dp.mu
+// held, by an owner that may answer.
+func (dp *dpart) acceptPutLocked(d *dist, o distOp, skey string, now time.Time) bool {
+	floor := max(dp.floorLocked(o.Region, skey), d.c.spacesStamp(o.Spaces))
+	if o.Ticket.Owner != d.self || o.Ticket.Stamp <= floor || dp.lockedLocked(skey, now) {
+		return false
+	}
+	e := d.newEntry(o.Value, o.Ticket.Stamp, now)
+	e.query = len(o.Spaces) > 0
+	dp.setLocked(d, skey, e)
+	return true
+}
+
+// queuePut queues an accepted put's replication, numbered, for the
+// backups' next batch. Called with dp.mu held, when the partition's
+// previous change has handed its messages over.
+func (d *dist) queuePut(repl *distOp, backups []string) {
+	body := appendOp(nil, repl)
+	for _, b := range backups {
+		d.batch(b).add(body)
+	}
+}
+
+// putNote offers a loaded value to the owner that issued the miss's
+// ticket without waiting for its answer (NEAR mode: the reader keeps its
+// near copy on the strength of its registration at the miss, not of the
+// put). The owner stores it or refuses it as apply would.
+func (d *dist) putNote(partition int, region, key string, spaces []string, v []byte, t ticket) {
+	o := distOp{Kind: kindPut, Partition: partition, Region: region, Key: key, Spaces: spaces, Value: v, Ticket: t}
+	if t.Owner == d.self {
+		d.applyPutNote(o)
+		return
+	}
+	body := appendOp(make([]byte, 0, 64+len(region)+len(key)+len(v)), &o)
+	d.c.stats.RemoteCalls.Add(1)
+	d.c.stats.RemoteByKind[remotePut].Add(1)
+	d.c.stats.RemoteBytes.Add(uint64(len(body)))
+	if err := d.rpc.Notify(t.Owner, rpcPutNote, body); err != nil {
+		d.c.cfg.Logger.Debug("l2cache: a put was not sent", "owner", t.Owner, "err", err)
+	}
+}
+
+// handlePutNote serves a one-way put on the connection's reader goroutine.
+func (d *dist) handlePutNote(from string, body []byte) {
+	o, err := decodeOp(body)
+	if err != nil || o.Kind != kindPut {
+		d.c.cfg.Logger.Debug("l2cache: dropped an unreadable put", "from", from, "err", err)
+		return
+	}
+	d.applyPutNote(o)
+}
+
+// applyPutNote is apply's put without an answer, and without blocking:
+// the replication is queued for the backups' batch, or — while a change
+// of the partition is still handing its messages over — not sent at all
+// (nor numbered: the backups see no gap, and only lack the entry).
+func (d *dist) applyPutNote(o distOp) {
+	dp, t := d.part(o.Partition)
+	dp.mu.Lock()
+	now := d.c.cfg.Now()
+	if !dp.owner || !d.c.valid() || now.Before(dp.servingFrom) {
+		dp.mu.Unlock()
+		return
+	}
+	if !dp.acceptPutLocked(d, o, o.Region+"\x00"+o.Key, now) {
+		dp.mu.Unlock()
+		if r := d.c.region(o.Region); r != nil {
+			r.stats.RefusedPuts.Add(1)
+		}
+		return
+	}
+	if o.Partition < len(t.Replicas) && len(t.Replicas[o.Partition]) > 1 && dp.sendsDone() {
+		dp.seq++
+		d.queuePut(&distOp{Kind: kindPut, Partition: o.Partition, Region: o.Region, Key: o.Key, Value: o.Value, Spaces: o.Spaces,
+			Stamp: o.Ticket.Stamp, Seq: dp.seq, Epoch: t.Epoch}, t.Replicas[o.Partition][1:])
+	}
+	dp.mu.Unlock()
+	d.evictOver()
 }
 
 // nearNotice is a change's message to the key's near holders, each
@@ -837,10 +912,9 @@ func (d *dist) get(ctx context.Context, region, key string, spaces []string) (di
 	return rep, err
 }
 
-// put offers a loaded value to the owner with the miss's ticket; near: the
-// caller keeps a near copy if it is accepted (the owner registers it).
-func (d *dist) put(ctx context.Context, region, key string, spaces []string, v []byte, t ticket, near bool) (bool, error) {
-	rep, _, err := d.call(ctx, distOp{Kind: kindPut, Near: near, Partition: d.partition(region, key), Region: region, Key: key, Spaces: spaces, Value: v, Ticket: t})
+// put offers a loaded value to the owner with the miss's ticket.
+func (d *dist) put(ctx context.Context, region, key string, spaces []string, v []byte, t ticket) (bool, error) {
+	rep, _, err := d.call(ctx, distOp{Kind: kindPut, Partition: d.partition(region, key), Region: region, Key: key, Spaces: spaces, Value: v, Ticket: t})
 	return err == nil && !rep.Refused && !rep.Unavailable, err
 }
 
@@ -933,7 +1007,7 @@ func (r *distRegion) get(ctx context.Context, key string, spaces []string, load 
 	own.value, own.err = load(ctx)
 	if own.err == nil {
 		pctx, cancel := context.WithTimeout(ctx, r.c.cfg.SyncTimeout)
-		if ok, _ := r.d.put(pctx, r.name, key, spaces, own.value, rep.Ticket, false); ok {
+		if ok, _ := r.d.put(pctx, r.name, key, spaces, own.value, rep.Ticket); ok {
 			r.stats.Puts.Add(1)
 		} else {
 			r.stats.RefusedPuts.Add(1)

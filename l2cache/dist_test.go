@@ -104,6 +104,11 @@ func testDistributedSharedEntries(t *testing.T, mode string) {
 			if _, err := r.Get(ctx, fmt.Sprint(key), load); err != nil {
 				t.Fatal(err)
 			}
+			// A NEAR reader does not wait for its put to be stored (a
+			// one-way message): the next node reads once it is.
+			testkit.Eventually(t, 10*time.Second, "key "+fmt.Sprint(key)+" stored at its owner", func() bool {
+				return ownerHolds(caches, "pr", fmt.Sprint(key))
+			})
 		}
 	}
 	if n := loads.Load(); n != 20 {

@@ -39,3 +39,20 @@ func newKeeper(tb testing.TB, cfg TableConfig) *TableKeeper {
 	tb.Cleanup(k.Close)
 	return k
 }
+
+// ownerHolds reports whether the owner of region's key (in the first
+// cache's table) holds an entry for it.
+func ownerHolds(caches []*Cache, region, key string) bool {
+	d0 := distOf(caches[0])
+	p := d0.partition(region, key)
+	owner := d0.keeper.Table().Owner(p)
+	for _, c := range caches {
+		if d := distOf(c); d != nil && d.self == owner {
+			dp, _ := d.part(p)
+			dp.mu.Lock()
+			defer dp.mu.Unlock()
+			return dp.owner && dp.entries[region+"\x00"+key] != nil
+		}
+	}
+	return false
+}

@@ -20,11 +20,11 @@ import (
 // the values its reads brought back, and serves them without asking the
 // owner. What keeps a near copy honest:
 //
-//   - A read that may keep a near copy says so (distOp.Near, on the get
-//     and on the put after a miss); the owner registers the reader as a
-//     holder of the key under the partition's lock, before it answers a
-//     hit or accepts the put (a miss hands out nothing to keep). The
-//     key's next change (invalidation, soft lock, unlock) is sent to
+//   - A read that may keep a near copy says so (distOp.Near); the owner
+//     registers the reader as a holder of the key under the partition's
+//     lock, before it answers — a hit, or a miss after which the reader
+//     loads the value, keeps it and offers it to the owner without
+//     waiting for an answer (a one-way put). The key's next change (invalidation, soft lock, unlock) is sent to
 //     every holder of the key (nearHolders), numbered in each holder's
 //     own sequence for the partition, and the change is acknowledged only
 //     when each holder has dropped the key — or, for a holder that does
@@ -283,14 +283,15 @@ func (r *nearRegion) get(ctx context.Context, key string, spaces []string, load 
 	r.stats.Loads.Add(1)
 	own.value, own.err = load(ctx)
 	if own.err == nil {
-		pctx, cancel := context.WithTimeout(ctx, r.c.cfg.SyncTimeout)
-		if ok, _ := r.d.put(pctx, r.name, key, spaces, own.value, rep.Ticket, true); ok {
-			r.stats.Puts.Add(1)
-			r.keep(p, key, owner, own.value, stamp, spaces)
-		} else {
-			r.stats.RefusedPuts.Add(1)
-		}
-		cancel()
+		// Kept without waiting for the put: the owner registered this
+		// node as a holder of the key before it answered the miss, so a
+		// change after that — which the load may predate — reaches this
+		// node and drops the copy, or stamps the key before the copy is
+		// kept and the copy is refused. The put only fills the owner
+		// (which counts it if it refuses it).
+		r.keep(p, key, owner, own.value, stamp, spaces)
+		r.d.putNote(p, r.name, key, spaces, own.value, rep.Ticket)
+		r.stats.Puts.Add(1)
 	}
 	return r.loads.finish(key, own)
 }
@@ -430,16 +431,15 @@ func (r *nearRegion) clear(ctx context.Context) error {
 
 // nearHolders is an owner's registry of the members that may keep near
 // copies of a partition's keys. A member is added to a key's set when the
-// owner answers its near read with a hit, or accepts its put, under the
-// partition's lock; the key's next change takes the set (with wide), and
-// the change is acknowledged only when each member in it has dropped the
-// key or been excluded. A member that keeps a copy after that reads or
-// puts again, and is added again. So a change reaches exactly the members
-// that may hold the key — not every member that ever read the partition —
-// and an unlock after a lock reaches nobody (nobody may read a locked
-// key's value). Past its bound of keys, every set is folded into wide:
-// precision is lost (every change then reaches those members), never
-// safety.
+// owner answers its near read (a hit or a miss), under the partition's
+// lock; the key's next change takes the set (with wide), and the change
+// is acknowledged only when each member in it has dropped the key or been
+// excluded. A member that keeps a copy after that has read the key again,
+// and was added again. So a change reaches only the members that may hold
+// the key — not every member that ever read the partition — and an
+// unlock right after a lock reaches only those that read the locked key.
+// Past its bound of keys, every set is folded into wide: precision is
+// lost (every change then reaches those members), never safety.
 type nearHolders struct {
 	keys map[string][]string // store key → members that may keep a copy
 	wide []string            // members that may keep a copy of any key
