@@ -79,6 +79,7 @@ func cmdSelect(c *conn, a [][]byte) {
 }
 
 func cmdReset(c *conn, _ [][]byte) {
+	c.multi = nil
 	c.tr.off(c)
 	c.s.ps.drop(c)
 	c.setProto(false)

@@ -20,6 +20,7 @@ const (
 	flagLoading
 	flagStale
 	flagPubSub
+	flagMultiCtl // runs at once between MULTI and EXEC
 )
 
 var flagNames = []struct {

@@ -41,6 +41,7 @@ type conn struct {
 
 	ncmd        int // commands run
 	user        *Principal
+	multi       *multiState // between MULTI and EXEC/DISCARD
 	clusterMode bool
 	quit        bool
 
@@ -270,6 +271,7 @@ func (c *conn) exec(args [][]byte) {
 	spec := lookup(args[0])
 	c.s.totCmd.Add(1)
 	if spec == nil {
+		c.dirty()
 		c.queueErr(nil, start, unknownCommand(args))
 		return
 	}
@@ -277,6 +279,7 @@ func (c *conn) exec(args [][]byte) {
 	c.lastCmd, c.lastAt = spec.name, start
 	c.mu.Unlock()
 	if !spec.arityOK(len(args)) {
+		c.dirty()
 		c.queueErr(spec, start, "ERR wrong number of arguments for '"+spec.name+"' command")
 		return
 	}
@@ -294,9 +297,16 @@ func (c *conn) exec(args [][]byte) {
 	}
 	if spec.firstKey > 0 && c.redirects() {
 		if e := c.checkSlots(spec, args); e != "" {
+			c.dirty()
 			c.queueErr(spec, start, e)
 			return
 		}
+	}
+	if c.multi != nil && !c.multi.running && spec.flags&flagMultiCtl == 0 {
+		c.runBatch()
+		c.multi.queued = append(c.multi.queued, args)
+		c.o.simple("QUEUED")
+		return
 	}
 	if spec.plan != nil {
 		p, err := spec.plan(c, args)
@@ -324,6 +334,9 @@ func (c *conn) exec(args [][]byte) {
 	spec.run(c, args)
 	c.s.stats.record(spec, time.Since(start), len(c.o.b) > mark && c.o.b[mark] == '-')
 }
+
+// execQueued runs a command EXEC takes from the transaction's queue.
+func (c *conn) execQueued(args [][]byte) { c.exec(args) }
 
 func (c *conn) queueErr(spec *command, start time.Time, text string) {
 	if len(c.items) == 0 {

@@ -189,6 +189,18 @@ func sequence(seed uint64, n int, proto3 bool) []step {
 		}
 		if g.r.IntN(15) == 0 {
 			st.Scan = true
+		} else if g.r.IntN(12) == 0 {
+			// A transaction: queued commands (some refused), then EXEC
+			// or DISCARD.
+			st.Cmds = append(st.Cmds, []string{"MULTI"})
+			for range 1 + g.r.IntN(3) {
+				cmd := g.command()
+				for cmd[0] == "TTL" || cmd[0] == "PTTL" { // counted down: compared only on their own
+					cmd = g.command()
+				}
+				st.Cmds = append(st.Cmds, cmd)
+			}
+			st.Cmds = append(st.Cmds, g.pickc([][]string{{"EXEC"}, {"EXEC"}, {"EXEC"}, {"DISCARD"}}))
 		} else {
 			for range 1 + g.r.IntN(4)*g.r.IntN(2) {
 				st.Cmds = append(st.Cmds, g.command())

@@ -33,7 +33,7 @@ type shoalCluster struct {
 	token string   // the administrator's token
 }
 
-func startShoal(t *testing.T, n int, tweak func(i int, c *server.Config)) *shoalCluster {
+func startShoal(t testing.TB, n int, tweak func(i int, c *server.Config)) *shoalCluster {
 	t.Helper()
 	dir := t.TempDir()
 	sc := &shoalCluster{}

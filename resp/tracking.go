@@ -96,7 +96,7 @@ func (c *conn) readOptions(spec *command) dmap.DoOptions {
 	if t.mode == trackOff || spec.flags&flagRead == 0 {
 		return dmap.DoOptions{}
 	}
-	fresh := t.cachingN == c.ncmd-1
+	fresh := t.cachingN == c.ncmd-1 || c.multi != nil && c.multi.caching
 	switch t.mode {
 	case trackOptIn:
 		return dmap.DoOptions{Track: fresh && t.cacheNext > 0}
