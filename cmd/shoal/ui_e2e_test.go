@@ -202,7 +202,14 @@ func TestDashboardInABrowser(t *testing.T) {
 	if before < 0 {
 		t.Fatal("the caches page has no hit count for node1")
 	}
-	stopLoad := restLoad(t, base, 4)
+	// Every member's counters, read over the peer RPC.
+	waitJS(t, b, 60*time.Second, "three nodes' counters",
+		`document.querySelectorAll('#cache-nodes tbody tr td.hits').length === 3`)
+	var bases []string
+	for _, p := range c.Nodes() {
+		bases = append(bases, "http://"+p.HTTP)
+	}
+	stopLoad := restLoad(t, bases, 6)
 	waitJS(t, b, 90*time.Second, "node1's hits to rise", hitsJS+" > "+strconv.Itoa(before+50))
 	// A few more samples, for the charts.
 	waitJS(t, b, 60*time.Second, "the hits chart", `document.querySelectorAll('figure.chart polyline').length >= 3`)
@@ -222,7 +229,11 @@ func TestDashboardInABrowser(t *testing.T) {
 	browse(t, b, 30*time.Second, "resume", chromedp.Click(chromedp.CSS(`#resume-cluster-stats`)), chromedp.WaitVisible(chromedp.CSS(`#pause-cluster-stats`)))
 	waitJS(t, b, 30*time.Second, "the job scheduled", `document.querySelector('tr[data-job="cluster-stats"]').dataset.state === "scheduled"`)
 
-	browse(t, b, 30*time.Second, "store", chromedp.Navigate(base+"/ui/store?prefix=scheduler/runners/"), chromedp.WaitVisible(chromedp.CSS(`#keys`)))
+	for key, value := range map[string]string{"app/greeting": "hello", "app/motd": "Maintenance on Saturday 06:00–08:00 UTC.",
+		"app/limits/clones": `{"per_minute": 120}`} {
+		putKV(t, base, key, value)
+	}
+	browse(t, b, 30*time.Second, "store", chromedp.Navigate(base+"/ui/store?prefix=app/"), chromedp.WaitVisible(chromedp.CSS(`#keys`)))
 	screenshot(t, b, "store")
 
 	// Kill node3's process: the open cluster page marks it failed.
@@ -236,6 +247,7 @@ func TestDashboardInABrowser(t *testing.T) {
 		`(function(){var r=document.querySelector('#members tr[data-member="node3"]');return !!r && r.dataset.state==="failed"})()`)
 	t.Logf("the page showed node3 failed %v after its SIGKILL", time.Since(killed).Round(time.Millisecond))
 	waitJS(t, b, 30*time.Second, "the failure in the timeline", `document.getElementById("timeline").textContent.includes("node3 failed")`)
+	waitJS(t, b, 30*time.Second, "node2's uptime", `!document.querySelector('#members tr[data-member="node2"] td.uptime').textContent.includes("—")`)
 	screenshot(t, b, "cluster")
 
 	// A user who is not an administrator: no store, no actions, and a
@@ -260,9 +272,25 @@ func TestDashboardInABrowser(t *testing.T) {
 	}
 }
 
-// restLoad reads a few REST resources through the node as the seeded
-// administrator, from n goroutines, until stopped (at most two minutes).
-func restLoad(t *testing.T, base string, n int) (stop func()) {
+// putKV writes a key through /v1/kv as the seeded administrator.
+func putKV(t *testing.T, base, key, value string) {
+	t.Helper()
+	req, _ := http.NewRequest("PUT", base+"/v1/kv/"+key, strings.NewReader(value))
+	req.SetBasicAuth("admin", uiAdminPW)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("PUT /v1/kv/%s: %s", key, resp.Status)
+	}
+}
+
+// restLoad reads a few REST resources through the nodes (round-robin) as
+// the seeded administrator, from n goroutines, until stopped (at most two
+// minutes).
+func restLoad(t *testing.T, bases []string, n int) (stop func()) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	client := &http.Client{Timeout: 10 * time.Second}
 	var wg sync.WaitGroup
@@ -272,7 +300,7 @@ func restLoad(t *testing.T, base string, n int) (stop func()) {
 		go func() {
 			defer wg.Done()
 			for k := i; ctx.Err() == nil; k++ {
-				req, _ := http.NewRequestWithContext(ctx, "GET", base+paths[k%len(paths)], nil)
+				req, _ := http.NewRequestWithContext(ctx, "GET", bases[k%len(bases)]+paths[k%len(paths)], nil)
 				req.SetBasicAuth("admin", uiAdminPW)
 				if resp, err := client.Do(req); err == nil {
 					resp.Body.Close()

@@ -118,6 +118,12 @@ func rollup(ctx context.Context, src *Sources, store *cp.Store) error {
 	return err
 }
 
+// ReadMember reads a member's counters: this node's from src, another's
+// through RPCRead (within 2 s, or ctx).
+func ReadMember(ctx context.Context, src *Sources, m cluster.Member) (Stats, error) {
+	return memberStats(ctx, src, m)
+}
+
 func memberStats(ctx context.Context, src *Sources, m cluster.Member) (Stats, error) {
 	if m.Name == src.Node.Name() {
 		return src.Read(), nil

@@ -427,6 +427,9 @@ func (s *Server) startUI(mux *http.ServeMux) error {
 	var err error
 	s.svc.ui, err = ui.New(ui.Config{Node: s.node, Store: s.store, Stats: &s.svc.stats, Scheduler: s.svc.sched,
 		Authenticate: s.verifyBasic, Version: Version, Logger: s.cfg.Logger,
+		PeerStats: func(ctx context.Context, m cluster.Member) (nodestats.Stats, error) {
+			return nodestats.ReadMember(ctx, &s.svc.stats, m)
+		},
 		Interval: s.cfg.UI.Interval, Window: s.cfg.UI.Window})
 	if err != nil {
 		return err

@@ -272,7 +272,12 @@ func (s *sampler) record(smp *Sample) {
 				n++
 			}
 		}
-		if s.lastTable != nil {
+		switch {
+		case s.lastTable == nil:
+		case !hasOwners(s.lastTable):
+			s.addEventLocked(Event{At: smp.At, Kind: "table",
+				Text: fmt.Sprintf("partition table epoch %d: the first with owners", t.Epoch)})
+		default:
 			s.addEventLocked(Event{At: smp.At, Kind: "table",
 				Text: fmt.Sprintf("partition table epoch %d: %d of %d partitions changed owner", t.Epoch, n, len(t.Replicas))})
 		}
@@ -286,6 +291,15 @@ func (s *sampler) record(smp *Sample) {
 		s.lastMode = smp.Mode
 	}
 	smp.Events = slices.Clone(s.events)
+}
+
+func hasOwners(t *l2cache.PartitionTable) bool {
+	for p := range t.Replicas {
+		if t.Owner(p) != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // movedPartitions marks the partitions whose owner differs between two
