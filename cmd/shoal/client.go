@@ -20,8 +20,8 @@ import (
 // clientSettings are the settings of every command that talks to a
 // node's HTTP API: which node, and whose credentials.
 type clientSettings struct {
-	addr, dataDir, user, password, token string
-	passwordStdin, json                  bool
+	addr, dataDir, user, password, token, ca string
+	passwordStdin, json                      bool
 }
 
 // bindClient binds the client settings onto s.
@@ -34,6 +34,7 @@ func bindClient(s *cli.Set) *clientSettings {
 	s.Bool(&c.passwordStdin, "password-stdin", "read the password from the first line of standard input")
 	s.String(&c.token, "token", "an access token, sent as a Bearer token (default: the administrator's token that 'shoal up' wrote in <data-dir>/admin-token, for its nodes)")
 	s.Bool(&c.json, "json", "print the JSON answer")
+	s.String(&c.ca, "ca", "trust the node's HTTPS certificate if this CA (PEM: the cluster's ca.pem, or a self-signed certificate) signed it; an --addr without a scheme is then https://")
 	return c
 }
 
@@ -65,7 +66,7 @@ func (c *clientSettings) client(stdin io.Reader, admin bool) (*client, error) {
 	if err != nil {
 		return nil, err
 	}
-	cl := &client{base: httpc.Base(node), user: c.user, secret: c.password, token: c.token}
+	cl := &client{base: httpc.BaseTLS(node, c.ca != ""), user: c.user, secret: c.password, token: c.token}
 	if c.user != "" && c.passwordStdin {
 		line, err := bufio.NewReader(stdin).ReadString('\n')
 		if err != nil && !errors.Is(err, io.EOF) {
@@ -79,7 +80,15 @@ func (c *clientSettings) client(stdin io.Reader, admin bool) (*client, error) {
 	if admin && cl.user == "" && cl.token == "" {
 		return nil, usagef("an administrator's credentials are needed: --user NAME (password in $SHOAL_PASSWORD or --password-stdin) or --token (or $SHOAL_TOKEN)")
 	}
-	cl.hc = &http.Client{CheckRedirect: func(req *http.Request, via []*http.Request) error {
+	var transport http.RoundTripper
+	if c.ca != "" {
+		tc, err := httpc.TLSConfig(c.ca)
+		if err != nil {
+			return nil, err
+		}
+		transport = &http.Transport{TLSClientConfig: tc, Proxy: http.ProxyFromEnvironment}
+	}
+	cl.hc = &http.Client{Transport: transport, CheckRedirect: func(req *http.Request, via []*http.Request) error {
 		if len(via) >= 3 {
 			return errors.New("redirected three times: the leader keeps changing; try again")
 		}

@@ -62,6 +62,8 @@ func (n *nodeSettings) bind(s *cli.Set) {
 	s.Bool(&n.insecure, "insecure", "allow addresses beyond loopback without gossip encryption or without mutual TLS between the nodes")
 	s.String(&c.Cluster.RPCAddr, "rpc", "peer RPC address host:port").Doc("`--bind`'s host, port + 1")
 	s.String(&c.HTTPAddr, "http", "HTTP address host:port")
+	s.String(&c.HTTP.TLS.CertFile, "http-tls-cert", "serve HTTPS on --http with this certificate (PEM; a new one written over it is picked up within a second)")
+	s.String(&c.HTTP.TLS.KeyFile, "http-tls-key", "the private key (PEM) of --http-tls-cert")
 	s.String(&c.RaftAddr, "raft", "raft address host:port; keep it stable across restarts").Doc("`--bind`'s host, port + 2")
 	s.String(&c.RaftAdvertise, "raft-advertise", "raft address other nodes should use, if not --raft")
 	s.String(&c.TLS.CAFile, "tls-ca", "the cluster's CA certificate (PEM, 'shoal tls init'): with --tls-cert and --tls-key, the peer RPC and raft run over mutual TLS and only nodes with a certificate it signed are heard")

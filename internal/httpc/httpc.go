@@ -5,10 +5,13 @@ package httpc
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 )
 
@@ -22,6 +25,30 @@ func Base(addr string) string {
 		addr = "http://" + addr
 	}
 	return strings.TrimSuffix(addr, "/")
+}
+
+// BaseTLS is Base, with https:// for an address without a scheme when
+// secure.
+func BaseTLS(addr string, secure bool) string {
+	if secure && !strings.Contains(addr, "://") {
+		addr = "https://" + addr
+	}
+	return Base(addr)
+}
+
+// TLSConfig is a client configuration that trusts the certificate
+// authorities in caFile (PEM), for a node that serves HTTPS with a
+// certificate of the cluster's CA or a self-signed one.
+func TLSConfig(caFile string) (*tls.Config, error) {
+	b, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("--ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("--ca %s: no PEM certificate in it", caFile)
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
 
 // Do sends an anonymous request to Base(addr)+path and returns the body

@@ -28,6 +28,8 @@ type HTTPConfig struct {
 	// Body is what a request body must keep up (a minimum rate after a
 	// grace period, else 408) and which bodies are read before the pool.
 	Body gitfront.BodyConfig
+	// TLS, if set, serves HTTPS instead of HTTP.
+	TLS HTTPTLS
 }
 
 // DefaultHTTPConfig is HTTPConfig's defaults.
@@ -53,6 +55,9 @@ func (c *HTTPConfig) Validate() error {
 	}
 	if c.MaxConnsPerClient == 0 {
 		c.MaxConnsPerClient = d.MaxConnsPerClient
+	}
+	if err := c.TLS.validate(); err != nil {
+		return config.Within("TLS", err)
 	}
 	return c.Body.Validate()
 }

@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -70,6 +71,14 @@ func StartContext(ctx context.Context, cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	var tlsConfig *tls.Config
+	if cfg.HTTP.TLS.Enabled() {
+		kp, err := newKeyPair(cfg.HTTP.TLS, cfg.Logger)
+		if err != nil {
+			return nil, err
+		}
+		tlsConfig = kp.serverConfig()
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
@@ -91,6 +100,9 @@ func StartContext(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}
 	ln = newClientLimit(ln, cfg.HTTP.MaxConnsPerClient, cfg.Logger)
+	if tlsConfig != nil {
+		ln = tls.NewListener(ln, tlsConfig)
+	}
 	handler, err := s.start(ctx)
 	if err != nil {
 		ln.Close()
@@ -107,6 +119,8 @@ func StartContext(ctx context.Context, cfg Config) (*Server, error) {
 		ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout,
 		IdleTimeout:       cfg.HTTP.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+		// HTTP/1.1 only, under TLS too (a non-nil empty map turns h2 off).
+		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
 	}
 	// Shutdown waits for every request; the dashboard's event streams
 	// would never end by themselves.

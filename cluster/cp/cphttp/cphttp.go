@@ -424,7 +424,11 @@ func (s *api) redirectToLeader(w http.ResponseWriter, r *http.Request) bool {
 	if addr == "" {
 		return false
 	}
-	u := url.URL{Scheme: "http", Host: addr, Path: r.URL.Path, RawQuery: r.URL.RawQuery}
+	scheme := "http"
+	if r.TLS != nil { // the nodes of a cluster serve HTTPS alike
+		scheme = "https"
+	}
+	u := url.URL{Scheme: scheme, Host: addr, Path: r.URL.Path, RawQuery: r.URL.RawQuery}
 	http.Redirect(w, r, u.String(), http.StatusTemporaryRedirect)
 	return true
 }
