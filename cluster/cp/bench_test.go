@@ -1,11 +1,17 @@
 package cp
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
 
 	"github.com/shoal-dev/shoal/internal/testkit"
 	"github.com/shoal-dev/shoal/internal/tlsutil"
@@ -13,58 +19,139 @@ import (
 
 // benchCluster is a 3-node group on loopback sockets (memberlist, peer RPC
 // and raft over TCP) with a leader and a follower picked out.
-func benchCluster(b *testing.B) (leader, follower *member) {
+func benchCluster(b *testing.B) (tc *testCluster, leader, follower *member) {
 	b.Helper()
-	tc := &testCluster{t: b, expect: 3}
+	tc = &testCluster{t: b, expect: 3}
 	for i := 1; i <= 3; i++ {
 		tc.add(fmt.Sprintf("n%d", i), b.TempDir())
 	}
 	leader = tc.leader()
 	for _, m := range tc.members {
 		if m != leader {
-			return leader, m
+			return tc, leader, m
 		}
 	}
-	return nil, nil
+	return nil, nil, nil
 }
 
 // BenchmarkCAS measures CompareAndSet issued on the leader and on a
 // follower (which forwards over the peer RPC), against the baseline of
 // raft.Apply of an equally sized command on the leader, in the same run.
+//
+// A loaded machine can depose the leader mid-run. The benchmark then goes
+// on rather than failing: a raw apply refused for want of leadership is
+// sent to the new leader (an undecodable command changes nothing, so a
+// repeat is harmless), and a compare-and-set whose outcome is unknown is
+// settled by reading its key (cas). The "retries" metric counts both;
+// "leader" keeps issuing on the first leader, which forwards once it
+// follows.
 func BenchmarkCAS(b *testing.B) {
-	leader, follower := benchCluster(b)
+	tc, leader, follower := benchCluster(b)
 	ctx := context.Background()
 	value := make([]byte, 64)
 	// The baseline applies an undecodable command: raft does all its work
 	// (log, replication, commit, FSM call), the store's layer none.
 	raw := append([]byte{0xc1}, value...)
-	for _, tc := range []struct {
+	var retries atomic.Uint64
+	var mu sync.Mutex
+	current := leader
+	rawApply := func(int, int) error {
+		for {
+			mu.Lock()
+			l := current
+			mu.Unlock()
+			err := l.store.raft.Apply(raw, 5*time.Second).Error()
+			if !errors.Is(err, raft.ErrNotLeader) && !errors.Is(err, raft.ErrLeadershipLost) &&
+				!errors.Is(err, raft.ErrEnqueueTimeout) && !errors.Is(err, raft.ErrLeadershipTransferInProgress) {
+				return err
+			}
+			retries.Add(1)
+			time.Sleep(5 * time.Millisecond) // not a spin while leadership moves
+			mu.Lock()
+			if current == l {
+				current = tc.leader()
+			}
+			mu.Unlock()
+		}
+	}
+	for _, c := range []struct {
 		name string
 		op   func(caller, i int) error
 	}{
-		{"raw-raft-apply", func(int, int) error { return leader.store.raft.Apply(raw, 5*time.Second).Error() }},
-		{"leader", casLoop(ctx, leader.store, "bench/leader", value)},
-		{"follower", casLoop(ctx, follower.store, "bench/follower", value)},
+		{"raw-raft-apply", rawApply},
+		{"leader", casLoop(ctx, leader.store, "bench/leader", &retries)},
+		{"follower", casLoop(ctx, follower.store, "bench/follower", &retries)},
 	} {
-		b.Run(tc.name, func(b *testing.B) { measure(b, tc.op) })
+		b.Run(c.name, func(b *testing.B) {
+			before := retries.Load()
+			measure(b, c.op)
+			b.ReportMetric(float64(retries.Load()-before), "retries")
+		})
 	}
 }
 
 // casLoop returns an op that keeps one key per caller moving by
-// compare-and-set; each caller owns its slot of versions.
-func casLoop(ctx context.Context, s *Store, prefix string, value []byte) func(int, int) error {
+// compare-and-set; each caller owns its slot of versions. Each value is
+// unique (caller and operation number), so that an unknown outcome is
+// settled by reading the key: the value there means the write took, the
+// version it expected means it did not and it is sent again.
+func casLoop(ctx context.Context, s *Store, prefix string, retries *atomic.Uint64) func(int, int) error {
 	versions := make([]uint64, callers+1)
-	return func(caller, _ int) error {
-		v, err := s.CompareAndSet(ctx, fmt.Sprintf("%s/%d", prefix, caller), versions[caller], value)
-		versions[caller] = v
-		return err
+	return func(caller, i int) error {
+		key := fmt.Sprintf("%s/%d", prefix, caller)
+		value := make([]byte, 64)
+		binary.BigEndian.PutUint64(value, uint64(caller))
+		binary.BigEndian.PutUint64(value[8:], uint64(i))
+		for {
+			v, err := s.CompareAndSet(ctx, key, versions[caller], value)
+			if !errors.Is(err, ErrIndeterminate) {
+				if err == nil {
+					versions[caller] = v
+				}
+				return err
+			}
+			retries.Add(1)
+			kv, err := settledRead(ctx, s, key)
+			if err != nil {
+				return err
+			}
+			if bytes.Equal(kv.Value, value) {
+				versions[caller] = kv.Version
+				return nil
+			}
+			if kv.Version != versions[caller] {
+				return fmt.Errorf("%s moved to version %d under its only writer (expected %d)", key, kv.Version, versions[caller])
+			}
+		}
 	}
+}
+
+// settledRead reads key after a marker write has committed: raft commits
+// in log order, and a new leader commits earlier terms' entries with its
+// own first one, so a write whose answer was lost has committed by then
+// or never will (the same argument as checked in cp_test.go). A missing
+// key reads as version 0.
+func settledRead(ctx context.Context, s *Store, key string) (KV, error) {
+	for {
+		_, err := s.Put(ctx, "bench/settle", nil)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ErrIndeterminate) {
+			return KV{}, err
+		}
+	}
+	kv, err := s.Get(ctx, key)
+	if errors.Is(err, ErrNotFound) {
+		return KV{}, nil
+	}
+	return kv, err
 }
 
 // BenchmarkGet measures linearizable Get on the leader and on a follower,
 // and StaleGet (a local map read) as the floor.
 func BenchmarkGet(b *testing.B) {
-	leader, follower := benchCluster(b)
+	_, leader, follower := benchCluster(b)
 	ctx := context.Background()
 	if _, err := leader.store.Put(ctx, "bench/k", make([]byte, 64)); err != nil {
 		b.Fatal(err)
@@ -132,7 +219,8 @@ func measure(b *testing.B, op func(caller, i int) error) {
 //
 //	go test -run '^$' -bench CASMutualTLS -benchtime 2s -count 3 ./cluster/cp
 func BenchmarkCASMutualTLS(b *testing.B) {
-	plainLeader, plainFollower := benchCluster(b)
+	_, plainLeader, plainFollower := benchCluster(b)
+	var retries atomic.Uint64
 	p := newTestPKI(b)
 	tc := &testCluster{t: b, expect: 3, secure: func(name string) *tlsutil.Reloader { return p.reloader(b, name) }}
 	for i := 1; i <= 3; i++ {
@@ -147,15 +235,14 @@ func BenchmarkCASMutualTLS(b *testing.B) {
 		}
 	}
 	ctx := context.Background()
-	value := make([]byte, 64)
 	for _, via := range []struct {
 		name       string
 		plain, tls *member
 	}{{"leader", plainLeader, tlsLeader}, {"follower", plainFollower, tlsFollower}} {
 		// Made once: the versions each caller's key is at carry over from
 		// one run of the sub-benchmark to the next.
-		plain := casLoop(ctx, via.plain.store, "bench/"+via.name, value)
-		secured := casLoop(ctx, via.tls.store, "bench/"+via.name, value)
+		plain := casLoop(ctx, via.plain.store, "bench/"+via.name, &retries)
+		secured := casLoop(ctx, via.tls.store, "bench/"+via.name, &retries)
 		b.Run(via.name, func(b *testing.B) {
 			pl, tl := make(testkit.Latencies, 0, b.N), make(testkit.Latencies, 0, b.N)
 			b.ResetTimer()

@@ -560,7 +560,8 @@ func (s *Store) applyLocal(ctx context.Context, body []byte) (result, error) {
 	f := s.raft.Apply(stamped, timeout)
 	if err := f.Error(); err != nil {
 		switch {
-		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout):
+		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout),
+			errors.Is(err, raft.ErrLeadershipTransferInProgress):
 			return result{}, errRetry{err} // never entered the log
 		case errors.Is(err, raft.ErrRaftShutdown):
 			return result{}, ErrClosed

@@ -95,7 +95,10 @@ func TestInlineHandlerDeadlineAndErrors(t *testing.T) {
 // Large frames sent while the peer is not reading: Send does not block,
 // and every frame arrives whole and in order once the peer reads.
 func TestSendToSlowReader(t *testing.T) {
-	netw := &wire.TCP{}
+	// The write deadline is not what this test is about: reading 24 MiB
+	// under the race detector on a loaded machine can outlast the default
+	// 10 s, and the writer would give up.
+	netw := &wire.TCP{WriteTimeout: 2 * time.Minute}
 	ln, err := netw.Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -102,7 +102,15 @@ func TestCallDeadlineReachesHandler(t *testing.T) {
 		<-ctx.Done()
 		return nil, ctx.Err()
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	b.Handle("echo", echo)
+	// Connect first, without a short deadline: on a loaded machine the
+	// dial alone can outlast one, and the request would never be sent.
+	warm, cancelWarm := context.WithTimeout(context.Background(), time.Minute)
+	defer cancelWarm()
+	if _, err := a.Call(warm, "b", "echo", nil); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	// Either the caller's deadline fires first, or the handler's (the same
 	// deadline, carried over) and its error comes back.
@@ -111,8 +119,13 @@ func TestCallDeadlineReachesHandler(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) && !(errors.As(err, &re) && re.Msg == context.DeadlineExceeded.Error()) {
 		t.Fatalf("got %v, want deadline exceeded", err)
 	}
-	if !<-sawDeadline {
-		t.Fatal("handler's context had no deadline")
+	select {
+	case ok := <-sawDeadline:
+		if !ok {
+			t.Fatal("handler's context had no deadline")
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("the request never reached the handler (served %d)", b.Stats().Served.Load())
 	}
 }
 
