@@ -1,9 +1,12 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -81,6 +84,48 @@ func TestRESPOwnerKilledUnderClusterClient(t *testing.T) {
 		testkit.Eventually(t, 90*time.Second, what, func() bool { return ok.Load() >= n })
 	}
 	waitOK(500, "writes before the kill")
+	// A tracking client on node 1 reads keys node 3 owns.
+	var watched []string
+	for w := 0; len(watched) < 8; w++ {
+		key := fmt.Sprintf("tracked%d", w)
+		if m, err := rdb.MasterForKey(ctx, key); err == nil && m.Options().Addr == addrs[2] {
+			watched = append(watched, key)
+			if err := rdb.Set(ctx, key, "before", 0).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	tc, err := net.DialTimeout("tcp", addrs[0], 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	tr := bufio.NewReader(tc)
+	tcmd := func(args ...string) string {
+		var b strings.Builder
+		fmt.Fprintf(&b, "*%d\r\n", len(args))
+		for _, a := range args {
+			fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+		}
+		tc.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := tc.Write([]byte(b.String())); err != nil {
+			t.Fatal(err)
+		}
+		r, err := readRESP(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	tcmd("HELLO", "3")
+	if r := tcmd("CLIENT", "TRACKING", "ON"); r != "OK" {
+		t.Fatalf("TRACKING ON: %s", r)
+	}
+	for _, k := range watched {
+		if r := tcmd("GET", k); r != "before" {
+			t.Fatalf("tracked GET %s: %s", k, r)
+		}
+	}
 	if err := c.Kill(3); err != nil {
 		t.Fatal(err)
 	}
@@ -89,6 +134,36 @@ func TestRESPOwnerKilledUnderClusterClient(t *testing.T) {
 	waitOK(killedAt+2000, "writes after the kill")
 	stop.Store(true)
 	wg.Wait()
+
+	// The tracked keys' partitions changed owner: node 1 told the
+	// tracking client to drop them (or closed its connection) — it cannot
+	// keep "before" past a write acknowledged by the new owner.
+	for _, k := range watched {
+		if err := rdb.Set(ctx, k, "after", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pending := map[string]bool{}
+	for _, k := range watched {
+		pending[k] = true
+	}
+	tc.SetReadDeadline(time.Now().Add(30 * time.Second))
+	for len(pending) > 0 {
+		r, err := readRESP(tr)
+		if err != nil {
+			t.Logf("the tracking connection ended (%v): its client's cache goes with it", err)
+			break
+		}
+		if r == "invalidate:*" {
+			clear(pending)
+		}
+		for _, k := range strings.Split(strings.TrimPrefix(r, "invalidate:"), ",") {
+			delete(pending, k)
+		}
+	}
+	if len(pending) > 0 {
+		t.Fatalf("no invalidation for %v", pending)
+	}
 	t.Logf("%d writes acknowledged, %d failed (the failover)", ok.Load(), failed.Load())
 
 	lost := 0
@@ -127,3 +202,57 @@ func TestRESPOwnerKilledUnderClusterClient(t *testing.T) {
 type quietLogger struct{}
 
 func (quietLogger) Printf(context.Context, string, ...any) {}
+
+// readRESP reads one reply: a simple or bulk string as its text, an
+// error as an error, an integer as its digits, an invalidation push as
+// "invalidate:k1,k2" ("invalidate:*" for everything), anything else as
+// its elements joined by spaces.
+func readRESP(r *bufio.Reader) (string, error) {
+	l, err := r.ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+	l = strings.TrimSuffix(l, "\r\n")
+	if l == "" {
+		return "", errors.New("empty reply line")
+	}
+	switch l[0] {
+	case '+', ':':
+		return l[1:], nil
+	case '-':
+		return "", errors.New(l[1:])
+	case '_':
+		return "", nil
+	case '$':
+		n, _ := strconv.Atoi(l[1:])
+		if n < 0 {
+			return "", nil
+		}
+		b := make([]byte, n+2)
+		if _, err := io.ReadFull(r, b); err != nil {
+			return "", err
+		}
+		return string(b[:n]), nil
+	case '*', '>', '%', '~':
+		n, _ := strconv.Atoi(l[1:])
+		if l[0] == '%' {
+			n *= 2
+		}
+		var items []string
+		for range max(n, 0) {
+			it, err := readRESP(r)
+			if err != nil {
+				return "", err
+			}
+			items = append(items, it)
+		}
+		if l[0] == '>' && len(items) == 2 && items[0] == "invalidate" {
+			if items[1] == "" {
+				return "invalidate:*", nil
+			}
+			return "invalidate:" + strings.ReplaceAll(items[1], " ", ","), nil
+		}
+		return strings.Join(items, " "), nil
+	}
+	return "", fmt.Errorf("unknown reply %q", l)
+}
