@@ -84,6 +84,10 @@ func secureNode(t testing.TB, name string, certs nodeCerts, refusals *tlsutil.Re
 	}
 	t.Cleanup(r.Close)
 	cfg := fastLoopback(t, name)
+	// A member paused by a loaded machine must not be declared failed:
+	// its connections would be dropped, and the calls on them fail.
+	patient(&cfg)
+	cfg.DialTimeout = 4 * time.Second
 	cfg.TLS, cfg.Refusals = r, refusals
 	return startNode(t, cfg), r
 }

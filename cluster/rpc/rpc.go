@@ -720,9 +720,13 @@ func (n *Node) serveConn(wc wire.Conn) {
 	}
 	if err != nil {
 		var re *tlsutil.RefusedError
-		if errors.As(err, &re) {
+		switch {
+		case n.ctx.Err() != nil:
+			// This node is closing: the handshake or the admission was cut
+			// short, the peer refused nothing.
+		case errors.As(err, &re):
 			n.refused(wc, name, err)
-		} else {
+		default:
 			n.stats.ProtocolErrors.Add(1)
 			n.log.Warn("rpc: rejected connection", "remote", wc.RemoteAddr(), "err", err)
 		}

@@ -170,7 +170,7 @@ func TestUpKilledLeavesNoOrphans(t *testing.T) {
 
 func startUp(t *testing.T, dir string) (*exec.Cmd, *bufio.Scanner) {
 	t.Helper()
-	cmd := exec.Command(shoalBin, "up", "-n", "3", "--data-dir", dir, "--base-port", "0", "--http-base", "0")
+	cmd := exec.Command(shoalBin, "up", "-n", "3", "--data-dir", dir, "--base-port", "0", "--http-base", "0", "--resp-base", "0")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

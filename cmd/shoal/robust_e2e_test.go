@@ -82,7 +82,7 @@ func TestUpRefusesSecondUpOnItsDirectory(t *testing.T) {
 	waitForLine(t, out, "cluster of 3 nodes is up")
 	logBefore, _ := os.ReadFile(filepath.Join(dir, "node1", "node.log"))
 	start := time.Now()
-	got, err := runUp(t, "-n", "3", "--data-dir", dir, "--base-port", "0", "--http-base", "0")
+	got, err := runUp(t, "-n", "3", "--data-dir", dir, "--base-port", "0", "--http-base", "0", "--resp-base", "0")
 	if err == nil {
 		t.Fatalf("a second shoal up on %s succeeded:\n%s", dir, got)
 	}
@@ -111,7 +111,7 @@ func TestUpNamesAddressInUse(t *testing.T) {
 	if port+30 > 65535 {
 		t.Skip("the OS picked a port too high for --base-port")
 	}
-	got, err := runUp(t, "-n", "1", "--data-dir", t.TempDir(), "--base-port", fmt.Sprint(port), "--http-base", "0")
+	got, err := runUp(t, "-n", "1", "--data-dir", t.TempDir(), "--base-port", fmt.Sprint(port), "--http-base", "0", "--resp-base", "0")
 	if err == nil {
 		t.Fatalf("shoal up with its gossip port taken succeeded:\n%s", got)
 	}
@@ -135,7 +135,7 @@ func TestUpNamesLockedDataDir(t *testing.T) {
 		other.Wait()
 	})
 	waitUntil(t, 60*time.Second, "the hand-started node holds "+nodeDir, func() bool { return dirlock.Holder(nodeDir) == other.Process.Pid })
-	got, err := runUp(t, "-n", "1", "--data-dir", dir, "--base-port", "0", "--http-base", "0")
+	got, err := runUp(t, "-n", "1", "--data-dir", dir, "--base-port", "0", "--http-base", "0", "--resp-base", "0")
 	if err == nil {
 		t.Fatalf("shoal up on a locked node directory succeeded:\n%s", got)
 	}
@@ -191,7 +191,7 @@ func (l *lines) waitLine(t *testing.T, want string, within time.Duration) string
 // standard output.
 func startUpLines(t *testing.T, dir string) (*exec.Cmd, *lines) {
 	t.Helper()
-	cmd := exec.Command(shoalBin, "up", "-n", "3", "--data-dir", dir, "--base-port", "0", "--http-base", "0")
+	cmd := exec.Command(shoalBin, "up", "-n", "3", "--data-dir", dir, "--base-port", "0", "--http-base", "0", "--resp-base", "0")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
