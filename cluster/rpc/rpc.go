@@ -290,17 +290,31 @@ func (n *Node) Call(ctx context.Context, peerName, typ string, body []byte) ([]b
 }
 
 func (n *Node) call(ctx context.Context, peerName, typ string, body []byte) ([]byte, error) {
-	p := n.start(ctx, peerName, typ, body)
-	return p.wait(ctx)
+	p := callPool.Get().(*Pending)
+	n.send(ctx, p, peerName, typ, body)
+	resp, done, err := p.result(ctx)
+	if done {
+		*p = Pending{ch: p.ch}
+		callPool.Put(p)
+	}
+	return resp, err
 }
+
+// callPool recycles the state of Calls whose response arrived: nothing
+// else refers to it then (complete delivered on the channel and forgot it;
+// the request frame was written before any response could come back).
+// A call that failed or gave up is left to the collector: a late response
+// or a writer still encoding its frame may yet touch it.
+var callPool = sync.Pool{New: func() any { return &Pending{ch: make(chan result, 1)} }}
 
 // Pending is a request sent with Go whose response has not been read yet.
 type Pending struct {
-	c   *conn
-	id  uint64
-	ch  chan result
-	typ string
-	err error // the request was not sent
+	c     *conn
+	id    uint64
+	ch    chan result
+	typ   string
+	err   error      // the request was not sent
+	frame wire.Frame // the request, queued on c
 }
 
 // Go sends a request of type typ to the named peer and returns once it is
@@ -332,62 +346,84 @@ func (p *Pending) Wait(ctx context.Context) ([]byte, error) {
 }
 
 func (n *Node) start(ctx context.Context, peerName, typ string, body []byte) *Pending {
+	p := &Pending{ch: make(chan result, 1)}
+	n.send(ctx, p, peerName, typ, body)
+	return p
+}
+
+// send sends the request of p (whose ch is ready), recording in p.err
+// why it was not sent.
+func (n *Node) send(ctx context.Context, p *Pending, peerName, typ string, body []byte) {
 	for {
-		p := n.startOnce(ctx, peerName, typ, body)
+		n.sendOnce(ctx, p, peerName, typ, body)
 		if !errors.Is(p.err, errStopped) {
-			return p
+			return
 		}
 		// The connection was retired between picking it and sending:
 		// nothing was sent; the peer's current connection takes it.
+		p.err = nil
 	}
 }
 
-func (n *Node) startOnce(ctx context.Context, peerName, typ string, body []byte) *Pending {
+func (n *Node) sendOnce(ctx context.Context, p *Pending, peerName, typ string, body []byte) {
 	c, err := n.connect(ctx, peerName)
 	if err != nil {
 		if ctx.Err() == nil && !errors.Is(err, ErrClosed) {
 			err = fmt.Errorf("%w: %w", ErrUnreachable, err)
 		}
-		return &Pending{err: err}
+		p.err = err
+		return
 	}
 	id := n.nextID.Add(1)
-	p := &Pending{c: c, id: id, ch: make(chan result, 1), typ: typ}
+	p.c, p.id, p.typ = c, id, typ
 	if !c.addPending(id, p.ch) {
 		p.err = fmt.Errorf("%w: connection to %s already closed", ErrUnreachable, peerName)
-		return p
+		return
 	}
-	f := &wire.Frame{Kind: wire.KindRequest, ID: id, Type: typ, Body: body}
+	f := &p.frame
+	*f = wire.Frame{Kind: wire.KindRequest, ID: id, Type: typ, Body: body}
 	if dl, ok := ctx.Deadline(); ok {
 		if f.Timeout = time.Until(dl); f.Timeout <= 0 {
 			c.removePending(id)
 			p.err = context.DeadlineExceeded
-			return p
+			return
 		}
 	}
 	if err := c.send(f); err != nil {
 		c.removePending(id)
 		if errors.Is(err, errStopped) {
 			p.err = err
-			return p
+			return
 		}
 		p.err = fmt.Errorf("%w: send to %s: %w", ErrUnreachable, peerName, err)
 	}
-	return p
 }
 
 func (p *Pending) wait(ctx context.Context) ([]byte, error) {
+	resp, _, err := p.result(ctx)
+	return resp, err
+}
+
+// result waits for the response; answered reports that the peer answered
+// (a response or a handler's error), after which nothing but the caller
+// refers to p.
+func (p *Pending) result(ctx context.Context) (resp []byte, answered bool, err error) {
 	if p.err != nil {
-		return nil, p.err
+		return nil, false, p.err
 	}
 	select {
 	case r := <-p.ch:
+		if r.err == nil {
+			return r.body, true, nil
+		}
 		if re, ok := r.err.(*RemoteError); ok {
 			re.Type = p.typ
+			return nil, true, re
 		}
-		return r.body, r.err
+		return nil, false, r.err
 	case <-ctx.Done():
 		p.c.removePending(p.id)
-		return nil, ctx.Err()
+		return nil, false, ctx.Err()
 	}
 }
 

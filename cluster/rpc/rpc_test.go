@@ -360,3 +360,78 @@ func TestRetiredTwinLosesNothing(t *testing.T) {
 		t.Fatalf("a dialed %d times and accepted %d connections: the test did not make twins", st.Dials.Load(), st.ConnsAccepted.Load())
 	}
 }
+
+// Calls recycle their state once answered: with callers that give up on
+// slow requests (whose responses then arrive late), others that get errors
+// and others answered at once, all at the same time on one connection,
+// every answer reaches the call that asked for it.
+func TestCallsGetTheirOwnAnswers(t *testing.T) {
+	var reg registry
+	a := reg.start(t, "a", &wire.TCP{})
+	b := reg.start(t, "b", &wire.TCP{})
+	release := make(chan struct{})
+	b.Handle("echo", func(_ context.Context, _ string, body []byte) ([]byte, error) {
+		switch body[0] {
+		case 's': // slow: answered after its caller gave up
+			<-release
+		case 'e':
+			return nil, fmt.Errorf("error for %s", body)
+		}
+		return body, nil
+	})
+	const callers, calls = 16, 200
+	var wg sync.WaitGroup
+	errs := make(chan error, callers)
+	for g := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range calls {
+				kind := "ok"[i%2 : i%2+1] // 'o' or 'k': answered at once
+				switch i % 10 {
+				case 3:
+					kind = "s"
+				case 7:
+					kind = "e"
+				}
+				body := []byte(fmt.Sprintf("%s-%d-%d", kind, g, i))
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				if kind == "s" {
+					ctx, cancel = context.WithTimeout(context.Background(), time.Millisecond)
+				}
+				resp, err := a.Call(ctx, "b", "echo", body)
+				cancel()
+				var re *RemoteError
+				switch {
+				case kind == "s":
+					if !errors.Is(err, context.DeadlineExceeded) {
+						errs <- fmt.Errorf("slow call %s: %q, %v", body, resp, err)
+						return
+					}
+				case kind == "e":
+					if !errors.As(err, &re) || re.Msg != "error for "+string(body) {
+						errs <- fmt.Errorf("failing call %s: %q, %v", body, resp, err)
+						return
+					}
+				case err != nil || string(resp) != string(body):
+					errs <- fmt.Errorf("call %s answered %q, %v", body, resp, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(release) // the late answers arrive now, for calls long given up
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	// Calls made after the late answers still get their own.
+	for i := range 100 {
+		body := []byte(fmt.Sprintf("o-after-%d", i))
+		resp, err := a.Call(context.Background(), "b", "echo", body)
+		if err != nil || string(resp) != string(body) {
+			t.Fatalf("call %s answered %q, %v", body, resp, err)
+		}
+	}
+}
