@@ -143,6 +143,25 @@ func TestClients(t *testing.T) {
 		}
 	})
 
+	t.Run("malformed", func(t *testing.T) {
+		for _, in := range []string{"*abc\r\n", "*2\r\n$3\r\nGET\r\n:1\r\n", "*1\r\n$-5\r\n", "\"unbalanced\r\n", "*1\r\n$3\r\nGETX\r\n"} {
+			c := dial(t, sc.addrs[0])
+			c.send(t)
+			c.nc.Write([]byte(in))
+			r := c.read(t)
+			if !strings.HasPrefix(r, "-ERR") {
+				t.Errorf("%q: %s, want an error", in, r)
+			}
+			c.close()
+		}
+		// The node still serves.
+		c := dial(t, sc.addrs[0])
+		c.auth(t)
+		if r := c.do(t, "PING"); r != "+PONG" {
+			t.Fatalf("PING after malformed input: %s", r)
+		}
+	})
+
 	t.Run("stats", func(t *testing.T) {
 		c := dial(t, sc.addrs[0])
 		c.auth(t)

@@ -406,7 +406,9 @@ func (t *tracker) drop(c *conn) {
 		o.kill()
 	}
 	if unhold && t.s.ctx.Err() == nil {
+		t.s.wg.Add(1) // Close waits for it; its call ends with the server's context
 		go func() {
+			defer t.s.wg.Done()
 			if err := t.setHold(false); err != nil {
 				t.s.cfg.Logger.Debug("resp: releasing the partitions' holds", "err", err)
 			}
