@@ -30,13 +30,21 @@ type Options struct {
 	Dir string
 	// Progress, if set, is told after each trial.
 	Progress func(trial int, d time.Duration)
+	// GossipKey, if set, is the nodes' gossip key (base64): gossip is
+	// encrypted.
+	GossipKey string
+	// FirstTrial numbers the first trial (default 1), for experiments
+	// that alternate settings one trial at a time.
+	FirstTrial int
 }
 
 // Result holds one duration per trial.
 type Result struct {
-	Preset  string          `json:"preset"`
-	N       int             `json:"n"`
-	Samples []time.Duration `json:"samples_ns"`
+	Preset string `json:"preset"`
+	// Encrypted: the nodes' gossip was encrypted (Options.GossipKey).
+	Encrypted bool            `json:"encrypted,omitempty"`
+	N         int             `json:"n"`
+	Samples   []time.Duration `json:"samples_ns"`
 }
 
 // Quantile returns the q-quantile (0..1) of the samples, nearest rank.
@@ -67,11 +75,17 @@ func trials(ctx context.Context, name string, o Options, base localcluster.Optio
 	if o.Trials < 1 {
 		return nil, fmt.Errorf("%s: need at least 1 trial", name)
 	}
-	res := &Result{Preset: o.Preset, N: o.N}
-	for t := 1; t <= o.Trials; t++ {
+	res := &Result{Preset: o.Preset, N: o.N, Encrypted: o.GossipKey != ""}
+	first := max(o.FirstTrial, 1)
+	for t := first; t < first+o.Trials; t++ {
 		lo := base
 		lo.Binary, lo.N, lo.Preset, lo.LogLevel, lo.WatchParent = o.Binary, o.N, o.Preset, "warn", true
-		lo.Dir = filepath.Join(o.Dir, name+"-"+o.Preset+"-"+strconv.Itoa(t))
+		lo.GossipKey = o.GossipKey
+		variant := o.Preset
+		if o.GossipKey != "" {
+			variant += "-key"
+		}
+		lo.Dir = filepath.Join(o.Dir, name+"-"+variant+"-"+strconv.Itoa(t))
 		os.RemoveAll(lo.Dir)
 		c, err := localcluster.Start(ctx, lo)
 		if err != nil {

@@ -137,6 +137,8 @@ func TestBusStateBoundedUnderFlood(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The peer RPC forgot the ghosts once their connections closed.
+	testkit.Eventually(t, 10*time.Second, "a's RPC keeps no ghost peers", func() bool { return a.RPC().Peers() <= 2 })
 	lim := defaultBusLimits
 	testkit.Eventually(t, 60*time.Second, "the flood processed", func() bool {
 		return a.Bus().Stats().Received.Load() >= 500+5000+100+990

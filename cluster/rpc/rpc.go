@@ -491,6 +491,14 @@ func (n *Node) Disconnect(peerName string) {
 	}
 }
 
+// Peers is how many peers the node keeps state for (connected, being
+// dialed, or with messages waiting), for tests.
+func (n *Node) Peers() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.peers)
+}
+
 // ConnAddrs returns the remote addresses of the open connections whose
 // other end named itself peerName in its hello, for logs: where traffic
 // claiming that name came from.
@@ -935,6 +943,13 @@ func (n *Node) connGone(c *conn) {
 	delete(n.conns, c)
 	if p := n.peers[c.peer]; p != nil && p.conn == c {
 		p.conn = n.otherConnLocked(c)
+		// A peer with nothing left (no connection, dial, backlog or
+		// recent dial error) is forgotten: the names that peers give
+		// in their hellos must not pile up here.
+		if p.conn == nil && p.dial == nil && len(p.backlog) == 0 &&
+			(p.lastErr == nil || time.Since(p.errAt) >= n.cfg.RedialBackoff) {
+			delete(n.peers, c.peer)
+		}
 	}
 	n.mu.Unlock()
 	c.failAll()

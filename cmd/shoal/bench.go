@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/bench"
+	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/internal/cli"
 )
 
@@ -36,16 +37,18 @@ func bindBenchDetect(s *cli.Set) runFunc {
 	n, trials := 3, 5
 	var presets []string
 	var dir string
+	encrypt := "off"
 	s.Int(&n, "n", "cluster size")
 	s.List(&presets, "preset", "presets to compare, repeatable: loopback, lan (default both)")
 	s.Int(&trials, "trials", "clusters started and timed per preset")
 	s.String(&dir, "dir", "scratch directory (default a temporary one, removed afterwards)")
+	s.String(&encrypt, "encrypt", "gossip encryption: off, on (a fresh gossip key per cluster), or both (alternating, trial by trial, so that both see the same machine)")
 	return func(ctx context.Context, sio stdio, _ []string) error {
-		return runBenchDetect(ctx, sio.out, n, trials, presets, dir)
+		return runBenchDetect(ctx, sio.out, n, trials, presets, dir, encrypt)
 	}
 }
 
-func runBenchDetect(ctx context.Context, stdout io.Writer, n, trials int, presets []string, dir string) error {
+func runBenchDetect(ctx context.Context, stdout io.Writer, n, trials int, presets []string, dir, encrypt string) error {
 	if len(presets) == 0 {
 		presets = []string{"loopback", "lan"}
 	}
@@ -53,6 +56,10 @@ func runBenchDetect(ctx context.Context, stdout io.Writer, n, trials int, preset
 		if p != "loopback" && p != "lan" {
 			return usagef("--preset %q: want loopback or lan", p)
 		}
+	}
+	variants := map[string][]bool{"off": {false}, "on": {true}, "both": {false, true}}[encrypt]
+	if variants == nil {
+		return usagef("--encrypt %q: want off, on or both", encrypt)
 	}
 	if n < 2 || trials < 1 {
 		return usagef("need -n ≥ 2 and --trials ≥ 1")
@@ -65,25 +72,58 @@ func runBenchDetect(ctx context.Context, stdout io.Writer, n, trials int, preset
 	var results []*bench.Result
 	for _, p := range presets {
 		fmt.Fprintf(stdout, "preset %s: %d trials of %d nodes\n", p, trials, n)
-		r, err := bench.Detect(ctx, bench.Options{
-			Binary: exe, N: n, Preset: p, Trials: trials, Dir: dir,
-			Progress: func(t int, d time.Duration) { fmt.Fprintf(stdout, "  trial %d: %v\n", t, d.Round(time.Millisecond)) },
-		})
-		if err != nil {
-			return err
+		byVariant := make([]*bench.Result, len(variants))
+		for t := 1; t <= trials; t++ {
+			for vi, enc := range variants {
+				key := ""
+				if enc {
+					k, err := cluster.GenerateGossipKey()
+					if err != nil {
+						return err
+					}
+					key = cluster.EncodeGossipKey(k)
+				}
+				r, err := bench.Detect(ctx, bench.Options{
+					Binary: exe, N: n, Preset: p, Trials: 1, FirstTrial: t, Dir: dir, GossipKey: key,
+					Progress: func(t int, d time.Duration) {
+						fmt.Fprintf(stdout, "  trial %d%s: %v\n", t, map[bool]string{true: " (encrypted)"}[enc], d.Round(time.Millisecond))
+					},
+				})
+				if err != nil {
+					return err
+				}
+				if byVariant[vi] == nil {
+					byVariant[vi] = r
+				} else {
+					byVariant[vi].Samples = append(byVariant[vi].Samples, r.Samples...)
+				}
+			}
 		}
-		results = append(results, r)
+		results = append(results, byVariant...)
+	}
+	label := func(r *bench.Result) string {
+		if r.Encrypted {
+			return r.Preset + ", encrypted"
+		}
+		return r.Preset
 	}
 	fmt.Fprintf(stdout, "\nfailure detection, SIGKILL to every other node reporting 'failed' (%d nodes):\n", n)
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PRESET\tTRIALS\tMIN\tMEDIAN\tMAX")
 	for _, r := range results {
-		fmt.Fprintf(tw, "%s\t%d\t%v\t%v\t%v\n", r.Preset, len(r.Samples), r.Quantile(0).Round(time.Millisecond),
+		fmt.Fprintf(tw, "%s\t%d\t%v\t%v\t%v\n", label(r), len(r.Samples), r.Quantile(0).Round(time.Millisecond),
 			r.Quantile(0.5).Round(time.Millisecond), r.Quantile(1).Round(time.Millisecond))
 	}
-	if len(results) == 2 {
-		fmt.Fprintf(tw, "ratio %s/%s (median)\t\t\t%.2f\t\n", results[0].Preset, results[1].Preset,
-			float64(results[0].Quantile(0.5))/float64(results[1].Quantile(0.5)))
+	ratio := func(a, b *bench.Result) {
+		fmt.Fprintf(tw, "ratio %s / %s (median)\t\t\t%.2f\t\n", label(a), label(b), float64(a.Quantile(0.5))/float64(b.Quantile(0.5)))
+	}
+	switch {
+	case len(variants) == 2:
+		for i := 0; i+1 < len(results); i += 2 {
+			ratio(results[i+1], results[i])
+		}
+	case len(results) == 2:
+		ratio(results[0], results[1])
 	}
 	return tw.Flush()
 }
