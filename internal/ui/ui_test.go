@@ -393,10 +393,9 @@ func TestEventsStreamUpdatesAndEndAtShutdown(t *testing.T) {
 			break
 		}
 	}
+	// A stream that held the HTTP server would make Shutdown wait for its
+	// context (20 s) and fail.
 	if err := <-done; err != nil {
-		t.Fatalf("shutdown with a stream open: %v", err)
-	}
-	if d := time.Since(start); d > 15*time.Second {
-		t.Fatalf("shutdown took %v with a stream open", d)
+		t.Fatalf("shutdown with a stream open: %v (after %v)", err, time.Since(start))
 	}
 }
