@@ -327,6 +327,9 @@ type message struct {
 	Region string   `msgpack:"r,omitempty"`
 	Key    string   `msgpack:"k,omitempty"`
 	Spaces []string `msgpack:"s,omitempty"`
+	// Sent is when the sender published it (Unix nanoseconds), for the
+	// lag histogram; 0 from a sender that does not say.
+	Sent int64 `msgpack:"t,omitempty"`
 }
 
 type op uint8
@@ -348,6 +351,7 @@ func (c *Cache) publish(ctx context.Context, m message) error {
 	if c.cfg.Bus == nil {
 		return nil
 	}
+	m.Sent = time.Now().UnixNano()
 	data, err := msgpack.Marshal(&m)
 	if err != nil {
 		return err
@@ -468,6 +472,9 @@ func (c *Cache) onMessage(msg cluster.Message) {
 		return
 	}
 	c.stats.InvalidationsReceived.Add(1)
+	if m.Sent > 0 {
+		c.stats.InvalidationLag[LagBucket(time.Duration(time.Now().UnixNano()-m.Sent))].Add(1)
+	}
 	if m.Op == opSpaces {
 		c.markSpaces(m.Spaces)
 		return

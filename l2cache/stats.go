@@ -1,6 +1,10 @@
 package l2cache
 
-import "sync/atomic"
+import (
+	"math/bits"
+	"sync/atomic"
+	"time"
+)
 
 // RegionStats counts one region's activity on this node.
 type RegionStats struct {
@@ -52,6 +56,34 @@ type NodeStats struct {
 	OwnerMisses [nOwnerMiss]atomic.Uint64
 	// RemoteByKind splits RemoteCalls by what they carry.
 	RemoteByKind [nRemote]atomic.Uint64
+	// InvalidationLag counts the invalidations received on the bus by
+	// how long after their sender published them they were applied
+	// (LagBucket), by the two nodes' wall clocks.
+	InvalidationLag [LagBuckets]atomic.Uint64
+}
+
+// LagBuckets is the number of buckets of the invalidation lag histogram:
+// bucket 0 counts lags under 1 µs, bucket i (1 ≤ i < LagBuckets-1) lags
+// from 2^(i-1) to 2^i µs, the last one every longer lag (from about 67 s).
+const LagBuckets = 28
+
+// LagBucket is the bucket of a lag (a negative one, a clock behind the
+// sender's, counts as zero).
+func LagBucket(d time.Duration) int {
+	us := d.Microseconds()
+	if us <= 0 {
+		return 0
+	}
+	return min(bits.Len64(uint64(us)), LagBuckets-1)
+}
+
+// LagBucketBound is the upper bound of bucket i (for the last bucket, its
+// lower bound).
+func LagBucketBound(i int) time.Duration {
+	if i >= LagBuckets-1 {
+		i = LagBuckets - 2
+	}
+	return time.Duration(1<<i) * time.Microsecond
 }
 
 // NodeStatsSnapshot is a copy of NodeStats.
@@ -71,6 +103,8 @@ type NodeStatsSnapshot struct {
 	OwnerMisses map[string]uint64 `json:"owner_misses"`
 	// RemoteByKind: remote calls by kind (get, put, change, repl, near).
 	RemoteByKind map[string]uint64 `json:"remote_calls_by_kind"`
+	// InvalidationLag is NodeStats.InvalidationLag's buckets.
+	InvalidationLag []uint64 `json:"invalidation_lag_buckets,omitempty"`
 }
 
 func (s *NodeStats) snapshot() NodeStatsSnapshot {
@@ -79,9 +113,24 @@ func (s *NodeStats) snapshot() NodeStatsSnapshot {
 		MissedClears: s.MissedClears.Load(), RemoteCalls: s.RemoteCalls.Load(), RemoteBytes: s.RemoteBytes.Load(),
 		Evictions: s.Evictions.Load(), Exclusions: s.Exclusions.Load(), Resets: s.Resets.Load(), NearHits: s.NearHits.Load(),
 		NearMisses: causeSnapshot(nearMissNames[:], s.NearMisses[:]), NearDrops: causeSnapshot(nearDropNames[:], s.NearDrops[:]),
-		OwnerMisses:  causeSnapshot(ownerMissNames[:], s.OwnerMisses[:]),
-		RemoteByKind: causeSnapshot(remoteNames[:], s.RemoteByKind[:]),
+		OwnerMisses:     causeSnapshot(ownerMissNames[:], s.OwnerMisses[:]),
+		RemoteByKind:    causeSnapshot(remoteNames[:], s.RemoteByKind[:]),
+		InvalidationLag: lagSnapshot(&s.InvalidationLag),
 	}
+}
+
+// lagSnapshot copies the lag histogram (nil while it is empty).
+func lagSnapshot(h *[LagBuckets]atomic.Uint64) []uint64 {
+	var out []uint64
+	for i := range h {
+		if n := h[i].Load(); n > 0 {
+			if out == nil {
+				out = make([]uint64, LagBuckets)
+			}
+			out[i] = n
+		}
+	}
+	return out
 }
 
 // Stats is what Cache.Stats returns: the benchmark and /metrics read it.

@@ -1,10 +1,12 @@
 package ui
 
 import (
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/shoal-dev/shoal/gitfront"
+	"github.com/shoal-dev/shoal/l2cache"
 )
 
 // A stream that does not read is dropped once its queue is full; the
@@ -167,5 +169,32 @@ func TestCookieNamesPerNode(t *testing.T) {
 	}
 	if s, _ := cookieNames(`a b;c="é"`); s != "shoal_ui_a_b_c____" {
 		t.Fatalf("unsafe characters: %q", s)
+	}
+}
+
+func TestLagQuantilesOverTheWindow(t *testing.T) {
+	h := func(counts map[int]uint64) []uint64 {
+		out := make([]uint64, l2cache.LagBuckets)
+		for i, c := range counts {
+			out[i] = c
+		}
+		return out
+	}
+	pt := func(lag []uint64) point { return point{Nodes: map[string]counters{"a": {Lag: lag}}} }
+	// 100 invalidations in the window: 50 in bucket 9 (≤ 512µs), 40 in
+	// 10, 9 in 12, 1 in 20; the 1,000 before the window do not count.
+	pts := []point{pt(h(map[int]uint64{3: 1000})), pt(h(map[int]uint64{3: 1000, 9: 20})),
+		pt(h(map[int]uint64{3: 1000, 9: 50, 10: 40, 12: 9, 20: 1}))}
+	q, n := lagQuantiles(pts, "a", 0.5, 0.9, 0.99, 1)
+	if n != 100 || strings.Join(q, " ") != "≤ 512µs ≤ 1.02ms ≤ 4.1ms ≤ 1.05s" {
+		t.Fatalf("%d: %q", n, q)
+	}
+	// A restart (counters down): the latest histogram alone.
+	pts = append(pts, pt(h(map[int]uint64{2: 3, 27: 1})))
+	if q, n := lagQuantiles(pts, "a", 0.5, 1); n != 4 || strings.Join(q, " ") != "≤ 4µs > 1m07s" {
+		t.Fatalf("after a restart %d: %q", n, q)
+	}
+	if _, n := lagQuantiles(pts, "b", 0.5); n != 0 {
+		t.Fatal("a node without points has quantiles")
 	}
 }

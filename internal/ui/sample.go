@@ -64,6 +64,9 @@ type Event struct {
 type counters struct {
 	Hits, Misses, Loads, RefusedPuts, Evictions uint64
 	InvSent, InvReceived, MissedClears          uint64
+	// Lag is the invalidation lag histogram (l2cache.LagBucket), nil
+	// while empty.
+	Lag []uint64
 }
 
 // point is one sample's numbers in the ring.
@@ -348,7 +351,8 @@ func (s *sampler) current() *Sample {
 
 func countersOf(st nodestats.Stats) counters {
 	c := counters{Evictions: st.Cache.Node.Evictions, InvSent: st.Cache.Node.InvalidationsSent,
-		InvReceived: st.Cache.Node.InvalidationsReceived, MissedClears: st.Cache.Node.MissedClears}
+		InvReceived: st.Cache.Node.InvalidationsReceived, MissedClears: st.Cache.Node.MissedClears,
+		Lag: st.Cache.Node.InvalidationLag}
 	for _, r := range st.Cache.Regions {
 		c.Hits += r.Hits
 		c.Misses += r.Misses

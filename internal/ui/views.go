@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -125,6 +126,9 @@ type cacheNodeRow struct {
 	HitRatio float64
 	NearHits uint64
 	Self     bool
+	// Lag is the invalidation lag over the window (LagN invalidations).
+	LagN                   uint64
+	LagP50, LagP90, LagP99 string
 }
 
 type cacheRegionRow struct {
@@ -151,6 +155,11 @@ func (u *UI) cachesView(smp *Sample) cachesView {
 		v.Nodes = append(v.Nodes, row)
 	}
 	pts := u.sampler.points()
+	for i := range v.Nodes {
+		if q, n := lagQuantiles(pts, v.Nodes[i].Name, 0.5, 0.9, 0.99); n > 0 {
+			v.Nodes[i].LagN, v.Nodes[i].LagP50, v.Nodes[i].LagP90, v.Nodes[i].LagP99 = n, q[0], q[1], q[2]
+		}
+	}
 	names := nodeNames(pts)
 	rate := func(title, unit string, f func(c counters) uint64) chart {
 		var ss []seriesData
@@ -170,6 +179,71 @@ func (u *UI) cachesView(smp *Sample) cachesView {
 	hr := drawChart("Hit ratio (between samples)", "%", u.cfg.Window, smp.At, ratio)
 	v.Charts = append(v.Charts, hr)
 	return v
+}
+
+// lagQuantiles reads the node's invalidation lag quantiles over the ring:
+// the histogram's growth from the oldest point that has it to the latest
+// (the latest alone if the node restarted between), each quantile the
+// upper bound of its bucket ("≤ 512µs"; "> 67s" past the last bound). n is
+// the number of invalidations in that growth.
+func lagQuantiles(pts []point, node string, qs ...float64) ([]string, uint64) {
+	var first, last []uint64
+	for _, p := range pts {
+		if c, ok := p.Nodes[node]; ok {
+			if first == nil && c.Lag != nil {
+				first = c.Lag
+			}
+			last = c.Lag
+		}
+	}
+	if last == nil {
+		return nil, 0
+	}
+	restarted := false // a counter went down
+	for i := range last {
+		if i < len(first) && first[i] > last[i] {
+			restarted = true
+		}
+	}
+	diff := slices.Clone(last)
+	var n uint64
+	for i := range diff {
+		if !restarted && i < len(first) {
+			diff[i] -= first[i]
+		}
+		n += diff[i]
+	}
+	if n == 0 {
+		return nil, 0
+	}
+	out := make([]string, len(qs))
+	for k, q := range qs {
+		rank := uint64(math.Ceil(q * float64(n)))
+		var seen uint64
+		for i, c := range diff {
+			seen += c
+			if seen >= rank {
+				if i >= l2cache.LagBuckets-1 {
+					out[k] = "> " + human(l2cache.LagBucketBound(i))
+				} else {
+					out[k] = "≤ " + humanLag(l2cache.LagBucketBound(i))
+				}
+				break
+			}
+		}
+	}
+	return out, n
+}
+
+// humanLag writes a lag bound: 512µs, 4.1ms, 1.05s.
+func humanLag(d time.Duration) string {
+	switch {
+	case d < time.Millisecond:
+		return fmt.Sprintf("%dµs", d.Microseconds())
+	case d < time.Second:
+		return fmt.Sprintf("%.3gms", float64(d)/float64(time.Millisecond))
+	}
+	return fmt.Sprintf("%.3gs", d.Seconds())
 }
 
 // nodeNames are the nodes the ring has numbers for, sorted.
