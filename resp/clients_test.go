@@ -261,3 +261,44 @@ func TestRedirectAlways(t *testing.T) {
 		t.Fatalf("GET after redis-cli: %q %v", v, err)
 	}
 }
+
+// Each node holds at most --maps-max-bytes; past it keys are evicted and
+// counted (INFO stats evicted_keys, shoal_maps_evictions_total).
+func TestMemoryBoundEvicts(t *testing.T) {
+	sc := startShoal(t, 3, func(i int, c *server.Config) { c.Maps.MaxBytes = 64 << 10 })
+	c := dial(t, sc.addrs[0])
+	c.auth(t)
+	const n = 3000
+	val := strings.Repeat("v", 100)
+	for i := 0; i < n; i += 100 {
+		var cmds [][]string
+		for j := i; j < i+100; j++ {
+			cmds = append(cmds, []string{"SET", fmt.Sprintf("e%d", j), val})
+		}
+		c.send(t, cmds...)
+		for range cmds {
+			if r := c.read(t); r != "+OK" {
+				t.Fatalf("SET: %s", r)
+			}
+		}
+	}
+	size, err := strconv.Atoi(strings.TrimPrefix(c.do(t, "DBSIZE"), ":"))
+	if err != nil || size >= n || size == 0 {
+		t.Fatalf("DBSIZE %d (%v) after %d keys over a 64 KiB bound per node", size, err, n)
+	}
+	var evicted uint64
+	for _, s := range sc.nodes {
+		st := s.Maps().Stats()
+		evicted += st.Evictions
+		if st.Bytes > 64<<10+4<<10 {
+			t.Errorf("%s holds %d bytes as owner, over its bound", s.Node().Name(), st.Bytes)
+		}
+	}
+	if evicted == 0 {
+		t.Fatal("no eviction counted")
+	}
+	if info := c.do(t, "INFO", "stats"); !strings.Contains(info, "evicted_keys:") || strings.Contains(info, "evicted_keys:0\\r") {
+		t.Fatalf("INFO stats: %s", info)
+	}
+	t.Logf("%d of %d keys kept, %d evictions", size, n, evicted)
+}
