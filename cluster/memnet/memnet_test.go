@@ -204,6 +204,40 @@ func TestSameSeedSameDecisions(t *testing.T) {
 	}
 }
 
+// A frame the faults leave alone never overtakes an earlier delayed frame
+// of its connection, as bytes on a TCP stream cannot; delayed frames still
+// overtake each other.
+func TestUnfaultedFrameWaitsForEarlierDelayed(t *testing.T) {
+	n := newNet(t, 5)
+	c, s := dial(t, n, ipA, ipB)
+	n.SetFaults(Faults{DelayMin: time.Millisecond, DelayMax: 30 * time.Millisecond, Match: func(tr Traffic) bool {
+		return tr.Kind == Frame && tr.Frame.Type == "bus"
+	}})
+	send(t, c, "bus", seq(1, 40)...)
+	send(t, c, "rpc", 41, 42)
+	send(t, c, "bus", seq(43, 60)...)
+	settle(t, n)
+	got := drain(t, c, s)
+	at := map[uint64]int{}
+	for i, id := range got {
+		at[id] = i
+	}
+	for id := uint64(1); id <= 40; id++ {
+		if at[id] > at[41] {
+			t.Fatalf("delayed frame %d arrived after the later undelayed 41: %v", id, got)
+		}
+	}
+	if at[41] > at[42] {
+		t.Fatalf("undelayed frames out of order: %v", got)
+	}
+	if slices.IsSorted(got[:at[41]]) {
+		t.Fatalf("the delayed frames did not reorder among themselves: %v", got)
+	}
+	if slices.Sort(got); !slices.Equal(got, seq(1, 60)) {
+		t.Fatalf("frames lost or duplicated: %v", got)
+	}
+}
+
 func TestMatchRestrictsFaults(t *testing.T) {
 	n := newNet(t, 1)
 	c, s := dial(t, n, ipA, ipB)
