@@ -127,15 +127,19 @@ func (n *near) reset() {
 
 func (n *near) close() { n.store.Close() }
 
-// observeGens drops every near copy when a member's lease generation
-// changed since the last renewal (or at the first renewal this backend
-// sees): an owner whose process restarted before the cluster declared it
-// failed keeps its name and partitions, but not its registry of holders,
-// so it would not tell this node of later changes. The new process
-// answers nothing before a lease has passed since its activation, so a
-// holder whose lease is valid when such a change is acknowledged has
-// renewed after the activation, seen the new generation, and dropped its
-// copies. A restart of any member costs every near copy once.
+// observeGens drops the near copies of the partitions a member owns when
+// its lease generation changed since the last renewal (and every copy at
+// the first renewal this backend sees): an owner whose process restarted
+// before the cluster declared it failed keeps its name and partitions,
+// but not its registry of holders, so it would not tell this node of
+// later changes. The new process answers nothing before a lease has
+// passed since its activation, so a holder whose lease is valid when
+// such a change is acknowledged has renewed after the activation, seen
+// the new generation, and dropped its copies. Copies from other owners
+// stay: their owners' registries are intact. A partition this node last
+// saw owned by another member keeps its copies too — if the restarted
+// member owns it in a newer table, the first look under that table
+// (part) sees the owner change and drops them.
 func (n *near) observeGens(kvs []cp.KV) {
 	gens := map[string]uint64{}
 	for _, kv := range kvs {
@@ -149,17 +153,35 @@ func (n *near) observeGens(kvs []cp.KV) {
 		}
 	}
 	n.mu.Lock()
-	changed := n.gens == nil
+	first := n.gens == nil
+	var restarted []string
 	for name, g := range gens {
 		if old, ok := n.gens[name]; ok && old != g {
-			changed = true
+			restarted = append(restarted, name)
 		}
 	}
 	n.gens = gens
 	n.mu.Unlock()
-	if changed {
+	switch {
+	case first:
 		n.c.stats.NearDrops[nearDropGens].Add(1)
 		n.dropCopies()
+	case len(restarted) > 0:
+		n.c.stats.NearDrops[nearDropGens].Add(1)
+		n.dropOwnedBy(restarted)
+	}
+}
+
+// dropOwnedBy drops the near copies of every partition whose owner, as
+// this node last looked, is one of members.
+func (n *near) dropOwnedBy(members []string) {
+	for p := range n.parts {
+		np := &n.parts[p]
+		np.mu.Lock()
+		if slices.Contains(members, np.owner) {
+			np.dropped = n.c.tick()
+		}
+		np.mu.Unlock()
 	}
 }
 
