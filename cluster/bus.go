@@ -389,11 +389,15 @@ func (b *Bus) mergeState(buf []byte) {
 		return
 	}
 	// The same rules as for messages: memberlist's push/pull comes from
-	// a node that holds a gossip key, but the name in it is its word.
+	// a node that holds a gossip key, but the name in it is its word. A
+	// non-member's is ignored but not counted as refused: a node's join
+	// (or return after a restart) brings its exchange before this node
+	// has taken it in as alive, every time, and ignoring it keeps
+	// nothing.
 	inc, ok := b.cfg.member(st.Name)
 	switch {
 	case !ok:
-		b.refused(ReasonNotMember, st.Name, "an exchange from a node that is not a current member")
+		b.cfg.log.Debug("bus: ignored the exchange of a node that is not a current member", "from", st.Name)
 		return
 	case st.Inc > inc:
 		b.refused(ReasonIncarnation, st.Name, fmt.Sprintf("an exchange of incarnation %d; the member's is %d", st.Inc, inc))

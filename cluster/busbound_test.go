@@ -81,6 +81,27 @@ func TestBusRefusesForgedMessages(t *testing.T) {
 		t.Fatalf("incarnation refusals: %d, want 1", got)
 	}
 	fake.Close()
+	// The same for memberlist's push/pull exchange: a forged incarnation
+	// is refused; a non-member's exchange is ignored and keeps nothing.
+	for _, st := range []exchangeState{
+		{Name: "b", Inc: math.MaxInt64, Seqs: map[string]uint64{"inv": 9}},
+		{Name: "mallory", Inc: 1, Seqs: map[string]uint64{"inv": 9}},
+	} {
+		buf, err := msgpack.Marshal(&st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.Bus().mergeState(buf)
+	}
+	if got := a.Refusals().Get(ListenerBus, ReasonIncarnation); got != 2 {
+		t.Fatalf("incarnation refusals after a forged exchange: %d, want 2", got)
+	}
+	a.Bus().mu.Lock()
+	_, kept := a.Bus().recv.senders["mallory"]
+	a.Bus().mu.Unlock()
+	if st := a.Bus().state(); kept || st.streams != 0 {
+		t.Fatalf("forged exchanges left state: mallory kept %v, %+v", kept, st)
+	}
 	// The real b is still heard, in order, from its first message.
 	for i := range 3 {
 		if _, err := b.Bus().PublishSync(ctx, "inv", []byte(fmt.Sprint(i))); err != nil {
