@@ -31,6 +31,16 @@ import (
 // The keyring is kept in Config.KeyringFile (0600): installed keys
 // survive a restart, and once the file exists it wins over
 // Config.GossipKey.
+//
+// Why the peer RPC carries the operations, not the bus or the raft store:
+// a keyring step must take effect in each member's memory and file and be
+// answered member by member (an operator must know which member still
+// lacks a key before the next step), which is a call to each; the bus
+// adds nothing to that but numbering. Through raft, the keys would sit in
+// the replicated log and in every snapshot, and so in the backups that
+// 'shoal snapshot save' makes, and a member would apply a step whether or
+// not it can still gossip; a member that cannot be reached cannot be
+// fixed through gossip either, and is named in the answer instead.
 
 // Keyring operations, for Node.Keyring.
 const (
