@@ -78,6 +78,10 @@ func TestGitAbuse(t *testing.T) {
 		{"long Git-Protocol", "GET", "/scm/proj/pub.git" + refs, "", "", strings.Repeat("v", 300), "", 400, "Git-Protocol"},
 		{"push without flush", "POST", rp, receiveCT, "", "", "0010old new ref\n", 400, "flush-pkt after the commands"},
 		{"push bad framing", "POST", rp, receiveCT, "", "", "zzzz0000PACK", 400, "invalid packet length"},
+		{"v2 unknown command", "POST", up, uploadCT, "", "version=2", "0010command=evil0001" + "0000", 400, "invalid command"},
+		{"v2 unknown fetch argument", "POST", up, uploadCT, "", "version=2", "0012command=fetch\n0001000dbogus-arg0009done\n0000", 400, "unexpected line"},
+		{"v2 sha256", "POST", up, uploadCT, "", "version=2", "0012command=fetch\n0019object-format=sha256\n00010009done\n0000", 400, "object format"},
+		{"v2 unknown ls-refs argument", "POST", up, uploadCT, "", "version=2", "0014command=ls-refs\n0001000dbogus-arg0000", 400, "unexpected line"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			req, err := http.NewRequest(tc.method, w.base+tc.path, strings.NewReader(tc.body))
@@ -97,8 +101,34 @@ func TestGitAbuse(t *testing.T) {
 			}
 		})
 	}
+	// Bodies of unknown length (chunked), plain and gzip-encoded, over the
+	// limit: 413 as well.
+	for _, enc := range []string{"", "gzip"} {
+		body := bigWants
+		if enc == "gzip" {
+			body = gzipped(bigWants)
+		}
+		req, err := http.NewRequest("POST", w.base+up, io.NopCloser(strings.NewReader(body)))
+		must(t, err)
+		req.ContentLength = -1 // chunked
+		req.Header.Set("Content-Type", uploadCT)
+		if enc != "" {
+			req.Header.Set("Content-Encoding", enc)
+		}
+		req.SetBasicAuth("alice", "alice-pw-S3cret")
+		resp, err := testClient(t).Do(req)
+		must(t, err)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 413 || len(req.TransferEncoding) == 0 && req.ContentLength != -1 {
+			t.Errorf("chunked %q body over the limit: %d %q", enc, resp.StatusCode, b)
+		}
+	}
 	if got := w.serverRef("pub", "refs/heads/main"); got != head {
 		t.Errorf("main moved to %s", got)
+	}
+	if strings.Contains(w.log.String(), "level=ERROR") {
+		t.Errorf("malformed requests logged errors:\n%s", w.log.String())
 	}
 	w.waitNoGit()
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 	"unicode/utf8"
 )
 
@@ -129,12 +130,20 @@ const maxSecret = 1024
 // is empty the username is not logged either, since a token pasted as the
 // username is common.
 func Authenticate(a Authenticator, log *slog.Logger) func(http.Handler) http.Handler {
+	return AuthenticateGuarded(a, log, nil)
+}
+
+// AuthenticateGuarded is Authenticate with password guessing bounded by
+// g (nil: not bounded): a login that g refuses gets 429 with Retry-After
+// before its credentials are checked, and each bad credential is
+// recorded in g.
+func AuthenticateGuarded(a Authenticator, log *slog.Logger, g *LoginGuard) func(http.Handler) http.Handler {
 	if log == nil {
 		log = slog.Default()
 	}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			p, err := authenticate(r, a)
+			p, err := authenticate(r, a, g)
 			if err != nil {
 				refuseAuth(w, r, log, err)
 				return
@@ -153,12 +162,13 @@ type authFailure struct {
 	status       int
 	msg          string
 	err          error
+	retryAfter   time.Duration // with 429
 }
 
 func (f *authFailure) Error() string { return f.msg }
 func (f *authFailure) Unwrap() error { return f.err }
 
-func authenticate(r *http.Request, a Authenticator) (Principal, error) {
+func authenticate(r *http.Request, a Authenticator, g *LoginGuard) (Principal, error) {
 	h, ok := r.Header["Authorization"]
 	if !ok {
 		return Principal{}, nil
@@ -167,11 +177,12 @@ func authenticate(r *http.Request, a Authenticator) (Principal, error) {
 		return Principal{}, malformed("", "more than one Authorization header")
 	}
 	scheme, cred, _ := strings.Cut(h[0], " ")
+	c := check{a: a, g: g, remote: r.RemoteAddr}
 	switch strings.ToLower(scheme) {
 	case "basic":
-		return basic(r.Context(), a, strings.TrimSpace(cred))
+		return c.basic(r.Context(), strings.TrimSpace(cred))
 	case "bearer":
-		return bearer(r.Context(), a, strings.TrimSpace(cred))
+		return c.bearer(r.Context(), strings.TrimSpace(cred))
 	}
 	return Principal{}, malformed("", "unsupported Authorization scheme (use Basic or Bearer)")
 }
@@ -181,7 +192,32 @@ func malformed(scheme, why string) *authFailure {
 		msg: "malformed Authorization header: " + why, err: ErrBadCredentials}
 }
 
-func basic(ctx context.Context, a Authenticator, cred string) (Principal, error) {
+// errNoAnswer stands for the answer of an authenticator that panicked.
+var errNoAnswer = errors.New("gitfront: the authenticator did not answer")
+
+// check verifies one request's credentials, within the guard's bounds.
+type check struct {
+	a      Authenticator
+	g      *LoginGuard
+	remote string
+}
+
+// begin asks the guard whether a login may be checked: done is called
+// with the check's outcome; err is the refusal (429) of a login the
+// guard stops before its check.
+func (c check) begin(scheme, user string) (done func(error), err error) {
+	if c.g == nil {
+		return func(error) {}, nil
+	}
+	end, ref, refused := c.g.Begin(user, c.remote)
+	if refused {
+		return nil, &authFailure{scheme: scheme, user: user, status: http.StatusTooManyRequests, err: ErrThrottled,
+			msg: "too many failed logins or login attempts (" + ref.By + "); retry later", retryAfter: ref.RetryAfter}
+	}
+	return func(err error) { end(errors.Is(err, ErrBadCredentials)) }, nil
+}
+
+func (c check) basic(ctx context.Context, cred string) (Principal, error) {
 	if cred == "" {
 		return Principal{}, malformed("basic", "no credentials after the scheme")
 	}
@@ -199,15 +235,29 @@ func basic(ctx context.Context, a Authenticator, cred string) (Principal, error)
 		return Principal{}, &authFailure{scheme: "basic", status: http.StatusUnauthorized,
 			msg: "password or access token required", err: ErrBadCredentials}
 	}
-	p, err := a.VerifyBasic(ctx, user, secret)
+	done, err := c.begin("basic", user)
+	if err != nil {
+		return Principal{}, err
+	}
+	var p Principal
+	err = errNoAnswer
+	defer func() { done(err) }() // also if the authenticator panics
+	p, err = c.a.VerifyBasic(ctx, user, secret)
 	return checked(p, err, "basic", user)
 }
 
-func bearer(ctx context.Context, a Authenticator, token string) (Principal, error) {
+func (c check) bearer(ctx context.Context, token string) (Principal, error) {
 	if token == "" || len(token) > maxSecret || strings.ContainsAny(token, " \t") {
 		return Principal{}, malformed("bearer", "token empty, too long or containing spaces")
 	}
-	p, err := a.VerifyBearer(ctx, token)
+	done, err := c.begin("bearer", "")
+	if err != nil {
+		return Principal{}, err
+	}
+	var p Principal
+	err = errNoAnswer
+	defer func() { done(err) }()
+	p, err = c.a.VerifyBearer(ctx, token)
 	return checked(p, err, "bearer", "")
 }
 
@@ -216,15 +266,15 @@ func checked(p Principal, err error, scheme, user string) (Principal, error) {
 	switch {
 	case err == nil && p.Anonymous():
 		err = errors.New("authenticator accepted credentials without naming a user")
-		return Principal{}, &authFailure{scheme, user, http.StatusServiceUnavailable, "authentication unavailable", err}
+		return Principal{}, &authFailure{scheme, user, http.StatusServiceUnavailable, "authentication unavailable", err, 0}
 	case err == nil:
 		return p, nil
 	case errors.Is(err, ErrBadCredentials):
-		return Principal{}, &authFailure{scheme, user, http.StatusUnauthorized, "invalid credentials", err}
+		return Principal{}, &authFailure{scheme, user, http.StatusUnauthorized, "invalid credentials", err, 0}
 	case errors.Is(err, ErrAuthBusy):
-		return Principal{}, &authFailure{scheme, user, http.StatusServiceUnavailable, "too many password checks at once; retry later", err}
+		return Principal{}, &authFailure{scheme, user, http.StatusServiceUnavailable, "too many password checks at once; retry later", err, 0}
 	}
-	return Principal{}, &authFailure{scheme, user, http.StatusServiceUnavailable, "authentication unavailable", err}
+	return Principal{}, &authFailure{scheme, user, http.StatusServiceUnavailable, "authentication unavailable", err, 0}
 }
 
 // refuseAuth logs a failed authentication and answers it.
@@ -240,6 +290,8 @@ func refuseAuth(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	if f.status == http.StatusUnauthorized {
 		log.Warn("gitfront: failed login", attrs...)
 		w.Header().Set("WWW-Authenticate", realm)
+	} else if f.status == http.StatusTooManyRequests {
+		setRetryAfter(w, f.retryAfter) // the guard logged the first refusal
 	} else if errors.Is(f.err, ErrAuthBusy) {
 		log.Warn("gitfront: authentication busy", attrs...)
 		setRetryAfter(w, 0)

@@ -25,6 +25,9 @@ var (
 	// password now (its bcrypt slots and queue are full): 503 with
 	// Retry-After, logged at Warn.
 	ErrAuthBusy = errors.New("gitfront: authentication busy")
+	// ErrThrottled: a login refused (429) before its check because of
+	// earlier failed logins (LoginLimits).
+	ErrThrottled = errors.New("gitfront: too many failed logins")
 	// ErrPoolFull: every slot of the pool is busy and its queue is full.
 	ErrPoolFull = errors.New("gitfront: pool full")
 	// ErrQueueTimeout: the request waited in the pool's queue longer than

@@ -63,6 +63,15 @@ type Config struct {
 	// known); a request announcing a longer one is refused with 413
 	// before any of it is read. Git routes' limits are GitConfig's.
 	BodyLimit func(r *http.Request) int64
+	// Logins bounds password guessing (failed authentications per
+	// client address, username and address, and username). The zero
+	// value takes DefaultLoginLimits; NoLoginLimits turns it off.
+	Logins LoginLimits
+	// NoLoginLimits turns the bounds on failed logins off.
+	NoLoginLimits bool
+	// LoginGuard, if set, is the guard to use instead of one made from
+	// Logins (so that other login paths, a login form, share it).
+	LoginGuard *LoginGuard
 	// Logger receives failed logins and failures; default slog.Default().
 	Logger *slog.Logger
 }
@@ -84,6 +93,12 @@ func (c *Config) validate() error {
 		c.Unpooled = []string{"/healthz", "/readyz", "/metrics"}
 	}
 	if err := c.Body.Validate(); err != nil {
+		return err
+	}
+	if c.Logins == (LoginLimits{}) {
+		c.Logins = DefaultLoginLimits()
+	}
+	if err := c.Logins.Validate(); err != nil {
 		return err
 	}
 	return c.Pools.Validate()
@@ -120,6 +135,7 @@ type Front struct {
 	gitAuth http.Handler // authenticated git handler; nil without git
 	webAuth http.Handler // authenticated web handler
 	track   tracker
+	logins  *LoginGuard // nil: failed logins are not bounded
 
 	slowBodies atomic.Uint64
 }
@@ -137,7 +153,14 @@ func New(cfg Config) (*Front, error) {
 		}
 		f.pools[name] = p
 	}
-	auth := Authenticate(cfg.Authenticator, cfg.Logger)
+	switch {
+	case cfg.NoLoginLimits:
+	case cfg.LoginGuard != nil:
+		f.logins = cfg.LoginGuard
+	default:
+		f.logins = NewLoginGuard(cfg.Logins, cfg.Logger, nil)
+	}
+	auth := AuthenticateGuarded(cfg.Authenticator, cfg.Logger, f.logins)
 	f.webAuth = auth(cfg.Web)
 	if cfg.Git.ReposDir != "" {
 		g, err := NewGitHandler(cfg.Git)
@@ -241,6 +264,8 @@ type Stats struct {
 	// SlowBodies counts requests refused (408) because their body did
 	// not arrive at the minimum rate before the pool.
 	SlowBodies uint64
+	// Logins counts failed logins and those refused for them (429).
+	Logins LoginStats
 }
 
 // Stats returns the front's counters.
@@ -252,8 +277,14 @@ func (f *Front) Stats() Stats {
 	if f.git != nil {
 		s.Git = f.git.Stats()
 	}
+	if f.logins != nil {
+		s.Logins = f.logins.Stats()
+	}
 	return s
 }
+
+// Logins is the guard of failed logins, nil when they are not bounded.
+func (f *Front) Logins() *LoginGuard { return f.logins }
 
 // Pool returns the named pool.
 func (f *Front) Pool(name PoolName) *Pool { return f.pools[name] }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/shoal-dev/shoal/internal/pktline"
 )
 
 // uploadPackConfig lets upload-pack serve partial clones and the lazy
@@ -227,6 +229,9 @@ func gitExit(ctx context.Context, err error, what string, stderr []byte) error {
 		return fmt.Errorf("git %s stopped: %w (%v)", what, context.Cause(ctx), err)
 	case strings.Contains(msg, "protocol error"):
 		return fmt.Errorf("%w: git: %s", ErrMalformed, msg)
+	}
+	if m, refused := pktline.RequestRefused(stderr); refused {
+		return fmt.Errorf("%w: git refused it: %s", ErrMalformed, m)
 	}
 	return fmt.Errorf("git %s: %w: %s", what, err, msg)
 }

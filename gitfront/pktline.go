@@ -1,6 +1,7 @@
 package gitfront
 
 import (
+	"errors"
 	"fmt"
 	"io"
 
@@ -52,6 +53,12 @@ func (p *pktReader) Read(b []byte) (int, error) {
 		p.err = ferr
 		return 0, ferr
 	}
+	if err != nil && (errors.Is(err, ErrTooLarge) || errors.Is(err, ErrMalformed) || errors.Is(err, ErrSlowBody)) {
+		// The client's fault, kept: whoever reads the body (git's stdin
+		// copier) may drop the error, and it explains git's failure.
+		p.err = err
+		return n, err
+	}
 	if err == io.EOF {
 		if ferr := p.atEOF(); ferr != nil {
 			p.err = ferr
@@ -61,7 +68,9 @@ func (p *pktReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// Err is the framing error found so far, if any.
+// Err is the framing error found so far, if any, or the body's own
+// failure that is the client's fault (too large, cut off, bad gzip, too
+// slow).
 func (p *pktReader) Err() error { return p.err }
 
 func (p *pktReader) scan(b []byte) error {

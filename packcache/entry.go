@@ -77,6 +77,12 @@ func (p *progress) state() (int64, bool, error) {
 	return p.size, p.done, p.err
 }
 
+// written is the size written so far.
+func (p *progress) written() int64 {
+	n, _, _ := p.state()
+	return n
+}
+
 // beyond returns a channel closed when the file grows past off or
 // production ends; nil if that has already happened.
 func (p *progress) beyond(off int64) <-chan struct{} {

@@ -196,10 +196,11 @@ func TestLsRefsMalformed(t *testing.T) {
 	if st := c.Stats(); st.GitStarted != 0 || countFiles(t, c.cfg.Dir) != 0 {
 		t.Fatalf("stats %+v", st)
 	}
-	// An argument git does not know goes to git, whose error comes back.
+	// An argument git does not know goes to git, whose refusal comes
+	// back as the client's fault (ErrMalformed, with git's message).
 	_, res, err := serve(t, c, "r", r.bare, "version=2", lsRefs("frobnicate"))
-	if res != Bypass || !errors.Is(err, ErrGit) || !strings.Contains(err.Error(), "frobnicate") {
-		t.Fatalf("unknown argument: %v %v, want git's own error", res, err)
+	if res != Bypass || !errors.Is(err, ErrMalformed) || errors.Is(err, ErrGit) || !strings.Contains(err.Error(), "unexpected line: 'frobnicate'") {
+		t.Fatalf("unknown argument: %v %v, want git's own refusal as ErrMalformed", res, err)
 	}
 	// So does a server-option.
 	opt := pkts("command=ls-refs", "server-option=x", "|", "peel", "")

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/shoal-dev/shoal/internal/pktline"
 )
 
 var (
@@ -81,6 +83,8 @@ func (c *Cache) runGit(ctx context.Context, e *entry, f *os.File, repoPath strin
 	switch {
 	case copyErr != nil:
 		return copyErr
+	case waitErr != nil && e.p.written() == 0:
+		return gitFailure(waitErr, stderr)
 	case waitErr != nil:
 		return fmt.Errorf("%w: %w: %s", ErrGit, waitErr, stderr)
 	}
@@ -176,9 +180,22 @@ func (c *Cache) runBypass(ctx context.Context, w io.Writer, repoPath string, ver
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, cw, stderr
 	c.stats.gitStarted.Add(1)
 	if err := cmd.Run(); err != nil {
+		if cw.t == 0 {
+			return 0, gitFailure(err, stderr)
+		}
 		return cw.t, fmt.Errorf("%w: %w: %s", ErrGit, err, stderr)
 	}
 	return cw.t, nil
+}
+
+// gitFailure explains git's exit before it wrote anything: ErrMalformed
+// with git's message when git refused the request (an unknown command or
+// argument, another object format: the client's fault), ErrGit otherwise.
+func gitFailure(err error, stderr *tailBuffer) error {
+	if msg, refused := pktline.RequestRefused([]byte(stderr.String())); refused {
+		return fmt.Errorf("%w: git upload-pack refused it: %s", ErrMalformed, msg)
+	}
+	return fmt.Errorf("%w: %w: %s", ErrGit, err, stderr)
 }
 
 // command returns git upload-pack for a stateless request, killed when

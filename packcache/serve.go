@@ -19,7 +19,9 @@ import (
 //
 // It returns how the request was served and the first error: with
 // Rejected, one wrapping ErrMalformed, before anything was written (the
-// front end should answer 400); ErrClosed after Close; ErrGit or
+// front end should answer 400), or with Bypass when git itself refused
+// the request before writing anything (an unknown command or argument,
+// another object format; git's message included); ErrClosed after Close; ErrGit or
 // ErrIncomplete when git failed (its own message may already have reached
 // the client); ErrInvalidated when a push during production prevented
 // publication (the client did get git's whole response, consistent with

@@ -84,6 +84,10 @@ type Config struct {
 	// MaxParams bounds a job's parameters (default 16 KiB): they are
 	// stored, with the history, in one store value.
 	MaxParams int
+	// APIMinInterval is the shortest time between two fire times of a job
+	// scheduled through the HTTP API (Handler), default 1 s; negative: no
+	// bound. Jobs scheduled in code are not bound.
+	APIMinInterval time.Duration
 	// Logger receives logs (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -141,6 +145,7 @@ func (c *Config) Validate() error {
 	c.StoreTimeout = cmp0(c.StoreTimeout, 5*time.Second)
 	c.HistoryLimit = cmp0(c.HistoryLimit, 10)
 	c.MaxParams = cmp0(c.MaxParams, 16<<10)
+	c.APIMinInterval = cmp0(c.APIMinInterval, time.Second)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}

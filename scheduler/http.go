@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/shoal-dev/shoal/cluster/cp"
@@ -23,6 +25,10 @@ import (
 //	POST   /v1/jobs/{id}/pause    stop scheduled runs
 //	POST   /v1/jobs/{id}/resume   restart them
 //	DELETE /v1/jobs/{id}          remove the job
+//
+// A job scheduled through PUT must name a runner that this node or a live
+// member has registered, and fire at most once per Config.APIMinInterval
+// (400 otherwise).
 //
 // Changes answer with the job's Status afterwards (DELETE with
 // {"deleted": id}). Errors answer {"error": text} with 404 (no such job),
@@ -88,6 +94,28 @@ func (h handler) answer(ctx context.Context, w http.ResponseWriter, id string, e
 	writeJSON(w, http.StatusOK, st)
 }
 
+// checkAPIJob is what PUT checks beyond Schedule: a runner some live node
+// has registered, and fire times at least APIMinInterval apart.
+func (s *Scheduler) checkAPIJob(j Job) error {
+	c, err := s.checkJob(j)
+	if err != nil {
+		return err
+	}
+	if runners := s.liveRunners(); len(runners[j.Runner]) == 0 {
+		known := make([]string, 0, len(runners))
+		for k := range runners {
+			known = append(known, k)
+		}
+		slices.Sort(known)
+		return fmt.Errorf("%w: no live node has registered the runner %q (known: %s)", ErrInvalid, j.Runner, strings.Join(known, ", "))
+	}
+	if gap, ok := c.minGap(s.clock.Now(), 200); ok && s.cfg.APIMinInterval > 0 && gap < s.cfg.APIMinInterval {
+		return fmt.Errorf("%w: job %q would fire every %v; the API takes at least %v between fire times",
+			ErrInvalid, j.ID, gap, s.cfg.APIMinInterval)
+	}
+	return nil
+}
+
 // maxJobBody bounds a PUT body: the parameters are bounded far lower.
 const maxJobBody = 1 << 20
 
@@ -106,6 +134,10 @@ func (h handler) put(w http.ResponseWriter, r *http.Request) {
 	}
 	if j.ID != r.PathValue("id") {
 		writeError(w, fmt.Errorf("%w: body names job %q, path %q", ErrInvalid, j.ID, r.PathValue("id")))
+		return
+	}
+	if err := h.s.checkAPIJob(j); err != nil {
+		writeError(w, err)
 		return
 	}
 	ctx, cancel := reqContext(r)

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -50,6 +51,11 @@ func TestHTTPAPI(t *testing.T) {
 		t.Fatalf("run-now: %d %s", code, body)
 	}
 	testkit.Eventually(t, 5*time.Second, "the run-now", func() bool { return rec.count() == 1 })
+	// A job without a runner can only be scheduled in code (the API
+	// refuses it, below).
+	if err := s.Schedule(context.Background(), Job{ID: "norunner", Runner: "x", Mode: RunLocally, Schedule: Once(t0.Add(time.Hour))}); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		method, path, body string
 		want               int
@@ -64,7 +70,13 @@ func TestHTTPAPI(t *testing.T) {
 		{"PUT", "/v1/jobs/bad", `{"runner":"r","mode":"local","schedule":{"kind":"cron","cron":"nope"}}`, 400},
 		{"PUT", "/v1/jobs/bad", `{"id":"other","runner":"r","mode":"local","schedule":{"kind":"once","at":"2026-05-01T12:00:00Z"}}`, 400},
 		{"PUT", "/v1/jobs/bad", `not json`, 400},
-		{"PUT", "/v1/jobs/norunner", `{"runner":"x","mode":"local","schedule":{"kind":"once","at":"2026-05-01T13:00:00Z"}}`, 200},
+		{"PUT", "/v1/jobs/other", `{"runner":"x","mode":"local","schedule":{"kind":"once","at":"2026-05-01T13:00:00Z"}}`, 400},
+		{"PUT", "/v1/jobs/fast", `{"runner":"r","mode":"local","schedule":{"kind":"interval","every":"1ms","first":"2026-05-01T12:01:00Z"}}`, 400},
+		{"PUT", "/v1/jobs/fast", `{"runner":"r","mode":"local","schedule":{"kind":"interval","every":"999ms","first":"2026-05-01T12:01:00Z"}}`, 400},
+		{"PUT", "/v1/jobs/fast", `{"runner":"r","mode":"local","schedule":{"kind":"cron","cron":"*/1 * * * * *"}}`, 200},
+		{"PUT", "/v1/jobs/fast", `{"runner":"r","mode":"local","schedule":{"kind":"interval","every":"1s","first":"2026-05-01T12:01:00Z"}}`, 200},
+		{"GET", "/v1/jobs/other", "", 404},
+		{"DELETE", "/v1/jobs/fast", "", 200},
 		{"POST", "/v1/jobs/norunner/run-now", "", 409},
 		{"DELETE", "/v1/jobs/sweep", "", 200},
 		{"DELETE", "/v1/jobs/sweep", "", 404},

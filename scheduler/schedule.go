@@ -113,6 +113,27 @@ func (s Schedule) Next(t time.Time) (time.Time, bool) {
 	return c.next(t)
 }
 
+// minGap is the shortest time between consecutive fire times among the
+// first n after now; ok is false for a schedule that fires at most once
+// from now on.
+func (c compiled) minGap(now time.Time, n int) (gap time.Duration, ok bool) {
+	if c.s.Kind == KindInterval {
+		return c.s.Every, true
+	}
+	prev, more := c.next(now)
+	for i := 0; more && i < n; i++ {
+		t, more2 := c.next(prev)
+		if !more2 {
+			break
+		}
+		if d := t.Sub(prev); !ok || d < gap {
+			gap, ok = d, true
+		}
+		prev, more = t, more2
+	}
+	return gap, ok
+}
+
 func (c compiled) next(t time.Time) (time.Time, bool) {
 	switch c.s.Kind {
 	case KindInterval:

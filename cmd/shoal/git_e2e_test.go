@@ -482,7 +482,9 @@ const (
 // expected outcome, the ref advertisement answers the matching status,
 // and nothing secret reaches the node logs (checked at cleanup).
 func TestGitClusterAuthorizationTable(t *testing.T) {
-	g := startGitCluster(t, 1, 50)
+	// The table tries bad credentials again and again from one address:
+	// the bounds on failed logins (TestPasswordGuessingIsLimited) are off.
+	g := startGitCluster(t, 1, 50, "--login-limit-addr", "0", "--login-limit-user-addr", "0", "--login-limit-user", "0")
 	g.createRepo("priv", false)
 	g.createRepo("pub", true)
 	ctx := context.Background()

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/cluster/cp"
+	"github.com/shoal-dev/shoal/gitfront"
 	"github.com/shoal-dev/shoal/internal/cli"
 	"github.com/shoal-dev/shoal/internal/config"
 	"github.com/shoal-dev/shoal/internal/logfile"
@@ -102,6 +103,11 @@ func (n *nodeSettings) bind(s *cli.Set) {
 	s.Int64(&c.HTTP.Body.MinRate, "http-body-min-rate", "bytes per second a request body must keep up after the grace period (else 408)")
 	s.Int(&c.HTTP.MaxConnsPerClient, "http-max-conns-per-client", "open HTTP connections from one client address (negative: no bound)")
 	s.Duration(&c.HTTP.IdleTimeout, "http-idle-timeout", "close a keep-alive HTTP connection idle this long")
+	s.Bool(&c.HTTP.MetricsAuth, "metrics-auth", "require a user's credentials for /metrics (an access token, sent as a Bearer token: Prometheus's authorization.credentials_file)")
+	s.Duration(&c.Scheduler.APIMinInterval, "jobs-min-interval", "the shortest time between fire times of a job scheduled through /v1/jobs")
+	s.Var(loginLimitValue{&c.HTTP.Logins.Addr}, &c.HTTP.Logins.Addr, "login-limit-addr", "limit", "failed logins per client address: BURST/PERIOD, refilled at BURST per PERIOD, past which logins get 429 (0: no bound)")
+	s.Var(loginLimitValue{&c.HTTP.Logins.UserAddr}, &c.HTTP.Logins.UserAddr, "login-limit-user-addr", "limit", "failed logins per username and client address, as --login-limit-addr")
+	s.Var(loginLimitValue{&c.HTTP.Logins.User}, &c.HTTP.Logins.User, "login-limit-user", "limit", "failed logins per username from all addresses, as --login-limit-addr; past it only the addresses that failed for that user get 429")
 	s.String(&c.RESP.Addr, "resp", "Redis protocol (RESP2/RESP3) address host:port over the named maps (empty: off)")
 	s.Bool(&c.RESP.Anonymous, "resp-anonymous", "let RESP clients run commands without AUTH")
 	s.String(&c.RESP.Redirect, "resp-redirect", "which RESP connections are answered MOVED instead of forwarded: auto (those that asked for the slot map: CLUSTER SLOTS/SHARDS/NODES, READONLY), always, never")
@@ -240,6 +246,25 @@ func (n *nodeSettings) validate() error {
 		return usagef("--join-timeout %v: want a duration of at least 0", n.joinTimeout)
 	}
 	return n.checkSecured()
+}
+
+// loginLimitValue binds a gitfront.LoginLimit ("10/1m", or 0).
+type loginLimitValue struct{ l *gitfront.LoginLimit }
+
+func (v loginLimitValue) String() string {
+	if v.l == nil {
+		return ""
+	}
+	return v.l.String()
+}
+
+func (v loginLimitValue) Set(s string) error {
+	l, err := gitfront.ParseLoginLimit(s)
+	if err != nil {
+		return err
+	}
+	*v.l = l
+	return nil
 }
 
 // levelValue binds a slog.Level.

@@ -204,6 +204,11 @@ func (s *Sources) frontMetrics(e emitter) {
 		e.gauge("shoal_pool_queued", "requests waiting", float64(p.Queued), "pool", pool)
 		e.gauge("shoal_pool_limit", "concurrency bound", float64(p.Concurrency), "pool", pool)
 	}
+	e.counter("shoal_auth_failures_total", "authentications refused for bad credentials (401)", st.Logins.Failures)
+	e.counter("shoal_auth_throttled_total", "logins refused (429) after too many failures, by the bound that refused them", st.Logins.ThrottledAddr, "by", "address")
+	e.counter("shoal_auth_throttled_total", "logins refused (429) after too many failures, by the bound that refused them", st.Logins.ThrottledUserAddr, "by", "user_address")
+	e.counter("shoal_auth_throttled_total", "logins refused (429) after too many failures, by the bound that refused them", st.Logins.ThrottledUser, "by", "user")
+	e.counter("shoal_auth_throttled_total", "logins refused (429) after too many failures, by the bound that refused them", st.Logins.ThrottledConcurrent, "by", "concurrent")
 	e.counter("shoal_git_pushes_refused_total", "pushes refused because they could not be recorded in the store in time", st.Git.PushesRefused)
 	e.counter("shoal_git_pushes_lost_total", "pushes whose git was killed when their marker could not be renewed", st.Git.PushesLost)
 	e.counter("shoal_git_quarantines_swept_total", "stale push quarantine directories removed", st.Git.QuarantinesSwept)

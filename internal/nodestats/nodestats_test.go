@@ -132,6 +132,26 @@ func TestRollup(t *testing.T) {
 			t.Errorf("as %q: %d %s, want %d", who, code, body, want)
 		}
 	}
+	// What the store holds is decoded and encoded again: markup in it is
+	// escaped, and a value that is not a rollup is not served.
+	evil := `{"computed_by":"<script>alert(1)</script>","missing":["</script><img src=x onerror=alert(1)>"],"nodes":[]}`
+	if _, err := store.Put(context.Background(), nodestats.RollupKey, []byte(evil)); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 10*time.Second, "the injected rollup on this replica", func() bool {
+		_, body = status("admin")
+		return strings.Contains(body, "alert")
+	})
+	if code, body := status("admin"); code != 200 || strings.ContainsAny(body, "<>") || !strings.Contains(body, `\u003cscript\u003e`) {
+		t.Fatalf("a rollup with markup: %d %s", code, body)
+	}
+	if _, err := store.Put(context.Background(), nodestats.RollupKey, []byte("<html>not json")); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 10*time.Second, "an unreadable rollup refused", func() bool {
+		code, body := status("admin")
+		return code == 503 && strings.Contains(body, `"errors"`) && !strings.Contains(body, "<html>")
+	})
 }
 
 func get(t *testing.T, url string, v any) {

@@ -175,11 +175,19 @@ func clusterStats(w http.ResponseWriter, r *http.Request, store *cp.Store, calle
 		return
 	}
 	if err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, restError(err.Error()))
+		writeJSON(w, http.StatusServiceUnavailable, restError("the cluster statistics are unavailable: "+err.Error()))
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Write(kv.Value)
+	// Decoded and encoded again, never passed through: what is served is
+	// the rollup's shape with every string JSON-escaped (<, > and & as
+	// \u003c, \u003e, \u0026), whatever the stored value holds.
+	var cs ClusterStats
+	if err := json.Unmarshal(kv.Value, &cs); err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, restError(fmt.Sprintf("the stored rollup is unreadable; the cluster-stats job writes a new one every %v", RollupEvery)))
+		return
+	}
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	writeJSON(w, http.StatusOK, cs)
 }
 
 func restError(msg string) map[string]any {

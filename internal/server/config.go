@@ -145,6 +145,7 @@ func DefaultNodeConfig(preset string) Config {
 		Packs:     packcache.DefaultConfig(""),
 		Pools:     gitfront.DefaultPools(),
 		HTTP:      DefaultHTTPConfig(),
+		Scheduler: scheduler.Config{APIMinInterval: time.Second},
 	}
 	return c
 }

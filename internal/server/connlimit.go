@@ -30,12 +30,20 @@ type HTTPConfig struct {
 	Body gitfront.BodyConfig
 	// TLS, if set, serves HTTPS instead of HTTP.
 	TLS HTTPTLS
+	// Logins bounds password guessing: failed authentications per client
+	// address, per username and address, per username (429 with
+	// Retry-After past them).
+	Logins gitfront.LoginLimits
+	// MetricsAuth makes /metrics require a user's credentials (an access
+	// token as a Bearer token, for a Prometheus scraper); it is open by
+	// default, like /healthz and /readyz.
+	MetricsAuth bool
 }
 
 // DefaultHTTPConfig is HTTPConfig's defaults.
 func DefaultHTTPConfig() HTTPConfig {
 	return HTTPConfig{ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
-		MaxConnsPerClient: 256, Body: gitfront.DefaultBody()}
+		MaxConnsPerClient: 256, Body: gitfront.DefaultBody(), Logins: gitfront.DefaultLoginLimits()}
 }
 
 // Validate fills the zero fields from DefaultHTTPConfig.
@@ -58,6 +66,9 @@ func (c *HTTPConfig) Validate() error {
 	}
 	if err := c.TLS.validate(); err != nil {
 		return config.Within("TLS", err)
+	}
+	if err := c.Logins.Validate(); err != nil {
+		return err
 	}
 	return c.Body.Validate()
 }

@@ -25,13 +25,19 @@ import (
 func TestMain(m *testing.M) { testkit.MainNoLeaks(m, 15*time.Second) }
 
 // single starts a one-node cluster that bootstraps its own raft group.
-func single(t *testing.T) *Server {
+func single(t *testing.T) *Server { return singleWith(t, nil) }
+
+// singleWith is single with the configuration changed by change.
+func singleWith(t *testing.T, change func(*Config)) *Server {
 	t.Helper()
 	cfg := DefaultNodeConfig(PresetLoopback)
 	cfg.Cluster.Name, cfg.Cluster.BindAddr = "solo", "127.0.0.1:0"
 	cfg.HTTPAddr, cfg.DataDir = "127.0.0.1:0", t.TempDir()
 	cfg.Store.BootstrapExpect = 1
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	if change != nil {
+		change(&cfg)
+	}
 	s, err := Start(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -173,6 +179,38 @@ func TestClusterAndStatsNeedAUser(t *testing.T) {
 	}
 	if code, _ := do(t, "", "GET", base+"/v1/stats", ""); code != 401 {
 		t.Fatalf("anonymous GET /v1/stats: %d", code)
+	}
+}
+
+// /healthz, /readyz and /metrics are open; with MetricsAuth /metrics
+// needs a user's token.
+func TestMetricsAuth(t *testing.T) {
+	for _, protect := range []bool{false, true} {
+		s := singleWith(t, func(c *Config) { c.HTTP.MetricsAuth = protect })
+		base := "http://" + s.HTTPAddr()
+		user := userToken(t, s, fmt.Sprintf("bob-%v", protect), false)
+		testkit.Eventually(t, 20*time.Second, "ready", func() bool { code, _ := do(t, "", "GET", base+"/readyz", ""); return code == 200 })
+		if code, _ := do(t, "", "GET", base+"/healthz", ""); code != 200 {
+			t.Fatalf("anonymous /healthz: %d", code)
+		}
+		want := map[bool]int{false: 200, true: 401}[protect]
+		if code, _ := do(t, "", "GET", base+"/metrics", ""); code != want {
+			t.Fatalf("anonymous /metrics with MetricsAuth %v: %d, want %d", protect, code, want)
+		}
+		if code, _ := do(t, "shoal_wrong", "GET", base+"/metrics", ""); protect && code != 401 {
+			t.Fatalf("/metrics with a bad token: %d", code)
+		}
+		req, _ := http.NewRequest("GET", base+"/metrics", nil)
+		req.Header.Set("Authorization", "Bearer "+user)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(b), "shoal_pool_served_total") {
+			t.Fatalf("/metrics with a user's token: %d %.200s", resp.StatusCode, b)
+		}
 	}
 }
 
@@ -346,9 +384,16 @@ func TestRecordRunRunner(t *testing.T) {
 	base := "http://" + s.HTTPAddr()
 	tok := userToken(t, s, "root", true)
 	job := `{"runner":"kv.record-run","mode":"cluster","params":"` + base64.StdEncoding.EncodeToString([]byte("rec/")) +
-		`","schedule":{"kind":"interval","every":"500ms","first":"2020-01-01T00:00:00Z"}}`
+		`","schedule":{"kind":"interval","every":"1s","first":"2020-01-01T00:00:00Z"}}`
 	if code, out := do(t, tok, "PUT", base+"/v1/jobs/rec", job); code != 200 {
 		t.Fatalf("schedule: %d %v", code, out)
+	}
+	// The API refuses a job faster than --jobs-min-interval, or with a
+	// runner no node has.
+	for _, bad := range []string{strings.Replace(job, `"1s"`, `"1ms"`, 1), strings.Replace(job, "kv.record-run", "no-such-runner", 1)} {
+		if code, out := do(t, tok, "PUT", base+"/v1/jobs/bad", bad); code != 400 {
+			t.Errorf("PUT %s: %d %v, want 400", bad, code, out)
+		}
 	}
 	testkit.Eventually(t, 20*time.Second, "two recorded runs", func() bool { return len(s.Store().StaleList("rec/")) >= 2 })
 	var prev string
@@ -363,7 +408,7 @@ func TestRecordRunRunner(t *testing.T) {
 		}
 		fire, node := parts[0], parts[1]
 		if err := json.Unmarshal(kv.Value, &rec); err != nil || node != "solo" || rec.Node != "solo" ||
-			len(fire) != 20 || fire != fmt.Sprintf("%020d", rec.FireTime.UnixNano()) || rec.FireTime.UnixNano()%int64(500*time.Millisecond) != 0 {
+			len(fire) != 20 || fire != fmt.Sprintf("%020d", rec.FireTime.UnixNano()) || rec.FireTime.UnixNano()%int64(time.Second) != 0 {
 			t.Fatalf("record %s = %s (%v)", kv.Key, kv.Value, err)
 		}
 		if fire <= prev {

@@ -44,6 +44,7 @@ type services struct {
 	packs     *packcache.Cache
 	gens      *packcache.StoreGenerations
 	front     *gitfront.Front
+	logins    *gitfront.LoginGuard // failed logins, shared by the front and the dashboard
 	unsubPack func()
 	sched     *scheduler.Scheduler
 	maps      *dmap.DMap
@@ -106,7 +107,14 @@ func (s *Server) startServices(ctx context.Context, mux *http.ServeMux) (http.Ha
 		return nil, err
 	}
 	mux.Handle(rest.Prefix+"/", api)
-	mux.Handle("GET /metrics", nodestats.MetricsHandler(&s.svc.stats))
+	s.svc.logins = gitfront.NewLoginGuard(cfg.HTTP.Logins, cfg.Logger, nil)
+	metrics := nodestats.MetricsHandler(&s.svc.stats)
+	if cfg.HTTP.MetricsAuth {
+		// /metrics is served outside the pools, so outside the front's
+		// authentication: it authenticates here.
+		metrics = gitfront.AuthenticateGuarded(s.authenticator(), cfg.Logger, s.svc.logins)(requireUser(metrics.ServeHTTP))
+	}
+	mux.Handle("GET /metrics", metrics)
 	if err := s.startUI(mux); err != nil {
 		return nil, err
 	}
@@ -120,8 +128,8 @@ func (s *Server) startServices(ctx context.Context, mux *http.ServeMux) (http.Ha
 		}
 	}
 	s.svc.front, err = gitfront.New(gitfront.Config{Web: mux, Git: git, Pools: cfg.Pools, Logger: cfg.Logger,
-		Body: cfg.HTTP.Body, BodyLimit: webBodyLimit, Unpooled: unpooled,
-		Authenticator: gitfront.AuthenticatorFuncs{Basic: s.verifyBasic, Bearer: s.verifyBearer}})
+		Body: cfg.HTTP.Body, BodyLimit: webBodyLimit, Unpooled: unpooled, LoginGuard: s.svc.logins,
+		Authenticator: s.authenticator()})
 	if err != nil {
 		return nil, err
 	}
@@ -310,6 +318,11 @@ func (s *Server) ready(ctx context.Context) error {
 	return nil
 }
 
+// authenticator checks credentials against the domain's users and tokens.
+func (s *Server) authenticator() gitfront.Authenticator {
+	return gitfront.AuthenticatorFuncs{Basic: s.verifyBasic, Bearer: s.verifyBearer}
+}
+
 func (s *Server) verifyBasic(ctx context.Context, user, secret string) (gitfront.Principal, error) {
 	return principalOf(s.svc.db.VerifyPassword(ctx, user, secret))
 }
@@ -426,7 +439,7 @@ var unpooled = []string{"/healthz", "/readyz", "/metrics", ui.EventsPath}
 func (s *Server) startUI(mux *http.ServeMux) error {
 	var err error
 	s.svc.ui, err = ui.New(ui.Config{Node: s.node, Store: s.store, Stats: &s.svc.stats, Scheduler: s.svc.sched,
-		Authenticate: s.verifyBasic, Version: Version, Logger: s.cfg.Logger,
+		Authenticate: s.verifyBasic, Logins: s.svc.logins, Version: Version, Logger: s.cfg.Logger,
 		PeerStats: func(ctx context.Context, m cluster.Member) (nodestats.Stats, error) {
 			return nodestats.ReadMember(ctx, &s.svc.stats, m)
 		},

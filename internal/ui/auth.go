@@ -3,8 +3,10 @@ package ui
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -116,9 +118,22 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 		u.showLogin(w, r, http.StatusBadRequest, next, user, "Enter a username and a password (or access token).")
 		return
 	}
+	done := func(bool) {}
+	if g := u.cfg.Logins; g != nil {
+		end, ref, refused := g.Begin(user, r.RemoteAddr)
+		if refused {
+			secs := int((ref.RetryAfter + time.Second - 1) / time.Second)
+			w.Header().Set("Retry-After", strconv.Itoa(secs))
+			u.showLogin(w, r, http.StatusTooManyRequests, next, user,
+				fmt.Sprintf("Too many failed logins; try again in %d s.", secs))
+			return
+		}
+		done = end
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
 	p, err := u.cfg.Authenticate(ctx, user, pass)
+	done(errors.Is(err, gitfront.ErrBadCredentials))
 	switch {
 	case err == nil && p.Anonymous():
 		err = errors.New("the authenticator named no user")

@@ -82,6 +82,9 @@ type Config struct {
 	// Authenticate checks a username and password (or access token) as
 	// the REST API's Basic credentials are checked. Required.
 	Authenticate func(ctx context.Context, user, secret string) (gitfront.Principal, error)
+	// Logins bounds password guessing through the login form, with the
+	// front's bounds (nil: not bounded).
+	Logins *gitfront.LoginGuard
 	// PeerStats reads another member's counters (nil: this node's only).
 	PeerStats func(ctx context.Context, m cluster.Member) (nodestats.Stats, error)
 	// Version is the node's build version.

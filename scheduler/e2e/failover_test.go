@@ -62,7 +62,8 @@ func TestMultiProcessFailover(t *testing.T) {
 	ctx := context.Background()
 	c, err := localcluster.Start(ctx, localcluster.Options{
 		Binary: bin, N: 3, Dir: t.TempDir(), Preset: "loopback", BootstrapExpect: 3,
-		IP: func(i int) string { return fmt.Sprintf("127.0.0.%d", 40+i) },
+		IP:   func(i int) string { return fmt.Sprintf("127.0.0.%d", 40+i) },
+		Args: []string{"--jobs-min-interval", "100ms"}, // the job fires every 500 ms
 	})
 	if err != nil {
 		t.Fatal(err)
