@@ -141,8 +141,14 @@ func startRPCPair(b *testing.B, clientStats, serverStats *wire.Stats) *Node {
 	b.Helper()
 	var reg registry
 	srv := reg.start(b, "server", &wire.TCP{Stats: serverStats})
+	return echoPair(b, srv, reg.start(b, "client", &wire.TCP{Stats: clientStats}))
+}
+
+// echoPair gives srv an "echo" handler returning its body and makes one
+// call from client, so that the connection is open before timing starts.
+func echoPair(b *testing.B, srv, client *Node) *Node {
+	b.Helper()
 	srv.Handle("echo", func(_ context.Context, _ string, body []byte) ([]byte, error) { return body, nil })
-	client := reg.start(b, "client", &wire.TCP{Stats: clientStats})
 	resp, err := client.Call(context.Background(), "server", "echo", make([]byte, benchPayload))
 	if err != nil || len(resp) != benchPayload {
 		b.Fatalf("warm-up call: %d bytes, %v", len(resp), err)

@@ -23,13 +23,7 @@ func startTLSPair(b *testing.B) *Node {
 	var reg registry
 	members := []string{"server", "client"}
 	srv := reg.startSecure(b, "server", p.network(b, "server"), members, nil, nil)
-	srv.Handle("echo", func(_ context.Context, _ string, body []byte) ([]byte, error) { return body, nil })
-	client := reg.startSecure(b, "client", p.network(b, "client"), members, nil, nil)
-	resp, err := client.Call(context.Background(), "server", "echo", make([]byte, benchPayload))
-	if err != nil || len(resp) != benchPayload {
-		b.Fatalf("warm-up call: %d bytes, %v", len(resp), err)
-	}
-	return client
+	return echoPair(b, srv, reg.startSecure(b, "client", p.network(b, "client"), members, nil, nil))
 }
 
 // BenchmarkMutualTLS: round-trip reports one caller's latency of a

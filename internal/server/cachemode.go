@@ -27,6 +27,14 @@ func (s *Server) cacheModeRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("PUT /v1/cache/mode", cphttp.RequireAdmin(caller, s.putCacheMode))
 }
 
+// decodeSmallJSON decodes an operator's small JSON request body (at most
+// 4 KiB, no unknown fields) into dst.
+func decodeSmallJSON(r *http.Request, dst any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, 4096))
+	dec.DisallowUnknownFields()
+	return dec.Decode(dst)
+}
+
 func opsContext(r *http.Request) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(r.Context(), 60*time.Second)
 }
@@ -56,9 +64,7 @@ func (s *Server) putCacheMode(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Mode string `json:"mode"`
 	}
-	dec := json.NewDecoder(io.LimitReader(r.Body, 4096))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
+	if err := decodeSmallJSON(r, &req); err != nil {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf(`want a JSON body {"mode": "local|distributed|near"}: %v`, err)})
 		return
 	}

@@ -2,10 +2,8 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"time"
 
@@ -51,9 +49,7 @@ func (s *Server) keyringOp(w http.ResponseWriter, r *http.Request) {
 		var req struct {
 			Key string `json:"key"`
 		}
-		dec := json.NewDecoder(io.LimitReader(r.Body, 4096))
-		dec.DisallowUnknownFields()
-		err := dec.Decode(&req)
+		err := decodeSmallJSON(r, &req)
 		if err == nil {
 			key, err = cluster.DecodeGossipKey(req.Key)
 		}
