@@ -81,9 +81,10 @@ type LoginLimits struct {
 	// User bounds the failures for one username from every address.
 	User LoginLimit
 	// AddrChecks bounds the password checks in progress for one client
-	// address (default 2): past it a login gets 429 at once, so that one
-	// address cannot take every slot of the password checks (bcrypt) and
-	// their queue from the others. Negative: no bound.
+	// address that has failed lately (default 2): past it a login gets
+	// 429 at once, so that a guessing address cannot take every slot of
+	// the password checks (bcrypt) and their queue from the others. An
+	// address without recent failures is not bounded. Negative: no bound.
 	AddrChecks int
 	// MaxEntries bounds each of the three tables (default 10,000); past
 	// it the entry touched least recently goes, which is also the one
@@ -206,6 +207,19 @@ func (g *LoginGuard) Begin(user, remote string) (done func(bad bool), ref Refusa
 	}
 	a := clientKey(remote)
 	g.mu.Lock()
+	if b := g.addr.get(g.hash("a", a, "")); b == nil || !b.drained(g.now()) {
+		// An address that has not failed lately is not bounded: a load
+		// generator, a CI runner or a NAT sends many good logins at once,
+		// most of them answered from the password cache, not by bcrypt.
+		// The bcrypt gate bounds them all; the bound below holds back an
+		// address once its guesses start failing.
+		g.mu.Unlock()
+		return func(bad bool) {
+			if bad {
+				g.Fail(user, remote)
+			}
+		}, Refusal{}, false
+	}
 	if g.checking[a] >= g.cfg.AddrChecks {
 		g.mu.Unlock()
 		g.thrConc.Add(1)

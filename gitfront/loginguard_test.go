@@ -244,11 +244,24 @@ func TestAuthenticateGuarded(t *testing.T) {
 	}
 }
 
-// An address has at most AddrChecks password checks in progress: one
-// more gets 429 at once, another address goes on, and a finished check
-// frees its place.
+// An address that failed lately has at most AddrChecks password checks
+// in progress: one more gets 429 at once, another address goes on, and a
+// finished check frees its place. An address without failures is not
+// bounded (many good logins at once from one load generator or NAT).
 func TestLoginGuardChecksInProgress(t *testing.T) {
 	g, _, _ := newTestGuard(t, DefaultLoginLimits())
+	var clean []func(bool)
+	for range 5 {
+		done, ref, refused := g.Begin("u", "10.0.0.3:1")
+		if refused {
+			t.Fatalf("a check from an address without failures refused: %+v", ref)
+		}
+		clean = append(clean, done)
+	}
+	for _, done := range clean {
+		done(false)
+	}
+	g.Fail("v", "10.0.0.1:9") // 10.0.0.1 has failed lately
 	release := make(chan struct{})
 	entered := make(chan struct{}, 10)
 	auth := AuthenticatorFuncs{Basic: func(context.Context, string, string) (Principal, error) {
@@ -290,7 +303,7 @@ func TestLoginGuardChecksInProgress(t *testing.T) {
 	if code := try("10.0.0.1:3"); code != 200 {
 		t.Fatalf("after the checks ended: %d", code)
 	}
-	if st := g.Stats(); st.ThrottledConcurrent != 1 || st.Failures != 0 {
+	if st := g.Stats(); st.ThrottledConcurrent != 1 || st.Failures != 1 {
 		t.Fatalf("stats %+v", st)
 	}
 }
