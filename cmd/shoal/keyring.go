@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -37,6 +38,10 @@ func init() {
 type gossipKeyValue struct{ k *[]byte }
 
 func (v gossipKeyValue) Set(s string) error {
+	if strings.TrimSpace(s) == "" {
+		*v.k = nil // no key: what String prints for none (a configuration file's "gossip-key: ''")
+		return nil
+	}
 	k, err := cluster.DecodeGossipKey(s)
 	if err != nil {
 		return err

@@ -160,9 +160,6 @@ func (c *Config) Validate() error {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	// The cluster member logs to the node's logger (its Validate below
-	// would otherwise fill in slog.Default()).
-	fill(&c.Cluster.Logger, c.Logger)
 	if c.LockWait <= 0 {
 		c.LockWait = 2 * time.Second
 	}

@@ -182,9 +182,10 @@ func (s *Server) startParts() error {
 	if cfg.Cluster.Version == "" {
 		cfg.Cluster.Version = Version
 	}
-	if cfg.Cluster.Logger == nil {
-		cfg.Cluster.Logger = cfg.Logger
-	}
+	// The member logs to the node's logger, as every other part: Validate
+	// (the cluster's own, filling slog.Default()) may have run before the
+	// node's logger was settled (shoal node opens --log-file after it).
+	cfg.Cluster.Logger = cfg.Logger
 	if s.node, err = cluster.Start(cfg.Cluster); err != nil {
 		return err
 	}
