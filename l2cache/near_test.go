@@ -1,6 +1,7 @@
 package l2cache
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -134,26 +135,33 @@ func TestNearOwnerRestartDropsCopies(t *testing.T) {
 		regions[i] = region(t, c, "pr", NonstrictReadWrite)
 	}
 	ctx := context.Background()
-	// A key owned by node 1, held near by node 2.
+	// A key owned by node 1, held near by node 2; and one owned by node
+	// 3, which node 1's restart does not concern.
 	d := distOf(lc.caches[0])
-	key := ""
-	for k := 0; key == ""; k++ {
-		if d.keeper.Table().Owner(d.partition("pr", strconv.Itoa(k))) == lc.members[0].Node.Name() {
-			key = strconv.Itoa(k)
+	key, other := "", ""
+	for k := 0; key == "" || other == ""; k++ {
+		switch d.keeper.Table().Owner(d.partition("pr", strconv.Itoa(k))) {
+		case lc.members[0].Node.Name():
+			key = cmp.Or(key, strconv.Itoa(k))
+		case lc.members[2].Node.Name():
+			other = cmp.Or(other, strconv.Itoa(k))
 		}
 	}
 	var db atomic.Value
 	db.Store("v1")
 	load := func(context.Context) ([]byte, error) { return []byte(db.Load().(string)), nil }
-	testkit.Eventually(t, 30*time.Second, "node 2 to hold a near copy", func() bool {
-		v, err := regions[1].Get(ctx, key, func(context.Context) ([]byte, error) { return nil, errors.New("loaded") })
-		if err != nil {
-			regions[1].Get(ctx, key, load)
-			lc.caches[1].waitLocal()
-			return false
-		}
-		return string(v) == "v1"
-	})
+	noLoad := func(context.Context) ([]byte, error) { return nil, errors.New("loaded") }
+	for _, k := range []string{key, other} {
+		testkit.Eventually(t, 30*time.Second, "node 2 to hold a near copy of "+k, func() bool {
+			v, err := regions[1].Get(ctx, k, noLoad)
+			if err != nil {
+				regions[1].Get(ctx, k, load)
+				lc.caches[1].waitLocal()
+				return false
+			}
+			return string(v) == "v1"
+		})
+	}
 	// The owner's "new process": a new generation of its lease record.
 	store := lc.members[0].Store
 	kv, err := store.Get(ctx, MembersPrefix+lc.members[0].Node.Name())
@@ -171,6 +179,18 @@ func TestNearOwnerRestartDropsCopies(t *testing.T) {
 	}
 	testkit.Eventually(t, 30*time.Second, "the owner to activate its record again", func() bool { return lc.leases[0].Stats().Resets >= 2 })
 	testkit.Eventually(t, 30*time.Second, "the owner to serve again", func() bool { return lc.caches[0].Ready() == nil })
+	testkit.Eventually(t, 30*time.Second, "node 2 to see the new generation", func() bool {
+		return lc.caches[1].Stats().Node.NearDrops["gens"] >= 2
+	})
+	// Node 2 still serves the copy node 3 gave it, without a call.
+	hits, calls := lc.caches[1].Stats().Node.NearHits, lc.caches[1].Stats().Node.RemoteCalls
+	if v, err := regions[1].Get(ctx, other, noLoad); err != nil || string(v) != "v1" {
+		t.Fatalf("node 2 read %q, %v for a key node 3 owns, after node 1's restart", v, err)
+	}
+	if st := lc.caches[1].Stats().Node; st.NearHits != hits+1 || st.RemoteCalls != calls {
+		t.Fatalf("node 2 did not serve node 3's key from its near copy after node 1's restart: near hits %d → %d, remote calls %d → %d",
+			hits, st.NearHits, calls, st.RemoteCalls)
+	}
 	// A new process starts with no registry of holders.
 	d.mu.Lock()
 	for _, dp := range d.parts {
@@ -190,6 +210,86 @@ func TestNearOwnerRestartDropsCopies(t *testing.T) {
 		if v, err := regions[1].Get(ctx, key, load); err != nil || string(v) != "v2" {
 			t.Fatalf("node 2 read %q, %v after v2 was acknowledged through the owner's new incarnation (node 2: %+v; owner: %+v, %+v)", v, err,
 				lc.caches[1].Stats().Node, lc.caches[0].Stats().Node, lc.leases[0].Stats())
+		}
+	}
+}
+
+// An owner tells a change only to the members that may hold the key: a
+// node that holds another key of the same partition near is not sent it
+// (and keeps serving its copy without a message), and an unlock right
+// after a lock reaches nobody, since the lock's message already dropped
+// every copy and nobody read the key between them.
+func TestNearChangeReachesOnlyKeyHolders(t *testing.T) {
+	_, members, caches := distCaches(t, 33, 3, cluster.CacheModeNear)
+	ctx := context.Background()
+	regions := make([]*Region, 3)
+	for i, c := range caches {
+		regions[i] = region(t, c, "pr", ReadWrite)
+	}
+	// Two keys of one partition owned by node 1.
+	d := distOf(caches[0])
+	var k1, k2 string
+	for k := 0; k2 == ""; k++ {
+		key := strconv.Itoa(k)
+		p := d.partition("pr", key)
+		if d.keeper.Table().Owner(p) != members[0].Node.Name() {
+			continue
+		}
+		if k1 == "" {
+			k1 = key
+		} else if d.partition("pr", k1) == p {
+			k2 = key
+		}
+	}
+	var row1, row2 counter
+	nearHit := func(i int, key string, row *counter) {
+		testkit.Eventually(t, 10*time.Second, fmt.Sprintf("node %d to hold %s near", i+1, key), func() bool {
+			before := caches[i].Stats().Node.NearHits
+			v, err := regions[i].Get(ctx, key, row.load)
+			if err != nil || !row.is(v) {
+				t.Fatalf("node %d read %s (%v), want version %d", i+1, v, err, row.v.Load())
+			}
+			caches[i].waitLocal()
+			return caches[i].Stats().Node.NearHits > before
+		})
+	}
+	nearHit(1, k1, &row1)
+	nearHit(2, k2, &row2)
+	sent := func() uint64 { return caches[0].Stats().Node.RemoteByKind["near"] }
+	before := sent()
+	row1.v.Add(1)
+	if err := regions[0].Evict(ctx, k1); err != nil {
+		t.Fatal(err)
+	}
+	if n := sent() - before; n != 1 {
+		t.Fatalf("the owner sent %d near messages for a change of a key one other node held, want 1", n)
+	}
+	// Node 3 still serves k2 near, without a call; node 2 reads k1 anew.
+	calls := caches[2].Stats().Node.RemoteCalls
+	nearHit(2, k2, &row2)
+	if c := caches[2].Stats().Node.RemoteCalls; c != calls {
+		t.Fatalf("node 3 made %d remote calls to read a key it held near", c-calls)
+	}
+	if v, err := regions[1].Get(ctx, k1, row1.load); err != nil || !row1.is(v) {
+		t.Fatalf("node 2 read %s (%v) after version %d of %s was acknowledged", v, err, row1.v.Load(), k1)
+	}
+	// Node 2 holds k1 again: a lock reaches it, the unlock after it nobody.
+	nearHit(1, k1, &row1)
+	before = sent()
+	if err := regions[0].Lock(ctx, k1); err != nil {
+		t.Fatal(err)
+	}
+	locked := sent() - before
+	row1.v.Add(1)
+	if err := regions[0].Unlock(ctx, k1); err != nil {
+		t.Fatal(err)
+	}
+	if n := sent() - before; locked != 1 || n != 1 {
+		t.Fatalf("near messages: %d for the lock, %d for lock and unlock; want 1 and 1", locked, n)
+	}
+	for i, r := range regions {
+		if v, err := r.Get(ctx, k1, row1.load); err != nil || !row1.is(v) {
+			t.Fatalf("node %d read %s (%v) after version %d of %s was acknowledged", i+1, v, err, row1.v.Load(), k1)
 		}
 	}
 }
