@@ -104,8 +104,12 @@ func (u userJSON) appendJSON(dst []byte) []byte {
 }
 
 func (r refJSON) appendJSON(dst []byte) []byte {
-	dst = append(dst, `{"id":`...)
-	dst = appendJSONString(dst, r.ID)
+	// "refs/heads/" needs no escaping: write it, then the branch's
+	// escaped form without its opening quote.
+	dst = append(dst, `{"id":"refs/heads/`...)
+	n := len(dst)
+	dst = appendJSONString(dst, r.DisplayID)
+	dst = append(dst[:n], dst[n+1:]...)
 	dst = append(dst, `,"displayId":`...)
 	dst = appendJSONString(dst, r.DisplayID)
 	dst = append(dst, `,"repository":{"slug":`...)

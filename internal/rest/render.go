@@ -1,7 +1,9 @@
 package rest
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 
 	"github.com/shoal-dev/shoal/internal/domain"
 )
@@ -60,10 +62,27 @@ type refRepoJSON struct {
 	} `json:"project"`
 }
 
+// refJSON is a branch of a repository. Its "id" is "refs/heads/" and the
+// branch, written out when encoded rather than built as a string for
+// every pull request rendered.
 type refJSON struct {
-	ID         string      `json:"id"`
-	DisplayID  string      `json:"displayId"`
-	Repository refRepoJSON `json:"repository"`
+	DisplayID  string
+	Repository refRepoJSON
+}
+
+// MarshalJSON is for encoding/json's paths (appendJSON is the fast one).
+// It leaves HTML escaping to the calling encoder, which applies its own
+// setting to a Marshaler's output.
+func (r refJSON) MarshalJSON() ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	err := enc.Encode(struct {
+		ID         string      `json:"id"`
+		DisplayID  string      `json:"displayId"`
+		Repository refRepoJSON `json:"repository"`
+	}{"refs/heads/" + r.DisplayID, r.DisplayID, r.Repository})
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), err
 }
 
 type participantJSON struct {
@@ -87,7 +106,7 @@ type pullRequestJSON struct {
 }
 
 func ref(branch string, repo domain.Repository) refJSON {
-	r := refJSON{ID: "refs/heads/" + branch, DisplayID: branch}
+	r := refJSON{DisplayID: branch}
 	r.Repository.Slug = repo.Slug
 	r.Repository.Project.Key = repo.ProjectKey
 	return r
