@@ -293,6 +293,7 @@ func (s *Server) routes() *http.ServeMux {
 		SystemPrefixes: SystemKeyPrefixes})
 	s.cacheModeRoutes(mux)
 	s.keyringRoutes(mux)
+	pprofRoutes(mux)
 	return mux
 }
 

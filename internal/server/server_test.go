@@ -240,6 +240,8 @@ func TestControlPlaneNeedsAnAdministrator(t *testing.T) {
 		{"PUT", "/v1/jobs/evil", job}, {"DELETE", "/v1/jobs/cluster-stats", ""},
 		{"POST", "/v1/jobs/cluster-stats/run-now", ""}, {"POST", "/v1/jobs/cluster-stats/pause", ""},
 		{"POST", "/v1/jobs/cluster-stats/resume", ""}, {"GET", "/v1/jobs/nope/more", ""},
+		{"GET", "/debug/pprof/", ""}, {"GET", "/debug/pprof/cmdline", ""}, {"GET", "/debug/pprof/profile?seconds=1", ""},
+		{"GET", "/debug/pprof/heap", ""}, {"GET", "/debug/pprof/trace?seconds=1", ""},
 	}
 	for _, who := range []struct {
 		tok  string
@@ -281,6 +283,22 @@ func TestControlPlaneNeedsAnAdministrator(t *testing.T) {
 	}
 	if code, out := do(t, admin, "PUT", base+"/v1/kv/app/x", "2"); code != 200 {
 		t.Fatalf("an administrator's write: %d %v", code, out)
+	}
+	// An administrator takes the node's Go profiles.
+	req, _ := http.NewRequest("GET", base+"/debug/pprof/profile?seconds=1", nil)
+	req.Header.Set("Authorization", "Bearer "+admin)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prof, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	// A CPU profile is gzip-compressed protobuf.
+	if resp.StatusCode != 200 || len(prof) < 2 || prof[0] != 0x1f || prof[1] != 0x8b {
+		t.Fatalf("an administrator's CPU profile: %d, %d bytes %q", resp.StatusCode, len(prof), prof[:min(len(prof), 64)])
+	}
+	if code, _ := do(t, admin, "GET", base+"/debug/pprof/cmdline", ""); code != 200 {
+		t.Fatalf("an administrator's /debug/pprof/cmdline: %d", code)
 	}
 }
 
