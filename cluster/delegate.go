@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/hashicorp/memberlist"
@@ -103,7 +104,9 @@ func (n *Node) emit(e Event) {
 	}
 }
 
-// NotifyMerge refuses to merge with nodes whose metadata is unreadable.
+// NotifyMerge refuses to merge with nodes whose metadata is unreadable, or
+// that run the peer RPC with TLS when this node does not, or without when
+// it does.
 // Nodes started with another --cache-mode are welcome: the cache mode is
 // the cluster's, kept in the consistent store, and every node adopts it
 // (l2cache.ModeKeeper).
@@ -116,14 +119,29 @@ func (d *delegate) NotifyMerge(peers []*memberlist.Node) error {
 	return nil
 }
 
-// NotifyAlive keeps a node with unreadable metadata out of this node's view.
+// NotifyAlive keeps a node with unreadable metadata, or TLS unlike this
+// node's, out of this node's view.
 func (d *delegate) NotifyAlive(peer *memberlist.Node) error { return d.checkMeta(peer) }
 
 func (d *delegate) checkMeta(p *memberlist.Node) error {
 	if p.Name == d.n.cfg.Name {
 		return nil
 	}
-	if _, err := decodeMeta(p.Meta); err != nil {
+	m, err := decodeMeta(p.Meta)
+	if err == nil && m.TLS != (d.n.cfg.TLS != nil) {
+		// Refused here, at the gossip: a member that cannot speak the
+		// peer RPC or raft with this node would still be counted in raft's
+		// configuration and given partitions.
+		if d.n.cfg.TLS != nil {
+			err = errors.New("it runs the peer RPC and raft without TLS and this node with mutual TLS " +
+				"(start it with --tls-ca, --tls-cert and --tls-key: 'shoal tls')")
+		} else {
+			err = errors.New("it runs the peer RPC and raft over mutual TLS and this node without " +
+				"(start this node with --tls-ca, --tls-cert and --tls-key: 'shoal tls')")
+		}
+		d.n.refusals.refuse(ListenerGossip, ReasonTLSMismatch, p.Address(), p.Name, err.Error())
+	}
+	if err != nil {
 		err = fmt.Errorf("cluster: refusing %s: %w", p.Name, err)
 		d.n.mu.Lock()
 		d.n.refused = err

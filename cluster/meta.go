@@ -21,6 +21,12 @@ type Meta struct {
 	// Incarnation identifies one run of the node's process; it changes
 	// when the node restarts.
 	Incarnation uint64 `msgpack:"i" json:"incarnation"`
+	// TLS: the node runs its peer RPC and raft over mutual TLS. A secured
+	// node refuses a peer without it at the gossip (and a plaintext node
+	// one with it): the two could not talk over the peer RPC or raft, and
+	// such a member would be given raft votes and partitions it cannot
+	// serve.
+	TLS bool `msgpack:"t,omitempty" json:"tls,omitempty"`
 }
 
 func (m *Meta) encode() ([]byte, error) {

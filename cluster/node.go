@@ -95,7 +95,7 @@ func Start(cfg Config) (*Node, error) {
 	inc := uint64(cfg.Now().UnixNano())
 	n.self = Meta{
 		RPC: advertisedRPC(r.Addr(), cfg), HTTP: cfg.HTTPAddr, Raft: cfg.RaftAddr, RESP: cfg.RESPAddr,
-		CacheMode: cfg.CacheMode, Version: cfg.Version, Incarnation: inc,
+		CacheMode: cfg.CacheMode, Version: cfg.Version, Incarnation: inc, TLS: cfg.TLS != nil,
 	}
 	if _, err := n.self.encode(); err != nil {
 		r.Close()
@@ -406,11 +406,12 @@ func (n *Node) unsubscribe(s *Subscription) {
 }
 
 // UpdateMeta changes this node's metadata (for example once the raft
-// address is known) and gossips it. RPC, CacheMode and Incarnation are kept.
+// address is known) and gossips it. RPC, CacheMode, Incarnation and TLS
+// are kept.
 func (n *Node) UpdateMeta(ctx context.Context, update func(*Meta)) error {
 	m := n.self
 	update(&m)
-	m.RPC, m.CacheMode, m.Incarnation = n.self.RPC, n.self.CacheMode, n.self.Incarnation
+	m.RPC, m.CacheMode, m.Incarnation, m.TLS = n.self.RPC, n.self.CacheMode, n.self.Incarnation, n.self.TLS
 	if _, err := m.encode(); err != nil {
 		return err
 	}

@@ -29,6 +29,10 @@ const (
 	ReasonNotEncrypted = "not_encrypted"
 	// ReasonNoKeyHere: encrypted gossip to a node without a key.
 	ReasonNoKeyHere = "no_key_here"
+	// ReasonTLSMismatch: a node that runs the peer RPC without TLS
+	// gossiping to a node that runs it with TLS, or the other way round
+	// (a 'shoal node --join' without a certificate).
+	ReasonTLSMismatch = "tls_mismatch"
 	// ReasonNotMember (tlsutil's): a bus message or exchange from a node
 	// that is not a current (alive) member.
 	ReasonNotMember = tlsutil.ReasonNotMember

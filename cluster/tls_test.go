@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -304,4 +306,87 @@ func TestCertificateRotationUnderLoad(t *testing.T) {
 	testkit.Eventually(t, 30*time.Second, "n1 to count a certificate of an unknown CA", func() bool {
 		return refusals.Get("rpc", tlsutil.ReasonUnknownAuthority) == 1
 	})
+}
+
+// lockedBuf is a log sink for several goroutines.
+type lockedBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+func (l *lockedBuf) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+
+// A node without a certificate (what 'shoal node --join' without --tls-*
+// starts) cannot join a secured cluster even with the gossip key: the
+// members refuse it at the gossip, log it with its address and the reason
+// and count it, and it is told why; a secured node cannot join a
+// plaintext cluster either. Without the check the plaintext node became a
+// member that raft would count as a voter and dmap give partitions to.
+func TestGossipRefusesNodeWithoutTLS(t *testing.T) {
+	root := t.TempDir()
+	ca := newCA(t, root, "ca")
+	key := testKey(t, 7, 32)
+	logs := &lockedBuf{}
+	cc := deploy(t, ca, "a", filepath.Join(ca, tlsutil.CAFile)).config("a")
+	r, err := tlsutil.NewReloader(cc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	cfg := fastLoopback(t, "a")
+	cfg.TLS, cfg.GossipKey = r, key
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	a := startNode(t, cfg)
+	if !a.Self().TLS {
+		t.Fatal("a secured node does not say so in its metadata")
+	}
+
+	plain := encryptedNode(t, "plain", key)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	_, err = plain.Join(ctx, []string{a.GossipAddr()})
+	cancel()
+	if err == nil || !strings.Contains(err.Error(), "over mutual TLS and this node without") {
+		t.Fatalf("a node without TLS joined a secured one: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("a's log:\n%s\nrefusals %v", logs, a.Refusals().Snapshot())
+		}
+	})
+	testkit.Eventually(t, 30*time.Second, "a to count and log the refusal", func() bool {
+		return a.Refusals().Get(ListenerGossip, ReasonTLSMismatch) >= 1 &&
+			regexp.MustCompile(`level=WARN .*refused peer traffic" listener=gossip reason=tls_mismatch remote=127\.0\.0\.1:\d+ peer=plain`).MatchString(logs.String())
+	})
+	time.Sleep(time.Second) // gossip rounds in which plain must stay out
+	if _, ok := a.Member("plain"); ok {
+		t.Fatal("a knows the node without TLS as a member")
+	}
+	if _, ok := plain.Member("a"); ok {
+		t.Fatal("the node without TLS knows a as a member")
+	}
+
+	// The other way round: a secured node joining a plaintext one.
+	cc2 := deploy(t, ca, "b", filepath.Join(ca, tlsutil.CAFile)).config("b")
+	r2, err := tlsutil.NewReloader(cc2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r2.Close)
+	cfg2 := fastLoopback(t, "b")
+	cfg2.TLS, cfg2.GossipKey = r2, key
+	b := startNode(t, cfg2)
+	ctx, cancel = context.WithTimeout(context.Background(), 3*time.Second)
+	_, err = b.Join(ctx, []string{plain.GossipAddr()})
+	cancel()
+	if err == nil || !strings.Contains(err.Error(), "without TLS and this node with mutual TLS") {
+		t.Fatalf("a secured node joined a plaintext one: %v", err)
+	}
+	// Two secured nodes join.
+	join(t, b, a)
+	testkit.Eventually(t, 30*time.Second, "a and b to see each other", func() bool { return aliveNames(a) == "a,b" && aliveNames(b) == "a,b" })
 }
