@@ -28,7 +28,7 @@ func testLogger(t testing.TB) *slog.Logger { return testkit.Logger(t) }
 type member struct {
 	name  string
 	node  *cluster.Node
-	trans *raft.NetworkTransport
+	trans *Transport
 	store *Store
 	dir   string
 }

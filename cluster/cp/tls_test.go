@@ -6,6 +6,9 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -164,4 +167,86 @@ func TestRaftRefusesForgedAppendEntries(t *testing.T) {
 		t.Fatal("the follower's log did not advance")
 	}
 	t.Logf("refusals: %v", tc.refusals.Snapshot())
+}
+
+// The dialing side of raft over mutual TLS: a node that dials raft server
+// "n2" at an address where another node of the cluster's CA ("n3")
+// answers refuses the connection before sending anything (logged and
+// counted as name_mismatch), where the accepting side alone would have
+// taken the request (it comes from n1 with n1's certificate).
+func TestRaftDialChecksServerName(t *testing.T) {
+	p := newTestPKI(t)
+	type refusal struct{ reason, remote, name string }
+	refusedCh := make(chan refusal, 16)
+	t1, err := NewTransport(TransportConfig{Bind: "127.0.0.1:0", TLS: p.reloader(t, "n1"), Logger: testLogger(t),
+		Refused: func(reason, remote, name string, err error) {
+			select {
+			case refusedCh <- refusal{reason, remote, name}:
+			default:
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { t1.Close() })
+	t3, err := NewTransport(TransportConfig{Bind: "127.0.0.1:0", TLS: p.reloader(t, "n3"), Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { t3.Close() })
+	var served atomic.Int64
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case rpc := <-t3.Consumer():
+				served.Add(1)
+				rpc.Respond(&raft.AppendEntriesResponse{Term: 1, Success: true}, nil)
+			case <-done:
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { close(done); wg.Wait() })
+	req := func() *raft.AppendEntriesRequest {
+		return &raft.AppendEntriesRequest{RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax,
+			ID: []byte("n1"), Addr: []byte(t1.LocalAddr())}, Term: 1}
+	}
+
+	var resp raft.AppendEntriesResponse
+	err = t1.AppendEntries("n2", t3.LocalAddr(), req(), &resp)
+	if err == nil || !strings.Contains(err.Error(), tlsutil.ReasonNameMismatch) {
+		t.Fatalf("n1 dialing n2 at n3's address: %v (response %+v)", err, resp)
+	}
+	select {
+	case r := <-refusedCh:
+		if r.reason != tlsutil.ReasonNameMismatch || r.name != "n2" || r.remote != string(t3.LocalAddr()) {
+			t.Fatalf("refusal %+v", r)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no refusal reported")
+	}
+	for _, call := range []func() error{
+		func() error {
+			return t1.RequestVote("n2", t3.LocalAddr(), &raft.RequestVoteRequest{RPCHeader: req().RPCHeader}, &raft.RequestVoteResponse{})
+		},
+		func() error { _, err := t1.AppendEntriesPipeline("n2", t3.LocalAddr()); return err },
+	} {
+		if err := call(); err == nil || !strings.Contains(err.Error(), tlsutil.ReasonNameMismatch) {
+			t.Fatalf("another request to n2 at n3's address: %v", err)
+		}
+	}
+	if n := served.Load(); n != 0 {
+		t.Fatalf("n3 was handed %d requests meant for n2", n)
+	}
+	// Dialed as itself, n3 is reached.
+	if err := t1.AppendEntries("n3", t3.LocalAddr(), req(), &resp); err != nil || !resp.Success {
+		t.Fatalf("n1 to n3: %v %+v", err, resp)
+	}
+	if n := served.Load(); n != 1 {
+		t.Fatalf("n3 served %d requests, want 1", n)
+	}
 }

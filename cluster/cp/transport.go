@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,7 +28,7 @@ type TransportConfig struct {
 	// certificates: an accepted connection must present a certificate of
 	// the CA for a node that Admit admits, every request on it must name
 	// that node as its sender (raft's server ID), and a dialed peer must
-	// present a certificate of the CA.
+	// present a certificate of the CA for the server raft meant to dial.
 	TLS *tlsutil.Reloader
 	// Admit decides whether the node named in a connection's certificate
 	// may speak raft to this node (a member of the cluster); it may wait
@@ -58,14 +59,74 @@ const (
 
 // NewTCPTransport is raft's TCP transport on bindAddr ("host:port", port 0
 // picks one), advertising advertise if not empty, without TLS.
-func NewTCPTransport(bindAddr, advertise string, logger *slog.Logger) (*raft.NetworkTransport, error) {
+func NewTCPTransport(bindAddr, advertise string, logger *slog.Logger) (*Transport, error) {
 	return NewTransport(TransportConfig{Bind: bindAddr, Advertise: advertise, Logger: logger})
 }
+
+// Transport is raft's network transport over TCP, or over mutual TLS.
+// With TLS, every request raft sends to a server travels to the stream
+// layer's Dial with the server's ID beside its address, and Dial refuses a
+// peer whose certificate names another node: raft's network transport
+// dials by address only, and the node found at an address (a stale
+// configuration, an address taken over) is not necessarily the server
+// raft meant.
+type Transport struct {
+	*raft.NetworkTransport
+	tagged bool // with TLS: targets carry the server's ID to Dial
+}
+
+// idSep separates a dial target's address from the ID of the server raft
+// means to reach there (address first: an address has no '#', a node
+// name may).
+const idSep = "#"
+
+func (t *Transport) target(id raft.ServerID, target raft.ServerAddress) raft.ServerAddress {
+	if !t.tagged {
+		return target
+	}
+	return target + idSep + raft.ServerAddress(id)
+}
+
+// AppendEntriesPipeline is raft.Transport's, dialing the server id.
+func (t *Transport) AppendEntriesPipeline(id raft.ServerID, target raft.ServerAddress) (raft.AppendPipeline, error) {
+	return t.NetworkTransport.AppendEntriesPipeline(id, t.target(id, target))
+}
+
+// AppendEntries is raft.Transport's, dialing the server id.
+func (t *Transport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	return t.NetworkTransport.AppendEntries(id, t.target(id, target), args, resp)
+}
+
+// RequestVote is raft.Transport's, dialing the server id.
+func (t *Transport) RequestVote(id raft.ServerID, target raft.ServerAddress, args *raft.RequestVoteRequest, resp *raft.RequestVoteResponse) error {
+	return t.NetworkTransport.RequestVote(id, t.target(id, target), args, resp)
+}
+
+// RequestPreVote is raft.WithPreVote's, dialing the server id.
+func (t *Transport) RequestPreVote(id raft.ServerID, target raft.ServerAddress, args *raft.RequestPreVoteRequest, resp *raft.RequestPreVoteResponse) error {
+	return t.NetworkTransport.RequestPreVote(id, t.target(id, target), args, resp)
+}
+
+// InstallSnapshot is raft.Transport's, dialing the server id.
+func (t *Transport) InstallSnapshot(id raft.ServerID, target raft.ServerAddress, args *raft.InstallSnapshotRequest, resp *raft.InstallSnapshotResponse, data io.Reader) error {
+	return t.NetworkTransport.InstallSnapshot(id, t.target(id, target), args, resp, data)
+}
+
+// TimeoutNow is raft.Transport's, dialing the server id.
+func (t *Transport) TimeoutNow(id raft.ServerID, target raft.ServerAddress, args *raft.TimeoutNowRequest, resp *raft.TimeoutNowResponse) error {
+	return t.NetworkTransport.TimeoutNow(id, t.target(id, target), args, resp)
+}
+
+var (
+	_ raft.Transport   = (*Transport)(nil)
+	_ raft.WithPreVote = (*Transport)(nil)
+	_ raft.WithClose   = (*Transport)(nil)
+)
 
 // NewTransport is raft's network transport over TCP, or over mutual TLS
 // with cfg.TLS. Unlike raft's own NewTCPTransport, closing it also closes
 // the connections it accepted, so their reader goroutines end with it.
-func NewTransport(cfg TransportConfig) (*raft.NetworkTransport, error) {
+func NewTransport(cfg TransportConfig) (*Transport, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -92,10 +153,11 @@ func NewTransport(cfg TransportConfig) (*raft.NetworkTransport, error) {
 		stream.wg.Add(1)
 		go stream.acceptLoop()
 	}
-	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+	nt := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream: stream, MaxPool: 3, Timeout: 10 * time.Second,
 		Logger: newHCLogger(cfg.Logger.With("component", "raft-transport")),
-	}), nil
+	})
+	return &Transport{NetworkTransport: nt, tagged: cfg.TLS != nil}, nil
 }
 
 // streamLayer is a raft.StreamLayer over TCP, or mutual TLS, that owns
@@ -286,12 +348,33 @@ func (s *streamLayer) Close() error {
 
 func (s *streamLayer) Addr() net.Addr { return s.adv }
 
+// Dial connects to address; with TLS, address is "HOST:PORT#ID"
+// (Transport.target) and the peer must present the certificate of node
+// ID, or the connection is refused (ReasonNameMismatch).
 func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	if s.client == nil {
 		return net.DialTimeout("tcp", string(address), timeout)
 	}
+	addr, want, ok := strings.Cut(string(address), idSep)
+	if !ok || want == "" {
+		return nil, fmt.Errorf("cp: raft dial %s: no server ID to check the peer's certificate against", address)
+	}
 	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: timeout}, Config: s.client}
-	return d.Dial("tcp", string(address))
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	got, err := tlsutil.PeerName(c.(*tls.Conn).ConnectionState())
+	if err == nil && got != want {
+		err = &tlsutil.RefusedError{Reason: tlsutil.ReasonNameMismatch,
+			Err: fmt.Errorf("dialed as raft server %q, it presented the certificate of %q", want, got)}
+	}
+	if err != nil {
+		c.Close()
+		s.refused(addr, want, err)
+		return nil, fmt.Errorf("cp: raft dial %s at %s: %w", want, addr, err)
+	}
+	return c, nil
 }
 
 type trackedConn struct {

@@ -17,8 +17,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/raft"
-
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/cluster/cp"
 	"github.com/shoal-dev/shoal/cluster/cp/cphttp"
@@ -40,7 +38,7 @@ var Version = "dev"
 type Server struct {
 	cfg   Config
 	node  *cluster.Node
-	trans *raft.NetworkTransport
+	trans *cp.Transport
 	store *cp.Store
 	// tls is the node's certificates (nil without TLS); refusals counts
 	// the peer traffic the RPC, raft and gossip refused.
