@@ -333,10 +333,10 @@ func (nt *Net) checkOpen() error {
 	return nil
 }
 
-// Close removes the hosts' namespaces, the hub and the uplink. The
-// processes still running inside a host keep its network stack alive
-// until they exit (the kernel frees a namespace with its last user), but
-// lose their link to the others. Safe to call twice.
+// Close kills (SIGKILL) the processes still running inside the hosts'
+// namespaces — the caller started them there, through Host.Command — and
+// removes the hosts' namespaces, the hub and the uplink. Stop what should
+// stop gracefully before. Safe to call twice.
 func (nt *Net) Close() error {
 	nt.mu.Lock()
 	if nt.closed {
@@ -353,7 +353,7 @@ func (nt *Net) teardown() error {
 	defer cancel()
 	var errs []error
 	for _, h := range nt.Hosts() {
-		errs = append(errs, delNS(ctx, h.NS))
+		errs = append(errs, killIn(ctx, h.NS), delNS(ctx, h.NS))
 	}
 	errs = append(errs, delNS(ctx, nt.hub)) // takes the bridge, its ports and the uplink's peer
 	// The kernel dismantles a namespace in the background: the uplink
@@ -370,7 +370,9 @@ func (nt *Net) teardown() error {
 }
 
 // CleanupLeftovers removes the namespaces and uplinks this package
-// created in processes that no longer exist.
+// created in processes that no longer exist, first killing the processes
+// still running inside those namespaces (a node or a database server an
+// earlier run started there and did not stop because it crashed).
 func CleanupLeftovers(ctx context.Context) error {
 	if err := Available(); err != nil {
 		return err
@@ -386,7 +388,7 @@ func CleanupLeftovers(ctx context.Context) error {
 			continue
 		}
 		if pid, ok := ownerPID(strings.TrimPrefix(f[0], nsPrefix)); ok && !alive(pid) {
-			errs = append(errs, delNS(ctx, f[0]))
+			errs = append(errs, killIn(ctx, f[0]), delNS(ctx, f[0]))
 		}
 	}
 	links, err := output(ctx, "ip", "-o", "link", "show")
@@ -508,6 +510,32 @@ func delNS(ctx context.Context, ns string) error {
 		return nil // already gone (or never made)
 	}
 	return err
+}
+
+// killIn SIGKILLs the processes inside namespace ns ('ip netns pids')
+// and waits, up to 10 s, until none is left.
+func killIn(ctx context.Context, ns string) error {
+	if !nsExists(ctx, ns) {
+		return nil
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		out, err := output(ctx, "ip", "netns", "pids", ns)
+		if err != nil {
+			return err
+		}
+		pids := strings.Fields(out)
+		if len(pids) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("netns: processes %s in %s survived SIGKILL", strings.Join(pids, " "), ns)
+		}
+		for _, p := range pids {
+			if pid, err := strconv.Atoi(p); err == nil && pid > 1 && pid != os.Getpid() {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	}
 }
 
 func nsExists(ctx context.Context, ns string) bool {

@@ -216,8 +216,20 @@ func TestBlockIsOneWay(t *testing.T) {
 func TestCloseAndLeftoversAreRemoved(t *testing.T) {
 	nt, hs := newNet(t, 1)
 	ctx := context.Background()
+	inside := hs[0].Command("sleep", "60")
+	if err := inside.Start(); err != nil {
+		t.Fatal(err)
+	}
+	insideDone := make(chan error, 1)
+	go func() { insideDone <- inside.Wait() }()
+	t.Cleanup(func() { inside.Process.Kill() })
 	if err := nt.Close(); err != nil {
 		t.Fatal(err)
+	}
+	select {
+	case <-insideDone:
+	case <-time.After(30 * time.Second):
+		t.Fatal("a process inside a host survived Close")
 	}
 	if nsExists(ctx, hs[0].NS) || nsExists(ctx, nt.hub) || linkExists(ctx, nt.uplink) {
 		t.Fatal("Close left namespaces or the uplink behind")
@@ -240,11 +252,24 @@ func TestCloseAndLeftoversAreRemoved(t *testing.T) {
 		}
 		t.Cleanup(func() { delNS(context.Background(), ns) })
 	}
+	// a process a crashed run left running in its namespace
+	orphan := exec.Command("ip", "netns", "exec", deadNS, "sleep", "60")
+	if err := orphan.Start(); err != nil {
+		t.Fatal(err)
+	}
+	orphanDone := make(chan error, 1)
+	go func() { orphanDone <- orphan.Wait() }()
+	t.Cleanup(func() { orphan.Process.Kill() })
 	if err := CleanupLeftovers(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if nsExists(ctx, deadNS) {
 		t.Error("a dead process's namespace survived CleanupLeftovers")
+	}
+	select {
+	case <-orphanDone:
+	case <-time.After(30 * time.Second):
+		t.Error("the process left in a dead run's namespace survived CleanupLeftovers")
 	}
 	if !nsExists(ctx, liveNS) {
 		t.Error("CleanupLeftovers removed a live process's namespace")
