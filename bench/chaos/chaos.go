@@ -207,6 +207,14 @@ type Config struct {
 	Log io.Writer
 	// ExtraArgs are passed to every node.
 	ExtraArgs []string
+	// Preset is the nodes' timing, "loopback" (the default: what
+	// 'shoal up' gives nodes on one machine) or "lan" (what nodes on
+	// several machines run).
+	Preset string
+	// Postgres: the nodes share a PostgreSQL server (Debian's
+	// postgresql; the run fails without it), in a network namespace of
+	// its own when partitions run, instead of one SQLite file.
+	Postgres bool
 }
 
 // Run runs the profile's settings one after the other and returns the
@@ -227,6 +235,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	if cfg.Seed == 0 {
 		cfg.Seed = uint64(time.Now().UnixNano())
+	}
+	switch cfg.Preset {
+	case "":
+		cfg.Preset = "loopback"
+	case "loopback", "lan":
+	default:
+		return nil, fmt.Errorf("chaos: preset %q: want loopback or lan", cfg.Preset)
 	}
 	switch cfg.Partitions {
 	case "":

@@ -36,6 +36,9 @@ type Env struct {
 	probe   *http.Client  // short timeouts, for leader lookups and recovery probes
 	rec     *recorder     // the history
 	partErr error         // why partitions are skipped, or nil
+	pg      *pgServer     // the shared PostgreSQL server (Config.Postgres), or nil
+	dbURL   string        // the nodes' database: pg's URL, or the SQLite file
+	leaders *leaderWatch  // who claimed leadership in which term
 
 	// faultMu is held while a fault is in place, so that the git
 	// checker's kill after a push never overlaps a scheduled fault.
@@ -105,19 +108,20 @@ func (e *Env) upNodes() []int {
 }
 
 // startEnv seeds a database in dir and starts the cluster.
-func startEnv(ctx context.Context, cfg Config, s Setting, dir string) (*Env, error) {
+// On error nothing it started is left running.
+func startEnv(ctx context.Context, cfg Config, s Setting, dir string) (_ *Env, err error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	out, err := exec.CommandContext(ctx, cfg.Binary, "seed", "--data-dir", dir, "--admin-password", adminPassword,
-		"--users", "6", "--projects", "2", "--repos-per-project", "2", "--prs-per-repo", "12", "--comments-per-pr", "2").CombinedOutput()
-	if err != nil {
-		return nil, fmt.Errorf("shoal seed: %v\n%s", err, out)
-	}
-	e := &Env{cfg: cfg, setting: s, dir: dir, down: map[int]string{},
+	e := &Env{cfg: cfg, setting: s, dir: dir, down: map[int]string{}, dbURL: filepath.Join(dir, "shoal.db"),
 		client: &http.Client{Timeout: 8 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 32, DisableCompression: true}},
 		probe:  &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 4}},
 	}
+	defer func() {
+		if err != nil {
+			e.Close()
+		}
+	}()
 	key, err := cluster.GenerateGossipKey()
 	if err != nil {
 		return nil, err
@@ -126,9 +130,11 @@ func startEnv(ctx context.Context, cfg Config, s Setting, dir string) (*Env, err
 		// Nodes in network namespaces bind addresses beyond loopback,
 		// where a node refuses to run without gossip encryption.
 		GossipKey: cluster.EncodeGossipKey(key),
-		Binary:    cfg.Binary, N: cfg.Nodes, Dir: dir, CacheMode: s.CacheMode, LogLevel: "info", Preset: "loopback",
+		Binary:    cfg.Binary, N: cfg.Nodes, Dir: dir, CacheMode: s.CacheMode, LogLevel: "info", Preset: cfg.Preset,
 		BootstrapExpect: cfg.Nodes, WatchParent: true, ReadyTimeout: 120 * time.Second, KeepAddrs: true,
-		Args: append([]string{"--invalidation", s.Invalidation, "--pack-cache-min-free", "0"}, cfg.ExtraArgs...),
+		// Every node serves the same repositories from one folder (on
+		// several machines, a shared file system).
+		Args: []string{"--invalidation", s.Invalidation, "--pack-cache-min-free", "0", "--repos-dir", filepath.Join(dir, "repos")},
 	}
 	e.partErr = netns.Available()
 	if cfg.Partitions == "off" {
@@ -153,6 +159,17 @@ func startEnv(ctx context.Context, cfg Config, s Setting, dir string) (*Env, err
 			}
 			e.hosts = append(e.hosts, h)
 		}
+		if cfg.Postgres {
+			// The database on a host of its own, as on another machine:
+			// a partition cuts nodes from each other, never from it.
+			h, err := e.net.AddHost(ctx, "pg")
+			if err != nil {
+				return nil, err
+			}
+			if e.pg, err = startPostgres(ctx, h, e.net.Subnet().String()); err != nil {
+				return nil, err
+			}
+		}
 		opts.IP = func(i int) string { return e.hosts[i-1].Addr.String() }
 		// Each node has its own network stack: fixed ports cannot collide
 		// (and the launcher cannot pick free ones from this namespace).
@@ -163,26 +180,45 @@ func startEnv(ctx context.Context, cfg Config, s Setting, dir string) (*Env, err
 		opts.TLSDir = filepath.Join(dir, "tls")
 	} else {
 		opts.IP = func(int) string { return "127.0.0.1" }
+		if cfg.Postgres {
+			if e.pg, err = startPostgres(ctx, nil, ""); err != nil {
+				return nil, err
+			}
+		}
+	}
+	seed := []string{"seed", "--data-dir", dir, "--repos-dir", filepath.Join(dir, "repos"), "--admin-password", adminPassword,
+		"--users", "6", "--projects", "2", "--repos-per-project", "2", "--prs-per-repo", "12", "--comments-per-pr", "2"}
+	if e.pg != nil {
+		e.dbURL = e.pg.url("shoal")
+		seed = append(seed, "--db", e.dbURL)
+		opts.Args = append(opts.Args, "--db", e.dbURL)
+	}
+	opts.Args = append(opts.Args, cfg.ExtraArgs...)
+	if out, err := exec.CommandContext(ctx, cfg.Binary, seed...).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("shoal seed: %v\n%s", err, out)
 	}
 	e.lc, err = localcluster.Start(ctx, opts)
 	if err != nil {
-		e.closeNet()
+		e.lc = nil
 		return nil, err
 	}
 	for _, p := range e.lc.Nodes() {
 		e.addrs = append(e.addrs, p.HTTP)
 	}
 	if err := e.waitServing(ctx, 120*time.Second); err != nil {
-		e.Close()
 		return nil, err
 	}
 	return e, nil
 }
 
-// Close stops the nodes and removes the namespaces. Safe twice.
+// Close stops the nodes and the database server and removes the
+// namespaces. Safe twice.
 func (e *Env) Close() {
 	if e.lc != nil {
 		e.lc.Stop(15 * time.Second)
+	}
+	if e.pg != nil {
+		e.pg.stop()
 	}
 	e.closeNet()
 	e.client.CloseIdleConnections()
@@ -195,6 +231,9 @@ func (e *Env) closeNet() {
 	}
 }
 
+// postgres says whether the nodes share a PostgreSQL server.
+func (e *Env) postgres() bool { return e.pg != nil }
+
 // clusterView is the part of /v1/cluster the checker reads.
 type clusterView struct {
 	Members []struct {
@@ -203,6 +242,8 @@ type clusterView struct {
 	} `json:"members"`
 	Raft struct {
 		Leader string `json:"leader"`
+		Term   uint64 `json:"term"`
+		Role   string `json:"role"`
 	} `json:"raft"`
 }
 

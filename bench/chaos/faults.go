@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -43,6 +44,11 @@ const (
 	// FaultPartitionOneWay drops one direction only between a node and the
 	// others: its packets out, or the others' packets to it (root only).
 	FaultPartitionOneWay FaultKind = "partition-oneway"
+	// FaultPartitionMinority cuts the cluster in two both ways: a
+	// minority of (N-1)/2 nodes holding the raft leader (2 of 5) from the
+	// majority, which must elect a new leader while the old one cannot
+	// commit (root only).
+	FaultPartitionMinority FaultKind = "partition-minority"
 	// FaultKillAfterPush is the git checker's own: the node a push went
 	// through is SIGKILLed right after it acknowledged, and restarted
 	// once the refs were checked through the others (not for schedules).
@@ -75,14 +81,15 @@ type Injector func(ctx context.Context, e *Env, rng *rand.Rand, f Fault) (*Injec
 var (
 	faultMu    sync.Mutex
 	faultKinds = map[FaultKind]Injector{
-		FaultPause:           injectPause,
-		FaultKillFollower:    injectKill(pickFollower),
-		FaultKillLeader:      injectKill(pickLeader),
-		FaultKillOwner:       injectKill(pickOwner),
-		FaultRestartAll:      injectRestartAll,
-		FaultPartition:       injectPartition(false, false),
-		FaultPartitionLeader: injectPartition(true, false),
-		FaultPartitionOneWay: injectPartition(false, true),
+		FaultPause:             injectPause,
+		FaultKillFollower:      injectKill(pickFollower),
+		FaultKillLeader:        injectKill(pickLeader),
+		FaultKillOwner:         injectKill(pickOwner),
+		FaultRestartAll:        injectRestartAll,
+		FaultPartition:         injectPartition(false, false),
+		FaultPartitionLeader:   injectPartition(true, false),
+		FaultPartitionOneWay:   injectPartition(false, true),
+		FaultPartitionMinority: injectPartitionMinority,
 	}
 )
 
@@ -325,4 +332,44 @@ func injectPartition(leader, oneWay bool) Injector {
 		}
 		return &Injected{Target: target, Heal: func(ctx context.Context) error { return e.net.Heal(ctx) }}, nil
 	}
+}
+
+// injectPartitionMinority cuts the leader and (N-1)/2-1 other nodes,
+// picked at random, from the rest.
+func injectPartitionMinority(ctx context.Context, e *Env, rng *rand.Rand, f Fault) (*Injected, error) {
+	if e.net == nil {
+		return nil, fmt.Errorf("%w: %v", ErrSkipped, e.partErr)
+	}
+	l, err := e.waitLeader(ctx, 20*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	var rest []int
+	for i := 1; i <= e.Nodes(); i++ {
+		if i != l {
+			rest = append(rest, i)
+		}
+	}
+	rng.Shuffle(len(rest), func(a, b int) { rest[a], rest[b] = rest[b], rest[a] })
+	minority := append([]int{l}, rest[:(e.Nodes()-1)/2-1]...)
+	majority := rest[(e.Nodes()-1)/2-1:]
+	slices.Sort(minority)
+	slices.Sort(majority)
+	group := func(nodes []int) ([]*netns.Host, string) {
+		var hs []*netns.Host
+		var names []string
+		for _, i := range nodes {
+			hs = append(hs, e.hosts[i-1])
+			names = append(names, "node"+strconv.Itoa(i))
+		}
+		return hs, strings.Join(names, " ")
+	}
+	a, an := group(minority)
+	b, bn := group(majority)
+	if err := e.net.Partition(ctx, a, b); err != nil {
+		e.net.Heal(ctx)
+		return nil, err
+	}
+	return &Injected{Target: fmt.Sprintf("%s | %s (node%d, the leader, in the minority)", an, bn, l),
+		Heal: func(ctx context.Context) error { return e.net.Heal(ctx) }}, nil
 }

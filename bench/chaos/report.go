@@ -44,9 +44,13 @@ type SettingReport struct {
 	Staleness    Staleness       `json:"staleness"`
 	KV           KVReport        `json:"kv"`
 	Scheduler    SchedulerReport `json:"scheduler"`
-	Git          *GitReport      `json:"git,omitempty"`
-	LoadBefore   string          `json:"load_before"`
-	LoadAfter    string          `json:"load_after"`
+	// LeaderTerms is how many raft terms saw a leader during the run
+	// (each with one leader, or a "one leader" violation says otherwise).
+	LeaderTerms int        `json:"leader_terms"`
+	Database    string     `json:"database"`
+	Git         *GitReport `json:"git,omitempty"`
+	LoadBefore  string     `json:"load_before"`
+	LoadAfter   string     `json:"load_after"`
 }
 
 // Violation is one broken promise, with the operations involved.
@@ -180,6 +184,9 @@ func WriteText(w io.Writer, r *Report) {
 		fmt.Fprintf(w, "\n== %s: cache mode %s, --invalidation %s (%s)\n", s.Setting.Name, s.Setting.CacheMode, s.Setting.Invalidation,
 			map[bool]string{true: "promise: never stale", false: fmt.Sprintf("promise: stale at most %v", AsyncBound)}[s.Setting.Strict])
 		fmt.Fprintf(w, "partitions: %s\n", s.Partitions)
+		if s.Database != "" {
+			fmt.Fprintf(w, "database: %s\n", s.Database)
+		}
 		fmt.Fprintf(w, "load %v over %d tracked pull requests; cluster start %v; load average %s before, %s after\n",
 			s.LoadDuration.Round(time.Second), s.TrackedPRs, s.StartupTime.Round(100*time.Millisecond), s.LoadBefore, s.LoadAfter)
 		kinds := make([]string, 0, len(s.Ops))
@@ -209,6 +216,7 @@ func WriteText(w io.Writer, r *Report) {
 		}
 		fmt.Fprintf(w, "kv: %d operations (%d unknown outcomes, open calls), linearizability %s in %v\n", s.KV.Ops, s.KV.Unknown, s.KV.Result,
 			s.KV.CheckTime.Round(time.Millisecond))
+		fmt.Fprintf(w, "raft: %d terms saw a leader, one each unless a violation says otherwise\n", s.LeaderTerms)
 		fmt.Fprintf(w, "scheduler: %d runs of %d fire times, %d run twice, %d fire times missed\n", s.Scheduler.Runs, s.Scheduler.FireTimes,
 			s.Scheduler.Duplicates, s.Scheduler.Missed)
 		if g := s.Git; g != nil {

@@ -52,18 +52,32 @@ func runSetting(ctx context.Context, cfg Config, s Setting, dir string, rng *ran
 	} else {
 		sr.Partitions = fmt.Sprintf("each node in its own network namespace on %v", e.net.Subnet())
 	}
+	sr.Database = "SQLite, one file the nodes share"
+	if e.postgres() {
+		sr.Database = "PostgreSQL at " + e.pg.addr
+		if e.net != nil {
+			sr.Database += ", in a network namespace of its own"
+		}
+	}
 	sr.StartupTime = time.Since(began)
 	t, err := e.pickTracked(ctx)
 	if err != nil {
 		return nil, err
 	}
-	db, err := sql.Open("sqlite", domain.SQLiteDSN(filepath.Join(dir, "shoal.db"), 10*time.Second))
+	var db *sql.DB
+	if e.postgres() {
+		db, err = sql.Open("pgx", e.dbURL)
+	} else {
+		db, err = sql.Open("sqlite", domain.SQLiteDSN(e.dbURL, 10*time.Second))
+	}
 	if err != nil {
 		return nil, err
 	}
 	defer db.Close()
 	e.rec = newRecorder(s.Strict, t.prs)
 	rec := e.rec
+	leaders := e.watchLeaders(ctx, 250*time.Millisecond)
+	defer leaders.close(rec)
 	sr.TrackedPRs = len(t.prs)
 
 	if err := e.scheduleRecorder(ctx); err != nil {
@@ -109,10 +123,12 @@ func runSetting(ctx context.Context, cfg Config, s Setting, dir string, rng *ran
 	e.mu.Unlock()
 	sort.SliceStable(sr.Faults, func(a, b int) bool { return sr.Faults[a].Start < sr.Faults[b].Start })
 	if runErr != nil {
+		leaders.close(rec)
 		return sr.finish(rec), runErr
 	}
 	fmt.Fprintf(cfg.Log, "   load stopped; settling and checking\n")
 	if err := e.waitServing(ctx, 120*time.Second); err != nil {
+		leaders.close(rec)
 		return sr.finish(rec), fmt.Errorf("after the schedule: %w", err)
 	}
 	sleepCtx(ctx, settleFor(s))
@@ -120,6 +136,9 @@ func runSetting(ctx context.Context, cfg Config, s Setting, dir string, rng *ran
 		return sr.finish(rec), ctx.Err()
 	}
 	var errs []error
+	errs = append(errs, checkOneLeader(ctx, e, 30*time.Second))
+	sr.LeaderTerms = leaders.terms()
+	leaders.close(rec)
 	errs = append(errs, checkFinalKV(ctx, w))
 	errs = append(errs, checkDatabase(ctx, w))
 	errs = append(errs, checkCaches(ctx, w))
@@ -299,7 +318,7 @@ func checkDatabase(ctx context.Context, w *workload) error {
 		if len(acks) == 0 {
 			continue
 		}
-		rows, err := w.db.QueryContext(ctx, "SELECT text FROM comments WHERE pull_request_id = ?", pr)
+		rows, err := w.db.QueryContext(ctx, rebind(w.e.postgres(), "SELECT text FROM comments WHERE pull_request_id = ?"), pr)
 		if err != nil {
 			return err
 		}
@@ -337,10 +356,10 @@ func checkCaches(ctx context.Context, w *workload) error {
 	}
 	dbRow := func(pr int64) (row, error) {
 		var r row
-		if err := w.db.QueryRowContext(ctx, "SELECT version, title FROM pull_requests WHERE id = ?", pr).Scan(&r.version, &r.title); err != nil {
+		if err := w.db.QueryRowContext(ctx, rebind(w.e.postgres(), "SELECT version, title FROM pull_requests WHERE id = ?"), pr).Scan(&r.version, &r.title); err != nil {
 			return r, err
 		}
-		rows, err := w.db.QueryContext(ctx, "SELECT id, text FROM comments WHERE pull_request_id = ? ORDER BY id", pr)
+		rows, err := w.db.QueryContext(ctx, rebind(w.e.postgres(), "SELECT id, text FROM comments WHERE pull_request_id = ? ORDER BY id"), pr)
 		if err != nil {
 			return r, err
 		}

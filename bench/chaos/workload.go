@@ -119,7 +119,7 @@ func (w *workload) url(i int, path string) string { return "http://" + w.e.HTTP(
 // dbVersion reads a pull request's version from the database.
 func (w *workload) dbVersion(ctx context.Context, pr int64) (int64, error) {
 	var v int64
-	err := w.db.QueryRowContext(ctx, "SELECT version FROM pull_requests WHERE id = ?", pr).Scan(&v)
+	err := w.db.QueryRowContext(ctx, rebind(w.e.postgres(), "SELECT version FROM pull_requests WHERE id = ?"), pr).Scan(&v)
 	return v, err
 }
 

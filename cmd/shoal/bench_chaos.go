@@ -24,13 +24,18 @@ func bindBenchChaos(s *cli.Set) runFunc {
 	var settings, faults []string
 	var seed int64
 	noGit := false
-	cacheMode := ""
+	cacheMode, preset := "", "loopback"
+	postgres := false
+	var nodeArgs []string
 	s.String(&profile, "profile", "schedule: "+strings.Join(chaos.ProfileNames(), " or ")+" (short: under 3 minutes; long: 15-30 minutes)")
 	s.List(&settings, "setting", "settings to run, repeatable ("+strings.Join(chaos.SettingNames(), ", ")+"; default the profile's)")
 	s.List(&faults, "fault", "replace the profile's schedule: KIND:HOLD, repeatable, in order ("+strings.Join(chaos.FaultKinds(), ", ")+")")
 	s.String(&cacheMode, "cache-mode", "run only the settings of this cache mode: local, distributed or near")
 	s.Int(&nodes, "n", "cluster size")
 	s.String(&partitions, "partitions", "network partitions in namespaces: auto (when root with ip and nft), on, or off")
+	s.String(&preset, "preset", "the nodes' timing: loopback (one machine) or lan (several machines)")
+	s.Bool(&postgres, "postgres", "the nodes share a PostgreSQL server (installed here: Debian's postgresql), in a namespace of its own with partitions, instead of a SQLite file")
+	s.List(&nodeArgs, "node-arg", "an extra flag for every node, repeatable (--node-arg=--voters --node-arg=5)")
 	s.Bool(&noGit, "no-git", "leave out the git pushes and ref checks")
 	s.Int64(&seed, "seed", "random seed of the schedule's choices and the load (0: from the clock)")
 	s.String(&dir, "dir", "scratch directory for the clusters (default a temporary one, removed afterwards)")
@@ -84,6 +89,9 @@ func bindBenchChaos(s *cli.Set) runFunc {
 		if partitions != "auto" && partitions != "on" && partitions != "off" {
 			return usagef("--partitions %q: want auto, on or off", partitions)
 		}
+		if preset != "loopback" && preset != "lan" {
+			return usagef("--preset %q: want loopback or lan", preset)
+		}
 		if nodes < 3 || nodes > 9 {
 			return usagef("-n %d: want 3 to 9", nodes)
 		}
@@ -117,7 +125,7 @@ func bindBenchChaos(s *cli.Set) runFunc {
 			cleanup()
 		}()
 		rep, runErr := chaos.Run(ctx, chaos.Config{Binary: exe, Dir: dir, Nodes: nodes, Profile: p, Partitions: partitions,
-			Seed: uint64(seed), Log: sio.err})
+			Seed: uint64(seed), Log: sio.err, Preset: preset, Postgres: postgres, ExtraArgs: nodeArgs})
 		if rep != nil {
 			chaos.WriteText(sio.out, rep)
 			if out != "" {

@@ -554,3 +554,33 @@ func nsExists(ctx context.Context, ns string) bool {
 func linkExists(ctx context.Context, name string) bool {
 	return exec.CommandContext(ctx, "ip", "link", "show", name).Run() == nil
 }
+
+// Owned lists the namespaces and links in the caller's namespace that
+// this process's Nets created and that still exist: empty once every Net
+// is closed (a test checks its cleanup with it).
+func Owned(ctx context.Context) ([]string, error) {
+	me := strconv.FormatInt(int64(os.Getpid()), 36) + "-"
+	var out []string
+	nss, err := output(ctx, "ip", "netns", "list")
+	if err != nil {
+		return nil, err
+	}
+	for _, line := range strings.Split(nss, "\n") {
+		if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], nsPrefix+me) {
+			out = append(out, "namespace "+f[0])
+		}
+	}
+	links, err := output(ctx, "ip", "-o", "link", "show")
+	if err != nil {
+		return nil, err
+	}
+	for _, line := range strings.Split(links, "\n") {
+		if f := strings.Fields(line); len(f) >= 2 {
+			name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+			if strings.HasPrefix(name, "sn"+me) {
+				out = append(out, "link "+name)
+			}
+		}
+	}
+	return out, nil
+}
