@@ -229,10 +229,23 @@ type counterSnapshot struct {
 	stats   []*nodestats.Stats
 	sockets map[string]int64 // connection → bytes sent; nil: not available
 	machine machineCPU
+	// bench is the CPU time (seconds) of every process the benchmark
+	// runs; benchOK is false where one could not be read (no /proc).
+	bench   float64
+	benchOK bool
 }
 
-func takeSnapshot(ctx context.Context, nodes []NodePlacement) (counterSnapshot, error) {
-	s := counterSnapshot{sockets: rpcSockets(ctx, nodes), machine: readMachineCPU()}
+// takeSnapshot reads the nodes' counters and the machine's CPU time, and
+// the CPU time of the benchmark's own processes: this one (the runner,
+// and the children it reaped, such as ss), each node and the load
+// generator (loadgenPID, 0 if in process).
+func takeSnapshot(ctx context.Context, nodes []NodePlacement, loadgenPID int) (counterSnapshot, error) {
+	s := counterSnapshot{sockets: rpcSockets(ctx, nodes)}
+	pids := []int{os.Getpid(), loadgenPID}
+	for _, n := range nodes {
+		pids = append(pids, n.PID)
+	}
+	s.readCPU(pids)
 	for _, n := range nodes {
 		st, err := fetchStats(ctx, n)
 		if err != nil {
@@ -308,8 +321,11 @@ func socketDelta(before, after map[string]int64) int64 {
 }
 
 // machineCPU is the whole machine's CPU time from /proc/stat, in ticks:
-// busy (everything but idle and iowait) and total. Zero without /proc.
-type machineCPU struct{ busy, total uint64 }
+// busy (everything but idle and iowait; guest time is already in user),
+// total, and irq (hardware and soft interrupts: the kernel's work that
+// no process is charged for, such as handing loopback packets to their
+// sockets). Zero without /proc.
+type machineCPU struct{ busy, total, irq uint64 }
 
 func readMachineCPU() machineCPU {
 	b, err := os.ReadFile("/proc/stat")
@@ -323,13 +339,53 @@ func readMachineCPU() machineCPU {
 	}
 	var m machineCPU
 	for i, v := range f[1:] {
+		if i >= 8 { // guest, guest_nice: counted in user and nice already
+			break
+		}
 		n, _ := strconv.ParseUint(v, 10, 64)
 		m.total += n
 		if i != 3 && i != 4 { // idle, iowait
 			m.busy += n
 		}
+		if i == 5 || i == 6 { // irq, softirq
+			m.irq += n
+		}
 	}
 	return m
+}
+
+// readCPU reads the CPU time of pids and of the machine.
+func (s *counterSnapshot) readCPU(pids []int) {
+	s.bench, s.benchOK = treeCPU(pids)
+	s.machine = readMachineCPU()
+}
+
+// treeCPU is the CPU time of pids (each once, 0s skipped) in seconds,
+// their own and that of the children they waited for (readProcCPU).
+func treeCPU(pids []int) (float64, bool) {
+	var sum float64
+	seen := map[int]bool{}
+	for _, pid := range pids {
+		if pid <= 0 || seen[pid] {
+			continue
+		}
+		seen[pid] = true
+		t, err := readProcCPU(pid)
+		if err != nil {
+			return 0, false
+		}
+		sum += t.total()
+	}
+	return sum, true
+}
+
+// shareOf is the share of the machine's CPU time between a and b that
+// ticks are (/proc/stat's unit, clockTicks a second).
+func shareOf(ticks float64, a, b machineCPU) float64 {
+	if b.total <= a.total {
+		return 0
+	}
+	return ticks / float64(b.total-a.total)
 }
 
 // busyShare is the share of the machine that was busy between a and b.

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shoal-dev/shoal/internal/domain"
@@ -106,6 +107,9 @@ type couplingRunner struct {
 	o        CouplingOptions
 	data     *couplingData
 	progress *progress
+	// loadgenPID is the running load generator process (0: none, or in
+	// process), whose CPU time the snapshots count as the benchmark's.
+	loadgenPID atomic.Int64
 }
 
 // runArm starts the arm's cluster on a copy of the template database,
@@ -248,9 +252,9 @@ func (r *couplingRunner) runStageHook(ctx context.Context, nodes []NodePlacement
 		var err error
 		switch ev.Event {
 		case "measure":
-			before, err = takeSnapshot(ctx, nodes)
+			before, err = takeSnapshot(ctx, nodes, int(r.loadgenPID.Load()))
 		case "result":
-			after, err = takeSnapshot(ctx, nodes)
+			after, err = takeSnapshot(ctx, nodes, int(r.loadgenPID.Load()))
 		}
 		if err != nil && snapErr == nil {
 			snapErr = err
@@ -295,6 +299,8 @@ func (r *couplingRunner) loadgenProcess(ctx context.Context, spec LoadSpec, onEv
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
+	r.loadgenPID.Store(int64(cmd.Process.Pid))
+	defer r.loadgenPID.Store(0)
 	var res *LoadResult
 	sc := bufio.NewScanner(out)
 	sc.Buffer(make([]byte, 0, 1<<20), 64<<20)

@@ -163,7 +163,8 @@ func writeSummary(w io.Writer, r *CouplingResults) {
 				f(func(x StageResult) float64 { return x.Lag.P99Ms }))
 		}
 	}
-	fmt.Fprint(w, "\nnode CPU, loadgen CPU and other CPU (processes that are neither: a shared machine's noise) are shares of the whole machine (all CPUs) in the measured window; "+
+	fmt.Fprint(w, "\nnode CPU (the node processes' own), loadgen CPU and other CPU are shares of the whole machine (all CPUs) in the measured window; "+
+		"other CPU is what the benchmark's own processes (this runner, the nodes with the git processes they ran, the load generator) and the kernel's interrupt work did not use: a shared machine's noise; "+
 		"socket B/op is the kernel's count of bytes on the peer RPC connections, both directions; "+
 		"L2 B/op the L2 cache's own count of its remote calls' bytes; msgs/op counts peer RPC requests and one-way notes; "+
 		"near hits is the share of cache gets a NEAR node answered from its own near copy.\n")

@@ -209,10 +209,18 @@ type CPUFigs struct {
 	LoadgenShare   float64 `json:"loadgen_share"`
 	SharedProcess  bool    `json:"shared_process"`
 	// MachineBusy is the share of the machine busy in the window
-	// (/proc/stat), OthersShare what neither the nodes nor the load
-	// generator used (other processes on a shared machine), and Load1
-	// the 1-minute load average at the end: noise made visible.
+	// (/proc/stat); BenchShare what the benchmark's own processes used
+	// (/proc/PID/stat: the runner, the nodes and the load generator, with
+	// the children each waited for, such as a node's git processes);
+	// IRQShare the kernel's interrupt work, charged to no process (on
+	// loopback mostly the benchmark's own packets); OthersShare the rest,
+	// other processes on a shared machine; and Load1 the 1-minute load
+	// average at the end: noise made visible. Without /proc/PID/stat,
+	// BenchShare is 0 and OthersShare what neither the nodes nor the load
+	// generator reported using.
 	MachineBusy float64 `json:"machine_busy"`
+	BenchShare  float64 `json:"bench_share,omitempty"`
+	IRQShare    float64 `json:"irq_share,omitempty"`
 	OthersShare float64 `json:"others_share"`
 	Load1       float64 `json:"load1"`
 }
@@ -302,9 +310,15 @@ func stageFigures(spec LoadSpec, lr *LoadResult, before, after counterSnapshot, 
 	st.CPU.LoadgenShare = lr.CPUSeconds / (lr.Seconds * float64(max(lr.NumCPU, 1)))
 	st.CPU.SharedProcess = shared
 	st.CPU.MachineBusy = busyShare(before.machine, after.machine)
-	st.CPU.OthersShare = max(st.CPU.MachineBusy-st.CPU.NodesShare-st.CPU.LoadgenShare, 0)
-	if shared {
+	switch {
+	case before.benchOK && after.benchOK && after.bench >= before.bench:
+		st.CPU.BenchShare = shareOf((after.bench-before.bench)*clockTicks, before.machine, after.machine)
+		st.CPU.IRQShare = shareOf(float64(after.machine.irq-before.machine.irq), before.machine, after.machine)
+		st.CPU.OthersShare = max(st.CPU.MachineBusy-st.CPU.BenchShare-st.CPU.IRQShare, 0)
+	case shared:
 		st.CPU.OthersShare = max(st.CPU.MachineBusy-max(st.CPU.NodesShare, st.CPU.LoadgenShare), 0)
+	default:
+		st.CPU.OthersShare = max(st.CPU.MachineBusy-st.CPU.NodesShare-st.CPU.LoadgenShare, 0)
 	}
 	st.CPU.Load1 = loadAverage()
 	lag := decodeHist(lr.Lag)
