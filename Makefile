@@ -65,7 +65,7 @@ chaos: build
 # Fuzz every decoder for FUZZTIME each; new crashers land in the
 # package's testdata/fuzz, which holds the seed corpus.
 FUZZTIME ?= 30s
-FUZZ_TARGETS := ./cluster/wire:FuzzReadFrame ./l2cache:FuzzDecodeOp \
+FUZZ_TARGETS := ./cluster/wire:FuzzReadFrame ./cluster:FuzzDecodeBusFrame ./l2cache:FuzzDecodeOp \
 	./internal/pktline:FuzzReader ./packcache:FuzzDecodeRequest ./packcache:FuzzChecker ./packcache:FuzzDecodeState \
 	./gitfront:FuzzAuthorizationHeader ./gitfront:FuzzGitPath ./gitfront:FuzzPktReader \
 	./internal/rest:FuzzDecodeBodies ./cluster/cp/raftlog:FuzzScanSegment ./cluster/cp:FuzzDecodeSnapshot ./dmap:FuzzDecode

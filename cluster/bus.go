@@ -116,8 +116,18 @@ type Bus struct {
 	cfg   busConfig
 	stats BusStats
 
-	pubMu sync.Mutex // orders numbering and sending
+	pubMu sync.Mutex // orders numbering, queueing and sending
 	seqs  map[string]uint64
+	// out holds the messages numbered by Publish and not yet handed to
+	// the peer RPC, in batches of at most maxBusBatch bytes; queued and
+	// sent count the messages that went into it and out of it.
+	out          []outBatch
+	queued, sent uint64
+	// sending: a goroutine (a publisher, or sendLoop) is handing batches
+	// to the peer RPC; the others only queue.
+	sending  bool
+	sentCond *sync.Cond // on pubMu: sent advanced, or the bus closed
+	kick     chan struct{}
 
 	mu    sync.Mutex
 	recv  *receiver
@@ -148,16 +158,26 @@ type busConfig struct {
 
 type busSub struct{ s Subscriber }
 
+// outBatch is messages encoded by appendBusMsg, the body of one frame
+// without its header.
+type outBatch struct {
+	buf []byte
+	n   int
+}
+
 func newBus(cfg busConfig) *Bus {
 	b := &Bus{
 		cfg: cfg, seqs: map[string]uint64{}, recv: newReceiver(cfg.gap),
 		subs: map[string][]*busSub{}, wake: make(chan struct{}, 1), stop: make(chan struct{}),
+		kick: make(chan struct{}, 1),
 	}
+	b.sentCond = sync.NewCond(&b.pubMu)
 	cfg.rpc.HandleOneway(rpcBusOneway, b.onOneway)
 	cfg.rpc.Handle(rpcBusSync, b.onSync)
-	b.wg.Add(2)
+	b.wg.Add(3)
 	go b.deliverLoop()
 	go b.tickLoop()
+	go b.sendLoop()
 	return b
 }
 
@@ -180,26 +200,129 @@ func (b *Bus) Subscribe(topic string, s Subscriber) (cancel func()) {
 
 // Publish numbers a message and queues it for every other alive member
 // without waiting. Delivery is best effort; receivers that lose it are told
-// so by a Missed report. The error reports encoding failure or a closed
-// node; members that could not be reached are counted in SendErrors.
+// so by a Missed report. The error reports a closed node; members that
+// could not be reached are counted in SendErrors.
+//
+// Messages travel in batches: if no other publish is being handed to the
+// peer RPC, this one is sent at once, as a frame of its own to each peer;
+// otherwise it waits in a batch with the others published meanwhile, which
+// the publisher that is sending (or the bus's sender goroutine) sends next,
+// as one frame per peer. An idle bus adds no delay, and a burst of
+// publishes costs each peer a few frames rather than one per message.
+// payload is copied.
 func (b *Bus) Publish(topic string, payload []byte) error {
 	b.pubMu.Lock()
-	defer b.pubMu.Unlock()
-	data, err := b.numberLocked(topic, payload)
-	if err != nil {
+	if err := b.queueLocked(topic, payload); err != nil {
+		b.pubMu.Unlock()
 		return err
 	}
 	b.stats.Published.Add(1)
-	for _, m := range b.cfg.members() {
-		if err := b.cfg.rpc.Notify(m, rpcBusOneway, data); err != nil {
-			if errors.Is(err, rpc.ErrClosed) {
-				return ErrClosed
+	if b.sending {
+		b.pubMu.Unlock()
+		return nil
+	}
+	b.sending = true
+	batches := b.takeLocked()
+	b.pubMu.Unlock()
+	err := b.sendBatches(batches)
+	b.pubMu.Lock()
+	b.sent += uint64(batchLen(batches))
+	b.sentCond.Broadcast()
+	if len(b.out) > 0 {
+		// Published while this one was sent: the sender goroutine takes
+		// them, so that this publisher does not send for others for ever.
+		select {
+		case b.kick <- struct{}{}:
+		default:
+		}
+	} else {
+		b.sending = false
+	}
+	b.pubMu.Unlock()
+	return err
+}
+
+// queueLocked numbers a message and adds it to the last batch of out, or
+// to a new one if it would make that batch exceed maxBusBatch.
+func (b *Bus) queueLocked(topic string, payload []byte) error {
+	select {
+	case <-b.stop:
+		return ErrClosed
+	default:
+	}
+	b.seqs[topic]++
+	if k := len(b.out); k == 0 || len(b.out[k-1].buf)+len(topic)+len(payload)+16 > maxBusBatch {
+		b.out = append(b.out, outBatch{})
+	}
+	last := &b.out[len(b.out)-1]
+	last.buf = appendBusMsg(last.buf, topic, b.seqs[topic], payload)
+	last.n++
+	b.queued++
+	return nil
+}
+
+func (b *Bus) takeLocked() []outBatch {
+	out := b.out
+	b.out = nil
+	return out
+}
+
+func batchLen(batches []outBatch) int {
+	n := 0
+	for _, bt := range batches {
+		n += bt.n
+	}
+	return n
+}
+
+// sendBatches hands batches to the peer RPC, one frame per batch and
+// peer, in order.
+func (b *Bus) sendBatches(batches []outBatch) error {
+	members := b.cfg.members()
+	for _, bt := range batches {
+		body := busFrameBody(b.cfg.incarnation, bt.buf, bt.n)
+		for _, m := range members {
+			if err := b.cfg.rpc.Notify(m, rpcBusOneway, body); err != nil {
+				if errors.Is(err, rpc.ErrClosed) {
+					return ErrClosed
+				}
+				b.stats.SendErrors.Add(uint64(bt.n))
+				b.cfg.log.Debug("bus: send failed", "to", m, "messages", bt.n, "err", err)
 			}
-			b.stats.SendErrors.Add(1)
-			b.cfg.log.Debug("bus: send failed", "to", m, "topic", topic, "err", err)
 		}
 	}
 	return nil
+}
+
+// sendLoop sends what was published while a publisher was sending, once
+// that publisher hands over (Publish).
+func (b *Bus) sendLoop() {
+	defer b.wg.Done()
+	for {
+		select {
+		case <-b.stop:
+			return
+		case <-b.kick:
+		}
+		for {
+			b.pubMu.Lock()
+			batches := b.takeLocked()
+			if len(batches) == 0 {
+				b.sending = false
+				b.pubMu.Unlock()
+				break
+			}
+			b.pubMu.Unlock()
+			err := b.sendBatches(batches)
+			b.pubMu.Lock()
+			b.sent += uint64(batchLen(batches))
+			b.sentCond.Broadcast()
+			b.pubMu.Unlock()
+			if err != nil {
+				return // closed
+			}
+		}
+	}
 }
 
 // PublishSync numbers a message, sends it to every other alive member and
@@ -218,11 +341,17 @@ func (b *Bus) PublishSync(ctx context.Context, topic string, payload []byte) (no
 func (b *Bus) PublishSyncAcks(ctx context.Context, topic string, payload []byte) (acked, notAcked []string, err error) {
 	b.pubMu.Lock()
 	data, err := b.numberLocked(topic, payload)
-	members := b.cfg.members()
-	b.pubMu.Unlock()
 	if err != nil {
+		b.pubMu.Unlock()
 		return nil, nil, err
 	}
+	// The messages published before this one leave first: a receiver
+	// would hold this one back until they arrive.
+	for before := b.queued; b.sent < before && !b.closing(); {
+		b.sentCond.Wait()
+	}
+	members := b.cfg.members()
+	b.pubMu.Unlock()
 	b.stats.PublishedSync.Add(1)
 	var (
 		mu sync.Mutex
@@ -250,11 +379,20 @@ func (b *Bus) PublishSyncAcks(ctx context.Context, topic string, payload []byte)
 	return acked, notAcked, nil
 }
 
-func (b *Bus) numberLocked(topic string, payload []byte) ([]byte, error) {
+func (b *Bus) closing() bool {
 	select {
 	case <-b.stop:
-		return nil, ErrClosed
+		return true
 	default:
+		return false
+	}
+}
+
+// numberLocked numbers a synchronous message and encodes it as a single
+// envelope.
+func (b *Bus) numberLocked(topic string, payload []byte) ([]byte, error) {
+	if b.closing() {
+		return nil, ErrClosed
 	}
 	b.seqs[topic]++
 	data, err := msgpack.Marshal(&envelope{Inc: b.cfg.incarnation, Topic: topic, Seq: b.seqs[topic], Payload: payload})
@@ -266,12 +404,12 @@ func (b *Bus) numberLocked(topic string, payload []byte) ([]byte, error) {
 }
 
 func (b *Bus) onOneway(from string, body []byte) {
-	var env envelope
-	if err := msgpack.Unmarshal(body, &env); err != nil {
-		b.cfg.log.Warn("bus: dropped undecodable message", "from", from, "err", err)
+	envs, err := decodeBusFrame(body)
+	if err != nil {
+		b.cfg.log.Warn("bus: dropped undecodable frame", "from", from, "err", err)
 		return
 	}
-	b.receive(from, env, nil)
+	b.receiveBatch(from, envs)
 }
 
 func (b *Bus) onSync(ctx context.Context, from string, body []byte) ([]byte, error) {
@@ -331,6 +469,51 @@ func (b *Bus) receive(from string, env envelope, ack func()) error {
 	}
 	b.mu.Unlock()
 	return nil
+}
+
+// receiveBatch takes the messages of one frame, all of one sender
+// incarnation, as receive would take them one by one.
+func (b *Bus) receiveBatch(from string, envs []envelope) {
+	if len(envs) == 1 {
+		b.receive(from, envs[0], nil)
+		return
+	}
+	b.stats.Received.Add(uint64(len(envs)))
+	inc, ok := b.cfg.member(from)
+	switch env := envs[0]; {
+	case !ok:
+		b.refusedN(len(envs), ReasonNotMember, from, fmt.Sprintf("%d messages from a node that is not a current member, on topic %s, ...", len(envs), clip(env.Topic)))
+		return
+	case env.Inc > inc:
+		b.refusedN(len(envs), ReasonIncarnation, from, fmt.Sprintf("%d messages of incarnation %d; the member's is %d", len(envs), env.Inc, inc))
+		return
+	case env.Inc < inc:
+		b.stats.Duplicates.Add(uint64(len(envs)))
+		return
+	}
+	var whys []string
+	b.mu.Lock()
+	now := b.cfg.now()
+	for _, env := range envs {
+		if why := b.recv.admit(from, env.Topic); why != "" {
+			whys = append(whys, why)
+			continue
+		}
+		dups := b.recv.dropped
+		b.enqueueLocked(b.recv.receive(now, from, env, nil))
+		if b.recv.dropped != dups {
+			b.stats.Duplicates.Add(1)
+		}
+	}
+	b.mu.Unlock()
+	if len(whys) > 0 {
+		b.refusedN(len(whys), ReasonLimit, from, whys[0])
+	}
+}
+
+func (b *Bus) refusedN(n int, reason, from, detail string) {
+	b.stats.Refused.Add(uint64(n - 1))
+	b.refused(reason, from, detail)
 }
 
 func (b *Bus) refused(reason, from, detail string) {
@@ -533,6 +716,8 @@ func (b *Bus) close() {
 	b.once.Do(func() {
 		b.pubMu.Lock()
 		close(b.stop)
+		b.out = nil
+		b.sentCond.Broadcast()
 		b.pubMu.Unlock()
 		b.wg.Wait()
 	})

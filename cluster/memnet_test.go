@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vmihailenco/msgpack/v5"
-
 	"github.com/shoal-dev/shoal/cluster/memnet"
 	"github.com/shoal-dev/shoal/cluster/wire"
 	"github.com/shoal-dev/shoal/internal/testkit"
@@ -234,8 +232,8 @@ func dropSeq(net *memnet.Network, seq uint64) {
 			if tr.Kind != memnet.Frame || tr.Frame.Type != rpcBusOneway {
 				return false
 			}
-			var env envelope
-			return msgpack.Unmarshal(tr.Frame.Body, &env) == nil && env.Seq == seq
+			envs, err := decodeBusFrame(tr.Frame.Body)
+			return err == nil && slices.ContainsFunc(envs, func(e envelope) bool { return e.Seq == seq })
 		},
 	})
 }
