@@ -35,6 +35,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -97,6 +98,15 @@ type Config struct {
 	// Refusals, if set and Refused is not, counts refused peers under the
 	// listener "rpc".
 	Refusals *tlsutil.Refusals
+
+	// MaxPending bounds the accepted connections that have not finished
+	// their TLS handshake, hello and admission (each has DialTimeout to do
+	// so); a connection past it is closed at once and refused as
+	// tlsutil.ReasonBusy (default 256). MaxPendingPerAddr bounds them per
+	// remote IP address (tlsutil.ReasonBusyAddr; default 64), so that one
+	// address cannot take every place. Without TLS too: the hello is what
+	// is awaited then.
+	MaxPending, MaxPendingPerAddr int
 }
 
 func (c *Config) validate() error {
@@ -120,6 +130,12 @@ func (c *Config) validate() error {
 	}
 	if c.MaxBacklog <= 0 {
 		c.MaxBacklog = 4096
+	}
+	if c.MaxPending <= 0 {
+		c.MaxPending = 256
+	}
+	if c.MaxPendingPerAddr <= 0 {
+		c.MaxPendingPerAddr = 64
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -184,6 +200,13 @@ type Node struct {
 	peers  map[string]*peer
 	conns  map[*conn]struct{}
 	closed bool
+
+	// Accepted connections not yet admitted, in all and by remote IP
+	// (an entry only while its count is above zero, so at most
+	// MaxPending entries).
+	pendMu     sync.Mutex
+	pending    int
+	pendByAddr map[string]int
 }
 
 type peer struct {
@@ -210,7 +233,8 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rpc: listen on %s: %w", cfg.ListenAddr, err)
 	}
-	n := &Node{cfg: cfg, ln: ln, log: cfg.Logger, peers: map[string]*peer{}, conns: map[*conn]struct{}{}}
+	n := &Node{cfg: cfg, ln: ln, log: cfg.Logger, peers: map[string]*peer{}, conns: map[*conn]struct{}{},
+		pendByAddr: map[string]int{}}
 	n.ctx, n.stop = context.WithCancel(context.Background())
 	n.handlers.Store(&map[string]handler{})
 	n.oneways.Store(&map[string]OnewayHandler{})
@@ -749,16 +773,66 @@ func (n *Node) acceptLoop() {
 			}
 			return
 		}
+		ip := remoteIP(wc.RemoteAddr())
+		if err := n.startPending(ip); err != nil {
+			n.refused(wc, "", err)
+			wc.Close()
+			continue
+		}
 		n.wg.Add(1)
-		go n.serveConn(wc)
+		go n.serveConn(wc, ip)
 	}
 }
 
+// remoteIP is the host part of a remote address.
+func remoteIP(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h
+	}
+	return addr
+}
+
+// startPending takes a place for an accepted connection from ip until
+// endPending, or refuses it when there is none.
+func (n *Node) startPending(ip string) error {
+	n.pendMu.Lock()
+	defer n.pendMu.Unlock()
+	switch {
+	case n.pending >= n.cfg.MaxPending:
+		return &tlsutil.RefusedError{Reason: tlsutil.ReasonBusy,
+			Err: fmt.Errorf("%d connections are already being admitted", n.pending)}
+	case n.pendByAddr[ip] >= n.cfg.MaxPendingPerAddr:
+		return &tlsutil.RefusedError{Reason: tlsutil.ReasonBusyAddr,
+			Err: fmt.Errorf("%d connections from %s are already being admitted", n.pendByAddr[ip], ip)}
+	}
+	n.pending++
+	n.pendByAddr[ip]++
+	return nil
+}
+
+func (n *Node) endPending(ip string) {
+	n.pendMu.Lock()
+	defer n.pendMu.Unlock()
+	n.pending--
+	if n.pendByAddr[ip]--; n.pendByAddr[ip] <= 0 {
+		delete(n.pendByAddr, ip)
+	}
+}
+
+// Pending is how many accepted connections are being admitted.
+func (n *Node) Pending() int {
+	n.pendMu.Lock()
+	defer n.pendMu.Unlock()
+	return n.pending
+}
+
 // serveConn runs the accepting side of a connection: the TLS handshake,
-// hello and admission, then reading.
-func (n *Node) serveConn(wc wire.Conn) {
+// hello and admission (holding a place taken by startPending for ip),
+// then reading.
+func (n *Node) serveConn(wc wire.Conn, ip string) {
 	defer n.wg.Done()
 	name, err := n.admit(wc)
+	n.endPending(ip)
 	if err == nil {
 		err = wc.Send(&wire.Frame{Kind: wire.KindHello, Body: []byte(n.cfg.Name)})
 	}

@@ -37,6 +37,9 @@ const (
 	ReasonRaftID = "raft_id_mismatch"
 	// ReasonBusy: too many connections are already being authenticated.
 	ReasonBusy = "busy"
+	// ReasonBusyAddr: too many connections from the peer's IP address
+	// are already being authenticated.
+	ReasonBusyAddr = "busy_addr"
 )
 
 // RefusedError is a peer refused for Reason.
