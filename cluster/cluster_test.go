@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -237,5 +238,53 @@ func TestMemberlistLoggerLevels(t *testing.T) {
 	}
 	if a, b := counts.Get(ListenerGossip, ReasonUnknownKey), counts.Get(ListenerGossip, ReasonNotEncrypted); a != 1 || b != 1 {
 		t.Errorf("gossip refusals counted: unknown_key %d, not_encrypted %d, want 1 and 1", a, b)
+	}
+}
+
+// The record of members is bounded: of members that came and went under
+// names never seen again, a node keeps at most MaxDeparted (the latest),
+// and none once DepartedRetention has passed since they departed; the
+// alive ones stay. Over real memberlist sockets.
+func TestDepartedMembersPruned(t *testing.T) {
+	var skew atomic.Int64 // added to the node's clock
+	cfg := fastLoopback(t, "a")
+	cfg.MaxDeparted, cfg.ReconnectTimeout, cfg.DepartedRetention = 3, time.Minute, time.Minute
+	cfg.ReconnectInterval = 50 * time.Millisecond
+	cfg.Now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	a := startNode(t, cfg)
+	b := startNode(t, fastLoopback(t, "b"))
+	join(t, b, a)
+	for i := 1; i <= 6; i++ {
+		name := fmt.Sprintf("eph-%d", i)
+		e := startNode(t, fastLoopback(t, name))
+		join(t, e, a)
+		testkit.Eventually(t, 30*time.Second, "a to see "+name, func() bool {
+			m, ok := a.Member(name)
+			return ok && m.State == StateAlive
+		})
+		if i == 6 {
+			e.Kill()
+		} else {
+			e.Close()
+		}
+		testkit.Eventually(t, 30*time.Second, "a to see "+name+" depart", func() bool {
+			m, ok := a.Member(name)
+			return ok && (m.State == StateLeft || m.State == StateFailed)
+		})
+		if got := len(a.Members()); got > 2+3 {
+			t.Fatalf("after %s departed a keeps %d member records: %v", name, got, a.Members())
+		}
+	}
+	var names []string
+	for _, m := range a.Members() {
+		names = append(names, m.Name+"="+string(m.State))
+	}
+	if got := strings.Join(names, ","); got != "a=alive,b=alive,eph-4=left,eph-5=left,eph-6=failed" {
+		t.Fatalf("members: %s", got)
+	}
+	skew.Store(int64(2 * time.Minute))
+	testkit.Eventually(t, 30*time.Second, "the departed to be forgotten", func() bool { return len(a.Members()) == 2 })
+	if aliveNames(a) != "a,b" {
+		t.Fatalf("alive after the pruning: %s", aliveNames(a))
 	}
 }

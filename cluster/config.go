@@ -94,6 +94,16 @@ type Config struct {
 	// it saw fail (so that the halves of a healed partition merge), for
 	// ReconnectTimeout after the failure.
 	ReconnectInterval, ReconnectTimeout time.Duration
+	// DepartedRetention is how long the record of a member that failed or
+	// left is kept (Members lists it, Member finds it) after its
+	// departure; default ReconnectTimeout, and never less (a failed
+	// member is retried that long). MaxDeparted bounds how many such
+	// records are kept at once (default 1,000): past it the longest
+	// departed go first. Members that come and go under new names (a
+	// node per deployment, a restarted container) would otherwise grow
+	// the record for ever.
+	DepartedRetention time.Duration
+	MaxDeparted       int
 
 	// Logger receives structured logs; memberlist's own log lines are
 	// routed into it. Default: slog.Default().
@@ -243,6 +253,12 @@ func (c *Config) Validate() error {
 	}
 	if c.ReconnectTimeout <= 0 {
 		c.ReconnectTimeout = 24 * time.Hour
+	}
+	if c.DepartedRetention < c.ReconnectTimeout {
+		c.DepartedRetention = c.ReconnectTimeout
+	}
+	if c.MaxDeparted <= 0 {
+		c.MaxDeparted = 1000
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -92,7 +92,11 @@ func (d *delegate) record(node *memberlist.Node, st MemberState) (Member, Member
 		m.Meta = meta
 	}
 	m.State, m.Since = st, n.cfg.Now()
-	return *m, prev
+	out := *m
+	if st == StateFailed || st == StateLeft {
+		n.pruneLocked(m.Since)
+	}
+	return out, prev
 }
 
 // emit queues an event for every subscriber.

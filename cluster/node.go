@@ -50,7 +50,7 @@ type Node struct {
 	keyring  *memberlist.Keyring // nil: gossip is not encrypted
 
 	mu      sync.Mutex
-	members map[string]*Member // every member ever seen, with its last state
+	members map[string]*Member // every member seen, with its last state; departed ones pruned (prune)
 	subs    map[*Subscription]struct{}
 	closed  bool
 	refused error             // why the last merge was refused (memberlist keeps only the text)
@@ -136,6 +136,7 @@ func (n *Node) reconnectLoop() {
 			return
 		case <-t.C:
 		}
+		n.prune()
 		failed := n.failedMembers()
 		if len(failed) == 0 {
 			continue
@@ -144,6 +145,35 @@ func (n *Node) reconnectLoop() {
 		turn++
 		if _, err := n.ml.Join([]string{m.Addr}); err == nil {
 			n.cfg.Logger.Info("cluster: reconnected to a failed member", "member", m.Name)
+		}
+	}
+}
+
+// prune forgets the members that departed (failed or left) longer than
+// DepartedRetention ago, and the longest departed past MaxDeparted.
+func (n *Node) prune() {
+	now := n.cfg.Now()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.pruneLocked(now)
+}
+
+func (n *Node) pruneLocked(now time.Time) {
+	var departed []*Member
+	for name, m := range n.members {
+		if m.State != StateFailed && m.State != StateLeft || name == n.cfg.Name {
+			continue
+		}
+		if now.Sub(m.Since) >= n.cfg.DepartedRetention {
+			delete(n.members, name)
+			continue
+		}
+		departed = append(departed, m)
+	}
+	if over := len(departed) - n.cfg.MaxDeparted; over > 0 {
+		slices.SortFunc(departed, func(a, b *Member) int { return a.Since.Compare(b.Since) })
+		for _, m := range departed[:over] {
+			delete(n.members, m.Name)
 		}
 	}
 }
