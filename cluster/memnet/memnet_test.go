@@ -37,7 +37,9 @@ func newNet(t *testing.T, seed uint64) *Network {
 // eventually polls cond until it holds or 5 s pass.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	// Generous: the conditions take milliseconds on an idle machine, and
+	// seconds when other processes keep both cores busy.
+	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
@@ -627,9 +629,7 @@ func TestMemberlist(t *testing.T) {
 	for i, ip := range ips {
 		m := startMemberlist(t, n, ip, "n"+strconv.Itoa(i+1))
 		if len(lists) > 0 {
-			if _, err := m.Join([]string{lists[0].LocalNode().Address()}); err != nil {
-				t.Fatal(err)
-			}
+			joinMemberlist(t, m, lists[0])
 		}
 		lists = append(lists, m)
 	}
@@ -647,12 +647,26 @@ func TestMemberlist(t *testing.T) {
 	// failure is still being retransmitted (an isolation of a second and a
 	// half outlasts it). So the isolated node rejoins, as shoal's reconnect
 	// loop makes it, learns it was declared dead and refutes it.
-	if _, err := lists[2].Join([]string{lists[0].LocalNode().Address()}); err != nil {
-		t.Fatal(err)
-	}
+	joinMemberlist(t, lists[2], lists[0])
 	for _, m := range lists {
 		waitAlive(t, m, 3)
 	}
+}
+
+// joinMemberlist makes m join to's cluster, trying again (as shoal's
+// reconnect loop does) while the join's state exchange times out: on a
+// loaded machine a starved peer can miss the TCP timeout ("failed to join
+// 10.0.0.1:7946: i/o timeout").
+func joinMemberlist(t *testing.T, m, to *memberlist.Memberlist) {
+	t.Helper()
+	var err error
+	eventually(t, m.LocalNode().Name+" to join "+to.LocalNode().Name, func() bool {
+		_, err = m.Join([]string{to.LocalNode().Address()})
+		if err != nil {
+			t.Logf("join: %v (trying again)", err)
+		}
+		return err == nil
+	})
 }
 
 // startMemberlist starts a memberlist on host ip. Its name must not be a
@@ -670,6 +684,7 @@ func startMemberlist(t *testing.T, n *Network, ip, name string) *memberlist.Memb
 	c.ProbeInterval, c.ProbeTimeout = 50*time.Millisecond, 25*time.Millisecond
 	c.GossipInterval, c.PushPullInterval = 20*time.Millisecond, 200*time.Millisecond
 	c.SuspicionMult = 2
+	c.TCPTimeout = 5 * time.Second
 	c.Logger = log.New(io.Discard, "", 0)
 	if os.Getenv("MEMNET_LOG") != "" {
 		c.Logger = log.New(os.Stderr, name+" ", log.Lmicroseconds)
