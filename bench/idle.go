@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shoal-dev/shoal/internal/httpc"
 	"github.com/shoal-dev/shoal/internal/localcluster"
 )
 
@@ -36,6 +38,11 @@ type IdleOptions struct {
 	Args []string
 	// Progress, if set, is told after every sample.
 	Progress func(elapsed time.Duration, term uint64, leader string)
+	// Profile, if set, receives a CPU profile of node ProfileNode (1-based;
+	// default 1) over the watched duration, from its /debug/pprof/profile
+	// (as the launcher's administrator).
+	Profile     io.Writer
+	ProfileNode int
 }
 
 // IdleResult is what the idle experiment saw.
@@ -109,6 +116,23 @@ func Idle(ctx context.Context, o IdleOptions) (*IdleResult, error) {
 		}
 	}
 	start := time.Now()
+	profErr := make(chan error, 1)
+	if o.Profile != nil {
+		i := o.ProfileNode
+		if i < 1 || i > len(nodes) {
+			i = 1
+		}
+		secs := int((o.Duration + time.Second - 1) / time.Second)
+		go func() {
+			pctx, cancel := context.WithTimeout(ctx, o.Duration+time.Minute)
+			defer cancel()
+			b, err := httpc.DoToken(pctx, c.Token(), "GET", nodes[i-1].HTTP, fmt.Sprintf("/debug/pprof/profile?seconds=%d", secs), nil)
+			if err == nil {
+				_, err = o.Profile.Write(b)
+			}
+			profErr <- err
+		}()
+	}
 	prevLeader := ""
 	t := time.NewTicker(o.Sample)
 	defer t.Stop()
@@ -167,6 +191,16 @@ func Idle(ctx context.Context, o IdleOptions) (*IdleResult, error) {
 			if d0, ok := cpu0[p.Name]; ok {
 				res.CPU[p.Name] = d - d0
 			}
+		}
+	}
+	if o.Profile != nil {
+		select {
+		case err := <-profErr:
+			if err != nil {
+				return res, fmt.Errorf("idle: CPU profile: %w", err)
+			}
+		case <-ctx.Done():
+			return res, ctx.Err()
 		}
 	}
 	return res, nil

@@ -166,14 +166,28 @@ func runBenchFailover(ctx context.Context, stdout io.Writer, n, trials int, pres
 }
 
 func bindBenchIdle(s *cli.Set) runFunc {
-	o := bench.IdleOptions{N: 3, Preset: "loopback", Duration: 2 * time.Minute, Burners: runtime.NumCPU(), Sample: 2 * time.Second}
+	o := bench.IdleOptions{N: 3, Preset: "loopback", Duration: 2 * time.Minute, Burners: runtime.NumCPU(), Sample: 2 * time.Second, ProfileNode: 1}
 	s.Int(&o.N, "n", "cluster size")
 	s.String(&o.Preset, "preset", "node tuning: loopback or lan")
 	s.Duration(&o.Duration, "duration", "how long to watch the idle cluster")
 	s.Int(&o.Burners, "burners", "CPU burners ('yes > /dev/null') run beside the cluster (default one per core; 0: none)")
 	s.Duration(&o.Sample, "sample", "interval between looks at every node's raft term and leader")
 	s.String(&o.Dir, "dir", "scratch directory (default a temporary one, removed afterwards)")
+	var profile string
+	s.String(&profile, "profile", "write a CPU profile of one node over the watched duration to this file (go tool pprof reads it)")
+	s.Int(&o.ProfileNode, "profile-node", "the node --profile profiles (1 to -n)")
 	return func(ctx context.Context, sio stdio, args []string) error {
+		if o.ProfileNode < 1 || o.ProfileNode > o.N {
+			return usagef("--profile-node %d: want 1 to %d", o.ProfileNode, o.N)
+		}
+		if profile != "" {
+			f, err := os.Create(profile)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			o.Profile = f
+		}
 		if o.Preset != "loopback" && o.Preset != "lan" {
 			return usagef("--preset %q: want loopback or lan", o.Preset)
 		}
