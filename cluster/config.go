@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log"
@@ -116,6 +117,11 @@ type Config struct {
 	Network wire.Network
 	// Now is the bus's clock (default time.Now).
 	Now func() time.Time
+
+	// LookupHost resolves the host names of Join's seed addresses, again
+	// at every attempt (nil: net.DefaultResolver.LookupHost). Tests set it
+	// to a resolver whose answers they change.
+	LookupHost func(ctx context.Context, host string) ([]string, error)
 
 	// TLS, if set, runs the peer RPC over mutual TLS 1.3 with its
 	// certificates, which must name this node: a peer must present a

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -54,6 +55,7 @@ type Node struct {
 	subs    map[*Subscription]struct{}
 	closed  bool
 	refused error             // why the last merge was refused (memberlist keeps only the text)
+	seeds   []string          // Join's seed addresses, host names unresolved: rejoined by reconnectLoop
 	leaving map[string]uint64 // members that announced a graceful leave, by incarnation
 
 	stop      chan struct{} // closed by shutdown; stops the reconnect loop
@@ -124,11 +126,22 @@ func Start(cfg Config) (*Node, error) {
 // reconnectLoop tries, every ReconnectInterval, to join one member that
 // failed (not one that left) within ReconnectTimeout. Memberlist stops
 // gossiping to a dead member after GossipToTheDeadTime, so without this
-// the two sides of a long partition would never merge again.
+// the two sides of a long partition would never merge again. It also
+// resolves Join's seeds again and joins those of their addresses that no
+// member has (rejoinSeeds).
 func (n *Node) reconnectLoop() {
 	defer n.wg.Done()
 	t := time.NewTicker(n.cfg.ReconnectInterval)
 	defer t.Stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-n.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	turn := 0
 	for {
 		select {
@@ -137,6 +150,7 @@ func (n *Node) reconnectLoop() {
 		case <-t.C:
 		}
 		n.prune()
+		n.rejoinSeeds(ctx)
 		failed := n.failedMembers()
 		if len(failed) == 0 {
 			continue
@@ -175,6 +189,84 @@ func (n *Node) pruneLocked(now time.Time) {
 		for _, m := range departed[:over] {
 			delete(n.members, m.Name)
 		}
+	}
+}
+
+// resolveSeeds turns seed addresses into "ip:port" addresses, resolving
+// host names (every address a name has), leaving out this node's own
+// gossip address. The error lists the names that did not resolve; the
+// addresses are those that did.
+func (n *Node) resolveSeeds(ctx context.Context, seeds []string) ([]string, error) {
+	lookup := n.cfg.LookupHost
+	if lookup == nil {
+		lookup = net.DefaultResolver.LookupHost
+	}
+	self := n.GossipAddr()
+	var out []string
+	var errs []error
+	add := func(a string) {
+		if a != self && !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	for _, s := range seeds {
+		host, port, err := net.SplitHostPort(s)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("seed %q: %w", s, err))
+			continue
+		}
+		if ip, err := netip.ParseAddr(host); err == nil {
+			add(net.JoinHostPort(ip.Unmap().String(), port))
+			continue
+		}
+		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		ips, err := lookup(lctx, host)
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("seed %q: %w", s, err))
+			continue
+		}
+		for _, ip := range ips {
+			if a, err := netip.ParseAddr(ip); err == nil {
+				add(net.JoinHostPort(a.Unmap().String(), port))
+			}
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// rejoinSeeds resolves Join's seeds again and joins the addresses that no
+// member has (alive, suspect, or failed recently enough for
+// reconnectLoop to retry it).
+func (n *Node) rejoinSeeds(ctx context.Context) {
+	n.mu.Lock()
+	seeds := n.seeds
+	n.mu.Unlock()
+	if len(seeds) == 0 {
+		return
+	}
+	addrs, err := n.resolveSeeds(ctx, seeds)
+	if err != nil && ctx.Err() == nil {
+		n.cfg.Logger.Debug("cluster: resolving the seeds", "err", err)
+	}
+	known := map[string]bool{}
+	now := n.cfg.Now()
+	for _, m := range n.Members() {
+		if m.State == StateAlive || m.State == StateSuspect || m.State == StateFailed && now.Sub(m.Since) < n.cfg.ReconnectTimeout {
+			known[m.Addr] = true
+		}
+	}
+	var fresh []string
+	for _, a := range addrs {
+		if !known[a] {
+			fresh = append(fresh, a)
+		}
+	}
+	if len(fresh) == 0 {
+		return
+	}
+	if got, _ := n.ml.Join(fresh); got > 0 {
+		n.cfg.Logger.Info("cluster: joined through a seed address no member had", "addrs", strings.Join(fresh, ","), "answered", got)
 	}
 }
 
@@ -238,19 +330,38 @@ func (n *Node) memberlistConfig() *memberlist.Config {
 	return mc
 }
 
-// Join contacts the seed gossip addresses ("host:port") and merges with
-// their cluster, retrying every 200 ms until at least one answers or ctx
-// ends. It returns how many seeds answered. A seed cluster whose members'
-// metadata cannot be read is refused with an error saying so.
+// Join contacts the seed gossip addresses ("host:port", the host an IP
+// address or a DNS name) and merges with their cluster, retrying every
+// 200 ms until at least one answers or ctx ends. It returns how many
+// addresses answered. A name is resolved again at every attempt
+// (Config.LookupHost) and stands for every address it resolves to but
+// this node's own: a Kubernetes headless Service's name, whose addresses
+// change as pods restart, is enough. The node keeps the seeds: while it
+// runs, it resolves them again every ReconnectInterval and joins the
+// addresses no member has (so nodes that started alone, each seeing only
+// itself behind the name, merge, and so do halves that stayed apart
+// past ReconnectTimeout). A seed cluster whose members' metadata cannot
+// be read is refused with an error saying so.
 func (n *Node) Join(ctx context.Context, seeds []string) (int, error) {
 	if len(seeds) == 0 {
 		return 0, nil
 	}
+	n.mu.Lock()
+	n.seeds = slices.Clone(seeds)
+	n.mu.Unlock()
 	for {
 		n.mu.Lock()
 		n.refused = nil
 		n.mu.Unlock()
-		got, err := n.ml.Join(seeds)
+		addrs, err := n.resolveSeeds(ctx, seeds)
+		got := 0
+		if len(addrs) > 0 {
+			var jerr error
+			got, jerr = n.ml.Join(addrs)
+			err = errors.Join(err, jerr)
+		} else if err == nil {
+			err = errors.New("the seeds name only this node")
+		}
 		if got > 0 {
 			return got, nil
 		}

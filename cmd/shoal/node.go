@@ -72,7 +72,7 @@ func (n *nodeSettings) bind(s *cli.Set) {
 	s.String(&c.TLS.KeyFile, "tls-key", "this node's private key (PEM); reloaded with --tls-cert")
 	s.Int(&c.Store.BootstrapExpect, "bootstrap-expect", "form a new raft group once this many nodes are alive (give every node of a new cluster the same number; 0: join an existing group)")
 	s.Int(&c.Store.MaxVoters, "voters", "raft voters at most: 1, 3, 5 or 7")
-	s.List(&n.join, "join", "gossip address of a node to join (repeatable; comma-separated in $SHOAL_JOIN)")
+	s.List(&n.join, "join", "gossip address of a node to join, host:port (repeatable; comma-separated in $SHOAL_JOIN); a DNS name stands for every address it has and is resolved again at each attempt, and every ReconnectInterval while the node runs (a Kubernetes headless Service's name)")
 	s.Duration(&n.joinTimeout, "join-timeout", "give up joining after this long (0: keep trying)")
 	s.String(&c.DataDir, "data-dir", "this node's own data directory (raft, pack cache)").Doc("`shoal-data/NAME`")
 	s.String(&c.Preset, "preset", "gossip and raft timing: lan, loopback, or auto (loopback when --bind is a loopback address)")
