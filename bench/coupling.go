@@ -553,7 +553,9 @@ func (r *couplingRunner) putMode(ctx context.Context, httpAddr, mode string) (st
 				Phase string `json:"phase"`
 				Epoch uint64 `json:"epoch"`
 			} `json:"cluster"`
-			Error string `json:"error"`
+			Errors []struct {
+				Message string `json:"message"`
+			} `json:"errors"`
 		}
 		status, err := r.adminCall(ctx, http.MethodPut, httpAddr, body, &out)
 		switch {
@@ -564,7 +566,10 @@ func (r *couplingRunner) putMode(ctx context.Context, httpAddr, mode string) (st
 		case err != nil:
 			errText = err.Error()
 		default:
-			errText = fmt.Sprintf("status %d: %s", status, out.Error)
+			errText = fmt.Sprintf("status %d", status)
+			for _, e := range out.Errors {
+				errText += ": " + e.Message
+			}
 		}
 		retry := err != nil || status == http.StatusOK || status == http.StatusConflict || status >= 500
 		if !retry || ctx.Err() != nil {

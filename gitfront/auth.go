@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/shoal-dev/shoal/internal/httperr"
 )
 
 // Principal is the authenticated caller. The zero Principal is anonymous.
@@ -296,8 +298,10 @@ func refuseAuth(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		log.Warn("gitfront: authentication busy", attrs...)
 		setRetryAfter(w, 0)
 	} else {
-		log.Error("gitfront: authentication unavailable", append(attrs, "err", f.err)...)
+		id := httperr.RequestID(w)
+		log.Error("gitfront: authentication unavailable", append(attrs, "request_id", id, "err", f.err)...)
 		setRetryAfter(w, 0)
+		f.msg += " (request ID " + id + ")"
 	}
 	writeError(w, r, f.status, f.msg)
 }

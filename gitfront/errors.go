@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/shoal-dev/shoal/internal/httperr"
 )
 
 // Sentinel errors. Methods list the ones they return; match with errors.Is.
@@ -86,9 +88,9 @@ func statusOf(err error) (int, string) {
 }
 
 // writeError answers with status and msg: plain text for git clients
-// (which show a text/plain body to the user); JSON otherwise, in the
-// REST API's shape ({"errors":[{"message": msg}]}) under /rest/ and the
-// node's ({"error": msg}) elsewhere.
+// (which show a text/plain body to the user); JSON otherwise, in the one
+// shape of every node's answer, Bitbucket's ({"errors":[{"message":
+// msg}]}).
 func writeError(w http.ResponseWriter, r *http.Request, status int, msg string) {
 	h := w.Header()
 	h.Set("Cache-Control", "no-cache")
@@ -101,15 +103,7 @@ func writeError(w http.ResponseWriter, r *http.Request, status int, msg string) 
 	}
 	h.Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(errorJSON(r.URL.Path, msg))
-}
-
-// errorJSON is the error body for a JSON path.
-func errorJSON(path, msg string) any {
-	if strings.HasPrefix(path, "/rest/") {
-		return map[string][]map[string]string{"errors": {{"message": msg}}}
-	}
-	return map[string]string{"error": msg}
+	_ = json.NewEncoder(w).Encode(httperr.Of(msg))
 }
 
 // wantsText reports whether errors for r are written as text: git paths

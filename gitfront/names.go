@@ -110,7 +110,7 @@ func InitBareBranch(ctx context.Context, reposDir, project, repo, branch string)
 		return err
 	}
 	parent := filepath.Join(reposDir, project)
-	if err := os.MkdirAll(parent, 0o755); err != nil {
+	if err := os.MkdirAll(parent, 0o700); err != nil {
 		return fmt.Errorf("init %s/%s: %w", project, repo, err)
 	}
 	final := repoDir(reposDir, project, repo)

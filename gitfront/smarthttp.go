@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/shoal-dev/shoal/internal/httperr"
 )
 
 // scmPrefix starts every git path: /scm/{project}/{repo}.git/...
@@ -169,7 +171,7 @@ func NewGitHandler(cfg GitConfig) (*GitHandler, error) {
 	}
 	abs, err := filepath.Abs(cfg.ReposDir)
 	if err == nil {
-		err = os.MkdirAll(abs, 0o755)
+		err = os.MkdirAll(abs, 0o700)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: ReposDir: %v", ErrConfig, err)
@@ -272,8 +274,10 @@ func (g *GitHandler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	status, msg := statusOf(err)
 	if status >= 500 {
 		g.c.failed.Add(1)
-		g.cfg.Logger.Error("gitfront: git request failed", "path", r.URL.Path, "err", err)
+		id := httperr.RequestID(w)
+		g.cfg.Logger.Error("gitfront: git request failed", "path", r.URL.Path, "request_id", id, "err", err)
 		setRetryAfter(w, 0)
+		msg += " (request ID " + id + ")"
 	} else {
 		g.c.refused.Add(1)
 	}

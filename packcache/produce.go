@@ -32,7 +32,7 @@ func (c *Cache) startLocked(id string, key Key, repoPath string, raw []byte) (*e
 	name := fmt.Sprintf("%s%s-%d", filePrefix, id[:40], c.seq.Add(1))
 	e := &entry{id: id, repo: key.Repo, gen: key.Generation, version: key.Version,
 		command: key.Command, path: filepath.Join(c.cfg.Dir, name), refs: 2}
-	f, err := os.OpenFile(e.path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := os.OpenFile(e.path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("%w: creating entry: %w", ErrBypass, err)
 	}

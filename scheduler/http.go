@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/cluster/cp"
+	"github.com/shoal-dev/shoal/internal/httperr"
 )
 
 // Handler serves the operators' API under /v1/jobs, on any node:
@@ -31,7 +32,7 @@ import (
 // (400 otherwise).
 //
 // Changes answer with the job's Status afterwards (DELETE with
-// {"deleted": id}). Errors answer {"error": text} with 404 (no such job),
+// {"deleted": id}). Errors answer {"errors":[{"message": text}]} with 404 (no such job),
 // 400 (invalid), 409 (no runner, concurrent changes), 503 (no leader,
 // closed) or 504 (outcome unknown).
 func Handler(s *Scheduler) http.Handler {
@@ -44,6 +45,7 @@ func Handler(s *Scheduler) http.Handler {
 	mux.HandleFunc("POST /v1/jobs/{id}/run-now", h.action(s.RunNow))
 	mux.HandleFunc("POST /v1/jobs/{id}/pause", h.action(s.Pause))
 	mux.HandleFunc("POST /v1/jobs/{id}/resume", h.action(s.Resume))
+	mux.HandleFunc("/", httperr.NoRoute(mux))
 	return mux
 }
 
@@ -65,7 +67,7 @@ func (h handler) list(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	jobs, err := h.s.Jobs(ctx)
 	if err != nil {
-		writeError(w, err)
+		h.writeError(w, r, err)
 		return
 	}
 	if jobs == nil {
@@ -77,18 +79,18 @@ func (h handler) list(w http.ResponseWriter, r *http.Request) {
 func (h handler) get(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := reqContext(r)
 	defer cancel()
-	h.answer(ctx, w, r.PathValue("id"), nil)
+	h.answer(ctx, w, r, r.PathValue("id"), nil)
 }
 
 // answer writes the job's status, or err.
-func (h handler) answer(ctx context.Context, w http.ResponseWriter, id string, err error) {
+func (h handler) answer(ctx context.Context, w http.ResponseWriter, r *http.Request, id string, err error) {
 	if err != nil {
-		writeError(w, err)
+		h.writeError(w, r, err)
 		return
 	}
 	st, err := h.s.Job(ctx, id)
 	if err != nil {
-		writeError(w, err)
+		h.writeError(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, st)
@@ -122,34 +124,39 @@ const maxJobBody = 1 << 20
 func (h handler) put(w http.ResponseWriter, r *http.Request) {
 	var j Job
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxJobBody))
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		httperr.Write(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("a job's body is at most %d bytes", maxJobBody))
+		return
+	}
 	if err == nil {
 		err = json.Unmarshal(body, &j)
 	}
 	if err != nil {
-		writeError(w, fmt.Errorf("%w: job body: %v", ErrInvalid, err))
+		h.writeError(w, r, fmt.Errorf("%w: job body: %v", ErrInvalid, err))
 		return
 	}
 	if j.ID == "" {
 		j.ID = r.PathValue("id")
 	}
 	if j.ID != r.PathValue("id") {
-		writeError(w, fmt.Errorf("%w: body names job %q, path %q", ErrInvalid, j.ID, r.PathValue("id")))
+		h.writeError(w, r, fmt.Errorf("%w: body names job %q, path %q", ErrInvalid, j.ID, r.PathValue("id")))
 		return
 	}
 	if err := h.s.checkAPIJob(j); err != nil {
-		writeError(w, err)
+		h.writeError(w, r, err)
 		return
 	}
 	ctx, cancel := reqContext(r)
 	defer cancel()
-	h.answer(ctx, w, j.ID, h.s.Schedule(ctx, j))
+	h.answer(ctx, w, r, j.ID, h.s.Schedule(ctx, j))
 }
 
 func (h handler) delete(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := reqContext(r)
 	defer cancel()
 	if err := h.s.Delete(ctx, r.PathValue("id")); err != nil {
-		writeError(w, err)
+		h.writeError(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"deleted": r.PathValue("id")})
@@ -160,7 +167,7 @@ func (h handler) action(f func(context.Context, string) error) http.HandlerFunc 
 		ctx, cancel := reqContext(r)
 		defer cancel()
 		id := r.PathValue("id")
-		h.answer(ctx, w, id, f(ctx, id))
+		h.answer(ctx, w, r, id, f(ctx, id))
 	}
 }
 
@@ -189,8 +196,15 @@ func statusOf(err error) int {
 	return http.StatusInternalServerError
 }
 
-func writeError(w http.ResponseWriter, err error) {
-	writeJSON(w, statusOf(err), map[string]string{"error": err.Error()})
+// writeError answers err with its status (statusOf) and message; a 500's
+// cause is logged under the request ID the answer carries.
+func (h handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	status := statusOf(err)
+	if status == http.StatusInternalServerError {
+		httperr.Internal(w, r, h.s.log, err)
+		return
+	}
+	httperr.Write(w, status, err.Error())
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

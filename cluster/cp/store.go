@@ -258,7 +258,7 @@ func (s *Store) openStorage() (raft.LogStore, raft.StableStore, raft.SnapshotSto
 		return st, st, raft.NewInmemSnapshotStore(), nil
 	}
 	dir := filepath.Join(s.cfg.DataDir, "raft")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, nil, nil, fmt.Errorf("cp: data directory: %w", err)
 	}
 	if err := checkIdentity(filepath.Join(dir, "node-id"), s.name); err != nil {
@@ -300,7 +300,7 @@ func checkIdentity(path, name string) error {
 	b, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		return os.WriteFile(path, []byte(name+"\n"), 0o644)
+		return os.WriteFile(path, []byte(name+"\n"), 0o600)
 	case err != nil:
 		return fmt.Errorf("cp: reading %s: %w", path, err)
 	}

@@ -49,7 +49,7 @@ func bindSeed(s *cli.Set) runFunc {
 		}
 		url := dbURL(db, dataDir)
 		if db == "" {
-			if err := os.MkdirAll(dataDir, 0o755); err != nil {
+			if err := os.MkdirAll(dataDir, 0o700); err != nil {
 				return err
 			}
 		}

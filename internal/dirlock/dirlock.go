@@ -39,7 +39,7 @@ const retryEvery = 50 * time.Millisecond
 // early when ctx ends. Nothing else in the directory is touched.
 func Acquire(ctx context.Context, dir string, wait time.Duration) (*Lock, error) {
 	path := filepath.Join(dir, FileName)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("dirlock: %w", err)
 	}

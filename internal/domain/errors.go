@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"syscall"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -52,9 +53,11 @@ const (
 	sqliteForeignKey = 787  // SQLITE_CONSTRAINT_FOREIGNKEY
 )
 
-// mapErr wraps a driver error with the sentinel it means, keeping the
-// original text. sql.ErrNoRows becomes ErrNotFound; context errors pass
-// through unchanged.
+// mapErr wraps a driver error with the sentinel it means. Its text is
+// what and the sentinel's meaning, never the driver's own (SQL, table and
+// constraint names): that stays reachable as a *DBError's Cause, for
+// logs. sql.ErrNoRows becomes ErrNotFound; context errors pass through
+// unchanged.
 func mapErr(err error, what string) error {
 	if err == nil {
 		return nil
@@ -66,9 +69,38 @@ func mapErr(err error, what string) error {
 		if errors.Is(err, s) {
 			return err
 		}
-		return fmt.Errorf("%s: %w: %v", what, s, err)
+		return fmt.Errorf("%s: %w", what, &DBError{Sentinel: s, Cause: err})
 	}
-	return fmt.Errorf("%s: %w", what, err)
+	return fmt.Errorf("%s: %w", what, &DBError{Cause: err})
+}
+
+// DBError is a database's error behind a domain error: its text says
+// what it means to a caller (the sentinel's meaning, or "database error"
+// when it means nothing the domain knows), and Cause keeps the driver's
+// own, for logs only. errors.Is matches both Sentinel and Cause.
+type DBError struct {
+	Sentinel error // ErrNotFound, ErrConflict, ErrInvalid, ErrUnavailable, or nil
+	Cause    error
+}
+
+func (e *DBError) Error() string {
+	switch e.Sentinel {
+	case nil:
+		return "database error"
+	case ErrConflict:
+		return "conflict: already exists"
+	case ErrInvalid:
+		return "invalid: refers to something that does not exist, or breaks a rule"
+	}
+	return strings.TrimPrefix(e.Sentinel.Error(), "domain: ")
+}
+
+// Unwrap is the sentinel and the cause.
+func (e *DBError) Unwrap() []error {
+	if e.Sentinel == nil {
+		return []error{e.Cause}
+	}
+	return []error{e.Sentinel, e.Cause}
 }
 
 // sentinelOf is the sentinel err stands for, or nil.

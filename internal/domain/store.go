@@ -211,13 +211,21 @@ func sqlitePath(u string) string {
 
 // createFile creates an empty database file if there is none (SQLite
 // takes an empty file as a new database): connections open it in mode=rw
-// and never create it themselves.
+// and never create it themselves. The file is its owner's alone (0600,
+// which SQLite gives its -wal and -shm files too); an existing one that
+// others may read is made so.
 func createFile(path string) error {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("%w: creating the database file: %v", ErrUnavailable, err)
 	}
-	return f.Close()
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Mode().Perm()&0o077 != 0 {
+		if err := f.Chmod(st.Mode().Perm() &^ 0o077); err != nil {
+			return fmt.Errorf("%w: making the database file private: %v", ErrUnavailable, err)
+		}
+	}
+	return nil
 }
 
 // SQLiteDSN is the modernc.org/sqlite data source for the file at path,

@@ -69,7 +69,7 @@ func Open(cfg Config) (*File, error) {
 	if cfg.MaxSize == 0 {
 		cfg.MaxSize = DefaultMaxSize
 	}
-	if err := os.MkdirAll(filepath.Dir(cfg.Path), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(cfg.Path), 0o700); err != nil {
 		return nil, fmt.Errorf("logfile: %w", err)
 	}
 	l := &File{cfg: cfg}
@@ -81,7 +81,7 @@ func Open(cfg Config) (*File, error) {
 
 // open opens cfg.Path for appending and learns its size.
 func (l *File) open() error {
-	f, err := os.OpenFile(l.cfg.Path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	f, err := os.OpenFile(l.cfg.Path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("logfile: %w", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/shoal-dev/shoal/internal/domain"
+	"github.com/shoal-dev/shoal/internal/httperr"
 	"github.com/shoal-dev/shoal/l2cache"
 )
 
@@ -82,8 +83,20 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Basic realm="shoal"`)
 	}
-	if status >= 500 {
-		a.cfg.Logger.Warn("rest: request failed", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
+	var dbe *domain.DBError
+	switch {
+	case status == http.StatusInternalServerError:
+		// The client reads a request ID, the log the cause.
+		id := httperr.RequestID(w)
+		a.cfg.Logger.Error("rest: request failed", "method", r.Method, "path", r.URL.Path, "status", status, "request_id", id, "err", err)
+		msg += " (request ID " + id + ")"
+	case status >= 500:
+		a.cfg.Logger.Warn("rest: request failed", "method", r.Method, "path", r.URL.Path, "status", status,
+			"request_id", httperr.RequestID(w), "err", err)
+	case errors.As(err, &dbe):
+		// The database's own words (a constraint's name) are for the log.
+		a.cfg.Logger.Info("rest: refused by the database", "method", r.Method, "path", r.URL.Path, "status", status,
+			"request_id", httperr.RequestID(w), "err", dbe.Cause)
 	}
 	writeJSON(w, status, errorBody(msg))
 }

@@ -5,13 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"time"
 
 	"github.com/shoal-dev/shoal/cluster/cp/cphttp"
 
 	"github.com/shoal-dev/shoal/internal/config"
+	"github.com/shoal-dev/shoal/internal/httperr"
 	"github.com/shoal-dev/shoal/l2cache"
 )
 
@@ -28,11 +28,23 @@ func (s *Server) cacheModeRoutes(mux *http.ServeMux) {
 }
 
 // decodeSmallJSON decodes an operator's small JSON request body (at most
-// 4 KiB, no unknown fields) into dst.
-func decodeSmallJSON(r *http.Request, dst any) error {
-	dec := json.NewDecoder(io.LimitReader(r.Body, 4096))
+// 4 KiB, no unknown fields) into dst; past the limit the error is an
+// *http.MaxBytesError (writeBodyError answers it 413).
+func decodeSmallJSON(w http.ResponseWriter, r *http.Request, dst any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096))
 	dec.DisallowUnknownFields()
 	return dec.Decode(dst)
+}
+
+// writeBodyError answers a request body that could not be read: 413 past
+// the route's limit, else 400 with want and the reason.
+func writeBodyError(w http.ResponseWriter, err error, want string) {
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		httperr.Write(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the body is larger than %d bytes", tooBig.Limit))
+		return
+	}
+	httperr.Write(w, http.StatusBadRequest, fmt.Sprintf("%s: %v", want, err))
 }
 
 func opsContext(r *http.Request) (context.Context, context.CancelFunc) {
@@ -52,7 +64,7 @@ func (s *Server) getCacheMode(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	rec, err := l2cache.ReadMode(ctx, s.store)
 	if err != nil {
-		cphttp.WriteError(w, err)
+		cphttp.WriteError(w, r, s.cfg.Logger, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, CacheModeView{Cluster: rec, Node: s.svc.cache.ModeStatus()})
@@ -64,19 +76,22 @@ func (s *Server) putCacheMode(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Mode string `json:"mode"`
 	}
-	if err := decodeSmallJSON(r, &req); err != nil {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf(`want a JSON body {"mode": "local|distributed|near"}: %v`, err)})
+	if err := decodeSmallJSON(w, r, &req); err != nil {
+		writeBodyError(w, err, `want a JSON body {"mode": "local|distributed|near"}`)
 		return
 	}
 	rec, err := l2cache.SetMode(ctx, s.store, req.Mode)
 	var fe *config.FieldError
 	switch {
 	case errors.As(err, &fe):
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		httperr.Write(w, http.StatusBadRequest, err.Error())
 	case errors.Is(err, l2cache.ErrSwitching):
-		writeJSON(w, http.StatusConflict, map[string]any{"error": err.Error(), "cluster": rec})
+		httperr.WriteBody(w, http.StatusConflict, struct {
+			httperr.Body
+			Cluster l2cache.ModeRecord `json:"cluster"`
+		}{httperr.Of(err.Error()), rec})
 	case err != nil:
-		cphttp.WriteError(w, err)
+		cphttp.WriteError(w, r, s.cfg.Logger, err)
 	default:
 		s.cfg.Logger.Info("cache mode switched", "mode", rec.Mode, "epoch", rec.Epoch)
 		writeJSON(w, http.StatusOK, CacheModeView{Cluster: rec, Node: s.svc.cache.ModeStatus()})

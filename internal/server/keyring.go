@@ -9,6 +9,7 @@ import (
 
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/cluster/cp/cphttp"
+	"github.com/shoal-dev/shoal/internal/httperr"
 )
 
 // keyringRoutes serve the gossip keyring of every member
@@ -43,18 +44,18 @@ func (s *Server) keyringOp(w http.ResponseWriter, r *http.Request) {
 		switch op {
 		case cluster.KeyringInstall, cluster.KeyringUse, cluster.KeyringRemove:
 		default:
-			writeJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no keyring operation %q: install, use or remove", op)})
+			httperr.Write(w, http.StatusNotFound, fmt.Sprintf("no keyring operation %q: install, use or remove", op))
 			return
 		}
 		var req struct {
 			Key string `json:"key"`
 		}
-		err := decodeSmallJSON(r, &req)
+		err := decodeSmallJSON(w, r, &req)
 		if err == nil {
 			key, err = cluster.DecodeGossipKey(req.Key)
 		}
 		if err != nil {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf(`want a JSON body {"key": "<base64 of 16, 24 or 32 bytes>"}: %v`, err)})
+			writeBodyError(w, err, `want a JSON body {"key": "<base64 of 16, 24 or 32 bytes>"}`)
 			return
 		}
 	}
@@ -65,10 +66,10 @@ func (s *Server) keyringOp(w http.ResponseWriter, r *http.Request) {
 	res, err := s.node.Keyring(ctx, op, key)
 	switch {
 	case errors.Is(err, cluster.ErrNoEncryption):
-		writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
+		httperr.Write(w, http.StatusConflict, err.Error())
 		return
 	case err != nil:
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		httperr.Write(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	v := KeyringView{Op: op, Results: res}

@@ -24,6 +24,7 @@ import (
 	"github.com/shoal-dev/shoal/gitfront"
 	"github.com/shoal-dev/shoal/internal/dirlock"
 	"github.com/shoal-dev/shoal/internal/domain"
+	"github.com/shoal-dev/shoal/internal/httperr"
 	"github.com/shoal-dev/shoal/internal/nodestats"
 	"github.com/shoal-dev/shoal/internal/tlsutil"
 	"github.com/shoal-dev/shoal/l2cache"
@@ -77,7 +78,7 @@ func StartContext(ctx context.Context, cfg Config) (*Server, error) {
 		}
 		tlsConfig = kp.serverConfig()
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+	if err := privateDir(cfg.DataDir); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
 	lock, err := dirlock.Acquire(ctx, cfg.DataDir, cfg.LockWait)
@@ -130,6 +131,22 @@ func StartContext(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}()
 	return s, nil
+}
+
+// privateDir makes dir (and its parents) if missing, and makes it its
+// owner's alone (0700) if others may read it.
+func privateDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	st, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return os.Chmod(dir, st.Mode().Perm()&^0o077)
+	}
+	return nil
 }
 
 // start starts the parts and the services, or stops what it started.
@@ -287,11 +304,12 @@ func (s *Server) routes() *http.ServeMux {
 	})
 	mux.HandleFunc("GET /v1/cluster", requireUser(s.handleCluster))
 	mux.Handle("GET /v1/stats", requireUser(nodestats.Handler(&s.svc.stats, isAdmin).ServeHTTP))
-	cphttp.Register(mux, cphttp.Config{Store: s.store, Self: s.node.Name(), LeaderHTTP: s.memberHTTP, Caller: caller,
+	cphttp.Register(mux, cphttp.Config{Store: s.store, Self: s.node.Name(), LeaderHTTP: s.memberHTTP, Caller: caller, Logger: s.cfg.Logger,
 		SystemPrefixes: SystemKeyPrefixes})
 	s.cacheModeRoutes(mux)
 	s.keyringRoutes(mux)
 	pprofRoutes(mux)
+	mux.HandleFunc("/", httperr.NoRoute(mux)) // the mux's own 404 and 405, as JSON
 	return mux
 }
 

@@ -57,6 +57,18 @@ func singleWith(t *testing.T, change func(*Config)) *Server {
 	return s
 }
 
+// errMessage is the first message of an error body
+// {"errors":[{"message": …}]}, "" if out is not one.
+func errMessage(out map[string]any) string {
+	errs, _ := out["errors"].([]any)
+	if len(errs) == 0 {
+		return ""
+	}
+	m, _ := errs[0].(map[string]any)
+	msg, _ := m["message"].(string)
+	return msg
+}
+
 // userToken creates a user (an administrator if admin) and returns an
 // access token of theirs.
 func userToken(t *testing.T, s *Server, name string, admin bool) string {
@@ -119,7 +131,7 @@ func TestKVAPI(t *testing.T) {
 		{"DELETE", "/v1/kv/a/b?version=1", "", 409, "version mismatch"},
 	} {
 		code, out := do(t, tok, tc.method, base+tc.path, tc.body)
-		msg, _ := out["error"].(string)
+		msg := errMessage(out)
 		if code != tc.want || !strings.Contains(msg, tc.msg) {
 			t.Errorf("%s %.40s: %d %q, want %d with %q", tc.method, tc.path, code, msg, tc.want, tc.msg)
 		}

@@ -74,7 +74,7 @@ func (s *Server) startServices(ctx context.Context, mux *http.ServeMux) (http.Ha
 	if s.svc.db, err = domain.Open(ctx, dc); err != nil {
 		return nil, fmt.Errorf("database %s: %w", dc.URL, err)
 	}
-	if err := os.MkdirAll(cfg.Git.ReposDir, 0o755); err != nil {
+	if err := os.MkdirAll(cfg.Git.ReposDir, 0o700); err != nil {
 		return nil, fmt.Errorf("repositories directory: %w", err)
 	}
 	s.sweepQuarantines(ctx)
@@ -228,7 +228,7 @@ func (s *Server) startPacks() error {
 		return nil
 	}
 	c := cfg.Packs
-	if err := os.MkdirAll(c.Dir, 0o755); err != nil {
+	if err := os.MkdirAll(c.Dir, 0o700); err != nil {
 		return fmt.Errorf("pack cache directory: %w", err)
 	}
 	gc := cfg.Pushes

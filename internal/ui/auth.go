@@ -38,7 +38,7 @@ func (u *UI) withSession(h func(w http.ResponseWriter, r *http.Request, sess *se
 		if r.Method == http.MethodPost {
 			r.Body = http.MaxBytesReader(w, r.Body, maxFormBody)
 			if err := r.ParseForm(); err != nil {
-				u.errorPage(w, sess, http.StatusBadRequest, "unreadable form: "+err.Error())
+				u.errorPage(w, sess, formStatus(err), "unreadable form: "+err.Error())
 				return
 			}
 			if !sameOrigin(r) || !sameToken(r.PostForm.Get("csrf"), sess.csrf) {
@@ -48,6 +48,16 @@ func (u *UI) withSession(h func(w http.ResponseWriter, r *http.Request, sess *se
 		}
 		h(w, r, sess)
 	}
+}
+
+// formStatus is the status of a form that could not be read: 413 past
+// maxFormBody, 400 otherwise.
+func formStatus(err error) int {
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		return http.StatusRequestEntityTooLarge
+	}
+	return http.StatusBadRequest
 }
 
 // sameOrigin reports whether the request's Origin (or, lacking it, its
@@ -104,7 +114,7 @@ func (u *UI) showLogin(w http.ResponseWriter, r *http.Request, status int, next,
 func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBody)
 	if err := r.ParseForm(); err != nil {
-		u.showLogin(w, r, http.StatusBadRequest, Prefix+"cluster", "", "The form could not be read.")
+		u.showLogin(w, r, formStatus(err), Prefix+"cluster", "", "The form could not be read.")
 		return
 	}
 	next := safeNext(r.PostForm.Get("next"))

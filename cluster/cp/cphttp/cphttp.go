@@ -14,8 +14,9 @@
 //	GET    /v1/raft/peers               the raft configuration (shoal raft peers)
 //	DELETE /v1/raft/peers/{name}        remove a server that will not come back (shoal raft remove-peer)
 //
-// Errors are JSON {"error": message} with the status that fits the
-// store's error (404, 409, 400, 413, 503, 504). What only the leader does
+// Errors are JSON {"errors":[{"message": …}]} with the status that fits
+// the store's error (404, 409, 400, 413, 503, 504); anything else is 500
+// with a request ID, its cause logged under that ID (package httperr). What only the leader does
 // (all the operators' routes but listing peers) is answered on a follower
 // with 307 Temporary Redirect to the same path on the leader's HTTP
 // address, so a snapshot never passes through the peer RPC; during an
@@ -29,6 +30,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -37,6 +39,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/shoal-dev/shoal/cluster/cp"
+	"github.com/shoal-dev/shoal/internal/httperr"
 )
 
 // Config is what the routes need.
@@ -53,6 +56,8 @@ type Config struct {
 	// whether as an administrator (the operators' routes need one). Nil:
 	// every caller is anonymous.
 	Caller func(r *http.Request) (authenticated, admin bool)
+	// Logger receives the causes of 500 answers (default slog.Default()).
+	Logger *slog.Logger
 	// SystemPrefixes are key prefixes the system itself writes: /v1/kv
 	// serves them read-only (403 on PUT and DELETE), to administrators
 	// too.
@@ -63,6 +68,9 @@ type Config struct {
 func Register(mux *http.ServeMux, cfg Config) {
 	if cfg.Caller == nil {
 		cfg.Caller = func(*http.Request) (bool, bool) { return false, false }
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
 	}
 	s := &api{cfg: cfg, store: cfg.Store}
 	mux.HandleFunc("GET /v1/kv", s.admin(s.kvList))
@@ -107,8 +115,8 @@ func (s *api) writable(h http.HandlerFunc) http.HandlerFunc {
 		key := r.PathValue("key")
 		for _, p := range s.cfg.SystemPrefixes {
 			if strings.HasPrefix(key, p) {
-				writeJSON(w, http.StatusForbidden, map[string]string{"error": fmt.Sprintf(
-					"key %q is the system's (prefix %q): read-only through /v1/kv", key, p)})
+				httperr.Write(w, http.StatusForbidden, fmt.Sprintf(
+					"key %q is the system's (prefix %q): read-only through /v1/kv", key, p))
 				return
 			}
 		}
@@ -146,7 +154,7 @@ func (s *api) kvGet(w http.ResponseWriter, r *http.Request) {
 		kv, err = s.store.Get(ctx, key)
 	}
 	if err != nil {
-		writeError(w, err)
+		s.writeError(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, kvView(kv))
@@ -156,7 +164,7 @@ func (s *api) kvList(w http.ResponseWriter, r *http.Request) {
 	prefix := r.URL.Query().Get("prefix")
 	stale, err := boolParam(r, "stale")
 	if err != nil {
-		writeError(w, err)
+		s.writeError(w, r, err)
 		return
 	}
 	var list []cp.KV
@@ -166,7 +174,7 @@ func (s *api) kvList(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := kvContext(r)
 		defer cancel()
 		if list, err = s.store.List(ctx, prefix); err != nil {
-			writeError(w, err)
+			s.writeError(w, r, err)
 			return
 		}
 	}
@@ -181,12 +189,16 @@ func (s *api) kvPut(w http.ResponseWriter, r *http.Request) {
 	key := r.PathValue("key")
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxKVBody))
 	if err != nil {
-		writeError(w, fmt.Errorf("%w: request body: %v", cp.ErrTooLarge, err))
+		if tooLarge(err) {
+			s.writeError(w, r, fmt.Errorf("%w: request body: %v", cp.ErrTooLarge, err))
+		} else {
+			httperr.Write(w, http.StatusBadRequest, "reading the request body: "+err.Error())
+		}
 		return
 	}
 	cas, hasCAS, err := uintParam(r, "cas")
 	if err != nil {
-		writeError(w, err)
+		s.writeError(w, r, err)
 		return
 	}
 	ctx, cancel := kvContext(r)
@@ -198,7 +210,7 @@ func (s *api) kvPut(w http.ResponseWriter, r *http.Request) {
 		version, err = s.store.Put(ctx, key, body)
 	}
 	if err != nil {
-		writeError(w, err)
+		s.writeError(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, KVView{Key: key, Version: version})
@@ -208,7 +220,7 @@ func (s *api) kvDelete(w http.ResponseWriter, r *http.Request) {
 	key := r.PathValue("key")
 	v, hasV, err := uintParam(r, "version")
 	if err != nil {
-		writeError(w, err)
+		s.writeError(w, r, err)
 		return
 	}
 	var opts []cp.WriteOption
@@ -218,7 +230,7 @@ func (s *api) kvDelete(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := kvContext(r)
 	defer cancel()
 	if err := s.store.Delete(ctx, key, opts...); err != nil {
-		writeError(w, err)
+		s.writeError(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"deleted": key})
@@ -251,13 +263,21 @@ func boolParam(r *http.Request, name string) (bool, error) {
 	return v, nil
 }
 
-// writeError is WriteError.
-func writeError(w http.ResponseWriter, err error) { WriteError(w, err) }
+// tooLarge reports whether err is a body's http.MaxBytesReader limit.
+func tooLarge(err error) bool {
+	var mb *http.MaxBytesError
+	return errors.As(err, &mb)
+}
+
+// writeError is WriteError with the routes' logger.
+func (s *api) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	WriteError(w, r, s.cfg.Logger, err)
+}
 
 // WriteError answers with the status that fits the store's error (404,
-// 409, 400, 413, 503, 504; 500 for anything else) and a JSON body
-// {"error": message}.
-func WriteError(w http.ResponseWriter, err error) {
+// 409, 400, 413, 503, 504) and its message; anything else is a 500 whose
+// cause is logged to log under the request ID the answer carries.
+func WriteError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	status := http.StatusInternalServerError
 	for _, m := range []struct {
 		err    error
@@ -279,7 +299,11 @@ func WriteError(w http.ResponseWriter, err error) {
 			break
 		}
 	}
-	writeJSON(w, status, map[string]string{"error": err.Error()})
+	if status == http.StatusInternalServerError {
+		httperr.Internal(w, r, log, err)
+		return
+	}
+	httperr.Write(w, status, err.Error())
 }
 
 // maxSnapshotBody bounds a restore's body.
@@ -290,7 +314,7 @@ func (s *api) admin(h http.HandlerFunc) http.HandlerFunc { return RequireAdmin(s
 
 // RequireAdmin lets only callers that caller says are authenticated
 // administrators through to h: 401 (with WWW-Authenticate) for an
-// anonymous caller, 403 for anyone else, as {"error": message}.
+// anonymous caller, 403 for anyone else.
 func RequireAdmin(caller func(*http.Request) (authenticated, admin bool), h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		authenticated, admin := caller(r)
@@ -298,7 +322,7 @@ func RequireAdmin(caller func(*http.Request) (authenticated, admin bool), h http
 		case !authenticated:
 			Unauthorized(w, "authentication required: an administrator's credentials")
 		case !admin:
-			writeJSON(w, http.StatusForbidden, map[string]string{"error": "only administrators may do this"})
+			httperr.Write(w, http.StatusForbidden, "only administrators may do this")
 		default:
 			h(w, r)
 		}
@@ -308,7 +332,7 @@ func RequireAdmin(caller func(*http.Request) (authenticated, admin bool), h http
 // Unauthorized answers 401 with WWW-Authenticate and msg.
 func Unauthorized(w http.ResponseWriter, msg string) {
 	w.Header().Set("WWW-Authenticate", `Basic realm="shoal"`)
-	writeJSON(w, http.StatusUnauthorized, map[string]string{"error": msg})
+	httperr.Write(w, http.StatusUnauthorized, msg)
 }
 
 func opsContext(r *http.Request) (context.Context, context.CancelFunc) {
@@ -330,7 +354,7 @@ func (s *api) snapshotSave(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		writeError(w, err)
+		s.writeError(w, r, err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
@@ -349,12 +373,14 @@ func (s *api) snapshotRestore(w http.ResponseWriter, r *http.Request) {
 	}
 	info, err := s.store.Restore(ctx, http.MaxBytesReader(w, r.Body, maxSnapshotBody))
 	switch {
+	case tooLarge(err):
+		httperr.Write(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("a snapshot is at most %d bytes", maxSnapshotBody))
 	case errors.Is(err, cp.ErrNotLeader): // leadership moved while reading
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error() + "; try again"})
+		httperr.Write(w, http.StatusServiceUnavailable, err.Error()+"; try again")
 	case errors.Is(err, cp.ErrBadSnapshot):
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		httperr.Write(w, http.StatusBadRequest, err.Error())
 	case err != nil:
-		writeError(w, err)
+		s.writeError(w, r, err)
 	default:
 		writeJSON(w, http.StatusOK, info)
 	}
@@ -363,7 +389,7 @@ func (s *api) snapshotRestore(w http.ResponseWriter, r *http.Request) {
 func (s *api) raftPeers(w http.ResponseWriter, r *http.Request) {
 	peers, err := s.store.Peers()
 	if err != nil {
-		writeError(w, err)
+		s.writeError(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, peers)
@@ -377,9 +403,9 @@ func (s *api) raftRemovePeer(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case answered:
 	case errors.Is(err, cp.ErrPeerAlive):
-		writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
+		httperr.Write(w, http.StatusConflict, err.Error())
 	case err != nil:
-		writeError(w, err)
+		s.writeError(w, r, err)
 	default:
 		writeJSON(w, http.StatusOK, map[string]string{"removed": name})
 	}
@@ -406,7 +432,7 @@ func (s *api) onLeader(ctx context.Context, w http.ResponseWriter, r *http.Reque
 		}
 		select {
 		case <-ctx.Done():
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": fmt.Sprintf("%v (waited %v for a leader)", err, leaderWait)})
+			httperr.Write(w, http.StatusServiceUnavailable, fmt.Sprintf("%v (waited %v for a leader)", err, leaderWait))
 			return true, err
 		case <-time.After(100 * time.Millisecond):
 		}

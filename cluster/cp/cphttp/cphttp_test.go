@@ -69,6 +69,18 @@ func (a answer) field(name string) any {
 	return m[name]
 }
 
+// message is the error body's first message, nil if there is none: the
+// one shape of the node's errors, {"errors":[{"message": …}]}.
+func (a answer) message() any {
+	var e struct {
+		Errors []struct{ Message *string }
+	}
+	if json.Unmarshal(a.body, &e) != nil || len(e.Errors) != 1 || e.Errors[0].Message == nil {
+		return nil
+	}
+	return *e.Errors[0].Message
+}
+
 func do(t *testing.T, c *http.Client, method, url, who string, body []byte) answer {
 	t.Helper()
 	req, _ := http.NewRequest(method, url, bytes.NewReader(body))
@@ -120,7 +132,7 @@ func TestKVRoutes(t *testing.T) {
 		{"DELETE", "/v1/kv/a/b?version=x", "", 400, "not a version number"},
 	} {
 		a := do(t, c, tc.method, base+tc.path, "admin", []byte(tc.body))
-		msg, _ := a.field("error").(string)
+		msg, _ := a.message().(string)
 		if a.code != tc.want || !strings.Contains(msg, tc.msg) {
 			t.Errorf("%s %.40s: %d %q, want %d with %q", tc.method, tc.path, a.code, msg, tc.want, tc.msg)
 		}
@@ -159,7 +171,7 @@ func TestKVNeedsAnAdministrator(t *testing.T) {
 	for who, want := range map[string]int{"": 401, "user": 403} {
 		for _, r := range routes {
 			a := do(t, c, r.method, base+r.path, who, []byte("2"))
-			if a.code != want || a.field("error") == nil {
+			if a.code != want || a.message() == nil {
 				t.Errorf("%s %s as %q: %d %s, want %d", r.method, r.path, who, a.code, a.body, want)
 			}
 			if want == 401 && a.header.Get("WWW-Authenticate") == "" {
@@ -169,7 +181,7 @@ func TestKVNeedsAnAdministrator(t *testing.T) {
 	}
 	for _, r := range []struct{ method, path string }{{"PUT", "/v1/kv/sys/x"}, {"PUT", "/v1/kv/sys/new"}, {"PUT", "/v1/kv/sys/x?cas=1"}, {"DELETE", "/v1/kv/sys/x"}} {
 		a := do(t, c, r.method, base+r.path, "admin", []byte("2"))
-		if msg, _ := a.field("error").(string); a.code != 403 || !strings.Contains(msg, "read-only") {
+		if msg, _ := a.message().(string); a.code != 403 || !strings.Contains(msg, "read-only") {
 			t.Errorf("an administrator's %s %s: %d %s", r.method, r.path, a.code, a.body)
 		}
 	}
