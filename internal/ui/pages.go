@@ -12,6 +12,7 @@ import (
 
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/gitfront"
+	"github.com/shoal-dev/shoal/internal/httperr"
 )
 
 // pageNames are the pages, in the navigation's order.
@@ -72,7 +73,7 @@ func (u *UI) render(w http.ResponseWriter, status int, d *pageData) {
 	var buf bytes.Buffer
 	if err := u.pages[d.Page].ExecuteTemplate(&buf, "layout", d); err != nil {
 		u.log.Error("ui: rendering a page", "page", d.Page, "err", err)
-		http.Error(w, "internal error rendering the page", http.StatusInternalServerError)
+		httperr.Write(w, http.StatusInternalServerError, "internal error rendering the page")
 		return
 	}
 	securityHeaders(w)
@@ -183,18 +184,18 @@ func (u *UI) events(w http.ResponseWriter, r *http.Request) {
 	}
 	sess := u.sessions.get(cookie)
 	if sess == nil {
-		http.Error(w, "log in first", http.StatusUnauthorized)
+		httperr.Write(w, http.StatusUnauthorized, "log in first")
 		return
 	}
 	page := r.URL.Query().Get("page")
 	if !livePages[page] {
-		http.Error(w, "no live updates for page "+fmt.Sprintf("%q", page), http.StatusBadRequest)
+		httperr.Write(w, http.StatusBadRequest, fmt.Sprintf("no live updates for page %q", page))
 		return
 	}
 	st, err := u.hub.open(topic{page: page, admin: sess.user.Admin})
 	if err != nil {
 		w.Header().Set("Retry-After", "10")
-		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		httperr.Write(w, http.StatusServiceUnavailable, strings.TrimPrefix(err.Error(), "ui: ")+"; retry later")
 		return
 	}
 	defer u.hub.remove(st)
