@@ -49,10 +49,21 @@ import (
 //     copies from the old owner.
 //   - A gap in a partition's change numbers drops the partition's copies;
 //     a read lease that is regained after this node was excluded drops
-//     them all; without a valid lease no copy is served. Query results
-//     kept near are judged against the query spaces as at the owner: in
-//     NEAR mode every space update reaches every node before it is
-//     acknowledged.
+//     them all; without a valid lease no copy is served.
+//   - Query results are this node's own, as in LOCAL mode with
+//     synchronous invalidation: a miss loads from the database and keeps
+//     the result without asking the owner (getQuery). What keeps them
+//     honest needs no owner: every query-space update, region clear and
+//     change of a query key (nearRegion.change) reaches every node before
+//     it is acknowledged, over the bus (a member that does not answer is
+//     excluded and waited out), and stamps the spaces, region or key on
+//     arrival; a result stamped before its load began is kept and served
+//     only while it is above those stamps, so a write acknowledged after
+//     the load began either stamps before the result is kept (refused)
+//     or after (never served) — the package doc's stale-put argument, on
+//     this node's clock. A query result changes with every write of its
+//     tables, so sharing it through the owner cost a round trip on most
+//     of its misses, and a put and a replication after the load.
 type near struct {
 	*dist
 	store *ristretto.Cache[string, *nearEntry]
@@ -263,7 +274,15 @@ func (r *nearRegion) skey(key string) string { return r.name + "\x00" + key }
 func (r *nearRegion) get(ctx context.Context, key string, spaces []string, load Loader) ([]byte, error) {
 	if !r.c.valid() {
 		r.c.stats.NearMisses[nearMissLease].Add(1)
+		if r.kind == QueryRegion {
+			r.stats.Misses.Add(1)
+			r.stats.Loads.Add(1)
+			return load(ctx)
+		}
 		return r.distRegion.get(ctx, key, spaces, load)
+	}
+	if r.kind == QueryRegion {
+		return r.getQuery(ctx, key, spaces, load)
 	}
 	p := r.d.partition(r.name, key)
 	if v, ok := r.lookup(p, key); ok {
@@ -316,6 +335,105 @@ func (r *nearRegion) get(ctx context.Context, key string, spaces []string, load 
 		r.stats.Puts.Add(1)
 	}
 	return r.loads.finish(key, own)
+}
+
+// getQuery answers a get of a query result from this node's own copy, or
+// loads it and keeps it (the near type's doc says why no owner is asked).
+func (r *nearRegion) getQuery(ctx context.Context, key string, spaces []string, load Loader) ([]byte, error) {
+	if v, ok := r.lookupOwn(key, spaces); ok {
+		r.stats.Hits.Add(1)
+		r.c.stats.NearHits.Add(1)
+		return v, nil
+	}
+	r.stats.Misses.Add(1)
+	floor := max(r.c.spacesStamp(spaces), r.ownFloor(key))
+	// Join a load in flight only if it began after the last change this
+	// get could know of (LOCAL's rule).
+	own := &loadCall{stamp: r.c.tick(), done: make(chan struct{})}
+	call, mine := r.loads.start(key, func(c *loadCall) bool { return c.stamp > floor }, own)
+	if !mine {
+		return r.join(ctx, call)
+	}
+	r.stats.Loads.Add(1)
+	own.value, own.err = load(ctx)
+	if own.err == nil {
+		r.keepOwn(key, own.value, own.stamp, spaces)
+	}
+	return r.loads.finish(key, own)
+}
+
+// ownFloor is the stamp at or below which no query result of key is
+// served: the node's, the region's and the key's latest drops.
+func (r *nearRegion) ownFloor(key string) uint64 {
+	r.n.mu.Lock()
+	floor := r.n.floor
+	r.n.mu.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return max(floor, r.inv[key], r.cleared)
+}
+
+// lookupOwn returns this node's query result for key, if still valid.
+func (r *nearRegion) lookupOwn(key string, spaces []string) ([]byte, bool) {
+	e, ok := r.n.store.Get(r.skey(key))
+	if !ok {
+		cause := nearMissCold
+		r.mu.Lock()
+		if r.inv[key] != 0 {
+			cause = nearMissKey
+		}
+		r.mu.Unlock()
+		r.c.stats.NearMisses[cause].Add(1)
+		return nil, false
+	}
+	floor := r.ownFloor(key)
+	sp := max(r.c.spacesStamp(spaces), r.c.spacesStamp(e.spaces))
+	if e.stamp <= floor || e.stamp <= sp || !r.c.valid() {
+		switch {
+		case e.stamp <= floor:
+			r.c.stats.NearMisses[nearMissKey].Add(1)
+		case e.stamp <= sp:
+			r.c.stats.NearMisses[nearMissSpaces].Add(1)
+		default:
+			r.c.stats.NearMisses[nearMissLease].Add(1)
+		}
+		r.n.store.Del(r.skey(key))
+		return nil, false
+	}
+	return e.value, true
+}
+
+// keepOwn keeps a query result whose load began at stamp, unless its key,
+// region or spaces changed since.
+func (r *nearRegion) keepOwn(key string, v []byte, stamp uint64, spaces []string) {
+	if testBeforeKeep != nil {
+		testBeforeKeep(key)
+	}
+	if stamp <= r.ownFloor(key) || stamp <= r.c.spacesStamp(spaces) {
+		r.c.stats.NearDrops[nearKeepChanged].Add(1)
+		return
+	}
+	if !r.c.valid() {
+		return
+	}
+	e := &nearEntry{value: v, stamp: stamp, spaces: slices.Clone(spaces)}
+	cost := int64(len(v) + len(key) + 64)
+	if r.c.cfg.TTL > 0 {
+		r.n.store.SetWithTTL(r.skey(key), e, cost, r.c.cfg.TTL)
+	} else {
+		r.n.store.Set(r.skey(key), e, cost)
+	}
+}
+
+// change applies a change of key at its owner (whose entry DISTRIBUTED
+// serves after a switch) and, for a query result, which every node keeps
+// on its own, on every node before it returns.
+func (r *nearRegion) change(ctx context.Context, o op, key string) error {
+	if err := r.distRegion.change(ctx, o, key); err != nil || r.kind != QueryRegion {
+		return err
+	}
+	r.dropKey(key)
+	return r.c.publish(ctx, message{Op: o, Region: r.name, Key: key})
 }
 
 // nearFloors are the stamps at or below which no near copy of a key is
@@ -441,8 +559,11 @@ func (r *nearRegion) drop() {
 }
 
 func (r *nearRegion) deliver(m message) {
-	if m.Op == opClear {
+	switch {
+	case m.Op == opClear:
 		r.drop()
+	case r.kind == QueryRegion && (m.Op == opInvalidate || m.Op == opLock || m.Op == opUnlock):
+		r.dropKey(m.Key)
 	}
 }
 

@@ -293,3 +293,82 @@ func TestNearChangeReachesOnlyKeyHolders(t *testing.T) {
 		}
 	}
 }
+
+// Query results in NEAR mode are each node's own: a miss loads and keeps
+// the result without a call to its owner. A space update, or a change of
+// the query's key, through another node drops them everywhere before it
+// returns, including a result whose load began before the write and is
+// kept after it (the stale put race, on the reader's clock).
+func TestNearQueryResultsOwn(t *testing.T) {
+	_, _, caches := distCaches(t, 34, 3, cluster.CacheModeNear)
+	ctx := context.Background()
+	qs := make([]*Region, 3)
+	for i, c := range caches {
+		var err error
+		if qs[i], err = c.Region("q", QueryRegion, NonstrictReadWrite); err != nil {
+			t.Fatal(err)
+		}
+	}
+	spaces := []string{"comments"}
+	var page counter
+	read := func(i int) {
+		t.Helper()
+		v, err := qs[i].GetQuery(ctx, "open", spaces, page.load)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !page.is(v) {
+			t.Fatalf("node %d served query result version %s after version %d was acknowledged", i+1, v, page.v.Load())
+		}
+	}
+	// Node 2 reads: a load, then hits, and no call to any owner.
+	calls := caches[1].Stats().Node.RemoteCalls
+	page.prime(t, "the query on node 2", func() error {
+		_, err := qs[1].GetQuery(ctx, "open", spaces, page.load)
+		return err
+	})
+	if c := caches[1].Stats().Node.RemoteCalls; c != calls {
+		t.Fatalf("node 2 made %d remote calls to load and read a query result", c-calls)
+	}
+	// A space update through node 1 while node 2's load is in flight.
+	wrote := make(chan error, 1)
+	page.v.Add(1)
+	if err := caches[0].UpdateSpaces(ctx, spaces...); err != nil {
+		t.Fatal(err)
+	}
+	testBeforeKeep = func(string) {
+		testBeforeKeep = nil
+		page.v.Add(1)
+		wrote <- caches[0].UpdateSpaces(ctx, spaces...)
+	}
+	t.Cleanup(func() { testBeforeKeep = nil })
+	stale := page.v.Load()
+	v, err := qs[1].GetQuery(ctx, "open", spaces, page.load) // loads version stale, then the write
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-wrote:
+		if err != nil {
+			t.Fatal(err)
+		}
+	default:
+		t.Fatalf("node 2 served %s from its copy after version %d's space update was acknowledged", v, stale)
+	}
+	if string(v) != fmt.Sprint(stale) {
+		t.Fatalf("node 2's load returned %s, want %d", v, stale)
+	}
+	read(1)
+	read(2)
+	// A change of the query's key through node 3 reaches node 2's copy.
+	page.prime(t, "the query on node 2 again", func() error {
+		_, err := qs[1].GetQuery(ctx, "open", spaces, page.load)
+		return err
+	})
+	page.v.Add(1)
+	if err := qs[2].Evict(ctx, "open"); err != nil {
+		t.Fatal(err)
+	}
+	read(1)
+	read(0)
+}
