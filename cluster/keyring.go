@@ -104,6 +104,10 @@ func checkGossipKey(k []byte) error {
 // the primary first (Consul's format).
 type keyringFile []string
 
+// ReadKeyringFile reads a keyring kept in Config.KeyringFile: its keys,
+// the primary first.
+func ReadKeyringFile(path string) ([][]byte, error) { return readKeyring(path) }
+
 func readKeyring(path string) ([][]byte, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -178,9 +182,21 @@ func (n *Node) openKeyring() (*memberlist.Keyring, error) {
 		keys, err = readKeyring(c.KeyringFile)
 		switch {
 		case err == nil:
-			if len(c.GossipKey) > 0 && !slices.ContainsFunc(keys, func(k []byte) bool { return bytes.Equal(k, c.GossipKey) }) {
-				c.Logger.Warn("cluster: the gossip key given is not in the saved keyring, which wins (keys rotated with 'shoal keyring'); "+
-					"to start from the given key instead, remove the keyring file", "keyring", c.KeyringFile)
+			at := slices.IndexFunc(keys, func(k []byte) bool { return bytes.Equal(k, c.GossipKey) })
+			switch {
+			case len(c.GossipKey) == 0:
+				c.Logger.Info("cluster: gossip keyring read from the data directory", "keyring", c.KeyringFile, "keys", len(keys))
+			case at == 0:
+				c.Logger.Info("cluster: gossip keyring read from the data directory; the gossip key given is its primary key",
+					"keyring", c.KeyringFile, "keys", len(keys))
+			case at > 0:
+				c.Logger.Warn("cluster: the gossip key given is stale: the keyring saved in the data directory wins, "+
+					"where it is installed but another key is in use (keys rotated with 'shoal keyring')",
+					"keyring", c.KeyringFile, "keys", len(keys))
+			default:
+				c.Logger.Warn("cluster: the gossip key given is stale: it is not in the keyring saved in the data directory, which wins "+
+					"(keys rotated with 'shoal keyring'); to start from the given key instead, remove the keyring file",
+					"keyring", c.KeyringFile, "keys", len(keys))
 			}
 		case errors.Is(err, os.ErrNotExist):
 			keys = nil

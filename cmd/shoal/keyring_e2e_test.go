@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -170,4 +171,116 @@ func TestGossipKeyringE2E(t *testing.T) {
 	if got := metricSum(rc.client, rc.node(1), "shoal_peer_refused_total", `listener="gossip"`, `reason="unknown_key"`); got < 1 {
 		t.Fatalf("node1 counted %v refusals of gossip under an unknown key", got)
 	}
+}
+
+// After a gossip key rotation on a running 'shoal up' cluster, the nodes
+// 'shoal up' starts again come back: one killed and restarted by the
+// supervisor, one by 'shoal up restart NAME' (which logs that its saved
+// keyring is read); <data-dir>/gossip.key follows the rotation, so a node
+// added afterwards with that key (and a certificate of the cluster's CA)
+// joins. Before, gossip.key kept the removed key and a new node could not
+// join.
+func TestUpRestartAndJoinAfterKeyRotation(t *testing.T) {
+	dir := t.TempDir()
+	_, out := startUpLines(t, dir)
+	waitUntil(t, 120*time.Second, "3 alive nodes", func() bool { return allAlive(dir) })
+	keyFile := filepath.Join(dir, gossipKeyFile)
+	readKey := func() string {
+		b, err := os.ReadFile(keyFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	oldB64 := readKey()
+	k, _ := cluster.GenerateGossipKey()
+	newB64 := cluster.EncodeGossipKey(k)
+	for _, step := range [][]string{{"install", newB64}, {"use", newB64}, {"remove", oldB64}} {
+		out, err := shoalCLI(t, "keyring", step[0], step[1], "--data-dir", dir)
+		if err != nil {
+			t.Fatalf("shoal keyring %s: %v\n%s", step[0], err, out)
+		}
+	}
+	if out, err := shoalCLI(t, "keyring", "list", "--data-dir", dir); err != nil || strings.Contains(out, oldB64) || !strings.Contains(out, newB64) {
+		t.Fatalf("shoal keyring list after the rotation: %v\n%s", err, out)
+	}
+
+	// The supervisor's restart of a killed node.
+	kids := childPIDs(t, dir)
+	if err := syscall.Kill(kids[1], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	out.waitLine(t, "node2 is running again", 120*time.Second)
+	waitUntil(t, 90*time.Second, "3 alive nodes after node2's restart", func() bool { return allAlive(dir) })
+	// 'shoal up restart NAME'.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	got, err := exec.CommandContext(ctx, shoalBin, "up", "restart", "node3", "--data-dir", dir).CombinedOutput()
+	if err != nil || !strings.Contains(string(got), "ok: node3 is running again") {
+		t.Fatalf("shoal up restart node3: %v\n%s", err, got)
+	}
+	waitUntil(t, 90*time.Second, "3 alive nodes after node3's restart", func() bool { return allAlive(dir) })
+	for _, n := range []string{"node2", "node3"} {
+		logb, _ := os.ReadFile(filepath.Join(dir, n, "node.log"))
+		if !strings.Contains(string(logb), "gossip keyring read from the data directory; the gossip key given is its primary key") {
+			t.Fatalf("%s's log does not say that it read its keyring with the key in use:\n%s", n, grepLines(logb, "keyring"))
+		}
+	}
+	if got := readKey(); got != newB64 {
+		t.Fatalf("%s holds %s after the rotation and restarts, want the new key %s", keyFile, got, newB64)
+	}
+
+	// A node added with gossip.key and a certificate of the CA joins.
+	tlsDir := filepath.Join(dir, "tls")
+	if out, err := shoalCLI(t, "tls", "issue", "node9", "--dir", tlsDir); err != nil {
+		t.Fatalf("shoal tls issue: %v\n%s", err, out)
+	}
+	var cf clusterFile
+	if err := readJSONFile(filepath.Join(dir, "cluster.json"), &cf); err != nil {
+		t.Fatal(err)
+	}
+	nodeDir := t.TempDir()
+	logPath := filepath.Join(nodeDir, "node.log")
+	cmd := exec.Command(shoalBin, "node", "--name", "node9", "--data-dir", filepath.Join(nodeDir, "data"),
+		"--bind", "127.0.0.1:0", "--rpc", "127.0.0.1:0", "--http", "127.0.0.1:0", "--raft", "127.0.0.1:0",
+		"--db", filepath.Join(dir, "shoal.db"), "--join", cf.Nodes[0].Gossip, "--log-file", logPath,
+		"--tls-ca", filepath.Join(tlsDir, "ca.pem"), "--tls-cert", filepath.Join(tlsDir, "node9.pem"),
+		"--tls-key", filepath.Join(tlsDir, "node9-key.pem"))
+	cmd.Env = append(os.Environ(), "SHOAL_GOSSIP_KEY="+readKey())
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	var exitErr error
+	go func() { exitErr = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+	})
+	tok, _ := localcluster.ReadAdminToken(dir)
+	waitUntil(t, 120*time.Second, "node1 to see node9 alive", func() bool {
+		select {
+		case <-exited:
+			logb, _ := os.ReadFile(logPath)
+			t.Fatalf("node9 exited: %v\n%s", exitErr, logb)
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		v, err := localcluster.FetchView(ctx, cf.Nodes[0].HTTP, tok)
+		if err != nil {
+			return false
+		}
+		for _, m := range v.Members {
+			if m.Name == "node9" && m.State == "alive" {
+				return true
+			}
+		}
+		return false
+	})
 }

@@ -132,6 +132,7 @@ func (u *upSettings) run(ctx context.Context, sio stdio) error {
 	if o.GossipKey, err = upGossipKey(o.Dir); err != nil {
 		return err
 	}
+	o.GossipKeyFile = filepath.Join(o.Dir, gossipKeyFile)
 	if u.tls {
 		o.TLSDir = filepath.Join(o.Dir, upTLSDir)
 	}
@@ -198,8 +199,11 @@ const gossipKeyFile = "gossip.key"
 
 // upGossipKey reads the cluster directory's gossip key, creating it
 // (random, 0600) the first time. Each node keeps its own keyring in its
-// data directory from its first start: after a rotation ('shoal
-// keyring') the nodes' keyrings win over this file.
+// data directory from its first start, which wins over the key it is
+// given; after a rotation ('shoal keyring') a node is started with the
+// key in use in the nodes' keyrings, and this file is rewritten with it
+// (localcluster.Options.GossipKeyFile), so that a node added later, or
+// one whose data directory was emptied, joins.
 func upGossipKey(dir string) (string, error) {
 	path := filepath.Join(dir, gossipKeyFile)
 	b, err := os.ReadFile(path)

@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/internal/httpc"
 	"github.com/shoal-dev/shoal/internal/server"
 	"github.com/shoal-dev/shoal/internal/tlsutil"
@@ -53,6 +54,17 @@ type Options struct {
 	// the environment (SHOAL_GOSSIP_KEY), where other users cannot read
 	// it, not among the arguments that ps shows.
 	GossipKey string
+	// GossipKeyFile, if set, is where GossipKey is kept (base64, 0600):
+	// every start of a node rewrites it with the key the node is given,
+	// so that it follows rotations.
+	//
+	// After a rotation ('shoal keyring') GossipKey is stale: each node
+	// starts, and every restart, with the key in use among the nodes'
+	// saved keyrings (the primary key of the keyring changed last, in
+	// DATA-DIR/gossip.keyring) instead, so that a node whose data
+	// directory holds no keyring yet (added, or started afresh) can join.
+	// A node that has one uses its own anyway.
+	GossipKeyFile string
 	// TLSDir, if set, secures the peer RPC and raft with mutual TLS:
 	// Start creates a CA in TLSDir unless it has one, and a certificate
 	// for each node (NAME.pem, NAME-key.pem) unless it has one that is
@@ -313,10 +325,14 @@ func (c *Cluster) spawn(i int, join string) (*Proc, error) {
 	}
 	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
 	if c.opts.GossipKey != "" {
+		key, err := c.gossipKey()
+		if err != nil {
+			return nil, err
+		}
 		if p.cmd.Env == nil {
 			p.cmd.Env = os.Environ()
 		}
-		p.cmd.Env = append(p.cmd.Env, "SHOAL_GOSSIP_KEY="+c.opts.GossipKey)
+		p.cmd.Env = append(p.cmd.Env, "SHOAL_GOSSIP_KEY="+key)
 	}
 	p.cmd.SysProcAttr = childProcAttr()
 	if err := p.cmd.Start(); err != nil {
@@ -339,6 +355,59 @@ func (c *Cluster) spawn(i int, join string) (*Proc, error) {
 		}
 	}()
 	return p, nil
+}
+
+// gossipKey is the key to give a node that starts: the primary key of
+// the nodes' keyring that changed last, or Options.GossipKey if no node
+// has one yet. It is written to Options.GossipKeyFile if that holds
+// another.
+func (c *Cluster) gossipKey() (string, error) {
+	key := c.opts.GossipKey
+	var newest time.Time
+	for i := 1; i <= c.opts.N; i++ {
+		path := filepath.Join(c.opts.Dir, fmt.Sprintf("node%d", i), server.KeyringFileName)
+		st, err := os.Stat(path)
+		if err != nil || !st.ModTime().After(newest) {
+			continue
+		}
+		keys, err := cluster.ReadKeyringFile(path)
+		if err != nil {
+			continue // that node refuses to start with it, and says why
+		}
+		key, newest = cluster.EncodeGossipKey(keys[0]), st.ModTime()
+	}
+	if f := c.opts.GossipKeyFile; f != "" {
+		if b, err := os.ReadFile(f); err != nil || strings.TrimSpace(string(b)) != key {
+			if err := writeFileAtomic(f, []byte(key+"\n")); err != nil {
+				return "", fmt.Errorf("localcluster: keeping the gossip key current: %w", err)
+			}
+		}
+	}
+	return key, nil
+}
+
+// writeFileAtomic replaces path with b (mode 0600) through a temporary
+// file and a rename.
+func writeFileAtomic(path string, b []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	_, err = tmp.Write(b)
+	if err == nil {
+		err = tmp.Chmod(0o600)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
 }
 
 // raftAddr is node i's raft address: BasePort+10(i-1)+2, or a port the OS
