@@ -407,3 +407,52 @@ func decodeInvalidation(b []byte) (invalidation, error) {
 	}
 	return v, d.end()
 }
+
+// appendRepls encodes a message of encoded replications (rpcRepls).
+func appendRepls(b []byte, bodies [][]byte) []byte {
+	e := encoder{b}
+	e.uint(uint64(len(bodies)))
+	for _, body := range bodies {
+		e.bytes(body)
+	}
+	return e.b
+}
+
+// decodeRepls decodes rpcRepls's message into its replications' bodies
+// (aliasing b), each for decodeReplication.
+func decodeRepls(b []byte) ([][]byte, error) {
+	d := decoder{b: b}
+	out := make([][]byte, d.count(maxBatches))
+	for i := range out {
+		out[i] = d.bytes()
+	}
+	return out, d.end()
+}
+
+// appendReplsReply encodes the backup's answer to rpcRepls: per
+// replication, "" when applied, else why not.
+func appendReplsReply(b []byte, msgs []string) []byte {
+	e := encoder{b}
+	e.uint(uint64(len(msgs)))
+	for _, m := range msgs {
+		e.str(m)
+	}
+	return e.b
+}
+
+// decodeReplsReply decodes it, refusing an answer for other than n
+// replications.
+func decodeReplsReply(b []byte, n int) ([]string, error) {
+	d := decoder{b: b}
+	out := make([]string, d.count(maxBatches))
+	for i := range out {
+		out[i] = d.str()
+	}
+	if err := d.end(); err != nil {
+		return nil, err
+	}
+	if len(out) != n {
+		return nil, fmt.Errorf("%w: %d replications answered, %d sent", ErrCodec, len(out), n)
+	}
+	return out, nil
+}

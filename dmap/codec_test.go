@@ -1,6 +1,7 @@
 package dmap
 
 import (
+	"errors"
 	"reflect"
 	"testing"
 )
@@ -105,5 +106,37 @@ func TestMatch(t *testing.T) {
 		if Match(c.p, c.s) != c.ok {
 			t.Errorf("Match(%q, %q) != %v", c.p, c.s, c.ok)
 		}
+	}
+}
+
+func TestReplsCodec(t *testing.T) {
+	r1 := appendReplication(nil, &replication{Partition: 3, Epoch: 7, Seq: 2, Records: []record{{Seq: 2, Key: "a", E: &entry{}}}})
+	r2 := appendReplication(nil, &replication{Partition: 9, Epoch: 7, Full: true, Seq: 5})
+	msg := appendRepls(nil, [][]byte{r1, r2})
+	got, err := decodeRepls(msg)
+	if err != nil || len(got) != 2 || string(got[0]) != string(r1) || string(got[1]) != string(r2) {
+		t.Fatalf("decodeRepls: %q %v", got, err)
+	}
+	rep := appendReplsReply(nil, []string{"", "not the backup"})
+	msgs, err := decodeReplsReply(rep, 2)
+	if err != nil || msgs[0] != "" || msgs[1] != "not the backup" {
+		t.Fatalf("decodeReplsReply: %q %v", msgs, err)
+	}
+	if _, err := decodeReplsReply(rep, 3); !errors.Is(err, ErrCodec) {
+		t.Fatalf("an answer for 2 of 3: %v", err)
+	}
+	// Every truncation and a trailing byte are refused without a panic.
+	for i := range len(msg) {
+		if _, err := decodeRepls(msg[:i]); err == nil {
+			t.Fatalf("decodeRepls of %d of %d bytes: no error", i, len(msg))
+		}
+	}
+	for i := range len(rep) {
+		if _, err := decodeReplsReply(rep[:i], 2); err == nil {
+			t.Fatalf("decodeReplsReply of %d of %d bytes: no error", i, len(rep))
+		}
+	}
+	if _, err := decodeRepls(append(msg, 0)); err == nil {
+		t.Fatal("a trailing byte accepted")
 	}
 }

@@ -21,6 +21,9 @@ const (
 	rpcOp   = "dmap.op"   // a request to an owner
 	rpcRepl = "dmap.repl" // an owner's changes to a backup
 	rpcInv  = "dmap.inv"  // an owner tells a holder that keys changed
+	// rpcRepls: an owner's changes to partitions of one backup, in one
+	// message (repl.go).
+	rpcRepls = "dmap.repls"
 )
 
 // Errors.
@@ -113,11 +116,14 @@ func (c *Config) Validate() error {
 
 // Stats are a map's counters on this node.
 type Stats struct {
-	Keys, Bytes                         int64 // held as owner
-	BackupKeys                          int64
-	Evictions, Expired                  uint64
-	RemoteCalls, Retries, NotAcked      uint64
-	Replications, FullSyncs, Takeovers  uint64
+	Keys, Bytes                        int64 // held as owner
+	BackupKeys                         int64
+	Evictions, Expired                 uint64
+	RemoteCalls, Retries, NotAcked     uint64
+	Replications, FullSyncs, Takeovers uint64
+	// ReplMessages: the messages that carried Replications to backups
+	// (each carries the batches of many partitions bound for one backup).
+	ReplMessages                        uint64
 	InvalidationsSent, InvalidationsGot uint64
 	Exclusions                          uint64
 	// Fetches: partitions taken from their previous owner; EmptyStarts:
@@ -137,7 +143,7 @@ type DMap struct {
 	evictCursor atomic.Uint64
 
 	evictions, expired, remoteCalls, retries, notAcked atomic.Uint64
-	replications, fullSyncs, takeovers                 atomic.Uint64
+	replications, fullSyncs, takeovers, replMessages   atomic.Uint64
 	invSent, invGot, exclusions, fetches, emptyStarts  atomic.Uint64
 
 	hmu     sync.Mutex
@@ -148,6 +154,14 @@ type DMap struct {
 	once    sync.Once
 	closed  atomic.Bool
 	leaseMu sync.Mutex
+
+	// Replication links to the backups (repl.go); ctx ends at Close.
+	ctx         context.Context
+	cancel      context.CancelFunc
+	lmu         sync.Mutex
+	links       map[string]*link
+	linksClosed bool
+	oldPeers    sync.Map // backups that do not know rpcRepls
 }
 
 // holderView is a partition's owner as this node last saw it: when it
@@ -171,8 +185,11 @@ func New(cfg Config) (*DMap, error) {
 	for i := range d.parts {
 		d.parts[i] = &part{}
 	}
+	d.ctx, d.cancel = context.WithCancel(context.Background())
+	d.links = map[string]*link{}
 	d.rpc.Handle(rpcOp, d.handleOp)
 	d.rpc.Handle(rpcRepl, d.handleRepl)
+	d.rpc.Handle(rpcRepls, d.handleRepls)
 	d.rpc.Handle(rpcInv, d.handleInv)
 	d.rpc.Handle(rpcFetch, d.handleFetch)
 	if cfg.Lease != nil {
@@ -195,6 +212,10 @@ func (d *DMap) Close() {
 	d.once.Do(func() {
 		d.closed.Store(true)
 		close(d.stop)
+		d.lmu.Lock()
+		d.linksClosed = true // no sender starts after this
+		d.lmu.Unlock()
+		d.cancel() // the senders' calls end
 	})
 	d.wg.Wait()
 }
@@ -215,7 +236,7 @@ func (d *DMap) Owner(p int) string { return d.cfg.Keeper.Table().Owner(p) }
 func (d *DMap) Stats() Stats {
 	s := Stats{Evictions: d.evictions.Load(), Expired: d.expired.Load(), RemoteCalls: d.remoteCalls.Load(),
 		Retries: d.retries.Load(), NotAcked: d.notAcked.Load(), Replications: d.replications.Load(),
-		FullSyncs: d.fullSyncs.Load(), Takeovers: d.takeovers.Load(), InvalidationsSent: d.invSent.Load(),
+		FullSyncs: d.fullSyncs.Load(), Takeovers: d.takeovers.Load(), ReplMessages: d.replMessages.Load(), InvalidationsSent: d.invSent.Load(),
 		InvalidationsGot: d.invGot.Load(), Exclusions: d.exclusions.Load(),
 		Fetches: d.fetches.Load(), EmptyStarts: d.emptyStarts.Load()}
 	for _, pt := range d.parts {
@@ -294,8 +315,19 @@ func (d *DMap) sweepLoop() {
 			d.invalidate(-1, nil)
 		}
 		d.wasOK = ok
+		// Every partition's changes leave together (one message per
+		// backup); then the sweep waits for them.
+		var pends []pending
+		var fs []*flight
 		for p := range d.parts {
-			d.sweep(p)
+			if pd := d.sweep(p); pd.w != nil || len(pd.notices) > 0 {
+				pends = append(pends, pd)
+				fs = append(fs, pd.f)
+			}
+		}
+		d.submit(fs...)
+		for i := range pends {
+			d.finishSweep(&pends[i])
 		}
 	}
 }

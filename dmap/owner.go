@@ -191,6 +191,7 @@ func (d *DMap) handleOp(ctx context.Context, from string, body []byte) ([]byte, 
 // pending is a batch that ran: what must happen before it is answered.
 type pending struct {
 	w       *replWaiter
+	f       *flight // to submit
 	notices []notice
 	pt      *part
 	p       int
@@ -203,14 +204,20 @@ type pending struct {
 func (d *DMap) serve(ctx context.Context, from string, req *request) reply {
 	rep := reply{Batches: make([]batchReply, len(req.Batches))}
 	pends := make([]pending, len(req.Batches))
+	fs := make([]*flight, 0, len(req.Batches))
 	for i := range req.Batches {
 		pends[i] = d.runBatch(from, req.Track, &req.Batches[i], &rep.Batches[i])
+		if pends[i].f != nil {
+			fs = append(fs, pends[i].f)
+		}
 	}
+	// The batches' changes leave together: one message per backup.
+	d.submit(fs...)
 	for i := range pends {
 		pd := &pends[i]
 		br := &rep.Batches[i]
 		if pd.w != nil {
-			if err := pd.w.wait(d); err != nil {
+			if err := pd.w.wait(); err != nil {
 				d.cfg.Logger.Warn("dmap: replication to a backup failed", "partition", pd.p, "err", err)
 				br.Status, br.Results = statusFailed, nil
 			}
@@ -281,7 +288,7 @@ func (d *DMap) runBatch(from string, track bool, b *batch, br *batchReply) pendi
 		recs = append(recs, record{Key: key, E: pt.keys[key]})
 	}
 	pd := pending{pt: pt, p: b.Partition, notices: d.noticesLocked(pt, b.Partition, flushed, changed)}
-	pd.w = d.enqueue(pt, b.Partition, t, recs)
+	pd.w, pd.f = d.enqueue(pt, b.Partition, t, recs)
 	if d.bytes.Load() > d.cfg.MaxBytes {
 		go d.evictOver() // not under this partition's lock
 	}
@@ -462,8 +469,10 @@ func (d *DMap) evictOver() {
 }
 
 // sweep, at an owner: expires keys whose deadline passed (a sample of
-// them, as Redis does) and gives new backups their baseline.
-func (d *DMap) sweep(p int) {
+// them, as Redis does) and gives new backups their baseline. What it
+// changed is to be replicated (pending's flight, which the caller submits
+// with the other partitions') and the holders told (finishSweep).
+func (d *DMap) sweep(p int) pending {
 	pt, t := d.lockPart(p)
 	if pt.handoff && !pt.owner && d.cfg.Now().After(pt.handoffUntil) {
 		pt.handoff = false
@@ -478,7 +487,7 @@ func (d *DMap) sweep(p int) {
 	}
 	if !pt.owner || !d.leaseValid() || d.cfg.Now().Before(pt.servingFrom) || pt.fetchFrom != "" {
 		pt.mu.Unlock()
-		return
+		return pending{}
 	}
 	now := d.nowMs()
 	var gone []string
@@ -505,17 +514,23 @@ func (d *DMap) sweep(p int) {
 	}
 	if len(recs) == 0 && !needSync {
 		pt.mu.Unlock()
-		return
+		return pending{}
 	}
-	notices := d.noticesLocked(pt, p, false, gone)
-	w := d.enqueue(pt, p, t, recs)
+	pd := pending{pt: pt, p: p, notices: d.noticesLocked(pt, p, false, gone)}
+	pd.w, pd.f = d.enqueue(pt, p, t, recs)
 	pt.mu.Unlock()
-	if err := w.wait(d); err != nil {
-		d.cfg.Logger.Debug("dmap: syncing backups", "partition", p, "err", err)
+	return pd
+}
+
+// finishSweep waits for a sweep's replication and tells the holders of
+// the keys it expired.
+func (d *DMap) finishSweep(pd *pending) {
+	if err := pd.w.wait(); err != nil {
+		d.cfg.Logger.Debug("dmap: syncing backups", "partition", pd.p, "err", err)
 	}
-	if len(notices) > 0 {
+	if len(pd.notices) > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), d.cfg.SyncTimeout)
-		_ = d.tell(ctx, pt, notices)
+		_ = d.tell(ctx, pd.pt, pd.notices)
 		cancel()
 	}
 }

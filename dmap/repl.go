@@ -4,167 +4,365 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/shoal-dev/shoal/cluster/rpc"
 	"github.com/shoal-dev/shoal/l2cache"
 )
 
 // Replication: an owner numbers its changes to a partition (one record per
 // key a write left in a new state) and sends them to every backup in
-// order, in batches: one batch in flight per partition, the next carrying
-// whatever queued meanwhile, so that a hot partition costs one round trip
-// per batch, not per write. A write is acknowledged only when its batch
-// reached every backup. The first batch an owner sends a backup under a
-// table is the whole partition (a baseline); a backup applies records
-// after its baseline in order, and a gap taints its copy.
+// order, in batches: one batch ("flight") in flight per partition, the next
+// carrying whatever queued meanwhile, so that a hot partition costs one
+// round trip per batch, not per write. A write is acknowledged only when
+// its batch reached every backup. The first batch an owner sends a backup
+// under a table is the whole partition (a baseline); a backup applies
+// records after its baseline in order, and a gap taints its copy.
+//
+// The flights of all partitions bound for one backup leave together: each
+// backup has a link, whose senders (at most linkSenders at a time) take
+// every flight queued for it into one message (rpcRepls) per round trip,
+// so that writes to many partitions — a pipeline's, or many clients' at
+// once — cost one round trip to each backup, not one per partition. The
+// order within a partition is kept by the one flight per partition: a
+// partition's next flight is queued only after every backup answered the
+// last.
 
-// replQueue is an owner's records waiting for their batch.
+// linkSenders bounds the messages in flight to one backup at a time;
+// linkBytes is the size past which a sender leaves further flights for
+// the next message.
+const (
+	linkSenders = 2
+	linkBytes   = 1 << 20
+)
+
+// replQueue is an owner's records waiting for their flight.
 type replQueue struct {
 	recs    []record
 	waiters []*replWaiter
-	busy    bool // a batch is in flight, or a leader is about to send one
+	busy    bool // a flight is out
 }
 
-// replWaiter is a write waiting for its batch. The goroutine that waits is
-// handed the sending of a batch when its turn comes (ch receives true), so
-// no goroutine is started per partition.
-type replWaiter struct {
-	ch  chan bool
-	err error
-	pt  *part
-	p   int
+// replWaiter is a write waiting for its flight: ch receives the outcome.
+type replWaiter struct{ ch chan error }
+
+// flight is one batch of a partition on its way to the partition's backups.
+type flight struct {
+	pt      *part
+	p       int
+	epoch   uint64
+	sends   []replSend
+	waiters []*replWaiter
+	mu      sync.Mutex
+	left    int
+	errs    []error
 }
 
-// enqueue numbers recs and queues them for the backups (pt locked). It
-// returns nil when the partition has no backups.
-func (d *DMap) enqueue(pt *part, p int, t *l2cache.PartitionTable, recs []record) *replWaiter {
+type replSend struct {
+	to   string
+	r    *replication
+	body []byte // r encoded
+}
+
+// link is the queue of flights bound for one backup (under DMap.lmu).
+type link struct {
+	to      string
+	queue   []linkItem
+	senders int
+}
+
+type linkItem struct {
+	f *flight
+	i int // the flight's send
+}
+
+// enqueue numbers recs and queues them for the backups (pt locked). Unless
+// a flight of the partition is out, they leave in a new flight, which the
+// caller submits once it unlocked the partition (with those of the other
+// partitions it ran: they leave together). The waiter is nil when the
+// partition has no backups.
+func (d *DMap) enqueue(pt *part, p int, t *l2cache.PartitionTable, recs []record) (*replWaiter, *flight) {
 	for i := range recs {
 		pt.seq++
 		recs[i].Seq = pt.seq
 	}
 	if len(backupsOf(t, p)) == 0 {
-		return nil
+		return nil, nil
 	}
-	w := &replWaiter{ch: make(chan bool, 1), pt: pt, p: p}
+	w := &replWaiter{ch: make(chan error, 1)}
 	pt.rq.recs = append(pt.rq.recs, recs...)
 	pt.rq.waiters = append(pt.rq.waiters, w)
+	var f *flight
 	if !pt.rq.busy {
 		pt.rq.busy = true
-		w.ch <- true
+		f = d.startFlight(pt, p, t)
 	}
-	return w
+	return w, f
 }
 
-// wait returns when w's batch reached every backup, or why it did not.
-func (w *replWaiter) wait(d *DMap) error {
+// wait returns when w's flight reached every backup, or why it did not.
+func (w *replWaiter) wait() error {
 	if w == nil {
 		return nil
 	}
-	if <-w.ch {
-		d.sendBatch(w.pt, w.p)
-	}
-	return w.err
+	return <-w.ch
 }
 
-// sendBatch sends what is queued for partition p to its backups, completes
-// the waiters, and hands the next batch to its first waiter.
-func (d *DMap) sendBatch(pt *part, p int) {
-	pt.mu.Lock()
-	t := d.adjust(pt, p)
+// startFlight makes what is queued for partition p a flight to its
+// backups of table t (pt locked, rq.busy set, t the partition's adjusted
+// table), for the caller to submit once it unlocked pt. It returns nil,
+// and completes the waiters, when there is nothing to send (no backup in
+// this table) or this node no longer owns the partition.
+func (d *DMap) startFlight(pt *part, p int, t *l2cache.PartitionTable) *flight {
 	recs, ws := pt.rq.recs, pt.rq.waiters
 	pt.rq.recs, pt.rq.waiters = nil, nil
 	var err error
-	var sends []replSend
 	if !pt.owner {
 		err = fmt.Errorf("dmap: no longer the owner of partition %d", p)
-	} else {
-		sends = d.plan(pt, p, t.Epoch, backupsOf(t, p), recs)
+	} else if sends := d.plan(pt, p, t.Epoch, backupsOf(t, p), recs); len(sends) > 0 {
+		return &flight{pt: pt, p: p, epoch: t.Epoch, sends: sends, waiters: ws, left: len(sends), errs: make([]error, len(sends))}
 	}
-	pt.mu.Unlock()
-	if err == nil {
-		err = d.send(pt, p, t.Epoch, sends)
-	}
+	pt.rq.busy = false
 	for _, w := range ws {
-		w.err = err
+		w.ch <- err
 	}
-	pt.mu.Lock()
-	var next *replWaiter
-	if len(pt.rq.waiters) > 0 {
-		next = pt.rq.waiters[0]
-	} else {
-		pt.rq.busy = false
-	}
-	pt.mu.Unlock()
-	for _, w := range ws {
-		select {
-		case w.ch <- false:
-		default: // the leader itself: not waiting on its channel
-		}
-	}
-	if next != nil {
-		next.ch <- true
-	}
-}
-
-type replSend struct {
-	to string
-	r  *replication
+	return nil
 }
 
 // plan builds each backup's batch (pt locked): a baseline for a backup not
-// yet given one under this table, else the queued records.
+// yet given one under this table, else the queued records. Each is
+// encoded once.
 func (d *DMap) plan(pt *part, p int, epoch uint64, backups []string, recs []record) []replSend {
-	var full *replication
+	var full, inc *replSend
 	out := make([]replSend, 0, len(backups))
-	inc := &replication{Partition: p, Epoch: epoch, Seq: pt.seq, Records: recs}
 	for _, b := range backups {
 		if pt.syncedAt[b] == epoch {
-			out = append(out, replSend{b, inc})
+			if inc == nil {
+				r := &replication{Partition: p, Epoch: epoch, Seq: pt.seq, Records: recs}
+				inc = &replSend{r: r, body: appendReplication(nil, r)}
+			}
+			out = append(out, replSend{b, inc.r, inc.body})
 			continue
 		}
 		if full == nil {
-			full = &replication{Partition: p, Epoch: epoch, Full: true, Seq: pt.seq, Records: make([]record, 0, len(pt.keys))}
+			r := &replication{Partition: p, Epoch: epoch, Full: true, Seq: pt.seq, Records: make([]record, 0, len(pt.keys))}
 			for k, e := range pt.keys {
-				full.Records = append(full.Records, record{Key: k, E: e})
+				r.Records = append(r.Records, record{Key: k, E: e})
 			}
+			full = &replSend{r: r, body: appendReplication(nil, r)}
 		}
-		out = append(out, replSend{b, full})
+		out = append(out, replSend{b, full.r, full.body})
 	}
 	return out
 }
 
-// send delivers the batches at once and waits for all, within SyncTimeout.
-func (d *DMap) send(pt *part, p int, epoch uint64, sends []replSend) error {
-	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.SyncTimeout)
-	defer cancel()
-	errs := make([]error, len(sends))
-	var wg sync.WaitGroup
-	for i, s := range sends {
-		d.replications.Add(1)
-		if s.r.Full {
-			d.fullSyncs.Add(1)
+// submit queues the flights' sends on their backups' links (nil flights
+// are skipped), and starts a sender for a link that has fewer than
+// linkSenders. Once the map is closed, the flights fail. No partition's
+// lock may be held: a failed flight completes at once.
+func (d *DMap) submit(fs ...*flight) {
+	if len(fs) == 0 || len(fs) == 1 && fs[0] == nil {
+		return
+	}
+	d.lmu.Lock()
+	if d.linksClosed {
+		d.lmu.Unlock()
+		for _, f := range fs {
+			if f != nil {
+				for i := range f.sends {
+					d.landed(f, i, ErrClosed)
+				}
+			}
 		}
+		return
+	}
+	var start []*link
+	for _, f := range fs {
+		if f == nil {
+			continue
+		}
+		for i := range f.sends {
+			d.replications.Add(1)
+			if f.sends[i].r.Full {
+				d.fullSyncs.Add(1)
+			}
+			to := f.sends[i].to
+			l := d.links[to]
+			if l == nil {
+				l = &link{to: to}
+				d.links[to] = l
+			}
+			l.queue = append(l.queue, linkItem{f, i})
+			if l.senders < linkSenders && !slices.Contains(start, l) {
+				l.senders++
+				d.wg.Add(1)
+				start = append(start, l)
+			}
+		}
+	}
+	d.lmu.Unlock()
+	for _, l := range start {
+		go d.linkLoop(l)
+	}
+}
+
+// linkLoop sends link l's queued flights, as many as fit in one message
+// at a time, until none is left.
+func (d *DMap) linkLoop(l *link) {
+	defer d.wg.Done()
+	var items []linkItem
+	for {
+		d.lmu.Lock()
+		if len(l.queue) == 0 {
+			l.senders--
+			if l.senders == 0 && d.links[l.to] == l {
+				delete(d.links, l.to)
+			}
+			d.lmu.Unlock()
+			return
+		}
+		n, size := 0, 0
+		for n < len(l.queue) && (n == 0 || size+len(l.queue[n].f.sends[l.queue[n].i].body) <= linkBytes) {
+			size += len(l.queue[n].f.sends[l.queue[n].i].body)
+			n++
+		}
+		items = append(items[:0], l.queue[:n]...)
+		clear(l.queue[:n])
+		l.queue = l.queue[n:]
+		if len(l.queue) == 0 {
+			l.queue = nil
+		}
+		d.lmu.Unlock()
+		errs := d.sendRepls(l.to, items)
+		for j, it := range items {
+			d.landed(it.f, it.i, errs[j])
+		}
+		clear(items)
+	}
+}
+
+// sendRepls sends items, all bound for backup to, in one message, within
+// SyncTimeout, and returns each one's outcome. A backup that does not
+// know the message (an older shoal) is sent each one alone.
+func (d *DMap) sendRepls(to string, items []linkItem) []error {
+	ctx, cancel := context.WithTimeout(d.ctx, d.cfg.SyncTimeout)
+	defer cancel()
+	errs := make([]error, len(items))
+	d.replMessages.Add(1)
+	if len(items) == 1 && !d.noRepls(to) {
+		// One flight: the message of one replication, understood by
+		// every version.
+		if _, err := d.rpc.Call(ctx, to, rpcRepl, items[0].f.sends[items[0].i].body); err != nil {
+			errs[0] = fmt.Errorf("backup %s: %w", to, err)
+		}
+		return errs
+	}
+	if !d.noRepls(to) {
+		bodies := make([][]byte, len(items))
+		for j, it := range items {
+			bodies[j] = it.f.sends[it.i].body
+		}
+		rep, err := d.rpc.Call(ctx, to, rpcRepls, appendRepls(nil, bodies))
+		var re *rpc.RemoteError
+		switch {
+		case err == nil:
+			msgs, derr := decodeReplsReply(rep, len(items))
+			for j := range errs {
+				switch {
+				case derr != nil:
+					errs[j] = fmt.Errorf("backup %s: %w", to, derr)
+				case msgs[j] != "":
+					errs[j] = fmt.Errorf("backup %s: %s", to, msgs[j])
+				}
+			}
+			return errs
+		case errors.As(err, &re) && strings.Contains(re.Msg, "no handler for"):
+			d.oldPeers.Store(to, true)
+		default:
+			for j := range errs {
+				errs[j] = fmt.Errorf("backup %s: %w", to, err)
+			}
+			return errs
+		}
+	}
+	var wg sync.WaitGroup
+	d.replMessages.Add(uint64(len(items) - 1))
+	for j, it := range items {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, err := d.rpc.Call(ctx, s.to, rpcRepl, appendReplication(nil, s.r)); err != nil {
-				errs[i] = fmt.Errorf("backup %s: %w", s.to, err)
+			if _, err := d.rpc.Call(ctx, to, rpcRepl, it.f.sends[it.i].body); err != nil {
+				errs[j] = fmt.Errorf("backup %s: %w", to, err)
 			}
 		}()
 	}
 	wg.Wait()
+	return errs
+}
+
+// noRepls reports whether backup to answered that it does not know
+// rpcRepls (a node of an older shoal).
+func (d *DMap) noRepls(to string) bool {
+	_, old := d.oldPeers.Load(to)
+	return old
+}
+
+// landed records the outcome of flight f's send i; the last one completes
+// the flight: its waiters are told, and the partition's next flight, if
+// writes queued meanwhile, leaves.
+func (d *DMap) landed(f *flight, i int, err error) {
+	f.mu.Lock()
+	f.errs[i] = err
+	f.left--
+	last := f.left == 0
+	f.mu.Unlock()
+	if !last {
+		return
+	}
+	err = errors.Join(f.errs...)
+	pt := f.pt
 	pt.mu.Lock()
-	for i, s := range sends {
-		if errs[i] == nil && s.r.Full && pt.epoch == epoch {
+	for i, s := range f.sends {
+		if f.errs[i] == nil && s.r.Full && pt.epoch == f.epoch {
 			if pt.syncedAt == nil {
 				pt.syncedAt = map[string]uint64{}
 			}
-			pt.syncedAt[s.to] = epoch
+			pt.syncedAt[s.to] = f.epoch
 		}
 	}
+	var next *flight
+	if len(pt.rq.waiters) > 0 {
+		next = d.startFlight(pt, f.p, d.adjust(pt, f.p))
+	} else {
+		pt.rq.busy = false
+	}
 	pt.mu.Unlock()
-	return errors.Join(errs...)
+	d.submit(next)
+	for _, w := range f.waiters {
+		w.ch <- err
+	}
+}
+
+// handleRepls applies a message of batches (of different partitions) at a
+// backup, each as handleRepl does, and answers each one's outcome.
+func (d *DMap) handleRepls(ctx context.Context, from string, body []byte) ([]byte, error) {
+	if d.closed.Load() {
+		return nil, ErrClosed
+	}
+	bodies, err := decodeRepls(body)
+	if err != nil {
+		return nil, fmt.Errorf("unreadable replications: %w", err)
+	}
+	msgs := make([]string, len(bodies))
+	for i, b := range bodies {
+		if _, err := d.handleRepl(ctx, from, b); err != nil {
+			msgs[i] = err.Error()
+		}
+	}
+	return appendReplsReply(nil, msgs), nil
 }
 
 // handleRepl applies an owner's batch at a backup.

@@ -73,6 +73,8 @@ func (s *Server) infoSection(sec string) string {
 		add("evicted_keys:%d", ds.Evictions)
 		add("shoal_forwarded_calls:%d", ds.RemoteCalls)
 		add("shoal_not_acknowledged:%d", ds.NotAcked)
+		add("shoal_replications:%d", ds.Replications)
+		add("shoal_replication_messages:%d", ds.ReplMessages)
 		add("shoal_invalidations_sent:%d", ds.InvalidationsSent)
 		add("shoal_invalidations_received:%d", ds.InvalidationsGot)
 		add("tracking_total_keys:%d", s.track.keys())

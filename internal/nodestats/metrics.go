@@ -55,6 +55,8 @@ func (s *Sources) mapMetrics(e emitter) {
 		e.counter("shoal_maps_not_acked_total", "writes whose backups or holders could not be told (answered TRYAGAIN)", st.NotAcked)
 		e.counter("shoal_maps_invalidations_sent_total", "invalidations sent to holders of changed keys", st.InvalidationsSent)
 		e.counter("shoal_maps_takeovers_total", "partitions taken over from a backup copy", st.Takeovers)
+		e.counter("shoal_maps_replications_total", "batches of a partition's changes sent to a backup", st.Replications)
+		e.counter("shoal_maps_replication_messages_total", "messages that carried them (the batches of many partitions bound for one backup leave together)", st.ReplMessages)
 	}
 	if s.RESP == nil {
 		return
