@@ -35,7 +35,7 @@ const (
 	CodeHLen                    // Int
 	CodeHIncrBy                 // Args[0] field, N delta: Int the result
 	CodeScan                    // see Scan
-	CodeSize                    // Int: keys in the partition
+	CodeSize                    // Int: keys in the partition; with N > 0 those of slot N-1; FlagExpire: only those with a deadline
 	CodeFlush                   // empty the partition
 	CodeHold                    // register the caller for every change of the partition (FlagPersist: unregister)
 	codeMax

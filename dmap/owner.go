@@ -262,7 +262,7 @@ func (d *DMap) runBatch(from string, track bool, b *batch, br *batchReply) pendi
 		case CodeScan:
 			d.scan(pt, o, nowMs, r)
 		case CodeSize:
-			r.Int = int64(len(pt.keys))
+			r.Int = sizeOf(pt, o)
 		case CodeFlush:
 			pt.dropAll(d)
 			flushed, changed = true, changed[:0]
@@ -293,6 +293,23 @@ func (d *DMap) runBatch(from string, track bool, b *batch, br *batchReply) pendi
 		go d.evictOver() // not under this partition's lock
 	}
 	return pd
+}
+
+// sizeOf counts partition pt's keys (pt locked) for a CodeSize: all, or
+// with N > 0 those of slot N-1, and with FlagExpire only those with a
+// deadline (as Redis counts them: keys whose deadline passed count until
+// they are removed).
+func sizeOf(pt *part, o *Op) int64 {
+	if o.N <= 0 && o.Flags&FlagExpire == 0 {
+		return int64(len(pt.keys))
+	}
+	var n int64
+	for k, e := range pt.keys {
+		if (o.N <= 0 || Slot(k) == int(o.N-1)) && (o.Flags&FlagExpire == 0 || e.expire != 0) {
+			n++
+		}
+	}
+	return n
 }
 
 // register remembers that member from's clients read key (tracking).

@@ -87,8 +87,13 @@ func (s *Server) respAddr(name string) string {
 // checkSlots answers CROSSSLOT for keys in different slots, and MOVED
 // for a slot this node does not own ("" to run the command here).
 func (c *conn) checkSlots(spec *command, args [][]byte) string {
+	return c.checkKeys(spec.keys(args))
+}
+
+// checkKeys is checkSlots for keys.
+func (c *conn) checkKeys(keys [][]byte) string {
 	slot := -1
-	for _, k := range spec.keys(args) {
+	for _, k := range keys {
 		s := dmap.Slot(string(k))
 		if slot >= 0 && s != slot {
 			return errCrossSlot
@@ -139,11 +144,18 @@ func (s *Server) slotRanges() []slotRange {
 	return out
 }
 
+// clusterArity is the argument count of each CLUSTER subcommand served.
+var clusterArity = map[string]int{"KEYSLOT": 3, "MYID": 2, "INFO": 2, "SLOTS": 2, "SHARDS": 2, "NODES": 2, "COUNTKEYSINSLOT": 3}
+
 func cmdCluster(c *conn, a [][]byte) {
 	sub := upper(a[1])
 	switch sub {
 	case "SLOTS", "SHARDS", "NODES":
 		c.clusterMode = true
+	}
+	if n, ok := clusterArity[sub]; ok && len(a) != n {
+		c.o.err("ERR wrong number of arguments for 'cluster|" + strings.ToLower(sub) + "' command")
+		return
 	}
 	switch {
 	case sub == "KEYSLOT" && len(a) == 3:
@@ -160,13 +172,27 @@ func cmdCluster(c *conn, a [][]byte) {
 		c.o.verbatim(c.s.clusterNodes())
 	case sub == "COUNTKEYSINSLOT" && len(a) == 3:
 		n, ok := parseInt(a[2])
-		if !ok || n < 0 || n >= dmap.Slots {
+		if !ok {
+			c.o.err(errNotInteger)
+			return
+		}
+		if n < 0 || n >= dmap.Slots {
 			c.o.err("ERR Invalid slot")
 			return
 		}
-		c.o.err("ERR shoal does not count keys per slot; use SCAN or DBSIZE")
+		// Counted at the slot's owner, wherever the connection is: Redis
+		// Cluster counts only the keys the answering node holds.
+		ctx, cancel := c.ctx()
+		defer cancel()
+		rs, err := c.s.m.DoAt(ctx, dmap.PartitionOfSlot(int(n), c.s.m.Partitions()), []dmap.Op{{Code: dmap.CodeSize, N: n + 1}})
+		if err != nil {
+			c.o.err(errorText(err))
+			return
+		}
+		c.o.int(rs[0].Int)
 	case sub == "HELP":
 		c.o.strings([]string{"CLUSTER <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+			"COUNTKEYSINSLOT <slot>", "    Return the number of keys in <slot>.",
 			"INFO", "    Return information about the cluster.",
 			"KEYSLOT <key>", "    Return the hash slot for <key>.",
 			"MYID", "    Return the node id.",
@@ -175,7 +201,7 @@ func cmdCluster(c *conn, a [][]byte) {
 			"SLOTS", "    Return information about slots range mappings.",
 			"HELP", "    Print this help."})
 	default:
-		c.o.err(unknownSub(a, "CLUSTER"))
+		c.o.err("ERR unknown subcommand '" + trunc(string(a[1]), 128) + "'. Try CLUSTER HELP.")
 	}
 }
 

@@ -272,6 +272,12 @@ func readReply(r *bufio.Reader) (string, error) {
 // returns "" when none is installed. It is killed (by PID) at cleanup.
 func redisServer(t testing.TB) string {
 	t.Helper()
+	return redisServerArgs(t)
+}
+
+// redisServerArgs is redisServer with more arguments for redis-server.
+func redisServerArgs(t testing.TB, extra ...string) string {
+	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		return ""
@@ -282,8 +288,9 @@ func redisServer(t testing.TB) string {
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
-	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--daemonize", "no", "--dir", t.TempDir(), "--loglevel", "warning")
+	args := append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--daemonize", "no", "--dir", t.TempDir(), "--loglevel", "warning"}, extra...)
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -1,11 +1,14 @@
 package resp
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/shoal-dev/shoal/dmap"
 )
 
 var infoSections = []string{"server", "clients", "memory", "stats", "keyspace", "cluster", "commandstats"}
@@ -80,9 +83,26 @@ func (s *Server) infoSection(sec string) string {
 		add("tracking_total_keys:%d", s.track.keys())
 		add("pubsub_channels:%d", s.ps.channels())
 	case "keyspace":
-		ds := s.m.Stats()
-		if ds.Keys > 0 {
-			add("db0:keys=%d,expires=0,avg_ttl=0", ds.Keys)
+		// The whole cluster's keys, as DBSIZE counts them (each
+		// partition at its owner), and those with a deadline.
+		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.Timeout)
+		defer cancel()
+		ps := allPartitions(s.m.Partitions())
+		keys, err := s.m.DoEach(ctx, ps, dmap.Op{Code: dmap.CodeSize})
+		var expires []dmap.Result
+		if err == nil {
+			expires, err = s.m.DoEach(ctx, ps, dmap.Op{Code: dmap.CodeSize, Flags: dmap.FlagExpire})
+		}
+		if err != nil {
+			add("shoal_keyspace_error:%s", strings.ReplaceAll(errorText(err), "\r\n", " "))
+			break
+		}
+		var n, e int64
+		for i := range keys {
+			n, e = n+keys[i].Int, e+expires[i].Int
+		}
+		if n > 0 {
+			add("db0:keys=%d,expires=%d,avg_ttl=0", n, e)
 		}
 	case "cluster":
 		add("cluster_enabled:1")

@@ -4,7 +4,10 @@ package resp
 // pipeline, their data commands in one call to the owners. Those of one
 // partition (one slot, one {hash tag}) run there atomically, in order, as
 // a Redis Cluster transaction (which must name one slot) does; commands
-// on several partitions are not isolated from other clients. WATCH is
+// on several partitions are not isolated from other clients. A
+// connection in cluster mode is held to Redis Cluster's rule: EXEC of a
+// transaction whose keys are in several slots is answered CROSSSLOT (MOVED
+// for one slot served elsewhere) and discards it. WATCH is
 // not supported. CLIENT CACHING YES before MULTI applies to the whole
 // transaction (as rueidis uses it: CACHING YES, MULTI, PTTL, GET, EXEC).
 
@@ -63,6 +66,21 @@ func cmdExec(c *conn, _ [][]byte) {
 	if m == nil {
 		c.o.err("ERR EXEC without MULTI")
 		return
+	}
+	if c.redirects() {
+		// As Redis Cluster: a transaction names one slot, which this
+		// node serves, or EXEC discards it with CROSSSLOT (or MOVED).
+		var keys [][]byte
+		for _, args := range m.queued {
+			if spec := lookup(args[0]); spec != nil {
+				keys = append(keys, spec.keys(args)...)
+			}
+		}
+		if e := c.checkKeys(keys); e != "" {
+			c.multi = nil
+			c.o.err(e)
+			return
+		}
 	}
 	if m.dirty {
 		c.multi = nil
