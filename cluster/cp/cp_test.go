@@ -63,6 +63,8 @@ type testCluster struct {
 	// refusals.
 	secure   func(name string) *tlsutil.Reloader
 	refusals tlsutil.Refusals
+	// refusalLog receives the refusals' log lines, of every member.
+	refusalLog syncLog
 }
 
 // testRaftConfig is LoopbackRaftConfig with timeouts sized for a loaded
@@ -118,7 +120,7 @@ func (tc *testCluster) add(name, dir string) *member {
 			}
 			return errors.New("not started")
 		}
-		refusals := cluster.NewRefusalLog(&tc.refusals, testLogger(t).With("node", name))
+		refusals := cluster.NewRefusalLog(&tc.refusals, slog.New(slog.NewTextHandler(&tc.refusalLog, nil)).With("node", name))
 		tcfg.Refused = func(reason, remote, peer string, err error) {
 			refusals.Refuse(cluster.ListenerRaft, reason, remote, peer, err.Error())
 		}
@@ -514,4 +516,22 @@ func TestForeignDataDirRefused(t *testing.T) {
 	if !errors.Is(err, ErrDamagedLog) || !strings.Contains(err.Error(), dir+"/raft/log") {
 		t.Fatalf("corrupt log: %v", err)
 	}
+}
+
+// syncLog is a log sink for several goroutines.
+type syncLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -140,8 +141,11 @@ func TestRaftRefusesForgedAppendEntries(t *testing.T) {
 		if err == nil {
 			t.Fatalf("%s: the forged append was answered: %+v", c.what, resp)
 		}
-		testkit.Eventually(t, 30*time.Second, c.what+": the refusal counted as "+c.reason, func() bool {
-			return tc.refusals.Get("raft", c.reason) >= 1
+		// Counted, and logged at Warn with the attacker's address and the
+		// reason.
+		logged := regexp.MustCompile(`level=WARN .*refused peer traffic" .*listener=raft reason=` + c.reason + ` remote=127\.0\.0\.1:\d+`)
+		testkit.Eventually(t, 30*time.Second, c.what+": the refusal counted and logged as "+c.reason, func() bool {
+			return tc.refusals.Get("raft", c.reason) >= 1 && logged.MatchString(tc.refusalLog.String())
 		})
 	}
 	for _, m := range tc.members {
