@@ -155,6 +155,13 @@ func DefaultLANConfig() *Config {
 	}
 }
 
+// loopbackPacketSize bounds a gossip packet on loopback, which carries
+// 64 KiB datagrams without fragmenting them: memberlist packs as many
+// queued changes into a packet as fit, and with its LAN figure (1,400
+// bytes, a network's MTU: about seven joins with shoal's metadata) the
+// joins of 64 nodes at once took seconds of gossip rounds to spread.
+const loopbackPacketSize = 16 << 10
+
 // DefaultLoopbackConfig suits nodes on one machine ('shoal up', tests).
 // Round trips are microseconds, but the machine is shared, so what it
 // assumes is a pause budget rather than a network: a node may go
@@ -177,7 +184,8 @@ func DefaultLANConfig() *Config {
 // preset's 2 left one node of 32 a change short until the next push/pull,
 // 8 s after the last join against under 1 s with 4). A peer RPC connection
 // may take 5 s to open (its hello needs the peer's goroutine to run; the
-// bus messages queued meanwhile are dropped if it fails). Port 0 everywhere:
+// bus messages queued meanwhile are dropped if it fails). Gossip packets
+// carry up to 16 KiB of changes (loopbackPacketSize). Port 0 everywhere:
 // the OS picks. Across machines use DefaultLANConfig.
 func DefaultLoopbackConfig() *Config {
 	ml := memberlist.DefaultLocalConfig()
@@ -191,6 +199,7 @@ func DefaultLoopbackConfig() *Config {
 	ml.DeadNodeReclaimTime = time.Second
 	ml.GossipToTheDeadTime = 5 * time.Second
 	ml.EnableCompression = false // a fresh LZW writer per message was a tenth of an idle node's CPU
+	ml.UDPBufferSize = loopbackPacketSize
 	return &Config{
 		BindAddr:          "127.0.0.1:0",
 		RPCAddr:           "127.0.0.1:0",

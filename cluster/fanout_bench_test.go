@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -195,11 +196,16 @@ func BenchmarkBusFanoutScale(b *testing.B) {
 				send(b, false, 1)
 				send(b, true, 1)
 			}
+			// What the idle nodes cost, over 3 s.
+			cpu0, t0 := processCPU(), time.Now()
+			time.Sleep(3 * time.Second)
+			idle := float64(processCPU()-cpu0) / float64(time.Since(t0))
 			b.Run("converge", func(b *testing.B) {
 				// The rig's own join, reported once per size.
 				for range b.N {
 				}
 				b.ReportMetric(r.join.Seconds()*1000, "all-alive-ms")
+				b.ReportMetric(100*idle/float64(n), "idle-cpu-%/node")
 			})
 			for _, burst := range []int{1, 16} {
 				name := "one"
@@ -244,4 +250,58 @@ func (r *scaleBenchRig) framesIn() uint64 {
 		s += st.FramesIn.Load()
 	}
 	return s
+}
+
+// BenchmarkClose starts n nodes, lets them converge, and closes them:
+// one after another (each leaves, then the next: how the tests' cleanups
+// and the first scale test closed them), or all at once (how 'shoal up'
+// stops its nodes and the scale test does now). It reports the time to
+// close them all and the longest single Close.
+func BenchmarkClose(b *testing.B) {
+	for _, n := range benchSizes(b) {
+		for _, mode := range []string{"one-by-one", "all-at-once"} {
+			b.Run(fmt.Sprintf("nodes=%d/%s", n, mode), func(b *testing.B) {
+				var total, longest time.Duration
+				for range b.N {
+					b.StopTimer()
+					r := startScaleBenchRig(b, n)
+					b.StartTimer()
+					t0 := time.Now()
+					var mu sync.Mutex
+					closeOne := func(nd *Node) {
+						s := time.Now()
+						nd.Close()
+						mu.Lock()
+						longest = max(longest, time.Since(s))
+						mu.Unlock()
+					}
+					if mode == "one-by-one" {
+						for _, nd := range r.nodes {
+							closeOne(nd)
+						}
+					} else {
+						var wg sync.WaitGroup
+						for _, nd := range r.nodes {
+							wg.Add(1)
+							go func() { defer wg.Done(); closeOne(nd) }()
+						}
+						wg.Wait()
+					}
+					total += time.Since(t0)
+					r.nodes = nil
+				}
+				b.ReportMetric(total.Seconds()/float64(b.N), "close-all-s")
+				b.ReportMetric(longest.Seconds(), "longest-close-s")
+			})
+		}
+	}
+}
+
+// processCPU is the CPU time (user and system) this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -141,10 +141,11 @@ func countAlive(nd *Node) int {
 	return c
 }
 
-// scaleSizes: SHOAL_SCALE=N runs N nodes, SHOAL_LONG 32 and 64; neither,
-// none: on a shared 2-core machine under the race detector, 32 in-process
-// nodes starve each other (hellos of the peer RPC time out, probes fail),
-// so the short profile does not run them yet (issue 20).
+// scaleSizes: SHOAL_SCALE=N runs N nodes, SHOAL_LONG (the long profile,
+// 'make test-long') 32 and 64. 'make test' runs none yet: under the race
+// detector with the shared machine's load past 40, 32 in-process nodes
+// flap (probes unanswered for seconds) on main as on this branch (issue
+// 20, BENCHMARKS.md).
 func scaleSizes() []int {
 	if s := os.Getenv("SHOAL_SCALE"); s != "" {
 		if n, err := strconv.Atoi(s); err == nil && n > 1 {
@@ -157,10 +158,21 @@ func scaleSizes() []int {
 	return nil
 }
 
+// convergeLimit is how long after the last join every node of n must see
+// every other alive: 3 s at 32 nodes, 5 s at 64 (issue 20), under the
+// race detector on a shared 2-core machine.
+func convergeLimit(n int) time.Duration {
+	if n <= 32 {
+		return 3 * time.Second
+	}
+	return 5 * time.Second
+}
+
 // TestScaleConvergesAndHolds starts 32 nodes (and 64 in the long
 // profile) on the loopback preset, joins them, and holds them idle: every
-// node must see every other alive, no failure may be declared without a
-// fault, and bus messages must reach everyone.
+// node must see every other alive within convergeLimit, no failure may be
+// declared without a fault, and every bus message must reach everyone,
+// none reported missed. The nodes leave all at once at the end.
 func TestScaleConvergesAndHolds(t *testing.T) {
 	sizes := scaleSizes()
 	if len(sizes) == 0 {
@@ -170,7 +182,7 @@ func TestScaleConvergesAndHolds(t *testing.T) {
 		t.Run(strconv.Itoa(n), func(t *testing.T) {
 			net := newNet(t, 64)
 			r := startScaleRig(t, net, n, nil)
-			took := r.converge(t, 2*testkit.MinWait)
+			took := r.converge(t, convergeLimit(n))
 			t.Logf("%d nodes: all saw all alive %v after the last join", n, took)
 
 			recs := subscribeAll(r.nodes, "scale")
@@ -201,13 +213,20 @@ func TestScaleConvergesAndHolds(t *testing.T) {
 						notifyRecv += st.NotifyReceived.Load()
 						sendErrs += nd.Bus().Stats().SendErrors.Load()
 					}
-					t.Logf("dials %d, dial errors %d, notify sent %d received %d, bus send errors %d; short:%s", dials, dialErrs, notify, notifyRecv, sendErrs, short[:min(len(short), 300)])
+					fr := net.Stats().Frames
+					t.Logf("dials %d, dial errors %d, notify sent %d received %d, bus send errors %d; memnet frames %+v; short:%s", dials, dialErrs, notify, notifyRecv, sendErrs, fr, short[:min(len(short), 300)])
 				}
 				return short == ""
 			})
 			t.Logf("%d nodes: %d messages delivered everywhere within %v", n, msgs, time.Since(start))
-			hold := 10 * time.Second
+			hold := 5 * time.Second
+			if os.Getenv("SHOAL_LONG") != "" {
+				hold = 15 * time.Second
+			}
+			cpu0, t0 := processCPU(), time.Now()
 			time.Sleep(hold) // observing an idle cluster for a while is the test
+			idle := float64(processCPU()-cpu0) / float64(time.Since(t0))
+			t.Logf("%d nodes idle: %.1f%% of a core in all, %.2f%% per node", n, 100*idle, 100*idle/float64(n))
 			missed := 0
 			for _, rec := range recs {
 				_, m := rec.counts()
@@ -217,9 +236,12 @@ func TestScaleConvergesAndHolds(t *testing.T) {
 			if f := r.failures.Load(); f != 0 {
 				t.Errorf("%d nodes: %d failure events without a fault", n, f)
 			}
+			if missed != 0 {
+				t.Errorf("%d nodes: %d missed-message reports without a fault", n, missed)
+			}
 			start = time.Now()
 			r.close()
-			t.Logf("%d nodes: closing took %v", n, time.Since(start))
+			t.Logf("%d nodes: closing all at once took %v", n, time.Since(start))
 		})
 	}
 }

@@ -21,6 +21,7 @@ package memnet
 import (
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -30,7 +31,7 @@ const pcgStream = 0x9e3779b97f4a7c15
 
 // Network is an in-memory network of hosts.
 type Network struct {
-	mu         sync.Mutex
+	mu         sync.RWMutex
 	rng        *rand.Rand // every fault decision
 	faults     Faults
 	group      map[string]int // host → partition group; absent: reaches all
@@ -40,8 +41,15 @@ type Network struct {
 	transports map[string]*Transport // by "ip:port"
 	conns      map[*conn]struct{}    // open frame connection ends
 	timers     map[*time.Timer]TrafficKind
-	stats      Stats
 	closed     bool
+
+	// perfect: no faults, partitions or isolation, and not closed, so
+	// traffic is delivered without taking mu (route's fast path). Written
+	// under mu.
+	perfect atomic.Bool
+
+	statsMu sync.Mutex // guards stats; taken after mu when both are
+	stats   Stats
 
 	// running counts delayed deliveries scheduled or under way, so that
 	// Close can wait for the ones whose timer already fired.
@@ -51,7 +59,7 @@ type Network struct {
 // New returns an empty, perfect network. seed seeds the single generator
 // (a PCG) behind every fault decision.
 func New(seed uint64) *Network {
-	return &Network{
+	n := &Network{
 		rng:        rand.New(rand.NewPCG(seed, pcgStream)),
 		group:      map[string]int{},
 		isolated:   map[string]bool{},
@@ -61,6 +69,16 @@ func New(seed uint64) *Network {
 		conns:      map[*conn]struct{}{},
 		timers:     map[*time.Timer]TrafficKind{},
 	}
+	n.perfect.Store(true)
+	return n
+}
+
+// updatePerfectLocked recomputes perfect after a change of faults,
+// partitions or state.
+func (n *Network) updatePerfectLocked() {
+	f := n.faults
+	n.perfect.Store(!n.closed && len(n.group) == 0 && len(n.isolated) == 0 &&
+		f.DropRate <= 0 && f.DuplicateRate <= 0 && f.DelayMin <= 0 && f.DelayMax <= 0)
 }
 
 // Host returns the host with this IP address, creating it. Hosts outlive
@@ -82,6 +100,7 @@ func (n *Network) SetFaults(f Faults) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.faults = f
+	n.updatePerfectLocked()
 }
 
 // Partition splits the named hosts into groups that cannot reach each
@@ -101,6 +120,7 @@ func (n *Network) Partition(groups ...[]string) {
 			n.group[ip] = i + 1
 		}
 	}
+	n.updatePerfectLocked()
 }
 
 // Isolate cuts one host off from every other host, like a partition.
@@ -108,6 +128,7 @@ func (n *Network) Isolate(ip string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.isolated[ip] = true
+	n.updatePerfectLocked()
 }
 
 // Heal removes every partition and isolation.
@@ -116,12 +137,13 @@ func (n *Network) Heal() {
 	defer n.mu.Unlock()
 	n.group = map[string]int{}
 	n.isolated = map[string]bool{}
+	n.updatePerfectLocked()
 }
 
 // Stats returns a snapshot of the counters.
 func (n *Network) Stats() Stats {
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	n.statsMu.Lock()
+	defer n.statsMu.Unlock()
 	return n.stats
 }
 
@@ -139,6 +161,7 @@ func (n *Network) Close() error {
 		return nil
 	}
 	n.closed = true
+	n.updatePerfectLocked()
 	n.stopTimersLocked()
 	ls, cs, ts := n.endpointsLocked()
 	n.mu.Unlock()

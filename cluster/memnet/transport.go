@@ -118,8 +118,8 @@ func (t *Transport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, e
 }
 
 func (n *Network) transport(addr string) *Transport {
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	n.mu.RLock()
+	defer n.mu.RUnlock()
 	return n.transports[addr]
 }
 
