@@ -170,12 +170,19 @@ func (d *DMap) submit(fs ...*flight) {
 	d.lmu.Lock()
 	if d.linksClosed {
 		d.lmu.Unlock()
-		for _, f := range fs {
-			if f != nil {
+		for len(fs) > 0 {
+			var next []*flight
+			for _, f := range fs {
+				if f == nil {
+					continue
+				}
 				for i := range f.sends {
-					d.landed(f, i, ErrClosed)
+					if nf := d.landed(f, i, ErrClosed); nf != nil {
+						next = append(next, nf)
+					}
 				}
 			}
+			fs = next
 		}
 		return
 	}
@@ -237,10 +244,16 @@ func (d *DMap) linkLoop(l *link) {
 		}
 		d.lmu.Unlock()
 		errs := d.sendRepls(l.to, items)
+		// The partitions' next flights (writes that queued while these
+		// were out) leave together, not each alone.
+		var next []*flight
 		for j, it := range items {
-			d.landed(it.f, it.i, errs[j])
+			if nf := d.landed(it.f, it.i, errs[j]); nf != nil {
+				next = append(next, nf)
+			}
 		}
 		clear(items)
+		d.submit(next...)
 	}
 }
 
@@ -312,15 +325,15 @@ func (d *DMap) noRepls(to string) bool {
 
 // landed records the outcome of flight f's send i; the last one completes
 // the flight: its waiters are told, and the partition's next flight, if
-// writes queued meanwhile, leaves.
-func (d *DMap) landed(f *flight, i int, err error) {
+// writes queued meanwhile, is returned for the caller to submit.
+func (d *DMap) landed(f *flight, i int, err error) *flight {
 	f.mu.Lock()
 	f.errs[i] = err
 	f.left--
 	last := f.left == 0
 	f.mu.Unlock()
 	if !last {
-		return
+		return nil
 	}
 	err = errors.Join(f.errs...)
 	pt := f.pt
@@ -340,10 +353,10 @@ func (d *DMap) landed(f *flight, i int, err error) {
 		pt.rq.busy = false
 	}
 	pt.mu.Unlock()
-	d.submit(next)
 	for _, w := range f.waiters {
 		w.ch <- err
 	}
+	return next
 }
 
 // handleRepls applies a message of batches (of different partitions) at a
