@@ -30,7 +30,17 @@ type slowConn struct {
 // connection fails or Close is called.
 func dialSlow(t *testing.T, addr, head string, interval time.Duration) *slowConn {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	return dialSlowFrom(t, "", addr, head, interval)
+}
+
+// dialSlowFrom is dialSlow from the local address ip ("" for any).
+func dialSlowFrom(t *testing.T, ip, addr, head string, interval time.Duration) *slowConn {
+	t.Helper()
+	d := net.Dialer{Timeout: 10 * time.Second}
+	if ip != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(ip)}
+	}
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,13 +98,16 @@ func (s *slowConn) Close() {
 	<-s.done
 }
 
-// Slow clients cost connections, never pool slots, on one real node: 80
-// connections trickling a kv PUT body (one byte a second), 60 announcing
-// a gigabyte and sending nothing, and 6 anonymous upload-pack POSTs
-// trickling into a public repository; meanwhile anonymous REST reads and
-// the repository's info/refs keep answering 200 quickly. The gigabyte
-// ones are refused with 413 at once and closed; the trickling ones end
-// with 408 after the grace period and are closed.
+// Slow clients cost connections, never pool slots, on one real node: 200
+// trickling bodies (190 kv PUTs and 10 anonymous upload-pack POSTs into a
+// public repository, one byte a second) and 200 kv PUTs announcing a
+// gigabyte and sending nothing, from four client addresses (100 each,
+// under the per-address bound); meanwhile anonymous REST reads and the
+// repository's info/refs keep answering 200 with p99 under 1 s, and the
+// web and upload pools have no request in flight or queued on the slow
+// clients' account. The gigabyte ones are refused with 413 at once and
+// closed; the trickling ones end with 408 after the grace period and are
+// closed, no pool having refused or timed out a request.
 func TestHTTPSlowClientsHoldNoSlot(t *testing.T) {
 	const grace = 12 * time.Second
 	g := startGitCluster(t, 1, 240, "--http-body-grace", grace.String(), "--pool-web", "8", "--pool-upload", "2")
@@ -109,15 +122,16 @@ func TestHTTPSlowClientsHoldNoSlot(t *testing.T) {
 			s.Close()
 		}
 	})
-	for i := range 80 {
-		slow = append(slow, dialSlow(t, addr, fmt.Sprintf("PUT /v1/kv/slow/%d HTTP/1.1\r\nHost: x\r\n%sContent-Length: 100\r\n\r\n", i, auth), time.Second))
+	from := func(i int) string { return fmt.Sprintf("127.0.1.%d", 1+i%4) }
+	for i := range 190 {
+		slow = append(slow, dialSlowFrom(t, from(i), addr, fmt.Sprintf("PUT /v1/kv/slow/%d HTTP/1.1\r\nHost: x\r\n%sContent-Length: 100\r\n\r\n", i, auth), time.Second))
 	}
-	for i := range 6 {
-		slow = append(slow, dialSlow(t, addr, fmt.Sprintf("POST /scm/%s/pub.git/git-upload-pack HTTP/1.1\r\nHost: x\r\n"+
+	for i := range 10 {
+		slow = append(slow, dialSlowFrom(t, from(i), addr, fmt.Sprintf("POST /scm/%s/pub.git/git-upload-pack HTTP/1.1\r\nHost: x\r\n"+
 			"Content-Type: application/x-git-upload-pack-request\r\nContent-Length: %d\r\n\r\n", gitProject, 200+i), time.Second))
 	}
-	for i := range 60 {
-		huge = append(huge, dialSlow(t, addr, fmt.Sprintf("PUT /v1/kv/huge/%d HTTP/1.1\r\nHost: x\r\n%sContent-Length: 1000000000\r\n\r\n", i, auth), 0))
+	for i := range 200 {
+		huge = append(huge, dialSlowFrom(t, from(i), addr, fmt.Sprintf("PUT /v1/kv/huge/%d HTTP/1.1\r\nHost: x\r\n%sContent-Length: 1000000000\r\n\r\n", i, auth), 0))
 	}
 
 	// The gigabyte announcements: 413 and closed, long before the grace.
@@ -155,10 +169,19 @@ func TestHTTPSlowClientsHoldNoSlot(t *testing.T) {
 	}
 	slices.Sort(lat)
 	p99 := lat[len(lat)*99/100]
-	t.Logf("%d REST and info/refs requests beside 86 trickling bodies: median %v, p99 %v, max %v",
+	t.Logf("%d REST and info/refs requests beside 200 trickling bodies: median %v, p99 %v, max %v",
 		len(lat), lat[len(lat)/2], p99, lat[len(lat)-1])
 	if p99 > time.Second {
 		t.Errorf("p99 %v beside the slow clients, want under 1 s", p99)
+	}
+	// The trickling bodies hold connections, not slots: nothing in flight
+	// or queued in the web and upload pools (the probes are over; /metrics
+	// itself is served outside them).
+	m := g.metrics(1)
+	for _, pool := range []string{"web", "git-upload"} {
+		if n := m[`shoal_pool_in_flight{pool="`+pool+`"}`] + m[`shoal_pool_queued{pool="`+pool+`"}`]; n != 0 {
+			t.Errorf("the %s pool has %v requests in flight or queued beside the trickling bodies", pool, n)
+		}
 	}
 
 	// The trickling bodies: 408 after the grace period, and closed.
@@ -183,7 +206,7 @@ func TestHTTPSlowClientsHoldNoSlot(t *testing.T) {
 	if d := time.Since(start); d < grace {
 		t.Errorf("slow clients refused after %v, before the grace period %v", d, grace)
 	}
-	m := g.metrics(1)
+	m = g.metrics(1)
 	for _, pool := range []string{"web", "git-upload"} {
 		if r := m[`shoal_pool_rejected_total{pool="`+pool+`"}`] + m[`shoal_pool_timed_out_total{pool="`+pool+`"}`]; r != 0 {
 			t.Errorf("the %s pool refused %v requests", pool, r)
