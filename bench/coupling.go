@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/internal/domain"
+	"github.com/shoal-dev/shoal/internal/modeswitch"
 )
 
 // CouplingOptions configures a run of the coupling experiment.
@@ -536,50 +537,21 @@ func (r *couplingRunner) switchModes(ctx context.Context, nodes []NodePlacement,
 	}
 }
 
-// putMode is PUT /v1/cache/mode {"mode": mode} with the admin's token;
-// it answers when the cluster has switched. An answer that leaves the
-// outcome open (a 5xx such as raft's "outcome unknown" when leadership
-// moved, a 409 while the switch is still under way, a broken connection)
-// is retried until SwitchTimeout: a PUT of the mode the cluster is
-// already switching to waits for that switch. Each such answer is noted.
+// putMode switches the cluster to mode through the node at httpAddr with
+// the admin's token (modeswitch.Switch: an answer that leaves the outcome
+// open is followed until the switch is seen complete or sent again) and
+// returns when it has switched or SwitchTimeout has passed.
 func (r *couplingRunner) putMode(ctx context.Context, httpAddr, mode string) (status int, epoch uint64, errText string, notes []string) {
 	ctx, cancel := context.WithTimeout(ctx, SwitchTimeout)
 	defer cancel()
-	body, _ := json.Marshal(map[string]string{"mode": mode})
-	for {
-		var out struct {
-			Cluster struct {
-				Mode  string `json:"mode"`
-				Phase string `json:"phase"`
-				Epoch uint64 `json:"epoch"`
-			} `json:"cluster"`
-			Errors []struct {
-				Message string `json:"message"`
-			} `json:"errors"`
-		}
-		status, err := r.adminCall(ctx, http.MethodPut, httpAddr, body, &out)
-		switch {
-		case err == nil && status == http.StatusOK && out.Cluster.Mode == mode && out.Cluster.Phase == "stable":
-			return status, out.Cluster.Epoch, "", notes
-		case err == nil && status == http.StatusOK:
-			errText = fmt.Sprintf("answered 200 with the cluster in %s (%s)", out.Cluster.Mode, out.Cluster.Phase)
-		case err != nil:
-			errText = err.Error()
-		default:
-			errText = fmt.Sprintf("status %d", status)
-			for _, e := range out.Errors {
-				errText += ": " + e.Message
-			}
-		}
-		retry := err != nil || status == http.StatusOK || status == http.StatusConflict || status >= 500
-		if !retry || ctx.Err() != nil {
-			return status, out.Cluster.Epoch, errText, notes
-		}
-		notes = append(notes, errText)
-		if sleepCtx(ctx, 200*time.Millisecond) != nil {
-			return status, out.Cluster.Epoch, errText, notes
-		}
+	do := func(ctx context.Context, method string, body []byte) (int, []byte, error) {
+		return r.adminCall(ctx, method, httpAddr, body)
 	}
+	res, err := modeswitch.Switch(ctx, do, mode, modeswitch.Options{})
+	if err != nil {
+		errText = err.Error()
+	}
+	return res.Status, res.Record.Epoch, errText, res.Open
 }
 
 // clusterMode is GET /v1/cache/mode's cluster record, "near (stable, epoch 9)".
@@ -593,9 +565,12 @@ func (r *couplingRunner) clusterMode(ctx context.Context, httpAddr string) (stri
 			Epoch uint64 `json:"epoch"`
 		} `json:"cluster"`
 	}
-	status, err := r.adminCall(ctx, http.MethodGet, httpAddr, nil, &out)
+	status, b, err := r.adminCall(ctx, http.MethodGet, httpAddr, nil)
 	if err == nil && status != http.StatusOK {
-		err = fmt.Errorf("GET /v1/cache/mode: status %d", status)
+		err = fmt.Errorf("GET /v1/cache/mode: status %d: %s", status, strings.TrimSpace(string(b)))
+	}
+	if err == nil {
+		err = json.Unmarshal(b, &out)
 	}
 	if err != nil {
 		return "", err
@@ -604,29 +579,23 @@ func (r *couplingRunner) clusterMode(ctx context.Context, httpAddr string) (stri
 }
 
 // adminCall calls /v1/cache/mode on a node as the data set's admin and
-// decodes the JSON answer into out.
-func (r *couplingRunner) adminCall(ctx context.Context, method, httpAddr string, body []byte, out any) (int, error) {
+// returns the status and the answer's body.
+func (r *couplingRunner) adminCall(ctx context.Context, method, httpAddr string, body []byte) (int, []byte, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+httpAddr+"/v1/cache/mode", rd)
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+httpAddr+modeswitch.Path, rd)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+r.data.token)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return resp.StatusCode, err
-	}
-	if err := json.Unmarshal(b, out); err != nil {
-		return resp.StatusCode, fmt.Errorf("%s /v1/cache/mode: status %d, %q: %w", method, resp.StatusCode, strings.TrimSpace(string(b)), err)
-	}
-	return resp.StatusCode, nil
+	return resp.StatusCode, b, err
 }

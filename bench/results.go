@@ -51,7 +51,7 @@ type SwitchEvent struct {
 	Epoch   uint64  `json:"epoch"`
 	Error   string  `json:"error,omitempty"`
 	// Retried lists the answers that left the outcome open and were
-	// retried (see couplingRunner.putMode), oldest first.
+	// followed (modeswitch.Switch), oldest first.
 	Retried []string `json:"retried,omitempty"`
 }
 

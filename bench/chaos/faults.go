@@ -69,6 +69,9 @@ type Injected struct {
 	// Heal ends the fault; it returns once the nodes are running again
 	// (the checker then measures recovery by asking every node).
 	Heal func(ctx context.Context) error
+	// Detail, if set, is called after the heal for what the report
+	// should say of the fault beyond its target.
+	Detail func() string
 }
 
 // ErrSkipped, wrapped, says an injector cannot run here (no root for

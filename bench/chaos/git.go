@@ -145,7 +145,7 @@ func (g *gitChecker) run(ctx context.Context) {
 			}
 			return
 		}
-		g.e.rec.op(opGitPush, node, start, time.Now(), err == nil)
+		g.e.rec.op(opGitPush, node, start, time.Now(), gitFailure(err))
 		if err != nil {
 			g.mu.Lock()
 			g.r.PushFailed++
@@ -222,7 +222,7 @@ func (g *gitChecker) checkRefs(ctx context.Context, head string, acked time.Time
 			g.r.RefCheckFailed++
 		}
 		g.mu.Unlock()
-		g.e.rec.op(opGitRead, i, start, time.Now(), err == nil)
+		g.e.rec.op(opGitRead, i, start, time.Now(), gitFailure(err))
 		if err != nil {
 			continue
 		}
@@ -239,7 +239,7 @@ func (g *gitChecker) checkRefs(ctx context.Context, head string, acked time.Time
 		if ctx.Err() != nil {
 			return
 		}
-		g.e.rec.op(opGitRead, i, start, time.Now(), err == nil)
+		g.e.rec.op(opGitRead, i, start, time.Now(), gitFailure(err))
 		if err != nil {
 			if strings.Contains(err.Error(), "not our ref") {
 				g.e.rec.violation(Violation{Check: "git: fetch refused", Node: i, Detail: err.Error(),
@@ -265,4 +265,12 @@ func (g *gitChecker) checkFinal(ctx context.Context) error {
 	}
 	g.checkRefs(ctx, disk, time.Now(), 0, false)
 	return nil
+}
+
+// gitFailure is a git command's error for the error windows ("" if none).
+func gitFailure(err error) string {
+	if err == nil {
+		return ""
+	}
+	return failure(0, nil, err)
 }

@@ -1,12 +1,18 @@
 package chaos
 
 import (
+	"errors"
 	"fmt"
+	"net/url"
+	"regexp"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/anishathalye/porcupine"
+
+	"github.com/shoal-dev/shoal/internal/httpc"
 )
 
 // Operation kinds, for counts and error windows.
@@ -46,7 +52,45 @@ type event struct {
 	node       int
 	start, end time.Time
 	ok         bool
+	why        string // a failed one's error, classified (failure)
 }
+
+// failure classifies a failed operation's answer for the error windows:
+// the status and error message of an HTTP answer, or the client's error,
+// with addresses and numbers masked so that like failures count together
+// ("503: l2cache: the cache mode changed during the write: written under
+// local→distributed dual (epoch N), …", "Put: context deadline exceeded
+// (Client.Timeout exceeded while awaiting headers)").
+func failure(code int, body []byte, err error) string {
+	var msg string
+	switch {
+	case err != nil:
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			msg = ue.Op + ": " + ue.Err.Error()
+		} else {
+			msg = err.Error()
+		}
+	default:
+		m := httpc.ErrorMessage(body)
+		if m == "" {
+			m = strings.TrimSpace(string(body[:min(len(body), 160)]))
+		}
+		msg = fmt.Sprintf("%d: %s", code, m)
+	}
+	msg = strings.Join(strings.Fields(msg), " ")
+	msg = addrRE.ReplaceAllString(msg, "ADDR")
+	msg = numRE.ReplaceAllString(msg, "N")
+	if len(msg) > 200 {
+		msg = msg[:200] + "…"
+	}
+	return msg
+}
+
+var (
+	addrRE = regexp.MustCompile(`\b\d{1,3}(\.\d{1,3}){3}(:\d+)?\b`)
+	numRE  = regexp.MustCompile(`\b\d+(\.\d+)?(ms|s|µs)?\b`)
+)
 
 // prAck is an acknowledged pull request update.
 type prAck struct {
@@ -139,14 +183,15 @@ func (r *recorder) strictThroughout(a, b time.Time) bool {
 	return in
 }
 
-// op records one operation's outcome.
-func (r *recorder) op(kind string, node int, start, end time.Time, ok bool) {
+// op records one operation's outcome: why is a failed one's error
+// (failure), empty for one that succeeded.
+func (r *recorder) op(kind string, node int, start, end time.Time, why string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.opLocked(kind, node, start, end, ok)
+	r.opLocked(kind, node, start, end, why == "", why)
 }
 
-func (r *recorder) opLocked(kind string, node int, start, end time.Time, ok bool) {
+func (r *recorder) opLocked(kind string, node int, start, end time.Time, ok bool, why string) {
 	c := r.counts[kind]
 	if c == nil {
 		c = &OpCount{}
@@ -157,7 +202,7 @@ func (r *recorder) opLocked(kind string, node int, start, end time.Time, ok bool
 	} else {
 		c.Failed++
 	}
-	r.events = append(r.events, event{kind: kind, node: node, start: start, end: end, ok: ok})
+	r.events = append(r.events, event{kind: kind, node: node, start: start, end: end, ok: ok, why: why})
 }
 
 func (r *recorder) violation(v Violation) {
@@ -173,7 +218,7 @@ func (r *recorder) ackPR(pr int64, version int64, title string, node int, start 
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := time.Now()
-	r.opLocked(opPRUpdate, node, start, now, true)
+	r.opLocked(opPRUpdate, node, start, now, true, "")
 	r.prs[pr] = append(r.prs[pr], prAck{version: version, title: title, at: now, node: node})
 }
 
@@ -181,7 +226,7 @@ func (r *recorder) ackComment(pr int64, text string, node int, start time.Time) 
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := time.Now()
-	r.opLocked(opComment, node, start, now, true)
+	r.opLocked(opComment, node, start, now, true, "")
 	r.comments[pr] = append(r.comments[pr], commentAck{text: text, at: now, node: node})
 }
 
@@ -269,7 +314,7 @@ type StaleByFault struct {
 func (r *recorder) readPR(pr int64, node int, start, end time.Time, version int64, title string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.opLocked(opPRRead, node, start, end, true)
+	r.opLocked(opPRRead, node, start, end, true, "")
 	r.reads++
 	acks := r.prs[pr]
 	// acks are in version order (one writer per pull request), and so in
@@ -305,7 +350,7 @@ func (r *recorder) readPR(pr int64, node int, start, end time.Time, version int6
 func (r *recorder) readComments(pr int64, node int, start, end time.Time, texts map[string]bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.opLocked(opCommentsRd, node, start, end, true)
+	r.opLocked(opCommentsRd, node, start, end, true, "")
 	r.reads++
 	acks := r.comments[pr]
 	n := sort.Search(len(acks), func(i int) bool { return !acks[i].at.Before(start) })
@@ -328,10 +373,10 @@ func (r *recorder) readComments(pr int64, node int, start, end time.Time, texts 
 }
 
 // kvOp records a kv operation for the linearizability check.
-func (r *recorder) kvOp(kind string, node, client int, in kvInput, out kvOutput, start, end time.Time, known bool) {
+func (r *recorder) kvOp(kind string, node, client int, in kvInput, out kvOutput, start, end time.Time, known bool, why string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.opLocked(kind, node, start, end, known)
+	r.opLocked(kind, node, start, end, known, why)
 	ret := end.Sub(r.start).Nanoseconds()
 	if !known {
 		if in.Op == kvGet {

@@ -80,8 +80,13 @@ type FaultRecord struct {
 	Failed      int           `json:"failed"`
 	FirstFailed time.Duration `json:"first_failed_ns"`
 	LastFailed  time.Duration `json:"last_failed_ns"`
-	// FailedByKind counts the failed operations per kind.
-	FailedByKind map[string]int `json:"failed_by_kind,omitempty"`
+	// FailedByKind counts the failed operations per kind; FailedByError
+	// per error (kind, then the error as failure classifies it).
+	FailedByKind  map[string]int `json:"failed_by_kind,omitempty"`
+	FailedByError map[string]int `json:"failed_by_error,omitempty"`
+	// Detail is what the injector reports of the fault after the heal
+	// (the mode-switch fault: each switch's time).
+	Detail string `json:"detail,omitempty"`
 
 	start, healed, recovered time.Time
 }
@@ -153,7 +158,7 @@ func (sr *SettingReport) finish(rec *recorder) *SettingReport {
 		if f.Skipped != "" || f.recovered.IsZero() {
 			continue
 		}
-		f.FailedByKind = map[string]int{}
+		f.FailedByKind, f.FailedByError = map[string]int{}, map[string]int{}
 		for _, ev := range rec.events {
 			if ev.start.Before(f.start) || ev.start.After(f.recovered) {
 				continue
@@ -171,6 +176,7 @@ func (sr *SettingReport) finish(rec *recorder) *SettingReport {
 			}
 			f.Failed++
 			f.FailedByKind[ev.kind]++
+			f.FailedByError[ev.kind+": "+ev.why]++
 		}
 	}
 	return sr
@@ -238,6 +244,17 @@ func WriteText(w io.Writer, r *Report) {
 				f.HealTime.Round(time.Millisecond), f.Recovery.Round(time.Millisecond), f.Ops, f.Failed, win)
 		}
 		tw.Flush()
+		for k, f := range s.Faults {
+			if f.Detail != "" {
+				fmt.Fprintf(w, "fault %d %s: %s\n", k+1, f.Kind, f.Detail)
+			}
+			if len(f.FailedByError) > 0 {
+				fmt.Fprintf(w, "fault %d %s: failed operations by error:\n", k+1, f.Kind)
+				for _, line := range errorCounts(f.FailedByError) {
+					fmt.Fprintf(w, "    %s\n", line)
+				}
+			}
+		}
 		fmt.Fprintf(w, "violations: %d\n", len(s.Violations))
 		for k, v := range s.Violations {
 			if k == 50 {
@@ -251,6 +268,25 @@ func WriteText(w io.Writer, r *Report) {
 		}
 	}
 	fmt.Fprintf(w, "\ntotal violations: %d\n", r.Violations())
+}
+
+// errorCounts lists "N× error", the most frequent first.
+func errorCounts(m map[string]int) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Slice(ks, func(a, b int) bool {
+		if m[ks[a]] != m[ks[b]] {
+			return m[ks[a]] > m[ks[b]]
+		}
+		return ks[a] < ks[b]
+	})
+	out := make([]string, len(ks))
+	for i, k := range ks {
+		out[i] = fmt.Sprintf("%d× %s", m[k], k)
+	}
+	return out
 }
 
 func kindCounts(m map[string]int) string {
@@ -331,6 +367,21 @@ func WriteMarkdown(w io.Writer, r *Report) {
 			slices.Sort(rec)
 			fmt.Fprintf(w, "| %s | %s | %d | %v | %v | %d / %d |\n", s.Setting.Name, k, len(fs), rec[(len(rec)-1)/2].Round(10*time.Millisecond),
 				rec[len(rec)-1].Round(10*time.Millisecond), failed, ops)
+		}
+	}
+	for _, s := range r.Settings {
+		for k, f := range s.Faults {
+			if f.Detail == "" && len(f.FailedByError) == 0 {
+				continue
+			}
+			fmt.Fprintf(w, "\n%s, fault %d (%s)", s.Setting.Name, k+1, f.Kind)
+			if f.Detail != "" {
+				fmt.Fprintf(w, ": %s", f.Detail)
+			}
+			if len(f.FailedByError) > 0 {
+				fmt.Fprintf(w, "; failed operations by error: %s", strings.Join(errorCounts(f.FailedByError), "; "))
+			}
+			fmt.Fprintln(w, ".")
 		}
 	}
 	for _, s := range r.Settings {

@@ -179,6 +179,9 @@ func runSchedule(ctx context.Context, cfg Config, e *Env, rng *rand.Rand, sr *Se
 		}
 		fmt.Fprintf(cfg.Log, "   fault %d %s %s: held %v, healed in %v, serving %v after the heal began\n", k+1, f.Kind, fr.Target,
 			f.Hold, fr.HealTime.Round(time.Millisecond), fr.Recovery.Round(time.Millisecond))
+		if fr.Detail != "" {
+			fmt.Fprintf(cfg.Log, "   fault %d %s: %s\n", k+1, f.Kind, fr.Detail)
+		}
 	}
 	return nil
 }
@@ -204,6 +207,9 @@ func injectOne(ctx context.Context, e *Env, rng *rand.Rand, k int, f Fault, inj 
 	}
 	fr.HealTime = time.Since(healStart)
 	fr.healed = time.Now()
+	if in.Detail != nil {
+		fr.Detail = in.Detail()
+	}
 	if err := e.waitServing(ctx, 120*time.Second); err != nil {
 		e.rec.violation(Violation{Check: "recovery", Detail: fmt.Sprintf("fault %d (%s %s): the cluster did not serve again within 120 s: %v", k+1, f.Kind, in.Target, err)})
 		return fmt.Errorf("fault %d (%s %s): %w", k+1, f.Kind, in.Target, err)

@@ -155,7 +155,7 @@ func (w *workload) prWriter(ctx context.Context, prs []int64, rng *rand.Rand) {
 				Title   string `json:"title"`
 			}
 			if json.Unmarshal(resp, &got) != nil || got.Title != title {
-				w.rec.op(opPRUpdate, node, start, time.Now(), false)
+				w.rec.op(opPRUpdate, node, start, time.Now(), "200 with another update")
 				w.rec.violation(Violation{Check: "harness", Node: node, Detail: fmt.Sprintf("update of pull request %d answered 200 with %s", pr, resp)})
 				continue
 			}
@@ -164,7 +164,7 @@ func (w *workload) prWriter(ctx context.Context, prs []int64, rng *rand.Rand) {
 		default:
 			// 409 (an earlier update whose answer was lost applied), an
 			// error or a timeout: the outcome is unknown; learn the version.
-			w.rec.op(opPRUpdate, node, start, time.Now(), false)
+			w.rec.op(opPRUpdate, node, start, time.Now(), failure(code, resp, err))
 			if v, err := w.dbVersion(ctx, pr); err == nil {
 				cur[pr] = v
 			}
@@ -188,14 +188,14 @@ func (w *workload) commentWriter(ctx context.Context, k int, prs []int64, rng *r
 		text := fmt.Sprintf("chaos c%d.%d.%d", pr, k, seq)
 		body, _ := json.Marshal(map[string]string{"text": text})
 		start := time.Now()
-		code, _, err := doReq(ctx, w.e.client, http.MethodPost, w.url(node, w.t.path[pr]+"/comments"), body, true)
+		code, resp, err := doReq(ctx, w.e.client, http.MethodPost, w.url(node, w.t.path[pr]+"/comments"), body, true)
 		if ctx.Err() != nil {
 			return
 		}
 		if err == nil && code == http.StatusCreated {
 			w.rec.ackComment(pr, text, node, start)
 		} else {
-			w.rec.op(opComment, node, start, time.Now(), false)
+			w.rec.op(opComment, node, start, time.Now(), failure(code, resp, err))
 			sleepCtx(ctx, 50*time.Millisecond)
 		}
 		sleepCtx(ctx, w.load.Pace)
@@ -227,7 +227,7 @@ func (w *workload) readPR(ctx context.Context, i int, pr int64) {
 		Title   string `json:"title"`
 	}
 	if err != nil || code != http.StatusOK || json.Unmarshal(body, &got) != nil {
-		w.rec.op(opPRRead, i, start, end, false)
+		w.rec.op(opPRRead, i, start, end, failure(code, body, err))
 		sleepCtx(ctx, 50*time.Millisecond)
 		return
 	}
@@ -252,7 +252,7 @@ func (w *workload) readComments(ctx context.Context, i int, pr int64) {
 	}
 	var page commentPage
 	if err != nil || code != http.StatusOK || json.Unmarshal(body, &page) != nil {
-		w.rec.op(opCommentsRd, i, start, end, false)
+		w.rec.op(opCommentsRd, i, start, end, failure(code, body, err))
 		sleepCtx(ctx, 50*time.Millisecond)
 		return
 	}
@@ -342,6 +342,10 @@ func (w *workload) kvDo(ctx context.Context, i, client int, in kvInput) (kvOutpu
 			known = false
 		}
 	}
-	w.rec.kvOp(kind, i, client, in, out, start, end, known)
+	why := ""
+	if !known {
+		why = failure(code, resp, err)
+	}
+	w.rec.kvOp(kind, i, client, in, out, start, end, known, why)
 	return out, known
 }
