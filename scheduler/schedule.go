@@ -49,7 +49,9 @@ func Cron(expr, timeZone string) Schedule {
 	return Schedule{Kind: KindCron, Cron: expr, TimeZone: timeZone}
 }
 
-// Every fires every d, first at first.
+// Every fires every d, first at first. Fire times that have passed when
+// the job is scheduled are skipped: its first run is the first fire time
+// at or after that moment.
 func Every(d time.Duration, first time.Time) Schedule {
 	return Schedule{Kind: KindInterval, Every: d, First: first}
 }
