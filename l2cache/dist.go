@@ -616,14 +616,15 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 		// An invalidation a backup may not have: the write must not be
 		// acknowledged, or a takeover could serve the old row.
 		d.c.cfg.Logger.Warn("l2cache: replication to a backup failed", "partition", o.Partition, "err", err)
-		for _, p := range nearSent {
-			if p != nil {
-				p.Wait(ctx) // sent already: read the answers (the retry tells the holders again)
-			}
+		if near != nil {
+			// Sent already: the holders that confirmed dropped the key;
+			// the others go back into the registry, so that the retry
+			// tells them again (or excludes them).
+			d.keepHolders(near, skey, unconfirmed(ctx, near, nearSent))
 		}
 		return distReply{NotOwner: true, Epoch: t.Epoch}
 	}
-	if err := d.tellNear(ctx, near, nearSent); err != nil {
+	if err := d.tellNear(ctx, near, skey, nearSent); err != nil {
 		// A near holder may still serve the old state: not acknowledged.
 		d.c.cfg.Logger.Warn("l2cache: a near holder was neither told of a change nor excluded", "partition", o.Partition, "err", err)
 		return distReply{Unavailable: true, Epoch: t.Epoch}
@@ -774,39 +775,60 @@ func replicated(ctx context.Context, backups []string, sent []*rpc.Pending) erro
 	return errors.Join(errs...)
 }
 
+// unconfirmed waits for the answers of a change's near holders (sent)
+// and returns those that did not confirm they dropped the key.
+func unconfirmed(ctx context.Context, n *nearNotice, sent []*rpc.Pending) []string {
+	var out []string
+	for i, p := range sent {
+		if p != nil {
+			if _, err := p.Wait(ctx); err != nil {
+				out = append(out, n.holders[i])
+			}
+		}
+	}
+	return out
+}
+
+// keepHolders puts members back among skey's near holders after a change
+// that took them from the registry failed before they confirmed it: the
+// change is not acknowledged, and its retry (or the key's next change)
+// must tell them again or exclude them. Without this the retry would find
+// no holder of skey and be acknowledged while they may still serve the
+// old state, their leases intact.
+func (d *dist) keepHolders(n *nearNotice, skey string, members []string) {
+	if len(members) == 0 {
+		return
+	}
+	n.dp.mu.Lock()
+	for _, m := range members {
+		n.dp.addHolder(d, skey, m)
+	}
+	n.dp.mu.Unlock()
+}
+
 // tellNear waits until every near holder sent a change (send) has dropped
 // its copy. A holder that does not answer in time is excluded from
 // serving (ReadLease.Exclude waits out its lease) and forgotten: it
 // registers again when it next reads, after it reset. The change is
-// acknowledged only then.
-func (d *dist) tellNear(ctx context.Context, n *nearNotice, sent []*rpc.Pending) error {
+// acknowledged only then; if a holder could be neither told nor excluded,
+// it stays in the registry for the retry.
+func (d *dist) tellNear(ctx context.Context, n *nearNotice, skey string, sent []*rpc.Pending) error {
 	if n == nil {
 		return nil
 	}
-	failed := make([]bool, len(n.holders))
-	for i, p := range sent {
-		if p != nil {
-			if _, err := p.Wait(ctx); err != nil {
-				failed[i] = true
-			}
-		}
-	}
-	var unreached []string
-	for i, f := range failed {
-		if f {
-			unreached = append(unreached, n.holders[i])
-		}
-	}
+	unreached := unconfirmed(ctx, n, sent)
 	if len(unreached) == 0 {
 		return nil
 	}
 	if d.c.cfg.Lease == nil {
+		d.keepHolders(n, skey, unreached)
 		return &NotAckedError{Members: unreached}
 	}
 	d.c.stats.Exclusions.Add(uint64(len(unreached)))
 	ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.c.cfg.SyncTimeout+2*d.c.cfg.Lease.Duration())
 	defer cancel()
 	if err := d.c.cfg.Lease.Exclude(ectx, unreached); err != nil {
+		d.keepHolders(n, skey, unreached)
 		return err
 	}
 	n.dp.mu.Lock()

@@ -32,6 +32,11 @@ import (
 //     (ReadLease.Exclude), after which it drops everything before it
 //     serves again. The change takes the key's holders: a holder that
 //     keeps a copy later has read or put it again, and registered again.
+//     A change that fails (a backup did not apply it, or a holder could
+//     be neither told nor excluded) is not acknowledged, and the holders
+//     that did not confirm it go back into the registry: its retry tells
+//     them again, and is acknowledged only when they dropped the key or
+//     were excluded.
 //   - The stale-put race, near: a near copy carries a stamp of the holder's
 //     clock taken before the read was sent. A change message stamps the
 //     key on arrival; a copy stamped at or below the key's (or its

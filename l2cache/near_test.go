@@ -13,6 +13,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/shoal-dev/shoal/cluster"
+	"github.com/shoal-dev/shoal/cluster/clustertest"
 	"github.com/shoal-dev/shoal/internal/testkit"
 )
 
@@ -402,4 +403,81 @@ func TestNearQueryResultsOwn(t *testing.T) {
 	}
 	read(1)
 	read(0)
+}
+
+// A change whose replication to a backup fails is not acknowledged, and
+// the writer retries it. The key's near holders were taken from the
+// owner's registry for the first attempt; one the first attempt did not
+// reach (here the backup itself, cut off from the owner for a moment)
+// must be told by the retry — or excluded — before the write is
+// acknowledged: the retry finds no holders in the registry otherwise, and
+// the holder, whose lease never lapsed, keeps serving the old value.
+func TestNearRetriedChangeTellsHolders(t *testing.T) {
+	lc := startLeased(t, 42, 3, cluster.CacheModeNear, InvalidationAsync)
+	regions := make([]*Region, 3)
+	for i, c := range lc.caches {
+		testkit.Eventually(t, 30*time.Second, fmt.Sprintf("node %d's cache ready", i+1), func() bool { return c.Ready() == nil })
+		regions[i] = region(t, c, "pr", NonstrictReadWrite)
+	}
+	ctx := context.Background()
+	// A key owned by node 1 and backed up by node 2, held near by node 2.
+	d := distOf(lc.caches[0])
+	owner, backup := lc.members[0].Node.Name(), lc.members[1].Node.Name()
+	key := ""
+	for k := 0; key == ""; k++ {
+		if r := d.keeper.Table().Replicas[d.partition("pr", strconv.Itoa(k))]; len(r) == 2 && r[0] == owner && r[1] == backup {
+			key = strconv.Itoa(k)
+		}
+	}
+	var db atomic.Value
+	db.Store("v1")
+	load := func(context.Context) ([]byte, error) { return []byte(db.Load().(string)), nil }
+	noLoad := func(context.Context) ([]byte, error) { return nil, errors.New("loaded") }
+	testkit.Eventually(t, 30*time.Second, "node 2 to hold a near copy", func() bool {
+		v, err := regions[1].Get(ctx, key, noLoad)
+		if err != nil {
+			regions[1].Get(ctx, key, load)
+			lc.caches[1].waitLocal()
+			return false
+		}
+		return string(v) == "v1"
+	})
+	// Cut node 1 from node 2 (both still reach the consistent store: their
+	// leases stay valid) and write through node 3. The first attempt's
+	// replication and near message to node 2 are lost.
+	sent := func() (uint64, uint64) {
+		st := lc.caches[0].Stats().Node
+		return st.RemoteByKind["repl"], st.RemoteByKind["near"]
+	}
+	repl0, near0 := sent()
+	lc.net.Partition([]string{clustertest.Host(1)}, []string{clustertest.Host(2)})
+	db.Store("v2")
+	wrote := make(chan error, 1)
+	go func() {
+		wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		defer cancel()
+		wrote <- regions[2].Evict(wctx, key)
+	}()
+	testkit.Eventually(t, 30*time.Second, "the owner to send the change to node 2", func() bool {
+		repl, near := sent()
+		return repl > repl0 && near > near0
+	})
+	lc.net.Heal()
+	select {
+	case err := <-wrote:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("the write was not acknowledged in 60 s")
+	}
+	if !lc.leases[1].Valid() {
+		t.Logf("node 2's lease lapsed during the write (it then drops its copies): the check below proves less")
+	}
+	for range 20 {
+		if v, err := regions[1].Get(ctx, key, load); err != nil || string(v) != "v2" {
+			t.Fatalf("node 2 read %q, %v after v2 was acknowledged by a retried change (node 2: %+v; owner: %+v)", v, err,
+				lc.caches[1].Stats().Node, lc.caches[0].Stats().Node)
+		}
+	}
 }
