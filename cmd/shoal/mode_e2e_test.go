@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -12,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/shoal-dev/shoal/internal/modeswitch"
 )
 
 // A running 3-node cluster switches its cache mode LOCAL → DISTRIBUTED →
@@ -121,6 +126,57 @@ func TestLiveModeSwitchProcesses(t *testing.T) {
 			if v.Cache.Mode != mode {
 				t.Errorf("node%d runs %+v after the switch to %s", i, v.Cache, mode)
 			}
+		}
+	}
+	// The chaos checker's case (a PUT whose answer is lost, then at once
+	// the next switch): the lost PUT goes on, the next switch meets a 409
+	// until it has landed, and modeswitch.Switch follows both to the end.
+	doer := func(i int, putTimeout time.Duration) modeswitch.Doer {
+		return func(ctx context.Context, method string, body []byte) (int, []byte, error) {
+			if method == http.MethodPut {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, putTimeout)
+				defer cancel()
+			}
+			var rd io.Reader
+			if body != nil {
+				rd = bytes.NewReader(body)
+			}
+			req, err := http.NewRequestWithContext(ctx, method, rc.node(i)+modeswitch.Path, rd)
+			if err != nil {
+				return 0, nil, err
+			}
+			req.SetBasicAuth("admin", restAdminPW)
+			resp, err := rc.client.Do(req)
+			if err != nil {
+				return 0, nil, err
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			return resp.StatusCode, b, err
+		}
+	}
+	for k, next := range [][2]string{{"distributed", "near"}, {"local", "local"}} {
+		steady()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		start := time.Now()
+		// Given up after 50 ms: the switch is still under way (or, on a
+		// slow machine, not yet proposed).
+		body, _ := json.Marshal(map[string]string{"mode": next[0]})
+		if code, b, err := doer(1+k%3, 50*time.Millisecond)(ctx, http.MethodPut, body); err == nil {
+			t.Logf("the switch to %s answered within 50 ms: %d %s", next[0], code, b)
+		}
+		res, err := modeswitch.Switch(ctx, doer(1+(k+1)%3, time.Minute), next[1], modeswitch.Options{})
+		cancel()
+		if err != nil {
+			close(stop)
+			wg.Wait()
+			t.Fatalf("switch to %s after a lost switch to %s: %v (followed: %q)", next[1], next[0], err, res.Open)
+		}
+		t.Logf("a lost switch to %s, then one to %s: %v, at %v (followed: %q)", next[0], next[1], time.Since(start).Round(time.Millisecond),
+			res.Record, res.Open)
+		if res.Record.Mode != next[1] || res.Record.Phase != "stable" {
+			t.Errorf("the switch to %s ended at %v", next[1], res.Record)
 		}
 	}
 	steady()
