@@ -288,3 +288,38 @@ func TestDepartedMembersPruned(t *testing.T) {
 		t.Fatalf("alive after the pruning: %s", aliveNames(a))
 	}
 }
+
+// TestGossipAddrAfterMemberlistForgetsSelf: memberlist drops its own node
+// from its map GossipToTheDeadTime after leaving, while probing goes on
+// until Shutdown; a Close slowed past that (32 nodes under the race
+// detector at load 36) had the reconnect loop's GossipAddr dereference
+// nil. GossipAddr is fixed at Start.
+func TestGossipAddrAfterMemberlistForgetsSelf(t *testing.T) {
+	net := newNet(t, 7)
+	short := func(c *Config) {
+		ml := *c.Memberlist
+		ml.GossipToTheDeadTime = 10 * time.Millisecond
+		c.Memberlist = &ml
+	}
+	a := startMemNode(t, net, 1, short)
+	b := startMemNode(t, net, 2, short)
+	join(t, b, a)
+	addr := b.GossipAddr()
+	if err := b.ml.Leave(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	forgot := func() (gone bool) {
+		defer func() {
+			if recover() != nil {
+				gone = true
+			}
+		}()
+		b.ml.LocalNode()
+		return false
+	}
+	testkit.Eventually(t, 10*time.Second, "memberlist to forget its own node after leaving", forgot)
+	if got := b.GossipAddr(); got != addr {
+		t.Fatalf("GossipAddr after leaving = %q, want %q", got, addr)
+	}
+	b.rejoinSeeds(context.Background()) // resolves the seeds without its own address
+}

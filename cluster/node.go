@@ -39,11 +39,13 @@ var ErrClosed = errors.New("cluster: node closed")
 // Node is one member of a shoal cluster. Its methods are safe for
 // concurrent use.
 type Node struct {
-	cfg  Config
-	ml   *memberlist.Memberlist
-	rpc  *rpc.Node
-	bus  *Bus
-	self Meta
+	cfg Config
+	ml  *memberlist.Memberlist
+	// gossipAddr is ml's advertised "ip:port", fixed at Start.
+	gossipAddr string
+	rpc        *rpc.Node
+	bus        *Bus
+	self       Meta
 
 	refusals *refusals
 	failures atomic.Uint64       // members this node saw fail
@@ -117,6 +119,11 @@ func Start(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("cluster: starting memberlist: %w", err)
 	}
 	n.ml = ml
+	// Read once: memberlist forgets its own node some seconds after it
+	// left (GossipToTheDeadTime), and LocalNode then dereferences nil,
+	// while the reconnect loop may still ask during a slow Close.
+	ln := ml.LocalNode()
+	n.gossipAddr = net.JoinHostPort(ln.Addr.String(), strconv.Itoa(int(ln.Port)))
 	n.stop = make(chan struct{})
 	n.wg.Add(1)
 	go n.reconnectLoop()
@@ -388,10 +395,7 @@ func (n *Node) Name() string { return n.cfg.Name }
 func (n *Node) Self() Meta { return n.self }
 
 // GossipAddr is the address other nodes join through.
-func (n *Node) GossipAddr() string {
-	ln := n.ml.LocalNode()
-	return net.JoinHostPort(ln.Addr.String(), strconv.Itoa(int(ln.Port)))
-}
+func (n *Node) GossipAddr() string { return n.gossipAddr }
 
 // RPC is the node's peer RPC, for other packages to register handlers and
 // call peers by name.
