@@ -64,13 +64,17 @@ bench-full: build
 chaos: build
 	./$(BIN) bench chaos --profile long --out shoal-data/chaos-long.json
 
-# Fuzz every decoder for FUZZTIME each; new crashers land in the
-# package's testdata/fuzz, which holds the seed corpus.
+# Fuzz every decoder, and every HTTP route of a node (FuzzHTTPRoutes), for
+# FUZZTIME each; new crashers land in the package's testdata/fuzz, which
+# holds the seed corpus. 'make test' runs the routes' short form:
+# internal/server's TestHTTPFuzzAllRoutes, up to 3,000 mutations of
+# internal/server/testdata/httpfuzz/seeds.jsonl in 30 s.
 FUZZTIME ?= 30s
 FUZZ_TARGETS := ./cluster/wire:FuzzReadFrame ./cluster:FuzzDecodeBusFrame ./l2cache:FuzzDecodeOp \
 	./internal/pktline:FuzzReader ./packcache:FuzzDecodeRequest ./packcache:FuzzChecker ./packcache:FuzzDecodeState \
 	./gitfront:FuzzAuthorizationHeader ./gitfront:FuzzGitPath ./gitfront:FuzzPktReader \
-	./internal/rest:FuzzDecodeBodies ./cluster/cp/raftlog:FuzzScanSegment ./cluster/cp:FuzzDecodeSnapshot ./dmap:FuzzDecode
+	./internal/rest:FuzzDecodeBodies ./cluster/cp/raftlog:FuzzScanSegment ./cluster/cp:FuzzDecodeSnapshot ./dmap:FuzzDecode \
+	./internal/server:FuzzHTTPRoutes
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; echo "== $$name ($$pkg)"; \

@@ -28,7 +28,7 @@ func TestMain(m *testing.M) { testkit.MainNoLeaks(m, 15*time.Second) }
 func single(t *testing.T) *Server { return singleWith(t, nil) }
 
 // singleWith is single with the configuration changed by change.
-func singleWith(t *testing.T, change func(*Config)) *Server {
+func singleWith(t testing.TB, change func(*Config)) *Server {
 	t.Helper()
 	cfg := DefaultNodeConfig(PresetLoopback)
 	cfg.Cluster.Name, cfg.Cluster.BindAddr = "solo", "127.0.0.1:0"
@@ -71,7 +71,7 @@ func errMessage(out map[string]any) string {
 
 // userToken creates a user (an administrator if admin) and returns an
 // access token of theirs.
-func userToken(t *testing.T, s *Server, name string, admin bool) string {
+func userToken(t testing.TB, s *Server, name string, admin bool) string {
 	t.Helper()
 	ctx := context.Background()
 	u, err := s.DB().CreateUser(ctx, domain.NewUser{Name: name, DisplayName: name, Admin: admin})

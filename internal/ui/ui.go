@@ -48,12 +48,14 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/cluster/cp"
 	"github.com/shoal-dev/shoal/gitfront"
+	"github.com/shoal-dev/shoal/internal/httperr"
 	"github.com/shoal-dev/shoal/internal/nodestats"
 	"github.com/shoal-dev/shoal/scheduler"
 )
@@ -158,6 +160,7 @@ type UI struct {
 	log      *slog.Logger
 	pages    map[string]*template.Template
 	static   http.Handler
+	staticFS fs.FS
 	sessions *sessions
 	hub      *hub
 	sampler  *sampler
@@ -188,6 +191,7 @@ func New(cfg Config) (*UI, error) {
 	}
 	u := &UI{cfg: cfg, log: cfg.Logger, pages: pages, done: make(chan struct{}),
 		static:   http.StripPrefix(Prefix+"static/", http.FileServerFS(staticFS)),
+		staticFS: staticFS,
 		sessions: newSessions(cfg.MaxSessions, cfg.MaxUserSessions, cfg.IdleTimeout, cfg.MaxAge),
 		hub:      newHub(cfg.MaxStreams, cfg.StreamBuffer),
 	}
@@ -293,6 +297,13 @@ func (u *UI) Mount(mux *http.ServeMux) {
 func (u *UI) staticHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		securityHeaders(w)
+		// Only the files there are: anything else (a directory, a name
+		// fs.FS refuses, which the file server would answer 500) is 404.
+		name := strings.TrimPrefix(r.URL.Path, Prefix+"static/")
+		if st, err := fs.Stat(u.staticFS, name); !fs.ValidPath(name) || err != nil || st.IsDir() {
+			httperr.Write(w, http.StatusNotFound, "no such file")
+			return
+		}
 		w.Header().Set("Cache-Control", "no-cache")
 		u.static.ServeHTTP(w, r)
 	})

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
+
 	"github.com/shoal-dev/shoal/internal/domain"
 	"github.com/shoal-dev/shoal/internal/server"
 	"github.com/shoal-dev/shoal/internal/testkit"
@@ -29,6 +31,7 @@ func node(t testing.TB) *server.Server {
 	cfg.HTTPAddr, cfg.DataDir = "127.0.0.1:0", t.TempDir()
 	cfg.Store.BootstrapExpect = 1
 	cfg.UI.Interval = 200 * time.Millisecond
+	cfg.DB.BcryptCost = bcrypt.MinCost // a password check in well under a second under -race on a loaded machine
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	s, err := server.Start(cfg)
 	if err != nil {
@@ -397,5 +400,28 @@ func TestEventsStreamUpdatesAndEndAtShutdown(t *testing.T) {
 	// context (20 s) and fail.
 	if err := <-done; err != nil {
 		t.Fatalf("shutdown with a stream open: %v (after %v)", err, time.Since(start))
+	}
+}
+
+// The static handler serves its files and nothing else: a directory, a
+// missing file, a name fs.FS refuses (not UTF-8, "..") are 404 in the
+// error shape, never a listing, a redirect or a 500 (the file server
+// answered "ap%ff.css" 500 and "static/" with a listing).
+func TestStaticServesOnlyItsFiles(t *testing.T) {
+	s := node(t)
+	b := newBrowser(t, s)
+	for _, p := range []string{"/ui/static/app.js", "/ui/static/style.css"} {
+		resp, body := b.do("GET", p, nil)
+		if resp.StatusCode != http.StatusOK || len(body) == 0 {
+			t.Errorf("GET %s: %s (%d bytes)", p, resp.Status, len(body))
+		}
+	}
+	for _, p := range []string{"/ui/static/", "/ui/static/missing.css", "/ui/static/ap%ff.css", "/ui/static/%2e%2e/ui.go",
+		"/ui/static/app.js/", "/ui/static/%00"} {
+		resp, body := b.do("GET", p, nil)
+		if resp.StatusCode != http.StatusNotFound || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") ||
+			!strings.Contains(body, `"errors"`) {
+			t.Errorf("GET %s: %s %q %.300q, want 404 in the error shape", p, resp.Status, resp.Header.Get("Content-Type"), body)
+		}
 	}
 }
