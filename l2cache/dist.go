@@ -347,13 +347,15 @@ func (d *dist) dropQueries(dp *dpart) {
 	}
 }
 
-// leaseDuration is how long a former owner may still serve under its read
-// lease (0 without a lease).
+// leaseDuration is how long, on this node's clock, a former owner may
+// still serve under its read lease after this node adopted the table that
+// took the partition from it: the lease and the margin for clock rates
+// (0 without a lease).
 func (d *dist) leaseDuration() time.Duration {
 	if d.c.cfg.Lease == nil {
 		return 0
 	}
-	return d.c.cfg.Lease.Duration()
+	return d.c.cfg.Lease.outlast()
 }
 
 func roles(t *PartitionTable, p int, self string) (owner, backup bool) {

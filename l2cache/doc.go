@@ -90,23 +90,31 @@
 //     exclusion, so its lease ends before the writer acknowledges.
 //   - A node that finds itself excluded (or starts) drops everything it
 //     cached, activates its record again, and serves nothing for a further
-//     Duration: by then every writer whose view of the records is less
-//     than Duration old — a writer with an older view reads them again —
-//     counts it among the nodes a write must reach. A node whose lease
+//     Duration (and the margin for clock rates): by then every writer
+//     whose view of the records is less than Duration old — a writer with
+//     an older view reads them again — counts it among the nodes a write
+//     must reach, and every node still serving has renewed after the
+//     activation and seen the record's new generation (NEAR mode rests on
+//     this: a restarted owner has lost its registry of near holders, and
+//     a holder drops the copies a member gave it when a renewal shows
+//     that member's new generation, before that renewal's lease takes
+//     effect). The margin covers clock rates that differ by up to a
+//     tenth: each node measures only its own intervals. A node whose lease
 //     merely lapsed was never excluded, so it missed no synchronous
 //     invalidation; with asynchronous ones it drops everything too.
 //   - Missed messages on the query-space topic mark every query space
 //     updated, including spaces this node has never heard of.
 //
 // In DISTRIBUTED mode an owner answers only while its lease is valid, and
-// a node answers as the owner of a partition only a lease after it adopted
-// the table that gave it the partition: an old owner that has not learnt
-// of the new table serves nothing past its lease, because its renewal
-// reads and adopts the newest table. An owner keeps its entries only if it
-// owned the partition in every table since it last looked; a backup takes
-// over only if it was the backup throughout and missed no replication,
-// and it drops the query results it holds (they were judged against the
-// old owner's query-space stamps, which mean nothing on its clock).
+// a node answers as the owner of a partition only a lease (and the margin
+// for clock rates) after it adopted the table that gave it the partition:
+// an old owner that has not learnt of the new table serves nothing past
+// its lease, because its renewal reads and adopts the newest table. An
+// owner keeps its entries only if it owned the partition in every table
+// since it last looked; a backup takes over only if it was the backup
+// throughout and missed no replication, and it drops the query results
+// it holds (they were judged against the old owner's query-space stamps,
+// which mean nothing on its clock).
 //
 // The bound and its cost: with the default lease of 2 s, a member that
 // stops answering makes a synchronous write wait for its acknowledgement

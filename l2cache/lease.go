@@ -189,6 +189,18 @@ func (l *ReadLease) Observe(f func([]cp.KV)) {
 // Duration is the lease's length.
 func (l *ReadLease) Duration() time.Duration { return l.cfg.Duration }
 
+// outlast is how long after a moment on this node's clock a lease that
+// another node renewed before that moment may still run, measured on
+// this node's clock: Duration, and a margin for the two clocks' rates
+// (an eighth of it, and 10 ms). Each node measures only its own
+// intervals, so the clocks need not agree on the time, but one that runs
+// fast ends a wait of Duration before the other's lease of Duration has
+// ended. Exclude, an activation's probation and a new owner's wait
+// (dist) all wait this long.
+func (l *ReadLease) outlast() time.Duration {
+	return l.cfg.Duration + l.cfg.Duration/8 + 10*time.Millisecond
+}
+
 func (l *ReadLease) now() int64 { return int64(l.cfg.Now().Sub(l.base)) }
 
 // Valid reports whether this node may serve (and cache) state now. It is
@@ -287,9 +299,12 @@ func (l *ReadLease) renew(ctx context.Context) error {
 }
 
 // activate makes this node's record active with a new generation, after
-// dropping the cache. It serves nothing until Duration after the
-// activation committed: by then every writer with a current view of the
-// registry counts it among those a write must reach.
+// dropping the cache. It serves nothing until Duration (and the margin
+// for clock rates, outlast) after the activation committed: by then every
+// writer with a current view of the registry counts it among those a
+// write must reach, and every other node whose lease is valid renewed
+// after the activation (NEAR's holders drop the copies a restarted owner
+// gave them then: near.observeGens).
 func (l *ReadLease) activate(ctx context.Context, mine *memberRecord, version uint64) error {
 	l.until.Store(-1)
 	l.reset(ResetActivated)
@@ -315,7 +330,7 @@ func (l *ReadLease) activate(ctx context.Context, mine *memberRecord, version ui
 	l.gen = next.Gen
 	l.holders[l.cfg.Name] = true
 	l.mu.Unlock()
-	l.from.Store(committed + int64(l.cfg.Duration))
+	l.from.Store(committed + int64(l.outlast()))
 	l.kickSoon()
 	return nil
 }
@@ -421,7 +436,7 @@ func (l *ReadLease) Exclude(ctx context.Context, members []string) error {
 		return nil
 	}
 	l.exclusions.Add(uint64(len(members)))
-	wait := time.Duration(until + int64(l.cfg.Duration+l.cfg.Duration/8+10*time.Millisecond) - l.now())
+	wait := time.Duration(until + int64(l.outlast()) - l.now())
 	if wait <= 0 {
 		return nil
 	}

@@ -1,0 +1,120 @@
+package l2cache
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/shoal-dev/shoal/cluster/clustertest"
+	"github.com/shoal-dev/shoal/cluster/cp"
+	"github.com/shoal-dev/shoal/cluster/memnet"
+	"github.com/shoal-dev/shoal/internal/testkit"
+)
+
+// manualClock is a clock the test moves.
+type manualClock struct {
+	base time.Time
+	at   atomic.Int64
+}
+
+func (c *manualClock) now() time.Time         { return c.base.Add(time.Duration(c.at.Load())) }
+func (c *manualClock) set(d time.Duration)    { c.at.Store(int64(d)) }
+func (c *manualClock) elapsed() time.Duration { return time.Duration(c.at.Load()) }
+
+// leaseGen is the generation l activated (0: none yet).
+func leaseGen(l *ReadLease) uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.gen
+}
+
+// gatedStore is the consistent store with a gate on List: while it is
+// shut, renewals fail (after their deadline) as if the store were out of
+// reach.
+type gatedStore struct {
+	LeaseStore
+	mu   sync.Mutex
+	shut bool
+}
+
+func (s *gatedStore) setShut(v bool) { s.mu.Lock(); s.shut = v; s.mu.Unlock() }
+
+func (s *gatedStore) List(ctx context.Context, prefix string) ([]cp.KV, error) {
+	s.mu.Lock()
+	shut := s.shut
+	s.mu.Unlock()
+	if shut {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return s.LeaseStore.List(ctx, prefix)
+}
+
+// Each node measures only its own intervals, and clocks run at slightly
+// different rates. A node that activates its record again serves nothing
+// until every lease another node renewed before the activation has run
+// out — on that node's clock, which may be slower. Here B's clock runs at
+// 0.9 of A's: B's last renewal read the registry just before A's
+// activation committed, and B is then cut from the store. When A's
+// probation ends on A's clock, B's lease must have ended on B's.
+func TestLeaseProbationOutlastsSlowerClock(t *testing.T) {
+	const d = 400 * time.Millisecond
+	members := clustertest.StartWithStores(t, memnet.New(43), 1)
+	store := members[0].Store
+	start := time.Now()
+	ca, cb := &manualClock{base: start}, &manualClock{base: start}
+	a, err := NewReadLease(LeaseConfig{Name: "a", Store: store, Duration: d, Now: ca.now, Logger: testkit.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.Close)
+	gb := &gatedStore{LeaseStore: store}
+	b, err := NewReadLease(LeaseConfig{Name: "b", Store: gb, Duration: d, Now: cb.now, Logger: testkit.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	// Both activated at 0 on frozen clocks; a while later both are valid.
+	testkit.Eventually(t, 20*time.Second, "both records active", func() bool {
+		kvs, err := store.List(context.Background(), MembersPrefix)
+		return err == nil && len(kvs) == 2 && leaseGen(a) > 0 && leaseGen(b) > 0
+	})
+	tg := 10 * d
+	ca.set(tg)
+	cb.set(tg)
+	testkit.Eventually(t, 20*time.Second, "both leases valid", func() bool { return a.Valid() && b.Valid() })
+	// B's last renewal was sent at tg (its clock is frozen); now it
+	// reaches the store no more.
+	gb.setShut(true)
+	t.Cleanup(func() { gb.setShut(false) })
+	if !b.Valid() {
+		t.Fatal("B's lease ended before the clocks moved")
+	}
+	// A activates its record again (as a new process would), at tg.
+	kv, err := store.Get(context.Background(), MembersPrefix+"a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec memberRecord
+	if err := msgpack.Unmarshal(kv.Value, &rec); err != nil {
+		t.Fatal(err)
+	}
+	rec.Gen += 100
+	v, _ := msgpack.Marshal(&rec)
+	if _, err := store.CompareAndSet(context.Background(), kv.Key, kv.Version, v); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 20*time.Second, "A to activate again", func() bool { return a.from.Load() > int64(tg) })
+	from := time.Duration(a.from.Load())
+	// The moment A may first serve, and B's clock then.
+	ca.set(from)
+	cb.set(tg + (from-tg)*9/10)
+	if b.Valid() {
+		t.Fatalf("A's probation ended %v after its activation on its clock, when B's clock (0.9 of A's rate) had moved %v: B still serves under the lease it renewed before the activation (%v)",
+			from-tg, cb.elapsed()-tg, d)
+	}
+}
