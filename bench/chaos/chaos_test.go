@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -227,4 +228,24 @@ func TestKVHistoryFile(t *testing.T) {
 	start := time.Now()
 	res, _ := porcupine.CheckOperationsVerbose(kvModel, ops, 10*time.Minute)
 	t.Logf("%d operations: %s in %v", len(ops), res, time.Since(start))
+}
+
+// Failed operations are counted by error, with what differs between like
+// failures (addresses, numbers) masked and the status kept.
+func TestFailureClasses(t *testing.T) {
+	for _, c := range []struct {
+		code int
+		body string
+		err  error
+		want string
+	}{
+		{503, `{"errors":[{"message":"too many password checks at once; retry later"}]}`, nil, "503: too many password checks at once; retry later"},
+		{500, `{"error":"l2cache: written under local (epoch 12) in 35ms"}`, nil, "500: l2cache: written under local (epoch N) in N"},
+		{0, "", fmt.Errorf("Put %q: %w", "http://10.213.1.2:8081/v1/x", errors.New("context deadline exceeded")), `Put "http://ADDR/v1/x": context deadline exceeded`},
+		{502, "bad\ngateway", nil, "502: bad gateway"},
+	} {
+		if got := failure(c.code, []byte(c.body), c.err); got != c.want {
+			t.Errorf("failure(%d, %q, %v) = %q, want %q", c.code, c.body, c.err, got, c.want)
+		}
+	}
 }

@@ -62,7 +62,7 @@ type event struct {
 // local→distributed dual (epoch N), …", "Put: context deadline exceeded
 // (Client.Timeout exceeded while awaiting headers)").
 func failure(code int, body []byte, err error) string {
-	var msg string
+	var msg, status string
 	switch {
 	case err != nil:
 		var ue *url.Error
@@ -76,7 +76,7 @@ func failure(code int, body []byte, err error) string {
 		if m == "" {
 			m = strings.TrimSpace(string(body[:min(len(body), 160)]))
 		}
-		msg = fmt.Sprintf("%d: %s", code, m)
+		status, msg = fmt.Sprintf("%d: ", code), m
 	}
 	msg = strings.Join(strings.Fields(msg), " ")
 	msg = addrRE.ReplaceAllString(msg, "ADDR")
@@ -84,7 +84,7 @@ func failure(code int, body []byte, err error) string {
 	if len(msg) > 200 {
 		msg = msg[:200] + "…"
 	}
-	return msg
+	return status + msg
 }
 
 var (

@@ -107,13 +107,9 @@ func (s *Store) VerifyPassword(ctx context.Context, username, secret string) (Us
 	if hash == "" || secret == "" {
 		return User{}, firstErr(s.compare(ctx, s.dummyHash(), secret), ErrBadCredentials)
 	}
-	if s.passwords.verified(u.ID, hash, secret) {
-		return u, nil
-	}
-	if err := s.compare(ctx, []byte(hash), secret); err != nil {
+	if err := s.passwords.check(ctx, u.ID, hash, secret, func() error { return s.compare(ctx, []byte(hash), secret) }); err != nil {
 		return User{}, err
 	}
-	s.passwords.remember(u.ID, hash, secret)
 	return u, nil
 }
 
@@ -224,6 +220,14 @@ type verifiedCache struct {
 
 	mu      sync.Mutex
 	entries map[[32]byte]time.Time
+	flights map[[32]byte]*flight // comparisons in progress, by key
+}
+
+// flight is one comparison in progress, which the checks of the same
+// credentials that arrive meanwhile wait for.
+type flight struct {
+	done chan struct{}
+	err  error
 }
 
 // maxVerified bounds the cache; when full, expired entries go, and if that
@@ -231,7 +235,7 @@ type verifiedCache struct {
 const maxVerified = 10_000
 
 func newVerifiedCache(ttl time.Duration, now func() time.Time) *verifiedCache {
-	c := &verifiedCache{ttl: ttl, now: now, entries: map[[32]byte]time.Time{}}
+	c := &verifiedCache{ttl: ttl, now: now, entries: map[[32]byte]time.Time{}, flights: map[[32]byte]*flight{}}
 	rand.Read(c.key[:])
 	return c
 }
@@ -254,6 +258,10 @@ func (c *verifiedCache) verified(userID int64, hash, password string) bool {
 	k := c.mac(userID, hash, password)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.liveLocked(k)
+}
+
+func (c *verifiedCache) liveLocked(k [32]byte) bool {
 	exp, ok := c.entries[k]
 	return ok && c.now().Before(exp)
 }
@@ -263,9 +271,13 @@ func (c *verifiedCache) remember(userID int64, hash, password string) {
 		return
 	}
 	k := c.mac(userID, hash, password)
-	now := c.now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.rememberLocked(k)
+}
+
+func (c *verifiedCache) rememberLocked(k [32]byte) {
+	now := c.now()
 	if len(c.entries) >= maxVerified {
 		for key, exp := range c.entries {
 			if !now.Before(exp) {
@@ -277,4 +289,61 @@ func (c *verifiedCache) remember(userID int64, hash, password string) {
 		}
 	}
 	c.entries[k] = now.Add(c.ttl)
+}
+
+// check verifies password against userID's stored hash: at once when a
+// success is remembered, else with compare, whose outcome the checks of
+// the same credentials that arrive while it runs share. So when the
+// entry of a client that sends Basic credentials on every request
+// expires, its requests in flight cost one comparison, not one each —
+// which the bcrypt gate would refuse (ErrBusy, a 503) beyond its queue.
+// Only a match or a mismatch is shared: when the comparison could not
+// run (ErrBusy, its request's context ended) the waiting checks try
+// again themselves. With the cache disabled every check compares.
+func (c *verifiedCache) check(ctx context.Context, userID int64, hash, password string, compare func() error) error {
+	if c.ttl < 0 {
+		return compare()
+	}
+	k := c.mac(userID, hash, password)
+	for {
+		c.mu.Lock()
+		if c.liveLocked(k) {
+			c.mu.Unlock()
+			return nil
+		}
+		f := c.flights[k]
+		if f == nil {
+			f = &flight{done: make(chan struct{}), err: errCheckAborted}
+			c.flights[k] = f
+			c.mu.Unlock()
+			return c.fly(k, f, compare)
+		}
+		c.mu.Unlock()
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if f.err == nil || errors.Is(f.err, ErrBadCredentials) {
+			return f.err
+		}
+	}
+}
+
+// errCheckAborted is a flight's outcome until its comparison returns.
+var errCheckAborted = errors.New("domain: the password comparison did not finish")
+
+// fly runs a flight's comparison and lands it (also if compare panics).
+func (c *verifiedCache) fly(k [32]byte, f *flight, compare func() error) error {
+	defer func() {
+		c.mu.Lock()
+		delete(c.flights, k)
+		if f.err == nil {
+			c.rememberLocked(k)
+		}
+		c.mu.Unlock()
+		close(f.done)
+	}()
+	f.err = compare()
+	return f.err
 }

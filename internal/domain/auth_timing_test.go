@@ -127,3 +127,75 @@ func TestVerifyPasswordGate(t *testing.T) {
 		t.Errorf("busy %d (counted %d), compared %d (counted %d)", busy, s.BcryptBusy(), bad, s.BcryptCompares())
 	}
 }
+
+// When a remembered verification expires, the requests of a client that
+// sends its password with each one arrive together: they share one
+// comparison instead of each taking a place at the gate, where beyond its
+// slot and queue they were refused ErrBusy (a 503 in the middle of a
+// workload, once a minute). 40 at once through a gate of 1 slot and a
+// queue of 1, after the entry expired: all pass, one comparison. The same
+// wrong password 40 times at once: all refused as bad credentials, none
+// busy.
+func TestVerifyPasswordExpiryShared(t *testing.T) {
+	ctx := context.Background()
+	var mu sync.Mutex
+	now := time.Unix(1_800_000_000, 0)
+	clock := func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return now
+	}
+	s, err := domain.Open(ctx, domain.Config{URL: filepath.Join(t.TempDir(), "d.db"), BcryptCost: bcrypt.MinCost + 6,
+		BcryptConcurrency: 1, BcryptQueue: 1, PasswordCacheTTL: time.Minute, Now: clock, Logger: testkit.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.CreateUser(ctx, domain.NewUser{Name: "pw", Password: "right-pass"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.VerifyPassword(ctx, "pw", "right-pass"); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	now = now.Add(time.Minute + time.Second)
+	mu.Unlock()
+	before := s.BcryptCompares()
+	run := func(pass string) (ok, bad, other int) {
+		var wg sync.WaitGroup
+		var rmu sync.Mutex
+		start := make(chan struct{})
+		for range 40 {
+			wg.Go(func() {
+				<-start
+				_, err := s.VerifyPassword(ctx, "pw", pass)
+				rmu.Lock()
+				defer rmu.Unlock()
+				switch {
+				case err == nil:
+					ok++
+				case errors.Is(err, domain.ErrBadCredentials):
+					bad++
+				default:
+					other++
+					t.Errorf("VerifyPassword(%q): %v", pass, err)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		return ok, bad, other
+	}
+	if ok, _, _ := run("right-pass"); ok != 40 {
+		t.Errorf("%d of 40 passed", ok)
+	}
+	if n := s.BcryptCompares() - before; n != 1 {
+		t.Errorf("%d comparisons for 40 checks after the expiry, want 1", n)
+	}
+	before = s.BcryptCompares()
+	_, bad, _ := run("wrong-pass")
+	t.Logf("the same wrong password 40 times at once: %d comparisons", s.BcryptCompares()-before)
+	if bad != 40 || s.BcryptBusy() != 0 {
+		t.Errorf("%d of 40 refused as bad credentials, %d busy", bad, s.BcryptBusy())
+	}
+}
