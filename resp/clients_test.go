@@ -20,10 +20,16 @@ import (
 )
 
 func tctx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// clientTimeout bounds each command of the go-redis clients: their
+// default (3 s to read a reply) is short for a loaded machine, and
+// go-redis retries a command whose reply timed out, which is wrong for
+// INCRBY.
+const clientTimeout = 30 * time.Second
 
 func (sc *shoalCluster) remoteCalls() uint64 {
 	var n uint64
@@ -49,7 +55,6 @@ func (sc *shoalCluster) keyOwnedBy(i int, prefix string) string {
 // protocol's redirections and authentication.
 func TestClients(t *testing.T) {
 	sc := startShoal(t, 3, nil)
-	ctx := tctx(t)
 
 	t.Run("auth", func(t *testing.T) {
 		c := dial(t, sc.addrs[0])
@@ -73,7 +78,9 @@ func TestClients(t *testing.T) {
 	})
 
 	t.Run("go-redis plain", func(t *testing.T) {
-		rdb := redis.NewClient(&redis.Options{Addr: sc.addrs[1], Username: "admin", Password: adminPass})
+		ctx := tctx(t)
+		rdb := redis.NewClient(&redis.Options{Addr: sc.addrs[1], Username: "admin", Password: adminPass,
+			DialTimeout: clientTimeout, ReadTimeout: clientTimeout, WriteTimeout: clientTimeout})
 		defer rdb.Close()
 		if err := rdb.Set(ctx, "plain:a", "1", 0).Err(); err != nil {
 			t.Fatal(err)
@@ -115,7 +122,9 @@ func TestClients(t *testing.T) {
 	})
 
 	t.Run("go-redis cluster", func(t *testing.T) {
-		rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: sc.addrs, Username: "admin", Password: adminPass})
+		ctx := tctx(t)
+		rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: sc.addrs, Username: "admin", Password: adminPass,
+			DialTimeout: clientTimeout, ReadTimeout: clientTimeout, WriteTimeout: clientTimeout})
 		defer rdb.Close()
 		before := sc.remoteCalls()
 		const n = 300
@@ -237,7 +246,8 @@ func TestRedirectAlways(t *testing.T) {
 	if got := c.do(t, "SET", remote, "1"); !strings.HasPrefix(got, "-MOVED ") || !strings.HasSuffix(got, sc.addrs[2]) {
 		t.Fatalf("SET of node 3's key at node 1: %s", got)
 	}
-	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: sc.addrs[:1], Username: "admin", Password: adminPass})
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: sc.addrs[:1], Username: "admin", Password: adminPass,
+		DialTimeout: clientTimeout, ReadTimeout: clientTimeout, WriteTimeout: clientTimeout})
 	defer rdb.Close()
 	for i := range 100 {
 		if err := rdb.Set(ctx, fmt.Sprintf("a%d", i), i, 0).Err(); err != nil {

@@ -16,7 +16,7 @@ import (
 // another node, and the next read fetches the new value.
 func TestRueidisClientSideCaching(t *testing.T) {
 	sc := startShoal(t, 3, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	key := sc.keyOwnedBy(1, "rueidis")
 	w := dial(t, sc.addrs[2])
@@ -24,7 +24,8 @@ func TestRueidisClientSideCaching(t *testing.T) {
 	if r := w.do(t, "SET", key, "v1"); r != "+OK" {
 		t.Fatalf("SET: %s", r)
 	}
-	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{sc.addrs[0]}, Username: "admin", Password: adminPass})
+	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{sc.addrs[0]}, Username: "admin", Password: adminPass,
+		ConnWriteTimeout: clientTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}
