@@ -2,6 +2,7 @@ package l2cache
 
 import (
 	"hash/maphash"
+	"strings"
 	"sync/atomic"
 	"unsafe"
 )
@@ -42,9 +43,11 @@ func (m *decodedMemo) load(key string, raw []byte) (any, bool) {
 	return s.v, true
 }
 
+// store keeps v, decoded from raw, for key. It keeps a copy of key, so
+// that the caller's may live on its stack.
 func (m *decodedMemo) store(key string, raw []byte, v any) {
 	if len(raw) == 0 {
 		return // no identity to check against
 	}
-	m.slot(key).Store(&decodedSlot{key: key, raw: raw, v: v})
+	m.slot(key).Store(&decodedSlot{key: strings.Clone(key), raw: raw, v: v})
 }

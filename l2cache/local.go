@@ -3,6 +3,7 @@ package l2cache
 import (
 	"context"
 	"fmt"
+	"hash/maphash"
 	"sync"
 	"time"
 
@@ -13,14 +14,26 @@ import (
 // cost), judges every entry by the stamps of the package doc, and tells
 // the other nodes of each write on the bus.
 
-// local is the LOCAL backend: one ristretto cache for every region.
+// local is the LOCAL backend: one ristretto cache for every region,
+// keyed by a hash of the region and the key (see localRegion.hash), so
+// that a read builds no key string.
 type local struct {
 	c     *Cache
-	store *ristretto.Cache[string, *entry]
+	store *ristretto.Cache[uint64, *localEntry]
+}
+
+// localEntry is a LOCAL entry. The store knows it by a 64-bit hash only,
+// so it keeps its region and key: a read checks them, and another key
+// whose hash collides is a miss, as if its entry had been evicted (a write
+// of either replaces the other's).
+type localEntry struct {
+	entry
+	region *localRegion
+	key    string
 }
 
 func newLocalBackend(c *Cache) (*local, error) {
-	store, err := ristretto.NewCache(&ristretto.Config[string, *entry]{
+	store, err := ristretto.NewCache(&ristretto.Config[uint64, *localEntry]{
 		NumCounters:        max(c.cfg.MaxCost/100, 1000), // ~10 counters per expected item of ~1 KiB
 		MaxCost:            c.cfg.MaxCost,
 		BufferItems:        64,
@@ -33,7 +46,7 @@ func newLocalBackend(c *Cache) (*local, error) {
 }
 
 func (b *local) region(r *Region) regionBackend {
-	return &localRegion{Region: r, b: b, invalidated: map[string]uint64{}, locks: map[string]*softLock{}}
+	return &localRegion{Region: r, b: b, seed: maphash.MakeSeed(), invalidated: map[string]uint64{}, locks: map[string]*softLock{}}
 }
 
 func (b *local) deliverUnknown(message) {} // a region this node has not used has nothing to drop
@@ -46,6 +59,7 @@ func (b *local) close()                 { b.store.Close() }
 type localRegion struct {
 	*Region
 	b     *local
+	seed  maphash.Seed // of the keys' hashes: each region its own
 	loads loads
 
 	mu          sync.Mutex
@@ -59,7 +73,9 @@ type softLock struct {
 	expires time.Time
 }
 
-func (r *localRegion) storeKey(key string) string { return r.name + "\x00" + key }
+// hash is key's key in the store. Each region hashes with its own seed,
+// so two regions' keys collide no more often than two keys of one.
+func (r *localRegion) hash(key string) uint64 { return maphash.String(r.seed, key) }
 
 func (r *localRegion) get(ctx context.Context, key string, spaces []string, load Loader) ([]byte, error) {
 	if !r.c.valid() {
@@ -89,6 +105,17 @@ func (r *localRegion) get(ctx context.Context, key string, spaces []string, load
 	}
 	own.value, own.err = r.load(ctx, key, spaces, own.stamp, load)
 	return r.loads.finish(key, own)
+}
+
+// peek is get's hit: the value if lookup finds it, counted as a hit, or
+// false, counting nothing (get, which the caller runs next, counts the
+// miss).
+func (r *localRegion) peek(key string, spaces []string) ([]byte, bool) {
+	v, ok := r.lookup(key, spaces)
+	if ok {
+		r.stats.Hits.Add(1)
+	}
+	return v, ok
 }
 
 // load runs inside the merged call, with the stamp taken when it began. It
@@ -124,14 +151,15 @@ func (r *localRegion) lookup(key string, spaces []string) ([]byte, bool) {
 	if len(spaces) > 0 {
 		floor = max(floor, r.c.spacesStamp(spaces))
 	}
-	e, ok := r.b.store.Get(r.storeKey(key))
-	if !ok {
+	h := r.hash(key)
+	e, ok := r.b.store.Get(h)
+	if !ok || e.region != r || e.key != key {
 		return nil, false
 	}
 	if e.stamp <= floor {
 		// Loaded before an invalidation: ristretto kept or resurrected
 		// it. Never serve it.
-		r.b.store.Del(r.storeKey(key))
+		r.b.store.Del(h)
 		return nil, false
 	}
 	return e.value, true
@@ -152,12 +180,12 @@ func (r *localRegion) putFromLoad(key string, spaces []string, v []byte, stamp u
 		return
 	}
 	r.stats.Puts.Add(1)
-	e := &entry{value: v, stamp: stamp}
+	e := &localEntry{entry: entry{value: v, stamp: stamp}, region: r, key: key}
 	cost := int64(len(v) + len(key) + 64)
 	if r.c.cfg.TTL > 0 {
-		r.b.store.SetWithTTL(r.storeKey(key), e, cost, r.c.cfg.TTL)
+		r.b.store.SetWithTTL(r.hash(key), e, cost, r.c.cfg.TTL)
 	} else {
-		r.b.store.Set(r.storeKey(key), e, cost)
+		r.b.store.Set(r.hash(key), e, cost)
 	}
 }
 
@@ -215,7 +243,7 @@ func (r *localRegion) apply(o op, key string) {
 	if o != opLock {
 		r.stats.Invalidations.Add(1)
 	}
-	r.b.store.Del(r.storeKey(key))
+	r.b.store.Del(r.hash(key))
 }
 
 // recordLocked stamps an invalidation of key, collapsing the table into a

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -264,5 +265,133 @@ func TestTyped(t *testing.T) {
 	got, err = tr.Get(ctx, "7", func(context.Context) (pr, error) { return pr{}, errors.New("not cached") })
 	if err != nil || got.ID != 7 {
 		t.Fatalf("hit: %+v %v", got, err)
+	}
+}
+
+// Typed.Cached answers LOCAL hits only, counts them as Get would, and
+// counts nothing when it answers false (the Get that follows counts).
+func TestTypedCached(t *testing.T) {
+	c := newLocal(t, Config{})
+	r := region(t, c, "pr", ReadWrite)
+	tr := Typed[pr]{R: r}
+	ctx := context.Background()
+	stats := func() RegionStatsSnapshot { return c.Stats().Regions["pr"] }
+	if _, ok := tr.Cached("7"); ok {
+		t.Fatal("a hit in an empty cache")
+	}
+	if s := stats(); s.Hits != 0 || s.Misses != 0 {
+		t.Fatalf("a false Cached counted: %+v", s)
+	}
+	version := "v1"
+	load := func(context.Context) (pr, error) { return pr{ID: 7, Title: version, Tags: []string{"a"}}, nil }
+	if _, err := tr.Get(ctx, "7", load); err != nil {
+		t.Fatal(err)
+	}
+	c.waitLocal()
+	got, ok := tr.Cached("7")
+	if !ok || got.Title != "v1" || len(got.Tags) != 1 {
+		t.Fatalf("Cached after a load: %+v %v", got, ok)
+	}
+	if s := stats(); s.Hits != 1 || s.Misses != 1 {
+		t.Fatalf("after a miss and a hit: %+v", s)
+	}
+	// A soft lock, an unlock and an eviction each make it a miss.
+	if err := r.Lock(ctx, "7"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := tr.Cached("7"); ok {
+		t.Fatal("a hit on a soft-locked key")
+	}
+	version = "v2"
+	if err := r.Unlock(ctx, "7"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := tr.Cached("7"); ok {
+		t.Fatal("a hit after the unlock invalidated the key")
+	}
+	if got, err := tr.Get(ctx, "7", load); err != nil || got.Title != "v2" {
+		t.Fatalf("the reload: %+v %v", got, err)
+	}
+	c.waitLocal()
+	if got, ok := tr.Cached("7"); !ok || got.Title != "v2" {
+		t.Fatalf("Cached after the reload: %+v %v", got, ok)
+	}
+	if err := r.Evict(ctx, "7"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := tr.Cached("7"); ok {
+		t.Fatal("a hit after an eviction")
+	}
+	// A value that does not decode as a pr is not a hit; Get returns
+	// the error.
+	if _, err := r.Get(ctx, "8", constLoader("not msgpack of a pr")); err != nil {
+		t.Fatal(err)
+	}
+	c.waitLocal()
+	if _, ok := tr.Cached("8"); ok {
+		t.Fatal("a hit on a value that does not decode")
+	}
+	if _, err := tr.Get(ctx, "8", load); err == nil {
+		t.Fatal("Get decoded a value that is not a pr")
+	}
+}
+
+// A hit through Typed.Cached allocates nothing, even with a key built on
+// the caller's stack (Cached must not let it escape).
+func TestTypedCachedHitAllocatesNothing(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector's sync.Pool drops items at random (ristretto pools its access buffers)")
+	}
+	c := newLocal(t, Config{})
+	tr := Typed[pr]{R: region(t, c, "pr", ReadWrite)}
+	if _, err := tr.Get(context.Background(), "1234", func(context.Context) (pr, error) { return pr{ID: 1234, Tags: []string{"x"}}, nil }); err != nil {
+		t.Fatal(err)
+	}
+	c.waitLocal()
+	id := int64(1234)
+	allocs := testing.AllocsPerRun(1000, func() {
+		var buf [20]byte
+		v, ok := tr.Cached(string(strconv.AppendInt(buf[:0], id, 10)))
+		if !ok || v.ID != 1234 {
+			t.Fatalf("no hit: %+v %v", v, ok)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("a hit allocates %.0f times", allocs)
+	}
+}
+
+// The LOCAL store knows entries by a hash of their key: an entry of
+// another key, or of another region, found under a key's hash is a miss,
+// and a load of the key replaces it.
+func TestLocalStoreHashCollision(t *testing.T) {
+	c := newLocal(t, Config{})
+	ctx := context.Background()
+	r, other := region(t, c, "pr", NonstrictReadWrite), region(t, c, "user", NonstrictReadWrite)
+	lr, lo := r.part(beLocal).(*localRegion), other.part(beLocal).(*localRegion)
+	for _, e := range []*localEntry{
+		{entry: entry{value: []byte("b's"), stamp: c.tick()}, region: lr, key: "b"},
+		{entry: entry{value: []byte("user a's"), stamp: c.tick()}, region: lo, key: "a"},
+	} {
+		h := lr.hash("a")
+		lr.b.store.Set(h, e, 1)
+		c.waitLocal()
+		if got, ok := lr.b.store.Get(h); !ok || got != e {
+			t.Fatal("the colliding entry was not stored")
+		}
+		if v, ok := r.lookup("a", nil); ok {
+			t.Fatalf("key a read %s, the entry of region %s's key %s", v, e.region.name, e.key)
+		}
+		if _, ok := (Typed[string]{R: r}).Cached("a"); ok {
+			t.Fatal("Cached served another key's entry")
+		}
+		if v, err := r.Get(ctx, "a", constLoader("a's")); err != nil || string(v) != "a's" {
+			t.Fatalf("Get: %s %v", v, err)
+		}
+		c.waitLocal()
+		if v, ok := r.lookup("a", nil); !ok || string(v) != "a's" {
+			t.Fatalf("after the load: %s %v", v, ok)
+		}
+		r.Evict(ctx, "a")
 	}
 }

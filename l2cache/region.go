@@ -104,6 +104,19 @@ func (r *Region) get(ctx context.Context, key string, spaces []string, load Load
 	return r.part(v.read).get(ctx, key, spaces, load)
 }
 
+// peek returns key's value if the mode read holds it on this node and may
+// serve it as it is (a LOCAL hit, counted), or false, counting nothing.
+// The LOCAL part is called by its type, not through regionBackend, so that
+// key does not escape: see Typed.Cached.
+func (r *Region) peek(key string, spaces []string) ([]byte, bool) {
+	v := r.c.enter()
+	defer v.exit()
+	if lr, ok := r.part(v.read).(*localRegion); ok {
+		return lr.peek(key, spaces)
+	}
+	return nil, false
+}
+
 // Evict invalidates key after a committed write, on this node and every
 // other (nonstrict-read-write, or any writable region).
 func (r *Region) Evict(ctx context.Context, key string) error {

@@ -3,6 +3,7 @@ package l2cache
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -18,6 +19,10 @@ type Typed[T any] struct {
 }
 
 // Get returns the cached T for key, or loads it.
+//
+// A loader that is a closure is allocated where the caller writes it,
+// even when Get hits: a caller on a hot path can ask Cached first and
+// build the loader only on a miss.
 func (t Typed[T]) Get(ctx context.Context, key string, load func(ctx context.Context) (T, error)) (T, error) {
 	return t.get(ctx, key, nil, load)
 }
@@ -26,6 +31,28 @@ func (t Typed[T]) Get(ctx context.Context, key string, load func(ctx context.Con
 // query spaces it reads (see Region.GetQuery).
 func (t Typed[T]) GetQuery(ctx context.Context, key string, spaces []string, load func(ctx context.Context) (T, error)) (T, error) {
 	return t.get(ctx, key, spaces, load)
+}
+
+// Cached returns the T cached for key if this node holds it and may serve
+// it without loading or asking another node (a LOCAL hit: counted as a
+// hit, as Get would count it). Otherwise it returns false and counts
+// nothing; Get then answers (and counts) the read. A value that does not
+// decode is false too, and Get returns the error.
+//
+// Cached neither keeps key nor lets it escape, so a caller may build the
+// key on its stack (a short string concatenation or conversion whose
+// result stays local), and it takes no loader: a hit allocates nothing.
+func (t Typed[T]) Cached(key string) (T, bool) {
+	var zero T
+	b, ok := t.R.peek(key, nil)
+	if !ok {
+		return zero, false
+	}
+	v, err := t.decode(key, b)
+	if err != nil {
+		return zero, false
+	}
+	return v, true
 }
 
 func (t Typed[T]) get(ctx context.Context, key string, spaces []string, load func(ctx context.Context) (T, error)) (T, error) {
@@ -40,6 +67,12 @@ func (t Typed[T]) get(ctx context.Context, key string, spaces []string, load fun
 	if err != nil {
 		return zero, err
 	}
+	return t.decode(key, b)
+}
+
+// decode returns the T that b encodes, from the region's decoded values
+// when b is the very value they were decoded from.
+func (t Typed[T]) decode(key string, b []byte) (T, error) {
 	if d, ok := t.R.decoded.load(key, b); ok {
 		if v, ok := d.(T); ok {
 			return v, nil
@@ -47,7 +80,8 @@ func (t Typed[T]) get(ctx context.Context, key string, spaces []string, load fun
 	}
 	var v T
 	if err := msgpack.Unmarshal(b, &v); err != nil {
-		return zero, fmt.Errorf("l2cache: region %s: decoding %q: %w", t.R.name, key, err)
+		var zero T
+		return zero, fmt.Errorf("l2cache: region %s: decoding %q: %w", t.R.name, strings.Clone(key), err)
 	}
 	t.R.decoded.store(key, b, v)
 	return v, nil

@@ -71,6 +71,18 @@ func newRegions(c *l2cache.Cache) (regions, error) {
 // entity is a typed view of an entity or collection region.
 type entity[T any] struct{ r *l2cache.Region }
 
+// cached returns key's value if this node holds it (a LOCAL hit; see
+// l2cache.Typed.Cached): the accessors below ask it first, so that a hit
+// builds neither a loader closure nor, for the keys built on the stack, a
+// key string.
+func (e entity[T]) cached(key string) (T, bool) {
+	if e.r == nil {
+		var zero T
+		return zero, false
+	}
+	return l2cache.Typed[T]{R: e.r}.Cached(key)
+}
+
 // get returns the cached value of key or loads it (straight from load
 // when there is no cache).
 func (e entity[T]) get(ctx context.Context, key string, load func(context.Context) (T, error)) (T, error) {
@@ -132,29 +144,61 @@ func idKey(id int64) string { return strconv.FormatInt(id, 10) }
 
 func repoKey(project, slug string) string { return project + "/" + slug }
 
-// Cached loads of the entities.
+// Cached loads of the entities. Each asks cached with a key that does not
+// escape (built in a stack buffer: see keyBuf), and only on a miss builds
+// the key string and the loader that get keeps.
+
+// keyBuf is room for a key on the stack: a conversion of a byte slice to a
+// string whose result does not escape is made in it when it fits (32
+// bytes, the compiler's buffer), without an allocation.
+type keyBuf [32]byte
+
+func idKeyBytes(buf *keyBuf, id int64) []byte { return strconv.AppendInt(buf[:0], id, 10) }
+
+func repoKeyBytes(buf *[64]byte, project, slug string) []byte {
+	return append(append(append(buf[:0], project...), '/'), slug...)
+}
 
 func (a *api) project(ctx context.Context, key string) (domain.Project, error) {
+	if v, ok := a.regions.projects.cached(key); ok {
+		return v, nil
+	}
 	return a.regions.projects.get(ctx, key, func(ctx context.Context) (domain.Project, error) { return a.db.Project(ctx, key) })
 }
 
 func (a *api) repository(ctx context.Context, project, slug string) (domain.Repository, error) {
+	var buf [64]byte // longer than keyBuf: a longer key costs one allocation, not two
+	if v, ok := a.regions.repositories.cached(string(repoKeyBytes(&buf, project, slug))); ok {
+		return v, nil
+	}
 	return a.regions.repositories.get(ctx, repoKey(project, slug), func(ctx context.Context) (domain.Repository, error) {
 		return a.db.Repository(ctx, project, slug)
 	})
 }
 
 func (a *api) pullRequest(ctx context.Context, id int64) (domain.PullRequest, error) {
+	var buf keyBuf
+	if v, ok := a.regions.pullRequests.cached(string(idKeyBytes(&buf, id))); ok {
+		return v, nil
+	}
 	return a.regions.pullRequests.get(ctx, idKey(id), func(ctx context.Context) (domain.PullRequest, error) {
 		return a.db.PullRequest(ctx, id)
 	})
 }
 
 func (a *api) user(ctx context.Context, id int64) (domain.User, error) {
+	var buf keyBuf
+	if v, ok := a.regions.users.cached(string(idKeyBytes(&buf, id))); ok {
+		return v, nil
+	}
 	return a.regions.users.get(ctx, idKey(id), func(ctx context.Context) (domain.User, error) { return a.db.UserByID(ctx, id) })
 }
 
 func (a *api) repoPullRequestIDs(ctx context.Context, repoID int64) ([]int64, error) {
+	var buf keyBuf
+	if v, ok := a.regions.repoPRs.cached(string(idKeyBytes(&buf, repoID))); ok {
+		return v, nil
+	}
 	return a.regions.repoPRs.get(ctx, idKey(repoID), func(ctx context.Context) ([]int64, error) {
 		return a.db.PullRequestIDs(ctx, repoID)
 	})

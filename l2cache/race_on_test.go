@@ -1,0 +1,5 @@
+//go:build race
+
+package l2cache
+
+const raceEnabled = true
