@@ -488,8 +488,11 @@ func (d *DMap) evictOver() {
 // sweep, at an owner: expires keys whose deadline passed (a sample of
 // them, as Redis does) and gives new backups their baseline. What it
 // changed is to be replicated (pending's flight, which the caller submits
-// with the other partitions') and the holders told (finishSweep).
-func (d *DMap) sweep(p int) pending {
+// with the other partitions') and the holders told (finishSweep). again
+// reports work in progress that the next tick should look at: a fetch
+// from the previous owner, an owner waiting for its lease or its start of
+// service, or keys expired (there may be more).
+func (d *DMap) sweep(p int) (_ pending, again bool) {
 	pt, t := d.lockPart(p)
 	if pt.handoff && !pt.owner && d.cfg.Now().After(pt.handoffUntil) {
 		pt.handoff = false
@@ -503,8 +506,9 @@ func (d *DMap) sweep(p int) pending {
 		go d.fetch(pt, p, pt.fetchFrom, pt.fetchEpoch)
 	}
 	if !pt.owner || !d.leaseValid() || d.cfg.Now().Before(pt.servingFrom) || pt.fetchFrom != "" {
+		again = pt.owner
 		pt.mu.Unlock()
-		return pending{}
+		return pending{}, again
 	}
 	now := d.nowMs()
 	var gone []string
@@ -531,25 +535,29 @@ func (d *DMap) sweep(p int) pending {
 	}
 	if len(recs) == 0 && !needSync {
 		pt.mu.Unlock()
-		return pending{}
+		return pending{}, false
 	}
 	pd := pending{pt: pt, p: p, notices: d.noticesLocked(pt, p, false, gone)}
 	pd.w, pd.f = d.enqueue(pt, p, t, recs)
 	pt.mu.Unlock()
-	return pd
+	return pd, len(gone) > 0
 }
 
 // finishSweep waits for a sweep's replication and tells the holders of
-// the keys it expired.
-func (d *DMap) finishSweep(pd *pending) {
+// the keys it expired. It reports whether the replication reached every
+// backup.
+func (d *DMap) finishSweep(pd *pending) (ok bool) {
+	ok = true
 	if err := pd.w.wait(); err != nil {
 		d.cfg.Logger.Debug("dmap: syncing backups", "partition", pd.p, "err", err)
+		ok = false
 	}
 	if len(pd.notices) > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), d.cfg.SyncTimeout)
 		_ = d.tell(ctx, pd.pt, pd.notices)
 		cancel()
 	}
+	return ok
 }
 
 func backupsOf(t *l2cache.PartitionTable, p int) []string {

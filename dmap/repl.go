@@ -339,6 +339,9 @@ func (d *DMap) landed(f *flight, i int, err error) *flight {
 	pt := f.pt
 	pt.mu.Lock()
 	for i, s := range f.sends {
+		if f.errs[i] != nil && s.r.Full {
+			d.sweepAll.Store(true) // the sweep tries the baseline again
+		}
 		if f.errs[i] == nil && s.r.Full && pt.epoch == f.epoch {
 			if pt.syncedAt == nil {
 				pt.syncedAt = map[string]uint64{}

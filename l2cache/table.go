@@ -65,6 +65,10 @@ type TableKeeper struct {
 
 	mu      sync.Mutex
 	history map[uint64]adopted // epoch → the table adopted, the last historyLen
+	// observed is the store version of the table value a lease renewal
+	// last brought: renewals every half second bring the same value again
+	// and again, which need not be decoded again.
+	observed atomic.Uint64
 }
 
 // MaxBackups is the most backups a partition may have.
@@ -156,7 +160,7 @@ func (k *TableKeeper) run(w *cp.Watch, sub *cluster.Subscription) {
 		case <-sub.C():
 		case <-t.C:
 		}
-		if k.cfg.Store.Status().Role == "leader" {
+		if k.cfg.Store.Status().Role == "leader" && !k.inLine() {
 			if err := k.rebalance(); err != nil && !errors.Is(err, cp.ErrVersionMismatch) {
 				k.cfg.Logger.Warn("l2cache: committing the partition table", "err", err)
 			}
@@ -186,7 +190,7 @@ func (k *TableKeeper) adopt(b []byte) {
 // one the renewal read.
 func (k *TableKeeper) Observe(kvs []cp.KV) {
 	for _, kv := range kvs {
-		if kv.Key == TableKey {
+		if kv.Key == TableKey && (kv.Version == 0 || k.observed.Swap(kv.Version) != kv.Version) {
 			k.adopt(kv.Value)
 		}
 	}
@@ -264,6 +268,27 @@ func (k *TableKeeper) RunStart(p int, member string, e uint64) (uint64, time.Tim
 
 // rebalance commits a new table if the alive members are not exactly the
 // ones the current table uses.
+// inLine reports whether the table this node adopted already uses
+// exactly the alive members: then the leader has nothing to commit, and
+// skips rebalance's linearizable read (a quorum round every Interval on an
+// idle cluster). A committed table newer than the adopted one reaches
+// this node through its watch, and the next check (on the next membership
+// change or tick) compares the alive members with it.
+func (k *TableKeeper) inLine() bool {
+	t := k.table.Load()
+	return t.Epoch > 0 && len(t.Replicas) == k.cfg.Partitions && slices.Equal(k.aliveMembers(), tableMembers(t))
+}
+
+func (k *TableKeeper) aliveMembers() []string {
+	var alive []string
+	for _, m := range k.cfg.Node.Members() {
+		if m.State == cluster.StateAlive {
+			alive = append(alive, m.Name)
+		}
+	}
+	return alive
+}
+
 func (k *TableKeeper) rebalance() error {
 	ctx, cancel := context.WithTimeout(k.ctx, 5*time.Second)
 	defer cancel()
@@ -280,12 +305,7 @@ func (k *TableKeeper) rebalance() error {
 	case !errors.Is(err, cp.ErrNotFound):
 		return err
 	}
-	var alive []string
-	for _, m := range k.cfg.Node.Members() {
-		if m.State == cluster.StateAlive {
-			alive = append(alive, m.Name)
-		}
-	}
+	alive := k.aliveMembers()
 	if prev != nil && slices.Equal(alive, tableMembers(prev)) {
 		return nil
 	}
