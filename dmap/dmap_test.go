@@ -3,6 +3,7 @@ package dmap
 import (
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -153,5 +154,33 @@ func TestScanVisitsEveryKey(t *testing.T) {
 	keys, _, _ := tc.maps[2].Scan(ctx(t), 0, ScanOptions{Count: 10000, Type: "hash"})
 	if !slices.Equal(keys, []string{"h:1"}) {
 		t.Fatalf("TYPE hash: %v", keys)
+	}
+}
+
+// Between idle walks (here an hour apart), a key with a deadline that
+// nobody reads again is still expired by the owner's sweep, and the node
+// that read it is told. The maps' clock jumps past the deadline; nothing
+// but the sweep looks at the key.
+func TestSweepExpiresUnreadKeysBetweenIdleWalks(t *testing.T) {
+	var offset atomic.Int64
+	clock := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	tc := start(t, 9, 3, 1, func(c *Config) { c.IdleSweepEvery, c.Now = time.Hour, clock })
+	owner := tc.members[1].Node.Name()
+	k := keyOwnedBy(tc.maps[0], owner, "idle-ttl")
+	if r := write(t, tc.maps[0], Op{Code: CodeSet, Key: k, Args: [][]byte{[]byte("x")}, Flags: FlagExpire | FlagRelative, N: time.Hour.Milliseconds()}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	rs, err := tc.maps[2].Do(ctx(t), []Op{get(k)}, DoOptions{Track: true})
+	if err != nil || string(rs[0].Value) != "x" {
+		t.Fatalf("tracked read: %+v, %v", rs, err)
+	}
+	before := tc.invs[2].count(k)
+	offset.Store(int64(2 * time.Hour))
+	testkit.Eventually(t, 30*time.Second, "the owner's sweep to expire the key", func() bool { return tc.maps[1].Stats().Expired == 1 })
+	testkit.Eventually(t, 30*time.Second, "the reader's node told", func() bool { return tc.invs[2].count(k) > before })
+	for i, d := range tc.maps {
+		if n := d.parts[PartitionOf(k, 271)].expiring.Load(); n != 0 {
+			t.Fatalf("node %d counts %d keys with a deadline in the partition, want 0", i+1, n)
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shoal-dev/shoal/l2cache"
@@ -13,15 +14,19 @@ import (
 
 // part is this node's copy of one partition, as owner or backup.
 type part struct {
-	mu      sync.Mutex
-	epoch   uint64 // the table epoch the role was set for
-	owner   bool
-	backup  bool
-	keys    map[string]*entry
-	bytes   int64
-	seq     uint64 // owner: last record numbered; backup: last applied
-	synced  bool   // backup: holds a baseline from its owner for its run
-	tainted bool   // backup: missed a record since its baseline
+	mu     sync.Mutex
+	epoch  uint64 // the table epoch the role was set for
+	owner  bool
+	backup bool
+	keys   map[string]*entry
+	bytes  int64
+	// expiring counts the keys with a deadline (changed under mu, read
+	// without it by the sweep loop, which sweeps such a partition at
+	// every tick).
+	expiring atomic.Int64
+	seq      uint64 // owner: last record numbered; backup: last applied
+	synced   bool   // backup: holds a baseline from its owner for its run
+	tainted  bool   // backup: missed a record since its baseline
 	// servingFrom: a new owner answers only a lease after it adopted the
 	// table that gave it the partition.
 	servingFrom time.Time
@@ -63,6 +68,9 @@ func (k ks) put(key string, e *entry) {
 	k.del(key)
 	k.pt.keys[key] = e
 	k.pt.setCost(k.d, e.cost(key))
+	if e.expire != 0 {
+		k.pt.expiring.Add(1)
+	}
 }
 
 func (k ks) del(key string) bool {
@@ -72,6 +80,9 @@ func (k ks) del(key string) bool {
 	}
 	delete(k.pt.keys, key)
 	k.pt.setCost(k.d, -e.cost(key))
+	if e.expire != 0 {
+		k.pt.expiring.Add(-1)
+	}
 	return true
 }
 
@@ -84,6 +95,7 @@ func (k ks) expired(key string) {
 func (pt *part) dropAll(d *DMap) {
 	pt.setCost(d, -pt.bytes)
 	pt.keys = map[string]*entry{}
+	pt.expiring.Store(0)
 }
 
 // part returns partition p adjusted to the current table, locked: the
@@ -491,7 +503,8 @@ func (d *DMap) evictOver() {
 // with the other partitions') and the holders told (finishSweep). again
 // reports work in progress that the next tick should look at: a fetch
 // from the previous owner, an owner waiting for its lease or its start of
-// service, or keys expired (there may be more).
+// service, or a former owner's copy kept for the next owner (the sweep
+// loop itself looks at partitions with keys that have a deadline).
 func (d *DMap) sweep(p int) (_ pending, again bool) {
 	pt, t := d.lockPart(p)
 	if pt.handoff && !pt.owner && d.cfg.Now().After(pt.handoffUntil) {
@@ -506,7 +519,7 @@ func (d *DMap) sweep(p int) (_ pending, again bool) {
 		go d.fetch(pt, p, pt.fetchFrom, pt.fetchEpoch)
 	}
 	if !pt.owner || !d.leaseValid() || d.cfg.Now().Before(pt.servingFrom) || pt.fetchFrom != "" {
-		again = pt.owner
+		again = pt.owner || pt.handoff
 		pt.mu.Unlock()
 		return pending{}, again
 	}
@@ -540,7 +553,7 @@ func (d *DMap) sweep(p int) (_ pending, again bool) {
 	pd := pending{pt: pt, p: p, notices: d.noticesLocked(pt, p, false, gone)}
 	pd.w, pd.f = d.enqueue(pt, p, t, recs)
 	pt.mu.Unlock()
-	return pd, len(gone) > 0
+	return pd, false
 }
 
 // finishSweep waits for a sweep's replication and tells the holders of

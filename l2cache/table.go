@@ -266,8 +266,6 @@ func (k *TableKeeper) RunStart(p int, member string, e uint64) (uint64, time.Tim
 	return start, at
 }
 
-// rebalance commits a new table if the alive members are not exactly the
-// ones the current table uses.
 // inLine reports whether the table this node adopted already uses
 // exactly the alive members: then the leader has nothing to commit, and
 // skips rebalance's linearizable read (a quorum round every Interval on an
@@ -289,6 +287,8 @@ func (k *TableKeeper) aliveMembers() []string {
 	return alive
 }
 
+// rebalance commits a new table if the alive members are not exactly the
+// ones the current table uses.
 func (k *TableKeeper) rebalance() error {
 	ctx, cancel := context.WithTimeout(k.ctx, 5*time.Second)
 	defer cancel()
