@@ -176,9 +176,7 @@ func TestBusStateBoundedUnderFlood(t *testing.T) {
 			t.Fatal(err)
 		}
 		if sent++; seq%50 == 0 {
-			testkit.Eventually(t, 60*time.Second, "a to take in the flood so far", func() bool {
-				return a.Bus().Stats().Received.Load() >= sent
-			})
+			awaitReceived(t, a, fake, sent)
 		}
 	}
 	// The peer RPC forgot the ghosts once their connections closed.
@@ -203,4 +201,22 @@ func TestBusStateBoundedUnderFlood(t *testing.T) {
 	b.Close()
 	testkit.Eventually(t, 30*time.Second, "a sees b gone", func() bool { return aliveNames(a) == "a" })
 	testkit.Eventually(t, 10*time.Second, "b's held messages released", func() bool { return a.Bus().state().held == 0 })
+}
+
+// awaitReceived waits (a minute) for a's bus to have taken in sent
+// messages, and says where the flood stands if it has not: what a's
+// connection layer took in and accepted, and what the forger sent and
+// dialed (a one-way frame is lost with a connection that closes).
+func awaitReceived(t *testing.T, a *Node, fake *rpc.Node, sent uint64) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for a.Bus().Stats().Received.Load() < sent {
+		if time.Now().After(deadline) {
+			as, fs := a.RPC().Stats(), fake.Stats()
+			t.Fatalf("a's bus took in %d of the %d messages sent in a minute; a's RPC: %d one-way frames received, %d connections accepted, %d protocol errors, %d peers; the forger: %d notifies, %d dials (%d failed)",
+				a.Bus().Stats().Received.Load(), sent, as.NotifyReceived.Load(), as.ConnsAccepted.Load(), as.ProtocolErrors.Load(), a.RPC().Peers(),
+				fs.NotifySent.Load(), fs.Dials.Load(), fs.DialErrors.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
