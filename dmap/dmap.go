@@ -204,8 +204,11 @@ func New(cfg Config) (*DMap, error) {
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.links = map[string]*link{}
 	d.rpc.Handle(rpcOp, d.handleOp)
-	d.rpc.Handle(rpcRepl, d.handleRepl)
-	d.rpc.Handle(rpcRepls, d.handleRepls)
+	// A backup applies replications on the connection's reader (they
+	// take a partition's lock, no I/O), except while it waits for the
+	// owner's table.
+	d.rpc.HandleInline(rpcRepl, d.handleRepl)
+	d.rpc.HandleInline(rpcRepls, d.handleRepls)
 	d.rpc.Handle(rpcInv, d.handleInv)
 	d.rpc.Handle(rpcFetch, d.handleFetch)
 	if cfg.Lease != nil {

@@ -372,16 +372,35 @@ func (d *DMap) handleRepls(ctx context.Context, from string, body []byte) ([]byt
 	if err != nil {
 		return nil, fmt.Errorf("unreadable replications: %w", err)
 	}
-	msgs := make([]string, len(bodies))
+	rs := make([]replication, len(bodies))
+	errs := make([]error, len(bodies))
+	var epoch uint64
 	for i, b := range bodies {
-		if _, err := d.handleRepl(ctx, from, b); err != nil {
+		if rs[i], errs[i] = decodeReplication(b); errs[i] == nil {
+			epoch = max(epoch, rs[i].Epoch)
+		}
+	}
+	if rpc.Inline(ctx) && d.cfg.Keeper.Table().Epoch < epoch {
+		return nil, rpc.ErrWouldBlock // awaitEpoch waits: not on the reader
+	}
+	msgs := make([]string, len(bodies))
+	for i := range rs {
+		err := errs[i]
+		if err != nil {
+			err = fmt.Errorf("unreadable replication: %w", err)
+		} else {
+			err = d.applyRepl(ctx, from, &rs[i])
+		}
+		if err != nil {
 			msgs[i] = err.Error()
 		}
 	}
 	return appendReplsReply(nil, msgs), nil
 }
 
-// handleRepl applies an owner's batch at a backup.
+// handleRepl applies an owner's batch at a backup. It is served on the
+// connection's reader (rpc.HandleInline) unless this node has yet to adopt
+// the owner's table: awaitEpoch waits for it on a goroutine of its own.
 func (d *DMap) handleRepl(ctx context.Context, from string, body []byte) ([]byte, error) {
 	if d.closed.Load() {
 		return nil, ErrClosed
@@ -390,14 +409,23 @@ func (d *DMap) handleRepl(ctx context.Context, from string, body []byte) ([]byte
 	if err != nil {
 		return nil, fmt.Errorf("unreadable replication: %w", err)
 	}
+	if rpc.Inline(ctx) && d.cfg.Keeper.Table().Epoch < r.Epoch {
+		return nil, rpc.ErrWouldBlock
+	}
+	return nil, d.applyRepl(ctx, from, &r)
+}
+
+// applyRepl applies replication r from owner from (after waiting briefly
+// for its table, if this node lags).
+func (d *DMap) applyRepl(ctx context.Context, from string, r *replication) error {
 	if r.Partition >= d.cfg.Partitions {
-		return nil, fmt.Errorf("%w: replication of partition %d", ErrCodec, r.Partition)
+		return fmt.Errorf("%w: replication of partition %d", ErrCodec, r.Partition)
 	}
 	d.awaitEpoch(ctx, r.Epoch)
 	pt, t := d.lockPart(r.Partition)
 	defer pt.mu.Unlock()
 	if !pt.backup || !d.sameRun(r.Partition, from, r.Epoch, t.Epoch) {
-		return nil, fmt.Errorf("dmap: %s is not %s's backup of partition %d from epoch %d to its table's %d", d.self, from, r.Partition, r.Epoch, t.Epoch)
+		return fmt.Errorf("dmap: %s is not %s's backup of partition %d from epoch %d to its table's %d", d.self, from, r.Partition, r.Epoch, t.Epoch)
 	}
 	k := ks{pt, d}
 	if r.Full {
@@ -427,7 +455,7 @@ func (d *DMap) handleRepl(ctx context.Context, from string, body []byte) ([]byte
 	if d.bytes.Load() > d.cfg.MaxBytes {
 		go d.evictOver()
 	}
-	return nil, nil
+	return nil
 }
 
 // awaitEpoch waits briefly for this node to adopt the table an owner

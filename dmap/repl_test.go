@@ -2,6 +2,7 @@ package dmap
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -129,5 +130,40 @@ func TestReplicationToABackupWithoutCombinedMessages(t *testing.T) {
 		if r := do(t, tc.maps[0], get(k)); string(r.Value) != "w"+k {
 			t.Fatalf("after the owner died, %s = %q (nil %v), want %q", k, r.Value, r.Nil, "w"+k)
 		}
+	}
+}
+
+// A backup applies replications on the connection's reader, but one from
+// an owner whose table it has not adopted yet waits for it (awaitEpoch) on
+// a goroutine of its own: the replications behind it are applied
+// meanwhile, and it is answered once the wait is over.
+func TestReplicationFromANewerTableWaitsOffTheReader(t *testing.T) {
+	tc := start(t, 12, 3, 1, func(c *Config) { c.SyncTimeout = 20 * time.Second })
+	owner, backup := tc.members[0].Node.Name(), tc.members[1].Node.Name()
+	keys := keysOwnedBy(tc.maps[0], owner, backup, "w", 2)
+	if len(keys) < 2 {
+		t.Fatalf("no two partitions owned by %s with backup %s", owner, backup)
+	}
+	// A replication of a table the backup will not see within the wait.
+	p := PartitionOf(keys[0], tc.maps[0].Partitions())
+	body := appendReplication(nil, &replication{Partition: p, Epoch: tc.maps[0].Table().Epoch + 1000})
+	sent := time.Now()
+	lag := tc.maps[0].rpc.Go(ctx(t), backup, rpcRepl, body)
+	if r := write(t, tc.maps[0], set(keys[1], "v")); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	setDone := time.Now()
+	_, err := lag.Wait(ctx(t))
+	lagDone := time.Now()
+	if err == nil || !strings.Contains(err.Error(), "is not") {
+		t.Fatalf("the replication from a table the backup lacks: %v, want the backup's refusal after its wait", err)
+	}
+	if waited := lagDone.Sub(sent); waited < 9*time.Second {
+		t.Fatalf("answered after %v: the backup did not wait for the table (SyncTimeout/2 = 10 s)", waited)
+	}
+	// (Not waiting for it, the write takes milliseconds; 5 s is for a
+	// loaded machine.)
+	if took := setDone.Sub(sent); took > 5*time.Second {
+		t.Fatalf("a write replicated to the same backup took %v: it waited for the lagging replication", took)
 	}
 }

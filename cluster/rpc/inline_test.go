@@ -92,6 +92,71 @@ func TestInlineHandlerDeadlineAndErrors(t *testing.T) {
 	}
 }
 
+// An inline handler that would block returns ErrWouldBlock: that request
+// is served again on a goroutine of its own (with a cancellable context
+// that carries the caller's deadline), and the connection's reader goes on
+// serving the requests after it meanwhile.
+func TestInlineHandlerWouldBlock(t *testing.T) {
+	var reg registry
+	a := reg.start(t, "a", &wire.TCP{})
+	b := reg.start(t, "b", &wire.TCP{})
+	release := make(chan struct{})
+	var inlineCalls, goroutineCalls atomicInt
+	b.HandleInline("h", func(ctx context.Context, _ string, body []byte) ([]byte, error) {
+		if string(body) != "wait" {
+			return []byte("quick"), nil
+		}
+		if Inline(ctx) {
+			inlineCalls.add()
+			return nil, ErrWouldBlock
+		}
+		goroutineCalls.add()
+		if _, ok := ctx.Deadline(); !ok {
+			return nil, errors.New("no deadline on the goroutine")
+		}
+		select {
+		case <-release:
+			return []byte("waited"), nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	served := b.Stats().Served.Load()
+	wait := a.Go(ctx, "b", "h", []byte("wait"))
+	// The reader is not held by the waiting request.
+	for i := range 20 {
+		got, err := a.Call(ctx, "b", "h", []byte("now"))
+		if err != nil || string(got) != "quick" {
+			t.Fatalf("request %d behind a blocked one: %q, %v", i, got, err)
+		}
+	}
+	close(release)
+	got, err := wait.Wait(ctx)
+	if err != nil || string(got) != "waited" {
+		t.Fatalf("the request served on a goroutine: %q, %v", got, err)
+	}
+	if inlineCalls.get() != 1 || goroutineCalls.get() != 1 {
+		t.Fatalf("the handler ran %d times inline and %d on a goroutine, want 1 and 1", inlineCalls.get(), goroutineCalls.get())
+	}
+	if n := b.Stats().Served.Load() - served; n != 21 {
+		t.Fatalf("Served counted %d requests, want 21", n)
+	}
+}
+
+type atomicInt struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (a *atomicInt) add() { a.mu.Lock(); a.n++; a.mu.Unlock() }
+func (a *atomicInt) get() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.n
+}
+
 // Large frames sent while the peer is not reading: Send does not block,
 // and every frame arrives whole and in order once the peer reads.
 func TestSendToSlowReader(t *testing.T) {

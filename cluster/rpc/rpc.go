@@ -158,6 +158,12 @@ var (
 	// dialed, or its connection refused the frame); it certainly was not
 	// served, so it is safe to retry.
 	ErrUnreachable = errors.New("rpc: peer unreachable")
+	// ErrWouldBlock: what a HandleInline handler returns, before it did
+	// anything, when serving this request would block (waiting for
+	// something that has not happened yet): the request is then served
+	// again on a goroutine of its own, as Handle's are, where Inline(ctx)
+	// is false and the handler may wait.
+	ErrWouldBlock = errors.New("rpc: inline handler would block")
 )
 
 // RemoteError is an error returned by the peer's handler.
@@ -272,7 +278,10 @@ func (n *Node) Handle(typ string, h Handler) { n.register(typ, handler{h: h}) }
 // is read while h runs, and h must not wait for a response on any
 // connection (which can deadlock). h's context carries the caller's
 // deadline as a value (Deadline reports it, for handlers that pass it on)
-// but is not cancelled when it passes, only when the node closes.
+// but is not cancelled when it passes, only when the node closes. A
+// handler that would have to block for one request returns ErrWouldBlock
+// (having done nothing): that request is served on a goroutine of its own
+// instead, out of order with the ones after it.
 func (n *Node) HandleInline(typ string, h Handler) { n.register(typ, handler{h: h, inline: true}) }
 
 func (n *Node) register(typ string, h handler) {
@@ -970,23 +979,39 @@ func (n *Node) serve(c *conn, h Handler, f wire.Frame) {
 // serveInline serves a request of a HandleInline type on the reader
 // goroutine: the deadline travels as a value, without a timer.
 func (n *Node) serveInline(c *conn, h Handler, f wire.Frame) {
-	n.stats.Served.Add(1)
-	ctx := n.ctx
+	ctx := inlineCtx{Context: n.ctx}
 	if f.Timeout > 0 {
-		ctx = deadlineCtx{Context: ctx, deadline: time.Now().Add(f.Timeout)}
+		ctx.deadline, ctx.hasDeadline = time.Now().Add(f.Timeout), true
 	}
 	body, err := n.runHandler(ctx, h, c.peer, f)
+	if err == ErrWouldBlock {
+		n.wg.Add(1)
+		c.startServing()
+		go n.serve(c, h, f)
+		return
+	}
+	n.stats.Served.Add(1)
 	n.respond(c, f, body, err)
 }
 
-// deadlineCtx reports a deadline without enforcing it: the context of an
-// inline handler, which does not block and so has nothing to cancel.
-type deadlineCtx struct {
+// inlineCtx reports the caller's deadline without enforcing it: the
+// context of an inline handler, which does not block and so has nothing
+// to cancel.
+type inlineCtx struct {
 	context.Context
-	deadline time.Time
+	deadline    time.Time
+	hasDeadline bool
 }
 
-func (c deadlineCtx) Deadline() (time.Time, bool) { return c.deadline, true }
+func (c inlineCtx) Deadline() (time.Time, bool) { return c.deadline, c.hasDeadline }
+
+// Inline reports whether ctx is that of a request served on its
+// connection's reader goroutine (HandleInline): a handler that would
+// block then returns ErrWouldBlock.
+func Inline(ctx context.Context) bool {
+	_, ok := ctx.(inlineCtx)
+	return ok
+}
 
 func (n *Node) respond(c *conn, f wire.Frame, body []byte, err error) {
 	resp := &wire.Frame{Kind: wire.KindResponse, ID: f.ID, Body: body}
