@@ -165,14 +165,19 @@ func (ic *inProcCluster) Stop() {
 
 // waitServing polls until every node is ready, sees every member alive
 // and a raft leader, and, in DISTRIBUTED mode, uses a partition table
-// spread over all of them.
+// spread over all of them. Each probe has its own deadline
+// (probeTimeout), so that one stuck request does not use up the wait and
+// the error names what the node last answered.
 func waitServing(ctx context.Context, nodes []NodePlacement, arm Arm) error {
 	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()
 	for _, n := range nodes {
 		var last error
 		for {
-			if last = nodeServing(ctx, n, arm); last == nil {
+			pctx, pcancel := context.WithTimeout(ctx, probeTimeout)
+			last = nodeServing(pctx, n, arm)
+			pcancel()
+			if last == nil {
 				break
 			}
 			select {
@@ -184,6 +189,9 @@ func waitServing(ctx context.Context, nodes []NodePlacement, arm Arm) error {
 	}
 	return nil
 }
+
+// probeTimeout bounds one readiness probe of waitServing.
+const probeTimeout = 10 * time.Second
 
 func nodeServing(ctx context.Context, n NodePlacement, arm Arm) error {
 	if _, err := httpc.Do(ctx, http.MethodGet, n.HTTP, "/readyz", nil); err != nil {

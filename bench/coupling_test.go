@@ -40,14 +40,18 @@ func TestCouplingTinyExperiment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	// Six clusters start and stop one after another: about a minute on a
+	// quiet machine, several on a loaded one.
+	ctx, cancel := testContext(t, 12*time.Minute)
 	defer cancel()
 	var prog, warn bytes.Buffer
+	start := time.Now()
 	res, err := Coupling(ctx, CouplingOptions{Experiment: exp, ExperimentFile: tinyExperiment, InProcess: true,
 		LoadgenInProcess: true, Dir: t.TempDir(), Logger: testkit.Logger(t), Progress: &prog, Warnings: &warn})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("after %v: %v\nprogress:\n%s", time.Since(start).Round(time.Second), err, prog.String())
 	}
+	t.Logf("6 arms in %v", time.Since(start).Round(time.Second))
 	if len(res.Runs) != 1 || len(res.Runs[0]) != 6 {
 		t.Fatalf("runs: %d, arms: %d; want 1 run of 6 arms", len(res.Runs), len(res.Runs[0]))
 	}
@@ -75,6 +79,16 @@ func TestCouplingTinyExperiment(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkReport(t, out, res)
+}
+
+// testContext is a context that ends after d, or a minute before the
+// test binary's -timeout, whichever comes first: a test that runs out of
+// time fails with its own error rather than the binary's panic.
+func testContext(t *testing.T, d time.Duration) (context.Context, context.CancelFunc) {
+	if dl, ok := t.Deadline(); ok {
+		d = min(d, time.Until(dl)-time.Minute)
+	}
+	return context.WithTimeout(context.Background(), d)
 }
 
 func checkManifest(t *testing.T, m Manifest) {
