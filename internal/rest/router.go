@@ -144,6 +144,11 @@ func cleanPath(p string) string {
 	if p == "" || p[0] != '/' {
 		p = "/" + p
 	}
+	if !strings.Contains(p, "//") && !strings.Contains(p, "/.") {
+		// No empty, "." or ".." segment: path.Clean would return p (or
+		// p without its trailing slash, which is put back below).
+		return p
+	}
 	c := path.Clean(p)
 	if strings.HasSuffix(p, "/") && c != "/" {
 		c += "/"

@@ -3,6 +3,7 @@ package rest
 import (
 	"net/http"
 	"net/http/httptest"
+	"path"
 	"strings"
 	"testing"
 )
@@ -73,4 +74,32 @@ func TestRouterMatchesServeMux(t *testing.T) {
 			}
 		}
 	}
+}
+
+// cleanPath's shortcut for a path with nothing to clean answers what
+// path.Clean (keeping a trailing slash) does, on every path of up to 7
+// characters of '/', '.' and 'a'.
+func TestCleanPathShortcut(t *testing.T) {
+	want := func(p string) string {
+		if p == "" || p[0] != '/' {
+			p = "/" + p
+		}
+		c := path.Clean(p)
+		if strings.HasSuffix(p, "/") && c != "/" {
+			c += "/"
+		}
+		return c
+	}
+	var walk func(p string)
+	walk = func(p string) {
+		if got, w := cleanPath(p), want(p); got != w {
+			t.Errorf("cleanPath(%q) = %q, want %q", p, got, w)
+		}
+		if len(p) < 7 {
+			for _, c := range "/.a" {
+				walk(p + string(c))
+			}
+		}
+	}
+	walk("")
 }
