@@ -381,7 +381,7 @@ func WriteMarkdown(w io.Writer, r *Report) {
 			if len(f.FailedByError) > 0 {
 				fmt.Fprintf(w, "; failed operations by error: %s", strings.Join(errorCounts(f.FailedByError), "; "))
 			}
-			fmt.Fprintln(w, ".")
+			fmt.Fprintln(w)
 		}
 	}
 	for _, s := range r.Settings {
