@@ -182,19 +182,47 @@ func TestClusterExactlyOnceFakeClock(t *testing.T) {
 			if testing.Short() {
 				n = 50
 			}
+			claimErrors := func() (n uint64) {
+				for _, s := range scheds {
+					n += s.Stats().ClaimErrors.Load()
+				}
+				return n
+			}
 			var want []time.Time
+			quarters, late := 0, 0 // the clock's quarter steps so far; fire times run late
 			for k := 1; k <= n; k++ {
+				errs := claimErrors()
 				// Quarter steps: with skewed clocks, nodes become due at
 				// different moments of the interval.
-				for range 4 {
+				for ; quarters < 4*k; quarters++ {
 					base.Advance(every / 4)
 					waitIdle(t, scheds...)
 				}
 				f := t0.Add(time.Duration(k) * every)
 				want = append(want, f)
-				if got := led.ran(f); len(got) != 1 {
-					t.Fatalf("fire time %d (%v) ran on %v after the clock passed it", k, f, got)
+				got := led.ran(f)
+				// A claim that met a store error (no leader for a while:
+				// raft runs on real time, which a loaded machine
+				// stretches) is tried again RetryInterval (250 ms) later
+				// on the test's clock: the run is late, not lost. The
+				// clock moves on by quarters, short of the next fire time.
+				if len(got) == 0 && claimErrors() > errs {
+					late++
+					for ; len(got) == 0 && quarters < 4*k+3; quarters++ {
+						base.Advance(every / 4)
+						waitIdle(t, scheds...)
+						got = led.ran(f)
+					}
 				}
+				if len(got) != 1 {
+					for _, s := range scheds {
+						t.Log(s.describe())
+					}
+					t.Fatalf("fire time %d (%v) ran on %v after the clock passed it (%d claim errors meanwhile)", k, f, got, claimErrors()-errs)
+				}
+			}
+			if late > 0 {
+				t.Logf("%d fire times ran late, after a claim met a store error (%d claim errors in all)", late, claimErrors())
 			}
 			per := led.check(t, want)
 			var claims, conflicts uint64
