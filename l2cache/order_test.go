@@ -97,12 +97,33 @@ func testDistributedReplicationInOrder(t *testing.T, mode string) {
 	// Puts' replications leave in batches, a little after the puts.
 	var applied uint64
 	var tainted bool
-	testkit.Eventually(t, 10*time.Second, "the backup to apply every replication", func() bool {
+	deadline := time.Now().Add(testkit.MinWait)
+	for {
 		bp.mu.Lock()
 		applied, tainted = bp.seq, bp.tainted
 		bp.mu.Unlock()
-		return applied == sent || tainted
-	})
+		if applied == sent || tainted {
+			break
+		}
+		if time.Now().After(deadline) {
+			// Where the rest is: still queued at the owner (a batch not
+			// flushed), or sent (lost, or not yet served at the backup).
+			owner.bmu.Lock()
+			b := owner.batches[backup.self]
+			owner.bmu.Unlock()
+			queued, timer := 0, false
+			if b != nil {
+				b.mu.Lock()
+				queued, timer = len(b.ops), b.timer != nil
+				b.mu.Unlock()
+			}
+			os, bs := owner.rpc.Stats(), backup.rpc.Stats()
+			t.Fatalf("backup %s of partition %d applied up to %d of the owner's %d in %v (not tainted); at the owner: %d put replications queued for it, flush timer set %v, %d one-way messages sent, %d calls (%d failed); at the backup: %d one-way messages received, %d served, %d connections accepted",
+				backup.self, p, applied, sent, testkit.MinWait, queued, timer, os.NotifySent.Load(), os.Calls.Load(), os.CallErrors.Load(),
+				bs.NotifyReceived.Load(), bs.Served.Load(), bs.ConnsAccepted.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	if sent < uint64(writers*len(regions)*writes/2) {
 		t.Fatalf("the owner numbered only %d replications", sent)
 	}
