@@ -244,12 +244,12 @@ func WriteText(w io.Writer, r *Report) {
 				f.HealTime.Round(time.Millisecond), f.Recovery.Round(time.Millisecond), f.Ops, f.Failed, win)
 		}
 		tw.Flush()
-		for k, f := range s.Faults {
+		for _, f := range s.Faults {
 			if f.Detail != "" {
-				fmt.Fprintf(w, "fault %d %s: %s\n", k+1, f.Kind, f.Detail)
+				fmt.Fprintf(w, "%s at %v: %s\n", f.Kind, f.Start.Round(100*time.Millisecond), f.Detail)
 			}
 			if len(f.FailedByError) > 0 {
-				fmt.Fprintf(w, "fault %d %s: failed operations by error:\n", k+1, f.Kind)
+				fmt.Fprintf(w, "%s at %v: failed operations by error:\n", f.Kind, f.Start.Round(100*time.Millisecond))
 				for _, line := range errorCounts(f.FailedByError) {
 					fmt.Fprintf(w, "    %s\n", line)
 				}
@@ -370,11 +370,11 @@ func WriteMarkdown(w io.Writer, r *Report) {
 		}
 	}
 	for _, s := range r.Settings {
-		for k, f := range s.Faults {
+		for _, f := range s.Faults {
 			if f.Detail == "" && len(f.FailedByError) == 0 {
 				continue
 			}
-			fmt.Fprintf(w, "\n%s, fault %d (%s)", s.Setting.Name, k+1, f.Kind)
+			fmt.Fprintf(w, "\n%s, %s at %v", s.Setting.Name, f.Kind, f.Start.Round(100*time.Millisecond))
 			if f.Detail != "" {
 				fmt.Fprintf(w, ": %s", f.Detail)
 			}
