@@ -54,7 +54,8 @@ func TestNearCopiesServedAndDropped(t *testing.T) {
 	}
 	for i, c := range caches {
 		if st := c.Stats().Node; st.RemoteCalls != before[i] || st.NearHits == 0 {
-			t.Fatalf("node %d: %d remote calls for reads of near-cached keys, %d near hits", i+1, st.RemoteCalls-before[i], st.NearHits)
+			t.Fatalf("node %d: %d remote calls for reads of near-cached keys, %d near hits (%+v; lease %+v)", i+1, st.RemoteCalls-before[i], st.NearHits,
+				st, c.cfg.Lease.Stats())
 		}
 	}
 	// Writes through each node in turn, with both strategies' changes: a
