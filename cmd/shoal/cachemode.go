@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/internal/cli"
+	"github.com/shoal-dev/shoal/internal/modeswitch"
 	"github.com/shoal-dev/shoal/internal/server"
 )
 
@@ -35,15 +37,19 @@ func bindCacheMode(set bool) func(*cli.Set) runFunc {
 			defer cancel()
 			var out []byte
 			if set {
-				body, _ := json.Marshal(map[string]string{"mode": args[0]})
 				start := time.Now()
-				if out, _, err = cl.do(ctx, http.MethodPut, "/v1/cache/mode", body); err != nil {
-					// An answer that leaves the outcome open (a leader
-					// lost mid-commit, a timeout) may hide a switch that
-					// goes on: follow the record if it names MODE.
-					if out, err = awaitMode(ctx, cl, args[0], err); err != nil {
-						return err
-					}
+				// An answer that leaves the outcome open (a leader lost
+				// mid-commit, a timeout, a switch still under way) is
+				// followed until the switch is seen complete.
+				res, err := modeswitch.Switch(ctx, cl.modeDoer(), args[0], modeswitch.Options{})
+				if err != nil {
+					return err
+				}
+				if out, err = json.Marshal(server.CacheModeView{Cluster: res.Record, Node: res.Record}); err != nil {
+					return err
+				}
+				if o, _, err := cl.do(ctx, http.MethodGet, modeswitch.Path, nil); err == nil {
+					out = o // the answering node's own view too
 				}
 				if !c.json {
 					fmt.Fprintf(sio.out, "switched to %s in %v\n", args[0], time.Since(start).Round(time.Millisecond))
@@ -56,27 +62,28 @@ func bindCacheMode(set bool) func(*cli.Set) runFunc {
 	}
 }
 
-// awaitMode waits until the cluster runs mode stably, if its record names
-// mode after a switch answered putErr; otherwise it returns putErr.
-func awaitMode(ctx context.Context, cl *client, mode string, putErr error) ([]byte, error) {
-	for {
-		out, _, err := cl.do(ctx, http.MethodGet, "/v1/cache/mode", nil)
-		if err == nil {
-			var v server.CacheModeView
-			if json.Unmarshal(out, &v) == nil {
-				switch {
-				case v.Cluster.Mode != mode:
-					return nil, putErr
-				case v.Cluster.Phase == "stable":
-					return out, nil
-				}
-			}
+// modeDoer sends modeswitch's requests with the client's credentials.
+func (c *client) modeDoer() modeswitch.Doer {
+	return func(ctx context.Context, method string, body []byte) (int, []byte, error) {
+		var rd io.Reader
+		if body != nil {
+			rd = bytes.NewReader(body)
 		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("%w; the switch to %s was not seen to complete: %w", putErr, mode, ctx.Err())
-		case <-time.After(200 * time.Millisecond):
+		req, err := http.NewRequestWithContext(ctx, method, c.base+modeswitch.Path, rd)
+		if err != nil {
+			return 0, nil, err
 		}
+		if body != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		c.authorize(req)
+		resp, err := c.hc.Do(req)
+		if err != nil {
+			return 0, nil, err
+		}
+		defer resp.Body.Close()
+		out, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return resp.StatusCode, out, err
 	}
 }
 

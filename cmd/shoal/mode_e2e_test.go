@@ -205,4 +205,9 @@ func TestLiveModeSwitchProcesses(t *testing.T) {
 	if code != http.StatusBadRequest || !strings.Contains(string(b), "far") {
 		t.Errorf("a switch to an unknown mode: %d %s", code, b)
 	}
+	cmd := exec.Command(shoalBin, "cache", "switch", "far", "--addr", rc.c.Nodes()[0].HTTP, "--user", "admin")
+	cmd.Env = append(os.Environ(), "SHOAL_PASSWORD="+restAdminPW)
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "status 400") || !strings.Contains(string(out), "far") {
+		t.Errorf("shoal cache switch far: %v\n%s", err, out)
+	}
 }
