@@ -79,8 +79,7 @@ func Switch(ctx context.Context, do Doer, mode string, o Options) (Result, error
 		switch {
 		case err == nil && status == http.StatusOK && rec != nil && done(*rec, mode):
 			return res, nil
-		case err == nil && status >= 400 && status < 500 && status != http.StatusConflict &&
-			status != http.StatusRequestTimeout && status != http.StatusTooManyRequests:
+		case err == nil && refused(status):
 			return res, fmt.Errorf("PUT %s {\"mode\": %q}: %s", Path, mode, why)
 		}
 		res.Open = append(res.Open, "PUT: "+why)
@@ -98,6 +97,13 @@ func Switch(ctx context.Context, do Doer, mode string, o Options) (Result, error
 			return res, nil
 		}
 	}
+}
+
+// refused is whether a status settles the outcome as a refusal (a 4xx
+// other than 409, a switch under way, 408 and 429, try again later).
+func refused(status int) bool {
+	return status >= 400 && status < 500 && status != http.StatusConflict &&
+		status != http.StatusRequestTimeout && status != http.StatusTooManyRequests
 }
 
 // done is whether rec is mode, switched and stable.
@@ -122,6 +128,9 @@ func settle(ctx context.Context, do Doer, poll time.Duration, res *Result) (l2ca
 			}
 			why = "GET: " + rec.String()
 		} else {
+			if err == nil && refused(status) {
+				return l2cache.ModeRecord{}, fmt.Errorf("GET %s: %s", Path, why)
+			}
 			why = "GET: " + why
 		}
 		if why != last {

@@ -204,3 +204,26 @@ func TestSwitch(t *testing.T) {
 		}
 	})
 }
+
+// A switch whose PUT got no answer and whose record may not be read (the
+// credentials were refused meanwhile) ends at once with that refusal, not
+// at the deadline.
+func TestSwitchRecordRefused(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, `{"error":"cp: no leader"}`)
+			return
+		}
+		w.WriteHeader(http.StatusForbidden)
+		io.WriteString(w, `{"error":"administrators only"}`)
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	start := time.Now()
+	_, err := Switch(ctx, doer(srv, 5*time.Second), "near", Options{Poll: 10 * time.Millisecond})
+	if err == nil || !strings.Contains(err.Error(), "status 403: administrators only") || time.Since(start) > 30*time.Second {
+		t.Fatalf("%v after %v", err, time.Since(start))
+	}
+}
