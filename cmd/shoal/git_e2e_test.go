@@ -810,6 +810,13 @@ func (g *gitCluster) poolGauges(i int, pool string) (inFlight, queued float64) {
 	return m[`shoal_pool_in_flight{pool="`+pool+`"}`], m[`shoal_pool_queued{pool="`+pool+`"}`]
 }
 
+// poolRefusals says how many requests node i's pool refused (its queue
+// full) and timed out in its queue, for a failing test.
+func (g *gitCluster) poolRefusals(i int, pool string) string {
+	m := g.metrics(i)
+	return fmt.Sprintf("%v refused, %v timed out in the queue", m[`shoal_pool_rejected_total{pool="`+pool+`"}`], m[`shoal_pool_timed_out_total{pool="`+pool+`"}`])
+}
+
 // waitPoolFull polls until node i's pool runs limit requests and queues
 // at least one more.
 func (g *gitCluster) waitPoolFull(i int, pool string, limit float64) {
@@ -886,7 +893,7 @@ func TestGitClusterPoolSegregation(t *testing.T) {
 		flooded = append(flooded, g.timedClone(url, head))
 	}
 	if in, q := g.poolGauges(1, "web"); in != webSlots || q < 1 {
-		t.Fatalf("the web flood ended during the clones (%v in flight, %v queued)", in, q)
+		t.Fatalf("the web flood ended during the clones (%v in flight, %v queued; %s; clones took %v)", in, q, g.poolRefusals(1, "web"), flooded)
 	}
 	for _, c := range flood {
 		c.Close()
@@ -916,6 +923,7 @@ func TestGitClusterPoolSegregation(t *testing.T) {
 		}()
 	}
 	g.waitPoolFull(1, "git-upload", uploadSlots)
+	filled := time.Now()
 	var worst time.Duration
 	for range 20 {
 		start := time.Now()
@@ -927,7 +935,8 @@ func TestGitClusterPoolSegregation(t *testing.T) {
 		}
 	}
 	if in, q := g.poolGauges(1, "git-upload"); in != uploadSlots || q < 1 {
-		t.Fatalf("the clone flood ended during the REST requests (%v in flight, %v queued)", in, q)
+		t.Fatalf("the clone flood ended during the REST requests (%v in flight, %v queued; %s; %v since the flood filled the pool, %d bytes to clone at %d B/s)",
+			in, q, g.poolRefusals(1, "git-upload"), time.Since(filled), size, max(size/60, 16<<10))
 	}
 	t.Logf("slowest of 20 REST requests under a clone flood: %v", worst)
 	if worst > time.Second {
