@@ -558,7 +558,18 @@ func (s *Store) applyLocal(ctx context.Context, body []byte) (result, error) {
 		timeout = max(time.Until(dl), time.Millisecond)
 	}
 	f := s.raft.Apply(stamped, timeout)
-	if err := f.Error(); err != nil {
+	// raft's timeout bounds only the enqueueing: a future whose entry is in
+	// the log waits for its commit, a step-down or raft's shutdown. Wait no
+	// longer than the caller: a node closing its peer RPC cancels this
+	// handler's context before raft shuts down, and waits for it.
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }() // ends when raft resolves the future (at the latest at its shutdown)
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		return result{}, fmt.Errorf("cp: apply's outcome unknown: %w", ctx.Err())
+	}
+	if err != nil {
 		switch {
 		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout),
 			errors.Is(err, raft.ErrLeadershipTransferInProgress):
