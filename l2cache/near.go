@@ -378,17 +378,23 @@ func (r *nearRegion) ownFloor(key string) uint64 {
 	return max(floor, r.inv[key], r.cleared)
 }
 
+// countColdMiss counts a miss of a key with no near copy: cold, or
+// dropped by an invalidation of the key.
+func (r *nearRegion) countColdMiss(key string) {
+	cause := nearMissCold
+	r.mu.Lock()
+	if r.inv[key] != 0 {
+		cause = nearMissKey
+	}
+	r.mu.Unlock()
+	r.c.stats.NearMisses[cause].Add(1)
+}
+
 // lookupOwn returns this node's query result for key, if still valid.
 func (r *nearRegion) lookupOwn(key string, spaces []string) ([]byte, bool) {
 	e, ok := r.n.store.Get(r.skey(key))
 	if !ok {
-		cause := nearMissCold
-		r.mu.Lock()
-		if r.inv[key] != 0 {
-			cause = nearMissKey
-		}
-		r.mu.Unlock()
-		r.c.stats.NearMisses[cause].Add(1)
+		r.countColdMiss(key)
 		return nil, false
 	}
 	floor := r.ownFloor(key)
@@ -480,13 +486,7 @@ func (r *nearRegion) floors(p int, key string) nearFloors {
 func (r *nearRegion) lookup(p int, key string) ([]byte, bool) {
 	e, ok := r.n.store.Get(r.skey(key))
 	if !ok {
-		cause := nearMissCold
-		r.mu.Lock()
-		if r.inv[key] != 0 {
-			cause = nearMissKey
-		}
-		r.mu.Unlock()
-		r.c.stats.NearMisses[cause].Add(1)
+		r.countColdMiss(key)
 		return nil, false
 	}
 	f := r.floors(p, key)

@@ -182,6 +182,12 @@ func TestLoginSessionCookieAndPages(t *testing.T) {
 		"/ui/store":      {"(all keys)", "scheduler/"},
 	} {
 		resp, body := b.do("GET", path, nil)
+		if path == "/ui/jobs" { // the node registers its built-in jobs after it starts serving
+			testkit.Eventually(t, 30*time.Second, "the built-in jobs on /ui/jobs", func() bool {
+				resp, body = b.do("GET", path, nil)
+				return strings.Contains(body, `data-job="packcache-sweep"`)
+			})
+		}
 		if resp.StatusCode != 200 {
 			t.Errorf("%s: %s", path, resp.Status)
 			continue
