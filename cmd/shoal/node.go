@@ -124,6 +124,7 @@ type readyInfo struct {
 	RPC    string `json:"rpc"`
 	HTTP   string `json:"http"`
 	RESP   string `json:"resp,omitempty"`
+	Raft   string `json:"raft"`
 	PID    int    `json:"pid"`
 }
 
@@ -323,7 +324,7 @@ func serveNode(ctx context.Context, n *nodeSettings) error {
 		log.Info("joined cluster", "seeds_answered", got, "members", len(node.Members()))
 	}
 	if n.readyFile != "" {
-		info := readyInfo{Name: node.Name(), Gossip: node.GossipAddr(), RPC: node.Self().RPC, HTTP: s.HTTPAddr(), RESP: s.RESPAddr(), PID: os.Getpid()}
+		info := readyInfo{Name: node.Name(), Gossip: node.GossipAddr(), RPC: node.Self().RPC, HTTP: s.HTTPAddr(), RESP: s.RESPAddr(), Raft: node.Self().Raft, PID: os.Getpid()}
 		if err := writeJSONFile(n.readyFile, info); err != nil {
 			return err
 		}

@@ -140,6 +140,7 @@ type ready struct {
 	RPC    string `json:"rpc"`
 	HTTP   string `json:"http"`
 	RESP   string `json:"resp,omitempty"`
+	Raft   string `json:"raft"`
 	PID    int    `json:"pid"`
 }
 
@@ -410,8 +411,12 @@ func writeFileAtomic(path string, b []byte) error {
 	return os.Rename(tmp.Name(), path)
 }
 
-// raftAddr is node i's raft address: BasePort+10(i-1)+2, or a port the OS
-// picked for this node the first time it started.
+// raftAddr is node i's raft address: BasePort+10(i-1)+2, or, when the OS
+// picks ports, the port node i reported the first time it was ready (its
+// raft configuration names it), or port 0 before that. The node binds
+// port 0 itself: a port picked here and closed before the node binds it
+// can be taken in between by any process's outgoing connection (CI saw
+// "address already in use").
 func (c *Cluster) raftAddr(i int, ip string) (string, error) {
 	if c.opts.BasePort != 0 {
 		return net.JoinHostPort(ip, strconv.Itoa(c.opts.BasePort+10*(i-1)+2)), nil
@@ -421,14 +426,7 @@ func (c *Cluster) raftAddr(i int, ip string) (string, error) {
 	if p, ok := c.raftPorts[i]; ok {
 		return net.JoinHostPort(ip, strconv.Itoa(p)), nil
 	}
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		return "", err
-	}
-	p := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	c.raftPorts[i] = p
-	return net.JoinHostPort(ip, strconv.Itoa(p)), nil
+	return net.JoinHostPort(ip, "0"), nil
 }
 
 // waitReady waits for a node's ready file, failing if the node exits first.
@@ -441,6 +439,13 @@ func (c *Cluster) waitReady(ctx context.Context, p *Proc) error {
 			c.mu.Lock()
 			if _, ok := c.addrs[p.index]; !ok {
 				c.addrs[p.index] = r
+			}
+			if _, ok := c.raftPorts[p.index]; !ok && c.opts.BasePort == 0 {
+				if _, port, err := net.SplitHostPort(r.Raft); err == nil {
+					if n, err := strconv.Atoi(port); err == nil && n > 0 {
+						c.raftPorts[p.index] = n
+					}
+				}
 			}
 			c.mu.Unlock()
 			return nil
