@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/shoal-dev/shoal/internal/testkit"
 )
 
 // gitWorld is a front on a test server over a repositories directory, and
@@ -24,7 +26,7 @@ type gitWorld struct {
 	base   string // http://127.0.0.1:port
 	repos  string // the server's ReposDir
 	home   string // the client's HOME
-	log    *syncBuffer
+	log    *testkit.SyncBuffer
 	pushes atomic.Int64
 
 	mu   sync.Mutex

@@ -1,7 +1,6 @@
 package gitfront
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net/http"
@@ -119,27 +118,9 @@ func testAuthz() *fakeAuthz {
 	}}
 }
 
-// syncBuffer is a log destination safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // capturedLogger logs to a buffer (and to stderr with SHOAL_TEST_LOG).
-func capturedLogger() (*slog.Logger, *syncBuffer) {
-	buf := &syncBuffer{}
+func capturedLogger() (*slog.Logger, *testkit.SyncBuffer) {
+	buf := &testkit.SyncBuffer{}
 	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})), buf
 }
 

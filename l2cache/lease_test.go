@@ -95,19 +95,7 @@ func TestLeaseProbationOutlastsSlowerClock(t *testing.T) {
 		t.Fatal("B's lease ended before the clocks moved")
 	}
 	// A activates its record again (as a new process would), at tg.
-	kv, err := store.Get(context.Background(), MembersPrefix+"a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rec memberRecord
-	if err := msgpack.Unmarshal(kv.Value, &rec); err != nil {
-		t.Fatal(err)
-	}
-	rec.Gen += 100
-	v, _ := msgpack.Marshal(&rec)
-	if _, err := store.CompareAndSet(context.Background(), kv.Key, kv.Version, v); err != nil {
-		t.Fatal(err)
-	}
+	bumpGen(t, store, "a")
 	testkit.Eventually(t, 20*time.Second, "A to activate again", func() bool { return a.from.Load() > int64(tg) })
 	from := time.Duration(a.from.Load())
 	// The moment A may first serve, and B's clock then.
@@ -117,4 +105,25 @@ func TestLeaseProbationOutlastsSlowerClock(t *testing.T) {
 		t.Fatalf("A's probation ended %v after its activation on its clock, when B's clock (0.9 of A's rate) had moved %v: B still serves under the lease it renewed before the activation (%v)",
 			from-tg, cb.elapsed()-tg, d)
 	}
+}
+
+// bumpGen moves node name's registry record to a later generation, as a
+// new process of that node would, and returns the record as written.
+func bumpGen(t *testing.T, store LeaseStore, name string) memberRecord {
+	t.Helper()
+	ctx := context.Background()
+	kv, err := store.Get(ctx, MembersPrefix+name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec memberRecord
+	if err := msgpack.Unmarshal(kv.Value, &rec); err != nil {
+		t.Fatal(err)
+	}
+	rec.Gen += 100
+	b, _ := msgpack.Marshal(&rec)
+	if _, err := store.CompareAndSet(ctx, kv.Key, kv.Version, b); err != nil {
+		t.Fatal(err)
+	}
+	return rec
 }

@@ -169,26 +169,14 @@ func TestNearOwnerRestartDropsCopies(t *testing.T) {
 	}
 	// The owner's "new process": a new generation of its lease record.
 	store := lc.members[0].Store
-	kv, err := store.Get(ctx, MembersPrefix+lc.members[0].Node.Name())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rec memberRecord
-	if err := msgpack.Unmarshal(kv.Value, &rec); err != nil {
-		t.Fatal(err)
-	}
-	rec.Gen += 100
-	b, _ := msgpack.Marshal(&rec)
-	if _, err := store.CompareAndSet(ctx, kv.Key, kv.Version, b); err != nil {
-		t.Fatal(err)
-	}
+	rec := bumpGen(t, store, lc.members[0].Node.Name())
 	// The owner sees its record is not the one it activated and activates
 	// it again: the record's generation moves past the one set here. (Not
 	// the lease's reset count: an activation repeated at start because its
 	// write timed out, or a lapse, counts too, and the owner would then
 	// answer as the old process, with its registry, before it noticed.)
 	testkit.Eventually(t, 30*time.Second, "the owner to activate its record again", func() bool {
-		kv, err := store.Get(ctx, kv.Key)
+		kv, err := store.Get(ctx, MembersPrefix+lc.members[0].Node.Name())
 		var now memberRecord
 		return err == nil && msgpack.Unmarshal(kv.Value, &now) == nil && now.Gen > rec.Gen && !now.Excluded
 	})

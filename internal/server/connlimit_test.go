@@ -19,7 +19,7 @@ import (
 // address is served; a connection closed gives its place back.
 func TestConnectionsPerClientBounded(t *testing.T) {
 	const max = 5
-	logs := &syncBuffer{}
+	logs := &testkit.SyncBuffer{}
 	s := singleWith(t, func(c *Config) {
 		c.HTTP.MaxConnsPerClient = max
 		c.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))

@@ -28,6 +28,7 @@ import (
 
 	"github.com/shoal-dev/shoal/gitfront"
 	"github.com/shoal-dev/shoal/internal/domain"
+	"github.com/shoal-dev/shoal/internal/testkit"
 )
 
 // The HTTP fuzz run over every route of a node: the seed corpus
@@ -90,29 +91,11 @@ func loadFuzzSeeds(t testing.TB) []fuzzRequest {
 	return seeds
 }
 
-// syncBuffer is a log's destination that the test reads afterwards.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // fuzzNode is the node under fuzzing, with the credentials of each Who.
 type fuzzNode struct {
 	addr string
 	auth map[string]string
-	logs *syncBuffer
+	logs *testkit.SyncBuffer
 	// cookie and csrf are the dashboard session's (Who "ui").
 	cookie, csrf string
 }
@@ -121,7 +104,7 @@ type fuzzNode struct {
 // repository with a pull request), a private one PRIV/secret, an
 // administrator and a user.
 func startFuzzNode(t testing.TB) *fuzzNode {
-	logs := &syncBuffer{}
+	logs := &testkit.SyncBuffer{}
 	s := singleWith(t, func(c *Config) {
 		c.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 		c.Git.MaxRequestBytes = 1 << 20

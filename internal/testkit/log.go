@@ -1,9 +1,11 @@
 package testkit
 
 import (
+	"bytes"
 	"io"
 	"log/slog"
 	"os"
+	"sync"
 	"testing"
 	"time"
 )
@@ -38,4 +40,23 @@ func Eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// SyncBuffer is a log destination safe for concurrent writers, which the
+// test reads afterwards.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
