@@ -68,16 +68,23 @@ func BenchmarkGoRedisLoad(b *testing.B) {
 				}
 				wg.Wait()
 				el := time.Since(start)
-				var all []time.Duration
-				for _, l := range lat {
-					all = append(all, l...)
-				}
-				slices.Sort(all)
-				if len(all) > 0 {
-					b.ReportMetric(float64(len(all))/el.Seconds(), "ops/s")
-					b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99-ms")
-				}
+				reportOps(b, lat, el)
 			})
 		}
 	}
+}
+
+// reportOps reports the throughput and p99 latency of the workers'
+// samples (lat[w] is worker w's) over el, and returns how many there are.
+func reportOps(b *testing.B, lat [][]time.Duration, el time.Duration) int {
+	var all []time.Duration
+	for _, l := range lat {
+		all = append(all, l...)
+	}
+	slices.Sort(all)
+	if len(all) > 0 {
+		b.ReportMetric(float64(len(all))/el.Seconds(), "ops/s")
+		b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99-ms")
+	}
+	return len(all)
 }

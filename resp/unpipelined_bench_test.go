@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -80,15 +79,8 @@ func BenchmarkUnpipelined(b *testing.B) {
 				wg.Wait()
 				el := time.Since(start)
 				cpu := processCPU() - cpu0
-				var all []time.Duration
-				for _, l := range lat {
-					all = append(all, l...)
-				}
-				slices.Sort(all)
-				if len(all) > 0 {
-					b.ReportMetric(float64(len(all))/el.Seconds(), "ops/s")
-					b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99-ms")
-					b.ReportMetric(float64(cpu.Microseconds())/float64(len(all)), "cpu-us/op")
+				if n := reportOps(b, lat, el); n > 0 {
+					b.ReportMetric(float64(cpu.Microseconds())/float64(n), "cpu-us/op")
 				}
 			})
 		}
