@@ -99,6 +99,7 @@ func (n *nodeSettings) bind(s *cli.Set) {
 	s.Int(&c.Pools.Upload.Concurrency, "pool-upload", "concurrent git upload-pack requests").Doc("1.5 × cores")
 	s.Int(&c.Pools.Receive.Concurrency, "pool-receive", "concurrent git receive-pack requests").Doc("cores")
 	s.Int(&c.Pools.Web.Concurrency, "pool-web", "concurrent web and REST requests")
+	s.Duration(&c.Pools.Web.QueueTimeout, "pool-web-queue-timeout", "how long a web or REST request waits for a --pool-web slot before it is answered 503 with Retry-After")
 	s.Duration(&c.HTTP.Body.Grace, "http-body-grace", "how long a request body may take before --http-body-min-rate applies")
 	s.Int64(&c.HTTP.Body.MinRate, "http-body-min-rate", "bytes per second a request body must keep up after the grace period (else 408)")
 	s.Int(&c.HTTP.MaxConnsPerClient, "http-max-conns-per-client", "open HTTP connections from one client address (negative: no bound)")
