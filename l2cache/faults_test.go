@@ -33,7 +33,7 @@ type leasedCluster struct {
 // machine's renewals, short enough that a test waits it out quickly.
 const testLease = 2 * time.Second
 
-func startLeased(t *testing.T, seed uint64, n int, mode, invalidation string, tweak ...func(*Config)) *leasedCluster {
+func startLeased(t testing.TB, seed uint64, n int, mode, invalidation string, tweak ...func(*Config)) *leasedCluster {
 	t.Helper()
 	lc := &leasedCluster{net: memnet.New(seed)}
 	t.Cleanup(func() { lc.net.Close() })

@@ -113,6 +113,10 @@ func (c *LeaseConfig) Validate() error {
 type ReadLease struct {
 	cfg  LeaseConfig
 	base time.Time // readings are kept as durations since base
+	// mono: the clock is time.Now, so a reading is time.Since(base), the
+	// monotonic clock alone (Now reads the wall clock too, and every
+	// cached read reads the lease's clock: Valid).
+	mono bool
 
 	// from and until bound when cached state may be served, in
 	// nanoseconds since base: from ends the probation after an
@@ -139,10 +143,11 @@ type ReadLease struct {
 
 // NewReadLease starts renewing. Close stops it.
 func NewReadLease(cfg LeaseConfig) (*ReadLease, error) {
+	mono := cfg.Now == nil
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	l := &ReadLease{cfg: cfg, base: cfg.Now(), holders: map[string]bool{}, excludedAt: map[string]int64{},
+	l := &ReadLease{cfg: cfg, base: cfg.Now(), mono: mono, holders: map[string]bool{}, excludedAt: map[string]int64{},
 		kick: make(chan struct{}, 1), stop: make(chan struct{})}
 	l.until.Store(-1)
 	l.ctx, l.cancel = context.WithCancel(context.Background())
@@ -201,7 +206,12 @@ func (l *ReadLease) outlast() time.Duration {
 	return l.cfg.Duration + l.cfg.Duration/8 + 10*time.Millisecond
 }
 
-func (l *ReadLease) now() int64 { return int64(l.cfg.Now().Sub(l.base)) }
+func (l *ReadLease) now() int64 {
+	if l.mono {
+		return int64(time.Since(l.base))
+	}
+	return int64(l.cfg.Now().Sub(l.base))
+}
 
 // Valid reports whether this node may serve (and cache) state now. It is
 // cheap: two atomic loads and a clock reading.

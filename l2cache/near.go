@@ -3,9 +3,11 @@ package l2cache
 import (
 	"context"
 	"fmt"
+	"hash/maphash"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/dgraph-io/ristretto/v2"
 	"github.com/vmihailenco/msgpack/v5"
@@ -71,12 +73,17 @@ import (
 //     of its misses, and a put and a replication after the load.
 type near struct {
 	*dist
-	store *ristretto.Cache[string, *nearEntry]
+	// store holds the near copies of every region, keyed by a hash of the
+	// key with the region's seed (nearRegion.hash), as LOCAL's store: a
+	// read builds no key string.
+	store *ristretto.Cache[uint64, *nearEntry]
 	parts []nearPart // by partition
+	// floor: no near copy stamped at or below is served (reset). Read on
+	// every near hit, so an atomic rather than a field under mu.
+	floor atomic.Uint64
 
 	mu      sync.Mutex
 	regions map[string]*nearRegion
-	floor   uint64 // no near copy stamped at or below is served (reset)
 	// gens are the members' lease generations as of the last renewal
 	// (nil before the first): a member whose generation changed is a new
 	// process, with no registry of the holders the old one knew.
@@ -86,11 +93,15 @@ type near struct {
 // testBeforeKeep, set by tests only, runs before a near copy is kept.
 var testBeforeKeep func(key string)
 
-// nearEntry is a near copy.
+// nearEntry is a near copy. The store knows it by a 64-bit hash only, so
+// it keeps its region and key: a read checks them, and another key whose
+// hash collides is a miss, as if its copy had been evicted.
 type nearEntry struct {
 	value  []byte
 	stamp  uint64   // this node's clock, before the read that brought it
 	spaces []string // a query result's spaces
+	region *nearRegion
+	key    string
 }
 
 // nearPart is what a holder knows of one partition.
@@ -105,7 +116,7 @@ type nearPart struct {
 }
 
 func newNear(c *Cache, d *dist) (*near, error) {
-	store, err := ristretto.NewCache(&ristretto.Config[string, *nearEntry]{
+	store, err := ristretto.NewCache(&ristretto.Config[uint64, *nearEntry]{
 		NumCounters:        max(c.cfg.MaxCost/100, 1000),
 		MaxCost:            c.cfg.MaxCost,
 		BufferItems:        64,
@@ -126,7 +137,7 @@ func newNear(c *Cache, d *dist) (*near, error) {
 }
 
 func (n *near) region(r *Region) regionBackend {
-	nr := &nearRegion{distRegion: distRegion{Region: r, d: n.dist}, n: n, inv: map[string]uint64{}}
+	nr := &nearRegion{distRegion: distRegion{Region: r, d: n.dist}, n: n, seed: maphash.MakeSeed(), inv: map[string]uint64{}}
 	n.mu.Lock()
 	n.regions[r.name] = nr
 	n.mu.Unlock()
@@ -136,9 +147,7 @@ func (n *near) region(r *Region) regionBackend {
 func (n *near) reset() {
 	n.dist.reset()
 	n.c.stats.NearDrops[nearDropReset].Add(1)
-	n.mu.Lock()
-	n.floor = n.c.tick()
-	n.mu.Unlock()
+	n.floor.Store(n.c.tick())
 }
 
 func (n *near) close() { n.store.Close() }
@@ -204,9 +213,7 @@ func (n *near) dropOwnedBy(members []string) {
 // dropCopies forgets every near copy, leaving the partitions this node
 // owns or backs up alone (they are DISTRIBUTED's).
 func (n *near) dropCopies() {
-	n.mu.Lock()
-	n.floor = n.c.tick()
-	n.mu.Unlock()
+	n.floor.Store(n.c.tick())
 	n.store.Clear()
 }
 
@@ -267,14 +274,26 @@ func (n *near) part(p int) (floor uint64, owner string) {
 // nearRegion is a region in NEAR mode: DISTRIBUTED's, with near copies.
 type nearRegion struct {
 	distRegion
-	n *near
+	n    *near
+	seed maphash.Seed // of the keys' hashes in the store: each region its own
 
 	mu      sync.Mutex
 	inv     map[string]uint64 // key → stamp of its latest change message
 	cleared uint64            // stamp of the last region-wide drop
 }
 
-func (r *nearRegion) skey(key string) string { return r.name + "\x00" + key }
+// hash is key's key in the store. Each region hashes with its own seed,
+// so two regions' keys collide no more often than two keys of one.
+func (r *nearRegion) hash(key string) uint64 { return maphash.String(r.seed, key) }
+
+// found returns the store's entry for key, if it is key's.
+func (r *nearRegion) found(key string) (*nearEntry, bool) {
+	e, ok := r.n.store.Get(r.hash(key))
+	if !ok || e.region != r || e.key != key {
+		return nil, false
+	}
+	return e, true
+}
 
 func (r *nearRegion) get(ctx context.Context, key string, spaces []string, load Loader) ([]byte, error) {
 	if !r.c.valid() {
@@ -290,7 +309,7 @@ func (r *nearRegion) get(ctx context.Context, key string, spaces []string, load 
 		return r.getQuery(ctx, key, spaces, load)
 	}
 	p := r.d.partition(r.name, key)
-	if v, ok := r.lookup(p, key); ok {
+	if v, ok := r.lookup(p, key, true); ok {
 		r.stats.Hits.Add(1)
 		r.c.stats.NearHits.Add(1)
 		return v, nil
@@ -370,9 +389,7 @@ func (r *nearRegion) getQuery(ctx context.Context, key string, spaces []string, 
 // ownFloor is the stamp at or below which no query result of key is
 // served: the node's, the region's and the key's latest drops.
 func (r *nearRegion) ownFloor(key string) uint64 {
-	r.n.mu.Lock()
-	floor := r.n.floor
-	r.n.mu.Unlock()
+	floor := r.n.floor.Load()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return max(floor, r.inv[key], r.cleared)
@@ -391,24 +408,28 @@ func (r *nearRegion) countColdMiss(key string) {
 }
 
 // lookupOwn returns this node's query result for key, if still valid.
+// The caller has seen the read lease valid before it called (get): the
+// floors read after that include any reset that regained the lease (the
+// lease runs the reset before it is valid again), so one check, before,
+// is enough.
 func (r *nearRegion) lookupOwn(key string, spaces []string) ([]byte, bool) {
-	e, ok := r.n.store.Get(r.skey(key))
+	e, ok := r.found(key)
 	if !ok {
 		r.countColdMiss(key)
 		return nil, false
 	}
 	floor := r.ownFloor(key)
-	sp := max(r.c.spacesStamp(spaces), r.c.spacesStamp(e.spaces))
-	if e.stamp <= floor || e.stamp <= sp || !r.c.valid() {
-		switch {
-		case e.stamp <= floor:
+	sp := r.c.spacesStamp(e.spaces)
+	if !slices.Equal(spaces, e.spaces) {
+		sp = max(sp, r.c.spacesStamp(spaces))
+	}
+	if e.stamp <= floor || e.stamp <= sp {
+		if e.stamp <= floor {
 			r.c.stats.NearMisses[nearMissKey].Add(1)
-		case e.stamp <= sp:
+		} else {
 			r.c.stats.NearMisses[nearMissSpaces].Add(1)
-		default:
-			r.c.stats.NearMisses[nearMissLease].Add(1)
 		}
-		r.n.store.Del(r.skey(key))
+		r.n.store.Del(r.hash(key))
 		return nil, false
 	}
 	return e.value, true
@@ -427,13 +448,7 @@ func (r *nearRegion) keepOwn(key string, v []byte, stamp uint64, spaces []string
 	if !r.c.valid() {
 		return
 	}
-	e := &nearEntry{value: v, stamp: stamp, spaces: slices.Clone(spaces)}
-	cost := int64(len(v) + len(key) + 64)
-	if r.c.cfg.TTL > 0 {
-		r.n.store.SetWithTTL(r.skey(key), e, cost, r.c.cfg.TTL)
-	} else {
-		r.n.store.Set(r.skey(key), e, cost)
-	}
+	r.store(key, &nearEntry{value: v, stamp: stamp, spaces: slices.Clone(spaces)})
 }
 
 // change applies a change of key at its owner (whose entry DISTRIBUTED
@@ -473,20 +488,24 @@ func (f nearFloors) cause(stamp uint64) int {
 func (r *nearRegion) floors(p int, key string) nearFloors {
 	var f nearFloors
 	f.part, f.owner = r.n.part(p)
-	r.n.mu.Lock()
-	f.node = r.n.floor
-	r.n.mu.Unlock()
+	f.node = r.n.floor.Load()
 	r.mu.Lock()
 	f.key, f.region = r.inv[key], r.cleared
 	r.mu.Unlock()
 	return f
 }
 
-// lookup returns a near copy that is still valid.
-func (r *nearRegion) lookup(p int, key string) ([]byte, bool) {
-	e, ok := r.n.store.Get(r.skey(key))
+// lookup returns a near copy that is still valid, counting why there is
+// none if count. The caller has seen the read lease valid before it
+// called: the floors read after that include any reset that regained the
+// lease (the lease runs the reset before it is valid again), so one
+// check, before, is enough.
+func (r *nearRegion) lookup(p int, key string, count bool) ([]byte, bool) {
+	e, ok := r.found(key)
 	if !ok {
-		r.countColdMiss(key)
+		if count {
+			r.countColdMiss(key)
+		}
 		return nil, false
 	}
 	f := r.floors(p, key)
@@ -495,19 +514,31 @@ func (r *nearRegion) lookup(p int, key string) ([]byte, bool) {
 	if len(e.spaces) > 0 {
 		spaces = r.c.spacesStamp(e.spaces)
 	}
-	if e.stamp <= floor || e.stamp <= spaces || !r.c.valid() {
-		switch {
-		case e.stamp <= floor:
+	if e.stamp <= floor || e.stamp <= spaces {
+		if count && e.stamp <= floor {
 			r.c.stats.NearMisses[f.cause(e.stamp)].Add(1)
-		case e.stamp <= spaces:
+		} else if count {
 			r.c.stats.NearMisses[nearMissSpaces].Add(1)
-		default:
-			r.c.stats.NearMisses[nearMissLease].Add(1)
 		}
-		r.n.store.Del(r.skey(key))
+		r.n.store.Del(r.hash(key))
 		return nil, false
 	}
 	return e.value, true
+}
+
+// peek is get's near-copy hit without a loader (Typed.Cached): the value,
+// counted as get counts a hit, or false, counting nothing (the get that
+// follows counts the read). key does not escape.
+func (r *nearRegion) peek(key string) ([]byte, bool) {
+	if r.kind == QueryRegion || !r.c.valid() {
+		return nil, false
+	}
+	v, ok := r.lookup(r.d.partition(r.name, key), key, false)
+	if ok {
+		r.stats.Hits.Add(1)
+		r.c.stats.NearHits.Add(1)
+	}
+	return v, ok
 }
 
 // keep stores a near copy of what owner answered, unless the key, its
@@ -529,12 +560,17 @@ func (r *nearRegion) keep(p int, key, owner string, v []byte, stamp uint64, spac
 	if !r.c.valid() {
 		return
 	}
-	e := &nearEntry{value: v, stamp: stamp, spaces: spaces}
-	cost := int64(len(v) + len(key) + 64)
+	r.store(key, &nearEntry{value: v, stamp: stamp, spaces: spaces})
+}
+
+// store keeps e as key's near copy.
+func (r *nearRegion) store(key string, e *nearEntry) {
+	e.region, e.key = r, key
+	cost := int64(len(e.value) + len(key) + 64)
 	if r.c.cfg.TTL > 0 {
-		r.n.store.SetWithTTL(r.skey(key), e, cost, r.c.cfg.TTL)
+		r.n.store.SetWithTTL(r.hash(key), e, cost, r.c.cfg.TTL)
 	} else {
-		r.n.store.Set(r.skey(key), e, cost)
+		r.n.store.Set(r.hash(key), e, cost)
 	}
 }
 
@@ -549,7 +585,7 @@ func (r *nearRegion) dropKey(key string) {
 		r.inv[key] = stamp
 	}
 	r.mu.Unlock()
-	r.n.store.Del(r.skey(key))
+	r.n.store.Del(r.hash(key))
 }
 
 // drop forgets the region: its entries at this node as owner or backup,

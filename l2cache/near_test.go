@@ -40,10 +40,20 @@ func TestNearCopiesServedAndDropped(t *testing.T) {
 			})
 		}
 	}
-	// Every node now answers every key from its near copy: no remote call.
-	before := make([]uint64, 3)
+	// Every node now answers every key from its near copy: each read is a
+	// near hit, and no read sends a get or a put. (Not "no remote call":
+	// an owner replicates the puts of the reads above to its backup in
+	// batches that leave up to replBatchDelay later, and on a loaded
+	// machine later still — one of them was the remote call that failed
+	// this test 3 times in 140 runs.)
+	type reads struct{ hits, gets, puts uint64 }
+	count := func(c *Cache) reads {
+		st := c.Stats().Node
+		return reads{st.NearHits, st.RemoteByKind["get"], st.RemoteByKind["put"]}
+	}
+	before := make([]reads, 3)
 	for i, c := range caches {
-		before[i] = c.Stats().Node.RemoteCalls
+		before[i] = count(c)
 	}
 	for k := range rows {
 		for _, r := range regions {
@@ -53,9 +63,9 @@ func TestNearCopiesServedAndDropped(t *testing.T) {
 		}
 	}
 	for i, c := range caches {
-		if st := c.Stats().Node; st.RemoteCalls != before[i] || st.NearHits == 0 {
-			t.Fatalf("node %d: %d remote calls for reads of near-cached keys, %d near hits (%+v; lease %+v)", i+1, st.RemoteCalls-before[i], st.NearHits,
-				st, c.cfg.Lease.Stats())
+		if now := count(c); now.hits-before[i].hits != uint64(len(rows)) || now.gets != before[i].gets || now.puts != before[i].puts {
+			t.Fatalf("node %d: %d near hits, %d gets and %d puts sent for %d reads of near-cached keys (%+v; lease %+v)", i+1,
+				now.hits-before[i].hits, now.gets-before[i].gets, now.puts-before[i].puts, len(rows), c.Stats().Node, c.cfg.Lease.Stats())
 		}
 	}
 	// Writes through each node in turn, with both strategies' changes: a

@@ -1,7 +1,6 @@
 package l2cache
 
 import (
-	"hash/fnv"
 	"slices"
 )
 
@@ -18,13 +17,21 @@ type PartitionTable struct {
 	Replicas [][]string `msgpack:"r"`
 }
 
-// PartitionOf maps a region's key to its partition.
+// PartitionOf maps a region's key to its partition: FNV-1a (64-bit) of
+// the region, a zero byte and the key, modulo partitions. Written out
+// rather than through hash/fnv, so that a read's key neither escapes nor
+// is copied (NEAR computes it on every read).
 func PartitionOf(region, key string, partitions int) int {
-	h := fnv.New64a()
-	h.Write([]byte(region))
-	h.Write([]byte{0})
-	h.Write([]byte(key))
-	return int(h.Sum64() % uint64(partitions))
+	const offset64, prime64 = 14695981039346656037, 1099511628211
+	h := uint64(offset64)
+	for i := 0; i < len(region); i++ {
+		h = (h ^ uint64(region[i])) * prime64
+	}
+	h *= prime64 // the zero byte: h ^ 0 == h
+	for i := 0; i < len(key); i++ {
+		h = (h ^ uint64(key[i])) * prime64
+	}
+	return int(h % uint64(partitions))
 }
 
 // Owner is partition p's owner, "" if the table is empty.

@@ -2,6 +2,7 @@ package l2cache
 
 import (
 	"fmt"
+	"hash/fnv"
 	"testing"
 )
 
@@ -86,5 +87,21 @@ func TestComputeTableEdgeCases(t *testing.T) {
 	}
 	if p := PartitionOf("pr", "42", DefaultPartitions); p < 0 || p >= DefaultPartitions || p != PartitionOf("pr", "42", DefaultPartitions) {
 		t.Fatal("PartitionOf is not a stable index")
+	}
+}
+
+// PartitionOf is FNV-1a of region, a zero byte and key, as hash/fnv
+// computes it: nodes of other builds map keys to the same partitions.
+func TestPartitionOfIsFNV1a(t *testing.T) {
+	for _, rk := range [][2]string{{"pr", "42"}, {"", ""}, {"domain.PullRequest", "7"}, {"q", "list\x00page=2"}, {"région", "ключ"}} {
+		h := fnv.New64a()
+		h.Write([]byte(rk[0]))
+		h.Write([]byte{0})
+		h.Write([]byte(rk[1]))
+		for _, n := range []int{1, 7, DefaultPartitions, 1 << 20} {
+			if got, want := PartitionOf(rk[0], rk[1], n), int(h.Sum64()%uint64(n)); got != want {
+				t.Fatalf("PartitionOf(%q, %q, %d) = %d, hash/fnv gives %d", rk[0], rk[1], n, got, want)
+			}
+		}
 	}
 }

@@ -105,14 +105,19 @@ func (r *Region) get(ctx context.Context, key string, spaces []string, load Load
 }
 
 // peek returns key's value if the mode read holds it on this node and may
-// serve it as it is (a LOCAL hit, counted), or false, counting nothing.
-// The LOCAL part is called by its type, not through regionBackend, so that
-// key does not escape: see Typed.Cached.
+// serve it as it is (a LOCAL hit or a NEAR near-copy hit, counted), or
+// false, counting nothing. The parts are called by their types, not
+// through regionBackend, so that key does not escape: see Typed.Cached.
 func (r *Region) peek(key string, spaces []string) ([]byte, bool) {
 	v := r.c.enter()
 	defer v.exit()
-	if lr, ok := r.part(v.read).(*localRegion); ok {
-		return lr.peek(key, spaces)
+	switch p := r.part(v.read).(type) {
+	case *localRegion:
+		return p.peek(key, spaces)
+	case *nearRegion:
+		if len(spaces) == 0 {
+			return p.peek(key)
+		}
 	}
 	return nil, false
 }

@@ -34,8 +34,8 @@ func (t Typed[T]) GetQuery(ctx context.Context, key string, spaces []string, loa
 }
 
 // Cached returns the T cached for key if this node holds it and may serve
-// it without loading or asking another node (a LOCAL hit: counted as a
-// hit, as Get would count it). Otherwise it returns false and counts
+// it without loading or asking another node (a LOCAL hit, or a NEAR hit on
+// a near copy: counted as a hit, as Get would count it). Otherwise it returns false and counts
 // nothing; Get then answers (and counts) the read. A value that does not
 // decode is false too, and Get returns the error.
 //
