@@ -877,10 +877,13 @@ func TestGitClusterPoolSegregation(t *testing.T) {
 	// Web flood: requests that hold a web slot while their bodies
 	// trickle in, four times as many as the pool runs. Chunked, so that
 	// the front does not read them before the pool. Three clones with the
-	// pool flooded alternate with three without, so that a loaded
-	// machine's changing load weighs on both alike (measured apart, three
-	// quiet then three flooded, the flooded median was 1.85 s against
-	// 515 ms quiet once in 31 runs at load 15-34).
+	// pool flooded alternate with three without, and the fastest of each
+	// are compared: a clone that waited for the web pool would wait for
+	// every flooded clone, while a loaded machine's bursts only add time
+	// to some (the medians of three quiet then three flooded clones were
+	// 515 ms and 1.85 s once in 31 runs at load 15-34; alternated, 709 ms
+	// and 2.19 s once in 10 at load 8-15, while three runs at load 10-14
+	// gave the same medians with and without the flood, 0.39-0.73 s).
 	addr := g.c.Nodes()[0].HTTP
 	auth := base64.StdEncoding.EncodeToString([]byte("admin:" + adminPW))
 	var quiet, flooded []time.Duration
@@ -912,8 +915,8 @@ func TestGitClusterPoolSegregation(t *testing.T) {
 		})
 	}
 	t.Logf("clone median %v quiet, %v under a web flood (%v and %v)", median(quiet), median(flooded), quiet, flooded)
-	if limit := 2*median(quiet) + 500*time.Millisecond; median(flooded) > limit {
-		t.Errorf("clones slowed by the web flood: median %v, quiet %v", median(flooded), median(quiet))
+	if limit := 2*slices.Min(quiet) + 500*time.Millisecond; slices.Min(flooded) > limit {
+		t.Errorf("clones slowed by the web flood: the fastest took %v, the fastest quiet one %v", slices.Min(flooded), slices.Min(quiet))
 	}
 
 	// Clone flood: fetches from slow clients, twice as many as the pool
