@@ -43,6 +43,9 @@ var (
 // (*l2cache.ReadLease has it).
 type Lease interface {
 	Valid() bool
+	// ValidFor is how much longer the lease stays valid without another
+	// renewal (0 when it is not valid).
+	ValidFor() time.Duration
 	Duration() time.Duration
 	Exclude(ctx context.Context, members []string) error
 	OnReset(func(l2cache.ResetReason))
@@ -74,15 +77,19 @@ type Config struct {
 	// (keys nil), or every key of every partition (p < 0). It must not
 	// block for long; it runs before the owner acknowledges the write.
 	OnInvalidate func(p int, keys []string)
-	// SweepEvery is how often this node checks its table and lease, and
-	// owners sweep the partitions that have work in progress (a new
-	// backup to sync, a fetch, keys expiring, a lease to wait for) and
-	// every partition after a table change (default 50 ms).
+	// SweepEvery is how often owners sweep the partitions that have work
+	// in progress (a new backup to sync, a fetch, keys expiring, a lease
+	// to wait for) while there is any (default 50 ms). Every partition is
+	// swept at once when the table changes, and this node's clients are
+	// told at once when its lease runs out.
 	SweepEvery time.Duration
 	// IdleSweepEvery is how often owners sweep every partition anyway
 	// (default 1 s; at least SweepEvery); partitions with keys that have a
 	// deadline are swept every SweepEvery. An idle node walking its 271
-	// partitions every 50 ms spent a tenth of its CPU time on it.
+	// partitions every 50 ms spent a tenth of its CPU time on it; one
+	// that merely looked every 50 ms whether there was work, a tenth of
+	// its wake-ups (it now sleeps until IdleSweepEvery, the lease's end,
+	// a table change or new work).
 	IdleSweepEvery time.Duration
 	Now            func() time.Time
 	Logger         *slog.Logger
@@ -165,11 +172,16 @@ type DMap struct {
 	// sweepAll asks the sweep loop to walk every partition at its next
 	// tick (a backup's baseline failed to reach it).
 	sweepAll atomic.Bool
-	stop     chan struct{}
-	wg       sync.WaitGroup
-	once     sync.Once
-	closed   atomic.Bool
-	leaseMu  sync.Mutex
+	// kick wakes the sweep loop early: work it must look at soon
+	// (sweepAll, a first key with a deadline in a partition).
+	kick chan struct{}
+	// sweepWakes counts the sweep loop's wake-ups (for tests).
+	sweepWakes atomic.Uint64
+	stop       chan struct{}
+	wg         sync.WaitGroup
+	once       sync.Once
+	closed     atomic.Bool
+	leaseMu    sync.Mutex
 
 	// Replication links to the backups (repl.go); ctx ends at Close.
 	ctx         context.Context
@@ -196,7 +208,7 @@ func New(cfg Config) (*DMap, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	d := &DMap{cfg: cfg, rpc: cfg.Node.RPC(), self: cfg.Node.Name(), stop: make(chan struct{}),
+	d := &DMap{cfg: cfg, rpc: cfg.Node.RPC(), self: cfg.Node.Name(), stop: make(chan struct{}), kick: make(chan struct{}, 1),
 		parts: make([]*part, cfg.Partitions), holder: make([]holderView, cfg.Partitions)}
 	for i := range d.parts {
 		d.parts[i] = &part{}
@@ -280,6 +292,14 @@ func (d *DMap) leaseDuration() time.Duration {
 
 func (d *DMap) leaseValid() bool { return d.cfg.Lease == nil || d.cfg.Lease.Valid() }
 
+// wakeSweep makes the sweep loop look again soon.
+func (d *DMap) wakeSweep() {
+	select {
+	case d.kick <- struct{}{}:
+	default:
+	}
+}
+
 func (d *DMap) nowMs() int64 { return d.cfg.Now().UnixMilli() }
 
 // invalidate tells the node's clients (OnInvalidate).
@@ -326,10 +346,14 @@ func (d *DMap) checkTable() {
 // the table or the lease's validity changed since the last full sweep, a
 // baseline failed to reach a backup, or IdleSweepEvery after the last full
 // sweep; in between, only the partitions that the last sweep left with
-// work in progress and those holding keys with a deadline.
+// work in progress and those holding keys with a deadline, every
+// SweepEvery while there are any. With none, the loop sleeps until the
+// next full sweep, the moment the lease runs out (its clients are told
+// then, as when it looked every SweepEvery), a new table, or a kick
+// (wakeSweep).
 func (d *DMap) sweepLoop() {
 	defer d.wg.Done()
-	t := time.NewTicker(d.cfg.SweepEvery)
+	t := time.NewTimer(d.cfg.SweepEvery)
 	defer t.Stop()
 	var (
 		walked      bool // a full sweep was made
@@ -342,12 +366,19 @@ func (d *DMap) sweepLoop() {
 	for p := range all {
 		all[p] = p
 	}
+	changed := d.cfg.Keeper.Changed()
 	for {
 		select {
 		case <-d.stop:
 			return
 		case <-t.C:
+		case <-d.kick:
+		case <-changed:
 		}
+		d.sweepWakes.Add(1)
+		// Asked before the table is read: a table adopted from here on
+		// wakes the next wait.
+		changed = d.cfg.Keeper.Changed()
 		d.checkTable()
 		ok := d.leaseValid()
 		if !ok && d.wasOK {
@@ -371,32 +402,55 @@ func (d *DMap) sweepLoop() {
 				}
 			}
 		}
-		if len(parts) == 0 {
-			continue
+		if len(parts) > 0 {
+			busy = d.sweepParts(parts)
 		}
-		// Every partition's changes leave together (one message per
-		// backup); then the sweep waits for them.
-		var pends []pending
-		var fs []*flight
-		var next []int
-		for _, p := range parts {
-			pd, again := d.sweep(p)
-			if pd.w != nil || len(pd.notices) > 0 {
-				pends = append(pends, pd)
-				fs = append(fs, pd.f)
-			}
-			if again {
-				next = append(next, p)
-			}
-		}
-		d.submit(fs...)
-		for i := range pends {
-			if !d.finishSweep(&pends[i]) && !slices.Contains(next, pends[i].p) {
-				next = append(next, pends[i].p)
-			}
-		}
-		busy = next
+		t.Reset(d.nextSweep(len(busy) > 0, ok, walkedAt))
 	}
+}
+
+// sweepParts sweeps parts and returns those with work in progress.
+func (d *DMap) sweepParts(parts []int) (busy []int) {
+	// Every partition's changes leave together (one message per backup);
+	// then the sweep waits for them.
+	var pends []pending
+	var fs []*flight
+	for _, p := range parts {
+		pd, again := d.sweep(p)
+		if pd.w != nil || len(pd.notices) > 0 {
+			pends = append(pends, pd)
+			fs = append(fs, pd.f)
+		}
+		if again {
+			busy = append(busy, p)
+		}
+	}
+	d.submit(fs...)
+	for i := range pends {
+		if !d.finishSweep(&pends[i]) && !slices.Contains(busy, pends[i].p) {
+			busy = append(busy, pends[i].p)
+		}
+	}
+	return busy
+}
+
+// nextSweep is how long the sweep loop may sleep: SweepEvery while a
+// partition has work in progress or keys with a deadline, else until the
+// next full sweep or the end of a valid lease, whichever comes first.
+func (d *DMap) nextSweep(busy, leaseOK bool, walkedAt time.Time) time.Duration {
+	if busy {
+		return d.cfg.SweepEvery
+	}
+	for _, pt := range d.parts {
+		if pt.expiring.Load() > 0 {
+			return d.cfg.SweepEvery
+		}
+	}
+	wait := d.cfg.IdleSweepEvery - time.Since(walkedAt)
+	if leaseOK && d.cfg.Lease != nil {
+		wait = min(wait, d.cfg.Lease.ValidFor())
+	}
+	return max(wait, time.Millisecond)
 }
 
 // MaxBytes is the bound on what this node holds.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/internal/testkit"
+	"github.com/shoal-dev/shoal/l2cache"
 )
 
 // Every node reads what any node wrote, through the owner.
@@ -183,4 +184,49 @@ func TestSweepExpiresUnreadKeysBetweenIdleWalks(t *testing.T) {
 			t.Fatalf("node %d counts %d keys with a deadline in the partition, want 0", i+1, n)
 		}
 	}
+}
+
+// endingLease is a node's read lease that the test can end at a moment of
+// its choosing, whatever its renewals say.
+type endingLease struct {
+	*l2cache.ReadLease
+	end atomic.Int64 // time.Now().UnixNano() from which it is not valid; 0: none
+}
+
+func (l *endingLease) Valid() bool {
+	e := l.end.Load()
+	return l.ReadLease.Valid() && (e == 0 || time.Now().UnixNano() < e)
+}
+
+func (l *endingLease) ValidFor() time.Duration {
+	v := l.ReadLease.ValidFor()
+	if e := l.end.Load(); e != 0 {
+		v = min(v, max(time.Duration(e-time.Now().UnixNano()), 0))
+	}
+	return v
+}
+
+// Between idle walks (here an hour apart) the sweep loop sleeps, yet a
+// node whose lease runs out still tells its clients at once (from then on
+// an owner may acknowledge writes without telling it), as when the loop
+// looked every SweepEvery.
+func TestLeaseEndToldWhileIdle(t *testing.T) {
+	var leases []*endingLease
+	tc := start(t, 11, 3, 1, func(c *Config) {
+		c.IdleSweepEvery = time.Hour
+		l := &endingLease{ReadLease: c.Lease.(*l2cache.ReadLease)}
+		c.Lease, leases = l, append(leases, l)
+	})
+	// Node 3's loop is idle: no owner waits for its start of service any
+	// more, so it wakes about once a lease (1 s here), not every 50 ms.
+	testkit.Eventually(t, 30*time.Second, "node 3's sweep loop idle", func() bool {
+		n := tc.maps[2].sweepWakes.Load()
+		time.Sleep(300 * time.Millisecond)
+		return tc.maps[2].sweepWakes.Load()-n <= 1
+	})
+	before := tc.invs[2].nodeWideCount()
+	leases[2].end.Store(time.Now().Add(100 * time.Millisecond).UnixNano())
+	testkit.Eventually(t, 30*time.Second, "node 3's clients told that its lease ended", func() bool {
+		return tc.invs[2].nodeWideCount() > before
+	})
 }

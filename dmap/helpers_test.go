@@ -19,9 +19,10 @@ const testLease = time.Second
 
 // invLog records what OnInvalidate was told on one node.
 type invLog struct {
-	mu   sync.Mutex
-	keys map[string]int
-	all  int // partition-wide or node-wide invalidations
+	mu       sync.Mutex
+	keys     map[string]int
+	all      int // partition-wide or node-wide invalidations
+	nodeWide int // node-wide ones (every partition)
 }
 
 func (l *invLog) on(p int, keys []string) {
@@ -29,11 +30,20 @@ func (l *invLog) on(p int, keys []string) {
 	defer l.mu.Unlock()
 	if keys == nil {
 		l.all++
+		if p < 0 {
+			l.nodeWide++
+		}
 		return
 	}
 	for _, k := range keys {
 		l.keys[k]++
 	}
+}
+
+func (l *invLog) nodeWideCount() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.nodeWide
 }
 
 func (l *invLog) count(key string) int {

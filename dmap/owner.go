@@ -68,8 +68,8 @@ func (k ks) put(key string, e *entry) {
 	k.del(key)
 	k.pt.keys[key] = e
 	k.pt.setCost(k.d, e.cost(key))
-	if e.expire != 0 {
-		k.pt.expiring.Add(1)
+	if e.expire != 0 && k.pt.expiring.Add(1) == 1 {
+		k.d.wakeSweep() // expired on time: the sweep loop may be asleep
 	}
 }
 

@@ -341,6 +341,7 @@ func (d *DMap) landed(f *flight, i int, err error) *flight {
 	for i, s := range f.sends {
 		if f.errs[i] != nil && s.r.Full {
 			d.sweepAll.Store(true) // the sweep tries the baseline again
+			d.wakeSweep()
 		}
 		if f.errs[i] == nil && s.r.Full && pt.epoch == f.epoch {
 			if pt.syncedAt == nil {

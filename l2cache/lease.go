@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -221,6 +222,20 @@ func (l *ReadLease) Valid() bool {
 	}
 	now := l.now()
 	return now >= l.from.Load() && now < l.until.Load()
+}
+
+// ValidFor is how much longer the lease stays valid without another
+// renewal: 0 when it is not valid now. A loop that must act when the
+// lease runs out can sleep this long instead of polling Valid.
+func (l *ReadLease) ValidFor() time.Duration {
+	if l == nil {
+		return time.Duration(math.MaxInt64)
+	}
+	now := l.now()
+	if now < l.from.Load() {
+		return 0
+	}
+	return time.Duration(max(l.until.Load()-now, 0))
 }
 
 // ValidAt reports whether the lease is valid at t, a reading of the

@@ -69,6 +69,8 @@ type TableKeeper struct {
 	// last brought: renewals every half second bring the same value again
 	// and again, which need not be decoded again.
 	observed atomic.Uint64
+	// changed is closed (and replaced) when a newer table is adopted.
+	changed chan struct{}
 }
 
 // MaxBackups is the most backups a partition may have.
@@ -118,7 +120,7 @@ func NewTableKeeper(cfg TableConfig) (*TableKeeper, error) {
 	if cfg.Node == nil || cfg.Store == nil {
 		return nil, errors.New("l2cache: TableConfig.Node and TableConfig.Store are required")
 	}
-	k := &TableKeeper{cfg: cfg, stop: make(chan struct{}), history: map[uint64]adopted{}}
+	k := &TableKeeper{cfg: cfg, stop: make(chan struct{}), history: map[uint64]adopted{}, changed: make(chan struct{})}
 	k.ctx, k.quit = context.WithCancel(context.Background())
 	k.table.Store(&PartitionTable{})
 	w := cfg.Store.Watch(TableKey)
@@ -182,7 +184,19 @@ func (k *TableKeeper) adopt(b []byte) {
 			delete(k.history, slices.Min(slices.Collect(maps.Keys(k.history))))
 		}
 		k.table.Store(&t)
+		close(k.changed)
+		k.changed = make(chan struct{})
 	}
+}
+
+// Changed returns a channel that is closed when the keeper adopts a newer
+// table than the one Table returns now (ask for it before reading the
+// table): a loop that waits on it instead of polling Table sleeps while
+// the table stays as it is.
+func (k *TableKeeper) Changed() <-chan struct{} {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.changed
 }
 
 // Observe adopts the table from a read lease's renewal, so that a node
