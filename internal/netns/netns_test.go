@@ -3,6 +3,7 @@ package netns
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -21,7 +22,7 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// helper: "tcp-serve" accepts connections for 30 s; "tcp-dial" connects
+// helper: "tcp-serve" accepts connections until its standard input ends; "tcp-dial" connects
 // (exit 0) or fails (exit 1) within 3 s; "udp-recv" waits 2 s for one
 // datagram (exit 0 if one came); "udp-send" sends a few.
 func helper(mode, addr string) int {
@@ -33,7 +34,14 @@ func helper(mode, addr string) int {
 			return 2
 		}
 		fmt.Println("listening")
-		ln.(*net.TCPListener).SetDeadline(time.Now().Add(30 * time.Second))
+		// It serves until its standard input ends: the test closes it
+		// (or dies). A fixed lifetime ran out under load before a test's
+		// last dial (TestPartitionCutsGroupsApartAndHealRestores took 39 s
+		// under make test-loaded; its servers had stopped at 30).
+		go func() {
+			io.Copy(io.Discard, os.Stdin)
+			ln.Close()
+		}()
 		for {
 			c, err := ln.Accept()
 			if err != nil {
@@ -122,10 +130,14 @@ func serve(t *testing.T, h *Host, mode, addr string) *exec.Cmd {
 	if err != nil {
 		t.Fatal(err)
 	}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	t.Cleanup(func() { in.Close(); cmd.Process.Kill(); cmd.Wait() })
 	buf := make([]byte, 32)
 	n, _ := out.Read(buf)
 	if !strings.Contains(string(buf[:n]), "listening") {
