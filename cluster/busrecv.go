@@ -46,6 +46,9 @@ type receiver struct {
 	lim     busLimits
 	senders map[string]*sender
 	dropped uint64 // duplicates and messages of old incarnations
+	// opened: a gap opened since the bus last looked (its tick loop
+	// sleeps while there is none).
+	opened bool
 }
 
 // busLimits bound the receiver's state per sender.
@@ -174,7 +177,7 @@ func (r *receiver) receive(now time.Time, from string, env envelope, ack func())
 		}
 	}
 	s.known = max(s.known, env.Seq)
-	s.updateHole(now)
+	r.opened = s.updateHole(now) || r.opened
 	return out
 }
 
@@ -203,7 +206,7 @@ func (r *receiver) exchange(now time.Time, from string, inc uint64, seqs map[str
 			continue
 		}
 		s.known = max(s.known, seq)
-		s.updateHole(now)
+		r.opened = s.updateHole(now) || r.opened
 	}
 	return out, refused
 }
@@ -309,13 +312,29 @@ func (snd *sender) skipGap(s *stream, from, topic string, reason MissedReason, d
 	return out
 }
 
-func (s *stream) updateHole(now time.Time) {
+// updateHole notes when the stream's gap opened; it reports whether one
+// opened now.
+func (s *stream) updateHole(now time.Time) bool {
 	switch {
 	case s.next > s.known:
 		s.holeSince = time.Time{}
 	case s.holeSince.IsZero():
 		s.holeSince = now
+		return true
 	}
+	return false
+}
+
+// gaps reports whether any stream has a gap.
+func (r *receiver) gaps() bool {
+	for _, snd := range r.senders {
+		for _, s := range snd.streams {
+			if !s.holeSince.IsZero() {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func sortedKeys[K string | uint64, V any](m map[K]V) []K {
