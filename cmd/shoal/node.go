@@ -363,8 +363,9 @@ func watchParent(ctx context.Context, log *slog.Logger, pid int) context.Context
 	ctx, cancel := context.WithCancelCause(ctx)
 	go func() {
 		// The kernel tells a child of 'shoal up' at once (Pdeathsig);
-		// this poll is the fallback, so it need not be frequent.
-		t := time.NewTicker(500 * time.Millisecond)
+		// this poll is the fallback, so it need not be frequent (every
+		// 500 ms, it was 2 of an idle node's wake-ups a second).
+		t := time.NewTicker(2 * time.Second)
 		defer t.Stop()
 		for {
 			select {
