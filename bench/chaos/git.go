@@ -119,6 +119,9 @@ func (g *gitChecker) run(ctx context.Context) {
 			return
 		}
 		if _, err := g.git(ctx, g.work, "commit", "-q", "--allow-empty", "-m", fmt.Sprintf("chaos %d", n)); err != nil {
+			if ctx.Err() != nil {
+				return // the load ended while git ran (it was killed)
+			}
 			g.e.rec.violation(Violation{Check: "harness", Detail: "git commit: " + err.Error()})
 			return
 		}
