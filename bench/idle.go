@@ -58,12 +58,29 @@ type IdleResult struct {
 	// highest term saw it) differs from the previous sample's;
 	// Leaderless counts samples at which no node knew a leader.
 	LeaderChanges, Leaderless, Samples int
+	// Leader is the raft leader at the last sample that knew one.
+	Leader string
 	// NotAlive counts the samples at which some node saw a member that
 	// was not alive (suspect or failed): membership flapping.
 	NotAlive int
 	// CPU is each node's CPU time (user+system) over Duration, from
 	// /proc/PID/stat; nil where /proc is not available.
 	CPU map[string]time.Duration `json:"cpu_ns"`
+	// Wakeups is each node's voluntary context switches over Duration
+	// (all its threads, /proc/PID/task/*/status): how often it went to
+	// sleep and was woken, which unlike CPU time does not grow with the
+	// machine's load. Nil where /proc is not available.
+	Wakeups map[string]uint64 `json:"wakeups"`
+}
+
+// WakeupsPerSecond is node name's voluntary context switches a second
+// over the watched duration (-1 if unknown).
+func (r *IdleResult) WakeupsPerSecond(name string) float64 {
+	n, ok := r.Wakeups[name]
+	if !ok || r.Duration <= 0 {
+		return -1
+	}
+	return float64(n) / r.Duration.Seconds()
 }
 
 // TermGrowth is how far the raft term moved while the cluster was idle.
@@ -110,9 +127,13 @@ func Idle(ctx context.Context, o IdleOptions) (*IdleResult, error) {
 	res := &IdleResult{Preset: o.Preset, N: o.N, Burners: o.Burners}
 	nodes := c.Nodes()
 	cpu0 := map[string]time.Duration{}
+	sw0 := map[string]uint64{}
 	for _, p := range nodes {
 		if d, err := ProcCPU(p.PID); err == nil {
 			cpu0[p.Name] = d
+		}
+		if n, err := ProcSwitches(p.PID); err == nil {
+			sw0[p.Name] = n
 		}
 	}
 	start := time.Now()
@@ -169,7 +190,7 @@ func Idle(ctx context.Context, o IdleOptions) (*IdleResult, error) {
 			if prevLeader != "" && leader != prevLeader {
 				res.LeaderChanges++
 			}
-			prevLeader = leader
+			prevLeader, res.Leader = leader, leader
 		}
 		elapsed := time.Since(start)
 		if o.Progress != nil {
@@ -185,8 +206,13 @@ func Idle(ctx context.Context, o IdleOptions) (*IdleResult, error) {
 		case <-t.C:
 		}
 	}
-	res.CPU = map[string]time.Duration{}
+	res.CPU, res.Wakeups = map[string]time.Duration{}, map[string]uint64{}
 	for _, p := range nodes {
+		if n, err := ProcSwitches(p.PID); err == nil {
+			if n0, ok := sw0[p.Name]; ok && n >= n0 {
+				res.Wakeups[p.Name] = n - n0
+			}
+		}
 		if d, err := ProcCPU(p.PID); err == nil {
 			if d0, ok := cpu0[p.Name]; ok {
 				res.CPU[p.Name] = d - d0
@@ -280,6 +306,34 @@ func ProcCPU(pid int) (time.Duration, error) {
 	}
 	// USER_HZ is 100 on every Linux architecture Go supports.
 	return time.Duration(ut+st) * (time.Second / 100), nil
+}
+
+// ProcSwitches is the voluntary context switches of process pid's
+// threads so far (threads that have exited are not counted), from
+// /proc/PID/task/*/status.
+func ProcSwitches(pid int) (uint64, error) {
+	dir := "/proc/" + strconv.Itoa(pid) + "/task"
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	var total uint64
+	for _, t := range tasks {
+		b, err := os.ReadFile(dir + "/" + t.Name() + "/status")
+		if err != nil {
+			continue // the thread exited meanwhile
+		}
+		for line := range strings.Lines(string(b)) {
+			if v, ok := strings.CutPrefix(line, "voluntary_ctxt_switches:"); ok {
+				n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+				if err != nil {
+					return 0, fmt.Errorf("unreadable %s/%s/status: %w", dir, t.Name(), err)
+				}
+				total += n
+			}
+		}
+	}
+	return total, nil
 }
 
 func isClosed(ch <-chan struct{}) bool {

@@ -48,3 +48,30 @@ func TestProcCPU(t *testing.T) {
 		t.Fatal("ProcCPU of no process succeeded")
 	}
 }
+
+// ProcSwitches counts a thread's sleeps: twenty nanosleeps of this test's
+// own (locked) thread add at least twenty voluntary context switches.
+func TestProcSwitches(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("/proc is Linux's")
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	before, err := ProcSwitches(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		ts := syscall.Timespec{Nsec: int64(time.Millisecond)}
+		if err := syscall.Nanosleep(&ts, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after, err := ProcSwitches(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after-before < 20 {
+		t.Fatalf("20 sleeps added %d voluntary context switches (%d → %d)", after-before, before, after)
+	}
+}

@@ -216,11 +216,15 @@ func bindBenchIdle(s *cli.Set) runFunc {
 		fmt.Fprintf(stdout, "\nraft term %d -> %d (+%d) in %v; leader changes %d; of %d samples, %d without a leader and %d with a member not alive\n",
 			r.FirstTerm, r.LastTerm, r.TermGrowth(), r.Duration.Round(time.Second), r.LeaderChanges, r.Samples, r.Leaderless, r.NotAlive)
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "NODE\tCPU\t% OF A CORE")
+		fmt.Fprintln(tw, "NODE\tCPU\t% OF A CORE\tWAKE-UPS/S")
 		for i := 1; i <= o.N; i++ {
 			name := fmt.Sprintf("node%d", i)
 			if pct := r.CPUPercent(name); pct >= 0 {
-				fmt.Fprintf(tw, "%s\t%v\t%.2f\n", name, r.CPU[name], pct)
+				label := name
+				if name == r.Leader {
+					label += " (L)"
+				}
+				fmt.Fprintf(tw, "%s\t%v\t%.2f\t%.0f\n", label, r.CPU[name], pct, r.WakeupsPerSecond(name))
 			}
 		}
 		return tw.Flush()
