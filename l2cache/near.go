@@ -113,6 +113,17 @@ type nearPart struct {
 	dropped uint64 // no copy of the partition stamped at or below is served
 	seq     uint64 // the owner's last change message number
 	seqFrom string
+	// A read's fast path (near.partFloor): at is the epoch that owner,
+	// since and dropped were computed for, and floor is dropped; both are
+	// written under mu, floor first, so a read that finds at equal to its
+	// table's epoch reads a floor at least as new as that epoch's.
+	at, floor atomic.Uint64
+}
+
+// drop raises the partition's floor to stamp. Called with mu held.
+func (np *nearPart) drop(stamp uint64) {
+	np.dropped = stamp
+	np.floor.Store(stamp)
 }
 
 func newNear(c *Cache, d *dist) (*near, error) {
@@ -204,7 +215,7 @@ func (n *near) dropOwnedBy(members []string) {
 		np := &n.parts[p]
 		np.mu.Lock()
 		if slices.Contains(members, np.owner) {
-			np.dropped = n.c.tick()
+			np.drop(n.c.tick())
 		}
 		np.mu.Unlock()
 	}
@@ -238,7 +249,7 @@ func (n *near) onChange(from string, o distOp) {
 	np.mu.Lock()
 	if np.seqFrom == from && np.seq != 0 && o.Seq != np.seq+1 {
 		n.c.stats.NearDrops[nearDropGap].Add(1)
-		np.dropped = n.c.tick()
+		np.drop(n.c.tick())
 	}
 	np.seq, np.seqFrom = o.Seq, from
 	np.mu.Unlock()
@@ -264,11 +275,25 @@ func (n *near) part(p int) (floor uint64, owner string) {
 			if np.epoch != 0 {
 				n.c.stats.NearDrops[nearDropOwner].Add(1)
 			}
-			np.dropped = n.c.tick()
+			np.drop(n.c.tick())
 		}
 		np.epoch, np.owner, np.since = t.Epoch, owner, since
+		np.at.Store(t.Epoch)
 	}
 	return np.dropped, np.owner
+}
+
+// partFloor is part's floor without its lock when the partition was
+// last looked at under the current table (a read's common case): any
+// drop made since is in floor, which is stored before at and on every
+// drop.
+func (n *near) partFloor(p int) uint64 {
+	np := &n.parts[p]
+	if at := np.at.Load(); at != 0 && at == n.keeper.Table().Epoch {
+		return np.floor.Load()
+	}
+	floor, _ := n.part(p)
+	return floor
 }
 
 // nearRegion is a region in NEAR mode: DISTRIBUTED's, with near copies.
@@ -484,10 +509,16 @@ func (f nearFloors) cause(stamp uint64) int {
 	return nearMissNode
 }
 
-// floors returns key's floors, and its partition's owner.
-func (r *nearRegion) floors(p int, key string) nearFloors {
+// floors returns key's floors, and its partition's owner (a read, which
+// needs no owner, takes the partition's floor without its lock if it can:
+// withOwner false).
+func (r *nearRegion) floors(p int, key string, withOwner bool) nearFloors {
 	var f nearFloors
-	f.part, f.owner = r.n.part(p)
+	if withOwner {
+		f.part, f.owner = r.n.part(p)
+	} else {
+		f.part = r.n.partFloor(p)
+	}
 	f.node = r.n.floor.Load()
 	r.mu.Lock()
 	f.key, f.region = r.inv[key], r.cleared
@@ -508,7 +539,7 @@ func (r *nearRegion) lookup(p int, key string, count bool) ([]byte, bool) {
 		}
 		return nil, false
 	}
-	f := r.floors(p, key)
+	f := r.floors(p, key, false)
 	floor := f.max()
 	var spaces uint64
 	if len(e.spaces) > 0 {
@@ -548,7 +579,7 @@ func (r *nearRegion) keep(p int, key, owner string, v []byte, stamp uint64, spac
 	if testBeforeKeep != nil {
 		testBeforeKeep(key)
 	}
-	f := r.floors(p, key)
+	f := r.floors(p, key, true)
 	if f.owner != owner {
 		r.c.stats.NearDrops[nearKeepOwner].Add(1)
 		return
