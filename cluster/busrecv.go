@@ -213,6 +213,9 @@ func (r *receiver) exchange(now time.Time, from string, inc uint64, seqs map[str
 
 // tick reports and skips every gap older than the gap timeout.
 func (r *receiver) tick(now time.Time) []action {
+	if !r.holeDue(now) {
+		return nil // the usual tick: nothing sorted, nothing allocated
+	}
 	var out []action
 	for _, from := range sortedKeys(r.senders) {
 		snd := r.senders[from]
@@ -228,6 +231,21 @@ func (r *receiver) tick(now time.Time) []action {
 		}
 	}
 	return out
+}
+
+// holeDue reports whether some stream has had a gap for the gap timeout.
+// Every node's bus ticks four times per gap timeout, with a stream per
+// sender and topic: at 32 nodes the sorted walk below, run on every tick,
+// was about a twentieth of the idle cluster's CPU.
+func (r *receiver) holeDue(now time.Time) bool {
+	for _, snd := range r.senders {
+		for _, s := range snd.streams {
+			if !s.holeSince.IsZero() && now.Sub(s.holeSince) >= r.gap {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // rejoined reports that messages from a member that failed or left and
