@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -534,4 +535,66 @@ func (l *syncLog) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// Linearizable reads on the leader share leadership checks: reads that
+// come while one is in flight wait for the next, which begins after they
+// came. So a read still sees every write acknowledged before it began,
+// and many concurrent reads cost fewer checks than reads.
+func TestReadsShareLeadershipChecks(t *testing.T) {
+	tc := newTestCluster(t, 3, 3)
+	leader := tc.leader().store
+	ctx := ctxT(t)
+	var acked atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := int64(1); ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := leader.Put(ctx, "k", []byte(strconv.FormatInt(i, 10))); err != nil {
+				// Unknown outcome under load: the next write settles it.
+				continue
+			}
+			acked.Store(i)
+		}
+	}()
+	before := leader.verifies.Load()
+	var reads atomic.Int64
+	var rwg sync.WaitGroup
+	for range 8 {
+		rwg.Add(1)
+		go func() {
+			defer rwg.Done()
+			for range 40 {
+				floor := acked.Load()
+				kv, err := leader.Get(ctx, "k")
+				if errors.Is(err, ErrNotFound) && floor == 0 {
+					continue
+				}
+				if err != nil {
+					t.Errorf("read: %v", err)
+					return
+				}
+				reads.Add(1)
+				if got, _ := strconv.ParseInt(string(kv.Value), 10, 64); got < floor {
+					t.Errorf("read %d after %d was acknowledged", got, floor)
+					return
+				}
+			}
+		}()
+	}
+	rwg.Wait()
+	close(stop)
+	wg.Wait()
+	checks := leader.verifies.Load() - before
+	t.Logf("%d reads, %d leadership checks", reads.Load(), checks)
+	if checks >= uint64(reads.Load()) {
+		t.Errorf("%d concurrent reads made %d leadership checks: none shared", reads.Load(), checks)
+	}
 }

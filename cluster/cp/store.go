@@ -28,6 +28,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -204,15 +205,20 @@ type Store struct {
 	watchMu  sync.Mutex
 	watchers map[*Watch]struct{}
 
-	mu         sync.Mutex
-	readyTerm  uint64 // the term in which this leader's state caught up
-	failedAt   map[string]time.Time
-	closed     bool
-	leaderCh   chan bool
-	stop       chan struct{}
-	wg         sync.WaitGroup
-	closeOnce  sync.Once
-	closeError error
+	mu        sync.Mutex
+	readyTerm uint64 // the term in which this leader's state caught up
+	failedAt  map[string]time.Time
+	closed    bool
+	leaderCh  chan bool
+	// vmu guards the leadership checks that linearizable reads share
+	// (verifyLeader): the one in flight and the one that will follow it.
+	vmu             sync.Mutex
+	vrunning, vnext *verifyRound
+	verifies        atomic.Uint64 // leadership checks dispatched (for tests)
+	stop            chan struct{}
+	wg              sync.WaitGroup
+	closeOnce       sync.Once
+	closeError      error
 }
 
 // Open opens (or creates) the node's raft state and starts raft. A data
@@ -728,34 +734,82 @@ func (s *Store) readLocal(ctx context.Context, req readRequest) (readReply, erro
 	return readReply{}, nil
 }
 
+// verifyRound is one leadership check (raft.VerifyLeader) and the reads
+// waiting for it.
+type verifyRound struct {
+	done chan struct{}
+	err  error
+}
+
 // verifyLeader confirms leadership with a quorum, giving up after an
-// election timeout, when ctx ends or when the store closes. The bound
-// matters: raft fixes a verification's quorum when it dispatches it, so if
-// the configuration shrinks (to one voter, say) while it waits, the votes
-// it counts on never come and raft leaves it pending for as long as this
-// node leads. The retry that follows dispatches a new one with the new
-// quorum. The goroutine left waiting for the old answer ends when raft
-// answers it, usually when this node stops leading (raft fails the
-// verifications it is tracking then). One case escapes: a verification
-// still queued in raft's channel when raft stops leading or shuts down is
-// never answered (raft sets no shutdown channel on it), and its waiter
-// stays parked for the life of the process — a few hundred bytes, no
-// lock held. The fix belongs in raft; the tests' leak check allows it.
+// election timeout, when ctx ends or when the store closes. Reads share
+// checks: a read that comes while a check is in flight waits for the next
+// one, which starts when that one ends (so every read is confirmed by a
+// check that began after it came, and reads at once, such as the read
+// leases of all the nodes renewing together, cost one or two checks, and
+// the heartbeats to every follower that each check sends).
+//
+// The bound on a check matters: raft fixes a verification's quorum when
+// it dispatches it, so if the configuration shrinks (to one voter, say)
+// while it waits, the votes it counts on never come and raft leaves it
+// pending for as long as this node leads. The check after it dispatches a
+// new one with the new quorum. The goroutine left waiting for the old
+// answer ends when raft answers it, usually when this node stops leading
+// (raft fails the verifications it is tracking then). One case escapes: a
+// verification still queued in raft's channel when raft stops leading or
+// shuts down is never answered (raft sets no shutdown channel on it), and
+// its waiter stays parked for the life of the process — a few hundred
+// bytes, no lock held. The fix belongs in raft; the tests' leak check
+// allows it. A read waits for at most two checks (the one in flight, then
+// its own), each bounded so.
 func (s *Store) verifyLeader(ctx context.Context) error {
-	f := s.raft.VerifyLeader()
-	done := make(chan error, 1)
-	go func() { done <- f.Error() }()
-	t := time.NewTimer(max(s.cfg.Raft.ElectionTimeout, 100*time.Millisecond))
-	defer t.Stop()
+	s.vmu.Lock()
+	var r *verifyRound
+	if s.vrunning == nil {
+		r = &verifyRound{done: make(chan struct{})}
+		s.vrunning = r
+		go s.runVerify(r)
+	} else {
+		if s.vnext == nil {
+			s.vnext = &verifyRound{done: make(chan struct{})}
+		}
+		r = s.vnext
+	}
+	s.vmu.Unlock()
 	select {
-	case err := <-done:
-		return err
-	case <-t.C:
-		return errors.New("leadership not confirmed within an election timeout")
+	case <-r.done:
+		return r.err
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-s.stop:
 		return ErrClosed
+	}
+}
+
+// runVerify runs r's check, then the one that queued behind it, until
+// none did. Each ends within an election timeout or when the store
+// closes.
+func (s *Store) runVerify(r *verifyRound) {
+	bound := max(s.cfg.Raft.ElectionTimeout, 100*time.Millisecond)
+	for r != nil {
+		s.verifies.Add(1)
+		f := s.raft.VerifyLeader()
+		done := make(chan error, 1)
+		go func() { done <- f.Error() }()
+		t := time.NewTimer(bound)
+		select {
+		case r.err = <-done:
+		case <-t.C:
+			r.err = errors.New("leadership not confirmed within an election timeout")
+		case <-s.stop:
+			r.err = ErrClosed
+		}
+		t.Stop()
+		close(r.done)
+		s.vmu.Lock()
+		r = s.vnext
+		s.vnext, s.vrunning = nil, r
+		s.vmu.Unlock()
 	}
 }
 
