@@ -227,6 +227,7 @@ func TestMemberlistLoggerLevels(t *testing.T) {
 		{"[ERR] memberlist: Decrypt packet failed: no installed keys could decrypt the message from=127.0.0.9:7001", "WARN.*refused peer traffic.*listener=gossip reason=unknown_key remote=127.0.0.9:7001"},
 		{"[ERR] memberlist: failed to receive: encryption is configured but remote state is not encrypted from=127.0.0.9:7002", "WARN.*reason=not_encrypted remote=127.0.0.9:7002"},
 		{"[ERR] memberlist: Failed to send gossip to 127.0.0.1:7946: write udp 127.0.0.1:7946->127.0.0.1:7956: use of closed network connection", "DEBUG"},
+		{"[ERR] memberlist: Failed fallback TCP ping: timeout 500ms: read tcp 127.0.0.1:48266->127.0.0.171:33939: i/o timeout", "WARN"},
 		{"[ERR] memberlist: Failed to receive: bad message", "ERROR"},
 		{"[WARN] memberlist: Refuting a suspect message", "WARN"},
 	} {

@@ -346,6 +346,13 @@ func (w slogWriter) Write(p []byte) (int, error) {
 		w.r.refuse(ListenerGossip, reason, addr, "", msg)
 		return len(p), nil
 	}
+	if level == slog.LevelError && strings.Contains(msg, "Failed fallback TCP ping") {
+		// A peer that did not answer a probe in time: the failure
+		// detector's input (suspicion follows), not a fault of this
+		// node; memberlist says so at ERR, and a loaded machine's clean
+		// stop logged it as an error (a peer leaving took its time).
+		level = slog.LevelWarn
+	}
 	if level == slog.LevelError && strings.Contains(msg, "use of closed network connection") {
 		// memberlist's gossip and probe timers can fire between its
 		// transport's shutdown and their own: a send on the socket this

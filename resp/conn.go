@@ -212,6 +212,7 @@ func (c *conn) push(build func(o *out), wait time.Duration) {
 	deadline := time.Now().Add(wait)
 	for !c.wmu.TryLock() {
 		if time.Now().After(deadline) {
+			c.s.pushKills.Add(1)
 			c.kill()
 			return
 		}
@@ -225,6 +226,9 @@ func (c *conn) push(build func(o *out), wait time.Duration) {
 	}
 	c.nc.SetWriteDeadline(deadline)
 	if _, err := c.nc.Write(o.b); err != nil {
+		if !c.dead.Load() {
+			c.s.pushKills.Add(1)
+		}
 		c.kill()
 	}
 }

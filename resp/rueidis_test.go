@@ -31,13 +31,35 @@ func TestRueidisClientSideCaching(t *testing.T) {
 	}
 	defer c.Close()
 	get := func() rueidis.RedisResult { return c.DoCache(ctx, c.B().Get().Key(key).Cache(), time.Minute) }
+	// resets counts what may rightly take a cached value without a write:
+	// a lease lapse's or a partition move's drop, a connection closed for
+	// a push it did not take in time (a loaded machine, CI once).
+	resets := func() (n uint64) {
+		for _, s := range sc.nodes {
+			st := s.RESP().Stats()
+			n += st.TrackingResets + st.PushKills
+		}
+		return n
+	}
+	before := resets()
 	r := get()
 	if v, err := r.ToString(); err != nil || v != "v1" || r.IsCacheHit() {
 		t.Fatalf("first read: %q %v (cache hit %v)", v, err, r.IsCacheHit())
 	}
-	r = get()
-	if v, err := r.ToString(); err != nil || v != "v1" || !r.IsCacheHit() {
-		t.Fatalf("second read: %q %v (cache hit %v), want a hit", v, err, r.IsCacheHit())
+	for tries := 0; ; tries++ {
+		r = get()
+		if v, err := r.ToString(); err != nil || v != "v1" {
+			t.Fatalf("second read: %q %v", v, err)
+		}
+		if r.IsCacheHit() {
+			break
+		}
+		after := resets()
+		if after == before || tries == 20 {
+			t.Fatalf("second read missed rueidis's cache (%d resets or closed connections meanwhile; try %d), want a hit", after-before, tries)
+		}
+		t.Logf("a read missed the cache after a reset or a closed connection; again")
+		before = after
 	}
 	// The write through node 3 is acknowledged after the invalidation
 	// was written to rueidis's connection: once rueidis's reader has

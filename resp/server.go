@@ -144,6 +144,11 @@ type Server struct {
 
 	nextID                     atomic.Int64
 	accepted, rejected, totCmd atomic.Uint64
+	// trackResets counts tracking connections told to drop keys no write
+	// changed (everything, at a lease lapse or reset; a partition's keys,
+	// when it changes owner); pushKills, connections closed because a
+	// push (an invalidation or a message) could not be written in time.
+	trackResets, pushKills atomic.Uint64
 	stats                      *cmdStats
 	nodeIDs                    sync.Map // member name → CLUSTER node ID
 	track                      *tracker

@@ -73,6 +73,11 @@ type CommandStats struct {
 type Stats struct {
 	Connected                   int
 	Accepted, Rejected, Command uint64
+	// TrackingResets: tracking connections told to drop keys that no write
+	// changed (all keys after a lease lapse or reset, a partition's keys
+	// after it changed owner). PushKills: connections closed because an
+	// invalidation or message could not be written to them in time.
+	TrackingResets, PushKills uint64
 	Commands                    []CommandStats // commands called at least once, by name
 }
 
@@ -82,6 +87,7 @@ func (s *Server) Stats() Stats {
 	st := Stats{Connected: len(s.conns)}
 	s.mu.Unlock()
 	st.Accepted, st.Rejected, st.Command = s.accepted.Load(), s.rejected.Load(), s.totCmd.Load()
+	st.TrackingResets, st.PushKills = s.trackResets.Load(), s.pushKills.Load()
 	add := func(name string, c *cmdStat) {
 		calls := c.calls.Load()
 		if calls == 0 {

@@ -475,6 +475,9 @@ func (t *tracker) invalidate(p int, keys []string) {
 		}
 	}
 	t.mu.Unlock()
+	if p < 0 || keys == nil {
+		t.s.trackResets.Add(uint64(len(notes)))
+	}
 	for c, n := range notes {
 		keys := n.keys
 		if n.all {

@@ -13,6 +13,7 @@
 package modeswitch
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -117,7 +118,7 @@ func done(rec l2cache.ModeRecord, mode string) bool {
 func settle(ctx context.Context, do Doer, poll time.Duration, res *Result) (l2cache.ModeRecord, error) {
 	t := time.NewTicker(poll)
 	defer t.Stop()
-	last := ""
+	last, seen := "", ""
 	for {
 		status, b, err := do(ctx, http.MethodGet, nil)
 		rec, why := read(status, b, err)
@@ -126,7 +127,8 @@ func settle(ctx context.Context, do Doer, poll time.Duration, res *Result) (l2ca
 			if rec.Phase == l2cache.PhaseStable {
 				return *rec, nil
 			}
-			why = "GET: " + rec.String()
+			seen = rec.String()
+			why = "GET: " + seen
 		} else {
 			if err == nil && refused(status) {
 				return l2cache.ModeRecord{}, fmt.Errorf("GET %s: %s", Path, why)
@@ -139,7 +141,13 @@ func settle(ctx context.Context, do Doer, poll time.Duration, res *Result) (l2ca
 		}
 		select {
 		case <-ctx.Done():
-			return l2cache.ModeRecord{}, fmt.Errorf("%w; the record last read: %s", ctx.Err(), strings.TrimPrefix(why, "GET: "))
+			// Where the record stood, as last read, and the last read's
+			// failure if it failed after that (ctx's end often fails it).
+			more := ""
+			if w := strings.TrimPrefix(why, "GET: "); w != seen {
+				more = " (the last read: " + w + ")"
+			}
+			return l2cache.ModeRecord{}, fmt.Errorf("%w; the record last read: %s%s", ctx.Err(), cmp.Or(seen, "none"), more)
 		case <-t.C:
 		}
 	}

@@ -22,6 +22,9 @@ type fakeMode struct {
 	puts int
 	// put answers the n-th PUT (from 1); nil: the server's own rules.
 	put func(n int, w http.ResponseWriter, mode string) bool
+	// get, if set, is called with n before the n-th GET (from 1) is answered.
+	gets int
+	get  func(n int)
 }
 
 func (f *fakeMode) set(rec l2cache.ModeRecord) {
@@ -35,6 +38,13 @@ func (f *fakeMode) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := f.rec
 	f.mu.Unlock()
 	if r.Method == http.MethodGet {
+		f.mu.Lock()
+		f.gets++
+		n, get := f.gets, f.get
+		f.mu.Unlock()
+		if get != nil {
+			get(n)
+		}
 		json.NewEncoder(w).Encode(map[string]any{"cluster": rec, "node": rec})
 		return
 	}
@@ -196,8 +206,15 @@ func TestSwitch(t *testing.T) {
 		f := &fakeMode{rec: l2cache.ModeRecord{Mode: "near", From: "local", Phase: l2cache.PhaseDual, Epoch: 2}}
 		srv := httptest.NewServer(f)
 		defer srv.Close()
-		ctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		// ctx ends as the second read of the record begins: the first
+		// was answered (a fixed 300 ms ran out before it under load).
+		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
+		f.get = func(n int) {
+			if n == 2 {
+				cancel()
+			}
+		}
 		_, err := Switch(ctx, doer(srv, 5*time.Second), "distributed", opts)
 		if err == nil || !strings.Contains(err.Error(), "not seen to complete") || !strings.Contains(err.Error(), "local→near dual") {
 			t.Fatalf("%v", err)
