@@ -149,10 +149,10 @@ type Server struct {
 	// when it changes owner); pushKills, connections closed because a
 	// push (an invalidation or a message) could not be written in time.
 	trackResets, pushKills atomic.Uint64
-	stats                      *cmdStats
-	nodeIDs                    sync.Map // member name → CLUSTER node ID
-	track                      *tracker
-	ps                         *pubsub
+	stats                  *cmdStats
+	nodeIDs                sync.Map // member name → CLUSTER node ID
+	track                  *tracker
+	ps                     *pubsub
 }
 
 // Start listens (or takes cfg.Listener) and serves until Close.

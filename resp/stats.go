@@ -78,7 +78,7 @@ type Stats struct {
 	// after it changed owner). PushKills: connections closed because an
 	// invalidation or message could not be written to them in time.
 	TrackingResets, PushKills uint64
-	Commands                    []CommandStats // commands called at least once, by name
+	Commands                  []CommandStats // commands called at least once, by name
 }
 
 // Stats returns the server's counters.
