@@ -156,7 +156,9 @@ type busConfig struct {
 	refuse func(reason, from, detail string)
 	now    func() time.Time
 	gap    time.Duration
-	log    *slog.Logger
+	// firstWait: see receiver.firstWait (the peer RPC's dial timeout).
+	firstWait time.Duration
+	log       *slog.Logger
 }
 
 type busSub struct{ s Subscriber }
@@ -170,7 +172,7 @@ type outBatch struct {
 
 func newBus(cfg busConfig) *Bus {
 	b := &Bus{
-		cfg: cfg, seqs: map[string]uint64{}, recv: newReceiver(cfg.gap),
+		cfg: cfg, seqs: map[string]uint64{}, recv: newReceiver(cfg.gap, cfg.firstWait),
 		subs: map[string][]*busSub{}, wake: make(chan struct{}, 1), stop: make(chan struct{}),
 		kick: make(chan struct{}, 1), gapped: make(chan struct{}, 1),
 	}

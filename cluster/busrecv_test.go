@@ -16,7 +16,7 @@ type script struct {
 }
 
 func newScript() *script {
-	return &script{r: newReceiver(time.Second), now: time.Unix(1000, 0)}
+	return &script{r: newReceiver(time.Second, 0), now: time.Unix(1000, 0)}
 }
 
 func (s *script) msg(from string, inc, seq uint64) {
@@ -159,7 +159,7 @@ func TestReceiverTooManyHeld(t *testing.T) {
 }
 
 func TestReceiverAcks(t *testing.T) {
-	r := newReceiver(time.Second)
+	r := newReceiver(time.Second, 0)
 	now := time.Unix(0, 0)
 	acked := map[uint64]int{}
 	var acts []action
@@ -186,7 +186,7 @@ func TestReceiverAcks(t *testing.T) {
 // name past the length and a new topic past the count, while the
 // sender's known topics go on; an exchange skips the topics it refuses.
 func TestReceiverTopicLimits(t *testing.T) {
-	r := newReceiver(time.Second)
+	r := newReceiver(time.Second, 0)
 	r.lim.topics, r.lim.topicLen = 3, 8
 	now := time.Unix(0, 0)
 	for i := range 3 {
@@ -289,7 +289,7 @@ func TestReceiverTickAmongManyStreams(t *testing.T) {
 // cluster with nothing missing: 31 senders, 4 topics each. Every node
 // ticks four times per gap timeout (8 a second on the loopback preset).
 func BenchmarkReceiverIdleTick(b *testing.B) {
-	r := newReceiver(500 * time.Millisecond)
+	r := newReceiver(500*time.Millisecond, 0)
 	now := time.Unix(1000, 0)
 	for i := range 31 {
 		for _, topic := range []string{"l2", "sched", "pack", "kv"} {
@@ -303,4 +303,27 @@ func BenchmarkReceiverIdleTick(b *testing.B) {
 			b.Fatal("an idle tick acted")
 		}
 	}
+}
+
+// A gap that an exchange opened on a stream no message has reached yet
+// waits firstWait longer: the sender's first messages may be waiting for
+// its connection to this node. Once a message arrives the usual gap
+// timeout applies, from when the gap opened.
+func TestReceiverFirstContactByExchangeWaitsForTheDial(t *testing.T) {
+	s := newScript()
+	s.r.firstWait = 2 * time.Second
+	s.exchange("a", 1, 2) // a has sent #1 and #2; neither has arrived
+	s.exchange("b", 1, 1)
+	s.advance(1500 * time.Millisecond)
+	s.expect(t) // past the gap timeout, within it plus firstWait
+	s.msg("a", 1, 1)
+	s.msg("a", 1, 2)
+	s.expect(t, "deliver a#1", "deliver a#2")
+	s.advance(1600 * time.Millisecond) // 3.1 s: b's never arrived
+	s.expect(t, "missed b first-contact")
+
+	s.exchange("c", 1, 3)
+	s.msg("c", 1, 2) // heard: #1 was before it on the same connection
+	s.advance(1100 * time.Millisecond)
+	s.expect(t, "missed c first-contact", "deliver c#2")
 }

@@ -111,7 +111,7 @@ func Start(cfg Config) (*Node, error) {
 		refuse: func(reason, from, detail string) {
 			n.refusals.refuse(ListenerBus, reason, n.rpcAddrsOf(from), from, detail)
 		},
-		now: cfg.Now, gap: cfg.GapTimeout, log: cfg.Logger.With("component", "bus"),
+		now: cfg.Now, gap: cfg.GapTimeout, firstWait: cfg.DialTimeout, log: cfg.Logger.With("component", "bus"),
 	})
 	ml, err := memberlist.Create(n.memberlistConfig())
 	if err != nil {
