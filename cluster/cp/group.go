@@ -19,7 +19,7 @@ func (s *Store) run() {
 	defer s.wg.Done()
 	sub := s.cfg.Node.Subscribe()
 	defer sub.Close()
-	t := time.NewTicker(s.cfg.ReconcileInterval)
+	t := time.NewTimer(s.cfg.ReconcileInterval)
 	defer t.Stop()
 	s.tick()
 	for {
@@ -31,6 +31,17 @@ func (s *Store) run() {
 		case <-t.C:
 		}
 		s.tick()
+		// The leader reconciles, and a node without raft state tries to
+		// bootstrap, every ReconcileInterval; a follower has nothing to
+		// do until it leads or the membership changes (both wake this
+		// loop), so it looks only every ten intervals (each look asked
+		// raft's main loop for its configuration: with the tick itself,
+		// 4 of an idle follower's wake-ups a second).
+		next := s.cfg.ReconcileInterval
+		if s.raft.State() != raft.Leader && s.hasState() {
+			next *= 10
+		}
+		t.Reset(next)
 	}
 }
 
@@ -72,9 +83,18 @@ func (s *Store) ensureReady() bool {
 }
 
 // hasState reports whether this node is part of a configured group.
+// Once it is, it stays so (a configuration is never emptied), and raft is
+// not asked again.
 func (s *Store) hasState() bool {
+	if s.configured.Load() {
+		return true
+	}
 	f := s.raft.GetConfiguration()
-	return f.Error() == nil && len(f.Configuration().Servers) > 0
+	ok := f.Error() == nil && len(f.Configuration().Servers) > 0
+	if ok {
+		s.configured.Store(true)
+	}
+	return ok
 }
 
 // tryBootstrap forms the group once BootstrapExpect members are alive.

@@ -215,6 +215,7 @@ type Store struct {
 	vmu             sync.Mutex
 	vrunning, vnext *verifyRound
 	verifies        atomic.Uint64 // leadership checks dispatched (for tests)
+	configured      atomic.Bool   // hasState saw a configuration
 	stop            chan struct{}
 	wg              sync.WaitGroup
 	closeOnce       sync.Once
