@@ -765,17 +765,18 @@ type verifyRound struct {
 // its own), each bounded so.
 func (s *Store) verifyLeader(ctx context.Context) error {
 	s.vmu.Lock()
-	var r *verifyRound
 	if s.vrunning == nil {
-		r = &verifyRound{done: make(chan struct{})}
+		// No check in flight: this read runs one itself (no goroutine
+		// of its own for the check, as when reads did not share them).
+		r := &verifyRound{done: make(chan struct{})}
 		s.vrunning = r
-		go s.runVerify(r)
-	} else {
-		if s.vnext == nil {
-			s.vnext = &verifyRound{done: make(chan struct{})}
-		}
-		r = s.vnext
+		s.vmu.Unlock()
+		return s.leadRound(ctx, r)
 	}
+	if s.vnext == nil {
+		s.vnext = &verifyRound{done: make(chan struct{})}
+	}
+	r := s.vnext
 	s.vmu.Unlock()
 	select {
 	case <-r.done:
@@ -787,25 +788,76 @@ func (s *Store) verifyLeader(ctx context.Context) error {
 	}
 }
 
-// runVerify runs r's check, then the one that queued behind it, until
-// none did. Each ends within an election timeout or when the store
-// closes.
-func (s *Store) runVerify(r *verifyRound) {
-	bound := max(s.cfg.Raft.ElectionTimeout, 100*time.Millisecond)
-	for r != nil {
-		s.verifies.Add(1)
-		f := s.raft.VerifyLeader()
-		done := make(chan error, 1)
-		go func() { done <- f.Error() }()
-		t := time.NewTimer(bound)
-		select {
-		case r.err = <-done:
-		case <-t.C:
-			r.err = errors.New("leadership not confirmed within an election timeout")
-		case <-s.stop:
-			r.err = ErrClosed
-		}
+// startRound dispatches r's check; the channel answers it.
+func (s *Store) startRound() <-chan error {
+	s.verifies.Add(1)
+	f := s.raft.VerifyLeader()
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	return done
+}
+
+// awaitRound waits for a check's answer, an election timeout at most.
+func (s *Store) awaitRound(r *verifyRound, done <-chan error, t *time.Timer) {
+	select {
+	case r.err = <-done:
+	case <-t.C:
+		r.err = errors.New("leadership not confirmed within an election timeout")
+	case <-s.stop:
+		r.err = ErrClosed
+	}
+	t.Stop()
+}
+
+func (s *Store) verifyBound() time.Duration {
+	return max(s.cfg.Raft.ElectionTimeout, 100*time.Millisecond)
+}
+
+// leadRound runs check r for the read that started it. If that read's
+// ctx ends first, the check finishes on its own goroutine for the reads
+// that joined it meanwhile.
+func (s *Store) leadRound(ctx context.Context, r *verifyRound) error {
+	done := s.startRound()
+	t := time.NewTimer(s.verifyBound())
+	select {
+	case err := <-done:
 		t.Stop()
+		r.err = err
+	case <-t.C:
+		r.err = errors.New("leadership not confirmed within an election timeout")
+	case <-s.stop:
+		t.Stop()
+		r.err = ErrClosed
+	case <-ctx.Done():
+		go func() {
+			s.awaitRound(r, done, t)
+			s.endRound(r)
+		}()
+		return ctx.Err()
+	}
+	s.endRound(r)
+	return r.err
+}
+
+// endRound answers r's reads and starts the check that queued behind it,
+// if any, on a goroutine that runs the queued checks until none is left.
+func (s *Store) endRound(r *verifyRound) {
+	close(r.done)
+	s.vmu.Lock()
+	next := s.vnext
+	s.vnext, s.vrunning = nil, next
+	s.vmu.Unlock()
+	if next != nil {
+		go s.runRounds(next)
+	}
+}
+
+// runRounds runs r's check, then the one that queued behind it, until
+// none did.
+func (s *Store) runRounds(r *verifyRound) {
+	for r != nil {
+		done := s.startRound()
+		s.awaitRound(r, done, time.NewTimer(s.verifyBound()))
 		close(r.done)
 		s.vmu.Lock()
 		r = s.vnext
