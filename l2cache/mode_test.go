@@ -87,6 +87,10 @@ func TestLiveModeSwitch(t *testing.T) {
 	const keys = 20
 	ctx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
+	// A failed switch ends the test with t.Fatalf: the workload stops
+	// before the cluster does (cleanups run last first), instead of
+	// reading from nodes being torn down and reporting that as stale.
+	t.Cleanup(func() { stop(); wg.Wait() })
 	var reads, writes, hits, stale, failed atomic.Int64
 	var firstErr atomic.Value
 	fail := func(err error) {
