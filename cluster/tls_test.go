@@ -308,19 +308,6 @@ func TestCertificateRotationUnderLoad(t *testing.T) {
 	})
 }
 
-// lockedBuf is a log sink for several goroutines.
-type lockedBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-func (l *lockedBuf) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
-
 // A node without a certificate (what 'shoal node --join' without --tls-*
 // starts) cannot join a secured cluster even with the gossip key: the
 // members refuse it at the gossip, log it with its address and the reason
@@ -331,7 +318,7 @@ func TestGossipRefusesNodeWithoutTLS(t *testing.T) {
 	root := t.TempDir()
 	ca := newCA(t, root, "ca")
 	key := testKey(t, 7, 32)
-	logs := &lockedBuf{}
+	logs := &testkit.SyncBuffer{}
 	cc := deploy(t, ca, "a", filepath.Join(ca, tlsutil.CAFile)).config("a")
 	r, err := tlsutil.NewReloader(cc)
 	if err != nil {

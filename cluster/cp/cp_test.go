@@ -65,7 +65,7 @@ type testCluster struct {
 	secure   func(name string) *tlsutil.Reloader
 	refusals tlsutil.Refusals
 	// refusalLog receives the refusals' log lines, of every member.
-	refusalLog syncLog
+	refusalLog testkit.SyncBuffer
 }
 
 // testRaftConfig is LoopbackRaftConfig with timeouts sized for a loaded
@@ -517,24 +517,6 @@ func TestForeignDataDirRefused(t *testing.T) {
 	if !errors.Is(err, ErrDamagedLog) || !strings.Contains(err.Error(), dir+"/raft/log") {
 		t.Fatalf("corrupt log: %v", err)
 	}
-}
-
-// syncLog is a log sink for several goroutines.
-type syncLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *syncLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *syncLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // Linearizable reads on the leader share leadership checks: reads that
