@@ -174,11 +174,14 @@ const loopbackPacketSize = 16 << 10
 // during which a slow node refutes it) mark a killed node failed in about
 // 2-3 s, while a node must miss about 2 s of probes to be declared failed
 // wrongly. The earlier 200 ms/100 ms probes sat too close to a loaded
-// machine's stalls. Gossip every 100 ms spreads a change within a few
-// hundred milliseconds and costs nothing when there is nothing to send;
-// push/pull every 5 s exchanges bus sequence numbers, so a lost last
-// message is noticed within 5-10 s (a push/pull, a TCP exchange of the
-// whole state, was a tenth of an idle node's CPU every 2 s). No
+// machine's stalls. Gossip every 200 ms (memberlist's LAN figure) to 3
+// members spreads a change within a few hundred milliseconds; a round
+// wakes the node even when there is nothing to send, and every 100 ms
+// cost an idle node five wake-ups a second more while 32 and 64 nodes
+// converged no faster (BENCHMARKS.md, "Gossip every 200 ms"); push/pull
+// every 5 s exchanges bus sequence numbers, so a lost last message is
+// noticed within 5-10 s (a push/pull, a TCP exchange of the whole state,
+// was a tenth of an idle node's CPU every 2 s). No
 // compression: bytes on loopback cost nothing. Each gossiped change is
 // retransmitted 4·log10(N+1) times (memberlist's LAN figure; its local
 // preset's 2 left one node of 32 a change short until the next push/pull,
@@ -193,7 +196,7 @@ func DefaultLoopbackConfig() *Config {
 	ml.ProbeTimeout = 250 * time.Millisecond
 	ml.SuspicionMult = 3
 	ml.RetransmitMult = 4
-	ml.GossipInterval = 100 * time.Millisecond
+	ml.GossipInterval = 200 * time.Millisecond
 	ml.PushPullInterval = 5 * time.Second
 	ml.TCPTimeout = time.Second
 	ml.DeadNodeReclaimTime = time.Second

@@ -364,7 +364,8 @@ func (r *scaleRig) health() string {
 // scaleTweak overrides the preset's memberlist settings for experiments
 // (BENCHMARKS.md, "Scale"): SHOAL_SCALE_IC sets IndirectChecks,
 // SHOAL_SCALE_SM SuspicionMult, SHOAL_SCALE_SMAX SuspicionMaxTimeoutMult,
-// SHOAL_SCALE_AW AwarenessMaxMultiplier, SHOAL_SCALE_GN GossipNodes. Unset, the preset is as shipped.
+// SHOAL_SCALE_AW AwarenessMaxMultiplier, SHOAL_SCALE_GN GossipNodes,
+// SHOAL_SCALE_GI GossipInterval (a duration). Unset, the preset is as shipped.
 func scaleTweak(c *Config) {
 	ml := *c.Memberlist
 	if v, err := strconv.Atoi(os.Getenv("SHOAL_SCALE_IC")); err == nil {
@@ -378,6 +379,9 @@ func scaleTweak(c *Config) {
 	}
 	if v, err := strconv.Atoi(os.Getenv("SHOAL_SCALE_GN")); err == nil {
 		ml.GossipNodes = v
+	}
+	if v, err := time.ParseDuration(os.Getenv("SHOAL_SCALE_GI")); err == nil {
+		ml.GossipInterval = v
 	}
 	if v, err := strconv.Atoi(os.Getenv("SHOAL_SCALE_AW")); err == nil {
 		ml.AwarenessMaxMultiplier = v
