@@ -393,19 +393,16 @@ func (b *Bus) closing() bool {
 	}
 }
 
-// numberLocked numbers a synchronous message and encodes it as a single
-// envelope.
+// numberLocked numbers a synchronous message and encodes it as a frame
+// of one message (busframe.go: written and read without reflection,
+// where msgpack's reflective decoding of an envelope was most of a
+// synchronous message's handling).
 func (b *Bus) numberLocked(topic string, payload []byte) ([]byte, error) {
 	if b.closing() {
 		return nil, ErrClosed
 	}
 	b.seqs[topic]++
-	data, err := msgpack.Marshal(&envelope{Inc: b.cfg.incarnation, Topic: topic, Seq: b.seqs[topic], Payload: payload})
-	if err != nil {
-		b.seqs[topic]--
-		return nil, fmt.Errorf("cluster: encoding bus message: %w", err)
-	}
-	return data, nil
+	return busFrameBody(b.cfg.incarnation, appendBusMsg(nil, topic, b.seqs[topic], payload), 1), nil
 }
 
 func (b *Bus) onOneway(from string, body []byte) {
@@ -418,10 +415,14 @@ func (b *Bus) onOneway(from string, body []byte) {
 }
 
 func (b *Bus) onSync(ctx context.Context, from string, body []byte) ([]byte, error) {
-	var env envelope
-	if err := msgpack.Unmarshal(body, &env); err != nil {
+	envs, err := decodeBusFrame(body) // a frame of one, or an older sender's envelope
+	if err != nil {
 		return nil, fmt.Errorf("undecodable bus message: %w", err)
 	}
+	if len(envs) != 1 {
+		return nil, fmt.Errorf("undecodable bus message: %d messages in a synchronous frame", len(envs))
+	}
+	env := envs[0]
 	delivered := make(chan struct{})
 	var once sync.Once
 	if err := b.receive(from, env, func() { once.Do(func() { close(delivered) }) }); err != nil {
