@@ -28,6 +28,9 @@ const (
 	rpcChange = "l2.change"
 	rpcRepl   = "l2.repl"
 	rpcNear   = "l2.near" // an owner tells a near holder to drop a key
+	// rpcGets is several gets of one owner's keys in one message (NEAR
+	// mode: a page of a list's rows; nearRegion.getMany).
+	rpcGets = "l2.gets"
 	// rpcPutNote is a put that expects no answer (one-way; NEAR mode).
 	rpcPutNote = "l2.putn"
 )
@@ -83,7 +86,10 @@ type distOp struct {
 	Kind ownerKind
 	// Near: a get from a node that keeps a near copy of what it reads
 	// (NEAR mode): the owner remembers it and tells it of every change
-	// to the partition before acknowledging the change.
+	// to the partition before acknowledging the change. On the
+	// replication of a change: the backup is also one of the key's near
+	// holders, and the replication carries the owner's notice to it,
+	// numbered in Ticket.Stamp (send).
 	Near      bool
 	Partition int
 	Region    string
@@ -262,6 +268,7 @@ func newDist(c *Cache) *dist {
 	// goroutine or a timer per request, and replications in the order the
 	// owner sent them. Puts and changes wait for the backups.
 	d.rpc.HandleInline(rpcGet, d.handler(rpcGet))
+	d.rpc.HandleInline(rpcGets, d.handleGets)
 	d.rpc.Handle(rpcPut, d.handler(rpcPut))
 	d.rpc.Handle(rpcChange, d.handler(rpcChange))
 	d.rpc.HandleInline(rpcRepl, d.handleRepl)
@@ -613,8 +620,8 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 	}
 	ctx, cancel := context.WithTimeout(ctx, d.c.cfg.SyncTimeout)
 	defer cancel()
-	replSent, nearSent := d.send(ctx, prev, mine, backups, repl, near)
-	if err := replicated(ctx, backups, replSent); err != nil && o.Kind != kindPut {
+	sent := d.send(ctx, prev, mine, backups, repl, near)
+	if err := sent.replicated(ctx, backups); err != nil && o.Kind != kindPut {
 		// An invalidation a backup may not have: the write must not be
 		// acknowledged, or a takeover could serve the old row.
 		d.c.cfg.Logger.Warn("l2cache: replication to a backup failed", "partition", o.Partition, "err", err)
@@ -622,16 +629,113 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 			// Sent already: the holders that confirmed dropped the key;
 			// the others go back into the registry, so that the retry
 			// tells them again (or excludes them).
-			d.keepHolders(near, skey, unconfirmed(ctx, near, nearSent))
+			d.keepHolders(near, skey, sent.unconfirmed(ctx, near))
 		}
 		return distReply{NotOwner: true, Epoch: t.Epoch}
 	}
-	if err := d.tellNear(ctx, near, skey, nearSent); err != nil {
+	if err := d.tellNear(ctx, near, skey, sent); err != nil {
 		// A near holder may still serve the old state: not acknowledged.
 		d.c.cfg.Logger.Warn("l2cache: a near holder was neither told of a change nor excluded", "partition", o.Partition, "err", err)
 		return distReply{Unavailable: true, Epoch: t.Epoch}
 	}
 	return rep
+}
+
+// maxGets bounds the gets of one rpcGets message.
+const maxGets = 1024
+
+// pendingGets is a batch of gets sent to one owner (goGets): the owner's
+// answers, in order, once wait has them.
+type pendingGets struct {
+	n     int
+	local []distReply  // the owner is this node: answered already
+	p     *rpc.Pending // or the message to the owner
+}
+
+// goGets sends gets of keys the owner owns (in this node's table) in one
+// message, or answers them here if this node is the owner.
+func (d *dist) goGets(ctx context.Context, owner string, ops []distOp) *pendingGets {
+	pg := &pendingGets{n: len(ops)}
+	if owner == d.self {
+		pg.local = make([]distReply, len(ops))
+		for i, o := range ops {
+			pg.local[i] = d.apply(ctx, d.self, o)
+		}
+		return pg
+	}
+	size := 5
+	bodies := make([][]byte, len(ops))
+	for i := range ops {
+		bodies[i] = appendOp(make([]byte, 0, 64+len(ops[i].Region)+len(ops[i].Key)), &ops[i])
+		size += len(bodies[i]) + 5
+	}
+	body := appendArrayHeader(make([]byte, 0, size), len(bodies))
+	for _, b := range bodies {
+		body = appendBin(body, b)
+	}
+	d.c.stats.RemoteCalls.Add(1)
+	d.c.stats.RemoteByKind[remoteGet].Add(1)
+	d.c.stats.RemoteBytes.Add(uint64(len(body)))
+	pg.p = d.rpc.Go(ctx, owner, rpcGets, body)
+	return pg
+}
+
+// wait returns the owner's answers, in the order of the gets, or nil if
+// the batch was not answered (the caller reads each key again alone).
+func (pg *pendingGets) wait(ctx context.Context) []distReply {
+	if pg.local != nil {
+		return pg.local
+	}
+	resp, err := pg.p.Wait(ctx)
+	if err != nil {
+		return nil
+	}
+	dec := decoder{b: resp}
+	n := dec.array(maxGets)
+	if dec.err != nil || n != pg.n {
+		return nil
+	}
+	reps := make([]distReply, n)
+	for i := range reps {
+		b := dec.bin()
+		if dec.err != nil {
+			return nil
+		}
+		if reps[i], err = decodeReply(b); err != nil {
+			return nil
+		}
+	}
+	if dec.end() != nil {
+		return nil
+	}
+	return reps
+}
+
+// handleGets serves an rpcGets message: each get as apply serves one (a
+// get does not block), the answers in one message, in order.
+func (d *dist) handleGets(ctx context.Context, from string, body []byte) ([]byte, error) {
+	dec := decoder{b: body}
+	n := dec.array(maxGets)
+	ops := make([]distOp, 0, min(n, len(body)/8))
+	for range n {
+		o, err := decodeOp(dec.bin())
+		if err == nil && o.Kind != kindGet {
+			err = fmt.Errorf("%w: a %s message carrying operation kind %d", ErrCodec, rpcGets, o.Kind)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("unreadable cache operation: %w", err)
+		}
+		ops = append(ops, o)
+	}
+	if err := dec.end(); err != nil {
+		return nil, fmt.Errorf("unreadable batch of gets: %w", err)
+	}
+	out := appendArrayHeader(make([]byte, 0, 64*len(ops)), len(ops))
+	for _, o := range ops {
+		rep := d.apply(ctx, from, o)
+		out = appendBin(out, appendReply(make([]byte, 0, 32+len(rep.Value)+len(rep.Ticket.Owner)), &rep))
+	}
+	return out, nil
 }
 
 // acceptPutLocked stores a put-from-load unless its ticket is not this
@@ -725,63 +829,123 @@ type nearNotice struct {
 	msg     distOp
 }
 
+// changeSent is what send handed to the connections for one change:
+// each backup's replication, and each near holder's notice (nil: this
+// node's own copy, dropped in send; or a notice that rode the holder's
+// replication, viaRepl).
+type changeSent struct {
+	repl    []*rpc.Pending
+	replErr []error // by backup, once replicated has waited
+	near    []*rpc.Pending
+	// viaRepl is, by holder, the index of the backup whose replication
+	// carried the holder's notice (the holder is that backup), or -1.
+	viaRepl []int
+}
+
 // send hands a change's messages to the connections of its backups and
 // near holders (the owner's own near copy is dropped here) once the
 // messages of the partition's previous change have been handed over
 // (prev), and then lets the next change's go (mine). The backups and the
 // holders serve them in that order (HandleInline): a backup sees the
-// partition's sequence without gaps, and a holder its change numbers.
-func (d *dist) send(ctx context.Context, prev, mine chan struct{}, backups []string, repl *distOp, near *nearNotice) (replSent, nearSent []*rpc.Pending) {
+// partition's sequence without gaps, and a holder its change numbers. A
+// backup that is also one of the key's near holders gets its notice in
+// its replication (distOp.Near, numbered in Ticket.Stamp): one message
+// instead of two, served in the same place in the connection's order.
+func (d *dist) send(ctx context.Context, prev, mine chan struct{}, backups []string, repl *distOp, near *nearNotice) *changeSent {
 	defer close(mine)
 	if prev != nil {
 		<-prev // bounded: the previous change only queues frames (or dials, within its deadline)
 	}
+	s := &changeSent{}
+	if near != nil {
+		s.viaRepl = make([]int, len(near.holders))
+		for i := range s.viaRepl {
+			s.viaRepl[i] = -1
+		}
+	}
 	if len(backups) > 0 {
-		body := appendOp(nil, repl)
-		for _, b := range backups {
+		var plain []byte
+		for j, b := range backups {
 			d.flushBatch(b) // the puts queued before this change leave first
+			var body []byte
+			if i := near.holderIndex(b); i >= 0 && b != d.self {
+				withNear := *repl
+				withNear.Near, withNear.Ticket = true, ticket{Owner: d.self, Stamp: near.seqs[i]}
+				body = appendOp(nil, &withNear)
+				s.viaRepl[i] = j
+				d.c.stats.NearInRepl.Add(1)
+			} else {
+				if plain == nil {
+					plain = appendOp(nil, repl)
+				}
+				body = plain
+			}
 			d.c.stats.RemoteCalls.Add(1)
 			d.c.stats.RemoteByKind[remoteRepl].Add(1)
 			d.c.stats.RemoteBytes.Add(uint64(len(body)))
-			replSent = append(replSent, d.rpc.Go(ctx, b, rpcRepl, body))
+			s.repl = append(s.repl, d.rpc.Go(ctx, b, rpcRepl, body))
 		}
 	}
 	if near != nil {
 		for i, h := range near.holders {
+			if s.viaRepl[i] >= 0 {
+				s.near = append(s.near, nil)
+				continue
+			}
 			msg := near.msg
 			msg.Seq = near.seqs[i]
 			if f := d.onNear.Load(); h == d.self && f != nil {
 				(*f)(d.self, msg)
-				nearSent = append(nearSent, nil)
+				s.near = append(s.near, nil)
 				continue
 			}
 			body := appendOp(nil, &msg)
 			d.c.stats.RemoteCalls.Add(1)
 			d.c.stats.RemoteByKind[remoteNear].Add(1)
 			d.c.stats.RemoteBytes.Add(uint64(len(body)))
-			nearSent = append(nearSent, d.rpc.Go(ctx, h, rpcNear, body))
+			s.near = append(s.near, d.rpc.Go(ctx, h, rpcNear, body))
 		}
 	}
-	return replSent, nearSent
+	return s
+}
+
+// holderIndex is m's index among the notice's holders, or -1 (also for
+// no notice).
+func (n *nearNotice) holderIndex(m string) int {
+	if n == nil {
+		return -1
+	}
+	return slices.Index(n.holders, m)
 }
 
 // replicated waits until every backup has applied a change sent to it,
-// within ctx.
-func replicated(ctx context.Context, backups []string, sent []*rpc.Pending) error {
+// within ctx, and keeps each backup's answer for unconfirmed.
+func (s *changeSent) replicated(ctx context.Context, backups []string) error {
 	var errs []error
-	for i, p := range sent {
+	s.replErr = make([]error, len(s.repl))
+	for i, p := range s.repl {
 		if _, err := p.Wait(ctx); err != nil {
+			s.replErr[i] = err
 			errs = append(errs, fmt.Errorf("backup %s: %w", backups[i], err))
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// unconfirmed waits for the answers of a change's near holders (sent)
-// and returns those that did not confirm they dropped the key.
-func unconfirmed(ctx context.Context, n *nearNotice, sent []*rpc.Pending) []string {
+// unconfirmed waits for the answers of a change's near holders and
+// returns those that did not confirm they dropped the key. A holder whose
+// notice rode its replication confirmed it if the replication was
+// answered (replicated has waited for it): the backup drops the key
+// before it applies the replication, and answers only after both.
+func (s *changeSent) unconfirmed(ctx context.Context, n *nearNotice) []string {
 	var out []string
-	for i, p := range sent {
+	for i, p := range s.near {
+		if j := s.viaRepl[i]; j >= 0 {
+			if s.replErr == nil || s.replErr[j] != nil {
+				out = append(out, n.holders[i])
+			}
+			continue
+		}
 		if p != nil {
 			if _, err := p.Wait(ctx); err != nil {
 				out = append(out, n.holders[i])
@@ -814,11 +978,11 @@ func (d *dist) keepHolders(n *nearNotice, skey string, members []string) {
 // registers again when it next reads, after it reset. The change is
 // acknowledged only then; if a holder could be neither told nor excluded,
 // it stays in the registry for the retry.
-func (d *dist) tellNear(ctx context.Context, n *nearNotice, skey string, sent []*rpc.Pending) error {
+func (d *dist) tellNear(ctx context.Context, n *nearNotice, skey string, sent *changeSent) error {
 	if n == nil {
 		return nil
 	}
-	unreached := unconfirmed(ctx, n, sent)
+	unreached := sent.unconfirmed(ctx, n)
 	if len(unreached) == 0 {
 		return nil
 	}
@@ -864,14 +1028,23 @@ func (dp *dpart) applyChange(d *dist, k ownerKind, skey string, stamp uint64, lo
 }
 
 // handleRepl applies a replicated change on a backup. A gap in the
-// sequence taints the copy: it will not be trusted on takeover.
-func (d *dist) handleRepl(_ context.Context, _ string, body []byte) ([]byte, error) {
+// sequence taints the copy: it will not be trusted on takeover. A change
+// marked Near also tells this node, one of the key's near holders, to
+// drop its near copy (the owner's notice, numbered in Ticket.Stamp: see
+// send); that is done first, whatever becomes of the replication, and
+// the answer confirms both.
+func (d *dist) handleRepl(_ context.Context, from string, body []byte) ([]byte, error) {
 	o, err := decodeOp(body)
 	if err != nil {
 		return nil, fmt.Errorf("unreadable replication: %w", err)
 	}
 	if o.Kind == kindGet || o.Kind > kindUnlock {
 		return nil, fmt.Errorf("%w: replication of operation kind %d", ErrCodec, o.Kind)
+	}
+	if o.Near {
+		if err := d.nearInRepl(from, o); err != nil {
+			return nil, err
+		}
 	}
 	dp, t := d.part(o.Partition)
 	dp.mu.Lock()
@@ -881,6 +1054,22 @@ func (d *dist) handleRepl(_ context.Context, _ string, body []byte) ([]byte, err
 		d.evictOver() // dropping a backup entry only makes a takeover miss
 	}
 	return nil, err
+}
+
+// nearInRepl applies the near notice a replication carries. A node that
+// never ran NEAR mode has no near copies (only its NEAR backend sends the
+// reads that register a holder), and nothing to drop.
+func (d *dist) nearInRepl(from string, o distOp) error {
+	if o.Kind == kindPut || from == "" || o.Partition < 0 || o.Partition >= d.keeper.cfg.Partitions {
+		return fmt.Errorf("%w: a near notice on a replication of kind %d", ErrCodec, o.Kind)
+	}
+	f := d.onNear.Load()
+	if f == nil {
+		return nil
+	}
+	(*f)(from, distOp{Kind: kindInvalidate, Partition: o.Partition, Region: o.Region, Key: o.Key, Seq: o.Ticket.Stamp,
+		Epoch: o.Epoch, Ticket: ticket{Owner: from}})
+	return nil
 }
 
 func (d *dist) applyRepl(dp *dpart, t *PartitionTable, o distOp) error {

@@ -2,6 +2,7 @@ package l2cache
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -169,6 +170,7 @@ func testDistributedOwnerKilledAndNodeAdded(t *testing.T, mode string) {
 	}
 	stop := make(chan struct{})
 	errs := make(chan error, 16)
+	var late atomic.Int64
 	var running sync.WaitGroup
 	running.Add(1)
 	go func() { // the writer
@@ -183,6 +185,20 @@ func testDistributedOwnerKilledAndNodeAdded(t *testing.T, mode string) {
 			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			err := live[0].Evict(wctx, key)
 			cancel()
+			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrModeChanged) {
+				// Not acknowledged: the owner's failure not yet
+				// detected, or its partitions not yet moved, within
+				// 10 s on a loaded machine (2 of 4 runs at load 30-36);
+				// or, when the owner killed was the raft leader, this
+				// node's read lease lapsed and the mode record could
+				// not be read to confirm the write before a new leader
+				// was elected (ErrModeChanged: 1 of 120 runs at load
+				// 30). The write is not counted; the client evicts
+				// again, as an application would, and each phase still
+				// needs its writes acknowledged within a minute.
+				late.Add(1)
+				continue
+			}
 			if err != nil {
 				errs <- fmt.Errorf("evict after write %d: %w", v, err)
 				return
@@ -254,7 +270,8 @@ func testDistributedOwnerKilledAndNodeAdded(t *testing.T, mode string) {
 	if acked.Load() < 50 {
 		t.Fatalf("only %d writes acknowledged: the test exercised too little", acked.Load())
 	}
-	t.Logf("%d writes acknowledged; owner %s killed, %s added", acked.Load(), owner, added.Node.Name())
+	t.Logf("%d writes acknowledged (%d evictions not acknowledged, written again); owner %s killed, %s added",
+		acked.Load(), late.Load(), owner, added.Node.Name())
 }
 
 // The owners' entries stay within MaxCost, and an entry past its TTL is a

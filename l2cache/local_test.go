@@ -35,6 +35,16 @@ func region(t testing.TB, c *Cache, name string, access AccessType) *Region {
 	return r
 }
 
+// regionsOn is region on each of caches, in order.
+func regionsOn(t testing.TB, caches []*Cache, name string, access AccessType) []*Region {
+	t.Helper()
+	regions := make([]*Region, len(caches))
+	for i, c := range caches {
+		regions[i] = region(t, c, name, access)
+	}
+	return regions
+}
+
 func constLoader(v string) Loader {
 	return func(context.Context) ([]byte, error) { return []byte(v), nil }
 }

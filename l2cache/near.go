@@ -348,6 +348,14 @@ func (r *nearRegion) get(ctx context.Context, key string, spaces []string, load 
 	gctx, cancel := context.WithTimeout(ctx, r.c.cfg.SyncTimeout)
 	rep, owner, err := r.d.call(gctx, distOp{Kind: kindGet, Near: true, Partition: p, Region: r.name, Key: key, Spaces: spaces})
 	cancel()
+	return r.answered(ctx, p, key, spaces, load, stamp, rep, owner, err)
+}
+
+// answered finishes a get of key that missed its near copy, from the
+// owner's answer (rep, or err) to the read sent after stamp was taken:
+// keeps what the owner had, or loads, keeps and offers the load to the
+// owner, or reads through when the owner could not answer.
+func (r *nearRegion) answered(ctx context.Context, p int, key string, spaces []string, load Loader, stamp uint64, rep distReply, owner string, err error) ([]byte, error) {
 	if err != nil || rep.Unavailable {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -384,6 +392,90 @@ func (r *nearRegion) get(ctx context.Context, key string, spaces []string, load 
 		r.stats.Puts.Add(1)
 	}
 	return r.loads.finish(key, own)
+}
+
+// getMany is get of several keys of an entity or collection region (not
+// a query region), their near misses asked of their owners in one
+// message per owner, sent together: a page of a list whose rows this
+// node has not read yet costs a round trip per owner, not one per row.
+// Each key's read is get's — registered at the owner under the
+// partition's lock, answered, kept or loaded by the same rules
+// (answered), its stamp taken before its read was sent — and a key whose
+// owner could not answer in the batch (not the owner any more, not
+// reached) is read again on its own by get, which retries. load(ctx, i)
+// loads keys[i].
+func (r *nearRegion) getMany(ctx context.Context, keys []string, load func(ctx context.Context, i int) ([]byte, error)) ([][]byte, []error) {
+	vals, errs := make([][]byte, len(keys)), make([]error, len(keys))
+	loader := func(i int) Loader { return func(ctx context.Context) ([]byte, error) { return load(ctx, i) } }
+	if r.kind == QueryRegion || !r.c.valid() {
+		for i, k := range keys {
+			vals[i], errs[i] = r.get(ctx, k, nil, loader(i))
+		}
+		return vals, errs
+	}
+	t := r.d.keeper.Table()
+	parts := make([]int, len(keys))
+	byOwner := map[string][]int{}
+	var owners []string
+	for i, k := range keys {
+		p := r.d.partition(r.name, k)
+		parts[i] = p
+		if v, ok := r.lookup(p, k, true); ok {
+			r.stats.Hits.Add(1)
+			r.c.stats.NearHits.Add(1)
+			vals[i] = v
+			continue
+		}
+		r.n.part(p) // as get: before the stamp
+		owner := t.Owner(p)
+		if owner == "" {
+			owner = "\x00" // no table yet: get waits for one
+		}
+		if byOwner[owner] == nil {
+			owners = append(owners, owner)
+		}
+		byOwner[owner] = append(byOwner[owner], i)
+	}
+	if len(owners) == 0 {
+		return vals, errs
+	}
+	stamp := r.c.tick() // before the reads: a change after them drops their copies
+	gctx, cancel := context.WithTimeout(ctx, r.c.cfg.SyncTimeout)
+	defer cancel()
+	type batch struct {
+		owner string
+		idx   []int
+		sent  *pendingGets
+	}
+	batches := make([]batch, 0, len(owners))
+	for _, owner := range owners {
+		idx := byOwner[owner]
+		b := batch{owner: owner, idx: idx}
+		if len(idx) > 1 && owner != "\x00" {
+			ops := make([]distOp, len(idx))
+			for j, i := range idx {
+				ops[j] = distOp{Kind: kindGet, Near: true, Partition: parts[i], Region: r.name, Key: keys[i]}
+			}
+			b.sent = r.d.goGets(gctx, owner, ops)
+		}
+		batches = append(batches, b)
+	}
+	for _, b := range batches {
+		var reps []distReply
+		if b.sent != nil {
+			reps = b.sent.wait(gctx)
+		}
+		for j, i := range b.idx {
+			if reps == nil || reps[j].NotOwner {
+				// Alone, or not answered in the batch: get's own path,
+				// with its retries.
+				vals[i], errs[i] = r.get(ctx, keys[i], nil, loader(i))
+				continue
+			}
+			vals[i], errs[i] = r.answered(ctx, parts[i], keys[i], nil, loader(i), stamp, reps[j], b.owner, nil)
+		}
+	}
+	return vals, errs
 }
 
 // getQuery answers a get of a query result from this node's own copy, or

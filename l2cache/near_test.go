@@ -23,10 +23,7 @@ import (
 func TestNearCopiesServedAndDropped(t *testing.T) {
 	_, _, caches := distCaches(t, 31, 3, cluster.CacheModeNear)
 	ctx := context.Background()
-	regions := make([]*Region, 3)
-	for i, c := range caches {
-		regions[i] = region(t, c, "pr", ReadWrite)
-	}
+	regions := regionsOn(t, caches, "pr", ReadWrite)
 	var rows [20]counter
 	for k := range rows {
 		for i, r := range regions {
@@ -145,10 +142,7 @@ func TestNearOwnerRestartDropsCopies(t *testing.T) {
 	for i, c := range lc.caches {
 		testkit.Eventually(t, 30*time.Second, fmt.Sprintf("node %d's cache ready", i+1), func() bool { return c.Ready() == nil })
 	}
-	regions := make([]*Region, 3)
-	for i, c := range lc.caches {
-		regions[i] = region(t, c, "pr", NonstrictReadWrite)
-	}
+	regions := regionsOn(t, lc.caches, "pr", NonstrictReadWrite)
 	ctx := context.Background()
 	// A key owned by node 1, held near by node 2; and one owned by node
 	// 3, which node 1's restart does not concern.
@@ -253,10 +247,7 @@ func TestNearOwnerRestartDropsCopies(t *testing.T) {
 func TestNearChangeReachesOnlyKeyHolders(t *testing.T) {
 	_, members, caches := distCaches(t, 33, 3, cluster.CacheModeNear)
 	ctx := context.Background()
-	regions := make([]*Region, 3)
-	for i, c := range caches {
-		regions[i] = region(t, c, "pr", ReadWrite)
-	}
+	regions := regionsOn(t, caches, "pr", ReadWrite)
 	// Two keys of one partition owned by node 1.
 	d := distOf(caches[0])
 	var k1, k2 string
@@ -443,10 +434,11 @@ func TestNearRetriedChangeTellsHolders(t *testing.T) {
 	})
 	// Cut node 1 from node 2 (both still reach the consistent store: their
 	// leases stay valid) and write through node 3. The first attempt's
-	// replication and near message to node 2 are lost.
+	// replication to node 2, which carries its near notice (node 2 is the
+	// backup), is lost.
 	sent := func() (uint64, uint64) {
 		st := lc.caches[0].Stats().Node
-		return st.RemoteByKind["repl"], st.RemoteByKind["near"]
+		return st.RemoteByKind["repl"], st.NearInRepl
 	}
 	repl0, near0 := sent()
 	lc.net.Partition([]string{clustertest.Host(1)}, []string{clustertest.Host(2)})
@@ -457,7 +449,7 @@ func TestNearRetriedChangeTellsHolders(t *testing.T) {
 		defer cancel()
 		wrote <- regions[2].Evict(wctx, key)
 	}()
-	testkit.Eventually(t, 30*time.Second, "the owner to send the change to node 2", func() bool {
+	testkit.Eventually(t, 30*time.Second, "the owner to send the change, and its near notice, to node 2", func() bool {
 		repl, near := sent()
 		return repl > repl0 && near > near0
 	})
@@ -477,6 +469,83 @@ func TestNearRetriedChangeTellsHolders(t *testing.T) {
 		if v, err := regions[1].Get(ctx, key, load); err != nil || string(v) != "v2" {
 			t.Fatalf("node 2 read %q, %v after v2 was acknowledged by a retried change (node 2: %+v; owner: %+v)", v, err,
 				lc.caches[1].Stats().Node, lc.caches[0].Stats().Node)
+		}
+	}
+}
+
+// GetMany reads the keys a NEAR node holds no near copy of in one message
+// per owner, by the rules of a get: the values are the loaded ones, the
+// node keeps near copies of them, and a write through another node drops
+// them before it is acknowledged. A key whose load fails has its error;
+// the others are read.
+func TestNearGetMany(t *testing.T) {
+	_, _, caches := distCaches(t, 33, 3, cluster.CacheModeNear)
+	ctx := context.Background()
+	regions := regionsOn(t, caches, "pr", NonstrictReadWrite)
+	var rows [30]counter
+	keys := make([]string, len(rows))
+	for k := range keys {
+		keys[k] = strconv.Itoa(k)
+	}
+	failing := -1
+	load := func(ctx context.Context, i int) ([]byte, error) {
+		if i == failing {
+			return nil, errors.New("the database is down")
+		}
+		return rows[i].load(ctx)
+	}
+	check := func(what string) {
+		t.Helper()
+		vals, errs := regions[1].GetMany(ctx, keys, load)
+		for k := range keys {
+			if errs[k] != nil || !rows[k].is(vals[k]) {
+				t.Fatalf("%s: key %d read %q (%v), version %d", what, k, vals[k], errs[k], rows[k].v.Load())
+			}
+		}
+	}
+	gets := func() uint64 { return caches[1].Stats().Node.RemoteByKind["get"] }
+	before := gets()
+	check("first read")
+	if sent := gets() - before; sent > 2 {
+		t.Errorf("%d gets sent for %d keys owned by 3 nodes: want one message per other owner (%+v)", sent, len(keys), caches[1].Stats().Node)
+	}
+	// The loads reached their owners: node 3 reads every key without
+	// loading it.
+	noLoad := func(context.Context) ([]byte, error) { return nil, errors.New("loaded") }
+	for k := range keys {
+		testkit.Eventually(t, 20*time.Second, fmt.Sprintf("key %d at its owner", k), func() bool {
+			v, err := regions[2].Get(ctx, keys[k], noLoad)
+			if err == nil && !rows[k].is(v) {
+				t.Fatalf("node 3 read key %d as %q, version %d", k, v, rows[k].v.Load())
+			}
+			return err == nil
+		})
+	}
+	testkit.Eventually(t, 20*time.Second, "every key near node 2", func() bool {
+		hits, before := caches[1].Stats().Node.NearHits, gets()
+		check("a read of near copies")
+		caches[1].waitLocal()
+		return caches[1].Stats().Node.NearHits-hits == uint64(len(keys)) && gets() == before
+	})
+	for _, k := range []int{0, 7, 13, 29} {
+		rows[k].v.Add(1)
+		if err := regions[2].Evict(ctx, keys[k]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check("after writes through node 3")
+	failing = 5
+	rows[5].v.Add(1)
+	if err := regions[0].Evict(ctx, keys[5]); err != nil {
+		t.Fatal(err)
+	}
+	vals, errs := regions[1].GetMany(ctx, keys, load)
+	for k := range keys {
+		switch {
+		case k == failing && errs[k] == nil:
+			t.Fatalf("key %d read %q although its load failed", k, vals[k])
+		case k != failing && (errs[k] != nil || !rows[k].is(vals[k])):
+			t.Fatalf("key %d read %q (%v) beside a failed load, version %d", k, vals[k], errs[k], rows[k].v.Load())
 		}
 	}
 }

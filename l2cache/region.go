@@ -104,6 +104,31 @@ func (r *Region) get(ctx context.Context, key string, spaces []string, load Load
 	return r.part(v.read).get(ctx, key, spaces, load)
 }
 
+// GetMany is Get of several keys of an entity or collection region,
+// load(ctx, i) loading keys[i]: the value and error of each key, as Get
+// would return them. In NEAR mode the keys this node holds no near copy
+// of are asked of their owners in one message per owner, sent together
+// (a page of a list whose rows this node has not read yet costs one round
+// trip per owner, not one per row); the other modes read them one by one.
+func (r *Region) GetMany(ctx context.Context, keys []string, load func(ctx context.Context, i int) ([]byte, error)) ([][]byte, []error) {
+	vals, errs := make([][]byte, len(keys)), make([]error, len(keys))
+	if r.kind == QueryRegion {
+		for i := range errs {
+			errs[i] = fmt.Errorf("l2cache: GetMany of query region %s: use GetQuery", r.name)
+		}
+		return vals, errs
+	}
+	v := r.c.enter()
+	defer v.exit()
+	if p, ok := r.part(v.read).(*nearRegion); ok {
+		return p.getMany(ctx, keys, load)
+	}
+	for i, k := range keys {
+		vals[i], errs[i] = r.part(v.read).get(ctx, k, nil, func(ctx context.Context) ([]byte, error) { return load(ctx, i) })
+	}
+	return vals, errs
+}
+
 // peek returns key's value if the mode read holds it on this node and may
 // serve it as it is (a LOCAL hit or a NEAR near-copy hit, counted), or
 // false, counting nothing. The parts are called by their types, not

@@ -56,6 +56,10 @@ type NodeStats struct {
 	OwnerMisses [nOwnerMiss]atomic.Uint64
 	// RemoteByKind splits RemoteCalls by what they carry.
 	RemoteByKind [nRemote]atomic.Uint64
+	// NearInRepl counts the near notices an owner sent inside a backup's
+	// replication of the change (the backup held a near copy): each is a
+	// near notice that cost no message of its own.
+	NearInRepl atomic.Uint64
 	// InvalidationLag counts the invalidations received on the bus by
 	// how long after their sender published them they were applied
 	// (LagBucket), by the two nodes' wall clocks.
@@ -103,6 +107,7 @@ type NodeStatsSnapshot struct {
 	OwnerMisses map[string]uint64 `json:"owner_misses"`
 	// RemoteByKind: remote calls by kind (get, put, change, repl, near).
 	RemoteByKind map[string]uint64 `json:"remote_calls_by_kind"`
+	NearInRepl   uint64            `json:"near_in_repl"`
 	// InvalidationLag is NodeStats.InvalidationLag's buckets.
 	InvalidationLag []uint64 `json:"invalidation_lag_buckets,omitempty"`
 }
@@ -115,6 +120,7 @@ func (s *NodeStats) snapshot() NodeStatsSnapshot {
 		NearMisses: causeSnapshot(nearMissNames[:], s.NearMisses[:]), NearDrops: causeSnapshot(nearDropNames[:], s.NearDrops[:]),
 		OwnerMisses:     causeSnapshot(ownerMissNames[:], s.OwnerMisses[:]),
 		RemoteByKind:    causeSnapshot(remoteNames[:], s.RemoteByKind[:]),
+		NearInRepl:      s.NearInRepl.Load(),
 		InvalidationLag: lagSnapshot(&s.InvalidationLag),
 	}
 }

@@ -27,6 +27,25 @@ func (t Typed[T]) Get(ctx context.Context, key string, load func(ctx context.Con
 	return t.get(ctx, key, nil, load)
 }
 
+// GetMany is Get of several keys (Region.GetMany): load(ctx, i) loads
+// keys[i]; the value and error of each key, as Get would return them.
+func (t Typed[T]) GetMany(ctx context.Context, keys []string, load func(ctx context.Context, i int) (T, error)) ([]T, []error) {
+	bs, errs := t.R.GetMany(ctx, keys, func(ctx context.Context, i int) ([]byte, error) {
+		v, err := load(ctx, i)
+		if err != nil {
+			return nil, err
+		}
+		return msgpack.Marshal(&v)
+	})
+	vals := make([]T, len(keys))
+	for i, b := range bs {
+		if errs[i] == nil {
+			vals[i], errs[i] = t.decode(keys[i], b)
+		}
+	}
+	return vals, errs
+}
+
 // GetQuery is Get for a query region: the result is cached against the
 // query spaces it reads (see Region.GetQuery).
 func (t Typed[T]) GetQuery(ctx context.Context, key string, spaces []string, load func(ctx context.Context) (T, error)) (T, error) {

@@ -186,6 +186,61 @@ func (a *api) pullRequest(ctx context.Context, id int64) (domain.PullRequest, er
 	})
 }
 
+// many returns the cached value of each key, or loads it (load(ctx, i)
+// loads keys[i]): the keys not cached on this node are read together
+// (l2cache.Region.GetMany: in NEAR mode one message per owner for all of
+// them, where one by one cost a round trip each).
+func (e entity[T]) many(ctx context.Context, keys []string, load func(ctx context.Context, i int) (T, error)) ([]T, []error) {
+	vals, errs := make([]T, len(keys)), make([]error, len(keys))
+	var missing []int
+	for i, k := range keys {
+		if v, ok := e.cached(k); ok {
+			vals[i] = v
+			continue
+		}
+		missing = append(missing, i)
+	}
+	if len(missing) < 2 || e.r == nil {
+		for _, i := range missing {
+			vals[i], errs[i] = e.get(ctx, keys[i], func(ctx context.Context) (T, error) { return load(ctx, i) })
+		}
+		return vals, errs
+	}
+	mkeys := make([]string, len(missing))
+	for j, i := range missing {
+		mkeys[j] = keys[i]
+	}
+	got, gerrs := l2cache.Typed[T]{R: e.r}.GetMany(ctx, mkeys, func(ctx context.Context, j int) (T, error) { return load(ctx, missing[j]) })
+	for j, i := range missing {
+		vals[i], errs[i] = got[j], gerrs[j]
+	}
+	return vals, errs
+}
+
+// pullRequests is pullRequest of each id (a page of a list), read
+// together (entity.many).
+func (a *api) pullRequests(ctx context.Context, ids []int64) ([]domain.PullRequest, []error) {
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = idKey(id)
+	}
+	return a.regions.pullRequests.many(ctx, keys, func(ctx context.Context, i int) (domain.PullRequest, error) {
+		return a.db.PullRequest(ctx, ids[i])
+	})
+}
+
+// repositories is repository of each of a project's slugs (a page of a
+// list), read together (entity.many).
+func (a *api) repositories(ctx context.Context, project string, slugs []string) ([]domain.Repository, []error) {
+	keys := make([]string, len(slugs))
+	for i, slug := range slugs {
+		keys[i] = repoKey(project, slug)
+	}
+	return a.regions.repositories.many(ctx, keys, func(ctx context.Context, i int) (domain.Repository, error) {
+		return a.db.Repository(ctx, project, slugs[i])
+	})
+}
+
 func (a *api) user(ctx context.Context, id int64) (domain.User, error) {
 	var buf keyBuf
 	if v, ok := a.regions.users.cached(string(idKeyBytes(&buf, id))); ok {

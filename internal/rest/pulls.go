@@ -81,8 +81,9 @@ func (a *api) pullRequestPage(ctx context.Context, repo domain.Repository, state
 // One that vanished or moved since the list was cached is skipped.
 func (a *api) renderPullRequests(ctx context.Context, repo domain.Repository, ids []int64) ([]pullRequestJSON, error) {
 	values := make([]pullRequestJSON, 0, len(ids))
-	for _, id := range ids {
-		pr, err := a.pullRequest(ctx, id)
+	prs, errs := a.pullRequests(ctx, ids)
+	for i := range ids {
+		pr, err := prs[i], errs[i]
 		if errors.Is(err, domain.ErrNotFound) || err == nil && pr.RepositoryID != repo.ID {
 			continue
 		}

@@ -50,10 +50,15 @@ func (a *api) readableRepos(ctx context.Context, r *http.Request, project domain
 		return nil, err
 	}
 	values := make([]repositoryJSON, 0, len(slugs))
-	for _, slug := range slugs {
+	var repos []domain.Repository
+	var errs []error
+	if all {
+		repos, errs = a.repositories(ctx, project.Key, slugs)
+	}
+	for i, slug := range slugs {
 		var repo domain.Repository
 		if all {
-			repo, err = a.repository(ctx, project.Key, slug)
+			repo, err = repos[i], errs[i]
 		} else {
 			repo, err = a.readableRepo(ctx, r, project.Key, slug)
 		}
