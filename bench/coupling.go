@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/internal/domain"
+	"github.com/shoal-dev/shoal/internal/httpc"
 	"github.com/shoal-dev/shoal/internal/modeswitch"
 )
 
@@ -47,6 +48,13 @@ type CouplingOptions struct {
 	Warnings io.Writer
 	// Logger receives in-process nodes' logs (default: discarded).
 	Logger *slog.Logger
+	// ProfileDir, if set, receives a CPU profile of every node over each
+	// stage's measured window (from its /debug/pprof/profile), one file
+	// per node and attempt: TAG-NODE.pprof, TAG as the stage's load spec
+	// (r1n6s0a0: repeat 1, near, 6 nodes, stage 0, attempt 0). Nodes in
+	// process share one profiler: the first node's profile is the
+	// process's, and the only one taken.
+	ProfileDir string
 
 	// afterStage, if set, is called after each stage (tests).
 	afterStage func()
@@ -246,6 +254,10 @@ func (r *couplingRunner) runStage(ctx context.Context, nodes []NodePlacement, sp
 func (r *couplingRunner) runStageHook(ctx context.Context, nodes []NodePlacement, spec LoadSpec, hook func(LoadEvent)) (StageResult, counterSnapshot, error) {
 	var before, after counterSnapshot
 	var snapErr error
+	var profiles sync.WaitGroup
+	var profMu sync.Mutex
+	var profErr error
+	defer profiles.Wait()
 	onEvent := func(ev LoadEvent) {
 		if hook != nil {
 			hook(ev)
@@ -253,6 +265,21 @@ func (r *couplingRunner) runStageHook(ctx context.Context, nodes []NodePlacement
 		var err error
 		switch ev.Event {
 		case "measure":
+			if r.o.ProfileDir != "" {
+				profiled := nodes
+				if r.o.InProcess {
+					profiled = nodes[:1]
+				}
+				for _, n := range profiled {
+					profiles.Go(func() {
+						if err := r.profileNode(ctx, n, spec); err != nil {
+							profMu.Lock()
+							profErr = errors.Join(profErr, err)
+							profMu.Unlock()
+						}
+					})
+				}
+			}
 			before, err = takeSnapshot(ctx, nodes, int(r.loadgenPID.Load()))
 		case "result":
 			after, err = takeSnapshot(ctx, nodes, int(r.loadgenPID.Load()))
@@ -273,13 +300,30 @@ func (r *couplingRunner) runStageHook(ctx context.Context, nodes []NodePlacement
 		lr, err = r.loadgenProcess(ctx, spec, onEvent)
 	}
 	stop()
+	profiles.Wait()
 	if err == nil {
 		err = snapErr
+	}
+	if err == nil && profErr != nil {
+		err = fmt.Errorf("CPU profiles: %w", profErr)
 	}
 	if err != nil {
 		return StageResult{}, after, err
 	}
 	return stageFigures(spec, lr, before, after, r.o.LoadgenInProcess || r.o.InProcess), after, nil
+}
+
+// profileNode writes a CPU profile of node n over the stage's measured
+// window to the profile directory (CouplingOptions.ProfileDir).
+func (r *couplingRunner) profileNode(ctx context.Context, n NodePlacement, spec LoadSpec) error {
+	secs := max(int(spec.Duration.D()/time.Second), 1)
+	pctx, cancel := context.WithTimeout(ctx, spec.Duration.D()+time.Minute)
+	defer cancel()
+	b, err := httpc.DoToken(pctx, n.Token, "GET", n.HTTP, fmt.Sprintf("/debug/pprof/profile?seconds=%d", secs), nil)
+	if err != nil {
+		return fmt.Errorf("%s: %w", n.Name, err)
+	}
+	return os.WriteFile(filepath.Join(r.o.ProfileDir, spec.Tag+"-"+n.Name+".pprof"), b, 0o644)
 }
 
 // loadgenProcess runs 'shoal bench loadgen', the spec on its standard

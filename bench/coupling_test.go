@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -46,8 +47,9 @@ func TestCouplingTinyExperiment(t *testing.T) {
 	defer cancel()
 	var prog, warn bytes.Buffer
 	start := time.Now()
+	profiles := t.TempDir()
 	res, err := Coupling(ctx, CouplingOptions{Experiment: exp, ExperimentFile: tinyExperiment, InProcess: true,
-		LoadgenInProcess: true, Dir: t.TempDir(), Logger: testkit.Logger(t), Progress: &prog, Warnings: &warn})
+		LoadgenInProcess: true, Dir: t.TempDir(), Logger: testkit.Logger(t), Progress: &prog, Warnings: &warn, ProfileDir: profiles})
 	if err != nil {
 		t.Fatalf("after %v: %v\nprogress:\n%s", time.Since(start).Round(time.Second), err, prog.String())
 	}
@@ -73,6 +75,7 @@ func TestCouplingTinyExperiment(t *testing.T) {
 	checkManifest(t, res.Manifest)
 	for _, ar := range res.Runs[0] {
 		checkArm(t, ar)
+		checkProfiles(t, profiles, ar)
 	}
 	out := t.TempDir()
 	if err := WriteReport(out, res); err != nil {
@@ -96,6 +99,22 @@ func checkManifest(t *testing.T, m Manifest) {
 	if m.Commit == "" || m.GoVersion == "" || m.GOMAXPROCS < 1 || m.CPUModel == "" || m.Nodes != "in-process" ||
 		m.Loadgen != "in-process" || m.ExperimentFile == "" || m.Data.PullRequests != 12 || m.Interrupted {
 		t.Errorf("manifest not filled: %+v", m)
+	}
+}
+
+// checkProfiles checks that every attempt at the arm's stages left a CPU
+// profile (gzipped protobuf) of the arm's first node: in process, the
+// nodes share one profiler.
+func checkProfiles(t *testing.T, dir string, ar ArmResult) {
+	t.Helper()
+	for si, st := range ar.Stages {
+		for a := range st.OthersShareAttempts {
+			name := fmt.Sprintf("r%d%s%ds%da%d-%s.pprof", ar.Repeat, ar.Arm.Mode[:1], ar.Arm.Nodes, si, a, ar.Nodes[0].Name)
+			b, err := os.ReadFile(filepath.Join(dir, name))
+			if err != nil || len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+				t.Errorf("%s: CPU profile %s: %d bytes, %v", ar.Arm.Name(), name, len(b), err)
+			}
+		}
 	}
 }
 

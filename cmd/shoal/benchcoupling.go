@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/shoal-dev/shoal/bench"
 	"github.com/shoal-dev/shoal/internal/cli"
@@ -20,12 +21,13 @@ func bindBenchCoupling(s *cli.Set) runFunc {
 	s.Bool(&c.inProcess, "in-process", "run the nodes inside this process (a quick look; they share its CPU)")
 	s.Bool(&c.loadgenInProcess, "loadgen-in-process", "run the load generator inside this process instead of its own")
 	s.Int(&c.repeat, "repeat", "run the whole experiment this many times, to show run-to-run spread")
+	s.String(&c.profile, "profile", "directory for CPU profiles of every node over each stage's measured window (TAG-NODE.pprof)")
 	s.Bool(&c.quiet, "no-progress", "no progress (a bar on a terminal, plain lines otherwise)")
 	return func(ctx context.Context, sio stdio, _ []string) error { return c.run(ctx, sio) }
 }
 
 type couplingSettings struct {
-	expFile, out, dir                  string
+	expFile, out, dir, profile         string
 	inProcess, loadgenInProcess, quiet bool
 	repeat                             int
 }
@@ -48,7 +50,12 @@ func (c *couplingSettings) run(ctx context.Context, sio stdio) error {
 	}
 	defer cleanup()
 	o := bench.CouplingOptions{Experiment: exp, ExperimentFile: string(raw), Binary: exe, InProcess: c.inProcess,
-		LoadgenInProcess: c.loadgenInProcess, Dir: c.dir, Repeat: c.repeat, Warnings: sio.err}
+		LoadgenInProcess: c.loadgenInProcess, Dir: c.dir, Repeat: c.repeat, Warnings: sio.err, ProfileDir: c.profile}
+	if c.profile != "" {
+		if err := os.MkdirAll(c.profile, 0o755); err != nil {
+			return err
+		}
+	}
 	if !c.quiet {
 		o.Progress = sio.err
 	}
