@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -142,15 +143,35 @@ func TestBusRefusesForgedMessages(t *testing.T) {
 func TestBusStateBoundedUnderFlood(t *testing.T) {
 	a, b := twoNodes(t)
 	inc := b.Self().Incarnation
-	// 500 made-up senders: none gets any state.
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	// 500 made-up senders: none gets any state. Each ghost's message must
+	// reach a's bus and be refused there. On a machine at load 30-50 a
+	// ghost's connection sometimes fails before that (a closed it during
+	// the hello, which it did not read within the dial timeout: 1 of 40
+	// loop runs; and one minute for all 500 calls ran out once): such a
+	// ghost dials again, up to five times.
+	redials := 0
 	for i := range 500 {
-		f := forger(t, fmt.Sprint("ghost-", i), a)
-		if _, err := f.Call(ctx, "a", rpcBusSync, envelopeBytes(t, envelope{Inc: 1, Topic: "t", Seq: 5})); err == nil {
-			t.Fatal("a ghost's message was acknowledged")
+		for try := 1; ; try++ {
+			f := forger(t, fmt.Sprint("ghost-", i), a)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			_, err := f.Call(ctx, "a", rpcBusSync, envelopeBytes(t, envelope{Inc: 1, Topic: "t", Seq: 5}))
+			cancel()
+			f.Close()
+			if err == nil {
+				t.Fatal("a ghost's message was acknowledged")
+			}
+			if strings.Contains(err.Error(), errRefused.Error()) {
+				break
+			}
+			if try == 5 {
+				t.Fatalf("ghost %d's message failed %d times otherwise than refused by a's bus: %v", i, try, err)
+			}
+			redials++
+			t.Logf("ghost %d dials again: %v", i, err)
 		}
-		f.Close()
+	}
+	if redials > 0 {
+		t.Logf("%d ghost connections failed before the bus and were dialed again", redials)
 	}
 	// Under b's name and incarnation (plaintext RPC lets anyone claim it):
 	// 5,000 topics, long topic names, and gaps holding big payloads.

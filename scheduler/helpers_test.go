@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-dev/shoal/cluster/cp"
 	"github.com/shoal-dev/shoal/internal/testkit"
 )
 
@@ -120,10 +121,23 @@ func localScheduler(t testing.TB, clock Clock, rec Runner) *Scheduler {
 	return s
 }
 
+// mustSchedule schedules j as a client would: a write whose outcome is
+// unknown (raft lost its leader while committing it: 1 of 200 runs of
+// TestClusterExactlyOnceFakeClock on a machine at load 30-50) or that
+// found no leader is asked again, which Schedule allows (the same job
+// again changes nothing), for up to a minute.
 func mustSchedule(t testing.TB, s *Scheduler, j Job) {
 	t.Helper()
-	if err := s.Schedule(context.Background(), j); err != nil {
-		t.Fatal(err)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		err := s.Schedule(context.Background(), j)
+		if err == nil {
+			return
+		}
+		if !(errors.Is(err, cp.ErrIndeterminate) || errors.Is(err, cp.ErrNoLeader)) || time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		t.Logf("scheduling %s again: %v", j.ID, err)
 	}
 }
 
