@@ -413,8 +413,8 @@ func killDuringWrites(t *testing.T, n, ipBase int) {
 			break
 		}
 		if err == nil || time.Now().After(deadline) {
-			t.Fatalf("after %d kills: %d of %d acknowledged writes present (%v); missing %v\n%s",
-				crashes(), len(have), len(all), err, missing(have, all, 5), raftViews(rc))
+			t.Fatalf("after %d kills: %d of %d acknowledged writes present (%v); missing %v\n%s%s",
+				crashes(), len(have), len(all), err, missing(have, all, 5), raftViews(rc), raftLogs(rc, 40))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -446,7 +446,28 @@ func raftViews(rc *restCluster) string {
 			fmt.Fprintf(&b, "node%d: %v\n", i+1, err)
 			continue
 		}
-		fmt.Fprintf(&b, "node%d: %+v\n", i+1, v.Raft)
+		fmt.Fprintf(&b, "node%d: %+v members:", i+1, v.Raft)
+		for _, m := range v.Members {
+			fmt.Fprintf(&b, " %s=%s/%s", m.Name, m.State, m.RaftRole)
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+// raftLogs is the last n lines of each node's log that speak of raft or
+// of the consistent store, for a failure message.
+func raftLogs(rc *restCluster, n int) string {
+	var b strings.Builder
+	for i, p := range rc.c.Nodes() {
+		data, _ := os.ReadFile(p.Log)
+		var lines []string
+		for _, l := range strings.Split(string(data), "\n") {
+			if strings.Contains(l, "raft") || strings.Contains(l, "cp:") {
+				lines = append(lines, l)
+			}
+		}
+		fmt.Fprintf(&b, "--- node%d (%s)\n%s\n", i+1, p.Log, strings.Join(lines[max(0, len(lines)-n):], "\n"))
 	}
 	return b.String()
 }
