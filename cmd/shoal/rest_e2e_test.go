@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -52,6 +53,7 @@ type restCluster struct {
 // until every node is ready.
 func startRESTCluster(t *testing.T, n, ipBase int, args ...string) *restCluster {
 	t.Helper()
+	ipBase += *ipShift
 	dir := t.TempDir()
 	out, err := exec.Command(shoalBin, "seed", "--data-dir", dir, "--admin-password", restAdminPW,
 		"--users", "4", "--projects", "2", "--repos-per-project", "2", "--prs-per-repo", "6",
@@ -71,6 +73,11 @@ func startRESTCluster(t *testing.T, n, ipBase int, args ...string) *restCluster 
 	rc.pick()
 	return rc
 }
+
+// ipShift moves the addresses of the REST clusters, so that several loops
+// of one test (scripts/loop-test with LOOP_ARGS=-e2e.ipshift=N) run side by
+// side without a restarted node finding its port taken by another loop's.
+var ipShift = flag.Int("e2e.ipshift", 0, "add `N` to the last byte of the REST test clusters' loopback addresses")
 
 func noRedirectClient() *http.Client {
 	return &http.Client{
