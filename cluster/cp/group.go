@@ -177,7 +177,9 @@ type change struct {
 //   - alive non-voters are promoted while voters are fewer than max;
 //   - a voter failed for longer than grace is removed once a healthy
 //     member has been promoted in its place (or none is needed);
-//   - a failed non-voter is removed after grace, a departed server at once;
+//   - a failed non-voter is removed after grace, a departed server at once
+//     (and one no member record names too: reconcile gives such a server
+//     a failed record, see withMissing);
 //   - a server whose address changed is re-added at the new address.
 //
 // The leader (self) is never removed.
@@ -248,6 +250,41 @@ func plan(servers []raft.Server, members []cluster.Member, self string, maxVoter
 	return out
 }
 
+// withMissing is members with a failed record for each server that no
+// member record names, failed since the leader first missed it (kept in
+// since, which forgets the servers no longer missing). A node knows only
+// the members it has heard of: one that failed before this node joined is
+// not among them (memberlist passes on no dead member to a joiner), so a
+// leader that had just started would otherwise remove such a voter at
+// once, while it may be restarting, instead of after VoterGrace.
+func withMissing(servers []raft.Server, members []cluster.Member, since map[string]time.Time, now time.Time) []cluster.Member {
+	known := map[string]bool{}
+	for _, m := range members {
+		known[m.Name] = true
+	}
+	missing := map[string]bool{}
+	out := slices.Clip(members) // appending never writes into the caller's array
+	for _, sv := range servers {
+		id := string(sv.ID)
+		if known[id] {
+			continue
+		}
+		missing[id] = true
+		t, ok := since[id]
+		if !ok {
+			t = now
+			since[id] = t
+		}
+		out = append(out, cluster.Member{Name: id, State: cluster.StateFailed, Since: t})
+	}
+	for id := range since {
+		if !missing[id] {
+			delete(since, id)
+		}
+	}
+	return out
+}
+
 // reconcile applies plan's changes, one configuration change at a time.
 func (s *Store) reconcile() error {
 	f := s.raft.GetConfiguration()
@@ -255,7 +292,11 @@ func (s *Store) reconcile() error {
 		return err
 	}
 	conf := f.Configuration()
-	for _, c := range plan(conf.Servers, s.cfg.Node.Members(), s.name, s.cfg.MaxVoters, s.cfg.VoterGrace, s.cfg.Now()) {
+	now := s.cfg.Now()
+	s.mu.Lock()
+	members := withMissing(conf.Servers, s.cfg.Node.Members(), s.missingSince, now)
+	s.mu.Unlock()
+	for _, c := range plan(conf.Servers, members, s.name, s.cfg.MaxVoters, s.cfg.VoterGrace, now) {
 		var err error
 		switch c.kind {
 		case "add-voter":

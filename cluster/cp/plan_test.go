@@ -64,3 +64,43 @@ func TestPlan(t *testing.T) {
 		})
 	}
 }
+
+// A server that no member record names (a voter that failed before the
+// leader joined: memberlist tells a joiner of no dead member) is treated
+// as failed since the leader first missed it: kept within the grace, as a
+// voter restarting would be, removed after it, and forgotten once it is
+// back.
+func TestPlanServerUnknownToTheLeader(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	servers := []raft.Server{
+		{Suffrage: raft.Voter, ID: "a", Address: "a:r"},
+		{Suffrage: raft.Voter, ID: "b", Address: "b:r"},
+		{Suffrage: raft.Voter, ID: "c", Address: "c:r"},
+	}
+	alive := func(name string) cluster.Member {
+		return cluster.Member{Name: name, State: cluster.StateAlive, Since: t0.Add(-time.Hour), Meta: cluster.Meta{Raft: name + ":r"}}
+	}
+	since := map[string]time.Time{}
+	step := func(now time.Time, members ...cluster.Member) string {
+		var got []string
+		for _, c := range plan(servers, withMissing(servers, members, since, now), "a", 3, 10*time.Second, now) {
+			got = append(got, c.kind+" "+c.id)
+		}
+		return strings.Join(got, ", ")
+	}
+	if got := step(t0, alive("a"), alive("b")); got != "" {
+		t.Fatalf("a server the leader has just found missing: plan = %q, want nothing", got)
+	}
+	if got := step(t0.Add(9*time.Second), alive("a"), alive("b")); got != "" {
+		t.Fatalf("within the grace: plan = %q, want nothing", got)
+	}
+	if got := step(t0.Add(10*time.Second), alive("a"), alive("b")); got != "remove c" {
+		t.Fatalf("past the grace: plan = %q, want %q", got, "remove c")
+	}
+	if got := step(t0.Add(11*time.Second), alive("a"), alive("b"), alive("c")); got != "" || len(since) != 0 {
+		t.Fatalf("c back: plan = %q, missing %v; want nothing, nothing", got, since)
+	}
+	if got := step(t0.Add(12*time.Second), alive("a"), alive("b")); got != "" {
+		t.Fatalf("c missing again: its grace starts again; plan = %q", got)
+	}
+}

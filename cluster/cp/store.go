@@ -207,9 +207,11 @@ type Store struct {
 
 	mu        sync.Mutex
 	readyTerm uint64 // the term in which this leader's state caught up
-	failedAt  map[string]time.Time
-	closed    bool
-	leaderCh  chan bool
+	// missingSince is when this node, leading, first found each server of
+	// the configuration missing from the membership (withMissing).
+	missingSince map[string]time.Time
+	closed       bool
+	leaderCh     chan bool
 	// vmu guards the leadership checks that linearizable reads share
 	// (verifyLeader): the one in flight and the one that will follow it.
 	vmu             sync.Mutex
@@ -231,7 +233,7 @@ func Open(cfg Config) (*Store, error) {
 	}
 	s := &Store{
 		cfg: cfg, name: cfg.Node.Name(), log: cfg.Logger.With("component", "cp"), fsm: newFSM(),
-		rpc: cfg.Node.RPC(), watchers: map[*Watch]struct{}{}, failedAt: map[string]time.Time{},
+		rpc: cfg.Node.RPC(), watchers: map[*Watch]struct{}{}, missingSince: map[string]time.Time{},
 		leaderCh: make(chan bool, 8), stop: make(chan struct{}),
 	}
 	s.fsm.onApply = s.dispatch

@@ -53,6 +53,13 @@ type restCluster struct {
 // until every node is ready.
 func startRESTCluster(t *testing.T, n, ipBase int, args ...string) *restCluster {
 	t.Helper()
+	return startRESTClusterWith(t, n, ipBase, nil, args...)
+}
+
+// startRESTClusterWith is startRESTCluster with the launcher's options
+// changed by opt (if not nil) before the nodes start.
+func startRESTClusterWith(t *testing.T, n, ipBase int, opt func(*localcluster.Options), args ...string) *restCluster {
+	t.Helper()
 	ipBase += *ipShift
 	dir := t.TempDir()
 	out, err := exec.Command(shoalBin, "seed", "--data-dir", dir, "--admin-password", restAdminPW,
@@ -63,10 +70,14 @@ func startRESTCluster(t *testing.T, n, ipBase int, args ...string) *restCluster 
 	}
 	rc := &restCluster{t: t, dir: dir, client: noRedirectClient()}
 	t.Cleanup(rc.client.CloseIdleConnections)
-	rc.c = startCluster(t, localcluster.Options{
+	o := localcluster.Options{
 		Dir: dir, N: n, Preset: "loopback", BootstrapExpect: n, Args: args,
 		IP: func(i int) string { return fmt.Sprintf("127.0.0.%d", ipBase+i) },
-	})
+	}
+	if opt != nil {
+		opt(&o)
+	}
+	rc.c = startCluster(t, o)
 	for i := 1; i <= n; i++ {
 		rc.waitReady(i, true, 30*time.Second)
 	}
