@@ -29,6 +29,7 @@ import (
 	"github.com/hashicorp/memberlist"
 
 	"github.com/shoal-dev/shoal/cluster/rpc"
+	"github.com/shoal-dev/shoal/internal/beat"
 	"github.com/shoal-dev/shoal/internal/config"
 	"github.com/shoal-dev/shoal/internal/tlsutil"
 )
@@ -139,7 +140,7 @@ func Start(cfg Config) (*Node, error) {
 // member has (rejoinSeeds).
 func (n *Node) reconnectLoop() {
 	defer n.wg.Done()
-	t := time.NewTicker(n.cfg.ReconnectInterval)
+	t := beat.NewTicker(n.cfg.ReconnectInterval) // on the process's beat: see package beat
 	defer t.Stop()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -13,6 +13,7 @@ import (
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/cluster/cp"
 	"github.com/shoal-dev/shoal/cluster/rpc"
+	"github.com/shoal-dev/shoal/internal/beat"
 	"github.com/shoal-dev/shoal/internal/config"
 	"github.com/shoal-dev/shoal/l2cache"
 )
@@ -344,7 +345,8 @@ func (d *DMap) checkTable() {
 // sweepLoop expires keys and syncs backups at owners, and watches this
 // node's table and lease for its clients. Every partition is swept when
 // the table or the lease's validity changed since the last full sweep, a
-// baseline failed to reach a backup, or IdleSweepEvery after the last full
+// baseline failed to reach a backup, or at the first instant of the
+// process's beat (package beat) at most IdleSweepEvery after the last full
 // sweep; in between, only the partitions that the last sweep left with
 // work in progress and those holding keys with a deadline, every
 // SweepEvery while there are any. With none, the loop sleeps until the
@@ -359,7 +361,7 @@ func (d *DMap) sweepLoop() {
 		walked      bool // a full sweep was made
 		walkedEpoch uint64
 		walkedLease bool
-		walkedAt    time.Time
+		walkDue     time.Time // the next full sweep, on the process's beat
 		all         = make([]int, len(d.parts))
 		busy        []int // partitions with work in progress
 	)
@@ -389,8 +391,11 @@ func (d *DMap) sweepLoop() {
 		d.wasOK = ok
 		parts := busy
 		now, epoch := time.Now(), d.cfg.Keeper.Table().Epoch
-		if d.sweepAll.Swap(false) || !walked || epoch != walkedEpoch || ok != walkedLease || now.Sub(walkedAt) >= d.cfg.IdleSweepEvery {
-			walked, walkedEpoch, walkedLease, walkedAt = true, epoch, ok, now
+		if d.sweepAll.Swap(false) || !walked || epoch != walkedEpoch || ok != walkedLease || !now.Before(walkDue) {
+			// The next one at the next instant of the process's beat
+			// (package beat): at most IdleSweepEvery from now, and at the
+			// moment the node's other periodic chores wake it.
+			walked, walkedEpoch, walkedLease, walkDue = true, epoch, ok, now.Add(beat.Until(d.cfg.IdleSweepEvery))
 			parts = all
 		} else {
 			// Keys with a deadline are expired on time, as when every
@@ -405,7 +410,7 @@ func (d *DMap) sweepLoop() {
 		if len(parts) > 0 {
 			busy = d.sweepParts(parts)
 		}
-		t.Reset(d.nextSweep(len(busy) > 0, ok, walkedAt))
+		t.Reset(d.nextSweep(len(busy) > 0, ok, walkDue))
 	}
 }
 
@@ -437,7 +442,7 @@ func (d *DMap) sweepParts(parts []int) (busy []int) {
 // nextSweep is how long the sweep loop may sleep: SweepEvery while a
 // partition has work in progress or keys with a deadline, else until the
 // next full sweep or the end of a valid lease, whichever comes first.
-func (d *DMap) nextSweep(busy, leaseOK bool, walkedAt time.Time) time.Duration {
+func (d *DMap) nextSweep(busy, leaseOK bool, walkDue time.Time) time.Duration {
 	if busy {
 		return d.cfg.SweepEvery
 	}
@@ -446,7 +451,7 @@ func (d *DMap) nextSweep(busy, leaseOK bool, walkedAt time.Time) time.Duration {
 			return d.cfg.SweepEvery
 		}
 	}
-	wait := d.cfg.IdleSweepEvery - time.Since(walkedAt)
+	wait := time.Until(walkDue)
 	if leaseOK && d.cfg.Lease != nil {
 		wait = min(wait, d.cfg.Lease.ValidFor())
 	}

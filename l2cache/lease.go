@@ -15,6 +15,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/shoal-dev/shoal/cluster/cp"
+	"github.com/shoal-dev/shoal/internal/beat"
 	"github.com/shoal-dev/shoal/internal/config"
 )
 
@@ -281,7 +282,10 @@ func (l *ReadLease) run() {
 			l.cfg.Logger.Debug("l2cache: lease: renewal failed", "err", err)
 			next /= 4 // try again soon: the lease is running out
 		}
-		t.Reset(next)
+		// On the process's beat: the next renewal is sent at most next
+		// after this one was, at an instant the node's other periodic
+		// chores share, so that an idle node wakes once for all of them.
+		t.Reset(beat.Until(next))
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/cluster/cp"
+	"github.com/shoal-dev/shoal/internal/beat"
 	"github.com/shoal-dev/shoal/internal/config"
 )
 
@@ -147,7 +148,7 @@ func (k *TableKeeper) run(w *cp.Watch, sub *cluster.Subscription) {
 	if kv, err := k.cfg.Store.StaleGet(TableKey); err == nil {
 		k.adopt(kv.Value)
 	}
-	t := time.NewTicker(k.cfg.Interval)
+	t := beat.NewTicker(k.cfg.Interval) // on the process's beat: see package beat
 	defer t.Stop()
 	for {
 		select {

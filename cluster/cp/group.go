@@ -10,6 +10,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/shoal-dev/shoal/cluster"
+	"github.com/shoal-dev/shoal/internal/beat"
 )
 
 // run is the store's one background goroutine: it bootstraps the group,
@@ -41,7 +42,7 @@ func (s *Store) run() {
 		if s.raft.State() != raft.Leader && s.hasState() {
 			next *= 10
 		}
-		t.Reset(next)
+		t.Reset(beat.Until(next)) // on the process's beat: see package beat
 	}
 }
 

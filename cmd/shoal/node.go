@@ -16,6 +16,7 @@ import (
 
 	"github.com/shoal-dev/shoal/cluster/cp"
 	"github.com/shoal-dev/shoal/gitfront"
+	"github.com/shoal-dev/shoal/internal/beat"
 	"github.com/shoal-dev/shoal/internal/cli"
 	"github.com/shoal-dev/shoal/internal/config"
 	"github.com/shoal-dev/shoal/internal/logfile"
@@ -365,7 +366,7 @@ func watchParent(ctx context.Context, log *slog.Logger, pid int) context.Context
 		// The kernel tells a child of 'shoal up' at once (Pdeathsig);
 		// this poll is the fallback, so it need not be frequent (every
 		// 500 ms, it was 2 of an idle node's wake-ups a second).
-		t := time.NewTicker(2 * time.Second)
+		t := beat.NewTicker(2 * time.Second) // on the process's beat: see package beat
 		defer t.Stop()
 		for {
 			select {

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/shoal-dev/shoal/internal/beat"
 )
 
 // Config says where a node's TLS material is and how to watch it.
@@ -146,7 +148,7 @@ func (r *Reloader) Close() {
 
 func (r *Reloader) poll() {
 	defer r.wg.Done()
-	t := time.NewTicker(r.cfg.PollInterval)
+	t := beat.NewTicker(r.cfg.PollInterval) // on the process's beat: see package beat
 	defer t.Stop()
 	for {
 		select {

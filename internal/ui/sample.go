@@ -11,6 +11,7 @@ import (
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/cluster/cp"
 	"github.com/shoal-dev/shoal/gitfront"
+	"github.com/shoal-dev/shoal/internal/beat"
 	"github.com/shoal-dev/shoal/internal/nodestats"
 	"github.com/shoal-dev/shoal/l2cache"
 	"github.com/shoal-dev/shoal/packcache"
@@ -127,7 +128,7 @@ func (s *sampler) kick() {
 const minGap = 200 * time.Millisecond
 
 func (s *sampler) loop() {
-	t := time.NewTicker(s.u.cfg.Interval)
+	t := beat.NewTicker(s.u.cfg.Interval) // on the process's beat: see package beat
 	defer t.Stop()
 	s.sampleAndPublish()
 	for {
