@@ -230,6 +230,9 @@ func New(cfg Config) (*Cache, error) {
 	if cfg.Bus != nil {
 		c.unsub = cfg.Bus.Subscribe(Topic, cluster.SubscriberFuncs{OnMessage: c.onMessage, OnMissed: c.onMissed})
 	}
+	if cfg.Node != nil {
+		cfg.Node.RPC().HandleInline(rpcSpaces, c.handleSpaces) // it does not block
+	}
 	if cfg.Lease != nil {
 		cfg.Lease.OnReset(c.reset)
 		cfg.Lease.Observe(c.observe)
@@ -346,11 +349,34 @@ const (
 // in DISTRIBUTED mode (where only query-space updates and region clears
 // travel on the bus, and the owners answer reads by them), it returns only
 // when every node that could serve what m invalidates has applied it or
-// has been excluded from serving (see ReadLease.Exclude).
+// has been excluded from serving (see ReadLease.Exclude). A query-space
+// update that must wait so, with a read lease, goes straight to the lease
+// holders instead of on the bus (syncSpaces).
 func (c *Cache) publish(ctx context.Context, m message) error {
 	if c.cfg.Bus == nil {
 		return nil
 	}
+	if m.Op == opSpaces && c.directSpaces() {
+		c.stats.InvalidationsSent.Add(1)
+		return c.syncSpaces(ctx, m.Spaces, nil)
+	}
+	return c.publishBus(ctx, m)
+}
+
+// directSpaces reports whether a query-space update is sent straight to
+// the members (syncSpaces) rather than on the bus: when it must wait for
+// every member (syncBus), which the read lease decides, and the node has
+// a peer RPC to send it with.
+func (c *Cache) directSpaces() bool {
+	return c.cfg.Lease != nil && c.cfg.Node != nil && c.syncBus() && !testSpacesOnBus.Load()
+}
+
+// testSpacesOnBus, set by benchmarks only, sends every query-space update
+// on the bus (as before syncSpaces), for a comparison in one binary.
+var testSpacesOnBus atomic.Bool
+
+// publishBus is publish on the bus.
+func (c *Cache) publishBus(ctx context.Context, m message) error {
 	m.Sent = time.Now().UnixNano()
 	data, err := msgpack.Marshal(&m)
 	if err != nil {

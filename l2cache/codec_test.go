@@ -78,6 +78,28 @@ func TestCodecRejectsGarbage(t *testing.T) {
 	if _, err := decodeReply([]byte{0x98, 0xc2, 0xcf, 1}); !errors.Is(err, ErrCodec) {
 		t.Errorf("truncated reply: err = %v", err)
 	}
+	spaces := appendSpaces(nil, 5, []string{"comments", "pull_requests"})
+	for name, b := range map[string][]byte{
+		"empty":          nil,
+		"truncated":      spaces[:len(spaces)-1],
+		"trailing bytes": append(append([]byte{}, spaces...), 0),
+		"huge array":     {0x92, 5, 0xdd, 0xff, 0xff, 0xff, 0xff},
+	} {
+		if _, _, err := decodeSpaces(b); !errors.Is(err, ErrCodec) {
+			t.Errorf("query-space update, %s: err = %v, want ErrCodec", name, err)
+		}
+	}
+}
+
+// The query-space update sent straight to a member (syncSpaces) reads
+// back as written.
+func TestSpacesCodecRoundTrip(t *testing.T) {
+	for _, spaces := range [][]string{{}, {"comments"}, {"pull_requests", "repositories", strings.Repeat("s", 300)}} {
+		at, got, err := decodeSpaces(appendSpaces(nil, 1<<60, spaces))
+		if err != nil || at != 1<<60 || !reflect.DeepEqual(got, spaces) {
+			t.Fatalf("%q: decoded %d %q (%v)", spaces, at, got, err)
+		}
+	}
 }
 
 func FuzzDecodeOp(f *testing.F) {

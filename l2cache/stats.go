@@ -105,7 +105,7 @@ type NodeStatsSnapshot struct {
 	NearMisses  map[string]uint64 `json:"near_misses"`
 	NearDrops   map[string]uint64 `json:"near_drops"`
 	OwnerMisses map[string]uint64 `json:"owner_misses"`
-	// RemoteByKind: remote calls by kind (get, put, change, repl, near).
+	// RemoteByKind: remote calls by kind (get, put, change, repl, near, spaces).
 	RemoteByKind map[string]uint64 `json:"remote_calls_by_kind"`
 	NearInRepl   uint64            `json:"near_in_repl"`
 	// InvalidationLag is NodeStats.InvalidationLag's buckets.
@@ -209,16 +209,18 @@ func causeSnapshot(names []string, v []atomic.Uint64) map[string]uint64 {
 const (
 	// Remote calls by kind: to an owner (a get, a put, a change: an
 	// invalidation or a soft lock), to a backup (a replication), to a
-	// near holder (a change message).
+	// near holder (a change message), to every member (a synchronous
+	// query-space update sent straight, not on the bus: syncSpaces).
 	remoteGet = iota
 	remotePut
 	remoteChange
 	remoteRepl
 	remoteNear
+	remoteSpaces
 	nRemote
 )
 
-var remoteNames = [nRemote]string{"get", "put", "change", "repl", "near"}
+var remoteNames = [nRemote]string{"get", "put", "change", "repl", "near", "spaces"}
 
 // remoteKind is the remote call kind of an owner operation.
 func remoteKind(k ownerKind) int {
