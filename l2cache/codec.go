@@ -65,7 +65,13 @@ func decodeOp(b []byte) (distOp, error) {
 }
 
 func appendReply(b []byte, r *distReply) []byte {
-	b = append(b, 0x90|replyFields)
+	if len(r.SpacesAt) > 0 {
+		// A tenth field, only in the answer to a change that carried a
+		// query-space update (which only a node that reads it sends).
+		b = append(b, 0x90|(replyFields+1))
+	} else {
+		b = append(b, 0x90|replyFields)
+	}
 	b = appendBool(b, r.NotOwner)
 	b = appendUint(b, r.Epoch)
 	b = appendBool(b, r.Hit)
@@ -74,17 +80,35 @@ func appendReply(b []byte, r *distReply) []byte {
 	b = appendUint(b, r.Ticket.Stamp)
 	b = appendUint(b, r.Floor)
 	b = appendBool(b, r.Refused)
-	return appendBool(b, r.Unavailable)
+	b = appendBool(b, r.Unavailable)
+	if len(r.SpacesAt) > 0 {
+		b = appendArrayHeader(b, len(r.SpacesAt))
+		for _, m := range r.SpacesAt {
+			b = appendStr(b, m)
+		}
+	}
+	return b
 }
 
 func decodeReply(b []byte) (distReply, error) {
 	d := decoder{b: b}
 	var r distReply
-	d.header(replyFields)
+	fields := replyFields
+	if len(b) > 0 && b[0] == 0x90|(replyFields+1) {
+		fields++ // SpacesAt
+	}
+	d.header(fields)
 	r.NotOwner, r.Epoch, r.Hit = d.bool(), d.uint(math.MaxUint64), d.bool()
 	r.Value = d.bin()
 	r.Ticket.Owner, r.Ticket.Stamp = d.str(), d.uint(math.MaxUint64)
 	r.Floor, r.Refused, r.Unavailable = d.uint(math.MaxUint64), d.bool(), d.bool()
+	if fields > replyFields {
+		n := d.array(maxSpaces)
+		r.SpacesAt = make([]string, 0, n)
+		for range n {
+			r.SpacesAt = append(r.SpacesAt, d.str())
+		}
+	}
 	if r.Hit && r.Value == nil {
 		r.Value = []byte{} // a cached empty value is still a hit
 	}

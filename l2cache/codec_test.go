@@ -47,6 +47,7 @@ func TestCodecRoundTrip(t *testing.T) {
 		{Hit: true, Value: []byte{}},
 		{Ticket: ticket{Owner: "n3", Stamp: 77}, Floor: 76},
 		{Refused: true},
+		{SpacesAt: []string{"n1", "n2", "n3"}},
 	}
 	for i, r := range replies {
 		got, err := decodeReply(appendReply(nil, &r))
@@ -77,6 +78,10 @@ func TestCodecRejectsGarbage(t *testing.T) {
 	}
 	if _, err := decodeReply([]byte{0x98, 0xc2, 0xcf, 1}); !errors.Is(err, ErrCodec) {
 		t.Errorf("truncated reply: err = %v", err)
+	}
+	withAt := appendReply(nil, &distReply{SpacesAt: []string{"n1"}})
+	if _, err := decodeReply(withAt[:len(withAt)-1]); !errors.Is(err, ErrCodec) {
+		t.Errorf("truncated SpacesAt: err = %v", err)
 	}
 	spaces := appendSpaces(nil, 5, []string{"comments", "pull_requests"})
 	for name, b := range map[string][]byte{

@@ -119,6 +119,10 @@ type distReply struct {
 	// join.
 	Floor   uint64
 	Refused bool
+	// SpacesAt: the answer to a change that carried a query-space update
+	// (distOp.Spaces): the members that applied it — this owner, and each
+	// backup and near holder its messages reached — or were excluded.
+	SpacesAt []string
 }
 
 // dist is this node's part of the partitioned map.
@@ -574,7 +578,14 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 	case kindInvalidate, kindLock, kindUnlock:
 		stamp := d.c.tick()
 		dp.applyChange(d, o.Kind, skey, stamp, now.Add(d.c.cfg.LockTimeout))
-		repl = &distOp{Kind: o.Kind, Region: o.Region, Key: o.Key, Stamp: stamp}
+		repl = &distOp{Kind: o.Kind, Region: o.Region, Key: o.Key, Stamp: stamp, Spaces: o.Spaces}
+		if len(o.Spaces) > 0 {
+			// The write's query-space update rides on the change
+			// (changeSpaces): applied here, and carried by the
+			// replication and the near notices.
+			d.c.markSpaces(o.Spaces)
+			rep.SpacesAt = []string{d.self}
+		}
 	default:
 		dp.mu.Unlock()
 		return distReply{Refused: true}
@@ -596,7 +607,7 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 	if repl != nil && repl.Kind != kindPut && dp.holders != nil {
 		if hs := dp.holders.take(skey); len(hs) > 0 {
 			near = &nearNotice{dp: dp, holders: hs, seqs: make([]uint64, len(hs)),
-				msg: distOp{Kind: kindInvalidate, Partition: o.Partition, Region: o.Region, Key: o.Key, Epoch: t.Epoch, Ticket: ticket{Owner: d.self}}}
+				msg: distOp{Kind: kindInvalidate, Partition: o.Partition, Region: o.Region, Key: o.Key, Spaces: repl.Spaces, Epoch: t.Epoch, Ticket: ticket{Owner: d.self}}}
 			for i, h := range hs {
 				near.seqs[i] = dp.holders.next(h)
 			}
@@ -637,6 +648,15 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 		// A near holder may still serve the old state: not acknowledged.
 		d.c.cfg.Logger.Warn("l2cache: a near holder was neither told of a change nor excluded", "partition", o.Partition, "err", err)
 		return distReply{Unavailable: true, Epoch: t.Epoch}
+	}
+	if rep.SpacesAt != nil {
+		// Every backup applied the replication, and every holder dropped
+		// the key or was excluded: each applied the carried update first,
+		// or serves nothing before it has dropped everything.
+		rep.SpacesAt = append(rep.SpacesAt, backups...)
+		if near != nil {
+			rep.SpacesAt = append(rep.SpacesAt, near.holders...)
+		}
 	}
 	return rep
 }
@@ -1046,6 +1066,9 @@ func (d *dist) handleRepl(_ context.Context, from string, body []byte) ([]byte, 
 			return nil, err
 		}
 	}
+	if o.Kind != kindPut && len(o.Spaces) > 0 {
+		d.c.markSpaces(o.Spaces) // a write's query-space update, carried (changeSpaces)
+	}
 	dp, t := d.part(o.Partition)
 	dp.mu.Lock()
 	err = d.applyRepl(dp, t, o)
@@ -1129,12 +1152,6 @@ func (d *dist) get(ctx context.Context, region, key string, spaces []string) (di
 func (d *dist) put(ctx context.Context, region, key string, spaces []string, v []byte, t ticket) (bool, error) {
 	rep, _, err := d.call(ctx, distOp{Kind: kindPut, Partition: d.partition(region, key), Region: region, Key: key, Spaces: spaces, Value: v, Ticket: t})
 	return err == nil && !rep.Refused && !rep.Unavailable, err
-}
-
-// change applies an invalidation or lock at the owner and its backups.
-func (d *dist) change(ctx context.Context, o op, region, key string) error {
-	_, _, err := d.call(ctx, distOp{Kind: changeKind(o), Partition: d.partition(region, key), Region: region, Key: key})
-	return err
 }
 
 func (d *dist) partition(region, key string) int {
@@ -1234,13 +1251,27 @@ func (r *distRegion) get(ctx context.Context, key string, spaces []string, load 
 // its backups), retrying across ownership changes until ctx ends (10 s if
 // ctx has no deadline). An error means the write may still be cached.
 func (r *distRegion) change(ctx context.Context, o op, key string) error {
+	_, err := r.changeSpaces(ctx, o, key, nil)
+	return err
+}
+
+// changeSpaces is change, carrying a query-space update in the change's
+// messages (spacesCarrier): the owner applies it, and so does each backup
+// its replication reaches and each near holder its notice reaches, before
+// answering; the owner answers with those members (distReply.SpacesAt).
+// The caller sends the update to the other members itself.
+func (r *distRegion) changeSpaces(ctx context.Context, o op, key string, spaces []string) ([]string, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 	}
 	r.stats.Invalidations.Add(1)
-	return r.d.change(ctx, o, r.name, key)
+	rep, _, err := r.d.call(ctx, distOp{Kind: changeKind(o), Partition: r.d.partition(r.name, key), Region: r.name, Key: key, Spaces: spaces})
+	if err != nil {
+		return nil, err
+	}
+	return rep.SpacesAt, nil
 }
 
 func (r *distRegion) clear(ctx context.Context) error {

@@ -62,8 +62,12 @@ import (
 //     the result without asking the owner (getQuery). What keeps them
 //     honest needs no owner: every query-space update, region clear and
 //     change of a query key (nearRegion.change) reaches every node before
-//     it is acknowledged, over the bus (a member that does not answer is
-//     excluded and waited out), and stamps the spaces, region or key on
+//     it is acknowledged (a member that does not answer is excluded and
+//     waited out) — region clears and query keys' changes over the bus, a
+//     query-space update straight to every lease holder (syncSpaces) or,
+//     when it comes with a write's change of an entity, in that change's
+//     messages to the key's owner, backups and near holders and straight
+//     to the rest (changeSpaces) — and stamps the spaces, region or key on
 //     arrival; a result stamped before its load began is kept and served
 //     only while it is above those stamps, so a write acknowledged after
 //     the load began either stamps before the result is kept (refused)
@@ -253,6 +257,9 @@ func (n *near) onChange(from string, o distOp) {
 	}
 	np.seq, np.seqFrom = o.Seq, from
 	np.mu.Unlock()
+	if len(o.Spaces) > 0 && from != n.self {
+		n.c.markSpaces(o.Spaces) // a write's query-space update, carried (changeSpaces)
+	}
 	n.mu.Lock()
 	nr := n.regions[o.Region]
 	n.mu.Unlock()

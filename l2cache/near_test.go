@@ -549,3 +549,104 @@ func TestNearGetMany(t *testing.T) {
 		}
 	}
 }
+
+// A write's query-space update rides on its change (Region.Evict and
+// Unlock with spaces): the key's owner applies it, and so do its backup
+// (in the replication) and the key's near holders (in their notices),
+// before the owner answers; the writer sends it apart only to the members
+// those messages did not reach. Here node 3 writes a key owned by node 1
+// and backed up by node 2: node 3 sends no query-space message at all, and
+// no node serves a query result over the space, or a near copy of the
+// key, from before the write.
+func TestNearChangeCarriesSpaceUpdate(t *testing.T) {
+	_, members, caches := distCaches(t, 35, 3, cluster.CacheModeNear)
+	ctx := context.Background()
+	qs, rs := make([]*Region, 3), make([]*Region, 3)
+	for i, c := range caches {
+		var err error
+		if qs[i], err = c.Region("q", QueryRegion, NonstrictReadWrite); err != nil {
+			t.Fatal(err)
+		}
+		rs[i] = region(t, c, "pr", ReadWrite)
+	}
+	d := distOf(caches[0])
+	owner, backup := members[0].Node.Name(), members[1].Node.Name()
+	key := ""
+	for k := 0; key == ""; k++ {
+		if r := d.keeper.Table().Replicas[d.partition("pr", strconv.Itoa(k))]; len(r) == 2 && r[0] == owner && r[1] == backup {
+			key = strconv.Itoa(k)
+		}
+	}
+	spaces := []string{"comments"}
+	var page, row counter
+	for i := range caches {
+		page.prime(t, fmt.Sprintf("the query on node %d", i+1), func() error {
+			_, err := qs[i].GetQuery(ctx, "open", spaces, page.load)
+			return err
+		})
+		row.prime(t, fmt.Sprintf("the row on node %d", i+1), func() error {
+			_, err := rs[i].Get(ctx, key, row.load)
+			return err
+		})
+	}
+	sent := func() uint64 { return caches[2].Stats().Node.RemoteByKind["spaces"] }
+	before := sent()
+	if err := rs[2].Lock(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	page.v.Add(1)
+	row.v.Add(1)
+	if err := rs[2].Unlock(ctx, key, spaces...); err != nil {
+		t.Fatal(err)
+	}
+	if n := sent() - before; n != 0 {
+		t.Fatalf("node 3 sent %d query-space updates apart; the owner's and the backup's messages carried it", n)
+	}
+	for i := range caches {
+		v, err := qs[i].GetQuery(ctx, "open", spaces, page.load)
+		if err != nil || !page.is(v) {
+			t.Fatalf("node %d served query result %s (%v) after version %d's update was acknowledged", i+1, v, err, page.v.Load())
+		}
+		v, err = rs[i].Get(ctx, key, row.load)
+		if err != nil || !row.is(v) {
+			t.Fatalf("node %d served row %s (%v) after version %d's unlock was acknowledged", i+1, v, err, row.v.Load())
+		}
+	}
+	// Evict carries it too.
+	before = sent()
+	page.v.Add(1)
+	if err := rs[2].Evict(ctx, key, spaces...); err != nil {
+		t.Fatal(err)
+	}
+	for i := range caches {
+		v, err := qs[i].GetQuery(ctx, "open", spaces, page.load)
+		if err != nil || !page.is(v) {
+			t.Fatalf("node %d served query result %s (%v) after version %d's update was acknowledged", i+1, v, err, page.v.Load())
+		}
+	}
+	if n := sent() - before; n != 0 {
+		t.Fatalf("node 3 sent %d query-space updates apart with an eviction", n)
+	}
+	// A member none of the change's messages reaches is sent it apart:
+	// node 2 writes a key of node 1's that node 3 does not hold.
+	other := ""
+	for k := 0; other == ""; k++ {
+		if r := d.keeper.Table().Replicas[d.partition("pr", strconv.Itoa(k))]; len(r) == 2 && r[0] == owner && r[1] == backup {
+			if k2 := strconv.Itoa(k); k2 != key {
+				other = k2
+			}
+		}
+	}
+	before = caches[1].Stats().Node.RemoteByKind["spaces"]
+	page.v.Add(1)
+	if err := rs[1].Evict(ctx, other, spaces...); err != nil {
+		t.Fatal(err)
+	}
+	if n := caches[1].Stats().Node.RemoteByKind["spaces"] - before; n != 1 {
+		t.Fatalf("node 2 sent %d query-space updates apart, want 1 (to node 3)", n)
+	}
+	v, err := qs[2].GetQuery(ctx, "open", spaces, page.load)
+	if err != nil || !page.is(v) {
+		t.Fatalf("node 3 served query result %s (%v) after version %d's update was acknowledged", v, err, page.v.Load())
+	}
+}

@@ -67,10 +67,11 @@ func tcpLeasedCluster(b *testing.B, n int, mode string) []*Cache {
 // BenchmarkNearWrite measures what a read-write update's cache work costs
 // the cluster in NEAR mode at 6 nodes over loopback sockets, by the ways
 // its query-space update has travelled: on the bus ("bus", before
-// syncSpaces) and straight to each lease holder ("direct"). Each write
-// soft-locks a hot key, unlocks it and marks a query space updated;
-// before each, every node reads the key and a query result over the
-// space (so every node is a near holder, and has a result to drop).
+// syncSpaces), straight to each lease holder ("direct"), and riding on
+// the unlock's own messages ("carried", Region.Unlock with spaces). Each
+// write soft-locks a hot key, unlocks it and marks a query space
+// updated; before each, every node reads the key and a query result over
+// the space (so every node is a near holder, and has a result to drop).
 // The contenders alternate in one loop; each reports the messages sent
 // (peer RPC calls and one-way notes, all nodes) and the process CPU time
 // (all six nodes are this process) per write.
@@ -134,6 +135,12 @@ func BenchmarkNearWrite(b *testing.B) {
 			return lockUnlockUpdate()
 		}},
 		{name: "direct", run: lockUnlockUpdate},
+		{name: "carried", run: func() error {
+			if err := w.Lock(ctx, key); err != nil {
+				return err
+			}
+			return w.Unlock(ctx, key, spaces...)
+		}},
 	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {

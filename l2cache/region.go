@@ -2,6 +2,7 @@ package l2cache
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -148,9 +149,11 @@ func (r *Region) peek(key string, spaces []string) ([]byte, bool) {
 }
 
 // Evict invalidates key after a committed write, on this node and every
-// other (nonstrict-read-write, or any writable region).
-func (r *Region) Evict(ctx context.Context, key string) error {
-	return r.change(ctx, opInvalidate, key)
+// other (nonstrict-read-write, or any writable region). With spaces, it
+// then marks those query spaces updated, as UpdateSpaces does (see
+// Unlock).
+func (r *Region) Evict(ctx context.Context, key string, spaces ...string) error {
+	return r.change(ctx, opInvalidate, key, spaces)
 }
 
 // EvictAll invalidates the whole region, here and on every node.
@@ -173,27 +176,75 @@ func (r *Region) EvictAll(ctx context.Context) error {
 // misses and loads are not cached. Pair every Lock with an Unlock after the
 // transaction ends, committed or not.
 func (r *Region) Lock(ctx context.Context, key string) error {
-	return r.change(ctx, opLock, key)
+	return r.change(ctx, opLock, key, nil)
 }
 
 // Unlock releases the soft lock after the transaction and invalidates the
-// key, here and on every node.
-func (r *Region) Unlock(ctx context.Context, key string) error {
-	return r.change(ctx, opUnlock, key)
+// key, here and on every node. With spaces (the tables the transaction
+// wrote, after a commit), it then marks those query spaces updated, as
+// UpdateSpaces does, even if the unlock failed; an error of either is
+// returned. In DISTRIBUTED and NEAR mode the update rides on the unlock's
+// own messages — the request to the key's owner, the replication to its
+// backups, the notices to its near holders — and only the members those
+// did not reach are sent it apart (changeSpaces).
+func (r *Region) Unlock(ctx context.Context, key string, spaces ...string) error {
+	return r.change(ctx, opUnlock, key, spaces)
 }
 
-func (r *Region) change(ctx context.Context, o op, key string) error {
+func (r *Region) change(ctx context.Context, o op, key string, spaces []string) error {
 	if r.access == ReadOnly {
 		return fmt.Errorf("%w: %s", ErrReadOnly, r.name)
 	}
+	if len(spaces) > 0 {
+		r.c.markSpaces(spaces)
+	}
 	v := r.c.enter()
 	defer v.exit()
+	carrier, carried := r.spacesCarrier(v, spaces)
+	var covered []string
+	var err error
 	for _, b := range v.write {
-		if err := r.part(b).change(ctx, o, key); err != nil {
-			return err
+		if carried {
+			covered, err = carrier.changeSpaces(ctx, o, key, spaces)
+		} else {
+			err = r.part(b).change(ctx, o, key)
+		}
+		if err != nil {
+			break
 		}
 	}
-	return r.c.confirm(ctx, v)
+	if err == nil {
+		err = r.c.confirm(ctx, v)
+	}
+	switch {
+	case len(spaces) == 0:
+		return err
+	case carried && err == nil:
+		r.c.stats.InvalidationsSent.Add(1)
+		return r.c.syncSpaces(ctx, spaces, covered)
+	}
+	// Sent apart: after a failed change, to every member.
+	return errors.Join(err, r.c.publish(ctx, message{Op: opSpaces, Spaces: spaces}))
+}
+
+// spacesCarrier returns the backend that carries a change's query-space
+// update in the change's own messages, if there is one: an entity or
+// collection region whose one written mode (no switch under way) is
+// DISTRIBUTED or NEAR, on a node that sends the update straight
+// (directSpaces).
+func (r *Region) spacesCarrier(v *modeView, spaces []string) (spacesCarrier, bool) {
+	if len(spaces) == 0 || r.kind == QueryRegion || len(v.write) != 1 || !r.c.directSpaces() {
+		return nil, false
+	}
+	sc, ok := r.part(v.write[0]).(spacesCarrier)
+	return sc, ok
+}
+
+// spacesCarrier is a backend whose change can carry a query-space update
+// to the members its messages reach. changeSpaces returns those members:
+// each has applied the update, or been excluded from serving.
+type spacesCarrier interface {
+	changeSpaces(ctx context.Context, o op, key string, spaces []string) (covered []string, err error)
 }
 
 // join waits for a load in flight and shares its result.

@@ -18,7 +18,8 @@ const rpcSpaces = "l2.spaces"
 
 // syncSpaces sends a query-space update to every member holding an
 // active read-lease record, except this node and the members in covered
-// (which applied it already), and returns when each has applied it or
+// (which applied it already: they were told in the messages of the
+// write's change at its owner), and returns when each has applied it or
 // has been excluded (excludeUnreached) — the bus's synchronous delivery,
 // without the bus. Those records are the members a synchronous message
 // must reach (the package doc's lease argument: a member whose record is

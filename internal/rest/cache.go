@@ -100,20 +100,24 @@ func (e entity[T]) lock(ctx context.Context, key string) error {
 	return e.r.Lock(ctx, key)
 }
 
-// unlock releases the soft lock after the transaction, invalidating key.
-func (e entity[T]) unlock(ctx context.Context, key string) error {
+// unlock releases the soft lock after the transaction, invalidating key,
+// and marks spaces (the tables a committed transaction wrote) updated:
+// in DISTRIBUTED and NEAR mode in the unlock's own messages where they
+// reach (l2cache.Region.Unlock).
+func (e entity[T]) unlock(ctx context.Context, key string, spaces ...string) error {
 	if e.r == nil {
 		return nil
 	}
-	return e.r.Unlock(ctx, key)
+	return e.r.Unlock(ctx, key, spaces...)
 }
 
-// evict invalidates key after a committed write.
-func (e entity[T]) evict(ctx context.Context, key string) error {
+// evict invalidates key after a committed write, and marks spaces
+// updated (as unlock).
+func (e entity[T]) evict(ctx context.Context, key string, spaces ...string) error {
 	if e.r == nil {
 		return nil
 	}
-	return e.r.Evict(ctx, key)
+	return e.r.Evict(ctx, key, spaces...)
 }
 
 // idPage is a cached page of a list query: the IDs (or keys) of its rows
@@ -267,8 +271,7 @@ func EvictRepository(ctx context.Context, c *l2cache.Cache, repo domain.Reposito
 	if err != nil {
 		return err
 	}
-	return errors.Join(rg.repositories.evict(ctx, repoKey(repo.ProjectKey, repo.Slug)),
-		rg.updateSpaces(ctx, spaceRepositories))
+	return rg.repositories.evict(ctx, repoKey(repo.ProjectKey, repo.Slug), spaceRepositories)
 }
 
 // ChangePullRequests applies a change made outside the API to pull

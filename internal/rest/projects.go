@@ -97,7 +97,7 @@ func (a *api) createProject(w http.ResponseWriter, r *http.Request, _ pathParams
 	}
 	// A reader may have cached the key's absence in a list: every
 	// project list is a query over the projects table.
-	if err := a.invalidated(ctx, a.regions.projects.evict(ctx, p.Key), a.regions.updateSpaces(ctx, spaceProjects)); err != nil {
+	if err := a.invalidated(ctx, a.regions.projects.evict(ctx, p.Key, spaceProjects)); err != nil {
 		return err
 	}
 	w.Header().Set("Location", fmt.Sprintf("%s/projects/%s", Prefix, p.Key))

@@ -215,11 +215,11 @@ func (a *api) writePullRequest(ctx context.Context, id int64, u domain.PullReque
 		return domain.PullRequest{}, errorf(http.StatusServiceUnavailable, "the cache could not lock pull request %d; retry later", id)
 	}
 	updated, err := a.db.UpdatePullRequest(ctx, id, u)
-	errs := []error{a.regions.pullRequests.unlock(bg, key)}
+	var spaces []string
 	if err == nil {
-		errs = append(errs, a.regions.updateSpaces(bg, spacePullRequests))
+		spaces = []string{spacePullRequests} // marked with the unlock
 	}
-	if ierr := a.invalidated(bg, errs...); ierr != nil && err == nil {
+	if ierr := a.invalidated(bg, a.regions.pullRequests.unlock(bg, key, spaces...)); ierr != nil && err == nil {
 		return updated, ierr
 	}
 	return updated, err

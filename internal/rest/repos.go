@@ -156,8 +156,7 @@ func (a *api) createRepository(w http.ResponseWriter, r *http.Request, p pathPar
 func (a *api) afterCreate(ctx context.Context, repo domain.Repository, defaultBranch string) (err error) {
 	defer func() {
 		ctx := context.WithoutCancel(ctx)
-		if ierr := a.invalidated(ctx, a.regions.repositories.evict(ctx, repoKey(repo.ProjectKey, repo.Slug)),
-			a.regions.updateSpaces(ctx, spaceRepositories)); err == nil {
+		if ierr := a.invalidated(ctx, a.regions.repositories.evict(ctx, repoKey(repo.ProjectKey, repo.Slug), spaceRepositories)); err == nil {
 			err = ierr
 		}
 	}()
