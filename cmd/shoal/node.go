@@ -38,6 +38,7 @@ type nodeSettings struct {
 	logBackups  int
 	printConfig bool
 	insecure    bool
+	idleProcs   bool
 }
 
 func init() {
@@ -46,7 +47,7 @@ func init() {
 
 func bindNode(s *cli.Set) runFunc {
 	n := &nodeSettings{Config: server.DefaultNodeConfig(server.PresetAuto), logFormat: "text",
-		logMaxSize: logfile.DefaultMaxSize, logBackups: 5}
+		logMaxSize: logfile.DefaultMaxSize, logBackups: 5, idleProcs: true}
 	n.bind(s)
 	return func(ctx context.Context, sio stdio, _ []string) error { return n.run(ctx, s, sio) }
 }
@@ -116,6 +117,7 @@ func (n *nodeSettings) bind(s *cli.Set) {
 	s.Size(&c.Maps.MaxBytes, "maps-max-bytes", "what this node holds of the named maps, as owner and backup; past it random keys are evicted").Doc("64MiB")
 	s.String(&n.readyFile, "ready-file", "write the node's addresses as JSON here once it serves")
 	s.Int(&n.parentPID, "parent-pid", "shut down gracefully when this parent process goes away (set by 'shoal up')")
+	s.Bool(&n.idleProcs, "idle-procs", "run on one processor (GOMAXPROCS 1) while the node is idle (under 5 % of a core for 10 s), back on every core within a second of work; off when GOMAXPROCS is set")
 	s.Bool(&n.printConfig, "print-config", "print the effective configuration, with where each value came from, and exit").Local()
 }
 
@@ -160,6 +162,10 @@ func (n *nodeSettings) run(ctx context.Context, s *cli.Set, sio stdio) error {
 func (n *nodeSettings) serve(ctx context.Context) error {
 	if n.parentPID > 0 {
 		ctx = watchParent(ctx, n.Logger, n.parentPID)
+	}
+	if n.idleProcs {
+		stop := startIdleProcs(ctx, n.Logger)
+		defer stop()
 	}
 	return serveNode(ctx, n)
 }
