@@ -163,7 +163,9 @@ type CacheFigs struct {
 	NearMisses  map[string]uint64 `json:"near_misses,omitempty"`
 	NearDrops   map[string]uint64 `json:"near_drops,omitempty"`
 	OwnerMisses map[string]uint64 `json:"owner_misses,omitempty"`
-	// RemoteByKind splits RemoteCalls: get, put, change, repl, near, spaces.
+	// RemoteByKind splits RemoteCalls (get, put, change, repl, near) and
+	// counts the query-space updates sent straight to each member
+	// besides (spaces: invalidations, not in RemoteCalls).
 	RemoteByKind map[string]uint64 `json:"remote_calls_by_kind,omitempty"`
 	// MissedClears, Resets and Exclusions: region clears after missed
 	// bus messages, lease resets, and members excluded by a write.

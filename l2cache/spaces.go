@@ -49,9 +49,10 @@ func (c *Cache) syncSpaces(ctx context.Context, spaces, covered []string) error 
 		if h == self || slices.Contains(covered, h) {
 			continue
 		}
-		c.stats.RemoteCalls.Add(1)
+		// An invalidation, as it was on the bus: counted by kind, not
+		// in RemoteCalls (the calls to owners and backups: a LOCAL
+		// node makes none).
 		c.stats.RemoteByKind[remoteSpaces].Add(1)
-		c.stats.RemoteBytes.Add(uint64(len(body)))
 		to = append(to, h)
 		sent = append(sent, node.Go(ctx, h, rpcSpaces, body))
 	}

@@ -54,7 +54,10 @@ type NodeStats struct {
 	NearMisses  [nNearMiss]atomic.Uint64
 	NearDrops   [nNearDrop]atomic.Uint64
 	OwnerMisses [nOwnerMiss]atomic.Uint64
-	// RemoteByKind splits RemoteCalls by what they carry.
+	// RemoteByKind splits RemoteCalls by what they carry, and counts
+	// besides the query-space updates sent straight to each member
+	// (remoteSpaces: invalidations, in every mode, as on the bus; not in
+	// RemoteCalls).
 	RemoteByKind [nRemote]atomic.Uint64
 	// NearInRepl counts the near notices an owner sent inside a backup's
 	// replication of the change (the backup held a near copy): each is a
@@ -105,7 +108,7 @@ type NodeStatsSnapshot struct {
 	NearMisses  map[string]uint64 `json:"near_misses"`
 	NearDrops   map[string]uint64 `json:"near_drops"`
 	OwnerMisses map[string]uint64 `json:"owner_misses"`
-	// RemoteByKind: remote calls by kind (get, put, change, repl, near, spaces).
+	// RemoteByKind: remote calls by kind (get, put, change, repl, near), and query-space updates sent straight (spaces, not in RemoteCalls).
 	RemoteByKind map[string]uint64 `json:"remote_calls_by_kind"`
 	NearInRepl   uint64            `json:"near_in_repl"`
 	// InvalidationLag is NodeStats.InvalidationLag's buckets.
