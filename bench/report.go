@@ -198,8 +198,8 @@ func writeCauses(w io.Writer, r *CouplingResults) {
 	}
 	fmt.Fprint(w, "\nOwner misses: absent (never put), key (invalidated, not put again), locked, spaces (a query result's tables written), region (cleared), partition (a new owner's or a reset copy), read_through_* (no ticket: the owner could not answer or be reached). "+
 		"Near misses: lease (none valid), cold (never kept here), key (the owner's change message), partition (a sequence gap or new owner), node (every copy dropped), region, spaces. "+
-		"Near drops: wholesale drops of copies by event, and copies not kept (keep_owner, keep_changed). "+
-		"Remote calls: to owners (get, put, change), to backups (repl), to near holders (near).\n")
+		"Near drops: wholesale drops of copies by event, and copies not kept (keep_owner, keep_changed, keep_locked). "+
+		"Remote calls: to owners (get, put, change), to backups (repl), to near holders (near), query-space updates straight to every member (spaces).\n")
 }
 
 // causesString lists the non-zero counts, largest first, per 1,000 of

@@ -117,7 +117,9 @@ type distReply struct {
 	// Floor is the stamp of the key's latest invalidation at the owner,
 	// so the caller can tell whether a load in flight is fresh enough to
 	// join.
-	Floor   uint64
+	Floor uint64
+	// Refused: a put was refused; on a get's miss, the key is soft-locked
+	// (its load is neither kept near nor put).
 	Refused bool
 	// SpacesAt: the answer to a change that carried a query-space update
 	// (distOp.Spaces): the members that applied it — this owner, and each
@@ -556,18 +558,23 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 		floor := max(dp.floorLocked(o.Region, skey), d.c.spacesStamp(o.Spaces))
 		e := dp.liveLocked(d, skey, now)
 		locked := dp.lockedLocked(skey, now)
-		if o.Near {
+		if o.Near && !locked {
 			// Registered before the answer, under the partition's lock:
 			// every change of the key after this read is sent to the
 			// reader, which keeps what the owner answered, or (after a
-			// miss) what it then loaded.
+			// miss) what it then loaded. A read of a soft-locked key is
+			// not: it keeps nothing (below).
 			dp.addHolder(d, skey, from)
 		}
 		if e != nil && e.stamp > floor && !locked {
 			rep = distReply{Hit: true, Value: e.value}
 		} else {
 			d.c.stats.OwnerMisses[dp.missCause(o.Region, skey, e, locked, d.c.spacesStamp(o.Spaces))].Add(1)
-			rep = distReply{Ticket: ticket{Owner: d.self, Stamp: d.c.tick()}, Floor: floor}
+			// Refused, on a miss: the key is soft-locked, so the reader
+			// neither keeps its load (the unlock would drop it) nor puts
+			// it (the put would be refused) — the Lock contract: reads
+			// are misses and loads are not cached.
+			rep = distReply{Ticket: ticket{Owner: d.self, Stamp: d.c.tick()}, Floor: floor, Refused: locked}
 		}
 	case kindPut:
 		if !dp.acceptPutLocked(d, o, skey, now) {
@@ -1226,6 +1233,11 @@ func (r *distRegion) get(ctx context.Context, key string, spaces []string, load 
 		return rep.Value, nil
 	}
 	r.stats.Misses.Add(1)
+	if rep.Refused {
+		// Soft-locked at the owner: the put would be refused.
+		r.stats.Loads.Add(1)
+		return load(ctx)
+	}
 	own := &loadCall{ticket: rep.Ticket, done: make(chan struct{})}
 	call, mine := r.loads.start(key, func(c *loadCall) bool {
 		return c.ticket.Owner == rep.Ticket.Owner && c.ticket.Stamp > rep.Floor

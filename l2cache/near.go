@@ -26,7 +26,10 @@ import (
 //     registers the reader as a holder of the key under the partition's
 //     lock, before it answers — a hit, or a miss after which the reader
 //     loads the value, keeps it and offers it to the owner without
-//     waiting for an answer (a one-way put). The key's next change (invalidation, soft lock, unlock) is sent to
+//     waiting for an answer (a one-way put). A read of a soft-locked key
+//     is neither registered nor kept (nor put): the owner answers a miss
+//     marked Refused, and the reader only loads. The key's next change
+//     (invalidation, soft lock, unlock) is sent to
 //     every holder of the key (nearHolders), numbered in each holder's
 //     own sequence for the partition, and the change is acknowledged only
 //     when each holder has dropped the key — or, for a holder that does
@@ -378,6 +381,14 @@ func (r *nearRegion) answered(ctx context.Context, p int, key string, spaces []s
 		return rep.Value, nil
 	}
 	r.stats.Misses.Add(1)
+	if rep.Refused {
+		// Soft-locked at the owner, which did not register this node: the
+		// load is neither kept (the unlock would drop it) nor put (it
+		// would be refused).
+		r.c.stats.NearDrops[nearKeepLocked].Add(1)
+		r.stats.Loads.Add(1)
+		return load(ctx)
+	}
 	own := &loadCall{ticket: rep.Ticket, done: make(chan struct{})}
 	call, mine := r.loads.start(key, func(c *loadCall) bool {
 		return c.ticket.Owner == rep.Ticket.Owner && c.ticket.Stamp > rep.Floor

@@ -650,3 +650,61 @@ func TestNearChangeCarriesSpaceUpdate(t *testing.T) {
 		t.Fatalf("node 3 served query result %s (%v) after version %d's update was acknowledged", v, err, page.v.Load())
 	}
 }
+
+// A read of a soft-locked key (Region.Lock's contract: a miss, and its
+// load not cached) keeps no near copy in NEAR mode and offers no put: the
+// owner does not register the reader, so the unlock sends it no notice,
+// and a read after the unlock sees the write.
+func TestNearLockedReadKeepsNothing(t *testing.T) {
+	_, members, caches := distCaches(t, 36, 3, cluster.CacheModeNear)
+	ctx := context.Background()
+	rs := make([]*Region, 3)
+	for i, c := range caches {
+		rs[i] = region(t, c, "pr", ReadWrite)
+	}
+	// A key owned by node 1 and backed up by node 3: node 2's notice
+	// would be a message of its own.
+	d := distOf(caches[0])
+	owner, backup := members[0].Node.Name(), members[2].Node.Name()
+	key := ""
+	for k := 0; key == ""; k++ {
+		if r := d.keeper.Table().Replicas[d.partition("pr", strconv.Itoa(k))]; len(r) == 2 && r[0] == owner && r[1] == backup {
+			key = strconv.Itoa(k)
+		}
+	}
+	var row counter
+	if err := rs[2].Lock(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	kind := func(c *Cache, k string) uint64 { return c.Stats().Node.RemoteByKind[k] }
+	puts, notices := kind(caches[1], "put"), kind(caches[0], "near")
+	for range 3 {
+		v, err := rs[1].Get(ctx, key, row.load)
+		if err != nil || !row.is(v) {
+			t.Fatalf("node 2 read %s (%v) during the lock, want the database's %d", v, err, row.v.Load())
+		}
+	}
+	caches[1].waitLocal()
+	if row.loads.Load() != 3 {
+		t.Fatalf("node 2 loaded %d times in 3 reads of a locked key, want 3 (no copy kept)", row.loads.Load())
+	}
+	if n := kind(caches[1], "put") - puts; n != 0 {
+		t.Fatalf("node 2 offered %d puts of a locked key", n)
+	}
+	if n := caches[1].Stats().Node.NearDrops["keep_locked"]; n != 3 {
+		t.Fatalf("node 2 counted %d loads of a locked key not kept, want 3", n)
+	}
+	row.v.Add(1)
+	if err := rs[2].Unlock(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	if n := kind(caches[0], "near") - notices; n != 0 {
+		t.Fatalf("the owner sent %d near notices on the unlock; no node read the key but during the lock", n)
+	}
+	for i := range rs {
+		v, err := rs[i].Get(ctx, key, row.load)
+		if err != nil || !row.is(v) {
+			t.Fatalf("node %d read %s (%v) after the unlock of version %d", i+1, v, err, row.v.Load())
+		}
+	}
+}

@@ -180,10 +180,11 @@ const (
 	nearDropFold            // an owner folded a partition's per-key holder sets (nearHolders)
 	nearKeepOwner           // a copy not kept: the owner that answered no longer owns the partition here
 	nearKeepChanged         // a copy not kept: the key, partition or region changed since the read began
+	nearKeepLocked          // a load not kept (nor put): the owner answered that the key is soft-locked
 	nNearDrop
 )
 
-var nearDropNames = [nNearDrop]string{"gap", "owner", "gens", "reset", "retire", "region", "overflow", "fold", "keep_owner", "keep_changed"}
+var nearDropNames = [nNearDrop]string{"gap", "owner", "gens", "reset", "retire", "region", "overflow", "fold", "keep_owner", "keep_changed", "keep_locked"}
 
 const (
 	// Owner misses: a get an owner answered with a miss (a ticket).
