@@ -90,10 +90,21 @@ type Config struct {
 }
 
 // LANRaftConfig is hashicorp/raft's default timing (1 s heartbeat and
-// election timeouts, a 500 ms leader lease, followers told of a commit
-// within 50-100 ms). It assumes a network with round trips of a few
-// milliseconds and up to a few hundred milliseconds of jitter or pause.
-func LANRaftConfig() *raft.Config { return raft.DefaultConfig() }
+// election timeouts, a 500 ms leader lease) with the loopback preset's
+// CommitTimeout of 100 ms: followers are told of a commit within 100-200
+// ms (raft's default of 50 ms told them within 50-100 ms; linearizable
+// reads and writes go through the leader and never waited for it, only
+// a follower's watches and stale reads see the commit that much later).
+// An idle leader sends each follower an empty append every CommitTimeout
+// or so; at 50 ms that made an idle LAN leader wake a quarter more often
+// than a loopback one (BENCHMARKS.md, "The LAN preset's empty appends").
+// It assumes a network with round trips of a few milliseconds and up to a
+// few hundred milliseconds of jitter or pause.
+func LANRaftConfig() *raft.Config {
+	c := raft.DefaultConfig()
+	c.CommitTimeout = 100 * time.Millisecond
+	return c
+}
 
 // LoopbackRaftConfig is the timing for voters that share one machine
 // ('shoal up', tests). Round trips there are microseconds, but the
