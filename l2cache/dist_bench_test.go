@@ -3,7 +3,6 @@ package l2cache
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"os/exec"
 	"strconv"
@@ -14,7 +13,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/shoal-dev/shoal/cluster"
-	"github.com/shoal-dev/shoal/cluster/cp"
 	"github.com/shoal-dev/shoal/internal/testkit"
 )
 
@@ -22,46 +20,7 @@ import (
 // RPC and raft all TCP) with DISTRIBUTED caches, for benchmarks.
 func tcpDistCluster(b *testing.B) []*Cache {
 	b.Helper()
-	var nodes []*cluster.Node
-	var caches []*Cache
-	for i := 1; i <= 3; i++ {
-		trans, err := cp.NewTCPTransport("127.0.0.1:0", "", testkit.Logger(b))
-		if err != nil {
-			b.Fatal(err)
-		}
-		cfg := *cluster.DefaultLoopbackConfig()
-		cfg.Name, cfg.RaftAddr, cfg.Logger = fmt.Sprintf("n%d", i), string(trans.LocalAddr()), testkit.Logger(b)
-		cfg.CacheMode = cluster.CacheModeDistributed
-		nd, err := cluster.Start(cfg)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if i > 1 {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			_, err := nd.Join(ctx, []string{nodes[0].GossipAddr()})
-			cancel()
-			if err != nil {
-				b.Fatal(err)
-			}
-		}
-		nodes = append(nodes, nd)
-		st, err := cp.Open(cp.Config{Node: nd, Transport: trans, BootstrapExpect: 3, Raft: cp.LoopbackRaftConfig(), Logger: testkit.Logger(b)})
-		if err != nil {
-			b.Fatal(err)
-		}
-		k, err := NewTableKeeper(TableConfig{Node: nd, Store: st, Backups: 1, Interval: 100 * time.Millisecond, Logger: testkit.Logger(b)})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { k.Close(); st.Close(); nd.Close(); trans.Close() })
-		caches = append(caches, newLocal(b, Config{Mode: cluster.CacheModeDistributed, Node: nd, Keeper: k, Bus: nd.Bus()}))
-	}
-	for _, c := range caches {
-		testkit.Eventually(b, 20*time.Second, "a table on every node", func() bool {
-			return len(tableMembers(distOf(c).keeper.Table())) == 3
-		})
-	}
-	return caches
+	return tcpCluster(b, 3, cluster.CacheModeDistributed, false)
 }
 
 // BenchmarkDistributedRemoteGet compares a DISTRIBUTED hit on a key owned

@@ -18,6 +18,15 @@ import (
 // run, and waits until every cache can serve.
 func tcpLeasedCluster(b *testing.B, n int, mode string) []*Cache {
 	b.Helper()
+	return tcpCluster(b, n, mode, true)
+}
+
+// tcpCluster starts n nodes over loopback sockets (memberlist, peer RPC
+// and raft all TCP) with caches of mode, each with a read lease if leased,
+// and waits until every node has every node in its partition table (and,
+// leased, until every cache can serve).
+func tcpCluster(b *testing.B, n int, mode string, leased bool) []*Cache {
+	b.Helper()
 	var nodes []*cluster.Node
 	var caches []*Cache
 	for i := 1; i <= n; i++ {
@@ -49,16 +58,26 @@ func tcpLeasedCluster(b *testing.B, n int, mode string) []*Cache {
 		if err != nil {
 			b.Fatal(err)
 		}
-		l, err := NewReadLease(LeaseConfig{Name: nd.Name(), Store: st, Duration: testLease, Logger: testkit.Logger(b)})
-		if err != nil {
-			b.Fatal(err)
+		ccfg := Config{Mode: mode, Node: nd, Keeper: k, Bus: nd.Bus()}
+		if leased {
+			if ccfg.Lease, err = NewReadLease(LeaseConfig{Name: nd.Name(), Store: st, Duration: testLease, Logger: testkit.Logger(b)}); err != nil {
+				b.Fatal(err)
+			}
 		}
-		b.Cleanup(func() { l.Close(); k.Close(); st.Close(); nd.Close(); trans.Close() })
-		caches = append(caches, newLocal(b, Config{Mode: mode, Node: nd, Keeper: k, Bus: nd.Bus(), Lease: l}))
+		b.Cleanup(func() {
+			if ccfg.Lease != nil {
+				ccfg.Lease.Close()
+			}
+			k.Close()
+			st.Close()
+			nd.Close()
+			trans.Close()
+		})
+		caches = append(caches, newLocal(b, ccfg))
 	}
 	for i, c := range caches {
 		testkit.Eventually(b, 60*time.Second, fmt.Sprintf("node %d's cache ready with every node in its table", i+1), func() bool {
-			return c.Ready() == nil && len(tableMembers(distOf(c).keeper.Table())) == n
+			return (!leased || c.Ready() == nil) && len(tableMembers(distOf(c).keeper.Table())) == n
 		})
 	}
 	return caches
