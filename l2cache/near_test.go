@@ -413,12 +413,7 @@ func TestNearRetriedChangeTellsHolders(t *testing.T) {
 	// A key owned by node 1 and backed up by node 2, held near by node 2.
 	d := distOf(lc.caches[0])
 	owner, backup := lc.members[0].Node.Name(), lc.members[1].Node.Name()
-	key := ""
-	for k := 0; key == ""; k++ {
-		if r := d.keeper.Table().Replicas[d.partition("pr", strconv.Itoa(k))]; len(r) == 2 && r[0] == owner && r[1] == backup {
-			key = strconv.Itoa(k)
-		}
-	}
+	key := keyPlaced(d, "pr", owner, backup, "")
 	var db atomic.Value
 	db.Store("v1")
 	load := func(context.Context) ([]byte, error) { return []byte(db.Load().(string)), nil }
@@ -571,12 +566,7 @@ func TestNearChangeCarriesSpaceUpdate(t *testing.T) {
 	}
 	d := distOf(caches[0])
 	owner, backup := members[0].Node.Name(), members[1].Node.Name()
-	key := ""
-	for k := 0; key == ""; k++ {
-		if r := d.keeper.Table().Replicas[d.partition("pr", strconv.Itoa(k))]; len(r) == 2 && r[0] == owner && r[1] == backup {
-			key = strconv.Itoa(k)
-		}
-	}
+	key := keyPlaced(d, "pr", owner, backup, "")
 	spaces := []string{"comments"}
 	var page, row counter
 	for i := range caches {
@@ -629,14 +619,7 @@ func TestNearChangeCarriesSpaceUpdate(t *testing.T) {
 	}
 	// A member none of the change's messages reaches is sent it apart:
 	// node 2 writes a key of node 1's that node 3 does not hold.
-	other := ""
-	for k := 0; other == ""; k++ {
-		if r := d.keeper.Table().Replicas[d.partition("pr", strconv.Itoa(k))]; len(r) == 2 && r[0] == owner && r[1] == backup {
-			if k2 := strconv.Itoa(k); k2 != key {
-				other = k2
-			}
-		}
-	}
+	other := keyPlaced(d, "pr", owner, backup, key)
 	before = caches[1].Stats().Node.RemoteByKind["spaces"]
 	page.v.Add(1)
 	if err := rs[1].Evict(ctx, other, spaces...); err != nil {
@@ -666,12 +649,7 @@ func TestNearLockedReadKeepsNothing(t *testing.T) {
 	// would be a message of its own.
 	d := distOf(caches[0])
 	owner, backup := members[0].Node.Name(), members[2].Node.Name()
-	key := ""
-	for k := 0; key == ""; k++ {
-		if r := d.keeper.Table().Replicas[d.partition("pr", strconv.Itoa(k))]; len(r) == 2 && r[0] == owner && r[1] == backup {
-			key = strconv.Itoa(k)
-		}
-	}
+	key := keyPlaced(d, "pr", owner, backup, "")
 	var row counter
 	if err := rs[2].Lock(ctx, key); err != nil {
 		t.Fatal(err)
@@ -705,6 +683,17 @@ func TestNearLockedReadKeepsNothing(t *testing.T) {
 		v, err := rs[i].Get(ctx, key, row.load)
 		if err != nil || !row.is(v) {
 			t.Fatalf("node %d read %s (%v) after the unlock of version %d", i+1, v, err, row.v.Load())
+		}
+	}
+}
+
+// keyPlaced is the first key ("0", "1", …) of region whose partition d's
+// table gives owner and then backup as replicas, other than not.
+func keyPlaced(d *dist, region, owner, backup, not string) string {
+	for k := 0; ; k++ {
+		key := strconv.Itoa(k)
+		if r := d.keeper.Table().Replicas[d.partition(region, key)]; key != not && len(r) == 2 && r[0] == owner && r[1] == backup {
+			return key
 		}
 	}
 }

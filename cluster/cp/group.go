@@ -179,8 +179,9 @@ type change struct {
 //   - a voter failed for longer than grace is removed once a healthy
 //     member has been promoted in its place (or none is needed);
 //   - a failed non-voter is removed after grace, a departed server at once
-//     (and one no member record names too: reconcile gives such a server
-//     a failed record, see withMissing);
+//     (as is a server no member record names: reconcile first gives each
+//     such server a failed record, withMissing, so that it waits out the
+//     grace);
 //   - a server whose address changed is re-added at the new address.
 //
 // The leader (self) is never removed.
