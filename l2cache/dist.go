@@ -149,6 +149,15 @@ type dist struct {
 	// batches queue puts' replications per backup (replbatch.go).
 	bmu     sync.Mutex
 	batches map[string]*replBatch
+
+	// The soft locks' sweeps (sweepLock) run on timers; close stops
+	// those in progress (stopSweeps cancels their context) and waits for
+	// them, and a sweep whose timer fires after close does nothing.
+	sweepMu    sync.Mutex
+	closed     bool
+	sweeps     sync.WaitGroup
+	sweepCtx   context.Context
+	stopSweeps context.CancelFunc
 }
 
 // dpart is this node's copy of one partition, as owner or backup.
@@ -269,6 +278,7 @@ func (d *dist) newEntry(v []byte, stamp uint64, now time.Time) *entry {
 
 func newDist(c *Cache) *dist {
 	d := &dist{c: c, rpc: c.cfg.Node.RPC(), self: c.cfg.Node.Name(), keeper: c.cfg.Keeper, parts: map[int]*dpart{}}
+	d.sweepCtx, d.stopSweeps = context.WithCancel(context.Background())
 	// A get and a backup's replication only take the partition's lock:
 	// they are served on the connection's reader goroutine, without a
 	// goroutine or a timer per request, and replications in the order the
@@ -456,7 +466,8 @@ func (dp *dpart) lockedLocked(skey string, now time.Time) bool {
 	if l == nil {
 		return false
 	}
-	if now.After(l.expires) {
+	if now.After(l.expires) && !l.untold {
+		l.stopSweep()
 		delete(dp.locks, skey)
 		return false
 	}
@@ -611,7 +622,14 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 		backups = nil
 	}
 	var near *nearNotice
-	if repl != nil && repl.Kind != kindPut && dp.holders != nil {
+	switch {
+	case repl == nil || repl.Kind == kindPut || dp.holders == nil:
+	case repl.Kind == kindLock:
+		// The key's near holders keep their copies through the lock: the
+		// row does not change before the commit, and the unlock (or the
+		// lock's sweep, if no unlock comes) takes them (keepCopies).
+		d.keepCopiesLocked(dp, o, skey)
+	default:
 		if hs := dp.holders.take(skey); len(hs) > 0 {
 			near = &nearNotice{dp: dp, holders: hs, seqs: make([]uint64, len(hs)),
 				msg: distOp{Kind: kindInvalidate, Partition: o.Partition, Region: o.Region, Key: o.Key, Spaces: repl.Spaces, Epoch: t.Epoch, Ticket: ticket{Owner: d.self}}}
@@ -1046,6 +1064,7 @@ func (dp *dpart) applyChange(d *dist, k ownerKind, skey string, stamp uint64, lo
 	case kindUnlock:
 		if l := dp.locks[skey]; l != nil {
 			if l.count--; l.count <= 0 {
+				l.stopSweep()
 				delete(dp.locks, skey)
 			}
 		}
@@ -1199,7 +1218,14 @@ func (d *dist) ready() error {
 	return nil
 }
 
-func (d *dist) close() { d.closeBatches() }
+func (d *dist) close() {
+	d.sweepMu.Lock()
+	d.closed = true
+	d.sweepMu.Unlock()
+	d.stopSweeps()
+	d.sweeps.Wait()
+	d.closeBatches()
+}
 
 // distRegion is a region in DISTRIBUTED mode: its entries live at their
 // partitions' owners; this node only merges its own loads.

@@ -127,5 +127,9 @@
 //
 // For read-write regions a soft lock is taken (locally and on every node)
 // before the update and released after the commit; a locked key reads as a
-// miss and refuses puts, and a lock that is never released expires.
+// miss and refuses puts, and a lock that is never released expires. In
+// NEAR mode a near copy kept before the lock is still served during it
+// (the row has not changed before the commit); the unlock drops it on
+// every node before it returns, and a lock that is never released drops
+// it before it expires (near.go, keepCopiesLocked).
 package l2cache

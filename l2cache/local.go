@@ -71,6 +71,20 @@ type localRegion struct {
 type softLock struct {
 	count   int
 	expires time.Time
+	// NEAR mode, at the owner: untold is set while members may keep near
+	// copies from before the lock that no change has dropped yet, and
+	// sweep is the timer of the lock's sweep (dist.keepCopiesLocked).
+	// The lock does not expire while untold.
+	untold bool
+	sweep  *time.Timer
+}
+
+// stopSweep stops the lock's sweep, if it has one. Called with the lock's
+// partition's lock held.
+func (l *softLock) stopSweep() {
+	if l.sweep != nil {
+		l.sweep.Stop()
+	}
 }
 
 // hash is key's key in the store. Each region hashes with its own seed,

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/dgraph-io/ristretto/v2"
 	"github.com/vmihailenco/msgpack/v5"
@@ -29,7 +30,7 @@ import (
 //     waiting for an answer (a one-way put). A read of a soft-locked key
 //     is neither registered nor kept (nor put): the owner answers a miss
 //     marked Refused, and the reader only loads. The key's next change
-//     (invalidation, soft lock, unlock) is sent to
+//     (invalidation, unlock) is sent to
 //     every holder of the key (nearHolders), numbered in each holder's
 //     own sequence for the partition, and the change is acknowledged only
 //     when each holder has dropped the key — or, for a holder that does
@@ -37,6 +38,10 @@ import (
 //     (ReadLease.Exclude), after which it drops everything before it
 //     serves again. The change takes the key's holders: a holder that
 //     keeps a copy later has read or put it again, and registered again.
+//     A soft lock is not such a change: the holders keep serving their
+//     copies of the row, which the writer has not committed yet, and the
+//     unlock tells them — or, if the writer never unlocks, the lock's
+//     sweep does before the lock can expire (keepCopiesLocked).
 //     A change that fails (a backup did not apply it, or a holder could
 //     be neither told nor excluded) is not acknowledged, and the holders
 //     that did not confirm it go back into the registry: its retry tells
@@ -757,12 +762,14 @@ func (r *nearRegion) clear(ctx context.Context) error {
 // nearHolders is an owner's registry of the members that may keep near
 // copies of a partition's keys. A member is added to a key's set when the
 // owner answers its near read (a hit or a miss), under the partition's
-// lock; the key's next change takes the set (with wide), and the change
-// is acknowledged only when each member in it has dropped the key or been
-// excluded. A member that keeps a copy after that has read the key again,
-// and was added again. So a change reaches only the members that may hold
-// the key — not every member that ever read the partition — and an
-// unlock right after a lock reaches only those that read the locked key.
+// lock; the key's next change (not a soft lock: keepCopiesLocked) takes
+// the set (with wide), and the change is acknowledged only when each
+// member in it has dropped the key or been excluded. A member that keeps
+// a copy after that has read the key again, and was added again. So a
+// change reaches only the members that may hold the key — not every
+// member that ever read the partition — and nobody is added while the
+// key is soft-locked: an unlock reaches those that held it before the
+// lock.
 // Past its bound of keys, every set is folded into wide: precision is
 // lost (every change then reaches those members), never safety.
 type nearHolders struct {
@@ -846,4 +853,69 @@ func (h *nearHolders) forget(ms []string) {
 		}
 	}
 	h.wide = slices.DeleteFunc(h.wide, gone)
+}
+
+// keepCopiesLocked lets the near holders of skey keep their copies through
+// a soft lock that o just took (at the owner, with dp.mu held): the row
+// does not change before the writer's commit, and a copy of it serves
+// reads as well as the database would until the unlock, whose change
+// takes the holders and is acknowledged only when each has dropped its
+// copy or been excluded — so the lock sends no notices, and the holders
+// miss nothing while it is held. If the unlock never comes (the writer
+// died after its commit), the lock's sweep takes them: LockTimeout/2
+// after the lock, the owner invalidates the key as a change does,
+// telling every holder, and until that is acknowledged the lock does not
+// expire (untold). So no holder serves a copy from before the lock once a
+// read at the owner can load the committed row in its place.
+func (d *dist) keepCopiesLocked(dp *dpart, o distOp, skey string) {
+	h := dp.holders
+	if len(h.keys[skey]) == 0 && len(h.wide) == 0 {
+		return // nobody holds a copy, and nobody registers while the key is locked
+	}
+	l := dp.locks[skey]
+	if l == nil {
+		return
+	}
+	l.untold = true
+	l.stopSweep()
+	l.sweep = time.AfterFunc(d.c.cfg.LockTimeout/2, func() { d.sweepLock(o.Partition, o.Region, o.Key, l) })
+}
+
+// sweepLock tells the near holders of a soft-locked key to drop their
+// copies when the lock l is still held, and not yet swept, long after it
+// was taken (keepCopiesLocked): an invalidation of the key at this owner.
+// If that is not acknowledged, it tries again a second later, as long as
+// this node owns the partition and l is held. It runs on l's timer.
+func (d *dist) sweepLock(p int, region, key string, l *softLock) {
+	d.sweepMu.Lock()
+	if d.closed {
+		d.sweepMu.Unlock()
+		return
+	}
+	d.sweeps.Add(1)
+	d.sweepMu.Unlock()
+	defer d.sweeps.Done()
+	skey := region + "\x00" + key
+	held := func(dp *dpart) bool { return dp.owner && dp.locks[skey] == l && l.untold }
+	dp, _ := d.part(p)
+	dp.mu.Lock()
+	ok := held(dp)
+	dp.mu.Unlock()
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(d.sweepCtx, d.c.cfg.SyncTimeout)
+	rep := d.apply(ctx, d.self, distOp{Kind: kindInvalidate, Partition: p, Region: region, Key: key})
+	cancel()
+	dp, _ = d.part(p)
+	dp.mu.Lock()
+	defer dp.mu.Unlock()
+	switch {
+	case !held(dp):
+	case rep.NotOwner || rep.Unavailable:
+		l.sweep = time.AfterFunc(time.Second, func() { d.sweepLock(p, region, key, l) })
+	default:
+		d.c.stats.NearDrops[nearDropSweep].Add(1)
+		l.untold = false
+	}
 }

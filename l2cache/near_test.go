@@ -241,9 +241,9 @@ func TestNearOwnerRestartDropsCopies(t *testing.T) {
 
 // An owner tells a change only to the members that may hold the key: a
 // node that holds another key of the same partition near is not sent it
-// (and keeps serving its copy without a message), and an unlock right
-// after a lock reaches nobody, since the lock's message already dropped
-// every copy and nobody read the key between them.
+// (and keeps serving its copy without a message). A soft lock tells
+// nobody: a holder serves its copy through the lock, and the unlock
+// reaches it (keepCopiesLocked).
 func TestNearChangeReachesOnlyKeyHolders(t *testing.T) {
 	_, members, caches := distCaches(t, 33, 3, cluster.CacheModeNear)
 	ctx := context.Background()
@@ -295,19 +295,25 @@ func TestNearChangeReachesOnlyKeyHolders(t *testing.T) {
 	if v, err := regions[1].Get(ctx, k1, row1.load); err != nil || !row1.is(v) {
 		t.Fatalf("node 2 read %s (%v) after version %d of %s was acknowledged", v, err, row1.v.Load(), k1)
 	}
-	// Node 2 holds k1 again: a lock reaches it, the unlock after it nobody.
+	// Node 2 holds k1 again: the lock sends it nothing and it keeps
+	// serving its copy, without a call; the unlock reaches it.
 	nearHit(1, k1, &row1)
 	before = sent()
 	if err := regions[0].Lock(ctx, k1); err != nil {
 		t.Fatal(err)
 	}
 	locked := sent() - before
+	calls = caches[1].Stats().Node.RemoteCalls
+	nearHit(1, k1, &row1)
+	if c := caches[1].Stats().Node.RemoteCalls; c != calls {
+		t.Fatalf("node 2 made %d remote calls to read a key it held near, during a lock", c-calls)
+	}
 	row1.v.Add(1)
 	if err := regions[0].Unlock(ctx, k1); err != nil {
 		t.Fatal(err)
 	}
-	if n := sent() - before; locked != 1 || n != 1 {
-		t.Fatalf("near messages: %d for the lock, %d for lock and unlock; want 1 and 1", locked, n)
+	if n := sent() - before; locked != 0 || n != 1 {
+		t.Fatalf("near messages: %d for the lock, %d for lock and unlock; want 0 and 1", locked, n)
 	}
 	for i, r := range regions {
 		if v, err := r.Get(ctx, k1, row1.load); err != nil || !row1.is(v) {
@@ -684,6 +690,61 @@ func TestNearLockedReadKeepsNothing(t *testing.T) {
 		if err != nil || !row.is(v) {
 			t.Fatalf("node %d read %s (%v) after the unlock of version %d", i+1, v, err, row.v.Load())
 		}
+	}
+}
+
+// A writer that dies between its commit and its unlock: the key's near
+// holders kept their copies through the lock (keepCopiesLocked), so the
+// owner's sweep tells them, LockTimeout/2 after the lock, and the lock
+// does not expire before they dropped the copies. Until the sweep a
+// holder serves its copy without a call (the write was not acknowledged);
+// after it, every node reads the committed row.
+func TestNearLockSweptWithoutUnlock(t *testing.T) {
+	const lockTimeout = 2 * time.Second
+	lc := startLeased(t, 37, 3, cluster.CacheModeNear, InvalidationAsync, func(c *Config) { c.LockTimeout = lockTimeout })
+	caches, members := lc.caches, lc.members
+	for i, c := range caches {
+		testkit.Eventually(t, 20*time.Second, fmt.Sprintf("node %d's cache ready", i+1), func() bool { return c.Ready() == nil })
+	}
+	ctx := context.Background()
+	rs := regionsOn(t, caches, "pr", ReadWrite)
+	d := distOf(caches[0])
+	key := keyPlaced(d, "pr", members[0].Node.Name(), members[2].Node.Name(), "")
+	var row counter
+	row.prime(t, "the row on node 2", func() error {
+		_, err := rs[1].Get(ctx, key, row.load)
+		return err
+	})
+	locked := time.Now()
+	if err := rs[2].Lock(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	row.v.Add(1) // committed; the writer never unlocks
+	calls := caches[1].Stats().Node.RemoteCalls
+	v, err := rs[1].Get(ctx, key, row.load)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if time.Since(locked) < lockTimeout/2 {
+		if c := caches[1].Stats().Node.RemoteCalls; c != calls || string(v) != fmt.Sprint(row.v.Load()-1) {
+			t.Fatalf("node 2 read %s with %d remote calls during the lock, want its copy %d without a call", v, c-calls, row.v.Load()-1)
+		}
+	}
+	// Once the owner lets the lock expire, a read there loads the
+	// committed row: no holder may serve its copy any more.
+	testkit.Eventually(t, 10*lockTimeout, "the lock to expire", func() bool {
+		dp, _ := d.part(d.partition("pr", key))
+		dp.mu.Lock()
+		defer dp.mu.Unlock()
+		return !dp.lockedLocked("pr\x00"+key, time.Now())
+	})
+	for i := range rs {
+		if v, err := rs[i].Get(ctx, key, row.load); err != nil || !row.is(v) {
+			t.Fatalf("node %d read %s (%v) after the lock expired, want the committed %d", i+1, v, err, row.v.Load())
+		}
+	}
+	if n := caches[0].Stats().Node.NearDrops["sweep"]; n != 1 {
+		t.Fatalf("the owner swept %d locks, want 1", n)
 	}
 }
 

@@ -173,8 +173,12 @@ func (r *Region) EvictAll(ctx context.Context) error {
 
 // Lock soft-locks key before an update of a read-write region, on this
 // node and every other: until Unlock (or LockTimeout), reads of the key are
-// misses and loads are not cached. Pair every Lock with an Unlock after the
-// transaction ends, committed or not.
+// misses and loads are not cached — except, in NEAR mode, reads of a near
+// copy kept before the lock, which is still the committed row until the
+// transaction commits, and which Unlock drops on every node before it
+// returns (or the owner, if no Unlock comes, before the lock expires).
+// Pair every Lock with an Unlock after the transaction ends, committed or
+// not.
 func (r *Region) Lock(ctx context.Context, key string) error {
 	return r.change(ctx, opLock, key, nil)
 }

@@ -178,13 +178,14 @@ const (
 	nearDropRegion          // a region clear or missed region messages: the region
 	nearDropOverflow        // the region's per-key stamps overflowed: the region
 	nearDropFold            // an owner folded a partition's per-key holder sets (nearHolders)
+	nearDropSweep           // an owner swept a soft lock held past half its timeout: the key's holders (sweepLock)
 	nearKeepOwner           // a copy not kept: the owner that answered no longer owns the partition here
 	nearKeepChanged         // a copy not kept: the key, partition or region changed since the read began
 	nearKeepLocked          // a load not kept (nor put): the owner answered that the key is soft-locked
 	nNearDrop
 )
 
-var nearDropNames = [nNearDrop]string{"gap", "owner", "gens", "reset", "retire", "region", "overflow", "fold", "keep_owner", "keep_changed", "keep_locked"}
+var nearDropNames = [nNearDrop]string{"gap", "owner", "gens", "reset", "retire", "region", "overflow", "fold", "sweep", "keep_owner", "keep_changed", "keep_locked"}
 
 const (
 	// Owner misses: a get an owner answered with a miss (a ticket).
