@@ -122,8 +122,9 @@ type distReply struct {
 	// (its load is neither kept near nor put).
 	Refused bool
 	// SpacesAt: the answer to a change that carried a query-space update
-	// (distOp.Spaces): the members that applied it — this owner, and each
-	// backup and near holder its messages reached — or were excluded.
+	// (distOp.Spaces): the members that applied it — this owner, each
+	// backup and near holder its messages reached (or that was excluded),
+	// and each other member the owner sent it to (spreadSpaces).
 	SpacesAt []string
 }
 
@@ -638,7 +639,10 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 			}
 		}
 	}
-	if len(backups) == 0 && near == nil {
+	// A change's query-space update goes from here to the members none of
+	// its messages reach (spreadSpaces), alongside them.
+	spread := rep.SpacesAt != nil && d.c.directSpaces()
+	if len(backups) == 0 && near == nil && !spread {
 		dp.mu.Unlock()
 		if o.Kind == kindPut && !rep.Refused {
 			d.evictOver()
@@ -657,6 +661,10 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 	ctx, cancel := context.WithTimeout(ctx, d.c.cfg.SyncTimeout)
 	defer cancel()
 	sent := d.send(ctx, prev, mine, backups, repl, near)
+	var others spreadSent
+	if spread {
+		others = d.spreadSpaces(ctx, from, o.Spaces, backups, near)
+	}
 	if err := sent.replicated(ctx, backups); err != nil && o.Kind != kindPut {
 		// An invalidation a backup may not have: the write must not be
 		// acknowledged, or a takeover could serve the old row.
@@ -682,8 +690,51 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 		if near != nil {
 			rep.SpacesAt = append(rep.SpacesAt, near.holders...)
 		}
+		rep.SpacesAt = append(rep.SpacesAt, others.applied(ctx)...)
 	}
 	return rep
+}
+
+// spreadSent is the query-space update a change's owner sent to the
+// members none of the change's messages reach (spreadSpaces).
+type spreadSent struct {
+	to   []string
+	sent []*rpc.Pending
+}
+
+// spreadSpaces sends a change's query-space update to every lease holder
+// but the writer (from, which applied it before it asked), this owner,
+// the change's backups and its near holders — each of which applies it
+// with the change's message — without waiting. So a write's update
+// reaches every member in the change's round trip, where the writer
+// would send it to those the change did not reach only after the change
+// was answered (distRegion.changeSpaces, syncSpaces): two hops less on
+// every such write. The owner answers with the members that applied it
+// (distReply.SpacesAt), and the writer sends it again to any other
+// member, or excludes it, as before: a member this misses costs a
+// message, never the promise.
+func (d *dist) spreadSpaces(ctx context.Context, from string, spaces, backups []string, near *nearNotice) spreadSent {
+	covered := append([]string{from}, backups...)
+	if near != nil {
+		covered = append(covered, near.holders...)
+	}
+	to, sent, err := d.c.goSpaces(ctx, spaces, covered)
+	if err != nil {
+		return spreadSent{}
+	}
+	return spreadSent{to: to, sent: sent}
+}
+
+// applied waits for the answers and returns the members that applied
+// the update.
+func (s spreadSent) applied(ctx context.Context) []string {
+	var out []string
+	for i, p := range s.sent {
+		if _, err := p.Wait(ctx); err == nil {
+			out = append(out, s.to[i])
+		}
+	}
+	return out
 }
 
 // maxGets bounds the gets of one rpcGets message.
@@ -1296,8 +1347,10 @@ func (r *distRegion) change(ctx context.Context, o op, key string) error {
 // changeSpaces is change, carrying a query-space update in the change's
 // messages (spacesCarrier): the owner applies it, and so does each backup
 // its replication reaches and each near holder its notice reaches, before
-// answering; the owner answers with those members (distReply.SpacesAt).
-// The caller sends the update to the other members itself.
+// answering, and the owner sends it to every other lease holder alongside
+// (spreadSpaces); the owner answers with the members that applied it
+// (distReply.SpacesAt). The caller sends the update to any other member
+// itself.
 func (r *distRegion) changeSpaces(ctx context.Context, o op, key string, spaces []string) ([]string, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc

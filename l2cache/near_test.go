@@ -554,8 +554,8 @@ func TestNearGetMany(t *testing.T) {
 // A write's query-space update rides on its change (Region.Evict and
 // Unlock with spaces): the key's owner applies it, and so do its backup
 // (in the replication) and the key's near holders (in their notices),
-// before the owner answers; the writer sends it apart only to the members
-// those messages did not reach. Here node 3 writes a key owned by node 1
+// before the owner answers; the owner sends it apart, alongside them, to
+// the members those messages do not reach. Here node 3 writes a key owned by node 1
 // and backed up by node 2: node 3 sends no query-space message at all, and
 // no node serves a query result over the space, or a near copy of the
 // key, from before the write.
@@ -623,16 +623,18 @@ func TestNearChangeCarriesSpaceUpdate(t *testing.T) {
 	if n := sent() - before; n != 0 {
 		t.Fatalf("node 3 sent %d query-space updates apart with an eviction", n)
 	}
-	// A member none of the change's messages reaches is sent it apart:
-	// node 2 writes a key of node 1's that node 3 does not hold.
+	// A member none of the change's messages reaches is sent it apart,
+	// by the owner, alongside them (spreadSpaces): node 2 writes a key of
+	// node 1's that node 3 does not hold.
 	other := keyPlaced(d, "pr", owner, backup, key)
-	before = caches[1].Stats().Node.RemoteByKind["spaces"]
+	spacesSent := func(i int) uint64 { return caches[i].Stats().Node.RemoteByKind["spaces"] }
+	before, beforeOwner := spacesSent(1), spacesSent(0)
 	page.v.Add(1)
 	if err := rs[1].Evict(ctx, other, spaces...); err != nil {
 		t.Fatal(err)
 	}
-	if n := caches[1].Stats().Node.RemoteByKind["spaces"] - before; n != 1 {
-		t.Fatalf("node 2 sent %d query-space updates apart, want 1 (to node 3)", n)
+	if n, m := spacesSent(1)-before, spacesSent(0)-beforeOwner; n != 0 || m != 1 {
+		t.Fatalf("the writer (node 2) sent %d query-space updates apart and the owner (node 1) %d, want 0 and 1 (to node 3)", n, m)
 	}
 	v, err := qs[2].GetQuery(ctx, "open", spaces, page.load)
 	if err != nil || !page.is(v) {

@@ -36,25 +36,9 @@ const rpcSpaces = "l2.spaces"
 func (c *Cache) syncSpaces(ctx context.Context, spaces, covered []string) error {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.SyncTimeout)
 	defer cancel()
-	holders, err := c.cfg.Lease.Holders(ctx)
+	to, sent, err := c.goSpaces(ctx, spaces, covered)
 	if err != nil {
 		return fmt.Errorf("%w: reading the lease registry: %w", ErrExcludeFailed, err)
-	}
-	self := c.cfg.Lease.cfg.Name
-	body := appendSpaces(nil, time.Now().UnixNano(), spaces)
-	node := c.cfg.Node.RPC()
-	to := make([]string, 0, len(holders))
-	sent := make([]*rpc.Pending, 0, len(holders))
-	for _, h := range holders {
-		if h == self || slices.Contains(covered, h) {
-			continue
-		}
-		// An invalidation, as it was on the bus: counted by kind, not
-		// in RemoteCalls (the calls to owners and backups: a LOCAL
-		// node makes none).
-		c.stats.RemoteByKind[remoteSpaces].Add(1)
-		to = append(to, h)
-		sent = append(sent, node.Go(ctx, h, rpcSpaces, body))
 	}
 	acked := slices.Clone(covered)
 	older := false
@@ -74,6 +58,37 @@ func (c *Cache) syncSpaces(ctx context.Context, spaces, covered []string) error 
 		return c.publishBus(ctx, message{Op: opSpaces, Spaces: spaces})
 	}
 	return c.excludeUnreached(ctx, acked)
+}
+
+// goSpaces sends a query-space update to every member holding an active
+// read-lease record except this node and the members in covered, without
+// waiting for the answers: it returns the members sent to, and their
+// calls, in the same order.
+func (c *Cache) goSpaces(ctx context.Context, spaces, covered []string) ([]string, []*rpc.Pending, error) {
+	holders, err := c.cfg.Lease.Holders(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	self := c.cfg.Lease.cfg.Name
+	var body []byte
+	node := c.cfg.Node.RPC()
+	to := make([]string, 0, len(holders))
+	sent := make([]*rpc.Pending, 0, len(holders))
+	for _, h := range holders {
+		if h == self || slices.Contains(covered, h) {
+			continue
+		}
+		if body == nil {
+			body = appendSpaces(nil, time.Now().UnixNano(), spaces)
+		}
+		// An invalidation, as it was on the bus: counted by kind, not
+		// in RemoteCalls (the calls to owners and backups: a LOCAL
+		// node makes none).
+		c.stats.RemoteByKind[remoteSpaces].Add(1)
+		to = append(to, h)
+		sent = append(sent, node.Go(ctx, h, rpcSpaces, body))
+	}
+	return to, sent, nil
 }
 
 // handleSpaces applies a query-space update from another member
