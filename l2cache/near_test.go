@@ -760,3 +760,60 @@ func keyPlaced(d *dist, region, owner, backup, not string) string {
 		}
 	}
 }
+
+// A query-space update reaches the members in no particular order: the
+// writer stamps its own spaces, then sends the update to every other
+// member at once (syncSpaces), or the owner of the written key does
+// (spreadSpaces). So a node may apply it before the owner of a query's key
+// does, and the owner's answer to that node's next read of the query is
+// then older than an update the node has applied — a stamp taken before
+// the read does not rule it out, as it rules out an entity's copy, whose
+// changes reach a holder only after the owner applied them. DISTRIBUTED
+// serves such an answer once, before the write is acknowledged (allowed);
+// a node that kept it as a near copy would serve it after. This is why
+// NEAR keeps only the query results a node loaded itself (getQuery): node
+// 2 applies an update of the query's spaces, reads the query while its
+// owner (node 1), which holds the result, has not applied the update yet,
+// and once every node has (the write is acknowledged) no node serves the
+// result from before it.
+func TestQueryAfterSpacesUpdateOutOfOrder(t *testing.T) {
+	forOwnedModes(t, func(t *testing.T, mode string) {
+		_, members, caches := distCaches(t, 43, 3, mode)
+		ctx := context.Background()
+		qs := make([]*Region, 3)
+		for i, c := range caches {
+			var err error
+			if qs[i], err = c.Region("q", QueryRegion, NonstrictReadWrite); err != nil {
+				t.Fatal(err)
+			}
+		}
+		key := keyPlaced(distOf(caches[0]), "q", members[0].Node.Name(), members[2].Node.Name(), "")
+		spaces := []string{"comments"}
+		var page counter
+		get := func(i int) ([]byte, error) { return qs[i].GetQuery(ctx, key, spaces, page.load) }
+		// The owner reads the query, and keeps the result (as owner in
+		// DISTRIBUTED mode, as its own in NEAR mode).
+		page.prime(t, "the query on node 1", func() error {
+			_, err := get(0)
+			return err
+		})
+		// A write's update of the query's spaces reaches node 2 first.
+		page.v.Add(1)
+		caches[1].markSpaces(spaces)
+		if _, err := get(1); err != nil { // the old result is allowed: not acknowledged yet
+			t.Fatal(err)
+		}
+		// Then the owner and node 3: the write is acknowledged.
+		caches[0].markSpaces(spaces)
+		caches[2].markSpaces(spaces)
+		for i := range 3 {
+			v, err := get(i)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !page.is(v) {
+				t.Fatalf("node %d served query result version %s after version %d's space update reached every node", i+1, v, page.v.Load())
+			}
+		}
+	})
+}
