@@ -803,6 +803,7 @@ func TestQueryAfterSpacesUpdateOutOfOrder(t *testing.T) {
 		if _, err := get(1); err != nil { // the old result is allowed: not acknowledged yet
 			t.Fatal(err)
 		}
+		caches[1].waitLocal() // a result node 2 kept is in its store
 		// Then the owner and node 3: the write is acknowledged.
 		caches[0].markSpaces(spaces)
 		caches[2].markSpaces(spaces)
