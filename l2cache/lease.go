@@ -45,6 +45,15 @@ type LeaseStore interface {
 	CompareAndSet(ctx context.Context, key string, expect uint64, value []byte, opts ...cp.WriteOption) (uint64, error)
 }
 
+// patientLister is a LeaseStore that can confirm a linearizable List by
+// the heartbeats its leader sends anyway, for a reader that can wait up
+// to a heartbeat interval (*cp.Store's ListPatient). Renewals that are
+// merely due use it: on an idle cluster, each renewal's own leadership
+// check sent a heartbeat to every follower.
+type patientLister interface {
+	ListPatient(ctx context.Context, prefix string) ([]cp.KV, error)
+}
+
 // memberRecord is a node's entry in the registry. Only the node itself
 // activates its record (a new Gen); anyone may exclude it.
 type memberRecord struct {
@@ -268,14 +277,20 @@ func (l *ReadLease) run() {
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
+		due := false
 		select {
 		case <-l.stop:
 			return
 		case <-t.C:
+			due = true
 		case <-l.kick:
 		}
 		ctx, cancel := context.WithTimeout(l.ctx, l.cfg.Duration/2)
-		err := l.renew(ctx)
+		// A renewal that is merely due, while the lease has more than half
+		// of its length left, can wait for the leader's heartbeats to
+		// confirm it (patientLister); one asked for, or with the lease
+		// running out, is confirmed at once.
+		err := l.renew(ctx, due && l.ValidFor() > l.cfg.Duration/2)
 		cancel()
 		next := l.cfg.RenewEvery
 		if err != nil && l.ctx.Err() == nil {
@@ -292,9 +307,13 @@ func (l *ReadLease) run() {
 // renew reads the registry linearizably and extends the lease, activating
 // this node's record first when it is missing, excluded, or not the one
 // this process activated.
-func (l *ReadLease) renew(ctx context.Context) error {
+func (l *ReadLease) renew(ctx context.Context, patient bool) error {
 	sent := l.now()
-	kvs, err := l.cfg.Store.List(ctx, leasePrefix)
+	list := l.cfg.Store.List
+	if p, ok := l.cfg.Store.(patientLister); ok && patient {
+		list = p.ListPatient
+	}
+	kvs, err := list(ctx, leasePrefix)
 	if err != nil {
 		return err
 	}

@@ -580,3 +580,120 @@ func TestReadsShareLeadershipChecks(t *testing.T) {
 		t.Errorf("%d concurrent reads made %d leadership checks: none shared", reads.Load(), checks)
 	}
 }
+
+// A patient read (ListPatient) is confirmed by the heartbeats raft sends
+// anyway, on the leader and forwarded from a follower: it sees every
+// acknowledged write and costs no leadership check of its own. With one
+// follower gone the other still makes a quorum; with both gone no read
+// is confirmed.
+func TestPatientReadsRideHeartbeats(t *testing.T) {
+	tc := newTestCluster(t, 3, 3)
+	leader := tc.leader()
+	ctx := ctxT(t)
+	var followers []*member
+	for _, m := range tc.members {
+		if m != leader {
+			followers = append(followers, m)
+		}
+	}
+	checksBefore, confirmedBefore := leader.store.verifies.Load(), leader.store.contacts.confirmedCount()
+	read := func(m *member, want string) {
+		t.Helper()
+		kvs, err := m.store.ListPatient(ctx, "p/")
+		if err != nil {
+			t.Fatalf("patient read on %s: %v", m.name, err)
+		}
+		if len(kvs) != 1 || string(kvs[0].Value) != want {
+			t.Fatalf("patient read on %s: %v, want p/k = %s", m.name, kvs, want)
+		}
+	}
+	for i := range 5 {
+		v := strconv.Itoa(i)
+		if _, err := leader.store.Put(ctx, "p/k", []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+		read(leader, v)
+		for _, f := range followers {
+			read(f, v)
+		}
+	}
+	checks := leader.store.verifies.Load() - checksBefore
+	confirmed := leader.store.contacts.confirmedCount() - confirmedBefore
+	t.Logf("15 patient reads: %d confirmed by heartbeats, %d leadership checks", confirmed, checks)
+	if confirmed < 10 {
+		t.Errorf("only %d of 15 patient reads were confirmed by heartbeats (%d by checks of their own)", confirmed, checks)
+	}
+
+	// Killed, not closed: a node that leaves the membership gracefully is
+	// taken out of the configuration, and a leader alone in it is a
+	// quorum by itself.
+	followers[0].kill()
+	if _, err := leader.store.Put(ctx, "p/k", []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	read(leader, "after")
+
+	followers[1].kill()
+	short, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if kvs, err := leader.store.ListPatient(short, "p/"); err == nil {
+		t.Fatalf("a patient read without a quorum answered %v", kvs)
+	}
+}
+
+// The contact record counts a quorum of the configuration's voters, this
+// node included, in the wait's term and from its moment on.
+func TestContactsQuorum(t *testing.T) {
+	cfg := raft.Configuration{Servers: []raft.Server{
+		{ID: "a", Suffrage: raft.Voter}, {ID: "b", Suffrage: raft.Voter},
+		{ID: "c", Suffrage: raft.Voter}, {ID: "d", Suffrage: raft.Nonvoter},
+	}}
+	c := newContacts("a")
+	c.start(func() raft.Configuration { return cfg })
+	t0 := time.Unix(1000, 0)
+	w := c.wait(5, t0)
+	done := func() bool {
+		select {
+		case <-w.done:
+			return true
+		default:
+			return false
+		}
+	}
+	c.accepted("b", 5, t0.Add(-time.Millisecond)) // sent before the read came
+	c.accepted("d", 5, t0.Add(time.Millisecond))  // not a voter
+	c.accepted("c", 4, t0.Add(time.Millisecond))  // an earlier term
+	if done() {
+		t.Fatal("confirmed without a quorum of voters accepting appends sent after the read in its term")
+	}
+	c.accepted("c", 5, t0) // sent at the read's moment: counts
+	if !done() {
+		t.Fatal("a and c are a quorum of three voters")
+	}
+	// An older record never replaces a newer one.
+	c.accepted("c", 5, t0.Add(-time.Second))
+	if c.last["c"].sent != t0 {
+		t.Fatalf("record went back to %v", c.last["c"].sent)
+	}
+	// Alone in the configuration, this node is its own quorum.
+	cfg = raft.Configuration{Servers: []raft.Server{{ID: "a", Suffrage: raft.Voter}}}
+	if w := c.wait(6, t0.Add(time.Hour)); w == nil {
+		t.Fatal("nil wait")
+	} else {
+		select {
+		case <-w.done:
+		default:
+			t.Fatal("a single voter waited for others")
+		}
+	}
+	// A node that is not a voter never counts itself.
+	cfg = raft.Configuration{Servers: []raft.Server{{ID: "a", Suffrage: raft.Nonvoter}, {ID: "b", Suffrage: raft.Voter}}}
+	w = c.wait(6, t0.Add(time.Hour))
+	if done() {
+		t.Fatal("a non-voter confirmed itself")
+	}
+	c.cancel(w)
+	if len(c.waiters) != 0 {
+		t.Fatalf("%d waiters left after cancel", len(c.waiters))
+	}
+}

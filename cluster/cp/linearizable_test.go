@@ -344,7 +344,13 @@ func runClient(id int, n *lnode, h *history, stop chan struct{}) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		call := h.now()
 		if rng.IntN(2) == 0 {
-			kv, err := n.store.Get(ctx, key)
+			read := n.store.Get
+			if rng.IntN(2) == 0 {
+				// Half the reads are patient: confirmed by raft's own
+				// heartbeats rather than a leadership check of their own.
+				read = func(ctx context.Context, key string) (KV, error) { return patientGet(ctx, n.store, key) }
+			}
+			kv, err := read(ctx, key)
 			ret := h.now()
 			cancel()
 			switch {
@@ -375,4 +381,18 @@ func runClient(id int, n *lnode, h *history, stop chan struct{}) {
 			h.add(porcupine.Operation{ClientId: id, Input: in, Call: call, Return: math.MaxInt64, Output: regOutput{Unknown: true}})
 		}
 	}
+}
+
+// patientGet reads key with ListPatient (the keys here prefix no other).
+func patientGet(ctx context.Context, s *Store, key string) (KV, error) {
+	kvs, err := s.ListPatient(ctx, key)
+	if err != nil {
+		return KV{}, err
+	}
+	for _, kv := range kvs {
+		if kv.Key == key {
+			return kv, nil
+		}
+	}
+	return KV{}, ErrNotFound
 }

@@ -228,6 +228,9 @@ type Store struct {
 	vmu             sync.Mutex
 	vrunning, vnext *verifyRound
 	verifies        atomic.Uint64 // leadership checks dispatched (for tests)
+	// contacts records the appends the followers accepted, which confirm
+	// patient reads (contact.go).
+	contacts *contacts
 	configured      atomic.Bool   // hasState saw a configuration
 	stop            chan struct{}
 	wg              sync.WaitGroup
@@ -245,7 +248,7 @@ func Open(cfg Config) (*Store, error) {
 	s := &Store{
 		cfg: cfg, name: cfg.Node.Name(), log: cfg.Logger.With("component", "cp"), fsm: newFSM(),
 		rpc: cfg.Node.RPC(), watchers: map[*Watch]struct{}{}, missingSince: map[string]time.Time{},
-		leaderCh: make(chan bool, 8), stop: make(chan struct{}),
+		leaderCh: make(chan bool, 8), stop: make(chan struct{}), contacts: newContacts(raft.ServerID(cfg.Node.Name())),
 	}
 	s.fsm.onApply = s.dispatch
 	logs, stable, snaps, err := s.openStorage()
@@ -256,12 +259,13 @@ func Open(cfg Config) (*Store, error) {
 	rc.LocalID = raft.ServerID(s.name)
 	rc.Logger = newHCLogger(s.log.With("component", "raft"))
 	rc.NotifyCh = s.leaderCh
-	r, err := newRaft(&rc, s.fsm, logs, stable, snaps, cfg.Transport, cfg.DataDir)
+	r, err := newRaft(&rc, s.fsm, logs, stable, snaps, wrapTransport(cfg.Transport, s.contacts), cfg.DataDir)
 	if err != nil {
 		s.closeStorage()
 		return nil, fmt.Errorf("cp: starting raft: %w", err)
 	}
 	s.raft = r
+	s.contacts.start(func() raft.Configuration { return r.GetConfiguration().Configuration() })
 	s.rpc.Handle(rpcApply, s.handleApply)
 	s.rpc.Handle(rpcRead, s.handleRead)
 	s.rpc.Handle(rpcStatus, s.handleStatus)
@@ -384,10 +388,23 @@ func (s *Store) Get(ctx context.Context, key string) (KV, error) {
 
 // List returns the keys under prefix, sorted, linearizably.
 func (s *Store) List(ctx context.Context, prefix string) ([]KV, error) {
-	if len(prefix) > s.cfg.MaxKeySize {
-		return nil, fmt.Errorf("%w: prefix of %d bytes exceeds %d", ErrTooLarge, len(prefix), s.cfg.MaxKeySize)
+	return s.list(ctx, readRequest{List: true, Key: prefix})
+}
+
+// ListPatient is List for a reader that can wait: the leader confirms it
+// with the heartbeats raft sends anyway instead of a leadership check of
+// its own (contact.go), so it may take up to a fifth of raft's
+// HeartbeatTimeout longer, and costs the leader no messages. It is as
+// linearizable as List. The read lease's periodic renewals use it.
+func (s *Store) ListPatient(ctx context.Context, prefix string) ([]KV, error) {
+	return s.list(ctx, readRequest{List: true, Key: prefix, Patient: true})
+}
+
+func (s *Store) list(ctx context.Context, req readRequest) ([]KV, error) {
+	if len(req.Key) > s.cfg.MaxKeySize {
+		return nil, fmt.Errorf("%w: prefix of %d bytes exceeds %d", ErrTooLarge, len(req.Key), s.cfg.MaxKeySize)
 	}
-	rep, err := s.read(ctx, readRequest{List: true, Key: prefix})
+	rep, err := s.read(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -671,6 +688,10 @@ func (s *Store) leaderName() (string, error) {
 type readRequest struct {
 	List bool   `msgpack:"l,omitempty"`
 	Key  string `msgpack:"k"`
+	// Patient: the reader can wait for raft's own heartbeats to confirm
+	// the leadership (ListPatient). A leader that does not know the field
+	// ignores it and checks at once.
+	Patient bool `msgpack:"p,omitempty"`
 }
 
 type readReply struct {
@@ -730,7 +751,11 @@ func (s *Store) readOnce(ctx context.Context, req readRequest) (readReply, error
 // earlier leaders committed; every write this leader acknowledged has been
 // applied before its acknowledgement, so the local state is current.
 func (s *Store) readLocal(ctx context.Context, req readRequest) (readReply, error) {
-	if err := s.verifyLeader(ctx); err != nil {
+	confirm := s.verifyLeader
+	if req.Patient {
+		confirm = s.confirmPatiently
+	}
+	if err := confirm(ctx); err != nil {
 		return readReply{}, errRetry{err}
 	}
 	s.mu.Lock()
@@ -746,6 +771,42 @@ func (s *Store) readLocal(ctx context.Context, req readRequest) (readReply, erro
 		return readReply{Entries: []KV{{Key: req.Key, Value: e.Value, Version: e.Version}}}, nil
 	}
 	return readReply{}, nil
+}
+
+// confirmPatiently confirms leadership for a read that comes now with the
+// heartbeats raft sends anyway: it waits until a quorum has accepted, in
+// the current term, appends sent from now on (contact.go). If they have
+// not within patientBound (a follower down, a slow machine), it runs a
+// check of its own.
+func (s *Store) confirmPatiently(ctx context.Context) error {
+	term := s.raft.CurrentTerm()
+	w := s.contacts.wait(term, time.Now())
+	t := time.NewTimer(s.patientBound())
+	defer t.Stop()
+	select {
+	case <-w.done:
+		if s.raft.State() != raft.Leader || s.raft.CurrentTerm() != term {
+			return errors.New("leadership changed while confirming a read")
+		}
+		return nil
+	case <-t.C:
+		s.contacts.cancel(w)
+		return s.verifyLeader(ctx)
+	case <-ctx.Done():
+		s.contacts.cancel(w)
+		return ctx.Err()
+	case <-s.stop:
+		s.contacts.cancel(w)
+		return ErrClosed
+	}
+}
+
+// patientBound is how long a patient read waits for raft's heartbeats:
+// raft sends each follower one every tenth to fifth of HeartbeatTimeout,
+// so the next reaches every follower within a fifth, and the bound leaves
+// a tenth more for the round trip and a busy machine.
+func (s *Store) patientBound() time.Duration {
+	return max(s.cfg.Raft.HeartbeatTimeout*3/10, 50*time.Millisecond)
 }
 
 // verifyRound is one leadership check (raft.VerifyLeader) and the reads

@@ -72,3 +72,25 @@ func TestNewTickerRefusesNonPositive(t *testing.T) {
 	}()
 	NewTicker(0)
 }
+
+// The origin is on a whole ten seconds of the wall clock, so processes
+// started at different moments share the grid: a wall-clock time plus
+// Until(500 ms) lands on a multiple of 500 ms of the wall clock.
+func TestGridIsOnTheWallClock(t *testing.T) {
+	o := alignedOrigin(time.Unix(1234, 567_000_000))
+	if !o.Equal(time.Unix(1230, 0)) {
+		t.Fatalf("alignedOrigin(1234.567 s) = %v, want 1230 s", o.Unix())
+	}
+	if origin.UnixNano()%int64(alignPeriod) != 0 {
+		t.Fatalf("origin %v is not on a whole %v", origin, alignPeriod)
+	}
+	const p = 500 * time.Millisecond
+	now := time.Now()
+	u := Until(p)
+	off := time.Duration(now.Add(u).UnixNano()) % p
+	// The two readings of the clock (now, Until's) are microseconds apart;
+	// a loaded machine may put milliseconds between them.
+	if off > 100*time.Millisecond && p-off > 100*time.Millisecond {
+		t.Fatalf("now+Until(%v) is %v off the wall clock's grid", p, min(off, p-off))
+	}
+}
