@@ -230,12 +230,12 @@ type Store struct {
 	verifies        atomic.Uint64 // leadership checks dispatched (for tests)
 	// contacts records the appends the followers accepted, which confirm
 	// patient reads (contact.go).
-	contacts *contacts
-	configured      atomic.Bool   // hasState saw a configuration
-	stop            chan struct{}
-	wg              sync.WaitGroup
-	closeOnce       sync.Once
-	closeError      error
+	contacts   *contacts
+	configured atomic.Bool // hasState saw a configuration
+	stop       chan struct{}
+	wg         sync.WaitGroup
+	closeOnce  sync.Once
+	closeError error
 }
 
 // Open opens (or creates) the node's raft state and starts raft. A data
