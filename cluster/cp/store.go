@@ -107,37 +107,42 @@ func LANRaftConfig() *raft.Config {
 }
 
 // LoopbackRaftConfig is the timing for voters that share one machine
-// ('shoal up', tests). Round trips there are microseconds, but the
-// machine is shared: a laptop compiling, or a CI runner with a load of
-// 10 on 2 cores, can leave a node unscheduled for hundreds of
-// milliseconds. What this preset assumes is therefore a pause budget, not
-// a network:
+// ('shoal up', 'make run', tests). Round trips there are microseconds,
+// but the machine is shared: a laptop compiling, or a CI runner with a
+// load of 10 on 2 cores, can leave a node unscheduled for hundreds of
+// milliseconds, and three idle nodes should cost it next to nothing.
+// What this preset assumes is therefore a pause budget, not a network,
+// and it buys an idle cluster's quiet with a slower failover, as
+// Consul's default raft_multiplier of 5 does for small machines:
 //
-//   - HeartbeatTimeout and ElectionTimeout 1 s: a follower calls an
-//     election only after 1-2 s without hearing from the leader (heartbeats
-//     go every 100 ms), so a scheduling stall of up to ~1 s costs nothing;
-//     a killed leader is replaced in about 1-2.5 s.
-//   - LeaderLeaseTimeout 500 ms: the leader steps down after 500 ms
-//     without contact with a quorum; shorter leases flapped under load
-//     (the earlier 200 ms/100 ms timing took the raft term from 10 to 136
-//     in 12 minutes on an idle cluster beside two busy cores; see
-//     BENCHMARKS.md, "Idle cluster beside CPU burners").
-//   - CommitTimeout 100 ms: an idle leader sends an empty append (which
-//     carries the commit index) to each follower every 100-200 ms, so a
-//     follower applies a commit (its watches and stale reads see it)
-//     within about 200 ms; linearizable reads and writes go through the
-//     leader and do not wait for it. 5 ms, as before, cost an idle leader
-//     5-12 % of a core in these round trips (BENCHMARKS.md, "Idle CPU").
+//   - HeartbeatTimeout and ElectionTimeout 3 s: the leader sends each
+//     follower a heartbeat every 300-600 ms, and a follower calls an
+//     election only after 3-6 s without hearing from it, so a scheduling
+//     stall of up to ~3 s costs nothing; a killed leader is replaced in
+//     about 3.5-7 s (1-2.5 s at the LAN preset's 1 s).
+//   - LeaderLeaseTimeout 1.5 s: the leader steps down after 1.5 s without
+//     contact with a quorum (2.5-5 heartbeats missed); shorter leases
+//     flapped under load (the earlier 200 ms/100 ms timing took the raft
+//     term from 10 to 136 in 12 minutes on an idle cluster beside two
+//     busy cores; see BENCHMARKS.md, "Idle cluster beside CPU burners").
+//   - CommitTimeout 500 ms: an idle leader sends an empty append (which
+//     carries the commit index) to each follower every 500 ms-1 s, so a
+//     follower applies the last write of a burst (its watches and stale
+//     reads see it) within about a second; linearizable reads and writes
+//     go through the leader and do not wait for it, and a write's append
+//     goes out at once.
 //
-// Heartbeat, election and lease are raft's LAN defaults: on loopback only
-// the membership timing (cluster.DefaultLoopbackConfig) and the voter
-// replacement (DefaultLoopbackConfig) are faster than on a LAN.
+// Heartbeats and empty appends are what an idle leader spends its CPU on:
+// at 1 s/100 ms it used 1.6-2.0 % of a core against its followers'
+// 0.8-0.9 %, at this timing 0.9 % against 0.6 % (BENCHMARKS.md, "Idle CPU
+// of a node"). The read lease's renewals add none: they are confirmed by
+// these heartbeats (ListPatient).
 func LoopbackRaftConfig() *raft.Config {
 	c := raft.DefaultConfig()
-	c.HeartbeatTimeout = time.Second
-	c.ElectionTimeout = time.Second
-	c.LeaderLeaseTimeout = 500 * time.Millisecond
-	c.CommitTimeout = 100 * time.Millisecond
+	c.HeartbeatTimeout = 3 * time.Second
+	c.ElectionTimeout = 3 * time.Second
+	c.LeaderLeaseTimeout = 1500 * time.Millisecond
+	c.CommitTimeout = 500 * time.Millisecond
 	return c
 }
 
@@ -781,7 +786,12 @@ func (s *Store) readLocal(ctx context.Context, req readRequest) (readReply, erro
 func (s *Store) confirmPatiently(ctx context.Context) error {
 	term := s.raft.CurrentTerm()
 	w := s.contacts.wait(term, time.Now())
-	t := time.NewTimer(s.patientBound())
+	bound := s.patientBound()
+	if d, ok := ctx.Deadline(); ok {
+		// Leave the check of its own half the reader's time.
+		bound = min(bound, time.Until(d)/2)
+	}
+	t := time.NewTimer(bound)
 	defer t.Stop()
 	select {
 	case <-w.done:
