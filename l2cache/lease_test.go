@@ -127,3 +127,55 @@ func bumpGen(t *testing.T, store LeaseStore, name string) memberRecord {
 	}
 	return rec
 }
+
+// patientCounter counts which kind of List a lease's renewals use.
+type patientCounter struct {
+	LeaseStore
+	patient, plain atomic.Int64
+	p              patientLister
+}
+
+func (s *patientCounter) List(ctx context.Context, prefix string) ([]cp.KV, error) {
+	s.plain.Add(1)
+	return s.LeaseStore.List(ctx, prefix)
+}
+
+func (s *patientCounter) ListPatient(ctx context.Context, prefix string) ([]cp.KV, error) {
+	s.patient.Add(1)
+	return s.p.ListPatient(ctx, prefix)
+}
+
+// A renewal that is merely due, with more than half the lease left, waits
+// for the leader's heartbeats (ListPatient); the first renewal, one
+// asked for, and one with the lease running out are confirmed at once.
+func TestLeaseDueRenewalsArePatient(t *testing.T) {
+	members := clustertest.StartWithStores(t, memnet.New(44), 1)
+	store := members[0].Store
+	pc := &patientCounter{LeaseStore: store, p: store}
+	clk := &manualClock{base: time.Now()}
+	const d = 2 * time.Second
+	l, err := NewReadLease(LeaseConfig{Name: "a", Store: pc, Duration: d, RenewEvery: 20 * time.Millisecond, Now: clk.now, Logger: testkit.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	// Through its probation after the activation the lease is not valid:
+	// every renewal is confirmed at once.
+	testkit.Eventually(t, 20*time.Second, "the record to be activated", func() bool { return l.from.Load() > 0 })
+	if n := pc.patient.Load(); n != 0 {
+		t.Fatalf("%d patient renewals before the lease was valid", n)
+	}
+	// Past it, with the clock held, every renewal leaves the lease its
+	// whole length: due renewals are patient.
+	clk.set(10 * d)
+	testkit.Eventually(t, 20*time.Second, "the lease to be valid", l.Valid)
+	testkit.Eventually(t, 20*time.Second, "due renewals to be patient", func() bool { return pc.patient.Load() >= 5 })
+	// Asked for: at once.
+	plain := pc.plain.Load()
+	l.kickSoon()
+	testkit.Eventually(t, 20*time.Second, "a kicked renewal to use List", func() bool { return pc.plain.Load() > plain })
+	// Running out (a quarter of the lease left): at once.
+	plain = pc.plain.Load()
+	clk.set(10*d + d*3/4)
+	testkit.Eventually(t, 20*time.Second, "a renewal with a quarter of the lease left to use List", func() bool { return pc.plain.Load() > plain })
+}

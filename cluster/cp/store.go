@@ -15,8 +15,11 @@
 // Reads through Get and List are linearizable: they are served by the
 // leader after it has confirmed its leadership with a quorum
 // (VerifyLeader) and after its state machine has caught up with everything
-// committed in earlier terms (a barrier when it became leader). StaleGet
-// and StaleList read the local replica and may lag.
+// committed in earlier terms (a barrier when it became leader).
+// ListPatient is List for a reader that can wait up to a heartbeat
+// interval: the leader confirms it with the heartbeats raft sends anyway
+// instead of a check of its own (contact.go). StaleGet and StaleList read
+// the local replica and may lag.
 package cp
 
 import (
