@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/shoal-dev/shoal/cluster"
+	"github.com/shoal-dev/shoal/internal/config"
 	"github.com/shoal-dev/shoal/internal/testkit"
 	"github.com/shoal-dev/shoal/internal/tlsutil"
 )
@@ -49,9 +50,11 @@ func (m *member) kill() {
 }
 
 type testCluster struct {
-	t       testing.TB
-	members []*member
-	expect  int
+	t testing.TB
+	// leaderHeartbeat is every member's Config.LeaderHeartbeatTimeout.
+	leaderHeartbeat time.Duration
+	members         []*member
+	expect          int
 	// raftAddrs keeps each node's raft address, so that a node restarted
 	// from its data directory is where the configuration says it is.
 	raftAddrs map[string]string
@@ -154,7 +157,7 @@ func (tc *testCluster) add(name, dir string) *member {
 	m.store, err = Open(Config{
 		Node: node, Transport: trans, DataDir: dir, BootstrapExpect: tc.expect,
 		VoterGrace: time.Second, ReconcileInterval: 100 * time.Millisecond,
-		Raft: testRaftConfig(), Logger: cfg.Logger, Now: tc.now,
+		Raft: testRaftConfig(), Logger: cfg.Logger, Now: tc.now, LeaderHeartbeatTimeout: tc.leaderHeartbeat,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -695,5 +698,52 @@ func TestContactsQuorum(t *testing.T) {
 	c.cancel(w)
 	if len(c.waiters) != 0 {
 		t.Fatalf("%d waiters left after cancel", len(c.waiters))
+	}
+}
+
+// With LeaderHeartbeatTimeout the leader runs raft with the longer
+// heartbeat timeout (fewer heartbeats) and the followers with the
+// shorter one (their detection of its death); a new leader takes the
+// longer one, and the cluster still fails over.
+func TestLeaderHeartbeatTimeout(t *testing.T) {
+	tc := &testCluster{t: t, expect: 3, leaderHeartbeat: 2 * testRaftConfig().HeartbeatTimeout}
+	for i := 1; i <= 3; i++ {
+		tc.add(fmt.Sprintf("n%d", i), t.TempDir())
+	}
+	paced := func(leader *member) bool {
+		for _, m := range tc.members {
+			if !m.alive() {
+				continue
+			}
+			want := testRaftConfig().HeartbeatTimeout
+			if m == leader {
+				want = tc.leaderHeartbeat
+			}
+			if got := m.store.raft.ReloadableConfig().HeartbeatTimeout; got != want {
+				return false
+			}
+		}
+		return true
+	}
+	leader := tc.leader()
+	testkit.Eventually(t, time.Minute, "the leader on the longer timeout, the followers on the shorter", func() bool { return paced(leader) })
+	ctx := ctxT(t)
+	if _, err := leader.store.Put(ctx, "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	leader.kill()
+	next := tc.leader()
+	testkit.Eventually(t, time.Minute, "the new leader on the longer timeout", func() bool { return paced(next) })
+	if _, err := next.store.Put(ctx, "k", []byte("w")); err != nil {
+		t.Fatal(err)
+	}
+
+	// Out of range: refused with the field's name.
+	for _, h := range []time.Duration{time.Millisecond, 10 * testRaftConfig().HeartbeatTimeout} {
+		c := Config{Raft: testRaftConfig(), LeaderHeartbeatTimeout: h}
+		var fe *config.FieldError
+		if err := c.Validate(); !errors.As(err, &fe) || fe.Field != "LeaderHeartbeatTimeout" {
+			t.Errorf("LeaderHeartbeatTimeout %v: %v, want a FieldError", h, err)
+		}
 	}
 }

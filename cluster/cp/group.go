@@ -31,6 +31,7 @@ func (s *Store) run() {
 		case <-sub.C():
 		case <-t.C:
 		}
+		s.paceHeartbeats()
 		s.tick()
 		// The leader reconciles, and a node without raft state tries to
 		// bootstrap, every ReconcileInterval; a follower has nothing to
@@ -43,6 +44,31 @@ func (s *Store) run() {
 			next *= 10
 		}
 		t.Reset(beat.Until(next)) // on the process's beat: see package beat
+	}
+}
+
+// paceHeartbeats gives raft the heartbeat timeout of this node's role
+// (Config.LeaderHeartbeatTimeout): the longer one while it leads. run
+// calls it whenever raft tells of a change of leadership; until then a
+// new leader heartbeats at the followers' pace (more often, harmless) and
+// a deposed one keeps the leader's timeout for one wait.
+func (s *Store) paceHeartbeats() {
+	if s.cfg.LeaderHeartbeatTimeout == 0 {
+		return
+	}
+	// raft wants an ElectionTimeout no shorter: the leader holds no
+	// election, so it takes the same.
+	hb, el := s.cfg.Raft.HeartbeatTimeout, s.cfg.Raft.ElectionTimeout
+	if s.raft.State() == raft.Leader {
+		hb, el = s.cfg.LeaderHeartbeatTimeout, max(el, s.cfg.LeaderHeartbeatTimeout)
+	}
+	rc := s.raft.ReloadableConfig()
+	if rc.HeartbeatTimeout == hb && rc.ElectionTimeout == el {
+		return
+	}
+	rc.HeartbeatTimeout, rc.ElectionTimeout = hb, el
+	if err := s.raft.ReloadConfig(rc); err != nil {
+		s.log.Warn("cp: setting raft's heartbeat timeout", "timeout", hb, "err", err)
 	}
 }
 

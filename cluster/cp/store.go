@@ -78,6 +78,17 @@ type Config struct {
 	// VoterGrace is how long a voter may be failed before the leader
 	// replaces it with a healthy member (default 10 s).
 	VoterGrace time.Duration
+	// LeaderHeartbeatTimeout, if set, is the raft HeartbeatTimeout this
+	// node runs with while it leads (raft.ReloadConfig), Raft's while it
+	// follows. raft uses one setting for two things: a follower calls an
+	// election after HeartbeatTimeout without hearing from the leader,
+	// and the leader sends each follower a heartbeat every tenth to fifth
+	// of it. A longer one on the leader spaces an idle leader's
+	// heartbeats, which are most of what it does, without slowing the
+	// followers' detection of its death. Between Raft.HeartbeatTimeout and
+	// 2.5 times it, so that heartbeats still reach a follower at least
+	// twice within its timeout; 0: Raft.HeartbeatTimeout, as raft has it.
+	LeaderHeartbeatTimeout time.Duration
 	// ReconcileInterval is how often the leader aligns the raft
 	// configuration with the membership (default 1 s).
 	ReconcileInterval time.Duration
@@ -110,24 +121,29 @@ func LANRaftConfig() *raft.Config {
 }
 
 // LoopbackRaftConfig is the timing for voters that share one machine
-// ('shoal up', 'make run', tests). Round trips there are microseconds,
-// but the machine is shared: a laptop compiling, or a CI runner with a
-// load of 10 on 2 cores, can leave a node unscheduled for hundreds of
+// ('shoal up', 'make run', tests); DefaultLoopbackConfig adds the
+// leader's slower heartbeat. Round trips there are microseconds, but the
+// machine is shared: a laptop compiling, or a CI runner with a load of
+// 10 on 2 cores, can leave a node unscheduled for hundreds of
 // milliseconds, and three idle nodes should cost it next to nothing.
-// What this preset assumes is therefore a pause budget, not a network,
-// and it buys an idle cluster's quiet with a slower failover, as
-// Consul's default raft_multiplier of 5 does for small machines:
+// What this preset assumes is therefore a pause budget, not a network:
 //
-//   - HeartbeatTimeout and ElectionTimeout 3 s: the leader sends each
-//     follower a heartbeat every 300-600 ms, and a follower calls an
-//     election only after 3-6 s without hearing from it, so a scheduling
-//     stall of up to ~3 s costs nothing; a killed leader is replaced in
-//     about 3.5-7 s (1-2.5 s at the LAN preset's 1 s).
-//   - LeaderLeaseTimeout 1.5 s: the leader steps down after 1.5 s without
-//     contact with a quorum (2.5-5 heartbeats missed); shorter leases
-//     flapped under load (the earlier 200 ms/100 ms timing took the raft
-//     term from 10 to 136 in 12 minutes on an idle cluster beside two
-//     busy cores; see BENCHMARKS.md, "Idle cluster beside CPU burners").
+//   - HeartbeatTimeout and ElectionTimeout 1.5 s: a follower calls an
+//     election only after 1.5-3 s without hearing from the leader, so a
+//     scheduling stall of over a second costs nothing (and with raft's
+//     pre-vote, a follower that stalled longer asks the others first,
+//     who still hear the leader and refuse it, so the term does not
+//     move); a killed leader is replaced in about 2-3.5 s.
+//   - The leader itself runs with a HeartbeatTimeout of 3.75 s
+//     (DefaultLoopbackConfig's LeaderHeartbeatTimeout): it sends each
+//     follower a heartbeat every 375-750 ms, at least twice within the
+//     follower's timeout. At raft's symmetric 1 s an idle leader sent ten
+//     a second to each follower, most of its CPU time.
+//   - LeaderLeaseTimeout 1 s: the leader steps down after 1 s without
+//     contact with a quorum; shorter leases flapped under load (the
+//     earlier 200 ms/100 ms timing took the raft term from 10 to 136 in 12
+//     minutes on an idle cluster beside two busy cores; see BENCHMARKS.md,
+//     "Idle cluster beside CPU burners").
 //   - CommitTimeout 500 ms: an idle leader sends an empty append (which
 //     carries the commit index) to each follower every 500 ms-1 s, so a
 //     follower applies the last write of a burst (its watches and stale
@@ -135,16 +151,16 @@ func LANRaftConfig() *raft.Config {
 //     go through the leader and do not wait for it, and a write's append
 //     goes out at once.
 //
-// Heartbeats and empty appends are what an idle leader spends its CPU on:
-// at 1 s/100 ms it used 1.6-2.0 % of a core against its followers'
-// 0.8-0.9 %, at this timing 0.9 % against 0.6 % (BENCHMARKS.md, "Idle CPU
-// of a node"). The read lease's renewals add none: they are confirmed by
-// these heartbeats (ListPatient).
+// Heartbeats and empty appends were what an idle leader spent its CPU on:
+// at 1 s/100 ms it used 1.7-2.1 % of a core against its followers'
+// 0.75-1 %; at this timing about 0.85 % against 0.55-0.65 % (BENCHMARKS.md,
+// "Idle CPU of a node"). The read lease's renewals add none: they are
+// confirmed by these heartbeats (ListPatient).
 func LoopbackRaftConfig() *raft.Config {
 	c := raft.DefaultConfig()
-	c.HeartbeatTimeout = 3 * time.Second
-	c.ElectionTimeout = 3 * time.Second
-	c.LeaderLeaseTimeout = 1500 * time.Millisecond
+	c.HeartbeatTimeout = 1500 * time.Millisecond
+	c.ElectionTimeout = 1500 * time.Millisecond
+	c.LeaderLeaseTimeout = time.Second
 	c.CommitTimeout = 500 * time.Millisecond
 	return c
 }
@@ -164,11 +180,13 @@ func DefaultConfig() Config {
 }
 
 // DefaultLoopbackConfig suits voters that share one machine
-// (LoopbackRaftConfig): a failed voter is replaced after 3 s, and the
+// (LoopbackRaftConfig): the leader heartbeats at a 3.75 s timeout's pace
+// (every 375-750 ms), a failed voter is replaced after 3 s, and the
 // configuration is aligned with the membership twice a second.
 func DefaultLoopbackConfig() Config {
 	c := DefaultConfig()
 	c.Raft, c.VoterGrace, c.ReconcileInterval = LoopbackRaftConfig(), 3*time.Second, 500*time.Millisecond
+	c.LeaderHeartbeatTimeout = c.Raft.HeartbeatTimeout * 5 / 2
 	return c
 }
 
@@ -190,6 +208,10 @@ func (c *Config) Validate() error {
 	fill(&c.VoterGrace, d.VoterGrace)
 	fill(&c.ReconcileInterval, d.ReconcileInterval)
 	fill(&c.Raft, d.Raft)
+	if h := c.LeaderHeartbeatTimeout; h != 0 && (h < c.Raft.HeartbeatTimeout || h > c.Raft.HeartbeatTimeout*5/2) {
+		return config.Invalid("cp", "LeaderHeartbeatTimeout", h,
+			fmt.Sprintf("0, or from raft's HeartbeatTimeout (%v) to 2.5 times it", c.Raft.HeartbeatTimeout))
+	}
 	fill(&c.MaxKeySize, d.MaxKeySize)
 	fill(&c.MaxValueSize, d.MaxValueSize)
 	if c.Logger == nil {
@@ -819,7 +841,7 @@ func (s *Store) confirmPatiently(ctx context.Context) error {
 // so the next reaches every follower within a fifth, and the bound leaves
 // a tenth more for the round trip and a busy machine.
 func (s *Store) patientBound() time.Duration {
-	return max(s.cfg.Raft.HeartbeatTimeout*3/10, 50*time.Millisecond)
+	return max(s.raft.ReloadableConfig().HeartbeatTimeout*3/10, 50*time.Millisecond)
 }
 
 // verifyRound is one leadership check (raft.VerifyLeader) and the reads
