@@ -813,8 +813,9 @@ func (s *Store) confirmPatiently(ctx context.Context) error {
 	w := s.contacts.wait(term, time.Now())
 	bound := s.patientBound()
 	if d, ok := ctx.Deadline(); ok {
-		// Leave the check of its own half the reader's time.
-		bound = min(bound, time.Until(d)/2)
+		// Leave the check of its own a quarter of the reader's time: on a
+		// healthy group it takes a round trip.
+		bound = min(bound, time.Until(d)*3/4)
 	}
 	t := time.NewTimer(bound)
 	defer t.Stop()

@@ -30,7 +30,8 @@ import (
 type Config struct {
 	// Preset chooses the timing of gossip and raft where it is left zero
 	// (Cluster.Memberlist, GapTimeout, LeaveTimeout and the reconnect
-	// intervals; Store.Raft, VoterGrace and ReconcileInterval):
+	// intervals; Store.Raft with LeaderHeartbeatTimeout, VoterGrace and
+	// ReconcileInterval):
 	// PresetLAN, PresetLoopback, or PresetAuto (or empty), which is
 	// loopback when Cluster.BindAddr is a loopback address. Validate
 	// resolves auto.
@@ -230,7 +231,12 @@ func (c *Config) applyPreset() error {
 	fill(&c.Cluster.LeaveTimeout, cc.LeaveTimeout)
 	fill(&c.Cluster.ReconnectInterval, cc.ReconnectInterval)
 	fill(&c.Cluster.ReconnectTimeout, cc.ReconnectTimeout)
-	fill(&c.Store.Raft, sc.Raft)
+	if c.Store.Raft == nil {
+		// The leader's heartbeat timeout goes with the raft timing it was
+		// chosen for (a Raft given by hand keeps raft's symmetric one).
+		c.Store.Raft = sc.Raft
+		fill(&c.Store.LeaderHeartbeatTimeout, sc.LeaderHeartbeatTimeout)
+	}
 	fill(&c.Store.VoterGrace, sc.VoterGrace)
 	fill(&c.Store.ReconcileInterval, sc.ReconcileInterval)
 	return nil
