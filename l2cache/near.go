@@ -83,6 +83,23 @@ import (
 //     this node's clock. A query result changes with every write of its
 //     tables, so sharing it through the owner cost a round trip on most
 //     of its misses, and a put and a replication after the load.
+//   - Nor may a node keep a query result its owner answered: the stamp
+//     taken before the read does not make that safe, as it does for an
+//     entity's copy. An entity's change reaches a holder only after its
+//     owner applied it; a query-space update (and a region clear)
+//     reaches the members in no order — the writer stamps its own spaces
+//     and sends to the rest at once, or the written key's owner spreads
+//     it — so a node may apply an update before the query's owner does,
+//     read, and be answered the owner's result from before the update:
+//     allowed once (DISTRIBUTED serves it; the write is not acknowledged
+//     yet), but a copy of it, stamped here after the update, would be
+//     served after the write is acknowledged
+//     (TestQueryAfterSpacesUpdateOutOfOrder fails so). Sharing query
+//     results through the owner needs the owner to know, when it
+//     answers, every update of the query's spaces the reader has
+//     applied: update identities carried on every path a space update
+//     travels, or a second phase telling the members an update has
+//     reached them all.
 type near struct {
 	*dist
 	// store holds the near copies of every region, keyed by a hash of the
