@@ -94,7 +94,10 @@ import (
 //     allowed once (DISTRIBUTED serves it; the write is not acknowledged
 //     yet), but a copy of it, stamped here after the update, would be
 //     served after the write is acknowledged
-//     (TestQueryAfterSpacesUpdateOutOfOrder fails so). Sharing query
+//     (TestQueryAfterSpacesUpdateOutOfOrder fails so). For the same
+//     reason no value read with query spaces is kept from an owner's
+//     answer (keep): GetQuery of an entity or collection region reads
+//     through its owner every time, as in DISTRIBUTED. Sharing query
 //     results through the owner needs the owner to know, when it
 //     answers, every update of the query's spaces the reader has
 //     applied: update identities carried on every path a space update
@@ -710,6 +713,13 @@ func (r *nearRegion) peek(key string) ([]byte, bool) {
 func (r *nearRegion) keep(p int, key, owner string, v []byte, stamp uint64, spaces []string) {
 	if testBeforeKeep != nil {
 		testBeforeKeep(key)
+	}
+	if len(spaces) > 0 {
+		// Read with query spaces (GetQuery of an entity or collection
+		// region): the owner may not have applied every update of them
+		// this node has (the near type's doc). Served once, as
+		// DISTRIBUTED serves it, and not kept.
+		return
 	}
 	f := r.floors(p, key, true)
 	if f.owner != owner {

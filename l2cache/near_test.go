@@ -779,15 +779,26 @@ func keyPlaced(d *dist, region, owner, backup, not string) string {
 func TestQueryAfterSpacesUpdateOutOfOrder(t *testing.T) {
 	forOwnedModes(t, func(t *testing.T, mode string) {
 		_, members, caches := distCaches(t, 43, 3, mode)
+		// A query region, and an entity region read with query spaces
+		// (GetQuery allows it): the same rule for both.
+		for _, kind := range []RegionKind{QueryRegion, EntityRegion} {
+			testQueryAfterSpacesUpdateOutOfOrder(t, members, caches, kind)
+		}
+	})
+}
+
+func testQueryAfterSpacesUpdateOutOfOrder(t *testing.T, members []*clustertest.Member, caches []*Cache, kind RegionKind) {
+	{
 		ctx := context.Background()
+		name := fmt.Sprint("q", kind)
 		qs := make([]*Region, 3)
 		for i, c := range caches {
 			var err error
-			if qs[i], err = c.Region("q", QueryRegion, NonstrictReadWrite); err != nil {
+			if qs[i], err = c.Region(name, kind, NonstrictReadWrite); err != nil {
 				t.Fatal(err)
 			}
 		}
-		key := keyPlaced(distOf(caches[0]), "q", members[0].Node.Name(), members[2].Node.Name(), "")
+		key := keyPlaced(distOf(caches[0]), name, members[0].Node.Name(), members[2].Node.Name(), "")
 		spaces := []string{"comments"}
 		var page counter
 		get := func(i int) ([]byte, error) { return qs[i].GetQuery(ctx, key, spaces, page.load) }
@@ -813,8 +824,8 @@ func TestQueryAfterSpacesUpdateOutOfOrder(t *testing.T) {
 				t.Fatal(err)
 			}
 			if !page.is(v) {
-				t.Fatalf("node %d served query result version %s after version %d's space update reached every node", i+1, v, page.v.Load())
+				t.Fatalf("region kind %d: node %d served query result version %s after version %d's space update reached every node", kind, i+1, v, page.v.Load())
 			}
 		}
-	})
+	}
 }
