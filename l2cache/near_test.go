@@ -788,44 +788,43 @@ func TestQueryAfterSpacesUpdateOutOfOrder(t *testing.T) {
 }
 
 func testQueryAfterSpacesUpdateOutOfOrder(t *testing.T, members []*clustertest.Member, caches []*Cache, kind RegionKind) {
-	{
-		ctx := context.Background()
-		name := fmt.Sprint("q", kind)
-		qs := make([]*Region, 3)
-		for i, c := range caches {
-			var err error
-			if qs[i], err = c.Region(name, kind, NonstrictReadWrite); err != nil {
-				t.Fatal(err)
-			}
-		}
-		key := keyPlaced(distOf(caches[0]), name, members[0].Node.Name(), members[2].Node.Name(), "")
-		spaces := []string{"comments"}
-		var page counter
-		get := func(i int) ([]byte, error) { return qs[i].GetQuery(ctx, key, spaces, page.load) }
-		// The owner reads the query, and keeps the result (as owner in
-		// DISTRIBUTED mode, as its own in NEAR mode).
-		page.prime(t, "the query on node 1", func() error {
-			_, err := get(0)
-			return err
-		})
-		// A write's update of the query's spaces reaches node 2 first.
-		page.v.Add(1)
-		caches[1].markSpaces(spaces)
-		if _, err := get(1); err != nil { // the old result is allowed: not acknowledged yet
+	t.Helper()
+	ctx := context.Background()
+	name := fmt.Sprint("q", kind)
+	qs := make([]*Region, 3)
+	for i, c := range caches {
+		var err error
+		if qs[i], err = c.Region(name, kind, NonstrictReadWrite); err != nil {
 			t.Fatal(err)
 		}
-		caches[1].waitLocal() // a result node 2 kept is in its store
-		// Then the owner and node 3: the write is acknowledged.
-		caches[0].markSpaces(spaces)
-		caches[2].markSpaces(spaces)
-		for i := range 3 {
-			v, err := get(i)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !page.is(v) {
-				t.Fatalf("region kind %d: node %d served query result version %s after version %d's space update reached every node", kind, i+1, v, page.v.Load())
-			}
+	}
+	key := keyPlaced(distOf(caches[0]), name, members[0].Node.Name(), members[2].Node.Name(), "")
+	spaces := []string{"comments"}
+	var page counter
+	get := func(i int) ([]byte, error) { return qs[i].GetQuery(ctx, key, spaces, page.load) }
+	// The owner reads the query, and keeps the result (as owner in
+	// DISTRIBUTED mode, as its own in NEAR mode).
+	page.prime(t, "the query on node 1", func() error {
+		_, err := get(0)
+		return err
+	})
+	// A write's update of the query's spaces reaches node 2 first.
+	page.v.Add(1)
+	caches[1].markSpaces(spaces)
+	if _, err := get(1); err != nil { // the old result is allowed: not acknowledged yet
+		t.Fatal(err)
+	}
+	caches[1].waitLocal() // a result node 2 kept is in its store
+	// Then the owner and node 3: the write is acknowledged.
+	caches[0].markSpaces(spaces)
+	caches[2].markSpaces(spaces)
+	for i := range 3 {
+		v, err := get(i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !page.is(v) {
+			t.Fatalf("region kind %d: node %d served query result version %s after version %d's space update reached every node", kind, i+1, v, page.v.Load())
 		}
 	}
 }
