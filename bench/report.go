@@ -187,17 +187,19 @@ func nearHits(a Arm, sts []StageResult) string {
 // read through), and for NEAR why a near copy did not answer and what
 // dropped copies wholesale — the counts, per 1,000 gets.
 func writeCauses(w io.Writer, r *CouplingResults) {
-	fmt.Fprint(w, "| arm | clients | gets | owner misses per 1,000 gets | near misses per 1,000 gets | near drops (events) | missed clears / resets / exclusions | remote calls per 1,000 ops |\n|---|---:|---:|---|---|---|---|---|\n")
+	fmt.Fprint(w, "| arm | clients | gets | owner misses per 1,000 gets | near misses per 1,000 gets | near drops (events) | misses per 1,000 gets by region | missed clears / resets / exclusions | remote calls per 1,000 ops |\n|---|---:|---:|---|---|---|---|---|---|\n")
 	for _, ar := range r.Runs[0] {
 		for _, st := range ar.Stages {
 			gets := st.Cache.Hits + st.Cache.Misses
-			fmt.Fprintf(w, "| %s | %d | %d | %s | %s | %s | %d / %d / %d | %s |\n", ar.Arm.Name(), st.Clients, gets,
+			fmt.Fprintf(w, "| %s | %d | %d | %s | %s | %s | %s | %d / %d / %d | %s |\n", ar.Arm.Name(), st.Clients, gets,
 				causesString(st.Cache.OwnerMisses, gets), causesString(st.Cache.NearMisses, gets), causesString(st.Cache.NearDrops, 0),
+				causesString(st.Cache.RegionMisses, gets),
 				st.Cache.MissedClears, st.Cache.Resets, st.Cache.Exclusions, causesString(st.Cache.RemoteByKind, uint64(st.Total.Count)))
 		}
 	}
 	fmt.Fprint(w, "\nOwner misses: absent (never put), key (invalidated, not put again), locked, spaces (a query result's tables written), region (cleared), partition (a new owner's or a reset copy), read_through_* (no ticket: the owner could not answer or be reached). "+
 		"Near misses: lease (none valid), cold (never kept here), key (the owner's change message), partition (a sequence gap or new owner), node (every copy dropped), region, spaces. "+
+		"Misses by region: every get that missed (and loaded or read through), by the region it read. "+
 		"Near drops: wholesale drops of copies by event, and copies not kept (keep_owner, keep_changed, keep_locked). "+
 		"Remote calls: to owners (get, put, change), to backups (repl), to near holders (near), query-space updates straight to every member (spaces).\n")
 }

@@ -172,6 +172,9 @@ type CacheFigs struct {
 	MissedClears uint64 `json:"missed_clears"`
 	Resets       uint64 `json:"resets"`
 	Exclusions   uint64 `json:"exclusions"`
+	// RegionMisses splits Misses by region, summed over the nodes: where
+	// one mode's hit ratio differs from another's.
+	RegionMisses map[string]uint64 `json:"region_misses,omitempty"`
 }
 
 // addCauses adds a's counts over b's into sum.
@@ -349,6 +352,7 @@ func counterFigures(before, after counterSnapshot, ops, seconds float64, ncpu in
 			br := b.Cache.Regions[name]
 			c.Hits += ar.Hits - br.Hits
 			c.Misses += ar.Misses - br.Misses
+			addCauses(&c.RegionMisses, map[string]uint64{name: ar.Misses}, map[string]uint64{name: br.Misses})
 			c.Loads += ar.Loads - br.Loads
 		}
 		an, bn := a.Cache.Node, b.Cache.Node
