@@ -3,6 +3,7 @@ package bench
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -96,5 +97,32 @@ func TestArmsOrder(t *testing.T) {
 	}
 	if strings.Join(got, " ") != "local×1 distributed×1 local×3 distributed×3" {
 		t.Fatalf("arms: %v", got)
+	}
+}
+
+func TestRepeatOrderAlternates(t *testing.T) {
+	e := Experiment{Modes: []string{"local", "distributed", "near"}, Sizes: []int{3}}
+	names := func(as []Arm) []string {
+		var out []string
+		for _, a := range as {
+			out = append(out, a.Name())
+		}
+		return out
+	}
+	arms := e.Arms()
+	want := names(arms)
+	if got := names(repeatOrder(arms, 1)); !slices.Equal(got, want) {
+		t.Errorf("repeat 1 runs %v, want the experiment's order %v", got, want)
+	}
+	rev := slices.Clone(want)
+	slices.Reverse(rev)
+	if got := names(repeatOrder(arms, 2)); !slices.Equal(got, rev) {
+		t.Errorf("repeat 2 runs %v, want %v", got, rev)
+	}
+	if got := names(arms); !slices.Equal(got, want) {
+		t.Errorf("repeatOrder changed the experiment's arms to %v", got)
+	}
+	if got := names(repeatOrder(arms, 3)); !slices.Equal(got, want) {
+		t.Errorf("repeat 3 runs %v, want %v", got, want)
 	}
 }
