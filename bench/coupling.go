@@ -125,6 +125,9 @@ func repeatOrder(arms []Arm, rep int) []Arm {
 	return arms
 }
 
+// armOrderAlternate is the manifest's ArmOrder for repeatOrder.
+const armOrderAlternate = "the experiment's in odd repeats, reversed in even ones"
+
 // couplingRunner holds a run's shared state.
 type couplingRunner struct {
 	o        CouplingOptions

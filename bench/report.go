@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -71,7 +72,7 @@ func WriteMarkdown(w io.Writer, r *CouplingResults, charts []string) {
 		{"CPU", m.CPUModel}, {"nodes", m.Nodes + " on loopback"}, {"load generator", m.Loadgen},
 		{"started", m.Started.Format(time.RFC3339)}, {"took", m.Finished.Sub(m.Started).Round(time.Second).String()},
 		{"repeats", fmt.Sprint(m.Repeat)},
-		{"arm order", "the experiment's in odd repeats, reversed in even ones"},
+		{"arm order", cmp.Or(m.ArmOrder, "the experiment's, in every repeat")},
 		{"data", fmt.Sprintf("%d projects, %d repositories, %d pull requests, %d comments, %d users", m.Data.Projects,
 			m.Data.Repositories, m.Data.PullRequests, m.Data.Comments, m.Data.Users)},
 		{"stages", fmt.Sprintf("clients %v, %v each after %v warm-up", e.Stages.Clients, e.Stages.Duration.D(), e.Stages.Warmup.D())},

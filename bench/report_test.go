@@ -52,3 +52,28 @@ func TestWinnersThreeModes(t *testing.T) {
 		t.Errorf("a NEAR table without a NEAR arm:\n%s", b.String())
 	}
 }
+
+// The report's header says in what order the repeats ran the arms: the
+// alternating order a run records, and the fixed one of results written
+// before it.
+func TestMarkdownArmOrder(t *testing.T) {
+	one := 1
+	e := &Experiment{Modes: []string{"local", "near"}, Sizes: []int{3}, Backups: &one}
+	st := StageResult{Clients: 4, Seconds: 1, Total: OpResult{Count: 10, OpsPerSec: 10},
+		Cache: CacheFigs{Hits: 9, Misses: 1, HitRatio: 0.9}}
+	var run []ArmResult
+	for _, a := range e.Arms() {
+		run = append(run, ArmResult{Arm: a, Repeat: 1, Stages: []StageResult{st}})
+	}
+	for _, tc := range []struct{ order, want string }{
+		{armOrderAlternate, "| arm order | " + armOrderAlternate + " |"},
+		{"", "| arm order | the experiment's, in every repeat |"},
+	} {
+		r := &CouplingResults{Manifest: Manifest{Experiment: e, Repeat: 1, ArmOrder: tc.order}, Runs: [][]ArmResult{run}}
+		var b strings.Builder
+		WriteMarkdown(&b, r, nil)
+		if !strings.Contains(b.String(), tc.want) {
+			t.Errorf("ArmOrder %q: the report has no line %q", tc.order, tc.want)
+		}
+	}
+}

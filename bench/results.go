@@ -73,9 +73,13 @@ type Manifest struct {
 	CPUModel    string `json:"cpu_model"`
 	// Nodes is "processes" (one 'shoal node' each, on loopback) or
 	// "in-process"; Loadgen likewise ("process" or "in-process").
-	Nodes          string      `json:"nodes"`
-	Loadgen        string      `json:"loadgen"`
-	Repeat         int         `json:"repeat"`
+	Nodes   string `json:"nodes"`
+	Loadgen string `json:"loadgen"`
+	Repeat  int    `json:"repeat"`
+	// ArmOrder says in what order each repeat ran the arms (empty in
+	// results from before the order alternated: the experiment's, every
+	// repeat).
+	ArmOrder       string      `json:"arm_order,omitempty"`
 	Experiment     *Experiment `json:"experiment"`
 	ExperimentFile string      `json:"experiment_file"`
 	Data           DataSummary `json:"data"`
@@ -243,7 +247,7 @@ type LagFigs struct {
 func newManifest(o CouplingOptions) Manifest {
 	m := Manifest{Started: time.Now().UTC(), Commit: gitCommit(), GoVersion: runtime.Version(), GOMAXPROCS: runtime.GOMAXPROCS(0),
 		NumCPU: runtime.NumCPU(), CPUModel: cpuModel(), Nodes: "processes", Loadgen: "process", Repeat: max(o.Repeat, 1),
-		Experiment: o.Experiment, ExperimentFile: o.ExperimentFile}
+		Experiment: o.Experiment, ExperimentFile: o.ExperimentFile, ArmOrder: armOrderAlternate}
 	if o.InProcess {
 		m.Nodes = "in-process"
 	}
