@@ -131,7 +131,10 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 	t.Logf("saved %s (%d bytes)", path, len(png))
 }
 
-// login fills the login form that a page sent the browser to.
+// login fills the login form that a page sent the browser to, and waits
+// until the browser has left the login page for page. The login page has
+// a #live element too, so waiting for that alone could return before the
+// form's navigation started.
 func login(t *testing.T, ctx context.Context, base, page, user, pw string) {
 	t.Helper()
 	browse(t, ctx, 60*time.Second, "log in as "+user,
@@ -140,11 +143,25 @@ func login(t *testing.T, ctx context.Context, base, page, user, pw string) {
 		chromedp.SendKeys(chromedp.CSS(`#username`), user),
 		chromedp.SendKeys(chromedp.CSS(`#password`), pw),
 		chromedp.Submit(chromedp.CSS(`#password`)),
-		chromedp.WaitVisible(chromedp.CSS(`#live`)),
 	)
-	loc := eval[string](t, ctx, "location", `window.location.pathname + window.location.search`)
-	if !strings.HasSuffix(loc, page) {
-		t.Fatalf("after the login the browser is at %s, want %s", loc, page)
+	where := `window.location.pathname + window.location.search`
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		ok, err := chromedp.Run(sctx, chromedp.Evaluate[bool](where+` === `+strconv.Quote(page)+
+			` && document.readyState === "complete" && !!document.getElementById("live") && !document.getElementById("username")`))
+		cancel()
+		if err == nil && ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			loc := eval[string](t, ctx, "location", where)
+			problem := eval[string](t, ctx, "the page's error",
+				`document.querySelector(".error") ? document.querySelector(".error").textContent : "(no error shown)"`)
+			t.Fatalf("60s after the login as %s the browser is at %s, want %s; the page says: %s (last error %v)",
+				user, loc, page, problem, err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
