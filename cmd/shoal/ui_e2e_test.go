@@ -102,7 +102,9 @@ func waitJS(t *testing.T, ctx context.Context, d time.Duration, what, expr strin
 		if time.Now().After(deadline) {
 			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			defer cancel()
-			html, _ := chromedp.Run(sctx, chromedp.Evaluate[string](`document.getElementById("live") ? document.getElementById("live").innerText : document.body.innerText`))
+			html, _ := chromedp.Run(sctx, chromedp.Evaluate[string](`location.pathname + location.search + ": " +
+				(document.querySelector(".error") ? document.querySelector(".error").textContent + "\n" : "") +
+				(document.getElementById("live") ? document.getElementById("live").innerText : document.body.innerText)`))
 			t.Fatalf("timed out after %v waiting for %s (%s, last error %v); the page shows:\n%.2000s", d, what, expr, err, html)
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -144,25 +146,9 @@ func login(t *testing.T, ctx context.Context, base, page, user, pw string) {
 		chromedp.SendKeys(chromedp.CSS(`#password`), pw),
 		chromedp.Submit(chromedp.CSS(`#password`)),
 	)
-	where := `window.location.pathname + window.location.search`
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		ok, err := chromedp.Run(sctx, chromedp.Evaluate[bool](where+` === `+strconv.Quote(page)+
-			` && document.readyState === "complete" && !!document.getElementById("live") && !document.getElementById("username")`))
-		cancel()
-		if err == nil && ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			loc := eval[string](t, ctx, "location", where)
-			problem := eval[string](t, ctx, "the page's error",
-				`document.querySelector(".error") ? document.querySelector(".error").textContent : "(no error shown)"`)
-			t.Fatalf("60s after the login as %s the browser is at %s, want %s; the page says: %s (last error %v)",
-				user, loc, page, problem, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitJS(t, ctx, 60*time.Second, "the browser at "+page+" after the login as "+user,
+		`window.location.pathname + window.location.search === `+strconv.Quote(page)+
+			` && document.readyState === "complete" && !!document.getElementById("live") && !document.getElementById("username")`)
 }
 
 // liveStreams waits until the page's event stream has delivered an
