@@ -332,8 +332,9 @@ func socketDelta(before, after map[string]int64) int64 {
 // busy (everything but idle and iowait; guest time is already in user),
 // total, and irq (hardware and soft interrupts: the kernel's work that
 // no process is charged for, such as handing loopback packets to their
-// sockets). Zero without /proc.
-type machineCPU struct{ busy, total, irq uint64 }
+// sockets), and steal (time the hypervisor gave another guest; in busy).
+// Zero without /proc.
+type machineCPU struct{ busy, total, irq, steal uint64 }
 
 func readMachineCPU() machineCPU {
 	b, err := os.ReadFile("/proc/stat")
@@ -357,6 +358,9 @@ func readMachineCPU() machineCPU {
 		}
 		if i == 5 || i == 6 { // irq, softirq
 			m.irq += n
+		}
+		if i == 7 {
+			m.steal = n
 		}
 	}
 	return m

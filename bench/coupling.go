@@ -271,6 +271,13 @@ func (r *couplingRunner) runStage(ctx context.Context, nodes []NodePlacement, sp
 func (r *couplingRunner) runStageHook(ctx context.Context, nodes []NodePlacement, spec LoadSpec, hook func(LoadEvent)) (StageResult, counterSnapshot, error) {
 	var before, after counterSnapshot
 	var snapErr error
+	var probe *memProbe
+	var memNs, memNsMax float64
+	defer func() {
+		if probe != nil {
+			probe.Stop()
+		}
+	}()
 	var profiles sync.WaitGroup
 	var profMu sync.Mutex
 	var profErr error
@@ -298,8 +305,14 @@ func (r *couplingRunner) runStageHook(ctx context.Context, nodes []NodePlacement
 				}
 			}
 			before, err = takeSnapshot(ctx, nodes, int(r.loadgenPID.Load()))
+			if probe == nil && !r.o.InProcess { // in process, the probe would walk beside the nodes
+				probe = startMemProbe(probeRing(), memProbeEvery, memProbeSteps)
+			}
 		case "result":
 			after, err = takeSnapshot(ctx, nodes, int(r.loadgenPID.Load()))
+			if probe != nil {
+				memNs, memNsMax = probe.Stop()
+			}
 		}
 		if err != nil && snapErr == nil {
 			snapErr = err
@@ -327,7 +340,9 @@ func (r *couplingRunner) runStageHook(ctx context.Context, nodes []NodePlacement
 	if err != nil {
 		return StageResult{}, after, err
 	}
-	return stageFigures(spec, lr, before, after, r.o.LoadgenInProcess || r.o.InProcess), after, nil
+	st := stageFigures(spec, lr, before, after, r.o.LoadgenInProcess || r.o.InProcess)
+	st.CPU.MemNs, st.CPU.MemNsMax = memNs, memNsMax
+	return st, after, nil
 }
 
 // profileNode writes a CPU profile of node n over the stage's measured

@@ -243,7 +243,8 @@ func socketBytes(sts []StageResult) string {
 }
 
 func writeSpread(w io.Writer, r *CouplingResults) {
-	fmt.Fprint(w, "| arm | clients | ops/s mean | ops/s min–max | spread | p99 ms min–max | other CPU per attempt |\n|---|---:|---:|---:|---:|---:|---|\n")
+	fmt.Fprint(w, "| arm | clients | ops/s mean | ops/s min–max | spread | p99 ms min–max | node CPU ms/op per repeat | memory ns per repeat | steal | other CPU per attempt |\n"+
+		"|---|---:|---:|---:|---:|---:|---|---|---:|---|\n")
 	for _, s := range r.Series() {
 		for i, sts := range s.Stages {
 			tp := func(x StageResult) float64 { return x.Total.OpsPerSec }
@@ -251,10 +252,29 @@ func writeSpread(w io.Writer, r *CouplingResults) {
 			m := stageMean(sts, tp)
 			lo, hi := stageSpread(sts, tp)
 			plo, phi := stageSpread(sts, p99)
-			fmt.Fprintf(w, "| %s | %d | %.0f | %.0f–%.0f | ±%.1f%% | %.2f–%.2f | %s |\n", s.Arm.Name(), s.Clients[i], m, lo, hi,
-				100*(hi-lo)/2/max(m, 1e-9), plo, phi, attemptsString(sts))
+			fmt.Fprintf(w, "| %s | %d | %.0f | %.0f–%.0f | ±%.1f%% | %.2f–%.2f | %s | %s | %.1f%% | %s |\n", s.Arm.Name(), s.Clients[i], m, lo, hi,
+				100*(hi-lo)/2/max(m, 1e-9), plo, phi,
+				perRepeat(sts, "%.3f", func(x StageResult) float64 { return x.CPU.NodesMsPerOp }),
+				perRepeat(sts, "%.0f", func(x StageResult) float64 { return x.CPU.MemNs }),
+				100*stageMean(sts, func(x StageResult) float64 { return x.CPU.StealShare }), attemptsString(sts))
 		}
 	}
+	fmt.Fprint(w, "\nmemory ns is the runner's probe of the latency of a load from memory over each repeat's measured window (median of its samples; - where not measured, as with nodes in process). "+
+		"On a shared machine a node's CPU time per operation moves with it from run to run, in every mode: compare modes within a repeat, and repeats with like memory figures. "+
+		"steal is the share of the machine the hypervisor gave to other guests.\n")
+}
+
+// perRepeat lists a stage's figure in each repeat: "0.512 / 0.498".
+func perRepeat(sts []StageResult, format string, f func(StageResult) float64) string {
+	var reps []string
+	for _, st := range sts {
+		if v := f(st); v > 0 {
+			reps = append(reps, fmt.Sprintf(format, v))
+		} else {
+			reps = append(reps, "-")
+		}
+	}
+	return strings.Join(reps, " / ")
 }
 
 func writeRSS(w io.Writer, r *CouplingResults) {

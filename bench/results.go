@@ -232,6 +232,15 @@ type CPUFigs struct {
 	IRQShare    float64 `json:"irq_share,omitempty"`
 	OthersShare float64 `json:"others_share"`
 	Load1       float64 `json:"load1"`
+	// StealShare is the share of the machine the hypervisor ran something
+	// else on (/proc/stat's steal; part of MachineBusy).
+	StealShare float64 `json:"steal_share,omitempty"`
+	// MemNs is the median latency of a load from memory over the window,
+	// and MemNsMax its largest sample, in ns (the runner's memory probe,
+	// memprobe.go): the figure that moves with a node's CPU time per
+	// operation from one run to the next. 0 where not measured.
+	MemNs    float64 `json:"mem_ns,omitempty"`
+	MemNsMax float64 `json:"mem_ns_max,omitempty"`
 }
 
 // LagFigs is the invalidation lag: a write through one node returned
@@ -319,6 +328,7 @@ func stageFigures(spec LoadSpec, lr *LoadResult, before, after counterSnapshot, 
 	st.CPU.LoadgenShare = lr.CPUSeconds / (lr.Seconds * float64(max(lr.NumCPU, 1)))
 	st.CPU.SharedProcess = shared
 	st.CPU.MachineBusy = busyShare(before.machine, after.machine)
+	st.CPU.StealShare = shareOf(float64(after.machine.steal-before.machine.steal), before.machine, after.machine)
 	switch {
 	case before.benchOK && after.benchOK && after.bench >= before.bench:
 		st.CPU.BenchShare = shareOf((after.bench-before.bench)*clockTicks, before.machine, after.machine)
