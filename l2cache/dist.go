@@ -475,6 +475,17 @@ func (dp *dpart) lockedLocked(skey string, now time.Time) bool {
 	return true
 }
 
+// soleLockLocked reports whether skey is soft-locked, by one writer
+// only since its lock was taken (softLock.concurrent): the unlock that
+// ends it follows the last commit of the key.
+func (dp *dpart) soleLockLocked(skey string, now time.Time) bool {
+	if !dp.lockedLocked(skey, now) {
+		return false
+	}
+	l := dp.locks[skey]
+	return l.count == 1 && !l.concurrent
+}
+
 // call runs o at the partition's owner, here or over the peer RPC,
 // retrying while the owner is not known or says it is not the owner (or,
 // for a change, cannot answer yet), until ctx ends.
@@ -565,6 +576,7 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 	skey := o.Region + "\x00" + o.Key
 	var rep distReply
 	var repl *distOp
+	var kept []byte // the row an unlock left at this owner
 	switch o.Kind {
 	case kindGet:
 		floor := max(dp.floorLocked(o.Region, skey), d.c.spacesStamp(o.Spaces))
@@ -596,8 +608,20 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 		repl = &distOp{Kind: kindPut, Region: o.Region, Key: o.Key, Value: o.Value, Spaces: o.Spaces, Stamp: o.Ticket.Stamp}
 	case kindInvalidate, kindLock, kindUnlock:
 		stamp := d.c.tick()
+		keep := o.Kind == kindUnlock && len(o.Value) > 0 && dp.soleLockLocked(skey, now)
 		dp.applyChange(d, o.Kind, skey, stamp, now.Add(d.c.cfg.LockTimeout))
 		repl = &distOp{Kind: o.Kind, Region: o.Region, Key: o.Key, Stamp: stamp, Spaces: o.Spaces}
+		if keep {
+			// The unlock carries the row its writer committed, and no
+			// other writer held the lock meanwhile: that row is the
+			// database's now, so the owner keeps it (stamped just above
+			// the unlock's own stamp, as every backup does), and the
+			// near holders keep it in place of their copies.
+			dp.setLocked(d, skey, d.newEntry(o.Value, stamp+1, now))
+			repl.Value = o.Value
+			kept = o.Value
+			d.c.stats.UnlockValues.Add(1)
+		}
 		if len(o.Spaces) > 0 {
 			// The write's query-space update rides on the change
 			// (changeSpaces): applied here, and carried by the
@@ -633,9 +657,13 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 	default:
 		if hs := dp.holders.take(skey); len(hs) > 0 {
 			near = &nearNotice{dp: dp, holders: hs, seqs: make([]uint64, len(hs)),
-				msg: distOp{Kind: kindInvalidate, Partition: o.Partition, Region: o.Region, Key: o.Key, Spaces: repl.Spaces, Epoch: t.Epoch, Ticket: ticket{Owner: d.self}}}
+				msg: distOp{Kind: kindInvalidate, Partition: o.Partition, Region: o.Region, Key: o.Key, Value: kept, Spaces: repl.Spaces, Epoch: t.Epoch, Ticket: ticket{Owner: d.self}}}
 			for i, h := range hs {
 				near.seqs[i] = dp.holders.next(h)
+				if kept != nil {
+					// It keeps the row: still a holder, told of the next change.
+					dp.addHolder(d, skey, h)
+				}
 			}
 		}
 	}
@@ -644,7 +672,7 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 	spread := rep.SpacesAt != nil && d.c.directSpaces()
 	if len(backups) == 0 && near == nil && !spread {
 		dp.mu.Unlock()
-		if o.Kind == kindPut && !rep.Refused {
+		if o.Kind == kindPut && !rep.Refused || kept != nil {
 			d.evictOver()
 		}
 		return rep
@@ -655,7 +683,7 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 	prev, mine := dp.sent, make(chan struct{})
 	dp.sent = mine
 	dp.mu.Unlock()
-	if o.Kind == kindPut && !rep.Refused {
+	if o.Kind == kindPut && !rep.Refused || kept != nil {
 		d.evictOver()
 	}
 	ctx, cancel := context.WithTimeout(ctx, d.c.cfg.SyncTimeout)
@@ -1110,6 +1138,9 @@ func (dp *dpart) applyChange(d *dist, k ownerKind, skey string, stamp uint64, lo
 			l = &softLock{}
 			dp.locks[skey] = l
 		}
+		if l.count > 0 {
+			l.concurrent = true
+		}
 		l.count++
 		l.expires = lockExpiry
 	case kindUnlock:
@@ -1167,7 +1198,11 @@ func (d *dist) nearInRepl(from string, o distOp) error {
 	if f == nil {
 		return nil
 	}
-	(*f)(from, distOp{Kind: kindInvalidate, Partition: o.Partition, Region: o.Region, Key: o.Key, Seq: o.Ticket.Stamp,
+	var kept []byte
+	if o.Kind == kindUnlock {
+		kept = o.Value
+	}
+	(*f)(from, distOp{Kind: kindInvalidate, Partition: o.Partition, Region: o.Region, Key: o.Key, Value: kept, Seq: o.Ticket.Stamp,
 		Epoch: o.Epoch, Ticket: ticket{Owner: from}})
 	return nil
 }
@@ -1187,6 +1222,9 @@ func (d *dist) applyRepl(dp *dpart, t *PartitionTable, o distOp) error {
 		dp.setLocked(d, skey, e)
 	} else {
 		dp.applyChange(d, o.Kind, skey, o.Stamp, d.c.cfg.Now().Add(d.c.cfg.LockTimeout))
+		if o.Kind == kindUnlock && len(o.Value) > 0 {
+			dp.setLocked(d, skey, d.newEntry(o.Value, o.Stamp+1, d.c.cfg.Now())) // as the owner kept it
+		}
 	}
 	return nil
 }
@@ -1358,7 +1396,11 @@ func (r *distRegion) changeSpaces(ctx context.Context, o op, key string, spaces 
 		defer cancel()
 	}
 	r.stats.Invalidations.Add(1)
-	rep, _, err := r.d.call(ctx, distOp{Kind: changeKind(o), Partition: r.d.partition(r.name, key), Region: r.name, Key: key, Spaces: spaces})
+	var v []byte
+	if o == opUnlock {
+		v, _ = ctx.Value(unlockValueKey{}).([]byte)
+	}
+	rep, _, err := r.d.call(ctx, distOp{Kind: changeKind(o), Partition: r.d.partition(r.name, key), Region: r.name, Key: key, Value: v, Spaces: spaces})
 	if err != nil {
 		return nil, err
 	}

@@ -77,6 +77,10 @@ type softLock struct {
 	// The lock does not expire while untold.
 	untold bool
 	sweep  *time.Timer
+	// concurrent is set when the key was locked again while held: the
+	// unlock that brings count to 0 may not be the last commit, so it
+	// keeps no value (dist.apply, an unlock with the written row).
+	concurrent bool
 }
 
 // stopSweep stops the lock's sweep, if it has one. Called with the lock's

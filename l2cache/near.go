@@ -293,6 +293,11 @@ func (n *near) onChange(from string, o distOp) {
 	n.mu.Unlock()
 	if nr != nil {
 		nr.dropKey(o.Key)
+		if len(o.Value) > 0 {
+			// An unlock that left its writer's row at the owner: kept
+			// here in place of the copy, stamped after the drop.
+			nr.keep(o.Partition, o.Key, from, o.Value, n.c.tick(), nil)
+		}
 	}
 }
 

@@ -195,6 +195,19 @@ func (r *Region) Unlock(ctx context.Context, key string, spaces ...string) error
 	return r.change(ctx, opUnlock, key, spaces)
 }
 
+// UnlockWith is Unlock after a committed update, with the row the
+// transaction wrote (encoded as the region's values are): in DISTRIBUTED
+// and NEAR mode, if no other writer locked the key while this one held
+// it, the owner keeps the row as the key's entry and every near holder
+// keeps it in place of its copy, so the next reads hit instead of
+// loading. In LOCAL mode it is Unlock.
+func (r *Region) UnlockWith(ctx context.Context, key string, value []byte, spaces ...string) error {
+	return r.change(context.WithValue(ctx, unlockValueKey{}, value), opUnlock, key, spaces)
+}
+
+// unlockValueKey carries UnlockWith's row to the backends' change.
+type unlockValueKey struct{}
+
 func (r *Region) change(ctx context.Context, o op, key string, spaces []string) error {
 	if r.access == ReadOnly {
 		return fmt.Errorf("%w: %s", ErrReadOnly, r.name)

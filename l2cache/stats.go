@@ -63,6 +63,9 @@ type NodeStats struct {
 	// replication of the change (the backup held a near copy): each is a
 	// near notice that cost no message of its own.
 	NearInRepl atomic.Uint64
+	// UnlockValues counts the unlocks after which an owner kept the row
+	// the writer committed (Region.UnlockWith).
+	UnlockValues atomic.Uint64
 	// InvalidationLag counts the invalidations received on the bus by
 	// how long after their sender published them they were applied
 	// (LagBucket), by the two nodes' wall clocks.
@@ -111,6 +114,7 @@ type NodeStatsSnapshot struct {
 	// RemoteByKind: remote calls by kind (get, put, change, repl, near), and query-space updates sent straight (spaces, not in RemoteCalls).
 	RemoteByKind map[string]uint64 `json:"remote_calls_by_kind"`
 	NearInRepl   uint64            `json:"near_in_repl"`
+	UnlockValues uint64            `json:"unlock_values,omitempty"`
 	// InvalidationLag is NodeStats.InvalidationLag's buckets.
 	InvalidationLag []uint64 `json:"invalidation_lag_buckets,omitempty"`
 }
@@ -124,6 +128,7 @@ func (s *NodeStats) snapshot() NodeStatsSnapshot {
 		OwnerMisses:     causeSnapshot(ownerMissNames[:], s.OwnerMisses[:]),
 		RemoteByKind:    causeSnapshot(remoteNames[:], s.RemoteByKind[:]),
 		NearInRepl:      s.NearInRepl.Load(),
+		UnlockValues:    s.UnlockValues.Load(),
 		InvalidationLag: lagSnapshot(&s.InvalidationLag),
 	}
 }

@@ -2,6 +2,7 @@ package l2cache
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -72,6 +73,15 @@ func (t Typed[T]) Cached(key string) (T, bool) {
 		return zero, false
 	}
 	return v, true
+}
+
+// Unlock is Region.UnlockWith with v, the row a committed update wrote.
+func (t Typed[T]) Unlock(ctx context.Context, key string, v T, spaces ...string) error {
+	b, err := msgpack.Marshal(&v)
+	if err != nil {
+		return errors.Join(fmt.Errorf("l2cache: region %s: encoding %q: %w", t.R.name, key, err), t.R.Unlock(ctx, key, spaces...))
+	}
+	return t.R.UnlockWith(ctx, key, b, spaces...)
 }
 
 func (t Typed[T]) get(ctx context.Context, key string, spaces []string, load func(ctx context.Context) (T, error)) (T, error) {

@@ -111,6 +111,15 @@ func (e entity[T]) unlock(ctx context.Context, key string, spaces ...string) err
 	return e.r.Unlock(ctx, key, spaces...)
 }
 
+// unlockWith is unlock after a committed update that wrote v: the cache
+// keeps v where it can (l2cache.Region.UnlockWith).
+func (e entity[T]) unlockWith(ctx context.Context, key string, v T, spaces ...string) error {
+	if e.r == nil {
+		return nil
+	}
+	return l2cache.Typed[T]{R: e.r}.Unlock(ctx, key, v, spaces...)
+}
+
 // evict invalidates key after a committed write, and marks spaces
 // updated (as unlock).
 func (e entity[T]) evict(ctx context.Context, key string, spaces ...string) error {

@@ -215,11 +215,15 @@ func (a *api) writePullRequest(ctx context.Context, id int64, u domain.PullReque
 		return domain.PullRequest{}, errorf(http.StatusServiceUnavailable, "the cache could not lock pull request %d; retry later", id)
 	}
 	updated, err := a.db.UpdatePullRequest(ctx, id, u)
-	var spaces []string
+	var uerr error
 	if err == nil {
-		spaces = []string{spacePullRequests} // marked with the unlock
+		// The committed row, kept by the owner and the near holders; and
+		// the pull_requests space, marked with the unlock.
+		uerr = a.regions.pullRequests.unlockWith(bg, key, updated, spacePullRequests)
+	} else {
+		uerr = a.regions.pullRequests.unlock(bg, key)
 	}
-	if ierr := a.invalidated(bg, a.regions.pullRequests.unlock(bg, key, spaces...)); ierr != nil && err == nil {
+	if ierr := a.invalidated(bg, uerr); ierr != nil && err == nil {
 		return updated, ierr
 	}
 	return updated, err
