@@ -1377,8 +1377,8 @@ func (r *distRegion) get(ctx context.Context, key string, spaces []string, load 
 // change applies an invalidation or a soft lock at the key's owner (and
 // its backups), retrying across ownership changes until ctx ends (10 s if
 // ctx has no deadline). An error means the write may still be cached.
-func (r *distRegion) change(ctx context.Context, o op, key string) error {
-	_, err := r.changeSpaces(ctx, o, key, nil)
+func (r *distRegion) change(ctx context.Context, o op, key string, row []byte) error {
+	_, err := r.changeSpaces(ctx, o, key, nil, row)
 	return err
 }
 
@@ -1389,18 +1389,17 @@ func (r *distRegion) change(ctx context.Context, o op, key string) error {
 // (spreadSpaces); the owner answers with the members that applied it
 // (distReply.SpacesAt). The caller sends the update to any other member
 // itself.
-func (r *distRegion) changeSpaces(ctx context.Context, o op, key string, spaces []string) ([]string, error) {
+func (r *distRegion) changeSpaces(ctx context.Context, o op, key string, spaces []string, row []byte) ([]string, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 	}
 	r.stats.Invalidations.Add(1)
-	var v []byte
-	if o == opUnlock {
-		v, _ = ctx.Value(unlockValueKey{}).([]byte)
+	if o != opUnlock {
+		row = nil
 	}
-	rep, _, err := r.d.call(ctx, distOp{Kind: changeKind(o), Partition: r.d.partition(r.name, key), Region: r.name, Key: key, Value: v, Spaces: spaces})
+	rep, _, err := r.d.call(ctx, distOp{Kind: changeKind(o), Partition: r.d.partition(r.name, key), Region: r.name, Key: key, Value: row, Spaces: spaces})
 	if err != nil {
 		return nil, err
 	}

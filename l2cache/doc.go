@@ -132,4 +132,21 @@
 // (the row has not changed before the commit); the unlock drops it on
 // every node before it returns, and a lock that is never released drops
 // it before it expires (near.go, keepCopiesLocked).
+//
+// An unlock after a commit may carry the row the transaction wrote
+// (UnlockWith; Hibernate's read-write strategy puts it after the update
+// in the same way). In DISTRIBUTED and NEAR mode the owner keeps it as
+// the key's entry, with a stamp just above the unlock's, and replicates
+// it with the unlock; each near holder's notice carries it, and the
+// holder keeps it in place of the copy it drops (stamped after the drop,
+// and still registered as a holder, so the key's next change reaches it).
+// It does so only if the writer held the key's lock alone and the lock was
+// in force: the lock's holder count was 1 from its lock to this unlock
+// (no other writer locked the key meanwhile, so no commit of the key can
+// follow this one's before the unlock), and it had not expired. Otherwise
+// the unlock only invalidates, as Unlock does. Either way every copy of
+// the row from before the commit is gone before the unlock returns; what
+// replaces it is the committed row, which a read after the write could
+// only have loaded again. In LOCAL mode the row is not kept: the other
+// nodes learn of the change asynchronously.
 package l2cache

@@ -219,8 +219,10 @@ func (r *localRegion) lockedLocked(key string) bool {
 	return true
 }
 
-// change applies o here, then on every node through the bus.
-func (r *localRegion) change(ctx context.Context, o op, key string) error {
+// change applies o here, then on every node through the bus. An unlock's
+// row is not kept: the other nodes learn of the change asynchronously,
+// and one of them may still put the row from before it.
+func (r *localRegion) change(ctx context.Context, o op, key string, _ []byte) error {
 	r.apply(o, key)
 	return r.c.publish(ctx, message{Op: o, Region: r.name, Key: key})
 }

@@ -619,8 +619,8 @@ func (r *nearRegion) keepOwn(key string, v []byte, stamp uint64, spaces []string
 // change applies a change of key at its owner (whose entry DISTRIBUTED
 // serves after a switch) and, for a query result, which every node keeps
 // on its own, on every node before it returns.
-func (r *nearRegion) change(ctx context.Context, o op, key string) error {
-	if err := r.distRegion.change(ctx, o, key); err != nil || r.kind != QueryRegion {
+func (r *nearRegion) change(ctx context.Context, o op, key string, row []byte) error {
+	if err := r.distRegion.change(ctx, o, key, row); err != nil || r.kind != QueryRegion {
 		return err
 	}
 	r.dropKey(key)

@@ -153,7 +153,7 @@ func (r *Region) peek(key string, spaces []string) ([]byte, bool) {
 // then marks those query spaces updated, as UpdateSpaces does (see
 // Unlock).
 func (r *Region) Evict(ctx context.Context, key string, spaces ...string) error {
-	return r.change(ctx, opInvalidate, key, spaces)
+	return r.change(ctx, opInvalidate, key, spaces, nil)
 }
 
 // EvictAll invalidates the whole region, here and on every node.
@@ -180,7 +180,7 @@ func (r *Region) EvictAll(ctx context.Context) error {
 // Pair every Lock with an Unlock after the transaction ends, committed or
 // not.
 func (r *Region) Lock(ctx context.Context, key string) error {
-	return r.change(ctx, opLock, key, nil)
+	return r.change(ctx, opLock, key, nil, nil)
 }
 
 // Unlock releases the soft lock after the transaction and invalidates the
@@ -192,7 +192,7 @@ func (r *Region) Lock(ctx context.Context, key string) error {
 // backups, the notices to its near holders — and only the members those
 // did not reach are sent it apart (changeSpaces).
 func (r *Region) Unlock(ctx context.Context, key string, spaces ...string) error {
-	return r.change(ctx, opUnlock, key, spaces)
+	return r.change(ctx, opUnlock, key, spaces, nil)
 }
 
 // UnlockWith is Unlock after a committed update, with the row the
@@ -202,13 +202,13 @@ func (r *Region) Unlock(ctx context.Context, key string, spaces ...string) error
 // keeps it in place of its copy, so the next reads hit instead of
 // loading. In LOCAL mode it is Unlock.
 func (r *Region) UnlockWith(ctx context.Context, key string, value []byte, spaces ...string) error {
-	return r.change(context.WithValue(ctx, unlockValueKey{}, value), opUnlock, key, spaces)
+	if len(value) == 0 {
+		value = nil // an empty row is no row
+	}
+	return r.change(ctx, opUnlock, key, spaces, value)
 }
 
-// unlockValueKey carries UnlockWith's row to the backends' change.
-type unlockValueKey struct{}
-
-func (r *Region) change(ctx context.Context, o op, key string, spaces []string) error {
+func (r *Region) change(ctx context.Context, o op, key string, spaces []string, row []byte) error {
 	if r.access == ReadOnly {
 		return fmt.Errorf("%w: %s", ErrReadOnly, r.name)
 	}
@@ -222,9 +222,9 @@ func (r *Region) change(ctx context.Context, o op, key string, spaces []string) 
 	var err error
 	for _, b := range v.write {
 		if carried {
-			covered, err = carrier.changeSpaces(ctx, o, key, spaces)
+			covered, err = carrier.changeSpaces(ctx, o, key, spaces, row)
 		} else {
-			err = r.part(b).change(ctx, o, key)
+			err = r.part(b).change(ctx, o, key, row)
 		}
 		if err != nil {
 			break
@@ -261,7 +261,7 @@ func (r *Region) spacesCarrier(v *modeView, spaces []string) (spacesCarrier, boo
 // to the members its messages reach. changeSpaces returns those members:
 // each has applied the update, or been excluded from serving.
 type spacesCarrier interface {
-	changeSpaces(ctx context.Context, o op, key string, spaces []string) (covered []string, err error)
+	changeSpaces(ctx context.Context, o op, key string, spaces []string, row []byte) (covered []string, err error)
 }
 
 // join waits for a load in flight and shares its result.
@@ -348,8 +348,9 @@ type regionBackend interface {
 	// get answers Get and GetQuery.
 	get(ctx context.Context, key string, spaces []string, load Loader) ([]byte, error)
 	// change applies an invalidation, a soft lock or an unlock of key
-	// everywhere it must reach before it returns.
-	change(ctx context.Context, o op, key string) error
+	// everywhere it must reach before it returns. row, on an unlock only,
+	// is the row the writer committed (UnlockWith), or nil.
+	change(ctx context.Context, o op, key string, row []byte) error
 	// clear drops the region everywhere (EvictAll).
 	clear(ctx context.Context) error
 	// deliver applies another node's message for the region.
