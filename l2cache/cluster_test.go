@@ -288,9 +288,15 @@ func write(ctx context.Context, db *sql.DB, r *Region, id int, acked *atomic.Int
 	}
 	var version int64
 	err := db.QueryRowContext(ctx, "UPDATE rows SET version = version + 1 WHERE id = ? RETURNING version", id).Scan(&version)
-	if r.access == ReadWrite {
+	switch {
+	case r.access == ReadWrite && err == nil && version%2 == 1:
+		// Half the committed updates unlock with their row, which the
+		// owner and the near holders keep only if no other writer
+		// locked the key meanwhile (UnlockWith).
+		err = r.UnlockWith(ctx, key, []byte(strconv.FormatInt(version, 10)))
+	case r.access == ReadWrite:
 		err = firstErr(err, r.Unlock(ctx, key))
-	} else if err == nil {
+	case err == nil:
 		err = r.Evict(ctx, key)
 	}
 	if err != nil {

@@ -181,9 +181,19 @@ func testDistributedOwnerKilledAndNodeAdded(t *testing.T, mode string) {
 				return
 			default:
 			}
-			v := db.Add(1)
 			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			err := live[0].Evict(wctx, key)
+			var v int64
+			var err error
+			if db.Load()%2 == 0 {
+				v = db.Add(1)
+				err = live[0].Evict(wctx, key)
+			} else if err = live[0].Lock(wctx, key); err == nil {
+				// Every other write soft-locks the key and unlocks with
+				// its row, which the owner (and its backup, and the near
+				// holders) keep: a takeover must never serve it stale.
+				v = db.Add(1)
+				err = live[0].UnlockWith(wctx, key, []byte(fmt.Sprint(v)))
+			}
 			cancel()
 			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrModeChanged) {
 				// Not acknowledged: the owner's failure not yet
