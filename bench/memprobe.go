@@ -15,12 +15,13 @@ import (
 // difference the coupling benchmark is after, and neither the load
 // average nor the other processes' share of the machine explains it: a
 // CPU-bound loop that fits in the L1 cache runs at one speed all the
-// while (BENCHMARKS.md). What does move with it is the latency of a load
-// from memory: the hosts' caches and memory are shared with other
-// machines, and a node's work (maps, the collector, SQLite's pages) waits
-// on memory much more than on arithmetic. So the runner measures that
-// latency through every stage's measured window and reports it beside the
-// stage, for a reader to tell a slow mode from a slow minute.
+// while (BENCHMARKS.md). The latency of a load from memory moves with it,
+// in part (a correlation of 0.37–0.74 over a run's stages, BENCHMARKS.md):
+// the hosts' caches and memory are shared with other machines, and a
+// node's work (maps, the collector, SQLite's pages) waits on memory more
+// than on arithmetic. So the runner measures that latency through every
+// stage's measured window and reports it beside the stage, to help a
+// reader tell a slow mode from a slow minute.
 //
 // The probe follows a single random cycle through a ring of memProbeBytes
 // (far larger than any cache here, so nearly every load goes to memory),

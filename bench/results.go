@@ -237,8 +237,8 @@ type CPUFigs struct {
 	StealShare float64 `json:"steal_share,omitempty"`
 	// MemNs is the median latency of a load from memory over the window,
 	// and MemNsMax its largest sample, in ns (the runner's memory probe,
-	// memprobe.go): the figure that moves with a node's CPU time per
-	// operation from one run to the next. 0 where not measured.
+	// memprobe.go), one cause of a node's CPU time per operation moving
+	// from one run to the next. 0 where not measured.
 	MemNs    float64 `json:"mem_ns,omitempty"`
 	MemNsMax float64 `json:"mem_ns_max,omitempty"`
 }

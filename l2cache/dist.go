@@ -486,6 +486,14 @@ func (dp *dpart) soleLockLocked(skey string, now time.Time) bool {
 	return l.count == 1 && !l.concurrent
 }
 
+// keepRowLocked keeps the row an unlock stamped unlocked carried as the
+// key's entry, stamped just above the unlock (which set the key's floor
+// to unlocked): the owner when it applies the unlock, and each backup
+// when it applies the replication.
+func (dp *dpart) keepRowLocked(d *dist, skey string, row []byte, unlocked uint64, now time.Time) {
+	dp.setLocked(d, skey, d.newEntry(row, unlocked+1, now))
+}
+
 // call runs o at the partition's owner, here or over the peer RPC,
 // retrying while the owner is not known or says it is not the owner (or,
 // for a change, cannot answer yet), until ctx ends.
@@ -617,7 +625,7 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 			// database's now, so the owner keeps it (stamped just above
 			// the unlock's own stamp, as every backup does), and the
 			// near holders keep it in place of their copies.
-			dp.setLocked(d, skey, d.newEntry(o.Value, stamp+1, now))
+			dp.keepRowLocked(d, skey, o.Value, stamp, now)
 			repl.Value = o.Value
 			kept = o.Value
 			d.c.stats.UnlockValues.Add(1)
@@ -670,9 +678,10 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 	// A change's query-space update goes from here to the members none of
 	// its messages reach (spreadSpaces), alongside them.
 	spread := rep.SpacesAt != nil && d.c.directSpaces()
+	stored := o.Kind == kindPut && !rep.Refused || kept != nil // an entry grew the partition
 	if len(backups) == 0 && near == nil && !spread {
 		dp.mu.Unlock()
-		if o.Kind == kindPut && !rep.Refused || kept != nil {
+		if stored {
 			d.evictOver()
 		}
 		return rep
@@ -683,7 +692,7 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 	prev, mine := dp.sent, make(chan struct{})
 	dp.sent = mine
 	dp.mu.Unlock()
-	if o.Kind == kindPut && !rep.Refused || kept != nil {
+	if stored {
 		d.evictOver()
 	}
 	ctx, cancel := context.WithTimeout(ctx, d.c.cfg.SyncTimeout)
@@ -1223,7 +1232,7 @@ func (d *dist) applyRepl(dp *dpart, t *PartitionTable, o distOp) error {
 	} else {
 		dp.applyChange(d, o.Kind, skey, o.Stamp, d.c.cfg.Now().Add(d.c.cfg.LockTimeout))
 		if o.Kind == kindUnlock && len(o.Value) > 0 {
-			dp.setLocked(d, skey, d.newEntry(o.Value, o.Stamp+1, d.c.cfg.Now())) // as the owner kept it
+			dp.keepRowLocked(d, skey, o.Value, o.Stamp, d.c.cfg.Now()) // as the owner kept it
 		}
 	}
 	return nil
@@ -1396,9 +1405,6 @@ func (r *distRegion) changeSpaces(ctx context.Context, o op, key string, spaces 
 		defer cancel()
 	}
 	r.stats.Invalidations.Add(1)
-	if o != opUnlock {
-		row = nil
-	}
 	rep, _, err := r.d.call(ctx, distOp{Kind: changeKind(o), Partition: r.d.partition(r.name, key), Region: r.name, Key: key, Value: row, Spaces: spaces})
 	if err != nil {
 		return nil, err

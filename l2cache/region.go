@@ -202,9 +202,6 @@ func (r *Region) Unlock(ctx context.Context, key string, spaces ...string) error
 // keeps it in place of its copy, so the next reads hit instead of
 // loading. In LOCAL mode it is Unlock.
 func (r *Region) UnlockWith(ctx context.Context, key string, value []byte, spaces ...string) error {
-	if len(value) == 0 {
-		value = nil // an empty row is no row
-	}
 	return r.change(ctx, opUnlock, key, spaces, value)
 }
 
