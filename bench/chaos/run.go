@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/base64"
@@ -224,11 +225,43 @@ func (e *Env) scheduleRecorder(ctx context.Context) error {
 	job := map[string]any{"runner": "kv.record-run", "mode": "cluster", "params": base64.StdEncoding.EncodeToString([]byte(recPrefix)),
 		"schedule": map[string]string{"kind": "interval", "every": recEvery.String(), "first": "2020-01-01T00:00:00Z"}}
 	b, _ := json.Marshal(job)
-	code, body, err := doReq(ctx, e.probe, http.MethodPut, "http://"+e.HTTP(1)+"/v1/jobs/chaos-record", b, true)
-	if err != nil || code != http.StatusOK {
-		return fmt.Errorf("scheduling the recording job: %d %s %v", code, body, err)
+	// A PUT of a job is idempotent; on a machine busy compiling, its raft
+	// commit can outlast the probe's timeout, so it is retried.
+	if err := retryIdempotent(ctx, setupRetry, func(ctx context.Context) (int, []byte, error) {
+		return doReq(ctx, e.probe, http.MethodPut, "http://"+e.HTTP(1)+"/v1/jobs/chaos-record", b, true)
+	}); err != nil {
+		return fmt.Errorf("scheduling the recording job: %w", err)
 	}
 	return nil
+}
+
+// setupRetry bounds the retries of an idempotent setup request.
+const setupRetry = 60 * time.Second
+
+// retryIdempotent calls do until it answers 200, for at most within:
+// again after a transport error (a timeout, a refused connection) or a
+// 5xx answer, with a growing pause, and not after another answer (a 4xx
+// says the request is wrong, and asking again will not mend it). Only for
+// requests that are safe to repeat.
+func retryIdempotent(ctx context.Context, within time.Duration, do func(context.Context) (int, []byte, error)) error {
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	pause := 250 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		code, body, err := do(ctx)
+		if err == nil && code == http.StatusOK {
+			return nil
+		}
+		last := fmt.Errorf("attempt %d: %d %s %v", attempt, code, bytes.TrimSpace(body), err)
+		if err == nil && code < 500 {
+			return last
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w (gave up after %v)", last, within)
+		}
+		sleepCtx(ctx, pause)
+		pause = min(2*pause, 4*time.Second)
+	}
 }
 
 // checkScheduler pauses the job, lists its runs and checks that no fire
