@@ -186,8 +186,16 @@ type Cache struct {
 	// marked updated at once (missed space updates, a lease reset): it
 	// covers spaces this node had not heard of yet too.
 	spacesFloor uint64
-	closed      bool
-	stats       NodeStats
+	// updates: the named query-space updates this node applied, and
+	// which of them may not have reached every member (updates.go).
+	updates spaceUpdates
+	closed  bool
+	stats   NodeStats
+
+	// inc names this process in the query-space updates it makes, and
+	// seqs numbers them (updates.go).
+	inc  uint64
+	seqs writerSeqs
 }
 
 // entry is a cached value with the stamp of the load that produced it.
@@ -203,7 +211,7 @@ func New(cfg Config) (*Cache, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	c := &Cache{cfg: cfg, regions: map[string]*Region{}, spaces: map[string]uint64{}}
+	c := &Cache{cfg: cfg, regions: map[string]*Region{}, spaces: map[string]uint64{}, inc: newIncarnation()}
 	// The clock starts at the wall clock's nanoseconds, so a process that
 	// restarts under the same name stamps past everything its previous
 	// incarnation handed out: an owner's read ticket from before a restart
@@ -333,6 +341,9 @@ type message struct {
 	// Sent is when the sender published it (Unix nanoseconds), for the
 	// lag histogram; 0 from a sender that does not say.
 	Sent int64 `msgpack:"t,omitempty"`
+	// Upd names a query-space update (updates.go); zero from a sender
+	// that does not.
+	Upd updateID `msgpack:"u,omitempty"`
 }
 
 type op uint8
@@ -358,7 +369,7 @@ func (c *Cache) publish(ctx context.Context, m message) error {
 	}
 	if m.Op == opSpaces && c.directSpaces() {
 		c.stats.InvalidationsSent.Add(1)
-		return c.syncSpaces(ctx, m.Spaces, nil)
+		return c.syncSpaces(ctx, m.Spaces, m.Upd, nil)
 	}
 	return c.publishBus(ctx, m)
 }
@@ -502,8 +513,12 @@ func (c *Cache) onMessage(msg cluster.Message) {
 		c.stats.InvalidationLag[LagBucket(time.Duration(time.Now().UnixNano()-m.Sent))].Add(1)
 	}
 	if m.Op == opSpaces {
-		c.markSpaces(m.Spaces)
+		c.markSpaces(m.Spaces, m.Upd)
 		return
+	}
+	if m.Op == opClear {
+		// Named before it is applied (updates.go, clearSpace).
+		c.noteUpdate([]string{clearSpace(m.Region)}, m.Upd)
 	}
 	if r := c.region(m.Region); r != nil {
 		r.eachPart(func(p regionBackend) { p.deliver(m) })
@@ -542,17 +557,20 @@ func (c *Cache) onRegionMissed(r *Region, m cluster.Missed) {
 // cached query result over any of them becomes a miss, here and, through
 // the bus, on every node. Call it after the write commits.
 func (c *Cache) UpdateSpaces(ctx context.Context, spaces ...string) error {
-	c.markSpaces(spaces)
-	return c.publish(ctx, message{Op: opSpaces, Spaces: spaces})
+	id := c.beginUpdate()
+	defer c.endUpdate(id)
+	c.markSpaces(spaces, id)
+	return c.publish(ctx, message{Op: opSpaces, Spaces: spaces, Upd: id})
 }
 
-func (c *Cache) markSpaces(spaces []string) {
+func (c *Cache) markSpaces(spaces []string, id updateID) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	stamp := c.tick()
 	for _, s := range spaces {
 		c.spaces[s] = stamp
 	}
+	c.updates.apply(spaces, id)
 }
 
 // spacesStamp is the latest update stamp among spaces (at least the

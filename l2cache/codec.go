@@ -26,7 +26,14 @@ const (
 )
 
 func appendOp(b []byte, o *distOp) []byte {
-	b = append(b, 0x90|opFields)
+	named := o.Upd != (updateID{}) || len(o.Need) > 0
+	if named {
+		// Two more fields, only in a message that names query-space
+		// updates (which only a node that reads them sends).
+		b = append(b, 0x90|(opFields+2))
+	} else {
+		b = append(b, 0x90|opFields)
+	}
 	b = appendUint(b, uint64(o.Kind))
 	b = appendBool(b, o.Near)
 	b = appendUint(b, uint64(o.Partition))
@@ -41,13 +48,25 @@ func appendOp(b []byte, o *distOp) []byte {
 	b = appendUint(b, o.Ticket.Stamp)
 	b = appendUint(b, o.Stamp)
 	b = appendUint(b, o.Seq)
-	return appendUint(b, o.Epoch)
+	b = appendUint(b, o.Epoch)
+	if named {
+		b = appendUpdate(b, o.Upd)
+		b = appendArrayHeader(b, len(o.Need))
+		for _, id := range o.Need {
+			b = appendUpdate(b, id)
+		}
+	}
+	return b
 }
 
 func decodeOp(b []byte) (distOp, error) {
 	d := decoder{b: b}
 	var o distOp
-	d.header(opFields)
+	fields := opFields
+	if len(b) > 0 && b[0] == 0x90|(opFields+2) {
+		fields += 2 // Upd, Need
+	}
+	d.header(fields)
 	o.Kind = ownerKind(d.uint(math.MaxUint8))
 	o.Near = d.bool()
 	o.Partition = int(d.uint(math.MaxInt32))
@@ -61,15 +80,29 @@ func decodeOp(b []byte) (distOp, error) {
 	}
 	o.Ticket.Owner, o.Ticket.Stamp = d.str(), d.uint(math.MaxUint64)
 	o.Stamp, o.Seq, o.Epoch = d.uint(math.MaxUint64), d.uint(math.MaxUint64), d.uint(math.MaxUint64)
+	if fields > opFields {
+		o.Upd = d.update()
+		if n := d.array(maxOpen); n > 0 {
+			o.Need = make([]updateID, 0, n)
+			for range n {
+				o.Need = append(o.Need, d.update())
+			}
+		}
+	}
 	return o, d.end()
 }
 
 func appendReply(b []byte, r *distReply) []byte {
-	if len(r.SpacesAt) > 0 {
+	switch {
+	case r.Lacks:
+		// An eleventh, only in the answer to a get that named updates
+		// (distOp.Need).
+		b = append(b, 0x90|(replyFields+2))
+	case len(r.SpacesAt) > 0:
 		// A tenth field, only in the answer to a change that carried a
 		// query-space update (which only a node that reads it sends).
 		b = append(b, 0x90|(replyFields+1))
-	} else {
+	default:
 		b = append(b, 0x90|replyFields)
 	}
 	b = appendBool(b, r.NotOwner)
@@ -81,11 +114,14 @@ func appendReply(b []byte, r *distReply) []byte {
 	b = appendUint(b, r.Floor)
 	b = appendBool(b, r.Refused)
 	b = appendBool(b, r.Unavailable)
-	if len(r.SpacesAt) > 0 {
+	if len(r.SpacesAt) > 0 || r.Lacks {
 		b = appendArrayHeader(b, len(r.SpacesAt))
 		for _, m := range r.SpacesAt {
 			b = appendStr(b, m)
 		}
+	}
+	if r.Lacks {
+		b = appendBool(b, true)
 	}
 	return b
 }
@@ -94,8 +130,8 @@ func decodeReply(b []byte) (distReply, error) {
 	d := decoder{b: b}
 	var r distReply
 	fields := replyFields
-	if len(b) > 0 && b[0] == 0x90|(replyFields+1) {
-		fields++ // SpacesAt
+	if len(b) > 0 && (b[0] == 0x90|(replyFields+1) || b[0] == 0x90|(replyFields+2)) {
+		fields = int(b[0] & 0x0f) // SpacesAt, and Lacks
 	}
 	d.header(fields)
 	r.NotOwner, r.Epoch, r.Hit = d.bool(), d.uint(math.MaxUint64), d.bool()
@@ -108,6 +144,12 @@ func decodeReply(b []byte) (distReply, error) {
 		for range n {
 			r.SpacesAt = append(r.SpacesAt, d.str())
 		}
+		if n == 0 {
+			r.SpacesAt = nil
+		}
+	}
+	if fields > replyFields+1 {
+		r.Lacks = d.bool()
 	}
 	if r.Hit && r.Value == nil {
 		r.Value = []byte{} // a cached empty value is still a hit

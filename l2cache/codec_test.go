@@ -20,6 +20,8 @@ func codecOps() []distOp {
 		{Kind: kindPut, Region: "r", Key: "empty", Value: []byte{}, Ticket: ticket{Owner: "n1", Stamp: 3}},
 		{Kind: kindPut, Partition: 1, Region: "r", Key: "k", Value: bytes.Repeat([]byte{7}, 70000), Stamp: 300, Seq: 65536, Epoch: 1<<32 + 1},
 		{Kind: kindInvalidate, Region: strings.Repeat("r", 40), Spaces: make([]string, 20)},
+		{Kind: kindUnlock, Region: "pr", Key: "9", Spaces: []string{"comments"}, Upd: updateID{Inc: 1 << 63, Seq: 7, Done: 5}},
+		{Kind: kindGet, Region: "q", Key: "list", Spaces: []string{"comments"}, Need: []updateID{{Inc: 3, Seq: 1}, {Inc: 1<<64 - 1, Seq: 1 << 40}}},
 	}
 }
 
@@ -35,8 +37,12 @@ func TestCodecRoundTrip(t *testing.T) {
 		}
 		// Any msgpack reader can read it: the generic decoder sees an
 		// array of the same length.
+		fields := opFields
+		if o.Upd != (updateID{}) || len(o.Need) > 0 {
+			fields += 2
+		}
 		var generic []any
-		if err := msgpack.Unmarshal(b, &generic); err != nil || len(generic) != opFields {
+		if err := msgpack.Unmarshal(b, &generic); err != nil || len(generic) != fields {
 			t.Fatalf("op %d: generic msgpack read %d fields, err %v", i, len(generic), err)
 		}
 	}
@@ -48,6 +54,8 @@ func TestCodecRoundTrip(t *testing.T) {
 		{Ticket: ticket{Owner: "n3", Stamp: 77}, Floor: 76},
 		{Refused: true},
 		{SpacesAt: []string{"n1", "n2", "n3"}},
+		{Hit: true, Value: []byte("v"), Lacks: true},
+		{SpacesAt: []string{"n1"}, Lacks: true},
 	}
 	for i, r := range replies {
 		got, err := decodeReply(appendReply(nil, &r))
@@ -83,14 +91,14 @@ func TestCodecRejectsGarbage(t *testing.T) {
 	if _, err := decodeReply(withAt[:len(withAt)-1]); !errors.Is(err, ErrCodec) {
 		t.Errorf("truncated SpacesAt: err = %v", err)
 	}
-	spaces := appendSpaces(nil, 5, []string{"comments", "pull_requests"})
+	spaces := appendSpaces(nil, 5, []string{"comments", "pull_requests"}, updateID{Inc: 1, Seq: 2, Done: 1})
 	for name, b := range map[string][]byte{
 		"empty":          nil,
 		"truncated":      spaces[:len(spaces)-1],
 		"trailing bytes": append(append([]byte{}, spaces...), 0),
 		"huge array":     {0x92, 5, 0xdd, 0xff, 0xff, 0xff, 0xff},
 	} {
-		if _, _, err := decodeSpaces(b); !errors.Is(err, ErrCodec) {
+		if _, _, _, err := decodeSpaces(b); !errors.Is(err, ErrCodec) {
 			t.Errorf("query-space update, %s: err = %v, want ErrCodec", name, err)
 		}
 	}
@@ -99,11 +107,19 @@ func TestCodecRejectsGarbage(t *testing.T) {
 // The query-space update sent straight to a member (syncSpaces) reads
 // back as written.
 func TestSpacesCodecRoundTrip(t *testing.T) {
+	id := updateID{Inc: 1<<64 - 1, Seq: 12, Done: 9}
 	for _, spaces := range [][]string{{}, {"comments"}, {"pull_requests", "repositories", strings.Repeat("s", 300)}} {
-		at, got, err := decodeSpaces(appendSpaces(nil, 1<<60, spaces))
-		if err != nil || at != 1<<60 || !reflect.DeepEqual(got, spaces) {
-			t.Fatalf("%q: decoded %d %q (%v)", spaces, at, got, err)
+		at, got, gotID, err := decodeSpaces(appendSpaces(nil, 1<<60, spaces, id))
+		if err != nil || at != 1<<60 || !reflect.DeepEqual(got, spaces) || gotID != id {
+			t.Fatalf("%q: decoded %d %q %+v (%v)", spaces, at, got, gotID, err)
 		}
+	}
+	// A node of an older build sends [sent, [space…]]: read, unnamed.
+	old := []byte{0x92, 5, 0x91, 0xa8}
+	old = append(old, "comments"...)
+	at, got, gotID, err := decodeSpaces(old)
+	if err != nil || at != 5 || !reflect.DeepEqual(got, []string{"comments"}) || gotID != (updateID{}) {
+		t.Fatalf("older update: decoded %d %q %+v (%v)", at, got, gotID, err)
 	}
 }
 
@@ -153,6 +169,37 @@ func BenchmarkCodec(b *testing.B) {
 			rb, _ := msgpack.Marshal(&r)
 			var r2 distReply
 			_ = msgpack.Unmarshal(rb, &r2)
+		}
+	})
+}
+
+func FuzzDecodeReply(f *testing.F) {
+	for _, r := range []distReply{{}, {Hit: true, Value: []byte("v"), Lacks: true}, {SpacesAt: []string{"n1", "n2"}}, {Ticket: ticket{Owner: "n3", Stamp: 77}, Floor: 76}} {
+		f.Add(appendReply(nil, &r))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := decodeReply(b)
+		if err != nil {
+			return
+		}
+		again, err := decodeReply(appendReply(nil, &r))
+		if err != nil || !reflect.DeepEqual(again, r) {
+			t.Fatalf("re-encoding changed %+v into %+v (%v)", r, again, err)
+		}
+	})
+}
+
+func FuzzDecodeSpaces(f *testing.F) {
+	f.Add(appendSpaces(nil, 5, []string{"comments"}, updateID{Inc: 1, Seq: 2, Done: 1}))
+	f.Add([]byte{0x92, 5, 0x91, 0xa1, 'c'}) // an older build's
+	f.Fuzz(func(t *testing.T, b []byte) {
+		at, spaces, id, err := decodeSpaces(b)
+		if err != nil {
+			return
+		}
+		at2, spaces2, id2, err := decodeSpaces(appendSpaces(nil, at, spaces, id))
+		if err != nil || at2 != at || !reflect.DeepEqual(spaces2, spaces) || id2 != id {
+			t.Fatalf("re-encoding changed %d %q %+v into %d %q %+v (%v)", at, spaces, id, at2, spaces2, id2, err)
 		}
 	})
 }

@@ -102,6 +102,13 @@ type distOp struct {
 	Stamp uint64
 	Seq   uint64
 	Epoch uint64
+	// Upd names the query-space update a change carries (updates.go).
+	Upd updateID
+	// Need: a get of a query result whose answer the reader would keep
+	// (NEAR): the updates of its spaces the reader applied that the
+	// owner may not have; the owner says whether it applied them all
+	// (distReply.Lacks).
+	Need []updateID
 }
 
 type distReply struct {
@@ -126,6 +133,9 @@ type distReply struct {
 	// backup and near holder its messages reached (or that was excluded),
 	// and each other member the owner sent it to (spreadSpaces).
 	SpacesAt []string
+	// Lacks: a hit that may not be kept, because the owner has not
+	// applied every update the get named (distOp.Need).
+	Lacks bool
 }
 
 // dist is this node's part of the partitioned map.
@@ -587,6 +597,9 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 	var kept []byte // the row an unlock left at this owner
 	switch o.Kind {
 	case kindGet:
+		// Before the floor is read: an update named in Need and applied
+		// here is stamped below it, so a hit is newer than the update.
+		lacks := !d.c.appliedAll(o.Need)
 		floor := max(dp.floorLocked(o.Region, skey), d.c.spacesStamp(o.Spaces))
 		e := dp.liveLocked(d, skey, now)
 		locked := dp.lockedLocked(skey, now)
@@ -599,7 +612,7 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 			dp.addHolder(d, skey, from)
 		}
 		if e != nil && e.stamp > floor && !locked {
-			rep = distReply{Hit: true, Value: e.value}
+			rep = distReply{Hit: true, Value: e.value, Lacks: lacks}
 		} else {
 			d.c.stats.OwnerMisses[dp.missCause(o.Region, skey, e, locked, d.c.spacesStamp(o.Spaces))].Add(1)
 			// Refused, on a miss: the key is soft-locked, so the reader
@@ -618,7 +631,7 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 		stamp := d.c.tick()
 		keep := o.Kind == kindUnlock && len(o.Value) > 0 && dp.soleLockLocked(skey, now)
 		dp.applyChange(d, o.Kind, skey, stamp, now.Add(d.c.cfg.LockTimeout))
-		repl = &distOp{Kind: o.Kind, Region: o.Region, Key: o.Key, Stamp: stamp, Spaces: o.Spaces}
+		repl = &distOp{Kind: o.Kind, Region: o.Region, Key: o.Key, Stamp: stamp, Spaces: o.Spaces, Upd: o.Upd}
 		if keep {
 			// The unlock carries the row its writer committed, and no
 			// other writer held the lock meanwhile: that row is the
@@ -634,7 +647,7 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 			// The write's query-space update rides on the change
 			// (changeSpaces): applied here, and carried by the
 			// replication and the near notices.
-			d.c.markSpaces(o.Spaces)
+			d.c.markSpaces(o.Spaces, o.Upd)
 			rep.SpacesAt = []string{d.self}
 		}
 	default:
@@ -665,7 +678,7 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 	default:
 		if hs := dp.holders.take(skey); len(hs) > 0 {
 			near = &nearNotice{dp: dp, holders: hs, seqs: make([]uint64, len(hs)),
-				msg: distOp{Kind: kindInvalidate, Partition: o.Partition, Region: o.Region, Key: o.Key, Value: kept, Spaces: repl.Spaces, Epoch: t.Epoch, Ticket: ticket{Owner: d.self}}}
+				msg: distOp{Kind: kindInvalidate, Partition: o.Partition, Region: o.Region, Key: o.Key, Value: kept, Spaces: repl.Spaces, Upd: repl.Upd, Epoch: t.Epoch, Ticket: ticket{Owner: d.self}}}
 			for i, h := range hs {
 				near.seqs[i] = dp.holders.next(h)
 				if kept != nil {
@@ -700,7 +713,7 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 	sent := d.send(ctx, prev, mine, backups, repl, near)
 	var others spreadSent
 	if spread {
-		others = d.spreadSpaces(ctx, from, o.Spaces, backups, near)
+		others = d.spreadSpaces(ctx, from, o.Spaces, o.Upd, backups, near)
 	}
 	if err := sent.replicated(ctx, backups); err != nil && o.Kind != kindPut {
 		// An invalidation a backup may not have: the write must not be
@@ -750,12 +763,12 @@ type spreadSent struct {
 // (distReply.SpacesAt), and the writer sends it again to any other
 // member, or excludes it, as before: a member this misses costs a
 // message, never the promise.
-func (d *dist) spreadSpaces(ctx context.Context, from string, spaces, backups []string, near *nearNotice) spreadSent {
+func (d *dist) spreadSpaces(ctx context.Context, from string, spaces []string, id updateID, backups []string, near *nearNotice) spreadSent {
 	covered := append([]string{from}, backups...)
 	if near != nil {
 		covered = append(covered, near.holders...)
 	}
-	to, sent, err := d.c.goSpaces(ctx, spaces, covered)
+	to, sent, err := d.c.goSpaces(ctx, spaces, id, covered)
 	if err != nil {
 		return spreadSent{}
 	}
@@ -1184,7 +1197,7 @@ func (d *dist) handleRepl(_ context.Context, from string, body []byte) ([]byte, 
 		}
 	}
 	if o.Kind != kindPut && len(o.Spaces) > 0 {
-		d.c.markSpaces(o.Spaces) // a write's query-space update, carried (changeSpaces)
+		d.c.markSpaces(o.Spaces, o.Upd) // a write's query-space update, carried (changeSpaces)
 	}
 	dp, t := d.part(o.Partition)
 	dp.mu.Lock()
@@ -1387,7 +1400,7 @@ func (r *distRegion) get(ctx context.Context, key string, spaces []string, load 
 // its backups), retrying across ownership changes until ctx ends (10 s if
 // ctx has no deadline). An error means the write may still be cached.
 func (r *distRegion) change(ctx context.Context, o op, key string, row []byte) error {
-	_, err := r.changeSpaces(ctx, o, key, nil, row)
+	_, err := r.changeSpaces(ctx, o, key, nil, updateID{}, row)
 	return err
 }
 
@@ -1398,23 +1411,23 @@ func (r *distRegion) change(ctx context.Context, o op, key string, row []byte) e
 // (spreadSpaces); the owner answers with the members that applied it
 // (distReply.SpacesAt). The caller sends the update to any other member
 // itself.
-func (r *distRegion) changeSpaces(ctx context.Context, o op, key string, spaces []string, row []byte) ([]string, error) {
+func (r *distRegion) changeSpaces(ctx context.Context, o op, key string, spaces []string, id updateID, row []byte) ([]string, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 	}
 	r.stats.Invalidations.Add(1)
-	rep, _, err := r.d.call(ctx, distOp{Kind: changeKind(o), Partition: r.d.partition(r.name, key), Region: r.name, Key: key, Value: row, Spaces: spaces})
+	rep, _, err := r.d.call(ctx, distOp{Kind: changeKind(o), Partition: r.d.partition(r.name, key), Region: r.name, Key: key, Value: row, Spaces: spaces, Upd: id})
 	if err != nil {
 		return nil, err
 	}
 	return rep.SpacesAt, nil
 }
 
-func (r *distRegion) clear(ctx context.Context) error {
+func (r *distRegion) clear(ctx context.Context, id updateID) error {
 	r.drop()
-	return r.c.publish(ctx, message{Op: opClear, Region: r.name})
+	return r.c.publish(ctx, message{Op: opClear, Region: r.name, Upd: id})
 }
 
 func (r *distRegion) deliver(m message) {

@@ -227,9 +227,9 @@ func (r *localRegion) change(ctx context.Context, o op, key string, _ []byte) er
 	return r.c.publish(ctx, message{Op: o, Region: r.name, Key: key})
 }
 
-func (r *localRegion) clear(ctx context.Context) error {
+func (r *localRegion) clear(ctx context.Context, id updateID) error {
 	r.drop()
-	return r.c.publish(ctx, message{Op: opClear, Region: r.name})
+	return r.c.publish(ctx, message{Op: opClear, Region: r.name, Upd: id})
 }
 
 func (r *localRegion) deliver(m message) {

@@ -65,44 +65,46 @@ import (
 //   - A gap in a partition's change numbers drops the partition's copies;
 //     a read lease that is regained after this node was excluded drops
 //     them all; without a valid lease no copy is served.
-//   - Query results are this node's own, as in LOCAL mode with
-//     synchronous invalidation: a miss loads from the database and keeps
-//     the result without asking the owner (getQuery). What keeps them
-//     honest needs no owner: every query-space update, region clear and
-//     change of a query key (nearRegion.change) reaches every node before
-//     it is acknowledged (a member that does not answer is excluded and
-//     waited out) — region clears and query keys' changes over the bus, a
+//   - Query results are kept near as LOCAL mode with synchronous
+//     invalidation keeps them, and shared through their owners as
+//     DISTRIBUTED shares them (getQuery). What keeps a kept result honest
+//     needs no owner: every query-space update, region clear and change
+//     of a query key (nearRegion.change) reaches every node before it is
+//     acknowledged (a member that does not answer is excluded and waited
+//     out) — region clears and query keys' changes over the bus, a
 //     query-space update straight to every lease holder (syncSpaces) or,
 //     when it comes with a write's change of an entity, in that change's
 //     messages to the key's owner, backups and near holders and straight
 //     to the rest (changeSpaces) — and stamps the spaces, region or key on
-//     arrival; a result stamped before its load began is kept and served
+//     arrival; a result stamped before its read began is kept and served
 //     only while it is above those stamps, so a write acknowledged after
-//     the load began either stamps before the result is kept (refused)
+//     the read began either stamps before the result is kept (refused)
 //     or after (never served) — the package doc's stale-put argument, on
-//     this node's clock. A query result changes with every write of its
-//     tables, so sharing it through the owner cost a round trip on most
-//     of its misses, and a put and a replication after the load.
-//   - Nor may a node keep a query result its owner answered: the stamp
-//     taken before the read does not make that safe, as it does for an
-//     entity's copy. An entity's change reaches a holder only after its
-//     owner applied it; a query-space update (and a region clear)
-//     reaches the members in no order — the writer stamps its own spaces
-//     and sends to the rest at once, or the written key's owner spreads
-//     it — so a node may apply an update before the query's owner does,
-//     read, and be answered the owner's result from before the update:
-//     allowed once (DISTRIBUTED serves it; the write is not acknowledged
-//     yet), but a copy of it, stamped here after the update, would be
-//     served after the write is acknowledged
-//     (TestQueryAfterSpacesUpdateOutOfOrder fails so). For the same
-//     reason no value read with query spaces is kept from an owner's
-//     answer (keep): GetQuery of an entity or collection region reads
-//     through its owner every time, as in DISTRIBUTED. Sharing query
-//     results through the owner needs the owner to know, when it
-//     answers, every update of the query's spaces the reader has
-//     applied: update identities carried on every path a space update
-//     travels, or a second phase telling the members an update has
-//     reached them all.
+//     this node's clock.
+//   - A miss asks the query's owner, and keeps the owner's result only if
+//     the owner has applied every update of the query's spaces (and
+//     region clear) this node applied before the read: an entity's change
+//     reaches a holder only after its owner applied it, but a query-space
+//     update reaches the members in no order — the writer stamps its own
+//     spaces and sends to the rest at once, or the written key's owner
+//     spreads it — so a node may apply an update before the query's owner
+//     does, read, and be answered the owner's result from before the
+//     update: allowed once (DISTRIBUTED serves it; the write is not
+//     acknowledged yet), but a copy of it, stamped here after the update,
+//     would be served after the write is acknowledged
+//     (TestQueryAfterSpacesUpdateOutOfOrder). So every update is named,
+//     and the read names the updates this node applied that may not have
+//     reached the owner: those above their writers' watermarks (an update
+//     resolves when its write returns; updates.go). The owner answers
+//     whether it applied them all (distReply.Lacks), before it reads its
+//     floor; if not, the answer is served once and not kept. A miss at
+//     the owner is loaded here, kept, and offered to the owner (a put
+//     with the owner's ticket), for the other nodes' misses. An update
+//     from a node that does not name them stops the sharing of its spaces
+//     in this process (spaceUpdates.unnamed).
+//   - GetQuery of an entity or collection region reads through its owner
+//     every time, as in DISTRIBUTED: no value read with query spaces is
+//     kept from an owner's answer (keep).
 type near struct {
 	*dist
 	// store holds the near copies of every region, keyed by a hash of the
@@ -286,7 +288,7 @@ func (n *near) onChange(from string, o distOp) {
 	np.seq, np.seqFrom = o.Seq, from
 	np.mu.Unlock()
 	if len(o.Spaces) > 0 && from != n.self {
-		n.c.markSpaces(o.Spaces) // a write's query-space update, carried (changeSpaces)
+		n.c.markSpaces(o.Spaces, o.Upd) // a write's query-space update, carried (changeSpaces)
 	}
 	n.mu.Lock()
 	nr := n.regions[o.Region]
@@ -534,11 +536,39 @@ func (r *nearRegion) getQuery(ctx context.Context, key string, spaces []string, 
 		r.c.stats.NearHits.Add(1)
 		return v, nil
 	}
-	r.stats.Misses.Add(1)
 	floor := max(r.c.spacesStamp(spaces), r.ownFloor(key))
+	stamp := r.c.tick() // before the owner's read and the load
+	// After the stamp: an update applied here after it refuses the copy
+	// (keepOwn) whether it is named or not.
+	need, shared := r.c.updatesNeeded(r.name, spaces)
+	var rep distReply
+	var err error
+	p := r.d.partition(r.name, key)
+	if shared {
+		gctx, cancel := context.WithTimeout(ctx, r.c.cfg.SyncTimeout)
+		rep, _, err = r.d.call(gctx, distOp{Kind: kindGet, Partition: p, Region: r.name, Key: key, Spaces: spaces, Need: need})
+		cancel()
+		if err != nil && ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if err == nil && !rep.Unavailable && rep.Hit {
+			r.stats.Hits.Add(1)
+			if rep.Lacks {
+				// The owner has not applied an update of the spaces this
+				// node has: served once, as DISTRIBUTED serves it, and
+				// not kept.
+				r.c.stats.NearDrops[nearKeepLacks].Add(1)
+			} else {
+				r.keepOwn(key, rep.Value, stamp, spaces)
+			}
+			return rep.Value, nil
+		}
+	}
+	r.stats.Misses.Add(1)
+	put := shared && err == nil && !rep.Unavailable && !rep.Refused
 	// Join a load in flight only if it began after the last change this
 	// get could know of (LOCAL's rule).
-	own := &loadCall{stamp: r.c.tick(), done: make(chan struct{})}
+	own := &loadCall{stamp: stamp, done: make(chan struct{})}
 	call, mine := r.loads.start(key, func(c *loadCall) bool { return c.stamp > floor }, own)
 	if !mine {
 		return r.join(ctx, call)
@@ -547,6 +577,13 @@ func (r *nearRegion) getQuery(ctx context.Context, key string, spaces []string, 
 	own.value, own.err = load(ctx)
 	if own.err == nil {
 		r.keepOwn(key, own.value, own.stamp, spaces)
+		if put {
+			// Offered to the owner, for the other nodes' misses: it
+			// keeps it only if no update of the key or its spaces
+			// reached it since it issued the ticket.
+			r.d.putNote(p, r.name, key, spaces, own.value, rep.Ticket)
+			r.stats.Puts.Add(1)
+		}
 	}
 	return r.loads.finish(key, own)
 }
@@ -786,9 +823,9 @@ func (r *nearRegion) deliver(m message) {
 	}
 }
 
-func (r *nearRegion) clear(ctx context.Context) error {
+func (r *nearRegion) clear(ctx context.Context, id updateID) error {
 	r.drop()
-	return r.c.publish(ctx, message{Op: opClear, Region: r.name})
+	return r.c.publish(ctx, message{Op: opClear, Region: r.name, Upd: id})
 }
 
 // nearHolders is an owner's registry of the members that may keep near

@@ -775,22 +775,29 @@ func keyPlaced(d *dist, region, owner, backup, not string) string {
 // 2 applies an update of the query's spaces, reads the query while its
 // owner (node 1), which holds the result, has not applied the update yet,
 // and once every node has (the write is acknowledged) no node serves the
-// result from before it.
+// result from before it. NEAR shares query results through their owner
+// (getQuery) only when the owner has applied every update of their spaces
+// the reader has, which the updates' names tell (updates.go): so the
+// update is named here, as every update a node of this build sends is,
+// and unnamed, as a node of an older build sends it (no result of those
+// spaces is kept from an owner's answer again).
 func TestQueryAfterSpacesUpdateOutOfOrder(t *testing.T) {
 	forOwnedModes(t, func(t *testing.T, mode string) {
 		_, members, caches := distCaches(t, 43, 3, mode)
 		// A query region, and an entity region read with query spaces
 		// (GetQuery allows it): the same rule for both.
 		for _, kind := range []RegionKind{QueryRegion, EntityRegion} {
-			testQueryAfterSpacesUpdateOutOfOrder(t, members, caches, kind)
+			for _, id := range []updateID{{Inc: 99, Seq: 1}, {}} {
+				testQueryAfterSpacesUpdateOutOfOrder(t, members, caches, kind, id)
+			}
 		}
 	})
 }
 
-func testQueryAfterSpacesUpdateOutOfOrder(t *testing.T, members []*clustertest.Member, caches []*Cache, kind RegionKind) {
+func testQueryAfterSpacesUpdateOutOfOrder(t *testing.T, members []*clustertest.Member, caches []*Cache, kind RegionKind, id updateID) {
 	t.Helper()
 	ctx := context.Background()
-	name := fmt.Sprint("q", kind)
+	name := fmt.Sprint("q", kind, "-", id.Inc)
 	qs := make([]*Region, 3)
 	for i, c := range caches {
 		var err error
@@ -810,14 +817,14 @@ func testQueryAfterSpacesUpdateOutOfOrder(t *testing.T, members []*clustertest.M
 	})
 	// A write's update of the query's spaces reaches node 2 first.
 	page.v.Add(1)
-	caches[1].markSpaces(spaces)
+	caches[1].markSpaces(spaces, id)
 	if _, err := get(1); err != nil { // the old result is allowed: not acknowledged yet
 		t.Fatal(err)
 	}
 	caches[1].waitLocal() // a result node 2 kept is in its store
 	// Then the owner and node 3: the write is acknowledged.
-	caches[0].markSpaces(spaces)
-	caches[2].markSpaces(spaces)
+	caches[0].markSpaces(spaces, id)
+	caches[2].markSpaces(spaces, id)
 	for i := range 3 {
 		v, err := get(i)
 		if err != nil {

@@ -161,10 +161,17 @@ func (r *Region) EvictAll(ctx context.Context) error {
 	if r.access == ReadOnly {
 		return fmt.Errorf("%w: %s", ErrReadOnly, r.name)
 	}
+	var id updateID
+	if r.kind == QueryRegion {
+		// Named, as a query-space update is (updates.go, clearSpace).
+		id = r.c.beginUpdate()
+		defer r.c.endUpdate(id)
+		r.c.noteUpdate([]string{clearSpace(r.name)}, id)
+	}
 	v := r.c.enter()
 	defer v.exit()
 	for _, b := range v.write {
-		if err := r.part(b).clear(ctx); err != nil {
+		if err := r.part(b).clear(ctx, id); err != nil {
 			return err
 		}
 	}
@@ -209,8 +216,11 @@ func (r *Region) change(ctx context.Context, o op, key string, spaces []string, 
 	if r.access == ReadOnly {
 		return fmt.Errorf("%w: %s", ErrReadOnly, r.name)
 	}
+	var id updateID
 	if len(spaces) > 0 {
-		r.c.markSpaces(spaces)
+		id = r.c.beginUpdate()
+		defer r.c.endUpdate(id)
+		r.c.markSpaces(spaces, id)
 	}
 	v := r.c.enter()
 	defer v.exit()
@@ -219,7 +229,7 @@ func (r *Region) change(ctx context.Context, o op, key string, spaces []string, 
 	var err error
 	for _, b := range v.write {
 		if carried {
-			covered, err = carrier.changeSpaces(ctx, o, key, spaces, row)
+			covered, err = carrier.changeSpaces(ctx, o, key, spaces, id, row)
 		} else {
 			err = r.part(b).change(ctx, o, key, row)
 		}
@@ -235,10 +245,10 @@ func (r *Region) change(ctx context.Context, o op, key string, spaces []string, 
 		return err
 	case carried && err == nil:
 		r.c.stats.InvalidationsSent.Add(1)
-		return r.c.syncSpaces(ctx, spaces, covered)
+		return r.c.syncSpaces(ctx, spaces, id, covered)
 	}
 	// Sent apart: after a failed change, to every member.
-	return errors.Join(err, r.c.publish(ctx, message{Op: opSpaces, Spaces: spaces}))
+	return errors.Join(err, r.c.publish(ctx, message{Op: opSpaces, Spaces: spaces, Upd: id}))
 }
 
 // spacesCarrier returns the backend that carries a change's query-space
@@ -258,7 +268,7 @@ func (r *Region) spacesCarrier(v *modeView, spaces []string) (spacesCarrier, boo
 // to the members its messages reach. changeSpaces returns those members:
 // each has applied the update, or been excluded from serving.
 type spacesCarrier interface {
-	changeSpaces(ctx context.Context, o op, key string, spaces []string, row []byte) (covered []string, err error)
+	changeSpaces(ctx context.Context, o op, key string, spaces []string, id updateID, row []byte) (covered []string, err error)
 }
 
 // join waits for a load in flight and shares its result.
@@ -349,7 +359,7 @@ type regionBackend interface {
 	// is the row the writer committed (UnlockWith), or nil.
 	change(ctx context.Context, o op, key string, row []byte) error
 	// clear drops the region everywhere (EvictAll).
-	clear(ctx context.Context) error
+	clear(ctx context.Context, id updateID) error
 	// deliver applies another node's message for the region.
 	deliver(m message)
 	// drop forgets the region on this node: after missed messages, or a

@@ -33,10 +33,10 @@ const rpcSpaces = "l2.spaces"
 // cost a goroutine at each end and a hand-off to the bus's delivery
 // goroutine. If a member has no handler for it (a node of an older
 // build), the update is published on the bus as before.
-func (c *Cache) syncSpaces(ctx context.Context, spaces, covered []string) error {
+func (c *Cache) syncSpaces(ctx context.Context, spaces []string, id updateID, covered []string) error {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.SyncTimeout)
 	defer cancel()
-	to, sent, err := c.goSpaces(ctx, spaces, covered)
+	to, sent, err := c.goSpaces(ctx, spaces, id, covered)
 	if err != nil {
 		return fmt.Errorf("%w: reading the lease registry: %w", ErrExcludeFailed, err)
 	}
@@ -55,7 +55,7 @@ func (c *Cache) syncSpaces(ctx context.Context, spaces, covered []string) error 
 		c.cfg.Logger.Debug("l2cache: a query-space update was not acknowledged", "to", to[i], "err", err)
 	}
 	if older {
-		return c.publishBus(ctx, message{Op: opSpaces, Spaces: spaces})
+		return c.publishBus(ctx, message{Op: opSpaces, Spaces: spaces, Upd: id})
 	}
 	return c.excludeUnreached(ctx, acked)
 }
@@ -64,7 +64,7 @@ func (c *Cache) syncSpaces(ctx context.Context, spaces, covered []string) error 
 // read-lease record except this node and the members in covered, without
 // waiting for the answers: it returns the members sent to, and their
 // calls, in the same order.
-func (c *Cache) goSpaces(ctx context.Context, spaces, covered []string) ([]string, []*rpc.Pending, error) {
+func (c *Cache) goSpaces(ctx context.Context, spaces []string, id updateID, covered []string) ([]string, []*rpc.Pending, error) {
 	holders, err := c.cfg.Lease.Holders(ctx)
 	if err != nil {
 		return nil, nil, err
@@ -79,7 +79,7 @@ func (c *Cache) goSpaces(ctx context.Context, spaces, covered []string) ([]strin
 			continue
 		}
 		if body == nil {
-			body = appendSpaces(nil, time.Now().UnixNano(), spaces)
+			body = appendSpaces(nil, time.Now().UnixNano(), spaces, id)
 		}
 		// An invalidation, as it was on the bus: counted by kind, not
 		// in RemoteCalls (the calls to owners and backups: a LOCAL
@@ -94,7 +94,7 @@ func (c *Cache) goSpaces(ctx context.Context, spaces, covered []string) ([]strin
 // handleSpaces applies a query-space update from another member
 // (syncSpaces). It does not block.
 func (c *Cache) handleSpaces(_ context.Context, from string, body []byte) ([]byte, error) {
-	sentAt, spaces, err := decodeSpaces(body)
+	sentAt, spaces, id, err := decodeSpaces(body)
 	if err != nil {
 		return nil, fmt.Errorf("unreadable query-space update: %w", err)
 	}
@@ -102,32 +102,43 @@ func (c *Cache) handleSpaces(_ context.Context, from string, body []byte) ([]byt
 	if sentAt > 0 {
 		c.stats.InvalidationLag[LagBucket(time.Duration(time.Now().UnixNano()-sentAt))].Add(1)
 	}
-	c.markSpaces(spaces)
+	c.markSpaces(spaces, id)
 	return nil, nil
 }
 
-// appendSpaces encodes a query-space update: [sent (Unix ns), [space…]].
-func appendSpaces(b []byte, sentAt int64, spaces []string) []byte {
-	b = append(b, 0x92)
+// appendSpaces encodes a query-space update: [sent (Unix ns), [space…],
+// incarnation, number, watermark] (updateID); a node of an older build
+// sent the first two fields only, and its update has no name.
+func appendSpaces(b []byte, sentAt int64, spaces []string, id updateID) []byte {
+	b = append(b, 0x95)
 	b = appendUint(b, uint64(max(sentAt, 0)))
 	b = appendArrayHeader(b, len(spaces))
 	for _, s := range spaces {
 		b = appendStr(b, s)
 	}
-	return b
+	return appendUpdate(b, id)
 }
 
-func decodeSpaces(b []byte) (int64, []string, error) {
+func decodeSpaces(b []byte) (int64, []string, updateID, error) {
 	d := decoder{b: b}
-	d.header(2)
+	named := len(b) > 0 && b[0] == 0x95
+	if named {
+		d.header(5)
+	} else {
+		d.header(2)
+	}
 	sentAt := int64(d.uint(math.MaxInt64))
 	n := d.array(maxSpaces)
 	spaces := make([]string, 0, n)
 	for range n {
 		spaces = append(spaces, d.str())
 	}
-	if err := d.end(); err != nil {
-		return 0, nil, err
+	var id updateID
+	if named {
+		id = d.update()
 	}
-	return sentAt, spaces, nil
+	if err := d.end(); err != nil {
+		return 0, nil, updateID{}, err
+	}
+	return sentAt, spaces, id, nil
 }

@@ -187,10 +187,11 @@ const (
 	nearKeepOwner           // a copy not kept: the owner that answered no longer owns the partition here
 	nearKeepChanged         // a copy not kept: the key, partition or region changed since the read began
 	nearKeepLocked          // a load not kept (nor put): the owner answered that the key is soft-locked
+	nearKeepLacks           // a query result the owner answered, not kept: the owner had not applied an update of its spaces this node had
 	nNearDrop
 )
 
-var nearDropNames = [nNearDrop]string{"gap", "owner", "gens", "reset", "retire", "region", "overflow", "fold", "sweep", "keep_owner", "keep_changed", "keep_locked"}
+var nearDropNames = [nNearDrop]string{"gap", "owner", "gens", "reset", "retire", "region", "overflow", "fold", "sweep", "keep_owner", "keep_changed", "keep_locked", "keep_lacks"}
 
 const (
 	// Owner misses: a get an owner answered with a miss (a ticket).
