@@ -557,6 +557,9 @@ func (c *Cache) onRegionMissed(r *Region, m cluster.Missed) {
 // cached query result over any of them becomes a miss, here and, through
 // the bus, on every node. Call it after the write commits.
 func (c *Cache) UpdateSpaces(ctx context.Context, spaces ...string) error {
+	if err := checkSpaces(spaces); err != nil {
+		return err
+	}
 	id := c.beginUpdate()
 	defer c.endUpdate(id)
 	c.markSpaces(spaces, id)

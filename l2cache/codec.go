@@ -26,77 +26,41 @@ const (
 )
 
 func appendOp(b []byte, o *distOp) []byte {
-	named := o.Upd != (updateID{}) || len(o.Need) > 0
-	if named {
-		// Two more fields, only in a message that names query-space
-		// updates (which only a node that reads them sends).
-		b = append(b, 0x90|(opFields+2))
-	} else {
-		b = append(b, 0x90|opFields)
-	}
+	b = append(b, 0x90|opFields)
 	b = appendUint(b, uint64(o.Kind))
 	b = appendBool(b, o.Near)
 	b = appendUint(b, uint64(o.Partition))
 	b = appendStr(b, o.Region)
 	b = appendStr(b, o.Key)
 	b = appendBin(b, o.Value)
-	b = appendArrayHeader(b, len(o.Spaces))
-	for _, s := range o.Spaces {
-		b = appendStr(b, s)
-	}
+	b = appendSpacesNamed(b, o.Spaces, o.Upd, o.Want, o.Need)
 	b = appendStr(b, o.Ticket.Owner)
 	b = appendUint(b, o.Ticket.Stamp)
 	b = appendUint(b, o.Stamp)
 	b = appendUint(b, o.Seq)
-	b = appendUint(b, o.Epoch)
-	if named {
-		b = appendUpdate(b, o.Upd)
-		b = appendArrayHeader(b, len(o.Need))
-		for _, id := range o.Need {
-			b = appendUpdate(b, id)
-		}
-	}
-	return b
+	return appendUint(b, o.Epoch)
 }
 
 func decodeOp(b []byte) (distOp, error) {
 	d := decoder{b: b}
 	var o distOp
-	fields := opFields
-	if len(b) > 0 && b[0] == 0x90|(opFields+2) {
-		fields += 2 // Upd, Need
-	}
-	d.header(fields)
+	d.header(opFields)
 	o.Kind = ownerKind(d.uint(math.MaxUint8))
 	o.Near = d.bool()
 	o.Partition = int(d.uint(math.MaxInt32))
 	o.Region, o.Key = d.str(), d.str()
 	o.Value = d.bin()
-	if n := d.array(maxSpaces); n > 0 {
-		o.Spaces = make([]string, n)
-		for i := range o.Spaces {
-			o.Spaces[i] = d.str()
-		}
-	}
+	o.Spaces, o.Upd, o.Want, o.Need = d.spacesNamed()
 	o.Ticket.Owner, o.Ticket.Stamp = d.str(), d.uint(math.MaxUint64)
 	o.Stamp, o.Seq, o.Epoch = d.uint(math.MaxUint64), d.uint(math.MaxUint64), d.uint(math.MaxUint64)
-	if fields > opFields {
-		o.Upd = d.update()
-		if n := d.array(maxOpen); n > 0 {
-			o.Need = make([]updateID, 0, n)
-			for range n {
-				o.Need = append(o.Need, d.update())
-			}
-		}
-	}
 	return o, d.end()
 }
 
 func appendReply(b []byte, r *distReply) []byte {
 	switch {
-	case r.Lacks:
-		// An eleventh, only in the answer to a get that named updates
-		// (distOp.Need).
+	case r.Vouched:
+		// An eleventh, only in the answer to a get whose reader would
+		// keep it (distOp.Want), from a node that reads names.
 		b = append(b, 0x90|(replyFields+2))
 	case len(r.SpacesAt) > 0:
 		// A tenth field, only in the answer to a change that carried a
@@ -114,13 +78,13 @@ func appendReply(b []byte, r *distReply) []byte {
 	b = appendUint(b, r.Floor)
 	b = appendBool(b, r.Refused)
 	b = appendBool(b, r.Unavailable)
-	if len(r.SpacesAt) > 0 || r.Lacks {
+	if len(r.SpacesAt) > 0 || r.Vouched {
 		b = appendArrayHeader(b, len(r.SpacesAt))
 		for _, m := range r.SpacesAt {
 			b = appendStr(b, m)
 		}
 	}
-	if r.Lacks {
+	if r.Vouched {
 		b = appendBool(b, true)
 	}
 	return b
@@ -131,7 +95,7 @@ func decodeReply(b []byte) (distReply, error) {
 	var r distReply
 	fields := replyFields
 	if len(b) > 0 && (b[0] == 0x90|(replyFields+1) || b[0] == 0x90|(replyFields+2)) {
-		fields = int(b[0] & 0x0f) // SpacesAt, and Lacks
+		fields = int(b[0] & 0x0f) // SpacesAt, and Vouched
 	}
 	d.header(fields)
 	r.NotOwner, r.Epoch, r.Hit = d.bool(), d.uint(math.MaxUint64), d.bool()
@@ -149,7 +113,7 @@ func decodeReply(b []byte) (distReply, error) {
 		}
 	}
 	if fields > replyFields+1 {
-		r.Lacks = d.bool()
+		r.Vouched = d.bool()
 	}
 	if r.Hit && r.Value == nil {
 		r.Value = []byte{} // a cached empty value is still a hit

@@ -21,7 +21,8 @@ func codecOps() []distOp {
 		{Kind: kindPut, Partition: 1, Region: "r", Key: "k", Value: bytes.Repeat([]byte{7}, 70000), Stamp: 300, Seq: 65536, Epoch: 1<<32 + 1},
 		{Kind: kindInvalidate, Region: strings.Repeat("r", 40), Spaces: make([]string, 20)},
 		{Kind: kindUnlock, Region: "pr", Key: "9", Spaces: []string{"comments"}, Upd: updateID{Inc: 1 << 63, Seq: 7, Done: 5}},
-		{Kind: kindGet, Region: "q", Key: "list", Spaces: []string{"comments"}, Need: []updateID{{Inc: 3, Seq: 1}, {Inc: 1<<64 - 1, Seq: 1 << 40}}},
+		{Kind: kindGet, Region: "q", Key: "list", Spaces: []string{"comments"}, Want: true, Need: []updateID{{Inc: 3, Seq: 1}, {Inc: 1<<64 - 1, Seq: 1 << 40}}},
+		{Kind: kindGet, Region: "q", Key: "list", Want: true},
 	}
 }
 
@@ -37,12 +38,8 @@ func TestCodecRoundTrip(t *testing.T) {
 		}
 		// Any msgpack reader can read it: the generic decoder sees an
 		// array of the same length.
-		fields := opFields
-		if o.Upd != (updateID{}) || len(o.Need) > 0 {
-			fields += 2
-		}
 		var generic []any
-		if err := msgpack.Unmarshal(b, &generic); err != nil || len(generic) != fields {
+		if err := msgpack.Unmarshal(b, &generic); err != nil || len(generic) != opFields {
 			t.Fatalf("op %d: generic msgpack read %d fields, err %v", i, len(generic), err)
 		}
 	}
@@ -54,8 +51,8 @@ func TestCodecRoundTrip(t *testing.T) {
 		{Ticket: ticket{Owner: "n3", Stamp: 77}, Floor: 76},
 		{Refused: true},
 		{SpacesAt: []string{"n1", "n2", "n3"}},
-		{Hit: true, Value: []byte("v"), Lacks: true},
-		{SpacesAt: []string{"n1"}, Lacks: true},
+		{Hit: true, Value: []byte("v"), Vouched: true},
+		{SpacesAt: []string{"n1"}, Vouched: true},
 	}
 	for i, r := range replies {
 		got, err := decodeReply(appendReply(nil, &r))
@@ -78,6 +75,8 @@ func TestCodecRejectsGarbage(t *testing.T) {
 		"trailing bytes": append(append([]byte{}, good...), 0),
 		"huge array":     append([]byte{0x9c, 1, 0xc2, 0, 0xa0, 0xa0, 0xc0}, 0xdd, 0xff, 0xff, 0xff, 0xff),
 		"string as uint": append([]byte{0x9c, 0xa0}, good[2:]...),
+		"reserved space": appendOp(nil, &distOp{Kind: kindGet, Region: "pr", Key: "1", Spaces: []string{"\x00x"}}),
+		"short name":     appendOp(nil, &distOp{Kind: kindGet, Region: "pr", Key: "1", Spaces: []string{nameUpd + "12345678"}}),
 	}
 	for name, b := range cases {
 		if _, err := decodeOp(b); !errors.Is(err, ErrCodec) {
@@ -174,7 +173,7 @@ func BenchmarkCodec(b *testing.B) {
 }
 
 func FuzzDecodeReply(f *testing.F) {
-	for _, r := range []distReply{{}, {Hit: true, Value: []byte("v"), Lacks: true}, {SpacesAt: []string{"n1", "n2"}}, {Ticket: ticket{Owner: "n3", Stamp: 77}, Floor: 76}} {
+	for _, r := range []distReply{{}, {Hit: true, Value: []byte("v"), Vouched: true}, {SpacesAt: []string{"n1", "n2"}}, {Ticket: ticket{Owner: "n3", Stamp: 77}, Floor: 76}} {
 		f.Add(appendReply(nil, &r))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -104,10 +104,12 @@ type distOp struct {
 	Epoch uint64
 	// Upd names the query-space update a change carries (updates.go).
 	Upd updateID
-	// Need: a get of a query result whose answer the reader would keep
-	// (NEAR): the updates of its spaces the reader applied that the
-	// owner may not have; the owner says whether it applied them all
-	// (distReply.Lacks).
+	// Want: a get of a query result whose answer the reader would keep
+	// (NEAR); Need, the updates of its spaces the reader applied that
+	// the owner may not have. The owner vouches for its answer if it
+	// applied them all (distReply.Vouched). On the wire these ride in
+	// Spaces (appendSpacesNamed).
+	Want bool
 	Need []updateID
 }
 
@@ -133,9 +135,11 @@ type distReply struct {
 	// backup and near holder its messages reached (or that was excluded),
 	// and each other member the owner sent it to (spreadSpaces).
 	SpacesAt []string
-	// Lacks: a hit that may not be kept, because the owner has not
-	// applied every update the get named (distOp.Need).
-	Lacks bool
+	// Vouched: the answer to a get that wanted it (distOp.Want) from an
+	// owner that had applied every update the get named (distOp.Need)
+	// before it read: the reader may keep a hit. An owner of an older
+	// build never vouches.
+	Vouched bool
 }
 
 // dist is this node's part of the partitioned map.
@@ -599,7 +603,7 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 	case kindGet:
 		// Before the floor is read: an update named in Need and applied
 		// here is stamped below it, so a hit is newer than the update.
-		lacks := !d.c.appliedAll(o.Need)
+		vouched := o.Want && d.c.appliedAll(o.Need)
 		floor := max(dp.floorLocked(o.Region, skey), d.c.spacesStamp(o.Spaces))
 		e := dp.liveLocked(d, skey, now)
 		locked := dp.lockedLocked(skey, now)
@@ -612,7 +616,7 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 			dp.addHolder(d, skey, from)
 		}
 		if e != nil && e.stamp > floor && !locked {
-			rep = distReply{Hit: true, Value: e.value, Lacks: lacks}
+			rep = distReply{Hit: true, Value: e.value, Vouched: vouched}
 		} else {
 			d.c.stats.OwnerMisses[dp.missCause(o.Region, skey, e, locked, d.c.spacesStamp(o.Spaces))].Add(1)
 			// Refused, on a miss: the key is soft-locked, so the reader

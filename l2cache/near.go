@@ -96,7 +96,7 @@ import (
 //     and the read names the updates this node applied that may not have
 //     reached the owner: those above their writers' watermarks (an update
 //     resolves when its write returns; updates.go). The owner answers
-//     whether it applied them all (distReply.Lacks), before it reads its
+//     whether it applied them all (distReply.Vouched), before it reads its
 //     floor; if not, the answer is served once and not kept. A miss at
 //     the owner is loaded here, kept, and offered to the owner (a put
 //     with the owner's ticket), for the other nodes' misses. An update
@@ -546,17 +546,17 @@ func (r *nearRegion) getQuery(ctx context.Context, key string, spaces []string, 
 	p := r.d.partition(r.name, key)
 	if shared {
 		gctx, cancel := context.WithTimeout(ctx, r.c.cfg.SyncTimeout)
-		rep, _, err = r.d.call(gctx, distOp{Kind: kindGet, Partition: p, Region: r.name, Key: key, Spaces: spaces, Need: need})
+		rep, _, err = r.d.call(gctx, distOp{Kind: kindGet, Partition: p, Region: r.name, Key: key, Spaces: spaces, Want: true, Need: need})
 		cancel()
 		if err != nil && ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
 		if err == nil && !rep.Unavailable && rep.Hit {
 			r.stats.Hits.Add(1)
-			if rep.Lacks {
+			if !rep.Vouched {
 				// The owner has not applied an update of the spaces this
-				// node has: served once, as DISTRIBUTED serves it, and
-				// not kept.
+				// node has (or does not say: an older build): served
+				// once, as DISTRIBUTED serves it, and not kept.
 				r.c.stats.NearDrops[nearKeepLacks].Add(1)
 			} else {
 				r.keepOwn(key, rep.Value, stamp, spaces)

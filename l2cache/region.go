@@ -95,7 +95,12 @@ func (r *Region) Get(ctx context.Context, key string, load Loader) ([]byte, erro
 // GetQuery is Get for a query region: the result is cached against the
 // query spaces (tables) it reads, and any UpdateSpaces of one of them
 // after the load began makes it a miss.
+// A space's name may not begin with a NUL byte (ErrReservedSpace), here
+// and in every call that takes spaces.
 func (r *Region) GetQuery(ctx context.Context, key string, spaces []string, load Loader) ([]byte, error) {
+	if err := checkSpaces(spaces); err != nil {
+		return nil, err
+	}
 	return r.get(ctx, key, spaces, load)
 }
 
@@ -215,6 +220,9 @@ func (r *Region) UnlockWith(ctx context.Context, key string, value []byte, space
 func (r *Region) change(ctx context.Context, o op, key string, spaces []string, row []byte) error {
 	if r.access == ReadOnly {
 		return fmt.Errorf("%w: %s", ErrReadOnly, r.name)
+	}
+	if err := checkSpaces(spaces); err != nil {
+		return err
 	}
 	var id updateID
 	if len(spaces) > 0 {

@@ -106,39 +106,27 @@ func (c *Cache) handleSpaces(_ context.Context, from string, body []byte) ([]byt
 	return nil, nil
 }
 
-// appendSpaces encodes a query-space update: [sent (Unix ns), [space…],
-// incarnation, number, watermark] (updateID); a node of an older build
-// sent the first two fields only, and its update has no name.
+// appendSpaces encodes a query-space update: [sent (Unix ns), [space…]],
+// its name among the spaces (appendSpacesNamed).
 func appendSpaces(b []byte, sentAt int64, spaces []string, id updateID) []byte {
-	b = append(b, 0x95)
+	b = append(b, 0x92)
 	b = appendUint(b, uint64(max(sentAt, 0)))
-	b = appendArrayHeader(b, len(spaces))
-	for _, s := range spaces {
-		b = appendStr(b, s)
-	}
-	return appendUpdate(b, id)
+	return appendSpacesNamed(b, spaces, id, false, nil)
 }
 
 func decodeSpaces(b []byte) (int64, []string, updateID, error) {
 	d := decoder{b: b}
-	named := len(b) > 0 && b[0] == 0x95
-	if named {
-		d.header(5)
-	} else {
-		d.header(2)
-	}
+	d.header(2)
 	sentAt := int64(d.uint(math.MaxInt64))
-	n := d.array(maxSpaces)
-	spaces := make([]string, 0, n)
-	for range n {
-		spaces = append(spaces, d.str())
-	}
-	var id updateID
-	if named {
-		id = d.update()
+	spaces, id, want, need := d.spacesNamed()
+	if want || len(need) > 0 {
+		d.fail("a get's names in a query-space update")
 	}
 	if err := d.end(); err != nil {
 		return 0, nil, updateID{}, err
+	}
+	if spaces == nil {
+		spaces = []string{}
 	}
 	return sentAt, spaces, id, nil
 }

@@ -187,7 +187,7 @@ const (
 	nearKeepOwner           // a copy not kept: the owner that answered no longer owns the partition here
 	nearKeepChanged         // a copy not kept: the key, partition or region changed since the read began
 	nearKeepLocked          // a load not kept (nor put): the owner answered that the key is soft-locked
-	nearKeepLacks           // a query result the owner answered, not kept: the owner had not applied an update of its spaces this node had
+	nearKeepLacks           // a query result the owner answered, not kept: the owner did not vouch that it had applied every update of its spaces this node had
 	nNearDrop
 )
 

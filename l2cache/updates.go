@@ -1,9 +1,12 @@
 package l2cache
 
 import (
-	"math"
+	"encoding/binary"
+	"errors"
+	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 )
 
@@ -299,15 +302,87 @@ func (c *Cache) appliedAll(ids []updateID) bool {
 	return c.updates.has(ids)
 }
 
-// appendUpdate encodes an updateID: [incarnation, number, watermark].
-func appendUpdate(b []byte, id updateID) []byte {
-	b = append(b, 0x93)
-	b = appendUint(b, id.Inc)
-	b = appendUint(b, id.Seq)
-	return appendUint(b, id.Done)
+// On the wire, names ride in the spaces array of the message they belong
+// to, as spaces no table has (each begins with a NUL byte; a space an
+// application names may not): a node of an older build reads them as one
+// more space, stamps it and carries it on, so every message keeps the
+// shape such a node reads, and such a node never vouches (distReply).
+const (
+	nameUpd  = "\x00u" // + 24 bytes: the update's updateID (a change, a query-space update)
+	nameWant = "\x00w" // a get whose reader would keep the answer
+	nameNeed = "\x00n" // + 16 bytes: an update the get names (incarnation, number)
+)
+
+// ErrReservedSpace is returned for a query space whose name begins with a
+// NUL byte: those name updates on the wire.
+var ErrReservedSpace = errors.New("l2cache: a query space's name may not begin with a NUL byte")
+
+// checkSpaces refuses reserved space names.
+func checkSpaces(spaces []string) error {
+	for _, s := range spaces {
+		if strings.HasPrefix(s, "\x00") {
+			return fmt.Errorf("%w: %q", ErrReservedSpace, s)
+		}
+	}
+	return nil
 }
 
-func (d *decoder) update() updateID {
-	d.header(3)
-	return updateID{Inc: d.uint(math.MaxUint64), Seq: d.uint(math.MaxUint64), Done: d.uint(math.MaxUint64)}
+// appendSpacesNamed encodes spaces and, after them, the names.
+func appendSpacesNamed(b []byte, spaces []string, upd updateID, want bool, need []updateID) []byte {
+	n := len(spaces) + len(need)
+	if upd != (updateID{}) {
+		n++
+	}
+	if want {
+		n++
+	}
+	b = appendArrayHeader(b, n)
+	for _, s := range spaces {
+		b = appendStr(b, s)
+	}
+	if upd != (updateID{}) {
+		b = append(append(b, 0xa0|byte(len(nameUpd)+24)), nameUpd...)
+		b = binary.BigEndian.AppendUint64(b, upd.Inc)
+		b = binary.BigEndian.AppendUint64(b, upd.Seq)
+		b = binary.BigEndian.AppendUint64(b, upd.Done)
+	}
+	if want {
+		b = appendStr(b, nameWant)
+	}
+	for _, id := range need {
+		b = append(append(b, 0xa0|byte(len(nameNeed)+16)), nameNeed...)
+		b = binary.BigEndian.AppendUint64(b, id.Inc)
+		b = binary.BigEndian.AppendUint64(b, id.Seq)
+	}
+	return b
 }
+
+// spacesNamed reads what appendSpacesNamed wrote (or an older build's
+// spaces, with no names).
+func (d *decoder) spacesNamed() (spaces []string, upd updateID, want bool, need []updateID) {
+	n := d.array(maxSpaces + 1 + maxOpen)
+	for range n {
+		s := d.str()
+		switch {
+		case !strings.HasPrefix(s, "\x00"):
+			if spaces == nil {
+				spaces = make([]string, 0, n)
+			}
+			spaces = append(spaces, s)
+		case len(s) == len(nameUpd)+24 && strings.HasPrefix(s, nameUpd):
+			upd = updateID{Inc: be64(s[2:]), Seq: be64(s[10:]), Done: be64(s[18:])}
+		case s == nameWant:
+			want = true
+		case len(s) == len(nameNeed)+16 && strings.HasPrefix(s, nameNeed):
+			need = append(need, updateID{Inc: be64(s[2:]), Seq: be64(s[10:])})
+		default:
+			d.fail("a reserved query-space name of %d bytes", len(s))
+		}
+	}
+	if len(spaces) > maxSpaces || len(need) > maxOpen {
+		d.fail("%d query spaces and %d named updates", len(spaces), len(need))
+	}
+	return spaces, upd, want, need
+}
+
+func be64(s string) uint64 { return binary.BigEndian.Uint64([]byte(s[:8])) }

@@ -1,6 +1,8 @@
 package l2cache
 
 import (
+	"context"
+	"errors"
 	"reflect"
 	"testing"
 )
@@ -110,5 +112,33 @@ func TestSpaceUpdatesBound(t *testing.T) {
 	}
 	if _, ok := u.need([]string{"comments"}); ok {
 		t.Fatal("one update forgotten, and need says a shared answer may be kept")
+	}
+}
+
+// A space named with a leading NUL byte would be read as an update's name
+// on the wire: every call that takes spaces refuses it, and loses nothing.
+func TestReservedSpaceNames(t *testing.T) {
+	ctx := context.Background()
+	c := newLocal(t, DefaultConfig())
+	q := region(t, c, "q", NonstrictReadWrite)
+	loads := 0
+	load := func(context.Context) ([]byte, error) { loads++; return []byte("v"), nil }
+	if _, err := q.GetQuery(ctx, "k", []string{"comments", "\x00w"}, load); !errors.Is(err, ErrReservedSpace) || loads != 0 {
+		t.Fatalf("GetQuery: %v after %d loads, want ErrReservedSpace and none", err, loads)
+	}
+	if err := c.UpdateSpaces(ctx, "comments", "\x00u"); !errors.Is(err, ErrReservedSpace) {
+		t.Fatalf("UpdateSpaces: %v", err)
+	}
+	if err := q.Evict(ctx, "k", "\x00n"); !errors.Is(err, ErrReservedSpace) {
+		t.Fatalf("Evict: %v", err)
+	}
+	// The refused update stamped nothing: a result kept before it is
+	// still served.
+	if _, err := q.GetQuery(ctx, "k", []string{"comments"}, load); err != nil {
+		t.Fatal(err)
+	}
+	c.waitLocal()
+	if _, err := q.GetQuery(ctx, "k", []string{"comments"}, load); err != nil || loads != 1 {
+		t.Fatalf("after refused updates: %v, %d loads, want 1", err, loads)
 	}
 }
