@@ -537,7 +537,24 @@ func (r *nearRegion) getQuery(ctx context.Context, key string, spaces []string, 
 		return v, nil
 	}
 	floor := max(r.c.spacesStamp(spaces), r.ownFloor(key))
-	stamp := r.c.tick() // before the owner's read and the load
+	// Join a get in flight only if it began after the last change this
+	// get could know of (LOCAL's rule): what it brings back, from the
+	// owner or the database, is then at least as new as this get needs.
+	own := &loadCall{stamp: r.c.tick(), done: make(chan struct{})} // before the owner's read and the load
+	call, mine := r.loads.start(key, func(c *loadCall) bool { return c.stamp > floor }, own)
+	if !mine {
+		v, err := r.join(ctx, call)
+		select {
+		case <-call.done:
+			if call.hit {
+				r.stats.Hits.Add(1) // answered by the owner, as if asked
+				return v, err
+			}
+		default:
+		}
+		r.stats.Misses.Add(1)
+		return v, err
+	}
 	// After the stamp: an update applied here after it refuses the copy
 	// (keepOwn) whether it is named or not.
 	need, shared := r.c.updatesNeeded(r.name, spaces)
@@ -549,35 +566,29 @@ func (r *nearRegion) getQuery(ctx context.Context, key string, spaces []string, 
 		rep, _, err = r.d.call(gctx, distOp{Kind: kindGet, Partition: p, Region: r.name, Key: key, Spaces: spaces, Want: true, Need: need})
 		cancel()
 		if err != nil && ctx.Err() != nil {
-			return nil, ctx.Err()
+			own.err = ctx.Err()
+			return r.loads.finish(key, own)
 		}
 		if err == nil && !rep.Unavailable && rep.Hit {
 			r.stats.Hits.Add(1)
-			if !rep.Vouched {
+			if rep.Vouched {
+				r.keepOwn(key, rep.Value, own.stamp, spaces)
+			} else {
 				// The owner has not applied an update of the spaces this
 				// node has (or does not say: an older build): served
 				// once, as DISTRIBUTED serves it, and not kept.
 				r.c.stats.NearDrops[nearKeepLacks].Add(1)
-			} else {
-				r.keepOwn(key, rep.Value, stamp, spaces)
 			}
-			return rep.Value, nil
+			own.value, own.hit = rep.Value, true
+			return r.loads.finish(key, own)
 		}
 	}
 	r.stats.Misses.Add(1)
-	put := shared && err == nil && !rep.Unavailable && !rep.Refused
-	// Join a load in flight only if it began after the last change this
-	// get could know of (LOCAL's rule).
-	own := &loadCall{stamp: stamp, done: make(chan struct{})}
-	call, mine := r.loads.start(key, func(c *loadCall) bool { return c.stamp > floor }, own)
-	if !mine {
-		return r.join(ctx, call)
-	}
 	r.stats.Loads.Add(1)
 	own.value, own.err = load(ctx)
 	if own.err == nil {
 		r.keepOwn(key, own.value, own.stamp, spaces)
-		if put {
+		if shared && err == nil && !rep.Unavailable && !rep.Refused {
 			// Offered to the owner, for the other nodes' misses: it
 			// keeps it only if no update of the key or its spaces
 			// reached it since it issued the ticket.

@@ -298,6 +298,7 @@ type loadCall struct {
 	done   chan struct{}
 	value  []byte
 	err    error
+	hit    bool // the value is a cache's, not a load's (NEAR's query gets)
 }
 
 // loads merges the loads of one key on this node. The zero value is ready.
