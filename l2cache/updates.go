@@ -78,13 +78,17 @@ func (w *writerSeqs) watermark() uint64 {
 }
 
 // maxExtra bounds the numbers a seqSet keeps out of order, and maxOpen
-// the updates a node keeps as possibly unapplied at an owner: past them
-// the oldest are forgotten, which only makes an owner's answer less
-// often kept (seqSet.has answers false; a reader with too many to name
-// keeps nothing shared).
+// the updates of one space a node keeps as possibly unapplied at an
+// owner: past them the oldest are forgotten, which only makes an owner's
+// answer less often kept (seqSet.has answers false; a space that lost
+// one is never shared again in this process). maxNeed bounds the updates
+// one get names: a reader with more open (a writer's update that has not
+// resolved for seconds holds its watermark, say, under a partition) keeps
+// no shared answer until they resolve.
 const (
 	maxExtra = 4096
-	maxOpen  = 256
+	maxOpen  = 4096
+	maxNeed  = 64
 )
 
 // seqSet is the updates of one incarnation this node applied: every
@@ -228,7 +232,7 @@ func (u *spaceUpdates) need(spaces []string) ([]updateID, bool) {
 			}
 		}
 	}
-	if len(out) > maxOpen {
+	if len(out) > maxNeed {
 		return nil, false
 	}
 	return out, true
@@ -360,7 +364,7 @@ func appendSpacesNamed(b []byte, spaces []string, upd updateID, want bool, need 
 // spacesNamed reads what appendSpacesNamed wrote (or an older build's
 // spaces, with no names).
 func (d *decoder) spacesNamed() (spaces []string, upd updateID, want bool, need []updateID) {
-	n := d.array(maxSpaces + 1 + maxOpen)
+	n := d.array(maxSpaces + 1 + maxNeed)
 	for range n {
 		s := d.str()
 		switch {
@@ -379,7 +383,7 @@ func (d *decoder) spacesNamed() (spaces []string, upd updateID, want bool, need 
 			d.fail("a reserved query-space name of %d bytes", len(s))
 		}
 	}
-	if len(spaces) > maxSpaces || len(need) > maxOpen {
+	if len(spaces) > maxSpaces || len(need) > maxNeed {
 		d.fail("%d query spaces and %d named updates", len(spaces), len(need))
 	}
 	return spaces, upd, want, need

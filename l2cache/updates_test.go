@@ -103,13 +103,25 @@ func TestSpaceUpdates(t *testing.T) {
 	}
 }
 
-// Past maxOpen updates of a space not known resolved, the space can no
-// longer be checked: no answer about it is kept.
+// Past maxNeed open updates, a read names none and keeps no shared
+// answer, until their writer's watermark passes them; past maxOpen, one
+// is forgotten and the space can no longer be checked.
 func TestSpaceUpdatesBound(t *testing.T) {
 	var u spaceUpdates
-	for n := range uint64(maxOpen + 1) {
+	for n := range uint64(maxNeed + 1) {
 		u.apply([]string{"comments"}, updateID{Inc: 5, Seq: n + 1})
 	}
+	if _, ok := u.need([]string{"comments"}); ok {
+		t.Fatalf("%d open updates, and need says a shared answer may be kept", maxNeed+1)
+	}
+	u.apply([]string{"prs"}, updateID{Inc: 5, Seq: maxNeed + 2, Done: maxNeed + 1})
+	if need, ok := u.need([]string{"comments"}); !ok || len(need) != 0 {
+		t.Fatalf("after the watermark passed them: need = %d updates, %v", len(need), ok)
+	}
+	for n := range uint64(maxOpen + 1) {
+		u.apply([]string{"comments"}, updateID{Inc: 6, Seq: n + 1})
+	}
+	u.apply([]string{"prs"}, updateID{Inc: 6, Seq: maxOpen + 2, Done: maxOpen + 1})
 	if _, ok := u.need([]string{"comments"}); ok {
 		t.Fatal("one update forgotten, and need says a shared answer may be kept")
 	}
