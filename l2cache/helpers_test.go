@@ -43,6 +43,13 @@ func newKeeper(tb testing.TB, cfg TableConfig) *TableKeeper {
 // ownerHolds reports whether the owner of region's key (in the first
 // cache's table) holds an entry for it.
 func ownerHolds(caches []*Cache, region, key string) bool {
+	_, e := ownerEntry(caches, region, key)
+	return e != nil
+}
+
+// ownerEntry is the entry the owner of region's key (in the first cache's
+// table) holds for it, if it holds one, and the owner's cache.
+func ownerEntry(caches []*Cache, region, key string) (*Cache, *entry) {
 	d0 := distOf(caches[0])
 	p := d0.partition(region, key)
 	owner := d0.keeper.Table().Owner(p)
@@ -51,8 +58,11 @@ func ownerHolds(caches []*Cache, region, key string) bool {
 			dp, _ := d.part(p)
 			dp.mu.Lock()
 			defer dp.mu.Unlock()
-			return dp.owner && dp.entries[region+"\x00"+key] != nil
+			if e := dp.entries[region+"\x00"+key]; dp.owner && e != nil {
+				return c, e
+			}
+			return c, nil
 		}
 	}
-	return false
+	return nil, nil
 }

@@ -9,26 +9,12 @@ import (
 	"github.com/shoal-dev/shoal/internal/testkit"
 )
 
-// ownerStamp is the stamp of the entry region's key has at its owner (in
-// the first cache's table), and whether the owner serves it: no query
-// space of spaces was updated there since.
-func ownerStamp(caches []*Cache, region, key string, spaces []string) (uint64, bool) {
-	d0 := distOf(caches[0])
-	p := d0.partition(region, key)
-	owner := d0.keeper.Table().Owner(p)
-	for _, c := range caches {
-		if d := distOf(c); d != nil && d.self == owner {
-			dp, _ := d.part(p)
-			dp.mu.Lock()
-			defer dp.mu.Unlock()
-			e := dp.entries[region+"\x00"+key]
-			if !dp.owner || e == nil {
-				return 0, false
-			}
-			return e.stamp, e.stamp > c.spacesStamp(spaces)
-		}
-	}
-	return 0, false
+// ownerFresh reports whether the owner of region's key holds an entry
+// for it that it serves: no query space of spaces was updated there
+// since.
+func ownerFresh(caches []*Cache, region, key string, spaces []string) bool {
+	c, e := ownerEntry(caches, region, key)
+	return e != nil && e.stamp > c.spacesStamp(spaces)
 }
 
 // NEAR shares query results through their owners (getQuery, updates.go):
@@ -72,8 +58,7 @@ func TestNearSharesQueryResults(t *testing.T) {
 			t.Fatalf("round %d: node 2's first read loaded %d times, want 1", round, n)
 		}
 		testkit.Eventually(t, 20*time.Second, "the owner holding node 2's result", func() bool {
-			_, fresh := ownerStamp(caches, "shared", key, spaces)
-			return fresh
+			return ownerFresh(caches, "shared", key, spaces)
 		})
 		// Node 3 and the owner read it from the owner, without loading,
 		// and keep it: their next reads are near hits.
