@@ -167,7 +167,6 @@ func (u *spaceUpdates) apply(spaces []string, id updateID) {
 		}
 		return
 	}
-	u.init()
 	set := u.applied[id.Inc]
 	if set == nil {
 		set = &seqSet{}
@@ -321,10 +320,13 @@ const (
 // NUL byte: those name updates on the wire.
 var ErrReservedSpace = errors.New("l2cache: a query space's name may not begin with a NUL byte")
 
+// reserved reports whether s is a name rather than a query space.
+func reserved(s string) bool { return strings.HasPrefix(s, "\x00") }
+
 // checkSpaces refuses reserved space names.
 func checkSpaces(spaces []string) error {
 	for _, s := range spaces {
-		if strings.HasPrefix(s, "\x00") {
+		if reserved(s) {
 			return fmt.Errorf("%w: %q", ErrReservedSpace, s)
 		}
 	}
@@ -368,7 +370,7 @@ func (d *decoder) spacesNamed() (spaces []string, upd updateID, want bool, need 
 	for range n {
 		s := d.str()
 		switch {
-		case !strings.HasPrefix(s, "\x00"):
+		case !reserved(s):
 			if spaces == nil {
 				spaces = make([]string, 0, n)
 			}
