@@ -3,6 +3,7 @@ package gitfront
 import (
 	"context"
 	"errors"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -92,4 +93,66 @@ func TestPushedBranchesAndBranchesAt(t *testing.T) {
 	if _, err := BranchesAt(context.Background(), filepath.Join(t.TempDir(), "nope.git"), map[string]string{"main": first}); err == nil {
 		t.Fatal("BranchesAt of no repository succeeded")
 	}
+}
+
+// A new repository's config holds the upload-pack settings, as git reads
+// them, and git accepts it with no template copied.
+func TestInitBareConfig(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	if err := InitBareBranch(ctx, dir, "p", "r", ""); err != nil {
+		t.Fatal(err)
+	}
+	repo := repoDir(dir, "p", "r")
+	for _, key := range []string{"uploadpack.allowFilter", "uploadpack.allowReachableSHA1InWant", "core.bare"} {
+		if got, err := gitOutput(ctx, repo, "config", "--bool", "--get", key); err != nil || got != "true" {
+			t.Errorf("%s = %q, %v; want true", key, got, err)
+		}
+	}
+	if got, err := gitOutput(ctx, repo, "symbolic-ref", "HEAD"); err != nil || got != "refs/heads/main" {
+		t.Errorf("HEAD %q, %v", got, err)
+	}
+	if _, err := gitOutput(ctx, repo, "fsck", "--no-progress"); err != nil {
+		t.Errorf("fsck: %v", err)
+	}
+}
+
+// plainBranchCases are names on both sides of plainBranch's line, and of
+// git's.
+var plainBranchCases = []string{"main", "develop", "feature/x-1", "release/2.0", "a_b", "A.B", "x.lockx", "v1.2.3",
+	"a..b", ".hidden", "a/.b", "end.", "end/", "/start", "a//b", "x.lock", "a/x.lock/b", "with space", "a~1", "a^b", "a:b",
+	"a?b", "a*b", "a[b", `a\b`, "a@{b", "@", "a@b", "ü", "-x", "", "a/b/c/d", "..", ".", "a/.", "HEAD", "a\x7fb"}
+
+// What plainBranch accepts, git accepts: it only skips git for names git
+// would pass.
+func TestPlainBranchAgreesWithGit(t *testing.T) {
+	for _, b := range plainBranchCases {
+		checkPlainBranch(t, b)
+	}
+	if !plainBranch("main") || !plainBranch("feature/x-1") {
+		t.Error("plainBranch refuses the plain names it exists for")
+	}
+}
+
+func checkPlainBranch(t *testing.T, b string) {
+	if !plainBranch(b) {
+		return
+	}
+	cmd := exec.Command("git", "check-ref-format", "refs/heads/"+b)
+	cmd.Env = gitEnv(nil)
+	if err := cmd.Run(); err != nil {
+		t.Errorf("plainBranch(%q) is true, git check-ref-format says %v", b, err)
+	}
+}
+
+func FuzzPlainBranch(f *testing.F) {
+	for _, b := range plainBranchCases {
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b string) {
+		if strings.ContainsRune(b, 0) {
+			return // not an argument a process can take
+		}
+		checkPlainBranch(t, b)
+	})
 }

@@ -144,10 +144,14 @@ func publish(tmp, final, project, repo string) error {
 	return nil
 }
 
-// checkBranch asks git whether branch is a branch name.
+// checkBranch says whether branch is a branch name: names plainBranch
+// knows git accepts are accepted here, and git is asked about the rest.
 func checkBranch(ctx context.Context, branch string) error {
 	if strings.HasPrefix(branch, "-") {
 		return fmt.Errorf("%w: %q is not a branch name", ErrBadName, branch)
+	}
+	if plainBranch(branch) {
+		return nil
 	}
 	cmd := exec.CommandContext(ctx, "git", "check-ref-format", "refs/heads/"+branch)
 	cmd.Env = gitEnv(nil)
@@ -160,19 +164,60 @@ func checkBranch(ctx context.Context, branch string) error {
 	return nil
 }
 
+// plainBranch reports whether branch is a name git's check-ref-format
+// surely accepts under refs/heads/, without running it: '/'-separated
+// components, each one or more of [A-Za-z0-9._-], none starting with '.'
+// or ending with '.' or ".lock", and no "..". That charset holds none of
+// the characters git refuses (controls, space, ~ ^ : ? * [ \ and "@{"), so
+// these are all of its rules that can apply. False says only "ask git":
+// a name outside this set may still be valid (TestPlainBranchAgreesWithGit
+// and FuzzPlainBranch check the claim against git itself).
+func plainBranch(branch string) bool {
+	if branch == "" || strings.Contains(branch, "..") {
+		return false
+	}
+	for _, c := range strings.Split(branch, "/") {
+		if c == "" || c[0] == '.' || c[len(c)-1] == '.' || strings.HasSuffix(c, ".lock") {
+			return false
+		}
+		for i := 0; i < len(c); i++ {
+			if !nameByte(c[i]) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// repoUploadPackConfig is appended to a new repository's config: partial
+// clones (--filter) and fetches of a reachable commit by its id, for a git
+// run on the repository without uploadPackConfig's flags (the pack cache's
+// upload-pack, an operator's own).
+const repoUploadPackConfig = "[uploadpack]\n\tallowFilter = true\n\tallowReachableSHA1InWant = true\n"
+
+// gitInit makes dir a bare repository whose HEAD names branch, in one git
+// process: no template (--template= copies none of the sample hooks, a
+// description or info/exclude, which a served bare repository does not
+// use), and the upload-pack settings written into the config git created
+// (what "git config" would write; TestInitBareConfig reads them back
+// through git).
 func gitInit(ctx context.Context, dir, branch string) error {
 	cmd := exec.CommandContext(ctx, "git", "-c", "init.defaultBranch="+branch,
-		"init", "--bare", "--quiet", dir)
+		"init", "--bare", "--quiet", "--template=", dir)
 	cmd.Env = gitEnv(nil)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("git init: %w: %s", err, firstLine(out))
 	}
-	for _, kv := range [][2]string{{"uploadpack.allowFilter", "true"}, {"uploadpack.allowReachableSHA1InWant", "true"}} {
-		cmd := exec.CommandContext(ctx, "git", "--git-dir", dir, "config", kv[0], kv[1])
-		cmd.Env = gitEnv(nil)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("git config: %w: %s", err, firstLine(out))
-		}
+	f, err := os.OpenFile(filepath.Join(dir, "config"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return fmt.Errorf("git config: %w", err)
+	}
+	_, err = f.WriteString(repoUploadPackConfig)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("git config: %w", err)
 	}
 	return nil
 }
