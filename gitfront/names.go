@@ -198,7 +198,8 @@ const repoUploadPackConfig = "[uploadpack]\n\tallowFilter = true\n\tallowReachab
 // gitInit makes dir a bare repository whose HEAD names branch, in one git
 // process: no template (--template= copies none of the sample hooks, a
 // description or info/exclude, which a served bare repository does not
-// use), and the upload-pack settings written into the config git created
+// use), an empty hooks directory for an operator's server hooks, and the
+// upload-pack settings written into the config git created
 // (what "git config" would write; TestInitBareConfig reads them back
 // through git).
 func gitInit(ctx context.Context, dir, branch string) error {
@@ -207,6 +208,9 @@ func gitInit(ctx context.Context, dir, branch string) error {
 	cmd.Env = gitEnv(nil)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("git init: %w: %s", err, firstLine(out))
+	}
+	if err := os.Mkdir(filepath.Join(dir, "hooks"), 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("git init: %w", err)
 	}
 	f, err := os.OpenFile(filepath.Join(dir, "config"), os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
