@@ -1,6 +1,7 @@
 package rest_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/shoal-dev/shoal/internal/rest"
 	"github.com/shoal-dev/shoal/internal/testkit"
+	"github.com/shoal-dev/shoal/l2cache"
 )
 
 func TestProjects(t *testing.T) {
@@ -370,4 +372,45 @@ func TestDatabaseOutage(t *testing.T) {
 		return n.do(t, "GET", prPath(w.prs[3]), "reader", nil).status == 200
 	})
 	n.do(t, "PUT", prPath(w.prs[3]), "writer", []byte(`{"version": 0, "title": "after"}`)).want(t, 200)
+}
+
+// A comment drops the comment lists of its pull request's bucket only: a
+// list of another pull request's comments stays cached. A write that
+// bumps the whole table (a push's ChangePullRequests) drops every list of
+// the table.
+func TestListsOfOtherParentsStayCached(t *testing.T) {
+	n, w := setup(t)
+	a, b := prPath(w.prs[0])+"/comments", prPath(w.prs[1])+"/comments"
+	queries := func() l2cache.RegionStatsSnapshot { return n.cache.Stats().Regions[rest.RegionQueries] }
+	testkit.Eventually(t, 5*time.Second, "both comment lists to be cached", func() bool {
+		before := queries().Hits
+		n.do(t, "GET", a, "reader", nil).want(t, 200)
+		n.do(t, "GET", b, "reader", nil).want(t, 200)
+		return queries().Hits == before+2
+	})
+	n.do(t, "POST", a, "writer", []byte(`{"text": "only here"}`)).want(t, 201)
+	before := queries()
+	n.do(t, "GET", b, "reader", nil).want(t, 200)
+	if got := queries(); got.Hits != before.Hits+1 || got.Loads != before.Loads {
+		t.Fatalf("another pull request's comment list after a comment: hits %d → %d, loads %d → %d; want a hit",
+			before.Hits, got.Hits, before.Loads, got.Loads)
+	}
+	var p page[struct{ Text string }]
+	n.do(t, "GET", a, "reader", nil).want(t, 200).decode(t, &p)
+	if p.Size != 4 || p.Values[3].Text != "only here" {
+		t.Fatalf("the commented pull request's list %+v", p)
+	}
+
+	list := "/projects/PROJ/repos/secret/pull-requests?state=OPEN"
+	testkit.Eventually(t, 5*time.Second, "the pull request list to be cached", func() bool {
+		before := queries().Hits
+		n.do(t, "GET", list, "reader", nil).want(t, 200)
+		return queries().Hits == before+1
+	})
+	check(t, rest.ChangePullRequests(ctx, n.cache, []int64{w.open[0]}, func(context.Context) error { return nil }))
+	before = queries()
+	n.do(t, "GET", list, "reader", nil).want(t, 200)
+	if got := queries(); got.Loads != before.Loads+1 {
+		t.Fatalf("a list after a whole-table bump: loads %d → %d; want a load", before.Loads, got.Loads)
+	}
 }

@@ -28,6 +28,52 @@ const (
 	spaceComments     = "comments"
 )
 
+// A list of a table's rows that belong to one parent (a pull request's
+// comments, a repository's pull requests, a project's repositories) also
+// depends on one of the table's spaceBuckets bucket spaces, the parent's
+// (table/n): a write that knows the parent bumps only that bucket, so
+// that a comment added to one pull request drops the comment lists of a
+// 64th of the pull requests, not all of them; a write that does not know
+// it (or a node of an older build) bumps the whole table, which every
+// list depends on too. Buckets, not one space per parent, keep the number
+// of spaces (and the cache's bookkeeping per space) bounded.
+const spaceBuckets = 64
+
+// bucketed is a table's spaces: the whole table's and each bucket's, and
+// the pair a list of one bucket depends on.
+type bucketed struct {
+	table   string
+	buckets [spaceBuckets]string
+	lists   [spaceBuckets][]string
+}
+
+func newBucketed(table string) *bucketed {
+	b := &bucketed{table: table}
+	for i := range b.buckets {
+		b.buckets[i] = table + "/" + strconv.Itoa(i)
+		b.lists[i] = []string{table, b.buckets[i]}
+	}
+	return b
+}
+
+var (
+	commentSpaces = newBucketed(spaceComments)
+	prSpaces      = newBucketed(spacePullRequests)
+	repoSpaces    = newBucketed(spaceRepositories)
+)
+
+// idBucket and keyBucket are a parent's bucket, by ID or by key (FNV-1a):
+// the same on every node and in every build.
+func idBucket(id int64) int { return int(uint64(id) % spaceBuckets) }
+
+func keyBucket(key string) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(key); i++ {
+		h = (h ^ uint32(key[i])) * 16777619
+	}
+	return int(h % spaceBuckets)
+}
+
 // RegionNames lists the regions New creates.
 func RegionNames() []string {
 	return []string{RegionProjects, RegionRepositories, RegionPullRequests, RegionUsers, RegionRepoPRs, RegionQueries}
@@ -280,7 +326,7 @@ func EvictRepository(ctx context.Context, c *l2cache.Cache, repo domain.Reposito
 	if err != nil {
 		return err
 	}
-	return rg.repositories.evict(ctx, repoKey(repo.ProjectKey, repo.Slug), spaceRepositories)
+	return rg.repositories.evict(ctx, repoKey(repo.ProjectKey, repo.Slug), repoSpaces.buckets[keyBucket(repo.ProjectKey)])
 }
 
 // ChangePullRequests applies a change made outside the API to pull

@@ -22,7 +22,7 @@ func (a *api) listComments(w http.ResponseWriter, r *http.Request, p pathParams)
 	}
 	ctx := r.Context()
 	qkey := fmt.Sprintf("comments:%d?start=%d&limit=%d", pr.ID, start, limit)
-	page, err := query(ctx, a.regions, qkey, []string{spaceComments}, func(ctx context.Context) (idPage[domain.Comment], error) {
+	page, err := query(ctx, a.regions, qkey, commentSpaces.lists[idBucket(pr.ID)], func(ctx context.Context) (idPage[domain.Comment], error) {
 		cs, err := a.db.Comments(ctx, pr.ID, start, limit+1)
 		return pageOf(cs, limit), err
 	})
@@ -66,7 +66,7 @@ func (a *api) createComment(w http.ResponseWriter, r *http.Request, p pathParams
 		return err
 	}
 	bg := context.WithoutCancel(ctx)
-	if err := a.invalidated(bg, a.regions.updateSpaces(bg, spaceComments)); err != nil {
+	if err := a.invalidated(bg, a.regions.updateSpaces(bg, commentSpaces.buckets[idBucket(pr.ID)])); err != nil {
 		return err
 	}
 	v, err := a.renderComment(ctx, c)

@@ -71,7 +71,7 @@ func (a *api) pullRequestPage(ctx context.Context, repo domain.Repository, state
 		return idPage[int64]{IDs: page, More: more}, nil
 	}
 	qkey := fmt.Sprintf("prs:%d:%s?start=%d&limit=%d", repo.ID, state, start, limit)
-	return query(ctx, a.regions, qkey, []string{spacePullRequests}, func(ctx context.Context) (idPage[int64], error) {
+	return query(ctx, a.regions, qkey, prSpaces.lists[idBucket(repo.ID)], func(ctx context.Context) (idPage[int64], error) {
 		ids, err := a.db.PullRequestIDsByState(ctx, repo.ID, state, start, limit+1)
 		return pageOf(ids, limit), err
 	})
@@ -219,7 +219,7 @@ func (a *api) writePullRequest(ctx context.Context, id int64, u domain.PullReque
 	if err == nil {
 		// The committed row, kept by the owner and the near holders; and
 		// the pull_requests space, marked with the unlock.
-		uerr = a.regions.pullRequests.unlockWith(bg, key, updated, spacePullRequests)
+		uerr = a.regions.pullRequests.unlockWith(bg, key, updated, prSpaces.buckets[idBucket(updated.RepositoryID)])
 	} else {
 		uerr = a.regions.pullRequests.unlock(bg, key)
 	}

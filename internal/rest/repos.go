@@ -28,7 +28,7 @@ func (a *api) listRepositories(w http.ResponseWriter, r *http.Request, p pathPar
 		return err
 	}
 	qkey := fmt.Sprintf("repos:%s?start=%d&limit=%d", key, start, limit)
-	page, err := query(ctx, a.regions, qkey, []string{spaceRepositories}, func(ctx context.Context) (idPage[string], error) {
+	page, err := query(ctx, a.regions, qkey, repoSpaces.lists[keyBucket(project.Key)], func(ctx context.Context) (idPage[string], error) {
 		slugs, err := a.db.RepositorySlugs(ctx, key, start, limit+1)
 		return pageOf(slugs, limit), err
 	})
@@ -156,7 +156,7 @@ func (a *api) createRepository(w http.ResponseWriter, r *http.Request, p pathPar
 func (a *api) afterCreate(ctx context.Context, repo domain.Repository, defaultBranch string) (err error) {
 	defer func() {
 		ctx := context.WithoutCancel(ctx)
-		if ierr := a.invalidated(ctx, a.regions.repositories.evict(ctx, repoKey(repo.ProjectKey, repo.Slug), spaceRepositories)); err == nil {
+		if ierr := a.invalidated(ctx, a.regions.repositories.evict(ctx, repoKey(repo.ProjectKey, repo.Slug), repoSpaces.buckets[keyBucket(repo.ProjectKey)])); err == nil {
 			err = ierr
 		}
 	}()
