@@ -33,17 +33,20 @@ func (r *Report) Violations() int {
 
 // SettingReport is one setting's run.
 type SettingReport struct {
-	Setting      Setting         `json:"setting"`
-	Partitions   string          `json:"partitions"`
-	StartupTime  time.Duration   `json:"startup_ns"`
-	LoadDuration time.Duration   `json:"load_ns"`
-	TrackedPRs   int             `json:"tracked_prs"`
-	Ops          OpCounts        `json:"ops"`
-	Violations   []Violation     `json:"violations"`
-	Faults       []*FaultRecord  `json:"faults"`
-	Staleness    Staleness       `json:"staleness"`
-	KV           KVReport        `json:"kv"`
-	Scheduler    SchedulerReport `json:"scheduler"`
+	Setting      Setting       `json:"setting"`
+	Partitions   string        `json:"partitions"`
+	StartupTime  time.Duration `json:"startup_ns"`
+	LoadDuration time.Duration `json:"load_ns"`
+	// LoadStart is when the load began: t=0 of the times the report
+	// gives, to match them with the nodes' logs.
+	LoadStart  time.Time       `json:"load_start"`
+	TrackedPRs int             `json:"tracked_prs"`
+	Ops        OpCounts        `json:"ops"`
+	Violations []Violation     `json:"violations"`
+	Faults     []*FaultRecord  `json:"faults"`
+	Staleness  Staleness       `json:"staleness"`
+	KV         KVReport        `json:"kv"`
+	Scheduler  SchedulerReport `json:"scheduler"`
 	// LeaderTerms is how many raft terms saw a leader during the run
 	// (each with one leader, or a "one leader" violation says otherwise).
 	LeaderTerms int        `json:"leader_terms"`
@@ -193,8 +196,8 @@ func WriteText(w io.Writer, r *Report) {
 		if s.Database != "" {
 			fmt.Fprintf(w, "database: %s\n", s.Database)
 		}
-		fmt.Fprintf(w, "load %v over %d tracked pull requests; cluster start %v; load average %s before, %s after\n",
-			s.LoadDuration.Round(time.Second), s.TrackedPRs, s.StartupTime.Round(100*time.Millisecond), s.LoadBefore, s.LoadAfter)
+		fmt.Fprintf(w, "load %v from %s (t=0) over %d tracked pull requests; cluster start %v; load average %s before, %s after\n",
+			s.LoadDuration.Round(time.Second), s.LoadStart.UTC().Format("15:04:05.000Z"), s.TrackedPRs, s.StartupTime.Round(100*time.Millisecond), s.LoadBefore, s.LoadAfter)
 		kinds := make([]string, 0, len(s.Ops))
 		for k := range s.Ops {
 			kinds = append(kinds, k)

@@ -118,7 +118,7 @@ func runSetting(ctx context.Context, cfg Config, s Setting, dir string, rng *ran
 		sleepCtx(ctx, cfg.Profile.Tail)
 	}
 	stopLoad()
-	sr.LoadDuration = time.Since(rec.start)
+	sr.LoadDuration, sr.LoadStart = time.Since(rec.start), rec.start
 	e.mu.Lock()
 	sr.Faults = append(sr.Faults, e.extras...)
 	e.mu.Unlock()
