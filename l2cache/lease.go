@@ -59,6 +59,9 @@ type patientLister interface {
 type memberRecord struct {
 	Gen      uint64 `msgpack:"g"`
 	Excluded bool   `msgpack:"x"`
+	// Resigned: the node excluded its own record as it closed, after it
+	// had stopped serving, so no write need wait for its lease.
+	Resigned bool `msgpack:"r,omitempty"`
 }
 
 // LeaseConfig configures a ReadLease.
@@ -134,13 +137,18 @@ type ReadLease struct {
 	// activation, until is the renewal's send time plus Duration.
 	from, until atomic.Int64
 
-	mu         sync.Mutex
-	gen        uint64          // the Gen this process activated; 0: none yet
-	holders    map[string]bool // active members as of viewSent
-	viewSent   int64           // send time of the read that gave holders
-	excludedAt map[string]int64
-	onReset    []func(ResetReason)
-	observers  []func([]cp.KV)
+	mu       sync.Mutex
+	gen      uint64          // the Gen this process activated; 0: none yet
+	holders  map[string]bool // active members as of viewSent
+	viewSent int64           // send time of the read that gave holders
+	// excluded is, for each member this node has seen excluded, the
+	// generation excluded and when this node first knew it (a reading
+	// after the exclusion committed): the member may serve until a lease
+	// after the commit, so every write must reach it or wait that out
+	// (Holders, Exclude).
+	excluded  map[string]exclusion
+	onReset   []func(ResetReason)
+	observers []func([]cp.KV)
 
 	kick      chan struct{}
 	stop      chan struct{}
@@ -152,13 +160,20 @@ type ReadLease struct {
 	renewals, lapses, exclusions, resets atomic.Uint64
 }
 
+// exclusion is a member's record seen excluded: at generation gen, known
+// at seen (this node's clock, at or after the commit).
+type exclusion struct {
+	gen  uint64
+	seen int64
+}
+
 // NewReadLease starts renewing. Close stops it.
 func NewReadLease(cfg LeaseConfig) (*ReadLease, error) {
 	mono := cfg.Now == nil
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	l := &ReadLease{cfg: cfg, base: cfg.Now(), mono: mono, holders: map[string]bool{}, excludedAt: map[string]int64{},
+	l := &ReadLease{cfg: cfg, base: cfg.Now(), mono: mono, holders: map[string]bool{}, excluded: map[string]exclusion{},
 		kick: make(chan struct{}, 1), stop: make(chan struct{})}
 	l.until.Store(-1)
 	l.ctx, l.cancel = context.WithCancel(context.Background())
@@ -323,9 +338,10 @@ func (l *ReadLease) renew(ctx context.Context, patient bool) error {
 	for _, f := range observers {
 		f(kvs)
 	}
-	mine, version, holders := l.parse(kvs)
+	mine, version, holders, excluded := l.parse(kvs)
 	l.mu.Lock()
 	l.holders, l.viewSent = holders, sent
+	l.sawExcludedLocked(holders, excluded, l.now())
 	gen := l.gen
 	l.mu.Unlock()
 	if mine == nil || mine.Excluded || mine.Gen != gen {
@@ -400,9 +416,10 @@ func (l *ReadLease) reset(why ResetReason) {
 	}
 }
 
-// parse finds this node's record and the active members in a renewal read.
-func (l *ReadLease) parse(kvs []cp.KV) (mine *memberRecord, version uint64, holders map[string]bool) {
-	holders = map[string]bool{}
+// parse finds this node's record, the active members and the excluded
+// ones (with their generations) in a read of the registry.
+func (l *ReadLease) parse(kvs []cp.KV) (mine *memberRecord, version uint64, holders map[string]bool, excluded map[string]uint64) {
+	holders, excluded = map[string]bool{}, map[string]uint64{}
 	for _, kv := range kvs {
 		name, ok := strings.CutPrefix(kv.Key, MembersPrefix)
 		if !ok {
@@ -413,34 +430,56 @@ func (l *ReadLease) parse(kvs []cp.KV) (mine *memberRecord, version uint64, hold
 			l.cfg.Logger.Warn("l2cache: lease: unreadable registry record", "key", kv.Key, "err", err)
 			continue
 		}
-		if !rec.Excluded {
+		if rec.Excluded {
+			if !rec.Resigned {
+				excluded[name] = rec.Gen
+			}
+		} else {
 			holders[name] = true
 		}
 		if name == l.cfg.Name {
 			mine, version = &rec, kv.Version
 		}
 	}
-	return mine, version, holders
+	return mine, version, holders, excluded
 }
 
-// Holders returns the members whose records are active, from the latest
-// renewal if it is less than Duration old, else from a fresh linearizable
-// read. A member activated after that read serves nothing before Duration
-// has passed since its activation, so a writer that reaches every holder
-// returned here (or excludes it) reaches every node that could serve what
-// the write changed.
+// sawExcludedLocked records the exclusions a read of the registry that
+// returned at at showed, keeping the earliest moment this node knew of
+// each (an exclusion of another generation is a new one), and forgets
+// those of members the read showed active again. l.mu is held.
+func (l *ReadLease) sawExcludedLocked(active map[string]bool, excluded map[string]uint64, at int64) {
+	for m, gen := range excluded {
+		if e, ok := l.excluded[m]; !ok || e.gen != gen {
+			l.excluded[m] = exclusion{gen: gen, seen: at}
+		}
+	}
+	for m := range active {
+		delete(l.excluded, m)
+	}
+}
+
+// Holders returns the members a synchronous write must reach, or
+// exclude and wait out (Exclude): those whose records are active, from
+// the latest renewal if it is less than Duration old, else from a fresh
+// linearizable read; and those this node saw excluded less than a lease
+// (and the margin for clock rates, outlast) ago. A member activated after
+// that read serves nothing before Duration has passed since its
+// activation; a member excluded may serve until a lease after the
+// exclusion committed, which no writer waited out but the one that
+// excluded it — a write that skipped it as excluded could be acknowledged
+// while it still served the state the write changed. So a writer that
+// reaches every holder returned here (or excludes it) reaches every node
+// that could serve what the write changed.
 func (l *ReadLease) Holders(ctx context.Context) ([]string, error) {
 	l.mu.Lock()
 	fresh := l.now() < l.viewSent+int64(l.cfg.Duration) && l.viewSent > 0
 	var out []string
 	if fresh {
-		for m := range l.holders {
-			out = append(out, m)
-		}
+		out = l.holdersLocked(l.holders)
 	}
 	l.mu.Unlock()
 	if fresh {
-		slices.Sort(out)
 		return out, nil
 	}
 	sent := l.now()
@@ -448,17 +487,31 @@ func (l *ReadLease) Holders(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	_, _, holders := l.parse(kvs)
+	_, _, holders, excluded := l.parse(kvs)
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	if sent > l.viewSent {
 		l.holders, l.viewSent = holders, sent
 	}
-	l.mu.Unlock()
-	for m := range holders {
+	l.sawExcludedLocked(holders, excluded, l.now())
+	return l.holdersLocked(holders), nil
+}
+
+// holdersLocked is active and the members excluded less than outlast ago,
+// sorted. l.mu is held.
+func (l *ReadLease) holdersLocked(active map[string]bool) []string {
+	out := make([]string, 0, len(active)+len(l.excluded))
+	for m := range active {
 		out = append(out, m)
 	}
+	now := l.now()
+	for m, e := range l.excluded {
+		if !active[m] && now < e.seen+int64(l.outlast()) {
+			out = append(out, m)
+		}
+	}
 	slices.Sort(out)
-	return out, nil
+	return out
 }
 
 // Exclude makes sure none of members serves cached state that a write
@@ -498,9 +551,10 @@ func (l *ReadLease) Exclude(ctx context.Context, members []string) error {
 	}
 }
 
-// exclude marks m's record excluded and returns when it saw that so
-// (0 if m has no record: it never cached). If another writer excluded m
-// first, the time it learnt so stands in for the commit.
+// exclude marks m's record excluded (resigned, when m is this node) and
+// returns when it saw that so (0 if m has no record, or resigned: it
+// serves nothing). If another writer excluded m
+// first, the time this node first learnt so stands in for the commit.
 func (l *ReadLease) exclude(ctx context.Context, m string) (int64, error) {
 	key := MembersPrefix + m
 	for {
@@ -515,8 +569,12 @@ func (l *ReadLease) exclude(ctx context.Context, m string) (int64, error) {
 		if err := msgpack.Unmarshal(kv.Value, &rec); err != nil {
 			return 0, fmt.Errorf("unreadable registry record %s: %w", key, err)
 		}
-		if !rec.Excluded {
-			rec.Excluded = true
+		if rec.Excluded && rec.Resigned {
+			return 0, nil // it stopped serving before it resigned
+		}
+		excludedHere := !rec.Excluded
+		if excludedHere {
+			rec.Excluded, rec.Resigned = true, m == l.cfg.Name
 			b, err := msgpack.Marshal(&rec)
 			if err != nil {
 				return 0, err
@@ -533,7 +591,11 @@ func (l *ReadLease) exclude(ctx context.Context, m string) (int64, error) {
 		at := l.now()
 		l.mu.Lock()
 		delete(l.holders, m)
-		l.excludedAt[m] = at
+		if e, ok := l.excluded[m]; ok && e.gen == rec.Gen && !excludedHere {
+			at = min(at, e.seen)
+		} else {
+			l.excluded[m] = exclusion{gen: rec.Gen, seen: at}
+		}
 		l.mu.Unlock()
 		return at, nil
 	}

@@ -2,6 +2,7 @@ package l2cache
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -178,4 +179,134 @@ func TestLeaseDueRenewalsArePatient(t *testing.T) {
 	plain = pc.plain.Load()
 	clk.set(10*d + d*3/4)
 	testkit.Eventually(t, 20*time.Second, "a renewal with a quarter of the lease left to use List", func() bool { return pc.plain.Load() > plain })
+}
+
+// A member one writer excluded may serve until a lease after the
+// exclusion committed: it learns of it only at its next renewal. Only the
+// writer that excluded it waits that out, so every other write in the
+// meantime — through the same node or another, whose view of the registry
+// shows the member excluded — must still reach it or wait: Holders lists
+// it until a lease (and the margin for clock rates) after the writer saw
+// the exclusion, and no longer. (The chaos checker found this: after a
+// partition healed, the isolated node's pending writes excluded the
+// others, and its next writes were acknowledged at once, while those
+// others still served their caches.)
+func TestLeaseHoldersKeepExcludedUntilTheirLeaseRunsOut(t *testing.T) {
+	const d = 400 * time.Millisecond
+	members := clustertest.StartWithStores(t, memnet.New(44), 1)
+	store := members[0].Store
+	clock := &manualClock{base: time.Now()}
+	gb := &gatedStore{LeaseStore: store}
+	leases := map[string]*ReadLease{}
+	for _, name := range []string{"a", "b", "c"} {
+		var s LeaseStore = store
+		if name == "b" {
+			s = gb
+		}
+		l, err := NewReadLease(LeaseConfig{Name: name, Store: s, Duration: d, Now: clock.now, Logger: testkit.Logger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(l.Close)
+		leases[name] = l
+	}
+	a, b, c := leases["a"], leases["b"], leases["c"]
+	// All three activate at 0 on the frozen clock, and serve from tg on.
+	testkit.Eventually(t, 20*time.Second, "every record active", func() bool {
+		return leaseGen(a) > 0 && leaseGen(b) > 0 && leaseGen(c) > 0
+	})
+	tg := 10 * d
+	clock.set(tg)
+	testkit.Eventually(t, 20*time.Second, "every lease valid, and a's and c's views showing all three", func() bool {
+		for _, w := range []*ReadLease{a, c} {
+			w.mu.Lock()
+			n := len(w.holders)
+			w.mu.Unlock()
+			if n != 3 {
+				return false
+			}
+		}
+		return a.Valid() && b.Valid() && c.Valid()
+	})
+	// B's last renewal was sent at tg; it reaches the store no more, so it
+	// does not learn that it is excluded, and serves until tg+d.
+	gb.setShut(true)
+	t.Cleanup(func() { gb.setShut(false) })
+	excluded := make(chan error, 1)
+	go func() { excluded <- a.Exclude(context.Background(), []string{"b"}) }()
+	testkit.Eventually(t, 20*time.Second, "c's renewal to see b excluded", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.holders) == 2 && !c.holders["b"]
+	})
+	holders := func(w *ReadLease) []string {
+		t.Helper()
+		hs, err := w.Holders(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return hs
+	}
+	clock.set(tg + d/2)
+	if !b.Valid() {
+		t.Fatal("b's lease ended before it ran out")
+	}
+	for name, w := range map[string]*ReadLease{"a (which excluded b)": a, "c": c} {
+		if hs := holders(w); !slices.Contains(hs, "b") {
+			t.Errorf("%s: holders %v while b still serves under its lease: a write through it would skip b", name, hs)
+		}
+	}
+	// A's Exclude waited out b's lease on the clock it saw the exclusion.
+	if err := <-excluded; err != nil {
+		t.Fatal(err)
+	}
+	clock.set(tg + a.outlast() + time.Millisecond)
+	if b.Valid() {
+		t.Fatal("b still serves a lease after its exclusion")
+	}
+	for name, w := range map[string]*ReadLease{"a": a, "c": c} {
+		if hs := holders(w); slices.Contains(hs, "b") {
+			t.Errorf("%s: holders %v: b, excluded and past its lease, is still waited for", name, hs)
+		}
+	}
+}
+
+// A node that closes stops serving, then excludes its own record as
+// resigned: no write waits for it, neither for an acknowledgement nor for
+// its lease to run out.
+func TestLeaseResignedIsNotWaitedFor(t *testing.T) {
+	const d = 2 * time.Second
+	members := clustertest.StartWithStores(t, memnet.New(45), 1)
+	store := members[0].Store
+	var leases []*ReadLease
+	for _, name := range []string{"a", "c"} {
+		l, err := NewReadLease(LeaseConfig{Name: name, Store: store, Duration: d, Logger: testkit.Logger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(l.Close)
+		leases = append(leases, l)
+	}
+	a, c := leases[0], leases[1]
+	ctx := context.Background()
+	testkit.Eventually(t, 20*time.Second, "a to see c active", func() bool {
+		hs, err := a.Holders(ctx)
+		return err == nil && slices.Contains(hs, "c")
+	})
+	c.Close()
+	testkit.Eventually(t, 20*time.Second, "a's renewals to see c resigned", func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return len(a.holders) == 1
+	})
+	if hs, err := a.Holders(ctx); err != nil || slices.Contains(hs, "c") {
+		t.Fatalf("holders %v (%v): a resigned member is waited for", hs, err)
+	}
+	start := time.Now()
+	if err := a.Exclude(ctx, []string{"c"}); err != nil {
+		t.Fatal(err)
+	}
+	if waited := time.Since(start); waited >= d {
+		t.Fatalf("Exclude of a resigned member waited %v, a lease", waited)
+	}
 }
