@@ -87,7 +87,13 @@
 //     the writer excludes the record (compare-and-set) and then waits
 //     Duration (and a margin for clock rates) after it saw the exclusion
 //     committed. The excluded node's last renewal was linearized before the
-//     exclusion, so its lease ends before the writer acknowledges.
+//     exclusion, so its lease ends before the writer acknowledges. Every
+//     other writer counts an excluded record among those a write must
+//     reach until a lease (and the margin) after it first saw the
+//     exclusion: the excluded node learns of it only at its next renewal
+//     and serves until then, and only the writer that excluded it waited
+//     for that. A node that closes stops serving, then excludes its own
+//     record as resigned, which nobody waits for.
 //   - A node that finds itself excluded (or starts) drops everything it
 //     cached, activates its record again, and serves nothing for a further
 //     Duration (and the margin for clock rates): by then every writer
