@@ -39,16 +39,15 @@ const (
 // of spaces (and the cache's bookkeeping per space) bounded.
 const spaceBuckets = 64
 
-// bucketed is a table's spaces: the whole table's and each bucket's, and
-// the pair a list of one bucket depends on.
+// bucketed is a table's bucket spaces, and the pair (the table's space
+// and the bucket's) a list of one bucket depends on.
 type bucketed struct {
-	table   string
 	buckets [spaceBuckets]string
 	lists   [spaceBuckets][]string
 }
 
 func newBucketed(table string) *bucketed {
-	b := &bucketed{table: table}
+	b := &bucketed{}
 	for i := range b.buckets {
 		b.buckets[i] = table + "/" + strconv.Itoa(i)
 		b.lists[i] = []string{table, b.buckets[i]}
@@ -62,8 +61,9 @@ var (
 	repoSpaces    = newBucketed(spaceRepositories)
 )
 
-// idBucket and keyBucket are a parent's bucket, by ID or by key (FNV-1a):
-// the same on every node and in every build.
+// idBucket and keyBucket are a parent's bucket, by ID or by key (32-bit
+// FNV-1a, as hash/fnv computes it, without its allocations): the same on
+// every node and in every build.
 func idBucket(id int64) int { return int(uint64(id) % spaceBuckets) }
 
 func keyBucket(key string) int {
