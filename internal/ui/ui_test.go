@@ -173,6 +173,13 @@ func TestLoginSessionCookieAndPages(t *testing.T) {
 	if sc == nil || !sc.HttpOnly || sc.SameSite != http.SameSiteStrictMode || sc.Secure || sc.Path != "/ui/" {
 		t.Fatalf("session cookie: %+v", sc)
 	}
+	// The node registers its built-in jobs (and so writes scheduler/ keys
+	// to the store) after it starts serving: wait for them before the
+	// pages that show them, which the loop visits in no set order.
+	testkit.Eventually(t, 30*time.Second, "the built-in jobs on /ui/jobs", func() bool {
+		_, body := b.do("GET", "/ui/jobs", nil)
+		return strings.Contains(body, `data-job="packcache-sweep"`)
+	})
 	for path, want := range map[string][]string{
 		"/ui/cluster":    {`data-member="solo"`, `data-state="alive"`, "leader", "Timeline"},
 		"/ui/partitions": {"Table epoch", `class="pgrid"`},
@@ -182,12 +189,6 @@ func TestLoginSessionCookieAndPages(t *testing.T) {
 		"/ui/store":      {"(all keys)", "scheduler/"},
 	} {
 		resp, body := b.do("GET", path, nil)
-		if path == "/ui/jobs" { // the node registers its built-in jobs after it starts serving
-			testkit.Eventually(t, 30*time.Second, "the built-in jobs on /ui/jobs", func() bool {
-				resp, body = b.do("GET", path, nil)
-				return strings.Contains(body, `data-job="packcache-sweep"`)
-			})
-		}
 		if resp.StatusCode != 200 {
 			t.Errorf("%s: %s", path, resp.Status)
 			continue
