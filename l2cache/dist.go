@@ -630,6 +630,9 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 			rep.Refused = true
 			break
 		}
+		if !replicatesPut(o) {
+			break
+		}
 		repl = &distOp{Kind: kindPut, Region: o.Region, Key: o.Key, Value: o.Value, Spaces: o.Spaces, Stamp: o.Ticket.Stamp}
 	case kindInvalidate, kindLock, kindUnlock:
 		stamp := d.c.tick()
@@ -961,7 +964,7 @@ func (d *dist) applyPutNote(o distOp) {
 		}
 		return
 	}
-	if o.Partition < len(t.Replicas) && len(t.Replicas[o.Partition]) > 1 && dp.sendsDone() {
+	if replicatesPut(o) && o.Partition < len(t.Replicas) && len(t.Replicas[o.Partition]) > 1 && dp.sendsDone() {
 		dp.seq++
 		d.queuePut(&distOp{Kind: kindPut, Partition: o.Partition, Region: o.Region, Key: o.Key, Value: o.Value, Spaces: o.Spaces,
 			Stamp: o.Ticket.Stamp, Seq: dp.seq, Epoch: t.Epoch}, t.Replicas[o.Partition][1:])
@@ -969,6 +972,14 @@ func (d *dist) applyPutNote(o distOp) {
 	dp.mu.Unlock()
 	d.evictOver()
 }
+
+// replicatesPut reports whether an accepted put is copied to the
+// partition's backups: an entity's or a collection's is, a query result
+// is not. A backup that takes a partition over drops the query results it
+// holds (dropQueries: they were judged against the old owner's
+// query-space stamps), so a copy there would only cost a message, the
+// backup's memory, and its evictions of entries it could use.
+func replicatesPut(o distOp) bool { return len(o.Spaces) == 0 }
 
 // nearNotice is a change's message to the key's near holders, each
 // numbered in the holder's own sequence (seqs).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"sync"
@@ -346,5 +347,79 @@ func TestDistributedBudgetAndTTL(t *testing.T) {
 	}
 	if loads != before+1 {
 		t.Fatalf("key %s was served after its TTL", hit)
+	}
+}
+
+// An entity's put is copied to the partition's backup; a query result's is
+// not: a backup that takes over drops the query results it holds
+// (dropQueries), so a copy would only cost a message and the backup's
+// memory.
+func TestDistributedQueryResultsAreNotReplicated(t *testing.T) {
+	net := memnet.New(12)
+	t.Cleanup(func() { net.Close() })
+	members := clustertest.StartWithStoresMode(t, net, 2, cluster.CacheModeDistributed)
+	caches := make([]*Cache, 2)
+	for i, m := range members {
+		k := newKeeper(t, TableConfig{Node: m.Node, Store: m.Store, Backups: 1, Interval: 100 * time.Millisecond, Logger: testkit.Logger(t)})
+		caches[i] = newLocal(t, Config{Mode: cluster.CacheModeDistributed, Node: m.Node, Keeper: k, Bus: m.Node.Bus()})
+	}
+	for _, c := range caches {
+		testkit.Eventually(t, 10*time.Second, "a partition table on every node, and its cache ready", func() bool {
+			return len(tableMembers(distOf(c).keeper.Table())) == 2 && c.Ready() == nil
+		})
+	}
+	ctx := context.Background()
+	entities := region(t, caches[0], "rows", NonstrictReadWrite)
+	queries, err := caches[0].Region("lists", QueryRegion, NonstrictReadWrite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	value := []byte("v")
+	load := func(context.Context) ([]byte, error) { return value, nil }
+	const n = 64
+	for i := range n {
+		if _, err := entities.Get(ctx, strconv.Itoa(i), load); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := queries.GetQuery(ctx, "q"+strconv.Itoa(i), []string{"table"}, load); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// held counts, over both nodes, the entries of each kind an owner and
+	// a backup hold.
+	held := func() (ownerRows, ownerQueries, backupRows, backupQueries int) {
+		for _, c := range caches {
+			d := distOf(c)
+			d.mu.Lock()
+			parts := maps.Clone(d.parts)
+			d.mu.Unlock()
+			for _, dp := range parts {
+				dp.mu.Lock()
+				for _, e := range dp.entries {
+					switch {
+					case dp.owner && e.query:
+						ownerQueries++
+					case dp.owner:
+						ownerRows++
+					case dp.backup && e.query:
+						backupQueries++
+					case dp.backup:
+						backupRows++
+					}
+				}
+				dp.mu.Unlock()
+			}
+		}
+		return
+	}
+	// The puts' replications travel in batches: wait for the entities'.
+	testkit.Eventually(t, 10*time.Second, "every entity put replicated to its backup", func() bool {
+		_, _, rows, _ := held()
+		return rows == n
+	})
+	ownerRows, ownerQueries, backupRows, backupQueries := held()
+	if ownerRows != n || ownerQueries != n || backupQueries != 0 {
+		t.Fatalf("owners hold %d rows and %d query results, backups %d rows and %d query results; want %d, %d, %d, 0",
+			ownerRows, ownerQueries, backupRows, backupQueries, n, n, n)
 	}
 }

@@ -120,7 +120,8 @@
 // since it last looked; a backup takes over only if it was the backup
 // throughout and missed no replication, and it drops the query results
 // it holds (they were judged against the old owner's query-space stamps,
-// which mean nothing on its clock).
+// which mean nothing on its clock), so an owner does not copy its query
+// results to its backups at all.
 //
 // The bound and its cost: with the default lease of 2 s, a member that
 // stops answering makes a synchronous write wait for its acknowledgement
