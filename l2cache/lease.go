@@ -387,7 +387,10 @@ func (l *ReadLease) activate(ctx context.Context, mine *memberRecord, version ui
 		return fmt.Errorf("activating %s: %w", l.cfg.Name, err)
 	}
 	committed := l.now()
-	if mine != nil && mine.Excluded {
+	switch {
+	case mine != nil && mine.Resigned:
+		l.cfg.Logger.Info("l2cache: this node's record was resigned by its previous process; activated again", "member", l.cfg.Name, "generation", next.Gen)
+	case mine != nil && mine.Excluded:
 		l.cfg.Logger.Info("l2cache: this node was excluded by a writer; cached state dropped", "member", l.cfg.Name, "generation", next.Gen)
 	}
 	l.mu.Lock()
@@ -586,7 +589,11 @@ func (l *ReadLease) exclude(ctx context.Context, m string) (int64, error) {
 			if err != nil {
 				return 0, err
 			}
-			l.cfg.Logger.Info("l2cache: lease: excluded a member's record", "member", m, "by", l.cfg.Name)
+			if rec.Resigned {
+				l.cfg.Logger.Info("l2cache: lease: resigned this node's record", "member", m)
+			} else {
+				l.cfg.Logger.Info("l2cache: lease: excluded a member's record", "member", m, "by", l.cfg.Name)
+			}
 		}
 		at := l.now()
 		l.mu.Lock()
