@@ -581,6 +581,7 @@ func (r *couplingRunner) runSwitch(ctx context.Context, rep int) (sr SwitchRun, 
 	}
 	sr.Stage = st
 	sr.Stage.OthersShareAttempts = []float64{st.CPU.OthersShare}
+	sr.Windows = SwitchWindows(sr, sw.Modes, sw.Every.D(), sw.Settle.D())
 	if st.CPU.OthersShare > disturbedLimit(e.Quiet) {
 		r.warnf("%s: other processes used %.0f%% of the machine (limit %.0f%%); its figures are disturbed", name,
 			100*st.CPU.OthersShare, 100*disturbedLimit(e.Quiet))

@@ -297,6 +297,14 @@ func TestCouplingSwitchStage(t *testing.T) {
 	if ops != st.Total.Count {
 		t.Errorf("timeline: %d ops, total %d", ops, st.Total.Count)
 	}
+	if len(sr.Windows) != 3 {
+		t.Fatalf("windows: %+v, want one per mode", sr.Windows)
+	}
+	for i, w := range sr.Windows {
+		if w.Mode != []string{"local", "near", "distributed"}[i] || !w.Switched || w.Ops == 0 || w.Seconds <= 0 || w.To != float64(2*(i+1)) {
+			t.Errorf("window %d: %+v", i, w)
+		}
+	}
 	if !strings.Contains(prog.String(), "switch local→near→distributed×2") {
 		t.Errorf("progress does not name the switch stage:\n%s", prog.String())
 	}
@@ -311,7 +319,8 @@ func TestCouplingSwitchStage(t *testing.T) {
 	}
 	md, _ := os.ReadFile(filepath.Join(out, "report.md"))
 	for _, want := range []string{"## Mode switch under load", "| local → near | node", "| near → distributed |", "local→near",
-		"0 failed", "switch-throughput.png", "Final mode: distributed (stable"} {
+		"0 failed", "switch-throughput.png", "Final mode: distributed (stable", "Steady windows", "| 2 | near |",
+		"near/distributed, each near window against its neighbouring distributed windows"} {
 		if !bytes.Contains(md, []byte(want)) {
 			t.Errorf("report.md lacks %q", want)
 		}

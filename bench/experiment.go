@@ -67,6 +67,10 @@ type SwitchStage struct {
 	Bucket  Duration `yaml:"bucket" json:"bucket"`
 	// Warmup runs before the timeline, in Modes[0]; unset, stages.warmup.
 	Warmup *Duration `yaml:"warmup" json:"warmup,omitempty"`
+	// Settle is left out of each mode's window after its switch answered
+	// (the caches refill) when the report reads the window's steady
+	// throughput (SwitchWindows); unset, a quarter of Every.
+	Settle *Duration `yaml:"settle" json:"settle,omitempty"`
 }
 
 // Window is the measured length of the switch stage: len(Modes)×Every.
@@ -235,6 +239,10 @@ func (e *Experiment) validateSwitch(bad func(string, string, ...any)) {
 		w := e.Stages.Warmup
 		s.Warmup = &w
 	}
+	if s.Settle == nil {
+		q := Duration(s.Every.D() / 4)
+		s.Settle = &q
+	}
 	if s.Nodes < 1 || s.Nodes > 16 {
 		bad("switch.nodes", "%d: want 1 to 16 nodes", s.Nodes)
 	}
@@ -265,6 +273,9 @@ func (e *Experiment) validateSwitch(bad func(string, string, ...any)) {
 	}
 	if *s.Warmup < 0 {
 		bad("switch.warmup", "%v is negative", s.Warmup.D())
+	}
+	if *s.Settle < 0 || *s.Settle >= s.Every {
+		bad("switch.settle", "%v: want at least 0 and less than switch.every (%v)", s.Settle.D(), s.Every.D())
 	}
 }
 

@@ -46,6 +46,9 @@ func TestParseExperimentErrors(t *testing.T) {
 	if e.Switch.Window() != 8*time.Second || e.Switch.Warmup.D() != 500*time.Millisecond {
 		t.Errorf("switch window %v, warm-up %v (want stages.warmup)", e.Switch.Window(), e.Switch.Warmup.D())
 	}
+	if e.Switch.Settle.D() != 500*time.Millisecond {
+		t.Errorf("switch settle %v, want a quarter of every (500ms)", e.Switch.Settle.D())
+	}
 	for _, tc := range []struct{ old, change, want string }{
 		{"nodes: 3", "nodes: 0", "switch.nodes"},
 		{"clients: 4", "clients: 2000", "switch.clients"},
@@ -57,6 +60,8 @@ func TestParseExperimentErrors(t *testing.T) {
 		{"bucket: 250ms", "bucket: 3s", "longer than switch.every"},
 		{"every: 2s, bucket: 250ms", "every: 100000s, bucket: 50ms", "buckets"},
 		{"bucket: 250ms", "bucket: 250ms, warmup: -1s", "switch.warmup"},
+		{"bucket: 250ms", "bucket: 250ms, settle: 2s", "switch.settle"},
+		{"bucket: 250ms", "bucket: 250ms, settle: -1s", "switch.settle"},
 		{"bucket: 250ms", "bucket: 250ms, pause: 1s", "pause"},
 	} {
 		src := strings.Replace(sw, tc.old, tc.change, 1)
@@ -75,7 +80,7 @@ func TestParseExperimentErrors(t *testing.T) {
 // The checked-in experiments parse, and the quick profile runs every
 // mode (local, distributed, near) at 1 and 3 nodes.
 func TestCheckedInExperiments(t *testing.T) {
-	for _, name := range []string{"default.yaml", "quick.yaml", "six.yaml", "near36.yaml", "near-lag.yaml"} {
+	for _, name := range []string{"default.yaml", "quick.yaml", "six.yaml", "near36.yaml", "near-lag.yaml", "near-paired3.yaml", "near-paired6.yaml"} {
 		e, _, err := LoadExperiment(filepath.Join("experiments", name))
 		if err != nil {
 			t.Fatal(err)

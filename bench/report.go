@@ -558,6 +558,7 @@ func writeSwitch(w io.Writer, r *CouplingResults) {
 				b.P50Ms, b.P99Ms, b.MaxMs)
 		}
 		fmt.Fprintln(w)
+		writeWindows(w, sr.Windows)
 		if len(st.Errors) > 0 {
 			fmt.Fprintf(w, "First failed requests: %s\n\n", strings.Join(st.Errors, "; "))
 		}
@@ -565,6 +566,37 @@ func writeSwitch(w io.Writer, r *CouplingResults) {
 	fmt.Fprint(w, "A bucket holds the operations that started in it; the mode column is the mode in force through the bucket, "+
 		"or from → to where the bucket overlaps a switch under way. 409s (a concurrent writer won) are the workload's, not failures.\n")
 }
+
+// writeWindows is each mode's steady window and, where modes alternate,
+// their paired ratios.
+func writeWindows(w io.Writer, ws []SwitchWindow) {
+	if len(ws) == 0 {
+		return
+	}
+	fmt.Fprint(w, "Steady windows (from the switch's answer plus switch.settle to the next switch):\n\n"+
+		"| window | mode | from s | to s | ops/s | errors |\n|---:|---|---:|---:|---:|---:|\n")
+	for i, x := range ws {
+		mode := x.Mode
+		if !x.Switched {
+			mode += " (switch failed)"
+		}
+		fmt.Fprintf(w, "| %d | %s | %.1f | %.1f | %.0f | %d |\n", i+1, mode, x.From, x.To, x.OpsPerSec, x.Errors)
+	}
+	fmt.Fprintln(w)
+	for _, p := range PairedRatios(ws) {
+		lo, hi := slices.Min(p.Ratios), slices.Max(p.Ratios)
+		fmt.Fprintf(w, "- %s/%s, each %s window against its neighbouring %s windows: median %.2f (%.2f–%.2f) over %d windows",
+			p.A, p.B, p.A, p.B, p.Median(), lo, hi, len(p.Ratios))
+		for _, t := range pairTargets[p.A+"/"+p.B] {
+			fmt.Fprintf(w, "; %d of %d at or above %.1f", p.AtLeast(t), len(p.Ratios), t)
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintln(w)
+}
+
+// pairTargets are issue 19's targets, shown beside the paired ratios.
+var pairTargets = map[string][]float64{"near/local": {0.9}, "near/distributed": {1.8}}
 
 // SwitchSummary is one line on a switch stage: operations, failures and
 // each switch's time.

@@ -31,6 +31,8 @@ type SwitchRun struct {
 	// timeline.
 	Stage    StageResult   `json:"stage"`
 	Switches []SwitchEvent `json:"switches"`
+	// Windows is each mode's steady throughput (SwitchWindows).
+	Windows []SwitchWindow `json:"windows,omitempty"`
 	// FinalMode is the cluster's mode record after the window, as GET
 	// /v1/cache/mode answered it ("mode (phase, epoch)").
 	FinalMode string `json:"final_mode"`
