@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -533,5 +534,60 @@ func TestStartupWaitAnswersSIGTERM(t *testing.T) {
 		cmd.Process.Kill()
 		<-done
 		t.Fatalf("SIGTERM did not stop a node waiting to join:\n%s", output())
+	}
+}
+
+// TestRestartRetriesWhenItsRaftPortIsTaken: a restarted node reuses its
+// raft port; when that port is taken at the start (here by the test, as
+// the node's own port-0 HTTP listener can take it), the start is tried
+// again, and succeeds once the port is free.
+func TestRestartRetriesWhenItsRaftPortIsTaken(t *testing.T) {
+	c := startCluster(t, localcluster.Options{N: 1, Preset: "loopback", BootstrapExpect: 1,
+		IP: func(i int) string { return fmt.Sprintf("127.0.0.%d", 240+i) }})
+	p := c.Nodes()[0]
+	logStart, _ := os.Stat(p.Log)
+	raft := ""
+	for _, l := range p.OwnLines() {
+		if i := strings.Index(l, " raft="); i >= 0 && strings.Contains(l, "node started") {
+			raft = strings.Fields(l[i+len(" raft="):])[0]
+		}
+	}
+	if raft == "" {
+		t.Fatalf("no raft address in %s", p.Log)
+	}
+	c.StopNode(1, 10*time.Second)
+	ln, err := net.Listen("tcp", raft)
+	if err != nil {
+		t.Fatalf("taking %s: %v", raft, err)
+	}
+	defer ln.Close()
+	// Free the port once a start has failed on it.
+	stop := make(chan struct{})
+	freed := make(chan struct{})
+	defer func() { close(stop); <-freed }()
+	go func() {
+		defer close(freed)
+		for {
+			b, _ := os.ReadFile(p.Log)
+			if int64(len(b)) > logStart.Size() && strings.Contains(string(b[logStart.Size():]), raft+": bind: address already in use") {
+				ln.Close()
+				return
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	q, err := c.Restart(ctx, 1, 0)
+	if err != nil {
+		t.Fatalf("restart: %v", err)
+	}
+	b, _ := os.ReadFile(q.Log)
+	if !strings.Contains(string(b[logStart.Size():]), raft+": bind: address already in use") {
+		t.Fatalf("the restart never met the taken port %s", raft)
 	}
 }

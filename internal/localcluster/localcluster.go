@@ -523,11 +523,7 @@ func (c *Cluster) Restart(ctx context.Context, i, j int) (*Proc, error) {
 	if j > 0 {
 		seed = c.Nodes()[j-1].Gossip
 	}
-	p, err := c.spawn(i, seed)
-	if err != nil {
-		return nil, err
-	}
-	return p, c.waitReady(ctx, p)
+	return c.restart(ctx, i, seed)
 }
 
 // RestartJoin starts node i again (after it exited) with the same
@@ -535,11 +531,43 @@ func (c *Cluster) Restart(ctx context.Context, i, j int) (*Proc, error) {
 // waits until it is ready. It returns the new process even when it is
 // not ready.
 func (c *Cluster) RestartJoin(ctx context.Context, i int, join string) (*Proc, error) {
-	p, err := c.spawn(i, join)
-	if err != nil {
-		return nil, err
+	return c.restart(ctx, i, join)
+}
+
+// restart starts node i again and waits until it is ready. With ports the
+// OS picks (BasePort 0), a restarted node reuses the raft port it had (its
+// peers know it) but binds its other listeners to port 0, its HTTP
+// listener before raft's, and the OS may hand one of them that very port:
+// the node exits with its raft address in use (make test saw it once, in
+// TestDataDirInUseAndDamagedLog). Such a start is tried again, up to three
+// times in all; the next start's port-0 listeners land elsewhere. Any
+// other failure, or the raft port still taken, is returned.
+func (c *Cluster) restart(ctx context.Context, i int, join string) (*Proc, error) {
+	for attempt := 1; ; attempt++ {
+		p, err := c.spawn(i, join)
+		if err != nil {
+			return nil, err
+		}
+		err = c.waitReady(ctx, p)
+		if err == nil || attempt == 3 || ctx.Err() != nil || c.opts.BasePort != 0 || !c.raftPortTaken(i, p) {
+			return p, err
+		}
 	}
-	return p, c.waitReady(ctx, p)
+}
+
+// raftPortTaken reports whether p, node i's process, exited because the
+// raft address it was given was in use.
+func (c *Cluster) raftPortTaken(i int, p *Proc) bool {
+	want, err := c.raftAddr(i, c.opts.IP(i))
+	if err != nil {
+		return false
+	}
+	for _, l := range p.OwnLines() {
+		if m := addrInUse.FindStringSubmatch(l); m != nil && m[1] == want {
+			return true
+		}
+	}
+	return false
 }
 
 // StopNode asks node i to leave (SIGTERM), waits up to grace, then kills
