@@ -630,8 +630,8 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 			rep.Refused = true
 			break
 		}
-		if !replicatesPut(o) {
-			break
+		if o.queryResult() {
+			break // not replicated (queryResult)
 		}
 		repl = &distOp{Kind: kindPut, Region: o.Region, Key: o.Key, Value: o.Value, Spaces: o.Spaces, Stamp: o.Ticket.Stamp}
 	case kindInvalidate, kindLock, kindUnlock:
@@ -901,7 +901,7 @@ func (dp *dpart) acceptPutLocked(d *dist, o distOp, skey string, now time.Time) 
 		return false
 	}
 	e := d.newEntry(o.Value, o.Ticket.Stamp, now)
-	e.query = len(o.Spaces) > 0
+	e.query = o.queryResult()
 	dp.setLocked(d, skey, e)
 	return true
 }
@@ -964,7 +964,7 @@ func (d *dist) applyPutNote(o distOp) {
 		}
 		return
 	}
-	if replicatesPut(o) && o.Partition < len(t.Replicas) && len(t.Replicas[o.Partition]) > 1 && dp.sendsDone() {
+	if !o.queryResult() && o.Partition < len(t.Replicas) && len(t.Replicas[o.Partition]) > 1 && dp.sendsDone() {
 		dp.seq++
 		d.queuePut(&distOp{Kind: kindPut, Partition: o.Partition, Region: o.Region, Key: o.Key, Value: o.Value, Spaces: o.Spaces,
 			Stamp: o.Ticket.Stamp, Seq: dp.seq, Epoch: t.Epoch}, t.Replicas[o.Partition][1:])
@@ -973,13 +973,14 @@ func (d *dist) applyPutNote(o distOp) {
 	d.evictOver()
 }
 
-// replicatesPut reports whether an accepted put is copied to the
-// partition's backups: an entity's or a collection's is, a query result
-// is not. A backup that takes a partition over drops the query results it
-// holds (dropQueries: they were judged against the old owner's
+// queryResult reports whether a put is of a query result: it names query
+// spaces (an entity's or a collection's does not). Its entry is marked so
+// (entry.query), and an owner does not copy it to the partition's
+// backups: a backup that takes a partition over drops the query results
+// it holds (dropQueries: they were judged against the old owner's
 // query-space stamps), so a copy there would only cost a message, the
 // backup's memory, and its evictions of entries it could use.
-func replicatesPut(o distOp) bool { return len(o.Spaces) == 0 }
+func (o distOp) queryResult() bool { return len(o.Spaces) > 0 }
 
 // nearNotice is a change's message to the key's near holders, each
 // numbered in the holder's own sequence (seqs).
@@ -1255,7 +1256,7 @@ func (d *dist) applyRepl(dp *dpart, t *PartitionTable, o distOp) error {
 	skey := o.Region + "\x00" + o.Key
 	if o.Kind == kindPut {
 		e := d.newEntry(o.Value, o.Stamp, d.c.cfg.Now())
-		e.query = len(o.Spaces) > 0
+		e.query = o.queryResult()
 		dp.setLocked(d, skey, e)
 	} else {
 		dp.applyChange(d, o.Kind, skey, o.Stamp, d.c.cfg.Now().Add(d.c.cfg.LockTimeout))
