@@ -555,7 +555,9 @@ func (c *Cache) onRegionMissed(r *Region, m cluster.Missed) {
 
 // UpdateSpaces records that the tables (query spaces) were written: every
 // cached query result over any of them becomes a miss, here and, through
-// the bus, on every node. Call it after the write commits.
+// the bus, on every node — or, for keyed spaces in DISTRIBUTED and NEAR
+// mode, at the spaces' owners and the members that read results over
+// them (keyed.go). Call it after the write commits.
 func (c *Cache) UpdateSpaces(ctx context.Context, spaces ...string) error {
 	if err := checkSpaces(spaces); err != nil {
 		return err
@@ -563,6 +565,22 @@ func (c *Cache) UpdateSpaces(ctx context.Context, spaces ...string) error {
 	id := c.beginUpdate()
 	defer c.endUpdate(id)
 	c.markSpaces(spaces, id)
+	v := c.enter()
+	defer v.exit()
+	if d, ok := c.routable(v, spaces); ok {
+		// Keyed spaces: through their owners (keyed.go), confirmed as a
+		// write is; if not, to every member.
+		err := d.routeSpaces(ctx, spaces, id)
+		if err == nil {
+			err = c.confirm(ctx, v)
+		}
+		if err == nil {
+			c.stats.InvalidationsSent.Add(1)
+			return nil
+		}
+		c.stats.RouteFallbacks.Add(1)
+		c.cfg.Logger.Debug("l2cache: a keyed query-space update was not routed; it goes to every member", "err", err)
+	}
 	return c.publish(ctx, message{Op: opSpaces, Spaces: spaces, Upd: id})
 }
 

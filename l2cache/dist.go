@@ -44,6 +44,9 @@ const (
 	kindInvalidate                      // drop a key after a write
 	kindLock                            // soft-lock a key before an update
 	kindUnlock                          // release a soft lock and drop the key
+	// kindSpaces: an update of a keyed query space, at the owner of the
+	// space's partition (keyed.go). Key is the space, Region is empty.
+	kindSpaces
 )
 
 // changeKind is the owner operation of a region change.
@@ -599,6 +602,7 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 	var rep distReply
 	var repl *distOp
 	var kept []byte // the row an unlock left at this owner
+	var near *nearNotice
 	switch o.Kind {
 	case kindGet:
 		// Before the floor is read: an update named in Need and applied
@@ -612,8 +616,14 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 			// every change of the key after this read is sent to the
 			// reader, which keeps what the owner answered, or (after a
 			// miss) what it then loaded. A read of a soft-locked key is
-			// not: it keeps nothing (below).
-			dp.addHolder(d, skey, from)
+			// not: it keeps nothing (below). A query result over a keyed
+			// space registers its reader under the space (keyed.go): the
+			// space's updates come here, and are sent on to it.
+			hkey := skey
+			if ks, ok := keyedOf(o.Spaces); ok {
+				hkey = spaceHolderKey(ks)
+			}
+			dp.addHolder(d, hkey, from)
 		}
 		if e != nil && e.stamp > floor && !locked {
 			rep = distReply{Hit: true, Value: e.value, Vouched: vouched}
@@ -657,6 +667,12 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 			d.c.markSpaces(o.Spaces, o.Upd)
 			rep.SpacesAt = []string{d.self}
 		}
+	case kindSpaces:
+		if !d.spacesOpLocked(o, skey) {
+			dp.mu.Unlock()
+			return distReply{Refused: true}
+		}
+		near = d.spacesNoticeLocked(dp, o, skey, t)
 	default:
 		dp.mu.Unlock()
 		return distReply{Refused: true}
@@ -674,7 +690,6 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 		d.queuePut(repl, backups)
 		backups = nil
 	}
-	var near *nearNotice
 	switch {
 	case repl == nil || repl.Kind == kindPut || dp.holders == nil:
 	case repl.Kind == kindLock:

@@ -531,12 +531,20 @@ func (r *nearRegion) getMany(ctx context.Context, keys []string, load func(ctx c
 // getQuery answers a get of a query result from this node's own copy, or
 // loads it and keeps it (the near type's doc says why no owner is asked).
 func (r *nearRegion) getQuery(ctx context.Context, key string, spaces []string, load Loader) ([]byte, error) {
-	if v, ok := r.lookupOwn(key, spaces); ok {
+	p := r.d.partition(r.name, key)
+	_, keyed := keyedOf(spaces)
+	if v, ok := r.lookupOwn(p, key, spaces, keyed); ok {
 		r.stats.Hits.Add(1)
 		r.c.stats.NearHits.Add(1)
 		return v, nil
 	}
 	floor := max(r.c.spacesStamp(spaces), r.ownFloor(key))
+	if keyed {
+		// A copy of the partition's owner (keyed.go): as get, the first
+		// look at a moved partition drops its copies before the stamp.
+		partFloor, _ := r.n.part(p)
+		floor = max(floor, partFloor)
+	}
 	// Join a get in flight only if it began after the last change this
 	// get could know of (LOCAL's rule): what it brings back, from the
 	// owner or the database, is then at least as new as this get needs.
@@ -559,11 +567,14 @@ func (r *nearRegion) getQuery(ctx context.Context, key string, spaces []string, 
 	// (keepOwn) whether it is named or not.
 	need, shared := r.c.updatesNeeded(r.name, spaces)
 	var rep distReply
+	var owner string
 	var err error
-	p := r.d.partition(r.name, key)
-	if shared {
+	// A result over a keyed space is asked of its owner even when no
+	// answer may be kept (shared false): the read registers this node,
+	// without which nothing it loads may be kept (keyed.go).
+	if shared || keyed {
 		gctx, cancel := context.WithTimeout(ctx, r.c.cfg.SyncTimeout)
-		rep, _, err = r.d.call(gctx, distOp{Kind: kindGet, Partition: p, Region: r.name, Key: key, Spaces: spaces, Want: true, Need: need})
+		rep, owner, err = r.d.call(gctx, distOp{Kind: kindGet, Near: keyed, Partition: p, Region: r.name, Key: key, Spaces: spaces, Want: shared, Need: need})
 		cancel()
 		if err != nil && ctx.Err() != nil {
 			own.err = ctx.Err()
@@ -572,7 +583,7 @@ func (r *nearRegion) getQuery(ctx context.Context, key string, spaces []string, 
 		if err == nil && !rep.Unavailable && rep.Hit {
 			r.stats.Hits.Add(1)
 			if rep.Vouched {
-				r.keepOwn(key, rep.Value, own.stamp, spaces)
+				r.keepResult(p, key, owner, keyed, rep.Value, own.stamp, spaces)
 			} else {
 				// The owner has not applied an update of the spaces this
 				// node has (or does not say: an older build): served
@@ -586,9 +597,14 @@ func (r *nearRegion) getQuery(ctx context.Context, key string, spaces []string, 
 	r.stats.Misses.Add(1)
 	r.stats.Loads.Add(1)
 	own.value, own.err = load(ctx)
+	asked := (shared || keyed) && err == nil && !rep.Unavailable && !rep.Refused
 	if own.err == nil {
-		r.keepOwn(key, own.value, own.stamp, spaces)
-		if shared && err == nil && !rep.Unavailable && !rep.Refused {
+		if !keyed || asked {
+			// Kept: a keyed result only if the owner registered this
+			// node (it answered, and the key was not soft-locked).
+			r.keepResult(p, key, owner, keyed, own.value, own.stamp, spaces)
+		}
+		if asked {
 			// Offered to the owner, for the other nodes' misses: it
 			// keeps it only if no update of the key or its spaces
 			// reached it since it issued the ticket.
@@ -625,13 +641,22 @@ func (r *nearRegion) countColdMiss(key string) {
 // floors read after that include any reset that regained the lease (the
 // lease runs the reset before it is valid again), so one check, before,
 // is enough.
-func (r *nearRegion) lookupOwn(key string, spaces []string) ([]byte, bool) {
+func (r *nearRegion) lookupOwn(p int, key string, spaces []string, keyed bool) ([]byte, bool) {
 	e, ok := r.found(key)
 	if !ok {
 		r.countColdMiss(key)
 		return nil, false
 	}
 	floor := r.ownFloor(key)
+	if keyed {
+		// A copy of the partition's owner (keyed.go): dropped with the
+		// partition's copies.
+		if pf := r.n.partFloor(p); e.stamp <= pf && e.stamp > floor {
+			r.c.stats.NearMisses[nearMissPartition].Add(1)
+			r.n.store.Del(r.hash(key))
+			return nil, false
+		}
+	}
 	sp := r.c.spacesStamp(e.spaces)
 	if !slices.Equal(spaces, e.spaces) {
 		sp = max(sp, r.c.spacesStamp(spaces))
@@ -646,6 +671,40 @@ func (r *nearRegion) lookupOwn(key string, spaces []string) ([]byte, bool) {
 		return nil, false
 	}
 	return e.value, true
+}
+
+// keepResult keeps a query result read after stamp: a result over a
+// keyed space as a copy of the partition's owner (keepKeyed), any other
+// on this node's own (keepOwn).
+func (r *nearRegion) keepResult(p int, key, owner string, keyed bool, v []byte, stamp uint64, spaces []string) {
+	if keyed {
+		r.keepKeyed(p, key, owner, v, stamp, spaces)
+		return
+	}
+	r.keepOwn(key, v, stamp, spaces)
+}
+
+// keepKeyed keeps a result over a keyed space that owner answered (or
+// whose load it ticketed) after registering this node, unless its key,
+// region, partition or spaces changed since stamp, or owner no longer
+// owns the partition in this node's table (keyed.go).
+func (r *nearRegion) keepKeyed(p int, key, owner string, v []byte, stamp uint64, spaces []string) {
+	if testBeforeKeep != nil {
+		testBeforeKeep(key)
+	}
+	f := r.floors(p, key, true)
+	if f.owner != owner {
+		r.c.stats.NearDrops[nearKeepOwner].Add(1)
+		return
+	}
+	if stamp <= f.max() || stamp <= r.c.spacesStamp(spaces) {
+		r.c.stats.NearDrops[nearKeepChanged].Add(1)
+		return
+	}
+	if !r.c.valid() {
+		return
+	}
+	r.store(key, &nearEntry{value: v, stamp: stamp, spaces: slices.Clone(spaces)})
 }
 
 // keepOwn keeps a query result whose load began at stamp, unless its key,

@@ -18,11 +18,17 @@ type PartitionTable struct {
 }
 
 // PartitionOf maps a region's key to its partition: FNV-1a (64-bit) of
-// the region, a zero byte and the key, modulo partitions. Written out
-// rather than through hash/fnv, so that a read's key neither escapes nor
-// is copied (NEAR computes it on every read).
+// the region, a zero byte and the key, modulo partitions — or, for a key
+// with a hash tag (KeyTag), of an empty region, the zero byte and the tag
+// alone, so that every key tagged alike, in every region, shares the
+// partition of the keyed query space of that name (keyed.go). Written
+// out rather than through hash/fnv, so that a read's key neither escapes
+// nor is copied (NEAR computes it on every read).
 func PartitionOf(region, key string, partitions int) int {
 	const offset64, prime64 = 14695981039346656037, 1099511628211
+	if tag, ok := KeyTag(key); ok {
+		region, key = "", tag
+	}
 	h := uint64(offset64)
 	for i := 0; i < len(region); i++ {
 		h = (h ^ uint64(region[i])) * prime64

@@ -96,9 +96,16 @@ func (r *Region) Get(ctx context.Context, key string, load Loader) ([]byte, erro
 // query spaces (tables) it reads, and any UpdateSpaces of one of them
 // after the load began makes it a miss.
 // A space's name may not begin with a NUL byte (ErrReservedSpace), here
-// and in every call that takes spaces.
+// and in every call that takes spaces. A query over a keyed space
+// ({name}: KeyedSpace) carries it as its key's hash tag, and names no
+// other keyed space (ErrKeyedSpace): in DISTRIBUTED and NEAR mode the
+// space's updates go only to its owner and the members that read results
+// over it (keyed.go).
 func (r *Region) GetQuery(ctx context.Context, key string, spaces []string, load Loader) ([]byte, error) {
 	if err := checkSpaces(spaces); err != nil {
+		return nil, err
+	}
+	if err := checkKeyed(key, spaces); err != nil {
 		return nil, err
 	}
 	return r.get(ctx, key, spaces, load)
@@ -232,7 +239,14 @@ func (r *Region) change(ctx context.Context, o op, key string, spaces []string, 
 	}
 	v := r.c.enter()
 	defer v.exit()
+	// An update of keyed spaces goes to their owners alongside the change
+	// (keyed.go), not in the change's messages to every member.
+	var route *routing
+	if d, ok := r.c.routable(v, spaces); ok {
+		route = d.goRoute(ctx, spaces, id)
+	}
 	carrier, carried := r.spacesCarrier(v, spaces)
+	carried = carried && route == nil
 	var covered []string
 	var err error
 	for _, b := range v.write {
@@ -245,17 +259,27 @@ func (r *Region) change(ctx context.Context, o op, key string, spaces []string, 
 			break
 		}
 	}
+	var routeErr error
+	if route != nil {
+		routeErr = route.wait()
+	}
 	if err == nil {
 		err = r.c.confirm(ctx, v)
 	}
 	switch {
 	case len(spaces) == 0:
 		return err
+	case route != nil && routeErr == nil && err == nil:
+		r.c.stats.InvalidationsSent.Add(1)
+		return nil
+	case route != nil && routeErr != nil:
+		r.c.stats.RouteFallbacks.Add(1)
+		r.c.cfg.Logger.Debug("l2cache: a keyed query-space update was not routed; it goes to every member", "err", routeErr)
 	case carried && err == nil:
 		r.c.stats.InvalidationsSent.Add(1)
 		return r.c.syncSpaces(ctx, spaces, id, covered)
 	}
-	// Sent apart: after a failed change, to every member.
+	// Sent apart: after a failed change (or routing), to every member.
 	return errors.Join(err, r.c.publish(ctx, message{Op: opSpaces, Spaces: spaces, Upd: id}))
 }
 

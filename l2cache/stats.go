@@ -66,6 +66,10 @@ type NodeStats struct {
 	// UnlockValues counts the unlocks after which an owner kept the row
 	// the writer committed (Region.UnlockWith).
 	UnlockValues atomic.Uint64
+	// RouteFallbacks counts the keyed query-space updates that could not
+	// be routed through their space's owner and were sent to every
+	// member instead (keyed.go).
+	RouteFallbacks atomic.Uint64
 	// InvalidationLag counts the invalidations received on the bus by
 	// how long after their sender published them they were applied
 	// (LagBucket), by the two nodes' wall clocks.
@@ -111,10 +115,12 @@ type NodeStatsSnapshot struct {
 	NearMisses  map[string]uint64 `json:"near_misses"`
 	NearDrops   map[string]uint64 `json:"near_drops"`
 	OwnerMisses map[string]uint64 `json:"owner_misses"`
-	// RemoteByKind: remote calls by kind (get, put, change, repl, near), and query-space updates sent straight (spaces, not in RemoteCalls).
+	// RemoteByKind: remote calls by kind (get, put, change, repl, near, routed), and query-space updates sent straight (spaces, not in RemoteCalls).
 	RemoteByKind map[string]uint64 `json:"remote_calls_by_kind"`
 	NearInRepl   uint64            `json:"near_in_repl"`
 	UnlockValues uint64            `json:"unlock_values,omitempty"`
+	// RouteFallbacks is NodeStats.RouteFallbacks.
+	RouteFallbacks uint64 `json:"route_fallbacks,omitempty"`
 	// InvalidationLag is NodeStats.InvalidationLag's buckets.
 	InvalidationLag []uint64 `json:"invalidation_lag_buckets,omitempty"`
 }
@@ -129,6 +135,7 @@ func (s *NodeStats) snapshot() NodeStatsSnapshot {
 		RemoteByKind:    causeSnapshot(remoteNames[:], s.RemoteByKind[:]),
 		NearInRepl:      s.NearInRepl.Load(),
 		UnlockValues:    s.UnlockValues.Load(),
+		RouteFallbacks:  s.RouteFallbacks.Load(),
 		InvalidationLag: lagSnapshot(&s.InvalidationLag),
 	}
 }
@@ -228,10 +235,13 @@ const (
 	remoteRepl
 	remoteNear
 	remoteSpaces
+	// remoteRouted: an update of a keyed query space, sent to the owner
+	// of the space's partition (keyed.go).
+	remoteRouted
 	nRemote
 )
 
-var remoteNames = [nRemote]string{"get", "put", "change", "repl", "near", "spaces"}
+var remoteNames = [nRemote]string{"get", "put", "change", "repl", "near", "spaces", "routed"}
 
 // remoteKind is the remote call kind of an owner operation.
 func remoteKind(k ownerKind) int {
@@ -240,6 +250,8 @@ func remoteKind(k ownerKind) int {
 		return remoteGet
 	case kindPut:
 		return remotePut
+	case kindSpaces:
+		return remoteRouted
 	}
 	return remoteChange
 }

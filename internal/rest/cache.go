@@ -31,7 +31,7 @@ const (
 // A list of a table's rows that belong to one parent (a pull request's
 // comments, a repository's pull requests, a project's repositories) also
 // depends on one of the table's spaceBuckets bucket spaces, the parent's
-// (table/n): a write that knows the parent bumps only that bucket, so
+// ({table/n}): a write that knows the parent bumps only that bucket, so
 // that a comment added to one pull request drops the comment lists of a
 // 1024th of the pull requests, not all of them; a write that does not
 // know it bumps the whole table, which every list depends on too.
@@ -48,6 +48,14 @@ const (
 // every node must bucket a parent alike, or a write bumps a bucket the
 // other nodes' lists do not depend on. A cluster must not mix builds of
 // different counts; upgrade across this change by stopping every node.
+//
+// A bucket space is keyed ("{comments/17}": l2cache.KeyedSpace), and a
+// list's cache key begins with its bucket's space as its hash tag
+// (bucketed.queryKey): in DISTRIBUTED and NEAR mode every list of a
+// bucket lives at the bucket's owner, and a bucket's update goes there
+// and to the nodes that read one of its lists, not to every node. Keyed
+// names are part of the protocol too (builds before 2026-12-04 named
+// them table/n, and hashed lists by their keys).
 const spaceBuckets = 1024
 
 // bucketed is a table's bucket spaces, and the pair (the table's space
@@ -60,10 +68,16 @@ type bucketed struct {
 func newBucketed(table string) *bucketed {
 	b := &bucketed{}
 	for i := range b.buckets {
-		b.buckets[i] = table + "/" + strconv.Itoa(i)
+		b.buckets[i] = l2cache.KeyedSpace(table + "/" + strconv.Itoa(i))
 		b.lists[i] = []string{table, b.buckets[i]}
 	}
 	return b
+}
+
+// queryKey is the cache key of a list of bucket i: the bucket's space
+// (its hash tag: l2cache.KeyTag), then the list's own name.
+func (b *bucketed) queryKey(i int, format string, args ...any) string {
+	return b.buckets[i] + fmt.Sprintf(format, args...)
 }
 
 var (

@@ -2,7 +2,6 @@ package rest
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 
 	"github.com/shoal-dev/shoal/internal/domain"
@@ -21,8 +20,9 @@ func (a *api) listComments(w http.ResponseWriter, r *http.Request, p pathParams)
 		return err
 	}
 	ctx := r.Context()
-	qkey := fmt.Sprintf("comments:%d?start=%d&limit=%d", pr.ID, start, limit)
-	page, err := query(ctx, a.regions, qkey, commentSpaces.lists[idBucket(pr.ID)], func(ctx context.Context) (idPage[domain.Comment], error) {
+	bucket := idBucket(pr.ID)
+	qkey := commentSpaces.queryKey(bucket, "comments:%d?start=%d&limit=%d", pr.ID, start, limit)
+	page, err := query(ctx, a.regions, qkey, commentSpaces.lists[bucket], func(ctx context.Context) (idPage[domain.Comment], error) {
 		cs, err := a.db.Comments(ctx, pr.ID, start, limit+1)
 		return pageOf(cs, limit), err
 	})

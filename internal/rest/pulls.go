@@ -3,7 +3,6 @@ package rest
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 	"strings"
 
@@ -70,8 +69,9 @@ func (a *api) pullRequestPage(ctx context.Context, repo domain.Repository, state
 		page, more := window(ids, start, limit)
 		return idPage[int64]{IDs: page, More: more}, nil
 	}
-	qkey := fmt.Sprintf("prs:%d:%s?start=%d&limit=%d", repo.ID, state, start, limit)
-	return query(ctx, a.regions, qkey, prSpaces.lists[idBucket(repo.ID)], func(ctx context.Context) (idPage[int64], error) {
+	bucket := idBucket(repo.ID)
+	qkey := prSpaces.queryKey(bucket, "prs:%d:%s?start=%d&limit=%d", repo.ID, state, start, limit)
+	return query(ctx, a.regions, qkey, prSpaces.lists[bucket], func(ctx context.Context) (idPage[int64], error) {
 		ids, err := a.db.PullRequestIDsByState(ctx, repo.ID, state, start, limit+1)
 		return pageOf(ids, limit), err
 	})

@@ -27,8 +27,9 @@ func (a *api) listRepositories(w http.ResponseWriter, r *http.Request, p pathPar
 	if err != nil {
 		return err
 	}
-	qkey := fmt.Sprintf("repos:%s?start=%d&limit=%d", key, start, limit)
-	page, err := query(ctx, a.regions, qkey, repoSpaces.lists[keyBucket(project.Key)], func(ctx context.Context) (idPage[string], error) {
+	bucket := keyBucket(project.Key)
+	qkey := repoSpaces.queryKey(bucket, "repos:%s?start=%d&limit=%d", key, start, limit)
+	page, err := query(ctx, a.regions, qkey, repoSpaces.lists[bucket], func(ctx context.Context) (idPage[string], error) {
 		slugs, err := a.db.RepositorySlugs(ctx, key, start, limit+1)
 		return pageOf(slugs, limit), err
 	})
