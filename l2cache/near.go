@@ -102,6 +102,13 @@ import (
 //     with the owner's ticket), for the other nodes' misses. An update
 //     from a node that does not name them stops the sharing of its spaces
 //     in this process (spaceUpdates.unnamed).
+//   - A query result over a keyed space ({name}: keyed.go) is the
+//     exception: its updates are routed to the space's owner and from
+//     there to the members registered under the space, not sent to every
+//     member, so its copy is kept as an entity's is — registered at the
+//     owner before the answer (distOp.Near), tied to the partition's
+//     owner, dropped with the partition's copies — and judged besides
+//     against this node's stamps of its spaces, as any result is.
 //   - GetQuery of an entity or collection region reads through its owner
 //     every time, as in DISTRIBUTED: no value read with query spaces is
 //     kept from an owner's answer (keep).
