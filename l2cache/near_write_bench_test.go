@@ -87,10 +87,14 @@ func tcpCluster(b *testing.B, n int, mode string, leased bool) []*Cache {
 // the cluster in NEAR mode at 6 nodes over loopback sockets, by the ways
 // its query-space update has travelled: on the bus ("bus", before
 // syncSpaces), straight to each lease holder ("direct"), and riding on
-// the unlock's own messages ("carried", Region.Unlock with spaces). Each
-// write soft-locks a hot key, unlocks it and marks a query space
-// updated; before each, every node reads the key and a query result over
-// the space (so every node is a near holder, and has a result to drop).
+// the unlock's own messages ("carried", Region.Unlock with spaces), and,
+// for a keyed space, through the space's owner alongside the unlock
+// ("keyed-all": every node has read a result over the space, so the owner
+// sends it on to all of them; "keyed-one": one node other than the owner
+// and the writer has). Each write soft-locks a hot key, unlocks it and
+// marks a query space updated; before each, every node reads the key and
+// a query result over the space (so every node is a near holder, and has
+// a result to drop).
 // The contenders alternate in one loop; each reports the messages sent
 // (peer RPC calls and one-way notes, all nodes) and the process CPU time
 // (all six nodes are this process) per write.
@@ -115,12 +119,27 @@ func BenchmarkNearWrite(b *testing.B) {
 	}
 	spaces := []string{"comments"}
 	value := func(context.Context) ([]byte, error) { return []byte("row"), nil }
-	readAll := func() {
+	// A keyed space whose owner is neither the writer nor node 2, the
+	// one reader of "keyed-one".
+	keyed := ""
+	for i := 0; keyed == ""; i++ {
+		s := KeyedSpace(fmt.Sprint("comments/", i))
+		if o := d.keeper.Table().Owner(d.partition("", s)); o != d.self && o != caches[1].cfg.Node.Name() {
+			keyed = s
+		}
+	}
+	keyedQuery, keyedSpaces := "open:"+keyed, []string{"comments", keyed}
+	readAll := func(keyedReaders []int) {
 		for i := range caches {
 			if _, err := rs[i].Get(ctx, key, value); err != nil {
 				b.Fatal(err)
 			}
 			if _, err := qs[i].GetQuery(ctx, "open", spaces, value); err != nil {
+				b.Fatal(err)
+			}
+		}
+		for _, i := range keyedReaders {
+			if _, err := qs[i].GetQuery(ctx, keyedQuery, keyedSpaces, value); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -136,6 +155,7 @@ func BenchmarkNearWrite(b *testing.B) {
 	type contender struct {
 		name      string
 		run       func() error
+		readers   []int // the nodes that read the keyed query before the write
 		msgs, cpu float64
 	}
 	lockUnlockUpdate := func() error {
@@ -161,11 +181,20 @@ func BenchmarkNearWrite(b *testing.B) {
 			return w.Unlock(ctx, key, spaces...)
 		}},
 	}
+	keyedUnlock := func() error {
+		if err := w.Lock(ctx, key); err != nil {
+			return err
+		}
+		return w.Unlock(ctx, key, keyed)
+	}
+	cs = append(cs,
+		&contender{name: "keyed-all", run: keyedUnlock, readers: []int{0, 1, 2, 3, 4, 5}},
+		&contender{name: "keyed-one", run: keyedUnlock, readers: []int{1}})
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		for j := range cs {
 			c := cs[(i+j)%len(cs)]
-			readAll()
+			readAll(c.readers)
 			for _, cc := range caches {
 				cc.waitLocal() // the near copies' sets have landed
 			}
