@@ -190,47 +190,24 @@ func randomizedOn(t *testing.T, net *memnet.Network, caches []*Cache, inv string
 	const keys, opsPerWorker = 4, 150
 	var acked [keys]atomic.Int64 // the newest version whose write has returned
 	var rewrites atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, 100)
-	for n := range regions {
-		for w := 0; w < 3; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				rng := rand.New(rand.NewPCG(uint64(n), uint64(w)))
-				for i := 0; i < opsPerWorker; i++ {
-					id := rng.IntN(keys)
-					var err error
-					if w == 0 && rng.IntN(3) == 0 {
-						err = write(ctx, db, regions[n], id, &acked[id])
-						// A write whose invalidation a member did not
-						// acknowledge, and which could not exclude it
-						// either (the store out of reach for the
-						// exclusion's deadline: a leader elected again
-						// on a loaded machine), is not acknowledged
-						// (ErrExcludeFailed): the client writes again, as
-						// an application would. Reads still check
-						// against the acknowledged writes only.
-						for tries := 1; errors.Is(err, ErrExcludeFailed) && tries < 5; tries++ {
-							rewrites.Add(1)
-							err = write(ctx, db, regions[n], id, &acked[id])
-						}
-					} else {
-						err = read(ctx, db, regions[n], id, inv, &acked[id])
-					}
-					if err != nil {
-						errs <- fmt.Errorf("node %d worker %d op %d: %w", n+1, w, i, err)
-						return
-					}
-				}
-			}()
+	runWorkers(t, len(regions), 3, opsPerWorker, func(rng *rand.Rand, n, w int) error {
+		id := rng.IntN(keys)
+		if w != 0 || rng.IntN(3) != 0 {
+			return read(ctx, db, regions[n], id, inv, &acked[id])
 		}
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+		err := write(ctx, db, regions[n], id, &acked[id])
+		// A write whose invalidation a member did not acknowledge, and
+		// which could not exclude it either (the store out of reach for
+		// the exclusion's deadline: a leader elected again on a loaded
+		// machine), is not acknowledged (ErrExcludeFailed): the client
+		// writes again, as an application would. Reads still check
+		// against the acknowledged writes only.
+		for tries := 1; errors.Is(err, ErrExcludeFailed) && tries < 5; tries++ {
+			rewrites.Add(1)
+			err = write(ctx, db, regions[n], id, &acked[id])
+		}
+		return err
+	})
 	if n := rewrites.Load(); n > 0 {
 		t.Logf("%d writes not acknowledged (ErrExcludeFailed) were written again", n)
 	}
@@ -302,11 +279,50 @@ func write(ctx context.Context, db *sql.DB, r *Region, id int, acked *atomic.Int
 	if err != nil {
 		return err
 	}
+	raise(acked, version)
+	return nil
+}
+
+// raise records that version was written and acknowledged: acked is the
+// newest such version.
+func raise(acked *atomic.Int64, version int64) {
 	for {
 		cur := acked.Load()
 		if version <= cur || acked.CompareAndSwap(cur, version) {
-			return nil
+			return
 		}
+	}
+}
+
+// runWorkers runs workers goroutines for each of nodes nodes, each doing
+// ops operations (op, with a random source seeded by its node and
+// worker), and fails t with the errors that stopped them.
+func runWorkers(t *testing.T, nodes, workers, ops int, op func(rng *rand.Rand, n, w int) error) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, nodes*workers)
+	for n := range nodes {
+		for w := range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rng := rand.New(rand.NewPCG(uint64(n), uint64(w)))
+				for i := range ops {
+					if err := op(rng, n, w); err != nil {
+						errs <- fmt.Errorf("node %d worker %d op %d: %w", n+1, w, i, err)
+						return
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if t.Failed() {
+		t.FailNow()
 	}
 }
 

@@ -129,13 +129,7 @@ func TestKeyedSpaceUpdateReachesOwnerAndReaders(t *testing.T) {
 	forOwnedModes(t, func(t *testing.T, mode string) {
 		_, members, caches := distCaches(t, 51, 4, mode)
 		ctx := context.Background()
-		qs := make([]*Region, len(caches))
-		for i, c := range caches {
-			var err error
-			if qs[i], err = c.Region("q", QueryRegion, NonstrictReadWrite); err != nil {
-				t.Fatal(err)
-			}
-		}
+		qs := queryRegionsOn(t, caches, "q")
 		// Node 1 owns the space, nodes 1 and 3 read it, node 2 writes,
 		// node 4 never reads it.
 		space := keyedSpaceOwnedBy(t, caches[1], members[0].Node.Name())
@@ -214,14 +208,7 @@ func TestKeyedSpaceUpdateAlongsideAChange(t *testing.T) {
 	forOwnedModes(t, func(t *testing.T, mode string) {
 		_, members, caches := distCaches(t, 52, 3, mode)
 		ctx := context.Background()
-		qs, rs := make([]*Region, 3), make([]*Region, 3)
-		for i, c := range caches {
-			var err error
-			if qs[i], err = c.Region("q", QueryRegion, NonstrictReadWrite); err != nil {
-				t.Fatal(err)
-			}
-			rs[i] = region(t, c, "pr", ReadWrite)
-		}
+		qs, rs := queryRegionsOn(t, caches, "q"), regionsOn(t, caches, "pr", ReadWrite)
 		space := keyedSpaceOwnedBy(t, caches[0], members[2].Node.Name())
 		key, spaces := "list:"+space, []string{"comments", space}
 		var page counter
@@ -259,13 +246,7 @@ func TestKeyedSpaceUpdateAlongsideAChange(t *testing.T) {
 func TestKeyedStaleKeepRefused(t *testing.T) {
 	_, members, caches := distCaches(t, 53, 3, cluster.CacheModeNear)
 	ctx := context.Background()
-	qs := make([]*Region, 3)
-	for i, c := range caches {
-		var err error
-		if qs[i], err = c.Region("q", QueryRegion, NonstrictReadWrite); err != nil {
-			t.Fatal(err)
-		}
-	}
+	qs := queryRegionsOn(t, caches, "q")
 	space := keyedSpaceOwnedBy(t, caches[0], members[0].Node.Name())
 	key, spaces := "list:"+space, []string{space}
 	var page counter
@@ -318,14 +299,10 @@ func TestKeyedResultsAfterOwnerKilled(t *testing.T) {
 	forOwnedModes(t, func(t *testing.T, mode string) {
 		lc := startLeased(t, 54, 3, mode, InvalidationAsync)
 		ctx := context.Background()
-		qs := make([]*Region, 3)
 		for i, c := range lc.caches {
 			testkit.Eventually(t, 20*time.Second, fmt.Sprintf("node %d's cache ready", i+1), func() bool { return c.Ready() == nil })
-			var err error
-			if qs[i], err = c.Region("q", QueryRegion, NonstrictReadWrite); err != nil {
-				t.Fatal(err)
-			}
 		}
+		qs := queryRegionsOn(t, lc.caches, "q")
 		owner := lc.follower(t)
 		writer := (owner + 1) % 3
 		space := keyedSpaceOwnedBy(t, lc.caches[writer], lc.members[owner].Node.Name())
@@ -383,45 +360,16 @@ func TestRandomizedKeyedQueriesAgainstSQLite(t *testing.T) {
 		const parents = 4
 		db := openDB(t, parents)
 		ctx := context.Background()
-		qs, rs := make([]*Region, 3), make([]*Region, 3)
-		for i, c := range lc.caches {
-			var err error
-			if qs[i], err = c.Region("q", QueryRegion, NonstrictReadWrite); err != nil {
-				t.Fatal(err)
-			}
-			rs[i] = region(t, c, "rows", ReadWrite)
-		}
+		qs, rs := queryRegionsOn(t, lc.caches, "q"), regionsOn(t, lc.caches, "rows", ReadWrite)
 		space := func(p int) string { return KeyedSpace(fmt.Sprint("rows/", p)) }
 		var acked [parents]atomic.Int64
-		var wg sync.WaitGroup
-		errs := make(chan error, 100)
-		for n := range qs {
-			for w := range 3 {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					rng := rand.New(rand.NewPCG(uint64(n), uint64(w)))
-					for i := range 120 {
-						p := rng.IntN(parents)
-						var err error
-						if w == 0 && rng.IntN(3) == 0 {
-							err = keyedWrite(ctx, db, rs[n], lc.caches[n], p, space(p), rng.IntN(3), &acked[p])
-						} else {
-							err = keyedRead(ctx, db, qs[n], p, space(p), &acked[p])
-						}
-						if err != nil {
-							errs <- fmt.Errorf("node %d worker %d op %d: %w", n+1, w, i, err)
-							return
-						}
-					}
-				}()
+		runWorkers(t, len(qs), 3, 120, func(rng *rand.Rand, n, w int) error {
+			p := rng.IntN(parents)
+			if w == 0 && rng.IntN(3) == 0 {
+				return keyedWrite(ctx, db, rs[n], lc.caches[n], p, space(p), rng.IntN(3), &acked[p])
 			}
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			t.Fatal(err)
-		}
+			return keyedRead(ctx, db, qs[n], p, space(p), &acked[p])
+		})
 		var routed, fallbacks uint64
 		for _, c := range lc.caches {
 			routed += c.Stats().Node.RemoteByKind["routed"]
@@ -460,12 +408,8 @@ func keyedWrite(ctx context.Context, db *sql.DB, r *Region, c *Cache, p int, spa
 	if err != nil {
 		return err
 	}
-	for {
-		cur := acked.Load()
-		if version <= cur || acked.CompareAndSwap(cur, version) {
-			return nil
-		}
-	}
+	raise(acked, version)
+	return nil
 }
 
 func keyedRead(ctx context.Context, db *sql.DB, q *Region, p int, space string, acked *atomic.Int64) error {

@@ -45,6 +45,20 @@ func regionsOn(t testing.TB, caches []*Cache, name string, access AccessType) []
 	return regions
 }
 
+// queryRegionsOn is query region name, nonstrict read-write, on each of
+// caches, in order.
+func queryRegionsOn(t testing.TB, caches []*Cache, name string) []*Region {
+	t.Helper()
+	regions := make([]*Region, len(caches))
+	for i, c := range caches {
+		var err error
+		if regions[i], err = c.Region(name, QueryRegion, NonstrictReadWrite); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return regions
+}
+
 func constLoader(v string) Loader {
 	return func(context.Context) ([]byte, error) { return []byte(v), nil }
 }

@@ -562,14 +562,7 @@ func TestNearGetMany(t *testing.T) {
 func TestNearChangeCarriesSpaceUpdate(t *testing.T) {
 	_, members, caches := distCaches(t, 35, 3, cluster.CacheModeNear)
 	ctx := context.Background()
-	qs, rs := make([]*Region, 3), make([]*Region, 3)
-	for i, c := range caches {
-		var err error
-		if qs[i], err = c.Region("q", QueryRegion, NonstrictReadWrite); err != nil {
-			t.Fatal(err)
-		}
-		rs[i] = region(t, c, "pr", ReadWrite)
-	}
+	qs, rs := queryRegionsOn(t, caches, "q"), regionsOn(t, caches, "pr", ReadWrite)
 	d := distOf(caches[0])
 	owner, backup := members[0].Node.Name(), members[1].Node.Name()
 	key := keyPlaced(d, "pr", owner, backup, "")
