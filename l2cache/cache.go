@@ -191,6 +191,10 @@ type Cache struct {
 	updates spaceUpdates
 	closed  bool
 	stats   NodeStats
+	// retry: the query-space updates to send again, and the goroutine
+	// that sends them (retry.go).
+	retry                []pendingSpaces
+	retryStop, retryDone chan struct{}
 
 	// inc names this process in the query-space updates it makes, and
 	// seqs numbers them (updates.go).
@@ -264,6 +268,7 @@ func (c *Cache) Close() {
 	for _, u := range unsubs {
 		u()
 	}
+	c.stopRetry()
 	c.closeBackends()
 }
 
@@ -581,7 +586,17 @@ func (c *Cache) UpdateSpaces(ctx context.Context, spaces ...string) error {
 		c.stats.RouteFallbacks.Add(1)
 		c.cfg.Logger.Debug("l2cache: a keyed query-space update was not routed; it goes to every member", "err", err)
 	}
-	return c.publish(ctx, message{Op: opSpaces, Spaces: spaces, Upd: id})
+	return c.publishSpaces(ctx, spaces, id)
+}
+
+// publishSpaces sends a write's query-space update to every member
+// (publish), and keeps it to send again if that fails (retry.go).
+func (c *Cache) publishSpaces(ctx context.Context, spaces []string, id updateID) error {
+	err := c.publish(ctx, message{Op: opSpaces, Spaces: spaces, Upd: id})
+	if err != nil {
+		c.retryLater(spaces, id)
+	}
+	return err
 }
 
 func (c *Cache) markSpaces(spaces []string, id updateID) {

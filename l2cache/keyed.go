@@ -44,7 +44,11 @@ import (
 //     served); a reader that does not answer is excluded and waited out.
 //     A read of the writer's own node names the writer's update to the
 //     owner (updates.go), which vouches for its answer only once it
-//     applied it.
+//     applied it. A node's stamps of a keyed space show only the updates
+//     it was registered for, so a read of a keyed result never joins
+//     another read in flight on the strength of them (getQuery): that
+//     read may not have registered (its owner could not answer), and an
+//     update acknowledged after its load began would not reach this node.
 //   - The owner changes (a move, a takeover, a restart): the copies of
 //     the partition are dropped as an entity's are (near.part,
 //     observeGens), and the new owner holds no results from before it

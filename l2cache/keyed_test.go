@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/cluster"
+	"github.com/shoal-dev/shoal/cluster/clustertest"
 	"github.com/shoal-dev/shoal/cluster/memnet"
 	"github.com/shoal-dev/shoal/internal/testkit"
 )
@@ -430,4 +431,71 @@ func keyedRead(ctx context.Context, db *sql.DB, q *Region, p int, space string, 
 		return fmt.Errorf("parent %d: read version %d, but version %d was written before the read began", p, got, floor)
 	}
 	return nil
+}
+
+// A write's query-space update that reaches nobody — its node is cut off
+// from every other, so it can neither tell them nor exclude them — fails,
+// and the result its spaces' owner holds stays from before the write. The
+// write was not acknowledged, but the cache must still converge: the node
+// sends the update again once it can, and every node then reads the new
+// result.
+func TestFailedSpaceUpdateSentAgain(t *testing.T) {
+	forOwnedModes(t, func(t *testing.T, mode string) {
+		defer func(d time.Duration) { retryEvery = d }(retryEvery)
+		retryEvery = 100 * time.Millisecond
+		lc := startLeased(t, 56, 3, mode, InvalidationAsync)
+		for i, c := range lc.caches {
+			testkit.Eventually(t, 20*time.Second, fmt.Sprintf("node %d's cache ready", i+1), func() bool { return c.Ready() == nil })
+		}
+		qs := queryRegionsOn(t, lc.caches, "q")
+		writer := lc.follower(t)
+		owner := (writer + 1) % 3
+		ctx := context.Background()
+		for _, keyed := range []bool{false, true} {
+			key, spaces, update := queryOwnedBy(t, lc.caches[writer], lc.members[owner].Node.Name()), []string{"comments"}, "comments"
+			if keyed {
+				update = keyedSpaceOwnedBy(t, lc.caches[writer], lc.members[owner].Node.Name())
+				key, spaces = "list:"+update, []string{"comments", update}
+			}
+			var page counter
+			for i, q := range qs {
+				page.prime(t, fmt.Sprintf("the query on node %d", i+1), func() error {
+					_, err := q.GetQuery(ctx, key, spaces, page.load)
+					return err
+				})
+			}
+			retried := lc.caches[writer].Stats().Node.Retried
+			// Cut off, and every frame to or from it lost (not held back
+			// and delivered after the heal).
+			host := clustertest.Host(writer + 1)
+			lc.freeze(writer)
+			lc.net.SetFaults(memnet.Faults{DropRate: 1, Match: func(tr memnet.Traffic) bool {
+				return tr.Kind == memnet.Frame && (tr.From == host || tr.To == host)
+			}})
+			page.v.Add(1)
+			wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			err := lc.caches[writer].UpdateSpaces(wctx, update)
+			cancel()
+			if err == nil {
+				t.Fatal("an update from a node cut off from every other was acknowledged")
+			}
+			lc.net.SetFaults(memnet.Faults{})
+			lc.thaw(writer)
+			for i, q := range qs {
+				if i == writer {
+					continue
+				}
+				testkit.Eventually(t, 30*time.Second, fmt.Sprintf("node %d's result of version %d", i+1, page.v.Load()), func() bool {
+					v, err := q.GetQuery(ctx, key, spaces, page.load)
+					return err == nil && page.is(v)
+				})
+			}
+			// (A node's result may also be gone because its partition moved
+			// while the writer was cut off: the update must get through
+			// regardless.)
+			testkit.Eventually(t, 30*time.Second, "the update sent again", func() bool {
+				return lc.caches[writer].Stats().Node.Retried > retried
+			})
+		}
+	})
 }

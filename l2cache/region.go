@@ -280,7 +280,7 @@ func (r *Region) change(ctx context.Context, o op, key string, spaces []string, 
 		return r.c.syncSpaces(ctx, spaces, id, covered)
 	}
 	// Sent apart: after a failed change (or routing), to every member.
-	return errors.Join(err, r.c.publish(ctx, message{Op: opSpaces, Spaces: spaces, Upd: id}))
+	return errors.Join(err, r.c.publishSpaces(ctx, spaces, id))
 }
 
 // spacesCarrier returns the backend that carries a change's query-space

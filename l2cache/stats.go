@@ -70,6 +70,10 @@ type NodeStats struct {
 	// be routed through their space's owner and were sent to every
 	// member instead (keyed.go).
 	RouteFallbacks atomic.Uint64
+	// Retried counts the query-space updates that failed to reach every
+	// member with their write and did when sent again; RetryDrops those
+	// dropped unsent past the bound of updates kept (retry.go).
+	Retried, RetryDrops atomic.Uint64
 	// InvalidationLag counts the invalidations received on the bus by
 	// how long after their sender published them they were applied
 	// (LagBucket), by the two nodes' wall clocks.
@@ -121,6 +125,9 @@ type NodeStatsSnapshot struct {
 	UnlockValues uint64            `json:"unlock_values,omitempty"`
 	// RouteFallbacks is NodeStats.RouteFallbacks.
 	RouteFallbacks uint64 `json:"route_fallbacks,omitempty"`
+	// Retried and RetryDrops are NodeStats'.
+	Retried    uint64 `json:"spaces_retried,omitempty"`
+	RetryDrops uint64 `json:"spaces_retry_drops,omitempty"`
 	// InvalidationLag is NodeStats.InvalidationLag's buckets.
 	InvalidationLag []uint64 `json:"invalidation_lag_buckets,omitempty"`
 }
@@ -136,6 +143,8 @@ func (s *NodeStats) snapshot() NodeStatsSnapshot {
 		NearInRepl:      s.NearInRepl.Load(),
 		UnlockValues:    s.UnlockValues.Load(),
 		RouteFallbacks:  s.RouteFallbacks.Load(),
+		Retried:         s.Retried.Load(),
+		RetryDrops:      s.RetryDrops.Load(),
 		InvalidationLag: lagSnapshot(&s.InvalidationLag),
 	}
 }
