@@ -34,11 +34,19 @@ func forOwnedModes(t *testing.T, test func(t *testing.T, mode string)) {
 // can serve.
 func distCaches(t *testing.T, seed uint64, n int, mode string) (*memnet.Network, []*clustertest.Member, []*Cache) {
 	t.Helper()
+	lc := startReady(t, seed, n, mode)
+	return lc.net, lc.members, lc.caches
+}
+
+// startReady is startLeased with asynchronous invalidation, once every
+// cache can serve.
+func startReady(t *testing.T, seed uint64, n int, mode string) *leasedCluster {
+	t.Helper()
 	lc := startLeased(t, seed, n, mode, InvalidationAsync)
 	for i, c := range lc.caches {
 		testkit.Eventually(t, 20*time.Second, fmt.Sprintf("node %d's cache ready", i+1), func() bool { return c.Ready() == nil })
 	}
-	return lc.net, lc.members, lc.caches
+	return lc
 }
 
 // The stale put race in DISTRIBUTED mode: a reader's load begins, the

@@ -298,11 +298,8 @@ func TestKeyedStaleKeepRefused(t *testing.T) {
 // serves a result from before the update, through the takeover and after.
 func TestKeyedResultsAfterOwnerKilled(t *testing.T) {
 	forOwnedModes(t, func(t *testing.T, mode string) {
-		lc := startLeased(t, 54, 3, mode, InvalidationAsync)
+		lc := startReady(t, 54, 3, mode)
 		ctx := context.Background()
-		for i, c := range lc.caches {
-			testkit.Eventually(t, 20*time.Second, fmt.Sprintf("node %d's cache ready", i+1), func() bool { return c.Ready() == nil })
-		}
 		qs := queryRegionsOn(t, lc.caches, "q")
 		owner := lc.follower(t)
 		writer := (owner + 1) % 3
@@ -326,21 +323,7 @@ func TestKeyedResultsAfterOwnerKilled(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		deadline := time.Now().Add(2 * testLease)
-		for time.Now().Before(deadline) {
-			for i, q := range qs {
-				if i == owner {
-					continue
-				}
-				v, err := q.GetQuery(ctx, key, spaces, page.load)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if !page.is(v) {
-					t.Fatalf("node %d served %s after version %d's update was acknowledged", i+1, v, page.v.Load())
-				}
-			}
-		}
+		readsFresh(t, qs, owner, key, spaces, &page, 2*testLease)
 	})
 }
 
@@ -351,10 +334,7 @@ func TestKeyedResultsAfterOwnerKilled(t *testing.T) {
 // starts after a write returned sees an older version.
 func TestRandomizedKeyedQueriesAgainstSQLite(t *testing.T) {
 	forOwnedModes(t, func(t *testing.T, mode string) {
-		lc := startLeased(t, 55, 3, mode, InvalidationAsync)
-		for i, c := range lc.caches {
-			testkit.Eventually(t, 20*time.Second, fmt.Sprintf("node %d's cache ready", i+1), func() bool { return c.Ready() == nil })
-		}
+		lc := startReady(t, 55, 3, mode)
 		lc.net.SetFaults(memnet.Faults{DelayMax: 3 * time.Millisecond, Match: func(tr memnet.Traffic) bool {
 			return tr.Kind == memnet.Frame && strings.HasPrefix(tr.Frame.Type, "l2.")
 		}})
@@ -443,10 +423,7 @@ func TestFailedSpaceUpdateSentAgain(t *testing.T) {
 	forOwnedModes(t, func(t *testing.T, mode string) {
 		defer func(d time.Duration) { retryEvery = d }(retryEvery)
 		retryEvery = 100 * time.Millisecond
-		lc := startLeased(t, 56, 3, mode, InvalidationAsync)
-		for i, c := range lc.caches {
-			testkit.Eventually(t, 20*time.Second, fmt.Sprintf("node %d's cache ready", i+1), func() bool { return c.Ready() == nil })
-		}
+		lc := startReady(t, 56, 3, mode)
 		qs := queryRegionsOn(t, lc.caches, "q")
 		writer := lc.follower(t)
 		owner := (writer + 1) % 3
