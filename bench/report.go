@@ -580,10 +580,20 @@ func writeWindows(w io.Writer, ws []SwitchWindow) {
 		if !x.Switched {
 			mode += " (switch failed)"
 		}
+		if x.Seconds == 0 {
+			// The switch (or the settling after it) ran past the
+			// window's last whole bucket: nothing of this mode to count.
+			fmt.Fprintf(w, "| %d | %s | %.1f | %.1f | none: no whole bucket after the switch answered | %d |\n", i+1, mode, x.From, x.To, x.Errors)
+			continue
+		}
 		fmt.Fprintf(w, "| %d | %s | %.1f | %.1f | %.0f | %d |\n", i+1, mode, x.From, x.To, x.OpsPerSec, x.Errors)
 	}
 	fmt.Fprintln(w)
-	for _, p := range PairedRatios(ws) {
+	pairs := PairedRatios(ws)
+	if len(pairs) == 0 {
+		fmt.Fprint(w, "- No paired ratio: no two modes both have a counted window (a window that failed to switch, or that the switch ran through, is left out).\n")
+	}
+	for _, p := range pairs {
 		lo, hi := slices.Min(p.Ratios), slices.Max(p.Ratios)
 		fmt.Fprintf(w, "- %s/%s, each %s window against its neighbouring %s windows: median %.2f (%.2f–%.2f) over %d windows",
 			p.A, p.B, p.A, p.B, p.Median(), lo, hi, len(p.Ratios))

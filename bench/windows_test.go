@@ -2,6 +2,7 @@ package bench
 
 import (
 	"math"
+	"strings"
 	"testing"
 	"time"
 )
@@ -89,5 +90,31 @@ func TestPairedRatiosUseNeighbouringWindows(t *testing.T) {
 	p := PairedRatio{Ratios: []float64{1.0, 0.8, 0.95, 0.7}}
 	if p.Median() != 0.875 || p.AtLeast(0.9) != 2 {
 		t.Errorf("median %v, at least 0.9: %d; want 0.875, 2", p.Median(), p.AtLeast(0.9))
+	}
+}
+
+// A switch that runs past its window's last whole bucket leaves the
+// window empty: the report says so instead of printing 0 ops/s, and
+// says why no ratio follows.
+func TestReportNamesAWindowTheSwitchRanThrough(t *testing.T) {
+	sr := SwitchRun{
+		Stage: StageResult{Timeline: secondBuckets(100, 100, 100, 100)},
+		Switches: []SwitchEvent{
+			{From: "local", To: "near", At: 2, Seconds: 1.97, Status: 200},
+		},
+	}
+	ws := SwitchWindows(sr, []string{"local", "near"}, 2*time.Second, 0)
+	if ws[1].Seconds != 0 || ws[1].Ops != 0 || !ws[1].Switched {
+		t.Fatalf("near window %+v: want switched, nothing counted", ws[1])
+	}
+	var b strings.Builder
+	writeWindows(&b, ws)
+	for _, want := range []string{"| 2 | near | 4.0 | 4.0 | none: no whole bucket after the switch answered | 0 |", "No paired ratio"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("windows lack %q:\n%s", want, b.String())
+		}
+	}
+	if strings.Contains(b.String(), "near/local") {
+		t.Errorf("a ratio from an empty window:\n%s", b.String())
 	}
 }
