@@ -107,6 +107,7 @@ type Net struct {
 
 	mu     sync.Mutex
 	hosts  []*Host
+	cmds   []*exec.Cmd // made by Host.Command: Close kills those started
 	closed bool
 }
 
@@ -253,13 +254,25 @@ func (nt *Net) Hosts() []*Host {
 // Command returns a command that runs name with args inside the host's
 // namespace ('ip netns exec', which execs the program: the process ID is
 // the program's, so signals reach it directly).
+//
+// Close kills the command if it was started, by its process ID: between
+// Start and 'ip' entering the namespace, the namespace does not list the
+// process yet, and a process that enters it after Close looked would
+// outlive the Net.
 func (h *Host) Command(name string, args ...string) *exec.Cmd {
-	return exec.Command("ip", append([]string{"netns", "exec", h.NS, name}, args...)...)
+	return h.net.track(exec.Command("ip", append([]string{"netns", "exec", h.NS, name}, args...)...))
 }
 
 // CommandContext is Command with a context that kills the process.
 func (h *Host) CommandContext(ctx context.Context, name string, args ...string) *exec.Cmd {
-	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", h.NS, name}, args...)...)
+	return h.net.track(exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", h.NS, name}, args...)...))
+}
+
+func (nt *Net) track(cmd *exec.Cmd) *exec.Cmd {
+	nt.mu.Lock()
+	defer nt.mu.Unlock()
+	nt.cmds = append(nt.cmds, cmd)
+	return cmd
 }
 
 // Partition cuts the given groups apart: a host of one group can no
@@ -352,6 +365,18 @@ func (nt *Net) teardown() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var errs []error
+	nt.mu.Lock()
+	cmds := nt.cmds
+	nt.cmds = nil
+	nt.mu.Unlock()
+	for _, c := range cmds {
+		// Process is set by Start, which the caller ran before Close if
+		// at all; Kill is safe on a process already waited for (it then
+		// reports os.ErrProcessDone and signals nothing).
+		if c.Process != nil {
+			_ = c.Process.Kill()
+		}
+	}
 	for _, h := range nt.Hosts() {
 		errs = append(errs, killIn(ctx, h.NS), delNS(ctx, h.NS))
 	}

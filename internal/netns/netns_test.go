@@ -225,6 +225,43 @@ func TestBlockIsOneWay(t *testing.T) {
 
 // Close removes everything; a dead process's leftovers are swept by
 // CleanupLeftovers, a live process's are not.
+// Close ends a command made by Host.Command that was started but is not
+// in its namespace yet: 'ip netns pids' does not list it, so only its
+// process ID finds it. (Before, Close could miss a process that entered
+// the namespace just after Close looked, and it outlived the Net.) The
+// command here never enters the namespace, which stands for the moment
+// before it does.
+func TestCloseKillsStartedCommandsNotYetInside(t *testing.T) {
+	nt, hs := newNet(t, 1)
+	outside := hs[0].Command("sleep", "60")
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Skip(err)
+	}
+	outside.Path, outside.Args = sleep, []string{"sleep", "60"}
+	if err := outside.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- outside.Wait() }()
+	t.Cleanup(func() { outside.Process.Kill() })
+	unstarted := hs[0].Command("true") // never started: Close skips it
+	if err := nt.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("the command ended by itself, not by Close")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("a started command survived Close")
+	}
+	if unstarted.Process != nil {
+		t.Fatal("Close started a command")
+	}
+}
+
 func TestCloseAndLeftoversAreRemoved(t *testing.T) {
 	nt, hs := newNet(t, 1)
 	ctx := context.Background()
