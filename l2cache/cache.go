@@ -89,7 +89,9 @@ type Config struct {
 	LockTimeout time.Duration
 	// MaxInvalidations bounds the per-key invalidation stamps a region
 	// keeps (default 100,000); past it they collapse into one
-	// region-wide stamp.
+	// region-wide stamp. It bounds as well the query spaces' stamps a
+	// node keeps, and (shared out over the partitions) an owner's
+	// stamps of its partitions' changes.
 	MaxInvalidations int
 	// Lease, if set, is this node's read lease (see ReadLease and the
 	// package doc): cached state is served and stored only while it is
@@ -603,6 +605,14 @@ func (c *Cache) markSpaces(spaces []string, id updateID) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	stamp := c.tick()
+	if len(c.spaces)+len(spaces) > c.cfg.MaxInvalidations {
+		// Bounded: past it every space's stamp folds into the floor, as
+		// when updates were missed (markAllSpaces). Every query result
+		// kept here is then older than the floor, and dropped.
+		clear(c.spaces)
+		c.spacesFloor = stamp
+		c.stats.StampFolds.Add(1)
+	}
 	for _, s := range spaces {
 		c.spaces[s] = stamp
 	}

@@ -180,11 +180,16 @@ type dist struct {
 
 // dpart is this node's copy of one partition, as owner or backup.
 type dpart struct {
-	mu      sync.Mutex
-	epoch   uint64 // table epoch this copy's role was set for
-	owner   bool
-	backup  bool
-	floor   uint64 // no ticket or entry stamped at or below it is trusted
+	mu     sync.Mutex
+	epoch  uint64 // table epoch this copy's role was set for
+	owner  bool
+	backup bool
+	floor  uint64 // no ticket or entry stamped at or below it is trusted
+	// folded is where inv's stamps went when it reached its bound
+	// (foldInvLocked): no ticket at or below it is honoured. Entries
+	// stamped below it stay valid, as each is newer than its key's last
+	// change (a change deletes the key's entry).
+	folded  uint64
 	entries map[string]*entry
 	inv     map[string]uint64 // store key → stamp of its last invalidation
 	cleared map[string]uint64 // region → stamp of its last clear
@@ -413,7 +418,7 @@ func roles(t *PartitionTable, p int, self string) (owner, backup bool) {
 
 func (dp *dpart) reset(stamp uint64) {
 	dp.entries, dp.inv, dp.cleared, dp.locks = map[string]*entry{}, map[string]uint64{}, map[string]uint64{}, map[string]*softLock{}
-	dp.floor, dp.tainted, dp.holders = stamp, false, nil
+	dp.floor, dp.folded, dp.tainted, dp.holders = stamp, 0, false, nil
 }
 
 // takeOver re-stamps the backup's entries with a stamp of this node's
@@ -425,7 +430,7 @@ func (dp *dpart) takeOver(stamp uint64) {
 		dp.entries[k] = &entry{value: e.value, stamp: stamp, expires: e.expires, query: e.query}
 	}
 	dp.inv, dp.cleared, dp.holders = map[string]uint64{}, map[string]uint64{}, nil
-	dp.floor = stamp - 1 // entries stamped `stamp` stay valid; older tickets do not
+	dp.floor, dp.folded = stamp-1, 0 // entries stamped `stamp` stay valid; older tickets do not
 	if dp.locks == nil {
 		dp.locks = map[string]*softLock{}
 	}
@@ -474,9 +479,32 @@ func (dp *dpart) sendsDone() bool {
 	}
 }
 
-// floorLocked is the stamp below which nothing about key is trusted.
+// floorLocked is the stamp below which nothing about key is trusted: no
+// entry stamped at or below it is served, and no ticket honoured.
 func (dp *dpart) floorLocked(region, skey string) uint64 {
 	return max(dp.floor, dp.inv[skey], dp.cleared[region])
+}
+
+// ticketFloorLocked is the stamp at or below which no ticket for key is
+// honoured: floorLocked, and the per-key stamps folded away.
+func (dp *dpart) ticketFloorLocked(region, skey string) uint64 {
+	return max(dp.floorLocked(region, skey), dp.folded)
+}
+
+// foldInvLocked bounds inv, the per-key stamps of the partition's
+// changes, which would otherwise keep one stamp for every key ever
+// changed: past the bound they are dropped and stamp, this change's
+// (above every one of them), becomes the floor of the tickets honoured.
+// A ticket issued before the fold is refused, so a load that began
+// before it is not put (a miss later, not a stale entry); the entries
+// stay, each newer than its key's last change. Called with dp.mu held.
+func (dp *dpart) foldInvLocked(d *dist, stamp uint64) {
+	if len(dp.inv) < d.holderBound() {
+		return
+	}
+	clear(dp.inv)
+	dp.folded = max(dp.folded, stamp)
+	d.c.stats.StampFolds.Add(1)
 }
 
 func (dp *dpart) lockedLocked(skey string, now time.Time) bool {
@@ -609,6 +637,7 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 		// here is stamped below it, so a hit is newer than the update.
 		vouched := o.Want && d.c.appliedAll(o.Need)
 		floor := max(dp.floorLocked(o.Region, skey), d.c.spacesStamp(o.Spaces))
+		tfloor := max(floor, dp.folded) // for the ticket of a miss
 		e := dp.liveLocked(d, skey, now)
 		locked := dp.lockedLocked(skey, now)
 		if o.Near && !locked {
@@ -633,7 +662,7 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 			// neither keeps its load (the unlock would drop it) nor puts
 			// it (the put would be refused) — the Lock contract: reads
 			// are misses and loads are not cached.
-			rep = distReply{Ticket: ticket{Owner: d.self, Stamp: d.c.tick()}, Floor: floor, Refused: locked}
+			rep = distReply{Ticket: ticket{Owner: d.self, Stamp: d.c.tick()}, Floor: tfloor, Refused: locked}
 		}
 	case kindPut:
 		if !dp.acceptPutLocked(d, o, skey, now) {
@@ -911,7 +940,7 @@ func (d *dist) handleGets(ctx context.Context, from string, body []byte) ([]byte
 // spaces' latest update), or the key is soft-locked. Called with dp.mu
 // held, by an owner that may answer.
 func (dp *dpart) acceptPutLocked(d *dist, o distOp, skey string, now time.Time) bool {
-	floor := max(dp.floorLocked(o.Region, skey), d.c.spacesStamp(o.Spaces))
+	floor := max(dp.ticketFloorLocked(o.Region, skey), d.c.spacesStamp(o.Spaces))
 	if o.Ticket.Owner != d.self || o.Ticket.Stamp <= floor || dp.lockedLocked(skey, now) {
 		return false
 	}
@@ -1204,6 +1233,7 @@ func (dp *dpart) applyChange(d *dist, k ownerKind, skey string, stamp uint64, lo
 			}
 		}
 	}
+	dp.foldInvLocked(d, stamp)
 	dp.inv[skey] = stamp
 	dp.delLocked(d, skey)
 }

@@ -74,6 +74,10 @@ type NodeStats struct {
 	// member with their write and did when sent again; RetryDrops those
 	// dropped unsent past the bound of updates kept (retry.go).
 	Retried, RetryDrops atomic.Uint64
+	// StampFolds counts the times a bound of per-key stamps was reached
+	// and they were folded into one floor: an owned partition's change
+	// stamps, or this node's query-space stamps (Config.MaxInvalidations).
+	StampFolds atomic.Uint64
 	// InvalidationLag counts the invalidations received on the bus by
 	// how long after their sender published them they were applied
 	// (LagBucket), by the two nodes' wall clocks.
@@ -128,6 +132,8 @@ type NodeStatsSnapshot struct {
 	// Retried and RetryDrops are NodeStats'.
 	Retried    uint64 `json:"spaces_retried,omitempty"`
 	RetryDrops uint64 `json:"spaces_retry_drops,omitempty"`
+	// StampFolds is NodeStats'.
+	StampFolds uint64 `json:"stamp_folds,omitempty"`
 	// InvalidationLag is NodeStats.InvalidationLag's buckets.
 	InvalidationLag []uint64 `json:"invalidation_lag_buckets,omitempty"`
 }
@@ -145,6 +151,7 @@ func (s *NodeStats) snapshot() NodeStatsSnapshot {
 		RouteFallbacks:  s.RouteFallbacks.Load(),
 		Retried:         s.Retried.Load(),
 		RetryDrops:      s.RetryDrops.Load(),
+		StampFolds:      s.StampFolds.Load(),
 		InvalidationLag: lagSnapshot(&s.InvalidationLag),
 	}
 }
