@@ -46,17 +46,7 @@ func testOwnerChangeStampsFold(t *testing.T, mode string) {
 	testkit.Eventually(t, 10*time.Second, "the owner keeps "+y, func() bool { return ownerHolds(caches, name, y) })
 	var db atomic.Value
 	db.Store("v1")
-	started, release, got := make(chan struct{}), make(chan struct{}), make(chan string)
-	go func() {
-		v, _ := b.Get(ctx, "x", func(context.Context) ([]byte, error) {
-			read := db.Load().(string)
-			close(started)
-			<-release
-			return []byte(read), nil
-		})
-		got <- string(v)
-	}()
-	<-started
+	release := heldLoad(ctx, b, "x", &db)
 	db.Store("v2")
 	if err := a.Evict(ctx, "x"); err != nil {
 		t.Fatal(err)
@@ -77,8 +67,7 @@ func testOwnerChangeStampsFold(t *testing.T, mode string) {
 		t.Fatalf("after %d changes in one partition: %d stamps kept (bound %d), folds %d → %d, floor of tickets %d",
 			len(others)+1, kept, bound, folds, owner.Stats().Node.StampFolds, folded)
 	}
-	close(release)
-	<-got
+	release()
 	for i, r := range rs {
 		v, err := r.Get(ctx, "x", func(context.Context) ([]byte, error) { return []byte(db.Load().(string)), nil })
 		if err != nil || string(v) != "v2" {

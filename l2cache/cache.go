@@ -195,8 +195,9 @@ type Cache struct {
 	stats   NodeStats
 	// retry: the query-space updates to send again, and the goroutine
 	// that sends them (retry.go).
-	retry                []pendingSpaces
-	retryStop, retryDone chan struct{}
+	retry     []pendingSpaces
+	retryStop context.CancelFunc // stops the retry goroutine (retry.go)
+	retryDone chan struct{}
 
 	// inc names this process in the query-space updates it makes, and
 	// seqs numbers them (updates.go).

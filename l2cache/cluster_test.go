@@ -46,18 +46,7 @@ func TestStalePutRefusedAcrossNodes(t *testing.T) {
 			ctx := context.Background()
 			var db atomic.Value
 			db.Store("v1")
-			started, release := make(chan struct{}), make(chan struct{})
-			got := make(chan string)
-			go func() {
-				v, _ := b.Get(ctx, "1", func(context.Context) ([]byte, error) {
-					read := db.Load().(string)
-					close(started)
-					<-release
-					return []byte(read), nil
-				})
-				got <- string(v)
-			}()
-			<-started
+			release := heldLoad(ctx, b, "1", &db)
 			db.Store("v2")
 			if err := a.Evict(ctx, "1"); err != nil {
 				t.Fatal(err)
@@ -65,8 +54,7 @@ func TestStalePutRefusedAcrossNodes(t *testing.T) {
 			testkit.Eventually(t, 5*time.Second, "the invalidation at B", func() bool {
 				return caches[1].stats.InvalidationsReceived.Load() == 1
 			})
-			close(release)
-			<-got
+			release()
 			caches[1].waitLocal()
 			v, _ := b.Get(ctx, "1", func(context.Context) ([]byte, error) { return []byte(db.Load().(string)), nil })
 			if string(v) != "v2" {

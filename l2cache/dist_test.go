@@ -61,24 +61,12 @@ func testDistributedStalePutRefused(t *testing.T, mode string) {
 	ctx := context.Background()
 	var db atomic.Value
 	db.Store("v1")
-	started, release := make(chan struct{}), make(chan struct{})
-	got := make(chan string)
-	go func() {
-		v, _ := b.Get(ctx, "1", func(context.Context) ([]byte, error) {
-			read := db.Load().(string)
-			close(started)
-			<-release
-			return []byte(read), nil
-		})
-		got <- string(v)
-	}()
-	<-started
+	release := heldLoad(ctx, b, "1", &db)
 	db.Store("v2")
 	if err := a.Evict(ctx, "1"); err != nil {
 		t.Fatal(err)
 	}
-	close(release)
-	<-got
+	release()
 	for i, r := range []*Region{a, b, c3} {
 		v, err := r.Get(ctx, "1", func(context.Context) ([]byte, error) { return []byte(db.Load().(string)), nil })
 		if err != nil || string(v) != "v2" {

@@ -1,6 +1,10 @@
 package l2cache
 
-import "testing"
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+)
 
 // waitLocal waits until the LOCAL backend's ristretto has applied its
 // buffered sets and deletes (nothing to do in other modes).
@@ -65,4 +69,23 @@ func ownerEntry(caches []*Cache, region, key string) (*Cache, *entry) {
 		}
 	}
 	return nil, nil
+}
+
+// heldLoad starts r.Get of key whose load reads db and then waits, and
+// returns once the load has read: the reader of the stale-put race,
+// between its read and its put. release lets the load finish and returns
+// what the Get returned.
+func heldLoad(ctx context.Context, r *Region, key string, db *atomic.Value) (release func() string) {
+	started, rel, got := make(chan struct{}), make(chan struct{}), make(chan string)
+	go func() {
+		v, _ := r.Get(ctx, key, func(context.Context) ([]byte, error) {
+			read := db.Load().(string)
+			close(started)
+			<-rel
+			return []byte(read), nil
+		})
+		got <- string(v)
+	}()
+	<-started
+	return func() string { close(rel); return <-got }
 }

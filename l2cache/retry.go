@@ -46,26 +46,22 @@ func (c *Cache) retryLater(spaces []string, id updateID) {
 	}
 	c.retry = append(c.retry, pendingSpaces{spaces: slices.Clone(spaces), id: id})
 	if c.retryStop == nil {
-		c.retryStop, c.retryDone = make(chan struct{}), make(chan struct{})
-		go c.retryLoop(c.retryStop, c.retryDone)
+		var ctx context.Context
+		ctx, c.retryStop = context.WithCancel(context.Background())
+		c.retryDone = make(chan struct{})
+		go c.retryLoop(ctx, c.retryDone)
 	}
 }
 
-// retryLoop sends the kept updates again every retryEvery until stop is
-// closed (Close).
-func (c *Cache) retryLoop(stop, done chan struct{}) {
+// retryLoop sends the kept updates again every retryEvery until ctx is
+// cancelled (Close).
+func (c *Cache) retryLoop(ctx context.Context, done chan struct{}) {
 	defer close(done)
 	t := time.NewTicker(retryEvery)
 	defer t.Stop()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		<-stop
-		cancel()
-	}()
 	for {
 		select {
-		case <-stop:
+		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
@@ -104,6 +100,6 @@ func (c *Cache) stopRetry() {
 	if stop == nil {
 		return
 	}
-	close(stop)
+	stop()
 	<-done
 }
