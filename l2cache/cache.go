@@ -143,6 +143,9 @@ func (c *Config) Validate() error {
 	if c.TTL < 0 {
 		return config.Invalid("l2cache", "TTL", c.TTL, "a duration of at least 0 (0: entries do not expire)")
 	}
+	if c.MaxInvalidations < 0 {
+		return config.Invalid("l2cache", "MaxInvalidations", c.MaxInvalidations, "a count of at least 0 (0: the default)")
+	}
 	fill(&c.MaxCost, d.MaxCost)
 	fill(&c.SyncTimeout, d.SyncTimeout)
 	fill(&c.LockTimeout, d.LockTimeout)

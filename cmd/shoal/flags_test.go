@@ -21,6 +21,7 @@ func TestBadFlagsAreExplained(t *testing.T) {
 		{[]string{"node", "--bind", "127.0.0.1:70000"}, nil, "port must be a number from 0 to 65535"},
 		{[]string{"node", "--cache-mode", "far"}, nil, `--cache-mode "far": want local, distributed or near`},
 		{[]string{"node", "--voters", "4"}, nil, "--voters 4: want 1, 3, 5 or 7"},
+		{[]string{"node", "--cache-max-invalidations", "-3"}, nil, "--cache-max-invalidations -3: want a count of at least 0 (0: the default)"},
 		{[]string{"node", "--preset", "wan"}, nil, `--preset "wan"`},
 		{[]string{"node", "--log-level", "loud"}, nil, `--log-level "loud"`},
 		{[]string{"node", "--join", "host-without-port"}, nil, `--join "host-without-port"`},

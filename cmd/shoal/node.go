@@ -91,6 +91,7 @@ func (n *nodeSettings) bind(s *cli.Set) {
 	s.Int(&c.Table.Backups, "backups", "DISTRIBUTED mode: synchronous backups of each partition, 0 to 2")
 	s.Size(&c.Cache.MaxCost, "cache-max-bytes", "L2 cache size on this node")
 	s.Duration(&c.Cache.TTL, "cache-ttl", "expire L2 entries this long after they are cached (0: never)")
+	s.Int(&c.Cache.MaxInvalidations, "cache-max-invalidations", "per-key invalidation stamps an L2 region keeps (and query-space stamps a node keeps, and an owner over its partitions) before they fold into one floor, which drops what it covers")
 	s.Duration(&c.Lease.Duration, "cache-lease", "read lease: how long a node serves cached state after it last confirmed no write excluded it (the most a member that stops answering adds to a write)")
 	s.Bool(&c.PackCache, "pack-cache", "serve repeated clones from the pack cache")
 	s.String(&c.Packs.Dir, "pack-cache-dir", "this node's own pack cache directory").Doc("`DATA-DIR/packcache`")
