@@ -4,6 +4,8 @@ import (
 	"context"
 	"slices"
 	"time"
+
+	"github.com/shoal-dev/shoal/internal/beat"
 )
 
 // A write's query-space update that did not reach every member (the
@@ -32,8 +34,9 @@ type pendingSpaces struct {
 }
 
 // retryLater keeps an update whose sending failed for another attempt,
-// and starts the goroutine that makes it if it is not running. It does
-// nothing once the cache is closed.
+// and starts the goroutine that makes it if it is not running (it ends
+// once nothing is left to send). It does nothing once the cache is
+// closed.
 func (c *Cache) retryLater(spaces []string, id updateID) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -46,18 +49,18 @@ func (c *Cache) retryLater(spaces []string, id updateID) {
 	}
 	c.retry = append(c.retry, pendingSpaces{spaces: slices.Clone(spaces), id: id})
 	if c.retryStop == nil {
-		var ctx context.Context
-		ctx, c.retryStop = context.WithCancel(context.Background())
-		c.retryDone = make(chan struct{})
-		go c.retryLoop(ctx, c.retryDone)
+		ctx, cancel := context.WithCancel(context.Background())
+		c.retryStop, c.retryDone = cancel, make(chan struct{})
+		go c.retryLoop(ctx, cancel, c.retryDone)
 	}
 }
 
 // retryLoop sends the kept updates again every retryEvery until ctx is
-// cancelled (Close).
-func (c *Cache) retryLoop(ctx context.Context, done chan struct{}) {
+// cancelled (Close) or none is left: an idle node does not wake for it.
+func (c *Cache) retryLoop(ctx context.Context, cancel context.CancelFunc, done chan struct{}) {
 	defer close(done)
-	t := time.NewTicker(retryEvery)
+	defer cancel()
+	t := beat.NewTicker(retryEvery) // on the process's beat: see package beat
 	defer t.Stop()
 	for {
 		select {
@@ -86,6 +89,13 @@ func (c *Cache) retryLoop(ctx context.Context, done chan struct{}) {
 		if len(c.retry) > maxRetrySpaces {
 			c.stats.RetryDrops.Add(uint64(len(c.retry) - maxRetrySpaces))
 			c.retry = slices.Delete(c.retry, 0, len(c.retry)-maxRetrySpaces)
+		}
+		if len(c.retry) == 0 {
+			// The next failure starts another; a stopRetry that read
+			// these already finds done closed.
+			c.retryStop, c.retryDone = nil, nil
+			c.mu.Unlock()
+			return
 		}
 		c.mu.Unlock()
 	}
