@@ -28,7 +28,9 @@ import (
 // Root only (CI runs as root): it skips, saying why, without root, ip,
 // nft or PostgreSQL. Everything it creates is named after this process
 // (netns's "shoalnet-PID-…") and removed at the end, failure or not; a
-// crashed earlier run's leftovers are swept when it starts.
+// crashed earlier run's leftovers are swept when it starts. With
+// CHAOS_KEEP_DIR set, the cluster's directory (the nodes' logs among it)
+// is made there and kept.
 func TestNamespaceCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a cluster of node processes")
@@ -66,7 +68,11 @@ func TestNamespaceCluster(t *testing.T) {
 	}
 	began := time.Now()
 	var log bytes.Buffer
-	rep, err := Run(ctx, Config{Binary: shoalBin, Dir: t.TempDir(), Nodes: 5, Profile: prof, Partitions: "on",
+	dir := t.TempDir()
+	if d := os.Getenv("CHAOS_KEEP_DIR"); d != "" {
+		dir = d
+	}
+	rep, err := Run(ctx, Config{Binary: shoalBin, Dir: dir, Nodes: 5, Profile: prof, Partitions: "on",
 		Preset: "lan", Postgres: true, Seed: 20, Log: &log,
 		// Every node a voter: two cut off are a minority of the raft
 		// group too (with the default three voters they could hold two).

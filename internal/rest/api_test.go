@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -412,5 +413,53 @@ func TestListsOfOtherParentsStayCached(t *testing.T) {
 	n.do(t, "GET", list, "reader", nil).want(t, 200)
 	if got := queries(); got.Loads != before.Loads+1 {
 		t.Fatalf("a list after a whole-table bump: loads %d → %d; want a load", before.Loads, got.Loads)
+	}
+}
+
+// A write whose database answer is lost — committed, but answered with an
+// error, as when the connection breaks before the answer arrives — still
+// invalidates what it may have changed: after it, the lists read through
+// the cache show what the database holds. Each list is cached before the
+// write; without the invalidation it would be served as it was, for good
+// (the chaos checker's "cache differs from the database after settling":
+// a comment whose request the client gave up on mid-commit).
+func TestWriteWithLostAnswerInvalidates(t *testing.T) {
+	n, w := setup(t)
+	type item struct {
+		ID   int64  `json:"id"`
+		Key  string `json:"key"`
+		Slug string `json:"slug"`
+		Text string `json:"text"`
+	}
+	for _, c := range []struct {
+		name, list, user, method, path, body string
+		want                                 func(item) bool
+	}{
+		{"comment", prPath(w.prs[1]) + "/comments?limit=1000", "writer", "POST", prPath(w.prs[1]) + "/comments", `{"text": "lost answer"}`,
+			func(v item) bool { return v.Text == "lost answer" }},
+		{"project", "/projects?limit=1000", "root", "POST", "/projects", `{"key": "LOST", "name": "Lost answer"}`,
+			func(v item) bool { return v.Key == "LOST" }},
+		{"repository", "/projects/ALPHA/repos?limit=1000", "root", "POST", "/projects/ALPHA/repos", `{"name": "lost"}`,
+			func(v item) bool { return v.Slug == "lost" }},
+		{"pull request", "/projects/PROJ/repos/secret/pull-requests?state=DECLINED&limit=1000", "writer", "PUT", prPath(w.prs[2]), `{"version": 0, "state": "DECLINED"}`,
+			func(v item) bool { return v.ID == w.prs[2] }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			listed := func() bool {
+				var p struct{ Values []item }
+				n.do(t, "GET", c.list, c.user, nil).want(t, 200).decode(t, &p)
+				return slices.ContainsFunc(p.Values, c.want)
+			}
+			if listed() || listed() { // the second read is the cache's
+				t.Fatalf("%s lists what the write is to add before it", c.list)
+			}
+			n.sw.LoseNextAnswer()
+			if r := n.do(t, c.method, c.path, c.user, []byte(c.body)); r.status < 500 {
+				t.Fatalf("the write whose answer was lost: %d %s, want a 5xx", r.status, r.body)
+			}
+			if !listed() {
+				t.Fatalf("%s does not show the write the database committed (its answer lost): the cached list was kept", c.list)
+			}
+		})
 	}
 }

@@ -61,12 +61,18 @@ func (a *api) createComment(w http.ResponseWriter, r *http.Request, p pathParams
 		return err
 	}
 	ctx := r.Context()
-	c, err := a.db.CreateComment(ctx, pr.ID, a.caller(r), body.Text)
-	if err != nil {
-		return err
+	wctx, cancel := writeContext(ctx)
+	defer cancel()
+	c, err := a.db.CreateComment(wctx, pr.ID, a.caller(r), body.Text)
+	if mayHaveWritten(err) {
+		// Marked even when the answer was an error that may hide the
+		// commit: a list cached before would otherwise stay as it was.
+		bg := context.WithoutCancel(ctx)
+		if ierr := a.invalidated(bg, a.regions.updateSpaces(bg, commentSpaces.buckets[idBucket(pr.ID)])); err == nil {
+			err = ierr
+		}
 	}
-	bg := context.WithoutCancel(ctx)
-	if err := a.invalidated(bg, a.regions.updateSpaces(bg, commentSpaces.buckets[idBucket(pr.ID)])); err != nil {
+	if err != nil {
 		return err
 	}
 	v, err := a.renderComment(ctx, c)

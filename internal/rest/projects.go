@@ -91,13 +91,19 @@ func (a *api) createProject(w http.ResponseWriter, r *http.Request, _ pathParams
 	if !domain.ValidProjectKey(body.Key) {
 		return errorf(http.StatusBadRequest, "project key %q: want a letter, then up to 127 letters, digits or underscores", body.Key)
 	}
-	p, err := a.db.CreateProject(ctx, domain.Project{Key: body.Key, Name: body.Name, Description: body.Description})
-	if err != nil {
-		return err
+	wctx, cancel := writeContext(ctx)
+	defer cancel()
+	p, err := a.db.CreateProject(wctx, domain.Project{Key: body.Key, Name: body.Name, Description: body.Description})
+	if mayHaveWritten(err) {
+		// A reader may have cached the key's absence in a list: every
+		// project list is a query over the projects table. Told even
+		// when the answer was an error that may hide the commit.
+		bg := context.WithoutCancel(ctx)
+		if ierr := a.invalidated(bg, a.regions.projects.evict(bg, body.Key, spaceProjects)); err == nil {
+			err = ierr
+		}
 	}
-	// A reader may have cached the key's absence in a list: every
-	// project list is a query over the projects table.
-	if err := a.invalidated(ctx, a.regions.projects.evict(ctx, p.Key, spaceProjects)); err != nil {
+	if err != nil {
 		return err
 	}
 	w.Header().Set("Location", fmt.Sprintf("%s/projects/%s", Prefix, p.Key))

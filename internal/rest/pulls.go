@@ -185,7 +185,7 @@ func (a *api) updatePullRequest(w http.ResponseWriter, r *http.Request, p pathPa
 	if err != nil {
 		return err
 	}
-	updated, err := a.writePullRequest(r.Context(), pr.ID, u)
+	updated, err := a.writePullRequest(r.Context(), pr, u)
 	if err != nil {
 		return err
 	}
@@ -200,11 +200,14 @@ func (a *api) updatePullRequest(w http.ResponseWriter, r *http.Request, p pathPa
 // writePullRequest is the read-write strategy around the update: soft
 // lock the key everywhere, commit, unlock (which invalidates the key
 // everywhere) whatever happened, then bump the pull_requests space for the
-// cached lists. The unlock and the bump run even if the client has gone.
-// A lock that fails aborts the update with 503, since the stale-put guard
-// could not be set up; an unlock or bump that fails after the commit
-// answers 503 too (the update is saved but not acknowledged).
-func (a *api) writePullRequest(ctx context.Context, id int64, u domain.PullRequestUpdate) (domain.PullRequest, error) {
+// cached lists. The commit, the unlock and the bump run even if the client
+// has gone (writeContext), and the bump runs after an error that may hide
+// a commit (mayHaveWritten). A lock that fails aborts the update with 503,
+// since the stale-put guard could not be set up; an unlock or bump that
+// fails after the commit answers 503 too (the update is saved but not
+// acknowledged).
+func (a *api) writePullRequest(ctx context.Context, pr domain.PullRequest, u domain.PullRequestUpdate) (domain.PullRequest, error) {
+	id := pr.ID
 	key := idKey(id)
 	bg := context.WithoutCancel(ctx)
 	if err := a.regions.pullRequests.lock(ctx, key); err != nil {
@@ -214,13 +217,20 @@ func (a *api) writePullRequest(ctx context.Context, id int64, u domain.PullReque
 		}
 		return domain.PullRequest{}, errorf(http.StatusServiceUnavailable, "the cache could not lock pull request %d; retry later", id)
 	}
-	updated, err := a.db.UpdatePullRequest(ctx, id, u)
+	wctx, cancel := writeContext(ctx)
+	updated, err := a.db.UpdatePullRequest(wctx, id, u)
+	cancel()
 	var uerr error
-	if err == nil {
+	switch {
+	case err == nil:
 		// The committed row, kept by the owner and the near holders; and
 		// the pull_requests space, marked with the unlock.
 		uerr = a.regions.pullRequests.unlockWith(bg, key, updated, prSpaces.buckets[idBucket(updated.RepositoryID)])
-	} else {
+	case mayHaveWritten(err):
+		// Perhaps committed, its answer lost: the lists may hold the
+		// old title or state too.
+		uerr = a.regions.pullRequests.unlock(bg, key, prSpaces.buckets[idBucket(pr.RepositoryID)])
+	default:
 		uerr = a.regions.pullRequests.unlock(bg, key)
 	}
 	if ierr := a.invalidated(bg, uerr); ierr != nil && err == nil {

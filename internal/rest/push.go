@@ -26,12 +26,21 @@ type Push struct {
 // modified in the database and drops its cached row on every node, and
 // gives the OPEN pull requests whose source branch the push moved a new
 // version, through the L2 cache (c may be nil: nothing cached).
+//
+// The writes and the evictions run even if ctx is cancelled once they
+// began (writeContext), and the row is evicted after an error that may
+// hide the touch's commit (mayHaveWritten).
 func RecordPush(ctx context.Context, db *domain.Store, c *l2cache.Cache, p Push) error {
 	r, err := db.Repository(ctx, p.Project, p.Repo)
 	if err != nil {
 		return err
 	}
+	ctx, cancel := writeContext(ctx)
+	defer cancel()
 	if err := db.TouchRepository(ctx, r.ID); err != nil {
+		if mayHaveWritten(err) {
+			err = errors.Join(err, EvictRepository(ctx, c, r))
+		}
 		return err
 	}
 	return errors.Join(EvictRepository(ctx, c, r), recordMovedBranches(ctx, db, c, r, p))

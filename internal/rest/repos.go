@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/shoal-dev/shoal/internal/domain"
 )
@@ -135,8 +136,20 @@ func (a *api) createRepository(w http.ResponseWriter, r *http.Request, p pathPar
 	if err := a.requireProject(ctx, r, key, domain.PermAdmin); err != nil {
 		return err
 	}
-	repo, err := a.db.CreateRepository(ctx, key, domain.NewRepository{Name: body.Name, Slug: body.Slug, Public: body.Public})
+	nr := domain.NewRepository{Name: body.Name, Slug: body.Slug, Public: body.Public}
+	wctx, cancel := writeContext(ctx)
+	repo, err := a.db.CreateRepository(wctx, key, nr)
+	cancel()
 	if err != nil {
+		if mayHaveWritten(err) {
+			// The row may be there (its answer lost): a reader may cache
+			// it, or the lists with it, from now on.
+			if nr.Slug == "" {
+				nr.Slug = domain.Slugify(nr.Name)
+			}
+			bg := context.WithoutCancel(ctx)
+			a.invalidated(bg, a.regions.repositories.evict(bg, repoKey(key, nr.Slug), repoSpaces.buckets[keyBucket(key)]))
+		}
 		return err
 	}
 	if err := a.afterCreate(ctx, repo, body.DefaultBranch); err != nil {
@@ -173,6 +186,34 @@ func (a *api) afterCreate(ctx context.Context, repo domain.Repository, defaultBr
 		a.cfg.Logger.Error("rest: removing the repository failed", "id", repo.ID, "err", derr)
 	}
 	return fmt.Errorf("creating the git repository: %w", err)
+}
+
+// writeTimeout bounds a write's database statements once they began
+// (writeContext).
+const writeTimeout = 30 * time.Second
+
+// writeContext is the context a write's database statements run under:
+// the request's, without its cancellation, bounded by writeTimeout. A
+// client that gives up mid-commit would otherwise leave the outcome
+// unknown to this node too — committed, but answered "context canceled"
+// — and with it whether the cache must be told (mayHaveWritten): the
+// write is finished, and its invalidation sent, whether the client waits
+// for them or not.
+func writeContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+}
+
+// mayHaveWritten reports whether a database write that returned err may
+// have committed. Only the errors the domain gives for a write it refused
+// say it did not: invalid input, a missing row, a conflict. Any other — a
+// connection that broke, or a deadline that passed, while the commit was
+// under way — may hide a commit whose answer was lost, and the write's
+// invalidations must run as if it had committed: one too many costs a
+// miss, one too few leaves a cached result that never again agrees with
+// the database (the chaos checker's "cache differs from the database
+// after settling").
+func mayHaveWritten(err error) bool {
+	return err == nil || !(errors.Is(err, domain.ErrInvalid) || errors.Is(err, domain.ErrNotFound) || errors.Is(err, domain.ErrConflict))
 }
 
 // invalidated logs an invalidation that failed after a committed write

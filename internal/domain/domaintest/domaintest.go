@@ -8,8 +8,11 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,8 +28,22 @@ import (
 // again (On). While off, connections in the pool fail with
 // driver.ErrBadConn and new ones fail the way SQLite does for a file it
 // cannot open (SQLITE_CANTOPEN), so the Store sees the errors a real
-// outage gives.
-type Switch struct{ off atomic.Bool }
+// outage gives. It can also lose the answer of one write
+// (LoseNextAnswer).
+type Switch struct {
+	off  atomic.Bool
+	lose atomic.Bool
+}
+
+// ErrAnswerLost is what a write whose answer LoseNextAnswer lost returns.
+var ErrAnswerLost = errors.New("domaintest: the connection broke after the write committed, before its answer arrived")
+
+// LoseNextAnswer makes the next write — a statement that changes rows
+// outside a transaction, or a transaction's commit — run to its end and
+// then fail with ErrAnswerLost, as a write does whose connection broke
+// after the database committed it: the change is in the database, and
+// its caller cannot know.
+func (s *Switch) LoseNextAnswer() { s.lose.Store(true) }
 
 // Off cuts the database off.
 func (s *Switch) Off() { s.off.Store(true) }
@@ -93,7 +110,22 @@ func (c *connector) Driver() driver.Driver { return sqliteDriver }
 // conn forwards to the SQLite connection while the switch is on.
 type conn struct {
 	driver.Conn
-	sw *Switch
+	sw   *Switch
+	inTx bool // a transaction is open: its statements are not writes on their own
+}
+
+// losing reports whether q is a write whose answer is to be lost (and
+// disarms the switch if so).
+func (c *conn) losing(q string) bool {
+	if c.inTx {
+		return false
+	}
+	verb, _, _ := strings.Cut(strings.TrimSpace(q), " ")
+	switch strings.ToUpper(verb) {
+	case "INSERT", "UPDATE", "DELETE":
+		return c.sw.lose.CompareAndSwap(true, false)
+	}
+	return false
 }
 
 func (c *conn) check() error {
@@ -107,14 +139,32 @@ func (c *conn) ExecContext(ctx context.Context, q string, args []driver.NamedVal
 	if err := c.check(); err != nil {
 		return nil, err
 	}
-	return c.Conn.(driver.ExecerContext).ExecContext(ctx, q, args)
+	res, err := c.Conn.(driver.ExecerContext).ExecContext(ctx, q, args)
+	if err == nil && c.losing(q) {
+		return nil, ErrAnswerLost
+	}
+	return res, err
 }
 
 func (c *conn) QueryContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Rows, error) {
 	if err := c.check(); err != nil {
 		return nil, err
 	}
-	return c.Conn.(driver.QueryerContext).QueryContext(ctx, q, args)
+	rows, err := c.Conn.(driver.QueryerContext).QueryContext(ctx, q, args)
+	if err != nil || !c.losing(q) {
+		return rows, err
+	}
+	// A write with RETURNING runs as its rows are read: read them all,
+	// so that it commits, and lose them.
+	dest := make([]driver.Value, len(rows.Columns()))
+	for err == nil {
+		err = rows.Next(dest)
+	}
+	rows.Close()
+	if err != io.EOF {
+		return nil, err
+	}
+	return nil, ErrAnswerLost
 }
 
 func (c *conn) PrepareContext(ctx context.Context, q string) (driver.Stmt, error) {
@@ -128,7 +178,34 @@ func (c *conn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, e
 	if err := c.check(); err != nil {
 		return nil, err
 	}
-	return c.Conn.(driver.ConnBeginTx).BeginTx(ctx, opts)
+	tx, err := c.Conn.(driver.ConnBeginTx).BeginTx(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	c.inTx = true
+	return &txn{Tx: tx, c: c}, nil
+}
+
+// txn loses its commit's answer when the switch says so.
+type txn struct {
+	driver.Tx
+	c *conn
+}
+
+func (t *txn) Commit() error {
+	t.c.inTx = false
+	if err := t.Tx.Commit(); err != nil {
+		return err
+	}
+	if t.c.sw.lose.CompareAndSwap(true, false) {
+		return ErrAnswerLost
+	}
+	return nil
+}
+
+func (t *txn) Rollback() error {
+	t.c.inTx = false
+	return t.Tx.Rollback()
 }
 
 func (c *conn) ResetSession(ctx context.Context) error { return c.check() }
