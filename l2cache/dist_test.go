@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -40,9 +41,9 @@ func distCaches(t *testing.T, seed uint64, n int, mode string) (*memnet.Network,
 
 // startReady is startLeased with asynchronous invalidation, once every
 // cache can serve.
-func startReady(t *testing.T, seed uint64, n int, mode string) *leasedCluster {
+func startReady(t *testing.T, seed uint64, n int, mode string, tweak ...func(*Config)) *leasedCluster {
 	t.Helper()
-	lc := startLeased(t, seed, n, mode, InvalidationAsync)
+	lc := startLeased(t, seed, n, mode, InvalidationAsync, tweak...)
 	for i, c := range lc.caches {
 		testkit.Eventually(t, 20*time.Second, fmt.Sprintf("node %d's cache ready", i+1), func() bool { return c.Ready() == nil })
 	}
@@ -136,6 +137,69 @@ func TestDistributedRandomizedAgainstSQLite(t *testing.T) {
 func testDistributedRandomizedAgainstSQLite(t *testing.T, mode string) {
 	_, _, caches := distCaches(t, 9, 3, mode)
 	randomizedOn(t, nil, caches, InvalidationSync, ReadWrite)
+}
+
+// The randomized SQLite tests with every bound of stamps at its least, so
+// that nearly every change folds: an owner's per-key change stamps into
+// its partition's ticket floor, its near holder sets into the partition's
+// wide set, a node's query-space stamps into its floor. A fold must never
+// let a stale put in or a stale copy be served.
+func TestRandomizedThroughFolds(t *testing.T) {
+	forOwnedModes(t, func(t *testing.T, mode string) {
+		t.Run("entities", func(t *testing.T) {
+			// The rows' keys share one partition, so that a change of one
+			// folds the others' stamps away.
+			var keys []string
+			for i := 0; len(keys) < 4; i++ {
+				if k := fmt.Sprint("row", i); PartitionOf("rows", k, DefaultPartitions) == PartitionOf("rows", "row0", DefaultPartitions) {
+					keys = append(keys, k)
+				}
+			}
+			prev := rowKey
+			rowKey = func(id int) string { return keys[id] }
+			t.Cleanup(func() { rowKey = prev })
+			lc := startReady(t, 12, 3, mode, foldAlways(t))
+			delayL2(lc.net)
+			randomizedOn(t, lc.net, lc.caches, InvalidationSync, NonstrictReadWrite)
+			checkFolded(t, lc.caches)
+		})
+		t.Run("keyed queries", func(t *testing.T) {
+			lc := startReady(t, 56, 3, mode, foldAlways(t))
+			randomizedKeyed(t, lc)
+			checkFolded(t, lc.caches)
+		})
+	})
+}
+
+// foldAlways lowers every bound of stamps to 1 for the test's caches (the
+// Config tweak it returns) and puts minHolderBound back when the test
+// ends, after its caches are closed.
+func foldAlways(t *testing.T) func(*Config) {
+	prev := minHolderBound
+	minHolderBound = 1
+	t.Cleanup(func() { minHolderBound = prev })
+	return func(c *Config) { c.MaxInvalidations = 1 }
+}
+
+// delayL2 delays the cache's peer messages at random, up to 3 ms each.
+func delayL2(net *memnet.Network) {
+	net.SetFaults(memnet.Faults{DelayMax: 3 * time.Millisecond, Match: func(tr memnet.Traffic) bool {
+		return tr.Kind == memnet.Frame && strings.HasPrefix(tr.Frame.Type, "l2.")
+	}})
+}
+
+func checkFolded(t *testing.T, caches []*Cache) {
+	t.Helper()
+	var folds, wide uint64
+	for _, c := range caches {
+		st := c.Stats().Node
+		folds += st.StampFolds
+		wide += st.NearDrops[nearDropNames[nearDropFold]]
+	}
+	t.Logf("%d stamp folds, %d holder folds", folds, wide)
+	if folds == 0 {
+		t.Fatal("no stamps were folded: the test did not run through a fold")
+	}
 }
 
 // Kill the owner of a hot key's partition and add a node while writers

@@ -333,34 +333,35 @@ func TestKeyedResultsAfterOwnerKilled(t *testing.T) {
 // table space — with the peer messages delayed at random. No read that
 // starts after a write returned sees an older version.
 func TestRandomizedKeyedQueriesAgainstSQLite(t *testing.T) {
-	forOwnedModes(t, func(t *testing.T, mode string) {
-		lc := startReady(t, 55, 3, mode)
-		lc.net.SetFaults(memnet.Faults{DelayMax: 3 * time.Millisecond, Match: func(tr memnet.Traffic) bool {
-			return tr.Kind == memnet.Frame && strings.HasPrefix(tr.Frame.Type, "l2.")
-		}})
-		const parents = 4
-		db := openDB(t, parents)
-		ctx := context.Background()
-		qs, rs := queryRegionsOn(t, lc.caches, "q"), regionsOn(t, lc.caches, "rows", ReadWrite)
-		space := func(p int) string { return KeyedSpace(fmt.Sprint("rows/", p)) }
-		var acked [parents]atomic.Int64
-		runWorkers(t, len(qs), 3, 120, func(rng *rand.Rand, n, w int) error {
-			p := rng.IntN(parents)
-			if w == 0 && rng.IntN(3) == 0 {
-				return keyedWrite(ctx, db, rs[n], lc.caches[n], p, space(p), rng.IntN(3), &acked[p])
-			}
-			return keyedRead(ctx, db, qs[n], p, space(p), &acked[p])
-		})
-		var routed, fallbacks uint64
-		for _, c := range lc.caches {
-			routed += c.Stats().Node.RemoteByKind["routed"]
-			fallbacks += c.Stats().Node.RouteFallbacks
+	forOwnedModes(t, func(t *testing.T, mode string) { randomizedKeyed(t, startReady(t, 55, 3, mode)) })
+}
+
+func randomizedKeyed(t *testing.T, lc *leasedCluster) {
+	lc.net.SetFaults(memnet.Faults{DelayMax: 3 * time.Millisecond, Match: func(tr memnet.Traffic) bool {
+		return tr.Kind == memnet.Frame && strings.HasPrefix(tr.Frame.Type, "l2.")
+	}})
+	const parents = 4
+	db := openDB(t, parents)
+	ctx := context.Background()
+	qs, rs := queryRegionsOn(t, lc.caches, "q"), regionsOn(t, lc.caches, "rows", ReadWrite)
+	space := func(p int) string { return KeyedSpace(fmt.Sprint("rows/", p)) }
+	var acked [parents]atomic.Int64
+	runWorkers(t, len(qs), 3, 120, func(rng *rand.Rand, n, w int) error {
+		p := rng.IntN(parents)
+		if w == 0 && rng.IntN(3) == 0 {
+			return keyedWrite(ctx, db, rs[n], lc.caches[n], p, space(p), rng.IntN(3), &acked[p])
 		}
-		t.Logf("%d updates routed to another node, %d fell back to every member", routed, fallbacks)
-		if routed == 0 {
-			t.Fatal("no update was routed")
-		}
+		return keyedRead(ctx, db, qs[n], p, space(p), &acked[p])
 	})
+	var routed, fallbacks uint64
+	for _, c := range lc.caches {
+		routed += c.Stats().Node.RemoteByKind["routed"]
+		fallbacks += c.Stats().Node.RouteFallbacks
+	}
+	t.Logf("%d updates routed to another node, %d fell back to every member", routed, fallbacks)
+	if routed == 0 {
+		t.Fatal("no update was routed")
+	}
 }
 
 // keyedWrite commits a new version of parent p, then updates its keyed

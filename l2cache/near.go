@@ -963,12 +963,17 @@ func (dp *dpart) addHolder(d *dist, skey, m string) {
 	h.keys[skey] = append(set, m)
 }
 
-// holderBound is how many keys' holder sets a partition keeps before it
-// folds them: the invalidation stamps' bound, shared out over the
-// partitions, and at least 256.
+// holderBound is how many keys' holder sets (and change stamps) a
+// partition keeps before it folds them: the invalidation stamps' bound,
+// shared out over the partitions, and at least minHolderBound.
 func (d *dist) holderBound() int {
-	return max(d.c.cfg.MaxInvalidations/max(d.keeper.cfg.Partitions, 1), 256)
+	return max(d.c.cfg.MaxInvalidations/max(d.keeper.cfg.Partitions, 1), minHolderBound)
 }
+
+// minHolderBound is holderBound's floor: 256, so that a small
+// MaxInvalidations over many partitions does not fold at every change.
+// Tests lower it to run the randomized checks through the folds.
+var minHolderBound = 256
 
 // take returns the members to tell of a change of skey, and forgets
 // skey's set (they drop their copies now).

@@ -142,6 +142,9 @@ func (s *Sources) cacheMetrics(e emitter) {
 	e.counter("shoal_l2_evictions_total", "DISTRIBUTED entries evicted for the budget", n.Evictions)
 	e.counter("shoal_l2_exclusions_total", "members excluded from serving for not acknowledging a synchronous invalidation", n.Exclusions)
 	e.counter("shoal_l2_lease_resets_total", "times this node dropped its cache on regaining its read lease", n.Resets)
+	e.counter("shoal_l2_space_updates_retried_total", "query-space updates that failed to reach every member with their write and did when sent again", n.Retried)
+	e.counter("shoal_l2_space_update_retry_drops_total", "query-space updates dropped from the retry queue at its bound", n.RetryDrops)
+	e.counter("shoal_l2_stamp_folds_total", "times a bound of per-key or per-space stamps was reached and folded into a floor (--cache-max-invalidations)", n.StampFolds)
 	valid := 0.0
 	if s.Lease.Valid() {
 		valid = 1

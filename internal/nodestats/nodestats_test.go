@@ -71,7 +71,8 @@ func TestStatsAndMetrics(t *testing.T) {
 	defer msrv.Close()
 	body := getText(t, msrv.URL)
 	for _, want := range []string{`shoal_l2_hits_total{node="` + st.Node + `",region="things"}`, "shoal_bus_published_total",
-		"shoal_rpc_calls_total", "shoal_cluster_members_alive", "shoal_l2_lease_valid", "go_goroutines"} {
+		"shoal_rpc_calls_total", "shoal_cluster_members_alive", "shoal_l2_lease_valid", "go_goroutines",
+		"shoal_l2_stamp_folds_total", "shoal_l2_space_updates_retried_total", "shoal_l2_space_update_retry_drops_total"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
