@@ -64,14 +64,11 @@ func (a *api) createComment(w http.ResponseWriter, r *http.Request, p pathParams
 	wctx, cancel := writeContext(ctx)
 	defer cancel()
 	c, err := a.db.CreateComment(wctx, pr.ID, a.caller(r), body.Text)
-	if mayHaveWritten(err) {
-		// Marked even when the answer was an error that may hide the
-		// commit: a list cached before would otherwise stay as it was.
-		bg := context.WithoutCancel(ctx)
-		if ierr := a.invalidated(bg, a.regions.updateSpaces(bg, commentSpaces.buckets[idBucket(pr.ID)])); err == nil {
-			err = ierr
-		}
-	}
+	// Marked even when the answer was an error that may hide the commit:
+	// a list cached before would otherwise stay as it was.
+	err = a.afterWrite(ctx, err, func(ctx context.Context) error {
+		return a.regions.updateSpaces(ctx, commentSpaces.buckets[idBucket(pr.ID)])
+	})
 	if err != nil {
 		return err
 	}

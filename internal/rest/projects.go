@@ -94,15 +94,10 @@ func (a *api) createProject(w http.ResponseWriter, r *http.Request, _ pathParams
 	wctx, cancel := writeContext(ctx)
 	defer cancel()
 	p, err := a.db.CreateProject(wctx, domain.Project{Key: body.Key, Name: body.Name, Description: body.Description})
-	if mayHaveWritten(err) {
-		// A reader may have cached the key's absence in a list: every
-		// project list is a query over the projects table. Told even
-		// when the answer was an error that may hide the commit.
-		bg := context.WithoutCancel(ctx)
-		if ierr := a.invalidated(bg, a.regions.projects.evict(bg, body.Key, spaceProjects)); err == nil {
-			err = ierr
-		}
-	}
+	// A reader may have cached the key's absence in a list: every project
+	// list is a query over the projects table. Told even when the answer
+	// was an error that may hide the commit.
+	err = a.afterWrite(ctx, err, func(ctx context.Context) error { return a.regions.projects.evict(ctx, body.Key, spaceProjects) })
 	if err != nil {
 		return err
 	}

@@ -141,16 +141,14 @@ func (a *api) createRepository(w http.ResponseWriter, r *http.Request, p pathPar
 	repo, err := a.db.CreateRepository(wctx, key, nr)
 	cancel()
 	if err != nil {
-		if mayHaveWritten(err) {
-			// The row may be there (its answer lost): a reader may cache
-			// it, or the lists with it, from now on.
-			if nr.Slug == "" {
-				nr.Slug = domain.Slugify(nr.Name)
-			}
-			bg := context.WithoutCancel(ctx)
-			a.invalidated(bg, a.regions.repositories.evict(bg, repoKey(key, nr.Slug), repoSpaces.buckets[keyBucket(key)]))
+		// The row may be there (its answer lost): a reader may cache it,
+		// or the lists with it, from now on.
+		if nr.Slug == "" {
+			nr.Slug = domain.Slugify(nr.Name)
 		}
-		return err
+		return a.afterWrite(ctx, err, func(ctx context.Context) error {
+			return a.regions.repositories.evict(ctx, repoKey(key, nr.Slug), repoSpaces.buckets[keyBucket(key)])
+		})
 	}
 	if err := a.afterCreate(ctx, repo, body.DefaultBranch); err != nil {
 		return err
@@ -214,6 +212,21 @@ func writeContext(ctx context.Context) (context.Context, context.CancelFunc) {
 // after settling").
 func mayHaveWritten(err error) bool {
 	return err == nil || !(errors.Is(err, domain.ErrInvalid) || errors.Is(err, domain.ErrNotFound) || errors.Is(err, domain.ErrConflict))
+}
+
+// afterWrite runs a write's invalidations (invalidate, under ctx without
+// its cancellation) if the write, which returned err, may have committed
+// (mayHaveWritten), and returns what the client is told: the write's own
+// error, or else the invalidation's (invalidated).
+func (a *api) afterWrite(ctx context.Context, err error, invalidate func(context.Context) error) error {
+	if !mayHaveWritten(err) {
+		return err
+	}
+	bg := context.WithoutCancel(ctx)
+	if ierr := a.invalidated(bg, invalidate(bg)); err == nil {
+		return ierr
+	}
+	return err
 }
 
 // invalidated logs an invalidation that failed after a committed write
