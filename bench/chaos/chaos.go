@@ -137,6 +137,17 @@ type LoadParameters struct {
 	KVKeys int
 	// Pace is the pause between one client's operations.
 	Pace time.Duration
+	// Abandon is the share of the pull request and comment writes whose
+	// client gives up on the request a random 0 to AbandonAfter after
+	// sending it, without waiting for its answer: the node may be in the
+	// middle of committing it. The write's outcome is unknown to the
+	// client, and need not be to the node: the cache must still agree
+	// with the database once the run settles (the settle check). Counted
+	// apart, as pr-update-abandoned and comment-add-abandoned.
+	Abandon float64
+	// AbandonAfter bounds when an abandoned write is given up (default
+	// 10 ms: about a write's time at the node).
+	AbandonAfter time.Duration
 }
 
 // Profiles are the built-in schedules.
@@ -155,7 +166,7 @@ var Profiles = map[string]Profile{
 		Gap:  3 * time.Second,
 		Tail: 2 * time.Second,
 		Git:  true,
-		Load: LoadParameters{PRWriters: 2, CommentWriters: 1, ReadersPerNode: 2, KVClientsPerNode: 1, KVKeys: 12, Pace: 10 * time.Millisecond},
+		Load: LoadParameters{PRWriters: 2, CommentWriters: 1, ReadersPerNode: 2, KVClientsPerNode: 1, KVKeys: 12, Pace: 10 * time.Millisecond, Abandon: 0.05},
 	},
 	"long": {
 		Name:     "long",
@@ -183,7 +194,7 @@ var Profiles = map[string]Profile{
 		Gap:  6 * time.Second,
 		Tail: 5 * time.Second,
 		Git:  true,
-		Load: LoadParameters{PRWriters: 2, CommentWriters: 2, ReadersPerNode: 2, KVClientsPerNode: 2, KVKeys: 24, Pace: 5 * time.Millisecond},
+		Load: LoadParameters{PRWriters: 2, CommentWriters: 2, ReadersPerNode: 2, KVClientsPerNode: 2, KVKeys: 24, Pace: 5 * time.Millisecond, Abandon: 0.05},
 	},
 }
 

@@ -28,6 +28,11 @@ const (
 	opGitRead    = "git-refs-read"
 )
 
+// opAbandoned ends the kind of a write whose client gave up on it
+// (LoadParameters.Abandon): counted apart, and always ok — the client
+// chose not to know.
+const opAbandoned = "-abandoned"
+
 // OpCount counts one kind of operation.
 type OpCount struct {
 	OK     int `json:"ok"`

@@ -64,7 +64,7 @@ func TestNamespaceCluster(t *testing.T) {
 		Faults:   []Fault{{Kind: FaultPartitionMinority, Hold: 8 * time.Second}},
 		Tail:     3 * time.Second,
 		Git:      true,
-		Load:     LoadParameters{PRWriters: 2, CommentWriters: 1, ReadersPerNode: 1, KVClientsPerNode: 1, KVKeys: 10, Pace: 10 * time.Millisecond},
+		Load:     LoadParameters{PRWriters: 2, CommentWriters: 1, ReadersPerNode: 1, KVClientsPerNode: 1, KVKeys: 10, Pace: 10 * time.Millisecond, Abandon: 0.05},
 	}
 	began := time.Now()
 	var log bytes.Buffer

@@ -144,11 +144,20 @@ func (w *workload) prWriter(ctx context.Context, prs []int64, rng *rand.Rand) {
 		title := fmt.Sprintf("chaos %d.%d", pr, seq)
 		body, _ := json.Marshal(map[string]any{"version": cur[pr], "title": title})
 		start := time.Now()
-		code, resp, err := doReq(ctx, w.e.client, http.MethodPut, w.url(node, w.t.path[pr]), body, true)
+		rctx, cancel, abandoned := w.abandoning(ctx, rng)
+		code, resp, err := doReq(rctx, w.e.client, http.MethodPut, w.url(node, w.t.path[pr]), body, true)
+		cancel()
 		if ctx.Err() != nil {
 			return // cut off by the end of the run: not counted
 		}
 		switch {
+		case abandoned && rctx.Err() != nil:
+			// Given up on: the update may have been applied; learn the
+			// version.
+			w.rec.op(opPRUpdate+opAbandoned, node, start, time.Now(), "")
+			if v, err := w.dbVersion(ctx, pr); err == nil {
+				cur[pr] = v
+			}
 		case err == nil && code == http.StatusOK:
 			var got struct {
 				Version int64  `json:"version"`
@@ -188,11 +197,15 @@ func (w *workload) commentWriter(ctx context.Context, k int, prs []int64, rng *r
 		text := fmt.Sprintf("chaos c%d.%d.%d", pr, k, seq)
 		body, _ := json.Marshal(map[string]string{"text": text})
 		start := time.Now()
-		code, resp, err := doReq(ctx, w.e.client, http.MethodPost, w.url(node, w.t.path[pr]+"/comments"), body, true)
+		rctx, cancel, abandoned := w.abandoning(ctx, rng)
+		code, resp, err := doReq(rctx, w.e.client, http.MethodPost, w.url(node, w.t.path[pr]+"/comments"), body, true)
+		cancel()
 		if ctx.Err() != nil {
 			return
 		}
-		if err == nil && code == http.StatusCreated {
+		if abandoned && rctx.Err() != nil {
+			w.rec.op(opComment+opAbandoned, node, start, time.Now(), "")
+		} else if err == nil && code == http.StatusCreated {
 			w.rec.ackComment(pr, text, node, start)
 		} else {
 			w.rec.op(opComment, node, start, time.Now(), failure(code, resp, err))
@@ -200,6 +213,21 @@ func (w *workload) commentWriter(ctx context.Context, k int, prs []int64, rng *r
 		}
 		sleepCtx(ctx, w.load.Pace)
 	}
+}
+
+// abandoning returns the context a write's request runs under: ctx, or,
+// for the share LoadParameters.Abandon of writes, ctx with a deadline a
+// random 0 to AbandonAfter away (abandoned true).
+func (w *workload) abandoning(ctx context.Context, rng *rand.Rand) (context.Context, context.CancelFunc, bool) {
+	if w.load.Abandon <= 0 || rng.Float64() >= w.load.Abandon {
+		return ctx, func() {}, false
+	}
+	after := w.load.AbandonAfter
+	if after <= 0 {
+		after = 10 * time.Millisecond
+	}
+	rctx, cancel := context.WithTimeout(ctx, time.Duration(rng.Int64N(int64(after))))
+	return rctx, cancel, true
 }
 
 // reader reads pull requests and comment lists through node i.
