@@ -33,6 +33,12 @@ const (
 // chose not to know.
 const opAbandoned = "-abandoned"
 
+// opConflictAfterAbandoned ends the kind of a pull request update that met
+// 409 right after one of the same pull request was abandoned: that update
+// applied after all, after the writer read the version back. Counted
+// apart, and ok.
+const opConflictAfterAbandoned = "-409-after-abandoned"
+
 // OpCount counts one kind of operation.
 type OpCount struct {
 	OK     int `json:"ok"`

@@ -136,6 +136,12 @@ func (w *workload) prWriter(ctx context.Context, prs []int64, rng *rand.Rand) {
 		}
 		cur[pr] = v
 	}
+	// abandoned marks the pull requests whose latest update was given up
+	// on: the node finishes such an update even so (a write is not cut
+	// short by its client's leaving), perhaps after the version read back
+	// here, so the next update may meet 409 — the abandonment's doing,
+	// not a failure.
+	abandoned := map[int64]bool{}
 	seq := 0
 	for ctx.Err() == nil {
 		pr := prs[rng.IntN(len(prs))]
@@ -144,17 +150,24 @@ func (w *workload) prWriter(ctx context.Context, prs []int64, rng *rand.Rand) {
 		title := fmt.Sprintf("chaos %d.%d", pr, seq)
 		body, _ := json.Marshal(map[string]any{"version": cur[pr], "title": title})
 		start := time.Now()
-		rctx, cancel, abandoned := w.abandoning(ctx, rng)
+		rctx, cancel, giveUp := w.abandoning(ctx, rng)
 		code, resp, err := doReq(rctx, w.e.client, http.MethodPut, w.url(node, w.t.path[pr]), body, true)
 		cancel()
 		if ctx.Err() != nil {
 			return // cut off by the end of the run: not counted
 		}
+		after := abandoned[pr]
+		abandoned[pr] = giveUp && rctx.Err() != nil
 		switch {
-		case abandoned && rctx.Err() != nil:
+		case abandoned[pr]:
 			// Given up on: the update may have been applied; learn the
 			// version.
 			w.rec.op(opPRUpdate+opAbandoned, node, start, time.Now(), "")
+			if v, err := w.dbVersion(ctx, pr); err == nil {
+				cur[pr] = v
+			}
+		case after && err == nil && code == http.StatusConflict:
+			w.rec.op(opPRUpdate+opConflictAfterAbandoned, node, start, time.Now(), "")
 			if v, err := w.dbVersion(ctx, pr); err == nil {
 				cur[pr] = v
 			}
@@ -197,13 +210,13 @@ func (w *workload) commentWriter(ctx context.Context, k int, prs []int64, rng *r
 		text := fmt.Sprintf("chaos c%d.%d.%d", pr, k, seq)
 		body, _ := json.Marshal(map[string]string{"text": text})
 		start := time.Now()
-		rctx, cancel, abandoned := w.abandoning(ctx, rng)
+		rctx, cancel, giveUp := w.abandoning(ctx, rng)
 		code, resp, err := doReq(rctx, w.e.client, http.MethodPost, w.url(node, w.t.path[pr]+"/comments"), body, true)
 		cancel()
 		if ctx.Err() != nil {
 			return
 		}
-		if abandoned && rctx.Err() != nil {
+		if giveUp && rctx.Err() != nil {
 			w.rec.op(opComment+opAbandoned, node, start, time.Now(), "")
 		} else if err == nil && code == http.StatusCreated {
 			w.rec.ackComment(pr, text, node, start)
