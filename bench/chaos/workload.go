@@ -158,19 +158,21 @@ func (w *workload) prWriter(ctx context.Context, prs []int64, rng *rand.Rand) {
 		}
 		after := abandoned[pr]
 		abandoned[pr] = giveUp && rctx.Err() != nil
+		// learn reads the version back after an update whose outcome
+		// this writer does not know.
+		learn := func() {
+			if v, err := w.dbVersion(ctx, pr); err == nil {
+				cur[pr] = v
+			}
+		}
 		switch {
 		case abandoned[pr]:
-			// Given up on: the update may have been applied; learn the
-			// version.
+			// Given up on: the update may have been applied.
 			w.rec.op(opPRUpdate+opAbandoned, node, start, time.Now(), "")
-			if v, err := w.dbVersion(ctx, pr); err == nil {
-				cur[pr] = v
-			}
+			learn()
 		case after && err == nil && code == http.StatusConflict:
 			w.rec.op(opPRUpdate+opConflictAfterAbandoned, node, start, time.Now(), "")
-			if v, err := w.dbVersion(ctx, pr); err == nil {
-				cur[pr] = v
-			}
+			learn()
 		case err == nil && code == http.StatusOK:
 			var got struct {
 				Version int64  `json:"version"`
@@ -187,9 +189,7 @@ func (w *workload) prWriter(ctx context.Context, prs []int64, rng *rand.Rand) {
 			// 409 (an earlier update whose answer was lost applied), an
 			// error or a timeout: the outcome is unknown; learn the version.
 			w.rec.op(opPRUpdate, node, start, time.Now(), failure(code, resp, err))
-			if v, err := w.dbVersion(ctx, pr); err == nil {
-				cur[pr] = v
-			}
+			learn()
 			if code != http.StatusConflict {
 				sleepCtx(ctx, 50*time.Millisecond)
 			}
