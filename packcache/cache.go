@@ -72,6 +72,9 @@ type Cache struct {
 	// hookWrite, when set (by tests, before use), runs in the producing
 	// goroutine after each write to an entry's file.
 	hookWrite func(e *entry, written int64, cmd *exec.Cmd)
+	// hookWoken, when set (by tests, before use), runs in the producing
+	// goroutine once the entry's readers have been woken, last.
+	hookWoken func(e *entry)
 }
 
 const filePrefix = "pc-"

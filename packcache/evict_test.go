@@ -213,6 +213,43 @@ func TestTTL(t *testing.T) {
 	}
 }
 
+// TestSweepAfterRead: once a clone has been read to its end, the entry is
+// held by no one, so a Sweep that drops it removes its file at once, even
+// while the producing goroutine has not yet returned from waking its
+// readers. (It used to drop its reference after waking them: a Sweep in
+// between left the file to that late release, and TestTTL failed on a
+// loaded machine.)
+func TestSweepAfterRead(t *testing.T) {
+	r := newRepo(t, 4)
+	clock := &fakeClock{now: time.Unix(1e9, 0)}
+	c := newCache(t, Config{TTL: time.Minute, Clock: clock.Now})
+	woken, done := make(chan struct{}), make(chan struct{})
+	c.hookWoken = func(*entry) {
+		close(woken)
+		<-done
+	}
+	defer func() {
+		select {
+		case <-done:
+		default:
+			close(done)
+		}
+	}()
+	body := v0Clone(v0caps, run(t, r.bare, "rev-parse", "main"))
+	if _, res, err := serve(t, c, "r", r.bare, "", body); res != Miss || err != nil {
+		t.Fatalf("got %v %v", res, err)
+	}
+	<-woken // the producer is now held between waking and returning
+	clock.Add(time.Minute)
+	if n, err := c.Sweep(context.Background()); n != 1 || err != nil {
+		t.Fatalf("Sweep = %d, %v", n, err)
+	}
+	if n := countFiles(t, c.cfg.Dir); n != 0 {
+		t.Fatalf("%d entry files left after the Sweep", n)
+	}
+	close(done)
+}
+
 // TestClose: Close kills a production in progress, its reader gets an
 // error, and the cache refuses work afterwards; Close twice is fine.
 func TestClose(t *testing.T) {

@@ -133,8 +133,11 @@ func (c *Cache) checkGeneration(ctx context.Context, e *entry) error {
 }
 
 // complete publishes the entry if err is nil and no Invalidate or Close
-// came meanwhile, else drops it; then it wakes the readers and drops the
-// producer's reference.
+// came meanwhile, else drops it; then it drops the producer's reference
+// and wakes the readers. In that order: a reader that has read the whole
+// entry finds it held by no one but the readers, so an entry removed once
+// its last reader has gone has its file removed too (as a Sweep right
+// after a clone expects).
 func (c *Cache) complete(e *entry, err error) {
 	c.mu.Lock()
 	if err == nil && e.invalidated {
@@ -154,8 +157,11 @@ func (c *Cache) complete(e *entry, err error) {
 	if err != nil {
 		c.cfg.Logger.Info("packcache: entry not published", "repo", e.repo, "err", err)
 	}
-	e.p.finish(err)
 	c.release(e)
+	e.p.finish(err)
+	if c.hookWoken != nil {
+		c.hookWoken(e)
+	}
 }
 
 func (c *Cache) publishLocked(e *entry, size int64) {
