@@ -3,8 +3,11 @@ package gitfront
 import (
 	"context"
 	"errors"
+	"io/fs"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -155,4 +158,91 @@ func FuzzPlainBranch(f *testing.F) {
 		}
 		checkPlainBranch(t, b)
 	})
+}
+
+// initLayout writes what 'git init --bare --template=' writes, plus the
+// hooks directory and the upload-pack settings: the same files, HEAD and
+// configuration as git's own init followed by the same two additions (as
+// gitfront made repositories before it wrote them itself), which git
+// then reads, pushes to and checks without complaint.
+func TestInitLayoutIsGits(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	ours, theirs := filepath.Join(root, "ours.git"), filepath.Join(root, "theirs.git")
+	if err := os.Mkdir(ours, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := initLayout(ours, "trunk"); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("git", "-c", "init.defaultBranch=trunk", "init", "--bare", "--quiet", "--template=", theirs)
+	cmd.Env = gitEnv(nil)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("git init: %v: %s", err, out)
+	}
+	if err := os.Mkdir(filepath.Join(theirs, "hooks"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(filepath.Join(theirs, "config"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(repoUploadPackConfig); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if a, b := layout(t, ours), layout(t, theirs); !slices.Equal(a, b) {
+		t.Errorf("files differ:\nours   %q\ngit's  %q", a, b)
+	}
+	for _, name := range []string{"HEAD", "config"} {
+		a, _ := os.ReadFile(filepath.Join(ours, name))
+		b, _ := os.ReadFile(filepath.Join(theirs, name))
+		if string(a) != string(b) {
+			t.Errorf("%s differs:\nours  %q\ngit's %q", name, a, b)
+		}
+	}
+	for _, dir := range []string{ours, theirs} {
+		a, err := gitOutput(ctx, dir, "config", "--local", "--list")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := gitOutput(ctx, theirs, "config", "--local", "--list"); a != b {
+			t.Errorf("git reads the configs differently:\n%s\n%s", a, b)
+		}
+	}
+	// A push into ours, then a clone from it: git takes it as its own.
+	work := filepath.Join(root, "work")
+	for _, args := range [][]string{{"init", "--quiet", "-b", "trunk", work},
+		{"-C", work, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "--quiet", "--allow-empty", "-m", "one"},
+		{"-C", work, "push", "--quiet", ours, "trunk"},
+		{"clone", "--quiet", ours, filepath.Join(root, "clone")},
+		{"-C", ours, "fsck", "--no-progress", "--strict"}} {
+		cmd := exec.Command("git", args...)
+		cmd.Env = gitEnv(nil)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v: %s", args, err, out)
+		}
+	}
+}
+
+// layout lists dir's files and directories, relative, with their kind.
+func layout(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		kind := "file"
+		if d.IsDir() {
+			kind = "dir"
+		}
+		out = append(out, rel+" "+kind)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
