@@ -175,22 +175,7 @@ func TestInitLayoutIsGits(t *testing.T) {
 	if err := initLayout(ours, "trunk"); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("git", "-c", "init.defaultBranch=trunk", "init", "--bare", "--quiet", "--template=", theirs)
-	cmd.Env = gitEnv(nil)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("git init: %v: %s", err, out)
-	}
-	if err := os.Mkdir(filepath.Join(theirs, "hooks"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.OpenFile(filepath.Join(theirs, "config"), os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.WriteString(repoUploadPackConfig); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	gitInitBare(t, theirs, "trunk")
 	if a, b := layout(t, ours), layout(t, theirs); !slices.Equal(a, b) {
 		t.Errorf("files differ:\nours   %q\ngit's  %q", a, b)
 	}
@@ -245,4 +230,30 @@ func layout(t *testing.T, dir string) []string {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// gitInitBare is what InitBareBranch ran before it wrote the layout
+// itself (initLayout): one git init with no template, then the hooks
+// directory and the upload-pack settings appended to git's config.
+func gitInitBare(tb testing.TB, dir, branch string) {
+	tb.Helper()
+	cmd := exec.Command("git", "-c", "init.defaultBranch="+branch, "init", "--bare", "--quiet", "--template=", dir)
+	cmd.Env = gitEnv(nil)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("git init: %v: %s", err, out)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "hooks"), 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "config"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	_, err = f.WriteString(repoUploadPackConfig)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
 }

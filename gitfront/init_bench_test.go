@@ -12,41 +12,49 @@ import (
 	"time"
 )
 
-// BenchmarkInitBare creates repositories alternately with InitBareBranch
-// and with the four git processes it ran before (check-ref-format, init
-// with the default template, two config calls), the baseline in the same
-// loop, and reports each one's wall time and CPU time (this process's and
+// BenchmarkInitBare creates repositories in turn with InitBareBranch
+// (which writes the layout itself, initLayout), with the one git process
+// it ran before that (git init --bare --template=, then the config
+// appended), and with the four it ran first (check-ref-format, init with
+// the default template, two config calls): the baselines in the same
+// loop. It reports each one's wall time and CPU time (this process's and
 // its children's) per repository, and the ratios. The REST API's
 // create_repo does this once per call.
 func BenchmarkInitBare(b *testing.B) {
 	ctx := context.Background()
 	dir := b.TempDir()
-	var shoalWall, gitWall, shoalCPU, gitCPU time.Duration
+	const shoal, oneGit, fourGit = 0, 1, 2
+	var wall, cpu [3]time.Duration
 	for i := 0; b.Loop(); i++ {
-		t0, c0 := time.Now(), cpuTime(b)
-		if err := InitBareBranch(ctx, dir, "p", fmt.Sprintf("s%d", i), "main"); err != nil {
-			b.Fatal(err)
+		for k, create := range []func(){
+			func() {
+				if err := InitBareBranch(ctx, dir, "p", fmt.Sprintf("s%d", i), "main"); err != nil {
+					b.Fatal(err)
+				}
+			},
+			func() { gitInitBare(b, filepath.Join(dir, "g1", fmt.Sprintf("g%d.git", i)), "main") },
+			func() { fourGitProcesses(b, filepath.Join(dir, "g4", fmt.Sprintf("g%d.git", i))) },
+		} {
+			t0, c0 := time.Now(), cpuTime(b)
+			create()
+			wall[k] += time.Since(t0)
+			cpu[k] += cpuTime(b) - c0
 		}
-		t1, c1 := time.Now(), cpuTime(b)
-		fourGitProcesses(b, filepath.Join(dir, "g", fmt.Sprintf("g%d.git", i)))
-		t2, c2 := time.Now(), cpuTime(b)
-		shoalWall += t1.Sub(t0)
-		gitWall += t2.Sub(t1)
-		shoalCPU += c1 - c0
-		gitCPU += c2 - c1
 	}
 	n := float64(b.N)
-	b.ReportMetric(float64(shoalWall.Microseconds())/n, "shoal-µs/repo")
-	b.ReportMetric(float64(gitWall.Microseconds())/n, "4git-µs/repo")
-	b.ReportMetric(float64(shoalCPU.Microseconds())/n, "shoal-cpu-µs/repo")
-	b.ReportMetric(float64(gitCPU.Microseconds())/n, "4git-cpu-µs/repo")
-	if shoalCPU > 0 && shoalWall > 0 {
-		b.ReportMetric(float64(gitCPU)/float64(shoalCPU), "cpu-4git/shoal")
-		b.ReportMetric(float64(gitWall)/float64(shoalWall), "wall-4git/shoal")
+	for k, name := range []string{"shoal", "1git", "4git"} {
+		b.ReportMetric(float64(wall[k].Microseconds())/n, name+"-µs/repo")
+		b.ReportMetric(float64(cpu[k].Microseconds())/n, name+"-cpu-µs/repo")
+	}
+	if cpu[shoal] > 0 && wall[shoal] > 0 {
+		b.ReportMetric(float64(cpu[oneGit])/float64(cpu[shoal]), "cpu-1git/shoal")
+		b.ReportMetric(float64(wall[oneGit])/float64(wall[shoal]), "wall-1git/shoal")
+		b.ReportMetric(float64(cpu[fourGit])/float64(cpu[shoal]), "cpu-4git/shoal")
+		b.ReportMetric(float64(wall[fourGit])/float64(wall[shoal]), "wall-4git/shoal")
 	}
 }
 
-// fourGitProcesses is what InitBareBranch ran before: git check-ref-format,
+// fourGitProcesses is what InitBareBranch ran first: git check-ref-format,
 // git init with the default template, and two git config calls.
 func fourGitProcesses(b *testing.B, dir string) {
 	for _, args := range [][]string{
