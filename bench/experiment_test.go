@@ -80,7 +80,7 @@ func TestParseExperimentErrors(t *testing.T) {
 // The checked-in experiments parse, and the quick profile runs every
 // mode (local, distributed, near) at 1 and 3 nodes.
 func TestCheckedInExperiments(t *testing.T) {
-	for _, name := range []string{"default.yaml", "quick.yaml", "six.yaml", "near36.yaml", "near-lag.yaml", "near-paired3.yaml", "near-paired6.yaml"} {
+	for _, name := range []string{"default.yaml", "quick.yaml", "six.yaml", "near36.yaml", "near-lag.yaml", "near-paired3.yaml", "near-paired6.yaml", "near36long.yaml", "near36sync.yaml"} {
 		e, _, err := LoadExperiment(filepath.Join("experiments", name))
 		if err != nil {
 			t.Fatal(err)
