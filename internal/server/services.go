@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -101,7 +102,18 @@ func (s *Server) startServices(ctx context.Context, mux *http.ServeMux) (http.Ha
 			return p.UserID, ok
 		},
 		OnRepositoryCreated: func(ctx context.Context, project, slug, branch string) error {
-			return gitfront.InitBareBranch(ctx, cfg.Git.ReposDir, project, slug, branch)
+			err := gitfront.InitBareBranch(ctx, cfg.Git.ReposDir, project, slug, branch)
+			if errors.Is(err, gitfront.ErrExists) {
+				// The row was committed just now and no other row has
+				// this slug, so the directory is this row's: a git
+				// request created it first (healRepo, had this hook run
+				// over healAfter late), or it outlived an earlier row of
+				// the slug. Undoing the row would orphan the directory
+				// and make the slug uncreatable for good; adopt it.
+				cfg.Logger.Warn("the new repository's git directory was already there; adopting it", "repo", gitfront.RepoName(project, slug))
+				return nil
+			}
+			return err
 		}})
 	if err != nil {
 		return nil, err
@@ -355,6 +367,49 @@ func (s *Server) authorize(ctx context.Context, p gitfront.Principal, project, r
 		return err
 	case perm < domain.Perm(a):
 		return gitfront.ErrForbidden
+	}
+	return s.healRepo(ctx, project, repo)
+}
+
+// healAfter is how old a repository's row must be before a git request
+// that finds no git directory for it creates one (healRepo): older than
+// any creation still on its way from its commit to its hook, which runs
+// right after the commit, bounded by the REST API's 30 s write timeout.
+const healAfter = time.Minute
+
+// healRepo creates the bare repository of a row that has none. A
+// creation commits its row and then creates the directory (the REST
+// API's OnRepositoryCreated); a node killed in between, or a commit whose
+// answer was lost (the API cannot tell it committed, so runs no hook),
+// leaves a row that every git request would answer 404 and that the slug
+// can never be created again over. Past healAfter no hook will come, so
+// the first authorized git request creates the directory, with the
+// default branch main (the one asked for at creation is not stored). A
+// row younger than that is left to its hook: the request is answered 404
+// as it would have been a moment before the row existed. One Lstat per
+// authorized request when the directory is there.
+func (s *Server) healRepo(ctx context.Context, project, repo string) error {
+	if _, err := os.Lstat(filepath.Join(s.cfg.Git.ReposDir, project, repo+".git")); !errors.Is(err, fs.ErrNotExist) {
+		return nil // there, or the front's own resolution reports the error
+	}
+	row, err := s.svc.db.Repository(ctx, project, repo)
+	switch {
+	case errors.Is(err, domain.ErrNotFound):
+		return gitfront.ErrNotFound
+	case err != nil:
+		return err
+	case time.Since(time.UnixMilli(row.Created)) < healAfter:
+		return nil // its hook may still come; the front answers 404
+	}
+	err = gitfront.InitBare(ctx, s.cfg.Git.ReposDir, project, repo)
+	switch {
+	case err == nil:
+		s.cfg.Logger.Warn("a repository's row had no git directory; created it", "repo", gitfront.RepoName(project, repo),
+			"created", time.UnixMilli(row.Created).UTC())
+	case errors.Is(err, gitfront.ErrExists):
+		// Another request healed it first.
+	default:
+		return fmt.Errorf("creating the missing git directory of %s: %w", gitfront.RepoName(project, repo), err)
 	}
 	return nil
 }
