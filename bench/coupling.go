@@ -54,7 +54,9 @@ type CouplingOptions struct {
 	// per node and attempt: TAG-NODE.pprof, TAG as the stage's load spec
 	// (r1n6s0a0: repeat 1, near, 6 nodes, stage 0, attempt 0). Nodes in
 	// process share one profiler: the first node's profile is the
-	// process's, and the only one taken.
+	// process's, and the only one taken. The switch stage is profiled
+	// per mode's steady window instead (profileWindow):
+	// TAG-wNN-MODE-NODE.pprof.
 	ProfileDir string
 
 	// afterStage, if set, is called after each stage (tests).
@@ -267,7 +269,10 @@ func (r *couplingRunner) runStage(ctx context.Context, nodes []NodePlacement, sp
 }
 
 // runStageHook is runStage, calling hook (if set) with each event of the
-// load generator before the runner's own handling of it.
+// load generator before the runner's own handling of it. With a hook (the
+// switch stage) it takes no CPU profile of the whole stage: the switch
+// stage profiles each mode's window (profileWindow), and a node runs one
+// CPU profile at a time.
 func (r *couplingRunner) runStageHook(ctx context.Context, nodes []NodePlacement, spec LoadSpec, hook func(LoadEvent)) (StageResult, counterSnapshot, error) {
 	var before, after counterSnapshot
 	var snapErr error
@@ -289,7 +294,7 @@ func (r *couplingRunner) runStageHook(ctx context.Context, nodes []NodePlacement
 		var err error
 		switch ev.Event {
 		case "measure":
-			if r.o.ProfileDir != "" {
+			if r.o.ProfileDir != "" && hook == nil {
 				profiled := nodes
 				if r.o.InProcess {
 					profiled = nodes[:1]
@@ -541,6 +546,8 @@ func (r *couplingRunner) runSwitch(ctx context.Context, rep int) (sr SwitchRun, 
 
 	swCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	var profiles sync.WaitGroup
+	defer profiles.Wait()
 	var mu sync.Mutex
 	var once sync.Once
 	done := make(chan struct{})
@@ -553,12 +560,17 @@ func (r *couplingRunner) runSwitch(ctx context.Context, rep int) (sr SwitchRun, 
 			mu.Lock()
 			started = true
 			mu.Unlock()
+			r.profileWindow(swCtx, &profiles, sr.Nodes, spec.Tag, 0, time.Now())
 			go func() {
 				defer close(done)
 				r.switchModes(swCtx, sr.Nodes, time.Now(), func(ev SwitchEvent) {
 					mu.Lock()
 					sr.Switches = append(sr.Switches, ev)
+					i := len(sr.Switches)
 					mu.Unlock()
+					if ev.OK() {
+						r.profileWindow(swCtx, &profiles, sr.Nodes, spec.Tag, i, time.Now())
+					}
 				})
 			}()
 		})
@@ -590,6 +602,40 @@ func (r *couplingRunner) runSwitch(ctx context.Context, rep int) (sr SwitchRun, 
 		return fail(fmt.Errorf("reading the cluster's mode after the window: %w", err))
 	}
 	return sr, nil
+}
+
+// profileWindow, with a profile directory (CouplingOptions.ProfileDir),
+// takes a CPU profile of every node over the switch stage's steady
+// window i (0-based: the i-th switch answered at from, or the stage's
+// measurement began there): from switch.settle after from, for
+// switch.every − switch.settle − 1 s, so that it ends before the next
+// switch; files TAG-wNN-MODE-NODE.pprof. A profile that fails is warned
+// about and left out.
+func (r *couplingRunner) profileWindow(ctx context.Context, wg *sync.WaitGroup, nodes []NodePlacement, tag string, i int, from time.Time) {
+	sw := r.o.Experiment.Switch
+	secs := int((sw.Every.D() - sw.Settle.D() - time.Second) / time.Second)
+	if r.o.ProfileDir == "" || secs < 1 || i >= len(sw.Modes) {
+		return
+	}
+	if r.o.InProcess {
+		nodes = nodes[:1]
+	}
+	for _, n := range nodes {
+		wg.Go(func() {
+			if sleepCtx(ctx, time.Until(from.Add(sw.Settle.D()))) != nil {
+				return
+			}
+			pctx, cancel := context.WithTimeout(ctx, time.Duration(secs)*time.Second+time.Minute)
+			defer cancel()
+			b, err := httpc.DoToken(pctx, n.Token, "GET", n.HTTP, fmt.Sprintf("/debug/pprof/profile?seconds=%d", secs), nil)
+			if err == nil {
+				err = os.WriteFile(filepath.Join(r.o.ProfileDir, fmt.Sprintf("%s-w%02d-%s-%s.pprof", tag, i+1, sw.Modes[i], n.Name)), b, 0o644)
+			}
+			if err != nil && ctx.Err() == nil {
+				r.warnf("switch stage: CPU profile of %s over window %d: %v", n.Name, i+1, err)
+			}
+		})
+	}
 }
 
 // SwitchTimeout bounds one switch of the cluster's mode.
