@@ -95,9 +95,17 @@ const (
 // number from base to prefix, and the numbers in extra. The first update
 // applied sets base: this node cannot tell which updates before it
 // reached it (it started, or was reset, after them).
+//
+// extra is kept sorted, so that a gap that never closes costs nothing
+// per update: one does in NEAR mode as a rule (a keyed space's updates
+// reach only the members registered under it, so a member sees some of
+// a writer's numbers and not others), and after a missed message in
+// LOCAL mode. Once extra is full, every update forgets the smallest
+// number; found by a scan of a map, that cost up to 18 µs of CPU per
+// operation (BENCHMARKS.md, "A gap in a writer's update numbers").
 type seqSet struct {
 	base, prefix uint64
-	extra        map[uint64]struct{}
+	extra        []uint64 // ascending, none of them in base..prefix
 }
 
 func (s *seqSet) add(seq uint64) {
@@ -107,21 +115,24 @@ func (s *seqSet) add(seq uint64) {
 	case seq == s.prefix+1:
 		s.prefix++
 		for {
-			if _, ok := s.extra[s.prefix+1]; !ok {
+			i, ok := slices.BinarySearch(s.extra, s.prefix+1)
+			if !ok {
 				break
 			}
-			delete(s.extra, s.prefix+1)
+			s.extra = slices.Delete(s.extra, i, i+1)
 			s.prefix++
 		}
 	case s.has(seq):
 	default:
-		if s.extra == nil {
-			s.extra = map[uint64]struct{}{}
-		}
 		if len(s.extra) >= maxExtra {
-			delete(s.extra, minKey(s.extra))
+			s.extra = s.extra[1:] // the smallest (append reallocates, freeing the front)
 		}
-		s.extra[seq] = struct{}{}
+		if n := len(s.extra); n == 0 || seq > s.extra[n-1] {
+			s.extra = append(s.extra, seq) // the usual order: ascending
+			return
+		}
+		i, _ := slices.BinarySearch(s.extra, seq)
+		s.extra = slices.Insert(s.extra, i, seq)
 	}
 }
 
@@ -129,18 +140,8 @@ func (s *seqSet) has(seq uint64) bool {
 	if s.base != 0 && s.base <= seq && seq <= s.prefix {
 		return true
 	}
-	_, ok := s.extra[seq]
+	_, ok := slices.BinarySearch(s.extra, seq)
 	return ok
-}
-
-func minKey(m map[uint64]struct{}) uint64 {
-	first, lo := true, uint64(0)
-	for k := range m {
-		if first || k < lo {
-			first, lo = false, k
-		}
-	}
-	return lo
 }
 
 // spaceUpdates is what a node knows of the named query-space updates:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"reflect"
+	"slices"
 	"testing"
 )
 
@@ -153,4 +154,110 @@ func TestReservedSpaceNames(t *testing.T) {
 	if _, err := q.GetQuery(ctx, "k", []string{"comments"}, load); err != nil || loads != 1 {
 		t.Fatalf("after refused updates: %v, %d loads, want 1", err, loads)
 	}
+}
+
+// A gap that never closes, as NEAR's keyed spaces make one at every
+// member: past maxExtra numbers kept, the set still answers, and keeps
+// the newest.
+func TestSeqSetPermanentGap(t *testing.T) {
+	var s seqSet
+	s.add(1)
+	const n = 3 * maxExtra
+	for seq := uint64(3); seq < 3+n; seq++ {
+		s.add(seq)
+	}
+	if len(s.extra) != maxExtra {
+		t.Fatalf("%d numbers kept, want %d", len(s.extra), maxExtra)
+	}
+	if !slices.IsSorted(s.extra) {
+		t.Fatal("extra is not sorted")
+	}
+	for seq, want := range map[uint64]bool{1: true, 2: false, 3: false, 3 + n - maxExtra - 1: false, 3 + n - maxExtra: true, 2 + n: true, 3 + n: false} {
+		if s.has(seq) != want {
+			t.Errorf("has(%d) = %v, want %v", seq, !want, want)
+		}
+	}
+	// Out of order within the kept window, and the gap closing.
+	s.add(3 + n + 1)
+	s.add(3 + n)
+	if !s.has(3+n) || !s.has(3+n+1) || !slices.IsSorted(s.extra) {
+		t.Fatalf("out-of-order adds: has %v %v, sorted %v", s.has(3+n), s.has(3+n+1), slices.IsSorted(s.extra))
+	}
+	s.add(2)
+	if s.prefix != 2 {
+		t.Fatalf("prefix %d after the gap's number, want 2 (3 was forgotten)", s.prefix)
+	}
+}
+
+// mapSeqSet is seqSet as it was before 2026-12-05, its out-of-order
+// numbers in a map, the smallest found by a scan: the baseline of
+// BenchmarkSeqSetAdd.
+type mapSeqSet struct {
+	base, prefix uint64
+	extra        map[uint64]struct{}
+}
+
+func (s *mapSeqSet) add(seq uint64) {
+	switch {
+	case s.base == 0:
+		s.base, s.prefix = seq, seq
+	case seq == s.prefix+1:
+		s.prefix++
+		for {
+			if _, ok := s.extra[s.prefix+1]; !ok {
+				break
+			}
+			delete(s.extra, s.prefix+1)
+			s.prefix++
+		}
+	default:
+		if s.extra == nil {
+			s.extra = map[uint64]struct{}{}
+		}
+		if len(s.extra) >= maxExtra {
+			first, lo := true, uint64(0)
+			for k := range s.extra {
+				if first || k < lo {
+					first, lo = false, k
+				}
+			}
+			delete(s.extra, lo)
+		}
+		s.extra[seq] = struct{}{}
+	}
+}
+
+// BenchmarkSeqSetAdd: an update applied by a member that sees a writer's
+// numbers with a gap that never closes (NEAR's keyed spaces), against the
+// map the set used before, in the same run, and against numbers that come
+// without a gap.
+func BenchmarkSeqSetAdd(b *testing.B) {
+	b.Run("contiguous", func(b *testing.B) {
+		var s seqSet
+		for i := range b.N {
+			s.add(uint64(i) + 1)
+		}
+	})
+	b.Run("gap", func(b *testing.B) {
+		var s seqSet
+		s.add(1)
+		for i := range maxExtra {
+			s.add(uint64(i) + 3)
+		}
+		b.ResetTimer()
+		for i := range b.N {
+			s.add(uint64(i) + 3 + maxExtra)
+		}
+	})
+	b.Run("gap-map-baseline", func(b *testing.B) {
+		var s mapSeqSet
+		s.add(1)
+		for i := range maxExtra {
+			s.add(uint64(i) + 3)
+		}
+		b.ResetTimer()
+		for i := range b.N {
+			s.add(uint64(i) + 3 + maxExtra)
+		}
+	})
 }
