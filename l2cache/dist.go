@@ -1379,6 +1379,26 @@ func (d *dist) syncBus() bool { return true }
 
 func (d *dist) reset() { d.clearRegion("") }
 
+// dropLocks forgets every soft lock this node holds, as owner or backup,
+// and stops their sweeps: DISTRIBUTED and NEAR mode are no longer used
+// (lockDropper).
+func (d *dist) dropLocks() {
+	d.mu.Lock()
+	parts := make([]*dpart, 0, len(d.parts))
+	for _, dp := range d.parts {
+		parts = append(parts, dp)
+	}
+	d.mu.Unlock()
+	for _, dp := range parts {
+		dp.mu.Lock()
+		for _, l := range dp.locks {
+			l.stopSweep()
+		}
+		clear(dp.locks)
+		dp.mu.Unlock()
+	}
+}
+
 func (d *dist) ready() error {
 	t := d.keeper.Table()
 	if !t.Has(d.self) {

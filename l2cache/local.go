@@ -281,6 +281,14 @@ func (r *localRegion) recordLocked(key string) {
 // drop forgets the whole region on this node. Entries stay in ristretto
 // until evicted, but their stamps are all below the clear stamp: they will
 // never be served.
+// dropLocks forgets the region's soft locks: LOCAL mode is no longer used
+// (lockDropper).
+func (r *localRegion) dropLocks() {
+	r.mu.Lock()
+	clear(r.locks)
+	r.mu.Unlock()
+}
+
 func (r *localRegion) drop() {
 	r.mu.Lock()
 	r.cleared = r.c.tick()

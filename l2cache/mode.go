@@ -301,8 +301,11 @@ func (c *Cache) adopt(rec ModeRecord) (*modeView, error) {
 		}
 		// Emptied: a backend about to be used that was not written to
 		// (its entries may predate writes), and one no longer used.
-		if (now[b] && !before[b]) || (!now[b] && old.touched()[b]) {
-			c.retireLocked(b)
+		switch {
+		case now[b] && !before[b]:
+			c.retireLocked(b, false)
+		case !now[b] && old.touched()[b]:
+			c.retireLocked(b, true)
 		}
 	}
 	c.view.Store(v)
@@ -350,8 +353,11 @@ func (c *Cache) ensureLocked(b int) error {
 }
 
 // retireLocked empties backend b on this node: every region's part and
-// what the backend holds beyond them.
-func (c *Cache) retireLocked(b int) {
+// what the backend holds beyond them. unused says that no view of the
+// cluster's reads from b any more (the view just adopted does not touch
+// it: every node acknowledged the phase before, which reads from
+// another), and then b's soft locks go too (lockDropper).
+func (c *Cache) retireLocked(b int, unused bool) {
 	if b == beNear {
 		// NEAR's regions own DISTRIBUTED's too: drop only the copies.
 		c.stats.NearDrops[nearDropRetire].Add(1)
@@ -361,10 +367,35 @@ func (c *Cache) retireLocked(b int) {
 	for _, r := range c.regions {
 		if p := r.part(b); p != nil {
 			p.drop()
+			if l, ok := p.(lockDropper); ok && unused {
+				l.dropLocks()
+			}
 		}
 	}
 	c.backends[b].reset()
+	if l, ok := c.backends[b].(lockDropper); ok && unused {
+		l.dropLocks()
+	}
 }
+
+// lockDropper is a backend, or a backend's part of a region, that holds
+// soft locks, which drop and reset keep (a lock outlives a lease reset:
+// it still keeps a row that is being written out of the cache). A mode
+// no longer used drops them. A write is a lock, a commit and an unlock,
+// three operations that may run under different views: a lock taken
+// under switched(A→B), which writes to both modes, and released under
+// stable(B), which writes to B only, stays held in A. When A is entered
+// again within LockTimeout, every read of the key is a miss that loads
+// and keeps nothing until the lock expires, and the keys a workload
+// writes most are those it reads most: in a 3-node cluster switched
+// between NEAR and LOCAL every 12 s, such locks made 3,500–7,800 of
+// each NEAR window's reads owner misses, against 80 in a NEAR window
+// before any switch (BENCHMARKS.md, "Soft locks left behind by a
+// switch"). Unused, the mode's locks guard nothing: no node reads from
+// it, and it is emptied again (its floor raised above every ticket and
+// entry) before it is read, while a write whose unlock does reach it
+// finds no lock and only invalidates.
+type lockDropper interface{ dropLocks() }
 
 // drain waits until every operation admitted under old has finished.
 func drain(ctx context.Context, old *modeView) error {

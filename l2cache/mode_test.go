@@ -266,3 +266,78 @@ func TestModeSwitchExcludesFrozenNode(t *testing.T) {
 		return mc.caches[i].ModeStatus().Mode == cluster.CacheModeDistributed && mc.caches[i].Ready() == nil
 	})
 }
+
+// A write whose soft lock reached a mode and whose unlock did not (the
+// lock under one view, the unlock after the cluster stopped writing to
+// that mode) leaves nothing locked when the mode is run again: each mode
+// is run twice, and its key's reads after the second entry are kept, as
+// before any switch. Without dropping a retired mode's locks, the key
+// stayed locked for LockTimeout, every read of it loaded, and nothing
+// was kept.
+func TestSwitchDropsLeftLocks(t *testing.T) {
+	for _, mode := range []string{cluster.CacheModeNear, cluster.CacheModeDistributed, cluster.CacheModeLocal} {
+		t.Run(mode, func(t *testing.T) {
+			other := cluster.CacheModeLocal
+			if mode == cluster.CacheModeLocal {
+				other = cluster.CacheModeDistributed
+			}
+			mc := startModeCluster(t, 23, 3, mode)
+			regions := make([]*Region, len(mc.caches))
+			for i, c := range mc.caches {
+				regions[i] = region(t, c, "pr", ReadWrite)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			switchTo := func(m string) {
+				t.Helper()
+				rec, err := SetMode(ctx, mc.members[0].Store, m)
+				for err != nil && ctx.Err() == nil {
+					t.Logf("switch to %s: %v; again", m, err)
+					time.Sleep(100 * time.Millisecond)
+					rec, err = SetMode(ctx, mc.members[0].Store, m)
+				}
+				if err != nil {
+					t.Fatalf("switch to %s: %v", m, err)
+				}
+				for i, c := range mc.caches {
+					testkit.Eventually(t, 30*time.Second, fmt.Sprintf("node %d in %s", i+1, m), func() bool {
+						s := c.ModeStatus()
+						return s.Mode == m && s.Phase == PhaseStable && s.Epoch >= rec.Epoch && c.Ready() == nil
+					})
+				}
+			}
+			const key = "k"
+			// Locked in mode, unlocked after the cluster moved to other.
+			if err := regions[1].Lock(ctx, key); err != nil {
+				t.Fatal(err)
+			}
+			switchTo(other)
+			if err := regions[1].Unlock(ctx, key); err != nil {
+				t.Fatal(err)
+			}
+			switchTo(mode)
+			var loads atomic.Int64
+			load := func(context.Context) ([]byte, error) {
+				loads.Add(1)
+				return []byte("v"), nil
+			}
+			for i, r := range regions {
+				if _, err := r.Get(ctx, key, load); err != nil {
+					t.Fatalf("node %d: %v", i+1, err)
+				}
+			}
+			for _, c := range mc.caches {
+				c.waitLocal() // ristretto applies sets in the background
+			}
+			before := loads.Load()
+			for i, r := range regions {
+				if _, err := r.Get(ctx, key, load); err != nil {
+					t.Fatalf("node %d: %v", i+1, err)
+				}
+			}
+			if n := loads.Load() - before; n != 0 {
+				t.Fatalf("%s, entered again: the second read of each node loaded %d times; the key is still locked", mode, n)
+			}
+		})
+	}
+}
