@@ -1315,13 +1315,7 @@ func (d *dist) applyRepl(dp *dpart, t *PartitionTable, o distOp) error {
 // clearRegion drops a region ("" for all) from every partition this node
 // owns (stamping the clear on its clock) or backs up (dropping entries).
 func (d *dist) clearRegion(region string) {
-	d.mu.Lock()
-	parts := make([]*dpart, 0, len(d.parts))
-	for _, dp := range d.parts {
-		parts = append(parts, dp)
-	}
-	d.mu.Unlock()
-	for _, dp := range parts {
+	for _, dp := range d.allParts() {
 		dp.mu.Lock()
 		if region == "" {
 			dp.floor = d.c.tick()
@@ -1338,6 +1332,18 @@ func (d *dist) clearRegion(region string) {
 		}
 		dp.mu.Unlock()
 	}
+}
+
+// allParts returns the partitions this node holds state for, as owner
+// or backup; each is then locked on its own.
+func (d *dist) allParts() []*dpart {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	parts := make([]*dpart, 0, len(d.parts))
+	for _, dp := range d.parts {
+		parts = append(parts, dp)
+	}
+	return parts
 }
 
 // get asks the owner for key: a hit, or a miss with a ticket for the put.
@@ -1383,13 +1389,7 @@ func (d *dist) reset() { d.clearRegion("") }
 // and stops their sweeps: DISTRIBUTED and NEAR mode are no longer used
 // (lockDropper).
 func (d *dist) dropLocks() {
-	d.mu.Lock()
-	parts := make([]*dpart, 0, len(d.parts))
-	for _, dp := range d.parts {
-		parts = append(parts, dp)
-	}
-	d.mu.Unlock()
-	for _, dp := range parts {
+	for _, dp := range d.allParts() {
 		dp.mu.Lock()
 		for _, l := range dp.locks {
 			l.stopSweep()

@@ -278,9 +278,6 @@ func (r *localRegion) recordLocked(key string) {
 	r.invalidated[key] = stamp
 }
 
-// drop forgets the whole region on this node. Entries stay in ristretto
-// until evicted, but their stamps are all below the clear stamp: they will
-// never be served.
 // dropLocks forgets the region's soft locks: LOCAL mode is no longer used
 // (lockDropper).
 func (r *localRegion) dropLocks() {
@@ -289,6 +286,9 @@ func (r *localRegion) dropLocks() {
 	r.mu.Unlock()
 }
 
+// drop forgets the whole region on this node. Entries stay in ristretto
+// until evicted, but their stamps are all below the clear stamp: they will
+// never be served.
 func (r *localRegion) drop() {
 	r.mu.Lock()
 	r.cleared = r.c.tick()
