@@ -56,7 +56,8 @@ type CouplingOptions struct {
 	// process share one profiler: the first node's profile is the
 	// process's, and the only one taken. The switch stage is profiled
 	// per mode's steady window instead (profileWindow):
-	// TAG-wNN-MODE-NODE.pprof.
+	// TAG-wNN-MODE-NODE.pprof. Beside each profile, the node's /v1/stats
+	// at both ends of its window: NAME.stats0.json and NAME.stats1.json.
 	ProfileDir string
 
 	// afterStage, if set, is called after each stage (tests).
@@ -354,13 +355,31 @@ func (r *couplingRunner) runStageHook(ctx context.Context, nodes []NodePlacement
 // window to the profile directory (CouplingOptions.ProfileDir).
 func (r *couplingRunner) profileNode(ctx context.Context, n NodePlacement, spec LoadSpec) error {
 	secs := max(int(spec.Duration.D()/time.Second), 1)
-	pctx, cancel := context.WithTimeout(ctx, spec.Duration.D()+time.Minute)
+	return r.profileTo(ctx, n, secs, spec.Tag+"-"+n.Name)
+}
+
+// profileTo writes a CPU profile of node n over the next secs seconds to
+// NAME.pprof in the profile directory, and the node's /v1/stats at both
+// ends of it to NAME.stats0.json and NAME.stats1.json: what the node
+// did in the profiled window is the difference of the two (its cache's
+// misses by cause, its remote calls by kind, its messages). A snapshot
+// that fails is left out; the profile's error is returned.
+func (r *couplingRunner) profileTo(ctx context.Context, n NodePlacement, secs int, name string) error {
+	pctx, cancel := context.WithTimeout(ctx, time.Duration(secs)*time.Second+time.Minute)
 	defer cancel()
+	base := filepath.Join(r.o.ProfileDir, name)
+	stats := func(suffix string) {
+		if b, err := httpc.DoToken(pctx, n.Token, "GET", n.HTTP, "/v1/stats", nil); err == nil {
+			_ = os.WriteFile(base+suffix, b, 0o644)
+		}
+	}
+	stats(".stats0.json")
 	b, err := httpc.DoToken(pctx, n.Token, "GET", n.HTTP, fmt.Sprintf("/debug/pprof/profile?seconds=%d", secs), nil)
 	if err != nil {
 		return fmt.Errorf("%s: %w", n.Name, err)
 	}
-	return os.WriteFile(filepath.Join(r.o.ProfileDir, spec.Tag+"-"+n.Name+".pprof"), b, 0o644)
+	stats(".stats1.json")
+	return os.WriteFile(base+".pprof", b, 0o644)
 }
 
 // loadgenProcess runs 'shoal bench loadgen', the spec on its standard
@@ -625,12 +644,7 @@ func (r *couplingRunner) profileWindow(ctx context.Context, wg *sync.WaitGroup, 
 			if sleepCtx(ctx, time.Until(from.Add(sw.Settle.D()))) != nil {
 				return
 			}
-			pctx, cancel := context.WithTimeout(ctx, time.Duration(secs)*time.Second+time.Minute)
-			defer cancel()
-			b, err := httpc.DoToken(pctx, n.Token, "GET", n.HTTP, fmt.Sprintf("/debug/pprof/profile?seconds=%d", secs), nil)
-			if err == nil {
-				err = os.WriteFile(filepath.Join(r.o.ProfileDir, fmt.Sprintf("%s-w%02d-%s-%s.pprof", tag, i+1, sw.Modes[i], n.Name)), b, 0o644)
-			}
+			err := r.profileTo(ctx, n, secs, fmt.Sprintf("%s-w%02d-%s-%s", tag, i+1, sw.Modes[i], n.Name))
 			if err != nil && ctx.Err() == nil {
 				r.warnf("switch stage: CPU profile of %s over window %d: %v", n.Name, i+1, err)
 			}

@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/internal/testkit"
+	"github.com/shoal-dev/shoal/l2cache"
 )
 
 func TestMain(m *testing.M) { testkit.MainNoLeaks(m, 20*time.Second) }
@@ -113,6 +115,23 @@ func checkProfiles(t *testing.T, dir string, ar ArmResult) {
 			b, err := os.ReadFile(filepath.Join(dir, name))
 			if err != nil || len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
 				t.Errorf("%s: CPU profile %s: %d bytes, %v", ar.Arm.Name(), name, len(b), err)
+			}
+			var hits [2]uint64
+			for i := range hits {
+				var st struct {
+					Cache l2cache.Stats `json:"cache"`
+				}
+				sname := strings.TrimSuffix(name, ".pprof") + fmt.Sprintf(".stats%d.json", i)
+				if b, err := os.ReadFile(filepath.Join(dir, sname)); err != nil || json.Unmarshal(b, &st) != nil {
+					t.Errorf("%s: stats %s: %v", ar.Arm.Name(), sname, err)
+				}
+				hits[i] = st.Cache.Node.NearHits
+				for _, r := range st.Cache.Regions {
+					hits[i] += r.Hits
+				}
+			}
+			if hits[1] <= hits[0] {
+				t.Errorf("%s: %s: the node's cache hits went from %d to %d over the profiled window", ar.Arm.Name(), name, hits[0], hits[1])
 			}
 		}
 	}

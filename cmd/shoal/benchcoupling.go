@@ -21,7 +21,7 @@ func bindBenchCoupling(s *cli.Set) runFunc {
 	s.Bool(&c.inProcess, "in-process", "run the nodes inside this process (a quick look; they share its CPU)")
 	s.Bool(&c.loadgenInProcess, "loadgen-in-process", "run the load generator inside this process instead of its own")
 	s.Int(&c.repeat, "repeat", "run the whole experiment this many times, to show run-to-run spread")
-	s.String(&c.profile, "profile", "directory for CPU profiles of every node over each stage's measured window (TAG-NODE.pprof) and over each mode's steady window of the switch stage (TAG-wNN-MODE-NODE.pprof)")
+	s.String(&c.profile, "profile", "directory for CPU profiles of every node over each stage's measured window (TAG-NODE.pprof) and over each mode's steady window of the switch stage (TAG-wNN-MODE-NODE.pprof), each with the node's /v1/stats at both ends of its window (.stats0.json, .stats1.json)")
 	s.Bool(&c.quiet, "no-progress", "no progress (a bar on a terminal, plain lines otherwise)")
 	return func(ctx context.Context, sio stdio, _ []string) error { return c.run(ctx, sio) }
 }
