@@ -50,6 +50,7 @@ type armConfig struct {
 	dir, db      string
 	token        string // an administrator's access token in db
 	binary       string // empty: in process
+	procs        int    // each node process's GOMAXPROCS; 0: the runtime's default
 	invalidation string
 	backups      int
 	logger       *slog.Logger
@@ -89,6 +90,13 @@ func startProcesses(ctx context.Context, c armConfig) (armCluster, error) {
 		BootstrapExpect: c.arm.Nodes, WatchParent: true, ReadyTimeout: 90 * time.Second, Token: c.token,
 		Args: []string{"--db", c.db, "--invalidation", c.invalidation, "--backups", strconv.Itoa(c.backups),
 			"--pack-cache=false", "--pool-web", strconv.Itoa(couplingWebPool)},
+		Command: func(_ int, name string, args ...string) *exec.Cmd {
+			cmd := exec.Command(name, args...)
+			if c.procs > 0 {
+				cmd.Env = append(os.Environ(), "GOMAXPROCS="+strconv.Itoa(c.procs))
+			}
+			return cmd
+		},
 	})
 	if err != nil {
 		return nil, err

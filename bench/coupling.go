@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -59,6 +60,17 @@ type CouplingOptions struct {
 	// TAG-wNN-MODE-NODE.pprof. Beside each profile, the node's /v1/stats
 	// at both ends of its window: NAME.stats0.json and NAME.stats1.json.
 	ProfileDir string
+	// NodeProcs is the GOMAXPROCS of each node process. 0 (the default)
+	// gives each node its share of the machine, max(1, CPUs / nodes), as
+	// if it ran on a host of its own: with the runtime's default every
+	// node has a processor per CPU, and on a machine shared by more nodes
+	// than CPUs each node's scheduler then spins a second thread up to
+	// look for work whenever a goroutine wakes — work a host of its own
+	// would do on a core left idle, and here takes from the other nodes,
+	// the more the more a mode waits on messages (BENCHMARKS.md, "Issue
+	// 19: each node its share of the machine"). NodeProcsDefault leaves
+	// the runtime's default. Nodes in process share this process's.
+	NodeProcs int
 
 	// afterStage, if set, is called after each stage (tests).
 	afterStage func()
@@ -158,13 +170,13 @@ func (r *couplingRunner) runArm(ctx context.Context, rep, idx int, arm Arm) (ar 
 	}
 	r.progress.describe(fmt.Sprintf("repeat %d/%d, arm %d/%d %s: starting", rep, r.o.Repeat, idx+1, len(e.Arms()), arm.Name()))
 	ac, err := startArm(ctx, armConfig{arm: arm, dir: dir, db: db, token: r.data.token, binary: r.nodeBinary(),
-		invalidation: e.Invalidation, backups: *e.Backups, logger: r.o.Logger})
+		procs: r.nodeProcs(arm.Nodes), invalidation: e.Invalidation, backups: *e.Backups, logger: r.o.Logger})
 	if err != nil {
 		ar.Error = err.Error()
 		return ar, fmt.Errorf("%s: %w", arm.Name(), err)
 	}
 	defer ac.Stop()
-	ar.Nodes = ac.Nodes()
+	ar.Nodes, ar.NodeProcs = ac.Nodes(), r.nodeProcs(arm.Nodes)
 	var last counterSnapshot
 	defer func() { ar.PeakRSS = peakRSS(last) }()
 	for si, clients := range e.Stages.Clients {
@@ -244,6 +256,23 @@ func peakRSS(s counterSnapshot) map[string]uint64 {
 		out[st.Node] = st.Process.PeakRSSBytes
 	}
 	return out
+}
+
+// NodeProcsDefault is CouplingOptions.NodeProcs that leaves the nodes'
+// GOMAXPROCS to the Go runtime (every CPU, or the environment's
+// GOMAXPROCS).
+const NodeProcsDefault = -1
+
+// nodeProcs is the GOMAXPROCS of each of n node processes: 0 for the
+// runtime's default (CouplingOptions.NodeProcs).
+func (r *couplingRunner) nodeProcs(n int) int {
+	switch {
+	case r.o.InProcess || r.o.NodeProcs == NodeProcsDefault:
+		return 0
+	case r.o.NodeProcs > 0:
+		return r.o.NodeProcs
+	}
+	return max(1, runtime.NumCPU()/max(n, 1))
 }
 
 func (r *couplingRunner) nodeBinary() string {
@@ -553,12 +582,12 @@ func (r *couplingRunner) runSwitch(ctx context.Context, rep int) (sr SwitchRun, 
 	}
 	r.progress.describe(fmt.Sprintf("repeat %d/%d, %s: starting", rep, r.o.Repeat, name))
 	ac, err := startArm(ctx, armConfig{arm: arm, dir: dir, db: db, token: r.data.token, binary: r.nodeBinary(),
-		invalidation: e.Invalidation, backups: *e.Backups, logger: r.o.Logger})
+		procs: r.nodeProcs(arm.Nodes), invalidation: e.Invalidation, backups: *e.Backups, logger: r.o.Logger})
 	if err != nil {
 		return fail(err)
 	}
 	defer ac.Stop()
-	sr.Nodes = ac.Nodes()
+	sr.Nodes, sr.NodeProcs = ac.Nodes(), r.nodeProcs(arm.Nodes)
 	r.progress.describe(fmt.Sprintf("repeat %d/%d, %s: %d clients, a switch every %v", rep, r.o.Repeat, name, sw.Clients, sw.Every.D()))
 	spec := r.spec(sr.Nodes, sw.Clients, fmt.Sprintf("r%dsw", rep))
 	spec.Warmup, spec.Duration, spec.Bucket = *sw.Warmup, Duration(sw.Window()), sw.Bucket

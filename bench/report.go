@@ -69,7 +69,7 @@ func WriteMarkdown(w io.Writer, r *CouplingResults, charts []string) {
 	fmt.Fprintf(w, "| | |\n|---|---|\n")
 	for _, kv := range [][2]string{
 		{"commit", m.Commit}, {"Go", m.GoVersion}, {"GOMAXPROCS / CPUs", fmt.Sprintf("%d / %d", m.GOMAXPROCS, m.NumCPU)},
-		{"CPU", m.CPUModel}, {"nodes", m.Nodes + " on loopback"}, {"load generator", m.Loadgen},
+		{"CPU", m.CPUModel}, {"nodes", m.Nodes + " on loopback"}, {"node GOMAXPROCS", nodeProcsString(m)}, {"load generator", m.Loadgen},
 		{"started", m.Started.Format(time.RFC3339)}, {"took", m.Finished.Sub(m.Started).Round(time.Second).String()},
 		{"repeats", fmt.Sprint(m.Repeat)},
 		{"arm order", cmp.Or(m.ArmOrder, "the experiment's, in every repeat")},
@@ -660,4 +660,19 @@ func rssString(nodes []NodePlacement, rss map[string]uint64) string {
 		parts = append(parts, fmt.Sprintf("%s %.0f", n.Name, float64(rss[n.Name])/(1<<20)))
 	}
 	return orDash(strings.Join(parts, ", "))
+}
+
+// nodeProcsString says what GOMAXPROCS the node processes ran with
+// (Manifest.NodeProcs).
+func nodeProcsString(m Manifest) string {
+	switch m.NodeProcs {
+	case "share":
+		return fmt.Sprintf("each node its share of the CPUs: max(1, %d / nodes)", m.NumCPU)
+	case "", "default":
+		if m.Nodes == "in-process" {
+			return "this process's"
+		}
+		return "the Go runtime's default (every CPU, in every node)"
+	}
+	return m.NodeProcs
 }

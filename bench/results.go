@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -38,7 +39,10 @@ type SwitchRun struct {
 	FinalMode string `json:"final_mode"`
 	// PeakRSS is each node's peak resident memory (VmHWM), bytes.
 	PeakRSS map[string]uint64 `json:"peak_rss_bytes"`
-	Error   string            `json:"error,omitempty"`
+	// NodeProcs is each node process's GOMAXPROCS (0: the runtime's
+	// default; CouplingOptions.NodeProcs).
+	NodeProcs int    `json:"node_gomaxprocs,omitempty"`
+	Error     string `json:"error,omitempty"`
 }
 
 // SwitchEvent is one switch: PUT /v1/cache/mode through Via, from At
@@ -71,8 +75,13 @@ type Manifest struct {
 	Commit      string `json:"commit"`
 	GoVersion   string `json:"go_version"`
 	GOMAXPROCS  int    `json:"gomaxprocs"`
-	NumCPU      int    `json:"num_cpu"`
-	CPUModel    string `json:"cpu_model"`
+	// NodeProcs says what GOMAXPROCS the node processes ran with:
+	// "share" (max(1, CPUs / nodes) each), "default" (the runtime's) or
+	// a number (CouplingOptions.NodeProcs); empty in results from before
+	// it was set, where it was the runtime's default.
+	NodeProcs string `json:"node_procs,omitempty"`
+	NumCPU    int    `json:"num_cpu"`
+	CPUModel  string `json:"cpu_model"`
 	// Nodes is "processes" (one 'shoal node' each, on loopback) or
 	// "in-process"; Loadgen likewise ("process" or "in-process").
 	Nodes   string `json:"nodes"`
@@ -104,7 +113,10 @@ type ArmResult struct {
 	Stages []StageResult   `json:"stages"`
 	// PeakRSS is each node's peak resident memory (VmHWM), bytes.
 	PeakRSS map[string]uint64 `json:"peak_rss_bytes"`
-	Error   string            `json:"error,omitempty"`
+	// NodeProcs is each node process's GOMAXPROCS (0: the runtime's
+	// default; CouplingOptions.NodeProcs).
+	NodeProcs int    `json:"node_gomaxprocs,omitempty"`
+	Error     string `json:"error,omitempty"`
 }
 
 // StageResult is one arm at one client count.
@@ -259,8 +271,15 @@ func newManifest(o CouplingOptions) Manifest {
 	m := Manifest{Started: time.Now().UTC(), Commit: gitCommit(), GoVersion: runtime.Version(), GOMAXPROCS: runtime.GOMAXPROCS(0),
 		NumCPU: runtime.NumCPU(), CPUModel: cpuModel(), Nodes: "processes", Loadgen: "process", Repeat: max(o.Repeat, 1),
 		Experiment: o.Experiment, ExperimentFile: o.ExperimentFile, ArmOrder: armOrderAlternate}
-	if o.InProcess {
+	switch {
+	case o.InProcess:
 		m.Nodes = "in-process"
+	case o.NodeProcs == NodeProcsDefault:
+		m.NodeProcs = "default"
+	case o.NodeProcs > 0:
+		m.NodeProcs = strconv.Itoa(o.NodeProcs)
+	default:
+		m.NodeProcs = "share"
 	}
 	if o.LoadgenInProcess {
 		m.Loadgen = "in-process"

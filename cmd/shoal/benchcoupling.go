@@ -22,6 +22,7 @@ func bindBenchCoupling(s *cli.Set) runFunc {
 	s.Bool(&c.loadgenInProcess, "loadgen-in-process", "run the load generator inside this process instead of its own")
 	s.Int(&c.repeat, "repeat", "run the whole experiment this many times, to show run-to-run spread")
 	s.String(&c.profile, "profile", "directory for CPU profiles of every node over each stage's measured window (TAG-NODE.pprof) and over each mode's steady window of the switch stage (TAG-wNN-MODE-NODE.pprof), each with the node's /v1/stats at both ends of its window (.stats0.json, .stats1.json)")
+	s.Int(&c.nodeProcs, "node-procs", "GOMAXPROCS of each node process: 0 gives each node its share of the machine, max(1, CPUs / nodes), as if on a host of its own; -1 leaves the Go runtime's default (every CPU in every node, so nodes oversubscribe the machine)")
 	s.Bool(&c.quiet, "no-progress", "no progress (a bar on a terminal, plain lines otherwise)")
 	return func(ctx context.Context, sio stdio, _ []string) error { return c.run(ctx, sio) }
 }
@@ -29,13 +30,16 @@ func bindBenchCoupling(s *cli.Set) runFunc {
 type couplingSettings struct {
 	expFile, out, dir, profile         string
 	inProcess, loadgenInProcess, quiet bool
-	repeat                             int
+	repeat, nodeProcs                  int
 }
 
 func (c *couplingSettings) run(ctx context.Context, sio stdio) error {
 	stdout := sio.out
 	if c.repeat < 1 || c.repeat > 20 {
 		return usagef("--repeat %d: want 1 to 20", c.repeat)
+	}
+	if c.nodeProcs < bench.NodeProcsDefault || c.nodeProcs > 1024 {
+		return usagef("--node-procs %d: want -1 (the runtime's default), 0 (each node its share) or 1 to 1024", c.nodeProcs)
 	}
 	if c.out == "" {
 		return usagef("--out must not be empty")
@@ -50,7 +54,8 @@ func (c *couplingSettings) run(ctx context.Context, sio stdio) error {
 	}
 	defer cleanup()
 	o := bench.CouplingOptions{Experiment: exp, ExperimentFile: string(raw), Binary: exe, InProcess: c.inProcess,
-		LoadgenInProcess: c.loadgenInProcess, Dir: c.dir, Repeat: c.repeat, Warnings: sio.err, ProfileDir: c.profile}
+		LoadgenInProcess: c.loadgenInProcess, Dir: c.dir, Repeat: c.repeat, Warnings: sio.err, ProfileDir: c.profile,
+		NodeProcs: c.nodeProcs}
 	if c.profile != "" {
 		if err := os.MkdirAll(c.profile, 0o755); err != nil {
 			return err

@@ -64,7 +64,7 @@ func TestStatsAndMetrics(t *testing.T) {
 	get(t, srv.URL, &st)
 	rs := st.Cache.Regions["things"]
 	if st.Node != src.Node.Name() || st.CacheMode != "local" || rs.Hits < 1 || rs.Misses < 1 || rs.Loads < 1 ||
-		st.Process.PID == 0 || st.Process.Goroutines == 0 || st.Partitions != nil {
+		st.Process.PID == 0 || st.Process.Goroutines == 0 || st.Process.GOMAXPROCS < 1 || st.Partitions != nil {
 		t.Fatalf("stats %+v", st)
 	}
 	msrv := httptest.NewServer(nodestats.MetricsHandler(src))

@@ -102,6 +102,9 @@ type ProcessStats struct {
 	RSSBytes     uint64 `json:"rss_bytes"`
 	PeakRSSBytes uint64 `json:"peak_rss_bytes"`
 	Goroutines   int    `json:"goroutines"`
+	// GOMAXPROCS is the processors the process runs Go code on now (the
+	// idle governor of 'shoal node' lowers it to 1 while idle).
+	GOMAXPROCS int `json:"gomaxprocs"`
 	// Started is when the process started (when this package was
 	// initialised, to the millisecond).
 	Started time.Time `json:"started,omitzero"`
@@ -156,7 +159,7 @@ func tableMembers(t *l2cache.PartitionTable) []string {
 
 // ReadProcessStats reads this process's CPU time and memory.
 func ReadProcessStats() ProcessStats {
-	p := ProcessStats{PID: os.Getpid(), Goroutines: runtime.NumGoroutine(), Started: processStarted}
+	p := ProcessStats{PID: os.Getpid(), Goroutines: runtime.NumGoroutine(), GOMAXPROCS: runtime.GOMAXPROCS(0), Started: processStarted}
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
 		p.CPUSeconds = tvSeconds(ru.Utime) + tvSeconds(ru.Stime)
