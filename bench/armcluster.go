@@ -249,19 +249,32 @@ type counterSnapshot struct {
 	// runs; benchOK is false where one could not be read (no /proc).
 	bench   float64
 	benchOK bool
+	// db is the CPU time (seconds) of the database server the nodes
+	// share (CouplingOptions.Postgres; part of bench), dbOK false where
+	// there is none or it could not be read.
+	db   float64
+	dbOK bool
 }
 
 // takeSnapshot reads the nodes' counters and the machine's CPU time, and
 // the CPU time of the benchmark's own processes: this one (the runner,
 // and the children it reaped, such as ss), each node and the load
-// generator (loadgenPID, 0 if in process).
-func takeSnapshot(ctx context.Context, nodes []NodePlacement, loadgenPID int) (counterSnapshot, error) {
+// generator (loadgenPID, 0 if in process), and the database server
+// with its backends (dbPID, 0 if none).
+func takeSnapshot(ctx context.Context, nodes []NodePlacement, loadgenPID, dbPID int) (counterSnapshot, error) {
 	s := counterSnapshot{sockets: rpcSockets(ctx, nodes)}
 	pids := []int{os.Getpid(), loadgenPID}
 	for _, n := range nodes {
 		pids = append(pids, n.PID)
 	}
 	s.readCPU(pids)
+	if dbPID > 0 {
+		var err error
+		s.db, err = familyCPU(dbPID)
+		s.dbOK = err == nil
+		s.bench += s.db
+		s.benchOK = s.benchOK && s.dbOK
+	}
 	for _, n := range nodes {
 		st, err := fetchStats(ctx, n)
 		if err != nil {

@@ -115,3 +115,34 @@ func pss(pid int) uint64 {
 	}
 	return 0
 }
+
+// familyCPU is the CPU time (seconds) of pid and of its children alive
+// now, each with the children it waited for: a PostgreSQL server's
+// postmaster, its backends and its background workers (a backend that
+// exited was waited for by the postmaster, and counts in its own).
+func familyCPU(pid int) (float64, error) {
+	t, err := readProcCPU(pid)
+	if err != nil {
+		return 0, err
+	}
+	sum := t.total()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	parent := strconv.Itoa(pid)
+	for _, e := range ents {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil || child == pid {
+			continue
+		}
+		f, err := statFields(child)
+		if err != nil || f[1] != parent { // f[1] is field 4, the parent's PID
+			continue // not a child, or gone since the listing
+		}
+		if c, err := readProcCPU(child); err == nil {
+			sum += c.total()
+		}
+	}
+	return sum, nil
+}

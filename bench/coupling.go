@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +24,7 @@ import (
 	"github.com/shoal-dev/shoal/internal/domain"
 	"github.com/shoal-dev/shoal/internal/httpc"
 	"github.com/shoal-dev/shoal/internal/modeswitch"
+	"github.com/shoal-dev/shoal/internal/pgserver"
 )
 
 // CouplingOptions configures a run of the coupling experiment.
@@ -71,6 +73,14 @@ type CouplingOptions struct {
 	// 19: each node its share of the machine"). NodeProcsDefault leaves
 	// the runtime's default. Nodes in process share this process's.
 	NodeProcs int
+	// Postgres runs the arms on a PostgreSQL server (pgserver, on
+	// loopback) the nodes share, as a cluster on several hosts must,
+	// instead of a SQLite file: a cache miss then costs a round trip to
+	// another process, as in production. Each arm gets a copy of the
+	// seeded database (CREATE DATABASE … TEMPLATE). The server's CPU
+	// counts as the benchmark's own, and is reported apart
+	// (CPUFigs.DBSeconds).
+	Postgres bool
 
 	// afterStage, if set, is called after each stage (tests).
 	afterStage func()
@@ -95,12 +105,23 @@ func Coupling(ctx context.Context, o CouplingOptions) (*CouplingResults, error) 
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	res := &CouplingResults{Manifest: newManifest(o)}
-	data, err := prepareData(ctx, filepath.Join(o.Dir, "template"), o.Experiment)
+	var pg *pgserver.Server
+	if o.Postgres {
+		var err error
+		if pg, err = pgserver.Start(ctx, nil, ""); err != nil {
+			res.finish(err)
+			return res, fmt.Errorf("starting PostgreSQL: %w", err)
+		}
+		defer pg.Stop()
+		res.Manifest.Database = "PostgreSQL " + pg.Addr() + " (loopback)"
+	}
+	data, err := prepareData(ctx, filepath.Join(o.Dir, "template"), o.Experiment, pg)
 	if err != nil {
+		res.finish(err)
 		return res, fmt.Errorf("seeding the template database: %w", err)
 	}
 	res.Manifest.Data = data.summary
-	r := &couplingRunner{o: o, data: data, progress: newProgress(o)}
+	r := &couplingRunner{o: o, data: data, pg: pg, progress: newProgress(o)}
 	defer r.progress.finish()
 	for rep := 1; rep <= o.Repeat; rep++ {
 		var run []ArmResult
@@ -147,6 +168,7 @@ const armOrderAlternate = "the experiment's in odd repeats, reversed in even one
 type couplingRunner struct {
 	o        CouplingOptions
 	data     *couplingData
+	pg       *pgserver.Server // CouplingOptions.Postgres, else nil
 	progress *progress
 	// loadgenPID is the running load generator process (0: none, or in
 	// process), whose CPU time the snapshots count as the benchmark's.
@@ -164,8 +186,8 @@ func (r *couplingRunner) runArm(ctx context.Context, rep, idx int, arm Arm) (ar 
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return ar, err
 	}
-	db := filepath.Join(dir, "shoal.db")
-	if err := copyDB(r.data.path, db); err != nil {
+	db, err := r.armDB(ctx, dir, fmt.Sprintf("r%d_%s_%d", rep, arm.Mode, arm.Nodes))
+	if err != nil {
 		return ar, err
 	}
 	r.progress.describe(fmt.Sprintf("repeat %d/%d, arm %d/%d %s: starting", rep, r.o.Repeat, idx+1, len(e.Arms()), arm.Name()))
@@ -339,12 +361,12 @@ func (r *couplingRunner) runStageHook(ctx context.Context, nodes []NodePlacement
 					})
 				}
 			}
-			before, err = takeSnapshot(ctx, nodes, int(r.loadgenPID.Load()))
+			before, err = takeSnapshot(ctx, nodes, int(r.loadgenPID.Load()), r.dbPID())
 			if probe == nil && !r.o.InProcess { // in process, the probe would walk beside the nodes
 				probe = startMemProbe(probeRing(), memProbeEvery, memProbeSteps)
 			}
 		case "result":
-			after, err = takeSnapshot(ctx, nodes, int(r.loadgenPID.Load()))
+			after, err = takeSnapshot(ctx, nodes, int(r.loadgenPID.Load()), r.dbPID())
 			if probe != nil {
 				memNs, memNsMax = probe.Stop()
 			}
@@ -487,12 +509,15 @@ type couplingData struct {
 }
 
 // prepareData seeds a template database once; every arm gets a copy.
-func prepareData(ctx context.Context, dir string, e *Experiment) (*couplingData, error) {
+func prepareData(ctx context.Context, dir string, e *Experiment, pg *pgserver.Server) (*couplingData, error) {
 	os.RemoveAll(dir)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
 	ds := &couplingData{path: filepath.Join(dir, "shoal.db")}
+	if pg != nil {
+		ds.path = pg.URL(pgTemplate)
+	}
 	store, err := domain.Open(ctx, domain.Config{URL: ds.path, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		return nil, err
@@ -540,6 +565,51 @@ func (ds *couplingData) readKeys(ctx context.Context, store *domain.Store) error
 	return rows.Err()
 }
 
+// armDB makes an arm's copy of the seeded database and returns its URL:
+// a SQLite file in dir, or a PostgreSQL database named name (a fresh
+// copy of the template: any earlier one of that name is dropped).
+func (r *couplingRunner) armDB(ctx context.Context, dir, name string) (string, error) {
+	if r.pg == nil {
+		db := filepath.Join(dir, "shoal.db")
+		return db, copyDB(r.data.path, db)
+	}
+	admin, err := sql.Open("pgx", r.pg.URL("postgres"))
+	if err != nil {
+		return "", err
+	}
+	defer admin.Close()
+	name = "arm_" + name
+	if _, err := admin.ExecContext(ctx, "DROP DATABASE IF EXISTS "+name); err != nil {
+		return "", fmt.Errorf("dropping the last %s: %w", name, err)
+	}
+	// The seeding store's connections end as their backends exit, a
+	// moment after it closed them: until then PostgreSQL refuses to copy
+	// the template ("being accessed by other users").
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		_, err := admin.ExecContext(ctx, "CREATE DATABASE "+name+" TEMPLATE "+pgTemplate)
+		if err == nil {
+			return r.pg.URL(name), nil
+		}
+		if !strings.Contains(err.Error(), "being accessed by other users") || time.Now().After(deadline) {
+			return "", fmt.Errorf("copying the seeded database: %w", err)
+		}
+		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
+			return "", err
+		}
+	}
+}
+
+// dbPID is the database server's process ID, 0 without one.
+func (r *couplingRunner) dbPID() int {
+	if r.pg == nil {
+		return 0
+	}
+	return r.pg.PID()
+}
+
+// pgTemplate is the seeded PostgreSQL database the arms copy.
+const pgTemplate = "shoal"
+
 // copyDB copies the closed template database (and any journal beside it).
 func copyDB(from, to string) error {
 	for _, suffix := range []string{"", "-wal", "-shm"} {
@@ -576,8 +646,8 @@ func (r *couplingRunner) runSwitch(ctx context.Context, rep int) (sr SwitchRun, 
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fail(err)
 	}
-	db := filepath.Join(dir, "shoal.db")
-	if err := copyDB(r.data.path, db); err != nil {
+	db, err := r.armDB(ctx, dir, fmt.Sprintf("r%d_switch", rep))
+	if err != nil {
 		return fail(err)
 	}
 	r.progress.describe(fmt.Sprintf("repeat %d/%d, %s: starting", rep, r.o.Repeat, name))

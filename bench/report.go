@@ -69,7 +69,8 @@ func WriteMarkdown(w io.Writer, r *CouplingResults, charts []string) {
 	fmt.Fprintf(w, "| | |\n|---|---|\n")
 	for _, kv := range [][2]string{
 		{"commit", m.Commit}, {"Go", m.GoVersion}, {"GOMAXPROCS / CPUs", fmt.Sprintf("%d / %d", m.GOMAXPROCS, m.NumCPU)},
-		{"CPU", m.CPUModel}, {"nodes", m.Nodes + " on loopback"}, {"node GOMAXPROCS", nodeProcsString(m)}, {"load generator", m.Loadgen},
+		{"CPU", m.CPUModel}, {"nodes", m.Nodes + " on loopback"}, {"node GOMAXPROCS", nodeProcsString(m)},
+		{"database", cmp.Or(m.Database, "SQLite, a copy of the seeded file per arm")}, {"load generator", m.Loadgen},
 		{"started", m.Started.Format(time.RFC3339)}, {"took", m.Finished.Sub(m.Started).Round(time.Second).String()},
 		{"repeats", fmt.Sprint(m.Repeat)},
 		{"arm order", cmp.Or(m.ArmOrder, "the experiment's, in every repeat")},
@@ -85,6 +86,9 @@ func WriteMarkdown(w io.Writer, r *CouplingResults, charts []string) {
 	}
 	fmt.Fprintf(w, "\n## Summary (all operations; mean of %d repeat(s))\n\n", m.Repeat)
 	writeSummary(w, r)
+	if m.Database != "" {
+		writeDBCPU(w, r)
+	}
 	writeNearRatios(w, r)
 	fmt.Fprintf(w, "\n## Faster mode by throughput (even: within %.0f%%)\n\n", 100*(TieBand-1))
 	for _, line := range Winners(r) {
@@ -170,6 +174,21 @@ func writeSummary(w io.Writer, r *CouplingResults) {
 		"socket B/op is the kernel's count of bytes on the peer RPC connections, both directions; "+
 		"L2 B/op the L2 cache's own count of its remote calls' bytes; msgs/op counts peer RPC requests and one-way notes; "+
 		"near hits is the share of cache gets a NEAR node answered from its own near copy.\n")
+}
+
+// writeDBCPU is the CPU the shared database server spent per operation
+// (CPUFigs.DBMsPerOp), beside the nodes': with PostgreSQL every cache
+// miss a node loads is a query to another process.
+func writeDBCPU(w io.Writer, r *CouplingResults) {
+	fmt.Fprintf(w, "\n| arm | clients | database CPU ms/op | node CPU ms/op | both |\n|---|---:|---:|---:|---:|\n")
+	for _, s := range r.Series() {
+		for i, sts := range s.Stages {
+			db := stageMean(sts, func(x StageResult) float64 { return x.CPU.DBMsPerOp })
+			nodes := stageMean(sts, func(x StageResult) float64 { return x.CPU.NodesMsPerOp })
+			fmt.Fprintf(w, "| %s | %d | %.2f | %.2f | %.2f |\n", s.Arm.Name(), s.Clients[i], db, nodes, db+nodes)
+		}
+	}
+	fmt.Fprintf(w, "\ndatabase CPU is the PostgreSQL server's (its postmaster, backends and workers), counted in the benchmark's own CPU, not in the nodes'.\n")
 }
 
 // nearHits is the share of gets answered from near copies (NEAR arms).

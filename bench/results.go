@@ -80,8 +80,11 @@ type Manifest struct {
 	// a number (CouplingOptions.NodeProcs); empty in results from before
 	// it was set, where it was the runtime's default.
 	NodeProcs string `json:"node_procs,omitempty"`
-	NumCPU    int    `json:"num_cpu"`
-	CPUModel  string `json:"cpu_model"`
+	// Database is the database the nodes share: empty for a SQLite file
+	// per arm, else the PostgreSQL server (CouplingOptions.Postgres).
+	Database string `json:"database,omitempty"`
+	NumCPU   int    `json:"num_cpu"`
+	CPUModel string `json:"cpu_model"`
 	// Nodes is "processes" (one 'shoal node' each, on loopback) or
 	// "in-process"; Loadgen likewise ("process" or "in-process").
 	Nodes   string `json:"nodes"`
@@ -243,6 +246,11 @@ type CPUFigs struct {
 	// generator reported using.
 	MachineBusy float64 `json:"machine_busy"`
 	BenchShare  float64 `json:"bench_share,omitempty"`
+	// DBSeconds is the CPU time of the database server the nodes share
+	// (CouplingOptions.Postgres: the postmaster and its backends; part of
+	// BenchShare, not of NodesSeconds), DBMsPerOp per operation.
+	DBSeconds   float64 `json:"db_seconds,omitempty"`
+	DBMsPerOp   float64 `json:"db_ms_per_op,omitempty"`
 	IRQShare    float64 `json:"irq_share,omitempty"`
 	OthersShare float64 `json:"others_share"`
 	Load1       float64 `json:"load1"`
@@ -359,6 +367,10 @@ func stageFigures(spec LoadSpec, lr *LoadResult, before, after counterSnapshot, 
 		st.CPU.OthersShare = max(st.CPU.MachineBusy-max(st.CPU.NodesShare, st.CPU.LoadgenShare), 0)
 	default:
 		st.CPU.OthersShare = max(st.CPU.MachineBusy-st.CPU.NodesShare-st.CPU.LoadgenShare, 0)
+	}
+	if before.dbOK && after.dbOK && after.db >= before.db {
+		st.CPU.DBSeconds = after.db - before.db
+		st.CPU.DBMsPerOp = st.CPU.DBSeconds * 1000 / max(float64(st.Total.Count), 1)
 	}
 	st.CPU.Load1 = loadAverage()
 	lag := decodeHist(lr.Lag)

@@ -18,6 +18,7 @@ import (
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/internal/localcluster"
 	"github.com/shoal-dev/shoal/internal/netns"
+	"github.com/shoal-dev/shoal/internal/pgserver"
 )
 
 // adminPassword is the seeded administrator's password in the runs.
@@ -29,16 +30,16 @@ type Env struct {
 	setting Setting
 	dir     string
 	lc      *localcluster.Cluster
-	net     *netns.Net    // nil without partitions
-	hosts   []*netns.Host // node i is hosts[i-1]
-	addrs   []string      // node i's HTTP address is addrs[i-1], stable across restarts
-	client  *http.Client  // the workload's
-	probe   *http.Client  // short timeouts, for leader lookups and recovery probes
-	rec     *recorder     // the history
-	partErr error         // why partitions are skipped, or nil
-	pg      *pgServer     // the shared PostgreSQL server (Config.Postgres), or nil
-	dbURL   string        // the nodes' database: pg's URL, or the SQLite file
-	leaders *leaderWatch  // who claimed leadership in which term
+	net     *netns.Net       // nil without partitions
+	hosts   []*netns.Host    // node i is hosts[i-1]
+	addrs   []string         // node i's HTTP address is addrs[i-1], stable across restarts
+	client  *http.Client     // the workload's
+	probe   *http.Client     // short timeouts, for leader lookups and recovery probes
+	rec     *recorder        // the history
+	partErr error            // why partitions are skipped, or nil
+	pg      *pgserver.Server // the shared PostgreSQL server (Config.Postgres), or nil
+	dbURL   string           // the nodes' database: pg's URL, or the SQLite file
+	leaders *leaderWatch     // who claimed leadership in which term
 
 	// faultMu is held while a fault is in place, so that the git
 	// checker's kill after a push never overlaps a scheduled fault.
@@ -166,7 +167,7 @@ func startEnv(ctx context.Context, cfg Config, s Setting, dir string) (_ *Env, e
 			if err != nil {
 				return nil, err
 			}
-			if e.pg, err = startPostgres(ctx, h, e.net.Subnet().String()); err != nil {
+			if e.pg, err = pgserver.Start(ctx, h, e.net.Subnet().String()); err != nil {
 				return nil, err
 			}
 		}
@@ -181,7 +182,7 @@ func startEnv(ctx context.Context, cfg Config, s Setting, dir string) (_ *Env, e
 	} else {
 		opts.IP = func(int) string { return "127.0.0.1" }
 		if cfg.Postgres {
-			if e.pg, err = startPostgres(ctx, nil, ""); err != nil {
+			if e.pg, err = pgserver.Start(ctx, nil, ""); err != nil {
 				return nil, err
 			}
 		}
@@ -189,7 +190,7 @@ func startEnv(ctx context.Context, cfg Config, s Setting, dir string) (_ *Env, e
 	seed := []string{"seed", "--data-dir", dir, "--repos-dir", filepath.Join(dir, "repos"), "--admin-password", adminPassword,
 		"--users", "6", "--projects", "2", "--repos-per-project", "2", "--prs-per-repo", "12", "--comments-per-pr", "2"}
 	if e.pg != nil {
-		e.dbURL = e.pg.url("shoal")
+		e.dbURL = e.pg.URL("shoal")
 		seed = append(seed, "--db", e.dbURL)
 		opts.Args = append(opts.Args, "--db", e.dbURL)
 	}
@@ -218,7 +219,7 @@ func (e *Env) Close() {
 		e.lc.Stop(15 * time.Second)
 	}
 	if e.pg != nil {
-		e.pg.stop()
+		e.pg.Stop()
 	}
 	e.closeNet()
 	e.client.CloseIdleConnections()

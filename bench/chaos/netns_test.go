@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/internal/netns"
+	"github.com/shoal-dev/shoal/internal/pgserver"
 )
 
 // The namespace test: five 'shoal node' processes, each in its own network
@@ -41,7 +42,7 @@ func TestNamespaceCluster(t *testing.T) {
 	if err := netns.Available(); err != nil {
 		t.Skipf("the namespace test cannot run here: %v", err)
 	}
-	if _, err := pgBin("postgres"); err != nil {
+	if _, err := pgserver.Bin("postgres"); err != nil {
 		t.Skipf("the namespace test needs PostgreSQL (.ci/run installs it): %v", err)
 	}
 	ctx := context.Background()

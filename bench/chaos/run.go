@@ -55,7 +55,7 @@ func runSetting(ctx context.Context, cfg Config, s Setting, dir string, rng *ran
 	}
 	sr.Database = "SQLite, one file the nodes share"
 	if e.postgres() {
-		sr.Database = "PostgreSQL at " + e.pg.addr
+		sr.Database = "PostgreSQL at " + e.pg.Addr()
 		if e.net != nil {
 			sr.Database += ", in a network namespace of its own"
 		}

@@ -23,6 +23,7 @@ func bindBenchCoupling(s *cli.Set) runFunc {
 	s.Int(&c.repeat, "repeat", "run the whole experiment this many times, to show run-to-run spread")
 	s.String(&c.profile, "profile", "directory for CPU profiles of every node over each stage's measured window (TAG-NODE.pprof) and over each mode's steady window of the switch stage (TAG-wNN-MODE-NODE.pprof), each with the node's /v1/stats at both ends of its window (.stats0.json, .stats1.json)")
 	s.Int(&c.nodeProcs, "node-procs", "GOMAXPROCS of each node process: 0 gives each node its share of the machine, max(1, CPUs / nodes), as if on a host of its own; -1 leaves the Go runtime's default (every CPU in every node, so nodes oversubscribe the machine)")
+	s.Bool(&c.postgres, "postgres", "the nodes of each arm share a PostgreSQL server (installed here: Debian's postgresql; started on loopback for the run) instead of a SQLite file, as a cluster on several hosts must")
 	s.Bool(&c.quiet, "no-progress", "no progress (a bar on a terminal, plain lines otherwise)")
 	return func(ctx context.Context, sio stdio, _ []string) error { return c.run(ctx, sio) }
 }
@@ -30,6 +31,7 @@ func bindBenchCoupling(s *cli.Set) runFunc {
 type couplingSettings struct {
 	expFile, out, dir, profile         string
 	inProcess, loadgenInProcess, quiet bool
+	postgres                           bool
 	repeat, nodeProcs                  int
 }
 
@@ -55,7 +57,7 @@ func (c *couplingSettings) run(ctx context.Context, sio stdio) error {
 	defer cleanup()
 	o := bench.CouplingOptions{Experiment: exp, ExperimentFile: string(raw), Binary: exe, InProcess: c.inProcess,
 		LoadgenInProcess: c.loadgenInProcess, Dir: c.dir, Repeat: c.repeat, Warnings: sio.err, ProfileDir: c.profile,
-		NodeProcs: c.nodeProcs}
+		NodeProcs: c.nodeProcs, Postgres: c.postgres}
 	if c.profile != "" {
 		if err := os.MkdirAll(c.profile, 0o755); err != nil {
 			return err
