@@ -81,6 +81,13 @@ type CouplingOptions struct {
 	// counts as the benchmark's own, and is reported apart
 	// (CPUFigs.DBSeconds).
 	Postgres bool
+	// WarmupArm runs the first stage of the run's first arm once before
+	// the first repeat, and discards it. Without it the run's first arm
+	// was the slowest of its arm's repeats in most runs measured (by
+	// 6–21 %, with the memory probe reading alike), which biased repeat 1's ratios
+	// for the mode that runs first (BENCHMARKS.md, "Issue 19: where
+	// NEAR's extra CPU goes at 6 nodes").
+	WarmupArm bool
 
 	// afterStage, if set, is called after each stage (tests).
 	afterStage func()
@@ -123,6 +130,12 @@ func Coupling(ctx context.Context, o CouplingOptions) (*CouplingResults, error) 
 	res.Manifest.Data = data.summary
 	r := &couplingRunner{o: o, data: data, pg: pg, progress: newProgress(o)}
 	defer r.progress.finish()
+	if o.WarmupArm {
+		if err := r.warmUp(ctx); err != nil {
+			res.finish(err)
+			return res, fmt.Errorf("the warm-up arm: %w", err)
+		}
+	}
 	for rep := 1; rep <= o.Repeat; rep++ {
 		var run []ArmResult
 		for i, arm := range repeatOrder(o.Experiment.Arms(), rep) {
@@ -173,6 +186,18 @@ type couplingRunner struct {
 	// loadgenPID is the running load generator process (0: none, or in
 	// process), whose CPU time the snapshots count as the benchmark's.
 	loadgenPID atomic.Int64
+	// warming is set while warmUp runs its discarded arm.
+	warming bool
+}
+
+// warmUp runs the first stage of the run's first arm (repeat 1's first)
+// on a cluster of its own, and discards what it measured
+// (CouplingOptions.WarmupArm). Repeat 0 in its directory and tags.
+func (r *couplingRunner) warmUp(ctx context.Context) error {
+	r.warming = true
+	defer func() { r.warming = false }()
+	_, err := r.runArm(ctx, 0, 0, repeatOrder(r.o.Experiment.Arms(), 1)[0])
+	return err
 }
 
 // runArm starts the arm's cluster on a copy of the template database,
@@ -190,7 +215,11 @@ func (r *couplingRunner) runArm(ctx context.Context, rep, idx int, arm Arm) (ar 
 	if err != nil {
 		return ar, err
 	}
-	r.progress.describe(fmt.Sprintf("repeat %d/%d, arm %d/%d %s: starting", rep, r.o.Repeat, idx+1, len(e.Arms()), arm.Name()))
+	label := fmt.Sprintf("repeat %d/%d, arm %d/%d %s", rep, r.o.Repeat, idx+1, len(e.Arms()), arm.Name())
+	if r.warming {
+		label = "warm-up arm " + arm.Name() + " (discarded)"
+	}
+	r.progress.describe(label + ": starting")
 	ac, err := startArm(ctx, armConfig{arm: arm, dir: dir, db: db, token: r.data.token, binary: r.nodeBinary(),
 		procs: r.nodeProcs(arm.Nodes), invalidation: e.Invalidation, backups: *e.Backups, logger: r.o.Logger})
 	if err != nil {
@@ -202,8 +231,7 @@ func (r *couplingRunner) runArm(ctx context.Context, rep, idx int, arm Arm) (ar 
 	var last counterSnapshot
 	defer func() { ar.PeakRSS = peakRSS(last) }()
 	for si, clients := range e.Stages.Clients {
-		r.progress.describe(fmt.Sprintf("repeat %d/%d, arm %d/%d %s, stage %d/%d: %d clients",
-			rep, r.o.Repeat, idx+1, len(e.Arms()), arm.Name(), si+1, len(e.Stages.Clients), clients))
+		r.progress.describe(fmt.Sprintf("%s, stage %d/%d: %d clients", label, si+1, len(e.Stages.Clients), clients))
 		st, after, err := r.quietStage(ctx, ar.Nodes, clients, fmt.Sprintf("r%d%s%ds%d", rep, arm.Mode[:1], arm.Nodes, si))
 		if err != nil {
 			ar.Error = err.Error()
@@ -211,6 +239,9 @@ func (r *couplingRunner) runArm(ctx context.Context, rep, idx int, arm Arm) (ar 
 		}
 		ar.Stages = append(ar.Stages, st)
 		last = after
+		if r.warming {
+			break // the first stage warms the machine up; the rest would not add to it
+		}
 		if r.o.afterStage != nil {
 			r.o.afterStage()
 		}
@@ -346,7 +377,7 @@ func (r *couplingRunner) runStageHook(ctx context.Context, nodes []NodePlacement
 		var err error
 		switch ev.Event {
 		case "measure":
-			if r.o.ProfileDir != "" && hook == nil {
+			if r.o.ProfileDir != "" && hook == nil && !r.warming {
 				profiled := nodes
 				if r.o.InProcess {
 					profiled = nodes[:1]

@@ -51,7 +51,8 @@ func TestCouplingTinyExperiment(t *testing.T) {
 	start := time.Now()
 	profiles := t.TempDir()
 	res, err := Coupling(ctx, CouplingOptions{Experiment: exp, ExperimentFile: tinyExperiment, InProcess: true,
-		LoadgenInProcess: true, Dir: t.TempDir(), Logger: testkit.Logger(t), Progress: &prog, Warnings: &warn, ProfileDir: profiles})
+		LoadgenInProcess: true, Dir: t.TempDir(), Logger: testkit.Logger(t), Progress: &prog, Warnings: &warn, ProfileDir: profiles,
+		WarmupArm: true})
 	if err != nil {
 		t.Fatalf("after %v: %v\nprogress:\n%s", time.Since(start).Round(time.Second), err, prog.String())
 	}
@@ -60,6 +61,14 @@ func TestCouplingTinyExperiment(t *testing.T) {
 		t.Fatalf("runs: %d, arms: %d; want 1 run of 6 arms", len(res.Runs), len(res.Runs[0]))
 	}
 	checkProgressLines(t, prog.String())
+	// The warm-up arm ran first, and is in neither the results nor the
+	// profiles.
+	if !res.Manifest.WarmupArm || !strings.Contains(strings.SplitN(prog.String(), "\n", 2)[0], "warm-up arm local×1 (discarded)") {
+		t.Errorf("manifest warmup_arm %v; progress:\n%s", res.Manifest.WarmupArm, prog.String())
+	}
+	if warm, _ := filepath.Glob(filepath.Join(profiles, "r0*")); len(warm) > 0 {
+		t.Errorf("the warm-up arm left profiles: %v", warm)
+	}
 	// One warning per attempt other processes disturbed beyond the guard.
 	disturbed := 0
 	for _, ar := range res.Runs[0] {

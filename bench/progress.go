@@ -44,6 +44,9 @@ func newProgress(o CouplingOptions) *progress {
 	if sw := e.Switch; sw != nil {
 		b.total += time.Duration(o.Repeat) * (sw.Warmup.D() + sw.Window())
 	}
+	if o.WarmupArm {
+		b.total += time.Duration(attempts) * per // one stage
+	}
 	if b.tty {
 		b.pb = progressbar.NewOptions64(int64(b.total/time.Second), progressbar.OptionSetWriter(o.Progress),
 			progressbar.OptionSetPredictTime(true), progressbar.OptionSetElapsedTime(true), progressbar.OptionShowCount(),

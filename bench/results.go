@@ -83,8 +83,11 @@ type Manifest struct {
 	// Database is the database the nodes share: empty for a SQLite file
 	// per arm, else the PostgreSQL server (CouplingOptions.Postgres).
 	Database string `json:"database,omitempty"`
-	NumCPU   int    `json:"num_cpu"`
-	CPUModel string `json:"cpu_model"`
+	// WarmupArm says a discarded warm-up arm ran before the first repeat
+	// (CouplingOptions.WarmupArm).
+	WarmupArm bool   `json:"warmup_arm,omitempty"`
+	NumCPU    int    `json:"num_cpu"`
+	CPUModel  string `json:"cpu_model"`
 	// Nodes is "processes" (one 'shoal node' each, on loopback) or
 	// "in-process"; Loadgen likewise ("process" or "in-process").
 	Nodes   string `json:"nodes"`
@@ -279,6 +282,7 @@ func newManifest(o CouplingOptions) Manifest {
 	m := Manifest{Started: time.Now().UTC(), Commit: gitCommit(), GoVersion: runtime.Version(), GOMAXPROCS: runtime.GOMAXPROCS(0),
 		NumCPU: runtime.NumCPU(), CPUModel: cpuModel(), Nodes: "processes", Loadgen: "process", Repeat: max(o.Repeat, 1),
 		Experiment: o.Experiment, ExperimentFile: o.ExperimentFile, ArmOrder: armOrderAlternate}
+	m.WarmupArm = o.WarmupArm
 	switch {
 	case o.InProcess:
 		m.Nodes = "in-process"

@@ -14,7 +14,7 @@ import (
 // bindBenchCoupling is 'shoal bench coupling': the LOCAL vs DISTRIBUTED
 // vs NEAR experiment, and the switch stage if the experiment has one. Ctrl-C stops it and still writes the stages it completed.
 func bindBenchCoupling(s *cli.Set) runFunc {
-	c := couplingSettings{expFile: "bench/experiments/default.yaml", out: "coupling-results", repeat: 1}
+	c := couplingSettings{expFile: "bench/experiments/default.yaml", out: "coupling-results", repeat: 1, warmupArm: true}
 	s.String(&c.expFile, "experiment", "experiment file (YAML): arms, stages, mix, data set")
 	s.String(&c.out, "out", "directory for results.json, report.md and the charts")
 	s.String(&c.dir, "dir", "scratch directory for databases and node directories (default a temporary one, removed afterwards)")
@@ -24,6 +24,7 @@ func bindBenchCoupling(s *cli.Set) runFunc {
 	s.String(&c.profile, "profile", "directory for CPU profiles of every node over each stage's measured window (TAG-NODE.pprof) and over each mode's steady window of the switch stage (TAG-wNN-MODE-NODE.pprof), each with the node's /v1/stats at both ends of its window (.stats0.json, .stats1.json)")
 	s.Int(&c.nodeProcs, "node-procs", "GOMAXPROCS of each node process: 0 gives each node its share of the machine, max(1, CPUs / nodes), as if on a host of its own; -1 leaves the Go runtime's default (every CPU in every node, so nodes oversubscribe the machine)")
 	s.Bool(&c.postgres, "postgres", "the nodes of each arm share a PostgreSQL server (installed here: Debian's postgresql; started on loopback for the run) instead of a SQLite file, as a cluster on several hosts must")
+	s.Bool(&c.warmupArm, "warmup-arm", "before the first repeat, run the first stage of the first arm once and discard it (a run's first arm was otherwise often its slowest)")
 	s.Bool(&c.quiet, "no-progress", "no progress (a bar on a terminal, plain lines otherwise)")
 	return func(ctx context.Context, sio stdio, _ []string) error { return c.run(ctx, sio) }
 }
@@ -31,7 +32,7 @@ func bindBenchCoupling(s *cli.Set) runFunc {
 type couplingSettings struct {
 	expFile, out, dir, profile         string
 	inProcess, loadgenInProcess, quiet bool
-	postgres                           bool
+	postgres, warmupArm                bool
 	repeat, nodeProcs                  int
 }
 
@@ -57,7 +58,7 @@ func (c *couplingSettings) run(ctx context.Context, sio stdio) error {
 	defer cleanup()
 	o := bench.CouplingOptions{Experiment: exp, ExperimentFile: string(raw), Binary: exe, InProcess: c.inProcess,
 		LoadgenInProcess: c.loadgenInProcess, Dir: c.dir, Repeat: c.repeat, Warnings: sio.err, ProfileDir: c.profile,
-		NodeProcs: c.nodeProcs, Postgres: c.postgres}
+		NodeProcs: c.nodeProcs, Postgres: c.postgres, WarmupArm: c.warmupArm}
 	if c.profile != "" {
 		if err := os.MkdirAll(c.profile, 0o755); err != nil {
 			return err
