@@ -70,8 +70,9 @@ type CouplingOptions struct {
 	// look for work whenever a goroutine wakes — work a host of its own
 	// would do on a core left idle, and here takes from the other nodes,
 	// the more the more a mode waits on messages (BENCHMARKS.md, "Issue
-	// 19: each node its share of the machine"). NodeProcsDefault leaves
-	// the runtime's default. Nodes in process share this process's.
+	// 19: where NEAR's extra CPU goes at 6 nodes"). NodeProcsDefault
+	// leaves the runtime's default. Nodes in process share this
+	// process's.
 	NodeProcs int
 	// Postgres runs the arms on a PostgreSQL server (pgserver, on
 	// loopback) the nodes share, as a cluster on several hosts must,
@@ -82,11 +83,11 @@ type CouplingOptions struct {
 	// (CPUFigs.DBSeconds).
 	Postgres bool
 	// WarmupArm runs the first stage of the run's first arm once before
-	// the first repeat, and discards it. Without it the run's first arm
-	// was the slowest of its arm's repeats in most runs measured (by
-	// 6–21 %, with the memory probe reading alike), which biased repeat 1's ratios
-	// for the mode that runs first (BENCHMARKS.md, "Issue 19: where
-	// NEAR's extra CPU goes at 6 nodes").
+	// the first repeat, on a cluster of its own, and discards it.
+	// Without it a run's first arm ran 8–23 % below its other repeats in
+	// each of four runs measured (the memory probe reading alike), which
+	// flattered repeat 1's ratios against the mode that runs first
+	// (BENCHMARKS.md, "The run's first arm, and a warm-up arm").
 	WarmupArm bool
 
 	// afterStage, if set, is called after each stage (tests).
