@@ -255,6 +255,13 @@ func (r *couplingRunner) runArm(ctx context.Context, rep, idx int, arm Arm) (ar 
 // disturbed least; the stage records the others' share in each attempt.
 func (r *couplingRunner) quietStage(ctx context.Context, nodes []NodePlacement, clients int, tag string) (StageResult, counterSnapshot, error) {
 	q := r.o.Experiment.Quiet
+	if r.warming {
+		// The warm-up arm's stage is discarded: one attempt, whatever
+		// else ran, and no warning.
+		st, after, err := r.runStage(ctx, nodes, r.spec(nodes, clients, tag+"a0"))
+		r.progress.skipAttempts(q.Retries)
+		return st, after, err
+	}
 	var best StageResult
 	var bestAfter counterSnapshot
 	var shares []float64
