@@ -164,6 +164,11 @@ type dist struct {
 	bytes       atomic.Int64
 	evictCursor atomic.Uint64
 
+	// unused: no view of the cluster reads from this mode (lockDropper):
+	// a soft lock that arrives meanwhile — taken by a writer still under
+	// a view that writes here — invalidates, and is not held.
+	unused atomic.Bool
+
 	// batches queue puts' replications per backup (replbatch.go).
 	bmu     sync.Mutex
 	batches map[string]*replBatch
@@ -1213,8 +1218,11 @@ func (d *dist) tellNear(ctx context.Context, n *nearNotice, skey string, sent *c
 
 // applyChange applies an invalidation or a lock with the owner's stamp.
 func (dp *dpart) applyChange(d *dist, k ownerKind, skey string, stamp uint64, lockExpiry time.Time) {
-	switch k {
-	case kindLock:
+	switch {
+	case k == kindLock && d.unused.Load():
+		// The mode is not read (dropLocks): the lock guards nothing, and
+		// held it would outlast its unlock, which no longer comes here.
+	case k == kindLock:
 		l := dp.locks[skey]
 		if l == nil {
 			l = &softLock{}
@@ -1225,7 +1233,7 @@ func (dp *dpart) applyChange(d *dist, k ownerKind, skey string, stamp uint64, lo
 		}
 		l.count++
 		l.expires = lockExpiry
-	case kindUnlock:
+	case k == kindUnlock:
 		if l := dp.locks[skey]; l != nil {
 			if l.count--; l.count <= 0 {
 				l.stopSweep()
@@ -1387,8 +1395,11 @@ func (d *dist) reset() { d.clearRegion("") }
 
 // dropLocks forgets every soft lock this node holds, as owner or backup,
 // and stops their sweeps: DISTRIBUTED and NEAR mode are no longer used
-// (lockDropper).
+// (lockDropper). Until the mode is used again (used), locks that arrive
+// are not held either: a writer that took its lock under a view that
+// still wrote here unlocks under one that does not.
 func (d *dist) dropLocks() {
+	d.unused.Store(true)
 	for _, dp := range d.allParts() {
 		dp.mu.Lock()
 		for _, l := range dp.locks {
@@ -1398,6 +1409,10 @@ func (d *dist) dropLocks() {
 		dp.mu.Unlock()
 	}
 }
+
+// used marks the mode as read again, before any view that reads it is
+// adopted: soft locks are held again.
+func (d *dist) used() { d.unused.Store(false) }
 
 func (d *dist) ready() error {
 	t := d.keeper.Table()

@@ -364,6 +364,9 @@ func (c *Cache) retireLocked(b int, unused bool) {
 		c.backends[beNear].(*near).dropCopies()
 		return
 	}
+	if u, ok := c.backends[b].(interface{ used() }); ok && !unused {
+		u.used()
+	}
 	for _, r := range c.regions {
 		if p := r.part(b); p != nil {
 			p.drop()

@@ -341,3 +341,94 @@ func TestSwitchDropsLeftLocks(t *testing.T) {
 		})
 	}
 }
+
+// A soft lock that reaches a mode's owner after the owner stopped using
+// the mode (its writer still under a view that wrote there; its unlock,
+// under the next, goes elsewhere) is not held: when the mode is run
+// again within LockTimeout, the key's reads are kept, as before any
+// switch. Held, the late lock outlived the dropLocks of the switch, and
+// every read of the key loaded until LockTimeout.
+func TestSwitchIgnoresLateLock(t *testing.T) {
+	for _, mode := range []string{cluster.CacheModeNear, cluster.CacheModeDistributed} {
+		t.Run(mode, func(t *testing.T) {
+			mc := startModeCluster(t, 29, 3, mode)
+			regions := make([]*Region, len(mc.caches))
+			for i, c := range mc.caches {
+				regions[i] = region(t, c, "pr", ReadWrite)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			switchTo := func(m string) {
+				t.Helper()
+				rec, err := SetMode(ctx, mc.members[0].Store, m)
+				for err != nil && ctx.Err() == nil {
+					t.Logf("switch to %s: %v; again", m, err)
+					time.Sleep(100 * time.Millisecond)
+					rec, err = SetMode(ctx, mc.members[0].Store, m)
+				}
+				if err != nil {
+					t.Fatalf("switch to %s: %v", m, err)
+				}
+				for i, c := range mc.caches {
+					testkit.Eventually(t, 30*time.Second, fmt.Sprintf("node %d in %s", i+1, m), func() bool {
+						s := c.ModeStatus()
+						return s.Mode == m && s.Phase == PhaseStable && s.Epoch >= rec.Epoch && c.Ready() == nil
+					})
+				}
+			}
+			const key = "k"
+			switchTo(cluster.CacheModeLocal)
+			// The late lock, as the owner's handler applies it.
+			locked := 0
+			for i, c := range mc.caches {
+				d := c.backends[beDist].(*dist)
+				p := d.partition("pr", key)
+				if dp, _ := d.part(p); !dp.owner {
+					continue
+				}
+				rep := d.apply(ctx, mc.members[(i+1)%len(mc.members)].Node.Name(), distOp{Kind: kindLock, Partition: p, Region: "pr", Key: key})
+				if rep.NotOwner || rep.Unavailable || rep.Refused {
+					t.Fatalf("node %d: the late lock was not applied: %+v", i+1, rep)
+				}
+				locked++
+			}
+			if locked != 1 {
+				t.Fatalf("%d owners of the key's partition, want 1", locked)
+			}
+			for i, c := range mc.caches {
+				d := c.backends[beDist].(*dist)
+				for _, dp := range d.allParts() {
+					dp.mu.Lock()
+					n := len(dp.locks)
+					dp.mu.Unlock()
+					if n != 0 {
+						t.Fatalf("node %d holds %d soft locks of a mode no node reads", i+1, n)
+					}
+				}
+			}
+			switchTo(mode)
+			var loads atomic.Int64
+			load := func(context.Context) ([]byte, error) {
+				loads.Add(1)
+				return []byte("v"), nil
+			}
+			for i, r := range regions {
+				if _, err := r.Get(ctx, key, load); err != nil {
+					t.Fatalf("node %d: %v", i+1, err)
+				}
+			}
+			for _, c := range mc.caches {
+				c.waitLocal()
+			}
+			before := loads.Load()
+			for i, r := range regions {
+				if _, err := r.Get(ctx, key, load); err != nil {
+					t.Fatalf("node %d: %v", i+1, err)
+				}
+			}
+			if n := loads.Load() - before; n != 0 {
+				t.Fatalf("%s, entered again: the second read of each node loaded %d times; the late lock is held", mode, n)
+			}
+		})
+	}
+}
