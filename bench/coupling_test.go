@@ -203,6 +203,14 @@ func checkArm(t *testing.T, ar ArmResult) {
 		if ar.Arm.Mode != "local" && (st.Cache.RemoteCalls == 0 || st.Traffic.L2Bytes == 0) {
 			t.Errorf("%s: no remote cache calls: %+v %+v", name, st.Cache, st.Traffic)
 		}
+		// The writes' cache work, and in the owned modes the owners' waits
+		// for the backups (backups: 1).
+		if st.Cache.Writes["change"].Count == 0 || st.Cache.Writes["change"].P99Ms <= 0 {
+			t.Errorf("%s: writes %+v", name, st.Cache.Writes)
+		}
+		if ar.Arm.Mode != "local" && st.Cache.OwnerWaits["backups"].Count == 0 {
+			t.Errorf("%s: owner waits %+v", name, st.Cache.OwnerWaits)
+		}
 	}
 }
 
@@ -216,7 +224,7 @@ func checkReport(t *testing.T, dir string, res *CouplingResults) {
 	}
 	md, _ := os.ReadFile(filepath.Join(dir, "report.md"))
 	for _, want := range []string{"local×1", "distributed×2", "## Summary", "## Per operation", "## Peak RSS", "## Spread", "throughput.png",
-		"loadgen CPU", "name: tiny", "## Faster mode", "near×2", "## NEAR against LOCAL and DISTRIBUTED"} {
+		"loadgen CPU", "name: tiny", "## Faster mode", "near×2", "## NEAR against LOCAL and DISTRIBUTED", "## Writes: the cache's part"} {
 		if !bytes.Contains(md, []byte(want)) {
 			t.Errorf("report.md lacks %q", want)
 		}

@@ -96,6 +96,8 @@ func WriteMarkdown(w io.Writer, r *CouplingResults, charts []string) {
 	}
 	fmt.Fprintf(w, "\n## Misses and drops by cause (repeat 1, summed over the nodes)\n\n")
 	writeCauses(w, r)
+	fmt.Fprintf(w, "\n## Writes: the cache's part, and the owners' waits (ms, all repeats)\n\n")
+	writeWaits(w, r)
 	fmt.Fprintf(w, "\n## Spread over repeats, and the machine's other load\n\n")
 	writeSpread(w, r)
 	fmt.Fprintf(w, "\n## Peak RSS per node (MiB, last repeat)\n\n")
@@ -223,6 +225,38 @@ func writeCauses(w io.Writer, r *CouplingResults) {
 		"Misses by region: every get that missed (and loaded or read through), by the region it read. "+
 		"Near drops: wholesale drops of copies by event, and copies not kept (keep_owner, keep_changed, keep_locked). "+
 		"Remote calls: to owners (get, put, change), to backups (repl), to near holders (near), query-space updates straight to every member (spaces).\n")
+}
+
+// writeWaits is, per arm and stage, how long the writes' cache work took
+// on the writers (lock, change, spaces) and how long the owners waited
+// for their backups and the keys' near holders: p50 / p99 in ms, and
+// the count per 1,000 operations, over every repeat.
+func writeWaits(w io.Writer, r *CouplingResults) {
+	fmt.Fprint(w, "| arm | clients | lock | change | spaces | owner: backups | owner: near holders |\n|---|---:|---|---|---|---|---|\n")
+	cell := func(m map[string]WaitFigs, k string, ops uint64) string {
+		f, ok := m[k]
+		if !ok || f.Count == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.2f / %.2f (%.0f)", f.P50Ms, f.P99Ms, 1000*float64(f.Count)/float64(max(ops, 1)))
+	}
+	for _, s := range r.Series() {
+		for i, sts := range s.Stages {
+			var ops uint64
+			for _, st := range sts {
+				ops += uint64(st.Total.Count)
+			}
+			writes := mergeWaits(sts, func(x StageResult) map[string]WaitFigs { return x.Cache.Writes })
+			owners := mergeWaits(sts, func(x StageResult) map[string]WaitFigs { return x.Cache.OwnerWaits })
+			fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s | %s |\n", s.Arm.Name(), s.Clients[i],
+				cell(writes, "lock", ops), cell(writes, "change", ops), cell(writes, "spaces", ops),
+				cell(owners, "backups", ops), cell(owners, "holders", ops))
+		}
+	}
+	fmt.Fprint(w, "\nEach cell: p50 / p99 in ms (interpolated in log2 buckets), and in brackets how many per 1,000 operations. "+
+		"Lock, change (an unlock or invalidation of a key, with the query-space update it carries) and spaces (a query-space update alone): the time a writer spent in the cache around its commit — "+
+		"a broadcast in LOCAL mode (waited for with --invalidation sync), a round trip through the key's owner in DISTRIBUTED and NEAR mode. "+
+		"Owner: how long a partition's owner, after sending a change, waited for its backups to apply it and for the key's near holders to drop their copies (the two overlap).\n")
 }
 
 // causesString lists the non-zero counts, largest first, per 1,000 of

@@ -2,8 +2,12 @@ package bench
 
 import (
 	"bytes"
+	"math"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/shoal-dev/shoal/l2cache"
 )
 
 // results builds a one-repeat result set: ops/s per arm, one stage each.
@@ -75,5 +79,35 @@ func TestMarkdownArmOrder(t *testing.T) {
 		if !strings.Contains(b.String(), tc.want) {
 			t.Errorf("ArmOrder %q: the report has no line %q", tc.order, tc.want)
 		}
+	}
+}
+
+// The owners' and writers' histograms: a stage's growth over the nodes,
+// merged over repeats, and quantiles interpolated within log2 buckets.
+func TestWaitFigures(t *testing.T) {
+	bucket := l2cache.LagBucket(700 * time.Microsecond) // 512–1024 µs
+	snap := func(n, usec uint64) map[string]l2cache.DurationsSnapshot {
+		b := make([]uint64, l2cache.LagBuckets)
+		b[bucket] = n
+		return map[string]l2cache.DurationsSnapshot{"holders": {Buckets: b, Usec: usec}}
+	}
+	var sum map[string]WaitFigs
+	addWaits(&sum, snap(150, 150*700), snap(50, 50*700)) // this node's stage: 100 more
+	addWaits(&sum, snap(7, 7*700), snap(7, 7*700))       // a node with no growth adds nothing
+	w := sum["holders"]
+	if w.Count != 100 || w.MeanMs != 0.7 {
+		t.Fatalf("%+v: want 100 waits of 0.7 ms mean", w)
+	}
+	// Half-way through the bucket's 512 µs, 99 % of the way.
+	if want := (512 + 512*0.5) / 1e3; math.Abs(w.P50Ms-want) > 1e-9 {
+		t.Errorf("p50 %v ms, want %v", w.P50Ms, want)
+	}
+	if want := (512 + 512*0.99) / 1e3; math.Abs(w.P99Ms-want) > 1e-9 {
+		t.Errorf("p99 %v ms, want %v", w.P99Ms, want)
+	}
+	m := mergeWaits([]StageResult{{Cache: CacheFigs{OwnerWaits: sum}}, {Cache: CacheFigs{OwnerWaits: sum}}},
+		func(x StageResult) map[string]WaitFigs { return x.Cache.OwnerWaits })
+	if got := m["holders"]; got.Count != 200 || got.P50Ms != w.P50Ms || got.MeanMs != w.MeanMs {
+		t.Errorf("merged %+v, want 200 like %+v", got, w)
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/shoal-dev/shoal/l2cache"
 )
 
 // CouplingResults is everything a coupling run measured: results.json.
@@ -199,6 +201,112 @@ type CacheFigs struct {
 	// RegionMisses splits Misses by region, summed over the nodes: where
 	// one mode's hit ratio differs from another's.
 	RegionMisses map[string]uint64 `json:"region_misses,omitempty"`
+	// Writes is how long the writes' cache work took on the writers, by
+	// what it did (lock, change, spaces: l2cache.NodeStats.WriteLatency),
+	// and OwnerWaits how long the owners then waited for their backups
+	// and for the keys' near holders (l2cache.NodeStats.OwnerWait): the
+	// nodes' histograms over the stage, merged.
+	Writes     map[string]WaitFigs `json:"writes,omitempty"`
+	OwnerWaits map[string]WaitFigs `json:"owner_waits,omitempty"`
+}
+
+// WaitFigs summarise a histogram of durations (l2cache.Durations): its
+// count, mean and quantiles (interpolated within its log2 buckets), and
+// the buckets, so that repeats can be merged.
+type WaitFigs struct {
+	Count   uint64   `json:"count"`
+	MeanMs  float64  `json:"mean_ms"`
+	P50Ms   float64  `json:"p50_ms"`
+	P99Ms   float64  `json:"p99_ms"`
+	Usec    uint64   `json:"usec"`
+	Buckets []uint64 `json:"buckets"`
+}
+
+// addWaits adds the histograms' growth from b to a into sum.
+func addWaits(sum *map[string]WaitFigs, a, b map[string]l2cache.DurationsSnapshot) {
+	for k, ah := range a {
+		bh := b[k]
+		w := (*sum)[k]
+		if w.Buckets == nil {
+			w.Buckets = make([]uint64, l2cache.LagBuckets)
+		}
+		grew := false
+		for i, n := range ah.Buckets {
+			var was uint64
+			if i < len(bh.Buckets) {
+				was = bh.Buckets[i]
+			}
+			if n > was && i < len(w.Buckets) {
+				w.Buckets[i] += n - was
+				grew = true
+			}
+		}
+		if !grew {
+			continue
+		}
+		w.Usec += ah.Usec - bh.Usec
+		if *sum == nil {
+			*sum = map[string]WaitFigs{}
+		}
+		(*sum)[k] = w.summed()
+	}
+}
+
+// summed fills in the count, mean and quantiles from the buckets and Usec.
+func (w WaitFigs) summed() WaitFigs {
+	w.Count = 0
+	for _, n := range w.Buckets {
+		w.Count += n
+	}
+	if w.Count == 0 {
+		return w
+	}
+	w.MeanMs = float64(w.Usec) / float64(w.Count) / 1e3
+	w.P50Ms, w.P99Ms = w.quantileMs(0.50), w.quantileMs(0.99)
+	return w
+}
+
+// quantileMs is the q-quantile, interpolated linearly within its bucket
+// (bucket i spans LagBucketBound(i-1) to LagBucketBound(i)).
+func (w WaitFigs) quantileMs(q float64) float64 {
+	rank := q * float64(w.Count)
+	var below float64
+	for i, n := range w.Buckets {
+		if n == 0 || below+float64(n) < rank {
+			below += float64(n)
+			continue
+		}
+		lo, hi := 0.0, float64(l2cache.LagBucketBound(i))
+		if i > 0 {
+			lo = float64(l2cache.LagBucketBound(i - 1))
+		}
+		if i == len(w.Buckets)-1 {
+			hi = 2 * lo // the last bucket is unbounded: its bound doubled
+		}
+		return (lo + (hi-lo)*(rank-below)/float64(n)) / 1e6
+	}
+	return 0
+}
+
+// mergeWaits merges the histograms of several stages (repeats).
+func mergeWaits(sts []StageResult, f func(StageResult) map[string]WaitFigs) map[string]WaitFigs {
+	out := map[string]WaitFigs{}
+	for _, st := range sts {
+		for k, w := range f(st) {
+			m := out[k]
+			if m.Buckets == nil {
+				m.Buckets = make([]uint64, l2cache.LagBuckets)
+			}
+			for i, n := range w.Buckets {
+				if i < len(m.Buckets) {
+					m.Buckets[i] += n
+				}
+			}
+			m.Usec += w.Usec
+			out[k] = m.summed()
+		}
+	}
+	return out
 }
 
 // addCauses adds a's counts over b's into sum.
@@ -415,6 +523,8 @@ func counterFigures(before, after counterSnapshot, ops, seconds float64, ncpu in
 		addCauses(&c.NearDrops, an.NearDrops, bn.NearDrops)
 		addCauses(&c.OwnerMisses, an.OwnerMisses, bn.OwnerMisses)
 		addCauses(&c.RemoteByKind, an.RemoteByKind, bn.RemoteByKind)
+		addWaits(&c.Writes, an.WriteLatency, bn.WriteLatency)
+		addWaits(&c.OwnerWaits, an.OwnerWait, bn.OwnerWait)
 		c.MissedClears += an.MissedClears - bn.MissedClears
 		c.Resets += an.Resets - bn.Resets
 		c.Exclusions += an.Exclusions - bn.Exclusions

@@ -521,7 +521,7 @@ func (c *Cache) onMessage(msg cluster.Message) {
 	}
 	c.stats.InvalidationsReceived.Add(1)
 	if m.Sent > 0 {
-		c.stats.InvalidationLag[LagBucket(time.Duration(time.Now().UnixNano()-m.Sent))].Add(1)
+		c.stats.InvalidationLag.Add(time.Duration(time.Now().UnixNano() - m.Sent))
 	}
 	if m.Op == opSpaces {
 		c.markSpaces(m.Spaces, m.Upd)
@@ -573,6 +573,7 @@ func (c *Cache) UpdateSpaces(ctx context.Context, spaces ...string) error {
 	if err := checkSpaces(spaces); err != nil {
 		return err
 	}
+	defer c.stats.WriteLatency[writeSpaces].Since(time.Now())
 	id := c.beginUpdate()
 	defer c.endUpdate(id)
 	c.markSpaces(spaces, id)

@@ -766,12 +766,17 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 	}
 	ctx, cancel := context.WithTimeout(ctx, d.c.cfg.SyncTimeout)
 	defer cancel()
+	sentAt := time.Now()
 	sent := d.send(ctx, prev, mine, backups, repl, near)
 	var others spreadSent
 	if spread {
 		others = d.spreadSpaces(ctx, from, o.Spaces, o.Upd, backups, near)
 	}
-	if err := sent.replicated(ctx, backups); err != nil && o.Kind != kindPut {
+	err := sent.replicated(ctx, backups)
+	if o.Kind != kindPut && len(backups) > 0 {
+		d.c.stats.OwnerWait[ownerWaitBackups].Add(time.Since(sentAt))
+	}
+	if err != nil && o.Kind != kindPut {
 		// An invalidation a backup may not have: the write must not be
 		// acknowledged, or a takeover could serve the old row.
 		d.c.cfg.Logger.Warn("l2cache: replication to a backup failed", "partition", o.Partition, "err", err)
@@ -783,7 +788,11 @@ func (d *dist) apply(ctx context.Context, from string, o distOp) distReply {
 		}
 		return distReply{NotOwner: true, Epoch: t.Epoch}
 	}
-	if err := d.tellNear(ctx, near, skey, sent); err != nil {
+	err = d.tellNear(ctx, near, skey, sent)
+	if near != nil {
+		d.c.stats.OwnerWait[ownerWaitHolders].Add(time.Since(sentAt))
+	}
+	if err != nil {
 		// A near holder may still serve the old state: not acknowledged.
 		d.c.cfg.Logger.Warn("l2cache: a near holder was neither told of a change nor excluded", "partition", o.Partition, "err", err)
 		return distReply{Unavailable: true, Epoch: t.Epoch}

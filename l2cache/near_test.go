@@ -828,3 +828,62 @@ func testQueryAfterSpacesUpdateOutOfOrder(t *testing.T, members []*clustertest.M
 		}
 	}
 }
+
+// A write's cache work is counted on the writer by what it did, and the
+// owner's waits for the key's backup and near holders on the owner.
+func TestWriteLatencyCounted(t *testing.T) {
+	_, _, caches := distCaches(t, 37, 3, cluster.CacheModeNear)
+	ctx := context.Background()
+	regions := regionsOn(t, caches, "pr", ReadWrite)
+	var row counter
+	for i, r := range regions {
+		testkit.Eventually(t, 10*time.Second, fmt.Sprintf("the key near node %d", i+1), func() bool {
+			before := caches[i].Stats().Node.NearHits
+			if _, err := r.Get(ctx, "k", row.load); err != nil {
+				t.Fatal(err)
+			}
+			caches[i].waitLocal()
+			return caches[i].Stats().Node.NearHits > before
+		})
+	}
+	count := func(h DurationsSnapshot) (n uint64) {
+		for _, b := range h.Buckets {
+			n += b
+		}
+		return n
+	}
+	var before [nOwnerWait]uint64
+	for _, c := range caches {
+		for i, w := range OwnerWaits() {
+			before[i] += count(c.Stats().Node.OwnerWait[w])
+		}
+	}
+	w := caches[1].Stats().Node.WriteLatency
+	if err := regions[1].Lock(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	row.v.Add(1)
+	if err := regions[1].Unlock(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	if err := caches[1].UpdateSpaces(ctx, "s"); err != nil {
+		t.Fatal(err)
+	}
+	after := caches[1].Stats().Node.WriteLatency
+	for _, op := range WriteOps() {
+		if n := count(after[op]) - count(w[op]); n != 1 {
+			t.Errorf("%d writes of kind %s counted on the writer, want 1 (%+v)", n, op, after)
+		}
+	}
+	var waits [nOwnerWait]uint64
+	for _, c := range caches {
+		for i, w := range OwnerWaits() {
+			waits[i] += count(c.Stats().Node.OwnerWait[w])
+		}
+	}
+	// The lock and the unlock waited for the backup; the unlock for the
+	// holders (the lock keeps their copies).
+	if b, h := waits[ownerWaitBackups]-before[ownerWaitBackups], waits[ownerWaitHolders]-before[ownerWaitHolders]; b != 2 || h != 1 {
+		t.Errorf("owners waited %d times for backups and %d for near holders, want 2 and 1", b, h)
+	}
+}

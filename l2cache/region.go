@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // RegionKind is what a region holds.
@@ -231,6 +232,7 @@ func (r *Region) change(ctx context.Context, o op, key string, spaces []string, 
 	if err := checkSpaces(spaces); err != nil {
 		return err
 	}
+	defer r.c.stats.WriteLatency[writeOpOf(o)].Since(time.Now())
 	var id updateID
 	if len(spaces) > 0 {
 		id = r.c.beginUpdate()

@@ -100,7 +100,7 @@ func (c *Cache) handleSpaces(_ context.Context, from string, body []byte) ([]byt
 	}
 	c.stats.InvalidationsReceived.Add(1)
 	if sentAt > 0 {
-		c.stats.InvalidationLag[LagBucket(time.Duration(time.Now().UnixNano()-sentAt))].Add(1)
+		c.stats.InvalidationLag.Add(time.Duration(time.Now().UnixNano() - sentAt))
 	}
 	c.markSpaces(spaces, id)
 	return nil, nil

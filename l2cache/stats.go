@@ -81,8 +81,79 @@ type NodeStats struct {
 	// InvalidationLag counts the invalidations received on the bus by
 	// how long after their sender published them they were applied
 	// (LagBucket), by the two nodes' wall clocks.
-	InvalidationLag [LagBuckets]atomic.Uint64
+	InvalidationLag Durations
+	// WriteLatency counts the writes' cache work on this node by how long
+	// it took (LagBucket), by what the write did (the writeOp constants):
+	// a soft lock (Region.Lock), a change of a key — an unlock or an
+	// invalidation, with the query-space update it carries (Region.Unlock,
+	// UnlockWith, Evict) — and a query-space update alone
+	// (Cache.UpdateSpaces). It is the time the writer waits: a broadcast
+	// in LOCAL mode (acknowledged with --invalidation sync), a round trip
+	// through the key's owner in DISTRIBUTED and NEAR mode.
+	WriteLatency [nWriteOp]Durations
+	// OwnerWait counts the changes this node applied as a partition's
+	// owner (a lock, an unlock, an invalidation; a keyed space's update)
+	// by how long it then waited for its backups to apply the change
+	// (ownerWaitBackups) and for the key's near holders to drop their
+	// copies (ownerWaitHolders), each counted when there was one to wait
+	// for. The two waits overlap: the messages leave together.
+	OwnerWait [nOwnerWait]Durations
 }
+
+// Durations is a histogram of durations: bucket LagBucket(d) counts d,
+// and usec sums them.
+type Durations struct {
+	buckets [LagBuckets]atomic.Uint64
+	usec    atomic.Uint64
+}
+
+// Add counts d.
+func (h *Durations) Add(d time.Duration) {
+	h.buckets[LagBucket(d)].Add(1)
+	h.usec.Add(uint64(max(d.Microseconds(), 0)))
+}
+
+// DurationsSnapshot is a copy of a Durations: its buckets (LagBucket)
+// and the sum of what they count, in µs.
+type DurationsSnapshot struct {
+	Buckets []uint64 `json:"buckets"`
+	Usec    uint64   `json:"usec"`
+}
+
+// Since counts the time since start.
+func (h *Durations) Since(start time.Time) { h.Add(time.Since(start)) }
+
+// writeOpOf is the WriteLatency histogram of a change of a key.
+func writeOpOf(o op) int {
+	if o == opLock {
+		return writeLock
+	}
+	return writeChange
+}
+
+// What a write did, for NodeStats.WriteLatency.
+const (
+	writeLock   = iota // a soft lock
+	writeChange        // an unlock or invalidation of a key (and its spaces)
+	writeSpaces        // a query-space update alone
+	nWriteOp
+)
+
+var writeOpNames = [nWriteOp]string{"lock", "change", "spaces"}
+
+// What an owner waited for, for NodeStats.OwnerWait.
+const (
+	ownerWaitBackups = iota
+	ownerWaitHolders
+	nOwnerWait
+)
+
+var ownerWaitNames = [nOwnerWait]string{"backups", "holders"}
+
+// WriteOps and OwnerWaits name the histograms of WriteLatency and
+// OwnerWait, as NodeStatsSnapshot keys them.
+func WriteOps() []string   { return writeOpNames[:] }
+func OwnerWaits() []string { return ownerWaitNames[:] }
 
 // LagBuckets is the number of buckets of the invalidation lag histogram:
 // bucket 0 counts lags under 1 µs, bucket i (1 ≤ i < LagBuckets-1) lags
@@ -136,6 +207,10 @@ type NodeStatsSnapshot struct {
 	StampFolds uint64 `json:"stamp_folds,omitempty"`
 	// InvalidationLag is NodeStats.InvalidationLag's buckets.
 	InvalidationLag []uint64 `json:"invalidation_lag_buckets,omitempty"`
+	// WriteLatency and OwnerWait are NodeStats' histograms, by name
+	// (those not empty).
+	WriteLatency map[string]DurationsSnapshot `json:"write_latency,omitempty"`
+	OwnerWait    map[string]DurationsSnapshot `json:"owner_wait,omitempty"`
 }
 
 func (s *NodeStats) snapshot() NodeStatsSnapshot {
@@ -153,14 +228,31 @@ func (s *NodeStats) snapshot() NodeStatsSnapshot {
 		RetryDrops:      s.RetryDrops.Load(),
 		StampFolds:      s.StampFolds.Load(),
 		InvalidationLag: lagSnapshot(&s.InvalidationLag),
+		WriteLatency:    histSnapshots(writeOpNames[:], s.WriteLatency[:]),
+		OwnerWait:       histSnapshots(ownerWaitNames[:], s.OwnerWait[:]),
 	}
 }
 
-// lagSnapshot copies the lag histogram (nil while it is empty).
-func lagSnapshot(h *[LagBuckets]atomic.Uint64) []uint64 {
+// histSnapshots copies histograms by name, leaving out the empty ones
+// (nil if every one is).
+func histSnapshots(names []string, hs []Durations) map[string]DurationsSnapshot {
+	var out map[string]DurationsSnapshot
+	for i := range hs {
+		if b := lagSnapshot(&hs[i]); b != nil {
+			if out == nil {
+				out = map[string]DurationsSnapshot{}
+			}
+			out[names[i]] = DurationsSnapshot{Buckets: b, Usec: hs[i].usec.Load()}
+		}
+	}
+	return out
+}
+
+// lagSnapshot copies a histogram (nil while it is empty).
+func lagSnapshot(h *Durations) []uint64 {
 	var out []uint64
-	for i := range h {
-		if n := h[i].Load(); n > 0 {
+	for i := range h.buckets {
+		if n := h.buckets[i].Load(); n > 0 {
 			if out == nil {
 				out = make([]uint64, LagBuckets)
 			}

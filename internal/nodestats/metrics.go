@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/shoal-dev/shoal/cluster"
+	"github.com/shoal-dev/shoal/l2cache"
 	"github.com/shoal-dev/shoal/resp"
 )
 
@@ -106,12 +107,32 @@ func (e emitter) gauge(name, help string, v float64, labels ...string) {
 	e.emit(name, help, prometheus.GaugeValue, v, labels)
 }
 
-// emit sends one sample; labels are name, value pairs.
-func (e emitter) emit(name, help string, t prometheus.ValueType, v float64, labels []string) {
-	var names, values []string
+// durations sends an l2cache histogram (buckets bounded by
+// l2cache.LagBucketBound, the last unbounded).
+func (e emitter) durations(name, help string, h l2cache.DurationsSnapshot, labels ...string) {
+	names, values := splitLabels(labels)
+	buckets := map[float64]uint64{}
+	var cum uint64
+	for i, n := range h.Buckets {
+		cum += n
+		if i < len(h.Buckets)-1 {
+			buckets[l2cache.LagBucketBound(i).Seconds()] = cum
+		}
+	}
+	e.ch <- prometheus.MustNewConstHistogram(prometheus.NewDesc(name, help, names, nil), cum, float64(h.Usec)/1e6, buckets, values...)
+}
+
+// splitLabels splits name, value pairs into the names and the values.
+func splitLabels(labels []string) (names, values []string) {
 	for i := 0; i+1 < len(labels); i += 2 {
 		names, values = append(names, labels[i]), append(values, labels[i+1])
 	}
+	return names, values
+}
+
+// emit sends one sample; labels are name, value pairs.
+func (e emitter) emit(name, help string, t prometheus.ValueType, v float64, labels []string) {
+	names, values := splitLabels(labels)
 	e.ch <- prometheus.MustNewConstMetric(prometheus.NewDesc(name, help, names, nil), t, v, values...)
 }
 
@@ -145,6 +166,16 @@ func (s *Sources) cacheMetrics(e emitter) {
 	e.counter("shoal_l2_space_updates_retried_total", "query-space updates that failed to reach every member with their write and did when sent again", n.Retried)
 	e.counter("shoal_l2_space_update_retry_drops_total", "query-space updates dropped from the retry queue at its bound", n.RetryDrops)
 	e.counter("shoal_l2_stamp_folds_total", "times a bound of per-key or per-space stamps was reached and folded into a floor (--cache-max-invalidations)", n.StampFolds)
+	for _, op := range l2cache.WriteOps() {
+		if h, ok := n.WriteLatency[op]; ok {
+			e.durations("shoal_l2_write_seconds", "the cache's part of a write on this node, by what it did (lock; change: an unlock or invalidation, with its query-space update; spaces: a query-space update alone)", h, "op", op)
+		}
+	}
+	for _, w := range l2cache.OwnerWaits() {
+		if h, ok := n.OwnerWait[w]; ok {
+			e.durations("shoal_l2_owner_wait_seconds", "how long this node, as a partition's owner, waited after sending a change for its backups (or the key's near holders) to confirm it", h, "for", w)
+		}
+	}
 	valid := 0.0
 	if s.Lease.Valid() {
 		valid = 1

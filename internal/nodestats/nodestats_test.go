@@ -58,6 +58,9 @@ func sources(t *testing.T, n int) ([]*clustertest.Member, *nodestats.Sources) {
 // may be missing.
 func TestStatsAndMetrics(t *testing.T) {
 	_, src := sources(t, 1)
+	if err := src.Cache.UpdateSpaces(context.Background(), "things"); err != nil { // a write's cache work
+		t.Fatal(err)
+	}
 	srv := httptest.NewServer(nodestats.Handler(src, func(*http.Request) bool { return true }))
 	defer srv.Close()
 	var st nodestats.Stats
@@ -67,12 +70,16 @@ func TestStatsAndMetrics(t *testing.T) {
 		st.Process.PID == 0 || st.Process.Goroutines == 0 || st.Process.GOMAXPROCS < 1 || st.Partitions != nil {
 		t.Fatalf("stats %+v", st)
 	}
+	if w := st.Cache.Node.WriteLatency["spaces"]; len(w.Buckets) != l2cache.LagBuckets {
+		t.Fatalf("write latency %+v: the query-space update is not counted", st.Cache.Node.WriteLatency)
+	}
 	msrv := httptest.NewServer(nodestats.MetricsHandler(src))
 	defer msrv.Close()
 	body := getText(t, msrv.URL)
 	for _, want := range []string{`shoal_l2_hits_total{node="` + st.Node + `",region="things"}`, "shoal_bus_published_total",
 		"shoal_rpc_calls_total", "shoal_cluster_members_alive", "shoal_l2_lease_valid", "go_goroutines",
-		"shoal_l2_stamp_folds_total", "shoal_l2_space_updates_retried_total", "shoal_l2_space_update_retry_drops_total"} {
+		"shoal_l2_stamp_folds_total", "shoal_l2_space_updates_retried_total", "shoal_l2_space_update_retry_drops_total",
+		`shoal_l2_write_seconds_count{node="` + st.Node + `",op="spaces"} 1`} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
