@@ -267,6 +267,52 @@ func TestModeSwitchExcludesFrozenNode(t *testing.T) {
 	})
 }
 
+// switchTo sets the cluster's mode to m and waits until every node runs
+// it, stable and ready.
+func (mc *modeCluster) switchTo(ctx context.Context, t *testing.T, m string) {
+	t.Helper()
+	rec, err := SetMode(ctx, mc.members[0].Store, m)
+	for err != nil && ctx.Err() == nil {
+		t.Logf("switch to %s: %v; again", m, err)
+		time.Sleep(100 * time.Millisecond)
+		rec, err = SetMode(ctx, mc.members[0].Store, m)
+	}
+	if err != nil {
+		t.Fatalf("switch to %s: %v", m, err)
+	}
+	for i, c := range mc.caches {
+		testkit.Eventually(t, 30*time.Second, fmt.Sprintf("node %d in %s", i+1, m), func() bool {
+			s := c.ModeStatus()
+			return s.Mode == m && s.Phase == PhaseStable && s.Epoch >= rec.Epoch && c.Ready() == nil
+		})
+	}
+}
+
+// secondReadLoads reads key through every region twice and returns how
+// many of the second reads loaded: 0 when each node kept what it read.
+func (mc *modeCluster) secondReadLoads(ctx context.Context, t *testing.T, regions []*Region, key string) int64 {
+	t.Helper()
+	var loads atomic.Int64
+	load := func(context.Context) ([]byte, error) {
+		loads.Add(1)
+		return []byte("v"), nil
+	}
+	read := func() {
+		for i, r := range regions {
+			if _, err := r.Get(ctx, key, load); err != nil {
+				t.Fatalf("node %d: %v", i+1, err)
+			}
+		}
+	}
+	read()
+	for _, c := range mc.caches {
+		c.waitLocal() // ristretto applies sets in the background
+	}
+	before := loads.Load()
+	read()
+	return loads.Load() - before
+}
+
 // A write whose soft lock reached a mode and whose unlock did not (the
 // lock under one view, the unlock after the cluster stopped writing to
 // that mode) leaves nothing locked when the mode is run again: each mode
@@ -288,54 +334,17 @@ func TestSwitchDropsLeftLocks(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
-			switchTo := func(m string) {
-				t.Helper()
-				rec, err := SetMode(ctx, mc.members[0].Store, m)
-				for err != nil && ctx.Err() == nil {
-					t.Logf("switch to %s: %v; again", m, err)
-					time.Sleep(100 * time.Millisecond)
-					rec, err = SetMode(ctx, mc.members[0].Store, m)
-				}
-				if err != nil {
-					t.Fatalf("switch to %s: %v", m, err)
-				}
-				for i, c := range mc.caches {
-					testkit.Eventually(t, 30*time.Second, fmt.Sprintf("node %d in %s", i+1, m), func() bool {
-						s := c.ModeStatus()
-						return s.Mode == m && s.Phase == PhaseStable && s.Epoch >= rec.Epoch && c.Ready() == nil
-					})
-				}
-			}
 			const key = "k"
 			// Locked in mode, unlocked after the cluster moved to other.
 			if err := regions[1].Lock(ctx, key); err != nil {
 				t.Fatal(err)
 			}
-			switchTo(other)
+			mc.switchTo(ctx, t, other)
 			if err := regions[1].Unlock(ctx, key); err != nil {
 				t.Fatal(err)
 			}
-			switchTo(mode)
-			var loads atomic.Int64
-			load := func(context.Context) ([]byte, error) {
-				loads.Add(1)
-				return []byte("v"), nil
-			}
-			for i, r := range regions {
-				if _, err := r.Get(ctx, key, load); err != nil {
-					t.Fatalf("node %d: %v", i+1, err)
-				}
-			}
-			for _, c := range mc.caches {
-				c.waitLocal() // ristretto applies sets in the background
-			}
-			before := loads.Load()
-			for i, r := range regions {
-				if _, err := r.Get(ctx, key, load); err != nil {
-					t.Fatalf("node %d: %v", i+1, err)
-				}
-			}
-			if n := loads.Load() - before; n != 0 {
+			mc.switchTo(ctx, t, mode)
+			if n := mc.secondReadLoads(ctx, t, regions, key); n != 0 {
 				t.Fatalf("%s, entered again: the second read of each node loaded %d times; the key is still locked", mode, n)
 			}
 		})
@@ -358,26 +367,8 @@ func TestSwitchIgnoresLateLock(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
-			switchTo := func(m string) {
-				t.Helper()
-				rec, err := SetMode(ctx, mc.members[0].Store, m)
-				for err != nil && ctx.Err() == nil {
-					t.Logf("switch to %s: %v; again", m, err)
-					time.Sleep(100 * time.Millisecond)
-					rec, err = SetMode(ctx, mc.members[0].Store, m)
-				}
-				if err != nil {
-					t.Fatalf("switch to %s: %v", m, err)
-				}
-				for i, c := range mc.caches {
-					testkit.Eventually(t, 30*time.Second, fmt.Sprintf("node %d in %s", i+1, m), func() bool {
-						s := c.ModeStatus()
-						return s.Mode == m && s.Phase == PhaseStable && s.Epoch >= rec.Epoch && c.Ready() == nil
-					})
-				}
-			}
 			const key = "k"
-			switchTo(cluster.CacheModeLocal)
+			mc.switchTo(ctx, t, cluster.CacheModeLocal)
 			// The late lock, as the owner's handler applies it.
 			locked := 0
 			for i, c := range mc.caches {
@@ -406,27 +397,8 @@ func TestSwitchIgnoresLateLock(t *testing.T) {
 					}
 				}
 			}
-			switchTo(mode)
-			var loads atomic.Int64
-			load := func(context.Context) ([]byte, error) {
-				loads.Add(1)
-				return []byte("v"), nil
-			}
-			for i, r := range regions {
-				if _, err := r.Get(ctx, key, load); err != nil {
-					t.Fatalf("node %d: %v", i+1, err)
-				}
-			}
-			for _, c := range mc.caches {
-				c.waitLocal()
-			}
-			before := loads.Load()
-			for i, r := range regions {
-				if _, err := r.Get(ctx, key, load); err != nil {
-					t.Fatalf("node %d: %v", i+1, err)
-				}
-			}
-			if n := loads.Load() - before; n != 0 {
+			mc.switchTo(ctx, t, mode)
+			if n := mc.secondReadLoads(ctx, t, regions, key); n != 0 {
 				t.Fatalf("%s, entered again: the second read of each node loaded %d times; the late lock is held", mode, n)
 			}
 		})
