@@ -328,10 +328,7 @@ func TestSwitchDropsLeftLocks(t *testing.T) {
 				other = cluster.CacheModeDistributed
 			}
 			mc := startModeCluster(t, 23, 3, mode)
-			regions := make([]*Region, len(mc.caches))
-			for i, c := range mc.caches {
-				regions[i] = region(t, c, "pr", ReadWrite)
-			}
+			regions := regionsOn(t, mc.caches, "pr", ReadWrite)
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
 			const key = "k"
@@ -361,10 +358,7 @@ func TestSwitchIgnoresLateLock(t *testing.T) {
 	for _, mode := range []string{cluster.CacheModeNear, cluster.CacheModeDistributed} {
 		t.Run(mode, func(t *testing.T) {
 			mc := startModeCluster(t, 29, 3, mode)
-			regions := make([]*Region, len(mc.caches))
-			for i, c := range mc.caches {
-				regions[i] = region(t, c, "pr", ReadWrite)
-			}
+			regions := regionsOn(t, mc.caches, "pr", ReadWrite)
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
 			const key = "k"
