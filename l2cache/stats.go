@@ -96,7 +96,9 @@ type NodeStats struct {
 	// by how long it then waited for its backups to apply the change
 	// (ownerWaitBackups) and for the key's near holders to drop their
 	// copies (ownerWaitHolders), each counted when there was one to wait
-	// for. The two waits overlap: the messages leave together.
+	// for: from when the change took its turn to send (after the
+	// partition's previous change handed its messages over) to the last
+	// answer. The two waits overlap: the messages leave together.
 	OwnerWait [nOwnerWait]Durations
 }
 
