@@ -85,16 +85,14 @@ func second[T any](_ T, err error) error { return err }
 func postgresOutage(t *testing.T, srv *pgServer) {
 	s := srv.open(t)
 	must[domain.Project](t)(s.CreateProject(ctx, domain.Project{Key: "P", Name: "p"}))
-	if err := srv.stopServer("fast"); err != nil {
-		t.Fatal(err)
-	}
+	srv.Halt()
 	if _, err := s.Project(ctx, "P"); !errors.Is(err, domain.ErrUnavailable) {
 		t.Fatalf("with the server stopped: %v, want ErrUnavailable", err)
 	}
 	if err := s.Ping(ctx); !errors.Is(err, domain.ErrUnavailable) {
 		t.Fatalf("Ping with the server stopped: %v, want ErrUnavailable", err)
 	}
-	if err := srv.startServer(); err != nil {
+	if err := srv.Resume(ctx); err != nil {
 		t.Fatal(err)
 	}
 	testkit.Eventually(t, 10*time.Second, "the store to reconnect", func() bool { return s.Ping(ctx) == nil })

@@ -1,5 +1,6 @@
 // Package pgserver runs a throwaway PostgreSQL server, for the chaos
-// checker's and the coupling benchmark's clusters that share one.
+// checker's and the coupling benchmark's clusters that share one, and
+// for the domain store's tests (which halt and resume it, an outage).
 package pgserver
 
 import (
@@ -31,11 +32,12 @@ import (
 // netns.CleanupLeftovers kill one in a namespace if Stop is never
 // reached.
 type Server struct {
-	dir  string // owned by the server's user; removed by stop
-	addr string // host:port
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error
+	dir    string           // owned by the server's user; removed by stop
+	addr   string           // host:port
+	newCmd func() *exec.Cmd // the server process, to start (again)
+	cmd    *exec.Cmd        // running; nil once halted
+	done   chan struct{}    // closed when cmd has exited
+	err    error            // cmd's exit
 }
 
 // Bin finds a PostgreSQL program: on $PATH, else in Debian's
@@ -73,7 +75,7 @@ func Start(ctx context.Context, host *netns.Host, subnet string) (_ *Server, err
 	if err != nil {
 		return nil, err
 	}
-	p := &Server{dir: dir, done: make(chan struct{})}
+	p := &Server{dir: dir}
 	defer func() {
 		if err != nil {
 			p.Stop()
@@ -117,29 +119,52 @@ func Start(ctx context.Context, host *netns.Host, subnet string) (_ *Server, err
 	p.addr = net.JoinHostPort(listen, strconv.Itoa(port))
 	args := []string{"-D", data, "-p", strconv.Itoa(port), "-k", dir, "-c", "listen_addresses=" + listen,
 		"-c", "fsync=off", "-c", "max_connections=300"}
-	if host != nil {
-		argv := append(append(asUser, postgres), args...)
-		p.cmd = host.Command(argv[0], argv[1:]...)
-	} else {
-		p.cmd = exec.Command(postgres, args...)
-		p.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	p.newCmd = func() *exec.Cmd {
+		if host != nil {
+			argv := append(append(slices.Clone(asUser), postgres), args...)
+			return host.Command(argv[0], argv[1:]...)
+		}
+		cmd := exec.Command(postgres, args...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+		return cmd
 	}
-	logf, err := os.Create(filepath.Join(dir, "postgres.log"))
-	if err != nil {
+	if err := p.launch(ctx); err != nil {
 		return nil, err
 	}
-	defer logf.Close()
-	p.cmd.Stdout, p.cmd.Stderr = logf, logf
-	if err := p.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting postgres: %w", err)
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
 	admin, err := sql.Open("pgx", p.URL("postgres"))
 	if err != nil {
 		return nil, err
+	}
+	defer admin.Close()
+	if _, err := admin.ExecContext(ctx, "CREATE DATABASE shoal"); err != nil {
+		return nil, fmt.Errorf("creating the database: %w", err)
+	}
+	return p, nil
+}
+
+// launch starts the server process and waits until it accepts
+// connections (60 s at most), appending its output to postgres.log.
+func (p *Server) launch(ctx context.Context) error {
+	logPath := filepath.Join(p.dir, "postgres.log")
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := p.newCmd()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting postgres: %w", err)
+	}
+	done := make(chan struct{})
+	p.cmd, p.done = cmd, done
+	go func() {
+		p.err = cmd.Wait()
+		close(done)
+	}()
+	admin, err := sql.Open("pgx", p.URL("postgres"))
+	if err != nil {
+		return err
 	}
 	defer admin.Close()
 	for deadline := time.Now().Add(60 * time.Second); ; {
@@ -147,50 +172,69 @@ func Start(ctx context.Context, host *netns.Host, subnet string) (_ *Server, err
 		err = admin.PingContext(pctx)
 		cancel()
 		if err == nil {
-			break
+			return nil
 		}
 		select {
-		case <-p.done:
-			return nil, fmt.Errorf("postgres exited (%v) before it accepted connections: %s", p.err, tailFile(logf.Name()))
+		case <-done:
+			return fmt.Errorf("postgres exited (%v) before it accepted connections: %s", p.err, tailFile(logPath))
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("postgres did not accept connections at %s within 60 s: %v: %s", p.addr, err, tailFile(logf.Name()))
+			return fmt.Errorf("postgres did not accept connections at %s within 60 s: %v: %s", p.addr, err, tailFile(logPath))
 		}
 	}
-	if _, err := admin.ExecContext(ctx, "CREATE DATABASE shoal"); err != nil {
-		return nil, fmt.Errorf("creating the database: %w", err)
-	}
-	return p, nil
 }
 
 // Addr is the server's host:port.
 func (p *Server) Addr() string { return p.addr }
 
-// PID is the server's (the postmaster's) process ID.
-func (p *Server) PID() int { return p.cmd.Process.Pid }
+// PID is the server's (the postmaster's) process ID, 0 while halted.
+func (p *Server) PID() int {
+	if p.cmd == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
 
 // URL is database db's URL, as the postgres superuser.
 func (p *Server) URL(db string) string {
 	return "postgres://postgres@" + p.addr + "/" + db + "?sslmode=disable"
 }
 
-// Stop shuts the server down (fast shutdown, SIGKILL after 15 s) and
-// removes its directory. Safe twice.
-func (p *Server) Stop() {
-	if p.cmd != nil && p.cmd.Process != nil {
-		p.cmd.Process.Signal(syscall.SIGINT)
-		select {
-		case <-p.done:
-		case <-time.After(15 * time.Second):
-			p.cmd.Process.Kill()
-			<-p.done
-		}
+// Halt shuts the server down (fast shutdown, SIGKILL after 15 s) and
+// keeps its data: Resume starts it again, at the same address (an
+// outage, for tests). Safe twice.
+func (p *Server) Halt() {
+	if p.cmd == nil {
+		return
 	}
+	p.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-p.done:
+	case <-time.After(15 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.done
+	}
+	p.cmd = nil
+}
+
+// Resume starts a halted server again and waits until it accepts
+// connections.
+func (p *Server) Resume(ctx context.Context) error {
+	if p.cmd != nil {
+		return errors.New("pgserver: the server is running")
+	}
+	return p.launch(ctx)
+}
+
+// Stop halts the server and removes its directory. Safe twice.
+func (p *Server) Stop() {
+	p.Halt()
 	if p.dir != "" {
 		os.RemoveAll(p.dir)
+		p.dir = ""
 	}
 }
 
