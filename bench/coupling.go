@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -89,6 +88,15 @@ type CouplingOptions struct {
 	// flattered repeat 1's ratios against the mode that runs first
 	// (BENCHMARKS.md, "The run's first arm, and a warm-up arm").
 	WarmupArm bool
+	// PinLoadgen keeps the load generator on a CPU of its own (the first
+	// this process may use) and the nodes, and the PostgreSQL server, on
+	// the others (Linux; at least two CPUs; nodes and load generator as
+	// processes). Sharing every CPU, the load generator's own CPU per
+	// operation moved with the nodes' wake-ups: by 0–42 % between the
+	// arms of one run (BENCHMARKS.md, "Issue 19: the waits are not the
+	// gap"). Pinned, it holds still, and the nodes' throughput is what
+	// their CPUs give.
+	PinLoadgen bool
 
 	// afterStage, if set, is called after each stage (tests).
 	afterStage func()
@@ -108,19 +116,27 @@ func Coupling(ctx context.Context, o CouplingOptions) (*CouplingResults, error) 
 	if (!o.InProcess || !o.LoadgenInProcess) && o.Binary == "" {
 		return nil, errors.New("coupling: the shoal binary is needed to run nodes or the load generator as processes")
 	}
+	pins, err := newPins(o)
+	if err != nil {
+		return nil, err
+	}
 	o.Repeat = max(o.Repeat, 1)
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	res := &CouplingResults{Manifest: newManifest(o)}
+	res.Manifest.Pinning = pins.String()
 	var pg *pgserver.Server
 	if o.Postgres {
-		var err error
 		if pg, err = pgserver.Start(ctx, nil, ""); err != nil {
 			res.finish(err)
 			return res, fmt.Errorf("starting PostgreSQL: %w", err)
 		}
 		defer pg.Stop()
+		if err := pins.node(pg.PID()); err != nil {
+			res.finish(err)
+			return res, fmt.Errorf("the PostgreSQL server: %w", err)
+		}
 		res.Manifest.Database = "PostgreSQL " + pg.Addr() + " (loopback)"
 	}
 	data, err := prepareData(ctx, filepath.Join(o.Dir, "template"), o.Experiment, pg)
@@ -129,7 +145,7 @@ func Coupling(ctx context.Context, o CouplingOptions) (*CouplingResults, error) 
 		return res, fmt.Errorf("seeding the template database: %w", err)
 	}
 	res.Manifest.Data = data.summary
-	r := &couplingRunner{o: o, data: data, pg: pg, progress: newProgress(o)}
+	r := &couplingRunner{o: o, data: data, pg: pg, pins: pins, progress: newProgress(o)}
 	defer r.progress.finish()
 	if o.WarmupArm {
 		if err := r.warmUp(ctx); err != nil {
@@ -183,6 +199,7 @@ type couplingRunner struct {
 	o        CouplingOptions
 	data     *couplingData
 	pg       *pgserver.Server // CouplingOptions.Postgres, else nil
+	pins     *pins            // CouplingOptions.PinLoadgen, else nil
 	progress *progress
 	// loadgenPID is the running load generator process (0: none, or in
 	// process), whose CPU time the snapshots count as the benchmark's.
@@ -229,6 +246,10 @@ func (r *couplingRunner) runArm(ctx context.Context, rep, idx int, arm Arm) (ar 
 	}
 	defer ac.Stop()
 	ar.Nodes, ar.NodeProcs = ac.Nodes(), r.nodeProcs(arm.Nodes)
+	if err := r.pins.nodes(ac.Nodes()); err != nil {
+		ar.Error = err.Error()
+		return ar, fmt.Errorf("%s: %w", arm.Name(), err)
+	}
 	var last counterSnapshot
 	defer func() { ar.PeakRSS = peakRSS(last) }()
 	for si, clients := range e.Stages.Clients {
@@ -333,7 +354,7 @@ func (r *couplingRunner) nodeProcs(n int) int {
 	case r.o.NodeProcs > 0:
 		return r.o.NodeProcs
 	}
-	return max(1, runtime.NumCPU()/max(n, 1))
+	return max(1, r.pins.nodeCPUs()/max(n, 1))
 }
 
 func (r *couplingRunner) nodeBinary() string {
@@ -488,6 +509,11 @@ func (r *couplingRunner) loadgenProcess(ctx context.Context, spec LoadSpec, onEv
 		return nil, err
 	}
 	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	if err := r.pins.loadgen(cmd.Process.Pid); err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
 		return nil, err
 	}
 	r.loadgenPID.Store(int64(cmd.Process.Pid))
@@ -697,6 +723,9 @@ func (r *couplingRunner) runSwitch(ctx context.Context, rep int) (sr SwitchRun, 
 	}
 	defer ac.Stop()
 	sr.Nodes, sr.NodeProcs = ac.Nodes(), r.nodeProcs(arm.Nodes)
+	if err := r.pins.nodes(ac.Nodes()); err != nil {
+		return fail(err)
+	}
 	r.progress.describe(fmt.Sprintf("repeat %d/%d, %s: %d clients, a switch every %v", rep, r.o.Repeat, name, sw.Clients, sw.Every.D()))
 	spec := r.spec(sr.Nodes, sw.Clients, fmt.Sprintf("r%dsw", rep))
 	spec.Warmup, spec.Duration, spec.Bucket = *sw.Warmup, Duration(sw.Window()), sw.Bucket

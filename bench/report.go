@@ -71,6 +71,7 @@ func WriteMarkdown(w io.Writer, r *CouplingResults, charts []string) {
 		{"commit", m.Commit}, {"Go", m.GoVersion}, {"GOMAXPROCS / CPUs", fmt.Sprintf("%d / %d", m.GOMAXPROCS, m.NumCPU)},
 		{"CPU", m.CPUModel}, {"nodes", m.Nodes + " on loopback"}, {"node GOMAXPROCS", nodeProcsString(m)},
 		{"database", cmp.Or(m.Database, "SQLite, a copy of the seeded file per arm")}, {"load generator", m.Loadgen},
+		{"CPUs", cmp.Or(m.Pinning, "every process on every CPU")},
 		{"started", m.Started.Format(time.RFC3339)}, {"took", m.Finished.Sub(m.Started).Round(time.Second).String()},
 		{"repeats", fmt.Sprint(m.Repeat)}, {"warm-up arm", map[bool]string{true: "the first stage of the first arm, run once before repeat 1 and discarded", false: "none"}[m.WarmupArm]},
 		{"arm order", cmp.Or(m.ArmOrder, "the experiment's, in every repeat")},

@@ -82,6 +82,9 @@ type Manifest struct {
 	// a number (CouplingOptions.NodeProcs); empty in results from before
 	// it was set, where it was the runtime's default.
 	NodeProcs string `json:"node_procs,omitempty"`
+	// Pinning says which CPUs the load generator and the nodes ran on
+	// (CouplingOptions.PinLoadgen); empty: every process on every CPU.
+	Pinning string `json:"pinning,omitempty"`
 	// Database is the database the nodes share: empty for a SQLite file
 	// per arm, else the PostgreSQL server (CouplingOptions.Postgres).
 	Database string `json:"database,omitempty"`

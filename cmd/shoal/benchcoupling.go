@@ -25,6 +25,7 @@ func bindBenchCoupling(s *cli.Set) runFunc {
 	s.Int(&c.nodeProcs, "node-procs", "GOMAXPROCS of each node process: 0 gives each node its share of the machine, max(1, CPUs / nodes), as if on a host of its own; -1 leaves the Go runtime's default (every CPU in every node, so nodes oversubscribe the machine)")
 	s.Bool(&c.postgres, "postgres", "the nodes of each arm share a PostgreSQL server (installed here: Debian's postgresql; started on loopback for the run) instead of a SQLite file, as a cluster on several hosts must")
 	s.Bool(&c.warmupArm, "warmup-arm", "before the first repeat, run the first stage of the first arm once and discard it (a run's first arm was otherwise often its slowest)")
+	s.Bool(&c.pinLoadgen, "pin-loadgen", "keep the load generator on a CPU of its own and the nodes (and the PostgreSQL server) on the others, as if it ran on a host of its own (Linux, at least 2 CPUs)")
 	s.Bool(&c.quiet, "no-progress", "no progress (a bar on a terminal, plain lines otherwise)")
 	return func(ctx context.Context, sio stdio, _ []string) error { return c.run(ctx, sio) }
 }
@@ -32,7 +33,7 @@ func bindBenchCoupling(s *cli.Set) runFunc {
 type couplingSettings struct {
 	expFile, out, dir, profile         string
 	inProcess, loadgenInProcess, quiet bool
-	postgres, warmupArm                bool
+	postgres, warmupArm, pinLoadgen    bool
 	repeat, nodeProcs                  int
 }
 
@@ -58,7 +59,7 @@ func (c *couplingSettings) run(ctx context.Context, sio stdio) error {
 	defer cleanup()
 	o := bench.CouplingOptions{Experiment: exp, ExperimentFile: string(raw), Binary: exe, InProcess: c.inProcess,
 		LoadgenInProcess: c.loadgenInProcess, Dir: c.dir, Repeat: c.repeat, Warnings: sio.err, ProfileDir: c.profile,
-		NodeProcs: c.nodeProcs, Postgres: c.postgres, WarmupArm: c.warmupArm}
+		NodeProcs: c.nodeProcs, Postgres: c.postgres, WarmupArm: c.warmupArm, PinLoadgen: c.pinLoadgen}
 	if c.profile != "" {
 		if err := os.MkdirAll(c.profile, 0o755); err != nil {
 			return err

@@ -10,6 +10,7 @@ package nodestats
 import (
 	"bufio"
 	"encoding/json"
+	"github.com/shoal-dev/shoal/internal/cpupin"
 	"net/http"
 	"os"
 	"runtime"
@@ -105,6 +106,9 @@ type ProcessStats struct {
 	// GOMAXPROCS is the processors the process runs Go code on now (the
 	// idle governor of 'shoal node' lowers it to 1 while idle).
 	GOMAXPROCS int `json:"gomaxprocs"`
+	// CPUs is the list of CPUs the process may run on ("0-1"), as its
+	// reading thread sees it; empty where that cannot be read.
+	CPUs string `json:"cpus,omitempty"`
 	// Started is when the process started (when this package was
 	// initialised, to the millisecond).
 	Started time.Time `json:"started,omitzero"`
@@ -165,6 +169,9 @@ func ReadProcessStats() ProcessStats {
 		p.CPUSeconds = tvSeconds(ru.Utime) + tvSeconds(ru.Stime)
 	}
 	p.RSSBytes, p.PeakRSSBytes = readVM("/proc/self/status")
+	if cpus, err := cpupin.Available(); err == nil {
+		p.CPUs = cpupin.String(cpus)
+	}
 	return p
 }
 
