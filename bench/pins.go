@@ -26,11 +26,16 @@ func newPins(o CouplingOptions) (*pins, error) {
 	if err != nil {
 		return nil, err
 	}
-	lg, rest, err := cpupin.Split(cpus)
-	if err != nil {
-		return nil, err
+	return splitCPUs(cpus)
+}
+
+// splitCPUs gives the load generator the first of cpus and the nodes the
+// rest; it needs two.
+func splitCPUs(cpus []int) (*pins, error) {
+	if len(cpus) < 2 {
+		return nil, fmt.Errorf("coupling: %d CPU(s) available; a CPU of its own for the load generator needs at least 2", len(cpus))
 	}
-	return &pins{lg: lg, rest: rest}, nil
+	return &pins{lg: cpus[:1], rest: cpus[1:]}, nil
 }
 
 // String says where the processes run, for the manifest; "" unpinned.
@@ -54,19 +59,24 @@ func (p *pins) loadgen(pid int) error {
 	if p == nil {
 		return nil
 	}
-	if err := cpupin.Pin(pid, p.lg); err != nil {
-		return fmt.Errorf("pinning the load generator: %w", err)
-	}
-	return nil
+	return pin(pid, p.lg, "the load generator")
 }
 
 // node pins a node's (or the database server's) process.
 func (p *pins) node(pid int) error {
-	if p == nil || pid == 0 {
+	if p == nil {
 		return nil
 	}
-	if err := cpupin.Pin(pid, p.rest); err != nil {
-		return fmt.Errorf("pinning process %d: %w", pid, err)
+	return pin(pid, p.rest, fmt.Sprintf("process %d", pid))
+}
+
+// pin keeps process pid (0: none), named what in its error, on cpus.
+func pin(pid int, cpus []int, what string) error {
+	if pid == 0 {
+		return nil
+	}
+	if err := cpupin.Pin(pid, cpus); err != nil {
+		return fmt.Errorf("pinning %s: %w", what, err)
 	}
 	return nil
 }

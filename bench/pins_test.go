@@ -4,6 +4,8 @@ import (
 	"context"
 	"strings"
 	"testing"
+
+	"github.com/shoal-dev/shoal/internal/cpupin"
 )
 
 // A CPU of its own for the load generator needs it and the nodes as
@@ -33,5 +35,15 @@ func TestPinsString(t *testing.T) {
 	p := &pins{lg: []int{0}, rest: []int{1, 2, 3}}
 	if got := p.String(); got != "load generator on CPU 0; nodes and database server on CPU 1-3" || p.nodeCPUs() != 3 {
 		t.Errorf("String %q, nodeCPUs %d", got, p.nodeCPUs())
+	}
+}
+
+func TestSplitCPUs(t *testing.T) {
+	if _, err := splitCPUs([]int{0}); err == nil || !strings.Contains(err.Error(), "at least 2") {
+		t.Fatalf("a split of one CPU: err %v, want one that says 2 are needed", err)
+	}
+	p, err := splitCPUs([]int{0, 1, 2})
+	if err != nil || cpupin.String(p.lg) != "0" || cpupin.String(p.rest) != "1-2" {
+		t.Fatalf("splitCPUs(0-2) = %+v, %v", p, err)
 	}
 }

@@ -5,19 +5,9 @@
 package cpupin
 
 import (
-	"fmt"
 	"strconv"
 	"strings"
 )
-
-// Split divides cpus between a load generator and what it measures: the
-// first CPU for the one, the rest for the other. It needs two CPUs.
-func Split(cpus []int) (loadgen, rest []int, err error) {
-	if len(cpus) < 2 {
-		return nil, nil, fmt.Errorf("cpupin: %d CPU(s) available; a CPU of its own for the load generator needs at least 2", len(cpus))
-	}
-	return cpus[:1], cpus[1:], nil
-}
 
 // String writes cpus as a list: "0", "1-3", "0,2".
 func String(cpus []int) string {

@@ -22,16 +22,6 @@ func TestString(t *testing.T) {
 	}
 }
 
-func TestSplit(t *testing.T) {
-	if _, _, err := Split([]int{0}); err == nil || !strings.Contains(err.Error(), "at least 2") {
-		t.Fatalf("Split of one CPU: err %v, want one that says 2 are needed", err)
-	}
-	lg, rest, err := Split([]int{0, 1, 2})
-	if err != nil || String(lg) != "0" || String(rest) != "1-2" {
-		t.Fatalf("Split(0-2) = %v, %v, %v", lg, rest, err)
-	}
-}
-
 // TestHelperThreads is the child TestPinEveryThread pins: it starts
 // several threads and waits for its standard input to close.
 func TestHelperThreads(t *testing.T) {
