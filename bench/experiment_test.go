@@ -77,13 +77,29 @@ func TestParseExperimentErrors(t *testing.T) {
 	}
 }
 
-// The checked-in experiments parse, and the quick profile runs every
+// Every checked-in experiment parses, and the quick profile runs every
 // mode (local, distributed, near) at 1 and 3 nodes.
 func TestCheckedInExperiments(t *testing.T) {
-	for _, name := range []string{"default.yaml", "quick.yaml", "six.yaml", "near36.yaml", "near-lag.yaml", "near-paired3.yaml", "near-paired6.yaml", "near36long.yaml", "near36sync.yaml"} {
+	paths, err := filepath.Glob(filepath.Join("experiments", "*.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, path := range paths {
+		names = append(names, filepath.Base(path))
+	}
+	for _, want := range []string{"default.yaml", "quick.yaml", "near36.yaml", "promise-async.yaml", "promise-sync.yaml"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("experiments/%s is missing (found %v)", want, names)
+		}
+	}
+	for _, name := range names {
 		e, _, err := LoadExperiment(filepath.Join("experiments", name))
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("%s: %v", name, err)
+		}
+		if strings.HasPrefix(name, "promise-") && (e.Invalidation != strings.TrimSuffix(strings.TrimPrefix(name, "promise-"), ".yaml") || !slices.Equal(e.Modes, []string{"local", "near"})) {
+			t.Errorf("%s: invalidation %q, modes %v", name, e.Invalidation, e.Modes)
 		}
 		if name == "quick.yaml" && (len(e.Arms()) != 6 || e.Switch == nil || e.Sizes[0] != 1 || e.Sizes[1] != 3) {
 			t.Errorf("quick profile arms: %v", e.Arms())
