@@ -154,7 +154,7 @@ type LoadParameters struct {
 var Profiles = map[string]Profile{
 	"short": {
 		Name:     "short",
-		Settings: []string{"local-sync", "distributed"},
+		Settings: []string{"local-sync", "distributed", "near"},
 		Warmup:   3 * time.Second,
 		Faults: []Fault{
 			{Kind: FaultPause, Hold: 3 * time.Second},

@@ -27,7 +27,7 @@ func bindBenchChaos(s *cli.Set) runFunc {
 	cacheMode, preset := "", "loopback"
 	postgres := false
 	var nodeArgs []string
-	s.String(&profile, "profile", "schedule: "+strings.Join(chaos.ProfileNames(), " or ")+" (short: under 3 minutes; long: 15-30 minutes)")
+	s.String(&profile, "profile", "schedule: "+strings.Join(chaos.ProfileNames(), " or ")+" (short: about 4 minutes; long: 15-30 minutes)")
 	s.List(&settings, "setting", "settings to run, repeatable ("+strings.Join(chaos.SettingNames(), ", ")+"; default the profile's)")
 	s.List(&faults, "fault", "replace the profile's schedule: KIND:HOLD, repeatable, in order ("+strings.Join(chaos.FaultKinds(), ", ")+")")
 	s.String(&cacheMode, "cache-mode", "run only the settings of this cache mode: local, distributed or near")
