@@ -652,7 +652,9 @@ func (c *Cache) eachBackend(f func(backend)) {
 func (c *Cache) Stats() Stats {
 	st := Stats{Node: c.stats.snapshot(), Regions: map[string]RegionStatsSnapshot{}}
 	for _, r := range c.allRegions() {
-		st.Regions[r.name] = r.stats.snapshot()
+		rs := r.stats.snapshot()
+		st.Regions[r.name] = rs
+		st.Node.NearHits += rs.NearHits
 	}
 	return st
 }

@@ -384,8 +384,7 @@ func (r *nearRegion) get(ctx context.Context, key string, spaces []string, load 
 	}
 	p := r.d.partition(r.name, key)
 	if v, ok := r.lookup(p, key, true); ok {
-		r.stats.Hits.Add(1)
-		r.c.stats.NearHits.Add(1)
+		r.stats.NearHits.Add(1)
 		return v, nil
 	}
 	// The partition's owner as of now, before the stamp: a first look at
@@ -478,8 +477,7 @@ func (r *nearRegion) getMany(ctx context.Context, keys []string, load func(ctx c
 		p := r.d.partition(r.name, k)
 		parts[i] = p
 		if v, ok := r.lookup(p, k, true); ok {
-			r.stats.Hits.Add(1)
-			r.c.stats.NearHits.Add(1)
+			r.stats.NearHits.Add(1)
 			vals[i] = v
 			continue
 		}
@@ -541,8 +539,7 @@ func (r *nearRegion) getQuery(ctx context.Context, key string, spaces []string, 
 	p := r.d.partition(r.name, key)
 	_, keyed := keyedOf(spaces)
 	if v, ok := r.lookupOwn(p, key, spaces, keyed); ok {
-		r.stats.Hits.Add(1)
-		r.c.stats.NearHits.Add(1)
+		r.stats.NearHits.Add(1)
 		return v, nil
 	}
 	floor := max(r.c.spacesStamp(spaces), r.ownFloor(key))
@@ -826,8 +823,7 @@ func (r *nearRegion) peek(key string) ([]byte, bool) {
 	}
 	v, ok := r.lookup(r.d.partition(r.name, key), key, false)
 	if ok {
-		r.stats.Hits.Add(1)
-		r.c.stats.NearHits.Add(1)
+		r.stats.NearHits.Add(1)
 	}
 	return v, ok
 }

@@ -54,7 +54,7 @@ func BenchmarkNearHit(b *testing.B) {
 		}
 		load := func(context.Context) (benchEntity, error) { return want, nil }
 		testkit.Eventually(b, 20*time.Second, mode+" hits", func() bool {
-			before := c.Stats().Node.NearHits + a.ent.R.stats.Hits.Load() + qr.stats.Hits.Load()
+			before := c.Stats().Node.NearHits + a.ent.R.stats.snapshot().Hits + qr.stats.snapshot().Hits
 			if _, err := a.ent.Get(ctx, a.key, load); err != nil {
 				b.Fatal(err)
 			}
@@ -63,14 +63,14 @@ func BenchmarkNearHit(b *testing.B) {
 			}
 			c.waitLocal()
 			_, ok := a.ent.Cached(a.key)
-			hits := a.ent.R.stats.Hits.Load() + qr.stats.Hits.Load()
+			hits := a.ent.R.stats.snapshot().Hits + qr.stats.snapshot().Hits
 			if _, err := a.ent.Get(ctx, a.key, load); err != nil {
 				b.Fatal(err)
 			}
 			if _, err := a.query.GetQuery(ctx, "q1", a.spaces, load); err != nil {
 				b.Fatal(err)
 			}
-			return (ok || mode != cluster.CacheModeLocal) && a.ent.R.stats.Hits.Load()+qr.stats.Hits.Load()-hits == 2 && c.Stats().Node.NearHits+hits > before
+			return (ok || mode != cluster.CacheModeLocal) && a.ent.R.stats.snapshot().Hits+qr.stats.snapshot().Hits-hits == 2 && c.Stats().Node.NearHits+hits > before
 		})
 		return a
 	}

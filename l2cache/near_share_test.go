@@ -65,9 +65,9 @@ func TestNearSharesQueryResults(t *testing.T) {
 		for _, i := range []int{2, 0} {
 			get(i)
 			caches[i].waitLocal() // the copy it kept is in its store
-			hits := caches[i].stats.NearHits.Load()
+			hits := caches[i].Stats().Node.NearHits
 			get(i)
-			if caches[i].stats.NearHits.Load() != hits+1 {
+			if caches[i].Stats().Node.NearHits != hits+1 {
 				t.Fatalf("round %d: node %d's second read was not answered from its own copy", round, i+1)
 			}
 		}

@@ -8,7 +8,14 @@ import (
 
 // RegionStats counts one region's activity on this node.
 type RegionStats struct {
-	Hits, Misses, Loads, MergedLoads atomic.Uint64
+	// Hits counts the gets answered from the cache, except those
+	// answered from this node's near copies (NEAR), which NearHits
+	// counts: a snapshot adds them up from one read of each, so that its
+	// near hits never exceed its hits, not even between two snapshots
+	// (two counters bumped one after the other and read a moment apart
+	// could).
+	Hits, NearHits                   atomic.Uint64
+	Misses, Loads, MergedLoads       atomic.Uint64
 	Puts, RefusedPuts, Invalidations atomic.Uint64
 	// MissedClears counts clears of the region after missed messages.
 	MissedClears atomic.Uint64
@@ -16,7 +23,10 @@ type RegionStats struct {
 
 // RegionStatsSnapshot is a copy of RegionStats.
 type RegionStatsSnapshot struct {
+	// Hits counts every get answered from the cache; NearHits those of
+	// them answered from this node's near copies (NEAR).
 	Hits          uint64 `json:"hits"`
+	NearHits      uint64 `json:"near_hits,omitempty"`
 	Misses        uint64 `json:"misses"`
 	Loads         uint64 `json:"loads"`
 	MergedLoads   uint64 `json:"merged_loads"`
@@ -27,8 +37,9 @@ type RegionStatsSnapshot struct {
 }
 
 func (s *RegionStats) snapshot() RegionStatsSnapshot {
+	near := s.NearHits.Load()
 	return RegionStatsSnapshot{
-		Hits: s.Hits.Load(), Misses: s.Misses.Load(), Loads: s.Loads.Load(), MergedLoads: s.MergedLoads.Load(),
+		Hits: s.Hits.Load() + near, NearHits: near, Misses: s.Misses.Load(), Loads: s.Loads.Load(), MergedLoads: s.MergedLoads.Load(),
 		Puts: s.Puts.Load(), RefusedPuts: s.RefusedPuts.Load(), Invalidations: s.Invalidations.Load(),
 		MissedClears: s.MissedClears.Load(),
 	}
@@ -45,8 +56,6 @@ type NodeStats struct {
 	// they did not acknowledge a synchronous invalidation; Resets counts
 	// the times this node dropped everything on regaining its read lease.
 	Exclusions, Resets atomic.Uint64
-	// NearHits counts reads answered from this node's near copies (NEAR).
-	NearHits atomic.Uint64
 	// NearMisses, NearDrops and OwnerMisses count by cause (the
 	// constants above): gets not answered near, wholesale drops of near
 	// copies, and gets an owner answered with a miss (or that read
@@ -219,7 +228,7 @@ func (s *NodeStats) snapshot() NodeStatsSnapshot {
 	return NodeStatsSnapshot{
 		InvalidationsSent: s.InvalidationsSent.Load(), InvalidationsReceived: s.InvalidationsReceived.Load(),
 		MissedClears: s.MissedClears.Load(), RemoteCalls: s.RemoteCalls.Load(), RemoteBytes: s.RemoteBytes.Load(),
-		Evictions: s.Evictions.Load(), Exclusions: s.Exclusions.Load(), Resets: s.Resets.Load(), NearHits: s.NearHits.Load(),
+		Evictions: s.Evictions.Load(), Exclusions: s.Exclusions.Load(), Resets: s.Resets.Load(),
 		NearMisses: causeSnapshot(nearMissNames[:], s.NearMisses[:]), NearDrops: causeSnapshot(nearDropNames[:], s.NearDrops[:]),
 		OwnerMisses:     causeSnapshot(ownerMissNames[:], s.OwnerMisses[:]),
 		RemoteByKind:    causeSnapshot(remoteNames[:], s.RemoteByKind[:]),
