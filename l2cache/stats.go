@@ -200,7 +200,9 @@ type NodeStatsSnapshot struct {
 	Evictions             uint64 `json:"evictions"`
 	Exclusions            uint64 `json:"exclusions"`
 	Resets                uint64 `json:"resets"`
-	NearHits              uint64 `json:"near_hits"`
+	// NearHits is the regions' near hits summed (Cache.Stats fills it
+	// from the same region snapshots it reports).
+	NearHits uint64 `json:"near_hits"`
 	// By cause: see the cause names in stats.go.
 	NearMisses  map[string]uint64 `json:"near_misses"`
 	NearDrops   map[string]uint64 `json:"near_drops"`
